@@ -1,0 +1,110 @@
+"""Anonymize stage: blur, pixelate or fill face regions, and the only maker of `SafeFrame`.
+
+Sinks accept nothing but a `SafeFrame`, and only `Anonymizer` can make one, so no code path can hand a sink
+a frame that did not pass through here. Strong blur is done on a downscaled region and scaled back: a
+naive `GaussianBlur(sigma=30)` on a 200x200 face costs more than running the detector (22 ms, measured).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from engine.config import Settings
+
+_TOKEN = object()
+
+
+class SafeFrame:
+    """A frame that has been through the anonymizer. Construct only via `Anonymizer`."""
+
+    __slots__ = ("image", "index", "whole_frame")
+
+    def __init__(self, image: np.ndarray, index: int, whole_frame: bool, _token: object = None) -> None:
+        if _token is not _TOKEN:
+            raise TypeError("SafeFrame is made only by the Anonymizer")
+        self.image = image
+        self.index = index
+        self.whole_frame = whole_frame
+
+
+class Anonymizer:
+    def __init__(self, settings: Settings) -> None:
+        self.mode = settings.mode
+        self.shape = settings.shape
+        self.strength = settings.strength
+        self.margin = settings.margin
+
+    def apply(self, frame: np.ndarray, index: int, boxes: Iterable[np.ndarray]) -> SafeFrame:
+        """Anonymize every box (x1, y1, x2, y2) in place, each grown by the margin."""
+        height, width = frame.shape[:2]
+        for box in boxes:
+            region = self._grow(box, width, height)
+            if region is not None:
+                self._anonymize_region(frame, region)
+        return SafeFrame(frame, index, False, _TOKEN)
+
+    def whole(self, frame: np.ndarray, index: int) -> SafeFrame:
+        """The whole frame made unrecognisable: panic, pause, or a detector that failed."""
+        height, width = frame.shape[:2]
+        small = cv2.resize(frame, (max(1, width // 32), max(1, height // 32)), interpolation=cv2.INTER_AREA)
+        small = cv2.GaussianBlur(small, (0, 0), 1.5)
+        frame[:] = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+        return SafeFrame(frame, index, True, _TOKEN)
+
+    def _grow(self, box: np.ndarray, width: int, height: int) -> tuple[int, int, int, int] | None:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        mx, my = (x2 - x1) * self.margin, (y2 - y1) * self.margin
+        x1, y1 = max(0, int(x1 - mx)), max(0, int(y1 - my))
+        x2, y2 = min(width, int(np.ceil(x2 + mx))), min(height, int(np.ceil(y2 + my)))
+        if x2 - x1 < 2 or y2 - y1 < 2:
+            return None
+        return x1, y1, x2, y2
+
+    def _anonymize_region(self, frame: np.ndarray, region: tuple[int, int, int, int]) -> None:
+        x1, y1, x2, y2 = region
+        roi = frame[y1:y2, x1:x2]
+        covered = self._cover(roi)
+        alpha = _soft_mask(roi.shape[1], roi.shape[0], self.shape)
+        # A soft edge: a hard one draws a new sharp contour where the face outline was.
+        roi[:] = (covered * alpha + roi * (1.0 - alpha)).astype(np.uint8)
+
+    def _cover(self, roi: np.ndarray) -> np.ndarray:
+        h, w = roi.shape[:2]
+        if self.mode == "fill":
+            return _filled(roi)
+        if self.mode == "mosaic":
+            blocks = max(2, round(12 - 9 * self.strength))  # blocks across the (grown) region
+            bw, bh = blocks, max(1, round(blocks * h / w))
+            small = cv2.resize(roi, (bw, bh), interpolation=cv2.INTER_AREA)
+            return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+        # Gaussian blur with sigma proportional to the face, run on a copy downscaled so sigma is ~2 px.
+        sigma = max(w, h) * (0.08 + 0.32 * self.strength)
+        factor = max(1.0, sigma / 2.0)
+        sw, sh = max(1, round(w / factor)), max(1, round(h / factor))
+        small = cv2.resize(roi, (sw, sh), interpolation=cv2.INTER_AREA)
+        small = cv2.GaussianBlur(small, (0, 0), sigma / factor, borderType=cv2.BORDER_REFLECT)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _filled(roi: np.ndarray) -> np.ndarray:
+    """A solid patch in the region's mean colour: no detail at all, and less jarring than black."""
+    return np.broadcast_to(roi.mean(axis=(0, 1)).astype(roi.dtype), roi.shape).copy()
+
+
+@lru_cache(maxsize=256)
+def _soft_mask(width: int, height: int, shape: str) -> np.ndarray:
+    """Alpha (h, w, 1) that is 1 over the face and fades to 0 at the region's border (the margin zone)."""
+    pad = max(1, round(0.06 * min(width, height)))
+    mask = np.zeros((height, width), np.float32)
+    if shape == "ellipse":
+        centre = (width // 2, height // 2)
+        axes = (max(1, width // 2 - pad), max(1, height // 2 - pad))
+        cv2.ellipse(mask, centre, axes, 0, 0, 360, 1.0, -1)
+    else:
+        mask[pad: height - pad, pad: width - pad] = 1.0
+    mask = cv2.GaussianBlur(mask, (0, 0), pad / 2)
+    return mask[:, :, None]

@@ -1,0 +1,81 @@
+"""Detection stage: frame in, `Detections` out. Detectors are swappable: one file in `engine/detectors/`."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from engine.config import Settings
+from engine.faces import Detections
+
+
+class Detector(Protocol):
+    """A face detector. `detect` returns every face scoring at least `min_score` (the tracker's low bar)."""
+
+    name: str
+    runner_name: str
+
+    def detect(self, frame: np.ndarray, min_score: float) -> Detections: ...
+
+
+def create_detector(settings: Settings) -> Detector:
+    """The detector named in settings, from `engine/detectors/<name>.py` (each exposes `create(settings)`)."""
+    module = importlib.import_module(f"engine.detectors.{settings.detector}")
+    return module.create(settings)
+
+
+def letterbox(frame: np.ndarray, scale: float, multiple: int = 32) -> np.ndarray:
+    """Resize by `scale` and zero-pad right/bottom to a multiple of `multiple` (the networks' stride)."""
+    h, w = frame.shape[:2]
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = frame if (nh, nw) == (h, w) else cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    ph, pw = -(-nh // multiple) * multiple, -(-nw // multiple) * multiple
+    if (ph, pw) == (nh, nw):
+        return resized
+    padded = np.zeros((ph, pw, 3), dtype=frame.dtype)
+    padded[:nh, :nw] = resized
+    return padded
+
+
+def nms(xyxy: np.ndarray, score: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression, best score first."""
+    order = np.argsort(-score)
+    keep: list[int] = []
+    areas = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
+    while order.size:
+        i = order[0]
+        keep.append(int(i))
+        rest = order[1:]
+        ix1 = np.maximum(xyxy[i, 0], xyxy[rest, 0])
+        iy1 = np.maximum(xyxy[i, 1], xyxy[rest, 1])
+        ix2 = np.minimum(xyxy[i, 2], xyxy[rest, 2])
+        iy2 = np.minimum(xyxy[i, 3], xyxy[rest, 3])
+        inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def detection_scales(frame: np.ndarray, detect_width: int) -> list[float]:
+    """Native size, plus an upscaled pass when the frame is narrower than `detect_width` (small faces in
+    small video are missed at native size, while large faces can be missed when upscaled: measured on the
+    dev clip). Wider frames are only downscaled to `detect_width`, to keep live mode real time."""
+    width = frame.shape[1]
+    if width > detect_width:
+        return [detect_width / width]
+    if width < detect_width:
+        return [1.0, detect_width / width]
+    return [1.0]
+
+
+def merge(parts: list[Detections], iou_threshold: float) -> Detections:
+    """Union of detections from several passes, duplicates removed by NMS."""
+    joined = Detections(
+        np.concatenate([p.xyxy for p in parts]),
+        np.concatenate([p.score for p in parts]),
+        np.concatenate([p.landmarks for p in parts]),
+    )
+    return joined[nms(joined.xyxy, joined.score, iou_threshold)] if len(joined) else joined

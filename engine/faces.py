@@ -1,0 +1,87 @@
+"""The one value object passed between stages: the faces of one frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Detections:
+    """Raw detector output for one frame, in frame pixel coordinates.
+
+    xyxy: (n, 4) float32 boxes; score: (n,) float32 in [0, 1]; landmarks: (n, 5, 2) float32
+    (right eye, left eye, nose, right mouth corner, left mouth corner as seen in the image, left to right).
+    """
+
+    xyxy: np.ndarray
+    score: np.ndarray
+    landmarks: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.xyxy)
+        if self.xyxy.shape != (n, 4) or self.score.shape != (n,) or self.landmarks.shape != (n, 5, 2):
+            raise ValueError(
+                f"inconsistent detections: xyxy {self.xyxy.shape}, score {self.score.shape}, "
+                f"landmarks {self.landmarks.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    def __getitem__(self, index: np.ndarray | slice) -> Detections:
+        return Detections(self.xyxy[index], self.score[index], self.landmarks[index])
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32))
+
+    def validate(self, width: int, height: int) -> None:
+        """Reject garbage (NaN, inverted or absurd boxes, scores outside [0, 1]): the pipeline then blurs the
+        whole frame instead of trusting it."""
+        if not (np.isfinite(self.xyxy).all() and np.isfinite(self.score).all() and np.isfinite(self.landmarks).all()):
+            raise ValueError("detector returned non-finite values")
+        if ((self.score < 0) | (self.score > 1)).any():
+            raise ValueError("detector returned scores outside [0, 1]")
+        if len(self) and ((self.xyxy[:, 2] < self.xyxy[:, 0]) | (self.xyxy[:, 3] < self.xyxy[:, 1])).any():
+            raise ValueError("detector returned inverted boxes")
+        limit = 4 * max(width, height)
+        if len(self) and (np.abs(self.xyxy) > limit).any():
+            raise ValueError("detector returned boxes far outside the frame")
+
+
+@dataclass
+class FaceState:
+    """One tracked face as the anonymizer and the telemetry see it."""
+
+    track_id: int
+    xyxy: tuple[float, float, float, float]
+    score: float
+    lost_frames: int = 0  # > 0: the detector missed it; the box is the track's prediction
+    visible: bool = False  # True only when the identifier has confirmed a facebank match
+    identity: str | None = None
+    similarity: float | None = None
+
+    def as_dict(self) -> dict:
+        x1, y1, x2, y2 = self.xyxy
+        return {
+            "track_id": self.track_id,
+            "box": [round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1)],
+            "size": round(max(x2 - x1, y2 - y1), 1),
+            "score": round(self.score, 3),
+            "state": "visible" if self.visible else "blurred",
+            "lost_frames": self.lost_frames,
+            "identity": self.identity,
+            "similarity": None if self.similarity is None else round(self.similarity, 3),
+        }
+
+
+@dataclass
+class FrameReport:
+    """What happened to one frame, for telemetry and tests."""
+
+    index: int
+    faces: list[FaceState] = field(default_factory=list)
+    whole_frame: str | None = None  # why the whole frame was anonymized: "panic", "detector-error", ...
+    detect_ms: float = 0.0

@@ -1,0 +1,32 @@
+"""Identify stage: decide, per track, whether the face is on the facebank and may stay visible.
+
+Fail closed: a track is visible only when an identifier has positively confirmed it; everything else,
+including every track an identifier has not looked at yet, is anonymized.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from engine.config import Settings
+from engine.track import Track
+
+
+class Identifier(Protocol):
+    def update(self, frame: np.ndarray, tracks: list[Track], settings: Settings) -> None:
+        """Set `track.extras["visible"]` (and optionally "identity", "similarity") for each track."""
+
+
+class NoIdentifier:
+    """No facebank: every face is anonymized."""
+
+    def update(self, frame: np.ndarray, tracks: list[Track], settings: Settings) -> None:
+        for track in tracks:
+            track.extras["visible"] = False
+
+
+def is_visible(track: Track) -> bool:
+    """Visible only when confirmed and currently detected: a lost track is always anonymized."""
+    return bool(track.extras.get("visible")) and track.lost_frames == 0

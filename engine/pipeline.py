@@ -1,0 +1,132 @@
+"""One frame through detect -> track -> identify -> anonymize, failing closed at every step.
+
+- A face is anonymized in the very frame it is first detected (raw detections are anonymized, not only
+  confirmed tracks).
+- A track whose detection drops is anonymized at its predicted, grown box for `hold_seconds`.
+- If the detector raises, returns garbage or misses its deadline, the whole frame is anonymized, the fault
+  is logged and counted, and the next frame is tried again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+import numpy as np
+
+from engine.anonymize import Anonymizer, SafeFrame
+from engine.config import Settings
+from engine.detect import Detector, create_detector
+from engine.faces import Detections, FaceState, FrameReport
+from engine.identify import Identifier, NoIdentifier, is_visible
+from engine.track import FaceTracker
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, detector: Detector | None = None, identifier: Identifier | None = None):
+        self.settings = settings
+        self.detector = detector if detector is not None else create_detector(settings)
+        self.identifier = identifier if identifier is not None else NoIdentifier()
+        self.tracker = FaceTracker(settings.confidence, settings.low_confidence, settings.hold_seconds)
+        self.anonymizer = Anonymizer(settings)
+        self.faults: Counter[str] = Counter()
+        # The detector runs on its own thread so a stalled network cannot stall the stream.
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="detector")
+        self._pending: Future | None = None
+
+    def configure(self, settings: Settings) -> None:
+        """Apply new settings from the next frame on (called from the frame loop's thread)."""
+        old, self.settings = self.settings, settings
+        if (settings.detector, settings.backend) != (old.detector, old.backend):
+            self.detector = create_detector(settings)
+        elif hasattr(self.detector, "detect_width"):
+            self.detector.detect_width = settings.detect_width
+        self.tracker.confidence = settings.confidence
+        self.tracker.low_confidence = settings.low_confidence
+        self.tracker.hold_seconds = settings.hold_seconds
+        self.anonymizer = Anonymizer(settings)
+
+    def process(self, frame: np.ndarray, index: int, dt: float) -> tuple[SafeFrame, FrameReport]:
+        """Anonymize `frame` in place and return it as a SafeFrame, with what was done to it."""
+        report = FrameReport(index)
+        if self.settings.panic or self.settings.paused:
+            report.whole_frame = "panic" if self.settings.panic else "paused"
+            return self.anonymizer.whole(frame, index), report
+        started = time.perf_counter()
+        detections, fault = self._detect(frame)
+        report.detect_ms = (time.perf_counter() - started) * 1000
+        if detections is None:
+            self.faults[fault] += 1
+            report.whole_frame = fault
+            self.tracker.update(Detections.empty(), dt)  # keep predicting: tracks must survive the fault
+            return self.anonymizer.whole(frame.copy(), index), report
+        tracks = self.tracker.update(detections, dt)
+        try:
+            self.identifier.update(frame, tracks, self.settings)
+        except Exception:  # a broken identifier must never un-blur anything
+            log.exception("identifier failed; anonymizing every face")
+            self.faults["identifier-error"] += 1
+            for track in tracks:
+                track.extras["visible"] = False
+        boxes = [t.safety_box() for t in tracks if not is_visible(t)]
+        boxes += self._unclaimed_detections(detections, tracks)
+        report.faces = [_face_state(t) for t in tracks]
+        return self.anonymizer.apply(frame, index, boxes), report
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _detect(self, frame: np.ndarray) -> tuple[Detections | None, str]:
+        if self._pending is not None and not self._pending.done():
+            return None, "detector-stalled"  # still busy with an earlier frame that missed its deadline
+        self._pending = self._pool.submit(self.detector.detect, frame, self.settings.low_confidence)
+        try:
+            detections = self._pending.result(timeout=self.settings.deadline_ms / 1000)
+        except FutureTimeout:
+            log.warning("detector missed its %.0f ms deadline: whole frame anonymized", self.settings.deadline_ms)
+            return None, "detector-deadline"
+        except Exception:
+            log.exception("detector failed: whole frame anonymized")
+            return None, "detector-error"
+        try:
+            if not isinstance(detections, Detections):
+                raise ValueError(f"detector returned {type(detections).__name__}, not Detections")
+            detections.validate(frame.shape[1], frame.shape[0])
+        except ValueError as exc:
+            log.error("detector returned garbage (%s): whole frame anonymized", exc)
+            return None, "detector-garbage"
+        return detections, ""
+
+    def _unclaimed_detections(self, detections: Detections, tracks: list) -> list[np.ndarray]:
+        """Raw detections, except those that are a visible track's own current detection."""
+        visible = [t.xyxy for t in tracks if is_visible(t)]
+        out = []
+        for box in detections.xyxy:
+            if not any(_iou(box, v) > 0.5 for v in visible):
+                out.append(box)
+        return out
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _face_state(track) -> FaceState:
+    return FaceState(
+        track_id=track.track_id,
+        xyxy=tuple(float(v) for v in track.safety_box()),
+        score=track.score,
+        lost_frames=track.lost_frames,
+        visible=is_visible(track),
+        identity=track.extras.get("identity"),
+        similarity=track.extras.get("similarity"),
+    )

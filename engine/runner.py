@@ -1,0 +1,276 @@
+"""The frame loop: source -> pipeline -> sinks, in file mode (every frame) or live mode (bounded latency).
+
+Live mode reads the source on its own thread into a one-slot mailbox: when processing falls behind, the
+oldest *input* frame is dropped (counted), never an output frame, so latency stays bounded. File mode
+processes every frame, encoding on a second thread so the two cores overlap detection and encoding.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from engine.anonymize import SafeFrame
+from engine.config import Settings
+from engine.faces import FrameReport
+from engine.identify import Identifier
+from engine.pipeline import Pipeline
+from engine.sink import Sink, SinkError
+from engine.source import SourceError, VideoSource
+
+log = logging.getLogger(__name__)
+
+PREVIEW_WIDTH = 96
+PREVIEW_EVERY_S = 0.2
+
+
+@dataclass
+class Stats:
+    """Rolling figures for telemetry; written by the frame loop, read by the control thread."""
+
+    frames: int = 0
+    dropped: int = 0
+    whole_frames: int = 0
+    started: float = field(default_factory=time.monotonic)
+    stamps: deque = field(default_factory=lambda: deque(maxlen=240))  # output times, for fps
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=240))
+    last_report: FrameReport | None = None
+
+    def record(self, report: FrameReport, latency_ms: float) -> None:
+        now = time.monotonic()
+        self.frames += 1
+        self.whole_frames += report.whole_frame is not None
+        self.stamps.append(now)
+        self.latencies_ms.append(latency_ms)
+        self.last_report = report
+
+    def fps(self) -> float:
+        stamps = list(self.stamps)
+        recent = [t for t in stamps if t >= time.monotonic() - 2.0]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
+
+    def latency(self, q: float) -> float | None:
+        values = list(self.latencies_ms)
+        return float(np.percentile(values, q)) if values else None
+
+
+class Engine:
+    """Owns a source, a pipeline and sinks. Settings and sinks can change while it runs (thread-safe)."""
+
+    def __init__(self, settings: Settings, source: VideoSource, sinks: list[Sink] | None = None,
+                 identifier: Identifier | None = None, pipeline: Pipeline | None = None) -> None:
+        self.source = source
+        self.sinks: list[Sink] = list(sinks or [])
+        self.pipeline = pipeline if pipeline is not None else Pipeline(settings, identifier=identifier)
+        self.stats = Stats()
+        self.source_state = "running"
+        self.preview: np.ndarray | None = None  # small copy of the last *anonymized* frame
+        self._preview_at = 0.0
+        self._settings = settings
+        self._pending_settings: Settings | None = None
+        self._sink_ops: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self.stop_event = threading.Event()
+
+    # --- control, from any thread -------------------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        with self._lock:
+            return self._pending_settings or self._settings
+
+    def update_settings(self, changes: dict[str, Any]) -> Settings:
+        """Validate and queue new settings; the frame loop applies them before its next frame."""
+        with self._lock:
+            new = (self._pending_settings or self._settings).updated(changes)
+            self._pending_settings = new
+            return new
+
+    def add_sink(self, sink: Sink) -> None:
+        self._sink_ops.put(lambda: self.sinks.append(sink))
+
+    def remove_sink(self, name: str) -> None:
+        def op() -> None:
+            for sink in [s for s in self.sinks if s.name == name]:
+                self.sinks.remove(sink)
+                _close_quietly(sink)
+        self._sink_ops.put(op)
+
+    def telemetry(self) -> dict[str, Any]:
+        report = self.stats.last_report
+        return {
+            "fps": round(self.stats.fps(), 2),
+            "latency_p50_ms": _round(self.stats.latency(50)),
+            "latency_p95_ms": _round(self.stats.latency(95)),
+            "frames": self.stats.frames,
+            "dropped": self.stats.dropped,
+            "whole_frames": self.stats.whole_frames,
+            "faults": dict(self.pipeline.faults),
+            "source": {"spec": self.source.spec, "kind": self.source.kind, "state": self.source_state,
+                       "width": self.source.info.width, "height": self.source.info.height,
+                       "fps": self.source.info.fps},
+            "sinks": [s.name for s in self.sinks],
+            "detector": f"{self.pipeline.detector.name} on {self.pipeline.detector.runner_name}",
+            "whole_frame": report.whole_frame if report else None,
+            "faces": [f.as_dict() for f in report.faces] if report else [],
+            "settings": self.settings.as_dict(),
+        }
+
+    # --- the frame loop ------------------------------------------------------------------------------------
+    def process_one(self, frame: np.ndarray, index: int, dt: float, captured: float) -> SafeFrame:
+        self._apply_pending()
+        safe, report = self.pipeline.process(frame, index, dt)
+        self.stats.record(report, (time.monotonic() - captured) * 1000)
+        self._update_preview(safe)
+        return safe
+
+    def run_file(self, progress: Callable[[int], None] | None = None) -> int:
+        """Every frame, in order, as fast as possible. Returns the number of frames written."""
+        fps = self.source.info.fps
+        out: queue.Queue[SafeFrame | None] = queue.Queue(maxsize=4)
+        writer = threading.Thread(target=self._write_all, args=(out,), name="sink-writer", daemon=True)
+        writer.start()
+        index = 0
+        try:
+            while not self.stop_event.is_set():
+                frame = self.source.read()
+                if frame is None:
+                    break
+                out.put(self.process_one(frame, index, 1.0 / fps, time.monotonic()))
+                index += 1
+                if progress:
+                    progress(1)
+        finally:
+            out.put(None)
+            writer.join()
+        if self._writer_error:
+            raise self._writer_error
+        return index
+
+    _writer_error: Exception | None = None
+
+    def _write_all(self, out: queue.Queue[SafeFrame | None]) -> None:
+        while (safe := out.get()) is not None:
+            try:
+                self._emit(safe)
+            except Exception as exc:  # surfaced by run_file; keep draining so the loop never blocks
+                self._writer_error = self._writer_error or exc
+
+    def run_live(self, pace_files: bool = True) -> None:
+        """Until `stop_event`: the newest frame is processed; older unprocessed input frames are dropped."""
+        mailbox: queue.Queue[tuple[np.ndarray, float]] = queue.Queue(maxsize=1)
+        reader = threading.Thread(target=self._read_live, args=(mailbox, pace_files), name="source", daemon=True)
+        reader.start()
+        index, last = 0, None
+        while not self.stop_event.is_set():
+            try:
+                frame, captured = mailbox.get(timeout=0.2)
+            except queue.Empty:
+                self._apply_pending()
+                continue
+            dt = (captured - last) if last is not None else 1.0 / self.source.info.fps
+            last = captured
+            self._emit(self.process_one(frame, index, dt, captured))
+            index += 1
+        reader.join(timeout=2)
+
+    def _read_live(self, mailbox: queue.Queue, pace: bool) -> None:
+        period = 1.0 / self.source.info.fps
+        next_due = time.monotonic()
+        while not self.stop_event.is_set():
+            frame = self.source.read()
+            if frame is None:
+                self._recover_source()
+                continue
+            captured = time.monotonic()
+            try:
+                mailbox.put_nowait((frame, captured))
+            except queue.Full:  # behind: replace the waiting frame with the newer one
+                try:
+                    mailbox.get_nowait()
+                    self.stats.dropped += 1
+                except queue.Empty:
+                    pass
+                mailbox.put_nowait((frame, captured))
+            if pace and self.source.kind == "file":  # a file played live behaves like a camera
+                next_due += period
+                time.sleep(max(0.0, next_due - time.monotonic()))
+                if next_due < time.monotonic() - 1.0:
+                    next_due = time.monotonic()
+
+    def _recover_source(self) -> None:
+        """A camera that vanished: keep the engine (and the virtual camera) up, retry once a second."""
+        if self.source.kind == "file" and not self.source.loop:
+            self.source_state = "ended"
+            self.stop_event.set()
+            return
+        self.source_state = "lost"
+        log.warning("source %s stopped giving frames; retrying", self.source.spec)
+        while not self.stop_event.is_set():
+            try:
+                if self.source.reopen():
+                    self.source_state = "running"
+                    log.info("source %s is back", self.source.spec)
+                    return
+            except SourceError:
+                pass
+            self.stop_event.wait(1.0)
+
+    def _emit(self, safe: SafeFrame) -> None:
+        while not self._sink_ops.empty():
+            self._sink_ops.get_nowait()()
+        for sink in list(self.sinks):
+            try:
+                sink.write(safe)
+            except SinkError as exc:
+                log.error("sink %s failed and was closed: %s", sink.name, exc)
+                self.sinks.remove(sink)
+                _close_quietly(sink)
+
+    def _apply_pending(self) -> None:
+        with self._lock:
+            pending, self._pending_settings = self._pending_settings, None
+            if pending is not None:
+                self._settings = pending
+        if pending is not None:
+            self.pipeline.configure(pending)
+
+    def _update_preview(self, safe: SafeFrame) -> None:
+        now = time.monotonic()
+        if now - self._preview_at < PREVIEW_EVERY_S:
+            return
+        self._preview_at = now
+        h, w = safe.image.shape[:2]
+        self.preview = cv2.resize(safe.image, (PREVIEW_WIDTH, max(1, round(PREVIEW_WIDTH * h / w))),
+                                  interpolation=cv2.INTER_AREA)
+
+    def close(self) -> None:
+        self.stop_event.set()
+        while not self._sink_ops.empty():
+            self._sink_ops.get_nowait()()
+        for sink in self.sinks:
+            _close_quietly(sink)
+        self.sinks.clear()
+        self.pipeline.close()
+        self.source.close()
+
+
+def _close_quietly(sink: Sink) -> None:
+    try:
+        sink.close()
+    except Exception as exc:
+        log.error("closing sink %s: %s", sink.name, exc)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

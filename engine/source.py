@@ -1,0 +1,117 @@
+"""Source stage: frames from a webcam, a video file or an RTSP/HTTP URL, through OpenCV (FFmpeg inside)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class SourceError(RuntimeError):
+    """The source cannot be opened or read; the message says what to check."""
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    spec: str
+    kind: str  # "camera", "file" or "url"
+    width: int
+    height: int
+    fps: float
+    frame_count: int | None  # known for files only
+
+
+def classify(spec: str) -> str:
+    if re.fullmatch(r"\d+", spec) or spec.startswith("/dev/video"):
+        return "camera"
+    if re.match(r"^(rtsp|rtmp|http|https|udp|tcp)://", spec):
+        return "url"
+    return "file"
+
+
+class VideoSource:
+    """`read()` returns the next BGR frame, or None at the end of a file (or when a camera is gone)."""
+
+    def __init__(self, spec: str, loop: bool = False) -> None:
+        self.spec = str(spec)
+        self.kind = classify(self.spec)
+        self.loop = loop
+        self._cap = self._open()
+        self.info = self._probe()
+
+    def _open(self) -> cv2.VideoCapture:
+        if self.kind == "file":
+            path = Path(self.spec)
+            if not path.exists():
+                raise SourceError(f"no such video file: {self.spec}")
+            if not path.is_file():
+                raise SourceError(f"not a file: {self.spec}")
+        target: int | str = int(self.spec) if self.spec.isdigit() else self.spec
+        cap = cv2.VideoCapture(target)
+        if not cap.isOpened():
+            raise SourceError(self._open_hint())
+        ok, first = cap.read()
+        if not ok or first is None:
+            cap.release()
+            raise SourceError(f"{self._open_hint()} (opened, but no frame could be read)")
+        self._first: np.ndarray | None = first
+        return cap
+
+    def _open_hint(self) -> str:
+        if self.kind == "camera":
+            return (
+                f"cannot open camera {self.spec}: it is absent or busy (another program may hold it; "
+                "`v4l2-ctl --list-devices` lists cameras)"
+            )
+        if self.kind == "url":
+            return f"cannot open stream {self.spec}: check the URL and that the stream is live"
+        return f"cannot read video {self.spec}: not a video, or corrupt"
+
+    def _probe(self) -> SourceInfo:
+        assert self._first is not None
+        h, w = self._first.shape[:2]
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        if not fps or not np.isfinite(fps) or fps <= 0 or fps > 240:
+            fps = 30.0
+        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)) if self.kind == "file" else None
+        return SourceInfo(self.spec, self.kind, w, h, float(fps), count if count and count > 0 else None)
+
+    @property
+    def fps_fraction(self) -> Fraction:
+        """The frame rate as a fraction (29.97 -> 30000/1001) so a file sink keeps timing exact."""
+        return Fraction(self.info.fps).limit_denominator(1001)
+
+    def read(self) -> np.ndarray | None:
+        if self._first is not None:
+            frame, self._first = self._first, None
+            return frame
+        ok, frame = self._cap.read()
+        if ok and frame is not None:
+            return frame
+        if self.kind == "file" and self.loop:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = self._cap.read()
+            return frame if ok else None
+        return None
+
+    def reopen(self, attempts: int = 1, wait: float = 0.5) -> bool:
+        """Try to get a vanished camera or stream back (unplugged, network blip)."""
+        for _ in range(attempts):
+            self._cap.release()
+            try:
+                self._cap = self._open()
+                return True
+            except SourceError:
+                time.sleep(wait)
+        return False
+
+    def close(self) -> None:
+        self._cap.release()

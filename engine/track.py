@@ -1,0 +1,177 @@
+"""Tracking stage: ByteTrack-style association with a constant-velocity Kalman filter per face.
+
+Faces keep an id across frames (the identifier needs it), and the tracker bridges detector misses: a track
+whose detection drops is kept for `hold_seconds` at its predicted box, grown by a margin that widens the
+longer it is lost, and the anonymizer keeps blurring it there (fail closed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.faces import Detections
+
+# Kalman noise, in units of the box size: faces move fast relative to their size in hand-held video.
+_POS_NOISE = 0.05
+_VEL_NOISE = 0.02
+_MEAS_NOISE = 0.05
+_MATCH_IOU = 0.2  # faces are small and move: a low IoU bar, plus the centre-distance fallback below
+_MATCH_CENTRE = 0.5  # ... or centres closer than this fraction of the box size
+_LOST_GROWTH_PER_FRAME = 0.08  # a lost track's box grows this fraction of its size per missed frame
+_LOST_GROWTH_MAX = 0.6
+
+
+@dataclass
+class Track:
+    track_id: int
+    mean: np.ndarray  # cx, cy, w, h, vcx, vcy, vw, vh
+    cov: np.ndarray
+    score: float
+    landmarks: np.ndarray
+    age: int = 1
+    lost_frames: int = 0
+    lost_seconds: float = 0.0
+    extras: dict = field(default_factory=dict)  # per-track state owned by later stages (identity)
+
+    @property
+    def xyxy(self) -> np.ndarray:
+        cx, cy, w, h = self.mean[:4]
+        return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dtype=np.float32)
+
+    def safety_box(self) -> np.ndarray:
+        """The box to anonymize: the estimate, grown while the detector has lost the face."""
+        box = self.xyxy
+        if self.lost_frames == 0:
+            return box
+        grow = min(_LOST_GROWTH_MAX, _LOST_GROWTH_PER_FRAME * self.lost_frames)
+        w, h = box[2] - box[0], box[3] - box[1]
+        return box + np.array([-w, -h, w, h], dtype=np.float32) * grow
+
+
+class KalmanBox:
+    """Constant-velocity model on (cx, cy, w, h); noise scales with the box size."""
+
+    F = np.eye(8, dtype=np.float64)
+    F[:4, 4:] = np.eye(4)
+    H = np.eye(4, 8, dtype=np.float64)
+
+    @staticmethod
+    def initiate(box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        z = _to_cxcywh(box)
+        mean = np.concatenate([z, np.zeros(4)])
+        size = max(z[2], z[3])
+        std = np.array([2 * _POS_NOISE * size] * 4 + [10 * _VEL_NOISE * size] * 4)
+        return mean, np.diag(std**2)
+
+    @classmethod
+    def predict(cls, mean: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        size = max(mean[2], mean[3], 1.0)
+        q = np.diag(np.array([_POS_NOISE * size] * 4 + [_VEL_NOISE * size] * 4) ** 2)
+        mean = cls.F @ mean
+        mean[2:4] = np.maximum(mean[2:4], 1.0)
+        return mean, cls.F @ cov @ cls.F.T + q
+
+    @classmethod
+    def update(cls, mean: np.ndarray, cov: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        z = _to_cxcywh(box)
+        size = max(z[2], z[3], 1.0)
+        r = np.diag(np.full(4, (_MEAS_NOISE * size) ** 2))
+        s = cls.H @ cov @ cls.H.T + r
+        gain = cov @ cls.H.T @ np.linalg.inv(s)
+        mean = mean + gain @ (z - cls.H @ mean)
+        cov = (np.eye(8) - gain @ cls.H) @ cov
+        return mean, cov
+
+
+class FaceTracker:
+    """`update` is called every frame, with an empty `Detections` when the detector saw nothing."""
+
+    def __init__(self, confidence: float, low_confidence: float, hold_seconds: float) -> None:
+        self.confidence = confidence
+        self.low_confidence = low_confidence
+        self.hold_seconds = hold_seconds
+        self.tracks: list[Track] = []
+        self._next_id = 1
+
+    def reset(self) -> None:
+        self.tracks.clear()
+
+    def update(self, detections: Detections, dt: float) -> list[Track]:
+        """Advance every track by `dt` seconds, associate, and return the live tracks (found or held)."""
+        for track in self.tracks:
+            track.mean, track.cov = KalmanBox.predict(track.mean, track.cov)
+        high = detections[detections.score >= self.confidence]
+        low = detections[(detections.score >= self.low_confidence) & (detections.score < self.confidence)]
+        unmatched_tracks = list(range(len(self.tracks)))
+        unmatched_tracks, unmatched_high = self._associate(unmatched_tracks, high)
+        unmatched_tracks, _ = self._associate(unmatched_tracks, low)  # ByteTrack's second pass
+        for i in unmatched_tracks:
+            track = self.tracks[i]
+            track.lost_frames += 1
+            track.lost_seconds += dt
+            track.mean[4:] *= 0.9  # damp velocity so a lost box does not fly away
+        for j in unmatched_high:
+            self._start(high[np.array([j])])
+        self.tracks = [t for t in self.tracks if t.lost_frames == 0 or t.lost_seconds <= self.hold_seconds]
+        return self.tracks
+
+    def _associate(self, track_ids: list[int], dets: Detections) -> tuple[list[int], list[int]]:
+        """Greedy matching on IoU (best pairs first), with a centre-distance fallback for small, fast faces."""
+        if not track_ids or not len(dets):
+            return track_ids, list(range(len(dets)))
+        boxes = np.stack([self.tracks[i].xyxy for i in track_ids])
+        affinity = _affinity(boxes, dets.xyxy)
+        matched_t: set[int] = set()
+        matched_d: set[int] = set()
+        for flat in np.argsort(-affinity, axis=None):
+            ti, di = divmod(int(flat), affinity.shape[1])
+            if affinity[ti, di] <= 0:
+                break
+            if ti in matched_t or di in matched_d:
+                continue
+            matched_t.add(ti)
+            matched_d.add(di)
+            self._correct(self.tracks[track_ids[ti]], dets[np.array([di])])
+        return (
+            [t for k, t in enumerate(track_ids) if k not in matched_t],
+            [d for d in range(len(dets)) if d not in matched_d],
+        )
+
+    def _correct(self, track: Track, det: Detections) -> None:
+        track.mean, track.cov = KalmanBox.update(track.mean, track.cov, det.xyxy[0])
+        track.score = float(det.score[0])
+        track.landmarks = det.landmarks[0]
+        track.age += 1
+        track.lost_frames = 0
+        track.lost_seconds = 0.0
+
+    def _start(self, det: Detections) -> None:
+        mean, cov = KalmanBox.initiate(det.xyxy[0])
+        self.tracks.append(Track(self._next_id, mean, cov, float(det.score[0]), det.landmarks[0]))
+        self._next_id += 1
+
+
+def _to_cxcywh(box: np.ndarray) -> np.ndarray:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return np.array([(x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, 1.0), max(y2 - y1, 1.0)])
+
+
+def _affinity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU, or for boxes that barely overlap a small score when their centres are close (fast motion)."""
+    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    iou = inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+    ca = (a[:, :2] + a[:, 2:]) / 2
+    cb = (b[:, :2] + b[:, 2:]) / 2
+    size = np.maximum((a[:, 2] - a[:, 0])[:, None], (b[:, 2] - b[:, 0])[None, :])
+    dist = np.linalg.norm(ca[:, None] - cb[None], axis=-1) / np.maximum(size, 1e-9)
+    # Ranked below every real IoU match: a fallback only for what IoU leaves unmatched.
+    near = np.where(dist < _MATCH_CENTRE, _MATCH_IOU * 0.99 * (1.0 - dist / _MATCH_CENTRE), 0.0)
+    return np.where(iou >= _MATCH_IOU, iou, near)

@@ -82,6 +82,7 @@ class Engine:
         self._sink_ops: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self.stop_event = threading.Event()
+        self._next_source: VideoSource | None = None
 
     # --- control, from any thread -------------------------------------------------------------------------
     @property
@@ -95,6 +96,10 @@ class Engine:
             new = (self._pending_settings or self._settings).updated(changes)
             self._pending_settings = new
             return new
+
+    def replace_source(self, source: VideoSource) -> None:
+        """Switch to an opened source; the reader thread swaps it in before its next read."""
+        self._next_source = source
 
     def add_sink(self, sink: Sink) -> None:
         self._sink_ops.put(lambda: self.sinks.append(sink))
@@ -129,7 +134,13 @@ class Engine:
     # --- the frame loop ------------------------------------------------------------------------------------
     def process_one(self, frame: np.ndarray, index: int, dt: float, captured: float) -> SafeFrame:
         self._apply_pending()
-        safe, report = self.pipeline.process(frame, index, dt)
+        try:
+            safe, report = self.pipeline.process(frame, index, dt)
+        except Exception:  # any bug on the way: the frame still goes out, fully anonymized
+            log.exception("pipeline failed on frame %d: whole frame anonymized", index)
+            self.pipeline.faults["pipeline-error"] += 1
+            report = FrameReport(index, whole_frame="pipeline-error")
+            safe = self.pipeline.anonymizer.whole(frame, index)
         self.stats.record(report, (time.monotonic() - captured) * 1000)
         self._update_preview(safe)
         return safe
@@ -188,6 +199,11 @@ class Engine:
         period = 1.0 / self.source.info.fps
         next_due = time.monotonic()
         while not self.stop_event.is_set():
+            if self._next_source is not None:
+                old, self.source, self._next_source = self.source, self._next_source, None
+                old.close()
+                period, next_due = 1.0 / self.source.info.fps, time.monotonic()
+                self.source_state = "running"
             frame = self.source.read()
             if frame is None:
                 self._recover_source()

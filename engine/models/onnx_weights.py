@@ -130,7 +130,7 @@ def _check(name: str, module: ConvModule, node: ConvNode) -> None:
 def convs_of(module: nn.Module, prefix: str) -> list[tuple[str, ConvModule]]:
     """Convolutions under `module` in registration order, named as in the root module's state dict."""
     return [
-        (f"{prefix}.{name}" if name else prefix, m)
+        (".".join(part for part in (prefix, name) if part), m)
         for name, m in module.named_modules()
         if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
     ]

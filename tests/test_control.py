@@ -1,0 +1,111 @@
+"""The control API against a real engine process playing the dev clip."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.control import ControlClient, ControlError, decode_preview
+from engine.service import EnginePaths, engine_running, start_background, stop_background
+
+
+def wait_for(predicate, timeout: float = 20.0, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture(scope="module")
+def engine(dev_clip, tmp_path_factory):
+    paths = EnginePaths(tmp_path_factory.mktemp("engine"))
+    start_background(["--source", str(dev_clip), "--loop"], paths)
+    yield paths
+    stop_background(paths)
+
+
+def test_settings_change_the_output_live(engine):
+    with ControlClient(engine.socket) as client:
+        wait_for(lambda: client.request("status")["frames"] > 5)
+        client.request("panic", on=True)
+        assert wait_for(lambda: client.request("status")["whole_frame"] == "panic")
+        width, height, pixels = decode_preview(client.request("preview"))
+        frame = np.frombuffer(pixels, np.uint8).reshape(height, width, 3)
+        detail = np.abs(frame.astype(float) - cv2.GaussianBlur(frame, (0, 0), 1.0)).mean()
+        assert detail < 2.0, "panic: the preview is fully blurred"
+        client.request("panic", on=False)
+        assert wait_for(lambda: client.request("status")["whole_frame"] is None)
+        assert wait_for(lambda: client.request("status")["faces"]), "faces are reported per frame"
+        client.request("set", settings={"strength": 0.9, "mode": "mosaic"})
+        assert client.request("settings")["mode"] == "mosaic"
+        assert wait_for(lambda: client.request("status")["settings"]["strength"] == 0.9)
+
+
+def test_bad_commands_get_errors_not_crashes(engine):
+    with ControlClient(engine.socket) as client:
+        for cmd, args in (("bogus", {}), ("set", {"settings": {"strength": 7}}), ("set", {"settings": {"nope": 1}}),
+                          ("set", {}), ("source", {"spec": "/no/such/video.mp4"}), ("sink_start", {"kind": "tape"})):
+            with pytest.raises(ControlError):
+                client.request(cmd, **args)
+    with socket.socket(socket.AF_UNIX) as raw:
+        raw.connect(str(engine.socket))
+        raw.sendall(b"this is not json\n")
+        reply = json.loads(raw.makefile().readline())
+        assert reply["ok"] is False
+    assert engine_running(engine)
+
+
+def test_dropped_client_leaves_the_engine_running(engine):
+    with ControlClient(engine.socket) as client:
+        stream = client.subscribe(hz=20)
+        first = next(stream)
+        assert first["event"] == "telemetry"
+        stream.close()  # the controller vanishes mid-stream
+    code = "from engine.control import ControlClient; import sys; c = ControlClient(sys.argv[1]); " \
+           "s = c.subscribe(20); next(s); import os; os._exit(0)"
+    subprocess.run([sys.executable, "-c", code, str(engine.socket)], timeout=30, check=True)
+    with ControlClient(engine.socket) as client:
+        before = client.request("status")["frames"]
+        assert wait_for(lambda: client.request("status")["frames"] > before + 10)
+
+
+def test_virtual_camera_missing_gives_a_clear_error(engine):
+    import glob
+
+    if glob.glob("/dev/video*"):
+        pytest.skip("a video device exists here; this test is for machines without v4l2loopback")
+    with ControlClient(engine.socket) as client, pytest.raises(ControlError, match="v4l2loopback"):
+        client.request("sink_start", kind="vcam")
+
+
+def test_recording_and_settings_persist_across_restart(dev_clip, tmp_path):
+    paths = EnginePaths(tmp_path / "state")
+    start_background(["--source", str(dev_clip), "--loop"], paths)
+    try:
+        with ControlClient(paths.socket) as client:
+            client.request("set", settings={"margin": 0.4})
+            client.request("sink_start", kind="file", path=str(tmp_path / "rec.mp4"))
+            start = client.request("status")["frames"]
+            wait_for(lambda: client.request("status")["frames"] > start + 15)
+            client.request("sink_stop", name="file")
+    finally:
+        stop_background(paths)
+    cap = cv2.VideoCapture(str(tmp_path / "rec.mp4"))
+    assert cap.read()[0], "the recording is a readable video"
+    start_background(["--source", str(dev_clip), "--loop"], paths)
+    try:
+        with ControlClient(paths.socket) as client:
+            assert client.request("settings")["margin"] == 0.4
+    finally:
+        stop_background(paths)
+    assert not engine_running(paths)

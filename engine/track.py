@@ -98,7 +98,7 @@ class FaceTracker:
     def reset(self) -> None:
         self.tracks.clear()
 
-    def update(self, detections: Detections, dt: float) -> list[Track]:
+    def update(self, detections: Detections, dt: float, frame_size: tuple[int, int] | None = None) -> list[Track]:
         """Advance every track by `dt` seconds, associate, and return the live tracks (found or held)."""
         for track in self.tracks:
             track.mean, track.cov = KalmanBox.predict(track.mean, track.cov)
@@ -111,10 +111,13 @@ class FaceTracker:
             track = self.tracks[i]
             track.lost_frames += 1
             track.lost_seconds += dt
-            track.mean[4:] *= 0.9  # damp velocity so a lost box does not fly away
+            track.mean[4:6] *= 0.9  # damp motion so a lost box does not fly away...
+            track.mean[6:8] = 0.0  # ...and keep its size: safety_box() grows it on purpose instead
         for j in unmatched_high:
             self._start(high[np.array([j])])
         self.tracks = [t for t in self.tracks if t.lost_frames == 0 or t.lost_seconds <= self.hold_seconds]
+        if frame_size is not None:
+            self.tracks = [t for t in self.tracks if _inside(t.xyxy, frame_size)]
         return self.tracks
 
     def _associate(self, track_ids: list[int], dets: Detections) -> tuple[list[int], list[int]]:
@@ -172,6 +175,16 @@ def _affinity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     cb = (b[:, :2] + b[:, 2:]) / 2
     size = np.maximum((a[:, 2] - a[:, 0])[:, None], (b[:, 2] - b[:, 0])[None, :])
     dist = np.linalg.norm(ca[:, None] - cb[None], axis=-1) / np.maximum(size, 1e-9)
+    # The fallback is for a face that moved, not one that changed size: a huge weak blob around a small
+    # face must not be taken for it (it would inflate the track's box).
+    ratio = (a[:, 2] - a[:, 0])[:, None] / np.maximum((b[:, 2] - b[:, 0])[None, :], 1e-9)
+    dist = np.where((ratio > 0.6) & (ratio < 1.6), dist, np.inf)
     # Ranked below every real IoU match: a fallback only for what IoU leaves unmatched.
     near = np.where(dist < _MATCH_CENTRE, _MATCH_IOU * 0.99 * (1.0 - dist / _MATCH_CENTRE), 0.0)
     return np.where(iou >= _MATCH_IOU, iou, near)
+
+
+def _inside(box: np.ndarray, frame_size: tuple[int, int]) -> bool:
+    """Whether any of the box is in the frame (width, height): a track that left the picture is dropped."""
+    width, height = frame_size
+    return bool(box[2] > 0 and box[3] > 0 and box[0] < width and box[1] < height)

@@ -26,6 +26,8 @@ from engine.track import FaceTracker
 
 log = logging.getLogger(__name__)
 
+OFFLINE_DEADLINE_S = 10.0
+
 
 class Pipeline:
     def __init__(self, settings: Settings, detector: Detector | None = None, identifier: Identifier | None = None):
@@ -38,6 +40,8 @@ class Pipeline:
         # The detector runs on its own thread so a stalled network cannot stall the stream.
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="detector")
         self._pending: Future | None = None
+        # File mode has no live deadline: a slow frame (a busy machine) is waited for, up to OFFLINE_DEADLINE_S.
+        self.offline = False
 
     def configure(self, settings: Settings) -> None:
         """Apply new settings from the next frame on (called from the frame loop's thread)."""
@@ -86,7 +90,8 @@ class Pipeline:
             return None, "detector-stalled"  # still busy with an earlier frame that missed its deadline
         self._pending = self._pool.submit(self.detector.detect, frame, self.settings.low_confidence)
         try:
-            detections = self._pending.result(timeout=self.settings.deadline_ms / 1000)
+            deadline = self.settings.deadline_ms / 1000
+            detections = self._pending.result(timeout=max(deadline, OFFLINE_DEADLINE_S) if self.offline else deadline)
         except FutureTimeout:
             log.warning("detector missed its %.0f ms deadline: whole frame anonymized", self.settings.deadline_ms)
             return None, "detector-deadline"

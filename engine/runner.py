@@ -148,6 +148,7 @@ class Engine:
     def run_file(self, progress: Callable[[int], None] | None = None) -> int:
         """Every frame, in order, as fast as possible. Returns the number of frames written."""
         fps = self.source.info.fps
+        self.pipeline.offline = True
         out: queue.Queue[SafeFrame | None] = queue.Queue(maxsize=4)
         writer = threading.Thread(target=self._write_all, args=(out,), name="sink-writer", daemon=True)
         writer.start()

@@ -1,0 +1,268 @@
+"""Facebank identifier: a tracked face stays visible only while it keeps matching an enrolled person.
+
+Fail closed, with hysteresis in the safe direction only:
+- a track is blurred until K of its last M embeddings match the same person (similarity >= threshold) and
+  the latest one does; a single non-matching embedding, or a frame where the track is lost, blurs it again;
+- visible tracks are re-verified every few frames, and at once when something suggests the tracker may have
+  put another face under their id (the box jumps, the track comes back after a miss, or it overlaps another
+  face): an id switch must never carry a bystander into a visible state;
+- the embeddings are kept per track and matched against the current gallery every frame, so removing a
+  person from the facebank or raising the threshold takes effect on the next frame, with no re-embedding.
+
+The network is the expensive part (about 5-10 ms a face on 2 CPU cores, as much as detecting a whole
+frame), so work per frame is bounded by a token bucket: `budget_per_frame` embeddings on average, at most
+`burst` in one frame, spent on the biggest and least-verified faces first. Re-verifying visible faces is
+never skipped for budget; it only delays the work on blurred ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from engine.config import Settings
+from engine.gallery import Gallery, Match
+from engine.recognize import FaceEmbedder, align_face, face_size, sharpness
+from engine.track import Track
+
+log = logging.getLogger(__name__)
+
+STATE_KEY = "facebank"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """When to embed a face and when to trust it. Defaults measured on the dev clip (see the report)."""
+
+    confirm_k: int = 2  # matches of the same person needed among ...
+    window_m: int = 3  # ... the last M embeddings: one lucky look-alike frame never unblurs anyone
+    verify_every: int = 4  # frames between re-checks of a visible face: bounds an undetected id switch
+    confirm_every: int = 2  # frames between embeddings of a face that matched once (quick confirmation)
+    retry_every: int = 15  # frames between embeddings of a face that does not match (bystanders)
+    min_gap: int = 3  # a face is not re-embedded for being bigger/sharper more often than this
+    better_size: float = 1.3  # re-embed early when the face is this much bigger than when last embedded
+    better_sharpness: float = 1.6  # ... or this much sharper (motion blur gone)
+    min_face_px: float = 28.0  # smaller faces are never embedded: too few pixels to identify, they stay blurred
+    budget_per_frame: float = 0.5  # average embeddings per frame for faces that are not visible
+    burst: int = 4  # most embeddings in one frame from the budget (a new shot brings many new faces)
+    jump: float = 0.4  # landmark centre moved more than this fraction of the face size in one frame: suspect
+    same_look: float = 0.5  # correlation of the face patch with the previous frame's below this: suspect
+    overlap_iou: float = 0.05  # boxes of two tracks touching: the tracker may swap them
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.confirm_k <= self.window_m:
+            raise ValueError("need 1 <= confirm_k <= window_m")
+        if min(self.verify_every, self.confirm_every, self.retry_every, self.min_gap, self.burst) < 1:
+            raise ValueError("frame intervals and burst must be >= 1")
+        if self.budget_per_frame <= 0:
+            raise ValueError("budget_per_frame must be > 0")
+
+
+@dataclass
+class TrackRecognition:
+    """Per-track recognition state, kept in `track.extras[STATE_KEY]` (it dies with the track)."""
+
+    embeddings: deque = field(default_factory=deque)  # the last M embeddings, oldest first
+    last_frame: int = -(10**9)  # frame index of the latest embedding
+    last_size: float = 0.0
+    last_sharpness: float = 0.0
+    latest_matched: bool = False  # the latest embedding matched someone at the last decision
+    any_matched: bool = False  # some embedding in the window did: worth re-checking soon after a miss
+    eligible: bool = False  # K of the last M and the latest agree: visible unless lost, suspect or stale
+    trusted: bool = False  # visible after the latest decision
+    suspect: bool = False  # may have become another face since the latest embedding: blurred until re-embedded
+    prev_centre: np.ndarray | None = None  # landmark centre in the previous frame (jump detection)
+    prev_patch: np.ndarray | None = None  # small normalised grey patch of the face in the previous frame
+
+    @property
+    def embedded(self) -> bool:
+        return bool(self.embeddings)
+
+
+@dataclass
+class _Candidate:
+    track: Track
+    state: TrackRecognition
+    size: float
+    tier: int  # lower goes first
+    forced: bool = False
+    face: np.ndarray | None = None  # aligned crop, when already made
+
+
+class FacebankIdentifier:
+    """Identifier protocol: sets `visible`, `identity` and `similarity` in each track's extras."""
+
+    def __init__(self, embedder: FaceEmbedder, gallery_provider: Callable[[], Gallery],
+                 policy: Policy | None = None) -> None:
+        self.embedder = embedder
+        self.gallery_provider = gallery_provider
+        self.policy = policy or Policy()
+        self.frame_index = 0
+        self.tokens = float(self.policy.burst)
+        self.embedded_total = 0  # telemetry, and the budget test
+        self.embedded_forced = 0
+
+    # --- the per-frame entry point -------------------------------------------------------------------------
+    def update(self, frame: np.ndarray, tracks: list[Track], settings: Settings) -> None:
+        index, self.frame_index = self.frame_index, self.frame_index + 1
+        gallery = self.gallery_provider() if settings.recognition else Gallery.empty()
+        if gallery.is_empty:
+            for track in tracks:  # nothing to recognise: blur all, embed nothing, forget what was seen
+                track.extras.pop(STATE_KEY, None)
+                _publish(track, visible=False, match=None)
+            return
+        self.tokens = min(float(self.policy.burst), self.tokens + self.policy.budget_per_frame)
+        states = [self._observe(frame, track, tracks) for track in tracks]
+        self._embed(frame, self._schedule(frame, tracks, states, index), index)
+        for track, state in zip(tracks, states, strict=True):
+            self._decide(track, state, gallery, settings.similarity_threshold, index)
+
+    # --- per-track bookkeeping -----------------------------------------------------------------------------
+    def _observe(self, frame: np.ndarray, track: Track, tracks: list[Track]) -> TrackRecognition:
+        """Flag a track whose face may have changed since the last frame (cheap: every track, every frame)."""
+        state = track.extras.get(STATE_KEY)
+        if not isinstance(state, TrackRecognition):
+            state = TrackRecognition(embeddings=deque(maxlen=self.policy.window_m))
+            track.extras[STATE_KEY] = state
+        if track.lost_frames > 0:
+            state.suspect = True  # the tracker may re-associate it with another face when it is found again
+            return state
+        landmarks = np.asarray(track.landmarks, np.float32).reshape(5, 2)
+        centre, size = landmarks.mean(0), face_size(landmarks)
+        patch = _patch(frame, centre, size)
+        jumped = state.prev_centre is not None and np.linalg.norm(centre - state.prev_centre) > self.policy.jump * size
+        if jumped:
+            state.embeddings.clear()  # what was verified may have been another face: start again
+            state.latest_matched = state.any_matched = state.eligible = False
+        # A different look in the same place: a scene cut, or the tracker moved the id onto another face.
+        changed = state.prev_patch is not None and float(patch @ state.prev_patch) < self.policy.same_look
+        state.suspect = state.suspect or jumped or changed or self._overlaps(track, tracks)
+        state.prev_centre, state.prev_patch = centre, patch
+        return state
+
+    def _overlaps(self, track: Track, tracks: list[Track]) -> bool:
+        box = track.xyxy
+        return any(other is not track and _iou(box, other.xyxy) > self.policy.overlap_iou for other in tracks)
+
+    # --- choosing what to embed this frame -----------------------------------------------------------------
+    def _schedule(self, frame: np.ndarray, tracks: list[Track], states: list[TrackRecognition],
+                  index: int) -> list[_Candidate]:
+        due, idle = [], []
+        for track, state in zip(tracks, states, strict=True):
+            if track.lost_frames > 0:
+                continue  # nothing to look at: the box is a prediction
+            size = face_size(track.landmarks)
+            if size < self.policy.min_face_px:
+                continue
+            candidate = self._due(track, state, size, index)
+            if candidate is not None:
+                due.append(candidate)
+            elif index - state.last_frame >= self.policy.min_gap:
+                idle.append(_Candidate(track, state, size, tier=5))
+        due.sort(key=lambda c: (c.tier, -c.size))
+        chosen = [c for c in due if c.forced]  # safety work is never skipped, only paid for later
+        self.tokens -= len(chosen)
+        for c in due:
+            if not c.forced and self.tokens >= 1 and len(chosen) < self.policy.burst:
+                chosen.append(c)
+                self.tokens -= 1
+        if self.tokens >= 1 and len(chosen) < self.policy.burst:
+            chosen += self._sharper(frame, idle)
+        return chosen
+
+    def _due(self, track: Track, state: TrackRecognition, size: float, index: int) -> _Candidate | None:
+        """Why this track should be embedded now, as a priority tier; None when it need not be."""
+        p = self.policy
+        since = index - state.last_frame
+        if state.eligible and (state.suspect or since >= p.verify_every):
+            return _Candidate(track, state, size, tier=0, forced=True)
+        if not state.embedded:
+            return _Candidate(track, state, size, tier=1)
+        if state.any_matched and since >= p.confirm_every:
+            return _Candidate(track, state, size, tier=2)
+        if since >= p.min_gap and size >= p.better_size * state.last_size:
+            return _Candidate(track, state, size, tier=3)
+        if since >= p.retry_every:
+            return _Candidate(track, state, size, tier=4)
+        return None
+
+    def _sharper(self, frame: np.ndarray, idle: list[_Candidate]) -> list[_Candidate]:
+        """With budget to spare: faces notably sharper than when last embedded (motion blur gone).
+
+        Sharpness needs the aligned crop (about 0.1 ms a face), so it is only looked at when there is budget.
+        """
+        picked = []
+        for c in sorted(idle, key=lambda c: -c.size):
+            if self.tokens < 1 or len(picked) >= self.policy.burst:
+                break
+            c.face = align_face(frame, c.track.landmarks)
+            if sharpness(c.face) >= self.policy.better_sharpness * c.state.last_sharpness:
+                picked.append(c)
+                self.tokens -= 1
+        return picked
+
+    # --- embedding and deciding ----------------------------------------------------------------------------
+    def _embed(self, frame: np.ndarray, chosen: list[_Candidate], index: int) -> None:
+        if not chosen:
+            return
+        faces = np.stack([c.face if c.face is not None else align_face(frame, c.track.landmarks) for c in chosen])
+        vectors = self.embedder.embed_aligned(faces)
+        for c, face, vector in zip(chosen, faces, vectors, strict=True):
+            c.state.embeddings.append(vector)
+            c.state.last_frame = index
+            c.state.last_size = c.size
+            c.state.last_sharpness = sharpness(face)
+            c.state.suspect = False  # this embedding is of the face the track holds now
+        self.embedded_total += len(chosen)
+        self.embedded_forced += sum(c.forced for c in chosen)
+
+    def _decide(self, track: Track, state: TrackRecognition, gallery: Gallery, threshold: float,
+                index: int) -> None:
+        """Visible only when the latest embedding and K of the last M agree, the track is found in this frame,
+        nothing since the latest embedding suggests another face, and that embedding is recent."""
+        if not state.embedded:
+            state.trusted = state.eligible = state.latest_matched = state.any_matched = False
+            _publish(track, visible=False, match=None)
+            return
+        matches = gallery.match(np.stack(list(state.embeddings)))
+        latest = matches[-1]
+        agreeing = sum(m.accepted(threshold) and m.name == latest.name for m in matches)
+        state.latest_matched = latest.accepted(threshold)
+        state.any_matched = any(m.accepted(threshold) for m in matches)
+        state.eligible = state.latest_matched and agreeing >= self.policy.confirm_k
+        recent = index - state.last_frame <= self.policy.verify_every
+        state.trusted = state.eligible and track.lost_frames == 0 and not state.suspect and recent
+        _publish(track, visible=state.trusted, match=latest)
+
+
+def _publish(track: Track, visible: bool, match: Match | None) -> None:
+    track.extras["visible"] = visible
+    track.extras["identity"] = match.name if match else None
+    track.extras["similarity"] = match.similarity if match else None
+
+
+def _patch(frame: np.ndarray, centre: np.ndarray, size: float, side: int = 16) -> np.ndarray:
+    """The face's square as a 16x16 grey patch, zero-mean and unit-norm: a dot product is the correlation."""
+    h, w = frame.shape[:2]
+    half = max(size / 2, 2.0)
+    x1, y1 = max(0, int(centre[0] - half)), max(0, int(centre[1] - half))
+    x2, y2 = min(w, int(centre[0] + half) + 1), min(h, int(centre[1] + half) + 1)
+    if x2 <= x1 or y2 <= y1:
+        return np.zeros(side * side, np.float32)
+    grey = cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY)
+    vector = cv2.resize(grey, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+    vector -= vector.mean()
+    return vector / max(float(np.linalg.norm(vector)), 1e-6)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, float(min(a[2], b[2]) - max(a[0], b[0])))
+    iy = max(0.0, float(min(a[3], b[3]) - max(a[1], b[1])))
+    inter = ix * iy
+    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
+    return inter / union if union > 0 else 0.0

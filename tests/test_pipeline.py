@@ -16,7 +16,8 @@ from engine.faces import Detections
 from engine.pipeline import Pipeline
 from engine.sink import FileSink
 
-SETTINGS = Settings(backend="onnxruntime")
+# A generous deadline: only the stall test is about deadlines; a busy CI machine must not fail the others.
+SETTINGS = Settings(backend="onnxruntime", deadline_ms=5000)
 
 
 @pytest.fixture(scope="module")

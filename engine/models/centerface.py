@@ -38,17 +38,20 @@ class InvertedResidual(nn.Module):
         return x + y if self.residual else y
 
 
+def _stage(cin: int, expand: int, cout: int, repeats: int, stride: int) -> nn.Sequential:
+    """The first block changes channels and stride, the rest are residual."""
+    blocks = [InvertedResidual(cin if i == 0 else cout, cout, stride if i == 0 else 1, expand) for i in range(repeats)]
+    return nn.Sequential(*blocks)
+
+
 class Backbone(nn.Module):
     """MobileNetV2 features without the final 1x1 conv; returns the stride 4, 8, 16 and 32 stage outputs."""
 
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Conv2d(3, 32, 3, stride=2, padding=1)
-        stages, cin = [], 32
-        for t, c, n, s in SETTINGS:
-            stages.append(nn.Sequential(*(InvertedResidual(cin if i == 0 else c, c, s if i == 0 else 1, t) for i in range(n))))
-            cin = c
-        self.stages = nn.ModuleList(stages)
+        cins = (32, *(c for _, c, _, _ in SETTINGS[:-1]))
+        self.stages = nn.ModuleList(_stage(cin, *setting) for cin, setting in zip(cins, SETTINGS, strict=True))
 
     def forward(self, x: Tensor) -> list[Tensor]:
         x = F.relu(self.stem(x), inplace=True)

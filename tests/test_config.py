@@ -1,0 +1,30 @@
+"""Settings: validated, changed atomically, and a damaged file never loses the user's data silently."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.config import Settings, load_settings, save_settings
+
+
+def test_updates_are_validated_and_all_or_nothing():
+    base = Settings()
+    with pytest.raises(ValueError, match="strength"):
+        base.updated({"margin": 0.3, "strength": 2})
+    with pytest.raises(ValueError, match="unknown setting"):
+        base.updated({"blurriness": 1})
+    assert base.updated({"panic": "on", "confidence": "0.4"}) == Settings(panic=True, confidence=0.4)
+
+
+def test_round_trip_and_damaged_file_is_kept_aside(tmp_path):
+    path = tmp_path / "settings.json"
+    save_settings(Settings(margin=0.4), path)
+    assert load_settings(path).margin == 0.4
+    path.write_text('{"margin": 0.4, "strength": ')  # a crash mid-write by some other tool
+    assert load_settings(path) == Settings()
+    aside = tmp_path / "settings.bad.json"
+    assert aside.read_text().startswith('{"margin"'), "the damaged file is kept for the user"
+    path.write_text(json.dumps({"strength": 9}))
+    assert load_settings(path) == Settings()

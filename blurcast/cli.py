@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_eval(sub)
     _add_engine(sub)
+    _add_facebank(sub)
+    _add_eval_recognition(sub)
     weights = sub.add_parser("weights", help="fetch and verify the pinned model files (one-time)")
     weights.add_argument("--force", action="store_true", help="fetch again even if present")
     weights.set_defaults(func=_cmd_weights)
@@ -126,6 +128,8 @@ def _add_run(sub) -> None:
     p.add_argument("--vcam", action="store_true", help="send the anonymized frames to the virtual camera")
     p.add_argument("--preview", action="store_true", help="show the anonymized output in a window")
     p.add_argument("--live", action="store_true", help="treat a file like a camera (real time, may drop input)")
+    p.add_argument("--allow", action="append", default=[], metavar="NAME|PHOTO",
+                   help="keep this facebank person, or the person in this photo, visible (repeatable)")
     _add_settings_options(p)
     p.set_defaults(func=_cmd_run)
 
@@ -139,6 +143,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--gt", required=True, help="ground truth JSON: faces with frame, track, box, label, ignore")
     p.add_argument("-o", "--output", help="keep the anonymized video here (default: a temp file)")
     p.add_argument("--json", help="also write the report as JSON here")
+    p.add_argument("--allow", action="append", default=[], metavar="NAME|PHOTO",
+                   help="keep this facebank person, or the person in this photo, visible (repeatable)")
     _add_settings_options(p)
     p.set_defaults(func=_cmd_eval)
 
@@ -161,6 +167,33 @@ def _add_engine(sub) -> None:
     s = esub.add_parser("status", help="show whether it runs and its live figures")
     s.add_argument("--json", action="store_true", help="print the raw telemetry")
     s.set_defaults(func=_cmd_engine_status)
+
+
+def _add_facebank(sub) -> None:
+    p = sub.add_parser("facebank", help="the people who stay visible: add, list, remove",
+                       description="The facebank lives in $BLURCAST_HOME/facebank.json. A running engine picks up "
+                                   "every change within a second, no restart.")
+    fsub = p.add_subparsers(title="actions", metavar="ACTION", required=True)
+    add = fsub.add_parser("add", help="enrol a person from one or more photos (all or nothing)")
+    add.add_argument("name", help="the person's name")
+    add.add_argument("photos", nargs="+", help="image files showing the person's face, clearly and large")
+    add.add_argument("--face", type=int, dest="choose",
+                     help="photos with several faces: which one, numbered 1.. from the left")
+    add.set_defaults(func=_cmd_facebank_add)
+    fsub.add_parser("list", help="who is on it, with each photo's quality").set_defaults(func=_cmd_facebank_list)
+    rm = fsub.add_parser("remove", help="remove a person")
+    rm.add_argument("name")
+    rm.set_defaults(func=_cmd_facebank_remove)
+
+
+def _add_eval_recognition(sub) -> None:
+    p = sub.add_parser("eval-recognition", help="measure face recognition: ROC AUC, EER, TAR at FAR, ms/face",
+                       description="On identity-labelled folders (identity = folder or file name) or an "
+                                   "LFW-style pairs.txt; with no argument, on the recognition sets in "
+                                   "$BLURCAST_DATA. The threshold at FAR 0.1 % is derived from impostor scores.")
+    p.add_argument("paths", nargs="*", help="folders of labelled photos and/or pairs files")
+    p.add_argument("--json", help="also write the report as JSON here")
+    p.set_defaults(func=_cmd_eval_recognition)
 
 
 # --- commands -----------------------------------------------------------------------------------------------
@@ -186,7 +219,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     live = args.live or source.kind != "file"
     if not (args.output or args.vcam or args.preview):
         raise ValueError("nowhere to send the frames: give -o FILE, --vcam or --preview")
-    engine = Engine(settings, source)
+    engine = Engine(settings, source, identifier=_allow_identifier(settings, args.allow))
     try:
         for kind, wanted in (("file", args.output), ("vcam", args.vcam), ("preview", args.preview)):
             if wanted:
@@ -237,7 +270,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="blurcast-eval-") as tmp:
         output = args.output or str(Path(tmp) / "anonymized.mp4")
         source = VideoSource(args.video)
-        engine = Engine(settings, source)
+        engine = Engine(settings, source, identifier=_allow_identifier(settings, args.allow))
         try:
             engine.sinks.append(open_sink("file", source, output))
             started = time.perf_counter()
@@ -301,8 +334,121 @@ def _cmd_engine_serve(args: argparse.Namespace) -> int:
 
 
 def _facebank_hooks():
-    """The facebank identifier, when the facebank package is available (issue: facebank)."""
-    return None, None
+    """The engine's identifier on the default facebank, and the reload hook for `facebank_reload`."""
+    from engine.service import default_settings
+    from facebank import Facebank
+    from facebank.live import create_identifier
+
+    identifier, gallery = create_identifier(default_settings(), Facebank())
+    return (lambda: identifier), gallery.reload
+
+
+def _allow_identifier(settings, allow: list[str]):
+    """An identifier that lets through the named facebank people and/or the people in the given photos."""
+    from engine.gallery import Gallery
+    from engine.identify_facebank import FacebankIdentifier
+    from engine.recognize import create_embedder
+    from facebank import Facebank
+
+    if not allow:
+        return None
+    people: dict = {}
+    bank = Facebank()
+    scratch = Facebank(Path(tempfile.mkdtemp(prefix="blurcast-allow-")) / "facebank.json")
+    for item in allow:
+        person = bank.person(item)
+        if person is not None:
+            people[person.name] = person.embeddings()
+            continue
+        if not Path(item).exists():
+            raise ValueError(f"--allow {item!r}: no such person on the facebank, and no such photo")
+        name = Path(item).stem
+        scratch.add(name, [item])
+        people[name] = scratch.person(name).embeddings()
+    gallery = Gallery.from_people(people)
+    console.print(f"allowed: {', '.join(gallery.names)}")
+    return FacebankIdentifier(create_embedder(settings), lambda: gallery)
+
+
+def _notify_engine() -> None:
+    """Tell a running engine at once; it would also notice the file change within a second by itself."""
+    from engine.control import ControlClient, ControlError
+    from engine.service import default_paths
+
+    try:
+        with ControlClient(default_paths().socket, timeout=2.0) as client:
+            client.request("facebank_reload")
+    except ControlError:
+        pass
+
+
+def _cmd_facebank_add(args: argparse.Namespace) -> int:
+    from facebank import Facebank
+
+    with console.status(f"enrolling {args.name}"):
+        enrolments = Facebank().add(args.name, args.photos, choose=args.choose)
+    _notify_engine()
+    console.print(f"added {len(enrolments)} photo(s) of {args.name}")
+    return 0
+
+
+def _cmd_facebank_list(args: argparse.Namespace) -> int:
+    from facebank import Facebank
+
+    bank = Facebank()
+    table = Table("person", "photo", "face px", "sharpness", title=f"facebank {bank.path}")
+    for person in bank.people():
+        for i, image in enumerate(person.images):
+            table.add_row(person.name if i == 0 else "", str(image.path), f"{image.face_px:.0f}",
+                          f"{image.sharpness:.0f}")
+    Console().print(table if bank.people() else "the facebank is empty: `blurcast facebank add NAME PHOTO`")
+    return 0
+
+
+def _cmd_facebank_remove(args: argparse.Namespace) -> int:
+    from facebank import Facebank
+
+    if not Facebank().remove(args.name):
+        raise ValueError(f"{args.name!r} is not on the facebank")
+    _notify_engine()
+    console.print(f"removed {args.name}")
+    return 0
+
+
+def _cmd_eval_recognition(args: argparse.Namespace) -> int:
+    from facebank.evaluate import evaluate
+
+    report = evaluate(datasets=_datasets_from([Path(p) for p in args.paths]) if args.paths else None)
+    table = Table("set", "pairs", "AUC", "EER", "TAR@FAR1e-3", "TAR@FAR1e-4", "10-fold acc", title="recognition")
+    for name, r in report["datasets"].items():
+        if not r.get("pairs"):
+            continue
+        tar = r["tar_at_far"]
+        table.add_row(name, str(r["pairs"]), f"{r['auc']:.4f}", f"{100 * r['eer']:.2f} %",
+                      f"{100 * tar['0.001']['tar']:.1f} %", f"{100 * tar['0.0001']['tar']:.1f} %",
+                      f"{100 * r['accuracy_10fold']:.2f} %")
+    Console().print(table)
+    dist = report["impostor_distribution"]
+    console.print(f"threshold at FAR 0.1 %: {dist['threshold_at_far']} (from {dist.get('impostors', '?')} impostor "
+                  f"pairs); {report['ms_per_face']} ms per face on {report['embedder']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def _datasets_from(paths: list[Path]) -> list:
+    from facebank.evaluate import Dataset, all_pairs, labelled_images, read_pairs
+
+    sets = []
+    for path in paths:
+        if path.is_dir():
+            labelled = labelled_images(path)
+            sets.append(Dataset(path.name, all_pairs(labelled), labelled))
+        elif path.is_file():
+            sets.append(Dataset(path.name, read_pairs(path)))
+        else:
+            raise FileNotFoundError(f"no such folder or pairs file: {path}")
+    return sets
 
 
 def _cmd_engine_stop(args: argparse.Namespace) -> int:
@@ -339,8 +485,9 @@ def _cmd_engine_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    console.print("[yellow]the terminal UI is not built yet; see `blurcast --help`[/]")
-    return 2
+    from tui.app import run_ui
+
+    return run_ui(args.source)
 
 
 if __name__ == "__main__":

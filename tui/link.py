@@ -1,0 +1,50 @@
+"""The UI's only door to the engine: `engine.control` for commands and telemetry, `engine.service` for the
+process lifecycle. Every call here blocks, so it runs in thread workers, never on the event loop."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.control import ControlClient, ControlError
+from engine.service import EnginePaths, default_paths, engine_running, start_background
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ControlError", "EngineLink", "default_engine_args"]
+
+
+def default_engine_args(source: str) -> list[str]:
+    """`engine serve` arguments for a source; a video file loops, so a test rig behaves like a camera."""
+    args = ["--source", source]
+    if Path(source).expanduser().is_file():
+        args.append("--loop")
+    return args
+
+
+@dataclass
+class EngineLink:
+    """Where the engine lives and how to start it. A fresh connection per command keeps a restarted engine
+    usable at once (a kept-open socket would fail once after every restart)."""
+
+    paths: EnginePaths = field(default_factory=default_paths)
+    engine_args: list[str] = field(default_factory=lambda: default_engine_args("0"))
+    timeout: float = 5.0
+
+    def request(self, cmd: str, **args: Any) -> Any:
+        with ControlClient(self.paths.socket, timeout=self.timeout) as client:
+            return client.request(cmd, **args)
+
+    def telemetry(self, hz: float) -> Iterator[dict]:
+        return ControlClient(self.paths.socket, timeout=self.timeout).subscribe(hz)
+
+    def running(self) -> bool:
+        return engine_running(self.paths)
+
+    def start(self) -> int:
+        """Start the engine in the background (loads the models: seconds). Returns its pid."""
+        log.info("starting the engine: %s", " ".join(self.engine_args))
+        return start_background(list(self.engine_args), self.paths)

@@ -1,0 +1,1 @@
+"""The UI's screens: live view, facebank, source & output."""

@@ -1,0 +1,300 @@
+"""Facebank screen: who may stay visible. Add a person from image files, see each image's enrolment quality,
+remove or re-enrol. Every change is followed by `facebank_reload`, so the engine uses it at once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, DirectoryTree, Footer, Input, Static
+
+from engine.control import ControlError
+from tui.facebank_link import IMAGE_SUFFIXES, FacebankLink, PersonView, default_facebank_path
+from tui.format import short_path
+from tui.screens.confirm import ConfirmScreen
+from tui.suggest import PathSuggester
+from tui.widgets import EngineBar
+
+log = logging.getLogger(__name__)
+
+
+class ImageTree(DirectoryTree):
+    """A directory picker that lists folders and image files only."""
+
+    def filter_paths(self, paths: Iterable[Path]) -> Iterable[Path]:
+        return [p for p in paths if not p.name.startswith(".")
+                and (p.is_dir() or p.suffix.lower() in IMAGE_SUFFIXES)]
+
+
+class PeopleLoaded(Message):
+    def __init__(self, people: list[PersonView], note: str = "", error: str = "") -> None:
+        super().__init__()
+        self.people = people
+        self.note = note
+        self.error = error
+
+
+GRADE_STYLES = {"good": "green", "ok": "", "weak": "yellow", "old model": "red", "?": "dim"}
+
+
+def grade_cell(grade: str) -> Text:
+    return Text(grade, style=GRADE_STYLES.get(grade, ""))
+
+
+def grades_cell(person: PersonView) -> Text:
+    text = Text()
+    for i, part in enumerate(person.grades.split(", ")):
+        text.append(", " if i else "")
+        text.append(part, style=GRADE_STYLES.get(part.split(" ×")[0], ""))
+    return text
+
+
+def expand_paths(text: str) -> tuple[list[str], list[str]]:
+    """(image files, problems) for a ';'-separated list of files and folders (a folder gives its images)."""
+    files: list[str] = []
+    problems: list[str] = []
+    for raw in (part.strip() for part in text.split(";")):
+        if not raw:
+            continue
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            found = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files.extend(found)
+            if not found:
+                problems.append(f"no images in the folder {raw}")
+        elif path.is_file():
+            files.append(str(path.resolve()))
+        else:
+            problems.append(f"no such file: {raw}")
+    return files, problems
+
+
+class FacebankScreen(Screen):
+    CSS_PATH = "facebank.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("a", "add", "Add"),
+        Binding("b", "browse", "Browse"),
+        Binding("d,delete", "remove", "Remove"),
+        Binding("e", "reenrol", "Re-enrol"),  # embeds changed photos (or an older model's) again
+        Binding("escape", "leave_input", "Leave field", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._people: list[PersonView] = []
+        self._busy = False
+
+    def compose(self) -> ComposeResult:
+        yield EngineBar()
+        with Horizontal(id="fb-main"), Vertical(id="fb-lists"):
+            yield DataTable(id="people", cursor_type="row")
+            yield DataTable(id="images", cursor_type="row")
+        with Vertical(id="enrol"):
+            with Horizontal(id="enrol-row"):
+                yield Input(placeholder="name", id="name", compact=True)
+                yield Input(placeholder="photos or a folder, ; between", id="paths",
+                            suggester=PathSuggester(";", IMAGE_SUFFIXES), compact=True)
+                yield Input(placeholder="face#", id="choose", type="integer", compact=True,
+                            tooltip="for photos with several faces: which one, counted from 0, left to right")
+                yield Button("Enrol", id="enrol-button", compact=True, variant="primary")
+            yield Static("", id="fb-message")
+        yield Footer(compact=True)
+
+    @property
+    def bank(self) -> FacebankLink:
+        app: Any = self.app
+        return FacebankLink(app.facebank_path or default_facebank_path(app.engine_link.paths.root))
+
+    def on_mount(self) -> None:
+        people = self.query_one("#people", DataTable)
+        people.add_columns("name", "photos", "quality")
+        people.border_title = "people on the facebank (stay visible)"
+        images = self.query_one("#images", DataTable)
+        images.add_columns("photo", "figures", "quality")
+        images.border_title = "images"
+
+    def on_screen_resume(self) -> None:
+        if not self._busy:
+            self.run_facebank("list")  # it may have changed elsewhere (another UI, the CLI)
+
+    # --- facebank work ----------------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="facebank", exit_on_error=False)
+    def run_facebank(self, op: str, name: str = "", paths: list[str] | None = None, choose: int | None = None) -> None:
+        """list / add / remove / reenrol, then tell the engine; every failure comes back as plain text."""
+        bank = self.bank
+        note, error = "", ""
+        try:
+            note = self._apply(bank, op, name, paths or [], choose)
+        except bank.enrol_errors() as exc:
+            error = str(exc)
+            if "faces were found" in error:
+                error += " (type its number in face#)"
+        except Exception as exc:  # a bad file or a facebank bug must not take the UI down
+            log.exception("facebank %s failed", op)
+            error = f"{op} failed: {exc}"
+        if op != "list" and not error:
+            note += " " + self._reload_engine()
+        people: list[PersonView] = []
+        try:
+            people = bank.people()
+        except bank.enrol_errors() as exc:
+            error = error or str(exc)
+        except Exception as exc:
+            log.exception("reading the facebank failed")
+            error = error or f"cannot read the facebank: {exc}"
+        self.post_message(PeopleLoaded(people, note.strip(), error))
+
+    @staticmethod
+    def _apply(bank: FacebankLink, op: str, name: str, paths: list[str], choose: int | None) -> str:
+        if op == "add":
+            bank.add(name, paths, choose)
+            return f"Enrolled {name} from {len(paths)} photo(s)."
+        if op == "remove":
+            return f"Removed {name}: their face is blurred again." if bank.remove(name) else f"Nobody named {name}."
+        if op == "reenrol":
+            return bank.reenrol()
+        return ""
+
+    def _reload_engine(self) -> str:
+        app: Any = self.app
+        try:
+            app.engine_link.request("facebank_reload")
+        except ControlError as exc:
+            return f"The engine could not load it yet ({exc})."
+        return "The engine uses it now."
+
+    def on_people_loaded(self, message: PeopleLoaded) -> None:
+        self._busy = False
+        self.query_one("#enrol-button", Button).disabled = False
+        self._people = message.people
+        self._fill_people()
+        self.refresh_bindings()
+        if message.error:
+            self._say(message.error, error=True)
+        elif message.note:
+            self._say(message.note)
+            for field in self.query("#enrol-row Input").results(Input):
+                field.value = ""
+            self.query_one("#people", DataTable).focus()  # keys act on the screen again, not the form
+
+    def _say(self, text: str, error: bool = False) -> None:
+        label = self.query_one("#fb-message", Static)
+        label.update(text)
+        label.set_class(error, "error")
+
+    def _start(self, op: str, name: str = "", paths: list[str] | None = None, note: str = "",
+               choose: int | None = None) -> None:
+        self._busy = True
+        self.query_one("#enrol-button", Button).disabled = True
+        self._say(note or f"{op} {name}…")
+        self.run_facebank(op, name, paths, choose)
+
+    # --- lists ------------------------------------------------------------------------------------------------
+    def _fill_people(self) -> None:
+        table = self.query_one("#people", DataTable)
+        selected = self._selected_name()
+        table.clear()
+        for person in self._people:
+            table.add_row(person.name, str(len(person.images)), grades_cell(person), key=person.name)
+        if not self._people:
+            table.border_subtitle = "nobody yet: every face is blurred"
+        else:
+            table.border_subtitle = ""
+            if selected in table.rows:
+                table.move_cursor(row=table.get_row_index(selected))
+        self._fill_images()
+
+    def _selected_name(self) -> str | None:
+        table = self.query_one("#people", DataTable)
+        if not table.row_count:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def _fill_images(self) -> None:
+        name = self._selected_name()
+        person = next((p for p in self._people if p.name == name), None)
+        table = self.query_one("#images", DataTable)
+        table.clear()
+        table.border_title = f"images of {name}" if person else "images"
+        for image in person.images if person else ():
+            table.add_row(short_path(image.path, 28), image.figures, grade_cell(image.grade))
+
+    @on(DataTable.RowHighlighted, "#people")
+    def _person_highlighted(self) -> None:
+        self._fill_images()
+
+    # --- enrol form -------------------------------------------------------------------------------------------
+    @on(Input.Submitted, "#name")
+    def _name_done(self) -> None:
+        self.query_one("#paths", Input).focus()
+
+    @on(Input.Submitted, "#paths")
+    @on(Button.Pressed, "#enrol-button")
+    def action_enrol(self) -> None:
+        if self._busy:
+            return
+        name = self.query_one("#name", Input).value.strip()
+        files, problems = expand_paths(self.query_one("#paths", Input).value)
+        if not name:
+            self._say("Type the person's name first.", error=True)
+            self.query_one("#name", Input).focus()
+        elif problems or not files:
+            self._say("; ".join(problems) or "Give one or more image files (or a folder of them).", error=True)
+            self.query_one("#paths", Input).focus()
+        else:
+            choose = self.query_one("#choose", Input).value.strip()
+            self._start("add", name, files, f"Enrolling {name} from {len(files)} photo(s)… (the first time loads "
+                        "the face models: a few seconds)", int(choose) if choose else None)
+
+    def on_directory_tree_file_selected(self, event: DirectoryTree.FileSelected) -> None:
+        paths = self.query_one("#paths", Input)
+        chosen = [p.strip() for p in paths.value.split(";") if p.strip()]
+        if str(event.path) not in chosen:
+            paths.value = "; ".join([*chosen, str(event.path)])
+        self._say(f"{len(chosen) + 1} image(s) chosen; Enter in the paths field (or Enrol) adds them.")
+
+    # --- actions ----------------------------------------------------------------------------------------------
+    def action_add(self) -> None:
+        self.query_one("#name", Input).focus()
+
+    def action_browse(self) -> None:
+        trees = self.query(ImageTree)
+        if trees:
+            trees.first().remove()
+            return
+        tree = ImageTree(Path.home(), id="picker")
+        self.query_one("#fb-main", Horizontal).mount(tree)
+        tree.focus()
+
+    def action_remove(self) -> None:
+        name = self._selected_name()
+        if name is None or self._busy:
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._start("remove", name)
+
+        self.app.push_screen(ConfirmScreen(f"Remove {name} from the facebank? Their face will be blurred."),
+                             confirmed)
+
+    def action_reenrol(self) -> None:
+        if not self._busy:
+            self._start("reenrol", note="Re-enrolling: checking every photo…")
+
+    def action_leave_input(self) -> None:
+        self.query_one("#people", DataTable).focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("remove", "reenrol"):
+            return bool(self._people) or None
+        return True

@@ -1,0 +1,256 @@
+"""Source & output screen: what the engine reads (camera, file, URL) and where the anonymized frames go
+(the virtual camera OBS reads, a recording). Engine errors are shown in place, in the engine's words."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, Checkbox, Footer, Input, RadioButton, RadioSet, Static
+
+from engine.control import ControlError
+from tui.format import source_line
+from tui.suggest import PathSuggester
+from tui.widgets import EngineBar
+
+START_GRACE_S = 3.0
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".flv")
+PLACEHOLDERS = {
+    "camera": "camera index (0, 1, …) or /dev/videoN",
+    "file": "video file path (→ completes)",
+    "url": "rtsp://… or http(s)://… stream URL",
+}
+
+
+class CommandResult(Message):
+    """The reply (or error) to one command sent from this screen; `area` names where to show it."""
+
+    def __init__(self, area: str, ok: bool, text: str) -> None:
+        super().__init__()
+        self.area = area
+        self.ok = ok
+        self.text = text
+
+
+def source_problem(kind: str, spec: str) -> str | None:
+    """A plain-words reason the spec cannot be right for its kind, checked before asking the engine."""
+    if not spec:
+        return "Type a camera index, a file or a URL first."
+    if kind == "camera" and not (spec.isdigit() or spec.startswith("/dev/video")):
+        return "A camera is a number (0 is the first camera) or a /dev/videoN device."
+    if kind == "file" and not Path(spec).expanduser().is_file():
+        return f"No such video file: {spec}"
+    if kind == "url" and "://" not in spec:
+        return "A stream URL starts with rtsp://, http:// or https://."
+    return None
+
+
+def default_recording() -> Path:
+    folder = Path.home() / "Videos"
+    return (folder if folder.is_dir() else Path.home()) / time.strftime("blurcast-%Y%m%d-%H%M%S.mp4")
+
+
+class OutputScreen(Screen):
+    CSS_PATH = "output.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s", "focus_source", "Source"),
+        Binding("v", "toggle_vcam", "Virtual cam"),
+        Binding("w", "toggle_record", "Record"),
+        Binding("escape", "leave_input", "Leave field", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._recording: tuple[str, float] | None = None  # (path, started) of the recording this UI started
+        self._last_saved: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield EngineBar()
+        yield Static("Source: what the engine reads", classes="section-title")
+        yield Static(id="source-now")
+        with RadioSet(id="source-kind", compact=True):
+            yield RadioButton("camera", value=True, id="kind-camera")
+            yield RadioButton("video file", id="kind-file")
+            yield RadioButton("stream URL", id="kind-url")
+        with Horizontal(classes="row"):
+            yield Input(placeholder=PLACEHOLDERS["camera"], id="source-spec", compact=True,
+                        suggester=PathSuggester(suffixes=VIDEO_SUFFIXES))
+            yield Checkbox("loop", value=True, id="loop", compact=True)
+            yield Button("Switch", id="switch", compact=True, variant="primary")
+        yield Static(id="source-msg", classes="msg")
+        yield Static("Virtual camera: what OBS reads", classes="section-title")
+        with Horizontal(classes="row"):
+            yield Static(id="vcam-state", classes="state")
+            yield Button("Start", id="vcam-start", compact=True, variant="success")
+            yield Button("Stop", id="vcam-stop", compact=True)
+        yield Static(id="vcam-msg", classes="msg")
+        yield Static("Recording of the anonymized output", classes="section-title")
+        with Horizontal(classes="row"):
+            yield Input(placeholder="file to record to (empty: ~/Videos/blurcast-TIME.mp4)", id="record-path",
+                        compact=True, suggester=PathSuggester())
+            yield Button("Record", id="record-start", compact=True, variant="error")
+            yield Button("Stop", id="record-stop", compact=True)
+        yield Static(id="record-state", classes="msg")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self._kind_changed()
+        self.watch(self.app, "telemetry", self._on_telemetry)
+        self.watch(self.app, "engine_state", lambda _: self._on_telemetry(self._app.telemetry))
+
+    def on_screen_resume(self) -> None:
+        self._on_telemetry(self._app.telemetry)
+        self._prefill_source()
+
+    def _prefill_source(self) -> None:
+        """Start from what the engine reads now, so switching is an edit, not retyping."""
+        source = (self._app.telemetry or {}).get("source") or {}
+        spec = self.query_one("#source-spec", Input)
+        if spec.value or source.get("kind") not in PLACEHOLDERS:
+            return
+        self.query_one(f"#kind-{source['kind']}", RadioButton).value = True
+        spec.value = str(source.get("spec", ""))
+
+    @property
+    def _app(self) -> Any:
+        return self.app
+
+    # --- state from telemetry ---------------------------------------------------------------------------------
+    def _on_telemetry(self, t: dict[str, Any] | None) -> None:
+        if not self.is_current and t is not None:
+            return
+        live = self._app.engine_state == "live"
+        t = t or {}
+        sinks = set(t.get("sinks") or []) if live else set()
+        now = self.query_one("#source-now", Static)
+        now.update(f"now: {source_line(t.get('source'))}" if t else "now: —")
+        now.set_class(not live, "-stale")
+        vcam = self.query_one("#vcam-state", Static)
+        vcam.update("● running: OBS can read it" if "vcam" in sinks else "○ stopped" if live else "? engine not live")
+        for widget_id, useless in (("#vcam-start", "vcam" in sinks), ("#vcam-stop", "vcam" not in sinks),
+                                   ("#record-start", "file" in sinks), ("#record-stop", "file" not in sinks)):
+            self.query_one(widget_id, Button).disabled = useless or not live
+        self.query_one("#switch", Button).disabled = not live
+        self._show_recording("file" in sinks, live)
+
+    def _show_recording(self, recording: bool, live: bool) -> None:
+        state = self.query_one("#record-state", Static)
+        if state.has_class("error"):
+            return  # keep an error in view until the next action
+        if not live:
+            state.update("")
+        elif recording and self._recording:
+            path, started = self._recording
+            state.update(f"● recording to {path} ({time.monotonic() - started:.0f} s)")
+        elif recording:
+            state.update("● recording (started outside this UI)")
+        elif self._recording and time.monotonic() - self._recording[1] < START_GRACE_S:
+            pass  # asked for; the engine opens the file before its next frame
+        else:
+            self._recording = None
+            state.update("○ not recording" + (f" · last saved {self._last_saved}" if self._last_saved else ""))
+
+    # --- commands ---------------------------------------------------------------------------------------------
+    @work(thread=True, group="output", exit_on_error=False)
+    def command(self, area: str, done: str, cmd: str, **args: Any) -> None:
+        try:
+            self._app.engine_link.request(cmd, **args)
+        except ControlError as exc:
+            self.post_message(CommandResult(area, False, str(exc)))
+            return
+        self.post_message(CommandResult(area, True, done))
+
+    def on_command_result(self, message: CommandResult) -> None:
+        target = {"source": "#source-msg", "vcam": "#vcam-msg", "record": "#record-state"}[message.area]
+        label = self.query_one(target, Static)
+        if message.area == "vcam" and not message.ok:
+            text = f"The virtual camera cannot start. {message.text}"
+        else:
+            text = message.text
+        label.update(text)
+        label.set_class(not message.ok, "error")
+        if message.area == "record" and not message.ok:
+            self._recording = None
+
+    def _kind(self) -> str:
+        pressed = self.query_one("#source-kind", RadioSet).pressed_button
+        return (pressed.id or "kind-camera").removeprefix("kind-") if pressed else "camera"
+
+    @on(RadioSet.Changed, "#source-kind")
+    def _kind_changed(self) -> None:
+        kind = self._kind()
+        spec = self.query_one("#source-spec", Input)
+        spec.placeholder = PLACEHOLDERS[kind]
+        self.query_one("#loop", Checkbox).display = kind == "file"
+
+    @on(Input.Submitted, "#source-spec")
+    @on(Button.Pressed, "#switch")
+    def switch_source(self) -> None:
+        kind, spec = self._kind(), self.query_one("#source-spec", Input).value.strip()
+        problem = source_problem(kind, spec)
+        msg = self.query_one("#source-msg", Static)
+        if problem:
+            msg.update(problem)
+            msg.set_class(True, "error")
+            return
+        if kind == "file":
+            spec = str(Path(spec).expanduser().resolve())
+        msg.update(f"switching to {spec}…")
+        msg.set_class(False, "error")
+        self.command("source", f"Now reading {spec}.", "source", spec=spec,
+                     loop=kind == "file" and self.query_one("#loop", Checkbox).value)
+
+    @on(Button.Pressed, "#vcam-start")
+    def start_vcam(self) -> None:
+        self.query_one("#vcam-msg", Static).update("starting the virtual camera…")
+        self.command("vcam", "Virtual camera started: pick 'Blurcast' (or the v4l2loopback device) in OBS.",
+                     "sink_start", kind="vcam")
+
+    @on(Button.Pressed, "#vcam-stop")
+    def stop_vcam(self) -> None:
+        self.command("vcam", "Virtual camera stopped.", "sink_stop", name="vcam")
+
+    @on(Input.Submitted, "#record-path")
+    @on(Button.Pressed, "#record-start")
+    def start_recording(self) -> None:
+        raw = self.query_one("#record-path", Input).value.strip()
+        path = Path(raw).expanduser().resolve() if raw else default_recording()  # the engine has its own cwd
+        if not path.parent.is_dir():
+            self.on_command_result(CommandResult("record", False, f"No such folder: {path.parent}"))
+            return
+        self._recording = (str(path), time.monotonic())
+        self.on_command_result(CommandResult("record", True, f"starting to record to {path}…"))
+        self.command("record", f"● recording to {path}", "sink_start", kind="file", path=str(path))
+
+    @on(Button.Pressed, "#record-stop")
+    def stop_recording(self) -> None:
+        saved = self._recording[0] if self._recording else "the file"
+        self._last_saved, self._recording = saved, None
+        self.command("record", f"Recording stopped; saved {saved}.", "sink_stop", name="file")
+
+    # --- actions ----------------------------------------------------------------------------------------------
+    def action_focus_source(self) -> None:
+        self.query_one("#source-spec", Input).focus()
+
+    def action_toggle_vcam(self) -> None:
+        sinks = (self._app.telemetry or {}).get("sinks") or []
+        self.stop_vcam() if "vcam" in sinks else self.start_vcam()
+
+    def action_toggle_record(self) -> None:
+        sinks = (self._app.telemetry or {}).get("sinks") or []
+        self.stop_recording() if "file" in sinks else self.start_recording()
+
+    def action_leave_input(self) -> None:
+        self.query_one("#source-kind", RadioSet).focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("toggle_vcam", "toggle_record"):
+            return True if self._app.engine_state == "live" else None
+        return True

@@ -19,6 +19,8 @@ _VEL_NOISE = 0.02
 _MEAS_NOISE = 0.05
 _MATCH_IOU = 0.2  # faces are small and move: a low IoU bar, plus the centre-distance fallback below
 _MATCH_CENTRE = 0.5  # ... or centres closer than this fraction of the box size
+_DUPLICATE_IOU = 0.3  # a lost track this much on top of a detected one is its duplicate...
+_DUPLICATE_COVERED = 0.5  # ...or one lying this much inside a detected face
 _LOST_GROWTH_PER_FRAME = 0.08  # a lost track's box grows this fraction of its size per missed frame
 _LOST_GROWTH_MAX = 0.6
 
@@ -116,9 +118,26 @@ class FaceTracker:
         for j in unmatched_high:
             self._start(high[np.array([j])])
         self.tracks = [t for t in self.tracks if t.lost_frames == 0 or t.lost_seconds <= self.hold_seconds]
+        self._drop_duplicates()
         if frame_size is not None:
             self.tracks = [t for t in self.tracks if _inside(t.xyxy, frame_size)]
         return self.tracks
+
+    def _drop_duplicates(self) -> None:
+        """A lost track lying on a face detected this frame is that face's stale duplicate (a second box the
+        detector gave it for a while): the detected track already covers the place, so the duplicate goes.
+        Keeping it would blur an allowlisted face through a box that is no longer anybody's."""
+        found = [t.xyxy for t in self.tracks if t.lost_frames == 0]
+        if not found:
+            return
+        found_boxes = np.stack(found)
+        keep = []
+        for track in self.tracks:
+            iou, covered = _overlap(track.xyxy, found_boxes)
+            if track.lost_frames and ((iou >= _DUPLICATE_IOU) | (covered >= _DUPLICATE_COVERED)).any():
+                continue
+            keep.append(track)
+        self.tracks = keep
 
     def _associate(self, track_ids: list[int], dets: Detections) -> tuple[list[int], list[int]]:
         """Greedy matching on IoU (best pairs first), with a centre-distance fallback for small, fast faces."""
@@ -188,3 +207,13 @@ def _inside(box: np.ndarray, frame_size: tuple[int, int]) -> bool:
     """Whether any of the box is in the frame (width, height): a track that left the picture is dropped."""
     width, height = frame_size
     return bool(box[2] > 0 and box[3] > 0 and box[0] < width and box[1] < height)
+
+
+def _overlap(box: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IoU of `box` with each of `boxes`, and the fraction of `box` each of them covers."""
+    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = ix * iy
+    area = max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-9)
+    union = area + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
+    return inter / np.maximum(union, 1e-9), inter / area

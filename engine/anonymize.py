@@ -38,14 +38,32 @@ class Anonymizer:
         self.strength = settings.strength
         self.margin = settings.margin
 
-    def apply(self, frame: np.ndarray, index: int, boxes: Iterable[np.ndarray]) -> SafeFrame:
-        """Anonymize every box (x1, y1, x2, y2) in place, each grown by the margin."""
+    def apply(self, frame: np.ndarray, index: int, boxes: Iterable[np.ndarray],
+              guesses: Iterable[np.ndarray] = (), keep: Iterable[np.ndarray] = ()) -> SafeFrame:
+        """Anonymize every box (x1, y1, x2, y2) in place, each grown by the margin.
+
+        `guesses` are predicted places of faces the detector lost; `keep` are recognised faces found in this
+        frame. Where the two conflict the recognised face wins (a lost track's growing box must not blur the
+        streamer standing there now); `boxes`, faces found in this frame, are anonymized last and always win.
+        """
         height, width = frame.shape[:2]
-        for box in boxes:
-            region = self._grow(box, width, height)
-            if region is not None:
-                self._anonymize_region(frame, region)
+        guesses = list(guesses)
+        saved = [(r, frame[r[1]:r[3], r[0]:r[2]].copy()) for r in self._regions(keep, width, height, 0.0)] \
+            if guesses else []
+        for region in self._regions(guesses, width, height, self.margin):
+            self._anonymize_region(frame, region)
+        for (x1, y1, x2, y2), pixels in saved:
+            frame[y1:y2, x1:x2] = pixels
+        for region in self._regions(boxes, width, height, self.margin):
+            self._anonymize_region(frame, region)
         return SafeFrame(frame, index, False, _TOKEN)
+
+    def _regions(self, boxes: Iterable[np.ndarray], width: int, height: int,
+                 margin: float) -> Iterable[tuple[int, int, int, int]]:
+        for box in boxes:
+            region = self._grow(box, width, height, margin)
+            if region is not None:
+                yield region
 
     def whole(self, frame: np.ndarray, index: int) -> SafeFrame:
         """The whole frame made unrecognisable: panic, pause, or a detector that failed."""
@@ -55,9 +73,9 @@ class Anonymizer:
         frame[:] = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
         return SafeFrame(frame, index, True, _TOKEN)
 
-    def _grow(self, box: np.ndarray, width: int, height: int) -> tuple[int, int, int, int] | None:
+    def _grow(self, box: np.ndarray, width: int, height: int, margin: float) -> tuple[int, int, int, int] | None:
         x1, y1, x2, y2 = (float(v) for v in box)
-        mx, my = (x2 - x1) * self.margin, (y2 - y1) * self.margin
+        mx, my = (x2 - x1) * margin, (y2 - y1) * margin
         x1, y1 = max(0, int(x1 - mx)), max(0, int(y1 - my))
         x2, y2 = min(width, int(np.ceil(x2 + mx))), min(height, int(np.ceil(y2 + my)))
         if x2 - x1 < 2 or y2 - y1 < 2:

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from engine.recognize import EMBEDDING_DIM, l2_normalise
 
 
-@dataclass(frozen=True)
-class Match:
+class Match(NamedTuple):
     """Best enrolled person for one face, and the cosine similarity to their closest image.
 
     `name` is None only when the gallery is empty; it is the best candidate even when `similarity` is far
-    below the threshold, so the UI can show why a face stays blurred.
+    below the threshold, so the UI can show why a face stays blurred. Unpacks as `(name, similarity)`.
     """
 
     name: str | None

@@ -77,10 +77,12 @@ class Pipeline:
             self.faults["identifier-error"] += 1
             for track in tracks:
                 track.extras["visible"] = False
-        boxes = [t.safety_box() for t in tracks if not is_visible(t)]
-        boxes += self._unclaimed_detections(detections, tracks)
+        found = [t.safety_box() for t in tracks if not is_visible(t) and t.lost_frames == 0]
+        found += self._unclaimed_detections(detections, tracks)
+        lost = [t.safety_box() for t in tracks if t.lost_frames > 0]
+        recognised = [t.xyxy for t in tracks if is_visible(t)]
         report.faces = [_face_state(t) for t in tracks]
-        return self.anonymizer.apply(frame, index, boxes), report
+        return self.anonymizer.apply(frame, index, found, guesses=lost, keep=recognised), report
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

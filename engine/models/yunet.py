@@ -113,6 +113,9 @@ def _per_anchor(x: Tensor) -> Tensor:
     return x.permute(0, 2, 3, 1).reshape(n, -1, c)
 
 
+_HEAD_CHANNELS = (1, 4, 1, 10)  # cls, bbox, obj, kps: the heads' registration order
+
+
 class Head(nn.Module):
     """Per level: cls (1), bbox (4: dx, dy, log w, log h), obj (1), kps (10: 5 x (dx, dy)), all in stride units."""
 
@@ -141,9 +144,6 @@ class Head(nn.Module):
         y = _per_anchor(F.conv2d(F.conv2d(x, w1, b1), w2, b2, padding=1, groups=w2.shape[0]))
         cls, bbox, obj, kps = y.split(_HEAD_CHANNELS, dim=2)
         return torch.sigmoid(cls), torch.sigmoid(obj), bbox.contiguous(), kps.contiguous()
-
-
-_HEAD_CHANNELS = (1, 4, 1, 10)  # cls, bbox, obj, kps, in registration order
 
 
 class YuNet(nn.Module):

@@ -1,0 +1,415 @@
+"""The facebank on disk: who may stay visible, as TinyDB documents, safe against crashes and shared use.
+
+One document per person: their name and, per enrolled photo, its path, the sha256 of its bytes, quality
+figures and the 192-D embedding. Photos themselves are never copied: only embeddings are kept.
+
+- Every write goes to a temporary file that is fsynced and then renamed over the old one (`os.replace`), so a
+  reader, or a process killed mid-write, only ever sees the old or the new file, never half of one.
+- Writers take an exclusive `fcntl.flock` on `<file>.lock` around each read-modify-write, so the engine and
+  the UI (different processes) never lose each other's changes. Readers need no lock (see above).
+- The file holds biometric data: it is created readable by its owner only (0600, folder 0700).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tinydb import Query, TinyDB
+from tinydb.storages import Storage
+
+from engine.gallery import Gallery
+from engine.recognize import EMBEDDING_DIM
+from facebank.enrol import EnrolError, Enroller, Enrolment, file_sha256
+
+log = logging.getLogger(__name__)
+
+TABLE = "people"
+SCHEMA = 1
+MAX_NAME = 64
+LOCK_TIMEOUT_S = 10.0
+
+
+class FacebankError(RuntimeError):
+    """The facebank file cannot be used (damaged, or locked too long by another program)."""
+
+
+def home_dir() -> Path:
+    """$BLURCAST_HOME, else ~/.local/share/blurcast (the engine keeps its state there too)."""
+    return Path(os.environ.get("BLURCAST_HOME") or Path.home() / ".local" / "share" / "blurcast")
+
+
+def default_path() -> Path:
+    return home_dir() / "facebank.json"
+
+
+@cache
+def model_tag() -> str:
+    """Which network made an embedding: embeddings of another model live in another space and never match."""
+    from engine.weights import load_manifest
+
+    return f"mobilefacenet:{load_manifest()['mobilefacenet'].sha256[:16]}"
+
+
+# --- storage ---------------------------------------------------------------------------------------------------
+class AtomicJSONStorage(Storage):
+    """TinyDB storage that replaces the whole file atomically on every write (temp file + fsync + rename)."""
+
+    def __init__(self, path: str | Path, **_: Any) -> None:
+        self.path = Path(path)
+
+    def read(self) -> dict | None:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        if not text.strip():
+            return None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise FacebankError(f"the facebank file {self.path} is damaged ({exc.msg} at line {exc.lineno}); "
+                                "nobody is recognised until it is repaired or removed") from exc
+        if not isinstance(data, dict):
+            raise FacebankError(f"the facebank file {self.path} is not a facebank")
+        return data
+
+    def write(self, data: dict) -> None:
+        _ensure_private_dir(self.path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:  # mkstemp creates it 0600
+                json.dump(data, f, separators=(",", ":"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(self.path.parent)
+
+    def close(self) -> None:
+        pass
+
+
+def _ensure_private_dir(folder: Path) -> None:
+    if not folder.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (a power cut right after it could otherwise undo it)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- records -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageRecord:
+    """One enrolled photo of a person."""
+
+    path: str
+    sha256: str
+    face_px: float
+    sharpness: float
+    score: float
+    box: tuple[float, float, float, float]
+    image_size: tuple[int, int]
+    added: str
+    model: str
+    choose: int | None
+    embedding: np.ndarray = field(repr=False)
+
+    @classmethod
+    def from_enrolment(cls, e: Enrolment, choose: int | None) -> ImageRecord:
+        return cls(e.path, e.sha256, round(e.face_px, 1), round(e.sharpness, 1), round(e.score, 4),
+                   tuple(round(v, 1) for v in e.box), e.image_size, _now(), model_tag(), choose, e.embedding)
+
+    @classmethod
+    def from_doc(cls, doc: dict) -> ImageRecord:
+        return cls(doc["path"], doc["sha256"], doc["face_px"], doc["sharpness"], doc["score"], tuple(doc["box"]),
+                   tuple(doc["image_size"]), doc["added"], doc["model"], doc.get("choose"),
+                   np.asarray(doc["embedding"], dtype=np.float32))
+
+    def to_doc(self) -> dict:
+        return {"path": self.path, "sha256": self.sha256, "face_px": self.face_px, "sharpness": self.sharpness,
+                "score": self.score, "box": list(self.box), "image_size": list(self.image_size), "added": self.added,
+                "model": self.model, "choose": self.choose,
+                "embedding": [round(float(v), 7) for v in self.embedding]}
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    images: tuple[ImageRecord, ...]
+    created: str
+
+    @property
+    def key(self) -> str:
+        return name_key(self.name)
+
+    def embeddings(self) -> np.ndarray:
+        """Embeddings made by the current model (others are waiting for `refresh`)."""
+        rows = [img.embedding for img in self.images if img.model == model_tag()]
+        return np.stack(rows) if rows else np.zeros((0, EMBEDDING_DIM), np.float32)
+
+    @classmethod
+    def from_doc(cls, doc: dict) -> Person:
+        return cls(doc["name"], tuple(ImageRecord.from_doc(d) for d in doc.get("images", [])), doc.get("created", ""))
+
+
+@dataclass
+class RefreshReport:
+    re_embedded: list[str] = field(default_factory=list)  # changed photos (or older model), embedded again
+    unchanged: int = 0
+    missing: list[str] = field(default_factory=list)  # photo gone: its embedding is kept
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # changed and now refused: (path, reason)
+
+
+def name_key(name: str) -> str:
+    """Names are matched ignoring case, so "Alice" and "alice" are one person."""
+    return name.strip().casefold()
+
+
+def clean_name(name: str) -> str:
+    cleaned = " ".join(str(name).split())
+    if not cleaned:
+        raise ValueError("a name is needed (it is shown in the UI next to the recognised face)")
+    if len(cleaned) > MAX_NAME:
+        raise ValueError(f"names are limited to {MAX_NAME} characters")
+    if any(not ch.isprintable() for ch in cleaned):
+        raise ValueError("names cannot contain control characters")
+    return cleaned
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# --- the facebank ----------------------------------------------------------------------------------------------
+class Facebank:
+    """The enrolled people in one file. Cheap to construct; models load only when a photo is enrolled."""
+
+    def __init__(self, path: Path | str | None = None, enroller: Enroller | None = None) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_path()
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._enroller = enroller
+
+    @property
+    def enroller(self) -> Enroller:
+        if self._enroller is None:
+            self._enroller = Enroller()
+        return self._enroller
+
+    # --- reading: no lock needed, the file is only ever replaced whole ------------------------------------------
+    def people(self) -> list[Person]:
+        return sorted((Person.from_doc(doc) for doc in self._docs()), key=lambda p: p.key)
+
+    def person(self, name: str) -> Person | None:
+        key = name_key(name)
+        return next((p for p in self.people() if p.key == key), None)
+
+    def gallery(self) -> Gallery:
+        """The engine's view: every person's current-model embeddings."""
+        people = self.people()
+        stale = sum(img.model != model_tag() for p in people for img in p.images)
+        if stale:
+            log.warning("%d facebank photo(s) were embedded by another model and are ignored until "
+                        "`refresh` embeds them again", stale)
+        return Gallery.from_people({p.name: p.embeddings() for p in people})
+
+    def version(self) -> tuple[int, int, int]:
+        """Changes whenever the file is rewritten (new inode on every atomic replace): poll it to reload."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return (0, 0, 0)
+        return (st.st_mtime_ns, st.st_ino, st.st_size)
+
+    def mtime(self) -> float:
+        try:
+            return self.path.stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    def _docs(self) -> list[dict]:
+        data = AtomicJSONStorage(self.path).read() or {}
+        table = data.get(TABLE, {})
+        if not isinstance(table, dict):
+            raise FacebankError(f"the facebank file {self.path} is not a facebank")
+        return list(table.values())
+
+    # --- writing: each change is one read-modify-write under the lock ----------------------------------------------
+    def add(self, name: str, paths: Iterable[Path | str] | Path | str, choose: int | None = None) -> list[Enrolment]:
+        """Enrol photos of `name` (new or existing). All or nothing: one refused photo and nothing is saved.
+
+        `choose` picks a face by its number, left to right, in every photo (for photos with several faces).
+        """
+        name = clean_name(name)
+        photos = [paths] if isinstance(paths, str | Path) else list(paths)
+        if not photos:
+            raise ValueError("give at least one photo")
+        enrolments = self._enrol_all(photos, choose)
+        with self._transaction() as table:
+            self._check_not_elsewhere(table, name, enrolments)
+            found = table.get(Query().key == name_key(name))
+            images = list(found["images"]) if found else []  # stored as they are: no float round trips
+            known = {image["sha256"] for image in images}
+            for e in enrolments:
+                if e.sha256 not in known:
+                    known.add(e.sha256)
+                    images.append(ImageRecord.from_enrolment(e, choose).to_doc())
+            if found:
+                table.update({"images": images}, doc_ids=[found.doc_id])
+            else:
+                table.insert({"schema": SCHEMA, "key": name_key(name), "name": name, "created": _now(),
+                              "images": images})
+        log.info("enrolled %d photo(s) of %s", len(enrolments), name)
+        return enrolments
+
+    def _enrol_all(self, photos: list[Path | str], choose: int | None) -> list[Enrolment]:
+        """Every photo checked before anything is written (the slow part, outside the lock)."""
+        done, refused = [], []
+        for photo in photos:
+            try:
+                done.append(self.enroller.enrol(photo, choose))
+            except EnrolError as exc:
+                log.info("photo refused: %s", exc)
+                refused.append(exc)
+        if len(refused) == 1 and len(photos) == 1:
+            raise refused[0]
+        if refused:
+            reasons = "; ".join(str(e) for e in refused)
+            raise EnrolError(refused[0].path, f"{len(refused)} of {len(photos)} photos were refused, so none "
+                                              f"was saved: {reasons}")
+        return done
+
+    @staticmethod
+    def _check_not_elsewhere(table, name: str, enrolments: list[Enrolment]) -> None:
+        """The same photo enrolled under two names would make one face two people: refuse it."""
+        shas = {e.sha256: e.path for e in enrolments}
+        for doc in table.all():
+            if doc["key"] == name_key(name):
+                continue
+            for image in doc.get("images", []):
+                if image["sha256"] in shas:
+                    raise EnrolError(shas[image["sha256"]], f"this photo is already enrolled as {doc['name']}; "
+                                                            "remove it there first")
+
+    def remove(self, name: str) -> bool:
+        """Forget a person (their embeddings are deleted from the file). False if there was nobody by that name."""
+        with self._transaction() as table:
+            removed = table.remove(Query().key == name_key(name))
+        if removed:
+            log.info("removed %s from the facebank", name)
+        return bool(removed)
+
+    def refresh(self) -> RefreshReport:
+        """Re-embed photos whose file changed since enrolment (or that an older model embedded).
+
+        A changed photo that is now refused is dropped from the facebank (fail closed: its old embedding no
+        longer describes the file the streamer sees); a photo that is gone keeps its embedding.
+        """
+        report = RefreshReport()
+        updates: dict[tuple[str, str, str], ImageRecord | None] = {}  # (key, path, old sha) -> new or None
+        for person in self.people():
+            for image in person.images:
+                change = self._recheck(image, report)
+                if change is not False:
+                    updates[(person.key, image.path, image.sha256)] = change
+        if updates:
+            with self._transaction() as table:
+                for doc in table.all():
+                    images = _apply_updates(doc, updates)
+                    if images is not None:
+                        table.update({"images": images}, doc_ids=[doc.doc_id])
+        return report
+
+    def _recheck(self, image: ImageRecord, report: RefreshReport) -> ImageRecord | bool | None:
+        """False: keep as is; None: drop; a record: replace."""
+        path = Path(image.path)
+        try:
+            sha = file_sha256(path)
+        except OSError:
+            report.missing.append(image.path)
+            return False
+        if sha == image.sha256 and image.model == model_tag():
+            report.unchanged += 1
+            return False
+        try:
+            enrolment = self.enroller.enrol(path, image.choose if sha == image.sha256 else None)
+        except EnrolError as exc:
+            report.dropped.append((image.path, exc.reason))
+            return None
+        report.re_embedded.append(image.path)
+        return ImageRecord.from_enrolment(enrolment, image.choose if sha == image.sha256 else None)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """The people table, under the inter-process lock; each table write is one atomic file replace."""
+        with self._locked():
+            self._remove_stale_temp_files()
+            db = TinyDB(self.path, storage=AtomicJSONStorage)
+            try:
+                yield db.table(TABLE, cache_size=0)  # no cache: another process may have written since
+            finally:
+                db.close()
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        _ensure_private_dir(self.lock_path.parent)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + LOCK_TIMEOUT_S
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                        raise FacebankError(f"the facebank is locked by another program ({self.lock_path})") from exc
+                    time.sleep(0.02)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files left by a writer killed mid-write (only ever removed under the lock: nobody is writing)."""
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            with suppress(FileNotFoundError):
+                stale.unlink()
+
+
+def _apply_updates(doc: dict, updates: dict[tuple[str, str, str], ImageRecord | None]) -> list[dict] | None:
+    """The person's image list with the refresh applied; None when nothing of theirs changed.
+
+    Matched on (person, path, old sha256): a photo changed by someone else meanwhile is left alone.
+    """
+    changed, images = False, []
+    for image in doc.get("images", []):
+        key = (doc["key"], image["path"], image["sha256"])
+        if key not in updates:
+            images.append(image)
+            continue
+        changed = True
+        if updates[key] is not None:
+            images.append(updates[key].to_doc())
+    return images if changed else None

@@ -1,0 +1,347 @@
+"""The facebank: enrolment of real photos, every refusal, atomic and shared writes, refresh, live reload.
+
+Data: $BLURCAST_DATA (default ../shared/data); the module is skipped, saying so, when it is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.gallery import Gallery
+from facebank import EnrolError, Enroller, Facebank, default_path
+from facebank.images import MAX_BYTES, MAX_PIXELS
+from facebank.live import LiveGallery
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("BLURCAST_DATA") or REPO.parent / "shared" / "data")
+FR = DATA / "recognition_face_recognition" / "examples"
+OBAMA = FR / "obama-480p.jpg"
+OBAMA_2 = FR / "knn_examples" / "train" / "obama" / "obama2.jpg"
+BIDEN = FR / "knn_examples" / "train" / "biden" / "biden.jpg"
+TWO_PEOPLE = FR / "two_people.jpg"
+SMALL = FR / "obama_small.jpg"
+
+pytestmark = pytest.mark.skipif(
+    not FR.is_dir(), reason=f"face photos not found at {FR} (set BLURCAST_DATA to the shared data folder)"
+)
+
+
+@pytest.fixture(scope="module")
+def enroller() -> Enroller:
+    return Enroller()  # real YuNet + MobileFaceNet, loaded once for the module
+
+
+@pytest.fixture
+def bank(tmp_path: Path, enroller: Enroller) -> Facebank:
+    return Facebank(tmp_path / "bank" / "facebank.json", enroller=enroller)
+
+
+def _refused(bank: Facebank, path: Path, reason: str, **kwargs) -> EnrolError:
+    with pytest.raises(EnrolError) as caught:
+        bank.add("Someone", [path], **kwargs)
+    assert reason in str(caught.value), str(caught.value)
+    assert bank.people() == []  # nothing saved
+    return caught.value
+
+
+# --- enrolling -----------------------------------------------------------------------------------------------
+def test_enrol_a_photo_and_match_another_photo_of_the_same_person(bank: Facebank) -> None:
+    [enrolment] = bank.add("Barack", [OBAMA])
+    assert enrolment.face_px >= 100 and enrolment.sharpness >= 50 and enrolment.score >= 0.9
+    [person] = bank.people()
+    assert person.name == "Barack" and len(person.images) == 1
+    image = person.images[0]
+    assert image.path == str(OBAMA.resolve()) and len(image.sha256) == 64
+    assert image.face_px == round(enrolment.face_px, 1)
+    gallery = bank.gallery()
+    other = bank.enroller.enrol(OBAMA_2).embedding
+    biden = bank.enroller.enrol(BIDEN).embedding
+    [same], [different] = gallery.match(other[None]), gallery.match(biden[None])
+    assert same.name == "Barack" and same.similarity > 0.6
+    assert different.similarity < 0.35  # the best candidate is still named, with its low score
+    assert oct(bank.path.stat().st_mode & 0o777) == "0o600"  # biometric data: owner only
+
+
+def test_more_photos_of_a_known_person_are_added_names_ignore_case(bank: Facebank) -> None:
+    bank.add("Barack", [OBAMA])
+    bank.add("barack", [OBAMA_2, OBAMA])  # same person; the photo already enrolled is not repeated
+    [person] = bank.people()
+    assert person.name == "Barack" and len(person.images) == 2
+    assert bank.gallery().embeddings.shape == (2, 192)
+
+
+def test_a_photo_with_two_faces_needs_a_choice(bank: Facebank) -> None:
+    error = _refused(bank, TWO_PEOPLE, "2 faces were found")
+    assert "#0 (left" in str(error) and "#1 (right" in str(error)
+    _refused(bank, TWO_PEOPLE, "there is no face #5", choose=5)
+    left = bank.enroller.enrol(TWO_PEOPLE, choose=0).embedding
+    [enrolment] = bank.add("Right one", [TWO_PEOPLE], choose=1)
+    assert float(left @ enrolment.embedding) < 0.35  # two different people
+
+
+def test_tiny_faces_far_behind_do_not_make_a_photo_ambiguous(bank: Facebank) -> None:
+    photo = DATA / "recognition_deepface" / "images" / "img55.jpg"  # a portrait; 14-17 px faces far behind
+    faces = bank.enroller.faces(cv2.imread(str(photo)))
+    assert len(faces) == 1 and faces[0].width > 200
+    [enrolment] = bank.add("Portrait", [photo])
+    assert enrolment.face_px > 200
+
+
+def test_missing_file(bank: Facebank, tmp_path: Path) -> None:
+    _refused(bank, tmp_path / "nowhere.jpg", "there is no file at this path")
+
+
+def test_a_folder_is_not_a_photo(bank: Facebank, tmp_path: Path) -> None:
+    _refused(bank, tmp_path, "this is a folder")
+
+
+def test_a_text_file_named_jpg(bank: Facebank, tmp_path: Path) -> None:
+    fake = tmp_path / "me.jpg"
+    fake.write_text("this is not a photo\n")
+    _refused(bank, fake, "this file is text, not a picture")
+
+
+def test_a_damaged_jpeg(bank: Facebank, tmp_path: Path) -> None:
+    damaged = tmp_path / "cut.jpg"
+    damaged.write_bytes(OBAMA.read_bytes()[:400])  # the header survives, the picture does not
+    _refused(bank, damaged, "damaged")
+
+
+def test_a_photo_without_a_face(bank: Facebank, tmp_path: Path) -> None:
+    background = tmp_path / "background.jpg"
+    image = cv2.imread(str(FR / "obama-1080p.jpg"))
+    cv2.imwrite(str(background), image[:, :600])  # real photo, left of the face: curtain and flags
+    _refused(bank, background, "no face was found")
+
+
+def test_a_face_too_small(bank: Facebank, tmp_path: Path) -> None:
+    small = tmp_path / "small.png"
+    image = cv2.imread(str(OBAMA))
+    cv2.imwrite(str(small), cv2.resize(image, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA))
+    _refused(bank, small, "the face is too small (27 px wide, needs 40)")
+
+
+def test_a_face_too_blurred(bank: Facebank, tmp_path: Path) -> None:
+    blurred = tmp_path / "blurred.png"
+    cv2.imwrite(str(blurred), cv2.GaussianBlur(cv2.imread(str(OBAMA)), (0, 0), 4))
+    _refused(bank, blurred, "too blurred")
+
+
+def test_an_image_with_too_many_pixels_is_refused_before_decoding(bank: Facebank, tmp_path: Path) -> None:
+    huge = tmp_path / "huge.png"
+    assert cv2.imwrite(str(huge), np.zeros((6000, 7000), np.uint8))  # 42 MP, a small file
+    assert huge.stat().st_size < MAX_BYTES and MAX_PIXELS < 6000 * 7000
+    _refused(bank, huge, "too large (7000 x 6000 = 42 megapixels")
+
+
+def test_a_file_too_big_on_disk(bank: Facebank, tmp_path: Path) -> None:
+    heavy = tmp_path / "heavy.bmp"
+    noise = np.random.default_rng(0).integers(0, 255, (4000, 4500, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(heavy), noise)  # 18 MP but 54 MB uncompressed
+    assert heavy.stat().st_size > MAX_BYTES
+    _refused(bank, heavy, "this file is too big (51 MB; the limit is 50 MB)")
+
+
+def test_all_or_nothing(bank: Facebank, tmp_path: Path) -> None:
+    with pytest.raises(EnrolError, match="1 of 2 photos were refused, so none was saved"):
+        bank.add("Barack", [OBAMA, tmp_path / "missing.jpg"])
+    assert bank.people() == [] and not bank.path.exists()
+
+
+def test_one_photo_cannot_be_two_people(bank: Facebank) -> None:
+    bank.add("Barack", [OBAMA])
+    with pytest.raises(EnrolError, match="already enrolled as Barack"):
+        bank.add("Somebody else", [OBAMA])
+
+
+def test_names_are_tidied_and_bad_ones_refused(bank: Facebank) -> None:
+    for name in ("", "   ", "x" * 65, "bad\x00name"):
+        with pytest.raises(ValueError):
+            bank.add(name, [OBAMA])
+    bank.add("  Barack \n Obama ", [OBAMA])
+    assert [p.name for p in bank.people()] == ["Barack Obama"]
+
+
+def test_remove(bank: Facebank) -> None:
+    bank.add("Barack", [OBAMA])
+    bank.add("Joe", [BIDEN])
+    assert bank.remove("BARACK") is True
+    assert bank.remove("Barack") is False
+    assert bank.gallery().names == ("Joe",)
+
+
+def test_refresh_re_embeds_changed_photos_and_drops_unusable_ones(bank: Facebank, tmp_path: Path) -> None:
+    photo, other = tmp_path / "me.jpg", tmp_path / "gone.jpg"
+    shutil.copy(OBAMA, photo)
+    shutil.copy(SMALL, other)
+    bank.add("Me", [photo, other])
+    before = bank.person("me")
+    report = bank.refresh()
+    assert report.unchanged == 2 and not report.re_embedded
+    shutil.copy(BIDEN, photo)  # the streamer replaced the photo
+    other.unlink()  # and deleted the other one
+    report = bank.refresh()
+    assert report.re_embedded == [str(photo.resolve())] and report.missing == [str(other.resolve())]
+    after = bank.person("me")
+    new = next(i for i in after.images if i.path == str(photo.resolve()))
+    old = next(i for i in before.images if i.path == str(photo.resolve()))
+    assert new.sha256 != old.sha256 and float(new.embedding @ old.embedding) < 0.35
+    assert len(after.images) == 2  # the missing photo keeps its embedding
+    photo.write_text("not a photo any more")
+    report = bank.refresh()
+    assert report.dropped and report.dropped[0][0] == str(photo.resolve())
+    assert [i.path for i in bank.person("me").images] == [str(other.resolve())]
+
+
+# --- the file ----------------------------------------------------------------------------------------------------
+def test_default_path_follows_blurcast_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BLURCAST_HOME", str(tmp_path))
+    assert default_path() == tmp_path / "facebank.json"
+    monkeypatch.delenv("BLURCAST_HOME")
+    assert default_path() == Path.home() / ".local" / "share" / "blurcast" / "facebank.json"
+
+
+def test_version_changes_on_every_write(bank: Facebank) -> None:
+    assert bank.version() == (0, 0, 0) and bank.gallery().is_empty
+    bank.add("Barack", [OBAMA])
+    first = bank.version()
+    bank.add("Joe", [BIDEN])
+    assert bank.version() != first and bank.mtime() > 0
+
+
+def test_live_gallery_follows_the_file_and_fails_closed(bank: Facebank) -> None:
+    live = LiveGallery(Facebank(bank.path), poll_s=0.0)  # another instance, as the engine would have
+    assert live().is_empty
+    bank.add("Barack", [OBAMA])
+    assert live().names == ("Barack",)
+    bank.path.write_text("{ half a facebank")  # damage it behind the store's back
+    assert live().is_empty  # nobody is recognised: everybody is blurred
+
+
+def test_live_gallery_polls_at_most_every_poll_s(bank: Facebank) -> None:
+    bank.add("Barack", [OBAMA])
+    live = LiveGallery(Facebank(bank.path), poll_s=0.5)
+    bank.remove("Barack")
+    assert live().names == ("Barack",)  # checked less than poll_s ago: no stat, no read
+    time.sleep(0.6)
+    assert live().is_empty  # removed: blurred again within poll_s
+
+
+# --- crashes and concurrent writers -----------------------------------------------------------------------------
+# The writer processes enrol one real photo with the real models, then reuse that enrolment for byte-copies
+# of it (the store, not the models, is under test here) so they can write as fast as the file allows.
+WRITER = r"""
+import dataclasses, sys
+from pathlib import Path
+from facebank import Enroller, Facebank
+from facebank.enrol import file_sha256
+
+class ReusingEnroller(Enroller):
+    first = None
+    def enrol(self, path, choose=None):
+        if self.first is None:
+            self.first = super().enrol(path, choose)
+        return dataclasses.replace(self.first, path=str(Path(path).resolve()), sha256=file_sha256(Path(path)))
+
+path, mode, prefix, copies = sys.argv[1], sys.argv[2], sys.argv[3], sorted(Path(sys.argv[4]).glob("*.jpg"))
+bank = Facebank(path, enroller=ReusingEnroller())
+if mode == "crowd":
+    for person in bank.people():  # visitors an earlier, killed writer left behind
+        if person.name != "crowd":
+            bank.remove(person.name)
+    if bank.person("crowd") is None:
+        bank.add("crowd", copies[:-4])  # a big file: each rewrite takes long enough to be killed midway
+    print("ready", flush=True)
+    i = 0
+    while True:
+        bank.add(f"{prefix} {i}", [copies[-1 - i % 4]]) if i % 2 == 0 else bank.remove(f"{prefix} {i - 1}")
+        i += 1
+else:
+    for i, copy in enumerate(copies[int(mode):int(mode) + 12]):
+        bank.add(f"{prefix} {i}", [copy])
+"""
+
+
+def _copies(folder: Path, count: int) -> Path:
+    """Distinct files (different sha256) holding the same real photo: JPEG decoders ignore trailing bytes."""
+    folder.mkdir()
+    data = SMALL.read_bytes()
+    for i in range(count):
+        (folder / f"copy{i:04d}.jpg").write_bytes(data + f"copy {i}".encode())
+    return folder
+
+
+def _writer(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-c", WRITER, *args], env=env, stdout=subprocess.PIPE, text=True)
+
+
+def test_a_writer_killed_mid_write_leaves_a_valid_facebank(tmp_path: Path) -> None:
+    path, copies = tmp_path / "facebank.json", _copies(tmp_path / "copies", 304)
+    real = Enroller().enrol(SMALL).embedding
+    rng = random.Random(0)
+    leftovers = 0
+    for round_ in range(4):
+        writer = _writer(str(path), "crowd", "visitor", str(copies))
+        assert writer.stdout.readline().strip() == "ready"
+        if round_ == 0:
+            time.sleep(rng.uniform(0.05, 0.4))  # anywhere in its loop
+        else:
+            _wait_for_a_write_in_progress(path)  # its temp file exists: it is inside a write
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        leftovers += len(list(path.parent.glob(".facebank.json.*.tmp")))  # a write it was killed in
+        bank = Facebank(path)
+        people = bank.people()  # parses: the file is whole
+        crowd = bank.person("crowd")
+        assert crowd is not None and len(crowd.images) == 300
+        assert all(len(p.images) == 1 for p in people if p.name != "crowd")
+        gallery = bank.gallery()
+        np.testing.assert_allclose(gallery.embeddings @ real, 1.0, atol=1e-5)  # no number was damaged
+        json.loads(path.read_text())
+    assert leftovers >= 1, "no kill landed inside a write; the test proved nothing"
+    Facebank(path).remove("nobody")  # the next writer cleans the temp files up
+    assert not list(path.parent.glob(".facebank.json.*.tmp"))
+
+
+def _wait_for_a_write_in_progress(path: Path, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not list(path.parent.glob(f".{path.name}.*.tmp")):
+        assert time.monotonic() < deadline, "the writer never wrote"
+        time.sleep(0.0005)
+
+
+def test_two_writers_at_once_lose_nothing(tmp_path: Path) -> None:
+    path, copies = tmp_path / "facebank.json", _copies(tmp_path / "copies", 24)
+    writers = [_writer(str(path), "0", "left", str(copies)), _writer(str(path), "12", "right", str(copies))]
+    for writer in writers:
+        assert writer.wait(timeout=120) == 0
+    names = {p.name for p in Facebank(path).people()}
+    assert names == {f"{side} {i}" for side in ("left", "right") for i in range(12)}
+
+
+def test_gallery_value_object() -> None:
+    a, b = np.eye(192, dtype=np.float32)[:2]
+    people = {"A": np.stack([a, (a + b) / np.sqrt(2)]), "B": b[None], "nobody": np.zeros((0, 192))}
+    gallery = Gallery.from_people(people)
+    assert gallery.names == ("A", "B") and len(gallery) == 2
+    [m1, m2] = gallery.match(np.stack([a, b]))
+    assert (m1.name, round(m1.similarity, 4)) == ("A", 1.0)
+    assert (m2.name, round(m2.similarity, 4)) == ("B", 1.0)
+    [m3] = gallery.match(((a + b) / np.sqrt(2))[None])
+    assert m3.name == "A" and m3.similarity == pytest.approx(1.0)  # the max over a person's photos
+    assert Gallery.empty().match(a[None])[0].name is None
+    with pytest.raises(ValueError):
+        Gallery(("A",), np.full((1, 192), np.nan, np.float32), np.zeros(1, np.int64))

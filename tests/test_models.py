@@ -1,8 +1,9 @@
 """The torch ports in `engine/models/` equal onnxruntime on the same ONNX files, on real images.
 
 Tolerance: max abs diff 1e-4 plus rtol 1e-5. Both sides run float32 but sum in different orders (oneDNN vs MLAS
-kernels, BN folded here), so differences grow with magnitude: measured <= 1e-5 on detector outputs (|x| < 8) and
-~2e-5 on MobileFaceNet embeddings (|x| up to ~18, where one float32 ulp is already 2e-6).
+kernels, BN folded here), so differences grow with magnitude and depth: measured <= 4e-6 on YuNet (|x| < 8),
+<= 2.3e-5 on CenterFace (scale maps, |x| < 5) and ~2e-5 on MobileFaceNet embeddings (|x| up to ~18, where one
+float32 ulp is already 2e-6); the rtol keeps the margin on the largest values without loosening the small ones.
 """
 
 from __future__ import annotations

@@ -50,7 +50,8 @@ def _decode(heat: np.ndarray, size: np.ndarray, offset: np.ndarray, marks: np.nd
     landmarks = np.stack([lm[:, :, 1] * s1[:, None] + x1[:, None], lm[:, :, 0] * s0[:, None] + y1[:, None]], axis=2)
     score = heat[ys, xs].astype(np.float32)
     keep = nms(xyxy, score, NMS_IOU)
-    return Detections((xyxy[keep] / scale).astype(np.float32), score[keep], (landmarks[keep] / scale).astype(np.float32))
+    boxes = (xyxy[keep] / scale).astype(np.float32)
+    return Detections(boxes, score[keep], (landmarks[keep] / scale).astype(np.float32))
 
 
 def _torch_module(path):

@@ -20,8 +20,11 @@ from torch import nn
 
 def load_initializers(path: str | Path) -> dict[str, np.ndarray]:
     """Every initializer of the file, by name, as numpy arrays."""
-    model = onnx.load(str(path))
-    return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    return _arrays(onnx.load(str(path)).graph)
+
+
+def _arrays(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    return {init.name: numpy_helper.to_array(init) for init in graph.initializer}
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class ConvNode:
 def conv_nodes(path: str | Path) -> list[ConvNode]:
     """The graph's Conv/ConvTranspose nodes in node order; a BatchNormalization right after one is folded in."""
     graph = onnx.load(str(path)).graph
-    inits = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    inits = _arrays(graph)
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for name in node.input:

@@ -27,6 +27,7 @@ class Settings:
     confidence: float = 0.5  # a detection at or above this starts a track and is anonymized at once
     low_confidence: float = 0.2  # ByteTrack second pass: weaker detections only keep existing tracks alive
     detect_width: int = 1280  # frames narrower than this are upscaled for detection (finds small faces)
+    upscale_every: int = 1  # run that upscaled pass every Nth frame only (2: +25 % fps at 640x360, see README)
     deadline_ms: float = 250.0  # a detector slower than this counts as stalled: the whole frame is blurred
     # Tracking: a face whose detection drops stays anonymized at its predicted box for hold_seconds.
     hold_seconds: float = 0.8
@@ -49,6 +50,7 @@ class Settings:
             (0.0 < self.confidence <= 1.0, "confidence must be in (0, 1]"),
             (0.0 < self.low_confidence <= self.confidence, "low_confidence must be in (0, confidence]"),
             (64 <= self.detect_width <= 4096, "detect_width must be in [64, 4096]"),
+            (1 <= self.upscale_every <= 10, "upscale_every must be in [1, 10]"),
             (1.0 <= self.deadline_ms <= 60_000, "deadline_ms must be in [1, 60000]"),
             (0.0 <= self.hold_seconds <= 10.0, "hold_seconds must be in [0, 10]"),
             (self.mode in ANONYMIZE_MODES, f"mode must be one of {ANONYMIZE_MODES}"),

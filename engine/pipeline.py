@@ -50,6 +50,7 @@ class Pipeline:
             self.detector = create_detector(settings)
         elif hasattr(self.detector, "detect_width"):
             self.detector.detect_width = settings.detect_width
+            self.detector.upscale_every = settings.upscale_every
         self.tracker.confidence = settings.confidence
         self.tracker.low_confidence = settings.low_confidence
         self.tracker.hold_seconds = settings.hold_seconds

@@ -17,14 +17,20 @@ NMS_IOU = 0.3
 class YuNetDetector:
     name = "yunet"
 
-    def __init__(self, runner: NetworkRunner, detect_width: int) -> None:
+    def __init__(self, runner: NetworkRunner, detect_width: int, upscale_every: int = 1) -> None:
         self.runner = runner
         self.runner_name = runner.name
         self.detect_width = detect_width
+        self.upscale_every = upscale_every
+        self._calls = 0
         self._grids: dict[tuple[int, int], list[np.ndarray]] = {}
 
     def detect(self, frame: np.ndarray, min_score: float) -> Detections:
-        parts = [self._detect_at(frame, scale, min_score) for scale in detection_scales(frame, self.detect_width)]
+        scales = detection_scales(frame, self.detect_width)
+        self._calls += 1
+        if len(scales) > 1 and self._calls % self.upscale_every:
+            scales = scales[:1]  # the costly upscaled pass skips this frame; tracks bridge the small faces
+        parts = [self._detect_at(frame, scale, min_score) for scale in scales]
         return merge(parts, NMS_IOU) if len(parts) > 1 else parts[0]
 
     def _detect_at(self, frame: np.ndarray, scale: float, min_score: float) -> Detections:
@@ -74,4 +80,4 @@ def _torch_module(path):
 
 def create(settings: Settings) -> YuNetDetector:
     runner = make_runner(settings.backend, model_path("yunet"), _torch_module)
-    return YuNetDetector(runner, settings.detect_width)
+    return YuNetDetector(runner, settings.detect_width, settings.upscale_every)

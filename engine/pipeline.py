@@ -45,10 +45,10 @@ class Pipeline:
 
     def configure(self, settings: Settings) -> None:
         """Apply new settings from the next frame on (called from the frame loop's thread)."""
-        old, self.settings = self.settings, settings
-        if (settings.detector, settings.backend) != (old.detector, old.backend):
-            self.detector = create_detector(settings)
-        elif hasattr(self.detector, "detect_width"):
+        if (settings.detector, settings.backend) != (self.settings.detector, self.settings.backend):
+            self.detector = create_detector(settings)  # first: if it fails, nothing has changed
+        self.settings = settings
+        if hasattr(self.detector, "detect_width"):
             self.detector.detect_width = settings.detect_width
             self.detector.upscale_every = settings.upscale_every
         self.tracker.confidence = settings.confidence

@@ -24,7 +24,7 @@ from engine.config import Settings
 from engine.faces import FrameReport
 from engine.identify import Identifier
 from engine.pipeline import Pipeline
-from engine.sink import Sink, SinkError
+from engine.sink import Sink
 from engine.source import SourceError, VideoSource
 
 log = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ class Engine:
         for sink in list(self.sinks):
             try:
                 sink.write(safe)
-            except SinkError as exc:
+            except Exception as exc:  # a vanished virtual camera must not stop the other sinks or the engine
                 log.error("sink %s failed and was closed: %s", sink.name, exc)
                 self.sinks.remove(sink)
                 _close_quietly(sink)
@@ -259,8 +259,17 @@ class Engine:
             pending, self._pending_settings = self._pending_settings, None
             if pending is not None:
                 self._settings = pending
-        if pending is not None:
+        if pending is None:
+            return
+        previous = self.pipeline.settings
+        try:
             self.pipeline.configure(pending)
+        except Exception:  # e.g. a backend that cannot load here: keep streaming on the old settings
+            log.exception("could not apply new settings; keeping the previous ones")
+            self.pipeline.faults["settings-error"] += 1
+            self.pipeline.configure(previous)
+            with self._lock:
+                self._settings = previous
 
     def _update_preview(self, safe: SafeFrame) -> None:
         now = time.monotonic()

@@ -161,3 +161,46 @@ def test_default_strength_leaves_no_visible_face(frames, detector, mode):
     pipeline = Pipeline(SETTINGS.updated({"mode": mode}), detector=detector)
     safe, _ = pipeline.process(frames[0].copy(), 0, 1 / 30)
     assert _max_visibility(frames[0], safe.image, _faces(detector, frames[0])) < 0.2
+
+
+def test_a_failing_sink_or_setting_never_stops_the_stream(dev_clip, detector, monkeypatch):
+    """A virtual camera that vanishes mid-write, or a setting whose detector cannot load: the engine goes on."""
+    from engine.runner import Engine
+    from engine.source import VideoSource
+
+    class Vanishing:
+        name = "vcam"
+
+        def write(self, frame):
+            raise RuntimeError("device gone")
+
+        def close(self):
+            pass
+
+    class Counting:
+        name = "file"
+        frames = 0
+
+        def write(self, frame):
+            assert isinstance(frame, SafeFrame)
+            self.frames += 1
+
+        def close(self):
+            pass
+
+    counting = Counting()
+    engine = Engine(SETTINGS, VideoSource(str(dev_clip)), [Vanishing(), counting],
+                    pipeline=Pipeline(SETTINGS, detector=detector))
+
+    def broken(settings):
+        raise RuntimeError("this backend cannot load here")
+
+    monkeypatch.setattr("engine.pipeline.create_detector", broken)
+    engine.update_settings({"detector": "centerface"})
+    frames = engine.run_file()
+    left = [s.name for s in engine.sinks]
+    engine.close()
+    assert left == ["file"], "the failed sink was closed, the healthy one kept"
+    assert counting.frames == frames == 275
+    assert engine.settings.detector == "yunet", "the unusable setting was rolled back"
+    assert engine.pipeline.faults["settings-error"] == 1

@@ -18,6 +18,9 @@ class Identifier(Protocol):
     def update(self, frame: np.ndarray, tracks: list[Track], settings: Settings) -> None:
         """Set `track.extras["visible"]` (and optionally "identity", "similarity") for each track."""
 
+    def status(self) -> dict:
+        """What the identifier currently knows, for telemetry (e.g. how many people it recognises)."""
+
 
 class NoIdentifier:
     """No facebank: every face is anonymized."""
@@ -25,6 +28,9 @@ class NoIdentifier:
     def update(self, frame: np.ndarray, tracks: list[Track], settings: Settings) -> None:
         for track in tracks:
             track.extras["visible"] = False
+
+    def status(self) -> dict:
+        return {"people": 0}
 
 
 def is_visible(track: Track) -> bool:

@@ -131,6 +131,11 @@ class FacebankIdentifier:
         self.scene_cuts = 0
         self._prev_frame_patch: np.ndarray | None = None
 
+    def status(self) -> dict:
+        """The gallery in use now: lets the UI confirm that an enrolment has reached the engine."""
+        gallery = self.gallery_provider()
+        return {"people": len(gallery), "photos": len(gallery.embeddings), "embedded": self.embedded_total}
+
     # --- the per-frame entry point -------------------------------------------------------------------------
     def update(self, frame: np.ndarray, tracks: list[Track], settings: Settings) -> None:
         index, self.frame_index = self.frame_index, self.frame_index + 1

@@ -129,7 +129,16 @@ class Engine:
             "whole_frame": report.whole_frame if report else None,
             "faces": [f.as_dict() for f in report.faces] if report else [],
             "settings": self.settings.as_dict(),
+            "facebank": self._identifier_status(),
         }
+
+    def _identifier_status(self) -> dict:
+        status = getattr(self.pipeline.identifier, "status", None)
+        try:
+            return status() if status else {}
+        except Exception:  # telemetry must never take the control thread down
+            log.exception("identifier status failed")
+            return {}
 
     # --- the frame loop ------------------------------------------------------------------------------------
     def process_one(self, frame: np.ndarray, index: int, dt: float, captured: float) -> SafeFrame:

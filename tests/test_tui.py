@@ -16,14 +16,16 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 
+from engine.config import Settings
 from engine.control import ControlClient, ControlError
 from engine.service import EnginePaths, engine_running, start_background, stop_background
 from tui.app import BlurcastApp, make_app
 from tui.facebank_link import FacebankUnavailable, default_facebank_path, facebank_api
 from tui.widgets import Preview, Slider
 
-DEFAULTS = {"similarity_threshold": 0.56, "confidence": 0.5, "strength": 0.6, "margin": 0.25, "hold_seconds": 0.8,
-            "panic": False, "paused": False}
+_SHIPPED = Settings()
+DEFAULTS = {name: getattr(_SHIPPED, name) for name in ("similarity_threshold", "confidence", "strength", "margin",
+                                                       "hold_seconds", "panic", "paused")}
 
 
 def request(paths: EnginePaths, cmd: str, **args):
@@ -309,11 +311,17 @@ def test_enrolling_on_the_facebank_screen_unblurs_the_performer(engine, dev_clip
                         timeout=120, what="the enrolment")
             assert not message.has_class("error"), str(message.render())
             enrolled = time.monotonic()
-            await until(pilot, lambda: any(f["state"] == "visible" for f in app.telemetry["faces"]), timeout=10,
+            # The engine uses the new facebank within about a second (the UI asks it to reload at once; the
+            # engine would also notice the file within 0.5 s). The bound is loose: CI machines are shared.
+            await until(pilot, lambda: app.telemetry.get("facebank", {}).get("people") == 1, timeout=5,
+                        what="the engine to load the new facebank")
+            loaded = time.monotonic() - enrolled
+            # When the performer shows depends on the clip (he is off screen for seconds at a time), not on us.
+            await until(pilot, lambda: any(f["state"] == "visible" for f in app.telemetry["faces"]), timeout=20,
                         what="the performer to become visible")
-            delay = time.monotonic() - enrolled
-            print(f"performer visible {delay:.2f} s after the enrolment was saved")
-            assert delay < 1.5, "a face became visible within about a second"
+            print(f"facebank in the engine {loaded:.2f} s, performer visible {time.monotonic() - enrolled:.2f} s "
+                  "after the enrolment was saved")
+            assert loaded < 1.5, "an enrolment reaches the engine within about a second"
             assert "Lin" in [k.value for k in app.screen.query_one("#people", DataTable).rows]
             # The live table shows who matched and the score against the threshold.
             await pilot.press("l")
@@ -324,7 +332,8 @@ def test_enrolling_on_the_facebank_screen_unblurs_the_performer(engine, dev_clip
                 return next((r for r in rows if r[2] == "visible"), None)
 
             row = await until(pilot, visible_row, what="a visible face in the table")
-            assert row[3] == "Lin" and "≥ 0.56 ✓" in row[4]
+            threshold = app.telemetry["settings"]["similarity_threshold"]
+            assert row[3] == "Lin" and f"≥ {threshold:.2f} ✓" in row[4]
             # Threshold 0.99 (above any real match): every face is blurred again.
             await pilot.press("s", "end", "left")
             await until(pilot, lambda: app.telemetry["settings"]["similarity_threshold"] == 0.99, what="threshold")

@@ -26,8 +26,7 @@ class Settings:
     backend: str = "auto"  # auto: torch on CUDA, onnxruntime on CPU (measured faster there, same outputs)
     confidence: float = 0.5  # a detection at or above this starts a track and is anonymized at once
     low_confidence: float = 0.2  # ByteTrack second pass: weaker detections only keep existing tracks alive
-    detect_width: int = 1280  # frames narrower than this are upscaled for detection (finds small faces)
-    upscale_every: int = 1  # run that upscaled pass every Nth frame only (2: +25 % fps at 640x360, see README)
+    detect_width: int = 1280  # detection runs this wide: wider frames shrink (speed), narrower grow <= 1.5x
     deadline_ms: float = 250.0  # a detector slower than this counts as stalled: the whole frame is blurred
     # Tracking: a face whose detection drops stays anonymized at its predicted box for hold_seconds.
     hold_seconds: float = 0.8
@@ -37,7 +36,7 @@ class Settings:
     strength: float = 0.6  # 0..1; the default leaves no usable facial detail (see README figures)
     margin: float = 0.25  # box grown by this fraction of its size on each side
     # Recognition (facebank): a face stays visible only above this cosine similarity.
-    similarity_threshold: float = 0.48  # FAR <= 0.1 % on 7,971 real impostor pairs (0.473 measured; README)
+    similarity_threshold: float = 0.49  # FAR <= 0.1 % on 7,971 real impostor pairs (0.481 measured; README)
     recognition: bool = True
     # Switches.
     panic: bool = False  # anonymize every whole frame
@@ -50,7 +49,6 @@ class Settings:
             (0.0 < self.confidence <= 1.0, "confidence must be in (0, 1]"),
             (0.0 < self.low_confidence <= self.confidence, "low_confidence must be in (0, confidence]"),
             (64 <= self.detect_width <= 4096, "detect_width must be in [64, 4096]"),
-            (1 <= self.upscale_every <= 10, "upscale_every must be in [1, 10]"),
             (1.0 <= self.deadline_ms <= 60_000, "deadline_ms must be in [1, 60000]"),
             (0.0 <= self.hold_seconds <= 10.0, "hold_seconds must be in [0, 10]"),
             (self.mode in ANONYMIZE_MODES, f"mode must be one of {ANONYMIZE_MODES}"),
@@ -89,12 +87,19 @@ def _coerce(value: Any, kind: type, name: str) -> Any:
         raise ValueError(f"{name} must be a {kind.__name__}, got {value!r}") from exc
 
 
+# Settings an older version saved and this one no longer has: dropped on load, so the rest still applies.
+RETIRED = frozenset({"upscale_every"})
+
+
 def load_settings(path: Path) -> Settings:
     """Saved settings, or the defaults when there are none; a damaged file is kept aside, not lost."""
     if not path.exists():
         return Settings()
     try:
-        return Settings().updated(json.loads(path.read_text()))
+        saved = json.loads(path.read_text())
+        if isinstance(saved, dict):
+            saved = {name: value for name, value in saved.items() if name not in RETIRED}
+        return Settings().updated(saved)
     except (ValueError, OSError) as exc:
         aside = path.with_suffix(".bad.json")
         log.error("settings file %s is unusable (%s); using defaults, the file is kept as %s", path, exc, aside)

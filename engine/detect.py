@@ -59,16 +59,16 @@ def nms(xyxy: np.ndarray, score: np.ndarray, iou_threshold: float) -> np.ndarray
     return np.asarray(keep, dtype=np.int64)
 
 
-def detection_scales(frame: np.ndarray, detect_width: int) -> list[float]:
-    """Native size, plus an upscaled pass when the frame is narrower than `detect_width` (small faces in
-    small video are missed at native size, while large faces can be missed when upscaled: measured on the
-    dev clip). Wider frames are only downscaled to `detect_width`, to keep live mode real time."""
-    width = frame.shape[1]
-    if width > detect_width:
-        return [detect_width / width]
-    if width < detect_width:
-        return [1.0, detect_width / width]
-    return [1.0]
+# How far a small frame is enlarged for detection. YuNet's finest stride (8 px) misses faces under about
+# 20 px; enlarging finds them. Measured on 640-wide WIDER FACE val images (129 faces >= 10 px): native 92
+# found, 1.5x 106, 2x 110 (and native + 2x, the old default, 110) at 8.7 ms for 1.5x against 19.5 ms for
+# native + 2x. Large faces are still found when enlarged (32 of 32 portraits, faces up to 320 of 360 px).
+MAX_UPSCALE = 1.5
+
+
+def detection_scale(frame: np.ndarray, detect_width: int) -> float:
+    """The scale of the one detection pass: `detect_width` wide, but enlarged by at most MAX_UPSCALE."""
+    return min(detect_width / frame.shape[1], MAX_UPSCALE)
 
 
 def merge(parts: list[Detections], iou_threshold: float) -> Detections:

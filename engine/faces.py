@@ -7,6 +7,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+def box_iou(a: np.ndarray | tuple, b: np.ndarray | tuple) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes."""
+    ix = max(0.0, float(min(a[2], b[2]) - max(a[0], b[0])))
+    iy = max(0.0, float(min(a[3], b[3]) - max(a[1], b[1])))
+    inter = ix * iy
+    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
+    return inter / union if union > 0 else 0.0
+
+
 @dataclass
 class Detections:
     """Raw detector output for one frame, in frame pixel coordinates.
@@ -32,6 +41,11 @@ class Detections:
 
     def __getitem__(self, index: np.ndarray | slice) -> Detections:
         return Detections(self.xyxy[index], self.score[index], self.landmarks[index])
+
+    def shifted(self, dx: float, dy: float) -> Detections:
+        """The same faces in the coordinates of a frame this one was cropped from at (dx, dy)."""
+        offset = np.asarray([dx, dy], np.float32)
+        return Detections(self.xyxy + np.tile(offset, 2), self.score, self.landmarks + offset)
 
     @classmethod
     def empty(cls) -> Detections:

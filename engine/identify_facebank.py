@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from engine.config import Settings
+from engine.faces import Detections, box_iou
 from engine.gallery import Gallery, Match
 from engine.recognize import FaceEmbedder, align_face, face_size, sharpness
 from engine.track import Track
@@ -106,6 +107,9 @@ class TrackRecognition:
         return bool(self.embeddings)
 
 
+LandmarkRefiner = Callable[[np.ndarray, np.ndarray], Detections]  # (frame, xyxy) -> that face, detected again
+
+
 @dataclass
 class _Candidate:
     track: Track
@@ -129,6 +133,7 @@ class FacebankIdentifier:
         self.embedded_total = 0  # telemetry, and the budget test
         self.embedded_forced = 0
         self.scene_cuts = 0
+        self.refiner: LandmarkRefiner | None = None  # set by the pipeline from its detector, when it offers one
         self._prev_frame_patch: np.ndarray | None = None
 
     def status(self) -> dict:
@@ -201,7 +206,7 @@ class FacebankIdentifier:
         box = track.xyxy
         # Only faces found in this frame: a lost track's predicted box drifts over its neighbours for up to
         # hold_seconds, and a swap onto this id would show up as a jump or a new look anyway.
-        return any(other is not track and other.lost_frames == 0 and _iou(box, other.xyxy) > self.policy.overlap_iou
+        return any(other is not track and other.lost_frames == 0 and box_iou(box, other.xyxy) > self.policy.overlap_iou
                    for other in tracks)
 
     # --- choosing what to embed this frame -----------------------------------------------------------------
@@ -257,7 +262,7 @@ class FacebankIdentifier:
         for c in sorted(idle, key=lambda c: -c.size)[:_SHARPNESS_CHECKS]:
             if self.tokens < 1:
                 break
-            c.face = align_face(frame, c.track.landmarks)
+            c.face = align_face(frame, c.track.landmarks)  # a sharpness check only: not worth refining
             if sharpness(c.face) >= self.policy.better_sharpness * c.state.last_sharpness:
                 picked.append(c)
                 self.tokens -= 1
@@ -267,7 +272,7 @@ class FacebankIdentifier:
     def _embed(self, frame: np.ndarray, chosen: list[_Candidate], index: int) -> None:
         if not chosen:
             return
-        faces = np.stack([c.face if c.face is not None else align_face(frame, c.track.landmarks) for c in chosen])
+        faces = np.stack([self._aligned(frame, c.track) if self.refiner or c.face is None else c.face for c in chosen])
         vectors = self.embedder.embed_aligned(faces)
         for c, face, vector in zip(chosen, faces, vectors, strict=True):
             c.state.embeddings.append(vector)
@@ -278,6 +283,15 @@ class FacebankIdentifier:
             c.state.suspect = False  # this embedding is of the face the track holds now
         self.embedded_total += len(chosen)
         self.embedded_forced += sum(c.forced for c in chosen)
+
+    def _aligned(self, frame: np.ndarray, track: Track) -> np.ndarray:
+        """The 112x112 crop to embed, aligned on landmarks re-detected at recognition scale when possible."""
+        landmarks = track.landmarks
+        if self.refiner is not None:
+            refined = self.refiner(frame, np.asarray(track.xyxy, np.float32))
+            if len(refined):
+                landmarks = refined.landmarks[0]
+        return align_face(frame, landmarks)
 
     def _decide(self, track: Track, state: TrackRecognition, gallery: Gallery, threshold: float,
                 index: int) -> None:
@@ -332,10 +346,3 @@ def _patch(frame: np.ndarray, centre: np.ndarray, size: float, side: int = 16) -
     vector -= vector.mean()
     return vector / max(float(np.linalg.norm(vector)), 1e-6)
 
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, float(min(a[2], b[2]) - max(a[0], b[0])))
-    iy = max(0.0, float(min(a[3], b[3]) - max(a[1], b[1])))
-    inter = ix * iy
-    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
-    return inter / union if union > 0 else 0.0

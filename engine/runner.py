@@ -163,12 +163,15 @@ class Engine:
         writer.start()
         index = 0
         try:
-            while not self.stop_event.is_set():
-                frame = self.source.read()
-                if frame is None:
-                    break
+            frame = self.source.read()
+            if frame is not None:
+                self.pipeline.prefetch(frame)
+            while frame is not None and not self.stop_event.is_set():
+                following = self.source.read()
+                if following is not None:
+                    self.pipeline.prefetch(following)
                 out.put(self.process_one(frame, index, 1.0 / fps, time.monotonic()))
-                index += 1
+                frame, index = following, index + 1
                 if progress:
                     progress(1)
         finally:

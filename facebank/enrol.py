@@ -121,7 +121,7 @@ class Enroller:
         height, width = image.shape[:2]
         detections = self._detect(image)
         chosen = self._choose(path, image, detections, choose)
-        landmarks = detections.landmarks[chosen]
+        landmarks = self._refined_landmarks(image, detections.xyxy[chosen], detections.landmarks[chosen])
         box = tuple(float(v) for v in detections.xyxy[chosen])
         face_px = box[2] - box[0]
         face = align_face(image, landmarks)
@@ -132,6 +132,13 @@ class Enroller:
         embedding = self.embedder.embed_aligned(face[None])[0]
         return Enrolment(str(path.resolve()), photo.sha256, box, float(detections.score[chosen]),
                          face_px, sharp, (width, height), embedding)
+
+    def _refined_landmarks(self, image: np.ndarray, box: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """Landmarks re-detected at recognition scale, as the engine does before it embeds a face in the
+        stream: the photo and the stream are then aligned alike."""
+        refine = getattr(self.detectors[0], "refine", None)
+        refined = refine(image, box) if refine else None
+        return refined.landmarks[0] if refined is not None and len(refined) else landmarks
 
     def _choose(self, path: Path, image: np.ndarray, detections: Detections, choose: int | None) -> int:
         """Index into `detections` of the face to enrol, or EnrolError."""

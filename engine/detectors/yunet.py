@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from engine.backends import NetworkRunner, make_runner
@@ -22,7 +24,6 @@ class YuNetDetector:
         self.runner = runner
         self.runner_name = runner.name
         self.detect_width = detect_width
-        self._grids: dict[tuple[int, int], list[np.ndarray]] = {}
 
     def detect(self, frame: np.ndarray, min_score: float) -> Detections:
         return self._detect_at(frame, detection_scale(frame, self.detect_width), min_score)
@@ -61,7 +62,7 @@ class YuNetDetector:
     def _decode(self, outputs: list[np.ndarray], size: tuple[int, int], scale: float, min_score: float) -> Detections:
         cls, obj, bbox, kps = outputs[0:3], outputs[3:6], outputs[6:9], outputs[9:12]
         boxes, scores, marks = [], [], []
-        for i, (stride, grid) in enumerate(zip(STRIDES, self._grid(size), strict=True)):
+        for i, (stride, grid) in enumerate(zip(STRIDES, _anchor_grid(*size), strict=True)):
             score = np.sqrt(np.clip(cls[i][0, :, 0], 0, 1) * np.clip(obj[i][0, :, 0], 0, 1))
             keep = score >= min_score
             if not keep.any():
@@ -80,15 +81,14 @@ class YuNetDetector:
         keep = nms(xyxy, score, NMS_IOU)
         return Detections(xyxy[keep], score[keep], landmarks[keep])
 
-    def _grid(self, size: tuple[int, int]) -> list[np.ndarray]:
-        """(col, row) of every anchor per stride, row-major, cached per input size."""
-        if size not in self._grids:
-            h, w = size
-            self._grids[size] = [
-                np.stack(np.meshgrid(np.arange(w // s), np.arange(h // s)), axis=-1).reshape(-1, 2).astype(np.float32)
-                for s in STRIDES
-            ]
-        return self._grids[size]
+
+@lru_cache(maxsize=64)  # frames come in one size; `refine` crops in a few dozen (multiples of 32)
+def _anchor_grid(height: int, width: int) -> tuple[np.ndarray, ...]:
+    """(col, row) of every anchor per stride, row-major."""
+    return tuple(
+        np.stack(np.meshgrid(np.arange(width // s), np.arange(height // s)), axis=-1).reshape(-1, 2).astype(np.float32)
+        for s in STRIDES
+    )
 
 
 def _torch_module(path):

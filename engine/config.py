@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,12 @@ ANONYMIZE_MODES = ("blur", "mosaic", "fill")
 SHAPES = ("box", "ellipse")
 DETECTORS = ("yunet", "centerface")
 BACKENDS = ("auto", "torch", "onnxruntime")
+
+
+# Limits no setting may cross, because past them faces go out unanonymized (fail closed):
+MAX_CONFIDENCE = 0.9  # clear faces score 0.9-0.95: a higher bar would stop blurring most new faces
+MIN_SIMILARITY = 0.4  # 0.1 % of 7,971 real impostor pairs score 0.476 or more; lower lets strangers through
+MIN_HOLD_S = 0.2  # a face whose detection drops for a few frames stays blurred where it was
 
 
 @dataclass(frozen=True)
@@ -46,16 +53,17 @@ class Settings:
         checks = [
             (self.detector in DETECTORS, f"detector must be one of {DETECTORS}"),
             (self.backend in BACKENDS, f"backend must be one of {BACKENDS}"),
-            (0.0 < self.confidence <= 1.0, "confidence must be in (0, 1]"),
+            (0.0 < self.confidence <= MAX_CONFIDENCE, f"confidence must be in (0, {MAX_CONFIDENCE}]"),
             (0.0 < self.low_confidence <= self.confidence, "low_confidence must be in (0, confidence]"),
             (64 <= self.detect_width <= 4096, "detect_width must be in [64, 4096]"),
             (1.0 <= self.deadline_ms <= 60_000, "deadline_ms must be in [1, 60000]"),
-            (0.0 <= self.hold_seconds <= 10.0, "hold_seconds must be in [0, 10]"),
+            (MIN_HOLD_S <= self.hold_seconds <= 10.0, f"hold_seconds must be in [{MIN_HOLD_S}, 10]"),
             (self.mode in ANONYMIZE_MODES, f"mode must be one of {ANONYMIZE_MODES}"),
             (self.shape in SHAPES, f"shape must be one of {SHAPES}"),
             (0.0 <= self.strength <= 1.0, "strength must be in [0, 1]"),
             (0.0 <= self.margin <= 1.0, "margin must be in [0, 1]"),
-            (-1.0 <= self.similarity_threshold <= 1.0, "similarity_threshold must be in [-1, 1]"),
+            (MIN_SIMILARITY <= self.similarity_threshold <= 1.0,
+             f"similarity_threshold must be in [{MIN_SIMILARITY}, 1]"),
         ]
         for ok, message in checks:
             if not ok:
@@ -110,6 +118,7 @@ def load_settings(path: Path) -> Settings:
 def save_settings(settings: Settings, path: Path) -> None:
     """Atomic write (temp file + rename) so a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(settings.as_dict(), indent=2))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")  # unique: writers never collide
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(settings.as_dict(), indent=2))
     os.replace(tmp, path)

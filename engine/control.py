@@ -90,7 +90,7 @@ class ControlServer:
     def _parse(self, line: bytes) -> tuple[dict | None, dict | None]:
         try:
             request = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # bad JSON or text, absurd numbers, absurd nesting
             return None, {"ok": False, "error": f"not JSON: {exc}"}
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
             return None, {"ok": False, "error": 'a request is a JSON object with a "cmd" string'}
@@ -132,8 +132,10 @@ def _alive(path: Path) -> bool:
             s.settimeout(0.5)
             s.connect(str(path))
         return True
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False  # nobody listens: a stale socket file
     except OSError:
-        return False
+        return True  # a listener that is busy or hung (full backlog, timeout): never take its place
 
 
 # --- client -------------------------------------------------------------------------------------------------
@@ -171,7 +173,10 @@ class ControlClient:
             if not line:
                 self.close()
                 raise ControlError(f"the engine closed the connection during {cmd!r}")
-        reply = json.loads(line)
+        try:
+            reply = json.loads(line)
+        except ValueError as exc:
+            raise ControlError(f"unreadable reply to {cmd!r}: {exc}") from exc
         if not reply.get("ok"):
             raise ControlError(reply.get("error", "unknown error"))
         return reply.get("result")
@@ -187,7 +192,7 @@ class ControlClient:
             stream.flush()
             while line := stream.readline(MAX_LINE):
                 yield json.loads(line)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: an unreadable line
             raise ControlError(f"telemetry stream lost: {exc}") from exc
         finally:
             sock.close()

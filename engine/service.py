@@ -97,6 +97,7 @@ class EngineService:
         identifier = identifier_factory() if identifier_factory else None
         self.engine = Engine(settings, source, identifier=identifier)
         self.on_facebank_reload = on_facebank_reload
+        self._settings_lock = threading.Lock()  # clients set at once: the file must end with the last change
         for kind, wanted in (("vcam", options.vcam), ("file", options.record), ("preview", options.preview)):
             if wanted:
                 self.engine.sinks.append(open_sink(kind, source, options.record, options.vcam_device))
@@ -108,8 +109,8 @@ class EngineService:
             "status": lambda r: self.engine.telemetry(),
             "settings": lambda r: self.engine.settings.as_dict(),
             "set": self._set,
-            "panic": lambda r: self._set({"settings": {"panic": bool(r.get("on", True))}}),
-            "pause": lambda r: self._set({"settings": {"paused": bool(r.get("on", True))}}),
+            "panic": lambda r: self._set({"settings": {"panic": r.get("on", True)}}),
+            "pause": lambda r: self._set({"settings": {"paused": r.get("on", True)}}),
             "preview": self._preview,
             "source": self._source,
             "sink_start": self._sink_start,
@@ -122,8 +123,9 @@ class EngineService:
         changes = request.get("settings")
         if not isinstance(changes, dict):
             raise ValueError('set needs "settings": {name: value, ...}')
-        new = self.engine.update_settings(changes)
-        save_settings(new, self.paths.settings)
+        with self._settings_lock:
+            new = self.engine.update_settings(changes)
+            save_settings(new, self.paths.settings)
         return new.as_dict()
 
     def _preview(self, request: dict) -> dict:
@@ -213,17 +215,33 @@ def stop_background(paths: EnginePaths | None = None, wait_s: float = 10.0) -> b
         with ControlClient(paths.socket) as client:
             client.request("shutdown")
     except ControlError:
-        if pid is None:
+        if pid is None or not _is_engine(pid):  # a stale pid file: that number may be another program now
+            paths.pid.unlink(missing_ok=True)
             return False
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             paths.pid.unlink(missing_ok=True)
             return False
+        except PermissionError as exc:
+            raise ControlError(f"the engine (pid {pid}) belongs to another user: {exc}") from exc
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline and (engine_running(paths) or (pid and _pid_alive(pid))):
         time.sleep(0.1)
+    if engine_running(paths):
+        raise ControlError(f"the engine is still running {wait_s:.0f} s after it was asked to stop")
     return True
+
+
+def _is_engine(pid: int) -> bool:
+    """Whether `pid` runs `blurcast engine serve` (where /proc exists; elsewhere, assume so)."""
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    try:
+        return b"blurcast" in cmdline.read_bytes() and b"serve" in cmdline.read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists() and _pid_alive(pid)
+    except OSError:
+        return False
 
 
 def _read_pid(paths: EnginePaths) -> int | None:

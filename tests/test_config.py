@@ -35,3 +35,10 @@ def test_a_setting_an_older_version_saved_is_dropped_not_the_whole_file(tmp_path
     path.write_text(json.dumps({"upscale_every": 2, "strength": 0.9}))
     assert load_settings(path).strength == 0.9
     assert path.exists() and not path.with_suffix(".bad.json").exists()
+
+
+@pytest.mark.parametrize("unsafe", [{"confidence": 0.95}, {"similarity_threshold": 0.0}, {"hold_seconds": 0.0}])
+def test_no_setting_may_let_faces_out_unblurred(unsafe):
+    """A detector bar above real faces' scores, a match bar strangers pass, or no hold at all: refused."""
+    with pytest.raises(ValueError):
+        Settings().updated(unsafe)

@@ -62,11 +62,17 @@ def test_bad_commands_get_errors_not_crashes(engine):
                           ("set", {}), ("source", {"spec": "/no/such/video.mp4"}), ("sink_start", {"kind": "tape"})):
             with pytest.raises(ControlError):
                 client.request(cmd, **args)
-    with socket.socket(socket.AF_UNIX) as raw:
-        raw.connect(str(engine.socket))
-        raw.sendall(b"this is not json\n")
-        reply = json.loads(raw.makefile().readline())
-        assert reply["ok"] is False
+    # Not JSON, absurd nesting (RecursionError), an absurd number (ValueError): each gets an error reply.
+    for line in (b"this is not json", b"[" * 100_000 + b"]" * 100_000, b'{"cmd": "ping", "n": ' + b"9" * 5000 + b"}"):
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.connect(str(engine.socket))
+            raw.sendall(line + b"\n")
+            reply = json.loads(raw.makefile().readline())
+            assert reply["ok"] is False, line[:20]
+    with ControlClient(engine.socket) as client:
+        for unsafe in ({"similarity_threshold": 0.0}, {"confidence": 1}):  # past these, faces would go out unblurred
+            with pytest.raises(ControlError, match="must be in"):
+                client.request("set", settings=unsafe)
     assert engine_running(engine)
 
 

@@ -123,11 +123,11 @@ def test_missed_detections_stay_anonymized_at_the_predicted_box(frames, detector
 
 
 def test_lost_track_released_after_hold(frames, detector):
-    settings = SETTINGS.updated({"hold_seconds": 0.1})
+    settings = SETTINGS.updated({"hold_seconds": 0.2})
     pipeline = Pipeline(settings, detector=Faulty(detector, lambda i: "miss" if i >= 5 else None))
-    results = _run(pipeline, frames[:12])
+    results = _run(pipeline, frames[:16])
     assert results[6][1].faces, "held just after the miss"
-    assert not results[11][1].faces, "gone once the hold (0.1 s = 3 frames) has passed"
+    assert not results[15][1].faces, "gone once the hold (0.2 s = 6 frames) has passed"
 
 
 def test_panic_blurs_every_frame(frames, detector):

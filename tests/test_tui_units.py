@@ -115,6 +115,9 @@ def test_enrol_paths_and_source_checks(tmp_path):
     assert "number" in source_problem("camera", "front")
     assert "No such video file" in source_problem("file", "/no/such.mp4")
     assert source_problem("url", "rtsp://cam/stream") is None
+    # A home folder that does not exist is a message, not a crash (Path.expanduser raises on it).
+    assert expand_paths("~no_such_user_blurcast/me.png")[1][0].startswith("cannot read ~no_such_user_blurcast")
+    assert "No such video file" in source_problem("file", "~no_such_user_blurcast/clip.mp4")
 
 
 def test_people_views_accepts_the_shapes_a_facebank_may_return():

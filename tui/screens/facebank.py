@@ -65,16 +65,19 @@ def expand_paths(text: str) -> tuple[list[str], list[str]]:
     for raw in (part.strip() for part in text.split(";")):
         if not raw:
             continue
-        path = Path(raw).expanduser()
-        if path.is_dir():
-            found = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            files.extend(found)
-            if not found:
-                problems.append(f"no images in the folder {raw}")
-        elif path.is_file():
-            files.append(str(path.resolve()))
-        else:
-            problems.append(f"no such file: {raw}")
+        try:  # ~nosuchuser, a folder we may not read: said in words, never a crash
+            path = Path(raw).expanduser()
+            if path.is_dir():
+                found = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                files.extend(found)
+                if not found:
+                    problems.append(f"no images in the folder {raw}")
+            elif path.is_file():
+                files.append(str(path.resolve()))
+            else:
+                problems.append(f"no such file: {raw}")
+        except (OSError, RuntimeError) as exc:
+            problems.append(f"cannot read {raw}: {exc}")
     return files, problems
 
 
@@ -250,10 +253,12 @@ class FacebankScreen(Screen):
         elif problems or not files:
             self._say("; ".join(problems) or "Give one or more image files (or a folder of them).", error=True)
             self.query_one("#paths", Input).focus()
-        else:
-            choose = self.query_one("#choose", Input).value.strip()
+        elif not (choice := self.query_one("#choose", Input).value.strip()) or choice.isdigit():
             self._start("add", name, files, f"Enrolling {name} from {len(files)} photo(s)… (the first time loads "
-                        "the face models: a few seconds)", int(choose) if choose else None)
+                        "the face models: a few seconds)", int(choice) if choice else None)
+        else:
+            self._say("The face number is a whole number: 1 is the leftmost face in the photo.", error=True)
+            self.query_one("#choose", Input).focus()
 
     def on_directory_tree_file_selected(self, event: DirectoryTree.FileSelected) -> None:
         paths = self.query_one("#paths", Input)

@@ -27,11 +27,11 @@ ECHO_GRACE_S = 2.0  # a slider just moved is not reset by telemetry that predate
 
 # (setting, label, minimum, maximum, step, format)
 SLIDERS: tuple[tuple[str, str, float, float, float, str], ...] = (
-    ("similarity_threshold", "threshold", 0.0, 1.0, 0.01, "{:.2f}"),
-    ("confidence", "confidence", 0.2, 1.0, 0.05, "{:.2f}"),
+    ("similarity_threshold", "threshold", 0.4, 1.0, 0.01, "{:.2f}"),  # the engine's own limits (fail closed)
+    ("confidence", "confidence", 0.2, 0.9, 0.05, "{:.2f}"),
     ("strength", "strength", 0.0, 1.0, 0.05, "{:.2f}"),
     ("margin", "margin", 0.0, 1.0, 0.05, "{:.2f}"),
-    ("hold_seconds", "hold", 0.0, 5.0, 0.1, "{:.1f}s"),
+    ("hold_seconds", "hold", 0.2, 5.0, 0.1, "{:.1f}s"),
 )
 
 PREVIEW_NOTES = {

@@ -45,11 +45,18 @@ def source_problem(kind: str, spec: str) -> str | None:
         return "Type a camera index, a file or a URL first."
     if kind == "camera" and not (spec.isdigit() or spec.startswith("/dev/video")):
         return "A camera is a number (0 is the first camera) or a /dev/videoN device."
-    if kind == "file" and not Path(spec).expanduser().is_file():
+    if kind == "file" and not _is_file(spec):
         return f"No such video file: {spec}"
     if kind == "url" and "://" not in spec:
         return "A stream URL starts with rtsp://, http:// or https://."
     return None
+
+
+def _is_file(spec: str) -> bool:
+    try:
+        return Path(spec).expanduser().is_file()
+    except (OSError, RuntimeError):  # ~nosuchuser, an unreadable folder
+        return False
 
 
 def default_recording() -> Path:
@@ -221,7 +228,11 @@ class OutputScreen(Screen):
     @on(Button.Pressed, "#record-start")
     def start_recording(self) -> None:
         raw = self.query_one("#record-path", Input).value.strip()
-        path = Path(raw).expanduser().resolve() if raw else default_recording()  # the engine has its own cwd
+        try:
+            path = Path(raw).expanduser().resolve() if raw else default_recording()  # the engine has its own cwd
+        except (OSError, RuntimeError) as exc:
+            self.on_command_result(CommandResult("record", False, f"Cannot use {raw}: {exc}"))
+            return
         if not path.parent.is_dir():
             self.on_command_result(CommandResult("record", False, f"No such folder: {path.parent}"))
             return

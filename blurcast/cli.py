@@ -178,7 +178,7 @@ def _add_facebank(sub) -> None:
     add.add_argument("name", help="the person's name")
     add.add_argument("photos", nargs="+", help="image files showing the person's face, clearly and large")
     add.add_argument("--face", type=int, dest="choose",
-                     help="photos with several faces: which one, numbered 1.. from the left")
+                     help="photos with several faces: which one, numbered 0.. from the left, as the refusal lists them")
     add.set_defaults(func=_cmd_facebank_add)
     fsub.add_parser("list", help="who is on it, with each photo's quality").set_defaults(func=_cmd_facebank_list)
     rm = fsub.add_parser("remove", help="remove a person")

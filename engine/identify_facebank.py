@@ -71,6 +71,10 @@ class Policy:
     # ...and a confirmed face keeps matching down to this far below it (head turned, wide shot), as long as
     # nothing suggested another face under its id since it was confirmed (then the full threshold applies).
     keep_margin: float = 0.12
+    keep_floor: float = 0.35  # ...but never below the impostors' 99th percentile, whatever the threshold
+    # After a warning sign (lost, new look, overlap), the track's earlier embeddings still count toward K only
+    # if the new one is of the same person as them (cosine at least this; impostors' 99.9th percentile 0.48).
+    same_person: float = 0.5
 
     def __post_init__(self) -> None:
         if not 1 <= self.confirm_k <= self.window_m:
@@ -275,6 +279,8 @@ class FacebankIdentifier:
         faces = np.stack([self._aligned(frame, c.track) if self.refiner or c.face is None else c.face for c in chosen])
         vectors = self.embedder.embed_aligned(faces)
         for c, face, vector in zip(chosen, faces, vectors, strict=True):
+            if c.state.suspect and not self._same_person(c.state, vector):
+                c.state.embeddings.clear()  # another face under this id now: its old matches must not vouch for it
             c.state.embeddings.append(vector)
             c.state.last_frame = index
             c.state.last_size = c.size
@@ -283,6 +289,10 @@ class FacebankIdentifier:
             c.state.suspect = False  # this embedding is of the face the track holds now
         self.embedded_total += len(chosen)
         self.embedded_forced += sum(c.forced for c in chosen)
+
+    def _same_person(self, state: TrackRecognition, vector: np.ndarray) -> bool:
+        return bool(state.embeddings) and float(np.max(np.stack(list(state.embeddings)) @ vector)) >= \
+            self.policy.same_person
 
     def _aligned(self, frame: np.ndarray, track: Track) -> np.ndarray:
         """The 112x112 crop to embed, aligned on landmarks re-detected at recognition scale when possible."""
@@ -310,7 +320,7 @@ class FacebankIdentifier:
         agreeing = sum(m.accepted(threshold) and m.name == latest.name for m in matches)
         strong = latest.accepted(threshold + p.strong_margin)
         kept = (state.eligible and not state.doubted and latest.name == state.confirmed_name
-                and latest.accepted(threshold - p.keep_margin))
+                and latest.accepted(max(threshold - p.keep_margin, p.keep_floor)))
         state.latest_matched = latest.accepted(threshold) or kept
         state.near_match = any(m.similarity >= threshold - p.near for m in matches)
         state.eligible = (latest.accepted(threshold) and (agreeing >= p.confirm_k or strong)) or kept

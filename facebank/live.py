@@ -10,7 +10,7 @@ from engine.config import Settings
 from engine.gallery import Gallery
 from engine.identify_facebank import FacebankIdentifier, Policy
 from engine.recognize import create_embedder
-from facebank.store import Facebank, FacebankError
+from facebank.store import Facebank
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class LiveGallery:
             version = self.facebank.version()
             try:
                 gallery = self.facebank.gallery()
-            except (FacebankError, OSError, ValueError, KeyError) as exc:
+            except Exception as exc:  # any damage (even a wrong structure): nobody is recognised, never the old list
                 log.error("facebank unreadable, everybody is blurred until it is fixed: %s", exc)
                 gallery = Gallery.empty()
             self._gallery, self._version, self._checked = gallery, version, time.monotonic()

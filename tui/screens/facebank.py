@@ -257,7 +257,7 @@ class FacebankScreen(Screen):
             self._start("add", name, files, f"Enrolling {name} from {len(files)} photo(s)… (the first time loads "
                         "the face models: a few seconds)", int(choice) if choice else None)
         else:
-            self._say("The face number is a whole number: 1 is the leftmost face in the photo.", error=True)
+            self._say("The face number is a whole number: 0 is the leftmost face in the photo.", error=True)
             self.query_one("#choose", Input).focus()
 
     def on_directory_tree_file_selected(self, event: DirectoryTree.FileSelected) -> None:

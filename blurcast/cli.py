@@ -55,8 +55,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from engine.sink import SinkError
     from engine.source import SourceError
     from engine.weights import WeightsError
+    from facebank.store import FacebankError
 
-    return (SourceError, SinkError, ControlError, WeightsError, FileNotFoundError, ValueError)
+    return (SourceError, SinkError, ControlError, WeightsError, FacebankError, FileNotFoundError, ValueError)
 
 
 def _setup_logging(verbose: int) -> None:

@@ -36,7 +36,7 @@ def read_header(path: Path) -> ImageHeader:
     """Format and size from the first bytes of the file; raises ImageRejected for anything else."""
     with open(path, "rb") as f:
         head = f.read(64)
-        if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+        if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR" and len(head) >= 24:
             width, height = struct.unpack(">II", head[16:24])
             return ImageHeader("PNG", width, height)
         if head.startswith(b"\xff\xd8"):

@@ -185,8 +185,8 @@ class RefreshReport:
 
 
 def name_key(name: str) -> str:
-    """Names are matched ignoring case, so "Alice" and "alice" are one person."""
-    return name.strip().casefold()
+    """Names are matched ignoring case and spacing, so "Alice  Smith" and "alice smith" are one person."""
+    return " ".join(name.split()).casefold()
 
 
 def clean_name(name: str) -> str:

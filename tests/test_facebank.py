@@ -114,6 +114,14 @@ def test_a_text_file_named_jpg(bank: Facebank, tmp_path: Path) -> None:
     _refused(bank, fake, "this file is text, not a picture")
 
 
+def test_a_png_cut_inside_its_header(bank: Facebank, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR" + b"\x00\x00")  # 18 bytes: no size
+    with pytest.raises(EnrolError):  # a clear refusal, not a struct.error
+        bank.add("Someone", [cut])
+    assert bank.people() == []
+
+
 def test_a_damaged_jpeg(bank: Facebank, tmp_path: Path) -> None:
     damaged = tmp_path / "cut.jpg"
     damaged.write_bytes(OBAMA.read_bytes()[:400])  # the header survives, the picture does not

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from engine.control import ControlError
+    from engine.client import ControlError
     from engine.sink import SinkError
     from engine.source import SourceError
     from engine.weights import WeightsError
@@ -316,7 +316,7 @@ def _serve_args(args: argparse.Namespace) -> list[str]:
 
 
 def _cmd_engine_start(args: argparse.Namespace) -> int:
-    from engine.service import default_paths, start_background
+    from engine.client import default_paths, start_background
 
     with console.status("starting the engine (loads the models)"):
         pid = start_background(_serve_args(args))
@@ -373,8 +373,7 @@ def _allow_identifier(settings, allow: list[str]):
 
 def _notify_engine() -> None:
     """Tell a running engine at once; it would also notice the file change within a second by itself."""
-    from engine.control import ControlClient, ControlError
-    from engine.service import default_paths
+    from engine.client import ControlClient, ControlError, default_paths
 
     try:
         with ControlClient(default_paths().socket, timeout=2.0) as client:
@@ -453,15 +452,14 @@ def _datasets_from(paths: list[Path]) -> list:
 
 
 def _cmd_engine_stop(args: argparse.Namespace) -> int:
-    from engine.service import stop_background
+    from engine.client import stop_background
 
     console.print("engine stopped" if stop_background() else "no engine was running")
     return 0
 
 
 def _cmd_engine_status(args: argparse.Namespace) -> int:
-    from engine.control import ControlClient, ControlError
-    from engine.service import default_paths
+    from engine.client import ControlClient, ControlError, default_paths
 
     try:
         with ControlClient(default_paths().socket) as client:

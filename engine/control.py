@@ -1,19 +1,11 @@
-"""The engine's control API: a local Unix socket speaking newline-delimited JSON.
+"""The engine's side of the control API: a local Unix socket speaking the JSON lines of engine/protocol.py.
 
-A request is one JSON object with a `cmd` and its arguments; the reply is `{"ok": true, "result": ...}` or
-`{"ok": false, "error": "..."}`. A bad request gets an error reply, never a crash. `subscribe` turns the
-connection into a telemetry stream (`{"event": "telemetry", ...}` lines) until the client goes away; the
-engine never depends on a client being there (an SSH session that drops changes nothing).
-
-Commands: ping, status, settings, set {settings}, panic {on}, pause {on}, preview, source {spec, loop},
-sink_start {kind: vcam|file, path}, sink_stop {name}, facebank_reload, subscribe {hz}, shutdown.
-
-The UI uses only `ControlClient`; the engine never imports the UI.
+A bad request gets an error reply, never a crash; the engine never depends on a client being there (an SSH
+session that drops changes nothing). Clients use engine/client.py; the engine never imports the UI.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -21,18 +13,14 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.protocol import MAX_LINE, ControlError
+from engine.protocol import encode as _encode
+
 log = logging.getLogger(__name__)
-
-MAX_LINE = 1 << 20
-
-
-class ControlError(RuntimeError):
-    """The engine answered with an error, or could not be reached."""
-
 
 # --- server -------------------------------------------------------------------------------------------------
 Handler = Callable[[dict[str, Any]], Any]
@@ -122,10 +110,6 @@ class ControlServer:
             self.stopping.wait(max(0.0, period - (time.monotonic() - started)))
 
 
-def _encode(obj: Any) -> bytes:
-    return (json.dumps(obj, separators=(",", ":"), default=str) + "\n").encode()
-
-
 def _alive(path: Path) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -136,82 +120,3 @@ def _alive(path: Path) -> bool:
         return False  # nobody listens: a stale socket file
     except OSError:
         return True  # a listener that is busy or hung (full backlog, timeout): never take its place
-
-
-# --- client -------------------------------------------------------------------------------------------------
-class ControlClient:
-    """Blocking client: `request("set", settings={...})`, `subscribe(hz)` yields telemetry dicts."""
-
-    def __init__(self, socket_path: Path, timeout: float = 5.0) -> None:
-        self.socket_path = Path(socket_path)
-        self.timeout = timeout
-        self._sock: socket.socket | None = None
-        self._file = None
-        self._lock = threading.Lock()
-
-    def _connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(str(self.socket_path))
-        except OSError as exc:
-            sock.close()
-            raise ControlError(f"no engine running on {self.socket_path} ({exc.strerror or exc})") from exc
-        self._sock, self._file = sock, sock.makefile("rwb")
-
-    def request(self, cmd: str, **args: Any) -> Any:
-        with self._lock:
-            if self._sock is None:
-                self._connect()
-            try:
-                self._file.write(_encode({"cmd": cmd, **args}))
-                self._file.flush()
-                line = self._file.readline(MAX_LINE)
-            except OSError as exc:
-                self.close()
-                raise ControlError(f"lost the engine while sending {cmd!r}: {exc}") from exc
-            if not line:
-                self.close()
-                raise ControlError(f"the engine closed the connection during {cmd!r}")
-        try:
-            reply = json.loads(line)
-        except ValueError as exc:
-            raise ControlError(f"unreadable reply to {cmd!r}: {exc}") from exc
-        if not reply.get("ok"):
-            raise ControlError(reply.get("error", "unknown error"))
-        return reply.get("result")
-
-    def subscribe(self, hz: float = 10.0) -> Iterator[dict]:
-        """Telemetry events until the engine stops (then ControlError) or the caller stops iterating."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(max(5.0, 3.0 / hz))
-        try:
-            sock.connect(str(self.socket_path))
-            stream = sock.makefile("rwb")
-            stream.write(_encode({"cmd": "subscribe", "hz": hz}))
-            stream.flush()
-            while line := stream.readline(MAX_LINE):
-                yield json.loads(line)
-        except (OSError, ValueError) as exc:  # ValueError: an unreadable line
-            raise ControlError(f"telemetry stream lost: {exc}") from exc
-        finally:
-            sock.close()
-        raise ControlError("the engine closed the telemetry stream")
-
-    def close(self) -> None:
-        if self._sock is not None:
-            try:
-                self._sock.close()
-            finally:
-                self._sock, self._file = None, None
-
-    def __enter__(self) -> ControlClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def decode_preview(result: dict) -> tuple[int, int, bytes]:
-    """(width, height, BGR bytes) of a `preview` reply."""
-    return int(result["width"]), int(result["height"]), base64.b64decode(result["bgr"])

@@ -12,52 +12,20 @@ import base64
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from engine.client import EnginePaths, default_paths
 from engine.config import Settings, load_settings, save_settings
-from engine.control import ControlClient, ControlError, ControlServer
+from engine.control import ControlServer
 from engine.identify import Identifier
 from engine.runner import Engine
 from engine.sink import FileSink, PreviewSink, Sink, VirtualCameraSink
 from engine.source import VideoSource
 
 log = logging.getLogger(__name__)
-
-
-def state_dir() -> Path:
-    return Path(os.environ.get("BLURCAST_HOME") or Path.home() / ".local" / "share" / "blurcast")
-
-
-@dataclass(frozen=True)
-class EnginePaths:
-    root: Path
-
-    @property
-    def socket(self) -> Path:
-        return self.root / "engine.sock"
-
-    @property
-    def pid(self) -> Path:
-        return self.root / "engine.pid"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "engine.log"
-
-    @property
-    def settings(self) -> Path:
-        return self.root / "settings.json"
-
-
-def default_paths() -> EnginePaths:
-    return EnginePaths(state_dir())
 
 
 @dataclass
@@ -171,104 +139,6 @@ class EngineService:
             self.engine.close()
             self.paths.pid.unlink(missing_ok=True)
             log.info("engine stopped")
-
-
-# --- from the outside ---------------------------------------------------------------------------------------
-def engine_running(paths: EnginePaths | None = None) -> bool:
-    paths = paths or default_paths()
-    try:
-        with ControlClient(paths.socket, timeout=2.0) as client:
-            client.request("ping")
-        return True
-    except ControlError:
-        return False
-
-
-def start_background(args: list[str], paths: EnginePaths | None = None, wait_s: float = 90.0) -> int:
-    """Spawn `blurcast engine serve ARGS` detached from this terminal; return its pid once it answers."""
-    paths = paths or default_paths()
-    if engine_running(paths):
-        raise ControlError(f"an engine is already running ({paths.socket}); `blurcast engine stop` first")
-    paths.root.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "blurcast", "engine", "serve", *args]
-    env = {**os.environ, "BLURCAST_HOME": str(paths.root)}
-    with open(paths.log, "ab") as log_file:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                                start_new_session=True, env=env)  # own session: survives the SSH hangup
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ControlError(f"the engine exited at start (code {proc.returncode}); see {paths.log}:\n"
-                               + _tail(paths.log))
-        if engine_running(paths):
-            return proc.pid
-        time.sleep(0.2)
-    proc.terminate()
-    raise ControlError(f"the engine did not answer within {wait_s:.0f} s; see {paths.log}")
-
-
-def stop_background(paths: EnginePaths | None = None, wait_s: float = 10.0) -> bool:
-    """Ask the engine to stop; SIGTERM it by pid if it does not answer. False if none was running."""
-    paths = paths or default_paths()
-    pid = _read_pid(paths)
-    try:
-        with ControlClient(paths.socket) as client:
-            client.request("shutdown")
-    except ControlError:
-        if pid is None or not _is_engine(pid):  # a stale pid file: that number may be another program now
-            paths.pid.unlink(missing_ok=True)
-            return False
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            paths.pid.unlink(missing_ok=True)
-            return False
-        except PermissionError as exc:
-            raise ControlError(f"the engine (pid {pid}) belongs to another user: {exc}") from exc
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and (engine_running(paths) or (pid and _pid_alive(pid))):
-        time.sleep(0.1)
-    if engine_running(paths):
-        raise ControlError(f"the engine is still running {wait_s:.0f} s after it was asked to stop")
-    return True
-
-
-def _is_engine(pid: int) -> bool:
-    """Whether `pid` runs `blurcast engine serve` (where /proc exists; elsewhere, assume so)."""
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    try:
-        return b"blurcast" in cmdline.read_bytes() and b"serve" in cmdline.read_bytes()
-    except FileNotFoundError:
-        return not Path("/proc/self").exists() and _pid_alive(pid)
-    except OSError:
-        return False
-
-
-def _read_pid(paths: EnginePaths) -> int | None:
-    try:
-        return int(paths.pid.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child still "exists"; treat it as gone
-        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
-    except OSError:
-        return True
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def default_settings() -> Settings:

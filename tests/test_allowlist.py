@@ -10,9 +10,8 @@ import time
 
 import pytest
 
-from engine.control import ControlClient
+from engine.client import ControlClient, EnginePaths, start_background, stop_background
 from engine.identify_facebank import Policy
-from engine.service import EnginePaths, start_background, stop_background
 from tests.conftest import PERFORMER_PHOTO, need_data
 
 # Measured on the dev clip with the defaults: 143/149 of his face-frames visible, 0 bystander leaks.

@@ -12,8 +12,15 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.control import ControlClient, ControlError, decode_preview
-from engine.service import EnginePaths, engine_running, start_background, stop_background
+from engine.client import (
+    ControlClient,
+    ControlError,
+    EnginePaths,
+    decode_preview,
+    engine_running,
+    start_background,
+    stop_background,
+)
 
 
 def wait_for(predicate, timeout: float = 20.0, every: float = 0.1):
@@ -82,7 +89,7 @@ def test_dropped_client_leaves_the_engine_running(engine):
         first = next(stream)
         assert first["event"] == "telemetry"
         stream.close()  # the controller vanishes mid-stream
-    code = "from engine.control import ControlClient; import sys; c = ControlClient(sys.argv[1]); " \
+    code = "from engine.client import ControlClient; import sys; c = ControlClient(sys.argv[1]); " \
            "s = c.subscribe(20); next(s); import os; os._exit(0)"
     subprocess.run([sys.executable, "-c", code, str(engine.socket)], timeout=30, check=True)
     with ControlClient(engine.socket) as client:

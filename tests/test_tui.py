@@ -16,9 +16,8 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 
+from engine.client import ControlClient, ControlError, EnginePaths, engine_running, start_background, stop_background
 from engine.config import Settings
-from engine.control import ControlClient, ControlError
-from engine.service import EnginePaths, engine_running, start_background, stop_background
 from tui.app import BlurcastApp, make_app
 from tui.facebank_link import FacebankUnavailable, default_facebank_path, facebank_api
 from tui.widgets import Preview, Slider

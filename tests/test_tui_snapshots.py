@@ -10,7 +10,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 import tui.screens.facebank as facebank_screen
-from engine.service import EnginePaths
+from engine.client import EnginePaths
 from tui.app import BlurcastApp, make_app
 from tui.facebank_link import ImageView, PersonView
 from tui.messages import EngineLost, EngineStats, PreviewFrame

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.control import ControlClient
-from engine.service import EnginePaths, engine_running, stop_background
+from engine.client import ControlClient, EnginePaths, engine_running, stop_background
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 

@@ -23,8 +23,7 @@ from textual.binding import Binding, BindingType
 from textual.reactive import var
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from engine.service import EnginePaths, default_paths
-from tui.link import ControlError, EngineLink, default_engine_args
+from tui.link import ControlError, EngineLink, EnginePaths, default_engine_args, default_paths
 from tui.messages import (
     CommandFailed,
     EngineLost,

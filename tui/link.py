@@ -1,5 +1,6 @@
-"""The UI's only door to the engine: `engine.control` for commands and telemetry, `engine.service` for the
-process lifecycle. Every call here blocks, so it runs in thread workers, never on the event loop."""
+"""The UI's only door to the engine: `engine.client` (the control API's client side and the process
+lifecycle; standard library only, so the UI loads no model). Every call here blocks, so it runs in thread
+workers, never on the event loop."""
 
 from __future__ import annotations
 
@@ -9,12 +10,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.control import ControlClient, ControlError
-from engine.service import EnginePaths, default_paths, engine_running, start_background
+from engine.client import (
+    ControlClient,
+    ControlError,
+    EnginePaths,
+    decode_preview,
+    default_paths,
+    engine_running,
+    start_background,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ControlError", "EngineLink", "default_engine_args"]
+__all__ = ["ControlError", "EngineLink", "EnginePaths", "decode_preview", "default_engine_args", "default_paths"]
 
 
 def default_engine_args(source: str) -> list[str]:

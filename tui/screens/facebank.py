@@ -17,9 +17,9 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, DirectoryTree, Footer, Input, Static
 
-from engine.control import ControlError
 from tui.facebank_link import IMAGE_SUFFIXES, FacebankLink, PersonView, default_facebank_path
 from tui.format import short_path
+from tui.link import ControlError
 from tui.screens.confirm import ConfirmScreen
 from tui.suggest import PathSuggester
 from tui.widgets import EngineBar

@@ -15,8 +15,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from engine.control import ControlError, decode_preview
 from tui.format import FACE_COLUMNS, face_row, figures
+from tui.link import ControlError, decode_preview
 from tui.messages import PreviewFrame
 from tui.widgets import EngineBar, Preview, Slider
 from tui.workers import wait_cancellable

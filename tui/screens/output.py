@@ -15,8 +15,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Input, RadioButton, RadioSet, Static
 
-from engine.control import ControlError
 from tui.format import source_line
+from tui.link import ControlError
 from tui.suggest import PathSuggester
 from tui.widgets import EngineBar
 

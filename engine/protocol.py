@@ -1,0 +1,35 @@
+"""The control API's wire format, shared by the engine (server) and its clients (UI, CLI).
+
+A request is one JSON object per line with a `cmd` and its arguments; the reply is `{"ok": true, "result":
+...}` or `{"ok": false, "error": "..."}`. `subscribe` turns the connection into a telemetry stream
+(`{"event": "telemetry", ...}` lines) until the client goes away.
+
+Commands (engine/service.py implements them): ping, status, settings, limits, set {settings}, panic {on},
+pause {on}, preview {max_width}, source {spec, loop}, sink_start {kind, path}, sink_stop {name},
+facebank_list, facebank_add {name, paths, face}, facebank_remove {name}, enrol_track {name, track_id,
+seconds}, facebank_reload, subscribe {hz}, shutdown.
+
+Standard library only: a client that imports this loads no model, no OpenCV, no engine internals.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+MAX_LINE = 1 << 20
+
+
+class ControlError(RuntimeError):
+    """The engine answered with an error, or could not be reached."""
+
+
+def encode(obj: Any) -> bytes:
+    """One message as a JSON line."""
+    return (json.dumps(obj, separators=(",", ":"), default=str) + "\n").encode()
+
+
+def decode_preview(result: dict) -> tuple[int, int, bytes]:
+    """(width, height, BGR bytes) of a `preview` reply."""
+    return int(result["width"]), int(result["height"]), base64.b64decode(result["bgr"])

@@ -25,6 +25,62 @@ MIN_HOLD_S = 0.2  # a face whose detection drops for a few frames stays blurred 
 
 
 @dataclass(frozen=True)
+class Limit:
+    """What a setting accepts, and what it trades: published by the engine (`limits`), read by every UI."""
+
+    help: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # the low end itself is refused (e.g. a confidence of 0)
+    choices: tuple[str, ...] | None = None
+
+    def check(self, name: str, value: Any) -> None:
+        if self.choices is not None:
+            if value not in self.choices:
+                raise ValueError(f"{name} must be one of {self.choices}")
+            return
+        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        if too_low or (self.high is not None and value > self.high):
+            raise ValueError(f"{name} must be in {'(' if self.low_open else '['}{self.low}, {self.high}]")
+
+    def as_dict(self, default: Any) -> dict[str, Any]:
+        return {"default": default, "min": self.low, "max": self.high, "choices": list(self.choices or []) or None,
+                "help": self.help}
+
+
+# Every setting's accepted range, in one place. The privacy-relevant bounds are the fail-closed limits above.
+LIMITS: dict[str, Limit] = {
+    "detector": Limit("face detector: yunet is fast; centerface finds more tiny faces, ~10x slower",
+                      choices=DETECTORS),
+    "backend": Limit("network runtime: auto = torch on CUDA, onnxruntime on CPU", choices=BACKENDS),
+    "confidence": Limit("detector score that starts a face: lower hides more faces, and more false ones",
+                        0.0, MAX_CONFIDENCE, low_open=True),
+    "low_confidence": Limit("weaker detections only keep an existing face hidden (ByteTrack second pass)",
+                            0.0, MAX_CONFIDENCE, low_open=True),
+    "detect_width": Limit("detection resolution: higher finds smaller faces, costs time", 64, 4096),
+    "deadline_ms": Limit("a detector slower than this counts as stalled: the whole frame is blurred", 1, 60_000),
+    "hold_seconds": Limit("how long a face whose detection drops stays hidden where it was predicted",
+                          MIN_HOLD_S, 10.0),
+    "mode": Limit("how faces are hidden", choices=ANONYMIZE_MODES),
+    "shape": Limit("shape of the hidden region", choices=SHAPES),
+    "strength": Limit("blur/mosaic strength: higher hides more detail", 0.0, 1.0),
+    "margin": Limit("the hidden box is grown by this fraction of the face on each side: covers hair and motion",
+                    0.0, 1.0),
+    "similarity_threshold": Limit("how sure recognition must be to keep a face visible: lower lets look-alikes "
+                                  "through, higher blurs you more often", MIN_SIMILARITY, 1.0),
+    "recognition": Limit("keep facebank people visible (off: everyone is blurred)"),
+    "panic": Limit("blur every whole frame"),
+    "paused": Limit("freeze on the last safe frame, fully blurred"),
+}
+
+
+def published_limits() -> dict[str, dict[str, Any]]:
+    """Every setting's default, range or choices and what it trades (the control API's `limits`)."""
+    defaults = Settings()
+    return {f.name: LIMITS[f.name].as_dict(getattr(defaults, f.name)) for f in fields(Settings)}
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every knob of the engine. Each trade-off is stated where it is not obvious."""
 
@@ -50,24 +106,10 @@ class Settings:
     paused: bool = False  # keep emitting the last safe frame, fully blurred, without processing
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.detector in DETECTORS, f"detector must be one of {DETECTORS}"),
-            (self.backend in BACKENDS, f"backend must be one of {BACKENDS}"),
-            (0.0 < self.confidence <= MAX_CONFIDENCE, f"confidence must be in (0, {MAX_CONFIDENCE}]"),
-            (0.0 < self.low_confidence <= self.confidence, "low_confidence must be in (0, confidence]"),
-            (64 <= self.detect_width <= 4096, "detect_width must be in [64, 4096]"),
-            (1.0 <= self.deadline_ms <= 60_000, "deadline_ms must be in [1, 60000]"),
-            (MIN_HOLD_S <= self.hold_seconds <= 10.0, f"hold_seconds must be in [{MIN_HOLD_S}, 10]"),
-            (self.mode in ANONYMIZE_MODES, f"mode must be one of {ANONYMIZE_MODES}"),
-            (self.shape in SHAPES, f"shape must be one of {SHAPES}"),
-            (0.0 <= self.strength <= 1.0, "strength must be in [0, 1]"),
-            (0.0 <= self.margin <= 1.0, "margin must be in [0, 1]"),
-            (MIN_SIMILARITY <= self.similarity_threshold <= 1.0,
-             f"similarity_threshold must be in [{MIN_SIMILARITY}, 1]"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        for name, limit in LIMITS.items():
+            limit.check(name, getattr(self, name))
+        if self.low_confidence > self.confidence:
+            raise ValueError("low_confidence must be in (0, confidence]")
 
     def updated(self, changes: dict[str, Any]) -> Settings:
         """A copy with `changes` applied; unknown names or bad values raise ValueError (nothing applied)."""

@@ -107,6 +107,14 @@ def _add_settings_options(p: argparse.ArgumentParser) -> None:
                    help="any other setting, e.g. --set detect_width=1920 (see README, Configuration)")
 
 
+def _add_facebank_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("who stays visible (the facebank is used by default)")
+    g.add_argument("--allow", action="append", default=[], metavar="PHOTO",
+                   help="also keep the person in this photo visible, for this run only (repeatable)")
+    g.add_argument("--no-facebank", dest="use_facebank", action="store_false",
+                   help="ignore the facebank: blur everyone (but --allow photos)")
+
+
 def _settings_from(args: argparse.Namespace, base=None):
     from engine.config import Settings
 
@@ -129,8 +137,7 @@ def _add_run(sub) -> None:
     p.add_argument("--vcam", action="store_true", help="send the anonymized frames to the virtual camera")
     p.add_argument("--preview", action="store_true", help="show the anonymized output in a window")
     p.add_argument("--live", action="store_true", help="treat a file like a camera (real time, may drop input)")
-    p.add_argument("--allow", action="append", default=[], metavar="NAME|PHOTO",
-                   help="keep this facebank person, or the person in this photo, visible (repeatable)")
+    _add_facebank_options(p)
     _add_settings_options(p)
     p.set_defaults(func=_cmd_run)
 
@@ -144,8 +151,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--gt", required=True, help="ground truth JSON: faces with frame, track, box, label, ignore")
     p.add_argument("-o", "--output", help="keep the anonymized video here (default: a temp file)")
     p.add_argument("--json", help="also write the report as JSON here")
-    p.add_argument("--allow", action="append", default=[], metavar="NAME|PHOTO",
-                   help="keep this facebank person, or the person in this photo, visible (repeatable)")
+    _add_facebank_options(p)
     _add_settings_options(p)
     p.set_defaults(func=_cmd_eval)
 
@@ -163,6 +169,8 @@ def _add_engine(sub) -> None:
         e.add_argument("--vcam", action="store_true", help="write to the virtual camera")
         e.add_argument("--vcam-device", help="virtual camera device, e.g. /dev/video10 (default: first free)")
         e.add_argument("--record", metavar="FILE", help="also record the anonymized output to FILE")
+        e.add_argument("--no-facebank", dest="use_facebank", action="store_false",
+                       help="ignore the facebank: blur everyone")
         e.set_defaults(func=func)
     esub.add_parser("stop", help="stop it").set_defaults(func=_cmd_engine_stop)
     s = esub.add_parser("status", help="show whether it runs and its live figures")
@@ -211,23 +219,20 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from engine.runner import Engine
-    from engine.service import default_settings, open_sink
-    from engine.source import VideoSource
+    from blurcast.assemble import build_engine
+    from engine.service import ServeOptions, default_settings
 
     settings = _settings_from(args, default_settings())
-    source = VideoSource(args.input)
-    live = args.live or source.kind != "file"
     if not (args.output or args.vcam or args.preview):
         raise ValueError("nowhere to send the frames: give -o FILE, --vcam or --preview")
-    engine = Engine(settings, source, identifier=_allow_identifier(settings, args.allow))
+    options = ServeOptions(source=args.input, vcam=args.vcam, record=args.output, preview=args.preview)
+    engine = build_engine(options, settings, use_facebank=args.use_facebank, allow=args.allow).engine
     try:
-        for kind, wanted in (("file", args.output), ("vcam", args.vcam), ("preview", args.preview)):
-            if wanted:
-                engine.sinks.append(open_sink(kind, source, args.output))
+        source = engine.source
+        live = args.live or source.kind != "file"
         console.print(f"[bold]blurcast[/] {source.info.kind} {source.info.width}x{source.info.height} "
                       f"@ {source.info.fps:.2f} fps, detector {engine.pipeline.detector.name} on "
-                      f"{engine.pipeline.detector.runner_name}")
+                      f"{engine.pipeline.detector.runner_name}, {_facebank_line(engine)}")
         if live:
             console.print("live: Ctrl-C to stop")
             engine.run_live()
@@ -235,6 +240,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _run_file_with_progress(engine, args.output)
     finally:
         engine.close()
+
+
+def _facebank_line(engine) -> str:
+    people = engine.pipeline.identifier.status().get("people", 0)
+    return f"{people} person(s) kept visible" if people else "no one on the facebank: every face is blurred"
 
 
 def _run_file_with_progress(engine, output: str | None) -> int:
@@ -259,10 +269,9 @@ def _run_file_with_progress(engine, output: str | None) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from blurcast.assemble import build_engine
     from engine.evaluate import score_video
-    from engine.runner import Engine
-    from engine.service import open_sink
-    from engine.source import VideoSource
+    from engine.service import ServeOptions
 
     settings = _settings_from(args)
     gt = Path(args.gt)
@@ -270,10 +279,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no ground truth file {gt}")
     with tempfile.TemporaryDirectory(prefix="blurcast-eval-") as tmp:
         output = args.output or str(Path(tmp) / "anonymized.mp4")
-        source = VideoSource(args.video)
-        engine = Engine(settings, source, identifier=_allow_identifier(settings, args.allow))
+        options = ServeOptions(source=args.video, record=output)
+        engine = build_engine(options, settings, use_facebank=args.use_facebank, allow=args.allow).engine
         try:
-            engine.sinks.append(open_sink("file", source, output))
             started = time.perf_counter()
             frames = engine.run_file()
             engine.close()  # flushes the encoder before scoring
@@ -312,6 +320,7 @@ def _serve_args(args: argparse.Namespace) -> list[str]:
     out += ["--vcam"] if args.vcam else []
     out += ["--vcam-device", args.vcam_device] if args.vcam_device else []
     out += ["--record", str(Path(args.record).resolve())] if args.record else []
+    out += [] if args.use_facebank else ["--no-facebank"]
     return out
 
 
@@ -325,70 +334,37 @@ def _cmd_engine_start(args: argparse.Namespace) -> int:
 
 
 def _cmd_engine_serve(args: argparse.Namespace) -> int:
-    from engine.service import EngineService, ServeOptions
+    from blurcast.assemble import build_engine
+    from engine.service import EngineService, ServeOptions, default_settings
 
     options = ServeOptions(source=args.source, loop=args.loop, vcam=args.vcam, vcam_device=args.vcam_device,
                            record=args.record)
-    identifier_factory, reload = _facebank_hooks()
-    EngineService(options, identifier_factory=identifier_factory, on_facebank_reload=reload).serve()
+    built = build_engine(options, default_settings(), use_facebank=args.use_facebank)
+    EngineService(built.engine, facebank=built.facebank).serve()
     return 0
 
 
-def _facebank_hooks():
-    """The engine's identifier on the default facebank, and the reload hook for `facebank_reload`."""
-    from engine.service import default_settings
-    from facebank import Facebank
-    from facebank.live import create_identifier
+def _engine_client():
+    """A client of the running engine, or None when none runs (then the CLI does the work itself)."""
+    from engine.client import ControlClient, default_paths, engine_running
 
-    identifier, gallery = create_identifier(default_settings(), Facebank())
-    return (lambda: identifier), gallery.reload
-
-
-def _allow_identifier(settings, allow: list[str]):
-    """An identifier that lets through the named facebank people and/or the people in the given photos."""
-    from engine.gallery import Gallery
-    from engine.identify_facebank import FacebankIdentifier
-    from engine.recognize import create_embedder
-    from facebank import Facebank
-
-    if not allow:
-        return None
-    people: dict = {}
-    bank = Facebank()
-    scratch = Facebank(Path(tempfile.mkdtemp(prefix="blurcast-allow-")) / "facebank.json")
-    for item in allow:
-        person = bank.person(item)
-        if person is not None:
-            people[person.name] = person.embeddings()
-            continue
-        if not Path(item).exists():
-            raise ValueError(f"--allow {item!r}: no such person on the facebank, and no such photo")
-        name = Path(item).stem
-        scratch.add(name, [item])
-        people[name] = scratch.person(name).embeddings()
-    gallery = Gallery.from_people(people)
-    console.print(f"allowed: {', '.join(gallery.names)}")
-    return FacebankIdentifier(create_embedder(settings), lambda: gallery)
-
-
-def _notify_engine() -> None:
-    """Tell a running engine at once; it would also notice the file change within a second by itself."""
-    from engine.client import ControlClient, ControlError, default_paths
-
-    try:
-        with ControlClient(default_paths().socket, timeout=2.0) as client:
-            client.request("facebank_reload")
-    except ControlError:
-        pass
+    paths = default_paths()
+    return ControlClient(paths.socket, timeout=120.0) if engine_running(paths) else None
 
 
 def _cmd_facebank_add(args: argparse.Namespace) -> int:
-    from facebank import Facebank
+    client = _engine_client()
+    with console.status(f"enrolling {args.name}" + (" (in the running engine)" if client else "")):
+        if client is not None:  # the engine has the models loaded and applies the change at once
+            with client:
+                added = client.request("facebank_add", name=args.name, paths=[str(Path(p).expanduser().resolve())
+                                                                              for p in args.photos],
+                                       face=args.choose)["added"]
+        else:
+            from facebank import Facebank
 
-    with console.status(f"enrolling {args.name}"):
-        enrolments = Facebank().add(args.name, args.photos, choose=args.choose)
-    _notify_engine()
-    console.print(f"added {len(enrolments)} photo(s) of {args.name}")
+            added = len(Facebank().add(args.name, args.photos, choose=args.choose))
+    console.print(f"added {added} photo(s) of {args.name}")
     return 0
 
 
@@ -406,11 +382,17 @@ def _cmd_facebank_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_facebank_remove(args: argparse.Namespace) -> int:
-    from facebank import Facebank
+    client = _engine_client()
+    if client is not None:
+        with client:
+            client.request("facebank_remove", name=args.name)
+    else:
+        from facebank.live import LiveFacebank, LiveGallery
+        from facebank.store import Facebank
 
-    if not Facebank().remove(args.name):
-        raise ValueError(f"{args.name!r} is not on the facebank")
-    _notify_engine()
+        bank = Facebank()
+        if not LiveFacebank(bank, LiveGallery(None)).remove(args.name):
+            raise ValueError(f"{args.name!r} is not on the facebank")
     console.print(f"removed {args.name}")
     return 0
 

@@ -58,6 +58,10 @@ class EnginePaths:
     def settings(self) -> Path:
         return self.root / "settings.json"
 
+    @property
+    def facebank(self) -> Path:
+        return self.root / "facebank.json"
+
 
 def default_paths() -> EnginePaths:
     return EnginePaths(state_dir())

@@ -41,7 +41,7 @@ class Limit:
             return
         too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
         if too_low or (self.high is not None and value > self.high):
-            raise ValueError(f"{name} must be in {'(' if self.low_open else '['}{self.low}, {self.high}]")
+            raise ValueError(f"{name} must be in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]")
 
     def as_dict(self, default: Any) -> dict[str, Any]:
         return {"default": default, "min": self.low, "max": self.high, "choices": list(self.choices or []) or None,

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -29,8 +29,17 @@ from engine.source import SourceError, VideoSource
 
 log = logging.getLogger(__name__)
 
-PREVIEW_WIDTH = 96
+PREVIEW_WIDTH = 640  # the largest preview a client may ask for; each asks for what its terminal can show
 PREVIEW_EVERY_S = 0.2
+
+
+class FrameWatcher(Protocol):
+    """Sees each raw frame with its report, inside the engine only (nothing raw leaves the process)."""
+
+    @property
+    def active(self) -> bool: ...
+
+    def observe(self, raw: np.ndarray, report: FrameReport) -> None: ...
 
 
 @dataclass
@@ -83,6 +92,7 @@ class Engine:
         self._lock = threading.Lock()
         self.stop_event = threading.Event()
         self._next_source: VideoSource | None = None
+        self.watcher: FrameWatcher | None = None  # e.g. a live enrolment, which needs the raw face
 
     # --- control, from any thread -------------------------------------------------------------------------
     @property
@@ -143,6 +153,8 @@ class Engine:
     # --- the frame loop ------------------------------------------------------------------------------------
     def process_one(self, frame: np.ndarray, index: int, dt: float, captured: float) -> SafeFrame:
         self._apply_pending()
+        watcher = self.watcher
+        raw = frame.copy() if watcher is not None and watcher.active else None  # anonymizing works in place
         try:
             safe, report = self.pipeline.process(frame, index, dt)
         except Exception:  # any bug on the way: the frame still goes out, fully anonymized
@@ -152,6 +164,8 @@ class Engine:
             safe = self.pipeline.anonymizer.whole(frame, index)
         self.stats.record(report, (time.monotonic() - captured) * 1000)
         self._update_preview(safe)
+        if raw is not None:
+            watcher.observe(raw, report)
         return safe
 
     def run_file(self, progress: Callable[[int], None] | None = None) -> int:

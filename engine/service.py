@@ -13,14 +13,16 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+import cv2
 
 from engine.client import EnginePaths, default_paths
-from engine.config import Settings, load_settings, save_settings
+from engine.config import Settings, load_settings, published_limits, save_settings
 from engine.control import ControlServer
-from engine.identify import Identifier
+from engine.enrol_track import TrackEnrolment
 from engine.runner import Engine
 from engine.sink import FileSink, PreviewSink, Sink, VirtualCameraSink
 from engine.source import VideoSource
@@ -52,30 +54,36 @@ def open_sink(kind: str, source: VideoSource, path: str | None = None, device: s
     raise ValueError(f"unknown sink {kind!r} (vcam, file or preview)")
 
 
-class EngineService:
-    """An Engine plus its control handlers; `serve()` blocks until shutdown."""
+class FacebankCommands(Protocol):
+    """The facebank as the engine runs it for its clients (facebank/live.py: LiveFacebank)."""
 
-    def __init__(self, options: ServeOptions, paths: EnginePaths | None = None,
-                 identifier_factory: Callable[[], Identifier] | None = None,
-                 on_facebank_reload: Callable[[], None] | None = None) -> None:
+    def list(self) -> list[dict]: ...
+
+    def add(self, name: str, paths: Sequence[str], face: int | None = None) -> int: ...
+
+    def remove(self, name: str) -> bool: ...
+
+    def enrol_crops(self, name: str, crops: list) -> int: ...
+
+
+class EngineService:
+    """An assembled Engine plus its control handlers; `serve()` blocks until shutdown."""
+
+    def __init__(self, engine: Engine, paths: EnginePaths | None = None,
+                 facebank: FacebankCommands | None = None) -> None:
         self.paths = paths or default_paths()
-        self.options = options
-        settings = load_settings(self.paths.settings)
-        source = VideoSource(options.source, loop=options.loop)
-        identifier = identifier_factory() if identifier_factory else None
-        self.engine = Engine(settings, source, identifier=identifier)
-        self.on_facebank_reload = on_facebank_reload
+        self.engine = engine
+        self.facebank = facebank
+        self.enrolment: TrackEnrolment | None = None
         self._settings_lock = threading.Lock()  # clients set at once: the file must end with the last change
-        for kind, wanted in (("vcam", options.vcam), ("file", options.record), ("preview", options.preview)):
-            if wanted:
-                self.engine.sinks.append(open_sink(kind, source, options.record, options.vcam_device))
-        self.server = ControlServer(self.paths.socket, self._handlers(), self.engine.telemetry)
+        self.server = ControlServer(self.paths.socket, self._handlers(), self.telemetry)
 
     def _handlers(self) -> dict[str, Callable[[dict], Any]]:
         return {
             "ping": lambda r: {"pid": os.getpid(), "source": self.engine.source.spec},
-            "status": lambda r: self.engine.telemetry(),
+            "status": lambda r: self.telemetry(),
             "settings": lambda r: self.engine.settings.as_dict(),
+            "limits": lambda r: published_limits(),
             "set": self._set,
             "panic": lambda r: self._set({"settings": {"panic": r.get("on", True)}}),
             "pause": lambda r: self._set({"settings": {"paused": r.get("on", True)}}),
@@ -83,9 +91,18 @@ class EngineService:
             "source": self._source,
             "sink_start": self._sink_start,
             "sink_stop": lambda r: self.engine.remove_sink(str(r["name"])) or {"stopped": r["name"]},
+            "facebank_list": lambda r: {"people": self._facebank().list()},
+            "facebank_add": self._facebank_add,
+            "facebank_remove": self._facebank_remove,
+            "enrol_track": self._enrol_track,
             "facebank_reload": self._facebank_reload,
             "shutdown": self._shutdown,
         }
+
+    def telemetry(self) -> dict:
+        outputs = [{"name": s.name, "path": str(getattr(s, "path", "") or "") or None} for s in self.engine.sinks]
+        enrolment = self.enrolment.status() if self.enrolment is not None else None
+        return {**self.engine.telemetry(), "pid": os.getpid(), "outputs": outputs, "enrolment": enrolment}
 
     def _set(self, request: dict) -> dict:
         changes = request.get("settings")
@@ -100,6 +117,10 @@ class EngineService:
         image = self.engine.preview  # already anonymized: the raw frame never leaves the engine
         if image is None:
             raise RuntimeError("no frame yet")
+        width = _int_arg(request, "max_width", 96, 16, image.shape[1], clamp=True)
+        if width < image.shape[1]:
+            height = max(1, round(width * image.shape[0] / image.shape[1]))
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
         h, w = image.shape[:2]
         return {"width": w, "height": h, "bgr": base64.b64encode(image.tobytes()).decode()}
 
@@ -116,10 +137,47 @@ class EngineService:
         self.engine.add_sink(sink)
         return {"started": kind}
 
+    def _facebank(self) -> FacebankCommands:
+        if self.facebank is None:
+            raise RuntimeError("this engine runs without a facebank (started with --no-facebank)")
+        return self.facebank
+
+    def _facebank_add(self, request: dict) -> dict:
+        name, paths = _str_arg(request, "name"), request.get("paths")
+        if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+            raise ValueError('facebank_add needs "paths": a list of image paths')
+        face = request.get("face")
+        if face is not None and (isinstance(face, bool) or not isinstance(face, int)):
+            raise ValueError('"face" is the number of the face in the photo (0, 1, ...), or null')
+        return {"name": name, "added": self._facebank().add(name, paths, face)}
+
+    def _facebank_remove(self, request: dict) -> dict:
+        name = _str_arg(request, "name")
+        if not self._facebank().remove(name):
+            raise ValueError(f"{name!r} is not on the facebank")
+        return {"removed": name}
+
+    def _enrol_track(self, request: dict) -> dict:
+        """Start gathering a live face's frames; progress and the outcome come in telemetry's `enrolment`."""
+        bank = self._facebank()
+        name, track_id = _str_arg(request, "name"), _int_arg(request, "track_id", None, 0, 1 << 31)
+        seconds = float(request.get("seconds", 3.0))
+        if not 0.5 <= seconds <= 30:
+            raise ValueError("seconds must be in [0.5, 30]")
+        if self.enrolment is not None and self.enrolment.state in ("gathering", "saving"):
+            raise RuntimeError(f"already enrolling face {self.enrolment.track_id} as {self.enrolment.name}")
+        report = self.engine.stats.last_report
+        if report is None or not any(f.track_id == track_id and f.lost_frames == 0 for f in report.faces):
+            raise ValueError(f"face {track_id} is not in the picture now")
+        self.enrolment = TrackEnrolment(name, track_id, seconds, bank.enrol_crops)
+        self.engine.watcher = self.enrolment
+        return {"started": True, "name": name, "track_id": track_id, "seconds": seconds}
+
     def _facebank_reload(self, request: dict) -> dict:
-        if self.on_facebank_reload is None:
-            raise RuntimeError("this engine runs without a facebank")
-        self.on_facebank_reload()
+        self._facebank()
+        gallery = getattr(self.facebank, "gallery", None)
+        if gallery is not None:
+            gallery.reload()
         return {"reloaded": True}
 
     def _shutdown(self, request: dict) -> dict:
@@ -143,3 +201,21 @@ class EngineService:
 
 def default_settings() -> Settings:
     return load_settings(default_paths().settings)
+
+
+def _str_arg(request: dict, name: str) -> str:
+    value = request.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{request.get('cmd')} needs {name!r}: a non-empty string")
+    return value
+
+
+def _int_arg(request: dict, name: str, default: int | None, low: int, high: int, clamp: bool = False) -> int:
+    value = request.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{request.get('cmd')} needs {name!r}: a whole number")
+    if clamp:
+        return min(high, max(low, value))
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}]")
+    return value

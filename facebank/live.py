@@ -1,16 +1,27 @@
-"""The engine's side of the facebank: a gallery that follows the file, and the identifier built on it."""
+"""The engine's side of the facebank: a gallery that follows the file, the identifier built on it, and the
+facebank commands the engine runs for its clients (it has the models loaded; the UI never loads one)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import threading
 import time
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
 
 from engine.config import Settings
 from engine.gallery import Gallery
 from engine.identify_facebank import FacebankIdentifier, Policy
 from engine.recognize import create_embedder
-from facebank.store import Facebank
+from facebank.enrol import EnrolError, Enrolment
+from facebank.store import Facebank, name_key
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +34,10 @@ class LiveGallery:
     be read gives the empty gallery: nobody is recognised, everybody is blurred (fail closed).
     """
 
-    def __init__(self, facebank: Facebank, poll_s: float = 0.5) -> None:
-        self.facebank = facebank
+    def __init__(self, facebank: Facebank | None, poll_s: float = 0.5,
+                 extra: Mapping[str, np.ndarray] | None = None) -> None:
+        self.facebank = facebank  # None: blur everyone but `extra` (`--no-facebank`)
+        self.extra = dict(extra or {})  # people added for one run only (`--allow PHOTO`), never stored
         self.poll_s = poll_s
         self._gallery = Gallery.empty()
         self._version: tuple[int, int, int] | None = None
@@ -36,15 +49,16 @@ class LiveGallery:
         now = time.monotonic()
         if now - self._checked >= self.poll_s:
             self._checked = now
-            if self.facebank.version() != self._version:
+            if self.facebank is not None and self.facebank.version() != self._version:
                 self.reload()
         return self._gallery
 
     def reload(self) -> Gallery:
         with self._lock:
-            version = self.facebank.version()
+            version = self.facebank.version() if self.facebank is not None else None
             try:
-                gallery = self.facebank.gallery()
+                people = {p.name: p.embeddings() for p in self.facebank.people()} if self.facebank else {}
+                gallery = Gallery.from_people({**people, **self.extra})
             except Exception as exc:  # any damage (even a wrong structure): nobody is recognised, never the old list
                 log.error("facebank unreadable, everybody is blurred until it is fixed: %s", exc)
                 gallery = Gallery.empty()
@@ -53,8 +67,116 @@ class LiveGallery:
             return gallery
 
 
-def create_identifier(settings: Settings, facebank: Facebank | None = None,
-                      policy: Policy | None = None) -> tuple[FacebankIdentifier, LiveGallery]:
-    """The facebank identifier for the engine, and its gallery (call `.reload()` on a reload command)."""
-    gallery = LiveGallery(facebank or Facebank())
-    return FacebankIdentifier(create_embedder(settings), gallery, policy), gallery
+def create_identifier(settings: Settings, gallery: LiveGallery,
+                      policy: Policy | None = None) -> FacebankIdentifier:
+    """The facebank identifier for the engine, reading `gallery` (reload it after a change)."""
+    return FacebankIdentifier(create_embedder(settings), gallery, policy)
+
+
+# Enrolment from the live picture: how many frames are kept, and how alike they must be to be one person.
+MAX_LIVE_PHOTOS = 5
+SAME_PERSON = 0.5  # cosine to the frames' medoid; below it a frame is someone else (or not a face)
+
+
+class LiveFacebank:
+    """The facebank commands, run inside the engine: each change is written, then the gallery reloads at once
+    (one notification path; the file poll only catches edits made while no engine ran)."""
+
+    def __init__(self, facebank: Facebank, gallery: LiveGallery) -> None:
+        self.facebank = facebank
+        self.gallery = gallery
+        self._lock = threading.Lock()  # one write at a time from this engine (the store also locks the file)
+
+    @property
+    def crops_dir(self) -> Path:
+        return self.facebank.path.parent / "crops"
+
+    def list(self) -> list[dict]:
+        return [{"name": p.name, "photos": len(p.images), "crops": len(self._crops_of(p.name))}
+                for p in self.facebank.people()]
+
+    def add(self, name: str, paths: Sequence[str], face: int | None = None) -> int:
+        with self._lock:
+            added = self.facebank.add(name, list(paths), choose=face)
+        self.gallery.reload()
+        return len(added)
+
+    def remove(self, name: str) -> bool:
+        with self._lock:
+            removed = self.facebank.remove(name)
+            folder = self.crops_dir / name_key(name)
+            if folder.exists():
+                shutil.rmtree(folder)  # their crops go with them
+        self.gallery.reload()
+        return removed
+
+    def enrol_crops(self, name: str, crops: list[np.ndarray]) -> int:
+        """Enrol the most varied of `crops` (one live track's faces, best first) under `name`.
+
+        Crops are written beside the facebank (owner-only) only for the person being enrolled; refused or
+        unused ones are deleted again. Raises with the reason when too few are usable or they disagree."""
+        folder = self.crops_dir / name_key(name)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.crops_dir, 0o700)
+        os.chmod(folder, 0o700)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        written = [_write_private(folder / f"{stamp}-{i:02d}.png", crop) for i, crop in enumerate(crops)]
+        try:
+            chosen = self._choose(written)
+            with self._lock:
+                self.facebank.add(name, [str(e.path) for e in chosen])
+        except Exception:
+            for path in written:
+                path.unlink(missing_ok=True)
+            with suppress(OSError):
+                folder.rmdir()  # only if empty: earlier enrolments of this person keep theirs
+            raise
+        kept = {Path(e.path).resolve() for e in chosen}
+        for path in written:
+            if path.resolve() not in kept:
+                path.unlink(missing_ok=True)
+        self.gallery.reload()
+        return len(chosen)
+
+    def _choose(self, paths: list[Path]) -> list[Enrolment]:
+        usable = []
+        for path in paths:
+            try:
+                usable.append(self.facebank.enroller.enrol(path))
+            except EnrolError as exc:
+                log.info("live frame not usable: %s", exc)
+        if len(usable) < 2:
+            raise EnrolError(paths[0] if paths else "", "too few clear frames of the face (it needs to be large, "
+                                                         "sharp and facing the camera for a moment)")
+        vectors = np.stack([e.embedding for e in usable])
+        sims = vectors @ vectors.T
+        medoid = int(np.argmax(sims.sum(axis=1)))
+        alike = [i for i in range(len(usable)) if sims[medoid, i] >= SAME_PERSON]
+        if len(alike) < max(2, len(usable) // 2):
+            raise EnrolError(paths[0], "the frames do not agree on one person (the face changed or was covered); "
+                                       "try again with only you in view")
+        return [usable[i] for i in _most_varied(vectors, alike, MAX_LIVE_PHOTOS)]
+
+    def _crops_of(self, name: str) -> list[Path]:
+        folder = self.crops_dir / name_key(name)
+        return sorted(folder.glob("*.png")) if folder.is_dir() else []
+
+
+def _most_varied(vectors: np.ndarray, candidates: list[int], k: int) -> list[int]:
+    """Greedy farthest-first: the best frame, then each time the one least like those already chosen
+    (several head poses recognise better than five copies of one)."""
+    chosen = [candidates[0]]
+    while len(chosen) < min(k, len(candidates)):
+        rest = [i for i in candidates if i not in chosen]
+        chosen.append(min(rest, key=lambda i: max(float(vectors[i] @ vectors[j]) for j in chosen)))
+    return chosen
+
+
+def _write_private(path: Path, image: np.ndarray) -> Path:
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise EnrolError(path, "could not encode the frame")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data.tobytes())
+    return path

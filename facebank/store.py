@@ -31,6 +31,7 @@ import numpy as np
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
+from engine.client import default_paths
 from engine.gallery import Gallery
 from engine.recognize import EMBEDDING_DIM
 from facebank.enrol import EnrolError, Enroller, Enrolment, file_sha256
@@ -48,12 +49,12 @@ class FacebankError(RuntimeError):
 
 
 def home_dir() -> Path:
-    """$BLURCAST_HOME, else ~/.local/share/blurcast (the engine keeps its state there too)."""
-    return Path(os.environ.get("BLURCAST_HOME") or Path.home() / ".local" / "share" / "blurcast")
+    """The engine's state folder ($BLURCAST_HOME, else ~/.local/share/blurcast): one place decides it."""
+    return default_paths().root
 
 
 def default_path() -> Path:
-    return home_dir() / "facebank.json"
+    return default_paths().facebank
 
 
 @cache

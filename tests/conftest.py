@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,17 @@ DATA = Path(os.environ.get("BLURCAST_DATA", REPO.parent / "shared" / "data"))
 DEV_CLIP = DATA / "video_hamilton" / "short_hamilton_clip.mp4"
 DEV_GT = DATA / "video_hamilton" / "gt.json"
 PERFORMER_PHOTO = DATA / "recognition_face_recognition" / "examples" / "lin-manuel-miranda.png"
+SCORER = DATA.parent / "tools" / "score_video.py"  # the independent black-box privacy scorer
+
+
+def score_independently(source: Path, output: Path, gt: Path, tmp: Path) -> dict:
+    """The figures of ../shared/tools/score_video.py, which shares no code with the engine."""
+    need_data(SCORER)
+    report = tmp / "independent.json"
+    done = subprocess.run([sys.executable, str(SCORER), "--input", str(source), "--output", str(output),
+                           "--gt", str(gt), "--json", str(report)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return json.loads(report.read_text())
 
 
 def need_data(*paths: Path) -> None:

@@ -6,7 +6,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 
 import cv2
 import numpy as np
@@ -21,16 +20,7 @@ from engine.client import (
     start_background,
     stop_background,
 )
-
-
-def wait_for(predicate, timeout: float = 20.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
+from tests.helpers import wait_for
 
 
 @pytest.fixture(scope="module")

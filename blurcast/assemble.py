@@ -1,0 +1,65 @@
+"""One way to put an engine together, used by `blurcast run`, `blurcast eval` and the background service.
+
+The facebank is on by default everywhere (`use_facebank=False` blurs everyone); `allow` adds people from
+photos for this run only, in memory, never stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.client import EnginePaths, default_paths
+from engine.config import Settings
+from engine.runner import Engine
+from engine.service import ServeOptions, open_sink
+from engine.source import VideoSource
+from facebank.enrol import Enroller
+from facebank.live import LiveFacebank, LiveGallery, create_identifier
+from facebank.store import Facebank
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Assembly:
+    engine: Engine
+    facebank: LiveFacebank | None  # what the facebank commands write; None with use_facebank=False
+    gallery: LiveGallery
+
+
+def build_engine(options: ServeOptions, settings: Settings, *, paths: EnginePaths | None = None,
+                 use_facebank: bool = True, allow: Sequence[str] = ()) -> Assembly:
+    """Source, pipeline with the facebank identifier, and the sinks `options` asks for."""
+    paths = paths or default_paths()
+    store = Facebank(paths.facebank) if use_facebank else None
+    gallery = LiveGallery(store, extra=_allowed_people(settings, store, allow))
+    source = VideoSource(options.source, loop=options.loop)
+    engine = Engine(settings, source, identifier=create_identifier(settings, gallery))
+    try:
+        for kind, wanted in (("file", options.record), ("vcam", options.vcam), ("preview", options.preview)):
+            if wanted:
+                engine.sinks.append(open_sink(kind, source, options.record, options.vcam_device))
+    except Exception:
+        engine.close()
+        raise
+    return Assembly(engine, LiveFacebank(store, gallery) if store is not None else None, gallery)
+
+
+def _allowed_people(settings: Settings, store: Facebank | None, allow: Sequence[str]) -> dict:
+    """`--allow NAME` must be on the facebank (it already stays visible); `--allow PHOTO` is enrolled in
+    memory for this run."""
+    people: dict = {}
+    enroller: Enroller | None = None
+    for item in allow:
+        if store is not None and store.person(item) is not None:
+            continue
+        if not Path(item).expanduser().exists():
+            where = "on the facebank" if store is not None else "(the facebank is off)"
+            raise ValueError(f"--allow {item!r}: no such person {where}, and no such photo")
+        enroller = enroller or Enroller(settings)
+        people[Path(item).stem] = enroller.enrol(item).embedding[None]
+        log.info("allowed for this run: %s", Path(item).stem)
+    return people

@@ -1,0 +1,119 @@
+"""Enrol a face from the live picture: gather one track's best and most varied frames for a few seconds.
+
+The engine (which has the raw frames and the models) does this; the UI only names the track. Crops stay
+in memory until the facebank accepts them, and only crops of the chosen track are ever taken: nobody
+else's face is written anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.faces import FrameReport
+
+log = logging.getLogger(__name__)
+
+# A crop is the face box grown to this many times its size, so the facebank's detector sees the whole head.
+CROP_SCALE = 2.2
+MIN_GAP_S = 0.15  # frames closer than this are nearly the same picture: more of them adds nothing
+MAX_CANDIDATES = 24  # kept in memory while gathering (each a few hundred kB)
+LOST_FOR_S = 1.5  # the track gone this long: the gathering fails rather than guess who it was
+
+Save = Callable[[str, list[np.ndarray]], int]  # (name, crops) -> photos enrolled; raises with the reason
+
+
+@dataclass
+class Candidate:
+    crop: np.ndarray
+    quality: float  # bigger, more confidently detected faces first
+
+
+@dataclass
+class TrackEnrolment:
+    """One "this is me" request: gather, then hand the crops to `save` on a worker thread."""
+
+    name: str
+    track_id: int
+    seconds: float
+    save: Save
+    started: float = field(default_factory=time.monotonic)
+    state: str = "gathering"  # gathering -> saving -> done | failed
+    message: str = ""
+    candidates: list[Candidate] = field(default_factory=list)
+    _last_seen: float = field(default_factory=time.monotonic)
+    _last_taken: float = float("-inf")
+
+    @property
+    def active(self) -> bool:
+        return self.state == "gathering"
+
+    def observe(self, raw: np.ndarray, report: FrameReport) -> None:
+        """Called by the frame loop with the raw frame (before anonymizing) and what was found in it."""
+        now = time.monotonic()
+        if report.whole_frame is not None:  # no detection ran (panic, a stalled detector): says nothing
+            self._last_seen = now
+            return
+        face = next((f for f in report.faces if f.track_id == self.track_id and f.lost_frames == 0), None)
+        if face is not None:
+            self._last_seen = now
+            if now - self._last_taken >= MIN_GAP_S:
+                self._last_taken = now
+                self._keep(Candidate(_crop(raw, face.xyxy), _quality(face.xyxy, face.score)))
+        elif now - self._last_seen > LOST_FOR_S:
+            self._finish("failed", f"face {self.track_id} left the picture; try again while it is in view")
+            return
+        if now - self.started >= self.seconds:
+            self._save_in_background()
+
+    def status(self) -> dict:
+        progress = 1.0 if self.state in ("done", "saving") else min(1.0, (time.monotonic() - self.started)
+                                                                     / max(self.seconds, 1e-6))
+        return {"name": self.name, "track_id": self.track_id, "state": self.state, "progress": round(progress, 2),
+                "frames": len(self.candidates), "message": self.message}
+
+    def _keep(self, candidate: Candidate) -> None:
+        self.candidates.append(candidate)
+        if len(self.candidates) > MAX_CANDIDATES:  # keep time spread: drop the worst of the oldest half
+            half = self.candidates[: MAX_CANDIDATES // 2]
+            self.candidates.remove(min(half, key=lambda c: c.quality))
+
+    def _save_in_background(self) -> None:
+        if not self.candidates:
+            self._finish("failed", f"face {self.track_id} was not seen clearly; try again")
+            return
+        self.state, self.message = "saving", f"enrolling {len(self.candidates)} frames of {self.name}"
+        crops = [c.crop for c in sorted(self.candidates, key=lambda c: -c.quality)]
+        threading.Thread(target=self._save, args=(crops,), name="enrol-track", daemon=True).start()
+
+    def _save(self, crops: list[np.ndarray]) -> None:
+        try:
+            kept = self.save(self.name, crops)
+        except Exception as exc:  # the reason goes to the UI; the engine carries on
+            log.warning("enrolling %s from face %d failed: %s", self.name, self.track_id, exc)
+            self._finish("failed", str(exc))
+            return
+        self._finish("done", f"{self.name} enrolled from {kept} frames")
+
+    def _finish(self, state: str, message: str) -> None:
+        self.state, self.message = state, message
+        self.candidates = []  # never keep anyone's face longer than needed
+        log.info("enrolment of face %d as %s: %s (%s)", self.track_id, self.name, state, message)
+
+
+def _crop(frame: np.ndarray, xyxy: tuple[float, float, float, float]) -> np.ndarray:
+    x1, y1, x2, y2 = xyxy
+    cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, CROP_SCALE * max(x2 - x1, y2 - y1) / 2
+    h, w = frame.shape[:2]
+    a, b = max(0, int(cx - half)), max(0, int(cy - half))
+    c, d = min(w, int(cx + half)), min(h, int(cy + half))
+    return frame[b:d, a:c].copy()
+
+
+def _quality(xyxy: tuple[float, float, float, float], score: float) -> float:
+    return float(score) * min(1.0, (xyxy[2] - xyxy[0]) / 160)

@@ -1,0 +1,87 @@
+"""The engine does the face work: facebank commands and "this is me" (enrol a live track) over the control
+API, against a real engine process playing the dev clip, with the real models."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from engine.client import ControlClient, ControlError, EnginePaths, start_background, stop_background
+from tests.conftest import PERFORMER_PHOTO, need_data
+from tests.helpers import wait_for
+
+
+@pytest.fixture(scope="module")
+def engine(dev_clip, tmp_path_factory):
+    need_data(PERFORMER_PHOTO)
+    paths = EnginePaths(tmp_path_factory.mktemp("engine"))
+    start_background(["--source", str(dev_clip), "--loop"], paths)
+    yield paths
+    stop_background(paths)
+
+
+def _client(paths: EnginePaths) -> ControlClient:
+    return ControlClient(paths.socket, timeout=60.0)
+
+
+def test_limits_are_published_with_defaults_and_reasons(engine):
+    with _client(engine) as client:
+        limits = client.request("limits")
+        settings = client.request("settings")
+    assert set(limits) == set(settings)
+    assert limits["similarity_threshold"]["min"] >= 0.4, "the fail-closed floor is published, not only enforced"
+    assert limits["mode"]["choices"] == ["blur", "mosaic", "fill"]
+    assert all(entry["help"] for entry in limits.values())
+
+
+def test_add_list_remove_and_clear_refusals(engine, tmp_path):
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture")
+    with _client(engine) as client:
+        with pytest.raises(ControlError, match="not a picture"):
+            client.request("facebank_add", name="X", paths=[str(text)])
+        with pytest.raises(ControlError, match="paths"):
+            client.request("facebank_add", name="X")
+        with pytest.raises(ControlError, match="not on the facebank"):
+            client.request("facebank_remove", name="Nobody")
+        assert client.request("facebank_add", name="Lin", paths=[str(PERFORMER_PHOTO)]) == {"name": "Lin", "added": 1}
+        assert client.request("facebank_list")["people"] == [{"name": "Lin", "photos": 1, "crops": 0}]
+        # Applied by the engine itself, at once: its telemetry counts him without any reload message.
+        assert client.request("status")["facebank"]["people"] == 1
+        assert client.request("facebank_remove", name="Lin") == {"removed": "Lin"}
+        assert client.request("status")["facebank"]["people"] == 0
+
+
+def test_this_is_me_enrols_a_live_face_and_keeps_it_visible(engine):
+    """Find the performer's track with his photo, forget the photo, then enrol him from the live picture
+    alone: he must become visible under the new name, and only his crops are stored."""
+    with _client(engine) as client:
+        client.request("facebank_add", name="Photo", paths=[str(PERFORMER_PHOTO)])
+
+        def performer():
+            faces = client.request("status")["faces"]
+            return next((f for f in faces if f["identity"] == "Photo" and f["state"] == "visible"
+                         and f["lost_frames"] == 0), None)
+
+        face = wait_for(performer, 60, "the performer recognised from his photo")
+        client.request("facebank_remove", name="Photo")
+        client.request("enrol_track", name="Lin", track_id=face["track_id"], seconds=1.5)
+        with pytest.raises(ControlError, match="already enrolling"):
+            client.request("enrol_track", name="Other", track_id=face["track_id"])
+        done = wait_for(lambda: (e := client.request("status")["enrolment"])["state"] in ("done", "failed") and e,
+                        60, "the enrolment to finish")
+        assert done["state"] == "done", done["message"]
+        (person,) = client.request("facebank_list")["people"]
+        assert person["name"] == "Lin" and 2 <= person["crops"] == person["photos"] <= 5
+        crops = sorted((engine.root / "crops" / "lin").iterdir())
+        assert all(os.stat(c).st_mode & 0o077 == 0 for c in crops), "biometric crops are owner-only"
+        wait_for(lambda: any(f["identity"] == "Lin" and f["state"] == "visible"
+                             for f in client.request("status")["faces"]), 60, "Lin visible from the live enrolment")
+        client.request("facebank_remove", name="Lin")
+    assert not (engine.root / "crops" / "lin").exists(), "removing a person removes their crops"
+
+
+def test_enrol_track_refuses_a_face_that_is_not_there(engine):
+    with _client(engine) as client, pytest.raises(ControlError, match="not in the picture"):
+        client.request("enrol_track", name="Ghost", track_id=99_999)

@@ -6,7 +6,7 @@ A request is one JSON object per line with a `cmd` and its arguments; the reply 
 
 Commands (engine/service.py implements them): ping, status, settings, limits, set {settings}, panic {on},
 pause {on}, preview {max_width}, source {spec, loop}, sink_start {kind, path}, sink_stop {name},
-facebank_list, facebank_add {name, paths, face}, facebank_remove {name}, enrol_track {name, track_id,
+facebank_list, facebank_add {name, paths, face}, facebank_remove {name}, facebank_refresh, enrol_track {name, track_id,
 seconds}, facebank_reload, subscribe {hz}, shutdown.
 
 Standard library only: a client that imports this loads no model, no OpenCV, no engine internals.

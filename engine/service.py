@@ -65,6 +65,8 @@ class FacebankCommands(Protocol):
 
     def enrol_crops(self, name: str, crops: list) -> int: ...
 
+    def refresh(self) -> str: ...
+
 
 class EngineService:
     """An assembled Engine plus its control handlers; `serve()` blocks until shutdown."""
@@ -94,6 +96,7 @@ class EngineService:
             "facebank_list": lambda r: {"people": self._facebank().list()},
             "facebank_add": self._facebank_add,
             "facebank_remove": self._facebank_remove,
+            "facebank_refresh": lambda r: {"message": self._facebank().refresh()},
             "enrol_track": self._enrol_track,
             "facebank_reload": self._facebank_reload,
             "shutdown": self._shutdown,

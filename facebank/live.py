@@ -20,8 +20,8 @@ from engine.config import Settings
 from engine.gallery import Gallery
 from engine.identify_facebank import FacebankIdentifier, Policy
 from engine.recognize import create_embedder
-from facebank.enrol import EnrolError, Enrolment
-from facebank.store import Facebank, name_key
+from facebank.enrol import MIN_FACE_PX, MIN_SHARPNESS, EnrolError, Enrolment
+from facebank.store import Facebank, ImageRecord, model_tag, name_key
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,20 @@ class LiveFacebank:
         return self.facebank.path.parent / "crops"
 
     def list(self) -> list[dict]:
-        return [{"name": p.name, "photos": len(p.images), "crops": len(self._crops_of(p.name))}
-                for p in self.facebank.people()]
+        """Each person with their photos' quality figures and grade (what the facebank screen shows)."""
+        return [{"name": p.name, "photos": len(p.images), "crops": len(self._crops_of(p.name)),
+                 "images": [_image_view(image) for image in p.images]} for p in self.facebank.people()]
+
+    def refresh(self) -> str:
+        """Embed again the photos that changed on disk or that an older model embedded; says what it did."""
+        with self._lock:
+            report = self.facebank.refresh()
+        self.gallery.reload()
+        parts = [f"{len(report.re_embedded)} photo(s) embedded again", f"{report.unchanged} unchanged"]
+        if report.missing:
+            parts.append(f"{len(report.missing)} missing on disk (kept)")
+        parts += [f"dropped {Path(path).name}: {why}" for path, why in report.dropped]
+        return "Re-enrolled: " + ", ".join(parts) + "."
 
     def add(self, name: str, paths: Sequence[str], face: int | None = None) -> int:
         with self._lock:
@@ -160,6 +172,22 @@ class LiveFacebank:
     def _crops_of(self, name: str) -> list[Path]:
         folder = self.crops_dir / name_key(name)
         return sorted(folder.glob("*.png")) if folder.is_dir() else []
+
+
+def _image_view(image: ImageRecord) -> dict:
+    return {"path": image.path, "face_px": round(image.face_px, 1), "sharpness": round(image.sharpness, 1),
+            "score": round(image.score, 3), "grade": grade(image)}
+
+
+def grade(image: ImageRecord) -> str:
+    """good / ok / weak against the enrolment's own bars; 'old model' counts only after a re-enrol."""
+    if image.model != model_tag():
+        return "old model"
+    if image.face_px < 2 * MIN_FACE_PX or image.sharpness < 2 * MIN_SHARPNESS:
+        return "weak"
+    if image.face_px >= 3 * MIN_FACE_PX and image.sharpness >= 4 * MIN_SHARPNESS:
+        return "good"
+    return "ok"
 
 
 def _most_varied(vectors: np.ndarray, candidates: list[int], k: int) -> list[int]:

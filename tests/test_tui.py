@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 import signal
@@ -18,8 +19,9 @@ from textual.widgets import DataTable, Input, Static
 
 from engine.client import ControlClient, ControlError, EnginePaths, engine_running, start_background, stop_background
 from engine.config import Settings
+from tests.conftest import need_data
+from tests.helpers import wait_for
 from tui.app import BlurcastApp, make_app
-from tui.facebank_link import FacebankUnavailable, default_facebank_path, facebank_api
 from tui.widgets import Preview, Slider
 
 _SHIPPED = Settings()
@@ -30,15 +32,6 @@ DEFAULTS = {name: getattr(_SHIPPED, name) for name in ("similarity_threshold", "
 def request(paths: EnginePaths, cmd: str, **args):
     with ControlClient(paths.socket) as client:
         return client.request(cmd, **args)
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 async def until(pilot: Pilot, predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition"):
@@ -277,27 +270,10 @@ def test_output_screen_shows_engine_errors_in_place(engine, dev_clip):
     asyncio.run(scenario())
 
 
-# --- facebank (once the facebank package exists) --------------------------------------------------------------
-def facebank_or_skip():
-    try:
-        return facebank_api()
-    except FacebankUnavailable as exc:
-        pytest.skip(str(exc))
-
-
-def recognition_or_skip(paths: EnginePaths) -> None:
-    try:
-        request(paths, "facebank_reload")
-    except ControlError as exc:
-        pytest.skip(f"the engine does not run a recognizer yet: {exc}")
-
-
+# --- facebank: every change is done by the engine, through the control API -----------------------------------
 def test_enrolling_on_the_facebank_screen_unblurs_the_performer(engine, dev_clip, data_dir):
-    api = facebank_or_skip()
-    recognition_or_skip(engine)
     photo = data_dir / "recognition_face_recognition" / "examples" / "lin-manuel-miranda.png"
-    if not photo.exists():
-        pytest.skip(f"performer photo absent: {photo}")
+    need_data(photo)
 
     async def scenario() -> None:
         async with ui(engine, dev_clip).run_test() as pilot:
@@ -310,7 +286,7 @@ def test_enrolling_on_the_facebank_screen_unblurs_the_performer(engine, dev_clip
                         timeout=120, what="the enrolment")
             assert not message.has_class("error"), str(message.render())
             enrolled = time.monotonic()
-            # The UI asks the engine to reload before it says "Enrolled"; the telemetry shows the engine took it.
+            # The engine enrols and reloads before the UI says "Enrolled"; the telemetry shows it took it.
             await until(pilot, lambda: app.telemetry.get("facebank", {}).get("people") == 1, timeout=5,
                         what="the engine to load the new facebank")
             loaded = time.monotonic() - enrolled
@@ -342,22 +318,20 @@ def test_enrolling_on_the_facebank_screen_unblurs_the_performer(engine, dev_clip
     try:
         asyncio.run(scenario())
     finally:
-        api.Facebank(default_facebank_path(engine.root)).remove("Lin")
-        request(engine, "facebank_reload")
+        with contextlib.suppress(ControlError):
+            request(engine, "facebank_remove", name="Lin")
 
 
-def test_facebank_screen_enrols_refuses_and_removes_with_the_real_facebank(tmp_path, data_dir):
-    """No engine needed: the screen against the real facebank store (errors in place, in plain words)."""
-    facebank_or_skip()
+def test_facebank_screen_enrols_refuses_and_removes_in_the_engine(engine, dev_clip, tmp_path, data_dir):
+    """The screen against the real engine's facebank (errors in place, in plain words)."""
     photo = data_dir / "recognition_face_recognition" / "examples" / "lin-manuel-miranda.png"
-    if not photo.exists():
-        pytest.skip(f"performer photo absent: {photo}")
+    need_data(photo)
     blank = tmp_path / "wall.png"
     cv2.imwrite(str(blank), np.full((240, 320, 3), 128, np.uint8))
-    app = make_app(EnginePaths(tmp_path), attach=False, facebank_path=tmp_path / "facebank.json")
 
     async def scenario() -> None:
-        async with app.run_test() as pilot:
+        async with ui(engine, dev_clip).run_test() as pilot:
+            app = await live(pilot)
             await pilot.press("f", "a", *"Lin", "enter")
             screen = app.screen
             message = screen.query_one("#fb-message", Static)

@@ -35,9 +35,9 @@ TELEMETRY = {
                  "panic": False, "paused": False},
 }
 
-PEOPLE = [PersonView("Lin-Manuel Miranda", (ImageView("/photos/lin/portrait.png", 412.0, 1830.0, 0.97),
-                                            ImageView("/photos/lin/stage.jpg", 74.0, 96.0, 0.81))),
-          PersonView("Sam", (ImageView("/photos/sam.jpg", 160.0, 420.0, 0.93, current_model=False),))]
+PEOPLE = [PersonView("Lin-Manuel Miranda", (ImageView("/photos/lin/portrait.png", 412.0, 1830.0, 0.97, "good"),
+                                            ImageView("/photos/lin/stage.jpg", 74.0, 96.0, 0.81, "weak"))),
+          PersonView("Sam", (ImageView("/photos/sam.jpg", 160.0, 420.0, 0.93, "old model"),))]
 
 
 def synthetic_preview(width: int = 96, height: int = 54) -> bytes:
@@ -49,12 +49,8 @@ def synthetic_preview(width: int = 96, height: int = 54) -> bytes:
 
 
 class FakeFacebank:
-    def __init__(self, path) -> None:
-        self.path = path
-
-    @staticmethod
-    def enrol_errors():
-        return (RuntimeError,)
+    def __init__(self, link) -> None:
+        self.link = link
 
     def people(self):
         return PEOPLE

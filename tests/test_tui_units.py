@@ -119,16 +119,17 @@ def test_enrol_paths_and_source_checks(tmp_path):
     assert "No such video file" in source_problem("file", "~no_such_user_blurcast/clip.mp4")
 
 
-def test_people_views_accepts_the_shapes_a_facebank_may_return():
-    record = {"path": "/b.png", "face_px": 300.0, "sharpness": 900.0, "score": 0.97, "model": "m1"}
-    shaped = [{"name": "B", "images": [record, {**record, "face_px": 60.0, "model": "m0"}]}, ("a", ["/a.png"])]
-    views = people_views(shaped, model="m1")
-    assert [p.name for p in views] == ["a", "B"]
+def test_people_views_read_the_engines_facebank_list():
+    record = {"path": "/b.png", "face_px": 300.0, "sharpness": 900.0, "score": 0.97, "grade": "good"}
+    people = [{"name": "B", "images": [record, {**record, "face_px": 60.0, "grade": "old model"}]},
+              {"name": "a", "images": [{"path": "/a.png"}]}, {"name": "c", "photos": 0}]
+    views = people_views(people)
+    assert [p.name for p in views] == ["a", "B", "c"]
     assert [i.grade for i in views[1].images] == ["good", "old model"]
     assert views[1].grades == "good ×1, old model ×1"
     assert views[1].images[0].figures == "300px · sharp 900 · det 0.97"
     assert views[0].images[0].grade == "?"
-    assert people_views({"c": []})[0].images == ()
+    assert views[2].images == ()
 
 
 def test_per_frame_messages_replace_older_ones():
@@ -141,12 +142,8 @@ def test_restart_button_and_browse_picker(tmp_path, monkeypatch):
     from tui.app import make_app
 
     class NoFacebank:
-        def __init__(self, path) -> None:
+        def __init__(self, link) -> None:
             pass
-
-        @staticmethod
-        def enrol_errors():
-            return (RuntimeError,)
 
         def people(self):
             return []

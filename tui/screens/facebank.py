@@ -1,5 +1,5 @@
 """Facebank screen: who may stay visible. Add a person from image files, see each image's enrolment quality,
-remove or re-enrol. Every change is followed by `facebank_reload`, so the engine uses it at once."""
+remove or re-enrol. The engine does each change (it has the models) and uses it at once."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, DirectoryTree, Footer, Input, Static
 
-from tui.facebank_link import IMAGE_SUFFIXES, FacebankLink, PersonView, default_facebank_path
+from tui.facebank_link import IMAGE_SUFFIXES, FacebankLink, PersonView
 from tui.format import short_path
 from tui.link import ControlError
 from tui.screens.confirm import ConfirmScreen
@@ -115,7 +115,7 @@ class FacebankScreen(Screen):
     @property
     def bank(self) -> FacebankLink:
         app: Any = self.app
-        return FacebankLink(app.facebank_path or default_facebank_path(app.engine_link.paths.root))
+        return FacebankLink(app.engine_link)
 
     def on_mount(self) -> None:
         people = self.query_one("#people", DataTable)
@@ -132,27 +132,19 @@ class FacebankScreen(Screen):
     # --- facebank work ----------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="facebank", exit_on_error=False)
     def run_facebank(self, op: str, name: str = "", paths: list[str] | None = None, choose: int | None = None) -> None:
-        """list / add / remove / reenrol, then tell the engine; every failure comes back as plain text."""
+        """list / add / remove / reenrol in the engine; every failure comes back as plain text."""
         bank = self.bank
         note, error = "", ""
         try:
             note = self._apply(bank, op, name, paths or [], choose)
-        except bank.enrol_errors() as exc:
+        except ControlError as exc:
             error = str(exc)
             if "faces were found" in error:
                 error += " (type its number in face#)"
-        except Exception as exc:  # a bad file or a facebank bug must not take the UI down
-            log.exception("facebank %s failed", op)
-            error = f"{op} failed: {exc}"
-        if op != "list" and not error:
-            note += " " + self._reload_engine()
         people: list[PersonView] = []
         try:
             people = bank.people()
-        except bank.enrol_errors() as exc:
-            error = error or str(exc)
-        except Exception as exc:
-            log.exception("reading the facebank failed")
+        except ControlError as exc:
             error = error or f"cannot read the facebank: {exc}"
         self.post_message(PeopleLoaded(people, note.strip(), error))
 
@@ -160,20 +152,12 @@ class FacebankScreen(Screen):
     def _apply(bank: FacebankLink, op: str, name: str, paths: list[str], choose: int | None) -> str:
         if op == "add":
             bank.add(name, paths, choose)
-            return f"Enrolled {name} from {len(paths)} photo(s)."
+            return f"Enrolled {name} from {len(paths)} photo(s). The engine uses it now."
         if op == "remove":
             return f"Removed {name}: their face is blurred again." if bank.remove(name) else f"Nobody named {name}."
         if op == "reenrol":
             return bank.reenrol()
         return ""
-
-    def _reload_engine(self) -> str:
-        app: Any = self.app
-        try:
-            app.engine_link.request("facebank_reload")
-        except ControlError as exc:
-            return f"The engine could not load it yet ({exc})."
-        return "The engine uses it now."
 
     def on_people_loaded(self, message: PeopleLoaded) -> None:
         self._busy = False
@@ -254,8 +238,8 @@ class FacebankScreen(Screen):
             self._say("; ".join(problems) or "Give one or more image files (or a folder of them).", error=True)
             self.query_one("#paths", Input).focus()
         elif not (choice := self.query_one("#choose", Input).value.strip()) or choice.isdigit():
-            self._start("add", name, files, f"Enrolling {name} from {len(files)} photo(s)… (the first time loads "
-                        "the face models: a few seconds)", int(choice) if choice else None)
+            self._start("add", name, files, f"Enrolling {name} from {len(files)} photo(s)…",
+                        int(choice) if choice else None)
         else:
             self._say("The face number is a whole number: 0 is the leftmost face in the photo.", error=True)
             self.query_one("#choose", Input).focus()

@@ -14,7 +14,6 @@ the wrong person (a bystander would then stay visible). So the checks are strict
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from engine.config import Settings
 from engine.detect import Detector, create_detector, merge
 from engine.faces import Detections
 from engine.recognize import FaceEmbedder, align_face, create_embedder, sharpness
+from engine.weights import sha256_of
 from facebank.images import ImageRejected, load_photo
 
 MIN_SCORE = 0.7
@@ -72,12 +72,7 @@ class Enrolment:
     embedding: np.ndarray = field(repr=False)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+file_sha256 = sha256_of  # a photo's checksum: the same helper the model files are verified with
 
 
 class Enroller:

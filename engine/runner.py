@@ -276,9 +276,23 @@ class Engine:
             try:
                 sink.write(safe)
             except Exception as exc:  # a vanished virtual camera must not stop the other sinks or the engine
-                log.error("sink %s failed and was closed: %s", sink.name, exc)
-                self.sinks.remove(sink)
-                _close_quietly(sink)
+                self.pipeline.faults[f"sink-error:{sink.name}"] += 1  # visible in telemetry and the UI
+                if not self._restart_sink(sink, safe):
+                    log.error("sink %s failed and was closed: %s", sink.name, exc)
+                    self.sinks.remove(sink)
+                    _close_quietly(sink)
+
+    def _restart_sink(self, sink: Sink, safe: SafeFrame) -> bool:
+        """A sink that can start again (a recording whose encoder died goes on in a new file) gets this frame."""
+        restart = getattr(sink, "restart", None)
+        try:
+            if restart is None or not restart():
+                return False
+            sink.write(safe)
+            return True
+        except Exception as exc:
+            log.error("sink %s could not start again: %s", sink.name, exc)
+            return False
 
     def _apply_pending(self) -> None:
         with self._lock:

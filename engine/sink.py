@@ -1,17 +1,20 @@
 """Sink stage: where anonymized frames go. Every sink takes only `SafeFrame`s (see engine/anonymize.py).
 
 - `VirtualCameraSink`: pyvirtualcam (v4l2loopback on Linux, OBS Virtual Camera on Windows/macOS).
-- `FileSink`: every frame to a video file through FFmpeg, same size and frame rate, audio copied.
+- `FileSink`: every frame to a video file through FFmpeg, same size and frame rate, audio copied; what was
+  written stays playable after a crash, and a size change or a dead encoder starts a new segment file.
 - `PreviewSink`: an OpenCV window, only where a display exists.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
@@ -39,46 +42,171 @@ def _check(frame: object) -> SafeFrame:
     return frame
 
 
+# Containers the file sink writes, each with muxer options that keep everything written so far playable
+# after a crash (kill -9, power cut): fragmented MP4 writes its index up front and a self-contained fragment
+# at least every quarter second; Matroska is readable up to its last complete cluster.
+CRASH_SAFE_MUXING = {
+    ".mp4": ["-movflags", "+frag_keyframe+empty_moov+default_base_moof", "-frag_duration", "250000"],
+    ".m4v": ["-movflags", "+frag_keyframe+empty_moov+default_base_moof", "-frag_duration", "250000"],
+    ".mov": ["-movflags", "+frag_keyframe+empty_moov+default_base_moof", "-frag_duration", "250000"],
+    ".mkv": ["-cluster_time_limit", "500"],
+}
+KEYFRAME_EVERY_S = 1  # a crash loses at most the last fragment; a player can start at any second
+MAX_RESTARTS = 5  # an encoder that keeps dying (disk full, codec missing) is given up, not respawned forever
+CLOSE_TIMEOUT_S = 30.0
+
+
+def check_output_path(path: Path, input_path: str | None = None) -> None:
+    """Refuse, before any frame, an output that could not become a playable video (nothing is created)."""
+    if path.suffix.lower() not in CRASH_SAFE_MUXING:
+        raise SinkError(f"cannot record to {path}: '{path.suffix or 'no suffix'}' is not a video type Blurcast "
+                        f"writes; use one of {', '.join(CRASH_SAFE_MUXING)}")
+    if path.is_dir():
+        raise SinkError(f"cannot record to {path}: it is a folder; give a file name inside it, e.g. {path / 'out.mp4'}")
+    if not path.parent.is_dir():
+        raise SinkError(f"cannot record to {path}: the folder {path.parent} does not exist")
+    if input_path and path.exists() and Path(input_path).exists() and path.samefile(input_path):
+        raise SinkError(f"cannot record to {path}: it is the input itself; write to another file")
+    if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise SinkError(f"cannot record to {path}: no permission to write there")
+
+
+def next_segment(path: Path) -> Path:
+    """`rec.mp4` -> the first free `rec-1.mp4`, `rec-2.mp4`, ... (a recording that had to start again)."""
+    for n in itertools.count(1):
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+    raise AssertionError("unreachable")
+
+
+def recorded_frames(path: Path) -> int:
+    """Video frames a player can read from `path` (0 for a missing or unreadable file); needs ffprobe."""
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None or not Path(path).is_file():
+        return 0
+    done = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v:0", "-count_packets", "-show_entries",
+                           "stream=nb_read_packets", "-of", "csv=p=0", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    try:
+        return int(done.stdout.strip().splitlines()[0].strip(","))
+    except (IndexError, ValueError):
+        return 0
+
+
 class FileSink:
-    """H.264 MP4 (or whatever the suffix says) via an FFmpeg subprocess; audio copied from `audio_from`."""
+    """H.264 in fragmented MP4 (or Matroska) via an FFmpeg subprocess; audio copied from `audio_from`.
+
+    Crash-safe: what was written stays playable if the engine or the encoder dies. A source whose size
+    changes starts a new segment file (`rec-1.mp4`) at the new size; mismatched bytes are never written.
+    """
 
     name = "file"
 
-    def __init__(self, path: str | Path, width: int, height: int, fps: Fraction, audio_from: str | None = None,
-                 preset: str = "veryfast", crf: int = 18) -> None:
-        ffmpeg = shutil.which("ffmpeg")
-        if ffmpeg is None:
+    def __init__(self, path: str | Path, width: int, height: int, fps: Fraction | float,
+                 audio_from: str | None = None, preset: str = "veryfast", crf: int = 18) -> None:
+        self._ffmpeg = shutil.which("ffmpeg")
+        if self._ffmpeg is None:
             raise SinkError("the file sink needs ffmpeg on PATH (Debian: `apt-get install ffmpeg`)")
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
-               "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "pipe:0"]
-        if audio_from and Path(audio_from).is_file():
-            cmd += ["-i", audio_from, "-map", "0:v", "-map", "1:a?", "-c:a", "copy"]
+        self.fps = Fraction(fps).limit_denominator(1001)
+        self.preset, self.crf, self.restarts = preset, crf, 0
+        self.segments: list[Path] = []  # every file this recording wrote, in order
+        self.frames = 0  # frames written, all segments together
+        self._base = Path(path)
+        self._open(Path(path), width, height, audio_from)
+
+    def _open(self, path: Path, width: int, height: int, audio_from: str | None) -> None:
+        check_output_path(path, audio_from)
+        self.path, self.width, self.height, self.audio_from = path, width, height, audio_from
+        self._closed = False
+        self._stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the encoder; a file, not a pipe, so a chatty ffmpeg never blocks)
+        self._proc = subprocess.Popen(self._command(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                      stderr=self._stderr_file)
+        self.segments.append(path)
+        log.info("recording %dx%d @ %s fps to %s (ffmpeg pid %d)", width, height, self.fps, path, self._proc.pid)
+
+    @property
+    def encoder_pid(self) -> int:
+        return self._proc.pid
+
+    def _command(self) -> list[str]:
+        fps = str(self.fps)
+        cmd = [self._ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
+               "-pix_fmt", "bgr24", "-s", f"{self.width}x{self.height}", "-r", fps, "-i", "pipe:0"]
+        if self.audio_from and Path(self.audio_from).is_file():
+            # -shortest: a truncated input's audio must not outlast the frames that were read.
+            cmd += ["-i", self.audio_from, "-map", "0:v", "-map", "1:a?", "-c:a", "copy", "-shortest"]
         # yuv420p needs even sizes; pad by one pixel rather than resize, so every face stays where it was.
-        cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
-                "-pix_fmt", "yuv420p", "-r", str(fps), str(self.path)]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.frames = 0
+        # Sliced threads and a short lookahead keep ~10 frames inside x264 instead of ~30, so a crash loses
+        # under half a second more than the last fragment (measured: 76 of 90 frames kept vs 60; size +1 %).
+        cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", self.preset,
+                "-crf", str(self.crf), "-x264-params", "sliced-threads=1:sync-lookahead=0:rc-lookahead=8",
+                "-pix_fmt", "yuv420p", "-r", fps,
+                "-force_key_frames", f"expr:gte(t,n_forced*{KEYFRAME_EVERY_S})",
+                *CRASH_SAFE_MUXING[self.path.suffix.lower()], "-flush_packets", "1", str(self.path)]
+        return cmd
 
     def write(self, frame: SafeFrame) -> None:
         image = _check(frame).image
+        height, width = image.shape[:2]
+        if (width, height) != (self.width, self.height):
+            self._new_segment(width, height)
         try:
             assert self._proc.stdin is not None
             self._proc.stdin.write(memoryview(image.data if image.flags.c_contiguous else image.copy().data))
-        except BrokenPipeError as exc:
-            raise SinkError(f"ffmpeg stopped writing {self.path}: {self._stderr()}") from exc
+        except (OSError, ValueError) as exc:  # BrokenPipeError: the encoder died
+            raise SinkError(f"the encoder of {self.path} stopped (exit {self._proc.poll()}): {self._stderr()}") from exc
         self.frames += 1
 
+    def restart(self) -> bool:
+        """After the encoder died: go on in a new file (`rec-1.mp4`), unless it keeps dying. True if it did."""
+        self._abandon()
+        if self.restarts >= MAX_RESTARTS:
+            log.error("the encoder of %s died %d times; recording given up", self.path, self.restarts + 1)
+            return False
+        self.restarts += 1
+        self._open(next_segment(self._base), self.width, self.height, audio_from=None)
+        log.error("recording goes on in %s after its encoder died", self.path)
+        return True
+
     def close(self) -> None:
-        if self._proc.stdin and not self._proc.stdin.closed:
-            self._proc.stdin.close()
-        code = self._proc.wait()
+        """Finish the current file; SinkError if the encoder failed."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._proc.stdin and not self._proc.stdin.closed:
+                self._proc.stdin.close()
+        except OSError:
+            pass  # the encoder is already gone; its exit code says why
+        try:
+            code = self._proc.wait(timeout=CLOSE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._abandon()
+            raise SinkError(f"ffmpeg did not finish {self.path} within {CLOSE_TIMEOUT_S:.0f} s") from None
         if code != 0:
-            raise SinkError(f"ffmpeg failed writing {self.path}: {self._stderr()}")
+            raise SinkError(f"ffmpeg failed writing {self.path} (exit {code}): {self._stderr()}")
+
+    def _new_segment(self, width: int, height: int) -> None:
+        """The source changed size: finish this file and go on in a new one at the new size."""
+        previous = self.path
+        try:
+            self.close()
+        except SinkError as exc:
+            log.error("%s", exc)
+        self._open(next_segment(self._base), width, height, audio_from=None)  # audio would no longer line up
+        log.warning("the source changed size; %s ends there and the recording goes on in %s (%dx%d)",
+                    previous, self.path, width, height)
+
+    def _abandon(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        self._closed = True
 
     def _stderr(self) -> str:
-        return (self._proc.stderr.read().decode(errors="replace").strip() if self._proc.stderr else "")[-1000:]
+        self._stderr_file.seek(0)
+        return self._stderr_file.read().decode(errors="replace").strip()[-1000:]
 
 
 class VirtualCameraSink:

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[yellow]interrupted[/]")
         return 130
     except _user_errors() as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)  # one line, whatever the width
         return 2
 
 
@@ -221,23 +221,30 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from blurcast.assemble import build_engine
     from engine.service import ServeOptions, default_settings
+    from engine.sink import check_output_path
 
     settings = _settings_from(args, default_settings())
     if not (args.output or args.vcam or args.preview):
         raise ValueError("nowhere to send the frames: give -o FILE, --vcam or --preview")
+    if args.output:  # before the models load: a bad output fails at once, nothing created
+        check_output_path(Path(args.output), args.input)
     options = ServeOptions(source=args.input, vcam=args.vcam, record=args.output, preview=args.preview)
     engine = build_engine(options, settings, use_facebank=args.use_facebank, allow=args.allow).engine
     try:
         source = engine.source
         live = args.live or source.kind != "file"
+        recording = next((s for s in engine.sinks if s.name == "file"), None)
         console.print(f"[bold]blurcast[/] {source.info.kind} {source.info.width}x{source.info.height} "
                       f"@ {source.info.fps:.2f} fps, detector {engine.pipeline.detector.name} on "
                       f"{engine.pipeline.detector.runner_name}, {_facebank_line(engine)}")
         if live:
             console.print("live: Ctrl-C to stop")
-            engine.run_live()
+            try:
+                engine.run_live()
+            finally:
+                _finish_recording(engine, recording, None)
             return 0
-        return _run_file_with_progress(engine, args.output)
+        return _run_file_with_progress(engine, recording)
     finally:
         engine.close()
 
@@ -247,7 +254,26 @@ def _facebank_line(engine) -> str:
     return f"{people} person(s) kept visible" if people else "no one on the facebank: every face is blurred"
 
 
-def _run_file_with_progress(engine, output: str | None) -> int:
+def _finish_recording(engine, recording, processed: int | None) -> None:
+    """Close the recording and check a player can read it; SinkError (a non-zero exit) if it cannot."""
+    from engine.sink import SinkError, recorded_frames
+
+    if recording is None:
+        return
+    failed = engine.pipeline.faults.get("sink-error:file", 0)
+    recording.close()  # raises if the encoder failed at the end
+    readable = sum(recorded_frames(path) for path in recording.segments)
+    if readable == 0:
+        raise SinkError(f"no playable video was written to {recording.segments[0]}")
+    if failed:
+        files = ", ".join(str(p) for p in recording.segments)
+        raise SinkError(f"the encoder failed {failed} time(s) during the recording; {readable} frames are split "
+                        f"over {files}")
+    if processed is not None and readable < processed:
+        raise SinkError(f"only {readable} of {processed} frames are readable in {recording.path}")
+
+
+def _run_file_with_progress(engine, recording) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     total = engine.source.info.frame_count
@@ -262,9 +288,14 @@ def _run_file_with_progress(engine, output: str | None) -> int:
 
         frames = engine.run_file(advance)
     elapsed = time.perf_counter() - started
+    _finish_recording(engine, recording, frames)
     faults = dict(engine.pipeline.faults)
     console.print(f"{frames} frames in {elapsed:.1f} s ({frames / max(elapsed, 1e-6):.1f} fps)"
-                  + (f" -> {output}" if output else "") + (f"; faults: {faults}" if faults else ""))
+                  + (f" -> {recording.path}" if recording else "") + (f"; faults: {faults}" if faults else ""))
+    if total and frames < total:  # the header promised more: a cut download or a damaged file
+        console.print(f"[bold yellow]warning:[/] the input ended at frame {frames} of the {total} its header "
+                      "announces (truncated or damaged?); the output holds the frames that could be read",
+                      soft_wrap=True)
     return 0
 
 

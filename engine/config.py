@@ -142,19 +142,29 @@ RETIRED = frozenset({"upscale_every"})
 
 
 def load_settings(path: Path) -> Settings:
-    """Saved settings, or the defaults when there are none; a damaged file is kept aside, not lost."""
-    if not path.exists():
-        return Settings()
+    """Saved settings, or the defaults when there are none; a file of any other shape or with any bad value is
+    kept aside (settings.bad.json) with a logged message and the defaults apply. Never raises."""
     try:
+        if not path.exists():
+            return Settings()
         saved = json.loads(path.read_text())
-        if isinstance(saved, dict):
-            saved = {name: value for name, value in saved.items() if name not in RETIRED}
-        return Settings().updated(saved)
-    except (ValueError, OSError) as exc:
-        aside = path.with_suffix(".bad.json")
-        log.error("settings file %s is unusable (%s); using defaults, the file is kept as %s", path, exc, aside)
-        os.replace(path, aside)
+        if not isinstance(saved, dict):
+            raise ValueError(f"expected a JSON object of settings, found {type(saved).__name__}")
+        return Settings().updated({name: value for name, value in saved.items() if name not in RETIRED})
+    except Exception as exc:  # bad JSON, absurd nesting or numbers (inf -> int), unreadable, not a file...
+        _set_aside(path, exc)
         return Settings()
+
+
+def _set_aside(path: Path, why: Exception) -> None:
+    aside = path.with_suffix(".bad.json")
+    try:
+        os.replace(path, aside)
+    except OSError as exc:  # e.g. a read-only folder: still start, on the defaults
+        log.error("settings file %s is unusable (%s) and could not be moved aside (%s); using defaults",
+                  path, why, exc)
+        return
+    log.error("settings file %s is unusable (%s); using defaults, the file is kept as %s", path, why, aside)
 
 
 def save_settings(settings: Settings, path: Path) -> None:

@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any]], Any]
 
 
+class _UnixServer(socketserver.ThreadingUnixStreamServer):
+    # The default backlog of 5 refused most of a burst of connects (a UI reconnecting, scripts polling
+    # status) with EAGAIN; let the kernel queue as many as it allows.
+    request_queue_size = socket.SOMAXCONN
+
+
 class ControlServer:
     """Serves `handlers[cmd](request) -> result` on a Unix socket, each client on its own thread."""
 
@@ -45,7 +51,7 @@ class ControlServer:
             def handle(self) -> None:
                 server._serve_client(self.rfile, self.wfile)
 
-        self._server = socketserver.ThreadingUnixStreamServer(str(self.socket_path), _Handler)
+        self._server = _UnixServer(str(self.socket_path), _Handler)
         self._server.daemon_threads = True
         os.chmod(self.socket_path, 0o600)  # only the streamer's own user may steer the engine
         self._thread = threading.Thread(target=self._server.serve_forever, name="control", daemon=True)
@@ -91,7 +97,12 @@ class ControlServer:
             return {"ok": False, "error": f"unknown command {cmd!r}; known: {', '.join(sorted(self.handlers))}"}
         try:
             return {"ok": True, "result": handler(request)}
-        except (ValueError, TypeError, KeyError, RuntimeError, OSError) as exc:
+        except KeyError as exc:
+            if exc.args and isinstance(exc.args[0], str) and exc.args[0] not in request:  # a missing argument
+                return {"ok": False, "error": f'{cmd} needs "{exc.args[0]}"'}
+            log.exception("control command %s failed", cmd)
+            return {"ok": False, "error": f"internal error: missing {exc}"}
+        except (ValueError, TypeError, RuntimeError, OSError) as exc:
             return {"ok": False, "error": str(exc) or type(exc).__name__}
         except Exception as exc:  # a handler bug must not take the engine down
             log.exception("control command %s failed", cmd)

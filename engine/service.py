@@ -92,7 +92,7 @@ class EngineService:
             "preview": self._preview,
             "source": self._source,
             "sink_start": self._sink_start,
-            "sink_stop": lambda r: self.engine.remove_sink(str(r["name"])) or {"stopped": r["name"]},
+            "sink_stop": self._sink_stop,
             "facebank_list": lambda r: {"people": self._facebank().list()},
             "facebank_add": self._facebank_add,
             "facebank_remove": self._facebank_remove,
@@ -139,6 +139,14 @@ class EngineService:
         sink = open_sink(kind, self.engine.source, request.get("path"), request.get("device"))
         self.engine.add_sink(sink)
         return {"started": kind}
+
+    def _sink_stop(self, request: dict) -> dict:
+        name = str(request["name"])
+        running = [s.name for s in self.engine.sinks]
+        if name not in running:
+            raise ValueError(f"no {name!r} sink is running (running: {', '.join(running) or 'none'})")
+        self.engine.remove_sink(name)
+        return {"stopped": name}
 
     def _facebank(self) -> FacebankCommands:
         if self.facebank is None:

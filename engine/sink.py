@@ -57,18 +57,24 @@ CLOSE_TIMEOUT_S = 30.0
 
 
 def check_output_path(path: Path, input_path: str | None = None) -> None:
-    """Refuse, before any frame, an output that could not become a playable video (nothing is created)."""
+    """Refuse, before any frame, an output that could not become a playable video."""
+    if path.is_dir():
+        raise SinkError(f"cannot record to {path}: it is a folder; give a file name inside it, e.g. {path / 'out.mp4'}")
     if path.suffix.lower() not in CRASH_SAFE_MUXING:
         raise SinkError(f"cannot record to {path}: '{path.suffix or 'no suffix'}' is not a video type Blurcast "
                         f"writes; use one of {', '.join(CRASH_SAFE_MUXING)}")
-    if path.is_dir():
-        raise SinkError(f"cannot record to {path}: it is a folder; give a file name inside it, e.g. {path / 'out.mp4'}")
     if not path.parent.is_dir():
         raise SinkError(f"cannot record to {path}: the folder {path.parent} does not exist")
     if input_path and path.exists() and Path(input_path).exists() and path.samefile(input_path):
         raise SinkError(f"cannot record to {path}: it is the input itself; write to another file")
-    if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise SinkError(f"cannot record to {path}: no permission to write there")
+    existed = path.exists()
+    try:  # really open it: permissions alone miss read-only mounts and pseudo file systems like /proc
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise SinkError(f"cannot record to {path}: {exc.strerror or exc}") from exc
+    if not existed:
+        path.unlink(missing_ok=True)  # a refusal later must leave nothing behind; ffmpeg creates it again
 
 
 def next_segment(path: Path) -> Path:
@@ -155,7 +161,7 @@ class FileSink:
             assert self._proc.stdin is not None
             self._proc.stdin.write(memoryview(image.data if image.flags.c_contiguous else image.copy().data))
         except (OSError, ValueError) as exc:  # BrokenPipeError: the encoder died
-            raise SinkError(f"the encoder of {self.path} stopped (exit {self._proc.poll()}): {self._stderr()}") from exc
+            raise SinkError(f"the encoder of {self.path} stopped (exit {self._exit_code()}): {self._stderr()}") from exc
         self.frames += 1
 
     def restart(self) -> bool:
@@ -197,6 +203,12 @@ class FileSink:
         self._open(next_segment(self._base), width, height, audio_from=None)  # audio would no longer line up
         log.warning("the source changed size; %s ends there and the recording goes on in %s (%dx%d)",
                     previous, self.path, width, height)
+
+    def _exit_code(self) -> int | None:
+        try:
+            return self._proc.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            return None
 
     def _abandon(self) -> None:
         if self._proc.poll() is None:

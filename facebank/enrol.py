@@ -150,7 +150,7 @@ class Enroller:
         if choose is None and len(usable) > 1:
             faces = ", ".join(c.describe(width) for c in listed)
             raise EnrolError(path, f"{len(usable)} faces were found: {faces}. Pick one with its number "
-                                   "(choose), or use a photo of you alone")
+                                   "(--face N), or use a photo of you alone")
         if choose is not None and not 0 <= choose < len(usable):
             faces = ", ".join(c.describe(width) for c in listed)
             raise EnrolError(path, f"there is no face #{choose}; the faces found are {faces}")

@@ -7,7 +7,9 @@ refused rather than handed to a decoder to find out.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,10 +122,22 @@ class Photo:
     sha256: str  # of the very bytes decoded (no race with a file being replaced meanwhile)
 
 
+def _missing_reason(path: Path) -> str:
+    """Why `path` cannot be opened: absent, or a symbolic link that loops or leads nowhere."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "this is a symbolic link that loops back on itself; link to the photo itself"
+        if path.is_symlink():
+            return f"this is a symbolic link to {os.readlink(path)}, which does not exist"
+    return "there is no file at this path; check the name and folder"
+
+
 def load_photo(path: Path) -> Photo:
     """The photo, after checking it exists, its size on disk and its pixel count."""
     if not path.exists():
-        raise ImageRejected("there is no file at this path; check the name and folder")
+        raise ImageRejected(_missing_reason(path))
     if not path.is_file():
         raise ImageRejected("this is a folder, not a photo")
     try:

@@ -1,0 +1,356 @@
+"""Fault injection: what a hostile user or a bad day does to Blurcast, and what must still hold.
+
+Nothing lost (a recording survives kill -9 of the engine or its encoder), nothing claimed falsely (exit codes,
+control replies, settings files of any shape), and what already held stays held (socket fuzz, owner-only
+socket, a lost source never lets a raw frame out). The facebank's kill -9 during writes is held by
+tests/test_facebank.py::test_a_writer_killed_mid_write_leaves_a_valid_facebank.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from blurcast import cli
+from engine.anonymize import Anonymizer
+from engine.client import ControlClient, ControlError, EnginePaths, engine_running, start_background, stop_background
+from engine.config import Settings, load_settings
+from engine.runner import Engine
+from engine.sink import FileSink, SinkError, recorded_frames
+from engine.source import VideoSource
+
+needs_ffmpeg = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("ffprobe")),
+                                  reason="needs ffmpeg and ffprobe on PATH")
+needs_proc = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the encoder through /proc")
+FPS = 30000 / 1001  # the dev clip's
+
+
+def wait_for(predicate, timeout: float = 30.0, every: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not met in time")
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes of `pid` (any of its threads may have spawned them)."""
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            kids += [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return kids
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return True
+
+
+def _video_seconds(path: Path) -> float:
+    return recorded_frames(path) / FPS
+
+
+def _record_seconds(client: ControlClient, seconds: float) -> None:
+    """Wait until the engine has sent `seconds` of video (at the clip's rate) since now."""
+    start = client.request("status")["frames"]
+    wait_for(lambda: client.request("status")["frames"] >= start + seconds * FPS)
+
+
+@pytest.fixture
+def recording_engine(dev_clip, tmp_path):
+    paths = EnginePaths(tmp_path / "state")
+    pid = start_background(["--source", str(dev_clip), "--loop"], paths)
+    client = ControlClient(paths.socket, timeout=10.0)
+    client.request("sink_start", kind="file", path=str(tmp_path / "rec.mp4"))
+    yield pid, client, tmp_path
+    client.close()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)  # whatever the test left running
+
+
+# --- recordings survive crashes ------------------------------------------------------------------------------
+@needs_ffmpeg
+@needs_proc
+def test_a_power_cut_keeps_what_was_recorded(recording_engine):
+    """kill -9 of the engine and its encoder together (the process group) 3 s into a recording."""
+    pid, client, folder = recording_engine
+    _record_seconds(client, 3.0)
+    os.killpg(pid, signal.SIGKILL)
+    wait_for(lambda: _gone(pid), timeout=10)
+    assert _video_seconds(folder / "rec.mp4") >= 2.0, "a player reads at least 2 of the 3 s written"
+
+
+@needs_ffmpeg
+@needs_proc
+def test_a_killed_encoder_is_a_fault_and_the_recording_goes_on(recording_engine):
+    pid, client, folder = recording_engine
+    _record_seconds(client, 3.0)
+    [encoder] = _children(pid)
+    os.kill(encoder, signal.SIGKILL)
+    status = wait_for(lambda: (s := client.request("status"))["faults"].get("sink-error:file") and s)
+    assert "file" in status["sinks"], "the recording restarted"
+    assert _video_seconds(folder / "rec.mp4") >= 2.0
+    _record_seconds(client, 3.0)
+    os.kill(pid, signal.SIGKILL)  # now the engine alone: its encoder finishes the file on end of input
+    wait_for(lambda: _gone(pid), timeout=10)
+    assert _video_seconds(folder / "rec-1.mp4") >= 2.0, "the recording went on in a new file"
+
+
+@needs_ffmpeg
+def test_a_size_change_starts_a_new_segment_never_mismatched_bytes(dev_clip, tmp_path):
+    cap = cv2.VideoCapture(str(dev_clip))
+    frames = [cap.read()[1] for _ in range(12)]
+    anonymizer = Anonymizer(Settings())
+    sink = FileSink(tmp_path / "rec.mp4", 640, 360, FPS)
+    for i, frame in enumerate(frames):
+        if i >= 5:  # the source reconnects at another resolution
+            frame = cv2.resize(frame, (320, 180))
+        sink.write(anonymizer.whole(frame.copy(), i))
+    sink.close()
+    assert sink.segments == [tmp_path / "rec.mp4", tmp_path / "rec-1.mp4"]
+    for path, size, count in ((tmp_path / "rec.mp4", (640, 360), 5), (tmp_path / "rec-1.mp4", (320, 180), 7)):
+        video = cv2.VideoCapture(str(path))
+        assert (int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))) == size
+        assert recorded_frames(path) == count
+
+
+# --- honest exit codes ---------------------------------------------------------------------------------------
+def _run(capsys, *args: str) -> tuple[int, str]:
+    code = cli.main(["run", *args])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("output", ["folder", "/proc/nope.mp4", "x.txt", "input", "missing/dir/out.mp4"])
+def test_run_that_cannot_write_a_playable_output_fails_with_one_line(dev_clip, tmp_path, capsys, output):
+    clip = tmp_path / "input.mp4"
+    shutil.copy(dev_clip, clip)
+    (tmp_path / "folder").mkdir()
+    target = {"folder": tmp_path / "folder", "input": clip}.get(output) or (
+        Path(output) if output.startswith("/") else tmp_path / output)
+    code, err = _run(capsys, str(clip), "-o", str(target))
+    assert code != 0
+    [line] = [x for x in err.splitlines() if x.strip()]
+    assert line.startswith("error: cannot record to"), line
+    assert clip.read_bytes() == dev_clip.read_bytes(), "the input is untouched"
+    assert not (tmp_path / "x.txt").exists() and not (tmp_path / "missing").exists()
+
+
+@needs_ffmpeg
+def test_a_truncated_input_finishes_with_a_warning_and_its_frame_count(dev_clip, tmp_path, capsys):
+    whole = tmp_path / "whole.mp4"  # index first, as a download is: a cut keeps the frames before it
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(dev_clip), "-c", "copy", "-movflags", "+faststart",
+                    str(whole)], check=True)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[:350_000])
+    code, err = _run(capsys, str(cut), "-o", str(tmp_path / "out.mp4"))
+    assert code == 0
+    frames = recorded_frames(tmp_path / "out.mp4")
+    assert 0 < frames < 275
+    assert f"the input ended at frame {frames} of the 275" in err
+    durations = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,duration", "-of",
+                                "json", str(tmp_path / "out.mp4")], capture_output=True, text=True, check=True)
+    streams = {s["codec_type"]: float(s["duration"]) for s in json.loads(durations.stdout)["streams"]}
+    assert streams["audio"] <= streams["video"] + 0.2, "the copied audio does not outlast the video"
+
+
+# --- settings files of any shape -----------------------------------------------------------------------------
+SETTINGS_FILES = {"null": b"null", "number": b"5", "list": b"[]", "string": b'"text"',
+                  "wrong type": b'{"strength": "abc"}', "infinite int": b'{"detect_width": 1e400}',
+                  "list for bool": b'{"panic": [1]}', "deep nesting": b"[" * 100_000,
+                  "binary": b"\xff\xfe\x00garbage", "cut mid-write": b'{"margin": 0.4, "strength": '}
+
+
+@pytest.mark.parametrize("content", SETTINGS_FILES.values(), ids=SETTINGS_FILES.keys())
+def test_a_settings_file_of_any_shape_is_set_aside_not_a_crash(tmp_path, content):
+    path = tmp_path / "settings.json"
+    path.write_bytes(content)
+    assert load_settings(path) == Settings()
+    assert (tmp_path / "settings.bad.json").read_bytes() == content, "kept for the user"
+    assert load_settings(path) == Settings(), "the next start is clean"
+
+
+def test_a_settings_path_that_is_a_folder_is_not_a_crash(tmp_path):
+    (tmp_path / "settings.json").mkdir()
+    assert load_settings(tmp_path / "settings.json") == Settings()
+
+
+def test_the_engine_starts_on_a_settings_file_that_is_not_an_object(dev_clip, tmp_path):
+    paths = EnginePaths(tmp_path / "state")
+    paths.root.mkdir()
+    paths.settings.write_text("null")
+    start_background(["--source", str(dev_clip), "--loop"], paths)
+    try:
+        with ControlClient(paths.socket) as client:
+            assert client.request("settings") == Settings().as_dict()
+    finally:
+        stop_background(paths)
+
+
+# --- the control API under abuse -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def engine(dev_clip, tmp_path_factory):
+    paths = EnginePaths(tmp_path_factory.mktemp("engine"))
+    start_background(["--source", str(dev_clip), "--loop"], paths)
+    yield paths
+    stop_background(paths)
+
+
+@pytest.mark.parametrize(("cmd", "missing"), [("source", "spec"), ("sink_stop", "name")])
+def test_a_missing_argument_is_named_in_the_reply(engine, cmd, missing):
+    with ControlClient(engine.socket) as client, pytest.raises(ControlError, match=f'{cmd} needs "{missing}"'):
+        client.request(cmd)
+
+
+def test_stopping_a_sink_that_is_not_running_is_an_error(engine):
+    with ControlClient(engine.socket) as client, pytest.raises(ControlError, match="no 'tape' sink is running"):
+        client.request("sink_stop", name="tape")
+
+
+def test_recording_into_a_missing_folder_is_refused_not_created(engine, tmp_path):
+    target = tmp_path / "nowhere" / "deeper" / "rec.mp4"
+    with ControlClient(engine.socket) as client, pytest.raises(ControlError, match="does not exist"):
+        client.request("sink_start", kind="file", path=str(target))
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_burst_of_connects_is_queued_not_refused(engine):
+    socks, refused = [], 0
+    try:
+        for _ in range(200):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            socks.append(s)
+            try:
+                s.connect(str(engine.socket))
+            except BlockingIOError:  # EAGAIN: the listen backlog is full
+                refused += 1
+    finally:
+        for s in socks:
+            s.close()
+    assert refused == 0
+    assert engine_running(engine)
+
+
+def test_fuzzed_requests_get_error_replies_and_the_engine_stays(engine):
+    rng = random.Random(9)
+    junk = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300))).replace(b"\n", b" ") for _ in range(150)]
+    values = [None, 1, -1, 1e308, "", "x" * 5000, [], [[[]]], {"a": {"b": None}}, True]
+    junk += [json.dumps({"cmd": cmd, **{rng.choice(["name", "kind", "path", "settings", "hz", "spec"]):
+                                        rng.choice(values)}}).encode()
+             for cmd in ("set", "sink_stop", "sink_start", "source", "nope", 5, None) for _ in range(10)]
+    with socket.socket(socket.AF_UNIX) as raw:
+        raw.connect(str(engine.socket))
+        replies = raw.makefile("rb")
+        for line in junk:
+            raw.sendall(line + b"\n")
+            reply = json.loads(replies.readline())
+            assert reply["ok"] is False, line[:60]
+    with ControlClient(engine.socket) as client:
+        assert client.request("ping")["pid"] > 0
+        assert client.request("status")["sinks"] == []
+
+
+def test_only_the_owner_may_use_the_socket(engine):
+    assert stat.S_IMODE(engine.socket.stat().st_mode) == 0o600
+
+
+# --- a lost source never lets a raw frame out ----------------------------------------------------------------
+class FlakyStream(VideoSource):
+    """The dev clip as a network stream that drops out for a while, then comes back."""
+
+    def __init__(self, spec: str, lose_at: int, back_after: int) -> None:
+        super().__init__(spec)
+        self.kind = "url"  # a stream is retried when lost, not ended
+        self.raw: set[bytes] = set()
+        self.reads, self.lose_at, self.back_after, self.lost_reads, self.reopened = 0, lose_at, back_after, 0, 0
+
+    def read(self) -> np.ndarray | None:
+        self.reads += 1
+        if self.reads >= self.lose_at and self.reopened == 0:
+            return None
+        frame = super().read()
+        if frame is None:  # the end of the clip: a stream goes on (a "url" source does not loop by itself)
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            frame = self._cap.read()[1]
+        if frame is not None:
+            self.raw.add(frame.tobytes())
+        return frame
+
+    def reopen(self, attempts: int = 1, wait: float = 0.5) -> bool:
+        self.lost_reads += 1
+        if self.lost_reads < self.back_after:
+            return False
+        self.reopened += 1
+        return True
+
+
+class Capture:
+    name = "capture"
+
+    def __init__(self) -> None:
+        self.images: list[bytes] = []
+
+    def write(self, frame) -> None:
+        self.images.append(frame.image.tobytes())
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_lost_stream_comes_back_and_no_raw_frame_ever_leaves(dev_clip):
+    source = FlakyStream(str(dev_clip), lose_at=20, back_after=2)
+    capture = Capture()
+    engine = Engine(Settings(), source, sinks=[capture])
+    states: list[str] = []
+    runner = threading.Thread(target=engine.run_live, kwargs={"pace_files": False})
+    runner.start()
+    try:
+        wait_for(lambda: states.append(engine.source_state) or (source.reopened and len(capture.images) > 40),
+                 timeout=60)
+    finally:
+        engine.stop_event.set()
+        runner.join(timeout=10)
+        engine.close()
+    assert "lost" in states, "the loss was visible in the source state"
+    assert capture.images, "frames went out after the stream came back"
+    assert not source.raw.intersection(capture.images), "every frame that left was anonymized"
+
+
+def test_a_sink_write_error_is_a_visible_fault(dev_clip):
+    """Any sink that fails (not only the recording) shows in `faults`, not only in the log."""
+
+    class Vanishing(Capture):
+        name = "vcam"
+
+        def write(self, frame) -> None:
+            raise SinkError("the virtual camera went away")
+
+    source = VideoSource(str(dev_clip))
+    engine = Engine(Settings(), source, sinks=[Vanishing()])
+    try:
+        engine.run_file()
+    finally:
+        engine.close()
+    assert engine.pipeline.faults["sink-error:vcam"] == 1
+    assert engine.sinks == []

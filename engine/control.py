@@ -99,7 +99,7 @@ class ControlServer:
             return {"ok": True, "result": handler(request)}
         except KeyError as exc:
             if exc.args and isinstance(exc.args[0], str) and exc.args[0] not in request:  # a missing argument
-                return {"ok": False, "error": f'{cmd} needs "{exc.args[0]}"'}
+                return {"ok": False, "error": f"{cmd} needs {exc.args[0]!r}"}
             log.exception("control command %s failed", cmd)
             return {"ok": False, "error": f"internal error: missing {exc}"}
         except (ValueError, TypeError, RuntimeError, OSError) as exc:

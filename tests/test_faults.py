@@ -30,7 +30,7 @@ from engine.anonymize import Anonymizer
 from engine.client import ControlClient, ControlError, EnginePaths, engine_running, start_background, stop_background
 from engine.config import Settings, load_settings
 from engine.runner import Engine
-from engine.sink import FileSink, SinkError, recorded_frames
+from engine.sink import FileSink, SinkError
 from engine.source import VideoSource
 
 needs_ffmpeg = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("ffprobe")),
@@ -65,6 +65,13 @@ def _gone(pid: int) -> bool:
         return "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
     except OSError:
         return True
+
+
+def recorded_frames(path: Path) -> int:
+    """Video frames ffprobe reads from `path` (an independent check, not the engine's own)."""
+    done = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets", "-show_entries",
+                           "stream=nb_read_packets", "-of", "csv=p=0", str(path)], capture_output=True, text=True)
+    return int(done.stdout.strip().strip(",") or 0) if done.returncode == 0 else 0
 
 
 def _video_seconds(path: Path) -> float:
@@ -218,7 +225,7 @@ def engine(dev_clip, tmp_path_factory):
 
 @pytest.mark.parametrize(("cmd", "missing"), [("source", "spec"), ("sink_stop", "name")])
 def test_a_missing_argument_is_named_in_the_reply(engine, cmd, missing):
-    with ControlClient(engine.socket) as client, pytest.raises(ControlError, match=f'{cmd} needs "{missing}"'):
+    with ControlClient(engine.socket) as client, pytest.raises(ControlError, match=f"{cmd} needs '{missing}'"):
         client.request(cmd)
 
 

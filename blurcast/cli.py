@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -356,22 +357,35 @@ def _serve_args(args: argparse.Namespace) -> list[str]:
 
 
 def _cmd_engine_start(args: argparse.Namespace) -> int:
-    from engine.client import default_paths, start_background
+    from engine.client import EXIT_ALREADY_RUNNING, EngineAlreadyRunning, default_paths, start_background
 
-    with console.status("starting the engine (loads the models)"):
-        pid = start_background(_serve_args(args))
+    try:
+        with console.status("starting the engine (loads the models)"):
+            pid = start_background(_serve_args(args))
+    except EngineAlreadyRunning as exc:  # its own exit status: scripts can tell "already up" from "failed"
+        console.print(f"[yellow]{exc}[/]", soft_wrap=True)
+        return EXIT_ALREADY_RUNNING
     console.print(f"engine running (pid {pid}); control socket {default_paths().socket}")
     return 0
 
 
 def _cmd_engine_serve(args: argparse.Namespace) -> int:
     from blurcast.assemble import build_engine
+    from engine.client import EXIT_ALREADY_RUNNING, EngineAlreadyRunning, default_paths, hold_engine_lock
     from engine.service import EngineService, ServeOptions, default_settings
 
+    try:
+        lock = hold_engine_lock(default_paths())  # before the models load: a second engine stops at once
+    except EngineAlreadyRunning as exc:
+        console.print(f"[yellow]{exc}[/]", soft_wrap=True)
+        return EXIT_ALREADY_RUNNING
     options = ServeOptions(source=args.source, loop=args.loop, vcam=args.vcam, vcam_device=args.vcam_device,
                            record=args.record)
     built = build_engine(options, default_settings(), use_facebank=args.use_facebank)
-    EngineService(built.engine, facebank=built.facebank).serve()
+    try:
+        EngineService(built.engine, facebank=built.facebank).serve()
+    finally:
+        os.close(lock)
     return 0
 
 

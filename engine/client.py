@@ -11,6 +11,7 @@ that drops, a UI that quits). Its files live in the state folder ($BLURCAST_HOME
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -30,8 +31,9 @@ from engine.protocol import encode as _encode
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ControlClient", "ControlError", "EnginePaths", "decode_preview", "default_paths", "engine_running",
-           "start_background", "stop_background"]
+__all__ = ["EXIT_ALREADY_RUNNING", "ControlClient", "ControlError", "EngineAlreadyRunning", "EnginePaths",
+           "decode_preview", "default_paths", "engine_running", "hold_engine_lock", "start_background",
+           "stop_background"]
 
 
 def state_dir() -> Path:
@@ -152,27 +154,105 @@ def engine_running(paths: EnginePaths | None = None) -> bool:
         return False
 
 
+EXIT_ALREADY_RUNNING = 3  # `blurcast engine start|serve` when another engine already runs on this state folder
+
+
+class EngineAlreadyRunning(ControlError):
+    """Another engine already runs on this state folder."""
+
+    def __init__(self, paths: EnginePaths, pid: int | None) -> None:
+        self.pid = pid
+        which = f" (pid {pid})" if pid else ""
+        super().__init__(f"an engine is already running{which} on {paths.socket}; `blurcast engine stop` first")
+
+
+def private_dir(root: Path) -> None:
+    """Create the state folder owner-only (0700): its log and socket tell what the camera sees."""
+    if not root.exists():
+        root.mkdir(parents=True, mode=0o700, exist_ok=True)
+        os.chmod(root, 0o700)  # mkdir's mode passes through the umask
+
+
+def _open_private(path: Path, flags: int) -> int:
+    fd = os.open(path, flags | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)  # also tightens a file an older version left 0644
+    return fd
+
+
+def hold_engine_lock(paths: EnginePaths) -> int:
+    """Take the state folder's engine lock (an flock on engine.pid, 0600, which then holds this pid) for the
+    life of this process; the kernel drops it however the process dies. EngineAlreadyRunning if taken."""
+    private_dir(paths.root)
+    for _ in range(5):
+        fd = _open_private(paths.pid, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise EngineAlreadyRunning(paths, _read_pid(paths)) from None
+        try:
+            same = os.stat(paths.pid).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # not a file a stopping engine unlinked after we opened it
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            return fd
+        os.close(fd)
+    raise ControlError(f"could not take the engine lock {paths.pid}; another engine is starting or stopping")
+
+
+def _ping(paths: EnginePaths) -> dict | None:
+    try:
+        with ControlClient(paths.socket, timeout=2.0) as client:
+            answer = client.request("ping")
+        return answer if isinstance(answer, dict) else {}
+    except ControlError:
+        return None
+
+
 def start_background(args: list[str], paths: EnginePaths | None = None, wait_s: float = 90.0) -> int:
-    """Spawn `blurcast engine serve ARGS` detached from this terminal; return its pid once it answers."""
+    """Spawn `blurcast engine serve ARGS` detached from this terminal; return its pid once it answers.
+
+    EngineAlreadyRunning when another engine runs, or wins a race of two starts: only the engine that
+    answers with our child's pid counts as started."""
     paths = paths or default_paths()
-    if engine_running(paths):
-        raise ControlError(f"an engine is already running ({paths.socket}); `blurcast engine stop` first")
-    paths.root.mkdir(parents=True, exist_ok=True)
+    if (running := _ping(paths)) is not None:
+        raise EngineAlreadyRunning(paths, running.get("pid"))
+    private_dir(paths.root)
+    log_fd = _open_private(paths.log, os.O_WRONLY | os.O_APPEND)
+    since = os.fstat(log_fd).st_size  # an error shows this start's lines, not an earlier engine's
     cmd = [sys.executable, "-m", "blurcast", "engine", "serve", *args]
     env = {**os.environ, "BLURCAST_HOME": str(paths.root)}
-    with open(paths.log, "ab") as log_file:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
                                 start_new_session=True, env=env)  # own session: survives the SSH hangup
+    finally:
+        os.close(log_fd)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ControlError(f"the engine exited at start (code {proc.returncode}); see {paths.log}:\n"
-                               + _tail(paths.log))
-        if engine_running(paths):
+        answer = _ping(paths)
+        if answer is not None and answer.get("pid") == proc.pid:
             return proc.pid
+        if answer is not None:  # another start won the race; ours must not linger
+            _end(proc)
+            raise EngineAlreadyRunning(paths, answer.get("pid"))
+        if proc.poll() is not None:
+            if proc.returncode == EXIT_ALREADY_RUNNING:
+                raise EngineAlreadyRunning(paths, _read_pid(paths))
+            raise ControlError(f"the engine exited at start (code {proc.returncode}); see {paths.log}:\n"
+                               + _tail(paths.log, since=since))
         time.sleep(0.2)
-    proc.terminate()
+    _end(proc)
     raise ControlError(f"the engine did not answer within {wait_s:.0f} s; see {paths.log}")
+
+
+def _end(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def stop_background(paths: EnginePaths | None = None, wait_s: float = 10.0) -> bool:
@@ -232,10 +312,12 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def _tail(path: Path, lines: int = 15, since: int = 0) -> str:
+    """The last `lines` lines of `path` written after byte `since`."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        with open(path, "rb") as log_file:
+            log_file.seek(since)
+            text = log_file.read().decode(errors="replace")
     except OSError:
         return ""
-
-
+    return "\n".join(text.splitlines()[-lines:])

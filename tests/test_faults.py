@@ -17,6 +17,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -27,7 +28,15 @@ import pytest
 
 from blurcast import cli
 from engine.anonymize import Anonymizer
-from engine.client import ControlClient, ControlError, EnginePaths, engine_running, start_background, stop_background
+from engine.client import (
+    EXIT_ALREADY_RUNNING,
+    ControlClient,
+    ControlError,
+    EnginePaths,
+    engine_running,
+    start_background,
+    stop_background,
+)
 from engine.config import Settings, load_settings
 from engine.runner import Engine
 from engine.sink import FileSink, SinkError
@@ -361,3 +370,44 @@ def test_a_sink_write_error_is_a_visible_fault(dev_clip):
         engine.close()
     assert engine.pipeline.faults["sink-error:vcam"] == 1
     assert engine.sinks == []
+
+
+# --- the engine's files and its start ------------------------------------------------------------------------
+def test_the_state_folder_and_the_engine_files_are_owner_only(dev_clip, tmp_path):
+    paths = EnginePaths(tmp_path / "fresh" / "state")
+    start_background(["--source", str(dev_clip), "--loop"], paths)
+    try:
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (paths.root, paths.log, paths.pid)}
+    finally:
+        stop_background(paths)
+    assert modes == {"state": 0o700, "engine.log": 0o600, "engine.pid": 0o600}
+
+
+def test_a_failed_start_shows_its_own_log_lines_not_an_earlier_engines(dev_clip, tmp_path):
+    if list(Path("/dev").glob("video*")):
+        pytest.skip("a video device exists here; this start would not fail")
+    paths = EnginePaths(tmp_path / "state")
+    paths.root.mkdir()
+    paths.log.write_text("an earlier engine's last words\n" * 20)
+    with pytest.raises(ControlError) as failed:
+        start_background(["--source", str(dev_clip), "--vcam"], paths)
+    assert "v4l2loopback" in str(failed.value)
+    assert "earlier engine" not in str(failed.value)
+
+
+def test_two_starts_at_once_exactly_one_reports_the_engine(dev_clip, tmp_path):
+    home = tmp_path / "state"
+    env = {**os.environ, "BLURCAST_HOME": str(home)}
+    cmd = [sys.executable, "-m", "blurcast", "engine", "start", "--source", str(dev_clip), "--loop"]
+    starts = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for _ in range(2)]
+    try:
+        results = sorted((p.wait(timeout=120), p.stdout.read()) for p in starts)
+        with ControlClient(EnginePaths(home).socket) as client:
+            pid = client.request("ping")["pid"]
+    finally:
+        stop_background(EnginePaths(home))
+    (ok, started), (busy, refused) = results
+    assert (ok, busy) == (0, EXIT_ALREADY_RUNNING), results
+    assert f"engine running (pid {pid})" in started
+    assert "already running" in refused and f"pid {pid}" in refused

@@ -364,8 +364,9 @@ def test_a_sink_write_error_is_a_visible_fault(dev_clip):
 
     source = VideoSource(str(dev_clip))
     engine = Engine(Settings(), source, sinks=[Vanishing()])
+    seen = []
     try:
-        engine.run_file()
+        engine.run_file(lambda n: seen.append(n) if len(seen) < 5 else engine.stop_event.set())
     finally:
         engine.close()
     assert engine.pipeline.faults["sink-error:vcam"] == 1

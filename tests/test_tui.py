@@ -72,7 +72,8 @@ def engine(engine_paths, dev_clip) -> EnginePaths:
     if engine_running(engine_paths):
         request(engine_paths, "set", settings=DEFAULTS)
         for name in ("file",):
-            request(engine_paths, "sink_stop", name=name)
+            if name in request(engine_paths, "status")["sinks"]:  # stopping a sink that is not running is an error
+                request(engine_paths, "sink_stop", name=name)
 
 
 def ui(engine: EnginePaths, dev_clip: Path, **kwargs) -> BlurcastApp:

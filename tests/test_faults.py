@@ -412,3 +412,27 @@ def test_two_starts_at_once_exactly_one_reports_the_engine(dev_clip, tmp_path):
     assert (ok, busy) == (0, EXIT_ALREADY_RUNNING), results
     assert f"engine running (pid {pid})" in started
     assert "already running" in refused and f"pid {pid}" in refused
+
+
+# --- facebank refusals say what is wrong -----------------------------------------------------------------------
+def test_a_photo_link_that_loops_or_leads_nowhere_says_so(tmp_path):
+    from facebank.images import ImageRejected, load_photo
+
+    (tmp_path / "a.jpg").symlink_to(tmp_path / "b.jpg")
+    (tmp_path / "b.jpg").symlink_to(tmp_path / "a.jpg")
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    with pytest.raises(ImageRejected, match="loops back on itself"):
+        load_photo(tmp_path / "a.jpg")
+    with pytest.raises(ImageRejected, match=r"deleted\.jpg, which does not exist"):
+        load_photo(tmp_path / "gone.jpg")
+    with pytest.raises(ImageRejected, match="there is no file at this path"):
+        load_photo(tmp_path / "never.jpg")
+
+
+def test_the_two_faces_refusal_names_the_face_option(data_dir, tmp_path):
+    from facebank import EnrolError, Facebank
+
+    photo = data_dir / "recognition_face_recognition" / "examples" / "two_people.jpg"
+    with pytest.raises(EnrolError, match="--face N") as refused:
+        Facebank(tmp_path / "facebank.json").add("Someone", [photo])
+    assert "(choose)" not in str(refused.value)

@@ -294,6 +294,8 @@ def _run_file_with_progress(engine, recording) -> int:
     console.print(f"{frames} frames in {elapsed:.1f} s ({frames / max(elapsed, 1e-6):.1f} fps)"
                   + (f" -> {recording.path}" if recording else "") + (f"; faults: {faults}" if faults else ""))
     if total and frames < total:  # the header promised more: a cut download or a damaged file
+        if recording is not None:
+            recording.trim_audio()  # its audio may run on past the last frame that could be read
         console.print(f"[bold yellow]warning:[/] the input ended at frame {frames} of the {total} its header "
                       "announces (truncated or damaged?); the output holds the frames that could be read",
                       soft_wrap=True)

@@ -124,6 +124,7 @@ class FileSink:
     def _open(self, path: Path, width: int, height: int, audio_from: str | None) -> None:
         check_output_path(path, audio_from)
         self.path, self.width, self.height, self.audio_from = path, width, height, audio_from
+        self._segment_frames = 0
         self._closed = False
         self._stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the encoder; a file, not a pipe, so a chatty ffmpeg never blocks)
         self._proc = subprocess.Popen(self._command(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -140,8 +141,9 @@ class FileSink:
         cmd = [self._ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
                "-pix_fmt", "bgr24", "-s", f"{self.width}x{self.height}", "-r", fps, "-i", "pipe:0"]
         if self.audio_from and Path(self.audio_from).is_file():
-            # -shortest: a truncated input's audio must not outlast the frames that were read.
-            cmd += ["-i", self.audio_from, "-map", "0:v", "-map", "1:a?", "-c:a", "copy", "-shortest"]
+            # No -shortest: it would drop the last frames of a video whose audio ends first (and end a live
+            # recording when the audio file does). A truncated input's audio is cut afterwards: trim_audio().
+            cmd += ["-i", self.audio_from, "-map", "0:v", "-map", "1:a?", "-c:a", "copy"]
         # yuv420p needs even sizes; pad by one pixel rather than resize, so every face stays where it was.
         # Sliced threads and a short lookahead keep ~10 frames inside x264 instead of ~30, so a crash loses
         # under half a second more than the last fragment (measured: 76 of 90 frames kept vs 60; size +1 %).
@@ -163,6 +165,7 @@ class FileSink:
         except (OSError, ValueError) as exc:  # BrokenPipeError: the encoder died
             raise SinkError(f"the encoder of {self.path} stopped (exit {self._exit_code()}): {self._stderr()}") from exc
         self.frames += 1
+        self._segment_frames += 1
 
     def restart(self) -> bool:
         """After the encoder died: go on in a new file (`rec-1.mp4`), unless it keeps dying. True if it did."""
@@ -192,6 +195,21 @@ class FileSink:
             raise SinkError(f"ffmpeg did not finish {self.path} within {CLOSE_TIMEOUT_S:.0f} s") from None
         if code != 0:
             raise SinkError(f"ffmpeg failed writing {self.path} (exit {code}): {self._stderr()}")
+
+    def trim_audio(self) -> None:
+        """After close: cut the copied audio where the video ends (an input truncated mid-file keeps more
+        audio than frames). A stream-copy remux of the last segment; SinkError if it fails."""
+        if not self.audio_from or not self._closed:
+            return
+        tmp = self.path.with_name(f".{self.path.stem}.trimming{self.path.suffix}")
+        done = subprocess.run([self._ffmpeg, "-v", "error", "-y", "-i", str(self.path), "-map", "0", "-c", "copy",
+                               "-t", f"{float(self._segment_frames / self.fps):.3f}",
+                               *CRASH_SAFE_MUXING[self.path.suffix.lower()], str(tmp)],
+                              capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            raise SinkError(f"could not cut the audio of {self.path} to its video: {done.stderr.strip()[-500:]}")
+        os.replace(tmp, self.path)
 
     def _new_segment(self, width: int, height: int) -> None:
         """The source changed size: finish this file and go on in a new one at the new size."""

@@ -151,6 +151,45 @@ def test_a_size_change_starts_a_new_segment_never_mismatched_bytes(dev_clip, tmp
         assert recorded_frames(path) == count
 
 
+@needs_ffmpeg
+def test_every_frame_is_kept_when_the_copied_audio_ends_first(dev_clip, tmp_path):
+    """A recording outlives its audio (a live engine on a looping file; a clip whose sound stops early)."""
+    audio = tmp_path / "one_second.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(dev_clip), "-vn", "-c:a", "copy", "-t", "1", str(audio)],
+                   check=True)
+    cap = cv2.VideoCapture(str(dev_clip))
+    anonymizer = Anonymizer(Settings())
+    sink = FileSink(tmp_path / "rec.mp4", 640, 360, FPS, audio_from=str(audio))
+    for i in range(60):
+        sink.write(anonymizer.whole(cap.read()[1], i))
+    sink.close()
+    assert recorded_frames(tmp_path / "rec.mp4") == 60
+
+
+@needs_ffmpeg
+def test_an_encoder_killed_during_run_is_reported_not_claimed_done(dev_clip, tmp_path):
+    sink = FileSink(tmp_path / "out.mp4", 640, 360, FPS)
+    engine = Engine(Settings(), VideoSource(str(dev_clip)), sinks=[sink])
+    done: list[int] = []
+
+    def progress(n: int) -> None:
+        done.append(n)
+        if len(done) == 40:
+            os.kill(sink.encoder_pid, signal.SIGKILL)
+        if len(done) == 80:
+            engine.stop_event.set()
+
+    try:
+        frames = engine.run_file(progress)
+        with pytest.raises(SinkError, match="the encoder failed 1 time"):
+            cli._finish_recording(engine, sink, frames)
+    finally:
+        engine.close()
+    assert engine.pipeline.faults["sink-error:file"] == 1
+    assert sink.segments == [tmp_path / "out.mp4", tmp_path / "out-1.mp4"]
+    assert recorded_frames(tmp_path / "out-1.mp4") > 20, "the recording went on in a new file"
+
+
 # --- honest exit codes ---------------------------------------------------------------------------------------
 def _run(capsys, *args: str) -> tuple[int, str]:
     code = cli.main(["run", *args])

@@ -89,6 +89,7 @@ class Engine:
         self._settings = settings
         self._pending_settings: Settings | None = None
         self._sink_ops: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._pending_sinks: list[Sink] = []
         self._lock = threading.Lock()
         self.stop_event = threading.Event()
         self._next_source: VideoSource | None = None
@@ -112,9 +113,29 @@ class Engine:
         self._next_source = source
 
     def add_sink(self, sink: Sink) -> None:
-        self._sink_ops.put(lambda: self.sinks.append(sink))
+        with self._lock:
+            self._pending_sinks.append(sink)
+
+        def op() -> None:
+            with self._lock:
+                if sink not in self._pending_sinks:
+                    return  # stopped before the frame loop took it in
+                self._pending_sinks.remove(sink)
+            self.sinks.append(sink)
+        self._sink_ops.put(op)
+
+    def sink_names(self) -> list[str]:
+        """Running sinks and those added but not yet in the frame loop (it takes them at its next frame)."""
+        with self._lock:
+            return [s.name for s in (*self.sinks, *self._pending_sinks)]
 
     def remove_sink(self, name: str) -> None:
+        with self._lock:
+            waiting = [s for s in self._pending_sinks if s.name == name]
+            self._pending_sinks = [s for s in self._pending_sinks if s.name != name]
+        for sink in waiting:
+            _close_quietly(sink)
+
         def op() -> None:
             for sink in [s for s in self.sinks if s.name == name]:
                 self.sinks.remove(sink)

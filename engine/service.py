@@ -134,7 +134,7 @@ class EngineService:
 
     def _sink_start(self, request: dict) -> dict:
         kind = str(request.get("kind", ""))
-        if any(s.name == kind for s in self.engine.sinks):
+        if kind in self.engine.sink_names():
             raise ValueError(f"the {kind} sink is already running")
         sink = open_sink(kind, self.engine.source, request.get("path"), request.get("device"))
         self.engine.add_sink(sink)
@@ -142,7 +142,7 @@ class EngineService:
 
     def _sink_stop(self, request: dict) -> dict:
         name = str(request["name"])
-        running = [s.name for s in self.engine.sinks]
+        running = self.engine.sink_names()
         if name not in running:
             raise ValueError(f"no {name!r} sink is running (running: {', '.join(running) or 'none'})")
         self.engine.remove_sink(name)

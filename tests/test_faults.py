@@ -282,6 +282,16 @@ def test_stopping_a_sink_that_is_not_running_is_an_error(engine):
         client.request("sink_stop", name="tape")
 
 
+def test_a_sink_can_be_stopped_right_after_it_was_started(engine, tmp_path):
+    """Before the frame loop has taken it in: neither a false 'not running' nor a second recording."""
+    with ControlClient(engine.socket) as client:
+        client.request("sink_start", kind="file", path=str(tmp_path / "quick.mp4"))
+        with pytest.raises(ControlError, match="already running"):
+            client.request("sink_start", kind="file", path=str(tmp_path / "again.mp4"))
+        assert client.request("sink_stop", name="file") == {"stopped": "file"}
+        wait_for(lambda: client.request("status")["sinks"] == [])
+
+
 def test_recording_into_a_missing_folder_is_refused_not_created(engine, tmp_path):
     target = tmp_path / "nowhere" / "deeper" / "rec.mp4"
     with ControlClient(engine.socket) as client, pytest.raises(ControlError, match="does not exist"):

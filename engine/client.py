@@ -11,7 +11,6 @@ that drops, a UI that quits). Its files live in the state folder ($BLURCAST_HOME
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -28,6 +27,11 @@ from typing import Any
 
 from engine.protocol import MAX_LINE, ControlError, decode_preview
 from engine.protocol import encode as _encode
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; two engines there are still caught by the socket check
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +190,8 @@ def hold_engine_lock(paths: EnginePaths) -> int:
     for _ in range(5):
         fd = _open_private(paths.pid, os.O_RDWR)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise EngineAlreadyRunning(paths, _read_pid(paths)) from None

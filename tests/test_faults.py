@@ -245,6 +245,33 @@ def test_a_settings_file_of_any_shape_is_set_aside_not_a_crash(tmp_path, content
     assert load_settings(path) == Settings(), "the next start is clean"
 
 
+SAVER = """
+import sys
+from pathlib import Path
+from engine.config import Settings, save_settings
+path, i = Path(sys.argv[1]), 0
+save_settings(Settings(margin=0.3), path)
+print("ready", flush=True)
+while True:
+    i += 1
+    save_settings(Settings(margin=0.3 + (i % 50) / 100), path)
+"""
+
+
+def test_settings_saves_killed_mid_write_never_leave_a_damaged_file(tmp_path):
+    """kill -9 of a process saving settings in a loop, 15 times at random moments: every file loads."""
+    path, rng = tmp_path / "settings.json", random.Random(15)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for _ in range(15):
+        saver = subprocess.Popen([sys.executable, "-c", SAVER, str(path)], env=env, stdout=subprocess.PIPE, text=True)
+        assert saver.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.01, 0.2))
+        saver.kill()
+        saver.wait()
+        assert 0.3 <= load_settings(path).margin < 0.8
+        assert not (tmp_path / "settings.bad.json").exists()
+
+
 def test_a_settings_path_that_is_a_folder_is_not_a_crash(tmp_path):
     (tmp_path / "settings.json").mkdir()
     assert load_settings(tmp_path / "settings.json") == Settings()

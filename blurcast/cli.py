@@ -277,6 +277,8 @@ def _finish_recording(engine, recording, processed: int | None) -> None:
 def _run_file_with_progress(engine, recording) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from engine.source import announced_frames
+
     total = engine.source.info.frame_count
     started = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -293,10 +295,11 @@ def _run_file_with_progress(engine, recording) -> int:
     faults = dict(engine.pipeline.faults)
     console.print(f"{frames} frames in {elapsed:.1f} s ({frames / max(elapsed, 1e-6):.1f} fps)"
                   + (f" -> {recording.path}" if recording else "") + (f"; faults: {faults}" if faults else ""))
-    if total and frames < total:  # the header promised more: a cut download or a damaged file
+    announced = announced_frames(engine.source.spec)
+    if announced and frames < announced:  # the header promised more: a cut download or a damaged file
         if recording is not None:
             recording.trim_audio()  # its audio may run on past the last frame that could be read
-        console.print(f"[bold yellow]warning:[/] the input ended at frame {frames} of the {total} its header "
+        console.print(f"[bold yellow]warning:[/] the input ended at frame {frames} of the {announced} its header "
                       "announces (truncated or damaged?); the output holds the frames that could be read",
                       soft_wrap=True)
     return 0

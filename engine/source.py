@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -35,6 +37,22 @@ def classify(spec: str) -> str:
     if re.match(r"^(rtsp|rtmp|http|https|udp|tcp)://", spec):
         return "url"
     return "file"
+
+
+def announced_frames(spec: str) -> int | None:
+    """The video frame count a file's header states (an MP4 index, say), read by ffprobe; None where the
+    container states none (fragmented MP4, Matroska, streams) or ffprobe is absent. OpenCV's count is an
+    estimate from the duration (a fragmented MP4 with longer audio reads 302 for 275 frames), so a file that
+    ends early is judged against this one."""
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None or classify(spec) != "file":
+        return None
+    try:
+        done = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=nb_frames",
+                               "-of", "csv=p=0", spec], capture_output=True, text=True, timeout=30)
+        return int(done.stdout.strip().strip(",")) if done.returncode == 0 else None
+    except (ValueError, OSError, subprocess.TimeoutExpired):
+        return None
 
 
 class VideoSource:

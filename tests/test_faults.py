@@ -40,7 +40,7 @@ from engine.client import (
 from engine.config import Settings, load_settings
 from engine.runner import Engine
 from engine.sink import FileSink, SinkError
-from engine.source import VideoSource
+from engine.source import VideoSource, announced_frames
 
 needs_ffmpeg = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("ffprobe")),
                                   reason="needs ffmpeg and ffprobe on PATH")
@@ -227,6 +227,19 @@ def test_a_truncated_input_finishes_with_a_warning_and_its_frame_count(dev_clip,
                                 "json", str(tmp_path / "out.mp4")], capture_output=True, text=True, check=True)
     streams = {s["codec_type"]: float(s["duration"]) for s in json.loads(durations.stdout)["streams"]}
     assert streams["audio"] <= streams["video"] + 0.2, "the copied audio does not outlast the video"
+
+
+@needs_ffmpeg
+def test_a_blurcast_recording_fed_back_in_is_not_called_truncated(dev_clip, tmp_path):
+    """OpenCV estimates a fragmented MP4's frame count from its (longer) audio; only a stated count counts."""
+    cap = cv2.VideoCapture(str(dev_clip))
+    anonymizer = Anonymizer(Settings())
+    sink = FileSink(tmp_path / "rec.mp4", 640, 360, FPS, audio_from=str(dev_clip))
+    for i in range(10):
+        sink.write(anonymizer.whole(cap.read()[1], i))
+    sink.close()
+    assert announced_frames(str(tmp_path / "rec.mp4")) is None
+    assert announced_frames(str(dev_clip)) == 275
 
 
 # --- settings files of any shape -----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -30,13 +31,15 @@ OFFLINE_DEADLINE_S = 10.0
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, detector: Detector | None = None, identifier: Identifier | None = None):
+    def __init__(self, settings: Settings, detector: Detector | None = None, identifier: Identifier | None = None,
+                 anonymizer_factory: Callable[[Settings], Anonymizer] = Anonymizer):
         self.settings = settings
+        self._make_anonymizer = anonymizer_factory  # engine/gpu: the same anonymizer, worked on the device
         self.detector = detector if detector is not None else create_detector(settings)
         self.identifier = identifier if identifier is not None else NoIdentifier()
         self._lend_refiner()
         self.tracker = FaceTracker(settings.confidence, settings.low_confidence, settings.hold_seconds)
-        self.anonymizer = Anonymizer(settings)
+        self.anonymizer = self._make_anonymizer(settings)
         self.faults: Counter[str] = Counter()
         # The detector runs on its own thread so a stalled network cannot stall the stream.
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="detector")
@@ -56,7 +59,7 @@ class Pipeline:
         self.tracker.confidence = settings.confidence
         self.tracker.low_confidence = settings.low_confidence
         self.tracker.hold_seconds = settings.hold_seconds
-        self.anonymizer = Anonymizer(settings)
+        self.anonymizer = self._make_anonymizer(settings)
 
     def _lend_refiner(self) -> None:
         """Recognition aligns on landmarks re-detected at its own scale, where the detector can do that."""

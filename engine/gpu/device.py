@@ -1,0 +1,221 @@
+"""The frame kept on the device: uploaded once, detected, aligned and embedded, anonymized, downloaded once.
+
+Each stage of the ordinary `Pipeline` gets a device twin that reads the same uploaded tensor from a
+`DeviceFrames` cache (keyed by the host frame object, so the pipeline and its fail-closed rules stay as
+they are):
+
+- `DeviceYuNetDetector`: letterbox on the device, YuNet on the device, only the small head outputs come back
+  for decoding (`YuNetDetector._decode`, unchanged).
+- `DeviceEmbedder`: every face of a frame aligned in one `grid_sample` and embedded in one batch.
+- `TensorAnonymizer`: an `Anonymizer` (so still the only maker of `SafeFrame`) whose blur, mosaic and fill
+  are tensor ops; only the changed regions travel back, gathered into one transfer.
+
+Overlap: the pipeline's detector thread (and, in file mode, its prefetch of the next frame) already runs
+detection of frame n+1 while frame n is anonymized: two workers on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engine.anonymize import _TOKEN, Anonymizer, Region, SafeFrame
+from engine.config import Settings
+from engine.detectors.yunet import YuNetDetector
+from engine.faces import Detections
+from engine.gpu import tensor_ops as ops
+from engine.identify import Identifier
+from engine.pipeline import Pipeline
+from engine.recognize import EMBEDDING_DIM, FaceEmbedder, l2_normalise
+from engine.weights import model_path
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """`cuda` where a GPU is present, else `cpu` (the same code runs, and is tested, on both)."""
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class DeviceRunner:
+    """A torch network on one device, fed tensors already there; fp16 weights and inputs when `half`."""
+
+    def __init__(self, module: torch.nn.Module, device: torch.device, half: bool = False) -> None:
+        self.device = device
+        self.dtype = torch.float16 if half else torch.float32
+        self.module = module.eval().to(device=device, dtype=self.dtype)
+        self.name = f"torch-{device.type}{'-fp16' if half else ''}"
+        self._lock = threading.Lock()  # one network call at a time: streams of one module are not re-entrant
+
+    def run_tensor(self, batch: Tensor) -> list[Tensor]:
+        with torch.inference_mode(), self._lock:
+            outputs = self.module(batch.to(self.dtype).contiguous(memory_format=torch.channels_last))
+        outputs = (outputs,) if isinstance(outputs, Tensor) else outputs
+        return [o.float() for o in outputs]
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The `NetworkRunner` protocol, for callers that hold host arrays."""
+        return [o.cpu().numpy() for o in self.run_tensor(torch.from_numpy(batch).to(self.device))]
+
+
+class DeviceFrames:
+    """The device copy of each host frame in flight, uploaded on first use and shared by every stage.
+
+    Keyed by the host array's identity (the pipeline passes the same object from detection to
+    anonymization); the entry holds the array, so its id cannot be reused while cached.
+    """
+
+    def __init__(self, device: torch.device, capacity: int = 4) -> None:
+        self.device = device
+        self.capacity = capacity  # the pipeline holds at most the current frame and two prefetched ones
+        self.uploads = 0
+        self._entries: OrderedDict[int, tuple[np.ndarray, Tensor]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, frame: np.ndarray) -> Tensor:
+        with self._lock:
+            entry = self._entries.get(id(frame))
+            if entry is not None and entry[0] is frame:
+                return entry[1]
+        tensor = ops.to_tensor(frame, self.device)
+        with self._lock:
+            self.uploads += 1
+            self._entries[id(frame)] = (frame, tensor)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+        return tensor
+
+    def forget(self, frame: np.ndarray) -> None:
+        with self._lock:
+            entry = self._entries.get(id(frame))
+            if entry is not None and entry[0] is frame:
+                del self._entries[id(frame)]
+
+
+class DeviceYuNetDetector(YuNetDetector):
+    """YuNet with letterbox and network on the device; decoding (a few hundred anchors) stays on the host."""
+
+    def __init__(self, runner: DeviceRunner, detect_width: int, frames: DeviceFrames) -> None:
+        super().__init__(runner, detect_width)
+        self.frames = frames
+
+    def _detect_at(self, frame: np.ndarray, scale: float, min_score: float) -> Detections:
+        image = self.frames.get(frame) if frame.base is None else ops.to_tensor(frame, self.frames.device)
+        batch = ops.letterbox(image, scale)[None]
+        outputs = [o.cpu().numpy() for o in self.runner.run_tensor(batch)]
+        return self._decode(outputs, tuple(batch.shape[2:]), scale, min_score)
+
+
+class DeviceEmbedder:
+    """Faces of one frame -> L2-normalised 192-D embeddings: one align (grid_sample) and one network call."""
+
+    dim = EMBEDDING_DIM
+
+    def __init__(self, runner: DeviceRunner, frames: DeviceFrames) -> None:
+        self.runner = runner
+        self.runner_name = runner.name
+        self.frames = frames
+
+    def embed(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        landmarks = np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
+        if not len(landmarks):
+            return np.zeros((0, self.dim), np.float32)
+        faces = ops.align_batch(self.frames.get(frame), landmarks)
+        raw = self.runner.run_tensor(ops.embedder_input(faces))[0].reshape(len(landmarks), -1).cpu().numpy()
+        if raw.shape[1] != self.dim or not np.isfinite(raw).all():
+            raise ValueError(f"recognizer returned {raw.shape} with non-finite values or the wrong width")
+        return l2_normalise(raw)
+
+
+class TensorAnonymizer(Anonymizer):
+    """`Anonymizer` with the pixels worked on the device: same regions, sizes, sigmas and soft edges."""
+
+    def __init__(self, settings: Settings, frames: DeviceFrames) -> None:
+        super().__init__(settings)
+        self.frames = frames
+
+    def apply(self, frame: np.ndarray, index: int, boxes: Iterable[np.ndarray],
+              guesses: Iterable[np.ndarray] = (), keep: Iterable[np.ndarray] = ()) -> SafeFrame:
+        height, width = frame.shape[:2]
+        lost = list(self._regions(guesses, width, height, self.margin))
+        found = list(self._regions(boxes, width, height, self.margin))
+        if lost or found:
+            image = self.frames.get(frame).clone()  # the cached copy stays raw for a stage that still reads it
+            # Same order as the CPU path: lost tracks' guesses, then recognised faces restored, then found faces.
+            saved = [(r.clipped, _crop(image, r.clipped).clone())
+                     for r in self._regions(keep, width, height, 0.0)] if lost else []
+            for region in lost:
+                self._tensor_region(image, region)
+            for (x1, y1, x2, y2), pixels in saved:
+                image[:, y1:y2, x1:x2] = pixels
+            for region in found:
+                self._tensor_region(image, region)
+            _download(image, frame, [r.clipped for r in lost + found])
+        self.frames.forget(frame)
+        return SafeFrame(frame, index, False, _TOKEN)
+
+    def whole(self, frame: np.ndarray, index: int) -> SafeFrame:
+        image = ops.whole_frame(self.frames.get(frame))
+        self.frames.forget(frame)
+        frame[:] = image.round().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        return SafeFrame(frame, index, True, _TOKEN)
+
+    def _tensor_region(self, image: Tensor, region: Region) -> None:
+        x1, y1, x2, y2 = region.clipped
+        gx1, gy1, gx2, gy2 = region.grown
+        roi = image[:, y1:y2, x1:x2]
+        covered = ops.cover(roi, self.mode, self.strength)
+        alpha = ops.soft_alpha(self.shape, gy2 - gy1, gx2 - gx1, image.device, image.dtype)
+        alpha = alpha[:, y1 - gy1: y2 - gy1, x1 - gx1: x2 - gx1]
+        roi.copy_(covered * alpha + roi * (1.0 - alpha))
+
+
+def _crop(image: Tensor, box: tuple[int, int, int, int]) -> Tensor:
+    x1, y1, x2, y2 = box
+    return image[:, y1:y2, x1:x2]
+
+
+def _download(image: Tensor, frame: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> None:
+    """Write the changed regions back into the host frame in one device-to-host transfer.
+
+    Overlapping regions are read after every op ran, so each carries the final pixels."""
+    pieces = [_crop(image, b).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).reshape(-1) for b in boxes]
+    flat = torch.cat(pieces).cpu().numpy()
+    at = 0
+    for x1, y1, x2, y2 in boxes:
+        size = (y2 - y1) * (x2 - x1) * 3
+        frame[y1:y2, x1:x2] = flat[at: at + size].reshape(y2 - y1, x2 - x1, 3)
+        at += size
+
+
+def build_pipeline(settings: Settings, identifier: Identifier | None = None, device: str | None = None,
+                   half: bool = False) -> Pipeline:
+    """A `Pipeline` (same fail-closed rules) whose frame lives on `device`: YuNet, the tensor anonymizer,
+    and the frame cache they share. CenterFace keeps the host path (letterbox on the host, network on torch)."""
+    where = pick_device(device)
+    frames = DeviceFrames(where)
+    detector = None
+    if settings.detector == "yunet":
+        from engine.models.yunet import YuNet
+
+        runner = DeviceRunner(YuNet.from_onnx(model_path("yunet")), where, half)
+        detector = DeviceYuNetDetector(runner, settings.detect_width, frames)
+    pipeline = Pipeline(settings, detector=detector, identifier=identifier,
+                        anonymizer_factory=lambda s: TensorAnonymizer(s, frames))
+    log.info("device pipeline on %s (%s)", where, "fp16" if half else "fp32")
+    return pipeline
+
+
+def device_embedder(device: str | None = None, half: bool = False) -> FaceEmbedder:
+    """The recognizer on the device, as the facebank identifier's `FaceEmbedder` (crops in, embeddings out)."""
+    from engine.models.mobilefacenet import MobileFaceNet
+
+    return FaceEmbedder(DeviceRunner(MobileFaceNet.from_onnx(model_path("mobilefacenet")), pick_device(device), half))

@@ -45,13 +45,20 @@ def _kernel(sigma: float, device: torch.device, dtype: torch.dtype) -> Tensor:
 
 
 def gaussian_blur(image: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of (C, H, W); edges replicated (cv2 reflects: differs only at the rim)."""
+    """Separable Gaussian blur of (C, H, W), edges mirrored as cv2.BORDER_REFLECT does."""
     k = _kernel(float(sigma), image.device, image.dtype)
     r, c = k.numel() // 2, image.shape[0]
-    x = F.pad(image[None], (r, r, 0, 0), mode="replicate")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    x = F.pad(x, (0, 0, r, r), mode="replicate")
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)[0]
+    x = F.conv2d(_mirror(image[None], r, 3), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(_mirror(x, r, 2), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)[0]
+
+
+def _mirror(x: Tensor, r: int, dim: int) -> Tensor:
+    """Pad `r` on both sides of `dim` mirrored as cv2.BORDER_REFLECT (fedcba|abcdef|fedcba), repeating the
+    reflection where `r` exceeds the size (a strongly downscaled region can be 3 px for a 6 px radius)."""
+    n = x.shape[dim]
+    index = torch.arange(-r, n + r, device=x.device) % (2 * n)
+    index = torch.where(index >= n, 2 * n - 1 - index, index)
+    return x.index_select(dim, index)
 
 
 def cover(roi: Tensor, mode: str, strength: float) -> Tensor:

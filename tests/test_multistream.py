@@ -1,0 +1,116 @@
+"""Several streams in one engine process: batched network calls, each stream its own settings and socket."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.anonymize import SafeFrame
+from engine.backends import OnnxRuntimeRunner
+from engine.config import Settings
+from engine.control import ControlClient
+from engine.detect import letterbox
+from engine.multistream import BatchingRunner, MultiStreamEngine, StreamSpec
+from engine.pipeline import Pipeline
+from engine.source import VideoSource
+from engine.weights import model_path
+
+FRAMES = 24
+
+
+class FirstFrames(VideoSource):
+    """The dev clip cut to its first `limit` frames (keeps the test short on a shared 2-core machine)."""
+
+    def __init__(self, spec: str, limit: int) -> None:
+        super().__init__(spec)
+        self.limit, self.count = limit, 0
+
+    def read(self) -> np.ndarray | None:
+        self.count += 1
+        return super().read() if self.count <= self.limit else None
+
+
+class Collect:
+    def __init__(self, name: str = "collect") -> None:
+        self.name, self.frames = name, []
+
+    def write(self, frame: SafeFrame) -> None:
+        self.frames.append(frame.image.copy())
+
+    def close(self) -> None:
+        pass
+
+
+def test_batching_runner_merges_concurrent_calls(dev_clip):
+    cap = cv2.VideoCapture(str(dev_clip))
+    frames = [cap.read()[1] for _ in range(3)]
+    batches = [np.ascontiguousarray(letterbox(f, 1.0).transpose(2, 0, 1)[None], dtype=np.float32) for f in frames]
+    plain = OnnxRuntimeRunner(model_path("yunet"))
+    batched = BatchingRunner(OnnxRuntimeRunner(model_path("yunet")), expected=3, wait_ms=500)
+    results: dict[int, list[np.ndarray]] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, batched.run(batches[i]))) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batched.close()
+    assert batched.items == 3 and batched.batches == 1  # three callers, one network call
+    for i, batch in enumerate(batches):
+        for mine, alone in zip(results[i], plain.run(batch), strict=True):
+            assert mine.shape == alone.shape
+            np.testing.assert_allclose(mine, alone, atol=1e-4, rtol=1e-5)
+
+
+def test_batching_runner_fails_every_caller_of_a_failed_batch():
+    class Broken:
+        name = "broken"
+
+        def run(self, batch):
+            raise RuntimeError("network down")
+
+    runner = BatchingRunner(Broken(), expected=1)
+    with pytest.raises(RuntimeError, match="network down"):
+        runner.run(np.zeros((1, 3, 32, 32), np.float32))
+    runner.close()
+
+
+def test_streams_keep_their_own_settings_sinks_and_sockets(dev_clip, tmp_path):
+    """Two streams of the dev clip in one process: stream b fills where a blurs (its own settings.json),
+    each writes only to its own sink, answers on its own socket, and a's output equals a lone pipeline's."""
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "settings.json").write_text(json.dumps({"mode": "fill", "backend": "onnxruntime"}))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "settings.json").write_text(json.dumps({"backend": "onnxruntime"}))
+    sinks = {"a": Collect(), "b": Collect()}
+    specs = [StreamSpec(n, FirstFrames(str(dev_clip), FRAMES), tmp_path / n, sinks=[sinks[n]]) for n in "ab"]
+    multi = MultiStreamEngine(specs, backend="onnxruntime")
+    try:
+        for engine in multi.engines.values():
+            engine.pipeline.offline = True
+        multi.start(live=False, control=True)
+        for name, mode in (("a", "blur"), ("b", "fill")):
+            with ControlClient(tmp_path / name / "engine.sock") as client:
+                assert client.request("settings")["mode"] == mode
+        assert multi.wait(timeout=120)
+        assert multi.networks.detector.items == 2 * FRAMES
+        assert multi.networks.detector.batches < 2 * FRAMES  # some frames of the two streams went together
+    finally:
+        multi.stop()
+    assert len(sinks["a"].frames) == len(sinks["b"].frames) == FRAMES
+    assert not (tmp_path / "a" / "engine.sock").exists()  # sockets closed with the engine
+
+    alone = Pipeline(Settings(backend="onnxruntime"))
+    alone.offline = True
+    source = FirstFrames(str(dev_clip), FRAMES)
+    try:
+        for index in range(FRAMES):
+            safe, _ = alone.process(source.read(), index, 1 / 30)
+            assert np.abs(safe.image.astype(np.int16) - sinks["a"].frames[index].astype(np.int16)).mean() < 0.5
+            assert np.abs(safe.image.astype(np.int16) - sinks["b"].frames[index].astype(np.int16)).max() > 5
+    finally:
+        alone.close()
+        source.close()

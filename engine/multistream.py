@@ -159,7 +159,8 @@ class StreamSpec:
     home: Path
     sinks: list[Sink] = field(default_factory=list)
     loop: bool = False
-    gallery: Callable[[], Gallery] | None = None  # its own facebank; None: nobody stays visible
+    gallery: Callable[[], Gallery] | None = None  # its own facebank's gallery; None: nobody stays visible
+    facebank: Any = None  # its facebank commands (engine.service.FacebankCommands), for its control socket
 
 
 class SharedNetworks:
@@ -255,20 +256,15 @@ class MultiStreamEngine:
         return {name: engine.telemetry() for name, engine in self.engines.items()}
 
     def _start_control(self) -> None:
-        """Each stream's control socket (`<home>/engine.sock`): status, settings, set, panic, pause, preview,
-        sinks, shutdown of that stream only (the same handlers as a single engine's)."""
-        from engine.control import ControlServer
-        from engine.service import EnginePaths, EngineService
+        """Each stream's control socket (`<home>/engine.sock`) with a single engine's commands, bound to that
+        stream's engine and facebank: status, set, preview, sinks, facebank_*, shutdown (of that stream)."""
+        from engine.client import EnginePaths
+        from engine.service import EngineService
 
         for spec in self.specs:
-            engine = self.engines[spec.name]
-            service = EngineService.__new__(EngineService)  # the handlers, bound to this stream's engine
-            service.paths, service.engine = EnginePaths(spec.home), engine
-            service.options, service.on_facebank_reload = None, getattr(spec.gallery, "reload", None)
-            service._settings_lock = threading.Lock()
-            server = ControlServer(service.paths.socket, service._handlers(), engine.telemetry)
-            server.start()
-            self._servers.append(server)
+            service = EngineService(self.engines[spec.name], EnginePaths(spec.home), facebank=spec.facebank)
+            service.server.start()
+            self._servers.append(service.server)
 
 
 def _open(spec: StreamSpec) -> Any:

@@ -12,7 +12,7 @@ import pytest
 from engine.anonymize import SafeFrame
 from engine.backends import OnnxRuntimeRunner
 from engine.config import Settings
-from engine.control import ControlClient
+from engine.client import ControlClient
 from engine.detect import letterbox
 from engine.multistream import BatchingRunner, MultiStreamEngine, StreamSpec
 from engine.pipeline import Pipeline

@@ -11,8 +11,8 @@ import pytest
 
 from engine.anonymize import SafeFrame
 from engine.backends import OnnxRuntimeRunner
-from engine.config import Settings
 from engine.client import ControlClient
+from engine.config import Settings
 from engine.detect import letterbox
 from engine.multistream import BatchingRunner, MultiStreamEngine, StreamSpec
 from engine.pipeline import Pipeline
@@ -144,3 +144,39 @@ def test_streams_keep_their_own_settings_sinks_and_sockets(dev_clip, tmp_path, d
     finally:
         alone.close()
         source.close()
+
+
+def test_multi_command_serves_two_streams_with_their_own_sockets(dev_clip, tmp_path):
+    """`python -m blurcast.multi`: two streams of the dev clip, each answering on its own socket with its own
+    facebank, each recording its own anonymized file; the process ends when both files end."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "blurcast.multi", "--stream", f"a={dev_clip}",
+                             "--stream", f"b={dev_clip}", "--home", str(tmp_path), "--record"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "b" / "engine.sock").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for name in "ab":
+            with ControlClient(tmp_path / name / "engine.sock") as client:
+                assert client.request("facebank_list") == {"people": []}
+                assert client.request("status")["source"]["spec"] == str(dev_clip)
+        with ControlClient(tmp_path / "a" / "engine.sock") as client:
+            client.request("set", settings={"mode": "fill"})
+        with ControlClient(tmp_path / "b" / "engine.sock") as client:
+            assert client.request("settings")["mode"] == "blur"  # a's change is a's only
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
+    for name in "ab":
+        out = cv2.VideoCapture(str(tmp_path / name / "out.mp4"))
+        assert out.isOpened() and out.get(cv2.CAP_PROP_FRAME_COUNT) > 100

@@ -166,3 +166,23 @@ def test_fp16_embeddings_stay_within_tolerance(clip_frames, cpu_detector):
     full, half = (DeviceEmbedder(DeviceRunner(MobileFaceNet.from_onnx(model_path("mobilefacenet")),
                                               torch.device("cpu"), h), frames) for h in (False, True))
     assert np.all((full.embed(frame, marks) * half.embed(frame, marks)).sum(1) > 0.999)
+
+
+def test_a_device_fault_falls_back_to_the_cpu_anonymizer(clip_frames, cpu_detector):
+    """A device that fails mid-frame (out of memory, a lost GPU) still yields the CPU path's picture."""
+
+    class BrokenFrames(DeviceFrames):
+        def get(self, frame):
+            raise RuntimeError("CUDA error: out of memory")
+
+    frame = clip_frames[0]
+    boxes = cpu_detector.detect(frame, 0.5).xyxy
+    cpu, dev = frame.copy(), frame.copy()
+    Anonymizer(CPU).apply(cpu, 0, boxes)
+    broken = TensorAnonymizer(CPU, BrokenFrames(torch.device("cpu")))
+    assert not broken.apply(dev, 0, boxes).whole_frame
+    np.testing.assert_array_equal(cpu, dev)
+    whole_cpu, whole_dev = frame.copy(), frame.copy()
+    Anonymizer(CPU).whole(whole_cpu, 0)
+    assert broken.whole(whole_dev, 0).whole_frame
+    np.testing.assert_array_equal(whole_cpu, whole_dev)

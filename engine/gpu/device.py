@@ -147,8 +147,17 @@ class TensorAnonymizer(Anonymizer):
 
     def apply(self, frame: np.ndarray, index: int, boxes: Iterable[np.ndarray],
               guesses: Iterable[np.ndarray] = (), keep: Iterable[np.ndarray] = ()) -> SafeFrame:
+        boxes, guesses, keep = list(boxes), list(guesses), list(keep)
+        try:
+            return self._apply_on_device(frame, index, boxes, guesses, keep)
+        except Exception:  # a device fault (out of memory, lost GPU): the same regions on the CPU, never raw
+            log.exception("device anonymizer failed on frame %d: anonymized on the CPU", index)
+            self.frames.forget(frame)
+            return super().apply(frame, index, boxes, guesses, keep)
+
+    def _apply_on_device(self, frame: np.ndarray, index: int, boxes: list, guesses: list, keep: list) -> SafeFrame:
         height, width = frame.shape[:2]
-        lost = list(self._regions(guesses, width, height, self.margin))
+        lost = list(self._regions(guesses, width, height, self.margin))  # regions come back in one transfer
         found = list(self._regions(boxes, width, height, self.margin))
         if lost or found:
             image = self.frames.get(frame).clone()  # the cached copy stays raw for a stage that still reads it
@@ -166,9 +175,15 @@ class TensorAnonymizer(Anonymizer):
         return SafeFrame(frame, index, False, _TOKEN)
 
     def whole(self, frame: np.ndarray, index: int) -> SafeFrame:
-        image = ops.whole_frame(self.frames.get(frame))
+        try:
+            image = ops.whole_frame(self.frames.get(frame))
+            pixels = image.round().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        except Exception:  # the pipeline's last resort must not depend on the device
+            log.exception("device whole-frame blur failed on frame %d: blurred on the CPU", index)
+            self.frames.forget(frame)
+            return super().whole(frame, index)
         self.frames.forget(frame)
-        frame[:] = image.round().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        frame[:] = pixels
         return SafeFrame(frame, index, True, _TOKEN)
 
     def _tensor_region(self, image: Tensor, region: Region) -> None:

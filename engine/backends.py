@@ -62,8 +62,8 @@ class TorchRunner:
         torch = self._torch
         if self.device.type == "cpu":
             # One intra-op thread, set in the calling thread (OpenMP's count is per thread: the detector runs on
-            # its own). The pipeline runs two networks at once on 2 cores, and OpenMP teams that busy-wait for
-            # each other on a loaded machine were measured 8-12x slower (bench/torch_cpu.py, README).
+            # its own). The pipeline runs two networks at once on 2 cores; with 2 threads each, OpenMP teams wait
+            # for each other's preempted threads: the pipeline measured 2.6-16x slower (bench/torch_cpu.py).
             torch.set_num_threads(TORCH_CPU_THREADS)
         with torch.inference_mode():
             outputs = self.module(torch.from_numpy(batch).to(self.device))

@@ -15,7 +15,7 @@ from engine.client import EnginePaths, default_paths
 from engine.config import Settings
 from engine.runner import Engine
 from engine.service import ServeOptions, open_sink
-from engine.source import VideoSource
+from engine.sources import open_source
 from facebank.enrol import Enroller
 from facebank.live import LiveFacebank, LiveGallery, create_identifier
 from facebank.store import Facebank
@@ -36,12 +36,15 @@ def build_engine(options: ServeOptions, settings: Settings, *, paths: EnginePath
     paths = paths or default_paths()
     store = Facebank(paths.facebank) if use_facebank else None
     gallery = LiveGallery(store, extra=_allowed_people(settings, store, allow))
-    source = VideoSource(options.source, loop=options.loop)
+    source = open_source(options.source, loop=options.loop)
     engine = Engine(settings, source, identifier=create_identifier(settings, gallery))
     try:
         for kind, wanted in (("file", options.record), ("vcam", options.vcam), ("preview", options.preview)):
             if wanted:
                 engine.sinks.append(open_sink(kind, source, options.record, options.vcam_device))
+        for url in options.outputs:  # network streams, with the source's sound
+            engine.sinks.append(open_sink("stream", source, url, bitrate_kbps=options.bitrate_kbps,
+                                          keyframe_s=options.keyframe_s, preset=options.preset))
     except Exception:
         engine.close()
         raise

@@ -133,14 +133,28 @@ def _add_run(sub) -> None:
     p = sub.add_parser("run", help="anonymize a video file, camera or stream in the foreground",
                        description="Anonymize INPUT. A file with -o is processed frame by frame (every frame, "
                                    "same size and fps, audio copied); a camera or URL runs live until Ctrl-C.")
-    p.add_argument("input", help="video file, camera index (0) or /dev/videoN, or rtsp/http URL")
+    p.add_argument("input", help="video file, camera index (0) or /dev/videoN, or a URL: srt://:9000?mode=listener, "
+                                 "rtmp://:1935/live/KEY (listen), rtsp/http(s)://, v4l2:///dev/video0?size=1920x1080")
     p.add_argument("-o", "--output", help="write the anonymized video here")
     p.add_argument("--vcam", action="store_true", help="send the anonymized frames to the virtual camera")
     p.add_argument("--preview", action="store_true", help="show the anonymized output in a window")
     p.add_argument("--live", action="store_true", help="treat a file like a camera (real time, may drop input)")
+    _add_stream_options(p)
     _add_facebank_options(p)
     _add_settings_options(p)
     p.set_defaults(func=_cmd_run)
+
+
+def _add_stream_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("stream outputs (the source's sound goes along, in sync)")
+    g.add_argument("--out", action="append", default=[], metavar="URL",
+                   help="send the anonymized stream to srt://HOST:PORT, srt://:PORT?mode=listener or "
+                        "rtmp(s)://HOST/APP/KEY (repeatable: several at once)")
+    g.add_argument("--bitrate", type=int, default=4000, metavar="KBPS", help="H.264 bitrate (default 4000)")
+    g.add_argument("--keyframe", type=float, default=2.0, metavar="S",
+                   help="seconds between keyframes (default 2, what platforms ask)")
+    g.add_argument("--preset", default="veryfast", choices=("ultrafast", "superfast", "veryfast", "faster", "fast"),
+                   help="x264 speed/quality (default veryfast); ultrafast on a 2-core rig at 1080p30")
 
 
 def _add_eval(sub) -> None:
@@ -172,6 +186,7 @@ def _add_engine(sub) -> None:
         e.add_argument("--record", metavar="FILE", help="also record the anonymized output to FILE")
         e.add_argument("--no-facebank", dest="use_facebank", action="store_false",
                        help="ignore the facebank: blur everyone")
+        _add_stream_options(e)
         e.set_defaults(func=func)
     esub.add_parser("stop", help="stop it").set_defaults(func=_cmd_engine_stop)
     s = esub.add_parser("status", help="show whether it runs and its live figures")
@@ -225,11 +240,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from engine.sink import check_output_path
 
     settings = _settings_from(args, default_settings())
-    if not (args.output or args.vcam or args.preview):
-        raise ValueError("nowhere to send the frames: give -o FILE, --vcam or --preview")
+    if not (args.output or args.vcam or args.preview or args.out):
+        raise ValueError("nowhere to send the frames: give -o FILE, --vcam, --preview or --out URL")
     if args.output:  # before the models load: a bad output fails at once, nothing created
         check_output_path(Path(args.output), args.input)
-    options = ServeOptions(source=args.input, vcam=args.vcam, record=args.output, preview=args.preview)
+    options = ServeOptions(source=args.input, vcam=args.vcam, record=args.output, preview=args.preview,
+                           outputs=args.out, bitrate_kbps=args.bitrate, keyframe_s=args.keyframe,
+                           preset=args.preset)
     engine = build_engine(options, settings, use_facebank=args.use_facebank, allow=args.allow).engine
     try:
         source = engine.source
@@ -358,7 +375,9 @@ def _serve_args(args: argparse.Namespace) -> list[str]:
     out += ["--vcam-device", args.vcam_device] if args.vcam_device else []
     out += ["--record", str(Path(args.record).resolve())] if args.record else []
     out += [] if args.use_facebank else ["--no-facebank"]
-    return out
+    for url in args.out:
+        out += ["--out", url]
+    return [*out, "--bitrate", str(args.bitrate), "--keyframe", str(args.keyframe), "--preset", args.preset]
 
 
 def _cmd_engine_start(args: argparse.Namespace) -> int:
@@ -385,7 +404,8 @@ def _cmd_engine_serve(args: argparse.Namespace) -> int:
         console.print(f"[yellow]{exc}[/]", soft_wrap=True)
         return EXIT_ALREADY_RUNNING
     options = ServeOptions(source=args.source, loop=args.loop, vcam=args.vcam, vcam_device=args.vcam_device,
-                           record=args.record)
+                           record=args.record, outputs=args.out, bitrate_kbps=args.bitrate, keyframe_s=args.keyframe,
+                           preset=args.preset)
     built = build_engine(options, default_settings(), use_facebank=args.use_facebank)
     try:
         EngineService(built.engine, facebank=built.facebank).serve()
@@ -508,6 +528,8 @@ def _cmd_engine_status(args: argparse.Namespace) -> int:
     table.add_row("sinks", ", ".join(t["sinks"]) or "none")
     table.add_row("fps", f"{t['fps']:.1f}")
     table.add_row("latency p50/p95", f"{t['latency_p50_ms']} / {t['latency_p95_ms']} ms")
+    if t.get("obs_sync_offset_ms") is not None:
+        table.add_row("OBS audio Sync Offset", f"{t['obs_sync_offset_ms']} ms (the stream's sound, to match the video)")
     table.add_row("frames / dropped", f"{t['frames']} / {t['dropped']}")
     table.add_row("faults", json.dumps(t["faults"]) if t["faults"] else "none")
     table.add_row("faces in view", str(len(t["faces"])))

@@ -148,6 +148,9 @@ class Engine:
             "fps": round(self.stats.fps(), 2),
             "latency_p50_ms": _round(self.stats.latency(50)),
             "latency_p95_ms": _round(self.stats.latency(95)),
+            # the added video delay, and what to put in OBS's audio Sync Offset for this source's sound
+            "video_delay_ms": _round(self.stats.latency(50)),
+            "obs_sync_offset_ms": None if self.stats.latency(50) is None else round(self.stats.latency(50)),
             "frames": self.stats.frames,
             "dropped": self.stats.dropped,
             "whole_frames": self.stats.whole_frames,
@@ -227,19 +230,19 @@ class Engine:
 
     def run_live(self, pace_files: bool = True) -> None:
         """Until `stop_event`: the newest frame is processed; older unprocessed input frames are dropped."""
-        mailbox: queue.Queue[tuple[np.ndarray, float]] = queue.Queue(maxsize=1)
+        mailbox: queue.Queue[tuple[np.ndarray, float, int | None]] = queue.Queue(maxsize=1)
         reader = threading.Thread(target=self._read_live, args=(mailbox, pace_files), name="source", daemon=True)
         reader.start()
         index, last = 0, None
         while not self.stop_event.is_set():
             try:
-                frame, captured = mailbox.get(timeout=0.2)
+                frame, captured, source_index = mailbox.get(timeout=0.2)
             except queue.Empty:
                 self._apply_pending()
                 continue
             dt = (captured - last) if last is not None else 1.0 / self.source.info.fps
             last = captured
-            self._emit(self.process_one(frame, index, dt, captured))
+            self._emit(self.process_one(frame, index, dt, captured), source_index)
             index += 1
         reader.join(timeout=2)
 
@@ -257,15 +260,16 @@ class Engine:
                 self._recover_source()
                 continue
             captured = time.monotonic()
+            item = (frame, captured, getattr(self.source, "last_index", None))  # stream outputs keep A/V sync on it
             try:
-                mailbox.put_nowait((frame, captured))
+                mailbox.put_nowait(item)
             except queue.Full:  # behind: replace the waiting frame with the newer one
                 try:
                     mailbox.get_nowait()
                     self.stats.dropped += 1
                 except queue.Empty:
                     pass
-                mailbox.put_nowait((frame, captured))
+                mailbox.put_nowait(item)
             if pace and self.source.kind == "file":  # a file played live behaves like a camera
                 next_due += period
                 time.sleep(max(0.0, next_due - time.monotonic()))
@@ -290,12 +294,13 @@ class Engine:
                 pass
             self.stop_event.wait(1.0)
 
-    def _emit(self, safe: SafeFrame) -> None:
+    def _emit(self, safe: SafeFrame, source_index: int | None = None) -> None:
         while not self._sink_ops.empty():
             self._sink_ops.get_nowait()()
         for sink in list(self.sinks):
             try:
-                sink.write(safe)
+                write_at = getattr(sink, "write_at", None)  # stream outputs place the frame on the source's clock
+                write_at(safe, source_index) if write_at else sink.write(safe)
             except Exception as exc:  # a vanished virtual camera must not stop the other sinks or the engine
                 self.pipeline.faults[f"sink-error:{sink.name}"] += 1  # visible in telemetry and the UI
                 if not self._restart_sink(sink, safe):

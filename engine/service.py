@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import cv2
@@ -26,6 +26,7 @@ from engine.enrol_track import TrackEnrolment
 from engine.runner import Engine
 from engine.sink import FileSink, PreviewSink, Sink, VirtualCameraSink
 from engine.source import VideoSource
+from engine.sources import open_source
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,23 @@ class ServeOptions:
     vcam_device: str | None = None
     record: str | None = None
     preview: bool = False
+    outputs: list[str] = field(default_factory=list)  # srt:// or rtmp(s):// stream outputs
+    bitrate_kbps: int = 4000
+    keyframe_s: float = 2.0
+    preset: str = "veryfast"  # x264; ultrafast costs a third of the CPU at 1080p30 (docs/streaming.md)
 
 
-def open_sink(kind: str, source: VideoSource, path: str | None = None, device: str | None = None) -> Sink:
+def open_sink(kind: str, source: VideoSource, path: str | None = None, device: str | None = None,
+              bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "veryfast") -> Sink:
     info = source.info
+    if kind == "stream":  # path is the URL; the source's sound goes along, in sync (engine/sinks/stream.py)
+        from engine.sinks import StreamSink
+
+        if not path:
+            raise ValueError("a stream output needs a URL (srt://... or rtmp://...)")
+        audio = getattr(source, "audio", None) if getattr(source, "has_audio", False) else None
+        return StreamSink(path, info.width, info.height, source.fps_fraction, audio=audio,
+                          bitrate_kbps=bitrate_kbps, keyframe_s=keyframe_s, preset=preset)
     if kind == "vcam":
         return VirtualCameraSink(info.width, info.height, info.fps, device=device)
     if kind == "file":
@@ -51,7 +65,7 @@ def open_sink(kind: str, source: VideoSource, path: str | None = None, device: s
         return FileSink(path, info.width, info.height, source.fps_fraction, audio_from=audio)
     if kind == "preview":
         return PreviewSink()
-    raise ValueError(f"unknown sink {kind!r} (vcam, file or preview)")
+    raise ValueError(f"unknown sink {kind!r} (vcam, file, preview or stream)")
 
 
 class FacebankCommands(Protocol):
@@ -128,15 +142,17 @@ class EngineService:
         return {"width": w, "height": h, "bgr": base64.b64encode(image.tobytes()).decode()}
 
     def _source(self, request: dict) -> dict:
-        new = VideoSource(str(request["spec"]), loop=bool(request.get("loop", False)))
+        new = open_source(str(request["spec"]), loop=bool(request.get("loop", False)))
         self.engine.replace_source(new)
         return {"source": new.spec, "width": new.info.width, "height": new.info.height, "fps": new.info.fps}
 
     def _sink_start(self, request: dict) -> dict:
         kind = str(request.get("kind", ""))
-        if kind in self.engine.sink_names():
+        path = request.get("path")
+        if kind in self.engine.sink_names() or (kind == "stream" and _stream_name(path) in self.engine.sink_names()):
             raise ValueError(f"the {kind} sink is already running")
-        sink = open_sink(kind, self.engine.source, request.get("path"), request.get("device"))
+        options = {k: request[k] for k in ("bitrate_kbps", "keyframe_s", "preset") if k in request}
+        sink = open_sink(kind, self.engine.source, path, request.get("device"), **options)
         self.engine.add_sink(sink)
         return {"started": kind}
 
@@ -212,6 +228,12 @@ class EngineService:
 
 def default_settings() -> Settings:
     return load_settings(default_paths().settings)
+
+
+def _stream_name(url: object) -> str:
+    from engine.sinks import redact
+
+    return f"stream {redact(str(url))}"
 
 
 def _str_arg(request: dict, name: str) -> str:

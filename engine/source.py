@@ -34,7 +34,7 @@ class SourceInfo:
 def classify(spec: str) -> str:
     if re.fullmatch(r"\d+", spec) or spec.startswith("/dev/video"):
         return "camera"
-    if re.match(r"^(rtsp|rtmp|http|https|udp|tcp)://", spec):
+    if re.match(r"^(rtsp|rtmps?|https?|udp|tcp|srt|v4l2)://", spec):  # srt/rtmp/v4l2: engine/sources (FFmpeg)
         return "url"
     return "file"
 

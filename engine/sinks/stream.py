@@ -1,0 +1,230 @@
+"""Stream outputs: SRT (caller or listener) and RTMP(S) push, H.264 + AAC through an FFmpeg child process.
+
+Sound and picture stay in sync by timestamps, not by guessing a delay: every frame is placed at its source
+frame index (frame i at i / fps s) and every audio chunk at its source sample index (see
+engine/sources/audio.py), both counted from the first frame this output sends. The sound therefore waits,
+inside FFmpeg's interleaving, exactly as long as the anonymizer held the picture. Input frames the engine
+dropped to stay live are filled by repeating the previous *anonymized* frame, so the output keeps a
+constant frame rate (platforms and OBS expect one).
+
+`write()` never blocks the engine: frames go through a short queue to a writer thread (an SRT listener
+output waits for its caller; a slow uplink backs up FFmpeg, not the anonymizer). A frame of another size
+than the output's (the source changed size) is scaled into the output's size with black bars and logged:
+a stream cannot change size midway, and a silent mismatch would corrupt the encoder's input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import re
+import shutil
+import subprocess
+import threading
+from collections import deque
+from fractions import Fraction
+from urllib.parse import urlsplit
+
+import cv2
+import numpy as np
+
+from engine.anonymize import SafeFrame
+from engine.sink import SinkError, _check
+from engine.sources.audio import BYTES_PER_SAMPLE, CHANNELS, RATE, AudioTap
+
+log = logging.getLogger(__name__)
+
+MAX_FILL_S = 2.0  # a longer gap (an outage) is skipped, not filled with 2 s+ of a frozen frame at once
+VIDEO_QUEUE = 16  # ~0.5 s: rides out an encoder start-up without dropping, bounds the delay when the uplink lags
+
+
+def stream_format(url: str) -> str:
+    """The container FFmpeg must mux for this URL's protocol."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "srt":
+        return "mpegts"
+    if scheme in ("rtmp", "rtmps"):
+        return "flv"
+    raise SinkError(f"unsupported stream output {url!r}: use srt://HOST:PORT, srt://:PORT?mode=listener or "
+                    "rtmp(s)://HOST/APP/KEY")
+
+
+def redact(url: str) -> str:
+    """The URL without secrets (SRT passphrase, RTMP stream key), for names, logs and telemetry."""
+    url = re.sub(r"(passphrase|streamid)=[^&]*", r"\1=***", url)
+    parts = urlsplit(url)
+    if parts.scheme.lower().startswith("rtmp") and parts.path.count("/") >= 2:
+        url = url.replace(parts.path, parts.path.rsplit("/", 1)[0] + "/***", 1)
+    return url
+
+
+class StreamSink:
+    """H.264 at `bitrate_kbps` with a keyframe every `keyframe_s`, plus the source's sound when it has one."""
+
+    def __init__(self, url: str, width: int, height: int, fps: Fraction, audio: AudioTap | None = None,
+                 bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "veryfast") -> None:
+        ffmpeg = shutil.which("ffmpeg")
+        if ffmpeg is None:
+            raise SinkError("stream outputs need ffmpeg on PATH (Debian: `apt-get install ffmpeg`)")
+        self.url, self.path = url, redact(url)
+        self.name = f"stream {self.path}"
+        self.width, self.height, self.fps = width, height, Fraction(fps)
+        self.frames_sent = self.repeated = self.dropped = 0
+        self._fmt = stream_format(url)
+        self._origin: int | None = None  # source index of this output's first frame
+        self._skipped = 0  # source frames skipped over outages (moves the sound with the picture)
+        self._slot = 0  # output frames written so far
+        self._counter = 0  # for writes without a source index
+        self._last: np.ndarray | None = None
+        self._warned_size: tuple[int, int] | None = None
+        self._video: queue.Queue[tuple[int, np.ndarray] | None] = queue.Queue(maxsize=VIDEO_QUEUE)
+        self._tap, self._audio_q = audio, (audio.subscribe() if audio is not None else None)
+        self._origin_set = threading.Event()
+        self._proc, audio_w = self._spawn(ffmpeg, bitrate_kbps, keyframe_s, preset)
+        self._log_tail: deque[str] = deque(maxlen=20)
+        self._threads = [threading.Thread(target=self._write_video, name="stream-video", daemon=True),
+                         threading.Thread(target=self._read_log, name="stream-log", daemon=True)]
+        if audio_w is not None:
+            self._threads.append(threading.Thread(target=self._write_audio, args=(audio_w,), name="stream-audio",
+                                                  daemon=True))
+        for thread in self._threads:
+            thread.start()
+        log.info("stream output %s: %dx%d @ %.2f fps, %d kb/s, keyframe every %.1f s, %s", self.path, width, height,
+                 float(self.fps), bitrate_kbps, keyframe_s, "with sound" if audio_w is not None else "no sound")
+
+    def _spawn(self, ffmpeg: str, bitrate: int, keyframe_s: float, preset: str) -> tuple[subprocess.Popen, int | None]:
+        audio_r, audio_w = os.pipe() if self._audio_q is not None else (None, None)
+        gop = max(1, round(keyframe_s * float(self.fps)))
+        cmd = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
+               "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{self.width}x{self.height}",
+               "-framerate", str(self.fps), "-i", "pipe:0"]
+        if audio_r is not None:
+            cmd += ["-thread_queue_size", "4096", "-f", "s16le", "-ar", str(RATE), "-ac", str(CHANNELS),
+                    "-i", f"pipe:{audio_r}", "-map", "1:a", "-c:a", "aac", "-b:a", "160k"]
+        cmd += ["-map", "0:v", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", preset,
+                "-tune", "zerolatency", "-b:v", f"{bitrate}k", "-maxrate", f"{bitrate}k",
+                "-bufsize", f"{bitrate}k", "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
+                "-pix_fmt", "yuv420p", "-f", self._fmt, self.url]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                                pass_fds=(audio_r,) if audio_r is not None else ())
+        if audio_r is not None:
+            os.close(audio_r)
+        return proc, audio_w
+
+    # --- the sink interface (engine thread) ----------------------------------------------------------------
+    def write(self, frame: SafeFrame) -> None:
+        self.write_at(frame, None)
+
+    def write_at(self, frame: SafeFrame, source_index: int | None) -> None:
+        """Queue an anonymized frame for the source frame `source_index` (None: right after the last one)."""
+        image = self._fit(_check(frame).image)
+        if self._proc.poll() is not None:
+            raise SinkError(f"ffmpeg stopped sending to {self.path}: {self._stderr()}")
+        index = source_index if source_index is not None else self._counter
+        self._counter = index + 1
+        try:
+            self._video.put_nowait((index, image))
+        except queue.Full:  # the far end is slow or not there yet: drop here, never hold the anonymizer
+            self.dropped += 1
+
+    def close(self) -> None:
+        self._video.put(None)
+        if self._tap is not None and self._audio_q is not None:
+            self._tap.unsubscribe(self._audio_q)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        try:
+            code = self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            code = self._proc.wait()
+        log.info("stream output %s closed: %d frames (%d repeats, %d dropped)%s", self.path, self.frames_sent,
+                 self.repeated, self.dropped, f"; ffmpeg said: {self._stderr()}" if self._log_tail else "")
+        if code not in (0, -9) and self.frames_sent == 0:
+            raise SinkError(f"ffmpeg failed sending to {self.path}: {self._stderr()}")
+
+    # --- writer threads ---------------------------------------------------------------------------------------
+    def _fit(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        if (w, h) == (self.width, self.height):
+            return image
+        if self._warned_size != (w, h):
+            log.warning("%s: frames are now %dx%d, the stream stays %dx%d (scaled, black bars)", self.path, w, h,
+                        self.width, self.height)
+            self._warned_size = (w, h)
+        scale = min(self.width / w, self.height / h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        canvas = np.zeros((self.height, self.width, 3), np.uint8)
+        x, y = (self.width - nw) // 2, (self.height - nh) // 2
+        canvas[y:y + nh, x:x + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+        return canvas
+
+    def _write_video(self) -> None:
+        stdin = self._proc.stdin
+        assert stdin is not None
+        try:
+            while (item := self._video.get()) is not None:
+                index, image = item
+                if self._origin is None:
+                    self._origin = index
+                    self._origin_set.set()
+                target = index - self._origin - self._skipped
+                if target < self._slot:  # older than what was sent (a source restart): send in place of the next
+                    target = self._slot
+                gap = target - self._slot
+                if gap > MAX_FILL_S * float(self.fps):  # an outage: skip the time rather than replay it
+                    self._skipped += gap
+                    gap = 0
+                for _ in range(gap if self._last is not None else 0):
+                    stdin.write(memoryview(self._last))
+                    self.repeated += 1
+                    self._slot += 1
+                stdin.write(memoryview(np.ascontiguousarray(image)))
+                self._last = image
+                self._slot += 1
+                self.frames_sent += 1
+        except (BrokenPipeError, ValueError, OSError) as exc:
+            log.error("stream output %s: ffmpeg stopped taking frames (%s): %s", self.path, exc, self._stderr())
+        finally:
+            self._origin_set.set()
+            _close(stdin)
+
+    def _write_audio(self, fd: int) -> None:
+        """Sound placed on the same clock as the frames: trimmed before the first frame, silence in gaps."""
+        assert self._audio_q is not None
+        written = 0
+        with os.fdopen(fd, "wb", buffering=0) as pipe:
+            self._origin_set.wait()
+            try:
+                while (item := self._audio_q.get()) is not None and self._origin is not None:
+                    first, pcm = item
+                    start = round((self._origin + self._skipped) * RATE / float(self.fps))
+                    at = first - start
+                    if at < written:  # before this output's start (or overlapping): cut the head
+                        pcm = pcm[(written - at) * BYTES_PER_SAMPLE:]
+                    elif at > written:
+                        pipe.write(bytes((at - written) * BYTES_PER_SAMPLE))
+                        written = at
+                    if pcm:
+                        pipe.write(pcm)
+                        written += len(pcm) // BYTES_PER_SAMPLE
+            except (BrokenPipeError, OSError) as exc:
+                log.debug("stream output %s: sound pipe closed (%s)", self.path, exc)
+
+    def _read_log(self) -> None:
+        """Drain FFmpeg's messages (a full pipe would stall it) and keep the last ones for errors."""
+        assert self._proc.stderr is not None
+        for raw in self._proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self._log_tail.append(line)
+            log.debug("stream output %s: %s", self.path, line)
+
+    def _stderr(self) -> str:
+        return "\n".join(self._log_tail)[-800:]
+
+
+def _close(stream) -> None:
+    with contextlib.suppress(OSError):
+        stream.close()

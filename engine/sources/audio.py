@@ -1,0 +1,53 @@
+"""The source's sound, fanned out to the stream outputs with its place on the source's timeline.
+
+Audio is raw PCM (s16le, 48 kHz, stereo) from the decoding FFmpeg. Each chunk carries the index of its
+first sample on the same clock as the video frame indices (frame i starts at i / fps seconds), so an
+output can line the sound up with the frames it sends, however long the anonymizer held them.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+log = logging.getLogger(__name__)
+
+RATE = 48_000
+CHANNELS = 2
+BYTES_PER_SAMPLE = 2 * CHANNELS  # s16le, interleaved
+MAX_QUEUED_CHUNKS = 2_000  # ~40 s of 1024-sample chunks: far above any video delay, bounds a stuck reader
+
+
+class AudioTap:
+    """Thread-safe fan-out of (first_sample_index, pcm bytes) chunks to every subscribed output."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[queue.Queue[tuple[int, bytes] | None]] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self) -> queue.Queue[tuple[int, bytes] | None]:
+        q: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=MAX_QUEUED_CHUNKS)
+        with self._lock:
+            self._subscribers.append(q)
+        return q
+
+    def unsubscribe(self, q: queue.Queue) -> None:
+        with self._lock:
+            if q in self._subscribers:
+                self._subscribers.remove(q)
+        q.put_nowait(None) if not q.full() else None
+
+    def publish(self, first_sample: int, pcm: bytes) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for q in subscribers:
+            try:
+                q.put_nowait((first_sample, pcm))
+            except queue.Full:  # an output that stopped reading: it will fill the gap with silence
+                log.warning("an audio output is %d chunks behind; dropping sound for it", MAX_QUEUED_CHUNKS)
+
+    @property
+    def listeners(self) -> int:
+        with self._lock:
+            return len(self._subscribers)

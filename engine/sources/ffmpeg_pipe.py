@@ -1,0 +1,395 @@
+"""Decode any FFmpeg input (SRT, RTMP, RTSP, HTTP, V4L2, files) in a child process: BGR frames on stdout,
+the sound as 48 kHz PCM on a second pipe.
+
+Why a child process and not OpenCV: OpenCV's bundled FFmpeg has no SRT and drops the sound; the system
+FFmpeg has both (`ffmpeg -protocols`). The decoder runs in its own process, so a stalled network read
+never holds the GIL, and its CPU is measurable on its own (bench/bench_stream.py).
+
+Fail closed: a stream that stalls (no frame for `stall_s`), ends, or changes size makes `read()` return
+None; the engine then reports the source "lost" and calls `reopen()` until frames come back. FFmpeg
+itself scales a mid-stream size change to the first size, which would squash the picture silently, so
+the size it configures its filters for is read from its log and a change restarts the decoder at the new
+size (the sinks are told through `info`).
+
+Timeline: frame i of the source starts at i / fps seconds, audio sample k at k / 48000 s, both counted
+from the first frame and kept running across reconnects by the wall clock, so an output can keep sound
+and picture aligned however long the anonymizer holds a frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from engine.source import SourceError, SourceInfo
+from engine.sources.audio import BYTES_PER_SAMPLE, CHANNELS, RATE, AudioTap
+
+log = logging.getLogger(__name__)
+
+_GRAPH_INPUT = re.compile(r"\[graph \d+ input from stream \d+:\d+ @ [^\]]+\] w:(\d+) h:(\d+)")
+_OUT_AUDIO = re.compile(r"\s+Stream #0:\d+(\(\w+\))?: Audio")  # "(eng)": a language tag
+_FIRST_PTS = re.compile(r"^encoder <- type:(video|audio) frame_pts:-?\d+ frame_pts_time:(-?[\d.e+-]+)")
+_OUT_FPS = re.compile(r"Video: rawvideo.*?, ([\d.]+) fps")
+AUDIO_CHUNK = 1024 * BYTES_PER_SAMPLE
+DECODE_TS = ["-probesize", "500000", "-analyzeduration", "500000", "-f", "mpegts", "-i", "pipe:0"]
+FRAME_QUEUE = 3  # frames decoded but not yet taken; older ones are dropped (the engine keeps only the newest)
+
+
+@dataclass
+class _Session:
+    """One connection: the receiver (network in, packets copied out as MPEG-TS), the decoder, and what
+    their logs said. Local inputs (V4L2) have no receiver: the decoder reads the device itself."""
+
+    receiver: subprocess.Popen | None
+    proc: subprocess.Popen | None = None  # the decoder, started once the receiver says what the input holds
+    audio_fd: int | None = None
+    size: tuple[int, int] | None = None
+    fps: float | None = None
+    size_changed: bool = False
+    has_audio: bool | None = None
+    started: float = field(default_factory=time.monotonic)
+    mapped: threading.Event = field(default_factory=threading.Event)
+    configured: threading.Event = field(default_factory=threading.Event)
+    base_ready: threading.Event = field(default_factory=threading.Event)
+    base_index: int = 0
+    first_pts: dict = field(default_factory=dict)  # "video"/"audio" -> first output pts (s), from -debug_ts
+    pts_known: threading.Event = field(default_factory=threading.Event)
+    frames: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=FRAME_QUEUE))
+    log_tail: deque = field(default_factory=lambda: deque(maxlen=20))
+
+    def alive(self) -> bool:
+        return any(p.poll() is None for p in self.processes())
+
+    def processes(self) -> list[subprocess.Popen]:
+        return [p for p in (self.receiver, self.proc) if p is not None]
+
+
+class FFmpegSource:
+    """Frames from an FFmpeg input. `kind` is "stream"; `audio` fans out the sound; `last_index` is the
+    source frame index of the frame `read()` returned last."""
+
+    def __init__(self, spec: str, input_args: list[str], url: str, hint: str, *, kind: str = "stream",
+                 open_timeout_s: float = 20.0, stall_s: float = 2.0, retry_s: float = 10.0,
+                 waits_for_sender: bool = False, remux: bool = True) -> None:
+        self.spec, self.kind, self.loop = spec, kind, False
+        self.remux = remux
+        self.url, self.hint = url, hint
+        self._input_args = input_args
+        self.stall_s, self.retry_s, self.waits_for_sender = stall_s, retry_s, waits_for_sender
+        self.audio = AudioTap()
+        self.has_audio = False  # what the last connection's input held
+        self.dropped = 0
+        self.state = "connecting"
+        self.last_index: int | None = None
+        self._next_index = 0
+        self._t0: float | None = None
+        self._fps = 30.0
+        self._first: tuple[int, np.ndarray] | None = None
+        self._session: _Session | None = None
+        if not self._connect(open_timeout_s):
+            self._stop_session()
+            raise SourceError(f"{hint} (no frame within {open_timeout_s:.0f} s{self._why()})")
+        self.info = self._make_info()
+
+    # --- the source interface ----------------------------------------------------------------------------
+    @property
+    def fps_fraction(self) -> Fraction:
+        return Fraction(self.info.fps).limit_denominator(1001)
+
+    def read(self) -> np.ndarray | None:
+        """The next frame, or None when the stream stalled, ended or changed size (then call `reopen`)."""
+        if self._first is not None:
+            (self.last_index, frame), self._first = self._first, None
+            return frame
+        session = self._session
+        if session is None:
+            return None
+        try:
+            item = session.frames.get(timeout=self.stall_s)
+        except queue.Empty:
+            return self._lost(f"no frame for {self.stall_s:.1f} s")
+        if item is None:
+            return self._lost("the stream ended" + self._why())
+        if session.size_changed:
+            return self._restart_decoder(session)
+        self.last_index, frame = item
+        return frame
+
+    def reopen(self, attempts: int = 1, wait: float = 0.5) -> bool:
+        """Start (or keep waiting on) a decoder; True once it gives a frame. A listener keeps listening
+        between calls, so a phone that reconnects finds the port open."""
+        for _ in range(attempts):
+            session = self._session
+            alive = session is not None and session.alive()
+            stale = alive and not self.waits_for_sender and time.monotonic() - session.started > self.retry_s
+            if not alive or stale:
+                self._stop_session()
+                self.state = "reconnecting"
+            if self._connect(max(wait, 0.5)):
+                self.info = self._make_info()
+                return True
+        return False
+
+    def close(self) -> None:
+        self._stop_session()
+
+    # --- sessions ----------------------------------------------------------------------------------------
+    def _connect(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for a first frame, (re)starting the decoder whenever it exits: a caller
+        whose far end is not up yet fails at once and must try again."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            session = self._session
+            if session is None:
+                self._session = session = self._start()
+            try:
+                item = session.frames.get(timeout=min(0.2, max(0.01, deadline - time.monotonic())))
+            except queue.Empty:
+                if session.alive() or not session.frames.empty():
+                    continue
+                item = None
+            if item is None:  # it exited before a frame (refused, no far end yet): try again shortly
+                self._stop_session()
+                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+                continue
+            self._first = item
+            self.has_audio = bool(session.has_audio)
+            self.state = "running"
+            return True
+        return False
+
+    def _start(self) -> _Session:
+        ffmpeg = shutil.which("ffmpeg")
+        if ffmpeg is None:
+            raise SourceError("streams need ffmpeg on PATH (Debian: `apt-get install ffmpeg`)")
+        if not self.remux:
+            session = _Session(None, has_audio=False)
+            session.mapped.set()
+            self._start_decoder(session, ffmpeg, [*self._input_args, "-i", self.url], subprocess.DEVNULL)
+            return session
+        # The receiver holds the one network connection and copies its packets out; it tells whether the
+        # input has sound before the decoder starts, so a silent stream is not dropped and reconnected.
+        cmd = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-v", "info", *self._input_args, "-i", self.url,
+               "-map", "0:v:0", "-map", "0:a:0?", "-c", "copy", "-flush_packets", "1", "-max_interleave_delta", "1",
+               "-f", "mpegts", "pipe:1"]  # no interleaving wait: a sender that batches its sound must not batch frames
+        log.debug("receiver: %s", " ".join(cmd))
+        receiver = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        session = _Session(receiver)
+        threading.Thread(target=self._read_receiver_log, args=(session, ffmpeg), name="receiver-log",
+                         daemon=True).start()
+        return session
+
+    def _read_receiver_log(self, session: _Session, ffmpeg: str) -> None:
+        """Start the decoder as soon as the receiver lists its output streams (sound or not)."""
+        assert session.receiver is not None and session.receiver.stderr is not None
+        in_output = False
+        for raw in session.receiver.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            session.log_tail.append(line)
+            if line.startswith("Output #0"):
+                in_output, session.has_audio = True, False
+            elif in_output and _OUT_AUDIO.match(line):
+                session.has_audio = True
+            elif line.startswith("Stream mapping:") and not session.mapped.is_set():
+                self._start_decoder_after_mapping(session, ffmpeg)
+        if not session.mapped.is_set():  # never connected: `_connect` retries
+            session.mapped.set()
+            self._offer(session, None)
+
+    def _start_decoder_after_mapping(self, session: _Session, ffmpeg: str) -> None:
+        session.mapped.set()
+        if session is not self._session:
+            return
+        self._start_decoder(session, ffmpeg, DECODE_TS, session.receiver.stdout if session.receiver else None)
+
+    def _start_decoder(self, session: _Session, ffmpeg: str, input_args: list[str], stdin) -> None:
+        audio_r, audio_w = os.pipe() if session.has_audio else (None, None)
+        # -debug_ts: the first video frame's and first audio frame's output times, so the sound is placed
+        # on the frames' clock exactly (a stream often starts its sound before its first keyframe).
+        cmd = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-v", "verbose", "-debug_ts", *input_args,
+               "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "bgr24", "-fps_mode", "cfr", "pipe:1"]
+        if audio_w is not None:
+            # async resampling pads gaps with silence, so sample count stays time on the video's clock
+            cmd += ["-map", "0:a:0", "-af", "aresample=async=1000", "-ac", str(CHANNELS), "-ar", str(RATE),
+                    "-f", "s16le", f"pipe:{audio_w}"]
+        log.debug("decoder: %s", " ".join(cmd))
+        session.proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        pass_fds=(audio_w,) if audio_w is not None else ())
+        session.audio_fd = audio_r
+        if audio_w is not None:
+            os.close(audio_w)
+        threading.Thread(target=self._read_log, args=(session,), name="decoder-log", daemon=True).start()
+        threading.Thread(target=self._read_video, args=(session,), name="decoder-video", daemon=True).start()
+        if audio_r is not None:
+            threading.Thread(target=self._read_audio, args=(session,), name="decoder-audio", daemon=True).start()
+
+    def _stop_session(self) -> None:
+        session, self._session = self._session, None
+        if session is None:
+            return
+        session.mapped.set()
+        for proc in session.processes():
+            if proc.poll() is None:
+                proc.kill()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                log.error("ffmpeg pid %d did not exit", proc.pid)
+
+    def _read_log(self, session: _Session) -> None:
+        assert session.proc is not None and session.proc.stderr is not None
+        for raw in session.proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            session.log_tail.append(line)
+            if line.startswith("encoder <- "):
+                self._note_first_pts(session, line)
+                continue
+            if m := _GRAPH_INPUT.search(line):
+                size = (int(m.group(1)), int(m.group(2)))
+                if session.size is None:
+                    session.size = size
+                elif size != session.size:
+                    log.warning("%s changed size %dx%d -> %dx%d", self.spec, *session.size, *size)
+                    session.size_changed = True
+            elif (m := _OUT_FPS.search(line)) and session.fps is None:
+                session.fps = float(m.group(1))
+                session.configured.set()
+        session.configured.set()  # the process ended: unblock the video reader
+
+    @staticmethod
+    def _note_first_pts(session: _Session, line: str) -> None:
+        if session.pts_known.is_set() or not (m := _FIRST_PTS.match(line)):
+            return
+        session.first_pts.setdefault(m.group(1), float(m.group(2)))
+        if len(session.first_pts) == 2:
+            session.pts_known.set()
+
+    def _read_video(self, session: _Session) -> None:
+        assert session.proc is not None and session.proc.stdout is not None
+        session.configured.wait()
+        if session.size is None or session.fps is None:
+            session.frames.put(None)
+            return
+        w, h = session.size
+        n = 0
+        while True:
+            frame = np.empty((h, w, 3), np.uint8)  # read straight into the frame: no copy per frame
+            if not _read_into(session.proc.stdout, memoryview(frame).cast("B")):
+                break
+            if n == 0:
+                self._begin_timeline(session)
+            self._offer(session, (session.base_index + n, frame))
+            n += 1
+        self._offer(session, None)
+
+    def _begin_timeline(self, session: _Session) -> None:
+        """The first frame of a session: where it sits on the source's clock (after a gap, by the wall clock)."""
+        now = time.monotonic()
+        self._fps = session.fps or self._fps
+        if self._t0 is None:
+            self._t0 = now
+        session.base_index = max(self._next_index, round((now - self._t0) * self._fps))
+        session.base_ready.set()
+
+    def _offer(self, session: _Session, item: tuple[int, np.ndarray] | None) -> None:
+        if item is not None:
+            self._next_index = item[0] + 1
+        while True:
+            try:
+                session.frames.put_nowait(item)
+                return
+            except queue.Full:  # the engine keeps only the newest frame anyway; do not back up the decoder
+                try:
+                    session.frames.get_nowait()
+                    self.dropped += 1
+                except queue.Empty:
+                    pass
+
+    def _read_audio(self, session: _Session) -> None:
+        """Read the sound without ever blocking FFmpeg; publish it once the video's clock is known."""
+        assert session.audio_fd is not None
+        pending: list[bytes] = []
+        sample = None
+        with os.fdopen(session.audio_fd, "rb", buffering=0) as pipe:
+            while chunk := _read_exact(pipe, AUDIO_CHUNK, partial=True):
+                if sample is None:
+                    pending.append(chunk)
+                    if not (session.base_ready.is_set() and session.pts_known.is_set()):
+                        continue
+                    lead = session.first_pts["audio"] - session.first_pts["video"]  # sound before the 1st frame: < 0
+                    sample = round(session.base_index * RATE / self._fps + lead * RATE)
+                    chunk, pending = b"".join(pending), []
+                self.audio.publish(sample, chunk)
+                sample += len(chunk) // BYTES_PER_SAMPLE
+
+    def _restart_decoder(self, session: _Session) -> None:
+        """A new size: decode again from the next keyframe at that size; the connection stays up."""
+        log.warning("source %s: the picture size changed from %dx%d; restarting the decoder", self.spec,
+                    self.info.width, self.info.height)
+        self.state = "reconnecting"
+        if session.receiver is None or session.receiver.poll() is not None:
+            return self._lost("the picture size changed")
+        fresh = _Session(session.receiver, has_audio=session.has_audio)
+        fresh.mapped.set()
+        if session.proc is not None:
+            session.proc.kill()
+            session.proc.wait()
+        self._session = fresh
+        ffmpeg = shutil.which("ffmpeg") or "ffmpeg"
+        self._start_decoder(fresh, ffmpeg, DECODE_TS, session.receiver.stdout)
+        return None
+
+    def _lost(self, why: str) -> None:
+        log.warning("source %s: %s", self.spec, why)
+        self.state = "lost"
+        self._stop_session()
+        return None
+
+    def _make_info(self) -> SourceInfo:
+        assert self._first is not None
+        h, w = self._first[1].shape[:2]
+        return SourceInfo(self.spec, self.kind, w, h, self._fps, None)
+
+    def _why(self) -> str:
+        session = self._session
+        if session is None:
+            return ""
+        errors = [line for line in session.log_tail if "rror" in line or "failed" in line or "refused" in line]
+        return f": {errors[-1]}" if errors else ""
+
+
+def _read_into(pipe, view: memoryview) -> bool:
+    """Fill `view` from the pipe; False at the end of the pipe."""
+    done = 0
+    while done < len(view):
+        got = pipe.readinto(view[done:])
+        if not got:
+            return False
+        done += got
+    return True
+
+
+def _read_exact(pipe, size: int, partial: bool = False) -> bytearray | None:
+    """`size` bytes (or, with `partial`, whatever whole samples arrived), None at the end of the pipe."""
+    buf = bytearray()
+    while len(buf) < size:
+        chunk = pipe.read(size - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+        if partial and len(buf) % BYTES_PER_SAMPLE == 0:
+            break
+    if len(buf) < size and not (partial and buf):
+        return None
+    return buf

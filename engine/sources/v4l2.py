@@ -1,0 +1,43 @@
+"""A V4L2 camera or capture card with its size, rate and pixel format chosen (Linux).
+
+Spec: `v4l2:///dev/video0?size=1920x1080&fps=30&format=mjpeg` (format: mjpeg, yuyv422, nv12...).
+USB capture cards give 1080p30 only as MJPEG; YUYV at that size exceeds USB 2 bandwidth, so the choice
+matters and is left to the user (`v4l2-ctl --list-formats-ext -d /dev/video0` lists what a device offers).
+The card's sound is a separate ALSA device and is not read here.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, urlsplit
+
+from engine.source import SourceError
+from engine.sources.ffmpeg_pipe import FFmpegSource
+
+FORMATS = {"mjpeg": "mjpeg", "mjpg": "mjpeg", "yuyv": "yuyv422", "yuyv422": "yuyv422", "nv12": "nv12",
+           "h264": "h264"}
+
+
+def v4l2_args(spec: str) -> tuple[list[str], str]:
+    parts = urlsplit(spec)
+    query = dict(parse_qsl(parts.query))
+    args = ["-f", "v4l2"]
+    if fmt := query.get("format"):
+        if fmt.lower() not in FORMATS:
+            raise SourceError(f"{spec}: format {fmt!r} is not one of {', '.join(sorted(FORMATS))}")
+        args += ["-input_format", FORMATS[fmt.lower()]]
+    if size := query.get("size"):
+        if not re.fullmatch(r"\d+x\d+", size):
+            raise SourceError(f"{spec}: size is WIDTHxHEIGHT, e.g. 1920x1080")
+        args += ["-video_size", size]
+    if fps := query.get("fps"):
+        args += ["-framerate", fps]
+    return args, parts.path or "/dev/video0"
+
+
+def open_v4l2(spec: str, open_timeout_s: float = 10.0) -> FFmpegSource:
+    args, device = v4l2_args(spec)
+    hint = (f"cannot open {device} as asked ({spec}): absent, busy, or that size/rate/format is not offered "
+            f"(`v4l2-ctl --list-formats-ext -d {device}`)")
+    source = FFmpegSource(spec, args, device, hint, kind="camera", open_timeout_s=open_timeout_s)
+    return source

@@ -1,0 +1,259 @@
+"""SRT and RTMP in and out on loopback, with FFmpeg as the far end (the phone, and OBS or the platform).
+
+Sync is measured on content (tests/stream_util.py): a white flash and a beep start together every second
+at the sender; in the recording the flash's first frame and the beep's onset must be within one frame.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from engine.anonymize import SafeFrame
+from engine.config import Settings
+from engine.pipeline import Pipeline
+from engine.runner import Engine
+from engine.service import open_sink
+from engine.sinks import StreamSink, redact
+from engine.source import SourceError
+from engine.sources import FFmpegSource, open_source
+from engine.sources.srt import srt_url
+from tests.stream_util import av_offsets_ms, free_port, record, send, stream_kinds, sync_inputs
+
+pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
+                                reason="needs ffmpeg and ffprobe with srt and rtmp (Debian's ffmpeg)")
+
+ONE_FRAME_MS = 1000 / 30
+
+
+class ListSink:
+    """Records what reached the sinks: when, what size, and what the engine said of its source then."""
+
+    name = "list"
+
+    def __init__(self, engine: Engine | None = None) -> None:
+        self.engine = engine
+        self.frames: list[tuple[float, tuple[int, ...], str]] = []
+
+    def write(self, frame: SafeFrame) -> None:
+        assert isinstance(frame, SafeFrame)
+        state = self.engine.source_state if self.engine else "?"
+        self.frames.append((time.monotonic(), frame.image.shape, state))
+
+    def close(self) -> None:
+        pass
+
+
+def _live(engine: Engine) -> threading.Thread:
+    thread = threading.Thread(target=engine.run_live, name="engine", daemon=True)
+    thread.start()
+    return thread
+
+
+def _stop(engine: Engine, thread: threading.Thread, *procs: subprocess.Popen) -> None:
+    engine.stop_event.set()
+    thread.join(timeout=5)
+    engine.close()
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _listen(spec: str, start_sender: Callable[[], subprocess.Popen]) -> tuple[FFmpegSource, subprocess.Popen]:
+    """Open a listening source, and start the sender once the rig's FFmpeg listens (a phone retries too)."""
+    with ThreadPoolExecutor(1) as pool:
+        opening = pool.submit(open_source, spec, open_timeout_s=15)
+        time.sleep(1.0)
+        sender = start_sender()
+        return opening.result(), sender
+
+
+def _round_trip(source_spec: str, sender_url: str, sender_fmt: str, out_url: str, recorder_url: str,
+                recorder_args: list[str], path: Path, seconds: float = 6.0) -> Engine:
+    pipeline = Pipeline(Settings())
+    recorder = record(recorder_url, path, recorder_args)
+    source, sender = _listen(source_spec, lambda: send(sync_inputs(320, 240, 30, seconds), sender_url, sender_fmt))
+    engine = Engine(Settings(), source, pipeline=pipeline)
+    sink = open_sink("stream", source, out_url, bitrate_kbps=1000, keyframe_s=1.0)  # as `--out URL` does
+    assert isinstance(sink, StreamSink) and sink._audio_q is not None, "the source's sound must go along"
+    engine.sinks.append(sink)
+    thread = _live(engine)
+    sender.wait(timeout=seconds + 20)
+    time.sleep(1.0)
+    _stop(engine, thread, recorder)
+    return engine
+
+
+def _assert_synced(path: Path) -> None:
+    assert stream_kinds(path) == ["audio", "video"]
+    offsets = av_offsets_ms(path)
+    assert len(offsets) >= 2, f"too few flash/beep pairs in the recording: {offsets}"
+    # Frames are placed on whole frame slots, so a sender's sub-frame offset rounds to within half a frame;
+    # a flash frame the engine dropped (warm-up) shows one frame late, hence the median, with a worst bound.
+    magnitudes = sorted(abs(o) for o in offsets)
+    assert magnitudes[len(magnitudes) // 2] <= ONE_FRAME_MS, f"A/V offsets {offsets} ms: median over one frame"
+    assert magnitudes[-1] <= 3 * ONE_FRAME_MS, f"A/V offsets {offsets} ms: worst over three frames"
+
+
+def test_srt_in_and_out_keeps_sound_in_sync(tmp_path: Path) -> None:
+    pin, pout = free_port(), free_port()
+    out = tmp_path / "srt.ts"
+    # the rig listens (as for a phone); the output calls the far end, which listens (as OBS's media source)
+    engine = _round_trip(f"srt://:{pin}?mode=listener", f"srt://127.0.0.1:{pin}?mode=caller", "mpegts",
+                         f"srt://127.0.0.1:{pout}?mode=caller", f"srt://127.0.0.1:{pout}?mode=listener", [], out)
+    assert engine.stats.frames > 60
+    _assert_synced(out)
+
+
+def test_rtmp_in_and_out_keeps_sound_in_sync(tmp_path: Path) -> None:
+    pin, pout = free_port(), free_port()
+    out = tmp_path / "rtmp.ts"
+    # the rig listens for a publisher; the output pushes to a far end that listens (a platform's ingest)
+    engine = _round_trip(f"rtmp://:{pin}/live/phone", f"rtmp://127.0.0.1:{pin}/live/phone", "flv",
+                         f"rtmp://127.0.0.1:{pout}/live/key", f"rtmp://127.0.0.1:{pout}/live/key", ["-listen", "1"],
+                         out)
+    assert engine.stats.frames > 60
+    _assert_synced(out)
+
+
+def test_sender_killed_and_back_reconnects_without_raw_frames(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"srt://127.0.0.1:{port}?mode=caller"
+    source, sender = _listen(f"srt://:{port}?mode=listener", lambda: send(sync_inputs(320, 240, 30, 30), url))
+    source.stall_s = 1.0
+    engine = Engine(Settings(), source)
+    sink = ListSink(engine)
+    engine.sinks.append(sink)
+    thread = _live(engine)
+    time.sleep(2.0)
+    sender.kill()
+    sender.wait()
+    killed = time.monotonic()
+    states = set()
+    deadline = killed + 4.0
+    while time.monotonic() < deadline:
+        states.add(engine.source_state)
+        time.sleep(0.05)
+    lost_at = time.monotonic()
+    emitted_while_lost = [f for f in sink.frames if f[0] > killed + 1.5 and f[0] < lost_at]
+    back = None
+    for _ in range(20):  # the rig's listener comes back between retries; a phone app retries the same way
+        sender = send(sync_inputs(320, 240, 30, 4), url)
+        time.sleep(1.0)
+        if sender.poll() is None:
+            back = time.monotonic()
+            break
+    assert back is not None, "the sender could not reconnect to the rig's listener"
+    time.sleep(2.5)
+    _stop(engine, thread)
+    sender.kill()
+    sender.wait()
+    assert "lost" in states
+    assert emitted_while_lost == [], "frames reached the sinks while the source was lost"
+    resumed = [f for f in sink.frames if f[0] > back]
+    assert len(resumed) > 15, "too few frames after the reconnect"
+    assert all(f[2] != "lost" for f in resumed[5:])
+
+
+def test_size_change_restarts_decoder_and_output_keeps_its_size(tmp_path: Path) -> None:
+    parts = []
+    for name, (w, h) in (("big", (320, 240)), ("small", (160, 120))):
+        parts.append(tmp_path / f"{name}.ts")
+        inputs = [a for a in sync_inputs(w, h, 30, 3) if a != "-re"]
+        subprocess.run(["ffmpeg", "-v", "error", "-y", *inputs, "-c:v", "libx264", "-preset", "ultrafast", "-g", "15",
+                        "-c:a", "aac", "-f", "mpegts", str(parts[-1])], check=True)
+    playlist = tmp_path / "both.txt"
+    playlist.write_text("".join(f"file '{p}'\n" for p in parts))
+    pin, pout = free_port(), free_port()
+    out = tmp_path / "out.ts"
+    pipeline = Pipeline(Settings())  # models loaded before the stream starts: no second of it goes by unseen
+    recorder = record(f"srt://127.0.0.1:{pout}?mode=listener", out)
+    source, sender = _listen(f"srt://:{pin}?mode=listener", lambda: subprocess.Popen(
+        ["ffmpeg", "-v", "error", "-re", "-f", "concat", "-safe", "0", "-i", str(playlist), "-c", "copy",
+         "-f", "mpegts", f"srt://127.0.0.1:{pin}?mode=caller"], stderr=subprocess.DEVNULL))
+    assert (source.info.width, source.info.height) == (320, 240)
+    engine = Engine(Settings(), source, pipeline=pipeline)
+    sink = ListSink(engine)
+    engine.sinks += [sink, StreamSink(f"srt://127.0.0.1:{pout}?mode=caller", 320, 240, source.fps_fraction,
+                                      bitrate_kbps=500)]
+    thread = _live(engine)
+    sender.wait(timeout=20)
+    time.sleep(1.0)
+    _stop(engine, thread, recorder)
+    sizes = [tuple(f[1][:2]) for f in sink.frames]
+    assert (240, 320) in sizes and (120, 160) in sizes, f"sizes seen: {sorted(set(sizes))}"
+    assert sizes.index((120, 160)) > sizes.index((240, 320))
+    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "frame=width,height",
+                            "-of", "csv=p=0", str(out)], capture_output=True, text=True).stdout.split()
+    sizes_out = {p.strip(",") for p in probe}
+    assert len(probe) > 60 and sizes_out == {"320,240"}, f"the output changed size: {sorted(sizes_out)}"
+
+
+def test_service_assembly_streams_out_and_reports_the_sync_offset(tmp_path: Path) -> None:
+    """`blurcast engine start --source srt://... --out srt://...` as the service builds it."""
+    from blurcast.assemble import build_engine
+    from engine.client import EnginePaths
+    from engine.service import EngineService, ServeOptions
+
+    pin, pout = free_port(), free_port()
+    secret = "0123456789abc"  # an encrypted output: the far end has the same passphrase
+    recorder = record(f"srt://127.0.0.1:{pout}?mode=listener&passphrase={secret}&pbkeylen=16", tmp_path / "out.ts")
+    sender = send(sync_inputs(320, 240, 30, 20), f"srt://127.0.0.1:{pin}?mode=listener")
+    options = ServeOptions(source=f"srt://127.0.0.1:{pin}",
+                           outputs=[f"srt://127.0.0.1:{pout}?mode=caller&passphrase={secret}&pbkeylen=16"])
+    paths = EnginePaths(tmp_path / "home")
+    engine = build_engine(options, Settings(), paths=paths, use_facebank=False).engine
+    service = EngineService(engine, paths=paths)
+    thread = _live(engine)
+    [sink] = engine.sinks
+    deadline = time.monotonic() + 15
+    while sink.frames_sent < 60 and time.monotonic() < deadline:  # a busy machine starts the encoder slower
+        time.sleep(0.2)
+    telemetry = service.telemetry()
+    sender.kill()
+    _stop(engine, thread, sender, recorder)
+    assert telemetry["source"]["kind"] == "stream" and telemetry["frames"] >= 60
+    assert telemetry["obs_sync_offset_ms"] is not None and telemetry["video_delay_ms"] is not None
+    [output] = telemetry["outputs"]
+    assert output["name"].startswith("stream srt://") and secret not in json.dumps(telemetry)
+    assert stream_kinds(tmp_path / "out.ts") == ["audio", "video"], recorder.stderr.read().decode()[-500:]
+
+
+def test_srt_spec_and_secrets() -> None:
+    assert srt_url("srt://:9000?mode=listener") == ("srt://0.0.0.0:9000?mode=listener", True)
+    assert srt_url("srt://relay:9000?streamid=abc")[1] is False
+    with pytest.raises(SourceError, match="10 to 79"):
+        srt_url("srt://:9000?passphrase=short")
+    assert "secret" not in redact("srt://h:1?passphrase=secretsecret&streamid=x")
+    assert redact("rtmp://a.rtmp.youtube.com/live2/abcd-efgh") == "rtmp://a.rtmp.youtube.com/live2/***"
+
+
+def test_source_without_sound_is_decoded_picture_only() -> None:
+    port = free_port()
+    sender = subprocess.Popen(["ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=s=160x120:r=30",
+                               "-t", "4", "-c:v", "libx264", "-preset", "ultrafast", "-f", "mpegts",
+                               f"srt://127.0.0.1:{port}?mode=listener"], stderr=subprocess.DEVNULL)
+    source = open_source(f"srt://127.0.0.1:{port}", open_timeout_s=15)  # the rig calls; retried until it answers
+    try:
+        frames = [source.read() for _ in range(10)]
+        assert source.has_audio is False and all(f is not None and f.shape == (120, 160, 3) for f in frames)
+    finally:
+        source.close()
+        sender.kill()
+        sender.wait()
+
+
+def test_no_sender_is_a_clear_error() -> None:
+    with pytest.raises(SourceError, match="no SRT sender"):
+        open_source(f"srt://:{free_port()}?mode=listener", open_timeout_s=1.5)

@@ -230,6 +230,36 @@ def test_service_assembly_streams_out_and_reports_the_sync_offset(tmp_path: Path
     assert stream_kinds(tmp_path / "out.ts") == ["audio", "video"], recorder.stderr.read().decode()[-500:]
 
 
+def test_output_far_end_restarts_and_output_reconnects(tmp_path: Path) -> None:
+    """OBS (the far end) restarts mid-stream: the output connects again; the engine never stops."""
+    pin, pout = free_port(), free_port()
+    pipeline = Pipeline(Settings())
+    first = record(f"srt://127.0.0.1:{pout}?mode=listener", tmp_path / "first.ts")
+    sender = send(sync_inputs(320, 240, 30, 30), f"srt://127.0.0.1:{pin}?mode=listener")
+    source = open_source(f"srt://127.0.0.1:{pin}", open_timeout_s=15)
+    engine = Engine(Settings(), source, pipeline=pipeline)
+    sink = StreamSink(f"srt://127.0.0.1:{pout}?mode=caller", 320, 240, source.fps_fraction, audio=source.audio,
+                      bitrate_kbps=500)
+    engine.sinks.append(sink)
+    thread = _live(engine)
+    time.sleep(3.0)
+    first.kill()
+    first.wait()
+    time.sleep(1.0)
+    second = record(f"srt://127.0.0.1:{pout}?mode=listener", tmp_path / "second.ts")
+    deadline = time.monotonic() + 15
+    while sink.reconnects == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    resumed_at = sink.frames_sent
+    while sink.frames_sent < resumed_at + 90 and time.monotonic() < deadline:  # 3 s into the new connection
+        time.sleep(0.2)
+    still_an_output = sink in engine.sinks
+    sender.kill()
+    _stop(engine, thread, sender, second)
+    assert sink.reconnects >= 1 and still_an_output
+    assert stream_kinds(tmp_path / "second.ts") == ["audio", "video"]
+
+
 def test_srt_spec_and_secrets() -> None:
     assert srt_url("srt://:9000?mode=listener") == ("srt://0.0.0.0:9000?mode=listener", True)
     assert srt_url("srt://relay:9000?streamid=abc")[1] is False

@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from collections import deque
 from fractions import Fraction
 from urllib.parse import urlsplit
@@ -36,6 +37,7 @@ from engine.sources.audio import BYTES_PER_SAMPLE, CHANNELS, RATE, AudioTap
 
 log = logging.getLogger(__name__)
 
+RETRY_S = 2.0  # between attempts to reach a far end that is gone
 MAX_FILL_S = 2.0  # a longer gap (an outage) is skipped, not filled with 2 s+ of a frozen frame at once
 VIDEO_QUEUE = 16  # ~0.5 s: rides out an encoder start-up without dropping, bounds the delay when the uplink lags
 
@@ -71,19 +73,28 @@ class StreamSink:
         self.url, self.path = url, redact(url)
         self.name = f"stream {self.path}"
         self.width, self.height, self.fps = width, height, Fraction(fps)
-        self.frames_sent = self.repeated = self.dropped = 0
+        self.frames_sent = self.repeated = self.dropped = self.reconnects = 0
         self._fmt = stream_format(url)
-        self._origin: int | None = None  # source index of this output's first frame
+        self._encoder = (ffmpeg, bitrate_kbps, keyframe_s, preset)
+        self._tap = audio
+        self._counter = 0  # for writes without a source index
+        self._warned_size: tuple[int, int] | None = None
+        self._open()
+        log.info("stream output %s: %dx%d @ %.2f fps, %d kb/s, keyframe every %.1f s, %s", self.path, width, height,
+                 float(self.fps), bitrate_kbps, keyframe_s, "with sound" if audio is not None else "no sound")
+
+    def _open(self) -> None:
+        """A connection: its own FFmpeg, queue, sound subscription and clock (its first frame is time 0)."""
+        self._origin: int | None = None  # source index of this connection's first frame
         self._skipped = 0  # source frames skipped over outages (moves the sound with the picture)
         self._slot = 0  # output frames written so far
-        self._counter = 0  # for writes without a source index
         self._last: np.ndarray | None = None
-        self._warned_size: tuple[int, int] | None = None
         self._video: queue.Queue[tuple[int, np.ndarray] | None] = queue.Queue(maxsize=VIDEO_QUEUE)
-        self._tap, self._audio_q = audio, (audio.subscribe() if audio is not None else None)
+        self._audio_q = self._tap.subscribe() if self._tap is not None else None
         self._origin_set = threading.Event()
-        self._proc, audio_w = self._spawn(ffmpeg, bitrate_kbps, keyframe_s, preset)
         self._log_tail: deque[str] = deque(maxlen=20)
+        self._opened = time.monotonic()
+        self._proc, audio_w = self._spawn(*self._encoder)
         self._threads = [threading.Thread(target=self._write_video, name="stream-video", daemon=True),
                          threading.Thread(target=self._read_log, name="stream-log", daemon=True)]
         if audio_w is not None:
@@ -91,8 +102,27 @@ class StreamSink:
                                                   daemon=True))
         for thread in self._threads:
             thread.start()
-        log.info("stream output %s: %dx%d @ %.2f fps, %d kb/s, keyframe every %.1f s, %s", self.path, width, height,
-                 float(self.fps), bitrate_kbps, keyframe_s, "with sound" if audio_w is not None else "no sound")
+
+    def _close_current(self) -> int:
+        """End this connection's FFmpeg and threads; its exit code."""
+        while True:  # the writer may be gone (far end lost) with the queue full: make room for the end mark
+            try:
+                self._video.put_nowait(None)
+                break
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self._video.get_nowait()
+        if self._proc.poll() is None and self._origin is None:  # never got a frame (a listener nobody called)
+            self._proc.kill()
+        if self._tap is not None and self._audio_q is not None:
+            self._tap.unsubscribe(self._audio_q)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        try:
+            return self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            return self._proc.wait()
 
     def _spawn(self, ffmpeg: str, bitrate: int, keyframe_s: float, preset: str) -> tuple[subprocess.Popen, int | None]:
         audio_r, audio_w = os.pipe() if self._audio_q is not None else (None, None)
@@ -120,8 +150,9 @@ class StreamSink:
     def write_at(self, frame: SafeFrame, source_index: int | None) -> None:
         """Queue an anonymized frame for the source frame `source_index` (None: right after the last one)."""
         image = self._fit(_check(frame).image)
-        if self._proc.poll() is not None:
-            raise SinkError(f"ffmpeg stopped sending to {self.path}: {self._stderr()}")
+        if self._proc.poll() is not None and not self._reconnect():
+            self.dropped += 1
+            return
         index = source_index if source_index is not None else self._counter
         self._counter = index + 1
         try:
@@ -129,17 +160,19 @@ class StreamSink:
         except queue.Full:  # the far end is slow or not there yet: drop here, never hold the anonymizer
             self.dropped += 1
 
+    def _reconnect(self) -> bool:
+        """The far end went away (OBS restarted, network): start again, at most every RETRY_S seconds;
+        frames meanwhile are dropped, and the engine and the other outputs go on."""
+        if time.monotonic() - self._opened < RETRY_S:
+            return False
+        log.warning("stream output %s stopped (%s); connecting again", self.path, self._stderr() or "no reason given")
+        self._close_current()
+        self._open()
+        self.reconnects += 1
+        return True
+
     def close(self) -> None:
-        self._video.put(None)
-        if self._tap is not None and self._audio_q is not None:
-            self._tap.unsubscribe(self._audio_q)
-        for thread in self._threads:
-            thread.join(timeout=5)
-        try:
-            code = self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            code = self._proc.wait()
+        code = self._close_current()
         log.info("stream output %s closed: %d frames (%d repeats, %d dropped)%s", self.path, self.frames_sent,
                  self.repeated, self.dropped, f"; ffmpeg said: {self._stderr()}" if self._log_tail else "")
         if code not in (0, -9) and self.frames_sent == 0:

@@ -7,6 +7,7 @@ output can line the sound up with the frames it sends, however long the anonymiz
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -36,7 +37,13 @@ class AudioTap:
         with self._lock:
             if q in self._subscribers:
                 self._subscribers.remove(q)
-        q.put_nowait(None) if not q.full() else None
+        while True:  # wake its reader even if it is full
+            try:
+                q.put_nowait(None)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    q.get_nowait()
 
     def publish(self, first_sample: int, pcm: bytes) -> None:
         with self._lock:

@@ -18,7 +18,7 @@ from pathlib import Path
 from engine.client import EnginePaths, state_dir
 from engine.multistream import MultiStreamEngine, StreamSpec
 from engine.service import open_sink
-from engine.source import VideoSource
+from engine.sources import open_source
 from facebank.live import LiveFacebank, LiveGallery
 from facebank.store import Facebank
 
@@ -31,7 +31,7 @@ def stream_spec(name: str, source: str, home: Path, loop: bool = False, record: 
     home.mkdir(parents=True, exist_ok=True)
     store = Facebank(paths.facebank)
     gallery = LiveGallery(store)
-    opened = VideoSource(source, loop=loop)
+    opened = open_source(source, loop=loop)
     sinks = [open_sink("file", opened, str(home / "out.mp4"))] if record else []
     return StreamSpec(name, opened, home, sinks=sinks, gallery=gallery, facebank=LiveFacebank(store, gallery))
 

@@ -155,7 +155,7 @@ class StreamSpec:
     """One stream: where it reads, where its state lives (settings.json, engine.sock), what it writes."""
 
     name: str
-    source: Any  # a spec string for VideoSource, or an opened source object
+    source: Any  # a source spec (camera, file, srt/rtmp/... URL), or an opened source object
     home: Path
     sinks: list[Sink] = field(default_factory=list)
     loop: bool = False
@@ -270,6 +270,6 @@ class MultiStreamEngine:
 def _open(spec: StreamSpec) -> Any:
     if not isinstance(spec.source, str):
         return spec.source
-    from engine.source import VideoSource
+    from engine.sources import open_source
 
-    return VideoSource(spec.source, loop=spec.loop)
+    return open_source(spec.source, loop=spec.loop)

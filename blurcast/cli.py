@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "before the frame reaches the virtual camera. With no command, opens the terminal UI.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    parser.add_argument("--source", default="0",
-                        help="for the UI: camera index, video file or URL the engine reads (default: camera 0)")
+    parser.add_argument("--source",
+                        help="for the UI: camera index, video file or URL the engine reads (default: camera 0); "
+                             "an engine already running on another source is asked to switch")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_run(sub)
     _add_eval(sub)
@@ -512,27 +513,22 @@ def _cmd_engine_stop(args: argparse.Namespace) -> int:
 
 def _cmd_engine_status(args: argparse.Namespace) -> int:
     from engine.client import ControlClient, ControlError, default_paths
+    from tui.format import status_rows
 
     try:
         with ControlClient(default_paths().socket) as client:
             t = client.request("status")
     except ControlError as exc:
+        if args.json:
+            print(json.dumps({"state": "not running", "error": str(exc)}))
         console.print(f"engine not running ({exc})")
         return 1
     if args.json:
         print(json.dumps(t, indent=2))
         return 0
-    table = Table("figure", "value", title="blurcast engine")
-    src = t["source"]
-    table.add_row("source", f"{src['spec']} ({src['kind']}, {src['width']}x{src['height']}, {src['state']})")
-    table.add_row("sinks", ", ".join(t["sinks"]) or "none")
-    table.add_row("fps", f"{t['fps']:.1f}")
-    table.add_row("latency p50/p95", f"{t['latency_p50_ms']} / {t['latency_p95_ms']} ms")
-    if t.get("obs_sync_offset_ms") is not None:
-        table.add_row("OBS audio Sync Offset", f"{t['obs_sync_offset_ms']} ms (the stream's sound, to match the video)")
-    table.add_row("frames / dropped", f"{t['frames']} / {t['dropped']}")
-    table.add_row("faults", json.dumps(t["faults"]) if t["faults"] else "none")
-    table.add_row("faces in view", str(len(t["faces"])))
+    table = Table("", "", title="blurcast engine", show_header=False)
+    for label, value in status_rows(t):
+        table.add_row(label, value)
     Console().print(table)
     return 0
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,15 +17,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from textual.command import CommandPalette
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import Button, DataTable, HelpPanel, Input, Static
 
 from engine.client import ControlClient, ControlError, EnginePaths, engine_running, start_background, stop_background
 from engine.config import Settings
 from tests.conftest import need_data
 from tests.helpers import wait_for
 from tui.app import BlurcastApp, make_app
+from tui.screens.confirm import ConfirmScreen
 from tui.widgets import Preview, Slider
+from tui.widgets.preview import STATE_RGB, face_boxes
 
 _SHIPPED = Settings()
 DEFAULTS = {name: getattr(_SHIPPED, name) for name in ("similarity_threshold", "confidence", "strength", "margin",
@@ -144,13 +150,18 @@ def test_panic_and_pause_keys(engine, dev_clip):
             wait_for(lambda: request(engine, "status")["frames"] > frames + 5, what="more frames")
             t = request(engine, "status")
             assert t["whole_frames"] - whole == t["frames"] - frames, "every frame since panic was whole-blurred"
-            await pilot.press("p")
+            await pilot.press("p")  # off puts faces back on air: asked first, and "n" keeps it on
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the panic-off question")
+            await pilot.press("n")
+            await pilot.pause(0.5)
+            assert request(engine, "status")["whole_frame"] == "panic"
+            await pilot.press("p", "y")
             await until(pilot, lambda: request(engine, "status")["whole_frame"] is None, what="panic off")
             await pilot.press("space")
             await until(pilot, lambda: request(engine, "settings")["paused"], what="pause")
             await until(pilot, lambda: "PAUSED" in str(app.screen.query_one("#engine-status", Static).render()),
                         what="the PAUSED badge")
-            await pilot.press("space")
+            await pilot.press("space", "y")
             await until(pilot, lambda: not request(engine, "settings")["paused"], what="pause off")
 
     asyncio.run(scenario())
@@ -225,7 +236,10 @@ def test_recording_from_the_output_screen(engine, dev_clip, tmp_path):
             await pilot.press("o")
             record_path = app.screen.query_one("#record-path", Input)
             record_path.value = str(target)
-            await pilot.press("w")
+            await pilot.press("w")  # starting a recording asks first
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the recording question")
+            assert str(target) in str(app.screen.query_one("#question", Static).render())
+            await pilot.press("y")
             await until(pilot, lambda: "file" in app.telemetry["sinks"], what="the file sink")
             frames = app.telemetry["frames"]
             await until(pilot, lambda: app.telemetry["frames"] > frames + 15, what="frames recorded")
@@ -265,7 +279,7 @@ def test_output_screen_shows_engine_errors_in_place(engine, dev_clip):
             assert source_msg.has_class("error") and "No such video file" in str(source_msg.render())
             spec.value = str(dev_clip)
             spec.focus()
-            await pilot.press("enter")
+            await pilot.press("enter", "y")  # Enter in the field switches what goes on air: asked first
             await until(pilot, lambda: "Now reading" in str(source_msg.render()), what="the source switch")
 
     asyncio.run(scenario())
@@ -353,3 +367,225 @@ def test_facebank_screen_enrols_refuses_and_removes_in_the_engine(engine, dev_cl
             assert "Removed Lin" in str(message.render())
 
     asyncio.run(scenario())
+
+
+# --- keys that cannot misfire --------------------------------------------------------------------------------
+KEYBOARD = [*(chr(c) for c in range(33, 127)), "space", "backspace", "delete", "left", "right", "home", "end",
+            "up", "down", "pageup", "pagedown", "escape_not_sent"]
+KEYBOARD.remove("escape_not_sent")  # escape leaves a field by design; everything else must stay in it
+
+
+def engine_outputs(paths: EnginePaths) -> tuple[bool, bool, bool, str]:
+    t = request(paths, "status")
+    return t["settings"]["panic"], t["settings"]["paused"], "file" in t["sinks"], t["source"]["spec"]
+
+
+def test_typing_the_whole_keyboard_into_each_field_changes_nothing_on_air(engine, dev_clip):
+    """Every printable key, then Enter, into every text field of every screen: panic, pause, recording and
+    source stay as they were, and the screen stays put (l, f, o, p, q, w, r, space, ... are text there)."""
+    before = engine_outputs(engine)
+    checked: list[str] = []
+
+    async def scenario() -> None:
+        async with ui(engine, dev_clip).run_test(size=(120, 40)) as pilot:
+            app = await live(pilot)
+            for mode in ("live", "output", "facebank"):
+                app.action_show(mode)
+                await pilot.pause()
+                fields = [f for f in app.screen.query(Input) if f.display]
+                for field in fields:
+                    field.focus()
+                    await pilot.press(*KEYBOARD)
+                    assert app.screen.focused is field and app.current_mode == mode
+                    # a number field keeps only the digits it allows; others take all 94 characters
+                    assert len(field.value) >= (10 if field.type == "integer" else 90), f"#{field.id}: {field.value}"
+                    await pilot.press("enter")  # a field's Enter never starts anything without a yes
+                    if isinstance(app.screen, ConfirmScreen):
+                        await pilot.press("n")
+                    assert app.current_mode == mode
+                    field.value = ""
+                    checked.append(f"{mode}#{field.id}")
+            # the enrol dialog's name field (it opens on a picked face)
+            app.action_show("live")
+            table = app.screen.query_one("#faces", DataTable)
+            await until(pilot, lambda: table.row_count > 0, what="a face to pick")
+            table.focus()
+            await pilot.press("e")
+            await until(pilot, lambda: app.screen.query("#enrol-name"), what="the enrol dialog")
+            await pilot.press(*KEYBOARD)
+            assert len(app.screen.query_one("#enrol-name", Input).value) >= 90
+            await pilot.press("escape")
+            checked.append("enrol#enrol-name")
+            await pilot.pause(1.0)
+            assert request(engine, "status").get("enrolment") is None, "no enrolment was sent"
+
+    asyncio.run(scenario())
+    assert len(checked) >= 4, checked
+    assert engine_outputs(engine) == before, f"typing into {checked} changed what goes on air"
+
+
+def test_ctrl_p_is_the_command_palette_not_panic(engine, dev_clip):
+    async def scenario() -> None:
+        async with ui(engine, dev_clip).run_test() as pilot:
+            app = await live(pilot)
+            await pilot.press("o")
+            app.screen.query_one("#record-path", Input).focus()
+            await pilot.press("ctrl+p")
+            await until(pilot, lambda: CommandPalette.is_open(app), what="the command palette")
+            assert not request(engine, "settings")["panic"]
+            await pilot.press(*"Panic")
+            await pilot.pause(0.5)
+            await pilot.press("enter")
+            await until(pilot, lambda: request(engine, "settings")["panic"], what="panic from the palette")
+            await pilot.press("escape", "question_mark")  # out of the field first: there, ? is text
+            await until(pilot, lambda: app.screen.query(HelpPanel), what="the keys panel")
+
+    asyncio.run(scenario())
+
+
+# --- always a way out ----------------------------------------------------------------------------------------
+def test_no_camera_says_so_in_one_line_and_a_file_can_be_picked_without_restart(dev_clip, tmp_path):
+    paths = EnginePaths(tmp_path / "home")
+    app = make_app(paths, source="97", engine_args=["--source", "97"])  # no camera 97 on any rig
+
+    async def scenario() -> None:
+        async with app.run_test() as pilot:
+            await until(pilot, lambda: app.engine_state == "lost", timeout=90, what="the failed start")
+            bar = str(app.screen.query_one("#engine-status", Static).render())
+            assert "camera 97" in bar and "o: pick a video file" in bar, bar
+            assert "\n" not in app.engine_reason and "[ERROR" not in app.engine_reason and "global" not in bar
+            assert "o: pick a video file" in str(app.screen.query_one("#notice", Static).render())
+            await pilot.press("o")
+            await pilot.click("#kind-file")
+            app.screen.query_one("#source-spec", Input).value = str(dev_clip)
+            switch = app.screen.query_one("#switch", Button)
+            assert not switch.disabled, "Switch works while the engine is lost"
+            await pilot.click("#switch")
+            await until(pilot, lambda: app.engine_state == "live", timeout=90, what="an engine on the file")
+            assert app.telemetry["source"]["spec"] == str(dev_clip)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        stop_background(paths)
+
+
+def test_source_given_against_a_running_engine_asks_and_never_ignores(engine, dev_clip, data_dir):
+    other = data_dir / "video_unannotated" / "head_motion_d0.mp4"
+    need_data(other)
+
+    async def answer(key: str) -> None:
+        async with ui(engine, dev_clip, requested_source=str(other)).run_test() as pilot:
+            app = await live(pilot)
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+            question = str(app.screen.query_one("#question", Static).render())
+            assert str(dev_clip) in question and str(other) in question
+            await pilot.press(key)
+            if key == "y":
+                await until(pilot, lambda: request(engine, "status")["source"]["spec"] == str(other),
+                            what="the switch")
+            else:
+                await pilot.pause(1.0)
+
+    try:
+        asyncio.run(answer("n"))
+        assert request(engine, "status")["source"]["spec"] == str(dev_clip), "'n' keeps the engine's source"
+        asyncio.run(answer("y"))
+    finally:
+        request(engine, "source", spec=str(dev_clip), loop=True)
+
+
+# --- "this is me" --------------------------------------------------------------------------------------------
+def test_this_is_me_enrols_the_picked_face_and_keeps_it_visible(engine, dev_clip):
+    """The done-when of issue 10, headless: with an empty facebank the UI offers the largest steady face; e and
+    a name enrol it from the live picture; within 5 s of the enrolment it is visible, stays so while in view,
+    and the preview outlines it in the visible colour with its id."""
+    assert request(engine, "facebank_list")["people"] == [], "the test starts with an empty facebank"
+
+    async def scenario() -> None:
+        async with ui(engine, dev_clip).run_test(size=(80, 24)) as pilot:
+            app = await live(pilot)
+            notice = app.screen.query_one("#notice", Static)
+            await until(pilot, lambda: "Is #" in str(notice.render()), what="the enrol offer")
+            track = app.screen.selected
+            assert track is not None and f"#{track}" in str(notice.render())
+            await pilot.press("e")
+            await until(pilot, lambda: app.screen.query("#enrol-name"), what="the name dialog")
+            await pilot.press(*"Lin", "enter")
+            await until(pilot, lambda: (app.telemetry.get("enrolment") or {}).get("state") in ("done", "failed"),
+                        timeout=30, what="the enrolment")
+            enrol = app.telemetry["enrolment"]
+            assert enrol["state"] == "done", enrol
+            done = time.monotonic()
+            assert any(p["name"] == "Lin" for p in request(engine, "facebank_list")["people"])
+
+            def visible() -> dict | None:
+                return next((f for f in app.telemetry["faces"] if f["track_id"] == track
+                             and f["state"] == "visible"), None)
+
+            await until(pilot, visible, timeout=5, what="the enrolled face to turn visible")
+            print(f"visible {time.monotonic() - done:.2f} s after the enrolment was done")
+            # It stays visible while it is in view (reacquired tracks are recognised again, not kept).
+            for _ in range(20):
+                await pilot.pause(0.1)
+                face = next((f for f in app.telemetry["faces"] if f["track_id"] == track), None)
+                if face and not face["lost_frames"]:
+                    assert face["state"] == "visible", face
+            preview = app.screen.query_one(Preview)
+            await until(pilot, lambda: preview.has_image, what="a preview frame")
+            boxes = {b.track_id: b for b in face_boxes(app.telemetry["faces"], (640, 360), (64, 36))}
+            if track in boxes:
+                assert boxes[track].rgb == STATE_RGB["visible"]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        with contextlib.suppress(ControlError):
+            request(engine, "facebank_remove", name="Lin")
+
+
+# --- sliders and status --------------------------------------------------------------------------------------
+def test_sliders_take_ranges_and_defaults_from_the_engine(engine, dev_clip):
+    limits = request(engine, "limits")
+
+    async def scenario() -> None:
+        async with ui(engine, dev_clip).run_test() as pilot:
+            app = await live(pilot)
+            await until(pilot, lambda: app.limits, what="the limits")
+            for slider in app.screen.query(Slider):
+                lim = limits[slider.name]
+                assert (slider.minimum, slider.maximum, slider.default) == (lim["min"], lim["max"], lim["default"])
+                assert slider.help == lim["help"] and slider.help
+            await pilot.press("s")
+            help_line = app.screen.query_one("#slider-help", Static)
+            assert limits["similarity_threshold"]["help"] in str(help_line.render())
+            await pilot.press("down")
+            confidence = app.screen.query_one("#confidence", Slider)
+            assert app.focused is confidence
+            await pilot.press("right", "right")
+            await until(pilot, lambda: request(engine, "settings")["confidence"] != lim_default("confidence"),
+                        what="the change")
+            await pilot.press("d")
+            await until(pilot, lambda: request(engine, "settings")["confidence"] == lim_default("confidence"),
+                        what="the reset to the default")
+
+    def lim_default(name: str) -> float:
+        return limits[name]["default"]
+
+    asyncio.run(scenario())
+
+
+def test_engine_status_says_it_in_words(engine):
+    env = {**os.environ, "BLURCAST_HOME": str(engine.root)}
+    cmd = [sys.executable, "-m", "blurcast", "engine", "status"]
+    request(engine, "panic", on=True)
+    try:
+        text = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+        as_json = json.loads(subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True, timeout=60,
+                                            check=True).stdout)
+    finally:
+        request(engine, "panic", on=False)
+    for word in ("PANIC", "source", "outputs", "facebank", "fps", "latency", "faults"):
+        assert word in text, f"{word} missing from:\n{text}"
+    assert as_json["settings"]["panic"] is True and "pid" in as_json and "outputs" in as_json
+    assert str(as_json["pid"]) in text

@@ -10,10 +10,11 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 import tui.screens.facebank as facebank_screen
+import tui.screens.live as live_screen
 from engine.client import EnginePaths
 from tui.app import BlurcastApp, make_app
 from tui.facebank_link import ImageView, PersonView
-from tui.messages import EngineLost, EngineStats, PreviewFrame
+from tui.messages import EngineLost, EngineStartFailed, EngineStats, PreviewFrame
 
 TELEMETRY = {
     "event": "telemetry", "time": 0.0, "fps": 24.9, "latency_p50_ms": 41.2, "latency_p95_ms": 63.0,
@@ -21,19 +22,40 @@ TELEMETRY = {
     "source": {"spec": "/data/video_hamilton/short_hamilton_clip.mp4", "kind": "file", "state": "running",
                "width": 640, "height": 360, "fps": 29.97},
     "sinks": ["vcam"], "detector": "yunet on onnxruntime-cpu", "whole_frame": None,
+    "pid": 4242, "outputs": [{"name": "vcam", "path": "/dev/video10"}], "enrolment": None,
     "faces": [
         {"track_id": 3, "box": [223.6, 87.3, 298.5, 192.4], "size": 105.1, "score": 0.925, "state": "visible",
-         "lost_frames": 0, "identity": "Lin-Manuel Miranda", "similarity": 0.712},
+         "lost_frames": 0, "identity": "Lin-Manuel Miranda", "similarity": 0.712, "reason": None,
+         "candidate": None},
         {"track_id": 7, "box": [71.8, 136.5, 123.6, 210.3], "size": 73.8, "score": 0.88, "state": "blurred",
-         "lost_frames": 0, "identity": "Lin-Manuel Miranda", "similarity": 0.121},
-        {"track_id": 9, "box": [400.0, 100.0, 440.0, 150.0], "size": 50.0, "score": 0.31, "state": "blurred",
-         "lost_frames": 4, "identity": None, "similarity": None},
+         "lost_frames": 0, "identity": None, "similarity": 0.45, "reason": "below threshold",
+         "candidate": {"name": "Lin-Manuel Miranda", "similarity": 0.45}},
+        {"track_id": 12, "box": [480.0, 150.0, 520.0, 200.0], "size": 50.0, "score": 0.41, "state": "blurred",
+         "lost_frames": 0, "identity": None, "similarity": None, "reason": "not recognised yet",
+         "candidate": None},
+        {"track_id": 9, "box": [300.0, 10.0, 600.0, 350.0], "size": 517.0, "score": 0.31, "state": "blurred",
+         "lost_frames": 22, "identity": None, "similarity": None, "reason": "lost", "candidate": None},
     ],
+    "facebank": {"people": 1, "photos": 2, "embedded": 40},
     "settings": {"detector": "yunet", "backend": "auto", "confidence": 0.5, "low_confidence": 0.2,
                  "detect_width": 1280, "deadline_ms": 250.0, "hold_seconds": 0.8, "mode": "blur", "shape": "box",
                  "strength": 0.6, "margin": 0.25, "similarity_threshold": 0.56, "recognition": True,
                  "panic": False, "paused": False},
 }
+
+# The shape of the engine's `limits` reply (the control API contract); the figures are the shipped ones.
+LIMITS = {
+    "similarity_threshold": {"default": 0.49, "min": 0.4, "max": 1.0, "choices": None,
+                             "help": "higher lets fewer strangers through, but may blur you"},
+    "confidence": {"default": 0.5, "min": 0.2, "max": 0.9, "choices": None,
+                   "help": "lower finds more faces, and more false ones"},
+    "strength": {"default": 0.6, "min": 0.0, "max": 1.0, "choices": None, "help": "how much detail is left"},
+    "margin": {"default": 0.25, "min": 0.0, "max": 1.0, "choices": None, "help": "each box grows by this per side"},
+    "hold_seconds": {"default": 0.8, "min": 0.2, "max": 5.0, "choices": None,
+                     "help": "how long a lost face stays blurred where it was going"},
+    "mode": {"default": "blur", "min": None, "max": None, "choices": ["blur", "mosaic", "fill"], "help": "how"},
+}
+SIZES = [(80, 24), (160, 48)]
 
 PEOPLE = [PersonView("Lin-Manuel Miranda", (ImageView("/photos/lin/portrait.png", 412.0, 1830.0, 0.97, "good"),
                                             ImageView("/photos/lin/stage.jpg", 74.0, 96.0, 0.81, "weak"))),
@@ -62,8 +84,12 @@ def app(tmp_path) -> BlurcastApp:
                     facebank_path=tmp_path / "facebank.json")
 
 
-async def feed(pilot: Pilot, telemetry: dict = TELEMETRY) -> None:
+async def feed(pilot: Pilot, telemetry: dict = TELEMETRY, preview: bool = True) -> None:
     pilot.app.post_message(EngineStats(telemetry))
+    await pilot.pause()
+    pilot.app.limits = LIMITS
+    if preview:
+        pilot.app.screen.post_message(PreviewFrame(96, 54, synthetic_preview()))
     await pilot.pause()
 
 
@@ -74,29 +100,80 @@ async def settle(pilot: Pilot) -> None:
     await pilot.pause()
 
 
-def test_live_screen(app, snap_compare):
+@pytest.mark.parametrize("size", SIZES)
+def test_live_screen(app, snap_compare, size):
+    """Faces outlined in the preview with the table's ids (#3 selected: thick); lost #9 is no row; #7 shows
+    its candidate and why it is blurred; sliders with default marks."""
     async def run_before(pilot: Pilot) -> None:
         await feed(pilot)
-        pilot.app.screen.post_message(PreviewFrame(96, 54, synthetic_preview()))
         await settle(pilot)
 
-    assert snap_compare(app, run_before=run_before)
+    assert snap_compare(app, run_before=run_before, terminal_size=size)
 
 
-def test_live_screen_large(app, snap_compare):
+@pytest.mark.parametrize("size", SIZES)
+def test_live_screen_slider_help(app, snap_compare, size):
     async def run_before(pilot: Pilot) -> None:
         await feed(pilot)
-        pilot.app.screen.post_message(PreviewFrame(96, 54, synthetic_preview()))
+        await pilot.press("s", "down", "left")  # confidence, one step below its default mark
         await settle(pilot)
 
-    assert snap_compare(app, run_before=run_before, terminal_size=(160, 48))
+    assert snap_compare(app, run_before=run_before, terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_live_screen_face_picked_by_number(app, snap_compare, size):
+    async def run_before(pilot: Pilot) -> None:
+        await feed(pilot)
+        await pilot.press("1", "2")
+        await settle(pilot)
+
+    assert snap_compare(app, run_before=run_before, terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_enrol_dialog(app, snap_compare, size):
+    async def run_before(pilot: Pilot) -> None:
+        await feed(pilot)
+        pilot.app.engine_state = "live"  # the enrol key needs a live engine; this app never attaches
+        await pilot.press("e", *"Lin")
+        await settle(pilot)
+
+    assert snap_compare(app, run_before=run_before, terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_live_screen_enrolment_progress(app, snap_compare, size):
+    enrolling = {**TELEMETRY, "enrolment": {"name": "Lin", "track_id": 3, "state": "gathering", "progress": 0.4,
+                                            "frames": 11, "message": ""}}
+
+    async def run_before(pilot: Pilot) -> None:
+        await feed(pilot, enrolling)
+        await settle(pilot)
+
+    assert snap_compare(app, run_before=run_before, terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_live_screen_offers_enrolment_with_an_empty_facebank(app, snap_compare, size, monkeypatch):
+    monkeypatch.setattr(live_screen, "STEADY_S", 0.0)
+    empty = {**TELEMETRY, "facebank": {"people": 0, "photos": 0, "embedded": 0},
+             "faces": [{**f, "state": "blurred", "identity": None, "reason": "not recognised yet", "candidate": None}
+                       for f in TELEMETRY["faces"]]}
+
+    async def run_before(pilot: Pilot) -> None:
+        await feed(pilot, empty)
+        await feed(pilot, empty)
+        await settle(pilot)
+
+    assert snap_compare(app, run_before=run_before, terminal_size=size)
 
 
 def test_live_screen_panic(app, snap_compare):
     panic = {**TELEMETRY, "whole_frame": "panic", "settings": {**TELEMETRY["settings"], "panic": True}}
 
     async def run_before(pilot: Pilot) -> None:
-        await feed(pilot, panic)
+        await feed(pilot, panic, preview=False)
         await settle(pilot)
 
     assert snap_compare(app, run_before=run_before)
@@ -111,21 +188,66 @@ def test_live_screen_engine_lost(app, snap_compare):
     assert snap_compare(app, run_before=run_before)
 
 
+NO_CAMERA = """the engine exited at start (code 2); see /home/me/.local/share/blurcast/engine.log:
+[ WARN:0@1.6] global cap_v4l.cpp:913 open VIDEOIO(V4L2:/dev/video0): can't open camera by index
+[ERROR:0@1.617] global obsensor_uvc_stream_channel.cpp:163 getStreamChannelGroup Camera index out of range
+error: cannot open camera 0: it is absent or busy (another program may hold it;
+`v4l2-ctl --list-devices` lists cameras)"""
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_no_camera_is_one_line_with_a_way_out(app, snap_compare, size):
+    async def run_before(pilot: Pilot) -> None:
+        pilot.app.post_message(EngineStartFailed(NO_CAMERA))
+        await pilot.pause()
+        pilot.app.clear_notifications()
+        await settle(pilot)
+
+    assert snap_compare(app, run_before=run_before, terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_keys_help(app, snap_compare, size):
+    async def run_before(pilot: Pilot) -> None:
+        await feed(pilot)
+        await pilot.press("question_mark")
+        await settle(pilot)
+
+    assert snap_compare(app, run_before=run_before, terminal_size=size)
+
+
+def test_panic_off_asks_first(app, snap_compare):
+    panic = {**TELEMETRY, "whole_frame": "panic", "settings": {**TELEMETRY["settings"], "panic": True}}
+
+    async def run_before(pilot: Pilot) -> None:
+        await feed(pilot, panic, preview=False)
+        pilot.app.engine_state = "live"
+        await pilot.press("p")
+        await settle(pilot)
+
+    assert snap_compare(app, run_before=run_before)
+
+
 def test_facebank_screen(app, snap_compare, monkeypatch):
     monkeypatch.setattr(facebank_screen, "FacebankLink", FakeFacebank)
 
     async def run_before(pilot: Pilot) -> None:
-        await feed(pilot)
+        await feed(pilot, preview=False)
         await pilot.press("f")
         await settle(pilot)
 
     assert snap_compare(app, run_before=run_before)
 
 
-def test_output_screen(app, snap_compare):
+@pytest.mark.parametrize("size", SIZES)
+def test_output_screen(app, snap_compare, size):
+    """Reattached to an engine that records: the path shows (the engine's `outputs`), not 'started outside'."""
+    recording = {**TELEMETRY, "sinks": ["vcam", "file"],
+                 "outputs": [{"name": "vcam", "path": "/dev/video10"}, {"name": "file", "path": "/rec/show.mp4"}]}
+
     async def run_before(pilot: Pilot) -> None:
-        await feed(pilot)
+        await feed(pilot, recording, preview=False)
         await pilot.press("o")
         await settle(pilot)
 
-    assert snap_compare(app, run_before=run_before)
+    assert snap_compare(app, run_before=run_before, terminal_size=size)

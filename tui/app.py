@@ -14,13 +14,15 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import on, work
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.reactive import var
+from textual.screen import Screen
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from tui.link import ControlError, EngineLink, EnginePaths, default_engine_args, default_paths
@@ -32,6 +34,7 @@ from tui.messages import (
     EngineStarting,
     EngineStats,
 )
+from tui.screens.confirm import ConfirmScreen
 from tui.screens.facebank import FacebankScreen
 from tui.screens.live import LiveScreen
 from tui.screens.output import OutputScreen
@@ -43,6 +46,7 @@ TELEMETRY_HZ = 10.0
 STALE_AFTER_S = 1.5  # no telemetry for this long: figures are marked stale (the stream sends every 0.1 s)
 RECONNECT_S = 0.5
 OPTIMISTIC_S = 2.0  # a switch just sent counts as set for this long, even before telemetry confirms it
+HISTORY = 60  # seconds of fps/latency kept for the live screen's sparklines
 ENGINE_STATES = ("connecting", "starting", "live", "stale", "lost", "detached")
 
 
@@ -51,7 +55,7 @@ class BlurcastApp(App[int]):
 
     CSS_PATH = "app.tcss"
     TITLE = "Blurcast"
-    ENABLE_COMMAND_PALETTE = False  # frees ctrl+p for panic
+    COMMAND_PALETTE_DISPLAY = "^p"  # ctrl+p: Textual's command palette, as Textual users expect
     MODES: ClassVar = {"live": LiveScreen, "facebank": FacebankScreen, "output": OutputScreen}
     DEFAULT_MODE = "live"
     HORIZONTAL_BREAKPOINTS: ClassVar = [(0, "-narrow"), (120, "-wide")]
@@ -60,10 +64,10 @@ class BlurcastApp(App[int]):
         Binding("l", "show('live')", "Live"),
         Binding("f", "show('facebank')", "Facebank"),
         Binding("o", "show('output')", "Output"),
-        Binding("p", "panic", "Panic"),
-        Binding("ctrl+p", "panic", "Panic", show=False, priority=True),  # works even while typing
-        Binding("space", "pause", "Pause"),
+        Binding("p", "panic", "Panic"),  # on at once (fail closed); off only after a confirm
+        Binding("space", "pause", "Pause", key_display="␣"),
         Binding("r", "restart_engine", "Restart engine"),
+        Binding("question_mark", "toggle_help", "Keys"),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -71,10 +75,12 @@ class BlurcastApp(App[int]):
     engine_reason: var[str] = var("")
     telemetry: var[dict[str, Any] | None] = var(None, always_update=True)
     telemetry_hz: var[float] = var(0.0)
+    limits: var[dict[str, dict[str, Any]] | None] = var(None)  # the engine's `limits`: what the sliders allow
 
     def __init__(self, link: EngineLink, *, start_engine: bool = True, attach: bool = True,
-                 facebank_path: Path | None = None) -> None:
+                 facebank_path: Path | None = None, requested_source: str | None = None) -> None:
         super().__init__()
+        self.requested_source = requested_source  # given on the command line: an engine on another is asked
         self.engine_link = link
         self.start_engine = start_engine
         self.attach = attach
@@ -88,6 +94,9 @@ class BlurcastApp(App[int]):
         self._switches: dict[str, tuple[bool, float]] = {}
         self.settings_sent: dict[str, tuple[Any, float]] = {}
         self.settings_delays: deque[float] = deque(maxlen=100)  # s from a slider change to its telemetry echo
+        self.fps_history: deque[float] = deque(maxlen=HISTORY)  # one sample a second, for the sparklines
+        self.latency_history: deque[float] = deque(maxlen=HISTORY)
+        self._history_at = 0.0
 
     # --- lifecycle --------------------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -154,10 +163,46 @@ class BlurcastApp(App[int]):
         recent = [s for s in self._stamps if s > message.received - 2.0]
         self.telemetry_hz = (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6) if len(recent) > 2 else 0.0
         self._note_confirmed(message.telemetry.get("settings") or {}, message.received)
+        self._note_history(message.telemetry, message.received)
         if self.engine_state != "live":
             self.engine_reason = ""
             self.engine_state = "live"
+            if self.attach:
+                self.fetch_limits()
+            self._check_requested_source(message.telemetry)
         self.telemetry = message.telemetry
+
+    def _note_history(self, t: dict[str, Any], now: float) -> None:
+        if now - self._history_at >= 1.0:
+            self._history_at = now
+            self.fps_history.append(float(t.get("fps") or 0.0))
+            self.latency_history.append(float(t.get("latency_p95_ms") or 0.0))
+
+    @work(thread=True, exclusive=True, group="limits", exit_on_error=False)
+    def fetch_limits(self) -> None:
+        """The sliders' ranges come from the engine, which is what refuses values past them."""
+        try:
+            limits = self.engine_link.request("limits")
+        except ControlError as exc:
+            log.warning("the engine gives no limits (%s): sliders stay off", exc)
+            return
+        self.call_from_thread(setattr, self, "limits", limits)
+
+    def _check_requested_source(self, t: dict[str, Any]) -> None:
+        """`--source X` while an engine already reads Y: ask, never ignore it silently."""
+        wanted, self.requested_source = self.requested_source, None
+        now = str((t.get("source") or {}).get("spec", ""))
+        if wanted is None or _same_source(wanted, now):
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.switch_source(wanted, loop=Path(wanted).expanduser().is_file())
+            else:
+                self.notify(f"Kept the engine on {now}.", timeout=5)
+
+        self.push_screen(ConfirmScreen(f"An engine is already running on {now}.\n"
+                                       f"Switch it to {wanted}? (y/n)"), answer)
 
     def on_engine_lost(self, message: EngineLost) -> None:
         if self._starting:
@@ -182,9 +227,9 @@ class BlurcastApp(App[int]):
 
     def on_engine_start_failed(self, message: EngineStartFailed) -> None:
         self._starting = False
-        self.engine_reason = message.reason.splitlines()[0]
+        self.engine_reason = start_failure(message.reason)  # one line: the engine's own error, no OpenCV dump
         self.engine_state = "lost"
-        self.notify(message.reason, title="The engine did not start", severity="error", timeout=15)
+        self.notify(self.engine_reason, title="The engine did not start", severity="error", timeout=15)
 
     def on_command_failed(self, message: CommandFailed) -> None:
         self.notify(message.error, title=f"{message.cmd} failed", severity="error", timeout=8)
@@ -270,11 +315,48 @@ class BlurcastApp(App[int]):
             self.switch_mode(mode)
             self.refresh_bindings()
 
+    def switch_source(self, spec: str, loop: bool = False) -> None:
+        """Read `spec` from now on: tell a live engine, or start a new one on it when none answers (the way out
+        of 'no camera')."""
+        if self.engine_state in ("live", "stale"):
+            self.send_command("source", spec=spec, loop=loop)
+            return
+        args = ["--source", spec] + (["--loop"] if loop else [])
+        self.engine_link.engine_args = args
+        if not self._starting:
+            self._begin_start()
+
     def action_panic(self) -> None:
-        self._toggle("panic", "panic")
+        self._guarded_toggle("panic", "panic", "Turn panic off? Frames go out with only strangers' faces blurred.")
 
     def action_pause(self) -> None:
-        self._toggle("paused", "pause")
+        self._guarded_toggle("paused", "pause", "Resume? Frames go out with only strangers' faces blurred.")
+
+    def _guarded_toggle(self, name: str, cmd: str, question: str) -> None:
+        """On at once (blurring more is always safe); off, which puts faces back on air, only after a yes."""
+        if not self.switch_state(name):
+            self._toggle(name, cmd)
+            return
+        self.push_screen(ConfirmScreen(f"{question} (y/n)"), lambda yes: self._toggle(name, cmd) if yes else None)
+
+    def action_toggle_help(self) -> None:
+        from textual.widgets import HelpPanel
+
+        panels = self.screen.query(HelpPanel)
+        if panels:
+            panels.remove()
+        else:
+            self.action_show_help_panel()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Panic", "Blur every whole frame (or turn it off, after a confirm)", self.action_panic)
+        yield SystemCommand("Pause", "Blur every whole frame while you step away", self.action_pause)
+        for mode, help_text in (("live", "figures, faces, sliders, preview"), ("facebank", "who stays visible"),
+                                ("output", "source, virtual camera, recording")):
+            yield SystemCommand(f"Show {mode}", help_text, lambda m=mode: self.action_show(m))
+        yield SystemCommand("Restart engine", "Start the engine again after it stopped", self.action_restart_engine)
+        yield SystemCommand("Keys", "Show every key of this screen", self.action_toggle_help)
 
     def action_restart_engine(self) -> None:
         if self.engine_state in ("lost", "stale") and not self._starting:
@@ -290,6 +372,32 @@ class BlurcastApp(App[int]):
         return True
 
 
+def start_failure(reason: str) -> str:
+    """The engine's own `error:` line out of a start failure (its log tail holds OpenCV's dump too)."""
+    lines = [ln.strip() for ln in reason.splitlines() if ln.strip()]
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("error:")]
+    if not starts:
+        return lines[0] if lines else "the engine did not start"
+    parts = [lines[starts[-1]].removeprefix("error:").strip()]
+    for ln in lines[starts[-1] + 1:]:  # a wrapped error line goes on until the next log line
+        if ln.startswith(("[", "error:", "Traceback")):
+            break
+        parts.append(ln)
+    text = " ".join(parts)
+    if "camera" in text.lower():  # the way out first, the engine's advice after it
+        return f"{text.split('(')[0].strip()} · o: pick a video file or URL instead"
+    return text
+
+
+def _same_source(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, int | float) and isinstance(b, int | float):
         return abs(a - b) < 1e-6
@@ -298,18 +406,23 @@ def _same(a: Any, b: Any) -> bool:
 
 def make_app(paths: EnginePaths | None = None, source: str = "0", start_engine: bool = True,
              engine_args: list[str] | None = None, *, attach: bool = True,
-             facebank_path: Path | None = None) -> BlurcastApp:
+             facebank_path: Path | None = None, requested_source: str | None = None) -> BlurcastApp:
     """The app for `paths` (default: $BLURCAST_HOME). `engine_args` override the `engine serve` arguments
     derived from `source`; `attach=False` builds an app that never talks to an engine (snapshots, demos)."""
     link = EngineLink(paths or default_paths(), list(engine_args) if engine_args else default_engine_args(source))
-    return BlurcastApp(link, start_engine=start_engine, attach=attach, facebank_path=facebank_path)
+    return BlurcastApp(link, start_engine=start_engine, attach=attach, facebank_path=facebank_path,
+                       requested_source=requested_source)
 
 
-def run_ui(source: str = "0", paths: EnginePaths | None = None) -> int:
-    """Run the UI in this terminal until the user quits; the engine keeps running. Returns an exit code."""
-    app = make_app(paths, source=source)
+def run_ui(source: str | None = None, paths: EnginePaths | None = None) -> int:
+    """Run the UI in this terminal until the user quits; the engine keeps running. Returns an exit code.
+    `source` None: camera 0 if no engine runs, else whatever it reads; given: a running engine on another
+    source is asked to switch."""
+    app = make_app(paths, source=source or "0", requested_source=source)
     _log_to_file(app.engine_link.paths.root / "ui.log")
     app.run()
+    if app.engine_state in ("live", "stale"):
+        sys.stderr.write("Blurcast: the engine keeps running; `blurcast engine stop` ends it.\n")
     return app.return_code or 0
 
 
@@ -327,7 +440,7 @@ def _log_to_file(path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tui", description="Blurcast's terminal UI.")
-    parser.add_argument("--source", default="0", help="camera index, video file or URL (used if no engine runs)")
+    parser.add_argument("--source", help="camera index, video file or URL (default 0; a running engine is asked)")
     args = parser.parse_args(argv)
     return run_ui(args.source)
 

@@ -13,7 +13,7 @@ DASH = "—"
 def short_path(path: str, width: int = 36) -> str:
     """~ for the home folder, and the middle cut when still too long: the file name always shows."""
     home = str(Path.home())
-    text = "~" + path[len(home):] if path.startswith(home + "/") else path
+    text = "~" + path[len(home):] if path == home or path.startswith(home + "/") else path
     if len(text) <= width:
         return text
     name = Path(text).name
@@ -34,29 +34,52 @@ def similarity_cell(similarity: float | None, threshold: float) -> Text:
 
 
 def state_cell(face: dict[str, Any]) -> Text:
+    """'visible', or 'blurred: WHY' (the engine's reason: not recognised yet, lost, overlap, below threshold)."""
     if face.get("state") == "visible":
         return Text("visible", style="bold green")
-    lost = face.get("lost_frames") or 0
-    return Text("blurred" + (f" ({lost} lost)" if lost else ""), style="yellow" if lost else "")
+    reason = face.get("reason") or ("lost" if face.get("lost_frames") else "")
+    return Text("blurred" + (f": {reason}" if reason else ""), style="yellow")
 
 
-def face_row(face: dict[str, Any], threshold: float) -> tuple[Any, ...]:
-    """Cells for the faces table, in COLUMNS order."""
+def match_cell(face: dict[str, Any], threshold: float) -> Text:
+    """Who this face is (visible) or might be (the engine's candidate, only when plausible); a dash otherwise,
+    so a stranger never reads as a near miss of someone."""
+    if face.get("state") == "visible" and face.get("identity"):
+        sim = face.get("similarity")
+        cell = Text(f"{face['identity']} ")
+        return cell.append_text(similarity_cell(sim, threshold)) if sim is not None else cell
+    candidate = face.get("candidate")
+    if isinstance(candidate, dict) and candidate.get("name"):
+        cell = Text(f"{candidate['name']}? ", style="")
+        sim = candidate.get("similarity")
+        return cell.append_text(similarity_cell(sim, threshold)) if sim is not None else cell
+    return Text(DASH, style="dim")
+
+
+def face_row(face: dict[str, Any], threshold: float, confidence: float | None = None) -> tuple[Any, ...]:
+    """Cells for the faces table, in FACE_COLUMNS order. A detector score under the confidence slider is dim:
+    such a detection only keeps an existing track alive (the tracker's second pass)."""
+    score = face.get("score", 0) or 0
+    weak = confidence is not None and score < confidence
     return (
-        Text(str(face.get("track_id", "?")), justify="right"),
+        Text(str(face.get("track_id", "?")), justify="right", style="bold"),
         Text(f"{face.get('size', 0):.0f}px", justify="right"),
         state_cell(face),
-        Text(face.get("identity") or DASH, style="" if face.get("identity") else "dim"),
-        # no best match means an empty facebank: a similarity would compare against nobody
-        similarity_cell(face.get("similarity") if face.get("identity") else None, threshold),
-        Text(f"{face.get('score', 0):.2f}", justify="right"),
+        match_cell(face, threshold),
+        Text(f"{score:.2f}", justify="right", style="dim" if weak else ""),
     )
 
 
-# (key, label, width): fixed widths, so a cell update never re-measures the table (77 columns in all at 80x24)
+def in_view(faces: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Faces the detector sees now. Lost tracks are still blurred where they are predicted, but their growing
+    predicted boxes are not faces in view: listing them made ghost rows ('517px (22 lost)')."""
+    return [f for f in faces if not f.get("lost_frames")]
+
+
+# (key, label, width): fixed widths, so a cell update never re-measures the table (fits 80 columns)
 FACE_COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("id", "id", 4), ("size", "size", 6), ("state", "state", 17), ("match", "best match", 20),
-    ("similarity", "similarity", 14), ("score", "det", 4),
+    ("id", "id", 3), ("size", "size", 5), ("state", "state", 24), ("match", "match vs threshold", 32),
+    ("score", "det", 4),
 )
 
 
@@ -109,3 +132,79 @@ def figures(t: dict[str, Any], stale: bool = False) -> Text:
     if t.get("faults"):
         text.highlight_words(["faults"], style="bold red")
     return text
+
+
+FAULT_WORDS = {
+    "detector-deadline": "the detector missed its deadline (whole frame blurred)",
+    "detector-stalled": "the detector was still busy (whole frame blurred)",
+    "detector-error": "the detector failed (whole frame blurred)",
+    "detector-garbage": "the detector returned nonsense (whole frame blurred)",
+    "identifier-error": "recognition failed (every face blurred)",
+    "pipeline-error": "an error in the pipeline (whole frame blurred)",
+    "settings-error": "a setting could not be applied",
+}
+
+
+def faults_words(faults: dict[str, int] | None) -> list[str]:
+    """Each fault as 'COUNT× what happened'; unknown names are shown as they come."""
+    return [f"{count}× {FAULT_WORDS.get(name, name)}" for name, count in sorted((faults or {}).items())]
+
+
+def outputs_words(t: dict[str, Any]) -> list[str]:
+    """The engine's outputs with their paths (`outputs`), or the bare sink names from an older engine."""
+    outputs = [o for o in t.get("outputs") or [] if isinstance(o, dict)]
+    if outputs:
+        names = {"vcam": "virtual camera", "file": "recording", "preview": "preview window"}
+        return [names.get(o.get("name"), str(o.get("name"))) + (f" → {o['path']}" if o.get("path") else "")
+                for o in outputs]
+    return list(t.get("sinks") or [])
+
+
+def status_rows(t: dict[str, Any]) -> list[tuple[str, str]]:
+    """`blurcast engine status` in words: what an on-call streamer asks first comes first."""
+    settings = t.get("settings") or {}
+    whole = t.get("whole_frame")
+    state = ("PANIC: every frame blurred" if settings.get("panic") else
+             "PAUSED: every frame blurred" if settings.get("paused") else
+             f"every frame blurred ({whole})" if whole else "live: strangers blurred, facebank visible")
+    src = t.get("source") or {}
+    bank = t.get("facebank") or {}
+    people = bank.get("people")
+    rows = [
+        ("state", state + (f" · pid {t['pid']}" if t.get("pid") else "")),
+        ("source", f"{src.get('spec', DASH)} ({src.get('kind', '?')}, {src.get('width', '?')}×"
+                   f"{src.get('height', '?')}, {src.get('state', '?')})"),
+        ("outputs", "; ".join(outputs_words(t)) or "none: nothing leaves the engine"),
+        ("facebank", DASH if people is None else f"{people} {'person' if people == 1 else 'people'}"
+                                                    f" ({bank.get('photos', 0)} photos)"),
+        ("fps", f"{t.get('fps', 0):.1f}"),
+        ("latency", f"p50 {number(t.get('latency_p50_ms'), 0)} / p95 {number(t.get('latency_p95_ms'), 0)} ms"),
+    ]
+    if t.get("obs_sync_offset_ms") is not None:
+        rows.append(("OBS audio Sync Offset", f"{t['obs_sync_offset_ms']} ms (the stream's sound, to match the video)"))
+    rows += [
+        ("frames", f"{t.get('frames', 0)} ({t.get('dropped', 0)} input frames dropped, "
+                   f"{t.get('whole_frames', 0)} whole-frame blurred)"),
+        ("faults", "; ".join(faults_words(t.get("faults"))) or "none"),
+        ("faces in view", str(len(in_view(t.get("faces") or [])))),
+    ]
+    enrol = t.get("enrolment")
+    if isinstance(enrol, dict):
+        rows.append(("enrolment", enrolment_line(enrol)))
+    return rows
+
+
+def enrolment_line(e: dict[str, Any]) -> str:
+    """Progress of an `enrol_track` from the telemetry's `enrolment`."""
+    name, track = e.get("name", "?"), e.get("track_id", "?")
+    state = e.get("state")
+    if state == "gathering":
+        return (f"enrolling {name} from face #{track}: gathering {100 * float(e.get('progress') or 0):.0f}% "
+                f"({e.get('frames', 0)} frames) — keep the face in view, turn the head a little")
+    if state == "saving":
+        return f"enrolling {name}: saving {e.get('frames', 0)} frames…"
+    if state == "done":
+        return f"{name} is on the facebank ({e.get('frames', 0)} frames from face #{track})"
+    if state == "failed":
+        return f"enrolling {name} failed: {e.get('message') or 'no reason given'}"
+    return f"enrolling {name}: {state}"

@@ -1,5 +1,6 @@
-"""Live screen: engine figures, the faces in view with their facebank scores, the sliders, and a small preview
-of the anonymized output."""
+"""Live screen: engine figures with their recent history, the sliders (ranges, defaults and help from the
+engine), the anonymized preview with every face outlined and numbered, and the faces in view with why each is
+blurred. Pick a face (arrows or its number) and press e to keep it visible: the engine enrols it."""
 
 from __future__ import annotations
 
@@ -7,35 +8,41 @@ import time
 from contextlib import suppress
 from typing import Any, ClassVar
 
-from textual import on, work
+from rich.text import Text
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Footer, Input, Sparkline, Static
 from textual.worker import get_current_worker
 
-from tui.format import FACE_COLUMNS, face_row, figures
+from tui.format import FACE_COLUMNS, enrolment_line, face_row, figures, in_view
 from tui.link import ControlError, decode_preview
 from tui.messages import PreviewFrame
+from tui.screens.enrol import EnrolScreen
 from tui.widgets import EngineBar, Preview, Slider
 from tui.workers import wait_cancellable
 
 PREVIEW_HZ = 3.0
 TABLE_EVERY_S = 0.2  # the faces table repaints at most 5 times a second: readable, and half the CPU of 10
 ECHO_GRACE_S = 2.0  # a slider just moved is not reset by telemetry that predates the change
+STEADY_S = 2.0  # a face in view this long, with an empty facebank, is offered for enrolment
+DIGITS_S = 1.0  # digits typed within this long of each other make one face number
+ENROL_SECONDS = 3.0
 
-# (setting, label, minimum, maximum, step, format)
-SLIDERS: tuple[tuple[str, str, float, float, float, str], ...] = (
-    ("similarity_threshold", "threshold", 0.4, 1.0, 0.01, "{:.2f}"),  # the engine's own limits (fail closed)
-    ("confidence", "confidence", 0.2, 0.9, 0.05, "{:.2f}"),
-    ("strength", "strength", 0.0, 1.0, 0.05, "{:.2f}"),
-    ("margin", "margin", 0.0, 1.0, 0.05, "{:.2f}"),
-    ("hold_seconds", "hold", 0.2, 5.0, 0.1, "{:.1f}s"),
+# (setting, label, step, format): the range, default and help come from the engine's `limits`
+SLIDERS: tuple[tuple[str, str, float, str], ...] = (
+    ("similarity_threshold", "threshold", 0.01, "{:.2f}"),
+    ("confidence", "confidence", 0.05, "{:.2f}"),
+    ("strength", "strength", 0.05, "{:.2f}"),
+    ("margin", "margin", 0.05, "{:.2f}"),
+    ("hold_seconds", "hold", 0.1, "{:.1f}s"),
 )
+SLIDER_KEYS = "↑/↓ slider · ←/→ change · d default"
 
 PREVIEW_NOTES = {
-    "lost": "engine lost: no picture",
+    "lost": "no picture (engine lost)",
     "stale": "no fresh frames: picture hidden",
     "starting": "starting the engine…",
     "connecting": "connecting…",
@@ -46,6 +53,7 @@ PREVIEW_NOTES = {
 class LiveScreen(Screen):
     CSS_PATH = "live.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("e", "enrol", "Enrol"),
         Binding("s", "focus_sliders", "Sliders"),
         Binding("t", "focus_faces", "Faces", show=False),
     ]
@@ -54,16 +62,27 @@ class LiveScreen(Screen):
         super().__init__()
         self._shown: dict[str, tuple[Any, ...]] = {}  # row key -> cells on screen
         self._table_at = 0.0
+        self.selected: int | None = None  # the face picked in the table (or by number), outlined in the preview
+        self._first_seen: dict[int, float] = {}  # track id -> when it came into view (for the enrol offer)
+        self._digits = ("", 0.0)
 
     def compose(self) -> ComposeResult:
         yield EngineBar()
         with Horizontal(id="top"):
             with Vertical(id="left"):
                 yield Static(id="figures")
+                with Horizontal(id="history"):
+                    yield Static("fps ", classes="spark-label")
+                    yield Sparkline([], id="fps-spark")
+                    yield Static(" p95 ms ", classes="spark-label")
+                    yield Sparkline([], id="latency-spark")
                 with Vertical(id="sliders"):
-                    for setting, label, lo, hi, step, fmt in SLIDERS:
-                        yield Slider(label, lo, hi, step, fmt=fmt, id=setting.replace("_", "-"), name=setting)
+                    for setting, label, step, fmt in SLIDERS:
+                        yield Slider(label, 0.0, 1.0, step, fmt=fmt, id=setting.replace("_", "-"), name=setting,
+                                     disabled=True)
+                yield Static(SLIDER_KEYS, id="slider-help")
             yield Preview(id="preview")
+        yield Static(id="notice")
         yield DataTable(id="faces", cursor_type="row", zebra_stripes=True)
         yield Footer(compact=True)
 
@@ -72,9 +91,13 @@ class LiveScreen(Screen):
         for key, label, width in FACE_COLUMNS:
             table.add_column(label, key=key, width=width)
         table.border_title = "faces in view"
-        self.query_one("#preview", Preview).border_title = "output (anonymized)"
+        preview = self.query_one("#preview", Preview)
+        preview.border_title = "output (anonymized)"
+        if self.app.console.color_system != "truecolor":  # tmux without COLORTERM: a muddy 256-colour picture
+            preview.border_subtitle = "256 colours: set COLORTERM=truecolor"
         self.watch(self.app, "telemetry", self._on_telemetry, init=False)
         self.watch(self.app, "engine_state", self._on_engine_state)
+        self.watch(self.app, "limits", self._on_limits)
 
     def on_screen_resume(self) -> None:
         self._on_telemetry(self._app.telemetry)
@@ -94,13 +117,21 @@ class LiveScreen(Screen):
             return
         stale = self._app.engine_state != "live"
         self.query_one("#figures", Static).update(figures(t, stale=stale), layout=False)
+        self.query_one("#fps-spark", Sparkline).data = list(self._app.fps_history)
+        self.query_one("#latency-spark", Sparkline).data = list(self._app.latency_history)
         settings = t.get("settings") or {}
         self._sync_sliders(settings)
+        faces = in_view(t.get("faces") or [])
         now = time.monotonic()
+        self._first_seen = {f["track_id"]: self._first_seen.get(f["track_id"], now) for f in faces
+                            if "track_id" in f}
+        src = t.get("source") or {}
+        self.query_one("#preview", Preview).set_faces(faces, (int(src.get("width") or 0),
+                                                              int(src.get("height") or 0)), self.selected)
+        self._update_notice(t, faces, now)
         if now - self._table_at >= TABLE_EVERY_S:
             self._table_at = now
-            self._update_faces(t.get("faces") or [], float(settings.get("similarity_threshold", 0.0)),
-                               (t.get("facebank") or {}).get("people"))
+            self._update_faces(t, faces)
 
     def _sync_sliders(self, settings: dict[str, Any]) -> None:
         sent = self._app.settings_sent
@@ -109,14 +140,17 @@ class LiveScreen(Screen):
             if slider.name in settings and not just_moved:
                 slider.set_value(float(settings[slider.name]))
 
-    def _update_faces(self, faces: list[dict[str, Any]], threshold: float, people: int | None = None) -> None:
+    def _update_faces(self, t: dict[str, Any], faces: list[dict[str, Any]]) -> None:
         """Rows keyed by track id; only cells whose text changed are touched (each touch repaints)."""
+        settings = t.get("settings") or {}
+        threshold = float(settings.get("similarity_threshold", 0.0))
+        confidence = settings.get("confidence")
         table = self.query_one("#faces", DataTable)
         keys = []
         for face in sorted(faces, key=lambda f: f.get("track_id", 0)):
             key = str(face.get("track_id"))
             keys.append(key)
-            cells = face_row(face, threshold)
+            cells = face_row(face, threshold, confidence)
             old = self._shown.get(key)
             if old is None:
                 table.add_row(*cells, key=key)
@@ -128,9 +162,45 @@ class LiveScreen(Screen):
         for key in [k for k in self._shown if k not in keys]:
             table.remove_row(key)
             del self._shown[key]
+        self._keep_cursor_on_selected(table)
+        held = len(t.get("faces") or []) - len(faces)
+        people = (t.get("facebank") or {}).get("people")
         # How many people the engine itself matches against: confirms an enrolment has reached it.
         known = "" if people is None else f" · facebank in use: {people} {'person' if people == 1 else 'people'}"
-        table.border_title = f"faces in view: {len(faces)} · threshold {threshold:.2f}{known}"
+        table.border_title = (f"faces in view: {len(faces)}" + (f" (+{held} lost, held blurred)" if held else "")
+                              + known)
+        table.border_subtitle = "e: this is me · 0-9: pick by number"
+
+    def _keep_cursor_on_selected(self, table: DataTable) -> None:
+        """Rows come and go; the cursor stays on the face picked, not on whatever row took its place."""
+        if self.selected is None or str(self.selected) not in self._shown:
+            return
+        index = table.get_row_index(str(self.selected))
+        if table.cursor_row != index:
+            table.move_cursor(row=index, animate=False)
+
+    def _update_notice(self, t: dict[str, Any], faces: list[dict[str, Any]], now: float) -> None:
+        notice = self.query_one("#notice", Static)
+        enrol = t.get("enrolment")
+        if isinstance(enrol, dict):
+            notice.update(Text(enrolment_line(enrol), style="bold red" if enrol.get("state") == "failed"
+                               else "bold green" if enrol.get("state") == "done" else "bold"))
+            return
+        offer = self._offer(t, faces, now)
+        if offer is not None:
+            if self.selected is None:
+                self._select(offer)
+            notice.update(Text.assemble(("Facebank empty: everyone is blurred. ", "bold"),
+                                        f"Is #{offer} you? Press e to keep that face visible."))
+            return
+        notice.update("")
+
+    def _offer(self, t: dict[str, Any], faces: list[dict[str, Any]], now: float) -> int | None:
+        """With an empty facebank: the largest face that has stayed in view for a while."""
+        if (t.get("facebank") or {}).get("people") != 0:
+            return None
+        steady = [f for f in faces if now - self._first_seen.get(f.get("track_id"), now) >= STEADY_S]
+        return max(steady, key=lambda f: f.get("size", 0))["track_id"] if steady else None
 
     def _on_engine_state(self, state: str) -> None:
         stale = state != "live"
@@ -138,8 +208,26 @@ class LiveScreen(Screen):
             widget.set_class(stale, "-stale")
         if stale:
             self.query_one("#preview", Preview).show_note(PREVIEW_NOTES.get(state, state))
+        if state == "lost":  # one line, with the way out: the engine bar has the engine's own words
+            self.query_one("#notice", Static).update(
+                Text.assemble(("No picture. ", "bold"), "o: pick a video file or stream URL · r: retry"))
         if self._app.telemetry and self.is_current:
             self.query_one("#figures", Static).update(figures(self._app.telemetry, stale=stale), layout=False)
+
+    def _on_limits(self, limits: dict[str, dict[str, Any]] | None) -> None:
+        """Ranges, defaults and help from the engine; a setting it gives no range for gets no slider."""
+        if limits is None:
+            return
+        for slider in self.query(Slider):
+            lim = limits.get(slider.name or "") or {}
+            lo, hi = lim.get("min"), lim.get("max")
+            if lo is None or hi is None or not lo < hi:
+                slider.display = False
+                continue
+            slider.set_range(float(lo), float(hi), slider.step)
+            slider.default = lim.get("default")
+            slider.help = str(lim.get("help") or "")
+            slider.disabled = False
 
     # --- preview ----------------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
@@ -148,10 +236,16 @@ class LiveScreen(Screen):
         worker = get_current_worker()
         while not worker.is_cancelled:
             if self._app.engine_state == "live":
+                width = self._preview_width()
                 # no frame yet, or the engine went: the telemetry worker reports that
                 with suppress(ControlError, KeyError, ValueError):
-                    self.post_message(PreviewFrame(*decode_preview(self._app.engine_link.request("preview"))))
+                    reply = self._app.engine_link.request("preview", max_width=width)
+                    self.post_message(PreviewFrame(*decode_preview(reply)))
             wait_cancellable(1.0 / PREVIEW_HZ)
+
+    def _preview_width(self) -> int:
+        """As many pixels as the panel shows (one a column), at most the engine's 640."""
+        return max(32, min(640, self.query_one("#preview", Preview).content_size.width))
 
     def on_preview_frame(self, message: PreviewFrame) -> None:
         if self._app.engine_state == "live":
@@ -163,8 +257,74 @@ class LiveScreen(Screen):
         if event.slider.name:
             self._app.send_settings({event.slider.name: event.value})
 
+    @on(Slider.Focused)
+    def _slider_focused(self, event: Slider.Focused) -> None:
+        s = event.slider
+        default = f" · default {s.fmt.format(s.default)}" if s.default is not None else ""
+        line = Text.assemble((f"{s.label}: ", "bold"), s.help or "",
+                             (f" · {s.fmt.format(s.minimum)}–{s.fmt.format(s.maximum)}{default}", "dim"))
+        self.query_one("#slider-help", Static).update(line)
+
+    @on(DataTable.RowHighlighted, "#faces")
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            self.selected = int(event.row_key.value)
+            self._refresh_selection()
+
+    @on(DataTable.RowSelected, "#faces")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_enrol()  # Enter on a face: "this is me"
+
+    def _select(self, track_id: int) -> None:
+        self.selected = track_id
+        if str(track_id) in self._shown:
+            self._keep_cursor_on_selected(self.query_one("#faces", DataTable))
+        self._refresh_selection()
+
+    def _refresh_selection(self) -> None:
+        self.query_one("#preview", Preview).select(self.selected)
+
+    def on_key(self, event: events.Key) -> None:
+        """Digits pick a face by the number the table and the preview show (typing goes to fields first)."""
+        if not (event.character or "").isdigit() or isinstance(self.focused, Input):
+            return
+        event.stop()
+        buffer, at = self._digits
+        now = time.monotonic()
+        buffer = (buffer if now - at < DIGITS_S else "") + event.character
+        self._digits = (buffer, now)
+        if buffer in self._shown:
+            self._select(int(buffer))
+
+    def _cursor_track(self) -> int | None:
+        table = self.query_one("#faces", DataTable)
+        if not table.row_count:
+            return None
+        with suppress(Exception):  # no row under the cursor
+            return int(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        return None
+
+    def action_enrol(self) -> None:
+        track = self.selected if str(self.selected) in self._shown else self._cursor_track()
+        if track is None or str(track) not in self._shown:
+            self.notify("Pick a face first: arrow keys in the table, or type its number.", timeout=4)
+            return
+
+        def enrol(name: str | None) -> None:
+            if name:
+                self._app.send_command("enrol_track", name=name, track_id=track, seconds=ENROL_SECONDS)
+
+        self.app.push_screen(EnrolScreen(track), enrol)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "enrol":
+            return True if self._app.engine_state == "live" else None
+        return True
+
     def action_focus_sliders(self) -> None:
-        self.query_one("#similarity-threshold", Slider).focus()
+        sliders = [s for s in self.query(Slider) if s.focusable]
+        if sliders:
+            sliders[0].focus()
 
     def action_focus_faces(self) -> None:
         self.query_one("#faces", DataTable).focus()

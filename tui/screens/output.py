@@ -17,14 +17,16 @@ from textual.widgets import Button, Checkbox, Footer, Input, RadioButton, RadioS
 
 from tui.format import source_line
 from tui.link import ControlError
+from tui.screens.confirm import ConfirmScreen
 from tui.suggest import PathSuggester
 from tui.widgets import EngineBar
+from tui.widgets.path_input import PathInput
 
 START_GRACE_S = 3.0
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".flv")
 PLACEHOLDERS = {
     "camera": "camera index (0, 1, …) or /dev/videoN",
-    "file": "video file path (→ completes)",
+    "file": "video file path (Tab or → completes)",
     "url": "rtsp://… or http(s)://… stream URL",
 }
 
@@ -59,9 +61,13 @@ def _is_file(spec: str) -> bool:
         return False
 
 
-def default_recording() -> Path:
+def recording_folder() -> Path:
     folder = Path.home() / "Videos"
-    return (folder if folder.is_dir() else Path.home()) / time.strftime("blurcast-%Y%m%d-%H%M%S.mp4")
+    return folder if folder.is_dir() else Path.home()
+
+
+def default_recording() -> Path:
+    return recording_folder() / time.strftime("blurcast-%Y%m%d-%H%M%S.mp4")
 
 
 class OutputScreen(Screen):
@@ -69,7 +75,7 @@ class OutputScreen(Screen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "focus_source", "Source"),
         Binding("v", "toggle_vcam", "Virtual cam"),
-        Binding("w", "toggle_record", "Record"),
+        Binding("w", "toggle_record", "Record"),  # starting asks first: it writes the stream to disk
         Binding("escape", "leave_input", "Leave field", show=False),
     ]
 
@@ -87,8 +93,8 @@ class OutputScreen(Screen):
             yield RadioButton("video file", id="kind-file")
             yield RadioButton("stream URL", id="kind-url")
         with Horizontal(classes="row"):
-            yield Input(placeholder=PLACEHOLDERS["camera"], id="source-spec", compact=True,
-                        suggester=PathSuggester(suffixes=VIDEO_SUFFIXES))
+            yield PathInput(placeholder=PLACEHOLDERS["camera"], id="source-spec", compact=True,
+                            suggester=PathSuggester(suffixes=VIDEO_SUFFIXES))
             yield Checkbox("loop", value=True, id="loop", compact=True)
             yield Button("Switch", id="switch", compact=True, variant="primary")
         yield Static(id="source-msg", classes="msg")
@@ -100,8 +106,8 @@ class OutputScreen(Screen):
         yield Static(id="vcam-msg", classes="msg")
         yield Static("Recording of the anonymized output", classes="section-title")
         with Horizontal(classes="row"):
-            yield Input(placeholder="file to record to (empty: ~/Videos/blurcast-TIME.mp4)", id="record-path",
-                        compact=True, suggester=PathSuggester())
+            yield PathInput(placeholder="file to record to (empty: ~/Videos, else ~, /blurcast-TIME.mp4)",
+                            id="record-path", compact=True, suggester=PathSuggester())
             yield Button("Record", id="record-start", compact=True, variant="error")
             yield Button("Stop", id="record-stop", compact=True)
         yield Static(id="record-state", classes="msg")
@@ -144,10 +150,12 @@ class OutputScreen(Screen):
         for widget_id, useless in (("#vcam-start", "vcam" in sinks), ("#vcam-stop", "vcam" not in sinks),
                                    ("#record-start", "file" in sinks), ("#record-stop", "file" not in sinks)):
             self.query_one(widget_id, Button).disabled = useless or not live
-        self.query_one("#switch", Button).disabled = not live
-        self._show_recording("file" in sinks, live)
+        # Lost engine: Switch starts a new one on the chosen source (the way out of "no camera").
+        self.query_one("#switch", Button).disabled = self._app.engine_state in ("starting", "detached")
+        paths = {o.get("name"): o.get("path") for o in t.get("outputs") or [] if isinstance(o, dict)}
+        self._show_recording("file" in sinks, live, paths.get("file"))
 
-    def _show_recording(self, recording: bool, live: bool) -> None:
+    def _show_recording(self, recording: bool, live: bool, engine_path: str | None = None) -> None:
         state = self.query_one("#record-state", Static)
         if state.has_class("error"):
             return  # keep an error in view until the next action
@@ -157,7 +165,7 @@ class OutputScreen(Screen):
             path, started = self._recording
             state.update(f"● recording to {path} ({time.monotonic() - started:.0f} s)")
         elif recording:
-            state.update("● recording (started outside this UI)")
+            state.update(f"● recording to {engine_path}" if engine_path else "● recording (path not reported)")
         elif self._recording and time.monotonic() - self._recording[1] < START_GRACE_S:
             pass  # asked for; the engine opens the file before its next frame
         else:
@@ -198,6 +206,15 @@ class OutputScreen(Screen):
         self.query_one("#loop", Checkbox).display = kind == "file"
 
     @on(Input.Submitted, "#source-spec")
+    def _source_submitted(self) -> None:
+        """Enter in the field changes what goes on air: only after a yes."""
+        spec = self.query_one("#source-spec", Input).value.strip()
+        if source_problem(self._kind(), spec) or self._app.engine_state not in ("live", "stale"):
+            self.switch_source()
+            return
+        self.app.push_screen(ConfirmScreen(f"Switch the source to {spec}? (y/n)"),
+                             lambda yes: self.switch_source() if yes else None)
+
     @on(Button.Pressed, "#switch")
     def switch_source(self) -> None:
         kind, spec = self._kind(), self.query_one("#source-spec", Input).value.strip()
@@ -211,8 +228,12 @@ class OutputScreen(Screen):
             spec = str(Path(spec).expanduser().resolve())
         msg.update(f"switching to {spec}…")
         msg.set_class(False, "error")
-        self.command("source", f"Now reading {spec}.", "source", spec=spec,
-                     loop=kind == "file" and self.query_one("#loop", Checkbox).value)
+        loop = kind == "file" and self.query_one("#loop", Checkbox).value
+        if self._app.engine_state not in ("live", "stale"):
+            msg.update(f"starting the engine on {spec}…")
+            self._app.switch_source(spec, loop=loop)
+            return
+        self.command("source", f"Now reading {spec}.", "source", spec=spec, loop=loop)
 
     @on(Button.Pressed, "#vcam-start")
     def start_vcam(self) -> None:
@@ -225,6 +246,10 @@ class OutputScreen(Screen):
         self.command("vcam", "Virtual camera stopped.", "sink_stop", name="vcam")
 
     @on(Input.Submitted, "#record-path")
+    def _record_path_submitted(self) -> None:
+        """Enter in the path field does not start a recording (typing must never do that): it says how."""
+        self.on_command_result(CommandResult("record", True, "press Record (or w, then y) to start recording"))
+
     @on(Button.Pressed, "#record-start")
     def start_recording(self) -> None:
         raw = self.query_one("#record-path", Input).value.strip()
@@ -256,7 +281,12 @@ class OutputScreen(Screen):
 
     def action_toggle_record(self) -> None:
         sinks = (self._app.telemetry or {}).get("sinks") or []
-        self.stop_recording() if "file" in sinks else self.start_recording()
+        if "file" in sinks:
+            self.stop_recording()
+            return
+        raw = self.query_one("#record-path", Input).value.strip() or str(default_recording())
+        self.app.push_screen(ConfirmScreen(f"Start recording the anonymized output to {raw}? (y/n)"),
+                             lambda yes: self.start_recording() if yes else None)
 
     def action_leave_input(self) -> None:
         self.query_one("#source-kind", RadioSet).focus()

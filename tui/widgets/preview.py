@@ -1,8 +1,12 @@
 """The engine's small, already-anonymized output frame drawn with half blocks: each cell is two pixels, the
-upper one as the foreground of "▀" and the lower one as its background. It never receives a raw frame."""
+upper one as the foreground of "▀" and the lower one as its background. It never receives a raw frame.
+
+Each face from the telemetry is outlined in its state's colour with the id the faces table shows, so a row
+can be matched to a face; the selected one is drawn twice as thick with its id inverted."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import ClassVar
 
@@ -15,6 +19,53 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 UPPER_HALF = "▀"
+STATE_RGB = {"visible": (40, 220, 80), "blurred": (255, 170, 0)}  # the table's green / yellow
+LOST_RGB = (150, 150, 150)
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    """One face to outline, in the preview's pixel coordinates."""
+
+    track_id: int
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+    rgb: tuple[int, int, int]
+
+
+def face_boxes(faces: list[dict], source_size: tuple[int, int], size: tuple[int, int]) -> list[FaceBox]:
+    """Telemetry faces (boxes in source pixels) scaled to an image of `size` (w, h)."""
+    sw, sh = source_size
+    w, h = size
+    if sw <= 0 or sh <= 0:
+        return []
+    out = []
+    for face in faces:
+        box = face.get("box")
+        if not box or len(box) != 4:
+            continue
+        x1, y1, x2, y2 = (round(v) for v in (box[0] * w / sw, box[1] * h / sh, box[2] * w / sw, box[3] * h / sh))
+        x1, x2 = max(0, min(w - 1, x1)), max(0, min(w - 1, x2))
+        y1, y2 = max(0, min(h - 1, y1)), max(0, min(h - 1, y2))
+        if x2 <= x1 or y2 <= y1:
+            continue
+        rgb = LOST_RGB if face.get("lost_frames") else STATE_RGB.get(face.get("state", ""), STATE_RGB["blurred"])
+        out.append(FaceBox(int(face.get("track_id", -1)), x1, y1, x2, y2, rgb))
+    return out
+
+
+def outline(image: np.ndarray, box: FaceBox, thick: int = 1) -> None:
+    """Draw `box` into `image` (h, w, 3) in place."""
+    for t in range(thick):
+        x1, y1, x2, y2 = box.x1 + t, box.y1 + t, box.x2 - t, box.y2 - t
+        if x2 <= x1 or y2 <= y1:
+            break
+        image[y1, x1:x2 + 1] = box.rgb
+        image[y2, x1:x2 + 1] = box.rgb
+        image[y1:y2 + 1, x1] = box.rgb
+        image[y1:y2 + 1, x2] = box.rgb
 
 
 def fit(width: int, height: int, cols: int, rows: int) -> tuple[int, int]:
@@ -81,6 +132,9 @@ class Preview(Widget):
         self._note = note
         self._lines: list[list[Segment]] | None = None
         self._lines_for: Size | None = None
+        self._faces: list[dict] = []
+        self._source_size: tuple[int, int] = (0, 0)
+        self.selected: int | None = None  # track id drawn highlighted
 
     @property
     def has_image(self) -> bool:
@@ -95,6 +149,17 @@ class Preview(Widget):
         self._lines = None
         self.refresh()
 
+    def set_faces(self, faces: list[dict], source_size: tuple[int, int], selected: int | None) -> None:
+        """Faces to outline (telemetry boxes, in the source's pixels); redrawn only when something changed."""
+        if (faces, source_size, selected) == (self._faces, self._source_size, self.selected):
+            return
+        self._faces, self._source_size, self.selected = faces, source_size, selected
+        self._lines = None
+        self.refresh()
+
+    def select(self, track_id: int | None) -> None:
+        self.set_faces(self._faces, self._source_size, track_id)
+
     def show_note(self, note: str) -> None:
         self._image, self._note, self._lines = None, note, None
         self.refresh()
@@ -106,9 +171,28 @@ class Preview(Widget):
                 self._lines = []
             else:
                 w, h = fit(self._image.shape[1], self._image.shape[0], size.width, size.height)
-                self._lines = half_block_lines(resize(self._image, w, h)) if w and h else []
+                self._lines = self._draw(resize(self._image, w, h)) if w and h else []
             self._lines_for = size
         return self._lines
+
+    def _draw(self, rgb: np.ndarray) -> list[list[Segment]]:
+        """Half blocks with each face outlined and its id written at its top-left corner."""
+        rgb = rgb.copy()
+        boxes = face_boxes(self._faces, self._source_size, (rgb.shape[1], rgb.shape[0]))
+        for box in boxes:
+            outline(rgb, box, 2 if box.track_id == self.selected else 1)
+        lines = half_block_lines(rgb)
+        for box in boxes:
+            label = str(box.track_id)
+            row, col = box.y1 // 2, min(box.x1 + 1, max(0, len(lines[0]) - len(label)))
+            fg, bg = (Color.from_rgb(0, 0, 0), Color.from_rgb(*box.rgb))
+            if box.track_id == self.selected:
+                fg, bg = Color.from_rgb(255, 255, 255), Color.from_rgb(0, 90, 200)
+            style = Style(color=fg, bgcolor=bg, bold=True)
+            for i, ch in enumerate(label):
+                if 0 <= row < len(lines) and col + i < len(lines[row]):
+                    lines[row][col + i] = Segment(ch, style)
+        return lines
 
     def render_line(self, y: int) -> Strip:
         width = self.content_size.width

@@ -1,5 +1,6 @@
-"""A one-line slider for a number, driven by keys (←/→, shift or PgUp/PgDn for big steps, Home/End) or the
-mouse (click or drag on the bar). Textual has no slider of its own."""
+"""A one-line slider for a number, driven by keys (←/→, shift or PgUp/PgDn for big steps, Home/End, d for the
+default, ↑/↓ to the previous/next slider) or the mouse (click or drag on the bar), in the manner of an OBS
+property: a default mark (┊) on the track and a line of help saying what it trades. Textual has no slider."""
 
 from __future__ import annotations
 
@@ -31,11 +32,13 @@ class Slider(Widget, can_focus=True):
     Slider > .slider--bar { color: $primary; }
     Slider > .slider--track { color: $panel-lighten-2; }
     Slider > .slider--knob { color: $text; text-style: bold; }
+    Slider > .slider--default { color: $text-muted; }
     Slider:focus { background: $boost; }
     Slider:focus > .slider--knob { color: $accent; }
     Slider:disabled { opacity: 60%; }
     """
-    COMPONENT_CLASSES: ClassVar[set[str]] = {"slider--label", "slider--bar", "slider--track", "slider--knob"}
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"slider--label", "slider--bar", "slider--track", "slider--knob",
+                                             "slider--default"}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("right", "step(1)", "More", show=False),
         Binding("left", "step(-1)", "Less", show=False),
@@ -43,6 +46,9 @@ class Slider(Widget, can_focus=True):
         Binding("shift+left,pagedown", f"step(-{BIG_STEP})", show=False),
         Binding("home", "extreme(-1)", show=False),
         Binding("end", "extreme(1)", show=False),
+        Binding("d", "reset", "Default", show=False),  # the help line under the sliders says so
+        Binding("down", "move(1)", "Next", show=False),
+        Binding("up", "move(-1)", "Previous", show=False),
     ]
 
     value: reactive[float] = reactive(0.0, init=False)
@@ -59,17 +65,31 @@ class Slider(Widget, can_focus=True):
         def control(self) -> Slider:
             return self.slider
 
+    class Focused(Message):
+        """This slider took the focus (the screen shows its help)."""
+
+        def __init__(self, slider: Slider) -> None:
+            super().__init__()
+            self.slider = slider
+
     def __init__(self, label: str, minimum: float, maximum: float, step: float, value: float | None = None, *,
-                 fmt: str = "{:.2f}", name: str | None = None, id: str | None = None,
-                 classes: str | None = None, disabled: bool = False) -> None:
+                 fmt: str = "{:.2f}", default: float | None = None, help: str = "", name: str | None = None,
+                 id: str | None = None, classes: str | None = None, disabled: bool = False) -> None:
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
+        self.label = label
+        self.fmt = fmt
+        self.help = help
+        self.default = default
+        self.known = value is not None  # False until a real value arrives: no minimum shown as if set
+        self.set_range(minimum, maximum, step)
+        self.set_reactive(Slider.value, self.validate_value(minimum if value is None else value))
+
+    def set_range(self, minimum: float, maximum: float, step: float) -> None:
         if not minimum < maximum or step <= 0:
             raise ValueError("a slider needs minimum < maximum and step > 0")
-        self.label = label
         self.minimum, self.maximum, self.step = minimum, maximum, step
-        self.fmt = fmt
         self._decimals = max(0, -int(f"{step:e}".split("e")[1]))
-        self.set_reactive(Slider.value, self.validate_value(minimum if value is None else value))
+        self.refresh()
 
     # --- value ------------------------------------------------------------------------------------------------
     def validate_value(self, value: float) -> float:
@@ -89,6 +109,8 @@ class Slider(Widget, can_focus=True):
                 self.post_message(self.Changed(self, self.value))
         else:
             self.value = value
+        self.known = True
+        self.refresh()
 
     @property
     def fraction(self) -> float:
@@ -100,6 +122,24 @@ class Slider(Widget, can_focus=True):
 
     def action_extreme(self, direction: int) -> None:
         self.set_value(self.maximum if direction > 0 else self.minimum, user=True)
+
+    def action_reset(self) -> None:
+        if self.default is not None:
+            self.set_value(self.default, user=True)
+
+    def action_move(self, direction: int) -> None:
+        """↑/↓ walk the sliders in order; past the last one the focus goes on as Tab would."""
+        siblings = [w for w in self.parent.query_children(Slider) if w.focusable] if self.parent else []
+        index = siblings.index(self) + direction if self in siblings else -1
+        if 0 <= index < len(siblings):
+            siblings[index].focus()
+        elif direction > 0:
+            self.screen.focus_next()
+        else:
+            self.screen.focus_previous()
+
+    def on_focus(self) -> None:
+        self.post_message(self.Focused(self))
 
     def _bar_span(self) -> tuple[int, int]:
         """(first column, width) of the bar inside the content area."""
@@ -127,13 +167,26 @@ class Slider(Widget, can_focus=True):
             self.release_mouse()
 
     # --- drawing ----------------------------------------------------------------------------------------------
+    def _column(self, value: float, width: int) -> int:
+        return round((value - self.minimum) / (self.maximum - self.minimum) * (width - 1))
+
     def render(self) -> Text:
         start, width = self._bar_span()
-        knob = round(self.fraction * (width - 1))
         text = Text(no_wrap=True, overflow="crop")
         text.append(f"{self.label[:start - 1]:<{start}}", style=self.get_component_rich_style("slider--label"))
-        text.append("━" * knob, style=self.get_component_rich_style("slider--bar"))
-        text.append("●", style=self.get_component_rich_style("slider--knob"))
-        text.append("─" * (width - knob - 1), style=self.get_component_rich_style("slider--track"))
+        if not self.known:
+            text.append("…".center(width + VALUE_WIDTH), style=self.get_component_rich_style("slider--track"))
+            return text
+        knob = self._column(self.value, width)
+        mark = self._column(self.default, width) if self.default is not None else -1
+        for column in range(width):
+            if column == knob:
+                text.append("●", style=self.get_component_rich_style("slider--knob"))
+            elif column == mark:
+                text.append("┊", style=self.get_component_rich_style("slider--default"))
+            elif column < knob:
+                text.append("━", style=self.get_component_rich_style("slider--bar"))
+            else:
+                text.append("─", style=self.get_component_rich_style("slider--track"))
         text.append(f"{self.fmt.format(self.value):>{VALUE_WIDTH}}")
         return text

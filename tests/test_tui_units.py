@@ -12,13 +12,14 @@ from textual.app import App, ComposeResult
 from textual.widgets import DirectoryTree, Input
 
 from engine.client import EnginePaths
+from tui.app import start_failure
 from tui.facebank_link import people_views
-from tui.format import face_row, similarity_cell
+from tui.format import face_row, in_view, similarity_cell, status_rows
 from tui.messages import EngineLost, EngineStats
 from tui.screens.facebank import expand_paths
 from tui.screens.output import source_problem
 from tui.suggest import PathSuggester
-from tui.widgets.preview import fit, half_block_lines, resize
+from tui.widgets.preview import STATE_RGB, Preview, face_boxes, fit, half_block_lines, outline, resize
 from tui.widgets.slider import Slider
 
 
@@ -86,7 +87,65 @@ def test_similarity_is_shown_against_the_threshold():
     assert similarity_cell(None, 0.56).plain == "—"
     face = {"track_id": 4, "size": 80.4, "score": 0.9, "state": "blurred", "lost_frames": 2, "identity": None,
             "similarity": None}
-    assert [str(c) for c in face_row(face, 0.5)][:3] == ["4", "80px", "blurred (2 lost)"]
+    assert [str(c) for c in face_row(face, 0.5)][:3] == ["4", "80px", "blurred: lost"]
+
+
+def test_face_rows_say_why_and_show_only_plausible_candidates():
+    stranger = {"track_id": 5, "size": 60.0, "score": 0.9, "state": "blurred", "lost_frames": 0,
+                "identity": "Lin", "similarity": -0.14}
+    cells = [str(c) for c in face_row(stranger, 0.49)]
+    assert cells[2] == "blurred: below threshold" and cells[3] == "—", "no 'Lin -0.14 < 0.49' for a stranger"
+    near = {**stranger, "similarity": 0.45}
+    assert str(face_row(near, 0.49)[3]) == "Lin? 0.45 < 0.49"
+    engine_says = {**stranger, "reason": "overlap", "candidate": None}
+    assert [str(c) for c in face_row(engine_says, 0.49)][2:4] == ["blurred: overlap", "—"]
+    new = {**stranger, "identity": None, "similarity": None}
+    assert str(face_row(new, 0.49)[2]) == "blurred: not recognised yet"
+    me = {**stranger, "state": "visible", "similarity": 0.71}
+    assert [str(c) for c in face_row(me, 0.49)][2:4] == ["visible", "Lin 0.71 ≥ 0.49 ✓"]
+    ghost = {**stranger, "size": 517.0, "lost_frames": 22}
+    assert in_view([me, ghost]) == [me], "a lost track's growing prediction is no row"
+
+
+def test_preview_outlines_faces_in_their_state_colour_with_the_tables_id():
+    faces = [{"track_id": 3, "box": [320, 0, 640, 180], "state": "visible", "lost_frames": 0},
+             {"track_id": 7, "box": [0, 180, 160, 360], "state": "blurred", "lost_frames": 0}]
+    boxes = {b.track_id: b for b in face_boxes(faces, (640, 360), (64, 36))}
+    assert (boxes[3].x1, boxes[3].y1, boxes[3].x2, boxes[3].y2) == (32, 0, 63, 18)
+    assert boxes[3].rgb == STATE_RGB["visible"] and boxes[7].rgb == STATE_RGB["blurred"]
+    image = np.zeros((36, 64, 3), np.uint8)
+    outline(image, boxes[3])
+    assert tuple(image[0, 40]) == STATE_RGB["visible"] and tuple(image[10, 40]) == (0, 0, 0), "outline only"
+
+    preview = Preview()
+    preview._faces, preview._source_size, preview.selected = faces, (640, 360), 7
+    lines = preview._draw(np.zeros((36, 64, 3), np.uint8))
+    row = "".join(seg.text for seg in lines[0])
+    assert row[33] == "3", "the id is written inside its box's top-left corner"
+    assert "".join(seg.text for seg in lines[18 // 2]).find("7") == 1  # box 7 starts at pixel row 18
+
+
+def test_a_failed_start_is_one_line_with_the_way_out():
+    reason = ("the engine exited at start (code 2); see /x/engine.log:\n[ WARN:0@1.6] global cap_v4l.cpp:913 open\n"
+              "[ERROR:0@1.617] global obsensor_uvc_stream_channel.cpp:163 Camera index out of range\n"
+              "error: cannot open camera 0: it is absent or busy (another program may hold it;\n"
+              "`v4l2-ctl --list-devices` lists cameras)")
+    assert start_failure(reason) == "cannot open camera 0: it is absent or busy · o: pick a video file or URL instead"
+    assert start_failure("the engine did not answer within 90 s; see /x/engine.log") == \
+        "the engine did not answer within 90 s; see /x/engine.log"
+
+
+def test_engine_status_rows_in_words():
+    t = {"fps": 29.9, "latency_p50_ms": 20.0, "latency_p95_ms": 31.0, "frames": 10, "dropped": 1, "whole_frames": 0,
+         "faults": {"detector-deadline": 2}, "source": {"spec": "0", "kind": "camera", "width": 1280, "height": 720,
+                                                      "state": "running"},
+         "sinks": ["vcam", "file"], "outputs": [{"name": "vcam", "path": None}, {"name": "file", "path": "/r.mp4"}],
+         "settings": {"panic": True}, "pid": 77, "facebank": {"people": 1, "photos": 3}, "faces": []}
+    rows = dict(status_rows(t))
+    assert rows["state"] == "PANIC: every frame blurred · pid 77"
+    assert rows["outputs"] == "virtual camera; recording → /r.mp4"
+    assert rows["facebank"] == "1 person (3 photos)"
+    assert rows["faults"] == "2× the detector missed its deadline (whole frame blurred)"
 
 
 def test_path_completion(tmp_path):

@@ -264,6 +264,8 @@ class BlurcastApp(App[int]):
     # --- commands ---------------------------------------------------------------------------------------------
     def send_settings(self, changes: dict[str, Any]) -> None:
         """Queue setting changes; one worker at a time sends everything queued, newest values last."""
+        if not self.attach:
+            return  # a detached app (snapshots, demos) has no engine to tell
         now = time.monotonic()
         with self._pending_lock:
             self._pending_settings.update(changes)

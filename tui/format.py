@@ -33,25 +33,48 @@ def similarity_cell(similarity: float | None, threshold: float) -> Text:
     return Text(f"{similarity:.2f} < {threshold:.2f}", style="red")
 
 
-def state_cell(face: dict[str, Any]) -> Text:
-    """'visible', or 'blurred: WHY' (the engine's reason: not recognised yet, lost, overlap, below threshold)."""
+PLAUSIBLE = 0.3  # an engine that sends no `candidate`: a best match under this is no candidate, just noise
+
+
+def blur_reason(face: dict[str, Any], threshold: float) -> str:
+    """Why a face is blurred: the engine's `reason`, else read off the figures an older engine sends."""
+    if face.get("reason"):
+        return str(face["reason"])
+    if face.get("lost_frames"):
+        return "lost"
+    if face.get("similarity") is None:
+        return "not recognised yet"
+    return "below threshold" if face["similarity"] < threshold else "not confirmed yet"
+
+
+def state_cell(face: dict[str, Any], threshold: float = 1.0) -> Text:
+    """'visible', or 'blurred: WHY' (not recognised yet, lost, overlap, below threshold...)."""
     if face.get("state") == "visible":
         return Text("visible", style="bold green")
-    reason = face.get("reason") or ("lost" if face.get("lost_frames") else "")
-    return Text("blurred" + (f": {reason}" if reason else ""), style="yellow")
+    return Text(f"blurred: {blur_reason(face, threshold)}", style="yellow")
+
+
+def candidate(face: dict[str, Any]) -> dict[str, Any] | None:
+    """The best enrolled match when it is plausible (the engine's `candidate`, or the same rule on its figures)."""
+    if "candidate" in face:
+        return face["candidate"] if isinstance(face["candidate"], dict) else None
+    sim = face.get("similarity")
+    if face.get("identity") and sim is not None and sim >= PLAUSIBLE:
+        return {"name": face["identity"], "similarity": sim}
+    return None
 
 
 def match_cell(face: dict[str, Any], threshold: float) -> Text:
-    """Who this face is (visible) or might be (the engine's candidate, only when plausible); a dash otherwise,
-    so a stranger never reads as a near miss of someone."""
+    """Who this face is (visible) or might be (a plausible candidate); a dash otherwise, so a stranger never
+    reads as a near miss of someone ('Lin -0.14 < 0.49')."""
     if face.get("state") == "visible" and face.get("identity"):
         sim = face.get("similarity")
         cell = Text(f"{face['identity']} ")
         return cell.append_text(similarity_cell(sim, threshold)) if sim is not None else cell
-    candidate = face.get("candidate")
-    if isinstance(candidate, dict) and candidate.get("name"):
-        cell = Text(f"{candidate['name']}? ", style="")
-        sim = candidate.get("similarity")
+    cand = candidate(face)
+    if cand and cand.get("name"):
+        cell = Text(f"{cand['name']}? ")
+        sim = cand.get("similarity")
         return cell.append_text(similarity_cell(sim, threshold)) if sim is not None else cell
     return Text(DASH, style="dim")
 
@@ -64,7 +87,7 @@ def face_row(face: dict[str, Any], threshold: float, confidence: float | None = 
     return (
         Text(str(face.get("track_id", "?")), justify="right", style="bold"),
         Text(f"{face.get('size', 0):.0f}px", justify="right"),
-        state_cell(face),
+        state_cell(face, threshold),
         match_cell(face, threshold),
         Text(f"{score:.2f}", justify="right", style="dim" if weak else ""),
     )

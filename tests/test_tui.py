@@ -26,6 +26,7 @@ from engine.config import Settings
 from tests.conftest import need_data
 from tests.helpers import wait_for
 from tui.app import BlurcastApp, make_app
+from tui.messages import CommandFailed
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets import Preview, Slider
 from tui.widgets.preview import STATE_RGB, face_boxes
@@ -92,7 +93,8 @@ def test_live_table_shows_faces_and_scores(engine, dev_clip, data_dir):
     his score against the threshold; strangers' rows say why they are blurred and never show a non-candidate."""
     photo = data_dir / "recognition_face_recognition" / "examples" / "lin-manuel-miranda.png"
     need_data(photo)
-    request(engine, "facebank_add", name="Lin", paths=[str(photo)], face=None)
+    with ControlClient(engine.socket, timeout=60) as client:  # `paths` is facebank_add's own argument
+        client.request("facebank_add", name="Lin", paths=[str(photo)], face=None)
 
     async def scenario() -> None:
         async with ui(engine, dev_clip).run_test() as pilot:
@@ -339,7 +341,7 @@ def test_enrolling_on_the_facebank_screen_unblurs_the_performer(engine, dev_clip
             await until(pilot, lambda: "facebank in use: 1 person" in str(table.border_title),
                         what="the live screen to show the engine's facebank")
             threshold = app.telemetry["settings"]["similarity_threshold"]
-            assert row[3] == "Lin" and f"≥ {threshold:.2f} ✓" in row[4]
+            assert row[3].startswith("Lin ") and f"≥ {threshold:.2f} ✓" in row[3], row  # name and score, one cell
             # Threshold 0.99 (above any real match): every face is blurred again.
             await pilot.press("s", "end", "left")
             await until(pilot, lambda: app.telemetry["settings"]["similarity_threshold"] == 0.99, what="threshold")
@@ -519,34 +521,61 @@ def test_this_is_me_enrols_the_picked_face_and_keeps_it_visible(engine, dev_clip
     assert request(engine, "facebank_list")["people"] == [], "the test starts with an empty facebank"
 
     async def scenario() -> None:
-        async with ui(engine, dev_clip).run_test(size=(80, 24)) as pilot:
+        failures: list[str] = []
+
+        def hook(message: object) -> None:
+            if isinstance(message, CommandFailed):
+                failures.append(message.error)
+
+        async with ui(engine, dev_clip).run_test(size=(80, 24), message_hook=hook) as pilot:
             app = await live(pilot)
             notice = app.screen.query_one("#notice", Static)
-            await until(pilot, lambda: "Is #" in str(notice.render()), what="the enrol offer")
-            track = app.screen.selected
-            assert track is not None and f"#{track}" in str(notice.render())
-            await pilot.press("e")
-            await until(pilot, lambda: app.screen.query("#enrol-name"), what="the name dialog")
-            await pilot.press(*"Lin", "enter")
-            await until(pilot, lambda: (app.telemetry.get("enrolment") or {}).get("state") in ("done", "failed"),
-                        timeout=30, what="the enrolment")
-            enrol = app.telemetry["enrolment"]
-            assert enrol["state"] == "done", enrol
+            # The clip cuts between shots: a face may leave before its 3 s are gathered, or be too small. The UI
+            # says so and the user tries again on the next offer, as a streamer would.
+            for _attempt in range(6):
+                await until(pilot, lambda: "Is #" in str(notice.render()), what="the enrol offer")
+                track = app.screen.selected
+                assert track is not None and f"#{track}" in str(notice.render())
+                await pilot.press("e")
+                await until(pilot, lambda: app.screen.query("#enrol-name"), what="the name dialog")
+                failures.clear()
+                await pilot.press(*"Lin", "enter")
+
+                def outcome(track: int = track) -> dict | str | None:
+                    e = app.telemetry.get("enrolment") or {}
+                    if e.get("track_id") == track and e.get("state") in ("done", "failed"):
+                        return e
+                    return failures[0] if failures else None
+
+                enrol = await until(pilot, outcome, timeout=30, what="the enrolment")
+                if isinstance(enrol, str):  # refused at once: the face went between the offer and the key
+                    assert "not in the picture" in enrol, enrol
+                    continue
+                if enrol["state"] == "done":
+                    break
+                assert enrol["message"], "a failed enrolment says why"  # left the picture, too few clear frames
+                await until(pilot, lambda: "failed" in str(notice.render()), what="the failure on screen")
+            assert isinstance(enrol, dict) and enrol["state"] == "done", enrol
+            assert f"{enrol['name']} is on the facebank" in str(notice.render())
             done = time.monotonic()
             assert any(p["name"] == "Lin" for p in request(engine, "facebank_list")["people"])
 
-            def visible() -> dict | None:
-                return next((f for f in app.telemetry["faces"] if f["track_id"] == track
-                             and f["state"] == "visible"), None)
+            def visible() -> dict | None:  # he, on this track or (after a cut) on a new one
+                return next((f for f in app.telemetry["faces"] if f["state"] == "visible"
+                             and (f["track_id"] == track or f["identity"] == "Lin")), None)
 
-            await until(pilot, visible, timeout=5, what="the enrolled face to turn visible")
+            try:
+                face = await until(pilot, visible, timeout=5, what="the enrolled face to turn visible")
+            except AssertionError:
+                raise AssertionError(f"not visible 5 s after the enrolment; faces: {app.telemetry['faces']}") from None
             print(f"visible {time.monotonic() - done:.2f} s after the enrolment was done")
-            # It stays visible while it is in view (reacquired tracks are recognised again, not kept).
+            track = face["track_id"]
+            # It stays visible while it is in view.
             for _ in range(20):
                 await pilot.pause(0.1)
                 face = next((f for f in app.telemetry["faces"] if f["track_id"] == track), None)
                 if face and not face["lost_frames"]:
-                    assert face["state"] == "visible", face
+                    assert face["state"] == "visible", f"{face} (enrolled: {enrol})"
             preview = app.screen.query_one(Preview)
             await until(pilot, lambda: preview.has_image, what="a preview frame")
             boxes = {b.track_id: b for b in face_boxes(app.telemetry["faces"], (640, 360), (64, 36))}

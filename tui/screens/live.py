@@ -30,6 +30,8 @@ ECHO_GRACE_S = 2.0  # a slider just moved is not reset by telemetry that predate
 STEADY_S = 2.0  # a face in view this long, with an empty facebank, is offered for enrolment
 DIGITS_S = 1.0  # digits typed within this long of each other make one face number
 ENROL_SECONDS = 3.0
+NAV_KEYS = frozenset({"up", "down", "pageup", "pagedown", "home", "end", "ctrl+home", "ctrl+end"})
+USER_MOVE_S = 0.5  # a highlight this soon after a key or click in the table is the user's pick
 
 # (setting, label, step, format): the range, default and help come from the engine's `limits`
 SLIDERS: tuple[tuple[str, str, float, str], ...] = (
@@ -65,6 +67,7 @@ class LiveScreen(Screen):
         self.selected: int | None = None  # the face picked in the table (or by number), outlined in the preview
         self._first_seen: dict[int, float] = {}  # track id -> when it came into view (for the enrol offer)
         self._digits = ("", 0.0)
+        self._user_moved_until = 0.0
 
     def compose(self) -> ComposeResult:
         yield EngineBar()
@@ -196,10 +199,13 @@ class LiveScreen(Screen):
         notice.update("")
 
     def _offer(self, t: dict[str, Any], faces: list[dict[str, Any]], now: float) -> int | None:
-        """With an empty facebank: the largest face that has stayed in view for a while."""
+        """With an empty facebank: the face picked, or else the largest, once it has stayed in view a while (the
+        offer names the face that e would enrol)."""
         if (t.get("facebank") or {}).get("people") != 0:
             return None
         steady = [f for f in faces if now - self._first_seen.get(f.get("track_id"), now) >= STEADY_S]
+        if any(f.get("track_id") == self.selected for f in steady):
+            return self.selected
         return max(steady, key=lambda f: f.get("size", 0))["track_id"] if steady else None
 
     def _on_engine_state(self, state: str) -> None:
@@ -267,9 +273,16 @@ class LiveScreen(Screen):
 
     @on(DataTable.RowHighlighted, "#faces")
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key.value is not None:
-            self.selected = int(event.row_key.value)
-            self._refresh_selection()
+        """Only the user's own moves pick a face: rows coming and going also move the highlight, and the
+        selection must not drift to another person then."""
+        if event.row_key.value is None or time.monotonic() > self._user_moved_until:
+            return
+        self.selected = int(event.row_key.value)
+        self._refresh_selection()
+
+    def on_click(self, event: events.Click) -> None:
+        if isinstance(event.widget, DataTable):
+            self._user_moved_until = time.monotonic() + USER_MOVE_S
 
     @on(DataTable.RowSelected, "#faces")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
@@ -286,6 +299,8 @@ class LiveScreen(Screen):
 
     def on_key(self, event: events.Key) -> None:
         """Digits pick a face by the number the table and the preview show (typing goes to fields first)."""
+        if event.key in NAV_KEYS and isinstance(self.focused, DataTable):
+            self._user_moved_until = time.monotonic() + USER_MOVE_S
         if not (event.character or "").isdigit() or isinstance(self.focused, Input):
             return
         event.stop()

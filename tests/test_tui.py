@@ -537,7 +537,10 @@ def test_this_is_me_enrols_the_picked_face_and_keeps_it_visible(engine, dev_clip
                 track = app.screen.selected
                 assert track is not None and f"#{track}" in str(notice.render())
                 await pilot.press("e")
-                await until(pilot, lambda: app.screen.query("#enrol-name"), what="the name dialog")
+                try:
+                    await until(pilot, lambda: app.screen.query("#enrol-name"), timeout=5, what="the name dialog")
+                except AssertionError:  # the face left before the key: the UI said "pick a face first"
+                    continue
                 failures.clear()
                 await pilot.press(*"Lin", "enter")
 

@@ -68,6 +68,7 @@ class LiveScreen(Screen):
         self._first_seen: dict[int, float] = {}  # track id -> when it came into view (for the enrol offer)
         self._digits = ("", 0.0)
         self._user_moved_until = 0.0
+        self._user_picked = False  # the selection came from the user (keys, click, number), not from the offer
 
     def compose(self) -> ComposeResult:
         yield EngineBar()
@@ -191,8 +192,8 @@ class LiveScreen(Screen):
             return
         offer = self._offer(t, faces, now)
         if offer is not None:
-            if self.selected is None:
-                self._select(offer)
+            if offer != self.selected:
+                self._select(offer)  # the user's own pick is kept by _offer while it is in view
             notice.update(Text.assemble(("Facebank empty: everyone is blurred. ", "bold"),
                                         f"Is #{offer} you? Press e to keep that face visible."))
             return
@@ -204,6 +205,8 @@ class LiveScreen(Screen):
         if (t.get("facebank") or {}).get("people") != 0:
             return None
         steady = [f for f in faces if now - self._first_seen.get(f.get("track_id"), now) >= STEADY_S]
+        if self._user_picked and any(f.get("track_id") == self.selected for f in faces):
+            return self.selected
         if any(f.get("track_id") == self.selected for f in steady):
             return self.selected
         return max(steady, key=lambda f: f.get("size", 0))["track_id"] if steady else None
@@ -277,7 +280,7 @@ class LiveScreen(Screen):
         selection must not drift to another person then."""
         if event.row_key.value is None or time.monotonic() > self._user_moved_until:
             return
-        self.selected = int(event.row_key.value)
+        self.selected, self._user_picked = int(event.row_key.value), True
         self._refresh_selection()
 
     def on_click(self, event: events.Click) -> None:
@@ -309,6 +312,7 @@ class LiveScreen(Screen):
         buffer = (buffer if now - at < DIGITS_S else "") + event.character
         self._digits = (buffer, now)
         if buffer in self._shown:
+            self._user_picked = True
             self._select(int(buffer))
 
     def _cursor_track(self) -> int | None:

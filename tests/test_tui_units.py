@@ -19,6 +19,7 @@ from tui.messages import EngineLost, EngineStats
 from tui.screens.facebank import expand_paths
 from tui.screens.output import source_problem
 from tui.suggest import PathSuggester
+from tui.widgets.graphics_preview import detect_graphics, labelled
 from tui.widgets.preview import STATE_RGB, Preview, face_boxes, fit, half_block_lines, outline, resize
 from tui.widgets.slider import Slider
 
@@ -228,5 +229,40 @@ def test_restart_button_and_browse_picker(tmp_path, monkeypatch):
             assert app.screen.query_one("#paths", Input).value == f"{tmp_path / 'me.png'}; {tmp_path / 'me2.jpg'}"
             await pilot.press("b")
             assert not app.screen.query(DirectoryTree), "b closes the picker"
+
+    asyncio.run(scenario())
+
+
+def test_terminal_graphics_preview_draws_outlines_and_ids_into_the_picture():
+    """Kitty/Sixel terminals get the picture itself (no such terminal in CI: the drawing is what is checked)."""
+    preview = Preview()
+    faces = [{"track_id": 3, "box": [320, 0, 640, 180], "state": "visible", "lost_frames": 0}]
+    preview._faces, preview._source_size, preview.selected = faces, (640, 360), None
+    image = np.asarray(labelled(np.zeros((360, 640, 3), np.uint8), preview))
+    assert tuple(image[0, 400]) == STATE_RGB["visible"], "outlined in the visible colour"
+    corner = image[2:14, 322:334]
+    assert (corner == 0).any() and (corner == STATE_RGB["visible"]).all(axis=-1).any(), "an id label in the corner"
+    assert detect_graphics() is None, "not a terminal here: half blocks"
+
+
+def test_the_live_screen_uses_the_graphics_preview_where_the_terminal_has_it(tmp_path):
+    from tests.test_tui_snapshots import TELEMETRY, synthetic_preview
+    from tui.app import make_app
+    from tui.messages import PreviewFrame
+    from tui.widgets.graphics_preview import GraphicsPreview
+
+    app = make_app(EnginePaths(tmp_path), start_engine=False, attach=False)
+    app.graphics = "kitty"  # what detect_graphics says in Kitty; textual-image falls back to its own cells here
+
+    async def scenario() -> None:
+        async with app.run_test() as pilot:
+            app.post_message(EngineStats(TELEMETRY))
+            await pilot.pause()
+            preview = app.screen.query_one("#preview", GraphicsPreview)
+            app.screen.post_message(PreviewFrame(96, 54, synthetic_preview()))
+            await pilot.pause(0.2)
+            picture = preview.query_one("#picture")
+            assert picture.display and picture.image.size == (96, 54)
+            assert app.screen._preview_width() == 640
 
     asyncio.run(scenario())

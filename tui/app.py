@@ -81,6 +81,7 @@ class BlurcastApp(App[int]):
                  facebank_path: Path | None = None, requested_source: str | None = None) -> None:
         super().__init__()
         self.requested_source = requested_source  # given on the command line: an engine on another is asked
+        self.graphics: str | None = None  # "sixel"/"kitty" when the terminal draws pictures (run_ui finds out)
         self.engine_link = link
         self.start_engine = start_engine
         self.attach = attach
@@ -422,6 +423,9 @@ def run_ui(source: str | None = None, paths: EnginePaths | None = None) -> int:
     source is asked to switch."""
     app = make_app(paths, source=source or "0", requested_source=source)
     _log_to_file(app.engine_link.paths.root / "ui.log")
+    from tui.widgets.graphics_preview import detect_graphics  # asks the terminal: before the app takes it
+
+    app.graphics = detect_graphics()
     app.run()
     if app.engine_state in ("live", "stale"):
         sys.stderr.write("Blurcast: the engine keeps running; `blurcast engine stop` ends it.\n")

@@ -226,8 +226,8 @@ def enrolment_line(e: dict[str, Any]) -> str:
                 f"({e.get('frames', 0)} frames) — keep the face in view, turn the head a little")
     if state == "saving":
         return f"enrolling {name}: saving {e.get('frames', 0)} frames…"
-    if state == "done":
-        return f"{name} is on the facebank ({e.get('frames', 0)} frames from face #{track})"
+    if state == "done":  # the engine's own words say how many frames it kept
+        return f"{name} is on the facebank: {e.get('message') or f'from face #{track}'}"
     if state == "failed":
         return f"enrolling {name} failed: {e.get('message') or 'no reason given'}"
     return f"enrolling {name}: {state}"

@@ -85,10 +85,17 @@ class LiveScreen(Screen):
                         yield Slider(label, 0.0, 1.0, step, fmt=fmt, id=setting.replace("_", "-"), name=setting,
                                      disabled=True)
                 yield Static(SLIDER_KEYS, id="slider-help")
-            yield Preview(id="preview")
+            yield self._make_preview()
         yield Static(id="notice")
         yield DataTable(id="faces", cursor_type="row", zebra_stripes=True)
         yield Footer(compact=True)
+
+    def _make_preview(self) -> Preview:
+        if getattr(self.app, "graphics", None):
+            from tui.widgets.graphics_preview import GraphicsPreview
+
+            return GraphicsPreview(id="preview")
+        return Preview(id="preview")
 
     def on_mount(self) -> None:
         table = self.query_one("#faces", DataTable)
@@ -97,7 +104,7 @@ class LiveScreen(Screen):
         table.border_title = "faces in view"
         preview = self.query_one("#preview", Preview)
         preview.border_title = "output (anonymized)"
-        if self.app.console.color_system != "truecolor":  # tmux without COLORTERM: a muddy 256-colour picture
+        if not self._app.graphics and self.app.console.color_system != "truecolor":  # e.g. tmux, no COLORTERM
             preview.border_subtitle = "256 colours: set COLORTERM=truecolor"
         self.watch(self.app, "telemetry", self._on_telemetry, init=False)
         self.watch(self.app, "engine_state", self._on_engine_state)
@@ -253,7 +260,9 @@ class LiveScreen(Screen):
             wait_cancellable(1.0 / PREVIEW_HZ)
 
     def _preview_width(self) -> int:
-        """As many pixels as the panel shows (one a column), at most the engine's 640."""
+        """Half blocks: a pixel a column; terminal graphics: the engine's most, 640."""
+        if self._app.graphics:
+            return 640
         return max(32, min(640, self.query_one("#preview", Preview).content_size.width))
 
     def on_preview_frame(self, message: PreviewFrame) -> None:

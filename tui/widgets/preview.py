@@ -175,12 +175,17 @@ class Preview(Widget):
             self._lines_for = size
         return self._lines
 
-    def _draw(self, rgb: np.ndarray) -> list[list[Segment]]:
-        """Half blocks with each face outlined and its id written at its top-left corner."""
+    def annotated(self, rgb: np.ndarray, thick: int = 1) -> tuple[np.ndarray, list[FaceBox]]:
+        """A copy of `rgb` with each face outlined (the selected one twice as thick), and the boxes drawn."""
         rgb = rgb.copy()
         boxes = face_boxes(self._faces, self._source_size, (rgb.shape[1], rgb.shape[0]))
         for box in boxes:
-            outline(rgb, box, 2 if box.track_id == self.selected else 1)
+            outline(rgb, box, thick * (2 if box.track_id == self.selected else 1))
+        return rgb, boxes
+
+    def _draw(self, rgb: np.ndarray) -> list[list[Segment]]:
+        """Half blocks with each face outlined and its id written at its top-left corner."""
+        rgb, boxes = self.annotated(rgb)
         lines = half_block_lines(rgb)
         for box in boxes:
             label = str(box.track_id)

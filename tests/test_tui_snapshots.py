@@ -79,9 +79,14 @@ class FakeFacebank:
 
 
 @pytest.fixture
-def app(tmp_path) -> BlurcastApp:
-    return make_app(EnginePaths(tmp_path), source="0", start_engine=False, attach=False,
-                    facebank_path=tmp_path / "facebank.json")
+def app(tmp_path, monkeypatch) -> BlurcastApp:
+    app = make_app(EnginePaths(tmp_path), source="0", start_engine=False, attach=False,
+                   facebank_path=tmp_path / "facebank.json")
+    # A fixed minute of history: sampling once a second would make the sparklines depend on the test's timing.
+    monkeypatch.setattr(app, "_note_history", lambda t, now: None)
+    app.fps_history.extend(25 + 5 * np.sin(np.arange(60) / 6))
+    app.latency_history.extend(60 + 30 * np.cos(np.arange(60) / 4))
+    return app
 
 
 async def feed(pilot: Pilot, telemetry: dict = TELEMETRY, preview: bool = True) -> None:
@@ -163,6 +168,7 @@ def test_live_screen_offers_enrolment_with_an_empty_facebank(app, snap_compare, 
 
     async def run_before(pilot: Pilot) -> None:
         await feed(pilot, empty)
+        await pilot.pause(live_screen.TABLE_EVERY_S + 0.05)  # the table repaints at most this often
         await feed(pilot, empty)
         await settle(pilot)
 

@@ -266,3 +266,32 @@ def test_the_live_screen_uses_the_graphics_preview_where_the_terminal_has_it(tmp
             assert app.screen._preview_width() == 640
 
     asyncio.run(scenario())
+
+
+def test_a_click_on_a_face_in_the_preview_picks_its_row(tmp_path):
+    from tests.test_tui_snapshots import TELEMETRY, synthetic_preview
+    from tui.app import make_app
+    from tui.messages import PreviewFrame
+
+    app = make_app(EnginePaths(tmp_path), start_engine=False, attach=False)
+
+    async def scenario() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.post_message(EngineStats(TELEMETRY))
+            await pilot.pause(0.3)
+            app.post_message(EngineStats(TELEMETRY))  # the table repaints at most 5 times a second
+            app.screen.post_message(PreviewFrame(96, 54, synthetic_preview()))
+            await pilot.pause(0.3)
+            preview = app.screen.query_one(Preview)
+            cells = [(x, y) for y in range(preview.content_size.height) for x in range(preview.content_size.width)
+                     if preview.face_at(x, y) == 7]
+            assert cells, "face 7 is outlined somewhere in the preview"
+            x, y = cells[len(cells) // 2]
+            region = preview.content_region
+            await pilot.click(offset=(region.x + x, region.y + y))
+            await pilot.pause()
+            assert app.screen.selected == 7
+            table = app.screen.query_one("#faces")
+            assert table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value == "7"
+
+    asyncio.run(scenario())

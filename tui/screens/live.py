@@ -292,6 +292,13 @@ class LiveScreen(Screen):
         self.selected, self._user_picked = int(event.row_key.value), True
         self._refresh_selection()
 
+    @on(Preview.FaceClicked)
+    def _face_clicked(self, event: Preview.FaceClicked) -> None:
+        """The reverse of a row lighting its face: a click on a face in the preview picks its row."""
+        if str(event.track_id) in self._shown:
+            self._user_picked = True
+            self._select(event.track_id)
+
     def on_click(self, event: events.Click) -> None:
         if isinstance(event.widget, DataTable):
             self._user_moved_until = time.monotonic() + USER_MOVE_S

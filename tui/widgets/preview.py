@@ -14,7 +14,9 @@ import numpy as np
 from rich.color import Color
 from rich.segment import Segment
 from rich.style import Style
+from textual import events
 from textual.geometry import Size
+from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
@@ -126,6 +128,13 @@ class Preview(Widget):
     """
     COMPONENT_CLASSES: ClassVar[set[str]] = {"preview--note"}
 
+    class FaceClicked(Message):
+        """A click landed inside a face's outline: the table selects that face."""
+
+        def __init__(self, track_id: int) -> None:
+            super().__init__()
+            self.track_id = track_id
+
     def __init__(self, note: str = "waiting for the engine…", **kwargs) -> None:
         super().__init__(**kwargs)
         self._image: np.ndarray | None = None  # RGB
@@ -198,6 +207,23 @@ class Preview(Widget):
                 if 0 <= row < len(lines) and col + i < len(lines[row]):
                     lines[row][col + i] = Segment(ch, style)
         return lines
+
+    def face_at(self, column: int, row: int) -> int | None:
+        """The track id whose outline holds this cell of the half-block picture (the smallest, if nested)."""
+        lines = self._build()
+        if self._image is None or not lines:
+            return None
+        w, h = len(lines[0]), 2 * len(lines)
+        x, y = column - max(0, (self.content_size.width - w) // 2), 2 * row
+        inside = [b for b in face_boxes(self._faces, self._source_size, (w, h))
+                  if b.x1 <= x <= b.x2 and b.y1 <= y + 1 and y <= b.y2]
+        return min(inside, key=lambda b: (b.x2 - b.x1) * (b.y2 - b.y1)).track_id if inside else None
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        track = self.face_at(offset.x, offset.y) if offset is not None else None
+        if track is not None:
+            self.post_message(self.FaceClicked(track))
 
     def render_line(self, y: int) -> Strip:
         width = self.content_size.width

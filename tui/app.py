@@ -321,7 +321,7 @@ class BlurcastApp(App[int]):
     def switch_source(self, spec: str, loop: bool = False) -> None:
         """Read `spec` from now on: tell a live engine, or start a new one on it when none answers (the way out
         of 'no camera')."""
-        if self.engine_state in ("live", "stale"):
+        if self.engine_state in ("live", "stale", "connecting"):  # an engine is (or may be) there: tell it
             self.send_command("source", spec=spec, loop=loop)
             return
         args = ["--source", spec] + (["--loop"] if loop else [])

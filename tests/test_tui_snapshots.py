@@ -257,3 +257,15 @@ def test_output_screen(app, snap_compare, size):
         await settle(pilot)
 
     assert snap_compare(app, run_before=run_before, terminal_size=size)
+
+
+def test_output_screen_while_typing_a_path(app, snap_compare):
+    """In a field every key is text; the footer says how to complete a path and how to get the keys back."""
+    async def run_before(pilot: Pilot) -> None:
+        await feed(pilot, preview=False)
+        await pilot.press("o")
+        pilot.app.screen.query_one("#record-path", Input).focus()
+        await pilot.press(*"rec1 p w q")
+        await settle(pilot)
+
+    assert snap_compare(app, run_before=run_before)

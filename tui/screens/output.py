@@ -76,7 +76,7 @@ class OutputScreen(Screen):
         Binding("s", "focus_source", "Source"),
         Binding("v", "toggle_vcam", "Virtual cam"),
         Binding("w", "toggle_record", "Record"),  # starting asks first: it writes the stream to disk
-        Binding("escape", "leave_input", "Leave field", show=False),
+        Binding("escape", "leave_input", "Leave field (keys act again)"),
     ]
 
     def __init__(self) -> None:
@@ -294,4 +294,6 @@ class OutputScreen(Screen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("toggle_vcam", "toggle_record"):
             return True if self._app.engine_state == "live" else None
+        if action == "leave_input":
+            return isinstance(self.focused, Input)
         return True

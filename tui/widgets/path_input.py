@@ -10,7 +10,7 @@ from textual.widgets import Input
 
 class PathInput(Input):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("tab", "complete_or_next", "Complete", show=False),
+        Binding("tab", "complete_or_next", "Complete / next"),  # shown: the footer otherwise empties here
     ]
 
     def action_complete_or_next(self) -> None:

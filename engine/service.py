@@ -81,6 +81,8 @@ class FacebankCommands(Protocol):
 
     def refresh(self) -> str: ...
 
+    def warm_up(self) -> None: ...
+
 
 class EngineService:
     """An assembled Engine plus its control handlers; `serve()` blocks until shutdown."""
@@ -198,6 +200,8 @@ class EngineService:
             raise ValueError(f"face {track_id} is not in the picture now")
         self.enrolment = TrackEnrolment(name, track_id, seconds, bank.enrol_crops)
         self.engine.watcher = self.enrolment
+        # The models load while the face is gathered, not after: the person is visible sooner.
+        threading.Thread(target=bank.warm_up, name="enrol-warm-up", daemon=True).start()
         return {"started": True, "name": name, "track_id": track_id, "seconds": seconds}
 
     def _facebank_reload(self, request: dict) -> dict:

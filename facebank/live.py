@@ -122,6 +122,11 @@ class LiveFacebank:
         self.gallery.reload()
         return removed
 
+    def warm_up(self) -> None:
+        """Load the enrolment models now (about a second), e.g. while a live face is still being gathered."""
+        enroller = self.facebank.enroller
+        _ = enroller.detectors, enroller.embedder
+
     def enrol_crops(self, name: str, crops: list[np.ndarray]) -> int:
         """Enrol the most varied of `crops` (one live track's faces, best first) under `name`.
 

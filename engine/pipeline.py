@@ -21,7 +21,7 @@ import numpy as np
 from engine.anonymize import Anonymizer, SafeFrame
 from engine.config import Settings
 from engine.detect import Detector, create_detector
-from engine.faces import Detections, FaceState, FrameReport, box_iou
+from engine.faces import IDENTIFIER_ERROR, LOST, Detections, FaceState, FrameReport, Identity, box_iou
 from engine.identify import Identifier, NoIdentifier, is_visible
 from engine.track import FaceTracker
 
@@ -88,7 +88,7 @@ class Pipeline:
             log.exception("identifier failed; anonymizing every face")
             self.faults["identifier-error"] += 1
             for track in tracks:
-                track.extras["visible"] = False
+                track.identity = Identity.blurred(IDENTIFIER_ERROR)
         found = [t.safety_box() for t in tracks if not is_visible(t) and t.lost_frames == 0]
         found += self._unclaimed_detections(detections, tracks)
         lost = [t.safety_box() for t in tracks if t.lost_frames > 0]
@@ -152,12 +152,16 @@ class Pipeline:
 
 
 def _face_state(track) -> FaceState:
+    identity = track.identity
+    visible = is_visible(track)
     return FaceState(
         track_id=track.track_id,
         xyxy=tuple(float(v) for v in track.safety_box()),
         score=track.score,
         lost_frames=track.lost_frames,
-        visible=is_visible(track),
-        identity=track.extras.get("identity"),
-        similarity=track.extras.get("similarity"),
+        visible=visible,
+        identity=identity.name,
+        similarity=identity.similarity,
+        reason=None if visible else (LOST if track.lost_frames else identity.reason),
+        candidate=identity.candidate,
     )

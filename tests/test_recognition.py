@@ -271,8 +271,10 @@ def clip_run(frames, lin_gallery) -> dict:
         for track in pipeline.tracker.tracks:
             rows.append({
                 "frame": index, "track": track.track_id, "age": track.age, "lost": track.lost_frames,
-                "visible": bool(track.extras.get("visible")) and track.lost_frames == 0,
-                "identity": track.extras.get("identity"), "similarity": track.extras.get("similarity"),
+                "visible": track.identity.visible and track.lost_frames == 0,
+                "identity": track.identity.name, "similarity": track.identity.similarity,
+                "reason": track.identity.reason, "candidate": track.identity.candidate,
+                "kept_by_track": track.extras[STATE_KEY].kept_by_track if STATE_KEY in track.extras else False,
                 "label": _label(track.xyxy, truth[index]) if track.lost_frames == 0 else "lost",
             })
     pipeline.close()

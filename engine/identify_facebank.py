@@ -40,12 +40,11 @@ from engine.faces import (
     RECOGNITION_OFF,
     TOO_SMALL,
     Candidate,
-    Detections,
     Identity,
     box_iou,
 )
 from engine.gallery import Gallery, Match
-from engine.recognize import FaceEmbedder, align_face, face_size, sharpness
+from engine.recognize import FaceEmbedder, Landmarker, align_face, create_landmarker, face_size, sharpness
 from engine.track import Track
 
 log = logging.getLogger(__name__)
@@ -137,9 +136,6 @@ class TrackRecognition:
         return bool(self.embeddings)
 
 
-LandmarkRefiner = Callable[[np.ndarray, np.ndarray], Detections]  # (frame, xyxy) -> that face, detected again
-
-
 @dataclass
 class _Candidate:
     track: Track
@@ -154,7 +150,7 @@ class FacebankIdentifier:
     """Identifier protocol: sets each track's `identity` (visible, name, similarity, reason, candidate)."""
 
     def __init__(self, embedder: FaceEmbedder, gallery_provider: Callable[[], Gallery],
-                 policy: Policy | None = None) -> None:
+                 policy: Policy | None = None, landmarker: Landmarker | None = None) -> None:
         self.embedder = embedder
         self.gallery_provider = gallery_provider
         self.policy = policy or Policy()
@@ -163,7 +159,7 @@ class FacebankIdentifier:
         self.embedded_total = 0  # telemetry, and the budget test
         self.embedded_forced = 0
         self.scene_cuts = 0
-        self.refiner: LandmarkRefiner | None = None  # set by the pipeline from its detector, when it offers one
+        self.landmarker = landmarker  # the photo path's alignment; made on first use when not given
         self._prev_frame_patch: np.ndarray | None = None
 
     def status(self) -> dict:
@@ -181,6 +177,8 @@ class FacebankIdentifier:
                 track.extras.pop(STATE_KEY, None)
                 track.identity = Identity.blurred(LOST if track.lost_frames else reason)
             return
+        if self.landmarker is None:
+            self.landmarker = create_landmarker(settings)
         self.tokens = min(float(self.policy.burst), self.tokens + self.policy.budget_per_frame)
         states = [self._observe(frame, track, tracks) for track in tracks]
         if self._scene_cut(frame):
@@ -305,7 +303,7 @@ class FacebankIdentifier:
     def _embed(self, frame: np.ndarray, chosen: list[_Candidate], index: int) -> None:
         if not chosen:
             return
-        faces = np.stack([self._aligned(frame, c.track) if self.refiner or c.face is None else c.face for c in chosen])
+        faces = np.stack([self._aligned(frame, c.track) for c in chosen])
         vectors = self.embedder.embed_aligned(faces)
         for c, face, vector in zip(chosen, faces, vectors, strict=True):
             if c.state.suspect and not self._same_person(c.state, vector):
@@ -325,13 +323,8 @@ class FacebankIdentifier:
             self.policy.same_person
 
     def _aligned(self, frame: np.ndarray, track: Track) -> np.ndarray:
-        """The 112x112 crop to embed, aligned on landmarks re-detected at recognition scale when possible."""
-        landmarks = track.landmarks
-        if self.refiner is not None:
-            refined = self.refiner(frame, np.asarray(track.xyxy, np.float32))
-            if len(refined):
-                landmarks = refined.landmarks[0]
-        return align_face(frame, landmarks)
+        """The 112x112 crop to embed, aligned exactly as a photo of the same pixels is (`Landmarker`)."""
+        return self.landmarker.align(frame, track.xyxy, track.landmarks)
 
     def _decide(self, track: Track, state: TrackRecognition, gallery: Gallery, threshold: float,
                 index: int) -> None:

@@ -37,7 +37,6 @@ class Pipeline:
         self._make_anonymizer = anonymizer_factory  # engine/gpu: the same anonymizer, worked on the device
         self.detector = detector if detector is not None else create_detector(settings)
         self.identifier = identifier if identifier is not None else NoIdentifier()
-        self._lend_refiner()
         self.tracker = FaceTracker(settings.confidence, settings.low_confidence, settings.hold_seconds)
         self.anonymizer = self._make_anonymizer(settings)
         self.faults: Counter[str] = Counter()
@@ -52,7 +51,6 @@ class Pipeline:
         """Apply new settings from the next frame on (called from the frame loop's thread)."""
         if (settings.detector, settings.backend) != (self.settings.detector, self.settings.backend):
             self.detector = create_detector(settings)  # first: if it fails, nothing has changed
-            self._lend_refiner()
         self.settings = settings
         if hasattr(self.detector, "detect_width"):
             self.detector.detect_width = settings.detect_width
@@ -60,11 +58,6 @@ class Pipeline:
         self.tracker.low_confidence = settings.low_confidence
         self.tracker.hold_seconds = settings.hold_seconds
         self.anonymizer = self._make_anonymizer(settings)
-
-    def _lend_refiner(self) -> None:
-        """Recognition aligns on landmarks re-detected at its own scale, where the detector can do that."""
-        if hasattr(self.identifier, "refiner"):
-            self.identifier.refiner = getattr(self.detector, "refine", None)
 
     def process(self, frame: np.ndarray, index: int, dt: float) -> tuple[SafeFrame, FrameReport]:
         """Anonymize `frame` in place and return it as a SafeFrame, with what was done to it."""

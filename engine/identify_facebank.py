@@ -80,21 +80,21 @@ class Policy:
     same_look: float = 0.5  # correlation of the face patch with the previous frame's below this: suspect
     scene_cut: float = 0.5  # correlation of the whole frame (32x18 grey) with the previous one below this: a cut
     overlap_iou: float = 0.1  # two found faces overlapping: the tracker may swap their ids
-    # Two-sided hysteresis around the threshold (measured on 7,971 real impostor pairs: 99th percentile 0.347,
-    # maximum 0.5675, a look-alike): one embedding this far above the threshold is enough to confirm...
+    # Two-sided hysteresis around the threshold (measured on 7,971 real impostor pairs: 99th percentile 0.357,
+    # maximum 0.5765, a look-alike): one embedding this far above the threshold is enough to confirm...
     strong_margin: float = 0.15
     # ...and a confirmed face keeps matching down to this far below it (head turned, wide shot), as long as
     # nothing suggested another face under its id since it was confirmed (then the full threshold applies).
     keep_margin: float = 0.12
-    keep_floor: float = 0.35  # ...but never below the impostors' 99th percentile, whatever the threshold
+    keep_floor: float = 0.36  # ...but never below the impostors' 99th percentile (0.357), whatever the threshold
     # After a warning sign (lost, new look, overlap), the track's earlier embeddings still count toward K only
-    # if the new one is of the same person as them (cosine at least this; impostors' 99.9th percentile 0.48).
-    same_person: float = 0.5
+    # if the new one is of the same person as them (cosine at least this; impostors' 99.9th percentile 0.51).
+    same_person: float = 0.55
     # A confirmed track keeps its identity through head turns (the gallery similarity of a face looking down
     # falls to 0.0-0.3) while each new embedding stays this close to the track's own earlier ones, and no sign
     # of a switch (lost, jump, new look, overlap, scene cut) came since it was confirmed. Two different people
-    # score at most 0.5675 in 7,971 real impostor pairs (99.9th percentile 0.48).
-    self_consistent: float = 0.5
+    # score at most 0.5765 in 7,971 real impostor pairs (99.9th percentile 0.507).
+    self_consistent: float = 0.55
     anchors: int = 8  # embeddings kept per track from when the gallery itself vouched for it
 
     def __post_init__(self) -> None:

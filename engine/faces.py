@@ -65,6 +65,45 @@ class Detections:
             raise ValueError("detector returned boxes far outside the frame")
 
 
+# Why a face is blurred, as published in telemetry (`FaceState.reason`); None when it is visible.
+NOT_RECOGNISED_YET = "not recognised yet"
+BELOW_THRESHOLD = "below threshold"
+LOST = "lost"
+OVERLAPS = "overlaps another face"
+CHANGED = "may be another face"  # jumped, looked different, or the scene cut: re-checked before it can show
+TOO_SMALL = "too small to recognise"
+NO_FACEBANK = "no facebank"
+RECOGNITION_OFF = "recognition off"
+IDENTIFIER_ERROR = "identifier error"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The best *enrolled* match for a face, published only when it is plausibly that person."""
+
+    name: str
+    similarity: float
+
+
+@dataclass
+class Identity:
+    """What the identify stage decided about one tracked face this frame (typed, on `Track.identity`).
+
+    Fail closed by construction: a new Identity is blurred, with the reason "not recognised yet".
+    """
+
+    visible: bool = False
+    name: str | None = None  # best enrolled match (the confirmed person when visible)
+    similarity: float | None = None  # cosine of the latest embedding to `name`
+    reason: str | None = NOT_RECOGNISED_YET  # why it is blurred; None when visible
+    candidate: Candidate | None = None
+
+    @classmethod
+    def blurred(cls, reason: str, name: str | None = None, similarity: float | None = None,
+                candidate: Candidate | None = None) -> Identity:
+        return cls(False, name, similarity, reason, candidate)
+
+
 @dataclass
 class FaceState:
     """One tracked face as the anonymizer and the telemetry see it."""
@@ -76,6 +115,8 @@ class FaceState:
     visible: bool = False  # True only when the identifier has confirmed a facebank match
     identity: str | None = None
     similarity: float | None = None
+    reason: str | None = NOT_RECOGNISED_YET  # why it is blurred; None when visible
+    candidate: Candidate | None = None  # best enrolled match, only when plausible
 
     def as_dict(self) -> dict:
         x1, y1, x2, y2 = self.xyxy
@@ -88,6 +129,9 @@ class FaceState:
             "lost_frames": self.lost_frames,
             "identity": self.identity,
             "similarity": None if self.similarity is None else round(self.similarity, 3),
+            "reason": None if self.visible else (self.reason or NOT_RECOGNISED_YET),
+            "candidate": None if self.candidate is None else
+            {"name": self.candidate.name, "similarity": round(self.candidate.similarity, 3)},
         }
 
 

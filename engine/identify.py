@@ -11,12 +11,13 @@ from typing import Protocol
 import numpy as np
 
 from engine.config import Settings
+from engine.faces import NO_FACEBANK, Identity
 from engine.track import Track
 
 
 class Identifier(Protocol):
     def update(self, frame: np.ndarray, tracks: list[Track], settings: Settings) -> None:
-        """Set `track.extras["visible"]` (and optionally "identity", "similarity") for each track."""
+        """Set `track.identity` (an `Identity`: visible, name, similarity, reason, candidate) for each track."""
 
     def status(self) -> dict:
         """What the identifier currently knows, for telemetry (e.g. how many people it recognises)."""
@@ -27,7 +28,7 @@ class NoIdentifier:
 
     def update(self, frame: np.ndarray, tracks: list[Track], settings: Settings) -> None:
         for track in tracks:
-            track.extras["visible"] = False
+            track.identity = Identity.blurred(NO_FACEBANK)
 
     def status(self) -> dict:
         return {"people": 0}
@@ -35,4 +36,4 @@ class NoIdentifier:
 
 def is_visible(track: Track) -> bool:
     """Visible only when confirmed and currently detected: a lost track is always anonymized."""
-    return bool(track.extras.get("visible")) and track.lost_frames == 0
+    return track.identity.visible and track.lost_frames == 0

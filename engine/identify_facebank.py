@@ -7,6 +7,9 @@ Fail closed, with hysteresis in the safe direction only:
   put another face under their id (the face jumps or looks different from the previous frame, the track
   comes back after a miss, it overlaps another face, the scene cuts): an id switch must never carry a
   bystander into a visible state;
+- a confirmed track keeps its identity through head turns (looking down, the gallery similarity falls far
+  below the threshold) while each new embedding stays consistent with the track's own earlier ones and no
+  sign of a switch has come since; any such sign, or an inconsistent embedding, ends it;
 - the embeddings are kept per track and matched against the current gallery every frame, so removing a
   person from the facebank or raising the threshold takes effect on the next frame, with no re-embedding.
 
@@ -27,9 +30,21 @@ import cv2
 import numpy as np
 
 from engine.config import Settings
-from engine.faces import Detections, box_iou
+from engine.faces import (
+    BELOW_THRESHOLD,
+    CHANGED,
+    LOST,
+    NO_FACEBANK,
+    NOT_RECOGNISED_YET,
+    OVERLAPS,
+    RECOGNITION_OFF,
+    TOO_SMALL,
+    Candidate,
+    Identity,
+    box_iou,
+)
 from engine.gallery import Gallery, Match
-from engine.recognize import FaceEmbedder, align_face, face_size, sharpness
+from engine.recognize import FaceEmbedder, Landmarker, align_face, create_landmarker, face_size, sharpness
 from engine.track import Track
 
 log = logging.getLogger(__name__)
@@ -65,16 +80,22 @@ class Policy:
     same_look: float = 0.5  # correlation of the face patch with the previous frame's below this: suspect
     scene_cut: float = 0.5  # correlation of the whole frame (32x18 grey) with the previous one below this: a cut
     overlap_iou: float = 0.1  # two found faces overlapping: the tracker may swap their ids
-    # Two-sided hysteresis around the threshold (measured on 7,971 real impostor pairs: 99th percentile 0.347,
-    # maximum 0.5675, a look-alike): one embedding this far above the threshold is enough to confirm...
+    # Two-sided hysteresis around the threshold (measured on 7,971 real impostor pairs: 99th percentile 0.357,
+    # maximum 0.5765, a look-alike): one embedding this far above the threshold is enough to confirm...
     strong_margin: float = 0.15
     # ...and a confirmed face keeps matching down to this far below it (head turned, wide shot), as long as
     # nothing suggested another face under its id since it was confirmed (then the full threshold applies).
     keep_margin: float = 0.12
-    keep_floor: float = 0.35  # ...but never below the impostors' 99th percentile, whatever the threshold
+    keep_floor: float = 0.36  # ...but never below the impostors' 99th percentile (0.357), whatever the threshold
     # After a warning sign (lost, new look, overlap), the track's earlier embeddings still count toward K only
-    # if the new one is of the same person as them (cosine at least this; impostors' 99.9th percentile 0.48).
-    same_person: float = 0.5
+    # if the new one is of the same person as them (cosine at least this; impostors' 99.9th percentile 0.51).
+    same_person: float = 0.55
+    # A confirmed track keeps its identity through head turns (the gallery similarity of a face looking down
+    # falls to 0.0-0.3) while each new embedding stays this close to the track's own earlier ones, and no sign
+    # of a switch (lost, jump, new look, overlap, scene cut) came since it was confirmed. Two different people
+    # score at most 0.5765 in 7,971 real impostor pairs (99.9th percentile 0.507).
+    self_consistent: float = 0.55
+    anchors: int = 8  # embeddings kept per track from when the gallery itself vouched for it
 
     def __post_init__(self) -> None:
         if not 1 <= self.confirm_k <= self.window_m:
@@ -105,13 +126,14 @@ class TrackRecognition:
     matched_against: tuple = ()  # (gallery, number of embeddings, latest frame): skip re-matching when unchanged
     confirmed_name: str | None = None  # whom the track was confirmed as
     doubted: bool = False  # the latest embedding was taken because the face may have changed: no keep_margin
+    overlapping: bool = False  # overlaps another found face in this frame
+    anchors: deque = field(default_factory=deque)  # embeddings the gallery accepted while the track was confirmed
+    anchored_at: int = -1  # frame of the latest embedding considered for `anchors`
+    kept_by_track: bool = False  # visible on self-consistency (head turned), not on the gallery's word
 
     @property
     def embedded(self) -> bool:
         return bool(self.embeddings)
-
-
-LandmarkRefiner = Callable[[np.ndarray, np.ndarray], Detections]  # (frame, xyxy) -> that face, detected again
 
 
 @dataclass
@@ -125,10 +147,10 @@ class _Candidate:
 
 
 class FacebankIdentifier:
-    """Identifier protocol: sets `visible`, `identity` and `similarity` in each track's extras."""
+    """Identifier protocol: sets each track's `identity` (visible, name, similarity, reason, candidate)."""
 
     def __init__(self, embedder: FaceEmbedder, gallery_provider: Callable[[], Gallery],
-                 policy: Policy | None = None) -> None:
+                 policy: Policy | None = None, landmarker: Landmarker | None = None) -> None:
         self.embedder = embedder
         self.gallery_provider = gallery_provider
         self.policy = policy or Policy()
@@ -137,7 +159,7 @@ class FacebankIdentifier:
         self.embedded_total = 0  # telemetry, and the budget test
         self.embedded_forced = 0
         self.scene_cuts = 0
-        self.refiner: LandmarkRefiner | None = None  # set by the pipeline from its detector, when it offers one
+        self.landmarker = landmarker  # the photo path's alignment; made on first use when not given
         self._prev_frame_patch: np.ndarray | None = None
 
     def status(self) -> dict:
@@ -150,10 +172,13 @@ class FacebankIdentifier:
         index, self.frame_index = self.frame_index, self.frame_index + 1
         gallery = self.gallery_provider() if settings.recognition else Gallery.empty()
         if gallery.is_empty:
+            reason = NO_FACEBANK if settings.recognition else RECOGNITION_OFF
             for track in tracks:  # nothing to recognise: blur all, embed nothing, forget what was seen
                 track.extras.pop(STATE_KEY, None)
-                _publish(track, visible=False, match=None)
+                track.identity = Identity.blurred(LOST if track.lost_frames else reason)
             return
+        if self.landmarker is None:
+            self.landmarker = create_landmarker(settings)
         self.tokens = min(float(self.policy.burst), self.tokens + self.policy.budget_per_frame)
         states = [self._observe(frame, track, tracks) for track in tracks]
         if self._scene_cut(frame):
@@ -168,7 +193,8 @@ class FacebankIdentifier:
         """Flag a track whose face may have changed since the last frame (cheap: every track, every frame)."""
         state = track.extras.get(STATE_KEY)
         if not isinstance(state, TrackRecognition):
-            state = TrackRecognition(embeddings=deque(maxlen=self.policy.window_m))
+            state = TrackRecognition(embeddings=deque(maxlen=self.policy.window_m),
+                                     anchors=deque(maxlen=self.policy.anchors))
             track.extras[STATE_KEY] = state
         if track.lost_frames > 0:
             state.suspect = True  # the tracker may re-associate it with another face when it is found again
@@ -184,7 +210,8 @@ class FacebankIdentifier:
         patch = _patch(frame, centre, size) if state.near_match or state.eligible else None
         changed = patch is not None and state.prev_patch is not None and float(patch @ state.prev_patch) < \
             self.policy.same_look
-        state.suspect = state.suspect or jumped or changed or self._overlaps(track, tracks)
+        state.overlapping = self._overlaps(track, tracks)
+        state.suspect = state.suspect or jumped or changed or state.overlapping
         state.prev_centre, state.prev_patch = centre, patch
         return state
 
@@ -276,11 +303,12 @@ class FacebankIdentifier:
     def _embed(self, frame: np.ndarray, chosen: list[_Candidate], index: int) -> None:
         if not chosen:
             return
-        faces = np.stack([self._aligned(frame, c.track) if self.refiner or c.face is None else c.face for c in chosen])
+        faces = np.stack([self._aligned(frame, c.track) for c in chosen])
         vectors = self.embedder.embed_aligned(faces)
         for c, face, vector in zip(chosen, faces, vectors, strict=True):
             if c.state.suspect and not self._same_person(c.state, vector):
                 c.state.embeddings.clear()  # another face under this id now: its old matches must not vouch for it
+                c.state.anchors.clear()
             c.state.embeddings.append(vector)
             c.state.last_frame = index
             c.state.last_size = c.size
@@ -295,21 +323,18 @@ class FacebankIdentifier:
             self.policy.same_person
 
     def _aligned(self, frame: np.ndarray, track: Track) -> np.ndarray:
-        """The 112x112 crop to embed, aligned on landmarks re-detected at recognition scale when possible."""
-        landmarks = track.landmarks
-        if self.refiner is not None:
-            refined = self.refiner(frame, np.asarray(track.xyxy, np.float32))
-            if len(refined):
-                landmarks = refined.landmarks[0]
-        return align_face(frame, landmarks)
+        """The 112x112 crop to embed, aligned exactly as a photo of the same pixels is (`Landmarker`)."""
+        return self.landmarker.align(frame, track.xyxy, track.landmarks)
 
     def _decide(self, track: Track, state: TrackRecognition, gallery: Gallery, threshold: float,
                 index: int) -> None:
-        """Visible only when the latest embedding and K of the last M agree, the track is found in this frame,
-        nothing since the latest embedding suggests another face, and that embedding is recent."""
+        """Visible only when the latest embedding and K of the last M agree (or a confirmed track keeps
+        matching itself), the track is found in this frame, nothing since the latest embedding suggests
+        another face, and that embedding is recent."""
         if not state.embedded:
             state.trusted = state.eligible = state.latest_matched = state.near_match = False
-            _publish(track, visible=False, match=None)
+            small = track.lost_frames == 0 and state.size < self.policy.min_face_px
+            track.identity = Identity.blurred(LOST if track.lost_frames else TOO_SMALL if small else NOT_RECOGNISED_YET)
             return
         key = (gallery, len(state.embeddings), state.last_frame)
         if state.matched_against != key:  # Gallery compares by identity: a new snapshot is re-matched
@@ -321,26 +346,55 @@ class FacebankIdentifier:
         strong = latest.accepted(threshold + p.strong_margin)
         kept = (state.eligible and not state.doubted and latest.name == state.confirmed_name
                 and latest.accepted(max(threshold - p.keep_margin, p.keep_floor)))
-        state.latest_matched = latest.accepted(threshold) or kept
+        matched = latest.accepted(threshold) and (agreeing >= p.confirm_k or strong)
+        by_track = (state.eligible and not state.doubted and not matched and not kept
+                    and state.confirmed_name in gallery.names and self._consistent(state))
+        state.latest_matched = latest.accepted(threshold) or kept or by_track
         state.near_match = any(m.similarity >= threshold - p.near for m in matches)
-        state.eligible = (latest.accepted(threshold) and (agreeing >= p.confirm_k or strong)) or kept
-        state.confirmed_name = latest.name if state.eligible else None
+        name = state.confirmed_name if by_track else latest.name
+        state.eligible = matched or kept or by_track
+        state.kept_by_track = by_track
+        state.confirmed_name = name if state.eligible else None
+        if state.eligible and latest.accepted(threshold) and state.anchored_at != state.last_frame:
+            state.anchors.append(state.embeddings[-1])  # the gallery vouches for this look of the track
+            state.anchored_at = state.last_frame
         recent = index - state.last_frame <= self.policy.verify_every
         state.trusted = state.eligible and track.lost_frames == 0 and not state.suspect and recent
-        _publish(track, visible=state.trusted, match=latest)
+        plausible = latest.name is not None and latest.similarity >= threshold - p.near
+        candidate = Candidate(latest.name, latest.similarity) if plausible else None
+        if state.trusted:
+            track.identity = Identity(True, name, latest.similarity, None, candidate)
+        else:
+            track.identity = Identity.blurred(self._reason(track, state, latest, threshold), latest.name,
+                                              latest.similarity, candidate)
+
+    def _consistent(self, state: TrackRecognition) -> bool:
+        """The latest embedding looks like this track's own earlier ones (anchors and recent window)."""
+        latest = state.embeddings[-1]
+        earlier = [a for a in state.anchors if a is not latest] + list(state.embeddings)[:-1]
+        if not earlier:
+            return False
+        return float(np.max(np.stack(earlier) @ latest)) >= self.policy.self_consistent
+
+    @staticmethod
+    def _reason(track: Track, state: TrackRecognition, latest: Match, threshold: float) -> str:
+        if track.lost_frames:
+            return LOST
+        if state.overlapping:
+            return OVERLAPS
+        if state.suspect:
+            return CHANGED
+        if not latest.accepted(threshold) and not state.eligible:
+            return BELOW_THRESHOLD
+        return NOT_RECOGNISED_YET
 
 
 def _forget(state: TrackRecognition) -> None:
     """Drop every embedding: the face under this track id must be recognised from scratch."""
     state.embeddings.clear()
-    state.latest_matched = state.near_match = state.eligible = state.trusted = False
+    state.anchors.clear()
+    state.latest_matched = state.near_match = state.eligible = state.trusted = state.kept_by_track = False
     state.confirmed_name = None
-
-
-def _publish(track: Track, visible: bool, match: Match | None) -> None:
-    track.extras["visible"] = visible
-    track.extras["identity"] = match.name if match else None
-    track.extras["similarity"] = match.similarity if match else None
 
 
 def _patch(frame: np.ndarray, centre: np.ndarray, size: float, side: int = 16) -> np.ndarray:

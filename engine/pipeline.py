@@ -21,7 +21,7 @@ import numpy as np
 from engine.anonymize import Anonymizer, SafeFrame
 from engine.config import Settings
 from engine.detect import Detector, create_detector
-from engine.faces import Detections, FaceState, FrameReport, box_iou
+from engine.faces import IDENTIFIER_ERROR, LOST, Detections, FaceState, FrameReport, Identity, box_iou
 from engine.identify import Identifier, NoIdentifier, is_visible
 from engine.track import FaceTracker
 
@@ -37,7 +37,6 @@ class Pipeline:
         self._make_anonymizer = anonymizer_factory  # engine/gpu: the same anonymizer, worked on the device
         self.detector = detector if detector is not None else create_detector(settings)
         self.identifier = identifier if identifier is not None else NoIdentifier()
-        self._lend_refiner()
         self.tracker = FaceTracker(settings.confidence, settings.low_confidence, settings.hold_seconds)
         self.anonymizer = self._make_anonymizer(settings)
         self.faults: Counter[str] = Counter()
@@ -52,7 +51,6 @@ class Pipeline:
         """Apply new settings from the next frame on (called from the frame loop's thread)."""
         if (settings.detector, settings.backend) != (self.settings.detector, self.settings.backend):
             self.detector = create_detector(settings)  # first: if it fails, nothing has changed
-            self._lend_refiner()
         self.settings = settings
         if hasattr(self.detector, "detect_width"):
             self.detector.detect_width = settings.detect_width
@@ -60,11 +58,6 @@ class Pipeline:
         self.tracker.low_confidence = settings.low_confidence
         self.tracker.hold_seconds = settings.hold_seconds
         self.anonymizer = self._make_anonymizer(settings)
-
-    def _lend_refiner(self) -> None:
-        """Recognition aligns on landmarks re-detected at its own scale, where the detector can do that."""
-        if hasattr(self.identifier, "refiner"):
-            self.identifier.refiner = getattr(self.detector, "refine", None)
 
     def process(self, frame: np.ndarray, index: int, dt: float) -> tuple[SafeFrame, FrameReport]:
         """Anonymize `frame` in place and return it as a SafeFrame, with what was done to it."""
@@ -88,7 +81,7 @@ class Pipeline:
             log.exception("identifier failed; anonymizing every face")
             self.faults["identifier-error"] += 1
             for track in tracks:
-                track.extras["visible"] = False
+                track.identity = Identity.blurred(IDENTIFIER_ERROR)
         found = [t.safety_box() for t in tracks if not is_visible(t) and t.lost_frames == 0]
         found += self._unclaimed_detections(detections, tracks)
         lost = [t.safety_box() for t in tracks if t.lost_frames > 0]
@@ -152,12 +145,16 @@ class Pipeline:
 
 
 def _face_state(track) -> FaceState:
+    identity = track.identity
+    visible = is_visible(track)
     return FaceState(
         track_id=track.track_id,
         xyxy=tuple(float(v) for v in track.safety_box()),
         score=track.score,
         lost_frames=track.lost_frames,
-        visible=is_visible(track),
-        identity=track.extras.get("identity"),
-        similarity=track.extras.get("similarity"),
+        visible=visible,
+        identity=identity.name,
+        similarity=identity.similarity,
+        reason=None if visible else (LOST if track.lost_frames else identity.reason),
+        candidate=identity.candidate,
     )

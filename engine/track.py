@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.faces import Detections
+from engine.faces import Detections, Identity
 
 # Kalman noise, in units of the box size: faces move fast relative to their size in hand-held video.
 _POS_NOISE = 0.05
@@ -35,7 +35,8 @@ class Track:
     age: int = 1
     lost_frames: int = 0
     lost_seconds: float = 0.0
-    extras: dict = field(default_factory=dict)  # per-track state owned by later stages (identity)
+    extras: dict = field(default_factory=dict)  # per-track state private to later stages
+    identity: Identity = field(default_factory=Identity)  # set by the identify stage every frame
 
     @property
     def xyxy(self) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 from engine.config import Settings
 from engine.detect import Detector, create_detector, merge
 from engine.faces import Detections
-from engine.recognize import FaceEmbedder, align_face, create_embedder, sharpness
+from engine.recognize import FaceEmbedder, Landmarker, create_embedder, create_landmarker, sharpness
 from engine.weights import sha256_of
 from facebank.images import ImageRejected, load_photo
 
@@ -79,16 +79,24 @@ class Enroller:
     """Detects, checks and embeds faces in photos. Loads the models on first use (about a second)."""
 
     def __init__(self, settings: Settings | None = None, detectors: list[Detector] | None = None,
-                 embedder: FaceEmbedder | None = None) -> None:
+                 embedder: FaceEmbedder | None = None, landmarker: Landmarker | None = None) -> None:
         self.settings = settings or Settings()
         self._detectors = detectors
         self._embedder = embedder
+        self._landmarker = landmarker
 
     @property
     def detectors(self) -> list[Detector]:
         if self._detectors is None:
             self._detectors = [create_detector(self.settings.updated({"detect_width": w})) for w in DETECT_WIDTHS]
         return self._detectors
+
+    @property
+    def landmarker(self) -> Landmarker:
+        """The alignment the stream uses too (`engine.recognize.Landmarker`)."""
+        if self._landmarker is None:
+            self._landmarker = create_landmarker(self.settings)
+        return self._landmarker
 
     @property
     def embedder(self) -> FaceEmbedder:
@@ -116,10 +124,9 @@ class Enroller:
         height, width = image.shape[:2]
         detections = self._detect(image)
         chosen = self._choose(path, image, detections, choose)
-        landmarks = self._refined_landmarks(image, detections.xyxy[chosen], detections.landmarks[chosen])
+        face = self.landmarker.align(image, detections.xyxy[chosen], detections.landmarks[chosen])
         box = tuple(float(v) for v in detections.xyxy[chosen])
         face_px = box[2] - box[0]
-        face = align_face(image, landmarks)
         sharp = sharpness(face)
         if sharp < MIN_SHARPNESS:
             raise EnrolError(path, f"the face is too blurred to recognise reliably (sharpness {sharp:.0f}, needs "
@@ -127,13 +134,6 @@ class Enroller:
         embedding = self.embedder.embed_aligned(face[None])[0]
         return Enrolment(str(path.resolve()), photo.sha256, box, float(detections.score[chosen]),
                          face_px, sharp, (width, height), embedding)
-
-    def _refined_landmarks(self, image: np.ndarray, box: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        """Landmarks re-detected at recognition scale, as the engine does before it embeds a face in the
-        stream: the photo and the stream are then aligned alike."""
-        refine = getattr(self.detectors[0], "refine", None)
-        refined = refine(image, box) if refine else None
-        return refined.landmarks[0] if refined is not None and len(refined) else landmarks
 
     def _choose(self, path: Path, image: np.ndarray, detections: Detections, choose: int | None) -> int:
         """Index into `detections` of the face to enrol, or EnrolError."""

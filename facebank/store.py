@@ -59,10 +59,12 @@ def default_path() -> Path:
 
 @cache
 def model_tag() -> str:
-    """Which network made an embedding: embeddings of another model live in another space and never match."""
+    """Which network and recipe (landmarks, flip) made an embedding: embeddings made another way live in
+    another space and are re-made by `refresh`, never mixed."""
+    from engine.recognize import RECIPE
     from engine.weights import load_manifest
 
-    return f"mobilefacenet:{load_manifest()['mobilefacenet'].sha256[:16]}"
+    return f"mobilefacenet:{load_manifest()['mobilefacenet'].sha256[:16]}:{RECIPE}"
 
 
 # --- storage ---------------------------------------------------------------------------------------------------

@@ -10,11 +10,10 @@ import time
 import pytest
 
 from engine.client import ControlClient, EnginePaths, start_background, stop_background
-from engine.identify_facebank import Policy
 from tests.conftest import PERFORMER_PHOTO, need_data, score_independently
 from tests.helpers import wait_for
 
-# Measured on the dev clip with the defaults: 143/149 of his face-frames visible, 0 bystander leaks.
+# Measured on the dev clip with the defaults: 136/149 of his face-frames visible (threshold 0.52), 0 leaks.
 ALLOW_FLOOR = 0.9
 
 
@@ -71,9 +70,9 @@ def test_person_added_mid_run_is_visible_within_a_second_and_removed_at_once(eng
         wait_for(lambda: _performer_visible(client), 12, "the performer visible")
         status = client.request("status")
         seen = [f for f in status["faces"] if f["state"] == "visible"]
-        # A confirmed face stays visible down to keep_margin under the threshold (hysteresis), never lower.
-        floor = status["settings"]["similarity_threshold"] - Policy().keep_margin
-        assert all(f["identity"] == "Lin-Manuel Miranda" and f["similarity"] >= floor for f in seen)
+        # Visible only as the enrolled person (a confirmed track may keep him below the threshold while his
+        # embeddings stay consistent with its own: head turns), with no reason to blur.
+        assert all(f["identity"] == "Lin-Manuel Miranda" and f["reason"] is None for f in seen)
         assert status["frames"] > frames_before, "no restart: the frame counter kept running"
         removed_at = time.monotonic()
         rm = subprocess.run([sys.executable, "-m", "blurcast", "facebank", "remove", "Lin-Manuel Miranda"],

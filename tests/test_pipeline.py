@@ -12,7 +12,7 @@ from engine.anonymize import SafeFrame
 from engine.config import Settings
 from engine.detect import create_detector
 from engine.evaluate import face_visibility
-from engine.faces import Detections, box_iou
+from engine.faces import Detections, Identity, box_iou
 from engine.pipeline import Pipeline
 from engine.sink import FileSink
 
@@ -140,7 +140,7 @@ def test_identifier_failure_never_unblurs(frames, detector):
     class Broken:
         def update(self, frame, tracks, settings):
             for t in tracks:
-                t.extras["visible"] = True
+                t.identity = Identity(visible=True)
             raise RuntimeError("injected identifier failure")
 
     pipeline = Pipeline(SETTINGS, detector=detector, identifier=Broken())

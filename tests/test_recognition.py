@@ -17,10 +17,24 @@ import numpy as np
 import pytest
 
 from engine.config import Settings
+from engine.faces import (
+    BELOW_THRESHOLD,
+    CHANGED,
+    LOST,
+    NO_FACEBANK,
+    NOT_RECOGNISED_YET,
+    OVERLAPS,
+    RECOGNITION_OFF,
+    TOO_SMALL,
+    Candidate,
+    FaceState,
+)
 from engine.gallery import Gallery
 from engine.identify_facebank import STATE_KEY, FacebankIdentifier, Policy
 from engine.pipeline import Pipeline
-from engine.recognize import ARCFACE_DST, alignment_matrix, create_embedder, sharpness
+from engine.recognize import ARCFACE_DST, alignment_matrix, create_embedder, create_landmarker, sharpness
+from engine.track import Track
+from facebank.enrol import Enroller
 from facebank.evaluate import (
     Dataset,
     PhotoEncoder,
@@ -29,6 +43,7 @@ from facebank.evaluate import (
     read_pairs,
     roc_auc,
     standard_datasets,
+    ten_fold_accuracy,
     threshold_at_far,
     verification_metrics,
 )
@@ -135,9 +150,9 @@ def test_deepface_master_pairs(report: dict) -> None:
 def test_deepface_all_pairs(report: dict) -> None:
     r = report["datasets"]["deepface_all_pairs"]
     assert (r["photos"], r["identities"]) == (61, 13)
-    assert r["auc"] >= 0.99988 - 0.005
+    assert r["auc"] >= 0.99997 - 0.005
     assert r["eer"] <= 0.0071 + 0.01
-    assert r["tar_at_far"]["0.001"]["tar"] >= 0.9643 - 0.03
+    assert r["tar_at_far"]["0.001"]["tar"] >= 0.9857 - 0.03  # 0.9643 before centre face, Landmarker, mirror
     assert r["tar_at_far"]["0.001"]["measurable"]
 
 
@@ -145,14 +160,14 @@ def test_face_recognition_examples(report: dict) -> None:
     r = report["datasets"]["face_recognition_all_pairs"]
     assert (r["photos"], r["identities"]) == (22, 6)
     assert r["auc"] >= 1.0 - 0.005
-    assert r["genuine_min"] > r["impostor_max"]  # measured 0.631 > 0.271: fully separated
+    assert r["genuine_min"] > r["impostor_max"]  # measured 0.655 > 0.261: fully separated
     assert r["tar_at_far"]["0.001"]["tar"] >= 0.98
 
 
 def test_openface_examples(report: dict) -> None:
     r = report["datasets"]["openface_all_pairs"]
     assert (r["genuine"], r["impostor"]) == (2, 13)
-    assert r["genuine_min"] > 0.6 and r["impostor_max"] < 0.35  # measured 0.657 and 0.303
+    assert r["genuine_min"] > 0.6 and r["impostor_max"] < 0.35  # measured 0.639 and 0.257
 
 
 def test_faceapi_bbt_face_chips(report: dict) -> None:
@@ -166,10 +181,10 @@ def test_faceapi_bbt_face_chips(report: dict) -> None:
 def test_threshold_from_the_pooled_impostors(report: dict) -> None:
     d = report["impostor_distribution"]
     assert d["pairs"] >= 7000 and d["measurable"]
-    assert 0.43 <= d["threshold_at_far"] <= 0.52  # measured 0.481 on 7,971 impostor pairs
+    assert 0.46 <= d["threshold_at_far"] <= 0.55  # measured 0.5123 on 7,971 impostor pairs (0.481 before the mirror)
     assert d["at_derived_threshold"]["far"] <= 0.001
-    assert d["at_derived_threshold"]["tar"] >= 0.95  # measured 0.993
-    assert d["at_configured_threshold"]["far"] <= 0.001  # the engine's default (0.49) is stricter still
+    assert d["at_derived_threshold"]["tar"] >= 0.97  # measured 0.9895
+    assert d["at_configured_threshold"]["far"] <= 0.001  # the engine's default (0.52) is stricter still
 
 
 def test_ms_per_face_is_reported(report: dict) -> None:
@@ -191,18 +206,25 @@ def test_identity_from_file_names() -> None:
         "lennon", "raj", "Aaron_Peirsol"]
 
 
-def test_lfw_style_pairs_file(tmp_path: Path, encoder: PhotoEncoder) -> None:
+def test_lfw_as_distributed(tmp_path: Path, encoder: PhotoEncoder) -> None:
+    """pairs.txt beside lfw-deepfunneled/NAME/NAME_0001.jpg, its header "folds pairs-per-class", its own folds."""
+    images = tmp_path / "lfw-deepfunneled"
     for person in ("amy", "raj"):
-        (tmp_path / person).mkdir()
+        (images / person).mkdir(parents=True)
         for i in (1, 2):
             image = cv2.imread(str(DATA / "recognition_faceapi_bbt" / person / f"{person}{i}.png"))
-            cv2.imwrite(str(tmp_path / person / f"{person}_{i:04d}.jpg"), image)
+            cv2.imwrite(str(images / person / f"{person}_{i:04d}.jpg"), image)
     pairs_file = tmp_path / "pairs.txt"
-    pairs_file.write_text("1\t4\namy\t1\t2\nraj\t1\t2\namy\t1\traj\t2\namy\t2\traj\t1\n")
-    pairs = read_pairs(pairs_file)
-    assert [same for _, _, same in pairs] == [True, True, False, False]
-    result = evaluate(datasets=[Dataset("lfw", pairs)], encoder=encoder)["datasets"]["lfw"]
+    pairs_file.write_text("2\t1\namy\t1\t2\namy\t1\traj\t2\nraj\t1\t2\namy\t2\traj\t1\n")
+    dataset = Dataset.from_pairs_file(pairs_file, "lfw")
+    assert [same for _, _, same in dataset.pairs] == [True, False, True, False]
+    assert dataset.pairs[0][0] == images / "amy" / "amy_0001.jpg" and dataset.folds == [0, 0, 1, 1]
+    assert read_pairs(pairs_file) == dataset.pairs
+    result = evaluate(datasets=[dataset], encoder=encoder)["datasets"]["lfw"]
     assert (result["genuine"], result["impostor"], result["auc"]) == (2, 2, 1.0)
+    # Its own folds: each fold's threshold is picked on the other fold's pairs only.
+    scores, same = np.array([0.9, 0.1, 0.95, 0.2]), np.array([True, False, True, False])
+    assert ten_fold_accuracy(scores, same, fold_of=np.array([0, 0, 1, 1]))[0] == 0.75  # fold 0 misses 0.9 < 0.95
 
 
 def test_standard_datasets_label_folders_from_their_manifests() -> None:
@@ -271,8 +293,10 @@ def clip_run(frames, lin_gallery) -> dict:
         for track in pipeline.tracker.tracks:
             rows.append({
                 "frame": index, "track": track.track_id, "age": track.age, "lost": track.lost_frames,
-                "visible": bool(track.extras.get("visible")) and track.lost_frames == 0,
-                "identity": track.extras.get("identity"), "similarity": track.extras.get("similarity"),
+                "visible": track.identity.visible and track.lost_frames == 0,
+                "identity": track.identity.name, "similarity": track.identity.similarity,
+                "reason": track.identity.reason, "candidate": track.identity.candidate,
+                "kept_by_track": track.extras[STATE_KEY].kept_by_track if STATE_KEY in track.extras else False,
                 "label": _label(track.xyxy, truth[index]) if track.lost_frames == 0 else "lost",
             })
     pipeline.close()
@@ -334,4 +358,175 @@ def test_the_streamer_is_blurred_at_once_when_removed_or_recognition_is_off(fram
         _, report = pipeline.process(frames[index].copy(), index, 1 / 29.97)
         assert not any(f.visible for f in report.faces)
     assert identifier.embedded_total == embedded  # nothing embedded while recognition is off
+    pipeline.close()
+
+
+# --- the stream aligns and embeds a face exactly as the photo path does ------------------------------------------
+def _photo_path_embedding(tmp_path: Path, frame: np.ndarray, box, index: int) -> np.ndarray:
+    """The frame's crop around `box`, saved as a photo and enrolled as the streamer would enrol it."""
+    x1, y1, x2, y2 = box
+    pad = x2 - x1
+    left, top = int(max(0, x1 - pad)), int(max(0, y1 - pad))
+    crop = frame[top:int(min(frame.shape[0], y2 + pad)), left:int(min(frame.shape[1], x2 + pad))]
+    path = tmp_path / f"crop{index}.png"
+    cv2.imwrite(str(path), crop)
+    return Enroller(SETTINGS).enrol(path).embedding
+
+
+def test_the_stream_embeds_a_face_as_the_photo_path_does(frames, tmp_path: Path) -> None:
+    """Same pixels, same embedding: the stream (tracked box, full frame) against the photo path (the frame's
+    crop enrolled as a photo). Before the shared Landmarker the two were aligned from different boxes and
+    differed by cosine 0.95 on average, 0.88 at worst."""
+    truth = _ground_truth()
+    identifier = FacebankIdentifier(create_embedder(SETTINGS), lambda: Gallery.empty())
+    identifier.landmarker = create_landmarker(SETTINGS)
+    pipeline = Pipeline(SETTINGS)
+    cosines = []
+    for index in range(0, 211):
+        pipeline.process(frames[index].copy(), index, 1 / 29.97)
+        allow = [t["box"] for t in truth[index] if t["label"] == "allow" and not t["ignore"]]
+        if index % 10 or not allow or allow[0][2] - allow[0][0] < 44:  # enrolment refuses faces under 40 px
+            continue
+        track = max(pipeline.tracker.tracks, key=lambda t: _iou(t.xyxy, allow[0]))
+        if _iou(track.xyxy, allow[0]) < 0.3 or track.lost_frames:
+            continue
+        stream = identifier.embedder.embed_aligned(identifier._aligned(frames[index], track)[None])[0]
+        cosines.append(float(stream @ _photo_path_embedding(tmp_path, frames[index], allow[0], index)))
+    pipeline.close()
+    assert len(cosines) >= 10
+    assert np.mean(cosines) >= 0.97 and min(cosines) >= 0.93, cosines
+
+
+def test_a_frame_and_its_crop_align_to_the_same_pixels(frames) -> None:
+    """Given the same face box, a full frame and a crop of it give the same aligned face and embedding: no
+    colour order, border or scale differs between the stream and a photo."""
+    landmarker = create_landmarker(SETTINGS)
+    embedder = create_embedder(SETTINGS)
+    frame = frames[100]
+    found = landmarker.detector.detect(frame, 0.5)
+    j = int(np.argmax(found.xyxy[:, 2] - found.xyxy[:, 0]))
+    box, marks = found.xyxy[j], found.landmarks[j]
+    left, top = int(box[0]) - 80, int(box[1]) - 60
+    crop = frame[top:, left:]
+    offset = np.array([left, top], np.float32)
+    whole = landmarker.align(frame, box, marks)
+    part = landmarker.align(crop, box - np.tile(offset, 2), marks - offset)
+    assert np.abs(whole.astype(int) - part).max() <= 1  # warpAffine rounds its fixed-point sampling per offset
+    np.testing.assert_allclose(embedder.embed_aligned(whole[None]), embedder.embed_aligned(part[None]), atol=1e-3)
+
+
+# --- identity kept through head turns, lost on a switch ----------------------------------------------------------
+HEAD_POSE = DATA / "video_unannotated" / "intel_head-pose-face-detection-female-and-male.gif"
+
+
+@pytest.fixture(scope="module")
+def head_pose() -> list[np.ndarray]:
+    if not HEAD_POSE.exists():
+        pytest.skip(f"head-pose clip not found at {HEAD_POSE}")
+    capture = cv2.VideoCapture(str(HEAD_POSE))
+    frames = []
+    while (grabbed := capture.read())[0]:
+        frames.append(grabbed[1])
+    return frames
+
+
+@pytest.fixture(scope="module")
+def man_gallery(head_pose, tmp_path_factory) -> Gallery:
+    """The man on the right, from the first frame (he looks ahead), aligned and embedded as a photo is (the
+    GIF's palette makes it too soft for enrolment's sharpness bar, 33 < 50)."""
+    frame = head_pose[0]
+    landmarker = create_landmarker(SETTINGS)
+    found = landmarker.detector.detect(frame, 0.5)
+    j = int(np.argmax(found.xyxy[:, 0]))
+    face = landmarker.align(frame, found.xyxy[j], found.landmarks[j])
+    return Gallery.from_people({"man": create_embedder(SETTINGS).embed_aligned(face[None])})
+
+
+def _head_pose_run(frames, gallery: Gallery, policy: Policy, settings: Settings) -> dict[str, list[bool]]:
+    """Per frame, whether the man's and the woman's faces (right and left half of the picture) were visible."""
+    pipeline = Pipeline(settings, identifier=FacebankIdentifier(create_embedder(settings), lambda: gallery, policy))
+    seen: dict[str, list[bool]] = {"man": [], "woman": []}
+    for index, frame in enumerate(frames):
+        pipeline.process(frame.copy(), index, 1 / 12)
+        for track in pipeline.tracker.tracks:
+            if track.lost_frames == 0:
+                who = "man" if (track.xyxy[0] + track.xyxy[2]) / 2 > frame.shape[1] / 2 else "woman"
+                seen[who].append(track.identity.visible)
+    pipeline.close()
+    return seen
+
+
+def test_a_confirmed_track_keeps_its_identity_through_head_turns(head_pose, man_gallery) -> None:
+    """The man tilts and turns his head. At the default threshold his per-frame similarity to his photo
+    (0.39-1.0) keeps him visible anyway, so a strict threshold (0.8) stands in for a face turned further
+    away: past frame 9 his similarity stays under it (0.39-0.79), yet his confirmed track stays consistent
+    with its own earlier embeddings and keeps his identity; the woman beside him is never shown."""
+    strict = SETTINGS.updated({"similarity_threshold": 0.8})
+    kept = _head_pose_run(head_pose, man_gallery, Policy(), strict)
+    per_frame = _head_pose_run(head_pose, man_gallery, Policy(self_consistent=2.0), strict)  # keeping off
+    assert not any(kept["woman"]) and not any(per_frame["woman"])
+    assert len(kept["man"]) >= 50
+    assert np.mean(kept["man"]) >= 0.95  # measured 56 of 56
+    assert np.mean(per_frame["man"]) <= 0.5  # measured 15 of 56 without keeping
+
+
+def _track_on(detections, j: int, track_id: int = 1) -> Track:
+    box = detections.xyxy[j]
+    mean = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1], 0, 0, 0, 0])
+    return Track(track_id, mean, np.eye(8), float(detections.score[j]), detections.landmarks[j])
+
+
+@pytest.mark.parametrize("signs", ["default", "only the embedding"])
+def test_identity_is_lost_when_the_track_switches_to_another_face(head_pose, man_gallery, signs: str) -> None:
+    """The tracker puts the woman under the man's confirmed id. With the usual signs (a jump) she is blurred in
+    that very frame; with every other sign switched off, her first embedding is inconsistent with the track's
+    own and she is blurred from then on."""
+    policy = Policy() if signs == "default" else Policy(jump=1e9, same_look=-2.0, overlap_iou=2.0, scene_cut=-2.0)
+    identifier = FacebankIdentifier(create_embedder(SETTINGS), lambda: man_gallery, policy)
+    detector = create_landmarker(SETTINGS).detector
+    switch = 20
+    shown_after = []
+    extras: dict = {}  # the same track id throughout: its recognition state carries over the switch
+    for index, frame in enumerate(head_pose[:40]):
+        found = detector.detect(frame, 0.5)
+        order = np.argsort((found.xyxy[:, 0] + found.xyxy[:, 2]) / 2)  # left (woman), right (man)
+        track = _track_on(found, int(order[-1] if index < switch else order[0]))
+        track.extras = extras
+        identifier.update(frame, [track], SETTINGS)
+        if index == switch - 1:
+            assert track.identity.visible, "the man should be confirmed before the switch"
+        if index >= switch:
+            shown_after.append(track.identity.visible)
+    if signs == "default":
+        assert not any(shown_after)
+    else:  # re-verified within verify_every frames, then never shown again
+        first_blurred = shown_after.index(False)
+        assert first_blurred <= policy.verify_every and not any(shown_after[first_blurred:])
+
+
+# --- why a face is blurred, in telemetry -------------------------------------------------------------------------
+def test_telemetry_says_why_a_face_is_blurred_and_who_it_may_be(clip_run: dict) -> None:
+    rows = clip_run["rows"]
+    reasons = {r["reason"] for r in rows if not r["visible"]}
+    assert None not in reasons and reasons <= {NOT_RECOGNISED_YET, BELOW_THRESHOLD, LOST, OVERLAPS, CHANGED, TOO_SMALL}
+    assert BELOW_THRESHOLD in reasons and NOT_RECOGNISED_YET in reasons
+    assert all(r["reason"] is None for r in rows if r["visible"])
+    threshold = SETTINGS.similarity_threshold
+    candidates = [r for r in rows if r["candidate"] is not None]
+    assert candidates and all(c["candidate"].name == "Lin-Manuel Miranda" for c in candidates)
+    assert all(c["candidate"].similarity >= threshold - Policy().near for c in candidates)
+    assert not any(r["candidate"] for r in rows if r["label"] == "bystander")  # at most 0.21: not plausible
+    face = FaceState(1, (0, 0, 10, 10), 0.9, reason=BELOW_THRESHOLD, candidate=Candidate("A", 0.41234))
+    assert face.as_dict()["reason"] == BELOW_THRESHOLD
+    assert face.as_dict()["candidate"] == {"name": "A", "similarity": 0.412}
+
+
+def test_reason_without_a_facebank_or_with_recognition_off(frames) -> None:
+    pipeline = Pipeline(SETTINGS)
+    _, report = pipeline.process(frames[100].copy(), 0, 1 / 29.97)
+    assert report.faces and {f.as_dict()["reason"] for f in report.faces} == {NO_FACEBANK}
+    identifier = FacebankIdentifier(create_embedder(SETTINGS), lambda: Gallery.empty())
+    pipeline = Pipeline(SETTINGS.updated({"recognition": False}), identifier=identifier)
+    _, report = pipeline.process(frames[100].copy(), 0, 1 / 29.97)
+    assert {f.reason for f in report.faces} == {RECOGNITION_OFF}
     pipeline.close()

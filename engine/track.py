@@ -23,6 +23,11 @@ _DUPLICATE_IOU = 0.3  # a lost track this much on top of a detected one is its d
 _DUPLICATE_COVERED = 0.5  # ...or one lying this much inside a detected face
 _LOST_GROWTH_PER_FRAME = 0.08  # a lost track's box grows this fraction of its size per missed frame
 _LOST_GROWTH_MAX = 0.6
+# A weak detection (below `confidence`) that no track claims starts a face when it is seen again at the same
+# place in the next frame: a face half hidden or in profile often scores 0.3-0.5 frame after frame, and
+# without this it would never start. Two sightings in a row rule out most one-frame false blobs.
+REPEAT_START_SCORE = 0.3
+_REPEAT_MAX_GAP = 2  # frames a candidate waits for its second sighting
 
 
 @dataclass
@@ -97,9 +102,11 @@ class FaceTracker:
         self.hold_seconds = hold_seconds
         self.tracks: list[Track] = []
         self._next_id = 1
+        self._candidates: list[tuple[np.ndarray, int]] = []  # unclaimed weak boxes, frames since seen
 
     def reset(self) -> None:
         self.tracks.clear()
+        self._candidates.clear()
 
     def update(self, detections: Detections, dt: float, frame_size: tuple[int, int] | None = None) -> list[Track]:
         """Advance every track by `dt` seconds, associate, and return the live tracks (found or held)."""
@@ -109,7 +116,7 @@ class FaceTracker:
         low = detections[(detections.score >= self.low_confidence) & (detections.score < self.confidence)]
         unmatched_tracks = list(range(len(self.tracks)))
         unmatched_tracks, unmatched_high = self._associate(unmatched_tracks, high)
-        unmatched_tracks, _ = self._associate(unmatched_tracks, low)  # ByteTrack's second pass
+        unmatched_tracks, unmatched_low = self._associate(unmatched_tracks, low)  # ByteTrack's second pass
         for i in unmatched_tracks:
             track = self.tracks[i]
             track.lost_frames += 1
@@ -118,11 +125,36 @@ class FaceTracker:
             track.mean[6:8] = 0.0  # ...and keep its size: safety_box() grows it on purpose instead
         for j in unmatched_high:
             self._start(high[np.array([j])])
+        self._start_repeated(low[np.array(unmatched_low, dtype=np.int64)])
         self.tracks = [t for t in self.tracks if t.lost_frames == 0 or t.lost_seconds <= self.hold_seconds]
         self._drop_duplicates()
         if frame_size is not None:
             self.tracks = [t for t in self.tracks if _inside(t.xyxy, frame_size)]
         return self.tracks
+
+    def _start_repeated(self, weak: Detections) -> None:
+        """Start a track from a weak detection seen at the same place as one in the last frames."""
+        weak = weak[weak.score >= REPEAT_START_SCORE]
+        if len(weak) and self.tracks:  # a weak box on a tracked face is part of that face, not a new one
+            boxes = np.stack([t.xyxy for t in self.tracks])
+            covered = np.array([_overlap(box, boxes)[1].max() for box in weak.xyxy])
+            weak = weak[covered < _DUPLICATE_COVERED]
+        fresh: list[tuple[np.ndarray, int]] = []
+        used: set[int] = set()
+        if len(weak) and self._candidates:
+            affinity = _affinity(np.stack([box for box, _ in self._candidates]), weak.xyxy)
+            for j in range(len(weak)):
+                i = int(np.argmax(affinity[:, j]))
+                if affinity[i, j] > 0 and i not in used:
+                    used.add(i)
+                    self._start(weak[np.array([j])])
+                    continue
+                fresh.append((weak.xyxy[j], 0))
+        else:
+            fresh = [(box, 0) for box in weak.xyxy]
+        aged = [(box, age + 1) for k, (box, age) in enumerate(self._candidates)
+                if k not in used and age + 1 < _REPEAT_MAX_GAP]
+        self._candidates = fresh + aged
 
     def _drop_duplicates(self) -> None:
         """A lost track lying on a face detected this frame is that face's stale duplicate (a second box the

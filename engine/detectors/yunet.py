@@ -8,13 +8,20 @@ import numpy as np
 
 from engine.backends import NetworkRunner, make_runner
 from engine.config import Settings
-from engine.detect import detection_scale, letterbox, nms
+from engine.detect import detection_scale, letterbox, merge, nms
 from engine.faces import Detections, box_iou
 from engine.weights import model_path
 
 STRIDES = (8, 16, 32)
 NMS_IOU = 0.3
 REFINE_PX = 160  # face width at which `refine` looks again: landmarks as sharp as a 2x pass gives them
+# Tiles: where the main pass shrinks the frame (1080p detected at 1280x720), faces under ~25 px shrink below
+# what YuNet finds. Each frame also looks at one tile of the frame at its own resolution, in turn; a face a
+# tile finds starts a track, which the tracker holds (and the anonymizer blurs) until the tile comes back.
+TILE_BELOW_SCALE = 0.8  # tiles run only when the main pass scales the frame below this
+TILE_BUDGET = 1.0  # a tile's pixels, relative to the main pass's: at most this much more work per frame
+TILE_MAX_FACE = 80  # px in the frame: a tile keeps only small faces (the main pass sees large ones whole)
+TILE_OVERLAP = TILE_MAX_FACE + 16  # so that every face a tile may keep lies whole inside some tile
 
 
 class YuNetDetector:
@@ -24,9 +31,34 @@ class YuNetDetector:
         self.runner = runner
         self.runner_name = runner.name
         self.detect_width = detect_width
+        self.tiles = False  # video only (the pipeline turns it on): a photo is detected in one deterministic pass
+        self._tile_turn = 0
 
     def detect(self, frame: np.ndarray, min_score: float) -> Detections:
-        return self._detect_at(frame, detection_scale(frame, self.detect_width), min_score)
+        scale = detection_scale(frame, self.detect_width)
+        found = self._detect_at(frame, scale, min_score)
+        if not self.tiles or scale >= TILE_BELOW_SCALE:
+            return found
+        return merge([found, self._tile_pass(frame, scale, found, min_score)], NMS_IOU)
+
+    def _tile_pass(self, frame: np.ndarray, scale: float, found: Detections, min_score: float) -> Detections:
+        """The small faces in this frame's turn of tile, at the frame's own resolution."""
+        tiles = tile_grid(frame.shape[1], frame.shape[0], TILE_BUDGET * scale * scale)
+        self._tile_turn = (self._tile_turn + 1) % len(tiles)
+        x1, y1, x2, y2 = tiles[self._tile_turn]
+        dets = self._detect_at(frame[y1:y2, x1:x2], 1.0, min_score).shifted(x1, y1)
+        if not len(dets):
+            return dets
+        b = dets.xyxy
+        small = (b[:, 2] - b[:, 0]) <= TILE_MAX_FACE
+        # A box touching a tile edge inside the frame may be a cut face: a neighbouring tile sees it whole.
+        edge = 2.0
+        cut = ((x1 > 0) & (b[:, 0] <= x1 + edge)) | ((y1 > 0) & (b[:, 1] <= y1 + edge))
+        cut |= ((x2 < frame.shape[1]) & (b[:, 2] >= x2 - edge)) | ((y2 < frame.shape[0]) & (b[:, 3] >= y2 - edge))
+        keep = small & ~cut
+        if len(found):  # part of a face the main pass found whole is that face, not a new one
+            keep &= np.array([_covered_by(box, found.xyxy) < 0.5 for box in b])
+        return dets[keep]
 
     def refine(self, frame: np.ndarray, xyxy: np.ndarray, face_px: float = REFINE_PX) -> Detections:
         """The face in box `xyxy` detected again in a crop scaled so that it is about `face_px` wide.
@@ -80,6 +112,25 @@ class YuNetDetector:
         landmarks = np.concatenate(marks).astype(np.float32) / scale
         keep = nms(xyxy, score, NMS_IOU)
         return Detections(xyxy[keep], score[keep], landmarks[keep])
+
+
+@lru_cache(maxsize=16)
+def tile_grid(width: int, height: int, budget: float) -> list[tuple[int, int, int, int]]:
+    """Overlapping tiles (x1, y1, x2, y2) covering a width x height frame, each at most about `budget` of
+    its area (plus the overlap), in the order they are visited."""
+    count = max(1, int(np.ceil(1.0 / max(budget, 1e-3))))
+    cols = max(1, min(count, int(np.ceil(np.sqrt(count * width / height)))))
+    rows = max(1, int(np.ceil(count / cols)))
+    tw, th = -(-width // cols), -(-height // rows)
+    half = TILE_OVERLAP // 2
+    return [(max(0, c * tw - half), max(0, r * th - half), min(width, (c + 1) * tw + half),
+             min(height, (r + 1) * th + half)) for r in range(rows) for c in range(cols)]
+
+
+def _covered_by(box: np.ndarray, boxes: np.ndarray) -> float:
+    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    return float((ix * iy).max() / max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-9))
 
 
 @lru_cache(maxsize=64)  # frames come in one size; `refine` crops in a few dozen (multiples of 32)

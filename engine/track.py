@@ -27,7 +27,7 @@ _LOST_GROWTH_MAX = 0.6
 # place in the next frame: a face half hidden or in profile often scores 0.3-0.5 frame after frame, and
 # without this it would never start. Two sightings in a row rule out most one-frame false blobs.
 REPEAT_START_SCORE = 0.3
-_REPEAT_MAX_GAP = 2  # frames a candidate waits for its second sighting
+_REPEAT_MAX_GAP = 7  # frames a candidate waits for its second sighting (a 1080p tile comes back every 6)
 
 
 @dataclass

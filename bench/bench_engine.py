@@ -2,11 +2,13 @@
 
     python bench/bench_engine.py [--clip PATH] [--seconds 20] [--json out.json]
 
-1. File mode (every frame, encode to H.264) at 640x360 and 1280x720: wall-clock fps of `blurcast run` and of
-   `deface` (CenterFace, its default settings), each a fresh process, model load included, same input.
-2. Live mode at 1280x720, 30 fps: the clip played as a camera (paced), anonymized and handed to a sink
-   that discards; reports output fps, added latency p50/p95 (capture -> sink) and dropped input frames.
-The 1280x720 input is the dev clip upscaled with FFmpeg (so both tools see exactly the same pixels).
+1. File mode (every frame, encode to H.264) at 640x360, 1280x720 and 1920x1080: wall-clock fps of
+   `blurcast run` and of `deface` (CenterFace, its default settings), each a fresh process, model load
+   included, same input.
+2. Live mode at 1280x720 and 1920x1080, 30 fps: the clip played as a camera (paced), anonymized and handed
+   to a sink that discards; reports output fps, added latency p50/p95 (capture -> sink) and dropped frames.
+3. `--vertical`: the 720x1280 phone selfie, detection sized by area against the old width rule.
+The larger inputs are the dev clip upscaled with FFmpeg (so both tools see exactly the same pixels).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def file_mode(clip: Path, out_dir: Path, backends: list[str]) -> dict:
         result["deface_fps"] = frames / timed([deface, str(clip), "-o", str(out_dir / "deface.mp4")])
     for backend in backends:
         seconds = timed([sys.executable, "-m", "blurcast", "run", str(clip), "-o", str(out_dir / f"ours-{backend}.mp4"),
-                         "--backend", backend])
+                         "--backend", backend, "--no-facebank"])
         result[f"blurcast_{backend}_fps"] = frames / seconds
         if "deface_fps" in result:
             result[f"ratio_{backend}_vs_deface"] = result[f"blurcast_{backend}_fps"] / result["deface_fps"]
@@ -77,6 +79,19 @@ class DiscardSink:
 
     def close(self) -> None:
         pass
+
+
+def vertical(clip: Path, out_dir: Path) -> dict:
+    """A 720x1280 phone video: detection sized by the frame's area (now) against the old width rule, which
+    enlarged it 1.5x (the same pixels as `detect_width=1920` by area). Same run, fresh processes."""
+    frames = count_frames(clip)
+    result: dict = {"frames": frames}
+    for label, extra in (("area_rule", []), ("old_width_rule", ["--set", "detect_width=1920"])):
+        seconds = timed([sys.executable, "-m", "blurcast", "run", str(clip), "-o", str(out_dir / "vertical.mp4"),
+                         "--no-facebank", *extra])
+        result[f"{label}_fps"] = frames / seconds
+    result["speedup"] = result["area_rule_fps"] / result["old_width_rule_fps"]
+    return result
 
 
 def live_mode(clip: Path, seconds: float, backend: str) -> dict:
@@ -103,6 +118,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="live-mode run time")
     parser.add_argument("--backends", default="onnxruntime,torch")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--sizes", default="640x360,1280x720,1920x1080", help="file-mode sizes")
+    parser.add_argument("--live-sizes", default="1280x720,1920x1080", help="live-mode sizes")
+    parser.add_argument("--vertical", action="store_true", help="also the 720x1280 phone video, area vs width rule")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not args.clip.exists():
@@ -111,15 +129,21 @@ def main() -> int:
     report: dict = {"file_mode": {}, "live_mode": {}}
     with tempfile.TemporaryDirectory(prefix="blurcast-bench-") as tmp:
         out = Path(tmp)
-        clip720 = upscale(args.clip, out / "clip720.mp4", 1280, 720)
-        for label, clip in (("640x360", args.clip), ("1280x720", clip720)):
-            r = file_mode(clip, out, args.backends.split(","))
+        sized = {"640x360": args.clip, "1280x720": upscale(args.clip, out / "clip720.mp4", 1280, 720),
+                 "1920x1080": upscale(args.clip, out / "clip1080.mp4", 1920, 1080)}
+        for label in args.sizes.split(","):
+            r = file_mode(sized[label], out, args.backends.split(","))
             report["file_mode"][label] = r
             log.info("file %s: %s", label, json.dumps(r))
-        for backend in args.backends.split(","):
-            r = live_mode(clip720, args.seconds, backend)
-            report["live_mode"][f"1280x720 {backend}"] = r
-            log.info("live 1280x720 %s: %s", backend, json.dumps(r))
+        for label in args.live_sizes.split(","):
+            for backend in args.backends.split(","):
+                r = live_mode(sized[label], args.seconds, backend)
+                report["live_mode"][f"{label} {backend}"] = r
+                log.info("live %s %s: %s", label, backend, json.dumps(r))
+        selfie = DATA / "video_unannotated" / "selfie_portrait_d13.mp4"
+        if args.vertical and selfie.exists():
+            report["vertical_720x1280"] = vertical(selfie, out)
+            log.info("vertical: %s", json.dumps(report["vertical_720x1280"]))
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -163,10 +163,15 @@ def _add_eval(sub) -> None:
                        description="Runs the engine on VIDEO in file mode and reports bystander leak rate, "
                                    "allowlisted visibility and the worst run of leaked frames (the measure of "
                                    "shared/tools/score_video.py), plus fps. Uses default settings unless given.")
-    p.add_argument("video", help="the input video")
-    p.add_argument("--gt", required=True, help="ground truth JSON: faces with frame, track, box, label, ignore")
+    p.add_argument("video", nargs="?", help="the input video")
+    p.add_argument("--gt", help="ground truth JSON: faces with frame, track, box, label, ignore")
     p.add_argument("-o", "--output", help="keep the anonymized video here (default: a temp file)")
     p.add_argument("--json", help="also write the report as JSON here")
+    suite = p.add_argument_group("corpus (a source checkout: bench/suite.py)")
+    suite.add_argument("--suite", action="store_true",
+                       help="every annotated video of the corpus: one table (leak, worst run, allowed visible, fps)")
+    suite.add_argument("--deface", action="store_true", help="with --suite: deface's figures in the same table")
+    suite.add_argument("--only", action="append", help="with --suite: only clips whose name contains this")
     _add_facebank_options(p)
     _add_settings_options(p)
     p.set_defaults(func=_cmd_eval)
@@ -330,6 +335,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from engine.evaluate import score_video
     from engine.service import ServeOptions
 
+    if args.suite:
+        return _eval_suite(args)
+    if not args.video or not args.gt:
+        raise ValueError("give VIDEO --gt GT, or --suite")
     settings = _settings_from(args)
     gt = Path(args.gt)
     if not gt.is_file():
@@ -353,6 +362,29 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0 if report.frames_output == report.frames_input else 2
+
+
+_SETTING_FLAGS = {"mode": "--mode", "shape": "--shape", "strength": "--strength", "margin": "--margin",
+                  "confidence": "--confidence", "hold_seconds": "--hold", "detector": "--detector",
+                  "backend": "--backend"}
+
+
+def _eval_suite(args: argparse.Namespace) -> int:
+    """The corpus table (bench/suite.py): each video through `blurcast run` and deface, scored black-box."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "suite.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"--suite needs the source checkout's {path}")
+    spec = importlib.util.spec_from_file_location("blurcast_bench_suite", path)
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    argv = [a for name, flag in _SETTING_FLAGS.items() if getattr(args, name, None) is not None
+            for a in (flag, str(getattr(args, name)))]
+    argv += [a for item in args.set for a in ("--set", item)] + [a for o in args.only or [] for a in ("--only", o)]
+    argv += ["--deface"] if args.deface else []
+    argv += ["--json", args.json] if args.json else []
+    return suite.main(argv)
 
 
 def _print_eval(r: dict) -> None:

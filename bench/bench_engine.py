@@ -41,8 +41,9 @@ def count_frames(path: Path) -> int:
     return n
 
 
-def upscale(src: Path, dst: Path, width: int, height: int) -> Path:
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-vf", f"scale={width}:{height}",
+def upscale(src: Path, dst: Path, width: int, height: int, frames: int | None = None) -> Path:
+    cut = ["-frames:v", str(frames)] if frames else []
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-vf", f"scale={width}:{height}", *cut,
                     "-c:v", "libx264", "-crf", "16", "-preset", "veryfast", "-an", str(dst)], check=True)
     return dst
 
@@ -118,6 +119,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="live-mode run time")
     parser.add_argument("--backends", default="onnxruntime,torch")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--frames", type=int, help="use only the clip's first N frames (a busy machine)")
     parser.add_argument("--sizes", default="640x360,1280x720,1920x1080", help="file-mode sizes")
     parser.add_argument("--live-sizes", default="1280x720,1920x1080", help="live-mode sizes")
     parser.add_argument("--vertical", action="store_true", help="also the 720x1280 phone video, area vs width rule")
@@ -129,8 +131,9 @@ def main() -> int:
     report: dict = {"file_mode": {}, "live_mode": {}}
     with tempfile.TemporaryDirectory(prefix="blurcast-bench-") as tmp:
         out = Path(tmp)
-        sized = {"640x360": args.clip, "1280x720": upscale(args.clip, out / "clip720.mp4", 1280, 720),
-                 "1920x1080": upscale(args.clip, out / "clip1080.mp4", 1920, 1080)}
+        sized = {"640x360": upscale(args.clip, out / "clip360.mp4", 640, 360, args.frames),
+                 "1280x720": upscale(args.clip, out / "clip720.mp4", 1280, 720, args.frames),
+                 "1920x1080": upscale(args.clip, out / "clip1080.mp4", 1920, 1080, args.frames)}
         for label in args.sizes.split(","):
             r = file_mode(sized[label], out, args.backends.split(","))
             report["file_mode"][label] = r

@@ -37,8 +37,13 @@ def test_a_setting_an_older_version_saved_is_dropped_not_the_whole_file(tmp_path
     assert path.exists() and not path.with_suffix(".bad.json").exists()
 
 
-@pytest.mark.parametrize("unsafe", [{"confidence": 0.95}, {"similarity_threshold": 0.0}, {"hold_seconds": 0.0}])
+@pytest.mark.parametrize("unsafe", [
+    {"confidence": 0.95}, {"similarity_threshold": 0.0}, {"hold_seconds": 0.0},
+    # Measured on the corpus (engine/config.py): each of these let bystanders' faces out.
+    {"confidence": 0.9}, {"margin": 0.0}, {"margin": 0.1}, {"detect_width": 160}, {"low_confidence": 0.5},
+])
 def test_no_setting_may_let_faces_out_unblurred(unsafe):
-    """A detector bar above real faces' scores, a match bar strangers pass, or no hold at all: refused."""
+    """A detector bar above real faces' scores, a match bar strangers pass, no hold, a box edge that fades
+    across the face, a detection too coarse for small faces: refused."""
     with pytest.raises(ValueError):
         Settings().updated(unsafe)

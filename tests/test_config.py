@@ -40,7 +40,7 @@ def test_a_setting_an_older_version_saved_is_dropped_not_the_whole_file(tmp_path
 @pytest.mark.parametrize("unsafe", [
     {"confidence": 0.95}, {"similarity_threshold": 0.0}, {"hold_seconds": 0.0},
     # Measured on the corpus (engine/config.py): each of these let bystanders' faces out.
-    {"confidence": 0.9}, {"margin": 0.0}, {"margin": 0.1}, {"detect_width": 160}, {"low_confidence": 0.5},
+    {"confidence": 0.9}, {"margin": 0.0}, {"margin": 0.1}, {"detect_width": 160},
 ])
 def test_no_setting_may_let_faces_out_unblurred(unsafe):
     """A detector bar above real faces' scores, a match bar strangers pass, no hold, a box edge that fades

@@ -69,11 +69,13 @@ def corpus(only: list[str] | None = None) -> list[Clip]:
             clips.append(Clip(gt_path.name.removesuffix(".gt.json"), video, gt_path, enrol=gt.get("enrol")))
         else:
             log.warning("skipping %s: %s is absent", gt_path.name, video)
+    wanted = lambda name: not only or any(o in name for o in only)  # noqa: E731
     if (widerface_clips.WIDER / "wider_face_val_gt_subset.json").exists():
         for image in widerface_clips.images():
-            video, gt_path = widerface_clips.render(image)
-            clips.append(Clip(video.stem, video, gt_path))
-    return [c for c in clips if not only or any(o in c.name for o in only)]
+            if wanted(widerface_clips.clip_name(image)):
+                video, gt_path = widerface_clips.render(image)
+                clips.append(Clip(video.stem, video, gt_path))
+    return [c for c in clips if wanted(c.name)]
 
 
 def prepared(clip: Clip, cache: Path) -> Path:

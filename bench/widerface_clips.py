@@ -71,7 +71,7 @@ def faces_in_frame(meta: dict, index: int, s: float, ox: float, oy: float) -> li
 def render(image_name: str, frames: int = 48, out_dir: Path = CACHE) -> tuple[Path, Path]:
     """The clip and its gt.json for one WIDER image (cached: rendered once per parameters)."""
     meta = json.loads((WIDER / "wider_face_val_gt_subset.json").read_text())[image_name]
-    stem = f"wider_{Path(image_name).stem}_{frames}f"
+    stem = clip_name(image_name, frames)
     video, gt_path = out_dir / f"{stem}.mp4", out_dir / f"{stem}.gt.json"
     if video.exists() and gt_path.exists():
         return video, gt_path
@@ -98,6 +98,10 @@ def render(image_name: str, frames: int = 48, out_dir: Path = CACHE) -> tuple[Pa
           "method": method, "faces": faces}
     gt_path.write_text(json.dumps(gt))
     return video, gt_path
+
+
+def clip_name(image_name: str, frames: int = 48) -> str:
+    return f"wider_{Path(image_name).stem}_{frames}f"
 
 
 def images() -> list[str]:

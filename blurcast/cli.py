@@ -378,6 +378,7 @@ def _eval_suite(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--suite needs the source checkout's {path}")
     spec = importlib.util.spec_from_file_location("blurcast_bench_suite", path)
     suite = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = suite  # its dataclasses look their module up there
     spec.loader.exec_module(suite)
     argv = [a for name, flag in _SETTING_FLAGS.items() if getattr(args, name, None) is not None
             for a in (flag, str(getattr(args, name)))]

@@ -155,3 +155,16 @@ def test_an_ellipse_at_the_smallest_margin_covers_every_face_box(dev_clip, dev_g
             assert vis < VISIBLE_AT, (index, box, vis)
             checked += 1
     assert checked > 40
+
+
+def test_the_corpus_suite_runs_a_clip_through_blurcast_and_the_independent_scorer(data_dir, capsys):
+    from tests.conftest import SCORER, need_data
+
+    need_data(SCORER, data_dir / "video_unannotated" / "interview_gif.gif")
+    from blurcast.cli import main
+
+    assert main(["eval", "--suite", "--only", "interview_gif"]) == 0
+    table = capsys.readouterr().out
+    # The one face, blurred when nobody is enrolled, visible once enrolled from the gt's named frame.
+    assert "interview_gif" in table and "blur-all blurcast   0.00 % (0/35)" in table
+    assert "enrolled blurcast" in table and "allow 100.00 %" in table

@@ -19,11 +19,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import engine.track as track  # noqa: E402
-from bench import suite  # noqa: E402
-from engine.config import Settings  # noqa: E402
-from engine.evaluate import face_visibility  # noqa: E402
-from engine.pipeline import Pipeline  # noqa: E402
+import engine.track as track
+from bench import suite
+from engine.config import Settings
+from engine.evaluate import face_visibility
+from engine.pipeline import Pipeline
 
 log = logging.getLogger("false_blurs")
 

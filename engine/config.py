@@ -23,6 +23,7 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 # (leak = bystander face-frames left visible by ../shared/tools/score_video.py; the bound is 0.3 %, runs <= 1):
 MAX_CONFIDENCE = 0.8  # 0.6-0.8: 0.19 % (1 of 538 face-frames, 1-frame run); 0.9 leaked 40 % before weak faces
 #                       seen twice started tracks (engine/track.py)
+MIN_CONFIDENCE = 0.05  # not a privacy bound: below it nearly everything is a "face"; a slider needs a real end
 MIN_SIMILARITY = 0.4  # 0.1 % of 7,971 real impostor pairs score 0.476 or more; lower lets strangers through
 MIN_HOLD_S = 0.2  # a face whose detection drops for a few frames stays blurred where it was (0.2 s: 0 leaks)
 MIN_MARGIN = 0.15  # the soft edge fades inside the grown box: margin 0 leaked 14.3 %, 0.1 1.86 %, 0.15 0 %
@@ -37,7 +38,6 @@ class Limit:
     help: str
     low: float | None = None
     high: float | None = None
-    low_open: bool = False  # the low end itself is refused (e.g. a confidence of 0)
     choices: tuple[str, ...] | None = None
 
     def check(self, name: str, value: Any) -> None:
@@ -45,9 +45,8 @@ class Limit:
             if value not in self.choices:
                 raise ValueError(f"{name} must be one of {self.choices}")
             return
-        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
-        if too_low or (self.high is not None and value > self.high):
-            raise ValueError(f"{name} must be in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]")
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            raise ValueError(f"{name} must be in [{self.low:g}, {self.high:g}]")
 
     def as_dict(self, default: Any) -> dict[str, Any]:
         return {"default": default, "min": self.low, "max": self.high, "choices": list(self.choices or []) or None,
@@ -60,10 +59,9 @@ LIMITS: dict[str, Limit] = {
                       choices=DETECTORS),
     "backend": Limit("network runtime: auto = torch on CUDA, onnxruntime on CPU", choices=BACKENDS),
     "confidence": Limit("detector score that starts a face: lower hides more faces, and more false ones",
-                        0.0, MAX_CONFIDENCE, low_open=True),
+                        MIN_CONFIDENCE, MAX_CONFIDENCE),
     "low_confidence": Limit("weaker detections keep an existing face hidden (ByteTrack second pass); from 0.3 "
-                            "they also start a half-hidden one seen twice in a row", 0.0, MAX_CONFIDENCE,
-                            low_open=True),
+                            "they also start a half-hidden one seen twice in a row", MIN_CONFIDENCE, MAX_CONFIDENCE),
     "detect_width": Limit("detection resolution (the pixels of a 16:9 frame this wide): higher finds smaller "
                           "faces, costs time", MIN_DETECT_WIDTH, 4096),
     "deadline_ms": Limit("a detector slower than this counts as stalled: the whole frame is blurred", 1, 60_000),

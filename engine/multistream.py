@@ -66,7 +66,11 @@ class BatchingRunner:
         return self._submit(batch)
 
     def close(self) -> None:
+        """Stop after the calls already queued; waits for the worker, so no network call is still running
+        when the process exits (native thread pools abort the process when torn down mid-call)."""
         self._calls.put(None)
+        if self._worker is not threading.current_thread():
+            self._worker.join(timeout=10.0)
 
     def _submit(self, batch: Any) -> list:
         call = _Call(batch)

@@ -33,7 +33,7 @@ from engine.faces import Detections
 from engine.gpu import tensor_ops as ops
 from engine.identify import Identifier
 from engine.pipeline import Pipeline
-from engine.recognize import EMBEDDING_DIM, FaceEmbedder, l2_normalise
+from engine.recognize import EMBEDDING_DIM, FLIP, FaceEmbedder, l2_normalise
 from engine.weights import model_path
 
 log = logging.getLogger(__name__)
@@ -131,10 +131,15 @@ class DeviceEmbedder:
         landmarks = np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
         if not len(landmarks):
             return np.zeros((0, self.dim), np.float32)
+        n = len(landmarks)
         faces = ops.align_batch(self.frames.get(frame), landmarks)
-        raw = self.runner.run_tensor(ops.embedder_input(faces))[0].reshape(len(landmarks), -1).cpu().numpy()
+        if FLIP:  # the mirror image too, as the CPU embedder does (engine/recognize.py)
+            faces = torch.cat([faces, faces.flip(3)])
+        raw = self.runner.run_tensor(ops.embedder_input(faces))[0].reshape(len(faces), -1).cpu().numpy()
         if raw.shape[1] != self.dim or not np.isfinite(raw).all():
             raise ValueError(f"recognizer returned {raw.shape} with non-finite values or the wrong width")
+        if FLIP:
+            raw = l2_normalise(raw[:n]) + l2_normalise(raw[n:])
         return l2_normalise(raw)
 
 

@@ -31,7 +31,9 @@ class ConfirmScreen(ModalScreen[bool]):
                 yield Button("No (n)", id="no", compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()  # the safe answer is the default
+        # The safe answer is the default. (A dialog answered or replaced before it mounted has no buttons.)
+        for button in self.query("#no").results(Button):
+            button.focus()
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:

@@ -29,7 +29,7 @@ TABLE_EVERY_S = 0.2  # the faces table repaints at most 5 times a second: readab
 ECHO_GRACE_S = 2.0  # a slider just moved is not reset by telemetry that predates the change
 STEADY_S = 2.0  # a face in view this long, with an empty facebank, is offered for enrolment
 DIGITS_S = 1.0  # digits typed within this long of each other make one face number
-ENROL_SECONDS = 2.0  # enough frames for a few head poses; the person is visible within ~5 s of Enter
+ENROL_SECONDS = 3.0  # several head poses (2 s gave too few to hold through turns); the models load meanwhile
 NAV_KEYS = frozenset({"up", "down", "pageup", "pagedown", "home", "end", "ctrl+home", "ctrl+end"})
 USER_MOVE_S = 0.5  # a highlight this soon after a key or click in the table is the user's pick
 

@@ -31,9 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine.config import Settings  # noqa: E402
-from engine.detect import merge  # noqa: E402
-from engine.detectors import centerface, yunet  # noqa: E402
 from engine.faces import Detections  # noqa: E402
+from engine.stages.detect import merge  # noqa: E402
+from engine.stages.detectors import centerface, yunet  # noqa: E402
 
 log = logging.getLogger("annotate")
 CORPUS = REPO / "bench" / "corpus"

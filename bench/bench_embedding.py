@@ -5,7 +5,7 @@
 On the dev clip's performer (every 4th frame he is in, from the ground truth), interleaved face by face in one
 process so that the load on a shared machine hits both alike; reported as medians, p95 and their ratio:
 - earlier: one `refine` pass for the landmarks, one view through the network;
-- shipped: `engine.recognize.Landmarker` (four passes, landmarks averaged) and the mirror image added.
+- shipped: `engine.recognition.recognize.Landmarker` (four passes, landmarks averaged) and the mirror image added.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 DATA = Path(os.environ.get("BLURCAST_DATA", REPO.parent / "shared" / "data"))
 
 from engine.config import Settings  # noqa: E402
-from engine.recognize import align_face, create_embedder, create_landmarker, l2_normalise, preprocess  # noqa: E402
+from engine.recognition.recognize import align_face, create_embedder, create_landmarker, l2_normalise, preprocess  # noqa: E402
 
 log = logging.getLogger("bench")
 

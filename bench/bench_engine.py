@@ -100,7 +100,7 @@ def live_mode(clip: Path, seconds: float, backend: str) -> dict:
 
     from engine.config import Settings
     from engine.runner import Engine
-    from engine.source import VideoSource
+    from engine.stages.source import VideoSource
 
     engine = Engine(Settings(backend=backend), VideoSource(str(clip), loop=True), [DiscardSink()])
     timer = threading.Timer(seconds, engine.stop_event.set)

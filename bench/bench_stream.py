@@ -41,8 +41,8 @@ SCORER = DATA.parent / "tools" / "score_video.py"
 from engine.config import Settings  # noqa: E402
 from engine.pipeline import Pipeline  # noqa: E402
 from engine.runner import Engine  # noqa: E402
-from engine.sinks import StreamSink  # noqa: E402
-from engine.sources import open_source  # noqa: E402
+from engine.stages.sinks import StreamSink  # noqa: E402
+from engine.stages.sources import open_source  # noqa: E402
 from tests.stream_util import free_port, record, stream_kinds  # noqa: E402
 
 log = logging.getLogger("bench")
@@ -228,7 +228,7 @@ class _NullSink:
 def baseline_live(path: Path, seconds: float) -> dict:
     """The same frames from a local file played live (OpenCV decode, no network, no encoder), same run:
     on a shared machine only the ratio to this means anything."""
-    from engine.source import VideoSource
+    from engine.stages.source import VideoSource
 
     engine = Engine(Settings(), VideoSource(str(path), loop=True), sinks=[_NullSink()])
     thread = threading.Thread(target=engine.run_live, daemon=True)

@@ -4,7 +4,7 @@
 
 Every corpus clip but the dev clip through the pipeline at default settings. A false blur is a blurred box
 touching no annotated face (WIDER FACE leaves some faces unannotated, so its counts are an upper bound); a
-leak is an annotated face left visible by the scorer's measure (engine/evaluate.py).
+leak is an annotated face left visible by the scorer's measure (evaluation/video.py).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import engine.track as track
+import engine.stages.track as track
 from bench import suite
 from engine.config import Settings
-from engine.evaluate import face_visibility
 from engine.pipeline import Pipeline
+from evaluation.video import face_visibility
 
 log = logging.getLogger("false_blurs")
 

@@ -38,18 +38,18 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from engine.anonymize import Anonymizer, SafeFrame  # noqa: E402
-from engine.backends import OnnxRuntimeRunner  # noqa: E402
 from engine.config import Settings  # noqa: E402
-from engine.detect import create_detector  # noqa: E402
 from engine.gpu.device import DeviceFrames, DeviceRunner, TensorAnonymizer, build_pipeline  # noqa: E402
+from engine.models.backends import OnnxRuntimeRunner  # noqa: E402
 from engine.models.centerface import CenterFace  # noqa: E402
 from engine.models.mobilefacenet import MobileFaceNet  # noqa: E402
+from engine.models.weights import model_path  # noqa: E402
 from engine.models.yunet import YuNet  # noqa: E402
 from engine.multistream import MultiStreamEngine, StreamSpec  # noqa: E402
 from engine.runner import Engine  # noqa: E402
-from engine.source import SourceInfo  # noqa: E402
-from engine.weights import model_path  # noqa: E402
+from engine.stages.anonymize import Anonymizer, SafeFrame  # noqa: E402
+from engine.stages.detect import create_detector  # noqa: E402
+from engine.stages.source import SourceInfo  # noqa: E402
 
 log = logging.getLogger("gpu_check")
 LIVE_FPS = 30.0

@@ -3,7 +3,7 @@
     python bench/torch_cpu.py [--repeats 30] [--json out.json]
 
 For YuNet at the dev clip's detection size (640x360 enlarged 1.5x: 960x544) and at 1280x736, and for
-MobileFaceNet on 4 faces: median ms of onnxruntime, of torch as `engine.backends.TorchRunner` runs it, and
+MobileFaceNet on 4 faces: median ms of onnxruntime, of torch as `engine.models.backends.TorchRunner` runs it, and
 of torch variants (2 OpenMP threads as before, channels_last input, a frozen TorchScript trace), each
 called in turn inside one loop, so a load spike from the other users of the machine hits all of them alike;
 then the whole pipeline's fps on 30 dev-clip frames, each backend and thread count in a fresh process.
@@ -29,10 +29,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from engine import backends  # noqa: E402
-from engine.backends import OnnxRuntimeRunner, TorchRunner  # noqa: E402
+from engine.models.backends import OnnxRuntimeRunner, TorchRunner  # noqa: E402
 from engine.models.mobilefacenet import MobileFaceNet  # noqa: E402
+from engine.models.weights import model_path  # noqa: E402
 from engine.models.yunet import YuNet  # noqa: E402
-from engine.weights import model_path  # noqa: E402
 
 log = logging.getLogger("torch_cpu")
 

@@ -15,7 +15,7 @@ from engine.client import EnginePaths, default_paths
 from engine.config import Settings
 from engine.runner import Engine
 from engine.service import ServeOptions, open_sink
-from engine.sources import open_source
+from engine.stages.sources import open_source
 from facebank.enrol import Enroller
 from facebank.live import LiveFacebank, LiveGallery, create_identifier
 from facebank.store import Facebank

@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from engine.client import ControlError
-    from engine.sink import SinkError
-    from engine.source import SourceError
-    from engine.weights import WeightsError
+    from engine.models.weights import WeightsError
+    from engine.stages.sink import SinkError
+    from engine.stages.source import SourceError
     from facebank.store import FacebankError
 
     return (SourceError, SinkError, ControlError, WeightsError, FacebankError, FileNotFoundError, ValueError)
@@ -231,7 +231,7 @@ def _add_eval_recognition(sub) -> None:
 
 # --- commands -----------------------------------------------------------------------------------------------
 def _cmd_weights(args: argparse.Namespace) -> int:
-    from engine.weights import load_manifest, provision_model, weights_dir
+    from engine.models.weights import load_manifest, provision_model, weights_dir
 
     table = Table("model", "file", "from", "licence", title=f"model files in {weights_dir()}")
     for pin in load_manifest().values():
@@ -245,7 +245,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from blurcast.assemble import build_engine
     from engine.service import ServeOptions, default_settings
-    from engine.sink import check_output_path
+    from engine.stages.sink import check_output_path
 
     settings = _settings_from(args, default_settings())
     if not (args.output or args.vcam or args.preview or args.out):
@@ -282,7 +282,7 @@ def _facebank_line(engine) -> str:
 
 def _finish_recording(engine, recording, processed: int | None) -> None:
     """Close the recording and check a player can read it; SinkError (a non-zero exit) if it cannot."""
-    from engine.sink import SinkError, recorded_frames
+    from engine.stages.sink import SinkError, recorded_frames
 
     if recording is None:
         return
@@ -302,7 +302,7 @@ def _finish_recording(engine, recording, processed: int | None) -> None:
 def _run_file_with_progress(engine, recording) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from engine.source import announced_frames
+    from engine.stages.source import announced_frames
 
     total = engine.source.info.frame_count
     started = time.perf_counter()
@@ -332,8 +332,8 @@ def _run_file_with_progress(engine, recording) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from blurcast.assemble import build_engine
-    from engine.evaluate import score_video
     from engine.service import ServeOptions
+    from evaluation.video import score_video
 
     if args.suite:
         return _eval_suite(args)
@@ -504,7 +504,7 @@ def _cmd_facebank_remove(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_recognition(args: argparse.Namespace) -> int:
-    from facebank.evaluate import evaluate
+    from evaluation.recognition import evaluate
 
     report = evaluate(datasets=_datasets_from([Path(p) for p in args.paths]) if args.paths else None)
     table = Table("set", "pairs", "AUC", "EER", "TAR@FAR1e-3", "TAR@FAR1e-4", "10-fold acc", title="recognition")
@@ -525,7 +525,7 @@ def _cmd_eval_recognition(args: argparse.Namespace) -> int:
 
 
 def _datasets_from(paths: list[Path]) -> list:
-    from facebank.evaluate import Dataset, all_pairs, labelled_images
+    from evaluation.recognition import Dataset, all_pairs, labelled_images
 
     sets = []
     for path in paths:

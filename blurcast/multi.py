@@ -18,7 +18,7 @@ from pathlib import Path
 from engine.client import EnginePaths, state_dir
 from engine.multistream import MultiStreamEngine, StreamSpec
 from engine.service import open_sink
-from engine.sources import open_source
+from engine.stages.sources import open_source
 from facebank.live import LiveFacebank, LiveGallery
 from facebank.store import Facebank
 

@@ -22,7 +22,7 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 # corpus with `python bench/suite.py --only hamilton --only walking-and-pause --no-enrol --confidence X` etc.
 # (leak = bystander face-frames left visible by ../shared/tools/score_video.py; the bound is 0.3 %, runs <= 1):
 MAX_CONFIDENCE = 0.8  # 0.6-0.8: 0.19 % (1 of 538 face-frames, 1-frame run); 0.9 leaked 40 % before weak faces
-#                       seen twice started tracks (engine/track.py)
+#                       seen twice started tracks (engine/stages/track.py)
 MIN_CONFIDENCE = 0.05  # not a privacy bound: below it nearly everything is a "face"; a slider needs a real end
 MIN_SIMILARITY = 0.4  # 0.1 % of 7,971 real impostor pairs score 0.476 or more; lower lets strangers through
 MIN_HOLD_S = 0.2  # a face whose detection drops for a few frames stays blurred where it was (0.2 s: 0 leaks)

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from engine.config import Settings, load_settings
-from engine.gallery import Gallery
-from engine.identify_facebank import FacebankIdentifier
 from engine.pipeline import Pipeline
-from engine.recognize import FaceEmbedder
+from engine.recognition.gallery import Gallery
+from engine.recognition.identify_facebank import FacebankIdentifier
+from engine.recognition.recognize import FaceEmbedder
 from engine.runner import Engine
-from engine.sink import Sink
+from engine.stages.sink import Sink
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +172,10 @@ class SharedNetworks:
 
     def __init__(self, streams: int, backend: str = "auto", device: str | None = None, half: bool = False,
                  wait_ms: float = DEFAULT_WAIT_MS) -> None:
-        from engine.backends import make_runner, resolve_backend
-        from engine.detectors.yunet import _torch_module as yunet_module
-        from engine.recognize import _torch_module as mobilefacenet_module
-        from engine.weights import model_path
+        from engine.models.backends import make_runner, resolve_backend
+        from engine.models.weights import model_path
+        from engine.recognition.recognize import _torch_module as mobilefacenet_module
+        from engine.stages.detectors.yunet import _torch_module as yunet_module
 
         self.on_device = device is not None or (resolve_backend(backend) == "torch")
         if self.on_device:
@@ -195,7 +195,7 @@ class SharedNetworks:
         """One stream's pipeline on the shared networks (YuNet; the device path where the networks are on one)."""
         identifier = FacebankIdentifier(FaceEmbedder(self.recognizer), gallery) if gallery is not None else None
         if not self.on_device:
-            from engine.detectors.yunet import YuNetDetector
+            from engine.stages.detectors.yunet import YuNetDetector
 
             return Pipeline(settings, detector=YuNetDetector(self.detector, settings.detect_width),
                             identifier=identifier)
@@ -274,6 +274,6 @@ class MultiStreamEngine:
 def _open(spec: StreamSpec) -> Any:
     if not isinstance(spec.source, str):
         return spec.source
-    from engine.sources import open_source
+    from engine.stages.sources import open_source
 
     return open_source(spec.source, loop=spec.loop)

@@ -18,12 +18,12 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 
-from engine.anonymize import Anonymizer, SafeFrame
 from engine.config import Settings
-from engine.detect import Detector, create_detector
 from engine.faces import IDENTIFIER_ERROR, LOST, Detections, FaceState, FrameReport, Identity, box_iou
-from engine.identify import Identifier, NoIdentifier, is_visible
-from engine.track import FaceTracker
+from engine.stages.anonymize import Anonymizer, SafeFrame
+from engine.stages.detect import Detector, create_detector
+from engine.stages.identify import Identifier, NoIdentifier, is_visible
+from engine.stages.track import FaceTracker
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from engine.anonymize import SafeFrame
 from engine.config import Settings
 from engine.faces import FrameReport
-from engine.identify import Identifier
 from engine.pipeline import Pipeline
-from engine.sink import Sink
-from engine.source import SourceError, VideoSource
+from engine.stages.anonymize import SafeFrame
+from engine.stages.identify import Identifier
+from engine.stages.sink import Sink
+from engine.stages.source import SourceError, VideoSource
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from engine.config import Settings, load_settings, published_limits, save_settin
 from engine.control import ControlServer
 from engine.enrol_track import TrackEnrolment
 from engine.runner import Engine
-from engine.sink import FileSink, PreviewSink, Sink, VirtualCameraSink
-from engine.source import VideoSource
-from engine.sources import open_source
+from engine.stages.sink import FileSink, PreviewSink, Sink, VirtualCameraSink
+from engine.stages.source import VideoSource
+from engine.stages.sources import open_source
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,8 @@ class ServeOptions:
 def open_sink(kind: str, source: VideoSource, path: str | None = None, device: str | None = None,
               bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "veryfast") -> Sink:
     info = source.info
-    if kind == "stream":  # path is the URL; the source's sound goes along, in sync (engine/sinks/stream.py)
-        from engine.sinks import StreamSink
+    if kind == "stream":  # path is the URL; the source's sound goes along, in sync (engine/stages/sinks/stream.py)
+        from engine.stages.sinks import StreamSink
 
         if not path:
             raise ValueError("a stream output needs a URL (srt://... or rtmp://...)")
@@ -235,7 +235,7 @@ def default_settings() -> Settings:
 
 
 def _stream_name(url: object) -> str:
-    from engine.sinks import redact
+    from engine.stages.sinks import redact
 
     return f"stream {redact(str(url))}"
 

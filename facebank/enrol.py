@@ -7,7 +7,7 @@ the wrong person (a bystander would then stay visible). So the checks are strict
 - detection score >= 0.7: every main face in the recognition data scores >= 0.89 with the two-scale
   detection below, spurious boxes at most 0.66;
 - face width >= 40 px; faces under 40 px and under a third of the biggest face do not make a photo ambiguous;
-- sharpness (variance of the Laplacian on the aligned face, `engine.recognize.sharpness`) >= 50: blurring
+- sharpness (variance of the Laplacian on the aligned face, `engine.recognition.recognize.sharpness`) >= 50: blurring
   real photos step by step, the similarity to other photos of the same person holds within 0.05 of the sharp
   photo's down to about 50 and collapses below 25; real enrolment photos in the data measure 230 to 8,400.
 """
@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from engine.config import Settings
-from engine.detect import Detector, create_detector, merge
 from engine.faces import Detections
-from engine.recognize import FaceEmbedder, Landmarker, create_embedder, create_landmarker, sharpness
-from engine.weights import sha256_of
+from engine.models.weights import sha256_of
+from engine.recognition.recognize import FaceEmbedder, Landmarker, create_embedder, create_landmarker, sharpness
+from engine.stages.detect import Detector, create_detector, merge
 from facebank.images import ImageRejected, load_photo
 
 MIN_SCORE = 0.7
@@ -93,7 +93,7 @@ class Enroller:
 
     @property
     def landmarker(self) -> Landmarker:
-        """The alignment the stream uses too (`engine.recognize.Landmarker`)."""
+        """The alignment the stream uses too (`engine.recognition.recognize.Landmarker`)."""
         if self._landmarker is None:
             self._landmarker = create_landmarker(self.settings)
         return self._landmarker

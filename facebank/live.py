@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 
 from engine.config import Settings
-from engine.gallery import Gallery
-from engine.identify_facebank import FacebankIdentifier, Policy
-from engine.recognize import create_embedder
+from engine.recognition.gallery import Gallery
+from engine.recognition.identify_facebank import FacebankIdentifier, Policy
+from engine.recognition.recognize import create_embedder
 from facebank.enrol import MIN_FACE_PX, MIN_SHARPNESS, EnrolError, Enrolment
 from facebank.store import Facebank, ImageRecord, model_tag, name_key
 

@@ -32,8 +32,8 @@ from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
 from engine.client import default_paths
-from engine.gallery import Gallery
-from engine.recognize import EMBEDDING_DIM
+from engine.recognition.gallery import Gallery
+from engine.recognition.recognize import EMBEDDING_DIM
 from facebank.enrol import EnrolError, Enroller, Enrolment, file_sha256
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,8 @@ def default_path() -> Path:
 def model_tag() -> str:
     """Which network and recipe (landmarks, flip) made an embedding: embeddings made another way live in
     another space and are re-made by `refresh`, never mixed."""
-    from engine.recognize import RECIPE
-    from engine.weights import load_manifest
+    from engine.models.weights import load_manifest
+    from engine.recognition.recognize import RECIPE
 
     return f"mobilefacenet:{load_manifest()['mobilefacenet'].sha256[:16]}:{RECIPE}"
 

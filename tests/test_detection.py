@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from engine.config import Settings
-from engine.detect import create_detector
+from engine.stages.detect import create_detector
 
 # Recall (IoU >= 0.5) on the 4 WIDER FACE val images (1024 px wide), valid faces, detect_width 2048 (one
 # pass enlarged 1.5x), measured: 110/129 faces >= 16 px wide (0.853), 168/198 faces < 16 px (0.848); at

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.gallery import Gallery
+from engine.recognition.gallery import Gallery
 from facebank import EnrolError, Enroller, Facebank, default_path
 from facebank.images import MAX_BYTES, MAX_PIXELS
 from facebank.live import LiveGallery

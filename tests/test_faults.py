@@ -27,7 +27,6 @@ import numpy as np
 import pytest
 
 from blurcast import cli
-from engine.anonymize import Anonymizer
 from engine.client import (
     EXIT_ALREADY_RUNNING,
     ControlClient,
@@ -39,8 +38,9 @@ from engine.client import (
 )
 from engine.config import Settings, load_settings
 from engine.runner import Engine
-from engine.sink import FileSink, SinkError
-from engine.source import VideoSource, announced_frames
+from engine.stages.anonymize import Anonymizer
+from engine.stages.sink import FileSink, SinkError
+from engine.stages.source import VideoSource, announced_frames
 
 needs_ffmpeg = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("ffprobe")),
                                   reason="needs ffmpeg and ffprobe on PATH")

@@ -16,9 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.anonymize import Anonymizer, SafeFrame
 from engine.config import Settings
-from engine.detect import create_detector
 from engine.faces import box_iou
 from engine.gpu import tensor_ops as ops
 from engine.gpu.device import (
@@ -30,10 +28,12 @@ from engine.gpu.device import (
     build_pipeline,
 )
 from engine.models.mobilefacenet import MobileFaceNet
+from engine.models.weights import model_path
 from engine.models.yunet import YuNet
 from engine.pipeline import Pipeline
-from engine.recognize import align_face, create_embedder
-from engine.weights import model_path
+from engine.recognition.recognize import align_face, create_embedder
+from engine.stages.anonymize import Anonymizer, SafeFrame
+from engine.stages.detect import create_detector
 from tests.conftest import PERFORMER_PHOTO, need_data
 
 FRAMES = (40, 120, 200)  # dev-clip frames with the performer and audience faces of several sizes

@@ -20,8 +20,8 @@ import torch
 from engine.models.centerface import CenterFace
 from engine.models.mobilefacenet import MobileFaceNet
 from engine.models.onnx_weights import conv_nodes, load_convs
+from engine.models.weights import model_path
 from engine.models.yunet import YuNet
-from engine.weights import model_path
 
 ATOL, RTOL = 1e-4, 1e-5
 SIZES = [(640, 384), (320, 256)]  # (width, height), multiples of 32; the second proves dynamic input size

@@ -9,15 +9,15 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.anonymize import SafeFrame
-from engine.backends import OnnxRuntimeRunner
 from engine.client import ControlClient
 from engine.config import Settings
-from engine.detect import letterbox
+from engine.models.backends import OnnxRuntimeRunner
+from engine.models.weights import model_path
 from engine.multistream import BatchingRunner, MultiStreamEngine, StreamSpec
 from engine.pipeline import Pipeline
-from engine.source import VideoSource
-from engine.weights import model_path
+from engine.stages.anonymize import SafeFrame
+from engine.stages.detect import letterbox
+from engine.stages.source import VideoSource
 
 FRAMES = 24
 

@@ -8,13 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.anonymize import SafeFrame
 from engine.config import Settings
-from engine.detect import create_detector
-from engine.evaluate import face_visibility
 from engine.faces import Detections, Identity, box_iou
 from engine.pipeline import Pipeline
-from engine.sink import FileSink
+from engine.stages.anonymize import SafeFrame
+from engine.stages.detect import create_detector
+from engine.stages.sink import FileSink
+from evaluation.video import face_visibility
 
 # A generous deadline: only the stall test is about deadlines; a busy CI machine must not fail the others.
 SETTINGS = Settings(backend="onnxruntime", deadline_ms=5000)
@@ -170,7 +170,7 @@ def test_default_strength_leaves_no_visible_face(frames, detector, mode):
 def test_a_failing_sink_or_setting_never_stops_the_stream(dev_clip, detector, monkeypatch):
     """A virtual camera that vanishes mid-write, or a setting whose detector cannot load: the engine goes on."""
     from engine.runner import Engine
-    from engine.source import VideoSource
+    from engine.stages.source import VideoSource
 
     class Vanishing:
         name = "vcam"
@@ -214,7 +214,7 @@ def test_file_mode_detects_ahead_and_still_gives_each_frame_its_own_faces(dev_cl
     """File mode detects frame n+1 while frame n is tracked and anonymized: no frame may get another's faces
     or lose its detection (a whole-frame fallback would hide that from the leak score)."""
     from engine.runner import Engine
-    from engine.source import VideoSource
+    from engine.stages.source import VideoSource
 
     class Recording(Pipeline):
         def __init__(self, *args, **kwargs):

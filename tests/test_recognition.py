@@ -1,7 +1,7 @@
 """Recognition on real faces: the embedder, the evaluation figures, and the identifier on the dev clip.
 
 Data: $BLURCAST_DATA (default ../shared/data); the module is skipped, saying so, when it is absent.
-Expected figures were measured with MobileFaceNet on these photos (see facebank/evaluate.py); each
+Expected figures were measured with MobileFaceNet on these photos (see evaluation/recognition.py); each
 assertion leaves a small margin below the measured value.
 """
 
@@ -29,13 +29,12 @@ from engine.faces import (
     Candidate,
     FaceState,
 )
-from engine.gallery import Gallery
-from engine.identify_facebank import STATE_KEY, FacebankIdentifier, Policy
 from engine.pipeline import Pipeline
-from engine.recognize import ARCFACE_DST, alignment_matrix, create_embedder, create_landmarker, sharpness
-from engine.track import Track
-from facebank.enrol import Enroller
-from facebank.evaluate import (
+from engine.recognition.gallery import Gallery
+from engine.recognition.identify_facebank import STATE_KEY, FacebankIdentifier, Policy
+from engine.recognition.recognize import ARCFACE_DST, alignment_matrix, create_embedder, create_landmarker, sharpness
+from engine.stages.track import Track
+from evaluation.recognition import (
     Dataset,
     PhotoEncoder,
     evaluate,
@@ -47,6 +46,7 @@ from facebank.evaluate import (
     threshold_at_far,
     verification_metrics,
 )
+from facebank.enrol import Enroller
 from facebank.live import LiveGallery
 from facebank.store import Facebank
 
@@ -77,7 +77,7 @@ def report(encoder: PhotoEncoder) -> dict:
 
 # --- the embedder ----------------------------------------------------------------------------------------------
 def _aligned_faces(encoder: PhotoEncoder, names: list[str]) -> np.ndarray:
-    from engine.recognize import align_face
+    from engine.recognition.recognize import align_face
 
     faces = []
     for name in names:

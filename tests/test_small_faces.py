@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.anonymize import Anonymizer
 from engine.config import LIMITS, Settings
-from engine.detect import create_detector, detection_scale
-from engine.evaluate import VISIBLE_AT, face_visibility, load_ground_truth
 from engine.faces import Detections
-from engine.track import REPEAT_START_SCORE, FaceTracker
+from engine.stages.anonymize import Anonymizer
+from engine.stages.detect import create_detector, detection_scale
+from engine.stages.track import REPEAT_START_SCORE, FaceTracker
+from evaluation.video import VISIBLE_AT, face_visibility, load_ground_truth
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO))

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from engine.anonymize import SafeFrame
 from engine.config import Settings
 from engine.pipeline import Pipeline
 from engine.runner import Engine
 from engine.service import open_sink
-from engine.sinks import StreamSink, redact
-from engine.source import SourceError
-from engine.sources import FFmpegSource, open_source
-from engine.sources.srt import srt_url
+from engine.stages.anonymize import SafeFrame
+from engine.stages.sinks import StreamSink, redact
+from engine.stages.source import SourceError
+from engine.stages.sources import FFmpegSource, open_source
+from engine.stages.sources.srt import srt_url
 from tests.stream_util import av_offsets_ms, free_port, record, send, stream_kinds, sync_inputs
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,

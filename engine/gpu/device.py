@@ -25,16 +25,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.anonymize import _TOKEN, Anonymizer, Region, SafeFrame
-from engine.backends import TORCH_CPU_THREADS
 from engine.config import Settings
-from engine.detectors.yunet import YuNetDetector
 from engine.faces import Detections
 from engine.gpu import tensor_ops as ops
-from engine.identify import Identifier
+from engine.models.backends import TORCH_CPU_THREADS
+from engine.models.weights import model_path
 from engine.pipeline import Pipeline
-from engine.recognize import EMBEDDING_DIM, FLIP, FaceEmbedder, l2_normalise
-from engine.weights import model_path
+from engine.recognition.recognize import EMBEDDING_DIM, FLIP, FaceEmbedder, l2_normalise
+from engine.stages.anonymize import _TOKEN, Anonymizer, Region, SafeFrame
+from engine.stages.detectors.yunet import YuNetDetector
+from engine.stages.identify import Identifier
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class DeviceEmbedder:
             return np.zeros((0, self.dim), np.float32)
         n = len(landmarks)
         faces = ops.align_batch(self.frames.get(frame), landmarks)
-        if FLIP:  # the mirror image too, as the CPU embedder does (engine/recognize.py)
+        if FLIP:  # the mirror image too, as the CPU embedder does (engine/recognition/recognize.py)
             faces = torch.cat([faces, faces.flip(3)])
         raw = self.runner.run_tensor(ops.embedder_input(faces))[0].reshape(len(faces), -1).cpu().numpy()
         if raw.shape[1] != self.dim or not np.isfinite(raw).all():

@@ -1,7 +1,7 @@
 """Image operations on a frame held as a torch tensor (3, H, W) float32 BGR 0..255, on any device.
 
-They mirror the OpenCV operations of the CPU path (`engine.anonymize`, `engine.recognize.align_face`,
-`engine.detect.letterbox`) so that a frame uploaded once can be detected, aligned, embedded and anonymized
+They mirror the OpenCV operations of the CPU path (`engine.stages.anonymize`, `engine.recognition.recognize.align_face`,
+`engine.stages.detect.letterbox`) so that a frame uploaded once can be detected, aligned, embedded and anonymized
 without leaving the GPU. Differences to OpenCV come from border handling and rounding only (measured in
 tests/test_gpu_ops.py and bench/gpu_check.py), never from a weaker anonymization.
 """
@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.anonymize import MOSAIC_EDGE_SOFTENING, _soft_mask
-from engine.recognize import SIZE, alignment_matrix
+from engine.recognition.recognize import SIZE, alignment_matrix
+from engine.stages.anonymize import MOSAIC_EDGE_SOFTENING, _soft_mask
 
 
 def to_tensor(frame: np.ndarray, device: torch.device) -> Tensor:
@@ -96,7 +96,7 @@ def whole_frame(image: Tensor) -> Tensor:
 
 
 def letterbox(image: Tensor, scale: float, multiple: int = 32) -> Tensor:
-    """`engine.detect.letterbox` on the device: resized by `scale`, zero-padded right/bottom to `multiple`."""
+    """`engine.stages.detect.letterbox` on the device: resized by `scale`, zero-padded right/bottom to `multiple`."""
     _, h, w = image.shape
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     resized = resize(image, nh, nw, "bilinear")

@@ -1,4 +1,4 @@
-"""Detection stage: frame in, `Detections` out. Detectors are swappable: one file in `engine/detectors/`."""
+"""Detection stage: frame in, `Detections` out. Detectors are swappable: one file in `engine/stages/detectors/`."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ class Detector(Protocol):
 
 
 def create_detector(settings: Settings) -> Detector:
-    """The detector named in settings, from `engine/detectors/<name>.py` (each exposes `create(settings)`)."""
-    module = importlib.import_module(f"engine.detectors.{settings.detector}")
+    """The detector named in settings, from `engine/stages/detectors/<name>.py` (each exposes `create(settings)`)."""
+    module = importlib.import_module(f"engine.stages.detectors.{settings.detector}")
     return module.create(settings)
 
 

@@ -2,7 +2,7 @@
 
 MobileFaceNet was trained on faces warped onto the ArcFace 112x112 template; the warp matters: an unaligned
 square crop of the same faces drops TAR @ FAR 1e-3 from 97 % to 24 % (shared/notes/models.md). The network
-runs through `engine.backends` like the detectors: onnxruntime on CPU, the torch port on CUDA.
+runs through `engine.models.backends` like the detectors: onnxruntime on CPU, the torch port on CUDA.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.backends import NetworkRunner, make_runner
 from engine.config import Settings
-from engine.weights import model_path
+from engine.models.backends import NetworkRunner, make_runner
+from engine.models.weights import model_path
 
 SIZE = 112
 EMBEDDING_DIM = 192
 # Extra landmark passes (face widths in px) after the first at the detector's REFINE_PX: see `Landmarker`.
 LANDMARK_PASSES_PX = (128, 192, 224)
 # The embedding of a face is the sum of the network's outputs for the face and its mirror image (LFW's
-# standard protocol): LFW View 2 10-fold accuracy 99.10 % -> 99.25 % (facebank/evaluate.py). Part of the
+# standard protocol): LFW View 2 10-fold accuracy 99.10 % -> 99.25 % (evaluation/recognition.py). Part of the
 # facebank's model tag: embeddings made another way are re-made, never mixed.
 FLIP = True
 RECIPE = "flip+ms4" if FLIP else "ms4"
@@ -181,7 +181,7 @@ class Landmarker:
 
 
 def create_landmarker(settings: Settings) -> Landmarker:
-    from engine.detect import create_detector  # lazy: engine.detect is not needed to embed aligned crops
+    from engine.stages.detect import create_detector  # lazy: engine.stages.detect is not needed to embed aligned crops
 
     return Landmarker(create_detector(settings.updated({"detector": "yunet"})))
 

@@ -32,8 +32,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from engine.source import SourceError, SourceInfo
-from engine.sources.audio import BYTES_PER_SAMPLE, CHANNELS, RATE, AudioTap
+from engine.stages.source import SourceError, SourceInfo
+from engine.stages.sources.audio import BYTES_PER_SAMPLE, CHANNELS, RATE, AudioTap
 
 log = logging.getLogger(__name__)
 

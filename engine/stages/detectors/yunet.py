@@ -6,11 +6,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from engine.backends import NetworkRunner, make_runner
 from engine.config import Settings
-from engine.detect import detection_scale, letterbox, merge, nms
 from engine.faces import Detections, box_iou
-from engine.weights import model_path
+from engine.models.backends import NetworkRunner, make_runner
+from engine.models.weights import model_path
+from engine.stages.detect import detection_scale, letterbox, merge, nms
 
 STRIDES = (8, 16, 32)
 NMS_IOU = 0.3

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from engine.recognize import EMBEDDING_DIM, l2_normalise
+from engine.recognition.recognize import EMBEDDING_DIM, l2_normalise
 
 
 class Match(NamedTuple):

@@ -1,19 +1,19 @@
 """Sources beyond OpenCV's: one module per kind, all decoded by an FFmpeg child process (ffmpeg_pipe.py).
 
 `open_source(spec)` picks the module from the spec; cameras by index and plain files stay on
-engine/source.py's OpenCV `VideoSource`.
+engine/stages/source.py's OpenCV `VideoSource`.
 """
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from engine.source import VideoSource
-from engine.sources.ffmpeg_pipe import FFmpegSource
-from engine.sources.pull import open_pull
-from engine.sources.rtmp import open_rtmp
-from engine.sources.srt import open_srt
-from engine.sources.v4l2 import open_v4l2
+from engine.stages.source import VideoSource
+from engine.stages.sources.ffmpeg_pipe import FFmpegSource
+from engine.stages.sources.pull import open_pull
+from engine.stages.sources.rtmp import open_rtmp
+from engine.stages.sources.srt import open_srt
+from engine.stages.sources.v4l2 import open_v4l2
 
 OPENERS = {"srt": open_srt, "rtmp": open_rtmp, "rtmps": open_rtmp, "rtsp": open_pull, "http": open_pull,
            "https": open_pull, "v4l2": open_v4l2}

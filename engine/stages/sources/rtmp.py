@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from engine.sources.ffmpeg_pipe import FFmpegSource
-from engine.sources.srt import LISTEN_TIMEOUT_S, LIVE_INPUT
+from engine.stages.sources.ffmpeg_pipe import FFmpegSource
+from engine.stages.sources.srt import LISTEN_TIMEOUT_S, LIVE_INPUT
 
 
 def rtmp_url(spec: str) -> tuple[str, bool]:

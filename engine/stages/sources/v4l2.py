@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, urlsplit
 
-from engine.source import SourceError
-from engine.sources.ffmpeg_pipe import FFmpegSource
+from engine.stages.source import SourceError
+from engine.stages.sources.ffmpeg_pipe import FFmpegSource
 
 FORMATS = {"mjpeg": "mjpeg", "mjpg": "mjpeg", "yuyv": "yuyv422", "yuyv422": "yuyv422", "nv12": "nv12",
            "h264": "h264"}

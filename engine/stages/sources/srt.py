@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from engine.source import SourceError
-from engine.sources.ffmpeg_pipe import FFmpegSource
+from engine.stages.source import SourceError
+from engine.stages.sources.ffmpeg_pipe import FFmpegSource
 
 # Short probing: the stream is already live, and FFmpeg's default 5 s analysis is 5 s before the first frame.
 LISTEN_TIMEOUT_S = 60.0  # the engine may start before the phone does; `engine start` waits 90 s

@@ -2,7 +2,7 @@
 
 Sound and picture stay in sync by timestamps, not by guessing a delay: every frame is placed at its source
 frame index (frame i at i / fps s) and every audio chunk at its source sample index (see
-engine/sources/audio.py), both counted from the first frame this output sends. The sound therefore waits,
+engine/stages/sources/audio.py), both counted from the first frame this output sends. The sound therefore waits,
 inside FFmpeg's interleaving, exactly as long as the anonymizer held the picture. Input frames the engine
 dropped to stay live are filled by repeating the previous *anonymized* frame, so the output keeps a
 constant frame rate (platforms and OBS expect one).
@@ -31,9 +31,9 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
-from engine.anonymize import SafeFrame
-from engine.sink import SinkError, _check
-from engine.sources.audio import BYTES_PER_SAMPLE, CHANNELS, RATE, AudioTap
+from engine.stages.anonymize import SafeFrame
+from engine.stages.sink import SinkError, _check
+from engine.stages.sources.audio import BYTES_PER_SAMPLE, CHANNELS, RATE, AudioTap
 
 log = logging.getLogger(__name__)
 

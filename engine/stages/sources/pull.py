@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from engine.sources.ffmpeg_pipe import FFmpegSource
-from engine.sources.srt import LIVE_INPUT
+from engine.stages.sources.ffmpeg_pipe import FFmpegSource
+from engine.stages.sources.srt import LIVE_INPUT
 
 
 def open_pull(spec: str, open_timeout_s: float = 20.0) -> FFmpegSource:

@@ -1,4 +1,4 @@
-"""Sink stage: where anonymized frames go. Every sink takes only `SafeFrame`s (see engine/anonymize.py).
+"""Sink stage: where anonymized frames go. Every sink takes only `SafeFrame`s (see engine/stages/anonymize.py).
 
 - `VirtualCameraSink`: pyvirtualcam (v4l2loopback on Linux, OBS Virtual Camera on Windows/macOS).
 - `FileSink`: every frame to a video file through FFmpeg, same size and frame rate, audio copied; what was
@@ -19,7 +19,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
 
-from engine.anonymize import SafeFrame
+from engine.stages.anonymize import SafeFrame
 
 log = logging.getLogger(__name__)
 

@@ -43,9 +43,9 @@ from engine.faces import (
     Identity,
     box_iou,
 )
-from engine.gallery import Gallery, Match
-from engine.recognize import FaceEmbedder, Landmarker, align_face, create_landmarker, face_size, sharpness
-from engine.track import Track
+from engine.recognition.gallery import Gallery, Match
+from engine.recognition.recognize import FaceEmbedder, Landmarker, align_face, create_landmarker, face_size, sharpness
+from engine.stages.track import Track
 
 log = logging.getLogger(__name__)
 

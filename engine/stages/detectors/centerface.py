@@ -5,11 +5,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from engine.backends import NetworkRunner, make_runner
 from engine.config import Settings
-from engine.detect import detection_scale, letterbox, nms
 from engine.faces import Detections
-from engine.weights import model_path
+from engine.models.backends import NetworkRunner, make_runner
+from engine.models.weights import model_path
+from engine.stages.detect import detection_scale, letterbox, nms
 
 NMS_IOU = 0.3
 STRIDE = 4

@@ -12,7 +12,7 @@ import numpy as np
 
 from engine.config import Settings
 from engine.faces import NO_FACEBANK, Identity
-from engine.track import Track
+from engine.stages.track import Track
 
 
 class Identifier(Protocol):

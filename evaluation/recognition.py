@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from rich.progress import track
 
 from engine.config import Settings
-from engine.detect import merge
 from engine.faces import Detections
+from engine.stages.detect import merge
 from facebank.enrol import Enroller
 from facebank.images import ImageRejected, load_photo
 
@@ -168,7 +168,7 @@ class PhotoEncoder:
 
     def encode(self, photos: Iterable[Path], label: str = "embedding") -> None:
         todo = sorted({Path(p) for p in photos} - set(self.cache))
-        for photo in tqdm(todo, desc=label, unit="photo", disable=not todo, leave=False):
+        for photo in track(todo, description=label, transient=True, disable=not todo):
             self.cache[photo] = self._embed(photo)
 
     def _embed(self, photo: Path) -> np.ndarray | None:

@@ -135,6 +135,7 @@ def test_threshold_slider_changes_the_engine_setting(engine, dev_clip):
         async with ui(engine, dev_clip).run_test() as pilot:
             app = await live(pilot)
             slider = app.screen.query_one("#similarity-threshold", Slider)
+            await until(pilot, lambda: app.limits and not slider.disabled, what="the engine's limits")
             await pilot.press("s")  # focuses the threshold slider
             assert app.focused is slider
             start = slider.value

@@ -59,3 +59,14 @@ def _isolated_state(tmp_path_factory, monkeypatch):
     base = str(tmp_path_factory.getbasetemp())
     if not os.environ.get("BLURCAST_HOME", "").startswith(base):
         monkeypatch.setenv("BLURCAST_HOME", str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture(scope="module")
+def clip_engine(dev_clip, tmp_path_factory):
+    """A background engine playing the dev clip in a loop, in its own state folder, for one test module."""
+    from engine.client import EnginePaths, start_background, stop_background
+
+    paths = EnginePaths(tmp_path_factory.mktemp("engine"))
+    start_background(["--source", str(dev_clip), "--loop"], paths)
+    yield paths
+    stop_background(paths)

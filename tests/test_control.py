@@ -24,11 +24,8 @@ from tests.helpers import wait_for
 
 
 @pytest.fixture(scope="module")
-def engine(dev_clip, tmp_path_factory):
-    paths = EnginePaths(tmp_path_factory.mktemp("engine"))
-    start_background(["--source", str(dev_clip), "--loop"], paths)
-    yield paths
-    stop_background(paths)
+def engine(clip_engine):
+    return clip_engine
 
 
 def _preview_detail(client: ControlClient) -> float:

@@ -10,19 +10,12 @@ import pytest
 
 from engine.config import Settings
 from engine.stages.detect import create_detector
+from tests.helpers import pairwise_iou
 
 # Recall (IoU >= 0.5) on the 4 WIDER FACE val images (1024 px wide), valid faces, detect_width 2048 (one
 # pass enlarged 1.5x), measured: 110/129 faces >= 16 px wide (0.853), 168/198 faces < 16 px (0.848); at
 # native size 104/129 and 152/198. Floors sit below the measured figures.
 RECALL_FLOOR = {">=16px": 0.82, "<16px": 0.8}
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +35,7 @@ def test_recall_on_wider_face(wider, backend):
         boxes = np.array(info["boxes_xywh"], np.float32)
         boxes[:, 2:] += boxes[:, :2]
         invalid = np.array(json.loads(str(info["invalid"])), bool)
-        best = _iou(boxes, det.xyxy).max(axis=1) if len(det) else np.zeros(len(boxes))
+        best = pairwise_iou(boxes, det.xyxy).max(axis=1) if len(det) else np.zeros(len(boxes))
         for i in np.flatnonzero(~invalid):
             bucket = ">=16px" if boxes[i, 2] - boxes[i, 0] >= 16 else "<16px"
             found[bucket][0] += int(best[i] >= 0.5)

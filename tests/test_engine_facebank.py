@@ -8,18 +8,15 @@ import os
 
 import pytest
 
-from engine.client import ControlClient, ControlError, EnginePaths, start_background, stop_background
+from engine.client import ControlClient, ControlError, EnginePaths
 from tests.conftest import PERFORMER_PHOTO, need_data
 from tests.helpers import wait_for
 
 
 @pytest.fixture(scope="module")
-def engine(dev_clip, tmp_path_factory):
+def engine(clip_engine):
     need_data(PERFORMER_PHOTO)
-    paths = EnginePaths(tmp_path_factory.mktemp("engine"))
-    start_background(["--source", str(dev_clip), "--loop"], paths)
-    yield paths
-    stop_background(paths)
+    return clip_engine
 
 
 def _client(paths: EnginePaths) -> ControlClient:

@@ -41,21 +41,12 @@ from engine.runner import Engine
 from engine.stages.anonymize import Anonymizer
 from engine.stages.sink import FileSink, SinkError
 from engine.stages.source import VideoSource, announced_frames
+from tests.helpers import wait_for
 
 needs_ffmpeg = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("ffprobe")),
                                   reason="needs ffmpeg and ffprobe on PATH")
 needs_proc = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the encoder through /proc")
 FPS = 30000 / 1001  # the dev clip's
-
-
-def wait_for(predicate, timeout: float = 30.0, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
 
 
 def _children(pid: int) -> list[int]:
@@ -304,11 +295,8 @@ def test_the_engine_starts_on_a_settings_file_that_is_not_an_object(dev_clip, tm
 
 # --- the control API under abuse -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def engine(dev_clip, tmp_path_factory):
-    paths = EnginePaths(tmp_path_factory.mktemp("engine"))
-    start_background(["--source", str(dev_clip), "--loop"], paths)
-    yield paths
-    stop_background(paths)
+def engine(clip_engine):
+    return clip_engine
 
 
 @pytest.mark.parametrize(("cmd", "missing"), [("source", "spec"), ("sink_stop", "name")])

@@ -16,17 +16,10 @@ from engine.stages.detect import create_detector, detection_scale
 from engine.stages.track import REPEAT_START_SCORE, FaceTracker
 from evaluation.video import VISIBLE_AT, face_visibility, load_ground_truth
 from tests.conftest import REPO
+from tests.helpers import pairwise_iou
 
 sys.path.insert(0, str(REPO))
 from bench import widerface_clips
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +74,8 @@ def test_tiles_find_small_faces_the_shrunk_main_pass_misses(crowd_1080p):
     detector.tiles = True  # what the pipeline does for video
     cycle = [detector.detect(frame, 0.5) for _ in range(6)]  # 1080p at 1280: six tiles, one a frame
     seen = np.concatenate([main.xyxy] + [c.xyxy for c in cycle])
-    hit_main = int((_iou(boxes, main.xyxy).max(axis=1) >= 0.4).sum())
-    hit_tiles = int((_iou(boxes, seen).max(axis=1) >= 0.4).sum())
+    hit_main = int((pairwise_iou(boxes, main.xyxy).max(axis=1) >= 0.4).sum())
+    hit_tiles = int((pairwise_iou(boxes, seen).max(axis=1) >= 0.4).sum())
     # Measured: 101 of 133 faces by the main pass alone, 106 with the tiles' cycle.
     assert hit_tiles >= hit_main + 4, (hit_main, hit_tiles)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,7 +64,8 @@ class TrackEnrolment:
             self._last_seen = now
             if now - self._last_taken >= MIN_GAP_S:
                 self._last_taken = now
-                self._keep(Candidate(_crop(raw, face.xyxy), _quality(face.xyxy, face.score)))
+                others = [f.xyxy for f in report.faces if f.track_id != self.track_id]
+                self._keep(Candidate(_crop(raw, face.xyxy, others), _quality(face.xyxy, face.score)))
         elif now - self._last_seen > LOST_FOR_S:
             self._finish("failed", f"face {self.track_id} left the picture; try again while it is in view")
             return
@@ -106,13 +107,23 @@ class TrackEnrolment:
         log.info("enrolment of face %d as %s: %s (%s)", self.track_id, self.name, state, message)
 
 
-def _crop(frame: np.ndarray, xyxy: tuple[float, float, float, float]) -> np.ndarray:
+def _crop(frame: np.ndarray, xyxy: tuple[float, float, float, float],
+          others: Sequence[tuple[float, float, float, float]] = ()) -> np.ndarray:
+    """The face with room around it; any other face reaching into that room is filled grey first, so
+    nobody but the person being enrolled is ever kept (or later written beside the facebank)."""
     x1, y1, x2, y2 = xyxy
     cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, CROP_SCALE * max(x2 - x1, y2 - y1) / 2
     h, w = frame.shape[:2]
     a, b = max(0, int(cx - half)), max(0, int(cy - half))
     c, d = min(w, int(cx + half)), min(h, int(cy + half))
-    return frame[b:d, a:c].copy()
+    crop = frame[b:d, a:c].copy()
+    for ox1, oy1, ox2, oy2 in others:
+        gx, gy = 0.25 * (ox2 - ox1), 0.25 * (oy2 - oy1)  # grown: hair and a moving face's edge too
+        left, top = max(0, int(ox1 - gx) - a), max(0, int(oy1 - gy) - b)
+        right, bottom = min(c - a, int(ox2 + gx) - a + 1), min(d - b, int(oy2 + gy) - b + 1)
+        if right > left and bottom > top:
+            crop[top:bottom, left:right] = 128
+    return crop
 
 
 def _quality(xyxy: tuple[float, float, float, float], score: float) -> float:

@@ -109,3 +109,22 @@ def test_photos_of_an_older_model_are_embedded_again_at_start(tmp_path):
     assert len(gallery()) == 0, "an older model's embeddings never count"
     LiveFacebank(store, gallery).refresh_if_stale()
     assert len(gallery()) == 1
+
+
+def test_a_live_crop_keeps_no_other_face(dev_clip):
+    """The crops "this is me" keeps (and stores for the enrolled person) never hold a bystander's face: any
+    other face reaching into the crop is filled before it is kept. Real frame, real neighbouring faces."""
+    import cv2
+    import numpy as np
+
+    from engine.enrol_track import _crop
+
+    ok, frame = cv2.VideoCapture(str(dev_clip)).read()
+    assert ok
+    me, neighbour = (300.0, 100.0, 340.0, 150.0), (345.0, 105.0, 385.0, 155.0)  # side by side
+    crop = _crop(frame, me, [neighbour])
+    x0, y0 = int(320 - 2.2 * 50 / 2), int(125 - 2.2 * 50 / 2)  # the crop's corner in the frame
+    inside = crop[int(105 - y0):int(155 - y0), int(345 - x0):]
+    assert (inside == 128).all(), "the neighbour's face is filled"
+    mine = crop[int(100 - y0):int(150 - y0), int(300 - x0):int(335 - x0)]
+    assert np.array_equal(mine, frame[100:150, 300:335]), "the enrolled face itself is untouched"

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("BLURCAST_DATA", REPO.parent / "shared" / "data"))
+# Resolved: the engine reports a file source by its real path, and ../shared may be a symlink.
+DATA = Path(os.environ.get("BLURCAST_DATA", REPO.parent / "shared" / "data")).resolve()
 DEV_CLIP = DATA / "video_hamilton" / "short_hamilton_clip.mp4"
 DEV_GT = DATA / "video_hamilton" / "gt.json"
 PERFORMER_PHOTO = DATA / "recognition_face_recognition" / "examples" / "lin-manuel-miranda.png"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -45,6 +47,8 @@ class Limit:
             if value not in self.choices:
                 raise ValueError(f"{name} must be one of {self.choices}")
             return
+        if isinstance(value, float) and not math.isfinite(value):  # NaN passes every comparison: refuse it
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
         if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
             raise ValueError(f"{name} must be in [{self.low:g}, {self.high:g}]")
 
@@ -148,29 +152,54 @@ RETIRED = frozenset({"upscale_every"})
 
 
 def load_settings(path: Path) -> Settings:
-    """Saved settings, or the defaults when there are none; a file of any other shape or with any bad value is
-    kept aside (settings.bad.json) with a logged message and the defaults apply. Never raises."""
+    """Saved settings, or the defaults when there are none. Never raises.
+
+    A file that is not a JSON object is set aside whole (`settings.bad.json`) and the defaults apply. In an
+    object, each value is taken on its own: one that an upgrade's tighter limit or a hand edit made invalid is
+    dropped with a logged message, and every other setting (panic, recognition off...) is kept. The original
+    file is copied aside and the settings file rewritten clean."""
     try:
         if not path.exists():
             return Settings()
         saved = json.loads(path.read_text())
         if not isinstance(saved, dict):
             raise ValueError(f"expected a JSON object of settings, found {type(saved).__name__}")
-        return Settings().updated({name: value for name, value in saved.items() if name not in RETIRED})
-    except Exception as exc:  # bad JSON, absurd nesting or numbers (inf -> int), unreadable, not a file...
-        _set_aside(path, exc)
+    except Exception as exc:  # bad JSON, absurd nesting or numbers, unreadable, not a file...
+        _set_aside(path, exc, move=True)
         return Settings()
+    settings, refused = Settings(), []
+    for name, value in saved.items():
+        if name in RETIRED:
+            continue
+        try:
+            settings = settings.updated({name: value})
+        except Exception as exc:  # ValueError, or an absurd value (1e400 as an int: OverflowError)
+            refused.append(f"{name}: {exc}")
+    if refused:
+        _set_aside(path, ValueError("; ".join(refused)), move=False)
+        try:
+            save_settings(settings, path)
+        except OSError as exc:
+            log.error("could not rewrite %s: %s", path, exc)
+    return settings
 
 
-def _set_aside(path: Path, why: Exception) -> None:
+def _set_aside(path: Path, why: Exception, move: bool) -> None:
+    """Keep the user's file under the first free `settings.bad[-N].json` (an earlier one is never overwritten)."""
     aside = path.with_suffix(".bad.json")
+    n = 1
+    while aside.exists():
+        aside, n = path.with_name(f"{path.stem}.bad-{n}.json"), n + 1
     try:
-        os.replace(path, aside)
-    except OSError as exc:  # e.g. a read-only folder: still start, on the defaults
-        log.error("settings file %s is unusable (%s) and could not be moved aside (%s); using defaults",
-                  path, why, exc)
+        if move:
+            os.replace(path, aside)
+        else:
+            shutil.copyfile(path, aside)
+    except OSError as exc:  # e.g. a read-only folder: still start
+        log.error("settings file %s: %s; it could not be kept aside (%s)", path, why, exc)
         return
-    log.error("settings file %s is unusable (%s); using defaults, the file is kept as %s", path, why, aside)
+    what = "using defaults" if move else "those values are dropped, every other setting is kept"
+    log.error("settings file %s: %s; %s; the file is kept as %s", path, why, what, aside)
 
 
 def save_settings(settings: Settings, path: Path) -> None:

@@ -3,6 +3,7 @@ facebank commands the engine runs for its clients (it has the models loaded; the
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -21,7 +22,7 @@ from engine.recognition.gallery import Gallery
 from engine.recognition.identify_facebank import FacebankIdentifier, Policy
 from engine.recognition.recognize import create_embedder
 from facebank.enrol import MIN_FACE_PX, MIN_SHARPNESS, EnrolError, Enrolment
-from facebank.store import Facebank, ImageRecord, model_tag, name_key
+from facebank.store import Facebank, ImageRecord, clean_name, model_tag, name_key
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,11 @@ class LiveFacebank:
     def crops_dir(self) -> Path:
         return self.facebank.path.parent / "crops"
 
+    def crops_of(self, name: str) -> Path:
+        """A person's crop folder, named by a hash of their name key: a name is free text ("..", "/home"),
+        never a path."""
+        return self.crops_dir / hashlib.sha256(name_key(name).encode()).hexdigest()[:24]
+
     def list(self) -> list[dict]:
         """Each person with their photos' quality figures and grade (what the facebank screen shows)."""
         return [{"name": p.name, "photos": len(p.images), "crops": len(self._crops_of(p.name)),
@@ -116,8 +122,8 @@ class LiveFacebank:
     def remove(self, name: str) -> bool:
         with self._lock:
             removed = self.facebank.remove(name)
-            folder = self.crops_dir / name_key(name)
-            if folder.exists():
+            folder = self.crops_of(name)
+            if removed and folder.is_dir():
                 shutil.rmtree(folder)  # their crops go with them
         self.gallery.reload()
         return removed
@@ -143,13 +149,16 @@ class LiveFacebank:
 
         Crops are written beside the facebank (owner-only) only for the person being enrolled; refused or
         unused ones are deleted again. Raises with the reason when too few are usable or they disagree."""
-        folder = self.crops_dir / name_key(name)
+        name = clean_name(name)
+        folder = self.crops_of(name)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.crops_dir, 0o700)
         os.chmod(folder, 0o700)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        written = [_write_private(folder / f"{stamp}-{i:02d}.png", crop) for i, crop in enumerate(crops)]
-        try:
+        written: list[Path] = []
+        try:  # every crop written is removed again on any failure (a full disk included)
+            for i, crop in enumerate(crops):
+                written.append(_write_private(folder / f"{stamp}-{i:02d}.png", crop))
             chosen = self._choose(written)
             with self._lock:
                 self.facebank.add(name, [str(e.path) for e in chosen])
@@ -186,7 +195,7 @@ class LiveFacebank:
         return [usable[i] for i in _most_varied(vectors, alike, MAX_LIVE_PHOTOS)]
 
     def _crops_of(self, name: str) -> list[Path]:
-        folder = self.crops_dir / name_key(name)
+        folder = self.crops_of(name)
         return sorted(folder.glob("*.png")) if folder.is_dir() else []
 
 

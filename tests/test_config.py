@@ -47,3 +47,19 @@ def test_no_setting_may_let_faces_out_unblurred(unsafe):
     across the face, a detection too coarse for small faces: refused."""
     with pytest.raises(ValueError):
         Settings().updated(unsafe)
+
+
+def test_a_value_a_tighter_limit_refuses_is_dropped_alone_panic_and_recognition_stay(tmp_path):
+    """An upgrade that tightens a limit (margin >= 0.15) must not switch panic off or recognition back on by
+    throwing the whole file away; NaN is refused like any out-of-range value."""
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"margin": 0.1, "panic": True, "recognition": False, "confidence": float("nan")}))
+    loaded = load_settings(path)
+    assert (loaded.panic, loaded.recognition, loaded.margin, loaded.confidence) == (True, False, 0.25, 0.5)
+    assert json.loads((tmp_path / "settings.bad.json").read_text())["margin"] == 0.1, "the original is kept"
+    assert load_settings(path) == loaded, "the settings file was rewritten clean"
+    path.write_text(json.dumps({"strength": 9}))
+    load_settings(path)
+    assert (tmp_path / "settings.bad-1.json").exists(), "an earlier aside file is never overwritten"
+    with pytest.raises(ValueError, match="finite"):
+        Settings().updated({"confidence": "nan", "low_confidence": "nan"})

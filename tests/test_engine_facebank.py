@@ -76,12 +76,13 @@ def test_this_is_me_enrols_a_live_face_and_keeps_it_visible(engine):
         assert done["state"] == "done", done["message"]
         (person,) = client.request("facebank_list")["people"]
         assert person["name"] == "Lin" and 2 <= person["crops"] == person["photos"] <= 5
-        crops = sorted((engine.root / "crops" / "lin").iterdir())
+        (folder,) = (engine.root / "crops").iterdir()  # one person, one folder (named by a hash of the name)
+        crops = sorted(folder.iterdir())
         assert all(os.stat(c).st_mode & 0o077 == 0 for c in crops), "biometric crops are owner-only"
         wait_for(lambda: any(f["identity"] == "Lin" and f["state"] == "visible"
                              for f in client.request("status")["faces"]), 60, "Lin visible from the live enrolment")
         client.request("facebank_remove", name="Lin")
-    assert not (engine.root / "crops" / "lin").exists(), "removing a person removes their crops"
+    assert not folder.exists(), "removing a person removes their crops"
 
 
 def test_enrol_track_refuses_a_face_that_is_not_there(engine):
@@ -128,3 +129,19 @@ def test_a_live_crop_keeps_no_other_face(dev_clip):
     assert (inside == 128).all(), "the neighbour's face is filled"
     mine = crop[int(100 - y0):int(150 - y0), int(300 - x0):int(335 - x0)]
     assert np.array_equal(mine, frame[100:150, 300:335]), "the enrolled face itself is untouched"
+
+
+def test_a_name_is_never_a_path(tmp_path):
+    """`facebank remove ..` (or "/", ".") must not delete the state folder or anything else: the crop
+    folder is named by a hash of the name, and only a person who was removed loses a folder."""
+    from facebank.live import LiveFacebank, LiveGallery
+    from facebank.store import Facebank
+
+    store = Facebank(tmp_path / "state" / "facebank.json")
+    store.path.parent.mkdir()
+    (store.path.parent / "settings.json").write_text("{}")
+    bank = LiveFacebank(store, LiveGallery(store))
+    for name in ("..", ".", "/", str(tmp_path)):
+        assert bank.crops_of(name).parent == bank.crops_dir
+        assert bank.remove(name) is False
+    assert (store.path.parent / "settings.json").exists() and tmp_path.exists()

@@ -348,7 +348,8 @@ class FacebankIdentifier:
                 and latest.accepted(max(threshold - p.keep_margin, p.keep_floor)))
         matched = latest.accepted(threshold) and (agreeing >= p.confirm_k or strong)
         by_track = (state.eligible and not state.doubted and not matched and not kept
-                    and state.confirmed_name in gallery.names and self._consistent(state))
+                    and state.confirmed_name in gallery.names and self._consistent(state)
+                    and self._anchored(state, gallery, threshold))
         state.latest_matched = latest.accepted(threshold) or kept or by_track
         state.near_match = any(m.similarity >= threshold - p.near for m in matches)
         name = state.confirmed_name if by_track else latest.name
@@ -367,6 +368,15 @@ class FacebankIdentifier:
         else:
             track.identity = Identity.blurred(self._reason(track, state, latest, threshold), latest.name,
                                               latest.similarity, candidate)
+
+    @staticmethod
+    def _anchored(state: TrackRecognition, gallery: Gallery, threshold: float) -> bool:
+        """Some look of this track that the gallery vouched for still passes the threshold *now*: raising the
+        threshold, or removing the person, ends a head-turn keep at once, as it ends every other match."""
+        if not state.anchors:
+            return False
+        return any(m.name == state.confirmed_name and m.accepted(threshold)
+                   for m in gallery.match(np.stack(list(state.anchors))))
 
     def _consistent(self, state: TrackRecognition) -> bool:
         """The latest embedding looks like this track's own earlier ones (anchors and recent window)."""

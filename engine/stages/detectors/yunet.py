@@ -21,6 +21,8 @@ REFINE_PX = 160  # face width at which `refine` looks again: landmarks as sharp 
 TILE_BELOW_SCALE = 0.8  # tiles run only when the main pass scales the frame below this
 TILE_BUDGET = 0.5  # a tile's pixels (before overlap), relative to the main pass's: 1080p measured +26 % a frame
 TILE_MAX_FACE = 80  # px in the frame: a tile keeps only small faces (the main pass sees large ones whole)
+TILE_CYCLE = 6  # frames until every tile has come back (0.2 s at 30 fps): below the shortest hold, and within
+#                 the tracker's wait for a weak face's second sighting (engine/stages/track.py)
 TILE_OVERLAP = TILE_MAX_FACE + 16  # so that every face a tile may keep lies whole inside some tile
 
 
@@ -42,10 +44,20 @@ class YuNetDetector:
         return merge([found, self._tile_pass(frame, scale, found, min_score)], NMS_IOU)
 
     def _tile_pass(self, frame: np.ndarray, scale: float, found: Detections, min_score: float) -> Detections:
-        """The small faces in this frame's turn of tile, at the frame's own resolution."""
+        """The small faces in this frame's turn of tiles, at the frame's own resolution. Every tile comes back
+        within TILE_CYCLE frames, however many there are (a low detect_width or a 4K frame makes many), so a
+        face only a tile sees is found again before its track's hold runs out."""
         tiles = tile_grid(frame.shape[1], frame.shape[0], TILE_BUDGET * scale * scale)
-        self._tile_turn = (self._tile_turn + 1) % len(tiles)
-        x1, y1, x2, y2 = tiles[self._tile_turn]
+        per_frame = -(-len(tiles) // TILE_CYCLE)
+        parts = []
+        for _ in range(per_frame):
+            self._tile_turn = (self._tile_turn + 1) % len(tiles)
+            parts.append(self._one_tile(frame, tiles[self._tile_turn], found, min_score))
+        return merge(parts, NMS_IOU) if len(parts) > 1 else parts[0]
+
+    def _one_tile(self, frame: np.ndarray, tile: tuple[int, int, int, int], found: Detections,
+                  min_score: float) -> Detections:
+        x1, y1, x2, y2 = tile
         dets = self._detect_at(frame[y1:y2, x1:x2], 1.0, min_score).shifted(x1, y1)
         if not len(dets):
             return dets

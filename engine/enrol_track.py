@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 CROP_SCALE = 2.2
 MIN_GAP_S = 0.15  # frames closer than this are nearly the same picture: more of them adds nothing
 MAX_CANDIDATES = 24  # kept in memory while gathering (each a few hundred kB)
+GIVE_UP_AFTER_S = 10.0  # past `seconds`, a gathering that never finished is failed (nothing came to observe)
 LOST_FOR_S = 1.5  # the track gone this long: the gathering fails rather than guess who it was
 
 Save = Callable[[str, list[np.ndarray]], int]  # (name, crops) -> photos enrolled; raises with the reason
@@ -51,10 +52,18 @@ class TrackEnrolment:
 
     @property
     def active(self) -> bool:
+        if self.state == "gathering" and time.monotonic() - self.started > self.seconds + GIVE_UP_AFTER_S:
+            # no frames came (a stalled source, panic held on): never block the next "this is me" for good
+            self._finish("failed", "no usable frames came in time (source stalled, paused or panic on); try again")
         return self.state == "gathering"
 
-    def observe(self, raw: np.ndarray, report: FrameReport) -> None:
-        """Called by the frame loop with the raw frame (before anonymizing) and what was found in it."""
+    def wants_raw(self) -> bool:
+        """Whether the next frame should be copied raw for a crop (not every frame: a 1080p copy is 6 MB)."""
+        return self.active and time.monotonic() - self._last_taken >= MIN_GAP_S
+
+    def observe(self, raw: np.ndarray | None, report: FrameReport) -> None:
+        """Called by the frame loop with what was found in each frame, and the raw frame (before anonymizing)
+        when `wants_raw()` said so."""
         now = time.monotonic()
         if report.whole_frame is not None:  # no detection ran (panic, a stalled detector): says nothing
             self._last_seen = now
@@ -62,9 +71,10 @@ class TrackEnrolment:
         face = next((f for f in report.faces if f.track_id == self.track_id and f.lost_frames == 0), None)
         if face is not None:
             self._last_seen = now
-            if now - self._last_taken >= MIN_GAP_S:
+            if raw is not None:
                 self._last_taken = now
                 others = [f.xyxy for f in report.faces if f.track_id != self.track_id]
+                others += [b for b in report.unclaimed if not _centred_in(b, face.xyxy)]  # not this face's own
                 self._keep(Candidate(_crop(raw, face.xyxy, others), _quality(face.xyxy, face.score)))
         elif now - self._last_seen > LOST_FOR_S:
             self._finish("failed", f"face {self.track_id} left the picture; try again while it is in view")
@@ -124,6 +134,11 @@ def _crop(frame: np.ndarray, xyxy: tuple[float, float, float, float],
         if right > left and bottom > top:
             crop[top:bottom, left:right] = 128
     return crop
+
+
+def _centred_in(box: tuple[float, float, float, float], outer: tuple[float, float, float, float]) -> bool:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return outer[0] <= cx <= outer[2] and outer[1] <= cy <= outer[3]
 
 
 def _quality(xyxy: tuple[float, float, float, float], score: float) -> float:

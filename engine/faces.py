@@ -143,3 +143,4 @@ class FrameReport:
     faces: list[FaceState] = field(default_factory=list)
     whole_frame: str | None = None  # why the whole frame was anonymized: "panic", "detector-error", ...
     detect_ms: float = 0.0
+    unclaimed: list[tuple[float, float, float, float]] = field(default_factory=list)  # hidden, but no track yet

@@ -194,6 +194,8 @@ class SharedNetworks:
     def pipeline(self, settings: Settings, gallery: Callable[[], Gallery] | None) -> Pipeline:
         """One stream's pipeline on the shared networks (YuNet; the device path where the networks are on one)."""
         identifier = FacebankIdentifier(FaceEmbedder(self.recognizer), gallery) if gallery is not None else None
+        if settings.detector != "yunet":  # the shared network is YuNet: this stream gets its own detector
+            return Pipeline(settings, identifier=identifier)
         if not self.on_device:
             from engine.stages.detectors.yunet import YuNetDetector
 

@@ -90,7 +90,9 @@ class Pipeline:
             for track in tracks:
                 track.identity = Identity.blurred(IDENTIFIER_ERROR)
         found = [t.safety_box() for t in tracks if not is_visible(t) and t.lost_frames == 0]
-        found += self._unclaimed_detections(detections, tracks)
+        unclaimed = self._unclaimed_detections(detections, tracks)
+        found += unclaimed
+        report.unclaimed = [tuple(float(v) for v in box) for box in unclaimed]
         lost = [t.safety_box() for t in tracks if t.lost_frames > 0]
         recognised = [t.xyxy for t in tracks if is_visible(t)]
         report.faces = [_face_state(t) for t in tracks]

@@ -39,7 +39,9 @@ class FrameWatcher(Protocol):
     @property
     def active(self) -> bool: ...
 
-    def observe(self, raw: np.ndarray, report: FrameReport) -> None: ...
+    def wants_raw(self) -> bool: ...
+
+    def observe(self, raw: np.ndarray | None, report: FrameReport) -> None: ...
 
 
 @dataclass
@@ -177,8 +179,8 @@ class Engine:
     # --- the frame loop ------------------------------------------------------------------------------------
     def process_one(self, frame: np.ndarray, index: int, dt: float, captured: float) -> SafeFrame:
         self._apply_pending()
-        watcher = self.watcher
-        raw = frame.copy() if watcher is not None and watcher.active else None  # anonymizing works in place
+        watcher = self.watcher if self.watcher is not None and self.watcher.active else None
+        raw = frame.copy() if watcher is not None and watcher.wants_raw() else None  # anonymizing works in place
         try:
             safe, report = self.pipeline.process(frame, index, dt)
         except Exception:  # any bug on the way: the frame still goes out, fully anonymized
@@ -188,7 +190,7 @@ class Engine:
             safe = self.pipeline.anonymizer.whole(frame, index)
         self.stats.record(report, (time.monotonic() - captured) * 1000)
         self._update_preview(safe)
-        if raw is not None:
+        if watcher is not None:
             watcher.observe(raw, report)
         return safe
 

@@ -193,7 +193,7 @@ class EngineService:
         seconds = float(request.get("seconds", 3.0))
         if not 0.5 <= seconds <= 30:
             raise ValueError("seconds must be in [0.5, 30]")
-        if self.enrolment is not None and self.enrolment.state in ("gathering", "saving"):
+        if self.enrolment is not None and (self.enrolment.active or self.enrolment.state == "saving"):
             raise RuntimeError(f"already enrolling face {self.enrolment.track_id} as {self.enrolment.name}")
         report = self.engine.stats.last_report
         if report is None or not any(f.track_id == track_id and f.lost_frames == 0 for f in report.faces):

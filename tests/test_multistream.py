@@ -125,9 +125,8 @@ def test_streams_keep_their_own_settings_sinks_and_sockets(dev_clip, tmp_path, d
                 assert client.request("settings")["mode"] == mode
         assert multi.wait(timeout=120)
         assert multi.networks.detector.items == 2 * FRAMES
-        # Every detection went through the one shared network. Whether two streams' frames share a call
-        # depends on timing (calls merge when they queue behind a running one); the merge itself is tested above.
-        assert multi.networks.detector.batches <= 2 * FRAMES
+        # Every detection went through the one shared network (items counted above). Whether two streams'
+        # frames share a call depends on timing; the merge itself is tested above.
     finally:
         multi.stop()
     assert len(sinks["a"].frames) == len(sinks["b"].frames) == FRAMES

@@ -161,3 +161,23 @@ def test_the_corpus_suite_runs_a_clip_through_blurcast_and_the_independent_score
     # The one face, blurred when nobody is enrolled, visible once enrolled from the gt's named frame.
     assert "interview_gif" in table and "blur-all blurcast   0.00 % (0/35)" in table
     assert "enrolled blurcast" in table and "allow 100.00 %" in table
+
+
+@pytest.mark.parametrize(("size", "detect_width"), [((3840, 2160), 1280), ((1920, 1080), 480)])
+def test_every_tile_comes_back_within_the_tile_cycle(dev_clip, size, detect_width):
+    """A 4K frame, or 1080p at the lowest detect width, has many tiles: each must still be searched again
+    within TILE_CYCLE frames (before a held track of a face only a tile sees runs out)."""
+    from engine.stages.detectors.yunet import TILE_BUDGET, TILE_CYCLE, tile_grid
+
+    frame = cv2.resize(_first_frame(dev_clip), size)
+    det = create_detector(Settings(detect_width=detect_width))
+    det.tiles = True
+    scale = detection_scale(frame, detect_width)
+    tiles = tile_grid(size[0], size[1], TILE_BUDGET * scale * scale)
+    assert len(tiles) > TILE_CYCLE, "the case this guards: more tiles than frames in a cycle"
+    seen: set[tuple[int, int, int, int]] = set()
+    search = det._one_tile
+    det._one_tile = lambda f, tile, found, score: (seen.add(tile), search(f, tile, found, score))[1]
+    for _ in range(TILE_CYCLE):
+        det.detect(frame, 0.3)
+    assert seen == set(tiles)

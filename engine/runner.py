@@ -141,7 +141,9 @@ class Engine:
         def op() -> None:
             for sink in [s for s in self.sinks if s.name == name]:
                 self.sinks.remove(sink)
-                _close_quietly(sink)
+                # Closed off the frame loop: an encoder may take seconds to finish (a stream nobody called),
+                # and the other outputs must not wait for it.
+                threading.Thread(target=_close_quietly, args=(sink,), name=f"close-{name}", daemon=True).start()
         self._sink_ops.put(op)
 
     def telemetry(self) -> dict[str, Any]:
@@ -191,7 +193,12 @@ class Engine:
         self.stats.record(report, (time.monotonic() - captured) * 1000)
         self._update_preview(safe)
         if watcher is not None:
-            watcher.observe(raw, report)
+            try:
+                watcher.observe(raw, report)
+            except Exception:  # a live enrolment's bug must never stop the stream; the frame is already safe
+                log.exception("frame watcher failed; it is dropped")
+                self.pipeline.faults["watcher-error"] += 1
+                self.watcher = None
         return safe
 
     def run_file(self, progress: Callable[[int], None] | None = None) -> int:

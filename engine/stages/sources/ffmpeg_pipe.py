@@ -82,9 +82,12 @@ class FFmpegSource:
     def __init__(self, spec: str, input_args: list[str], url: str, hint: str, *, kind: str = "stream",
                  open_timeout_s: float = 20.0, stall_s: float = 2.0, retry_s: float = 10.0,
                  waits_for_sender: bool = False, remux: bool = True) -> None:
-        self.spec, self.kind, self.loop = spec, kind, False
+        from engine.stages.sinks.stream import redact  # lazy: the stream sink imports this package's audio
+
+        # The spec without secrets is what telemetry, logs and messages show; FFmpeg alone gets `url`.
+        self.spec, self.kind, self.loop = redact(spec), kind, False
         self.remux = remux
-        self.url, self.hint = url, hint
+        self.url, self.hint = url, hint.replace(spec, self.spec)
         self._input_args = input_args
         self.stall_s, self.retry_s, self.waits_for_sender = stall_s, retry_s, waits_for_sender
         self.audio = AudioTap()

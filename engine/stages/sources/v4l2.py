@@ -39,5 +39,6 @@ def open_v4l2(spec: str, open_timeout_s: float = 10.0) -> FFmpegSource:
     args, device = v4l2_args(spec)
     hint = (f"cannot open {device} as asked ({spec}): absent, busy, or that size/rate/format is not offered "
             f"(`v4l2-ctl --list-formats-ext -d {device}`)")
-    source = FFmpegSource(spec, args, device, hint, kind="camera", open_timeout_s=open_timeout_s)
+    # A device is decoded directly: copied into MPEG-TS first, MJPEG and raw video arrive as unusable data.
+    source = FFmpegSource(spec, args, device, hint, kind="camera", open_timeout_s=open_timeout_s, remux=False)
     return source

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 RETRY_S = 2.0  # between attempts to reach a far end that is gone
 MAX_FILL_S = 2.0  # a longer gap (an outage) is skipped, not filled with 2 s+ of a frozen frame at once
+CLOSE_GRACE_S = 2.0  # at close, for FFmpeg to take the queued frames and, after them, to finish
 VIDEO_QUEUE = 16  # ~0.5 s: rides out an encoder start-up without dropping, bounds the delay when the uplink lags
 
 
@@ -104,25 +105,36 @@ class StreamSink:
             thread.start()
 
     def _close_current(self) -> int:
-        """End this connection's FFmpeg and threads; its exit code."""
-        while True:  # the writer may be gone (far end lost) with the queue full: make room for the end mark
+        """End this connection's FFmpeg and threads; its exit code. Prompt: the frames FFmpeg has taken are
+        flushed (it exits on the end of its input), but a child that stops taking frames (a listener nobody
+        called, a far end gone) is killed after CLOSE_GRACE_S rather than waited on for 15 s."""
+        self._end_video_queue()
+        if self._tap is not None and self._audio_q is not None:
+            self._tap.unsubscribe(self._audio_q)
+        writer = self._threads[0]
+        writer.join(timeout=CLOSE_GRACE_S)
+        if self._proc.poll() is None and (writer.is_alive() or self._origin is None):
+            log.info("stream output %s: ffmpeg no longer takes frames (nobody connected?); stopping it", self.path)
+            self._proc.kill()
+        try:
+            code = self._proc.wait(timeout=CLOSE_GRACE_S)
+        except subprocess.TimeoutExpired:  # stuck flushing to a far end that stopped reading
+            log.warning("stream output %s: ffmpeg did not finish within %.0f s; stopped", self.path, CLOSE_GRACE_S)
+            self._proc.kill()
+            code = self._proc.wait()
+        for thread in self._threads:
+            thread.join(timeout=1)
+        return code
+
+    def _end_video_queue(self) -> None:
+        """Put the end mark; the writer may be gone (far end lost) with the queue full: make room for it."""
+        while True:
             try:
                 self._video.put_nowait(None)
-                break
+                return
             except queue.Full:
                 with contextlib.suppress(queue.Empty):
                     self._video.get_nowait()
-        if self._proc.poll() is None and self._origin is None:  # never got a frame (a listener nobody called)
-            self._proc.kill()
-        if self._tap is not None and self._audio_q is not None:
-            self._tap.unsubscribe(self._audio_q)
-        for thread in self._threads:
-            thread.join(timeout=5)
-        try:
-            return self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            return self._proc.wait()
 
     def _spawn(self, ffmpeg: str, bitrate: int, keyframe_s: float, preset: str) -> tuple[subprocess.Popen, int | None]:
         audio_r, audio_w = os.pipe() if self._audio_q is not None else (None, None)

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 from rich.console import Console
@@ -151,11 +152,32 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", action="append", default=[], metavar="URL",
                    help="send the anonymized stream to srt://HOST:PORT, srt://:PORT?mode=listener or "
                         "rtmp(s)://HOST/APP/KEY (repeatable: several at once)")
-    g.add_argument("--bitrate", type=int, default=4000, metavar="KBPS", help="H.264 bitrate (default 4000)")
-    g.add_argument("--keyframe", type=float, default=2.0, metavar="S",
-                   help="seconds between keyframes (default 2, what platforms ask)")
-    g.add_argument("--preset", default="veryfast", choices=("ultrafast", "superfast", "veryfast", "faster", "fast"),
+    from engine.stream_options import X264_PRESETS
+
+    g.add_argument("--bitrate", type=_stream_option("bitrate_kbps", int), default=4000, metavar="KBPS",
+                   help="H.264 bitrate, 300 to 51000 (default 4000)")
+    g.add_argument("--keyframe", type=_stream_option("keyframe_s", float), default=2.0, metavar="S",
+                   help="seconds between keyframes, 0.5 to 10 (default 2, what platforms ask)")
+    g.add_argument("--preset", default="veryfast", choices=X264_PRESETS,
                    help="x264 speed/quality (default veryfast); ultrafast on a 2-core rig at 1080p30")
+
+
+def _stream_option(name: str, kind: type) -> Callable[[str], Any]:
+    """An argparse type for a stream output option: out of range is a usage error, before anything starts."""
+    from engine.stream_options import STREAM_LIMITS
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        try:
+            STREAM_LIMITS[name].check(name, value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).replace(name, "value")) from None
+        return value
+
+    return parse
 
 
 def _add_eval(sub) -> None:

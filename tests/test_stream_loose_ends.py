@@ -76,3 +76,48 @@ def test_closing_a_connected_output_loses_nothing_sent(tmp_path: Path) -> None:
     # The far end keeps all but the last few frames, as before this change: an SRT receiver drops the packets
     # in flight when the sender hangs up (measured 55-57 of 60 with and without it).
     assert len([t for t in times.split() if t.strip(",")]) >= 54
+
+
+def _children() -> set[int]:
+    """This process's child processes (an FFmpeg the sink started would be one)."""
+    import os
+
+    pids: set[int] = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        pids |= {int(p) for p in (task / "children").read_text().split()}
+    return pids
+
+
+BAD_OPTIONS = [({"bitrate_kbps": 0}, "bitrate_kbps must be in"), ({"bitrate_kbps": 10**9}, "bitrate_kbps must be in"),
+               ({"bitrate_kbps": "6000k"}, "bitrate_kbps must be a number"),
+               ({"bitrate_kbps": 4000.5}, "whole number"), ({"bitrate_kbps": True}, "must be a number"),
+               ({"keyframe_s": 0}, "keyframe_s must be in"), ({"keyframe_s": float("nan")}, "finite"),
+               ({"keyframe_s": 3600}, "keyframe_s must be in"),
+               ({"preset": "placebo"}, "preset must be one of"), ({"preset": "veryfast -f null"}, "preset must be one of")]
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize(("options", "message"), BAD_OPTIONS)
+def test_bad_stream_options_are_refused_before_ffmpeg_starts(options: dict, message: str) -> None:
+    before = _children()
+    with pytest.raises(ValueError, match=message):
+        StreamSink(f"srt://127.0.0.1:{free_port()}?mode=listener", 320, 240, Fraction(30), **options)
+    assert _children() - before == set(), "an FFmpeg was started for a refused option"
+
+
+@pytest.mark.parametrize("args", [["--bitrate", "0"], ["--bitrate", "6000.5"], ["--keyframe", "60"],
+                                  ["--keyframe", "nan"], ["--preset", "placebo"]])
+def test_cli_refuses_bad_stream_options_before_anything_loads(args: list[str], capsys) -> None:
+    from blurcast.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["engine", "start", "--source", "srt://:9000", "--out", "srt://:9001", *args])
+    assert exit_.value.code == 2
+    assert f"argument {args[0]}" in capsys.readouterr().err
+
+
+def test_good_stream_options_pass_unchanged() -> None:
+    from engine.stream_options import check_stream_options, published_stream_limits
+
+    assert check_stream_options(6000.0, 1, "ultrafast") == (6000, 1.0, "ultrafast")
+    assert published_stream_limits()["bitrate_kbps"]["min"] == 300

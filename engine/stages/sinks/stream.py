@@ -33,6 +33,7 @@ import numpy as np
 
 from engine.stages.anonymize import SafeFrame
 from engine.stages.sink import SinkError, _check
+from engine.stream_options import check_stream_options
 from engine.stages.sources.audio import BYTES_PER_SAMPLE, CHANNELS, RATE, AudioTap
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class StreamSink:
 
     def __init__(self, url: str, width: int, height: int, fps: Fraction, audio: AudioTap | None = None,
                  bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "veryfast") -> None:
+        bitrate_kbps, keyframe_s, preset = check_stream_options(bitrate_kbps, keyframe_s, preset)  # before FFmpeg
         ffmpeg = shutil.which("ffmpeg")
         if ffmpeg is None:
             raise SinkError("stream outputs need ffmpeg on PATH (Debian: `apt-get install ffmpeg`)")

@@ -88,7 +88,8 @@ def _children() -> set[int]:
     return pids
 
 
-BAD_OPTIONS = [({"bitrate_kbps": 0}, "bitrate_kbps must be in"), ({"bitrate_kbps": 10**9}, "bitrate_kbps must be in"),
+BAD_OPTIONS = [({"bitrate_kbps": 0}, "bitrate_kbps must be in"),
+               ({"bitrate_kbps": 10**9}, "bitrate_kbps must be in"),
                ({"bitrate_kbps": "6000k"}, "bitrate_kbps must be a number"),
                ({"bitrate_kbps": 4000.5}, "whole number"), ({"bitrate_kbps": True}, "must be a number"),
                ({"keyframe_s": 0}, "keyframe_s must be in"), ({"keyframe_s": float("nan")}, "finite"),
@@ -121,3 +122,58 @@ def test_good_stream_options_pass_unchanged() -> None:
 
     assert check_stream_options(6000.0, 1, "ultrafast") == (6000, 1.0, "ultrafast")
     assert published_stream_limits()["bitrate_kbps"]["min"] == 300
+
+
+def _clip_pcm(clip: Path, seconds: float) -> bytes:
+    from engine.stages.sources.audio import CHANNELS, RATE
+
+    return subprocess.run(["ffmpeg", "-v", "error", "-i", str(clip), "-t", str(seconds), "-vn", "-ac", str(CHANNELS),
+                           "-ar", str(RATE), "-f", "s16le", "pipe:1"], capture_output=True, check=True).stdout
+
+
+@needs_ffmpeg
+def test_pending_sound_is_capped_and_keeps_its_place(dev_clip: Path) -> None:
+    """The dev clip's own sound, in the decoder's 4096-byte chunks, held while the picture's time is unknown."""
+    from engine.stages.sources.audio import BYTES_PER_SAMPLE, RATE, PendingAudio
+
+    pcm = _clip_pcm(dev_clip, 5.0)
+    chunk = 1024 * BYTES_PER_SAMPLE
+    pending = PendingAudio(max_s=1.0)
+    dropped = sum(pending.add(pcm[i:i + chunk]) for i in range(0, len(pcm), chunk))
+    total = len(pcm) // BYTES_PER_SAMPLE
+    start, held = pending.take(first_sample=-1000)
+    assert len(held) <= RATE * BYTES_PER_SAMPLE, "more than the cap was held"
+    assert dropped + len(held) // BYTES_PER_SAMPLE == total
+    assert start == -1000 + dropped, "what is held must keep its place on the clock"
+    assert held == pcm[dropped * BYTES_PER_SAMPLE:], "the newest sound is kept, the oldest dropped"
+    assert pending.take(0) == (0, b""), "taking empties it"
+
+
+@needs_ffmpeg
+def test_sound_long_before_the_picture_is_capped_and_logged_once(tmp_path: Path, monkeypatch, caplog) -> None:
+    """A sender whose sound starts 6 s before its picture (over SRT, real FFmpeg at both ends): the sound the
+    rig holds until the picture's time is known stops growing at the cap, logged once however much is dropped."""
+    import engine.stages.sources.audio as audio
+    from engine.stages.source import SourceError
+    from engine.stages.sources import open_source
+
+    monkeypatch.setattr(audio, "MAX_PENDING_S", 1.0)
+    lead = tmp_path / "lead.ts"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-t", "10", "-i", "sine=f=440:r=48000", "-itsoffset", "6",
+                    "-f", "lavfi", "-t", "4", "-i", "testsrc2=s=160x120:r=30", "-map", "1:v", "-map", "0:a",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-g", "15", "-c:a", "aac", "-f", "mpegts", str(lead)],
+                   check=True)
+    port = free_port()
+    sender = subprocess.Popen(["ffmpeg", "-v", "error", "-re", "-i", str(lead), "-c", "copy", "-f", "mpegts",
+                               f"srt://127.0.0.1:{port}?mode=listener"], stderr=subprocess.DEVNULL)
+    caplog.set_level(logging.WARNING, logger="engine.stages.sources.ffmpeg_pipe")
+    try:
+        source = open_source(f"srt://127.0.0.1:{port}", open_timeout_s=10)
+        source.close()
+    except SourceError:
+        pass  # no picture in time: the rig gives up on this sender, as it should
+    finally:
+        sender.kill()
+        sender.wait()
+    capped = [r for r in caplog.records if "ahead of its first picture" in r.getMessage()]
+    assert len(capped) == 1, [r.getMessage() for r in caplog.records]

@@ -33,8 +33,8 @@ import numpy as np
 
 from engine.stages.anonymize import SafeFrame
 from engine.stages.sink import SinkError, _check
-from engine.stream_options import check_stream_options
 from engine.stages.sources.audio import BYTES_PER_SAMPLE, CHANNELS, RATE, AudioTap
+from engine.stream_options import check_stream_options
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import queue
 import threading
+from collections import deque
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +19,7 @@ RATE = 48_000
 CHANNELS = 2
 BYTES_PER_SAMPLE = 2 * CHANNELS  # s16le, interleaved
 MAX_QUEUED_CHUNKS = 2_000  # ~40 s of 1024-sample chunks: far above any video delay, bounds a stuck reader
+MAX_PENDING_S = 10.0  # sound held until the first frame's time is known: a sender's sound may lead its picture
 
 
 class AudioTap:
@@ -58,3 +60,36 @@ class AudioTap:
     def listeners(self) -> int:
         with self._lock:
             return len(self._subscribers)
+
+
+class PendingAudio:
+    """Sound that arrives before its place on the video's clock is known (FFmpeg's first timestamps), capped
+    at `max_s` seconds: past that the oldest is dropped (`add` says how many samples), so a picture that comes
+    late, or never, cannot grow it without bound. One per decoder session."""
+
+    def __init__(self, max_s: float | None = None) -> None:
+        self.max_s = MAX_PENDING_S if max_s is None else max_s
+        self.max_bytes = int(self.max_s * RATE) * BYTES_PER_SAMPLE
+        self._chunks: deque[bytes] = deque()
+        self._bytes = 0
+        self._head_dropped = 0  # samples dropped from the front
+
+    def add(self, chunk: bytes) -> int:
+        """Hold `chunk`; the number of samples dropped to stay under the cap."""
+        self._chunks.append(chunk)
+        self._bytes += len(chunk)
+        dropped = 0
+        while self._bytes > self.max_bytes and len(self._chunks) > 1:
+            old = self._chunks.popleft()
+            self._bytes -= len(old)
+            dropped += len(old) // BYTES_PER_SAMPLE
+        self._head_dropped += dropped
+        return dropped
+
+    def take(self, first_sample: int) -> tuple[int, bytes]:
+        """Everything held, as one chunk, and its first sample's index given where the first chunk received
+        starts (`first_sample`): what was dropped moves the start, so the sound keeps its place."""
+        start, pcm = first_sample + self._head_dropped, b"".join(self._chunks)
+        self._chunks.clear()
+        self._bytes = self._head_dropped = 0
+        return start, pcm

@@ -33,7 +33,7 @@ from fractions import Fraction
 import numpy as np
 
 from engine.stages.source import SourceError, SourceInfo
-from engine.stages.sources.audio import BYTES_PER_SAMPLE, CHANNELS, RATE, AudioTap
+from engine.stages.sources.audio import BYTES_PER_SAMPLE, CHANNELS, RATE, AudioTap, PendingAudio
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class FFmpegSource:
         self._input_args = input_args
         self.stall_s, self.retry_s, self.waits_for_sender = stall_s, retry_s, waits_for_sender
         self.audio = AudioTap()
+        self.audio_dropped_samples = 0  # sound that ran too far ahead of the first picture (PendingAudio)
         self.has_audio = False  # what the last connection's input held
         self.dropped = 0
         self.state = "connecting"
@@ -322,19 +323,23 @@ class FFmpegSource:
     def _read_audio(self, session: _Session) -> None:
         """Read the sound without ever blocking FFmpeg; publish it once the video's clock is known."""
         assert session.audio_fd is not None
-        pending: list[bytes] = []
-        sample = None
+        sample, pending = None, PendingAudio()
         with os.fdopen(session.audio_fd, "rb", buffering=0) as pipe:
             while chunk := _read_exact(pipe, AUDIO_CHUNK, partial=True):
                 if sample is None:
-                    pending.append(chunk)
+                    self._count_dropped_audio(pending.add(bytes(chunk)), pending.max_s)  # capped
                     if not (session.base_ready.is_set() and session.pts_known.is_set()):
                         continue
                     lead = session.first_pts["audio"] - session.first_pts["video"]  # sound before the 1st frame: < 0
-                    sample = round(session.base_index * RATE / self._fps + lead * RATE)
-                    chunk, pending = b"".join(pending), []
+                    sample, chunk = pending.take(round(session.base_index * RATE / self._fps + lead * RATE))
                 self.audio.publish(sample, chunk)
                 sample += len(chunk) // BYTES_PER_SAMPLE
+
+    def _count_dropped_audio(self, samples: int, cap_s: float) -> None:
+        if samples and not self.audio_dropped_samples:  # logged once per source; the count goes on
+            log.warning("source %s: its sound runs over %g s ahead of its first picture; the oldest is dropped "
+                        "(counted: audio_dropped_samples)", self.spec, cap_s)
+        self.audio_dropped_samples += samples
 
     def _restart_decoder(self, session: _Session) -> None:
         """A new size: decode again from the next keyframe at that size; the connection stays up."""

@@ -94,7 +94,8 @@ BAD_OPTIONS = [({"bitrate_kbps": 0}, "bitrate_kbps must be in"),
                ({"bitrate_kbps": 4000.5}, "whole number"), ({"bitrate_kbps": True}, "must be a number"),
                ({"keyframe_s": 0}, "keyframe_s must be in"), ({"keyframe_s": float("nan")}, "finite"),
                ({"keyframe_s": 3600}, "keyframe_s must be in"),
-               ({"preset": "placebo"}, "preset must be one of"), ({"preset": "veryfast -f null"}, "preset must be one of")]
+               ({"preset": "placebo"}, "preset must be one of"),
+               ({"preset": "veryfast -f null"}, "preset must be one of")]
 
 
 @needs_ffmpeg
@@ -177,3 +178,35 @@ def test_sound_long_before_the_picture_is_capped_and_logged_once(tmp_path: Path,
         sender.wait()
     capped = [r for r in caplog.records if "ahead of its first picture" in r.getMessage()]
     assert len(capped) == 1, [r.getMessage() for r in caplog.records]
+
+
+@needs_ffmpeg
+def test_a_stalled_output_is_logged_once_then_as_a_count(monkeypatch, caplog) -> None:
+    """A stream output that stops taking sound (its far end gone) while the source's sound flows: one warning,
+    then a count every STALL_LOG_S, not one per 21 ms chunk."""
+    import engine.stages.sources.audio as audio
+    from engine.stages.sources import open_source
+    from tests.stream_util import send, sync_inputs
+
+    monkeypatch.setattr(audio, "MAX_QUEUED_CHUNKS", 10)  # full after 0.2 s instead of 40 s
+    monkeypatch.setattr(audio, "STALL_LOG_S", 1.0)
+    port = free_port()
+    sender = send(sync_inputs(160, 120, 30, 10), f"srt://127.0.0.1:{port}?mode=listener")
+    caplog.set_level(logging.WARNING, logger="engine.stages.sources.audio")
+    source = open_source(f"srt://127.0.0.1:{port}", open_timeout_s=15)
+    try:
+        assert source.has_audio
+        stalled = source.audio.subscribe()  # never read, as a writer thread blocked on a dead FFmpeg
+        deadline = time.monotonic() + 3.5
+        while time.monotonic() < deadline:
+            source.read()  # the engine keeps taking frames meanwhile
+        assert stalled.full()
+    finally:
+        source.close()
+        sender.kill()
+        sender.wait()
+    messages = [r.getMessage() for r in caplog.records if r.name == "engine.stages.sources.audio"]
+    assert messages and "chunks behind" in messages[0]
+    counts = [m for m in messages[1:] if "still stalled" in m]
+    assert len(messages) == 1 + len(counts) and 1 <= len(counts) <= 4, messages
+    assert sum(int(m.split(": ")[1].split()[0]) for m in counts) > 50, "the count covers the chunks dropped"

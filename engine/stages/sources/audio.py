@@ -11,6 +11,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections import deque
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,7 @@ RATE = 48_000
 CHANNELS = 2
 BYTES_PER_SAMPLE = 2 * CHANNELS  # s16le, interleaved
 MAX_QUEUED_CHUNKS = 2_000  # ~40 s of 1024-sample chunks: far above any video delay, bounds a stuck reader
+STALL_LOG_S = 10.0  # a stalled output's dropped sound is logged as a count this often
 MAX_PENDING_S = 10.0  # sound held until the first frame's time is known: a sender's sound may lead its picture
 
 
@@ -27,6 +29,7 @@ class AudioTap:
 
     def __init__(self) -> None:
         self._subscribers: list[queue.Queue[tuple[int, bytes] | None]] = []
+        self._drops: dict[queue.Queue, tuple[int, float | None]] = {}  # stalled output -> (dropped, logged at)
         self._lock = threading.Lock()
 
     def subscribe(self) -> queue.Queue[tuple[int, bytes] | None]:
@@ -39,6 +42,7 @@ class AudioTap:
         with self._lock:
             if q in self._subscribers:
                 self._subscribers.remove(q)
+            self._drops.pop(q, None)
         while True:  # wake its reader even if it is full
             try:
                 q.put_nowait(None)
@@ -54,7 +58,22 @@ class AudioTap:
             try:
                 q.put_nowait((first_sample, pcm))
             except queue.Full:  # an output that stopped reading: it will fill the gap with silence
-                log.warning("an audio output is %d chunks behind; dropping sound for it", MAX_QUEUED_CHUNKS)
+                self._note_drop(q)
+
+    def _note_drop(self, q: queue.Queue) -> None:
+        """A stalled output's dropped sound, logged once, then as a count every STALL_LOG_S (not per chunk:
+        ~47 chunks a second would flood the log for as long as the far end stays away)."""
+        now = time.monotonic()
+        with self._lock:
+            dropped, logged_at = self._drops.get(q, (0, None))
+            dropped += 1
+            due = logged_at is None or now - logged_at >= STALL_LOG_S
+            self._drops[q] = (0 if due else dropped, now if due else logged_at)
+        if logged_at is None:
+            log.warning("an audio output is %d chunks behind; dropping sound for it", q.maxsize)
+        elif due:
+            log.warning("an audio output is still stalled: %d sound chunks dropped in the last %.0f s", dropped,
+                        now - logged_at)
 
     @property
     def listeners(self) -> int:

@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from engine.client import EnginePaths, state_dir
+from engine.client import EnginePaths, private_dir, state_dir
 from engine.multistream import MultiStreamEngine, StreamSpec
 from engine.service import open_sink
 from engine.stages.sources import open_source
@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 def stream_spec(name: str, source: str, home: Path, loop: bool = False, record: bool = False) -> StreamSpec:
     """A stream with its own facebank (`<home>/facebank.json`), its gallery and its facebank commands."""
     paths = EnginePaths(home)
-    home.mkdir(parents=True, exist_ok=True)
+    private_dir(home.parent)  # the streams' folder, then this stream's: 0700 each
+    private_dir(home)
     store = Facebank(paths.facebank)
     gallery = LiveGallery(store)
     opened = open_source(source, loop=loop)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.client import private_dir
 from engine.config import Settings, load_settings
 from engine.pipeline import Pipeline
 from engine.recognition.gallery import Gallery
@@ -224,7 +225,7 @@ class MultiStreamEngine:
         self.networks = SharedNetworks(len(specs), backend, device, half, wait_ms)
         self.engines: dict[str, Engine] = {}
         for spec in specs:
-            spec.home.mkdir(parents=True, exist_ok=True)
+            private_dir(spec.home)  # 0700, as the single engine's: its log and socket tell what the camera sees
             settings = load_settings(spec.home / "settings.json")
             self.engines[spec.name] = Engine(settings, _open(spec), list(spec.sinks),
                                              pipeline=self.networks.pipeline(settings, spec.gallery))

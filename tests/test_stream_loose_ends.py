@@ -210,3 +210,18 @@ def test_a_stalled_output_is_logged_once_then_as_a_count(monkeypatch, caplog) ->
     counts = [m for m in messages[1:] if "still stalled" in m]
     assert len(messages) == 1 + len(counts) and 1 <= len(counts) <= 4, messages
     assert sum(int(m.split(": ")[1].split()[0]) for m in counts) > 50, "the count covers the chunks dropped"
+
+
+def test_multi_stream_homes_are_private(dev_clip: Path, tmp_path: Path) -> None:
+    """Each stream's folder holds its log, socket and facebank, as the single engine's 0700 state folder does."""
+    from blurcast.multi import stream_spec
+    from engine.multistream import MultiStreamEngine, StreamSpec
+    from engine.stages.source import VideoSource
+
+    spec = stream_spec("a", str(dev_clip), tmp_path / "streams" / "a")  # as `python -m blurcast.multi` does
+    spec.source.close()
+    multi = MultiStreamEngine([StreamSpec("b", VideoSource(str(dev_clip)), tmp_path / "direct" / "b")],
+                              backend="onnxruntime")
+    multi.stop()
+    for folder in (tmp_path / "streams", tmp_path / "streams" / "a", tmp_path / "direct" / "b"):
+        assert folder.stat().st_mode & 0o777 == 0o700, f"{folder}: {oct(folder.stat().st_mode & 0o777)}"

@@ -225,3 +225,50 @@ def test_multi_stream_homes_are_private(dev_clip: Path, tmp_path: Path) -> None:
     multi.stop()
     for folder in (tmp_path / "streams", tmp_path / "streams" / "a", tmp_path / "direct" / "b"):
         assert folder.stat().st_mode & 0o777 == 0o700, f"{folder}: {oct(folder.stat().st_mode & 0o777)}"
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("pix_fmt", ["yuyv422", "nv12", "mjpeg"])
+def test_raw_capture_formats_open_at_their_size_and_rate(tmp_path: Path, pix_fmt: str) -> None:
+    """No capture card here, so the decoder path a V4L2 source uses (the device read directly, no remux) runs
+    on a file that FFmpeg describes as it does a card: for raw YUYV/NV12 its *input* line already says
+    "rawvideo ... 30 fps" (v4l2.c sets avg_frame_rate), before the size is known."""
+    from engine.stages.sources.ffmpeg_pipe import FFmpegSource
+
+    path = tmp_path / f"card-{pix_fmt}.avi"
+    codec = ["-c:v", "mjpeg", "-pix_fmt", "yuvj422p"] if pix_fmt == "mjpeg" else ["-c:v", "rawvideo", "-pix_fmt",
+                                                                                   pix_fmt]
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=320x240:r=25", "-t", "3", *codec,
+                    "-f", "avi", str(path)], check=True)
+    for _ in range(3):  # the bug was a race between FFmpeg's log lines: try it more than once
+        source = FFmpegSource(f"v4l2://{path}", ["-re"], str(path), "cannot open", kind="camera", open_timeout_s=10,
+                              remux=False)
+        try:
+            frames = [source.read() for _ in range(5)]
+            assert all(f is not None and f.shape == (240, 320, 3) for f in frames)
+            assert (source.info.width, source.info.height, round(source.info.fps)) == (320, 240, 25)
+        finally:
+            source.close()
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("format=yuyv&size=1920x1080&fps=30", ["-input_format", "yuyv422", "-video_size", "1920x1080", "-framerate", "30"]),
+    ("format=mjpeg&size=1280x720&fps=60", ["-input_format", "mjpeg", "-video_size", "1280x720", "-framerate", "60"]),
+    ("format=nv12&fps=30000/1001", ["-input_format", "nv12", "-framerate", "30000/1001"]),
+    ("format=h264&size=1920x1080", ["-input_format", "h264", "-video_size", "1920x1080"]),
+    ("", []),
+])
+def test_v4l2_command_for_each_format(query: str, expected: list[str]) -> None:
+    from engine.stages.sources.v4l2 import v4l2_args
+
+    args, device = v4l2_args(f"v4l2:///dev/video2?{query}")
+    assert device == "/dev/video2" and args == ["-f", "v4l2", *expected]
+
+
+@pytest.mark.parametrize("query", ["format=rgb565", "size=1920*1080", "fps=fast", "fps=0", "fps=-30", "fps=30/0"])
+def test_v4l2_bad_modes_are_refused_before_ffmpeg(query: str) -> None:
+    from engine.stages.source import SourceError
+    from engine.stages.sources.v4l2 import v4l2_args
+
+    with pytest.raises(SourceError):
+        v4l2_args(f"v4l2:///dev/video0?{query}")

@@ -253,12 +253,14 @@ class FFmpegSource:
 
     def _read_log(self, session: _Session) -> None:
         assert session.proc is not None and session.proc.stderr is not None
+        in_output = False  # the rate is the *output's*: a raw input (V4L2 YUYV) also says "rawvideo ... fps"
         for raw in session.proc.stderr:
             line = raw.decode(errors="replace").rstrip()
             session.log_tail.append(line)
             if line.startswith("encoder <- "):
                 self._note_first_pts(session, line)
                 continue
+            in_output = in_output or line.startswith("Output #")
             if m := _GRAPH_INPUT.search(line):
                 size = (int(m.group(1)), int(m.group(2)))
                 if session.size is None:
@@ -266,7 +268,7 @@ class FFmpegSource:
                 elif size != session.size:
                     log.warning("%s changed size %dx%d -> %dx%d", self.spec, *session.size, *size)
                     session.size_changed = True
-            elif (m := _OUT_FPS.search(line)) and session.fps is None:
+            elif in_output and (m := _OUT_FPS.search(line)) and session.fps is None:
                 session.fps = float(m.group(1))
                 session.configured.set()
         session.configured.set()  # the process ended: unblock the video reader

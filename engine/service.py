@@ -119,7 +119,7 @@ class EngineService:
         }
 
     def telemetry(self) -> dict:
-        outputs = [{"name": s.name, "path": str(getattr(s, "path", "") or "") or None} for s in self.engine.sinks]
+        outputs = [_output(s) for s in self.engine.sinks]
         enrolment = self.enrolment.status() if self.enrolment is not None else None
         return {**self.engine.telemetry(), "pid": os.getpid(), "outputs": outputs, "enrolment": enrolment}
 
@@ -232,6 +232,13 @@ class EngineService:
 
 def default_settings() -> Settings:
     return load_settings(default_paths().settings)
+
+
+def _output(sink: Sink) -> dict:
+    """A running sink as telemetry `outputs` lists it: name, path, and a stream's state and counts."""
+    status = getattr(sink, "status", None)
+    return {"name": sink.name, "path": str(getattr(sink, "path", "") or "") or None,
+            **(status() if callable(status) else {"state": "running"})}
 
 
 def _stream_name(url: object) -> str:

@@ -13,9 +13,9 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, Checkbox, Footer, Input, RadioButton, RadioSet, Static
+from textual.widgets import Button, Checkbox, DataTable, Footer, Input, RadioButton, RadioSet, Static
 
-from tui.format import source_line
+from tui.format import short_path, source_line
 from tui.link import ControlError
 from tui.screens.confirm import ConfirmScreen
 from tui.suggest import PathSuggester
@@ -70,12 +70,50 @@ def default_recording() -> Path:
     return recording_folder() / time.strftime("blurcast-%Y%m%d-%H%M%S.mp4")
 
 
+STREAM_SCHEMES = ("srt://", "rtmp://", "rtmps://")
+OUTPUT_WORDS = {"vcam": "virtual camera", "file": "recording"}
+STREAM_STATE_WORDS = {"waiting for the far end": "waiting"}  # the full words are in `engine status`
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def stream_problem(url: str) -> str | None:
+    """A plain-words reason the text cannot be a stream output, checked before asking the engine."""
+    if not url:
+        return "Type where to send: srt://HOST:PORT, srt://:PORT?mode=listener or rtmp(s)://HOST/APP/KEY."
+    if not url.lower().startswith(STREAM_SCHEMES):
+        return "A stream output starts with srt://, rtmp:// or rtmps://."
+    return None
+
+
+def output_rows(t: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(sink name, what, where, state) for every output the engine reports; the UI's own preview is not one."""
+    reported = [o for o in t.get("outputs") or [] if isinstance(o, dict) and o.get("name") != "preview"]
+    if not reported:  # an older engine: bare names
+        reported = [{"name": n} for n in t.get("sinks") or [] if n != "preview"]
+    rows = []
+    for o in reported:
+        name = str(o.get("name"))
+        what = "stream" if name.startswith("stream ") else OUTPUT_WORDS.get(name, name)
+        where = str(o.get("path") or (name.removeprefix("stream ") if what == "stream" else "")) or "—"
+        state = str(o.get("state") or "running")
+        if what == "stream" and o.get("sent") is not None:
+            state = STREAM_STATE_WORDS.get(state, state) + (f", {o['dropped']} dropped" if o.get("dropped") else "")
+            state += f", {o['reconnects']}× reconnected" if o.get("reconnects") else ""
+        rows.append((name, what, short_path(where, 34) if what == "recording" else _cut(where, 34), state))
+    return rows
+
+
 class OutputScreen(Screen):
     CSS_PATH = "output.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "focus_source", "Source"),
         Binding("v", "toggle_vcam", "Virtual cam"),
         Binding("w", "toggle_record", "Record"),  # starting asks first: it writes the stream to disk
+        Binding("t", "focus_stream", "Stream to"),
+        Binding("x", "stop_stream", "Stop stream"),  # the stream output picked in the list; asks first
         Binding("escape", "leave_input", "Leave field (keys act again)"),
     ]
 
@@ -83,6 +121,7 @@ class OutputScreen(Screen):
         super().__init__()
         self._recording: tuple[str, float] | None = None  # (path, started) of the recording this UI started
         self._last_saved: str | None = None
+        self._rows_shown: list[tuple[str, str, str, str]] | None = None  # the outputs list as last drawn
 
     def compose(self) -> ComposeResult:
         yield EngineBar()
@@ -111,6 +150,15 @@ class OutputScreen(Screen):
             yield Button("Record", id="record-start", compact=True, variant="error")
             yield Button("Stop", id="record-stop", compact=True)
         yield Static(id="record-state", classes="msg")
+        yield Static("Outputs: all the engine sends; stream to SRT or RTMP (t)", classes="section-title")
+        yield DataTable(id="outputs", cursor_type="row", show_header=False, zebra_stripes=False)
+        with Horizontal(classes="row"):
+            yield Input(placeholder="srt://HOST:PORT, srt://:PORT?mode=listener, rtmp(s)://HOST/APP/KEY",
+                        id="stream-url", compact=True)
+            yield Input(placeholder="kb/s", id="stream-bitrate", type="integer", compact=True)
+            yield Button("Send", id="stream-start", compact=True, variant="error")
+            yield Button("Stop", id="stream-stop", compact=True)
+        yield Static(id="stream-msg", classes="msg")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -154,6 +202,35 @@ class OutputScreen(Screen):
         self.query_one("#switch", Button).disabled = self._app.engine_state in ("starting", "detached")
         paths = {o.get("name"): o.get("path") for o in t.get("outputs") or [] if isinstance(o, dict)}
         self._show_recording("file" in sinks, live, paths.get("file"))
+        self._show_outputs(output_rows(t) if live else [], live)
+
+    def _show_outputs(self, rows: list[tuple[str, str, str, str]], live: bool) -> None:
+        """The list of outputs, rebuilt only when it changed (a rebuild would move the picked row)."""
+        table = self.query_one("#outputs", DataTable)
+        if not table.columns:
+            table.add_columns("what", "where", "state")
+        shown = list(rows)
+        if shown != self._rows_shown:
+            picked = self._picked_output()
+            table.clear()
+            for name, what, where, state in shown:
+                table.add_row(what, where, state, key=name)
+            if not shown:
+                table.add_row("—", "nothing leaves the engine" if live else "engine not live", "", key="-none-")
+            names = [row[0] for row in shown]
+            if picked in names:
+                table.move_cursor(row=names.index(picked))
+            self._rows_shown = shown
+        streams = [row for row in rows if row[1] == "stream"]
+        self.query_one("#stream-stop", Button).disabled = not (live and streams)
+        self.query_one("#stream-start", Button).disabled = not live
+
+    def _picked_output(self) -> str | None:
+        table = self.query_one("#outputs", DataTable)
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return None if key == "-none-" else key
 
     def _show_recording(self, recording: bool, live: bool, engine_path: str | None = None) -> None:
         state = self.query_one("#record-state", Static)
@@ -183,7 +260,8 @@ class OutputScreen(Screen):
         self.post_message(CommandResult(area, True, done))
 
     def on_command_result(self, message: CommandResult) -> None:
-        target = {"source": "#source-msg", "vcam": "#vcam-msg", "record": "#record-state"}[message.area]
+        target = {"source": "#source-msg", "vcam": "#vcam-msg", "record": "#record-state",
+                  "stream": "#stream-msg"}[message.area]
         label = self.query_one(target, Static)
         if message.area == "vcam" and not message.ok:
             text = f"The virtual camera cannot start. {message.text}"
@@ -271,6 +349,43 @@ class OutputScreen(Screen):
         self._last_saved, self._recording = saved, None
         self.command("record", f"Recording stopped; saved {saved}.", "sink_stop", name="file")
 
+    @on(Input.Submitted, "#stream-url")
+    @on(Input.Submitted, "#stream-bitrate")
+    @on(Button.Pressed, "#stream-start")
+    def ask_start_stream(self) -> None:
+        """Sending the stream somewhere new puts it on air there: only after a yes (Enter in a field too)."""
+        url = self.query_one("#stream-url", Input).value.strip()
+        if problem := stream_problem(url):
+            self.on_command_result(CommandResult("stream", False, problem))
+            return
+        self.app.push_screen(ConfirmScreen(f"Send the anonymized stream to {url}? (y/n)"),
+                             lambda yes: self.start_stream(url) if yes else None)
+
+    def start_stream(self, url: str) -> None:
+        args: dict[str, Any] = {"kind": "stream", "path": url}
+        if bitrate := self.query_one("#stream-bitrate", Input).value.strip():
+            args["bitrate_kbps"] = int(bitrate)  # the engine checks the range and says it in words
+        self.on_command_result(CommandResult("stream", True, "starting the stream output…"))
+        self.command("stream", "Stream output started: it shows in the list above.", "sink_start", **args)
+
+    @on(Button.Pressed, "#stream-stop")
+    def action_stop_stream(self) -> None:
+        """Stop the stream output picked in the list (the only one, if one); asks first: it ends a broadcast."""
+        streams = [row[0] for row in output_rows(self._app.telemetry or {}) if row[1] == "stream"]
+        picked = self._picked_output()
+        name = picked if picked in streams else streams[0] if len(streams) == 1 else None
+        if name is None:
+            text = "Pick the stream to stop in the list (↑/↓), then x." if streams else "No stream output is running."
+            self.on_command_result(CommandResult("stream", False, text))
+            return
+        where = name.removeprefix("stream ")
+        self.app.push_screen(ConfirmScreen(f"Stop sending to {where}? (y/n)"),
+                             lambda yes: self.command("stream", f"Stopped sending to {where}.", "sink_stop",
+                                                      name=name) if yes else None)
+
+    def action_focus_stream(self) -> None:
+        self.query_one("#stream-url", Input).focus()
+
     # --- actions ----------------------------------------------------------------------------------------------
     def action_focus_source(self) -> None:
         self.query_one("#source-spec", Input).focus()
@@ -292,7 +407,7 @@ class OutputScreen(Screen):
         self.query_one("#source-kind", RadioSet).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("toggle_vcam", "toggle_record"):
+        if action in ("toggle_vcam", "toggle_record", "stop_stream", "focus_stream"):
             return True if self._app.engine_state == "live" else None
         if action == "leave_input":
             return isinstance(self.focused, Input)

@@ -192,6 +192,16 @@ class StreamSink:
         if code not in (0, -9) and self.frames_sent == 0:
             raise SinkError(f"ffmpeg failed sending to {self.path}: {self._stderr()}")
 
+    def status(self) -> dict:
+        """For telemetry `outputs` (and the UI's output list): how the far end is taking the stream."""
+        if self._proc.poll() is not None:
+            state = "reconnecting"
+        elif self._video.full():  # FFmpeg takes no frames: nobody called the listener yet, or the uplink stalls
+            state = "waiting for the far end"
+        else:
+            state = "sending"
+        return {"state": state, "sent": self.frames_sent, "dropped": self.dropped, "reconnects": self.reconnects}
+
     # --- writer threads ---------------------------------------------------------------------------------------
     def _fit(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]

@@ -123,3 +123,26 @@ def test_output_rows_list_every_output_with_its_state() -> None:
     older = {"sinks": ["vcam", "stream rtmp://a/live/***"]}  # an engine without `outputs`
     assert [r[1] for r in output_rows(older)] == ["virtual camera", "stream"]
     assert stream_problem("") and stream_problem("http://x") and stream_problem("RTMPS://a/b/c") is None
+
+
+STREAMING = {"sinks": ["vcam", "stream srt://:9001?mode=listener", "stream rtmps://live.twitch.tv/app/***"],
+             "outputs": [{"name": "vcam", "path": "/dev/video10", "state": "running"},
+                         {"name": "stream srt://:9001?mode=listener", "path": "srt://:9001?mode=listener",
+                          "state": "waiting for the far end", "sent": 1, "dropped": 230, "reconnects": 0},
+                         {"name": "stream rtmps://live.twitch.tv/app/***", "path": "rtmps://live.twitch.tv/app/***",
+                          "state": "sending", "sent": 5210, "dropped": 3, "reconnects": 1}]}
+
+
+def test_output_screen_lists_streams(tmp_path: Path, snap_compare) -> None:
+    """At 80x24: the virtual camera and two streams (one waiting for its caller), the stream row and its keys."""
+    from tests.test_tui_snapshots import TELEMETRY, feed, settle
+
+    app = make_app(EnginePaths(tmp_path), source="0", start_engine=False, attach=False,
+                   facebank_path=tmp_path / "facebank.json")
+
+    async def run_before(pilot: Pilot) -> None:
+        await feed(pilot, {**TELEMETRY, **STREAMING}, preview=False)
+        await pilot.press("o")
+        await settle(pilot)
+
+    assert snap_compare(app, run_before=run_before, terminal_size=(80, 24))

@@ -18,6 +18,7 @@ import pytest
 
 from engine.config import Settings
 from engine.stages.anonymize import Anonymizer, SafeFrame
+from engine.stages.sink import SinkError
 from engine.stages.sinks import StreamSink
 from tests.stream_util import free_port, record, stream_kinds
 
@@ -272,3 +273,36 @@ def test_v4l2_bad_modes_are_refused_before_ffmpeg(query: str) -> None:
 
     with pytest.raises(SourceError):
         v4l2_args(f"v4l2:///dev/video0?{query}")
+
+
+@needs_ffmpeg
+def test_debug_log_of_the_ffmpeg_command_hides_the_passphrase(caplog) -> None:
+    """FFmpeg's own command line still carries it (see docs/streaming.md), but the engine's log does not."""
+    from engine.stages.source import SourceError
+    from engine.stages.sources import open_source
+
+    secret = "not-in-the-log-0123"
+    caplog.set_level(logging.DEBUG, logger="engine.stages.sources.ffmpeg_pipe")
+    with pytest.raises(SourceError) as error:
+        open_source(f"srt://:{free_port()}?mode=listener&passphrase={secret}", open_timeout_s=1.0)
+    assert any("receiver:" in r.getMessage() for r in caplog.records), "the command was logged"
+    assert secret not in caplog.text and secret not in str(error.value)
+
+
+@needs_ffmpeg
+def test_an_output_that_cannot_connect_names_no_passphrase(caplog) -> None:
+    """FFmpeg's error names the URL in full ("Connection to srt://...&passphrase=... failed"): not in ours."""
+    secret = "not-in-the-log-4567"
+    caplog.set_level(logging.DEBUG, logger="engine.stages.sinks.stream")
+    sink = StreamSink(f"srt://127.0.0.1:{free_port()}?mode=caller&passphrase={secret}", 320, 240, Fraction(30))
+    for i, frame in enumerate(_test_frames(5)):
+        sink.write_at(frame, i)
+    deadline = time.monotonic() + 15
+    while sink._proc.poll() is None and time.monotonic() < deadline:  # SRT gives up calling after ~3 s
+        time.sleep(0.2)
+    time.sleep(0.5)
+    try:
+        sink.close()
+    except SinkError as exc:  # nothing was sent: close reports FFmpeg's error
+        assert secret not in str(exc) and "failed" in str(exc)
+    assert "Connection to srt://" in caplog.text and secret not in caplog.text

@@ -274,7 +274,7 @@ class StreamSink:
         """Drain FFmpeg's messages (a full pipe would stall it) and keep the last ones for errors."""
         assert self._proc.stderr is not None
         for raw in self._proc.stderr:
-            line = raw.decode(errors="replace").rstrip()
+            line = raw.decode(errors="replace").rstrip().replace(self.url, self.path)  # FFmpeg names the URL in full
             self._log_tail.append(line)
             log.debug("stream output %s: %s", self.path, line)
 

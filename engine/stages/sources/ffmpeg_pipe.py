@@ -103,7 +103,7 @@ class FFmpegSource:
         self._session: _Session | None = None
         if not self._connect(open_timeout_s):
             self._stop_session()
-            raise SourceError(f"{hint} (no frame within {open_timeout_s:.0f} s{self._why()})")
+            raise SourceError(f"{self.hint} (no frame within {open_timeout_s:.0f} s{self._why()})")
         self.info = self._make_info()
 
     # --- the source interface ----------------------------------------------------------------------------
@@ -187,7 +187,7 @@ class FFmpegSource:
         cmd = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-v", "info", *self._input_args, "-i", self.url,
                "-map", "0:v:0", "-map", "0:a:0?", "-c", "copy", "-flush_packets", "1", "-max_interleave_delta", "1",
                "-f", "mpegts", "pipe:1"]  # no interleaving wait: a sender that batches its sound must not batch frames
-        log.debug("receiver: %s", " ".join(cmd))
+        log.debug("receiver: %s", self._loggable(cmd))
         receiver = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         session = _Session(receiver)
         threading.Thread(target=self._read_receiver_log, args=(session, ffmpeg), name="receiver-log",
@@ -227,7 +227,7 @@ class FFmpegSource:
             # async resampling pads gaps with silence, so sample count stays time on the video's clock
             cmd += ["-map", "0:a:0", "-af", "aresample=async=1000", "-ac", str(CHANNELS), "-ar", str(RATE),
                     "-f", "s16le", f"pipe:{audio_w}"]
-        log.debug("decoder: %s", " ".join(cmd))
+        log.debug("decoder: %s", self._loggable(cmd))
         session.proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         pass_fds=(audio_w,) if audio_w is not None else ())
         session.audio_fd = audio_r
@@ -366,6 +366,12 @@ class FFmpegSource:
         self._stop_session()
         return None
 
+    def _loggable(self, cmd: list[str]) -> str:
+        """An FFmpeg command for the log, its URL without the passphrase or stream key (as `spec` is shown)."""
+        from engine.stages.sinks.stream import redact
+
+        return " ".join(redact(arg) if arg == self.url else arg for arg in cmd)
+
     def _make_info(self) -> SourceInfo:
         assert self._first is not None
         h, w = self._first[1].shape[:2]
@@ -376,7 +382,7 @@ class FFmpegSource:
         if session is None:
             return ""
         errors = [line for line in session.log_tail if "rror" in line or "failed" in line or "refused" in line]
-        return f": {errors[-1]}" if errors else ""
+        return f": {errors[-1]}".replace(self.url, self.spec) if errors else ""  # FFmpeg names the URL in full
 
 
 def _read_into(pipe, view: memoryview) -> bool:

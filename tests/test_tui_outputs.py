@@ -146,3 +146,12 @@ def test_output_screen_lists_streams(tmp_path: Path, snap_compare) -> None:
         await settle(pilot)
 
     assert snap_compare(app, run_before=run_before, terminal_size=(80, 24))
+
+
+def test_engine_status_says_how_each_stream_is_taken() -> None:
+    """`blurcast engine status` over SSH: a stream waiting for its caller says so."""
+    from tui.format import outputs_words
+
+    assert outputs_words(STREAMING) == ["virtual camera → /dev/video10",
+                                        "stream → srt://:9001?mode=listener (waiting for the far end, 230 dropped)",
+                                        "stream → rtmps://live.twitch.tv/app/*** (sending, 3 dropped)"]

@@ -178,9 +178,18 @@ def outputs_words(t: dict[str, Any]) -> list[str]:
     outputs = [o for o in t.get("outputs") or [] if isinstance(o, dict)]
     if outputs:
         names = {"vcam": "virtual camera", "file": "recording", "preview": "preview window"}
-        return [names.get(o.get("name"), str(o.get("name"))) + (f" → {o['path']}" if o.get("path") else "")
-                for o in outputs]
+        return [_output_words(names, o) for o in outputs]
     return list(t.get("sinks") or [])
+
+
+def _output_words(names: dict[str, str], o: dict[str, Any]) -> str:
+    """'recording → /r.mp4'; a stream says how the far end takes it: 'stream → srt://… (waiting, 230 dropped)'."""
+    name = str(o.get("name"))
+    words = "stream" if name.startswith("stream ") else names.get(name, name)
+    words += f" → {o['path']}" if o.get("path") else ""
+    if o.get("state") not in (None, "running"):
+        words += f" ({o['state']}" + (f", {o['dropped']} dropped" if o.get("dropped") else "") + ")"
+    return words
 
 
 def status_rows(t: dict[str, Any]) -> list[tuple[str, str]]:

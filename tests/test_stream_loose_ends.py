@@ -170,7 +170,7 @@ def test_sound_long_before_the_picture_is_capped_and_logged_once(tmp_path: Path,
                                f"srt://127.0.0.1:{port}?mode=listener"], stderr=subprocess.DEVNULL)
     caplog.set_level(logging.WARNING, logger="engine.stages.sources.ffmpeg_pipe")
     try:
-        source = open_source(f"srt://127.0.0.1:{port}", open_timeout_s=10)
+        source = open_source(f"srt://127.0.0.1:{port}", open_timeout_s=12)  # the sound overflows at ~6 s
         source.close()
     except SourceError:
         pass  # no picture in time: the rig gives up on this sender, as it should

@@ -38,6 +38,8 @@ def _number(name: str, value: Any, integer: bool) -> float:
     # JSON clients may send 6000.0 for 6000; a bool is an int to Python but never a bitrate.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} must be a number, got {value!r}")
+    if isinstance(value, int) and abs(value) > 10**9:  # no float for it: math.isfinite would overflow
+        raise ValueError(f"{name} is out of range, got a {len(str(abs(value)))}-digit number")
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if integer and value != int(value):

@@ -91,6 +91,7 @@ def _children() -> set[int]:
 
 BAD_OPTIONS = [({"bitrate_kbps": 0}, "bitrate_kbps must be in"),
                ({"bitrate_kbps": 10**9}, "bitrate_kbps must be in"),
+               ({"bitrate_kbps": 10**400}, "bitrate_kbps is out of range"),  # beyond float: was "internal error"
                ({"bitrate_kbps": "6000k"}, "bitrate_kbps must be a number"),
                ({"bitrate_kbps": 4000.5}, "whole number"), ({"bitrate_kbps": True}, "must be a number"),
                ({"keyframe_s": 0}, "keyframe_s must be in"), ({"keyframe_s": float("nan")}, "finite"),
@@ -306,3 +307,16 @@ def test_an_output_that_cannot_connect_names_no_passphrase(caplog) -> None:
     except SinkError as exc:  # nothing was sent: close reports FFmpeg's error
         assert secret not in str(exc) and "failed" in str(exc)
     assert "Connection to srt://" in caplog.text and secret not in caplog.text
+
+
+@needs_ffmpeg
+def test_a_source_that_cannot_connect_says_why_without_its_key() -> None:
+    """FFmpeg's reason (here: refused) reaches the error, masked; before, the failed session's log was gone."""
+    from engine.stages.source import SourceError
+    from engine.stages.sources import open_source
+
+    secret = "key-not-in-the-error-89"
+    with pytest.raises(SourceError) as error:
+        open_source(f"rtmp://127.0.0.1:{free_port()}/live/{secret}", open_timeout_s=3.0)
+    assert "refused" in str(error.value).lower()
+    assert secret not in str(error.value)

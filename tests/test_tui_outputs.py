@@ -86,6 +86,13 @@ def test_streaming_from_the_output_screen(clip_engine: EnginePaths, dev_clip: Pa
             assert "bitrate_kbps must be in [300, 51000]" in str(msg.render())
             assert not any(s.startswith("stream") for s in status(clip_engine)["sinks"])
 
+            app.screen.query_one("#stream-bitrate", Input).value = "-"  # the integer field lets "-" through
+            app.screen.query_one("#stream-url", Input).focus()
+            await pilot.press("enter")
+            await answer(pilot, "y")
+            await until(pilot, lambda: "kb/s is a whole number" in str(msg.render()), what="the UI's refusal")
+            assert not any(s.startswith("stream") for s in status(clip_engine)["sinks"])
+
             app.screen.query_one("#stream-bitrate", Input).value = "800"
             await pilot.click("#stream-start")
             await answer(pilot, "y")

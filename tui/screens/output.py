@@ -364,7 +364,11 @@ class OutputScreen(Screen):
     def start_stream(self, url: str) -> None:
         args: dict[str, Any] = {"kind": "stream", "path": url}
         if bitrate := self.query_one("#stream-bitrate", Input).value.strip():
-            args["bitrate_kbps"] = int(bitrate)  # the engine checks the range and says it in words
+            try:
+                args["bitrate_kbps"] = int(bitrate)  # the engine checks the range and says it in words
+            except ValueError:  # the integer field still lets "-", "+" or "1_" through
+                self.on_command_result(CommandResult("stream", False, "kb/s is a whole number, e.g. 4000"))
+                return
         self.on_command_result(CommandResult("stream", True, "starting the stream output…"))
         self.command("stream", "Stream output started: it shows in the list above.", "sink_start", **args)
 

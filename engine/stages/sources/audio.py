@@ -65,6 +65,8 @@ class AudioTap:
         ~47 chunks a second would flood the log for as long as the far end stays away)."""
         now = time.monotonic()
         with self._lock:
+            if q not in self._subscribers:  # unsubscribed while this chunk was on its way: keep it gone
+                return
             dropped, logged_at = self._drops.get(q, (0, None))
             dropped += 1
             due = logged_at is None or now - logged_at >= STALL_LOG_S

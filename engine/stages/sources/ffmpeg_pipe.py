@@ -101,6 +101,7 @@ class FFmpegSource:
         self._fps = 30.0
         self._first: tuple[int, np.ndarray] | None = None
         self._session: _Session | None = None
+        self._last_errors: list[str] = []  # FFmpeg's errors in the last session that had some: why it failed
         if not self._connect(open_timeout_s):
             self._stop_session()
             raise SourceError(f"{self.hint} (no frame within {open_timeout_s:.0f} s{self._why()})")
@@ -242,6 +243,8 @@ class FFmpegSource:
         session, self._session = self._session, None
         if session is None:
             return
+        if errors := _error_lines(session.log_tail):  # a session stopped mid-connect says nothing new
+            self._last_errors = errors
         session.mapped.set()
         for proc in session.processes():
             if proc.poll() is None:
@@ -378,11 +381,12 @@ class FFmpegSource:
         return SourceInfo(self.spec, self.kind, w, h, self._fps, None)
 
     def _why(self) -> str:
-        session = self._session
-        if session is None:
-            return ""
-        errors = [line for line in session.log_tail if "rror" in line or "failed" in line or "refused" in line]
+        errors = (_error_lines(self._session.log_tail) if self._session is not None else []) or self._last_errors
         return f": {errors[-1]}".replace(self.url, self.spec) if errors else ""  # FFmpeg names the URL in full
+
+
+def _error_lines(tail) -> list[str]:
+    return [line for line in list(tail) if "rror" in line or "failed" in line or "refused" in line]
 
 
 def _read_into(pipe, view: memoryview) -> bool:

@@ -242,17 +242,24 @@ class Engine:
         mailbox: queue.Queue[tuple[np.ndarray, float, int | None]] = queue.Queue(maxsize=1)
         reader = threading.Thread(target=self._read_live, args=(mailbox, pace_files), name="source", daemon=True)
         reader.start()
+        background = getattr(self.pipeline.identifier, "run_in_background", None)
+        if background is not None:  # embeddings off the frame path (engine/recognition/identify_worker.py)
+            background(True)
         index, last = 0, None
-        while not self.stop_event.is_set():
-            try:
-                frame, captured, source_index = mailbox.get(timeout=0.2)
-            except queue.Empty:
-                self._apply_pending()
-                continue
-            dt = (captured - last) if last is not None else 1.0 / self.source.info.fps
-            last = captured
-            self._emit(self.process_one(frame, index, dt, captured), source_index)
-            index += 1
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    frame, captured, source_index = mailbox.get(timeout=0.2)
+                except queue.Empty:
+                    self._apply_pending()
+                    continue
+                dt = (captured - last) if last is not None else 1.0 / self.source.info.fps
+                last = captured
+                self._emit(self.process_one(frame, index, dt, captured), source_index)
+                index += 1
+        finally:
+            if background is not None:
+                background(False)
         reader.join(timeout=2)
 
     def _read_live(self, mailbox: queue.Queue, pace: bool) -> None:

@@ -44,6 +44,7 @@ from engine.faces import (
     box_iou,
 )
 from engine.recognition.gallery import Gallery, Match
+from engine.recognition.identify_worker import VERIFY_LEAD, EmbeddingWorker
 from engine.recognition.recognize import FaceEmbedder, Landmarker, align_face, create_landmarker, face_size, sharpness
 from engine.stages.track import Track
 
@@ -130,6 +131,11 @@ class TrackRecognition:
     anchors: deque = field(default_factory=deque)  # embeddings the gallery accepted while the track was confirmed
     anchored_at: int = -1  # frame of the latest embedding considered for `anchors`
     kept_by_track: bool = False  # visible on self-consistency (head turned), not on the gallery's word
+    # Live mode embeds on a worker thread (identify_worker.py): a crop is in flight for this track, and
+    # `epoch` counts the signs that another face may be under the id (lost, jump, new look, overlap, scene
+    # cut); a result computed from a crop taken before the latest sign is thrown away (fail closed).
+    pending: bool = False
+    epoch: int = 0
 
     @property
     def embedded(self) -> bool:
@@ -160,21 +166,46 @@ class FacebankIdentifier:
         self.embedded_forced = 0
         self.scene_cuts = 0
         self.landmarker = landmarker  # the photo path's alignment; made on first use when not given
+        self.verify_lead = 0  # frames early a visible face is re-verified (live mode: the worker's delay)
+        self.worker: EmbeddingWorker | None = None  # live mode: embeddings off the frame path
         self._prev_frame_patch: np.ndarray | None = None
 
     def status(self) -> dict:
         """The gallery in use now: lets the UI confirm that an enrolment has reached the engine."""
         gallery = self.gallery_provider()
-        return {"people": len(gallery), "photos": len(gallery.embeddings), "embedded": self.embedded_total}
+        return {"people": len(gallery), "photos": len(gallery.embeddings), "embedded": self.embedded_total,
+                "background": self.worker is not None}
+
+    def run_in_background(self, on: bool) -> None:
+        """Live mode (on): embeddings on a worker thread, so the frame loop never waits for the network;
+        off: synchronous again (file mode, deterministic). See identify_worker.py for the fail-closed rules."""
+        if on and self.worker is None:
+            self.worker, self.verify_lead = EmbeddingWorker(self), VERIFY_LEAD
+        elif not on and self.worker is not None:
+            self.worker.close()
+            self.worker, self.verify_lead = None, 0
+
+    def _worker_failed(self, tracks: list[Track]) -> None:
+        """Start again from nothing on a fresh worker, and fail this frame (the pipeline blurs every face)."""
+        assert self.worker is not None
+        error = self.worker.error()
+        self.worker.close()
+        for track in tracks:
+            track.extras.pop(STATE_KEY, None)  # results of the dead worker can never count
+        self.worker = EmbeddingWorker(self)
+        raise error
 
     # --- the per-frame entry point -------------------------------------------------------------------------
     def update(self, frame: np.ndarray, tracks: list[Track], settings: Settings) -> None:
         index, self.frame_index = self.frame_index, self.frame_index + 1
+        if self.worker is not None and self.worker.failed:
+            self._worker_failed(tracks)
         gallery = self.gallery_provider() if settings.recognition else Gallery.empty()
         if gallery.is_empty:
             reason = NO_FACEBANK if settings.recognition else RECOGNITION_OFF
             for track in tracks:  # nothing to recognise: blur all, embed nothing, forget what was seen
-                track.extras.pop(STATE_KEY, None)
+                if isinstance(state := track.extras.pop(STATE_KEY, None), TrackRecognition):
+                    state.epoch += 1  # a result still in flight must not bring it back
                 track.identity = Identity.blurred(LOST if track.lost_frames else reason)
             return
         if self.landmarker is None:
@@ -198,6 +229,7 @@ class FacebankIdentifier:
             track.extras[STATE_KEY] = state
         if track.lost_frames > 0:
             state.suspect = True  # the tracker may re-associate it with another face when it is found again
+            state.epoch += 1
             return state
         landmarks = np.asarray(track.landmarks, np.float32).reshape(5, 2)
         centre, size = landmarks.mean(0), face_size(landmarks)
@@ -212,6 +244,7 @@ class FacebankIdentifier:
             self.policy.same_look
         state.overlapping = self._overlaps(track, tracks)
         state.suspect = state.suspect or jumped or changed or state.overlapping
+        state.epoch += jumped or changed or state.overlapping
         state.prev_centre, state.prev_patch = centre, patch
         return state
 
@@ -248,7 +281,7 @@ class FacebankIdentifier:
             if track.lost_frames > 0:
                 continue  # nothing to look at: the box is a prediction
             size = state.size
-            if size < self.policy.min_face_px:
+            if size < self.policy.min_face_px or state.pending:
                 continue
             candidate = self._due(track, state, size, index)
             if candidate is not None:
@@ -271,7 +304,8 @@ class FacebankIdentifier:
         p = self.policy
         since = index - state.last_frame
         if state.eligible:
-            if state.suspect or since >= p.verify_every:
+            # Live mode asks `verify_lead` frames early, so the result is back before the face goes stale.
+            if state.suspect or since >= p.verify_every - self.verify_lead:
                 return _Candidate(track, state, size, tier=0, forced=True)
             return None  # verified recently enough
         if state.near_match and since >= p.confirm_every:
@@ -301,22 +335,30 @@ class FacebankIdentifier:
 
     # --- embedding and deciding ----------------------------------------------------------------------------
     def _embed(self, frame: np.ndarray, chosen: list[_Candidate], index: int) -> None:
+        if self.worker is not None:
+            self.worker.exchange(frame, chosen, index)
+            return
         if not chosen:
             return
         faces = np.stack([self._aligned(frame, c.track) for c in chosen])
         vectors = self.embedder.embed_aligned(faces)
         for c, face, vector in zip(chosen, faces, vectors, strict=True):
-            if c.state.suspect and not self._same_person(c.state, vector):
-                c.state.embeddings.clear()  # another face under this id now: its old matches must not vouch for it
-                c.state.anchors.clear()
-            c.state.embeddings.append(vector)
-            c.state.last_frame = index
-            c.state.last_size = c.size
-            c.state.last_sharpness = sharpness(face)
-            c.state.doubted = c.state.suspect
-            c.state.suspect = False  # this embedding is of the face the track holds now
-        self.embedded_total += len(chosen)
-        self.embedded_forced += sum(c.forced for c in chosen)
+            self._record(c.state, vector, sharpness(face), c.size, index, c.forced)
+
+    def _record(self, state: TrackRecognition, vector: np.ndarray, sharp: float, size: float, index: int,
+                forced: bool) -> None:
+        """A new embedding of the face this track held in frame `index`."""
+        if state.suspect and not self._same_person(state, vector):
+            state.embeddings.clear()  # another face under this id now: its old matches must not vouch for it
+            state.anchors.clear()
+        state.embeddings.append(vector)
+        state.last_frame = index
+        state.last_size = size
+        state.last_sharpness = sharp
+        state.doubted = state.suspect
+        state.suspect = False  # this embedding is of the face the track holds now
+        self.embedded_total += 1
+        self.embedded_forced += forced
 
     def _same_person(self, state: TrackRecognition, vector: np.ndarray) -> bool:
         return bool(state.embeddings) and float(np.max(np.stack(list(state.embeddings)) @ vector)) >= \
@@ -403,6 +445,7 @@ def _forget(state: TrackRecognition) -> None:
     """Drop every embedding: the face under this track id must be recognised from scratch."""
     state.embeddings.clear()
     state.anchors.clear()
+    state.epoch += 1  # an embedding still in flight is of the face that was forgotten
     state.latest_matched = state.near_match = state.eligible = state.trusted = state.kept_by_track = False
     state.confirmed_name = None
 

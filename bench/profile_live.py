@@ -1,0 +1,201 @@
+"""Where a live frame's time goes: per-stage wall and CPU time at p50 and p95, and what the slow frames had in common.
+
+    python bench/profile_live.py [--size 1920x1080] [--seconds 15] [--allow PHOTO] [--json out.json]
+
+The dev clip (upscaled with FFmpeg to --size, looped) is played as a 30 fps camera through `Engine.run_live`
+into a sink that discards, as bench/bench_engine.py does. Each stage is wrapped with a timer (wall and thread
+CPU): the source's decode, the wait in the mailbox, the detector's main pass and tile pass (on its own thread),
+the pipeline's wait for detection, tracking, identification, anonymizing and the sinks. Frames above the p90
+latency are then compared with the rest, stage by stage: which stage makes a frame slow. `--allow PHOTO`
+enrols a person from a photo (the dev clip's performer), so that identification and embeddings take part.
+Wall times on a shared machine are only comparable inside one run; thread CPU ms are the steadier figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DATA = Path(os.environ.get("BLURCAST_DATA", REPO.parent / "shared" / "data"))
+CLIP = DATA / "video_hamilton" / "short_hamilton_clip.mp4"
+
+log = logging.getLogger("bench")
+
+
+class Timings:
+    """Per frame (by pipeline frame index where known), per stage: wall ms and thread CPU ms."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, dict[str, float]] = defaultdict(dict)
+        self.loose: dict[str, list[float]] = defaultdict(list)  # stages not tied to a frame index
+        self.current = -1  # frame index the frame loop is on
+
+    def wrap(self, owner, attr: str, stage: str, per_frame: bool = True) -> None:
+        inner = getattr(owner, attr)
+
+        def timed(*args, **kwargs):
+            wall, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                wall_ms = (time.perf_counter() - wall) * 1000
+                cpu_ms = (time.thread_time() - cpu) * 1000
+                if per_frame:
+                    row = self.rows[self.current]
+                    row[stage] = row.get(stage, 0.0) + wall_ms
+                    row[stage + "_cpu"] = row.get(stage + "_cpu", 0.0) + cpu_ms
+                else:
+                    self.loose[stage].append(wall_ms)
+                    self.loose[stage + "_cpu"].append(cpu_ms)
+        setattr(owner, attr, timed)
+
+
+class DiscardSink:
+    name = "discard"
+
+    def write(self, frame) -> None:
+        _ = frame.image.shape
+
+    def close(self) -> None:
+        pass
+
+
+def instrument(engine, timings: Timings) -> None:
+    pipeline = engine.pipeline
+    detector = pipeline.detector
+    timings.wrap(detector, "_tile_pass", "tiles")  # on the detector thread, during the frame it serves
+    timings.wrap(detector, "detect", "detect_total")
+    timings.wrap(pipeline.tracker, "update", "track")
+    timings.wrap(pipeline.identifier, "update", "identify")
+    timings.wrap(engine, "_emit", "sinks")
+    timings.wrap(engine.source, "read", "decode", per_frame=False)
+    anonymize = pipeline.anonymizer.apply
+    real_process = pipeline.process
+
+    def process(frame, index, dt):
+        timings.current = index
+        pipeline.anonymizer.apply = _timed_apply(anonymize, timings)
+        return real_process(frame, index, dt)
+    pipeline.process = process
+
+
+def _timed_apply(apply, timings: Timings):
+    def timed(*args, **kwargs):
+        wall, cpu = time.perf_counter(), time.thread_time()
+        out = apply(*args, **kwargs)
+        row = timings.rows[timings.current]
+        row["anonymize"] = (time.perf_counter() - wall) * 1000
+        row["anonymize_cpu"] = (time.thread_time() - cpu) * 1000
+        return out
+    return timed
+
+
+def run(clip: Path, seconds: float, allow: Path | None) -> dict:
+    from engine.config import Settings
+    from engine.runner import Engine
+    from engine.stages.source import VideoSource
+
+    settings = Settings()
+    identifier = _identifier(settings, allow) if allow else None
+    engine = Engine(settings, VideoSource(str(clip), loop=True), [DiscardSink()], identifier=identifier)
+    timings = Timings()
+    instrument(engine, timings)
+    reports: dict[int, tuple[float, float, int]] = {}  # index -> (latency ms, detect wait ms, faces)
+    record = engine.stats.record
+
+    def recorded(report, latency_ms):
+        reports[report.index] = (latency_ms, report.detect_ms or 0.0, len(report.faces))
+        record(report, latency_ms)
+    engine.stats.record = recorded
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    timer = threading.Timer(seconds, engine.stop_event.set)
+    timer.start()
+    engine.run_live()
+    process_cpu_pct = 100 * (time.process_time() - cpu0) / (time.monotonic() - wall0)
+    t = engine.telemetry()
+    engine.close()
+    return summarise(timings, reports, t, process_cpu_pct)
+
+
+def _identifier(settings, photo: Path):
+    from engine.recognition.gallery import Gallery
+    from engine.recognition.identify_facebank import FacebankIdentifier
+    from engine.recognition.recognize import create_embedder, create_landmarker
+    from facebank.enrol import Enroller
+
+    embedder, landmarker = create_embedder(settings), create_landmarker(settings)
+    vector = Enroller(settings, embedder=embedder, landmarker=landmarker).enrol(photo).embedding
+    gallery = Gallery.from_people({"performer": vector[None]})
+    return FacebankIdentifier(embedder, lambda: gallery, landmarker=landmarker)
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 1) if values else None
+
+
+def summarise(timings: Timings, reports: dict, telemetry: dict, process_cpu_pct: float) -> dict:
+    indices = sorted(i for i in reports if i in timings.rows)[30:]  # the first second warms up
+    latency = [reports[i][0] for i in indices]
+    stages = sorted({k for i in indices for k in timings.rows[i]})
+    per_stage = {}
+    slow_cut = np.percentile(latency, 90) if latency else 0
+    slow = [i for i in indices if reports[i][0] >= slow_cut]
+    fast = [i for i in indices if reports[i][0] < slow_cut]
+    for stage in ["detect_wait", *stages]:
+        def values(ids, stage=stage):
+            if stage == "detect_wait":
+                return [reports[i][1] for i in ids]
+            return [timings.rows[i].get(stage, 0.0) for i in ids]
+        per_stage[stage] = {"p50": _pct(values(indices), 50), "p95": _pct(values(indices), 95),
+                            "mean_slow10pct": _pct(values(slow), 50) if slow else None,
+                            "mean_rest": _pct(values(fast), 50) if fast else None}
+    tiled = [i for i in indices if timings.rows[i].get("tiles", 0) > 0]
+    for stage in ("decode", "decode_cpu"):
+        per_stage[stage] = {"p50": _pct(timings.loose[stage], 50), "p95": _pct(timings.loose[stage], 95)}
+    return {"frames": len(indices), "fps": telemetry["fps"], "dropped": telemetry["dropped"],
+            "latency_p50_ms": _pct(latency, 50), "latency_p95_ms": _pct(latency, 95),
+            "latency_max_ms": _pct(latency, 100), "process_cpu_pct_of_one_core": round(process_cpu_pct, 1),
+            "frames_with_tiles": len(tiled), "faces_p50": _pct([reports[i][2] for i in indices], 50),
+            "stages_ms": per_stage}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="1920x1080")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--frames", type=int, default=120, help="clip frames to upscale (looped)")
+    parser.add_argument("--allow", type=Path, help="enrol this photo: identification takes part")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if not CLIP.is_file():
+        log.error("no dev clip at %s (set BLURCAST_DATA)", CLIP)
+        return 2
+    w, h = args.size.split("x")
+    with tempfile.TemporaryDirectory(prefix="blurcast-profile-") as tmp:
+        clip = Path(tmp) / "clip.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(CLIP), "-vf", f"scale={w}:{h}", "-frames:v",
+                        str(args.frames), "-c:v", "libx264", "-crf", "16", "-preset", "veryfast", "-an", str(clip)],
+                       check=True)
+        figures = run(clip, args.seconds, args.allow)
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

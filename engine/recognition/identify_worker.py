@@ -1,0 +1,155 @@
+"""Live mode: face embeddings on a worker thread, so the frame loop never waits for the recognition network.
+
+An embedding costs as much as detecting a whole 1080p frame (landmarks refined at four scales, the mirror
+image added: 26 ms a face on 2 cores), and on the frame path every verification of the streamer made a slow
+frame. Here the frame thread hands the worker a copy of the pixels around each face it schedules and goes
+on; results come back on a later frame and are recorded there, by the frame thread only (the identifier's
+state is never touched from two threads).
+
+Fail closed, the identifier's rules unchanged:
+- a face waiting for its first result is blurred (it has no embedding yet); a face that may have changed
+  (lost, jumped, new look, overlapping, scene cut) is blurred until a result of a crop taken *after* that
+  sign arrives: results from earlier crops are dropped (`TrackRecognition.epoch`);
+- a visible face is re-verified `VERIFY_LEAD` frames early, so that its result is back before the face
+  would go stale (`Policy.verify_every`); a worker that falls behind leaves it blurred, never visible;
+- a worker that fails raises on the next frame: the pipeline blurs every face and counts `identifier-error`;
+  every track is recognised again from scratch on a fresh worker.
+File mode stays synchronous (deterministic output).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engine.recognition.recognize import sharpness
+
+if TYPE_CHECKING:
+    from engine.recognition.identify_facebank import FacebankIdentifier, TrackRecognition, _Candidate
+
+log = logging.getLogger(__name__)
+
+VERIFY_LEAD = 2  # frames: a result measured back within 1-2 frames on 2 cores (bench/profile_live.py)
+CROP_PAD = 1.5  # x the face box on each side: every refine pass and the 112x112 warp stay inside the crop
+
+
+class WorkerFailed(RuntimeError):
+    """The embedding worker died: every face is blurred this frame, and recognition starts again."""
+
+
+@dataclass
+class _Job:
+    state: TrackRecognition
+    epoch: int  # the state's epoch when the crop was taken
+    index: int  # frame the crop is from
+    crop: np.ndarray
+    box: np.ndarray  # in crop coordinates
+    landmarks: np.ndarray  # in crop coordinates
+    size: float
+    forced: bool
+
+
+class EmbeddingWorker:
+    """One thread: aligned crops through the identifier's landmarker and embedder, in batches."""
+
+    def __init__(self, identifier: FacebankIdentifier) -> None:
+        self._identifier = identifier
+        self._jobs: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
+        self._done: deque[tuple[_Job, np.ndarray, float]] = deque()  # appended by the worker, popped by the frame
+        self._error: BaseException | None = None
+        self._busy = threading.Condition()
+        self._outstanding = 0  # jobs handed over whose results are not back yet
+        self.discarded = 0  # results dropped because the face may have changed since the crop
+        self.batch_ms: deque[float] = deque(maxlen=120)
+        self._thread = threading.Thread(target=self._run, name="identify-worker", daemon=True)
+        self._thread.start()
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None or not self._thread.is_alive()
+
+    def error(self) -> WorkerFailed:
+        return WorkerFailed(f"the embedding worker stopped: {self._error!r}")
+
+    # --- the frame thread --------------------------------------------------------------------------------
+    def exchange(self, frame: np.ndarray, chosen: list[_Candidate], index: int) -> None:
+        """Record the results that came back, then hand over this frame's faces (copies of their pixels)."""
+        self.collect()
+        jobs = [self._job(frame, c, index) for c in chosen]
+        for job in jobs:
+            job.state.pending = True
+        if jobs:
+            with self._busy:
+                self._outstanding += len(jobs)
+            self._jobs.put(jobs)
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Until every job handed over has its result back (tests and benches: a deterministic delay)."""
+        with self._busy:
+            return self._busy.wait_for(lambda: self._outstanding == 0 or self.failed, timeout)
+
+    def collect(self) -> None:
+        while self._done:
+            job, vector, sharp = self._done.popleft()
+            job.state.pending = False
+            if job.state.epoch != job.epoch:
+                self.discarded += 1  # another face may hold this id now: the crop proves nothing about it
+                continue
+            self._identifier._record(job.state, vector, sharp, job.size, job.index, job.forced)
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout=2)
+
+    @staticmethod
+    def _job(frame: np.ndarray, c: _Candidate, index: int) -> _Job:
+        box = np.asarray(c.track.xyxy, np.float32)
+        pad = CROP_PAD * float(max(box[2] - box[0], box[3] - box[1], 1.0))
+        h, w = frame.shape[:2]
+        x1, y1 = int(max(0, box[0] - pad)), int(max(0, box[1] - pad))
+        x2, y2 = int(min(w, box[2] + pad + 1)), int(min(h, box[3] + pad + 1))
+        offset = np.array([x1, y1], np.float32)
+        landmarks = np.asarray(c.track.landmarks, np.float32).reshape(5, 2) - offset
+        return _Job(c.state, c.state.epoch, index, frame[y1:y2, x1:x2].copy(), box - np.tile(offset, 2),
+                    landmarks, c.size, c.forced)
+
+    # --- the worker thread -------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while (jobs := self._jobs.get()) is not None:
+                jobs = self._more(jobs)
+                if jobs is None:
+                    return
+                started = time.perf_counter()
+                landmarker, embedder = self._identifier.landmarker, self._identifier.embedder
+                faces = np.stack([landmarker.align(j.crop, j.box, j.landmarks) for j in jobs])
+                vectors = embedder.embed_aligned(faces)
+                for job, face, vector in zip(jobs, faces, vectors, strict=True):
+                    self._done.append((job, vector, sharpness(face)))
+                self.batch_ms.append((time.perf_counter() - started) * 1000)
+                with self._busy:
+                    self._outstanding -= len(jobs)
+                    self._busy.notify_all()
+        except Exception as exc:  # reported to the frame thread, which blurs every face
+            log.exception("embedding worker failed")
+            self._error = exc
+            with self._busy:
+                self._busy.notify_all()
+
+    def _more(self, jobs: list[_Job]) -> list[_Job] | None:
+        """Everything else already waiting joins this batch (one network call); None when told to stop."""
+        while True:
+            try:
+                more = self._jobs.get_nowait()
+            except queue.Empty:
+                return jobs
+            if more is None:
+                return None
+            jobs = jobs + more

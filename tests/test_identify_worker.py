@@ -1,0 +1,272 @@
+"""Live mode's identification worker (engine/recognition/identify_worker.py), on the dev clip with the real
+models and the performer enrolled from his photo: embeddings come back on a later frame, and nothing is visible
+that the synchronous identifier would not show, nor while a result is pending; a dead worker blurs every face.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from engine.faces import IDENTIFIER_ERROR, NOT_RECOGNISED_YET, TOO_SMALL
+from engine.pipeline import Pipeline
+from engine.recognition.identify_facebank import STATE_KEY, FacebankIdentifier
+from engine.recognition.recognize import create_embedder
+from engine.runner import Engine
+from engine.stages.source import VideoSource
+from tests.conftest import PERFORMER_PHOTO, need_data
+from tests.test_recognition import CLIP, SETTINGS, _frames, _ground_truth, _label
+
+CLOSE_UP = range(90, 130)  # the performer alone, large, frontal
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    need_data(CLIP, PERFORMER_PHOTO)
+    return _frames()
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory):
+    from facebank.live import LiveGallery
+    from facebank.store import Facebank
+
+    need_data(PERFORMER_PHOTO)
+    bank = Facebank(tmp_path_factory.mktemp("bank") / "facebank.json")
+    bank.add("Lin", [PERFORMER_PHOTO])
+    return LiveGallery(bank)
+
+
+class Gate:
+    """Holds the worker's network calls until opened: results stay pending as long as a test wants."""
+
+    def __init__(self, embedder) -> None:
+        self.open = threading.Event()
+        self.calls = 0
+        self._embed = embedder.embed_aligned
+        embedder.embed_aligned = self
+
+    def __call__(self, faces):
+        self.calls += 1
+        assert self.open.wait(30), "the gate was never opened"
+        return self._embed(faces)
+
+
+def _live(gallery, settings=SETTINGS):
+    identifier = FacebankIdentifier(create_embedder(settings), gallery)
+    identifier.run_in_background(True)
+    return Pipeline(settings, identifier=identifier), identifier
+
+
+def _step(pipeline, frames, index, settle: bool = True):
+    """One frame; with `settle`, the worker is waited for afterwards (its results count from the next frame)."""
+    raw = frames[index]
+    safe, report = pipeline.process(raw.copy(), index, 1 / 29.97)
+    if settle and pipeline.identifier.worker is not None:
+        assert pipeline.identifier.worker.wait_idle(30)
+    return raw, safe, report
+
+
+def _face_changed(raw, safe, xyxy) -> float:
+    x1, y1, x2, y2 = (int(v) for v in xyxy)
+    x1, y1 = max(0, x1), max(0, y1)
+    return float(np.abs(raw[y1:y2, x1:x2].astype(int) - safe.image[y1:y2, x1:x2]).mean())
+
+
+def test_no_face_is_visible_while_its_result_is_pending(frames, gallery) -> None:
+    pipeline, identifier = _live(gallery)
+    gate = Gate(identifier.embedder)
+    try:
+        for index in CLOSE_UP[:12]:  # the worker is held: every result pending
+            raw, safe, report = _step(pipeline, frames, index, settle=False)
+            assert report.faces and not any(f.visible for f in report.faces)
+            for face in report.faces:
+                if face.lost_frames == 0:
+                    assert face.reason in (NOT_RECOGNISED_YET, TOO_SMALL)
+                    assert _face_changed(raw, safe, face.xyxy) > 5, "a pending face went out unblurred"
+        assert gate.calls >= 1, "the frame loop never handed the worker a face"
+        gate.open.set()
+        seen = False
+        for index in CLOSE_UP[12:30]:
+            _, _, report = _step(pipeline, frames, index)
+            seen |= any(f.visible and f.identity == "Lin" for f in report.faces)
+        assert seen, "the performer should turn visible once his results are back"
+        # A visible face whose re-verification is held past `verify_every` frames goes blurred, not stale.
+        gate.open.clear()
+        blurred_again = False
+        for index in CLOSE_UP[30:40]:
+            _, _, report = _step(pipeline, frames, index, settle=False)
+            blurred_again |= bool(report.faces) and not any(f.visible for f in report.faces)
+        assert blurred_again, "a face with no fresh verification stayed visible"
+    finally:
+        gate.open.set()
+        identifier.run_in_background(False)
+        pipeline.close()
+
+
+def test_a_result_from_before_a_scene_cut_is_thrown_away(frames, gallery) -> None:
+    """The crop is of the face before the cut: it must not vouch for whoever holds the id after it."""
+    pipeline, identifier = _live(gallery)
+    gate = Gate(identifier.embedder)
+    try:
+        for index in range(70, 82):  # the shot before the cut at frame 82
+            _step(pipeline, frames, index, settle=False)
+        pending = [t.extras[STATE_KEY] for t in pipeline.tracker.tracks if STATE_KEY in t.extras
+                   and t.extras[STATE_KEY].pending]
+        assert pending, "some face should be waiting for its result"
+        _step(pipeline, frames, 82, settle=False)  # the cut
+        gate.open.set()
+        identifier.worker.wait_idle(30)
+        _step(pipeline, frames, 83)
+        assert identifier.worker.discarded >= 1
+        assert all(not s.embedded for s in pending), "a result of a crop taken before the cut was recorded"
+    finally:
+        gate.open.set()
+        identifier.run_in_background(False)
+        pipeline.close()
+
+
+def test_background_results_equal_synchronous_ones(frames, gallery) -> None:
+    """The worker embeds a copy of the pixels around the face: same embedding as the frame path's."""
+    pipeline, identifier = _live(gallery)
+    boxes: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # (frame, track id) -> box, landmarks
+    try:
+        for n, index in enumerate(CLOSE_UP[:6]):
+            _step(pipeline, frames, index)
+            for t in pipeline.tracker.tracks:
+                boxes[n, t.track_id] = t.xyxy.copy(), np.asarray(t.landmarks).copy()
+        compared = 0
+        for track in pipeline.tracker.tracks:
+            state = track.extras.get(STATE_KEY)
+            if state is None or not state.embedded:
+                continue
+            n = state.last_frame  # the identifier's own frame count: frame CLOSE_UP[n] of the clip
+            box, marks = boxes[n, track.track_id]
+            face = identifier.landmarker.align(frames[CLOSE_UP[n]], box, marks)
+            expected = identifier.embedder.embed_aligned(face[None])[0]
+            assert float(expected @ state.embeddings[-1]) > 0.999
+            compared += 1
+        assert compared >= 1
+    finally:
+        identifier.run_in_background(False)
+        pipeline.close()
+
+
+def test_the_dev_clip_in_background_mode(frames, gallery) -> None:
+    """Every frame, results one frame late: no bystander is ever visible, the performer mostly is."""
+    pipeline, identifier = _live(gallery)
+    truth = _ground_truth()
+    allow = visible_allow = 0
+    try:
+        for index in range(len(frames)):
+            _, _, _ = _step(pipeline, frames, index)
+            for track in pipeline.tracker.tracks:
+                if track.lost_frames:
+                    continue
+                label = _label(track.xyxy, truth[index])
+                visible = track.identity.visible
+                assert not (visible and label != "allow"), f"frame {index}: a {label} face is visible"
+                allow += label == "allow"
+                visible_allow += visible and label == "allow"
+    finally:
+        identifier.run_in_background(False)
+        pipeline.close()
+    # test_recognition asserts the same bar for the synchronous identifier (measured 0.75 there)
+    assert allow >= 140 and visible_allow / allow >= 0.65, (visible_allow, allow)
+
+
+def test_a_worker_crash_blurs_every_face_and_is_counted(frames, gallery) -> None:
+    pipeline, identifier = _live(gallery)
+    try:
+        for index in CLOSE_UP[:15]:
+            _, _, report = _step(pipeline, frames, index)
+        assert any(f.visible for f in report.faces), "the performer should be visible before the crash"
+        real = identifier.embedder.embed_aligned
+
+        def broken(faces):
+            raise RuntimeError("the network fell over")
+        identifier.embedder.embed_aligned = broken
+        crashed_at = None
+        for index in CLOSE_UP[15:30]:
+            raw, safe, report = _step(pipeline, frames, index)
+            if pipeline.faults["identifier-error"] and crashed_at is None:
+                crashed_at = index
+                assert not any(f.visible for f in report.faces)
+                assert all(f.reason == IDENTIFIER_ERROR for f in report.faces if f.lost_frames == 0)
+                for face in report.faces:
+                    if face.lost_frames == 0:
+                        assert _face_changed(raw, safe, face.xyxy) > 5
+            if crashed_at is not None:
+                assert not any(f.visible for f in report.faces)
+        assert crashed_at is not None, "the crash was never reported"
+        identifier.embedder.embed_aligned = real  # a fresh worker recognises him again, from scratch
+        back = False
+        for index in CLOSE_UP[30:40]:
+            _, _, report = _step(pipeline, frames, index)
+            back |= any(f.visible for f in report.faces)
+        assert back, "recognition should recover on a fresh worker"
+        assert pipeline.faults["identifier-error"] >= 1
+    finally:
+        identifier.run_in_background(False)
+        pipeline.close()
+
+
+def test_settings_changes_reach_the_background_identifier(frames, gallery) -> None:
+    pipeline, identifier = _live(gallery)
+    try:
+        for index in CLOSE_UP[:15]:
+            _, _, report = _step(pipeline, frames, index)
+        assert any(f.visible for f in report.faces)
+        pipeline.configure(SETTINGS.updated({"similarity_threshold": 0.99}))
+        _, _, report = _step(pipeline, frames, CLOSE_UP[15])
+        assert not any(f.visible for f in report.faces), "a raised threshold must blur him at the next frame"
+        pipeline.configure(SETTINGS.updated({"recognition": False}))
+        embedded = identifier.embedded_total
+        for index in CLOSE_UP[16:22]:
+            _, _, report = _step(pipeline, frames, index)
+            assert not any(f.visible for f in report.faces)
+        assert identifier.embedded_total == embedded, "nothing is embedded while recognition is off"
+        pipeline.configure(SETTINGS)
+        back = False
+        for index in CLOSE_UP[22:35]:
+            _, _, report = _step(pipeline, frames, index)
+            back |= any(f.visible for f in report.faces)
+        assert back
+    finally:
+        identifier.run_in_background(False)
+        pipeline.close()
+
+
+def test_the_live_loop_embeds_in_the_background(gallery) -> None:
+    """`Engine.run_live` turns the worker on for its run and off after it; the performer shows up."""
+    need_data(CLIP)
+    identifier = FacebankIdentifier(create_embedder(SETTINGS), gallery)
+    seen: list[bool] = []
+
+    class Watch:
+        name = "watch"
+
+        def write(self, frame) -> None:
+            seen.append(identifier.worker is not None)
+
+        def close(self) -> None:
+            pass
+    engine = Engine(SETTINGS, VideoSource(str(CLIP), loop=True), [Watch()], identifier=identifier)
+    visible = []
+    record = engine.stats.record
+    engine.stats.record = lambda report, ms: (visible.append(any(f.visible for f in report.faces)),
+                                              record(report, ms))
+    runner = threading.Thread(target=engine.run_live, daemon=True)
+    runner.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(visible):
+        time.sleep(0.2)
+    engine.stop_event.set()
+    runner.join(timeout=10)
+    engine.close()
+    assert seen and all(seen), "every live frame should be identified in the background"
+    assert identifier.worker is None, "the worker stops with the live loop"
+    assert any(visible), "the performer should turn visible in live mode"

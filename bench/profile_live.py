@@ -103,7 +103,7 @@ def _timed_apply(apply, timings: Timings):
     return timed
 
 
-def run(clip: Path, seconds: float, allow: Path | None) -> dict:
+def run(clip: Path, seconds: float, allow: Path | None, variant: dict[str, bool]) -> dict:
     from engine.config import Settings
     from engine.runner import Engine
     from engine.stages.source import VideoSource
@@ -111,6 +111,10 @@ def run(clip: Path, seconds: float, allow: Path | None) -> dict:
     settings = Settings()
     identifier = _identifier(settings, allow) if allow else None
     engine = Engine(settings, VideoSource(str(clip), loop=True), [DiscardSink()], identifier=identifier)
+    engine.detect_on_arrival = variant["on_arrival"]
+    engine.shed_when_behind = variant.get("shed", variant["on_arrival"])
+    if not variant["background"] and identifier is not None:
+        identifier.run_in_background = None  # the frame loop embeds on the frame path, as before
     timings = Timings()
     instrument(engine, timings)
     reports: dict[int, tuple[float, float, int]] = {}  # index -> (latency ms, detect wait ms, faces)
@@ -127,7 +131,15 @@ def run(clip: Path, seconds: float, allow: Path | None) -> dict:
     process_cpu_pct = 100 * (time.process_time() - cpu0) / (time.monotonic() - wall0)
     t = engine.telemetry()
     engine.close()
-    return summarise(timings, reports, t, process_cpu_pct)
+    figures = summarise(timings, reports, t, process_cpu_pct)
+    figures["shedding_frames"] = t["shedding_frames"]
+    figures["embedded"] = getattr(identifier, "embedded_total", 0)
+    return figures
+
+
+VARIANTS = {"now": {"on_arrival": True, "background": True}, "before": {"on_arrival": False, "background": False},
+            "no-arrival": {"on_arrival": False, "background": True},
+            "no-background": {"on_arrival": True, "background": False}}
 
 
 def _identifier(settings, photo: Path):
@@ -179,6 +191,9 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=120, help="clip frames to upscale (looped)")
     parser.add_argument("--allow", type=Path, help="enrol this photo: identification takes part")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--variants", default="now",
+                        help="comma list, run in turn in one process: now (every change), before (detection after "
+                             "the wait, embeddings on the frame path), no-arrival, no-background")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if not CLIP.is_file():
@@ -190,7 +205,7 @@ def main() -> int:
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(CLIP), "-vf", f"scale={w}:{h}", "-frames:v",
                         str(args.frames), "-c:v", "libx264", "-crf", "16", "-preset", "veryfast", "-an", str(clip)],
                        check=True)
-        figures = run(clip, args.seconds, args.allow)
+        figures = {name: run(clip, args.seconds, args.allow, VARIANTS[name]) for name in args.variants.split(",")}
     print(json.dumps(figures, indent=2))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -45,6 +46,8 @@ class Pipeline:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="detector")
         self._pending: Future | None = None
         self._ahead: list[tuple[np.ndarray, Future]] = []  # prefetched (frame, its detection), oldest first
+        self._early: tuple[np.ndarray, Future] | None = None  # live: a frame's detection started on arrival
+        self._submit_lock = threading.Lock()  # the source's thread and the frame loop both start detections
         # File mode has no live deadline: a slow frame (a busy machine) is waited for, up to OFFLINE_DEADLINE_S.
         self.offline = False
 
@@ -109,6 +112,25 @@ class Pipeline:
             self._pending = self._pool.submit(self.detector.detect, frame, self.settings.low_confidence)
             self._ahead.append((frame, self._pending))
 
+    def detect_on_arrival(self, frame: np.ndarray) -> bool:
+        """Live mode, from the source's thread: start detecting a frame the moment it arrives, if the detector
+        is idle, so that its detection overlaps the frame loop's work on the frame before instead of waiting
+        behind it (the wait was most of the p95 latency at 1080p: bench/profile_live.py). `process` of that
+        frame takes the result; a frame dropped meanwhile costs one wasted detection, never a blurred frame."""
+        with self._submit_lock:
+            if self.settings.panic or self.settings.paused or (self._pending is not None and not self._pending.done()):
+                return False
+            self._pending = self._pool.submit(self.detector.detect, frame, self.settings.low_confidence)
+            self._early = (frame, self._pending)
+            return True
+
+    def _take_early(self, frame: np.ndarray) -> Future | None:
+        with self._submit_lock:
+            if self._early is None or self._early[0] is not frame:
+                return None
+            future, self._early = self._early[1], None
+            return future
+
     def _take_prefetched(self, frame: np.ndarray) -> Future | None:
         for i, (ahead, future) in enumerate(self._ahead):
             if ahead is frame:
@@ -117,12 +139,17 @@ class Pipeline:
         return None
 
     def _detect(self, frame: np.ndarray, prefetched: Future | None) -> tuple[Detections | None, str]:
+        prefetched = prefetched or self._take_early(frame)
         if prefetched is not None:
             self._pending = prefetched
-        elif self._pending is not None and not self._pending.done():
-            return None, "detector-stalled"  # still busy with an earlier frame that missed its deadline
         else:
-            self._pending = self._pool.submit(self.detector.detect, frame, self.settings.low_confidence)
+            with self._submit_lock:
+                # Busy with a frame that was dropped after its detection started on arrival: queue behind it.
+                wasted = self._early is not None and self._pending is self._early[1]
+                if self._pending is not None and not self._pending.done() and not wasted:
+                    return None, "detector-stalled"  # still busy with an earlier frame that missed its deadline
+                self._early = None
+                self._pending = self._pool.submit(self.detector.detect, frame, self.settings.low_confidence)
         try:
             deadline = self.settings.deadline_ms / 1000
             detections = self._pending.result(timeout=max(deadline, OFFLINE_DEADLINE_S) if self.offline else deadline)

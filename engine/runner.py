@@ -29,6 +29,11 @@ from engine.stages.source import SourceError, VideoSource
 
 log = logging.getLogger(__name__)
 
+# Live mode sheds detection work before it drops more frames: when an input frame was dropped, or a frame took
+# longer than SHED_AFTER x the source's frame period from arrival to output, the tile pass runs every other
+# frame (detectors/yunet.py) until SHED_HOLD_S passes without either.
+SHED_AFTER = 2.0
+SHED_HOLD_S = 2.0
 PREVIEW_WIDTH = 640  # the largest preview a client may ask for; each asks for what its terminal can show
 PREVIEW_EVERY_S = 0.2
 
@@ -50,6 +55,7 @@ class Stats:
 
     frames: int = 0
     dropped: int = 0
+    shedding: int = 0  # frames detected with the tile pass thinned out (live mode behind)
     whole_frames: int = 0
     started: float = field(default_factory=time.monotonic)
     stamps: deque = field(default_factory=lambda: deque(maxlen=240))  # output times, for fps
@@ -96,6 +102,8 @@ class Engine:
         self.stop_event = threading.Event()
         self._next_source: VideoSource | None = None
         self.watcher: FrameWatcher | None = None  # e.g. a live enrolment, which needs the raw face
+        self.detect_on_arrival = True  # live: detection starts as a frame arrives (off: benches compare)
+        self.shed_when_behind = True  # live: the tile pass thinned out while behind (off: benches compare)
 
     # --- control, from any thread -------------------------------------------------------------------------
     @property
@@ -157,6 +165,7 @@ class Engine:
             "obs_sync_offset_ms": None if self.stats.latency(50) is None else round(self.stats.latency(50)),
             "frames": self.stats.frames,
             "dropped": self.stats.dropped,
+            "shedding_frames": self.stats.shedding,
             "whole_frames": self.stats.whole_frames,
             "faults": dict(self.pipeline.faults),
             "source": {"spec": self.source.spec, "kind": self.source.kind, "state": self.source_state,
@@ -256,11 +265,29 @@ class Engine:
                 dt = (captured - last) if last is not None else 1.0 / self.source.info.fps
                 last = captured
                 self._emit(self.process_one(frame, index, dt, captured), source_index)
+                self._shed_load(captured)
                 index += 1
         finally:
             if background is not None:
                 background(False)
         reader.join(timeout=2)
+
+    _shed_until = 0.0
+    _dropped_seen = 0
+
+    def _shed_load(self, captured: float) -> None:
+        """Behind (a frame waited too long, or one was dropped): thin the tile pass out for a while."""
+        if not self.shed_when_behind:
+            return
+        now = time.monotonic()
+        period = 1.0 / max(self.source.info.fps, 1.0)
+        if now - captured > SHED_AFTER * period or self.stats.dropped > self._dropped_seen:
+            self._shed_until = now + SHED_HOLD_S
+        self._dropped_seen = self.stats.dropped
+        shedding = now < self._shed_until
+        self.stats.shedding += shedding
+        if hasattr(self.pipeline.detector, "tile_every"):
+            self.pipeline.detector.tile_every = 2 if shedding else 1
 
     def _read_live(self, mailbox: queue.Queue, pace: bool) -> None:
         period = 1.0 / self.source.info.fps
@@ -276,6 +303,8 @@ class Engine:
                 self._recover_source()
                 continue
             captured = time.monotonic()
+            if self.detect_on_arrival:
+                self.pipeline.detect_on_arrival(frame)
             item = (frame, captured, getattr(self.source, "last_index", None))  # stream outputs keep A/V sync on it
             try:
                 mailbox.put_nowait(item)

@@ -35,11 +35,17 @@ class YuNetDetector:
         self.detect_width = detect_width
         self.tiles = False  # video only (the pipeline turns it on): a photo is detected in one deterministic pass
         self._tile_turn = 0
+        # Live mode, only while the engine cannot keep up (engine/runner.py): the tile pass runs on every
+        # `tile_every`-th frame, the tracker holding what tiles found in between, so that every frame still
+        # goes out at the source's rate rather than input frames being dropped.
+        self.tile_every = 1
+        self._calls = 0
 
     def detect(self, frame: np.ndarray, min_score: float) -> Detections:
         scale = detection_scale(frame, self.detect_width)
         found = self._detect_at(frame, scale, min_score)
-        if not self.tiles or scale >= TILE_BELOW_SCALE:
+        self._calls += 1
+        if not self.tiles or scale >= TILE_BELOW_SCALE or self._calls % max(1, self.tile_every):
             return found
         return merge([found, self._tile_pass(frame, scale, found, min_score)], NMS_IOU)
 

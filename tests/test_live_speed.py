@@ -1,0 +1,108 @@
+"""Live mode's speed measures keep the fail-closed rules: detection started on a frame's arrival is the detection
+of that frame, a frame dropped after its detection started costs no blurred frame, and thinning the tile pass
+out while behind still finds the faces the main pass finds. Real model, real frames (the dev clip at 1080p).
+"""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.config import Settings
+from engine.pipeline import Pipeline
+from engine.runner import SHED_AFTER, Engine
+from engine.stages.source import VideoSource
+from tests.conftest import need_data
+from tests.test_recognition import CLIP
+
+SETTINGS = Settings(deadline_ms=60_000)  # a loaded test machine must not turn a slow frame into a blurred one
+
+
+@pytest.fixture(scope="module")
+def frames_1080p() -> list[np.ndarray]:
+    need_data(CLIP)
+    capture = cv2.VideoCapture(str(CLIP))
+    frames = []
+    for _ in range(100):
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.resize(frame, (1920, 1080), interpolation=cv2.INTER_LINEAR))
+    return frames
+
+
+class Counting:
+    """The real detector, counting which frames it was asked to detect."""
+
+    def __init__(self, detector) -> None:
+        self.inner, self.seen = detector, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def detect(self, frame, min_score):
+        self.seen.append(id(frame))
+        return self.inner.detect(frame, min_score)
+
+
+def test_a_frame_detected_on_arrival_is_detected_once(frames_1080p) -> None:
+    pipeline = Pipeline(SETTINGS)
+    counting = Counting(pipeline.detector)
+    pipeline.detector = counting
+    frame = frames_1080p[0].copy()
+    assert pipeline.detect_on_arrival(frame)
+    _, report = pipeline.process(frame, 0, 1 / 30)
+    assert counting.seen == [id(frame)], "the frame loop must use the detection started on arrival"
+    assert report.whole_frame is None and report.faces
+    pipeline.close()
+
+
+def test_a_frame_dropped_after_its_detection_started_costs_no_blurred_frame(frames_1080p) -> None:
+    pipeline = Pipeline(SETTINGS)
+    dropped, taken = frames_1080p[10].copy(), frames_1080p[11].copy()
+    assert pipeline.detect_on_arrival(dropped)
+    assert not pipeline.detect_on_arrival(taken), "one detection at a time: the detector is busy"
+    _, report = pipeline.process(taken, 0, 1 / 30)  # the loop took the newer frame; the older one was dropped
+    assert report.whole_frame is None, report.whole_frame
+    assert report.faces and all(not f.visible for f in report.faces)
+    pipeline.close()
+
+
+def test_shedding_thins_the_tile_pass_and_keeps_the_main_pass(frames_1080p) -> None:
+    pipeline = Pipeline(SETTINGS)
+    detector = pipeline.detector
+    calls = []
+    real = detector._tile_pass
+    detector._tile_pass = lambda *a: calls.append(1) or real(*a)
+    detector.tile_every = 2
+    found = [len(detector.detect(f, 0.5)) for f in frames_1080p[:8]]
+    assert len(calls) == 4, "every other frame gets the tile pass"
+    detector.tile_every = 1
+    again = [len(detector.detect(f, 0.5)) for f in frames_1080p[:8]]
+    assert len(calls) == 12
+    assert all(a >= 1 for a in found) and sum(found) >= sum(again) - 4  # the main pass's faces are all kept
+    pipeline.close()
+
+
+def test_the_live_loop_sheds_only_while_behind() -> None:
+    """Shedding starts at a dropped input frame or a frame slower than SHED_AFTER periods, and ends
+    SHED_HOLD_S after the last one."""
+    need_data(CLIP)
+    engine = Engine(SETTINGS, VideoSource(str(CLIP)))
+    detector = engine.pipeline.detector
+    try:
+        engine._shed_load(time.monotonic())
+        assert detector.tile_every == 1, "on time, nothing dropped: the full tile pass"
+        engine.stats.dropped += 1
+        engine._shed_load(time.monotonic())
+        assert detector.tile_every == 2
+        engine._shed_until = time.monotonic() - 0.01  # SHED_HOLD_S later, nothing dropped since
+        engine._shed_load(time.monotonic())
+        assert detector.tile_every == 1
+        engine._shed_load(time.monotonic() - (SHED_AFTER + 0.5) / engine.source.info.fps)  # one slow frame
+        assert detector.tile_every == 2
+    finally:
+        engine.close()

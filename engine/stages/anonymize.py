@@ -101,8 +101,18 @@ class Anonymizer:
         # A soft edge: a hard one draws a new sharp contour where the face outline was. The fade is laid over
         # the whole grown region and then cut to the frame: a face at the frame's edge is covered up to it.
         alpha = cv2.resize(_soft_mask(self.shape), (gx2 - gx1, gy2 - gy1), interpolation=cv2.INTER_LINEAR)
-        alpha = np.ascontiguousarray(alpha[y1 - gy1: y2 - gy1, x1 - gx1: x2 - gx1])
-        roi[:] = cv2.blendLinear(covered, roi, alpha, 1.0 - alpha)
+        alpha = alpha[y1 - gy1: y2 - gy1, x1 - gx1: x2 - gx1]
+        # Where the template is opaque the cover is copied, and only the fading band is blended: on a face
+        # filling a 1080p frame the blend was 3.3 ms of the region's 8 ms (bench/profile_live.py).
+        ix1, iy1, ix2, iy2 = _opaque_part(self.shape, region)
+        if ix2 - ix1 < 2 or iy2 - iy1 < 2:
+            roi[:] = _blend(covered, roi, alpha)
+            return
+        roi[iy1:iy2, ix1:ix2] = covered[iy1:iy2, ix1:ix2]
+        for rows, cols in ((slice(0, iy1), slice(None)), (slice(iy2, None), slice(None)),
+                           (slice(iy1, iy2), slice(0, ix1)), (slice(iy1, iy2), slice(ix2, None))):
+            if roi[rows, cols].size:
+                roi[rows, cols] = _blend(covered[rows, cols], roi[rows, cols], alpha[rows, cols])
 
     def _cover(self, roi: np.ndarray) -> np.ndarray:
         h, w = roi.shape[:2]
@@ -111,7 +121,7 @@ class Anonymizer:
         if self.mode == "mosaic":
             blocks = max(2, round(12 - 9 * self.strength))  # blocks across the (grown) region
             bw, bh = blocks, max(1, round(blocks * h / w))
-            small = cv2.resize(roi, (bw, bh), interpolation=cv2.INTER_AREA)
+            small = _area_down(roi, bw, bh)
             # Soften the block edges at 8 px a block, then scale up: the same picture as blurring at full size
             # (mean difference 0.07 grey levels) for 0.5 ms instead of 6 ms on a 300x400 region.
             blocky = cv2.resize(small, (bw * 8, bh * 8), interpolation=cv2.INTER_NEAREST)
@@ -121,12 +131,61 @@ class Anonymizer:
         sigma = max(w, h) * (0.08 + 0.32 * self.strength)
         factor = max(1.0, sigma / 2.0)
         sw, sh = max(1, round(w / factor)), max(1, round(h / factor))
-        small = cv2.resize(roi, (sw, sh), interpolation=cv2.INTER_AREA)
+        small = _area_down(roi, sw, sh)
         small = cv2.GaussianBlur(small, (0, 0), sigma / factor, borderType=cv2.BORDER_REFLECT)
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 MOSAIC_EDGE_SOFTENING = 0.3
+
+
+def _area_down(roi: np.ndarray, width: int, height: int) -> np.ndarray:
+    """`roi` averaged down to width x height by whole blocks of pixels: OpenCV's integer-factor path, 4x faster
+    than a fractional INTER_AREA on a large face (3.3 -> 0.75 ms, 1050x1080 to 7x7). The last pixels past the
+    whole blocks (fewer than `width` columns, `height` rows) are left out of the averages."""
+    h, w = roi.shape[:2]
+    kx, ky = max(1, w // max(width, 1)), max(1, h // max(height, 1))
+    if width * kx > w or height * ky > h:  # a block smaller than a pixel: plain resize
+        return cv2.resize(roi, (width, height), interpolation=cv2.INTER_AREA)
+    return cv2.resize(roi[: height * ky, : width * kx], (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _blend(covered: np.ndarray, roi: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    alpha = np.ascontiguousarray(alpha)
+    return cv2.blendLinear(np.ascontiguousarray(covered), np.ascontiguousarray(roi), alpha, 1.0 - alpha)
+
+
+def _opaque_part(shape: str, region: Region) -> tuple[int, int, int, int]:
+    """The rectangle of the clipped region (its own coordinates) where the resized template is opaque: there
+    the blend equals the cover. Linear resizing reads template cells i and i + 1 for an output pixel whose
+    source position lies between them, so both must be inside the opaque run."""
+    lo, hi = _opaque_run(shape)
+    (x1, y1, x2, y2), (gx1, gy1, gx2, gy2) = region.clipped, region.grown
+    size = _soft_mask(shape).shape[0]
+
+    def span(g1: int, g2: int, c1: int, c2: int) -> tuple[int, int]:
+        scale = (g2 - g1) / size  # output pixels per template cell
+        # output pixel x reads cells floor(sx) and floor(sx) + 1, sx = (x + 0.5) / scale - 0.5: both in [lo, hi]
+        first = int(np.ceil((lo + 0.5) * scale - 0.5)) + 1  # one pixel inside, for rounding
+        last = int(np.ceil((hi + 0.5) * scale - 0.5)) - 2
+        return max(0, g1 + first - c1), max(0, min(c2, g1 + last + 1) - c1)
+    ix1, ix2 = span(gx1, gx2, x1, x2)
+    iy1, iy2 = span(gy1, gy2, y1, y2)
+    return ix1, iy1, ix2, iy2
+
+
+@lru_cache(maxsize=4)
+def _opaque_run(shape: str) -> tuple[int, int]:
+    """First and last template cell of the largest opaque square around the centre (alpha >= 0.9999 in each
+    cell); hi < lo when there is none."""
+    mask = _soft_mask(shape)
+    centre, best = mask.shape[0] // 2, 0
+    for half in range(1, centre + 1):
+        lo, hi = centre - half, centre + half - 1
+        if mask[lo:hi + 1, lo:hi + 1].min() < 0.9999:
+            break
+        best = half
+    return centre - best, centre + best - 1
 
 
 def _filled(roi: np.ndarray) -> np.ndarray:

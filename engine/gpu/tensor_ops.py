@@ -69,12 +69,21 @@ def cover(roi: Tensor, mode: str, strength: float) -> Tensor:
     if mode == "mosaic":
         blocks = max(2, round(12 - 9 * strength))
         bw, bh = blocks, max(1, round(blocks * h / w))
-        blocky = resize(resize(roi, bh, bw, "area"), bh * 8, bw * 8, "nearest")
+        blocky = resize(area_down(roi, bh, bw), bh * 8, bw * 8, "nearest")
         return resize(gaussian_blur(blocky, MOSAIC_EDGE_SOFTENING * 8), h, w, "bilinear")
     sigma = max(w, h) * (0.08 + 0.32 * strength)
     factor = max(1.0, sigma / 2.0)
     sw, sh = max(1, round(w / factor)), max(1, round(h / factor))
-    return resize(gaussian_blur(resize(roi, sh, sw, "area"), sigma / factor), h, w, "bilinear")
+    return resize(gaussian_blur(area_down(roi, sh, sw), sigma / factor), h, w, "bilinear")
+
+
+def area_down(roi: Tensor, height: int, width: int) -> Tensor:
+    """The twin of `anonymize._area_down`: averages over whole blocks, the pixels past the last block left out."""
+    _, h, w = roi.shape
+    kx, ky = max(1, w // max(width, 1)), max(1, h // max(height, 1))
+    if width * kx > w or height * ky > h:
+        return resize(roi, height, width, "area")
+    return resize(roi[:, : height * ky, : width * kx], height, width, "area")
 
 
 def soft_alpha(shape: str, grown_h: int, grown_w: int, device: torch.device, dtype: torch.dtype) -> Tensor:

@@ -205,7 +205,11 @@ def main() -> int:
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(CLIP), "-vf", f"scale={w}:{h}", "-frames:v",
                         str(args.frames), "-c:v", "libx264", "-crf", "16", "-preset", "veryfast", "-an", str(clip)],
                        check=True)
-        figures = {name: run(clip, args.seconds, args.allow, VARIANTS[name]) for name in args.variants.split(",")}
+        figures = {f"{name}#{k}": run(clip, args.seconds, args.allow, VARIANTS[name])
+                   for k, name in enumerate(args.variants.split(","))}
+    figures["summary"] = {label: {key: r[key] for key in ("fps", "dropped", "latency_p50_ms", "latency_p95_ms",
+                                                          "latency_max_ms", "process_cpu_pct_of_one_core")}
+                          for label, r in figures.items()}
     print(json.dumps(figures, indent=2))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

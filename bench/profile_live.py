@@ -117,11 +117,12 @@ def run(clip: Path, seconds: float, allow: Path | None, variant: dict[str, bool]
         identifier.run_in_background = None  # the frame loop embeds on the frame path, as before
     timings = Timings()
     instrument(engine, timings)
-    reports: dict[int, tuple[float, float, int]] = {}  # index -> (latency ms, detect wait ms, faces)
+    reports: dict[int, tuple[float, float, int, bool]] = {}  # index -> (latency ms, detect wait ms, faces, any visible)
     record = engine.stats.record
 
     def recorded(report, latency_ms):
-        reports[report.index] = (latency_ms, report.detect_ms or 0.0, len(report.faces))
+        reports[report.index] = (latency_ms, report.detect_ms or 0.0, len(report.faces),
+                                 any(f.visible for f in report.faces))
         record(report, latency_ms)
     engine.stats.record = recorded
     cpu0, wall0 = time.process_time(), time.monotonic()
@@ -181,6 +182,8 @@ def summarise(timings: Timings, reports: dict, telemetry: dict, process_cpu_pct:
             "latency_p50_ms": _pct(latency, 50), "latency_p95_ms": _pct(latency, 95),
             "latency_max_ms": _pct(latency, 100), "process_cpu_pct_of_one_core": round(process_cpu_pct, 1),
             "frames_with_tiles": len(tiled), "faces_p50": _pct([reports[i][2] for i in indices], 50),
+            # with --allow: the share of frames showing someone (the performer is in nearly every frame)
+            "frames_with_a_visible_face_pct": round(100 * float(np.mean([reports[i][3] for i in indices])), 1),
             "stages_ms": per_stage}
 
 
@@ -208,7 +211,8 @@ def main() -> int:
         figures = {f"{name}#{k}": run(clip, args.seconds, args.allow, VARIANTS[name])
                    for k, name in enumerate(args.variants.split(","))}
     figures["summary"] = {label: {key: r[key] for key in ("fps", "dropped", "latency_p50_ms", "latency_p95_ms",
-                                                          "latency_max_ms", "process_cpu_pct_of_one_core")}
+                                                          "latency_max_ms", "process_cpu_pct_of_one_core",
+                                                          "frames_with_a_visible_face_pct", "shedding_frames")}
                           for label, r in figures.items()}
     print(json.dumps(figures, indent=2))
     if args.json:

@@ -303,7 +303,9 @@ class Engine:
                 self._recover_source()
                 continue
             captured = time.monotonic()
-            if self.detect_on_arrival:
+            # Only while keeping up: behind, a frame waiting in the mailbox is replaced by the next one, and its
+            # detection would be wasted on a 2-core machine that already lacks the time.
+            if self.detect_on_arrival and mailbox.empty() and time.monotonic() >= self._shed_until:
                 self.pipeline.detect_on_arrival(frame)
             item = (frame, captured, getattr(self.source, "last_index", None))  # stream outputs keep A/V sync on it
             try:

@@ -10,8 +10,9 @@ Fail closed, the identifier's rules unchanged:
 - a face waiting for its first result is blurred (it has no embedding yet); a face that may have changed
   (lost, jumped, new look, overlapping, scene cut) is blurred until a result of a crop taken *after* that
   sign arrives: results from earlier crops are dropped (`TrackRecognition.epoch`);
-- a visible face is re-verified `VERIFY_LEAD` frames early, so that its result is back before the face
-  would go stale (`Policy.verify_every`); a worker that falls behind leaves it blurred, never visible;
+- a visible face is re-verified early by as many frames as results recently took to come back (at least
+  VERIFY_LEAD), so that its result is back before the face would go stale (`Policy.verify_every`); a worker
+  that falls behind leaves it blurred, never visible on older evidence;
 - a worker that fails raises on the next frame: the pipeline blurs every face and counts `identifier-error`;
   every track is recognised again from scratch on a fresh worker.
 File mode stays synchronous (deterministic output).
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-VERIFY_LEAD = 2  # frames: a result measured back within 1-2 frames on 2 cores (bench/profile_live.py)
+VERIFY_LEAD = 2  # frames: the least lead; it grows with the frames results have recently taken to come back
 CROP_PAD = 1.5  # x the face box on each side: every refine pass and the 112x112 warp stay inside the crop
 
 
@@ -68,6 +69,7 @@ class EmbeddingWorker:
         self._outstanding = 0  # jobs handed over whose results are not back yet
         self.discarded = 0  # results dropped because the face may have changed since the crop
         self.batch_ms: deque[float] = deque(maxlen=120)
+        self.delays: deque[int] = deque(maxlen=30)  # frames from a crop to its result being recorded
         self._thread = threading.Thread(target=self._run, name="identify-worker", daemon=True)
         self._thread.start()
 
@@ -81,7 +83,7 @@ class EmbeddingWorker:
     # --- the frame thread --------------------------------------------------------------------------------
     def exchange(self, frame: np.ndarray, chosen: list[_Candidate], index: int) -> None:
         """Record the results that came back, then hand over this frame's faces (copies of their pixels)."""
-        self.collect()
+        self.collect(index)
         jobs = [self._job(frame, c, index) for c in chosen]
         for job in jobs:
             job.state.pending = True
@@ -95,10 +97,15 @@ class EmbeddingWorker:
         with self._busy:
             return self._busy.wait_for(lambda: self._outstanding == 0 or self.failed, timeout)
 
-    def collect(self) -> None:
+    def collect(self, index: int | None = None) -> None:
         while self._done:
             job, vector, sharp = self._done.popleft()
             job.state.pending = False
+            if index is not None:
+                self.delays.append(index - job.index)
+                longest = max(self.delays) + 1
+                self._identifier.verify_lead = min(max(VERIFY_LEAD, longest),
+                                                   max(1, self._identifier.policy.verify_every - 2))
             if job.state.epoch != job.epoch:
                 self.discarded += 1  # another face may hold this id now: the crop proves nothing about it
                 continue

@@ -322,16 +322,6 @@ def test_the_performer_becomes_visible_and_bystanders_never_do(clip_run: dict) -
     assert bystanders and max(r["similarity"] for r in bystanders) < 0.35  # measured <= 0.21
 
 
-def test_a_near_match_is_confirmed_without_waiting_for_the_budget(clip_run: dict) -> None:
-    """After each cut the performer's new track nearly matches (0.50-0.56) and needs K of M embeddings; on the
-    shared budget it waited 3-4 frames between them (visible in 136 of 149 frames). Confirming near matches
-    beyond the budget shows him in 141, the same as with no budget at all; bystanders never come near."""
-    rows = clip_run["rows"]
-    allow = [r for r in rows if r["label"] == "allow"]
-    assert sum(r["visible"] for r in allow) / len(allow) >= 0.93, sum(r["visible"] for r in allow)
-    assert clip_run["identifier"].embedded_borrowed > 0
-
-
 def test_similarity_is_reported_even_when_blurred(clip_run: dict) -> None:
     blurred_with_score = [r for r in clip_run["rows"] if not r["visible"] and r["similarity"] is not None]
     assert any(r["identity"] == "Lin-Manuel Miranda" for r in blurred_with_score)

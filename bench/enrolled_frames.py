@@ -84,6 +84,8 @@ def run(gt: dict, folder: Path, settings: Settings, per_frame: bool, photo: Path
             tally = allow if face["label"] == "allow" else bystander
             tally["frames"] += 1
             tally["shown"] += int(shown)
+            if hit and state.similarity is not None and face["label"] != "allow":
+                bystander["best_similarity"] = max(bystander.get("best_similarity", -1.0), state.similarity)
             if face["label"] == "allow":
                 why = "visible" if shown else (state.reason if hit else "no track")
                 reasons[why] += 1
@@ -113,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         folder = path.parent if (path.parent / gt["video"]).exists() else DATA / "video_unannotated"
         result = run(gt, folder, settings, args.frames, args.photo, policy)
         a, b = result["allow_shown"], result["bystander_shown"]
-        print(f"{path.name[:48]:48s} allow {a['shown']}/{a['frames']} ({100 * a['shown'] / max(a['frames'], 1):.1f} %)"
-              f"  bystanders shown {b['shown']}/{b['frames']}  {result['allow_reasons']}")
+        share = 100 * a["shown"] / max(a["frames"], 1)
+        best = b.get("best_similarity", float("nan"))
+        print(f"{path.name[:48]:48s} allow {a['shown']}/{a['frames']} ({share:.1f} %)  bystanders shown "
+              f"{b['shown']}/{b['frames']} (best similarity {best:.2f})  {result['allow_reasons']}")
     return 0
 
 

@@ -193,9 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.variant or list(VARIANTS):
         passes, method, how = VARIANTS[name]
         key = (passes, method)
+        raw_cache = args.cache.with_name(f"{args.cache.stem}.{passes}.{method}.npy")
+        if key not in raws and raw_cache.exists():
+            raws[key] = np.load(raw_cache)
         if key not in raws:
             raws[key] = raw_views(enroller.embedder, photos, estimate(cached["marks"], cached["fallback"], passes),
                                   method)
+            np.save(raw_cache, raws[key])
         results[name] = metrics(fuse(raws[key], how), index, dataset)
         log.info("%-16s %s", name, json.dumps(results[name]))
     print(json.dumps(results, indent=2))

@@ -16,8 +16,7 @@ Fail closed, with hysteresis in the safe direction only:
 The network is the expensive part (about 5-10 ms a face on 2 CPU cores, as much as detecting a whole
 frame), so work per frame is bounded by a token bucket: `budget_per_frame` embeddings on average, at most
 `burst` in one frame, spent on the biggest and least-verified faces first. Re-verifying visible faces is
-never skipped for budget, nor is confirming a face that nearly matched (a few embeddings, `confirm_borrow`);
-they only delay the work on blurred ones.
+never skipped for budget; it only delays the work on blurred ones.
 """
 
 from __future__ import annotations
@@ -69,12 +68,6 @@ class Policy:
     window_m: int = 3  # ... the last M embeddings: one lucky look-alike frame never unblurs anyone
     verify_every: int = 5  # frames between re-checks of a visible face: bounds an undetected id switch
     confirm_every: int = 1  # frames between embeddings of a face that (nearly) matched: confirm it quickly
-    # A face that nearly matched may take this many embeddings beyond the budget until it is confirmed or no
-    # longer near (paid back later, as forced work is): enough to fill the K-of-M window. On the dev clip the
-    # budget made the performer wait 3-4 frames between embeddings after each cut (visible 91.3 %; 94.6 % with
-    # no budget at all, and with this). Bystanders rarely come near (impostors' 99th percentile 0.357 <
-    # threshold - near), and then for this many embeddings only.
-    confirm_borrow: int = 3
     near: float = 0.15  # "nearly": within this of the threshold (impostors' 99th percentile is ~0.35 < 0.56-0.15)
     retry_every: int = 15  # frames between embeddings of a face that does not match (bystanders)
     min_gap: int = 3  # a face is not re-embedded for being bigger/sharper more often than this
@@ -137,7 +130,6 @@ class TrackRecognition:
     anchors: deque = field(default_factory=deque)  # embeddings the gallery accepted while the track was confirmed
     anchored_at: int = -1  # frame of the latest embedding considered for `anchors`
     kept_by_track: bool = False  # visible on self-consistency (head turned), not on the gallery's word
-    borrowed: int = 0  # embeddings taken beyond the budget since the face came near (`confirm_borrow`)
 
     @property
     def embedded(self) -> bool:
@@ -152,7 +144,6 @@ class _Candidate:
     tier: int  # lower goes first
     forced: bool = False
     face: np.ndarray | None = None  # aligned crop, when already made
-    borrowed: bool = False  # a near match confirmed beyond the budget (counted in `state.borrowed`)
 
 
 class FacebankIdentifier:
@@ -167,7 +158,6 @@ class FacebankIdentifier:
         self.tokens = float(self.policy.burst)
         self.embedded_total = 0  # telemetry, and the budget test
         self.embedded_forced = 0
-        self.embedded_borrowed = 0  # near matches confirmed beyond the budget
         self.scene_cuts = 0
         self.landmarker = landmarker  # the photo path's alignment; made on first use when not given
         self._prev_frame_patch: np.ndarray | None = None
@@ -281,15 +271,11 @@ class FacebankIdentifier:
         p = self.policy
         since = index - state.last_frame
         if state.eligible:
-            state.borrowed = 0  # confirmed: a later near match may borrow again
             if state.suspect or since >= p.verify_every:
                 return _Candidate(track, state, size, tier=0, forced=True)
             return None  # verified recently enough
-        if not state.near_match:
-            state.borrowed = 0  # not near any more: a later near match may borrow again
-        elif since >= p.confirm_every:  # likely an enrolled face: confirm it, or win it back
-            borrow = state.borrowed < p.confirm_borrow
-            return _Candidate(track, state, size, tier=1, forced=borrow, borrowed=borrow)
+        if state.near_match and since >= p.confirm_every:
+            return _Candidate(track, state, size, tier=1)  # likely an enrolled face: confirm it, or win it back
         if not state.embedded:
             return _Candidate(track, state, size, tier=2)
         if since >= p.min_gap and size >= p.better_size * state.last_size:
@@ -329,10 +315,8 @@ class FacebankIdentifier:
             c.state.last_sharpness = sharpness(face)
             c.state.doubted = c.state.suspect
             c.state.suspect = False  # this embedding is of the face the track holds now
-            c.state.borrowed += int(c.borrowed)
         self.embedded_total += len(chosen)
-        self.embedded_forced += sum(c.forced and not c.borrowed for c in chosen)
-        self.embedded_borrowed += sum(c.borrowed for c in chosen)
+        self.embedded_forced += sum(c.forced for c in chosen)
 
     def _same_person(self, state: TrackRecognition, vector: np.ndarray) -> bool:
         return bool(state.embeddings) and float(np.max(np.stack(list(state.embeddings)) @ vector)) >= \
@@ -385,13 +369,16 @@ class FacebankIdentifier:
             track.identity = Identity.blurred(self._reason(track, state, latest, threshold), latest.name,
                                               latest.similarity, candidate)
 
-    @staticmethod
-    def _anchored(state: TrackRecognition, gallery: Gallery, threshold: float) -> bool:
-        """Some look of this track that the gallery vouched for still passes the threshold *now*: raising the
-        threshold, or removing the person, ends a head-turn keep at once, as it ends every other match."""
+    def _anchored(self, state: TrackRecognition, gallery: Gallery, threshold: float) -> bool:
+        """Some look of this track that the gallery vouched for *strongly* still passes threshold +
+        strong_margin *now*: raising the threshold, or removing the person, ends a head-turn keep at once, as it
+        ends every other match. Strongly, because the keep can hold a face for as long as it stays
+        self-consistent: a look-alike bystander confirmed at 0.58-0.59 (walking-and-pause, the man enrolled from
+        a soft GIF frame, embedded every frame) was kept for 40 frames while her similarity fell to -0.08."""
         if not state.anchors:
             return False
-        return any(m.name == state.confirmed_name and m.accepted(threshold)
+        bar = threshold + self.policy.strong_margin
+        return any(m.name == state.confirmed_name and m.accepted(bar)
                    for m in gallery.match(np.stack(list(state.anchors))))
 
     def _consistent(self, state: TrackRecognition) -> bool:

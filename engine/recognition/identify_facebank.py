@@ -411,13 +411,16 @@ class FacebankIdentifier:
             track.identity = Identity.blurred(self._reason(track, state, latest, threshold), latest.name,
                                               latest.similarity, candidate)
 
-    @staticmethod
-    def _anchored(state: TrackRecognition, gallery: Gallery, threshold: float) -> bool:
-        """Some look of this track that the gallery vouched for still passes the threshold *now*: raising the
-        threshold, or removing the person, ends a head-turn keep at once, as it ends every other match."""
+    def _anchored(self, state: TrackRecognition, gallery: Gallery, threshold: float) -> bool:
+        """Some look of this track that the gallery vouched for *strongly* still passes threshold +
+        strong_margin *now*: raising the threshold, or removing the person, ends a head-turn keep at once, as it
+        ends every other match. Strongly, because the keep can hold a face for as long as it stays
+        self-consistent: a look-alike bystander confirmed at 0.58-0.59 (walking-and-pause, the man enrolled from
+        a soft GIF frame, embedded every frame) was kept for 40 frames while her similarity fell to -0.08."""
         if not state.anchors:
             return False
-        return any(m.name == state.confirmed_name and m.accepted(threshold)
+        bar = threshold + self.policy.strong_margin
+        return any(m.name == state.confirmed_name and m.accepted(bar)
                    for m in gallery.match(np.stack(list(state.anchors))))
 
     def _consistent(self, state: TrackRecognition) -> bool:

@@ -139,20 +139,20 @@ class Pipeline:
         return None
 
     def _detect(self, frame: np.ndarray, prefetched: Future | None) -> tuple[Detections | None, str]:
-        prefetched = prefetched or self._take_early(frame)
-        if prefetched is not None:
-            self._pending = prefetched
-        else:
+        # This frame's own future, held locally: the source's thread may start the next frame's detection
+        # (`detect_on_arrival`) at any moment, and this frame must never be anonymized with that one's boxes.
+        future = prefetched or self._take_early(frame)
+        if future is None:
             with self._submit_lock:
-                # Busy with a frame that was dropped after its detection started on arrival: queue behind it.
-                wasted = self._early is not None and self._pending is self._early[1]
-                if self._pending is not None and not self._pending.done() and not wasted:
+                # Busy with a frame whose detection started on arrival (dropped since, or the next frame still
+                # in the mailbox): queue behind it. `_early` stays, so that next frame still takes its result.
+                behind_early = self._early is not None and self._pending is self._early[1]
+                if self._pending is not None and not self._pending.done() and not behind_early:
                     return None, "detector-stalled"  # still busy with an earlier frame that missed its deadline
-                self._early = None
-                self._pending = self._pool.submit(self.detector.detect, frame, self.settings.low_confidence)
+                future = self._pending = self._pool.submit(self.detector.detect, frame, self.settings.low_confidence)
         try:
             deadline = self.settings.deadline_ms / 1000
-            detections = self._pending.result(timeout=max(deadline, OFFLINE_DEADLINE_S) if self.offline else deadline)
+            detections = future.result(timeout=max(deadline, OFFLINE_DEADLINE_S) if self.offline else deadline)
         except FutureTimeout:
             log.warning("detector missed its %.0f ms deadline: whole frame anonymized", self.settings.deadline_ms)
             return None, "detector-deadline"

@@ -272,3 +272,58 @@ def test_the_live_loop_embeds_in_the_background(gallery) -> None:
     assert seen and all(seen), "every live frame should be identified in the background"
     assert identifier.worker is None, "the worker stops with the live loop"
     assert any(visible), "the performer should turn visible in live mode"
+
+
+def test_a_face_swapped_in_while_the_first_result_is_pending_is_not_shown(frames, gallery) -> None:
+    """Another person's face put where the performer's was, while his first result is still in flight: that
+    result is of the crop before the swap and must not make the face now under the id visible."""
+    import cv2
+
+    from tests.conftest import DATA
+
+    other = cv2.imread(str(DATA / "recognition_face_recognition" / "examples" / "obama-480p.jpg"))
+    assert other is not None
+    pipeline, identifier = _live(gallery)
+    gate = Gate(identifier.embedder)
+    try:
+        _step(pipeline, frames, CLOSE_UP[0], settle=False)
+        tracks = [t for t in pipeline.tracker.tracks if t.lost_frames == 0]
+        assert tracks, "the performer should be tracked"
+        performer = max(tracks, key=lambda t: float(t.xyxy[2] - t.xyxy[0]))
+        assert performer.extras[STATE_KEY].pending, "his first crop should be with the worker"
+        x1, y1, x2, y2 = (int(v) for v in performer.xyxy)
+        found = pipeline.detector.detect(other, 0.5)
+        ox1, oy1, ox2, oy2 = (int(v) for v in found.xyxy[int(np.argmax(found.score))])
+        swapped = []
+        for index in CLOSE_UP[1:4]:
+            frame = frames[index].copy()
+            frame[y1:y2, x1:x2] = cv2.resize(other[oy1:oy2, ox1:ox2], (x2 - x1, y2 - y1))
+            swapped.append(frame)
+        for k, frame in enumerate(swapped):
+            if k == 1:
+                gate.open.set()
+                assert identifier.worker.wait_idle(30)
+            _, report = pipeline.process(frame.copy(), CLOSE_UP[1 + k], 1 / 29.97)
+            assert not any(f.visible for f in report.faces), f"the swapped-in face was shown (step {k})"
+        assert identifier.worker.discarded >= 1, "the result of the crop before the swap was recorded"
+    finally:
+        gate.open.set()
+        identifier.run_in_background(False)
+        pipeline.close()
+
+
+def test_faces_waiting_on_a_closed_worker_can_be_embedded_again(frames, gallery) -> None:
+    """A worker closed with crops in flight (live loop stopped, file mode next): their faces must not wait
+    forever for results that will never come, or they stay blurred for good."""
+    pipeline, identifier = _live(gallery)
+    gate = Gate(identifier.embedder)
+    try:
+        _step(pipeline, frames, CLOSE_UP[0], settle=False)
+        states = [t.extras[STATE_KEY] for t in pipeline.tracker.tracks if STATE_KEY in t.extras]
+        assert any(s.pending for s in states), "a crop should be with the worker"
+        identifier.run_in_background(False)  # closes it; the gate still holds its network call
+        assert not any(s.pending for s in states), "a face still waits for a closed worker"
+    finally:
+        gate.open.set()
+        identifier.run_in_background(False)
+        pipeline.close()

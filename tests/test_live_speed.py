@@ -106,3 +106,64 @@ def test_the_live_loop_sheds_only_while_behind() -> None:
         assert detector.tile_every == 2
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("moment", ["taken", "assigned"])
+def test_a_frame_is_anonymized_with_its_own_detection_when_the_next_one_starts(frames_1080p, moment) -> None:
+    """The source's thread starts the next frame's detection while the frame loop takes this frame's (the
+    normal case when keeping up): this frame must still get its own boxes, not the next frame's. The next frame
+    arrives right after this frame's detection is taken, or right after a finished detection is made the
+    pending one (before: the loop then read the next frame's future back from `_pending`)."""
+    this, following = frames_1080p[0].copy(), frames_1080p[60].copy()
+
+    class NextArrives(Pipeline):
+        """The next frame arrives at the moment the test picks."""
+        armed = False
+
+        @property
+        def _pending(self):
+            return self.__dict__.get("_pending_future")
+
+        @_pending.setter
+        def _pending(self, future):
+            self.__dict__["_pending_future"] = future
+            if self.armed and moment == "assigned" and future is not None and future.done():
+                self.next_arrives()
+
+        def _take_early(self, frame):
+            future = super()._take_early(frame)
+            if self.armed and moment == "taken":
+                self.next_arrives()
+            return future
+
+        def next_arrives(self) -> None:
+            self.armed = False
+            assert self.detect_on_arrival(following), "the detector was idle: the next frame's detection starts"
+
+    pipeline = NextArrives(SETTINGS)
+    own = pipeline.detector.detect(this, SETTINGS.low_confidence)
+    assert pipeline.detect_on_arrival(this)
+    pipeline._pending.result(timeout=60)  # done before the frame loop takes it
+    pipeline.armed = True
+    detections, fault = pipeline._detect(this, None)
+    assert moment == "assigned" or not pipeline.armed, "the next frame never arrived"
+    assert fault == "" and detections is not None
+    assert len(detections) == len(own) and np.allclose(np.sort(detections.xyxy, axis=0),
+                                                       np.sort(own.xyxy, axis=0), atol=1e-3), \
+        "the frame got another frame's boxes"
+    pipeline.close()
+
+
+def test_a_frame_queued_behind_the_next_ones_detection_leaves_it_to_that_frame(frames_1080p) -> None:
+    """The loop took frame N (no early detection); N+1 arrived and its detection started: N queues behind it,
+    and N+1 then takes the detection already made for it (two detections, not three)."""
+    pipeline = Pipeline(SETTINGS)
+    counting = Counting(pipeline.detector)
+    pipeline.detector = counting
+    taken, arrived = frames_1080p[20].copy(), frames_1080p[21].copy()
+    assert pipeline.detect_on_arrival(arrived)
+    _, first = pipeline.process(taken, 0, 1 / 30)
+    _, second = pipeline.process(arrived, 1, 1 / 30)
+    assert first.whole_frame is None and second.whole_frame is None
+    assert counting.seen == [id(arrived), id(taken)], "the next frame was detected twice"
+    pipeline.close()

@@ -237,9 +237,11 @@ class FacebankIdentifier:
         jumped = state.prev_centre is not None and np.linalg.norm(centre - state.prev_centre) > self.policy.jump * size
         if jumped:
             _forget(state)  # what was verified may have been another face: start again
-        # A different look in the same place: a scene cut, or the tracker moved the id onto another face. Only
-        # watched on tracks whose history could make them visible: a swap onto a never-matching track is harmless.
-        patch = _patch(frame, centre, size) if state.near_match or state.eligible else None
+        # A different look in the same place: a scene cut, or the tracker moved the id onto another face. Watched
+        # on tracks whose history could make them visible; with a worker, on every face it may embed too: a
+        # result arrives frames after its crop, and a swap in between must void it (the epoch).
+        watched = state.near_match or state.eligible or (self.worker is not None and size >= self.policy.min_face_px)
+        patch = _patch(frame, centre, size) if watched else None
         changed = patch is not None and state.prev_patch is not None and float(patch @ state.prev_patch) < \
             self.policy.same_look
         state.overlapping = self._overlaps(track, tracks)

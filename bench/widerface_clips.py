@@ -13,6 +13,7 @@ the picture, are `ignore`; the rest are `bystander`. Videos go to a cache folder
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -71,14 +72,20 @@ def faces_in_frame(meta: dict, index: int, s: float, ox: float, oy: float) -> li
 def render(image_name: str, frames: int = 48, out_dir: Path = CACHE) -> tuple[Path, Path]:
     """The clip and its gt.json for one WIDER image (cached: rendered once per parameters)."""
     meta = json.loads((WIDER / "wider_face_val_gt_subset.json").read_text())[image_name]
-    stem = clip_name(image_name, frames)
+    method = METHOD.format(image=image_name, frames=frames, fps=FPS, z0=ZOOM[0], z1=ZOOM[1])
+    return render_photo(WIDER / "images" / image_name, meta, clip_name(image_name, frames), method, frames, out_dir)
+
+
+def render_photo(path: Path, meta: dict, stem: str, method: str, frames: int = 48,
+                 out_dir: Path = CACHE) -> tuple[Path, Path]:
+    """Any photo with checked boxes (`meta`: boxes_xywh, invalid) as a pan-and-zoom clip and its gt.json."""
     video, gt_path = out_dir / f"{stem}.mp4", out_dir / f"{stem}.gt.json"
     if video.exists() and gt_path.exists():
         return video, gt_path
     out_dir.mkdir(parents=True, exist_ok=True)
-    image = cv2.imread(str(WIDER / "images" / image_name))
+    image = cv2.imread(str(path))
     if image is None:
-        raise FileNotFoundError(f"cannot read WIDER image {image_name}")
+        raise FileNotFoundError(f"cannot read the photo {path}")
     h, w = image.shape[:2]
     faces = []
     encoder = subprocess.Popen(
@@ -93,11 +100,24 @@ def render(image_name: str, frames: int = 48, out_dir: Path = CACHE) -> tuple[Pa
     if encoder.wait() != 0:
         raise RuntimeError(f"ffmpeg failed rendering {stem}")
     os.replace(str(video) + ".part.mp4", video)
-    method = METHOD.format(image=image_name, frames=frames, fps=FPS, z0=ZOOM[0], z1=ZOOM[1])
     gt = {"video": video.name, "width": SIZE[0], "height": SIZE[1], "fps": FPS, "frames": frames,
           "method": method, "faces": faces}
     gt_path.write_text(json.dumps(gt))
     return video, gt_path
+
+
+def corpus_photo(gt: dict, name: str, frames: int = 48, out_dir: Path = CACHE) -> tuple[Path, Path]:
+    """A photo of bench/corpus (its boxes annotated by bench/annotate.py and checked by eye) rendered like the
+    WIDER photos; the clip's name carries a digest of the boxes, so a corrected gt is rendered anew."""
+    boxes = [f["box"] for f in gt["faces"]]
+    meta = {"boxes_xywh": [[x1, y1, x2 - x1, y2 - y1] for x1, y1, x2, y2 in boxes],
+            "invalid": [bool(f["ignore"]) for f in gt["faces"]]}
+    digest = hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:8]
+    method = (f"{gt['method']} Rendered by bench/widerface_clips.py like the WIDER clips: {frames} frames at "
+              f"1920x1080, {FPS} fps, scale {ZOOM[0]}x -> {ZOOM[1]}x, view panning top-left -> bottom-right; every "
+              "box mapped through the frame's affine transform; ignore faces and faces under half inside the frame "
+              "are ignore=true.")
+    return render_photo(DATA / gt["image"], meta, f"{name}_{digest}_{frames}f", method, frames, out_dir)
 
 
 def clip_name(image_name: str, frames: int = 48) -> str:

@@ -110,3 +110,20 @@ def test_tiles_leave_a_large_face_whole(data_dir):
     yn, cf = members["yunet"], members["centerface"]
     assert len(yn) == 1 and len(cf) == 1
     assert annotate._iou(yn.xyxy, cf.xyxy)[0, 0] >= 0.6
+
+
+def test_a_corpus_photo_renders_with_its_boxes_on_the_faces(data_dir, tmp_path):
+    """A group photo of the corpus through the WIDER renderer: the boxes of frame 0 lie on the faces there."""
+    import json
+
+    from bench import widerface_clips
+
+    gt = json.loads((annotate.CORPUS / "photo_linzaer_imgs_16.gt.json").read_text())
+    need_data(data_dir / gt["image"])
+    video, rendered = widerface_clips.corpus_photo(gt, "photo16", frames=2, out_dir=tmp_path)
+    frame = annotate.read_frames(video, 1)[0]
+    faces = [f for f in json.loads(rendered.read_text())["faces"] if f["frame"] == 0 and not f["ignore"]]
+    found = annotate.Ensemble(upscale=1.0)(frame)
+    assert len(faces) >= 6
+    for face in faces:
+        assert annotate._iou(np.array([face["box"]]), found.xyxy).max() >= 0.4, face

@@ -23,9 +23,11 @@ from engine.config import Settings
 from engine.faces import FrameReport
 from engine.pipeline import Pipeline
 from engine.stages.anonymize import SafeFrame
+from engine.stages.detectors.yunet import TILE_CYCLE
 from engine.stages.identify import Identifier
 from engine.stages.sink import Sink
 from engine.stages.source import SourceError, VideoSource
+from engine.stages.track import REPEAT_MAX_GAP
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 # frame (detectors/yunet.py) until SHED_HOLD_S passes without either.
 SHED_AFTER = 2.0
 SHED_HOLD_S = 2.0
+SHED_HOLD_MARGIN = 1.25  # a tile-only face's track must outlive the thinned tile cycle by this factor
 PREVIEW_WIDTH = 640  # the largest preview a client may ask for; each asks for what its terminal can show
 PREVIEW_EVERY_S = 0.2
 
@@ -284,10 +287,18 @@ class Engine:
         if now - captured > SHED_AFTER * period or self.stats.dropped > self._dropped_seen:
             self._shed_until = now + SHED_HOLD_S
         self._dropped_seen = self.stats.dropped
-        shedding = now < self._shed_until
+        detector = self.pipeline.detector
+        if not hasattr(detector, "tile_every"):
+            return
+        # Thinned out, every tile comes back after twice as many frames. Only while a face that only a tile
+        # sees keeps its track that long (hold), and a weak one waits that long for its second sighting.
+        cycle = getattr(detector, "tile_cycle", TILE_CYCLE)
+        fps = self.stats.fps() or self.source.info.fps
+        holds = SHED_HOLD_MARGIN * 2 * cycle / max(fps, 1.0) <= self.pipeline.settings.hold_seconds
+        shedding = now < self._shed_until and holds
         self.stats.shedding += shedding
-        if hasattr(self.pipeline.detector, "tile_every"):
-            self.pipeline.detector.tile_every = 2 if shedding else 1
+        detector.tile_every = 2 if shedding else 1
+        self.pipeline.tracker.repeat_max_gap = max(REPEAT_MAX_GAP, cycle * detector.tile_every + 1)
 
     def _read_live(self, mailbox: queue.Queue, pace: bool) -> None:
         period = 1.0 / self.source.info.fps

@@ -14,6 +14,7 @@ import pytest
 from engine.config import Settings
 from engine.pipeline import Pipeline
 from engine.runner import SHED_AFTER, Engine
+from engine.stages.detectors.yunet import TILE_CYCLE
 from engine.stages.source import VideoSource
 from tests.conftest import need_data
 from tests.test_recognition import CLIP
@@ -104,6 +105,23 @@ def test_the_live_loop_sheds_only_while_behind() -> None:
         assert detector.tile_every == 1
         engine._shed_load(time.monotonic() - (SHED_AFTER + 0.5) / engine.source.info.fps)  # one slow frame
         assert detector.tile_every == 2
+        # Tiles now come back after twice as many frames: a weak face waits that long for its second sighting.
+        assert engine.pipeline.tracker.repeat_max_gap > 2 * TILE_CYCLE
+    finally:
+        engine.close()
+
+
+def test_no_shedding_when_a_tile_only_face_would_outlive_its_hold() -> None:
+    """With a short hold, a face only a tile sees would lose its track before a thinned-out tile came back
+    (and show until then): the full tile pass stays, however far behind."""
+    need_data(CLIP)
+    engine = Engine(Settings(deadline_ms=60_000, hold_seconds=0.3), VideoSource(str(CLIP)))
+    detector = engine.pipeline.detector
+    try:
+        engine.stats.dropped += 1
+        engine._shed_load(time.monotonic())
+        assert detector.tile_every == 1
+        assert engine.pipeline.tracker.repeat_max_gap > TILE_CYCLE
     finally:
         engine.close()
 

@@ -27,7 +27,7 @@ _LOST_GROWTH_MAX = 0.6
 # place in the next frame: a face half hidden or in profile often scores 0.3-0.5 frame after frame, and
 # without this it would never start. Two sightings in a row rule out most one-frame false blobs.
 REPEAT_START_SCORE = 0.3
-_REPEAT_MAX_GAP = 7  # frames a candidate waits for its second sighting (a 1080p tile comes back every 6)
+REPEAT_MAX_GAP = 7  # frames a candidate waits for its second sighting (a 1080p tile comes back every 6)
 
 
 @dataclass
@@ -103,6 +103,9 @@ class FaceTracker:
         self.tracks: list[Track] = []
         self._next_id = 1
         self._candidates: list[tuple[np.ndarray, int]] = []  # unclaimed weak boxes, frames since seen
+        # Frames a weak candidate waits for its second sighting: longer than a tile takes to come back, which
+        # the live loop lengthens while it sheds load (engine/runner.py).
+        self.repeat_max_gap = REPEAT_MAX_GAP
 
     def reset(self) -> None:
         self.tracks.clear()
@@ -153,7 +156,7 @@ class FaceTracker:
         else:
             fresh = [(box, 0) for box in weak.xyxy]
         aged = [(box, age + 1) for k, (box, age) in enumerate(self._candidates)
-                if k not in used and age + 1 < _REPEAT_MAX_GAP]
+                if k not in used and age + 1 < self.repeat_max_gap]
         self._candidates = fresh + aged
 
     def _drop_duplicates(self) -> None:

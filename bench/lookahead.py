@@ -1,6 +1,7 @@
 """What the look-ahead backfill buys and costs, for several buffer lengths N, in-process.
 
-    python bench/lookahead.py [--n 0 4 6 8 12] [--only SUBSTR] [--set NAME=VALUE ...]
+    python bench/lookahead.py [--n 0 4 6 8 12] [--only SUBSTR] [--set NAME=VALUE ...] [--growth 0.1]
+    BLURCAST_FILE_TILE_CYCLE=1 python bench/lookahead.py ...   (file mode's tile cadence to try)
 
 Every corpus clip (bench/suite.py) goes once through the pipeline at the given settings; its anonymized frames
 and reports are then replayed through `Lookahead(N)` for each N (the backfill depends only on them). Per N:
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import suite
 from engine.config import Settings
 from engine.pipeline import Pipeline
+from engine.stages import lookahead as lookahead_module
 from engine.stages.anonymize import Anonymizer, SafeFrame
 from engine.stages.lookahead import Lookahead
 from evaluation.video import face_visibility
@@ -105,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, nargs="+", default=[0, 4, 6, 8, 12])
     parser.add_argument("--only", action="append")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--growth", type=float, help="GROWTH_PER_FRAME to try (each side, per frame back)")
     args = parser.parse_args(argv)
+    if args.growth is not None:
+        lookahead_module.GROWTH_PER_FRAME = args.growth
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = Settings(backend="onnxruntime").updated(dict(kv.split("=", 1) for kv in args.set))
     totals: dict[int, dict] = {n: defaultdict(int) for n in args.n}

@@ -1,7 +1,7 @@
 """What the look-ahead backfill buys and costs, for several buffer lengths N, in-process.
 
     python bench/lookahead.py [--n 0 4 6 8 12] [--only SUBSTR] [--set NAME=VALUE ...] [--growth 0.1]
-    BLURCAST_FILE_TILE_CYCLE=1 python bench/lookahead.py ...   (file mode's tile cadence to try)
+    python bench/lookahead.py --tile-cycle 6 ...   (file mode's tile cadence to try; 6 is live mode's)
 
 Every corpus clip (bench/suite.py) goes once through the pipeline at the given settings; its anonymized frames
 and reports are then replayed through `Lookahead(N)` for each N (the backfill depends only on them). Per N:
@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import suite
+from engine import pipeline as pipeline_module
 from engine.config import Settings
 from engine.pipeline import Pipeline
 from engine.stages import lookahead as lookahead_module
@@ -108,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--growth", type=float, help="GROWTH_PER_FRAME to try (each side, per frame back)")
+    parser.add_argument("--tile-cycle", type=int, help="file mode's FILE_TILE_CYCLE to try")
     args = parser.parse_args(argv)
+    if args.tile_cycle is not None:
+        pipeline_module.FILE_TILE_CYCLE = args.tile_cycle
     if args.growth is not None:
         lookahead_module.GROWTH_PER_FRAME = args.growth
     logging.basicConfig(level=logging.INFO, format="%(message)s")

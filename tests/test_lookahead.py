@@ -184,4 +184,29 @@ def _frames(path: Path) -> int:
         return 0
     done = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets", "-show_entries",
                            "stream=nb_read_packets", "-of", "csv=p=0", str(path)], capture_output=True, text=True)
-    return int(done.stdout.strip().strip(",") or 0) if done.returncode == 0 else 0
+    value = done.stdout.strip().split("\n")[0].strip(",")
+    return int(value) if done.returncode == 0 and value.isdigit() else 0  # a file being written may read "N/A"
+
+
+def test_file_mode_searches_every_tile_in_every_frame_live_one_in_turn(dev_clip):
+    """File mode spends its speed headroom on detection: all full-resolution 1080p tiles each frame
+    (a face only a tile sees is found from its first frame); live mode keeps one tile in turn."""
+    from engine.pipeline import Pipeline
+    from engine.stages.detectors.yunet import TILE_BUDGET, tile_grid
+
+    cap = cv2.VideoCapture(str(dev_clip))
+    frame = cv2.resize(cap.read()[1], (1920, 1080))
+    pipeline = Pipeline(SETTINGS)
+    det = pipeline.detector
+    scale = 1280 / 1920
+    tiles = set(tile_grid(1920, 1080, TILE_BUDGET * scale * scale))
+    seen: list[tuple[int, int, int, int]] = []
+    search = det._one_tile
+    det._one_tile = lambda f, tile, found, score: (seen.append(tile), search(f, tile, found, score))[1]
+    det.detect(frame, 0.3)
+    assert len(seen) == 1, "live: one tile a frame"
+    seen.clear()
+    pipeline.offline = True
+    det.detect(frame, 0.3)
+    assert set(seen) == tiles and len(seen) == len(tiles) > 1
+    pipeline.close()

@@ -29,6 +29,7 @@ MIN_CONFIDENCE = 0.05  # not a privacy bound: below it nearly everything is a "f
 MIN_SIMILARITY = 0.4  # 0.1 % of 7,971 real impostor pairs score 0.476 or more; lower lets strangers through
 MIN_HOLD_S = 0.2  # a face whose detection drops for a few frames stays blurred where it was (0.2 s: 0 leaks)
 MIN_MARGIN = 0.15  # the soft edge fades inside the grown box: margin 0 leaked 14.3 %, 0.1 1.86 %, 0.15 0 %
+MAX_LOOKAHEAD_FRAMES = 30  # not a privacy bound: each frame held is a frame of delay and ~6 MB at 1080p
 MIN_DETECT_WIDTH = 480  # 160 leaked 21.9 % (the issue); 320 and 480 0 % on the dev clip, whose faces are larger
 #                         than a 1080p crowd's: the floor keeps a step of margin
 
@@ -71,6 +72,9 @@ LIMITS: dict[str, Limit] = {
     "deadline_ms": Limit("a detector slower than this counts as stalled: the whole frame is blurred", 1, 60_000),
     "hold_seconds": Limit("how long a face whose detection drops stays hidden where it was predicted",
                           MIN_HOLD_S, 10.0),
+    "lookahead_frames": Limit("live mode: frames held back so a face is also hidden in the frames before it was "
+                              "first detected; adds that many frames of delay (file mode always holds 8)",
+                              0, MAX_LOOKAHEAD_FRAMES),
     "mode": Limit("how faces are hidden", choices=ANONYMIZE_MODES),
     "shape": Limit("shape of the hidden region", choices=SHAPES),
     "strength": Limit("blur/mosaic strength: higher hides more detail", 0.0, 1.0),
@@ -103,6 +107,9 @@ class Settings:
     deadline_ms: float = 250.0  # a detector slower than this counts as stalled: the whole frame is blurred
     # Tracking: a face whose detection drops stays anonymized at its predicted box for hold_seconds.
     hold_seconds: float = 0.8
+    # Look-ahead (engine/stages/lookahead.py): live mode holds this many frames to hide a face in the frames before
+    # its first detection too; 0 adds no delay. File mode always holds at least FILE_LOOKAHEAD_FRAMES.
+    lookahead_frames: int = 0
     # Anonymizing.
     mode: str = "blur"
     shape: str = "box"  # box covers the whole face box and margin; ellipse looks softer but needs margin >= 0.5

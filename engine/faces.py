@@ -144,3 +144,4 @@ class FrameReport:
     whole_frame: str | None = None  # why the whole frame was anonymized: "panic", "detector-error", ...
     detect_ms: float = 0.0
     unclaimed: list[tuple[float, float, float, float]] = field(default_factory=list)  # hidden, but no track yet
+    backfilled: int = 0  # boxes anonymized into this frame later, for faces first found after it (lookahead)

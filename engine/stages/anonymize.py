@@ -41,6 +41,10 @@ class SafeFrame:
         self.index = index
         self.whole_frame = whole_frame
 
+    def copy(self) -> SafeFrame:
+        """A copy of an anonymized frame is still anonymized (benchmarks replay one frame several ways)."""
+        return SafeFrame(self.image.copy(), self.index, self.whole_frame, _TOKEN)
+
 
 class Anonymizer:
     def __init__(self, settings: Settings) -> None:
@@ -68,6 +72,20 @@ class Anonymizer:
         for region in self._regions(boxes, width, height, self.margin):
             self._anonymize_region(frame, region)
         return SafeFrame(frame, index, False, _TOKEN)
+
+    def backfill(self, safe: SafeFrame, boxes: Iterable[np.ndarray], keep: Iterable[np.ndarray] = ()) -> SafeFrame:
+        """Anonymize more boxes on a frame already anonymized (engine/stages/lookahead.py: a face found later
+        is hidden in the frames before it too). `keep`, the faces visible in that frame, stay as they were:
+        a neighbour's backfill must not blur the streamer. Done on the CPU copy, also behind a device."""
+        frame = safe.image
+        height, width = frame.shape[:2]
+        saved = [(r.clipped, frame[r.clipped[1]:r.clipped[3], r.clipped[0]:r.clipped[2]].copy())
+                 for r in self._regions(keep, width, height, 0.0)]
+        for region in self._regions(boxes, width, height, self.margin):
+            self._anonymize_region(frame, region)
+        for (x1, y1, x2, y2), pixels in saved:  # pixels of the anonymized frame: nothing raw comes back
+            frame[y1:y2, x1:x2] = pixels
+        return safe
 
     def _regions(self, boxes: Iterable[np.ndarray], width: int, height: int,
                  margin: float) -> Iterable[Region]:

@@ -34,6 +34,7 @@ class YuNetDetector:
         self.runner_name = runner.name
         self.detect_width = detect_width
         self.tiles = False  # video only (the pipeline turns it on): a photo is detected in one deterministic pass
+        self.tile_cycle = TILE_CYCLE  # frames until every tile came back; file mode spends its headroom on fewer
         self._tile_turn = 0
         # Live mode, only while the engine cannot keep up (engine/runner.py): the tile pass runs on every
         # `tile_every`-th frame, the tracker holding what tiles found in between, so that every frame still
@@ -54,7 +55,7 @@ class YuNetDetector:
         within TILE_CYCLE frames, however many there are (a low detect_width or a 4K frame makes many), so a
         face only a tile sees is found again before its track's hold runs out."""
         tiles = tile_grid(frame.shape[1], frame.shape[0], TILE_BUDGET * scale * scale)
-        per_frame = -(-len(tiles) // TILE_CYCLE)
+        per_frame = -(-len(tiles) // max(1, self.tile_cycle))
         parts = []
         for _ in range(per_frame):
             self._tile_turn = (self._tile_turn + 1) % len(tiles)

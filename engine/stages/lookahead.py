@@ -1,0 +1,151 @@
+"""Look-ahead backfill: a face is hidden in the frames *before* the one it was first detected in.
+
+Detectors miss a face as it appears (a profile turning, a face coming out from behind a pillar or another
+person, a small face the 1080p tile pass reaches only every 6th frame): the frames before its first detection
+went out with the face visible. Holding the last N anonymized frames before the sinks lets the engine go back:
+when a face track appears at frame t that was not there at t-1, its box, carried backwards with the velocity
+seen over its first sightings and grown with every frame back (fail closed), is anonymized in the buffered
+frames t-1 .. t-N as well. Then the oldest frame is released.
+
+Only `SafeFrame`s are held (each already anonymized once): a backfill only adds anonymized regions, through
+`Anonymizer.backfill`, which keeps the faces that were visible in that frame (the streamer) visible.
+File mode always holds `FILE_LOOKAHEAD_FRAMES` (latency is free there); live mode holds the setting
+`lookahead_frames` (default 0: no added delay). N 1080p frames are N x 6 MB of memory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engine.faces import FrameReport, box_iou
+from engine.stages.anonymize import Anonymizer, SafeFrame
+
+FILE_LOOKAHEAD_FRAMES = 8  # a 1080p tile comes back every 6 frames, a weak face starts on its 2nd sighting <= 7
+GROWTH_PER_FRAME = 0.1  # each side grows this fraction of the box per frame back: motion the velocity misses
+MAX_GROWTH = 1.0  # ... up to the box's own size on each side (3x the box)
+# A new face is carried back at its first sighting (where it is, grown) and again at this sighting, along the
+# velocity seen over them. Each pass costs ~3 ms a box at 1080p (a grown region blurred), so not at every one.
+VELOCITY_SIGHTINGS = 3
+
+
+@dataclass
+class _Held:
+    safe: SafeFrame
+    report: FrameReport
+    keep: list[np.ndarray]  # that frame's visible (recognised) faces: a backfill never blurs them
+    tag: Any = None
+    pushed: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Newcomer:
+    first: int  # frame index of its first sighting
+    sightings: list[tuple[int, np.ndarray]]  # (frame index, detected box), its first few
+
+
+class Lookahead:
+    """`push` each anonymized frame in order; it returns the frames released (oldest first), at most one
+    while the buffer is full. `flush` releases every frame held (end of source, stop, error)."""
+
+    def __init__(self, frames: int) -> None:
+        self.frames = max(0, int(frames))
+        self.backfilled = 0  # boxes anonymized into earlier frames, for telemetry
+        self._held: deque[_Held] = deque()
+        self._present: set[int] = set()  # track ids in the last frame pushed
+        self._newcomers: dict[int, _Newcomer] = {}
+        self._delays_ms: deque[float] = deque(maxlen=240)
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def push(self, safe: SafeFrame, report: FrameReport, anonymizer: Anonymizer,
+             tag: Any = None) -> list[tuple[SafeFrame, Any]]:
+        """Backfill the faces new in `report` into the frames held, hold `safe`; `tag` (e.g. the source's
+        frame index) comes back with it."""
+        if self.frames == 0 and not self._held:
+            return [(safe, tag)]
+        keep = [np.asarray(f.xyxy, np.float32) for f in report.faces if f.visible]
+        for item in self._backfill_boxes(report):
+            self._backfill(item, report.index, anonymizer)
+        self._held.append(_Held(safe, report, keep, tag))
+        return [self._release() for _ in range(len(self._held) - self.frames)]
+
+    def flush(self) -> list[tuple[SafeFrame, Any]]:
+        """Every frame held, oldest first (the source ended, stalled or the engine stops)."""
+        out = [self._release() for _ in range(len(self._held))]
+        self._present.clear()
+        self._newcomers.clear()
+        return out
+
+    def delay_ms(self) -> float | None:
+        """Median time a frame was held back (added video delay in live mode)."""
+        return float(np.median(self._delays_ms)) if self._delays_ms else None
+
+    def _release(self) -> tuple[SafeFrame, Any]:
+        held = self._held.popleft()
+        self._delays_ms.append((time.monotonic() - held.pushed) * 1000)
+        return held.safe, held.tag
+
+    def _backfill_boxes(self, report: FrameReport) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """(box, velocity per frame of (cx, cy), frame of its first sighting) for each face to carry back."""
+        if report.whole_frame is not None:
+            return []  # no faces known this frame; tracks are kept and judged on the next one
+        present = {f.track_id for f in report.faces}
+        out = []
+        for face in report.faces:
+            box = np.asarray(face.xyxy, np.float32)
+            if face.track_id not in self._present and face.track_id not in self._newcomers:
+                self._newcomers[face.track_id] = _Newcomer(report.index, [])
+            newcomer = self._newcomers.get(face.track_id)
+            if newcomer is None or face.lost_frames:
+                continue
+            newcomer.sightings.append((report.index, box))
+            if len(newcomer.sightings) in (1, VELOCITY_SIGHTINGS):
+                out.append((*_extrapolation(newcomer.sightings), newcomer.first))
+            if len(newcomer.sightings) >= VELOCITY_SIGHTINGS:
+                del self._newcomers[face.track_id]
+        for track_id in [t for t in self._newcomers if t not in present]:
+            del self._newcomers[track_id]  # gone before its velocity was known: carried back as it was
+        self._present = present
+        # A confident detection no track took (rare: every one starts a track) is carried back where it is.
+        tracked = [np.asarray(f.xyxy, np.float32) for f in report.faces]
+        for box in report.unclaimed:
+            box = np.asarray(box, np.float32)
+            if not any(box_iou(box, t) > 0.3 for t in tracked):
+                out.append((box, np.zeros(2, np.float32), report.index))
+        return out
+
+    def _backfill(self, item: tuple[np.ndarray, np.ndarray, int], now: int, anonymizer: Anonymizer) -> None:
+        box, velocity, first = item
+        for held in self._held:
+            back = first - held.report.index  # frames before the face's first sighting
+            if back <= 0 or held.safe.whole_frame:
+                continue
+            shifted = back_box(box, velocity, now - held.report.index, back)
+            anonymizer.backfill(held.safe, [shifted], keep=held.keep)
+            held.report.backfilled += 1
+            self.backfilled += 1
+
+
+def _extrapolation(sightings: list[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The latest box and the centre's velocity per frame over the sightings so far (zero from one)."""
+    (first_index, first_box), (last_index, last_box) = sightings[0], sightings[-1]
+    if last_index == first_index:
+        return last_box, np.zeros(2, np.float32)
+    centre = lambda b: np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2], np.float32)  # noqa: E731
+    return last_box, (centre(last_box) - centre(first_box)) / (last_index - first_index)
+
+
+def back_box(box: np.ndarray, velocity: np.ndarray, frames_back: int, unseen: int) -> np.ndarray:
+    """`box` carried `frames_back` frames back along `velocity`, grown on each side for each of the `unseen`
+    frames before the face's first sighting (fail closed: the velocity is a guess there)."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    dx, dy = -velocity * frames_back
+    grow = min(MAX_GROWTH, GROWTH_PER_FRAME * unseen)
+    return np.array([box[0] + dx - w * grow, box[1] + dy - h * grow, box[2] + dx + w * grow, box[3] + dy + h * grow],
+                    np.float32)

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 # longer than SHED_AFTER x the source's frame period from arrival to output, the tile pass runs every other
 # frame (detectors/yunet.py) until SHED_HOLD_S passes without either.
 SHED_AFTER = 2.0
+STALL_PERIODS = 3  # live: a source silent this many frame periods has stalled (the lookahead sends what it holds)
 SHED_HOLD_S = 2.0
 SHED_HOLD_MARGIN = 1.25  # a tile-only face's track must outlive the thinned tile cycle by this factor
 PREVIEW_WIDTH = 640  # the largest preview a client may ask for; each asks for what its terminal can show
@@ -110,6 +111,7 @@ class Engine:
         self.shed_when_behind = True  # live: the tile pass thinned out while behind (off: benches compare)
         # Frames held before the sinks so a face found later is hidden in them too (stages/lookahead.py).
         self.lookahead = Lookahead(settings.lookahead_frames)
+        self._hide_kept = threading.Event()
 
     # --- control, from any thread -------------------------------------------------------------------------
     @property
@@ -127,6 +129,11 @@ class Engine:
     def replace_source(self, source: VideoSource) -> None:
         """Switch to an opened source; the reader thread swaps it in before its next read."""
         self._next_source = source
+
+    def hide_kept(self) -> None:
+        """Someone left the facebank: the frames the lookahead holds hide the faces they showed (applied by the
+        frame loop before its next frame)."""
+        self._hide_kept.set()
 
     def add_sink(self, sink: Sink) -> None:
         with self._lock:
@@ -184,7 +191,7 @@ class Engine:
             "dropped": self.stats.dropped,
             "shedding_frames": self.stats.shedding,
             "whole_frames": self.stats.whole_frames,
-            "faults": dict(self.pipeline.faults),
+            "faults": self._faults(),
             "source": {"spec": self.source.spec, "kind": self.source.kind, "state": self.source_state,
                        "width": self.source.info.width, "height": self.source.info.height,
                        "fps": self.source.info.fps},
@@ -195,6 +202,12 @@ class Engine:
             "settings": self.settings.as_dict(),
             "facebank": self._identifier_status(),
         }
+
+    def _faults(self) -> dict[str, int]:
+        faults = dict(self.pipeline.faults)
+        if self.lookahead.faults:
+            faults["lookahead-error"] = self.lookahead.faults
+        return faults
 
     def _identifier_status(self) -> dict:
         status = getattr(self.pipeline.identifier, "status", None)
@@ -217,7 +230,6 @@ class Engine:
             report = FrameReport(index, whole_frame="pipeline-error")
             safe = self.pipeline.anonymizer.whole(frame, index)
         self.stats.record(report, (time.monotonic() - captured) * 1000)
-        self._update_preview(safe)
         if watcher is not None:
             try:
                 watcher.observe(raw, report)
@@ -282,13 +294,17 @@ class Engine:
         if background is not None:  # embeddings off the frame path (engine/recognition/identify_worker.py)
             background(True)
         index, last = 0, None
+        # A gap of a few frame periods is a stall: what the lookahead holds goes out then, not late. A shorter
+        # one (a slow or bursty source) keeps it: flushing there would silently turn the lookahead off.
+        stall_s = max(0.2, STALL_PERIODS / max(self.source.info.fps, 1.0))
         try:
             while not self.stop_event.is_set():
                 try:
                     frame, captured, source_index = mailbox.get(timeout=0.2)
                 except queue.Empty:
                     self._apply_pending()
-                    self._emit_held()  # the source stalled: what the lookahead holds goes out now, not late
+                    if last is not None and time.monotonic() - last > stall_s:
+                        self._emit_held()
                     continue
                 dt = (captured - last) if last is not None else 1.0 / self.source.info.fps
                 last = captured
@@ -296,14 +312,20 @@ class Engine:
                     self._emit(safe, tag)
                 self._shed_load(captured)
                 index += 1
-            self._emit_held()
         finally:
+            try:
+                self._emit_held()  # also on Ctrl-C or an error: a recording keeps its last frames
+            except Exception:
+                log.exception("could not send the frames the lookahead held")
             if background is not None:
                 background(False)
         reader.join(timeout=2)
 
     def _look_ahead(self, safe: SafeFrame, tag: int | None = None) -> list[tuple[SafeFrame, int | None]]:
         """The frames to send now: `safe` itself without a lookahead, else the oldest held (after backfill)."""
+        if self._hide_kept.is_set():
+            self._hide_kept.clear()
+            self.lookahead.hide_kept(self.pipeline.anonymizer)
         if self.lookahead.frames == 0 and not len(self.lookahead):
             return [(safe, tag)]
         report = self.stats.last_report  # process_one records the report of `safe` before returning it
@@ -393,6 +415,7 @@ class Engine:
             self.stop_event.wait(1.0)
 
     def _emit(self, safe: SafeFrame, source_index: int | None = None) -> None:
+        self._update_preview(safe)  # what goes out, after any backfill: the UI shows nothing the outputs do not
         while not self._sink_ops.empty():
             self._sink_ops.get_nowait()()
         for sink in list(self.sinks):
@@ -426,8 +449,6 @@ class Engine:
         if pending is None:
             return
         previous = self.pipeline.settings
-        if pending.lookahead_frames != previous.lookahead_frames and not self.pipeline.offline:
-            self.lookahead.frames = pending.lookahead_frames  # live only: file mode holds its own count
         try:
             self.pipeline.configure(pending)
         except Exception:  # e.g. a backend that cannot load here: keep streaming on the old settings
@@ -436,6 +457,12 @@ class Engine:
             self.pipeline.configure(previous)
             with self._lock:
                 self._settings = previous
+            return
+        if pending.lookahead_frames != previous.lookahead_frames and not self.pipeline.offline:
+            self.lookahead.frames = pending.lookahead_frames  # live only: file mode holds its own count
+        if (previous.recognition and not pending.recognition) or \
+                pending.similarity_threshold > previous.similarity_threshold:
+            self.lookahead.hide_kept(self.pipeline.anonymizer)  # frames held must not show whom it now hides
 
     def _update_preview(self, safe: SafeFrame) -> None:
         now = time.monotonic()

@@ -184,6 +184,7 @@ class EngineService:
         name = _str_arg(request, "name")
         if not self._facebank().remove(name):
             raise ValueError(f"{name!r} is not on the facebank")
+        self.engine.hide_kept()  # frames a lookahead holds must not show them either
         return {"removed": name}
 
     def _enrol_track(self, request: dict) -> dict:

@@ -210,3 +210,92 @@ def test_file_mode_searches_every_tile_in_every_frame_live_one_in_turn(dev_clip)
     det.detect(frame, 0.3)
     assert set(seen) == tiles and len(seen) == len(tiles) > 1
     pipeline.close()
+
+
+def _held_run(dev_clip, count: int):
+    """`count` dev-clip frames anonymized and pushed into a lookahead holding them all, with the performer
+    (the largest face) visible in each."""
+    cap = cv2.VideoCapture(str(dev_clip))
+    anonymizer, lookahead = Anonymizer(SETTINGS), Lookahead(count + 1)
+    originals = []
+    for index in range(count):
+        frame = cap.read()[1]
+        streamer = max(_faces(frame), key=lambda b: b[2] - b[0])
+        originals.append((frame.copy(), streamer))
+        report = FrameReport(index, faces=[FaceState(1, tuple(streamer), 0.9, visible=True, reason=None)])
+        assert lookahead.push(anonymizer.apply(frame, index, [], keep=[streamer]), report, anonymizer) == []
+    return anonymizer, lookahead, originals
+
+
+def _changed(image: np.ndarray, original: np.ndarray, box) -> float:
+    x1, y1, x2, y2 = (int(v) for v in box)
+    return float(np.abs(image[y1:y2, x1:x2].astype(int) - original[y1:y2, x1:x2]).mean())
+
+
+def test_panic_hides_the_frames_already_held(dev_clip):
+    """Panic is pressed for what is on screen now: frames held but not yet sent go out whole too."""
+    anonymizer, lookahead, originals = _held_run(dev_clip, 3)
+    panic = anonymizer.whole(originals[-1][0].copy(), 3)
+    lookahead.push(panic, FrameReport(3, whole_frame="panic"), anonymizer)
+    out = lookahead.flush()
+    assert [safe.index for safe, _ in out] == [0, 1, 2, 3], "in order, none lost"
+    assert all(safe.whole_frame for safe, _ in out)
+    for (safe, _), (original, streamer) in zip(out, originals, strict=False):
+        assert _changed(safe.image, original, streamer) > 3, "a held frame still showed the streamer"
+
+
+def test_someone_removed_is_hidden_in_the_frames_held(dev_clip):
+    """Removed from the facebank (or recognition off) while frames wait: the faces they showed are hidden."""
+    anonymizer, lookahead, originals = _held_run(dev_clip, 3)
+    lookahead.hide_kept(anonymizer)
+    for (safe, _), (original, streamer) in zip(lookahead.flush(), originals, strict=True):
+        assert not safe.whole_frame and _changed(safe.image, original, streamer) > 3
+
+
+def test_a_failing_backfill_sends_what_it_held_whole(dev_clip, monkeypatch):
+    """A bug in the backfill fails closed like every stage: frames held and this one go out whole, counted;
+    the next frames are handled as usual."""
+    anonymizer, lookahead, originals = _held_run(dev_clip, 2)
+    monkeypatch.setattr(Lookahead, "_backfill", lambda *a: (_ for _ in ()).throw(RuntimeError("bug")))
+    new = FaceState(2, (10.0, 10.0, 60.0, 60.0), 0.9)
+    frame = originals[-1][0].copy()
+    lookahead.push(anonymizer.apply(frame, 2, [np.array(new.xyxy, np.float32)]), FrameReport(2, faces=[new]),
+                   anonymizer)
+    assert lookahead.faults == 1
+    out = lookahead.flush()
+    assert [safe.index for safe, _ in out] == [0, 1, 2] and all(safe.whole_frame for safe, _ in out)
+
+
+def test_live_lookahead_sends_what_it_held_when_the_loop_dies(store_clip):
+    """Ctrl-C (or any error) in the live loop: the held frames still reach the recording."""
+    sink = Memory()
+    engine = Engine(SETTINGS.updated({"lookahead_frames": 6}), VideoSource(str(store_clip)), [sink])
+    real = engine._shed_load
+    calls = []
+
+    def interrupted(captured):
+        calls.append(1)
+        if len(calls) == 20:
+            raise KeyboardInterrupt
+        real(captured)
+
+    engine._shed_load = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        engine.run_live(pace_files=True)
+    engine.close()
+    assert len(sink.frames) == engine.stats.frames == 20, "the frames held were lost"
+
+
+def test_the_preview_is_a_frame_that_went_out(dev_clip):
+    """The preview shows the frame sent (after its backfill), not one still held."""
+    sink = Memory()
+    engine = Engine(SETTINGS.updated({"lookahead_frames": 5}), VideoSource(str(dev_clip)), [sink])
+    frames = []
+    real = engine._update_preview
+    engine._update_preview = lambda safe: frames.append(safe.index) or real(safe)
+    cap = cv2.VideoCapture(str(dev_clip))
+    for index in range(8):
+        for safe, tag in engine._look_ahead(engine.process_one(cap.read()[1], index, 1 / 30, time.monotonic())):
+            engine._emit(safe, tag)
+    engine.close()
+    assert frames == [0, 1, 2], "the preview showed frames not yet sent"

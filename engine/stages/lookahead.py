@@ -15,6 +15,7 @@ File mode always holds `FILE_LOOKAHEAD_FRAMES` (latency is free there); live mod
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ import numpy as np
 from engine.faces import FrameReport, box_iou
 from engine.stages.anonymize import Anonymizer, SafeFrame
 
+log = logging.getLogger(__name__)
+WHOLE_NOW = ("panic", "paused")  # asked for *now*: the frames held (not sent yet) are hidden whole too
 FILE_LOOKAHEAD_FRAMES = 8  # a 1080p tile comes back every 6 frames, a weak face starts on its 2nd sighting <= 7
 GROWTH_PER_FRAME = 0.1  # each side grows this fraction of the box per frame back: motion the velocity misses
 MAX_GROWTH = 1.0  # ... up to the box's own size on each side (3x the box)
@@ -55,6 +58,7 @@ class Lookahead:
     def __init__(self, frames: int) -> None:
         self.frames = max(0, int(frames))
         self.backfilled = 0  # boxes anonymized into earlier frames, for telemetry
+        self.faults = 0  # backfills that failed (the frames held were then anonymized whole)
         self._held: deque[_Held] = deque()
         self._present: set[int] = set()  # track ids in the last frame pushed
         self._newcomers: dict[int, _Newcomer] = {}
@@ -70,10 +74,34 @@ class Lookahead:
         if self.frames == 0 and not self._held:
             return [(safe, tag)]
         keep = [np.asarray(f.xyxy, np.float32) for f in report.faces if f.visible]
-        for item in self._backfill_boxes(report):
-            self._backfill(item, report.index, anonymizer)
+        if report.whole_frame in WHOLE_NOW:
+            self.hide_all(anonymizer)
+        try:
+            for item in self._backfill_boxes(report):
+                self._backfill(item, report.index, anonymizer)
+        except Exception:  # fail closed, as every stage does: what is held goes out whole, nothing stops
+            log.exception("lookahead backfill failed: the frames held are anonymized whole")
+            self.faults += 1
+            self.hide_all(anonymizer)
+            if not safe.whole_frame:
+                safe = anonymizer.whole(safe.image, safe.index)
         self._held.append(_Held(safe, report, keep, tag))
         return [self._release() for _ in range(len(self._held) - self.frames)]
+
+    def hide_all(self, anonymizer: Anonymizer) -> None:
+        """Every frame held, anonymized whole (panic or pause pressed while they wait)."""
+        for held in self._held:
+            if not held.safe.whole_frame:
+                held.safe = anonymizer.whole(held.safe.image, held.safe.index)
+                held.keep = []
+
+    def hide_kept(self, anonymizer: Anonymizer) -> None:
+        """The faces shown in the frames held, hidden after all (recognition turned off, threshold raised,
+        someone removed from the facebank while they wait)."""
+        for held in self._held:
+            if held.keep and not held.safe.whole_frame:
+                anonymizer.backfill(held.safe, held.keep)
+                held.keep = []
 
     def flush(self) -> list[tuple[SafeFrame, Any]]:
         """Every frame held, oldest first (the source ended, stalled or the engine stops)."""

@@ -1,8 +1,9 @@
 """The frame loop: source -> pipeline -> sinks, in file mode (every frame) or live mode (bounded latency).
 
-Live mode reads the source on its own thread into a one-slot mailbox: when processing falls behind, the
-oldest *input* frame is dropped (counted), never an output frame, so latency stays bounded. File mode
-processes every frame, encoding on a second thread so the two cores overlap detection and encoding.
+Live mode reads the source on its own thread into a small mailbox (one slot for a camera, a few for a bursty
+network stream): when processing falls behind, the oldest *input* frame is dropped (counted), never an output
+frame, so latency stays bounded. File mode processes every frame, encoding on a second thread so the two cores
+overlap detection and encoding.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 # longer than SHED_AFTER x the source's frame period from arrival to output, the tile pass runs every other
 # frame (detectors/yunet.py) until SHED_HOLD_S passes without either.
 SHED_AFTER = 2.0
+NETWORK_JITTER_FRAMES = 3  # live, network sources: bursts wait here instead of being dropped (bench_stream 1080p)
 STALL_PERIODS = 3  # live: a source silent this many frame periods has stalled (the lookahead sends what it holds)
 SHED_HOLD_S = 2.0
 SHED_HOLD_MARGIN = 1.25  # a tile-only face's track must outlive the thinned tile cycle by this factor
@@ -287,7 +289,7 @@ class Engine:
 
     def run_live(self, pace_files: bool = True) -> None:
         """Until `stop_event`: the newest frame is processed; older unprocessed input frames are dropped."""
-        mailbox: queue.Queue[tuple[np.ndarray, float, int | None]] = queue.Queue(maxsize=1)
+        mailbox: queue.Queue[tuple[np.ndarray, float, int | None]] = queue.Queue(maxsize=self._mailbox_depth())
         reader = threading.Thread(target=self._read_live, args=(mailbox, pace_files), name="source", daemon=True)
         reader.start()
         background = getattr(self.pipeline.identifier, "run_in_background", None)
@@ -320,6 +322,12 @@ class Engine:
             if background is not None:
                 background(False)
         reader.join(timeout=2)
+
+    def _mailbox_depth(self) -> int:
+        """Frames that may wait for the frame loop. A camera delivers evenly: one, the newest. A network stream
+        arrives in bursts (SRT at 1080p: frames 8 ms apart, then a 110 ms gap): with one slot, each burst
+        dropped all but its last frame even when the engine had time for them all."""
+        return NETWORK_JITTER_FRAMES if self.source.kind in ("stream", "url") else 1
 
     def _look_ahead(self, safe: SafeFrame, tag: int | None = None) -> list[tuple[SafeFrame, int | None]]:
         """The frames to send now: `safe` itself without a lookahead, else the oldest held (after backfill)."""
@@ -383,7 +391,7 @@ class Engine:
             item = (frame, captured, getattr(self.source, "last_index", None))  # stream outputs keep A/V sync on it
             try:
                 mailbox.put_nowait(item)
-            except queue.Full:  # behind: replace the waiting frame with the newer one
+            except queue.Full:  # behind: the oldest waiting frame makes room for the newer one
                 try:
                     mailbox.get_nowait()
                     self.stats.dropped += 1

@@ -196,7 +196,9 @@ class Engine:
             "faults": self._faults(),
             "source": {"spec": self.source.spec, "kind": self.source.kind, "state": self.source_state,
                        "width": self.source.info.width, "height": self.source.info.height,
-                       "fps": self.source.info.fps},
+                       "fps": self.source.info.fps,
+                       # sound a network source dropped before its first picture (capped, engine/stages/sources)
+                       "audio_dropped_samples": getattr(self.source, "audio_dropped_samples", 0)},
             "sinks": [s.name for s in self.sinks],
             "detector": f"{self.pipeline.detector.name} on {self.pipeline.detector.runner_name}",
             "whole_frame": report.whole_frame if report else None,

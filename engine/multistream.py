@@ -57,6 +57,7 @@ class BatchingRunner:
         self.batches = 0  # network calls made
         self.items = 0  # caller requests served
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._stopped = threading.Event()  # the worker is gone: a call now would wait forever
         self._worker = threading.Thread(target=self._serve, name=f"batch-{runner.name}", daemon=True)
         self._worker.start()
 
@@ -76,12 +77,22 @@ class BatchingRunner:
     def _submit(self, batch: Any) -> list:
         call = _Call(batch)
         self._calls.put(call)
-        call.done.wait()
+        # A detection started as a frame arrived may come after close: it must fail (its frame is blurred
+        # whole), not hold its thread, which the interpreter joins at exit, forever.
+        while not call.done.wait(0.5):
+            if self._stopped.is_set() and not call.done.is_set():
+                raise RuntimeError("the shared network runner was closed")
         if call.error is not None:
             raise call.error
         return call.result  # type: ignore[return-value]
 
     def _serve(self) -> None:
+        try:
+            self._serve_batches()
+        finally:
+            self._stopped.set()
+
+    def _serve_batches(self) -> None:
         while (first := self._calls.get()) is not None:
             calls, deadline = [first], time.monotonic() + self.wait_s
             while len(calls) < self.expected:

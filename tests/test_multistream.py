@@ -184,3 +184,39 @@ def test_multi_command_serves_two_streams_with_their_own_sockets(dev_clip, tmp_p
     for name in "ab":
         out = cv2.VideoCapture(str(tmp_path / name / "out.mp4"))
         assert out.isOpened() and out.get(cv2.CAP_PROP_FRAME_COUNT) > 100
+
+
+def test_a_call_after_the_shared_runner_closed_fails_instead_of_hanging() -> None:
+    """A detection started on a frame's arrival can reach the shared runner after it closed: it must raise
+    (that frame is blurred whole) rather than wait forever (the process then never exited)."""
+    import threading
+
+    import numpy as np
+
+    from engine.multistream import BatchingRunner
+
+    class Echo:
+        name = "echo"
+
+        def run(self, batch):
+            return [batch]
+
+    runner = BatchingRunner(Echo(), expected=1)
+    assert np.array_equal(runner.run(np.ones((1, 2)))[0], np.ones((1, 2)))
+    runner.close()
+    outcome: list = []
+    caller = threading.Thread(target=lambda: outcome.append(_raises(runner)), daemon=True)
+    caller.start()
+    caller.join(timeout=5)
+    assert not caller.is_alive(), "a call after close hung"
+    assert outcome == [True]
+
+
+def _raises(runner) -> bool:
+    import numpy as np
+
+    try:
+        runner.run(np.ones((1, 2)))
+    except RuntimeError:
+        return True
+    return False

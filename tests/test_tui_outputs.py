@@ -4,9 +4,11 @@ real engine process playing the dev clip, with a real FFmpeg as the far end of t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +35,37 @@ def table_text(app: BlurcastApp) -> str:
     return "\n".join(" | ".join(str(c) for c in table.get_row(k)) for k in table.rows)
 
 
+@contextlib.contextmanager
+def far_end(tmp_path: Path, options: str = "") -> Iterator[tuple[str, Path]]:
+    """A local FFmpeg listening for SRT (with `options` in its query) that records what comes; yields the URL
+    for the engine to call and the recording, finished once the stream is stopped."""
+    port = free_port()
+    out = tmp_path / "far-end.ts"
+    proc = record(f"srt://127.0.0.1:{port}?mode=listener{options}", out)
+    try:
+        yield f"srt://127.0.0.1:{port}?mode=caller", out
+        proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def stop_the_stream(pilot: Pilot) -> str:
+    """Pick the stream in the list, x, y: it stops. The question's text."""
+    app = pilot.app
+    app.screen.query_one("#outputs", DataTable).focus()
+    await pilot.press("x")
+    question = await answer(pilot, "y")
+    await until(pilot, lambda: "nothing leaves the engine" in table_text(app), what="the stream to stop")
+    return question
+
+
 @needs_ffmpeg
 def test_streaming_from_the_output_screen(clip_engine: EnginePaths, dev_clip: Path, tmp_path: Path) -> None:
     """t, type the far end, Enter: asked first (n starts nothing); a bitrate out of range is the engine's error
     in place; then y: the stream shows in the list with its state, the far end records it; x, y stops it."""
-    port = free_port()
-    url = f"srt://127.0.0.1:{port}?mode=caller"
-    out = tmp_path / "far-end.ts"
-    far_end = record(f"srt://127.0.0.1:{port}?mode=listener", out)
-
-    async def scenario() -> None:
+    async def scenario(url: str) -> None:
         async with ui(clip_engine, dev_clip).run_test(size=(100, 30)) as pilot:
             app = await live(pilot)
             await pilot.press("o")
@@ -77,20 +100,11 @@ def test_streaming_from_the_output_screen(clip_engine: EnginePaths, dev_clip: Pa
             assert f"stream | {url} | sending" in table_text(app)
             await pilot.pause(3.0)  # a few seconds reach the far end
 
-            table = app.screen.query_one("#outputs", DataTable)
-            table.focus()
-            await pilot.press("x")
-            assert url in await answer(pilot, "y")
-            await until(pilot, lambda: "nothing leaves the engine" in table_text(app), what="the stream to stop")
+            assert url in await stop_the_stream(pilot)
             assert not any(s.startswith("stream") for s in status(clip_engine)["sinks"])
 
-    try:
-        asyncio.run(scenario())
-        far_end.wait(timeout=15)
-    finally:
-        if far_end.poll() is None:
-            far_end.kill()
-            far_end.wait()
+    with far_end(tmp_path) as (url, out):
+        asyncio.run(scenario(url))
     assert stream_kinds(out) == ["video"], "the far end got the anonymized stream"
 
 
@@ -124,12 +138,7 @@ def test_stream_options_reach_the_encoder_and_bad_ones_show_the_engines_words(
     refused with the engine's message, nothing starts; good ones reach FFmpeg (the far end, listening with the
     same passphrase, records keyframes 1 s apart and x264's ultrafast settings); the passphrase is masked on
     screen, in the question, in the list, in telemetry and in the engine's log."""
-    port = free_port()
-    url = f"srt://127.0.0.1:{port}?mode=caller"
-    out = tmp_path / "far-end.ts"
-    far_end = record(f"srt://127.0.0.1:{port}?mode=listener&passphrase={PASSPHRASE}", out)
-
-    async def scenario() -> None:
+    async def scenario(url: str) -> None:
         async with ui(clip_engine, dev_clip).run_test(size=(100, 30)) as pilot:
             app = await live(pilot)
             await pilot.press("o")
@@ -160,19 +169,10 @@ def test_stream_options_reach_the_encoder_and_bad_ones_show_the_engines_words(
             assert f"stream {url}&latency=200000&passphrase=***" in status(clip_engine)["sinks"]
             await pilot.pause(4.0)  # keyframes a second apart reach the far end
             assert PASSPHRASE not in json.dumps(status(clip_engine))
-            table = app.screen.query_one("#outputs", DataTable)
-            table.focus()
-            await pilot.press("x")
-            await answer(pilot, "y")
-            await until(pilot, lambda: "nothing leaves the engine" in table_text(app), what="the stream to stop")
+            await stop_the_stream(pilot)
 
-    try:
-        asyncio.run(scenario())
-        far_end.wait(timeout=15)
-    finally:
-        if far_end.poll() is None:
-            far_end.kill()
-            far_end.wait()
+    with far_end(tmp_path, f"&passphrase={PASSPHRASE}") as (url, out):
+        asyncio.run(scenario(url))
     assert PASSPHRASE not in clip_engine.log.read_text(), "the passphrase is in the engine's log"
     assert stream_kinds(out) == ["video"], "the far end (same passphrase) got the stream"
     gaps = np.diff(keyframe_times(out))

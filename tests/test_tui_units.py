@@ -298,13 +298,13 @@ def test_a_click_on_a_face_in_the_preview_picks_its_row(tmp_path):
 
 
 def test_lookahead_cost_is_its_frames_at_the_source_rate():
-    from tui.format import lookahead_value, lookahead_words
+    from tui.format import lookahead_cost
 
-    assert lookahead_value(0, 30) == "off" and lookahead_words(0, 30) == "off, no delay"
-    assert lookahead_value(8, 29.97) == "8 +267ms" and lookahead_words(8, 29.97) == "+267 ms delay at 29.97 fps"
-    assert lookahead_value(30, 30) == "30 +1.0s" and lookahead_value(30, 1) == "30 +30.0s"
-    assert lookahead_value(4, None) == "4 fr" and "unknown" in lookahead_words(4, 0)
-    assert max(len(lookahead_value(n, fps)) for n in range(31) for fps in (1, 5, 25, 29.97, 60)) < 10  # VALUE_WIDTH
+    assert lookahead_cost(0, 30) == ("off", "off, no delay")
+    assert lookahead_cost(8, 29.97) == ("8 +267ms", "+267 ms delay at 29.97 fps")
+    assert lookahead_cost(30, 30)[0] == "30 +1.0s" and lookahead_cost(30, 1)[0] == "30 +30.0s"
+    assert lookahead_cost(4, None)[0] == "4 fr" and "unknown" in lookahead_cost(4, 0)[1]
+    assert max(len(lookahead_cost(n, fps)[0]) for n in range(31) for fps in (1, 5, 25, 29.97, 60)) < 10  # VALUE_WIDTH
 
 
 def test_stream_urls_are_shown_without_their_secrets():

@@ -264,23 +264,14 @@ def lookahead_cost_ms(frames: float, fps: float | None) -> float | None:
     return 1000.0 * frames / fps if fps and fps > 0 else None
 
 
-def lookahead_value(frames: float, fps: float | None) -> str:
-    """The look-ahead slider's value with its cost: 'off', '8 +267ms', '30 +1.0s', or '8 fr' (rate unknown)."""
+def lookahead_cost(frames: float, fps: float | None) -> tuple[str, str]:
+    """What the look-ahead costs: (the slider's value, e.g. 'off', '8 +267ms', '30 +1.0s' or '8 fr' while the
+    rate is unknown; the words first on its help line, which a narrow panel cuts)."""
     n = round(frames)
     cost = lookahead_cost_ms(n, fps)
     if n == 0:
-        return "off"
+        return "off", "off, no delay"
     if cost is None:
-        return f"{n} fr"
-    return f"{n} +{cost:.0f}ms" if cost < 999.5 else f"{n} +{cost / 1000:.1f}s"
-
-
-def lookahead_words(frames: float, fps: float | None) -> str:
-    """The cost in words, first on the help line (which a narrow panel cuts): what the look-ahead adds."""
-    n = round(frames)
-    cost = lookahead_cost_ms(n, fps)
-    if n == 0:
-        return "off, no delay"
-    if cost is None:
-        return f"+{n} frames of delay (source rate unknown)"
-    return f"+{cost:.0f} ms delay at {fps:.4g} fps"
+        return f"{n} fr", f"+{n} frames of delay (source rate unknown)"
+    value = f"{n} +{cost:.0f}ms" if cost < 999.5 else f"{n} +{cost / 1000:.1f}s"
+    return value, f"+{cost:.0f} ms delay at {fps:.4g} fps"

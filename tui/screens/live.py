@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Sparkline, Static
 from textual.worker import get_current_worker
 
-from tui.format import FACE_COLUMNS, enrolment_line, face_row, figures, in_view, lookahead_value, lookahead_words
+from tui.format import FACE_COLUMNS, enrolment_line, face_row, figures, in_view, lookahead_cost
 from tui.link import ControlError, decode_preview
 from tui.messages import PreviewFrame
 from tui.screens.enrol import EnrolScreen
@@ -155,7 +155,7 @@ class LiveScreen(Screen):
         if fps == self._source_fps and self._lookahead().describe is not None:
             return
         self._source_fps = fps
-        self._lookahead().describe = lambda frames: lookahead_value(frames, fps)
+        self._lookahead().describe = lambda frames: lookahead_cost(frames, fps)[0]
         self._lookahead().refresh()
         if self.focused is self._lookahead():
             self._show_slider_help(self._lookahead())
@@ -305,7 +305,7 @@ class LiveScreen(Screen):
     def _show_slider_help(self, s: Slider) -> None:
         """What the focused slider trades (the engine's words); the look-ahead's cost first: the line is cut."""
         default = f" · default {s.fmt.format(s.default)}" if s.default is not None else ""
-        cost = (lookahead_words(s.value, self._source_fps) + " · ", "bold") if s.name == LOOKAHEAD else ""
+        cost = (lookahead_cost(s.value, self._source_fps)[1] + " · ", "bold") if s.name == LOOKAHEAD else ""
         line = Text.assemble((f"{s.label}: ", "bold"), cost, s.help or "",
                              (f" · {s.fmt.format(s.minimum)}–{s.fmt.format(s.maximum)}{default}", "dim"))
         self.query_one("#slider-help", Static).update(line)

@@ -59,7 +59,7 @@ class LiveScreen(Screen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("e", "enrol", "Enrol"),
         Binding("s", "focus_sliders", "Sliders"),
-        Binding("a", "focus_lookahead", "Look-ahead (delay)", show=False),
+        Binding("a", "focus_lookahead", "Look-ahead", show=False),  # its help line says the delay it adds
         Binding("t", "focus_faces", "Faces", show=False),
     ]
 

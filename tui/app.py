@@ -363,12 +363,12 @@ class BlurcastApp(App[int]):
         yield SystemCommand("Panic", "Blur every whole frame (or turn it off, after a confirm)", self.action_panic)
         yield SystemCommand("Pause", "Blur every whole frame while you step away", self.action_pause)
         for mode, help_text in (("live", "figures, faces, sliders, preview"), ("facebank", "who stays visible"),
-                                ("output", "source, virtual camera, recording")):
+                                ("output", "source, virtual camera, recording, streams")):
             yield SystemCommand(f"Show {mode}", help_text, lambda m=mode: self.action_show(m))
-        yield SystemCommand("Look-ahead", "Hide a face in the frames before it was found; costs delay (live, a)",
+        yield SystemCommand("Look-ahead", "Hide faces in the frames before they were found; adds delay (a)",
                             lambda: self._show_and("live", "focus_lookahead"))
-        yield SystemCommand("Stream options", "Bitrate, keyframe interval, x264 preset, SRT latency and passphrase "
-                            "(output, k)", lambda: self._show_and("output", "focus_stream_options"))
+        yield SystemCommand("Stream options", "Keyframe, x264 preset, SRT latency and passphrase (k)",
+                            lambda: self._show_and("output", "focus_stream_options"))
         yield SystemCommand("Restart engine", "Start the engine again after it stopped", self.action_restart_engine)
         yield SystemCommand("Keys", "Show every key of this screen", self.action_toggle_help)
 

@@ -132,9 +132,9 @@ def sinks_line(sinks: list[str] | None) -> str:
 
 
 def sync_words(t: dict[str, Any]) -> str:
-    """The added video delay (look-ahead included) as OBS's audio Sync Offset wants it, when the engine has one."""
+    """The added video delay (look-ahead included) as OBS's audio Sync Offset wants it, while frames go out."""
     offset = t.get("obs_sync_offset_ms")
-    return "" if offset is None else f" · OBS sync {offset} ms"
+    return "" if offset is None or not t.get("sinks") else f" · OBS sync {offset} ms"  # nothing out: no matter
 
 
 def faults_line(faults: dict[str, int] | None) -> str:

@@ -113,6 +113,7 @@ class LiveScreen(Screen):
         self.watch(self.app, "telemetry", self._on_telemetry, init=False)
         self.watch(self.app, "engine_state", self._on_engine_state)
         self.watch(self.app, "limits", self._on_limits)
+        self.watch(self._lookahead(), "value", self._lookahead_moved, init=False)
 
     def on_screen_resume(self) -> None:
         self._on_telemetry(self._app.telemetry)
@@ -157,6 +158,11 @@ class LiveScreen(Screen):
         self._source_fps = fps
         self._lookahead().describe = lambda frames: lookahead_cost(frames, fps)[0]
         self._lookahead().refresh()
+        if self.focused is self._lookahead():
+            self._show_slider_help(self._lookahead())
+
+    def _lookahead_moved(self, _: float) -> None:
+        """Its help line says what the value costs: keep it true however the value moved (keys, the engine)."""
         if self.focused is self._lookahead():
             self._show_slider_help(self._lookahead())
 
@@ -295,8 +301,6 @@ class LiveScreen(Screen):
     def _slider_moved(self, event: Slider.Changed) -> None:
         if event.slider.name:
             self._app.send_settings({event.slider.name: event.value})
-        if event.slider.name == LOOKAHEAD:
-            self._show_slider_help(event.slider)  # its cost changes with it
 
     @on(Slider.Focused)
     def _slider_focused(self, event: Slider.Focused) -> None:

@@ -357,3 +357,12 @@ def test_keys_panel_and_palette_list_the_new_controls(tmp_path):
             assert app.current_mode == "output" and app.focused.id == "stream-keyframe"
 
     asyncio.run(scenario())
+
+
+def test_the_figures_say_the_obs_sync_offset_while_frames_go_out():
+    from tui.format import figures
+
+    t = {"fps": 30.0, "sinks": ["vcam"], "obs_sync_offset_ms": 290}
+    assert "output vcam · OBS sync 290 ms" in str(figures(t))
+    assert "OBS sync" not in str(figures({**t, "sinks": []}))  # nothing goes out: no offset to set
+    assert "OBS sync" not in str(figures({**t, "obs_sync_offset_ms": None}))

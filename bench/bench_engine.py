@@ -70,18 +70,6 @@ def file_mode(clip: Path, out_dir: Path, backends: list[str]) -> dict:
     return result
 
 
-class DiscardSink:
-    """Takes frames like the virtual camera would, keeps nothing (isolates the engine's own cost)."""
-
-    name = "discard"
-
-    def write(self, frame) -> None:
-        _ = frame.image.shape
-
-    def close(self) -> None:
-        pass
-
-
 def vertical(clip: Path, out_dir: Path) -> dict:
     """A 720x1280 phone video: detection sized by the frame's area (now) against the old width rule, which
     enlarged it 1.5x (the same pixels as `detect_width=1920` by area). Same run, fresh processes."""
@@ -98,6 +86,7 @@ def vertical(clip: Path, out_dir: Path) -> dict:
 def live_mode(clip: Path, seconds: float, backend: str) -> dict:
     import threading
 
+    from bench.sinks import DiscardSink
     from engine.config import Settings
     from engine.runner import Engine
     from engine.stages.source import VideoSource

@@ -38,6 +38,7 @@ DATA = Path(os.environ.get("BLURCAST_DATA", REPO.parent / "shared" / "data"))
 CLIP = DATA / "video_hamilton" / "short_hamilton_clip.mp4"
 SCORER = DATA.parent / "tools" / "score_video.py"
 
+from bench.sinks import DiscardSink  # noqa: E402
 from engine.config import Settings  # noqa: E402
 from engine.pipeline import Pipeline  # noqa: E402
 from engine.runner import Engine  # noqa: E402
@@ -215,22 +216,12 @@ def bench_1080p(tmp: Path, seconds: float, preset: str) -> dict:
     return figures
 
 
-class _NullSink:
-    name = "null"
-
-    def write(self, frame) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def baseline_live(path: Path, seconds: float) -> dict:
     """The same frames from a local file played live (OpenCV decode, no network, no encoder), same run:
     on a shared machine only the ratio to this means anything."""
     from engine.stages.source import VideoSource
 
-    engine = Engine(Settings(), VideoSource(str(path), loop=True), sinks=[_NullSink()])
+    engine = Engine(Settings(), VideoSource(str(path), loop=True), sinks=[DiscardSink()])
     thread = threading.Thread(target=engine.run_live, daemon=True)
     started = time.monotonic()
     thread.start()

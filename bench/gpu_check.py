@@ -38,6 +38,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.sinks import DiscardSink  # noqa: E402
 from engine.config import Settings  # noqa: E402
 from engine.gpu.device import DeviceFrames, DeviceRunner, TensorAnonymizer, build_pipeline  # noqa: E402
 from engine.models.backends import OnnxRuntimeRunner  # noqa: E402
@@ -47,7 +48,7 @@ from engine.models.weights import model_path  # noqa: E402
 from engine.models.yunet import YuNet  # noqa: E402
 from engine.multistream import MultiStreamEngine, StreamSpec  # noqa: E402
 from engine.runner import Engine  # noqa: E402
-from engine.stages.anonymize import Anonymizer, SafeFrame  # noqa: E402
+from engine.stages.anonymize import Anonymizer  # noqa: E402
 from engine.stages.detect import create_detector  # noqa: E402
 from engine.stages.source import SourceInfo  # noqa: E402
 
@@ -96,20 +97,6 @@ class MemorySource:
 
     def reopen(self, attempts: int = 1, wait: float = 0.5) -> bool:
         return False
-
-    def close(self) -> None:
-        pass
-
-
-class NullSink:
-    name = "null"
-
-    def __init__(self) -> None:
-        self.frames = 0
-
-    def write(self, frame: SafeFrame) -> None:
-        assert isinstance(frame, SafeFrame)
-        self.frames += 1
 
     def close(self) -> None:
         pass
@@ -238,7 +225,7 @@ def _file_mode(frames: list[np.ndarray], device: torch.device, half: bool) -> di
     pipeline = build_pipeline(settings, device=str(device), half=half)
     pipeline.offline = True
     pipeline.process(frames[0].copy(), 0, 1 / LIVE_FPS)  # first call: kernels load, cuDNN picks
-    sink = NullSink()
+    sink = DiscardSink()
     engine = Engine(settings, MemorySource(frames, LIVE_FPS, paced=False, limit=len(frames)), [sink],
                     pipeline=pipeline)
     started = time.perf_counter()
@@ -292,7 +279,7 @@ def _live_trial(frames: list[np.ndarray], n: int, device: torch.device, seconds:
     import tempfile
 
     home = Path(tempfile.mkdtemp(prefix="gpu-check-"))
-    sinks = [NullSink() for _ in range(n)]
+    sinks = [DiscardSink() for _ in range(n)]
     specs = [StreamSpec(f"s{i}", MemorySource(frames, LIVE_FPS, paced=True), home / f"s{i}", sinks=[sinks[i]])
              for i in range(n)]
     multi = MultiStreamEngine(specs, device=str(device), half=half)

@@ -63,16 +63,6 @@ class Timings:
         setattr(owner, attr, timed)
 
 
-class DiscardSink:
-    name = "discard"
-
-    def write(self, frame) -> None:
-        _ = frame.image.shape
-
-    def close(self) -> None:
-        pass
-
-
 def instrument(engine, timings: Timings) -> None:
     pipeline = engine.pipeline
     detector = pipeline.detector
@@ -104,6 +94,7 @@ def _timed_apply(apply, timings: Timings):
 
 
 def run(clip: Path, seconds: float, allow: Path | None, variant: dict[str, bool]) -> dict:
+    from bench.sinks import DiscardSink
     from engine.config import Settings
     from engine.runner import Engine
     from engine.stages.source import VideoSource

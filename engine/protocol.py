@@ -4,8 +4,9 @@ A request is one JSON object per line with a `cmd` and its arguments; the reply 
 ...}` or `{"ok": false, "error": "..."}`. `subscribe` turns the connection into a telemetry stream
 (`{"event": "telemetry", ...}` lines) until the client goes away.
 
-Commands (engine/service.py implements them): ping, status, settings, limits, set {settings}, panic {on},
-pause {on}, preview {max_width}, source {spec, loop}, sink_start {kind, path}, sink_stop {name},
+Commands (engine/service.py implements them): ping, status, settings, limits, stream_limits, set {settings},
+panic {on}, pause {on}, preview {max_width}, source {spec, loop}, sink_start {kind, path; a stream: bitrate_kbps,
+keyframe_s, preset, srt_latency_ms, srt_passphrase}, sink_stop {name},
 facebank_list, facebank_add {name, paths, face}, facebank_remove {name}, facebank_refresh, enrol_track {name, track_id,
 seconds}, facebank_reload, subscribe {hz}, shutdown.
 

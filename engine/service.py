@@ -27,6 +27,7 @@ from engine.runner import Engine
 from engine.stages.sink import FileSink, PreviewSink, Sink, VirtualCameraSink
 from engine.stages.source import VideoSource
 from engine.stages.sources import open_source
+from engine.stream_options import published_stream_limits, srt_output_url
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class EngineService:
             "status": lambda r: self.telemetry(),
             "settings": lambda r: self.engine.settings.as_dict(),
             "limits": lambda r: published_limits(),
+            "stream_limits": lambda r: published_stream_limits(),
             "set": self._set,
             "panic": lambda r: self._set({"settings": {"panic": r.get("on", True)}}),
             "pause": lambda r: self._set({"settings": {"paused": r.get("on", True)}}),
@@ -151,6 +153,8 @@ class EngineService:
     def _sink_start(self, request: dict) -> dict:
         kind = str(request.get("kind", ""))
         path = request.get("path")
+        if kind == "stream" and isinstance(path, str):  # SRT latency/passphrase go in the URL, checked first
+            path = srt_output_url(path, request.get("srt_latency_ms"), request.get("srt_passphrase"))
         if kind in self.engine.sink_names() or (kind == "stream" and _stream_name(path) in self.engine.sink_names()):
             raise ValueError(f"the {kind} sink is already running")
         options = {k: request[k] for k in ("bitrate_kbps", "keyframe_s", "preset") if k in request}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from engine.config import Limit
 
@@ -47,6 +48,53 @@ def _number(name: str, value: Any, integer: bool) -> float:
     return float(value)
 
 
+# SRT outputs (the control API's `srt_latency_ms`, `srt_passphrase`; FFmpeg takes them in the URL's query).
+# Latency: SRT's default 120 ms suits a LAN and SRT advises 4x the round trip, so a cellular far end takes 1-3 s;
+# below 20 ms nothing can be resent in time, past 10 s the picture is that late. Passphrase: SRT's own rule.
+SRT_PASSPHRASE_CHARS = (10, 79)
+SRT_LIMITS: dict[str, Limit] = {
+    "srt_latency_ms": Limit("SRT latency in ms (both ends use the larger): 4x the round trip; 120 on a LAN",
+                            20, 10_000),
+    "srt_passphrase": Limit("SRT encryption passphrase, 10 to 79 characters (the far end uses the same); "
+                            "masked in names, logs and telemetry", *SRT_PASSPHRASE_CHARS),
+}
+SRT_DEFAULTS: dict[str, Any] = {"srt_latency_ms": 120, "srt_passphrase": None}
+
+
+def srt_output_url(url: str, latency_ms: Any = None, passphrase: Any = None) -> str:
+    """`url` with the SRT latency (ms, as OBS and the phone apps show it; FFmpeg's `latency` is in microseconds)
+    and passphrase added to its query; ValueError naming the option and its range. A passphrase already in the
+    URL is held to the same rule, so it fails here and not at FFmpeg's first connection."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "srt":
+        if latency_ms is not None or passphrase is not None:
+            raise ValueError("latency and passphrase are SRT options: this output is not srt://")
+        return url
+    # FFmpeg reads the query as written (libsrt.c: av_find_info_tag, no %-decoding; + is a space): so is it here.
+    query = dict(item.partition("=")[::2] for item in parts.query.split("&") if item)
+    added = []
+    if latency_ms is not None:
+        latency = _number("srt_latency_ms", latency_ms, integer=True)
+        SRT_LIMITS["srt_latency_ms"].check("srt_latency_ms", latency)
+        added.append(("latency", str(int(latency) * 1000)))
+    if passphrase is not None:
+        if not isinstance(passphrase, str) or any(c in passphrase for c in "&+#? ") or not passphrase.isprintable():
+            raise ValueError("srt_passphrase is text without spaces or any of & + # ? (FFmpeg reads it from the URL)")
+        added.append(("passphrase", passphrase))
+    for key, _ in added:
+        if key in query:
+            raise ValueError(f"{key} is given twice: the URL already sets {key}=")
+    query.update(added)
+    low, high = SRT_PASSPHRASE_CHARS
+    if "passphrase" in query and not low <= len(query["passphrase"]) <= high:
+        raise ValueError(f"srt_passphrase must have {low} to {high} characters (SRT's rule), "
+                         f"got {len(query['passphrase'])}")
+    extra = "&".join(f"{key}={value}" for key, value in added)
+    return urlunsplit(parts._replace(query="&".join(q for q in (parts.query, extra) if q)))
+
+
 def published_stream_limits() -> dict[str, dict[str, Any]]:
-    """Each option's default and range or choices, as `engine.config.published_limits` does for settings."""
-    return {name: limit.as_dict(DEFAULTS[name]) for name, limit in STREAM_LIMITS.items()}
+    """Each option's default and range or choices, as `engine.config.published_limits` does for settings
+    (the control API's `stream_limits`); a passphrase's range is its length."""
+    return {**{name: limit.as_dict(DEFAULTS[name]) for name, limit in STREAM_LIMITS.items()},
+            **{name: limit.as_dict(SRT_DEFAULTS[name]) for name, limit in SRT_LIMITS.items()}}

@@ -1,12 +1,20 @@
-"""Helpers shared by the tests that drive a real engine process."""
+"""Helpers shared by the tests that drive a real engine process, and by the UI tests (Textual's pilot against
+such an engine)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from textual.pilot import Pilot
+
+    from engine.client import EnginePaths
+    from tui.app import BlurcastApp
 
 T = TypeVar("T")
 
@@ -29,3 +37,51 @@ def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = ix * iy
     area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
     return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+
+
+# --- UI tests: an app on a running engine, driven by Textual's pilot ----------------------------------------
+def request(paths: EnginePaths, cmd: str, **args: Any) -> Any:
+    """One control API command to the engine at `paths`, as the CLI sends it."""
+    from engine.client import ControlClient
+
+    with ControlClient(paths.socket) as client:
+        return client.request(cmd, **args)
+
+
+def ui(engine: EnginePaths, clip: Path, **kwargs: Any) -> BlurcastApp:
+    """The UI attached to the engine at `engine` (playing `clip`), which it never starts itself."""
+    from tui.app import make_app
+
+    return make_app(engine, source=str(clip), start_engine=False, engine_args=["--source", str(clip), "--loop"],
+                    **kwargs)
+
+
+async def until(pilot: Pilot, predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
+    """Let the app run until `predicate()` holds (generous: the test machine has 2 busy cores)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+async def live(pilot: Pilot) -> BlurcastApp:
+    """The app, once it is attached to its engine and has figures."""
+    app = pilot.app
+    await until(pilot, lambda: app.engine_state == "live" and app.telemetry, what="the UI to attach")
+    return app
+
+
+async def answer(pilot: Pilot, key: str) -> str:
+    """Answer the y/n question now on screen with `key`; the question's text."""
+    from textual.widgets import Static
+
+    from tui.screens.confirm import ConfirmScreen
+
+    app = pilot.app
+    await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen.query("#question"),
+                what="the question")
+    question = str(app.screen.query_one("#question", Static).render())
+    await pilot.press(key)
+    return question

@@ -7,6 +7,7 @@ Real FFmpeg on loopback as the far end, as in tests/test_stream.py.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import subprocess
 import time
@@ -320,3 +321,27 @@ def test_a_source_that_cannot_connect_says_why_without_its_key() -> None:
         open_source(f"rtmp://127.0.0.1:{free_port()}/live/{secret}", open_timeout_s=3.0)
     assert "refused" in str(error.value).lower()
     assert secret not in str(error.value)
+
+
+def test_srt_output_options_go_into_the_url_or_are_refused_in_words() -> None:
+    """The UI's SRT latency (ms) and passphrase: FFmpeg's `latency` is in microseconds; the passphrase is held to
+    SRT's 10-79 characters, also one typed in the URL; no value is ever repeated in an error."""
+    from engine.stream_options import published_stream_limits, srt_output_url
+
+    url = "srt://relay:9000?mode=caller&streamid=live/me"
+    assert srt_output_url(url, 500, "hunter2hunter2") == f"{url}&latency=500000&passphrase=hunter2hunter2"
+    assert srt_output_url("srt://:9001?mode=listener") == "srt://:9001?mode=listener"
+    assert srt_output_url("rtmp://a/live/key") == "rtmp://a/live/key"
+    for args, message in [(("srt://h:9", 5), "srt_latency_ms must be in [20, 10000]"),
+                          (("srt://h:9", 200.5), "whole number"),
+                          (("srt://h:9", None, "secret"), "10 to 79 characters"),
+                          (("srt://h:9?passphrase=secret", None, None), "10 to 79 characters"),
+                          (("srt://h:9", None, "has a space in it"), "without spaces"),
+                          (("srt://h:9?latency=1", 200), "given twice"),
+                          (("rtmp://a/live/key", 200), "SRT options")]:
+        with pytest.raises(ValueError, match=re.escape(message)) as refused:
+            srt_output_url(*args)
+        assert "secret" not in str(refused.value) and "space in" not in str(refused.value)
+    limits = published_stream_limits()
+    assert (limits["srt_latency_ms"]["min"], limits["srt_latency_ms"]["max"]) == (20, 10_000)
+    assert limits["srt_passphrase"]["default"] is None and "masked" in limits["srt_passphrase"]["help"]

@@ -11,21 +11,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from textual.command import CommandPalette
-from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, HelpPanel, Input, Static
 
 from engine.client import ControlClient, ControlError, EnginePaths, engine_running, start_background, stop_background
 from engine.config import Settings
 from tests.conftest import need_data
-from tests.helpers import wait_for
-from tui.app import BlurcastApp, make_app
+from tests.helpers import answer, live, request, ui, until, wait_for
+from tui.app import make_app
 from tui.messages import CommandFailed
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets import Preview, Slider
@@ -33,28 +31,7 @@ from tui.widgets.preview import STATE_RGB, face_boxes
 
 _SHIPPED = Settings()
 DEFAULTS = {name: getattr(_SHIPPED, name) for name in ("similarity_threshold", "confidence", "strength", "margin",
-                                                       "hold_seconds", "panic", "paused")}
-
-
-def request(paths: EnginePaths, cmd: str, **args):
-    with ControlClient(paths.socket) as client:
-        return client.request(cmd, **args)
-
-
-async def until(pilot: Pilot, predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition"):
-    """Let the app run until `predicate()` holds (generous: the test machine has 2 busy cores)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-async def live(pilot: Pilot) -> BlurcastApp:
-    app = pilot.app
-    await until(pilot, lambda: app.engine_state == "live" and app.telemetry, what="the UI to attach")
-    return app
+                                                       "hold_seconds", "lookahead_frames", "panic", "paused")}
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +58,6 @@ def engine(engine_paths, dev_clip) -> EnginePaths:
         for name in ("file",):
             if name in request(engine_paths, "status")["sinks"]:  # stopping a sink that is not running is an error
                 request(engine_paths, "sink_stop", name=name)
-
-
-def ui(engine: EnginePaths, dev_clip: Path, **kwargs) -> BlurcastApp:
-    return make_app(engine, source=str(dev_clip), start_engine=False, engine_args=engine_args(dev_clip), **kwargs)
 
 
 # --- live screen --------------------------------------------------------------------------------------------
@@ -256,10 +229,7 @@ def test_recording_from_the_output_screen(engine, dev_clip, tmp_path):
             record_path = app.screen.query_one("#record-path", Input)
             record_path.value = str(target)
             await pilot.press("w")  # starting a recording asks first
-            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen.query("#question"),
-                        what="the recording question")
-            assert str(target) in str(app.screen.query_one("#question", Static).render())
-            await pilot.press("y")
+            assert str(target) in await answer(pilot, "y")
             await until(pilot, lambda: "file" in app.telemetry["sinks"], what="the file sink")
             frames = app.telemetry["frames"]
             await until(pilot, lambda: app.telemetry["frames"] > frames + 15, what="frames recorded")
@@ -417,8 +387,9 @@ def test_typing_the_whole_keyboard_into_each_field_changes_nothing_on_air(engine
                     field.focus()
                     await pilot.press(*KEYBOARD)
                     assert app.screen.focused is field and app.current_mode == mode
-                    # a number field keeps only the digits it allows; others take all 94 characters
-                    assert len(field.value) >= (10 if field.type == "integer" else 90), f"#{field.id}: {field.value}"
+                    # a number field keeps only the characters it allows; others take all 94 characters
+                    assert len(field.value) >= (10 if field.type in ("integer", "number") else 90), \
+                        f"#{field.id}: {field.value}"
                     await pilot.press("enter")  # a field's Enter never starts anything without a yes
                     if isinstance(app.screen, ConfirmScreen):
                         await pilot.press("n")
@@ -626,6 +597,32 @@ def test_sliders_take_ranges_and_defaults_from_the_engine(engine, dev_clip):
 
     def lim_default(name: str) -> float:
         return limits[name]["default"]
+
+    asyncio.run(scenario())
+
+
+def test_lookahead_slider_sets_the_engine_and_shows_its_cost(engine, dev_clip):
+    """a: the look-ahead slider (range and default from the engine); → holds a frame more in the engine, and the
+    slider and its help say the delay that costs at the source's rate; the engine's OBS sync offset grows with it."""
+    limits = request(engine, "limits")["lookahead_frames"]
+
+    async def scenario() -> None:
+        async with ui(engine, dev_clip).run_test() as pilot:
+            app = await live(pilot)
+            slider = app.screen.query_one("#lookahead-frames", Slider)
+            await until(pilot, lambda: app.limits and not slider.disabled, what="the engine's limits")
+            assert (slider.minimum, slider.maximum, slider.default) == (limits["min"], limits["max"], limits["default"])
+            await pilot.press("a")
+            assert app.focused is slider
+            await pilot.press("right", "right", "right")
+            await until(pilot, lambda: request(engine, "settings")["lookahead_frames"] == 3,
+                        what="the engine to hold 3")
+            cost = 3000 / app.telemetry["source"]["fps"]  # the dev clip: 29.97 fps, 100 ms
+            assert slider.shown() == f"3 +{cost:.0f}ms" and f"3 +{cost:.0f}ms" in str(slider.render())
+            assert f"+{cost:.0f} ms delay" in str(app.screen.query_one("#slider-help", Static).render())
+            await until(pilot, lambda: app.telemetry.get("lookahead_frames") == 3
+                        and (app.telemetry.get("obs_sync_offset_ms") or 0) >= 0.8 * cost, timeout=20,
+                        what="the held frames in the OBS sync offset")
 
     asyncio.run(scenario())
 

@@ -4,18 +4,22 @@ real engine process playing the dev clip, with a real FFmpeg as the far end of t
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import shutil
-import time
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Input, Select, Static
 
-from engine.client import ControlClient, EnginePaths
+from engine.client import EnginePaths
+from tests.helpers import answer, live, request, ui, until
 from tests.stream_util import free_port, record, stream_kinds
 from tui.app import BlurcastApp, make_app
-from tui.screens.confirm import ConfirmScreen
 from tui.screens.output import output_rows, stream_problem
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
@@ -23,21 +27,7 @@ needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which
 
 
 def status(paths: EnginePaths) -> dict:
-    with ControlClient(paths.socket) as client:
-        return client.request("status")
-
-
-async def until(pilot: Pilot, predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def ui(engine: EnginePaths, dev_clip: Path) -> BlurcastApp:
-    return make_app(engine, source=str(dev_clip), start_engine=False, engine_args=["--source", str(dev_clip), "--loop"])
+    return request(paths, "status")
 
 
 def table_text(app: BlurcastApp) -> str:
@@ -45,13 +35,29 @@ def table_text(app: BlurcastApp) -> str:
     return "\n".join(" | ".join(str(c) for c in table.get_row(k)) for k in table.rows)
 
 
-async def answer(pilot: Pilot, key: str) -> str:
-    """Answer the y/n question now on screen; its text."""
+@contextlib.contextmanager
+def far_end(tmp_path: Path, options: str = "") -> Iterator[tuple[str, Path]]:
+    """A local FFmpeg listening for SRT (with `options` in its query) that records what comes; yields the URL
+    for the engine to call and the recording, finished once the stream is stopped."""
+    port = free_port()
+    out = tmp_path / "far-end.ts"
+    proc = record(f"srt://127.0.0.1:{port}?mode=listener{options}", out)
+    try:
+        yield f"srt://127.0.0.1:{port}?mode=caller", out
+        proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def stop_the_stream(pilot: Pilot) -> str:
+    """Pick the stream in the list, x, y: it stops. The question's text."""
     app = pilot.app
-    await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen.query("#question"),
-                what="the question")
-    question = str(app.screen.query_one("#question", Static).render())
-    await pilot.press(key)
+    app.screen.query_one("#outputs", DataTable).focus()
+    await pilot.press("x")
+    question = await answer(pilot, "y")
+    await until(pilot, lambda: "nothing leaves the engine" in table_text(app), what="the stream to stop")
     return question
 
 
@@ -59,15 +65,9 @@ async def answer(pilot: Pilot, key: str) -> str:
 def test_streaming_from_the_output_screen(clip_engine: EnginePaths, dev_clip: Path, tmp_path: Path) -> None:
     """t, type the far end, Enter: asked first (n starts nothing); a bitrate out of range is the engine's error
     in place; then y: the stream shows in the list with its state, the far end records it; x, y stops it."""
-    port = free_port()
-    url = f"srt://127.0.0.1:{port}?mode=caller"
-    out = tmp_path / "far-end.ts"
-    far_end = record(f"srt://127.0.0.1:{port}?mode=listener", out)
-
-    async def scenario() -> None:
+    async def scenario(url: str) -> None:
         async with ui(clip_engine, dev_clip).run_test(size=(100, 30)) as pilot:
-            app = pilot.app
-            await until(pilot, lambda: app.engine_state == "live" and app.telemetry, what="the UI to attach")
+            app = await live(pilot)
             await pilot.press("o")
             await until(pilot, lambda: "nothing leaves the engine" in table_text(app), what="an empty list")
             await pilot.press("t")
@@ -100,21 +100,84 @@ def test_streaming_from_the_output_screen(clip_engine: EnginePaths, dev_clip: Pa
             assert f"stream | {url} | sending" in table_text(app)
             await pilot.pause(3.0)  # a few seconds reach the far end
 
-            table = app.screen.query_one("#outputs", DataTable)
-            table.focus()
-            await pilot.press("x")
-            assert url in await answer(pilot, "y")
-            await until(pilot, lambda: "nothing leaves the engine" in table_text(app), what="the stream to stop")
+            assert url in await stop_the_stream(pilot)
             assert not any(s.startswith("stream") for s in status(clip_engine)["sinks"])
 
-    try:
-        asyncio.run(scenario())
-        far_end.wait(timeout=15)
-    finally:
-        if far_end.poll() is None:
-            far_end.kill()
-            far_end.wait()
+    with far_end(tmp_path) as (url, out):
+        asyncio.run(scenario(url))
     assert stream_kinds(out) == ["video"], "the far end got the anonymized stream"
+
+
+PASSPHRASE = "correct-horse-battery"
+
+
+def keyframe_times(path: Path) -> list[float]:
+    done = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-skip_frame", "nokey", "-show_entries",
+                           "frame=pts_time", "-of", "csv=p=0", str(path)], capture_output=True, text=True, check=True)
+    return [float(t) for t in done.stdout.replace(",", " ").split() if t != "N/A"]
+
+
+async def refused(pilot: Pilot, fields: dict[str, str]) -> str:
+    """Fill the stream fields, Send, yes: the refusal shown in place (and nothing started)."""
+    app = pilot.app
+    for field_id, value in fields.items():
+        app.screen.query_one(field_id, Input).value = value
+    msg = app.screen.query_one("#stream-msg", Static)
+    msg.update("")
+    msg.set_class(False, "error")
+    await pilot.click("#stream-start")
+    await answer(pilot, "y")
+    await until(pilot, lambda: msg.has_class("error"), what="a refusal")
+    return str(msg.render())
+
+
+@needs_ffmpeg
+def test_stream_options_reach_the_encoder_and_bad_ones_show_the_engines_words(
+        clip_engine: EnginePaths, dev_clip: Path, tmp_path: Path) -> None:
+    """Keyframe interval, x264 preset, SRT latency and passphrase from the output screen: a value out of range is
+    refused with the engine's message, nothing starts; good ones reach FFmpeg (the far end, listening with the
+    same passphrase, records keyframes 1 s apart and x264's ultrafast settings); the passphrase is masked on
+    screen, in the question, in the list, in telemetry and in the engine's log."""
+    async def scenario(url: str) -> None:
+        async with ui(clip_engine, dev_clip).run_test(size=(100, 30)) as pilot:
+            app = await live(pilot)
+            await pilot.press("o")
+            preset = app.screen.query_one("#stream-preset", Select)
+            limits = await until(pilot, lambda: app.stream_limits, what="the engine's stream limits")
+            await until(pilot, lambda: not preset.disabled, what="the presets")
+            assert preset.value == limits["preset"]["default"]  # the engine's, not a copy
+            app.screen.query_one("#stream-url", Input).value = url
+            assert "keyframe_s must be in [0.5, 10]" in await refused(pilot, {"#stream-keyframe": "30"})
+            assert "srt_latency_ms must be in [20, 10000]" in await refused(
+                pilot, {"#stream-keyframe": "1", "#srt-latency": "5"})
+            assert "srt_passphrase must have 10 to 79 characters" in await refused(
+                pilot, {"#srt-latency": "200", "#srt-passphrase": "short"})
+            assert "keyframe s is a number" in await refused(pilot, {"#stream-keyframe": "1e"})  # the UI's own
+            assert not any(s.startswith("stream") for s in status(clip_engine)["sinks"])
+
+            app.screen.query_one("#stream-keyframe", Input).value = "1"
+            preset.value = "ultrafast"
+            passphrase = app.screen.query_one("#srt-passphrase", Input)
+            passphrase.value = ""
+            passphrase.focus()
+            await pilot.press(*PASSPHRASE)
+            assert PASSPHRASE not in app.export_screenshot(), "the passphrase shows on screen"
+            await pilot.click("#stream-start")
+            question = await answer(pilot, "y")
+            assert url in question and "(encrypted)" in question and PASSPHRASE not in question
+            await until(pilot, lambda: "sending" in table_text(app), timeout=60, what="the stream in the list")
+            assert f"stream {url}&latency=200000&passphrase=***" in status(clip_engine)["sinks"]
+            await pilot.pause(4.0)  # keyframes a second apart reach the far end
+            assert PASSPHRASE not in json.dumps(status(clip_engine))
+            await stop_the_stream(pilot)
+
+    with far_end(tmp_path, f"&passphrase={PASSPHRASE}") as (url, out):
+        asyncio.run(scenario(url))
+    assert PASSPHRASE not in clip_engine.log.read_text(), "the passphrase is in the engine's log"
+    assert stream_kinds(out) == ["video"], "the far end (same passphrase) got the stream"
+    gaps = np.diff(keyframe_times(out))
+    assert len(gaps) >= 2 and np.median(gaps) == pytest.approx(1.0, abs=0.1), gaps
+    assert b"cabac=0" in out.read_bytes(), "x264's options (in the stream) are not ultrafast's"
 
 
 def test_output_rows_list_every_output_with_its_state() -> None:

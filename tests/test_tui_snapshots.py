@@ -12,6 +12,7 @@ from textual.widgets import Input
 import tui.screens.facebank as facebank_screen
 import tui.screens.live as live_screen
 from engine.client import EnginePaths
+from engine.stream_options import published_stream_limits
 from tui.app import BlurcastApp, make_app
 from tui.facebank_link import ImageView, PersonView
 from tui.messages import EngineLost, EngineStartFailed, EngineStats, PreviewFrame
@@ -40,7 +41,8 @@ TELEMETRY = {
     "settings": {"detector": "yunet", "backend": "auto", "confidence": 0.5, "low_confidence": 0.2,
                  "detect_width": 1280, "deadline_ms": 250.0, "hold_seconds": 0.8, "mode": "blur", "shape": "box",
                  "strength": 0.6, "margin": 0.25, "similarity_threshold": 0.56, "recognition": True,
-                 "panic": False, "paused": False},
+                 "panic": False, "paused": False, "lookahead_frames": 4},
+    "video_delay_ms": 174.6, "obs_sync_offset_ms": 175, "lookahead_frames": 4,
 }
 
 # The shape of the engine's `limits` reply (the control API contract); the figures are the shipped ones.
@@ -53,6 +55,8 @@ LIMITS = {
     "margin": {"default": 0.25, "min": 0.0, "max": 1.0, "choices": None, "help": "each box grows by this per side"},
     "hold_seconds": {"default": 0.8, "min": 0.2, "max": 5.0, "choices": None,
                      "help": "how long a lost face stays blurred where it was going"},
+    "lookahead_frames": {"default": 0, "min": 0, "max": 30, "choices": None,
+                         "help": "frames held back so a face is also hidden before it was first detected"},
     "mode": {"default": "blur", "min": None, "max": None, "choices": ["blur", "mosaic", "fill"], "help": "how"},
 }
 SIZES = [(80, 24), (160, 48)]
@@ -93,6 +97,7 @@ async def feed(pilot: Pilot, telemetry: dict = TELEMETRY, preview: bool = True) 
     pilot.app.post_message(EngineStats(telemetry))
     await pilot.pause()
     pilot.app.limits = LIMITS
+    pilot.app.stream_limits = published_stream_limits()  # the engine's own table: the UI copies none of it
     if preview:
         pilot.app.screen.post_message(PreviewFrame(96, 54, synthetic_preview()))
     await pilot.pause()

@@ -295,3 +295,74 @@ def test_a_click_on_a_face_in_the_preview_picks_its_row(tmp_path):
             assert table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value == "7"
 
     asyncio.run(scenario())
+
+
+def test_lookahead_cost_is_its_frames_at_the_source_rate():
+    from tui.format import lookahead_cost
+
+    assert lookahead_cost(0, 30) == ("off", "off, no delay")
+    assert lookahead_cost(8, 29.97) == ("8 +267ms", "+267 ms delay at 29.97 fps")
+    assert lookahead_cost(30, 30)[0] == "30 +1.0s" and lookahead_cost(30, 1)[0] == "30 +30.0s"
+    assert lookahead_cost(4, None)[0] == "4 fr" and "unknown" in lookahead_cost(4, 0)[1]
+    assert max(len(lookahead_cost(n, fps)[0]) for n in range(31) for fps in (1, 5, 25, 29.97, 60)) < 10  # VALUE_WIDTH
+
+
+def test_stream_urls_are_shown_without_their_secrets():
+    from tui.format import masked_url
+
+    assert masked_url("srt://relay:9000?streamid=live/me&passphrase=hunter2hunter2") == \
+        "srt://relay:9000?streamid=***&passphrase=***"
+    assert masked_url("rtmps://live.twitch.tv/app/live_123_abc") == "rtmps://live.twitch.tv/app/***"
+    assert masked_url("srt://:9001?mode=listener") == "srt://:9001?mode=listener"
+
+
+def test_keys_panel_and_palette_list_the_new_controls(tmp_path):
+    """`?` on the live screen lists a (look-ahead), on the output screen k (stream options); the palette offers
+    both and each takes the focus to its control."""
+    from textual.command import CommandPalette
+    from textual.widgets import HelpPanel
+
+    from tests.test_tui_snapshots import TELEMETRY, feed
+    from tui.app import make_app
+
+    app = make_app(EnginePaths(tmp_path), start_engine=False, attach=False)
+
+    def keys_text() -> str:
+        """What the keys panel lists: the screen's active bindings (at 80x24 a long description wraps)."""
+        assert app.screen.query(HelpPanel)
+        return " ".join(f"{key} {b.binding.description}" for key, b in app.screen.active_bindings.items())
+
+    async def palette(pilot, words: str) -> None:
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.2)
+        assert CommandPalette.is_open(app)
+        await pilot.press(*words)
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+
+    async def scenario() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await feed(pilot, TELEMETRY, preview=False)
+            await pilot.press("question_mark")
+            await pilot.pause()
+            assert "a Look-ahead" in keys_text()
+            await pilot.press("question_mark", "o", "question_mark")
+            await pilot.pause()
+            assert "k Stream options" in keys_text()
+            await pilot.press("question_mark")
+            await palette(pilot, "Look-ahead")
+            assert app.current_mode == "live" and app.focused.id == "lookahead-frames"
+            await palette(pilot, "Stream options")
+            assert app.current_mode == "output" and app.focused.id == "stream-keyframe"
+
+    asyncio.run(scenario())
+
+
+def test_the_figures_say_the_obs_sync_offset_while_frames_go_out():
+    from tui.format import figures
+
+    t = {"fps": 30.0, "sinks": ["vcam"], "obs_sync_offset_ms": 290}
+    assert "output vcam · OBS sync 290 ms" in str(figures(t))
+    assert "OBS sync" not in str(figures({**t, "sinks": []}))  # nothing goes out: no offset to set
+    assert "OBS sync" not in str(figures({**t, "obs_sync_offset_ms": None}))

@@ -76,6 +76,7 @@ class BlurcastApp(App[int]):
     telemetry: var[dict[str, Any] | None] = var(None, always_update=True)
     telemetry_hz: var[float] = var(0.0)
     limits: var[dict[str, dict[str, Any]] | None] = var(None)  # the engine's `limits`: what the sliders allow
+    stream_limits: var[dict[str, dict[str, Any]] | None] = var(None)  # `stream_limits`: a stream output's options
 
     def __init__(self, link: EngineLink, *, start_engine: bool = True, attach: bool = True,
                  facebank_path: Path | None = None, requested_source: str | None = None) -> None:
@@ -188,6 +189,12 @@ class BlurcastApp(App[int]):
             log.warning("the engine gives no limits (%s): sliders stay off", exc)
             return
         self.call_from_thread(setattr, self, "limits", limits)
+        try:
+            stream = self.engine_link.request("stream_limits")
+        except ControlError as exc:  # an older engine: it still checks what it is sent
+            log.warning("the engine gives no stream output limits (%s)", exc)
+            return
+        self.call_from_thread(setattr, self, "stream_limits", stream)
 
     def _check_requested_source(self, t: dict[str, Any]) -> None:
         """`--source X` while an engine already reads Y: ask, never ignore it silently."""
@@ -356,10 +363,19 @@ class BlurcastApp(App[int]):
         yield SystemCommand("Panic", "Blur every whole frame (or turn it off, after a confirm)", self.action_panic)
         yield SystemCommand("Pause", "Blur every whole frame while you step away", self.action_pause)
         for mode, help_text in (("live", "figures, faces, sliders, preview"), ("facebank", "who stays visible"),
-                                ("output", "source, virtual camera, recording")):
+                                ("output", "source, virtual camera, recording, streams")):
             yield SystemCommand(f"Show {mode}", help_text, lambda m=mode: self.action_show(m))
+        yield SystemCommand("Look-ahead", "Hide faces in the frames before they were found; adds delay (a)",
+                            lambda: self._show_and("live", "focus_lookahead"))
+        yield SystemCommand("Stream options", "Keyframe, x264 preset, SRT latency and passphrase (k)",
+                            lambda: self._show_and("output", "focus_stream_options"))
         yield SystemCommand("Restart engine", "Start the engine again after it stopped", self.action_restart_engine)
         yield SystemCommand("Keys", "Show every key of this screen", self.action_toggle_help)
+
+    def _show_and(self, mode: str, action: str) -> None:
+        """A palette command for a control on another screen: show that screen, then focus the control."""
+        self.action_show(mode)
+        self.call_after_refresh(getattr(self.screen, f"action_{action}"))
 
     def action_restart_engine(self) -> None:
         if self.engine_state in ("lost", "stale") and not self._starting:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,16 @@ FACE_COLUMNS: tuple[tuple[str, str, int], ...] = (
 )
 
 
+def masked_url(url: str) -> str:
+    """A stream URL fit to show: SRT passphrase and streamid, and an RTMP stream key (the last path part), as ***."""
+    url = re.sub(r"(passphrase|streamid)=[^&]*", r"\1=***", url, flags=re.IGNORECASE)
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    if scheme.lower().startswith("rtmp") and "/" in path:
+        path = path.rsplit("/", 1)[0] + "/***"
+    return scheme + sep + host + slash + path
+
+
 def source_line(source: dict[str, Any] | None) -> str:
     if not source:
         return DASH
@@ -118,6 +129,12 @@ def source_line(source: dict[str, Any] | None) -> str:
 
 def sinks_line(sinks: list[str] | None) -> str:
     return ", ".join(sinks) if sinks else "none (nothing leaves the engine)"
+
+
+def sync_words(t: dict[str, Any]) -> str:
+    """The added video delay (look-ahead included) as OBS's audio Sync Offset wants it, while frames go out."""
+    offset = t.get("obs_sync_offset_ms")
+    return "" if offset is None or not t.get("sinks") else f" · OBS sync {offset} ms"  # nothing out: no matter
 
 
 def faults_line(faults: dict[str, int] | None) -> str:
@@ -141,7 +158,7 @@ def figures(t: dict[str, Any], stale: bool = False) -> Text:
          "latency", f"p50 {number(t.get('latency_p50_ms'), 0)} / p95 {number(t.get('latency_p95_ms'), 0)} ms"),
         ("frames", str(t.get("frames", 0)), "dropped", f"{t.get('dropped', 0)}   whole {t.get('whole_frames', 0)}"),
         ("source", short_source(t.get("source")), "", ""),
-        ("output", sinks_line(t.get("sinks")), "", ""),
+        ("output", sinks_line(t.get("sinks")) + sync_words(t), "", ""),
         ("faults", faults_line(t.get("faults")), "", ""),
     ]
     for i, (k1, v1, k2, v2) in enumerate(rows):
@@ -240,3 +257,21 @@ def enrolment_line(e: dict[str, Any]) -> str:
     if state == "failed":
         return f"enrolling {name} failed: {e.get('message') or 'no reason given'}"
     return f"enrolling {name}: {state}"
+
+
+def lookahead_cost_ms(frames: float, fps: float | None) -> float | None:
+    """The delay `frames` of look-ahead add at the source's rate (None: the rate is not known yet)."""
+    return 1000.0 * frames / fps if fps and fps > 0 else None
+
+
+def lookahead_cost(frames: float, fps: float | None) -> tuple[str, str]:
+    """What the look-ahead costs: (the slider's value, e.g. 'off', '8 +267ms', '30 +1.0s' or '8 fr' while the
+    rate is unknown; the words first on its help line, which a narrow panel cuts)."""
+    n = round(frames)
+    cost = lookahead_cost_ms(n, fps)
+    if n == 0:
+        return "off", "off, no delay"
+    if cost is None:
+        return f"{n} fr", f"+{n} frames of delay (source rate unknown)"
+    value = f"{n} +{cost:.0f}ms" if cost < 999.5 else f"{n} +{cost / 1000:.1f}s"
+    return value, f"+{cost:.0f} ms delay at {fps:.4g} fps"

@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Sparkline, Static
 from textual.worker import get_current_worker
 
-from tui.format import FACE_COLUMNS, enrolment_line, face_row, figures, in_view
+from tui.format import FACE_COLUMNS, enrolment_line, face_row, figures, in_view, lookahead_cost
 from tui.link import ControlError, decode_preview
 from tui.messages import PreviewFrame
 from tui.screens.enrol import EnrolScreen
@@ -40,7 +40,9 @@ SLIDERS: tuple[tuple[str, str, float, str], ...] = (
     ("strength", "strength", 0.05, "{:.2f}"),
     ("margin", "margin", 0.05, "{:.2f}"),
     ("hold_seconds", "hold", 0.1, "{:.1f}s"),
+    ("lookahead_frames", "look-ahead", 1, "{:.0f}"),  # shown with its cost: the delay at the source's rate
 )
+LOOKAHEAD = "lookahead_frames"
 SLIDER_KEYS = "↑/↓ slider · ←/→ change · d default"
 
 PREVIEW_NOTES = {
@@ -57,6 +59,7 @@ class LiveScreen(Screen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("e", "enrol", "Enrol"),
         Binding("s", "focus_sliders", "Sliders"),
+        Binding("a", "focus_lookahead", "Look-ahead", show=False),  # its help line says the delay it adds
         Binding("t", "focus_faces", "Faces", show=False),
     ]
 
@@ -69,6 +72,7 @@ class LiveScreen(Screen):
         self._digits = ("", 0.0)
         self._user_moved_until = 0.0
         self._user_picked = False  # the selection came from the user (keys, click, number), not from the offer
+        self._source_fps: float | None = None  # the rate the look-ahead's cost is shown at
 
     def compose(self) -> ComposeResult:
         yield EngineBar()
@@ -109,6 +113,7 @@ class LiveScreen(Screen):
         self.watch(self.app, "telemetry", self._on_telemetry, init=False)
         self.watch(self.app, "engine_state", self._on_engine_state)
         self.watch(self.app, "limits", self._on_limits)
+        self.watch(self._lookahead(), "value", self._lookahead_moved, init=False)
 
     def on_screen_resume(self) -> None:
         self._on_telemetry(self._app.telemetry)
@@ -131,6 +136,7 @@ class LiveScreen(Screen):
         self.query_one("#fps-spark", Sparkline).data = list(self._app.fps_history)
         self.query_one("#latency-spark", Sparkline).data = list(self._app.latency_history)
         settings = t.get("settings") or {}
+        self._show_lookahead_cost((t.get("source") or {}).get("fps"))
         self._sync_sliders(settings)
         faces = in_view(t.get("faces") or [])
         now = time.monotonic()
@@ -143,6 +149,25 @@ class LiveScreen(Screen):
         if now - self._table_at >= TABLE_EVERY_S:
             self._table_at = now
             self._update_faces(t, faces)
+
+    def _show_lookahead_cost(self, fps: Any) -> None:
+        """The look-ahead slider writes its value with the delay it adds at the source's rate."""
+        fps = float(fps) if isinstance(fps, int | float) and fps > 0 else None
+        if fps == self._source_fps and self._lookahead().describe is not None:
+            return
+        self._source_fps = fps
+        self._lookahead().describe = lambda frames: lookahead_cost(frames, fps)[0]
+        self._lookahead().refresh()
+        if self.focused is self._lookahead():
+            self._show_slider_help(self._lookahead())
+
+    def _lookahead_moved(self, _: float) -> None:
+        """Its help line says what the value costs: keep it true however the value moved (keys, the engine)."""
+        if self.focused is self._lookahead():
+            self._show_slider_help(self._lookahead())
+
+    def _lookahead(self) -> Slider:
+        return self.query_one(f"#{LOOKAHEAD.replace('_', '-')}", Slider)
 
     def _sync_sliders(self, settings: dict[str, Any]) -> None:
         sent = self._app.settings_sent
@@ -244,6 +269,8 @@ class LiveScreen(Screen):
             slider.default = lim.get("default")
             slider.help = str(lim.get("help") or "")
             slider.disabled = False
+        # Values that came before their range were clamped to the placeholder range: take them again.
+        self._sync_sliders(((self._app.telemetry or {}).get("settings")) or {})
 
     # --- preview ----------------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
@@ -277,9 +304,13 @@ class LiveScreen(Screen):
 
     @on(Slider.Focused)
     def _slider_focused(self, event: Slider.Focused) -> None:
-        s = event.slider
+        self._show_slider_help(event.slider)
+
+    def _show_slider_help(self, s: Slider) -> None:
+        """What the focused slider trades (the engine's words); the look-ahead's cost first: the line is cut."""
         default = f" · default {s.fmt.format(s.default)}" if s.default is not None else ""
-        line = Text.assemble((f"{s.label}: ", "bold"), s.help or "",
+        cost = (lookahead_cost(s.value, self._source_fps)[1] + " · ", "bold") if s.name == LOOKAHEAD else ""
+        line = Text.assemble((f"{s.label}: ", "bold"), cost, s.help or "",
                              (f" · {s.fmt.format(s.minimum)}–{s.fmt.format(s.maximum)}{default}", "dim"))
         self.query_one("#slider-help", Static).update(line)
 
@@ -360,6 +391,10 @@ class LiveScreen(Screen):
         sliders = [s for s in self.query(Slider) if s.focusable]
         if sliders:
             sliders[0].focus()
+
+    def action_focus_lookahead(self) -> None:
+        if self._lookahead().focusable:
+            self._lookahead().focus()
 
     def action_focus_faces(self) -> None:
         self.query_one("#faces", DataTable).focus()

@@ -1,5 +1,7 @@
 """Source & output screen: what the engine reads (camera, file, URL) and where the anonymized frames go
-(the virtual camera OBS reads, a recording). Engine errors are shown in place, in the engine's words."""
+(the virtual camera OBS reads, a recording, SRT/RTMP streams with their encoder and SRT options). Engine
+errors are shown in place, in the engine's words; the stream options' ranges and presets come from the
+engine's `stream_limits`."""
 
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, Checkbox, DataTable, Footer, Input, RadioButton, RadioSet, Static
+from textual.widgets import Button, Checkbox, DataTable, Footer, Input, RadioButton, RadioSet, Select, Static
 
-from tui.format import short_path, source_line
+from tui.format import masked_url, short_path, source_line
 from tui.link import ControlError
 from tui.screens.confirm import ConfirmScreen
 from tui.suggest import PathSuggester
@@ -75,6 +77,13 @@ OUTPUT_WORDS = {"vcam": "virtual camera", "file": "recording"}
 STREAM_STATE_WORDS = {"waiting for the far end": "waiting"}  # the full words are in `engine status`
 
 
+def _option_help(lim: dict[str, Any]) -> str:
+    """The engine's help for an option with its range and default, for a field's tooltip."""
+    span = f" ({lim['min']:g}–{lim['max']:g})" if lim.get("min") is not None and lim.get("max") is not None else ""
+    default = f", default {lim['default']}" if lim.get("default") is not None else ""
+    return f"{lim.get('help') or ''}{span}{default}"
+
+
 def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
@@ -86,6 +95,18 @@ def stream_problem(url: str) -> str | None:
     if not url.lower().startswith(STREAM_SCHEMES):
         return "A stream output starts with srt://, rtmp:// or rtmps://."
     return None
+
+
+# (field id, control API option, what to call it in the UI's own refusals, its parser): the engine checks ranges
+STREAM_FIELDS: tuple[tuple[str, str, str, type], ...] = (
+    ("#stream-bitrate", "bitrate_kbps", "kb/s is a whole number, e.g. 4000", int),
+    ("#stream-keyframe", "keyframe_s", "keyframe s is a number of seconds, e.g. 2", float),
+    ("#srt-latency", "srt_latency_ms", "SRT latency is a whole number of ms, e.g. 500", int),
+)
+
+
+def is_srt(url: str) -> bool:
+    return url.lower().startswith("srt://")
 
 
 def output_rows(t: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -114,6 +135,7 @@ class OutputScreen(Screen):
         Binding("w", "toggle_record", "Record"),  # starting asks first: it writes the stream to disk
         Binding("t", "focus_stream", "Stream to"),
         Binding("x", "stop_stream", "Stop stream"),  # the stream output picked in the list; asks first
+        Binding("k", "focus_stream_options", "Stream options", show=False),  # keyframe, preset, SRT
         Binding("escape", "leave_input", "Leave field (keys act again)"),
     ]
 
@@ -158,11 +180,17 @@ class OutputScreen(Screen):
             yield Input(placeholder="kb/s", id="stream-bitrate", type="integer", compact=True)
             yield Button("Send", id="stream-start", compact=True, variant="error")
             yield Button("Stop", id="stream-stop", compact=True)
+        with Horizontal(classes="row", id="stream-options"):  # empty fields: the engine's defaults
+            yield Input(placeholder="keyframe s", id="stream-keyframe", type="number", compact=True)
+            yield Select[str]([], prompt="x264 preset", id="stream-preset", compact=True, disabled=True)
+            yield Input(placeholder="SRT latency ms", id="srt-latency", type="integer", compact=True)
+            yield Input(placeholder="SRT passphrase", id="srt-passphrase", password=True, compact=True)
         yield Static(id="stream-msg", classes="msg")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self._kind_changed()
+        self.watch(self.app, "stream_limits", self._on_stream_limits)
         self.watch(self.app, "telemetry", self._on_telemetry)
         self.watch(self.app, "engine_state", lambda _: self._on_telemetry(self._app.telemetry))
 
@@ -182,6 +210,24 @@ class OutputScreen(Screen):
     @property
     def _app(self) -> Any:
         return self.app
+
+    def _on_stream_limits(self, limits: dict[str, dict[str, Any]] | None) -> None:
+        """Presets, defaults and ranges as the engine publishes them (it is what refuses values past them)."""
+        if not limits:
+            return
+        for field_id, option, _, _ in STREAM_FIELDS:
+            if lim := limits.get(option):
+                self.query_one(field_id, Input).tooltip = _option_help(lim)
+        if lim := limits.get("srt_passphrase"):
+            self.query_one("#srt-passphrase", Input).tooltip = _option_help(lim)
+        preset = self.query_one("#stream-preset", Select)
+        lim = limits.get("preset") or {}
+        if lim.get("choices"):
+            preset.set_options((str(c), str(c)) for c in lim["choices"])
+            if lim.get("default") in lim["choices"]:
+                preset.value = lim["default"]
+            preset.tooltip = _option_help(lim)
+            preset.disabled = False
 
     # --- state from telemetry ---------------------------------------------------------------------------------
     def _on_telemetry(self, t: dict[str, Any] | None) -> None:
@@ -351,6 +397,7 @@ class OutputScreen(Screen):
 
     @on(Input.Submitted, "#stream-url")
     @on(Input.Submitted, "#stream-bitrate")
+    @on(Input.Submitted, "#stream-options Input")
     @on(Button.Pressed, "#stream-start")
     def ask_start_stream(self) -> None:
         """Sending the stream somewhere new puts it on air there: only after a yes (Enter in a field too)."""
@@ -358,19 +405,45 @@ class OutputScreen(Screen):
         if problem := stream_problem(url):
             self.on_command_result(CommandResult("stream", False, problem))
             return
-        self.app.push_screen(ConfirmScreen(f"Send the anonymized stream to {url}? (y/n)"),
+        encrypted = is_srt(url) and bool(self.query_one("#srt-passphrase", Input).value)
+        self.app.push_screen(ConfirmScreen(f"Send the anonymized stream to {masked_url(url)}"
+                                           f"{' (encrypted)' if encrypted else ''}? (y/n)"),
                              lambda yes: self.start_stream(url) if yes else None)
 
     def start_stream(self, url: str) -> None:
-        args: dict[str, Any] = {"kind": "stream", "path": url}
-        if bitrate := self.query_one("#stream-bitrate", Input).value.strip():
-            try:
-                args["bitrate_kbps"] = int(bitrate)  # the engine checks the range and says it in words
-            except ValueError:  # the integer field still lets "-", "+" or "1_" through
-                self.on_command_result(CommandResult("stream", False, "kb/s is a whole number, e.g. 4000"))
-                return
+        args = self._stream_args(url)
+        if args is None:
+            return
         self.on_command_result(CommandResult("stream", True, "starting the stream output…"))
         self.command("stream", "Stream output started: it shows in the list above.", "sink_start", **args)
+
+    def _stream_args(self, url: str) -> dict[str, Any] | None:
+        """`sink_start` arguments from the fields (an empty one: the engine's default); None after saying what
+        is not a number. Ranges are the engine's to check: it says them in its own words."""
+        args: dict[str, Any] = {"kind": "stream", "path": url}
+        for field_id, option, refusal, parse in STREAM_FIELDS:
+            field = self.query_one(field_id, Input)
+            if not field.display or not (text := field.value.strip()):
+                continue
+            try:
+                args[option] = parse(text)
+            except ValueError:  # number fields still let "-", "+", "1e" or "1_" through
+                self.on_command_result(CommandResult("stream", False, refusal))
+                return None
+        preset = self.query_one("#stream-preset", Select).value
+        if isinstance(preset, str):
+            args["preset"] = preset
+        passphrase = self.query_one("#srt-passphrase", Input)
+        if passphrase.display and passphrase.value:
+            args["srt_passphrase"] = passphrase.value
+        return args
+
+    @on(Input.Changed, "#stream-url")
+    def _stream_url_changed(self) -> None:
+        """SRT's own options show for an SRT URL (and while none is typed, so they can be found)."""
+        url = self.query_one("#stream-url", Input).value.strip()
+        for field_id in ("#srt-latency", "#srt-passphrase"):
+            self.query_one(field_id, Input).display = not url or is_srt(url)
 
     @on(Button.Pressed, "#stream-stop")
     def action_stop_stream(self) -> None:
@@ -389,6 +462,9 @@ class OutputScreen(Screen):
 
     def action_focus_stream(self) -> None:
         self.query_one("#stream-url", Input).focus()
+
+    def action_focus_stream_options(self) -> None:
+        self.query_one("#stream-keyframe", Input).focus()
 
     # --- actions ----------------------------------------------------------------------------------------------
     def action_focus_source(self) -> None:
@@ -411,7 +487,7 @@ class OutputScreen(Screen):
         self.query_one("#source-kind", RadioSet).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("toggle_vcam", "toggle_record", "stop_stream", "focus_stream"):
+        if action in ("toggle_vcam", "toggle_record", "stop_stream", "focus_stream", "focus_stream_options"):
             return True if self._app.engine_state == "live" else None
         if action == "leave_input":
             return isinstance(self.focused, Input)

@@ -4,6 +4,7 @@ property: a default mark (┊) on the track and a line of help saying what it tr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 from rich.text import Text
@@ -14,7 +15,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 LABEL_WIDTH = 11
-VALUE_WIDTH = 7
+VALUE_WIDTH = 10  # room for a value and its cost, with a space before it: "29 +967ms" (the look-ahead)
 BIG_STEP = 10
 
 
@@ -80,6 +81,7 @@ class Slider(Widget, can_focus=True):
         self.fmt = fmt
         self.help = help
         self.default = default
+        self.describe: Callable[[float], str] | None = None  # the value as shown, when more than `fmt` says
         self.known = value is not None  # False until a real value arrives: no minimum shown as if set
         self.set_range(minimum, maximum, step)
         self.set_reactive(Slider.value, self.validate_value(minimum if value is None else value))
@@ -188,5 +190,10 @@ class Slider(Widget, can_focus=True):
                 text.append("━", style=self.get_component_rich_style("slider--bar"))
             else:
                 text.append("─", style=self.get_component_rich_style("slider--track"))
-        text.append(f"{self.fmt.format(self.value):>{VALUE_WIDTH}}")
+        text.append(f"{self.shown():>{VALUE_WIDTH}}")
         return text
+
+    def shown(self, value: float | None = None) -> str:
+        """The value as the slider writes it (`describe` when set, e.g. with what it costs)."""
+        value = self.value if value is None else value
+        return self.describe(value) if self.describe else self.fmt.format(value)

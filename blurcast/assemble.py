@@ -16,6 +16,7 @@ from engine.config import Settings
 from engine.runner import Engine
 from engine.service import ServeOptions, open_sink
 from engine.stages.sources import open_source
+from engine.stream_options import srt_output_url
 from facebank.enrol import Enroller
 from facebank.live import LiveFacebank, LiveGallery, create_identifier
 from facebank.store import Facebank
@@ -43,7 +44,7 @@ def build_engine(options: ServeOptions, settings: Settings, *, paths: EnginePath
             if wanted:
                 engine.sinks.append(open_sink(kind, source, options.record, options.vcam_device))
         for url in options.outputs:  # network streams, with the source's sound
-            engine.sinks.append(open_sink("stream", source, url, bitrate_kbps=options.bitrate_kbps,
+            engine.sinks.append(open_sink("stream", source, srt_output_url(url), bitrate_kbps=options.bitrate_kbps,
                                           keyframe_s=options.keyframe_s, preset=options.preset))
     except Exception:
         engine.close()

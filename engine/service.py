@@ -153,6 +153,8 @@ class EngineService:
     def _sink_start(self, request: dict) -> dict:
         kind = str(request.get("kind", ""))
         path = request.get("path")
+        if unknown := set(request) - _SINK_START_KEYS:  # an option ignored could be a passphrase not applied
+            raise ValueError(f"sink_start does not take {', '.join(sorted(unknown))}")
         if kind == "stream" and isinstance(path, str):  # SRT latency/passphrase go in the URL, checked first
             path = srt_output_url(path, request.get("srt_latency_ms"), request.get("srt_passphrase"))
         if kind in self.engine.sink_names() or (kind == "stream" and _stream_name(path) in self.engine.sink_names()):
@@ -244,6 +246,10 @@ def _output(sink: Sink) -> dict:
     status = getattr(sink, "status", None)
     return {"name": sink.name, "path": str(getattr(sink, "path", "") or "") or None,
             **(status() if callable(status) else {"state": "running"})}
+
+
+_SINK_START_KEYS = {"cmd", "id", "kind", "path", "device", "bitrate_kbps", "keyframe_s", "preset",
+                    "srt_latency_ms", "srt_passphrase"}
 
 
 def _stream_name(url: object) -> str:

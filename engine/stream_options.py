@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from engine.config import Limit
 
@@ -55,7 +55,7 @@ SRT_PASSPHRASE_CHARS = (10, 79)
 SRT_LIMITS: dict[str, Limit] = {
     "srt_latency_ms": Limit("SRT latency in ms (both ends use the larger): 4x the round trip; 120 on a LAN",
                             20, 10_000),
-    "srt_passphrase": Limit("SRT encryption passphrase, 10 to 79 characters (the far end uses the same); "
+    "srt_passphrase": Limit("SRT encryption passphrase, 10 to 79 bytes (the far end uses the same); "
                             "masked in names, logs and telemetry", *SRT_PASSPHRASE_CHARS),
 }
 SRT_DEFAULTS: dict[str, Any] = {"srt_latency_ms": 120, "srt_passphrase": None}
@@ -65,13 +65,14 @@ def srt_output_url(url: str, latency_ms: Any = None, passphrase: Any = None) -> 
     """`url` with the SRT latency (ms, as OBS and the phone apps show it; FFmpeg's `latency` is in microseconds)
     and passphrase added to its query; ValueError naming the option and its range. A passphrase already in the
     URL is held to the same rule, so it fails here and not at FFmpeg's first connection."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "srt":
+    if urlsplit(url).scheme.lower() != "srt":
         if latency_ms is not None or passphrase is not None:
             raise ValueError("latency and passphrase are SRT options: this output is not srt://")
         return url
-    # FFmpeg reads the query as written (libsrt.c: av_find_info_tag, no %-decoding; + is a space): so is it here.
-    query = dict(item.partition("=")[::2] for item in parts.query.split("&") if item)
+    # FFmpeg reads the query as written, from the first ? to the end, split at & (libsrt.c: no %-decoding, no
+    # fragment: SRS's `streamid=#!::r=...` keeps its #); so is it here: urlsplit would cut it at the #.
+    raw_query = url.partition("?")[2]
+    query = dict(item.partition("=")[::2] for item in raw_query.split("&") if item)
     added = []
     if latency_ms is not None:
         latency = _number("srt_latency_ms", latency_ms, integer=True)
@@ -86,11 +87,15 @@ def srt_output_url(url: str, latency_ms: Any = None, passphrase: Any = None) -> 
             raise ValueError(f"{key} is given twice: the URL already sets {key}=")
     query.update(added)
     low, high = SRT_PASSPHRASE_CHARS
-    if "passphrase" in query and not low <= len(query["passphrase"]) <= high:
-        raise ValueError(f"srt_passphrase must have {low} to {high} characters (SRT's rule), "
-                         f"got {len(query['passphrase'])}")
+    if "passphrase" in query:
+        size = len(query["passphrase"].encode())  # SRT counts bytes: an accented letter is two
+        if not low <= size <= high:
+            raise ValueError(f"srt_passphrase must have {low} to {high} bytes (SRT's rule; plain letters are one "
+                             f"byte each), got {size}")
+    if not added:
+        return url
     extra = "&".join(f"{key}={value}" for key, value in added)
-    return urlunsplit(parts._replace(query="&".join(q for q in (parts.query, extra) if q)))
+    return url + ("&" if raw_query else ("" if url.endswith("?") else "?")) + extra
 
 
 def published_stream_limits() -> dict[str, dict[str, Any]]:

@@ -52,6 +52,7 @@ def test_settings_change_the_output_live(engine):
 
 def test_bad_commands_get_errors_not_crashes(engine):
     with ControlClient(engine.socket) as client:
+        engine_sinks_before = client.request("status")["sinks"]
         for cmd, args in (("bogus", {}), ("set", {"settings": {"strength": 7}}), ("set", {"settings": {"nope": 1}}),
                           ("set", {}), ("source", {"spec": "/no/such/video.mp4"}), ("sink_start", {"kind": "tape"})):
             with pytest.raises(ControlError):
@@ -63,6 +64,10 @@ def test_bad_commands_get_errors_not_crashes(engine):
             raw.sendall(line + b"\n")
             reply = json.loads(raw.makefile().readline())
             assert reply["ok"] is False, line[:20]
+    with ControlClient(engine.socket) as client:  # an option the engine would ignore (say, a mistyped passphrase)
+        with pytest.raises(ControlError, match="does not take srt_pasphrase"):
+            client.request("sink_start", kind="stream", path="srt://127.0.0.1:9?mode=caller", srt_pasphrase="x" * 12)
+        assert client.request("status")["sinks"] == engine_sinks_before
     with ControlClient(engine.socket) as client:
         for unsafe in ({"similarity_threshold": 0.0}, {"confidence": 1}):  # past these, faces would go out unblurred
             with pytest.raises(ControlError, match="must be in"):

@@ -266,6 +266,7 @@ def test_srt_spec_and_secrets() -> None:
     with pytest.raises(SourceError, match="10 to 79"):
         srt_url("srt://:9000?passphrase=short")
     assert "secret" not in redact("srt://h:1?passphrase=secretsecret&streamid=x")
+    assert "secret" not in redact("srt://h:1?Passphrase=secretsecret")  # FFmpeg ignores it; the log must too
     assert redact("rtmp://a.rtmp.youtube.com/live2/abcd-efgh") == "rtmp://a.rtmp.youtube.com/live2/***"
 
 

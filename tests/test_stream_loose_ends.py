@@ -334,14 +334,20 @@ def test_srt_output_options_go_into_the_url_or_are_refused_in_words() -> None:
     assert srt_output_url("rtmp://a/live/key") == "rtmp://a/live/key"
     for args, message in [(("srt://h:9", 5), "srt_latency_ms must be in [20, 10000]"),
                           (("srt://h:9", 200.5), "whole number"),
-                          (("srt://h:9", None, "secret"), "10 to 79 characters"),
-                          (("srt://h:9?passphrase=secret", None, None), "10 to 79 characters"),
+                          (("srt://h:9", None, "secret"), "10 to 79 bytes"),
+                          (("srt://h:9?passphrase=secret", None, None), "10 to 79 bytes"),
+                          (("srt://h:9", None, "secretsecret" * 6 + "é" * 6), "10 to 79 bytes"),  # 78 letters, 84 bytes
+                          (("srt://h:9?streamid=#!::r=a&latency=1", 200), "given twice"),
                           (("srt://h:9", None, "has a space in it"), "without spaces"),
                           (("srt://h:9?latency=1", 200), "given twice"),
                           (("rtmp://a/live/key", 200), "SRT options")]:
         with pytest.raises(ValueError, match=re.escape(message)) as refused:
             srt_output_url(*args)
         assert "secret" not in str(refused.value) and "space in" not in str(refused.value)
+    # SRS / srt-live-server stream ids start with #: FFmpeg reads it as part of the query, and so must we.
+    srs = "srt://relay:10080?streamid=#!::r=live/me,m=publish"
+    assert srt_output_url(srs, 500) == f"{srs}&latency=500000"
+    assert srt_output_url("srt://h:9", 120) == "srt://h:9?latency=120000"
     limits = published_stream_limits()
     assert (limits["srt_latency_ms"]["min"], limits["srt_latency_ms"]["max"]) == (20, 10_000)
     assert limits["srt_passphrase"]["default"] is None and "masked" in limits["srt_passphrase"]["help"]

@@ -150,7 +150,7 @@ def test_stream_options_reach_the_encoder_and_bad_ones_show_the_engines_words(
             assert "keyframe_s must be in [0.5, 10]" in await refused(pilot, {"#stream-keyframe": "30"})
             assert "srt_latency_ms must be in [20, 10000]" in await refused(
                 pilot, {"#stream-keyframe": "1", "#srt-latency": "5"})
-            assert "srt_passphrase must have 10 to 79 characters" in await refused(
+            assert "srt_passphrase must have 10 to 79 bytes" in await refused(
                 pilot, {"#srt-latency": "200", "#srt-passphrase": "short"})
             assert "keyframe s is a number" in await refused(pilot, {"#stream-keyframe": "1e"})  # the UI's own
             assert not any(s.startswith("stream") for s in status(clip_engine)["sinks"])

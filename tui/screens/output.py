@@ -436,6 +436,12 @@ class OutputScreen(Screen):
         passphrase = self.query_one("#srt-passphrase", Input)
         if passphrase.display and passphrase.value:
             args["srt_passphrase"] = passphrase.value
+        srt_options = [key for key in ("srt_latency_ms", "srt_passphrase") if key in args]
+        if srt_options and not all(key in (self.app.stream_limits or {}) for key in srt_options):
+            # An engine from before these options ignores them: the stream would go out unencrypted.
+            self.on_command_result(CommandResult("stream", False, "this engine predates SRT latency and "
+                                                 "passphrase options: stop it and press r to start this version"))
+            return None
         return args
 
     @on(Input.Changed, "#stream-url")

@@ -51,13 +51,13 @@ def stream_format(url: str) -> str:
         return "mpegts"
     if scheme in ("rtmp", "rtmps"):
         return "flv"
-    raise SinkError(f"unsupported stream output {url!r}: use srt://HOST:PORT, srt://:PORT?mode=listener or "
+    raise SinkError(f"unsupported stream output {redact(url)!r}: use srt://HOST:PORT, srt://:PORT?mode=listener or "
                     "rtmp(s)://HOST/APP/KEY")
 
 
 def redact(url: str) -> str:
     """The URL without secrets (SRT passphrase, RTMP stream key), for names, logs and telemetry."""
-    url = re.sub(r"(passphrase|streamid)=[^&]*", r"\1=***", url)
+    url = re.sub(r"(passphrase|streamid)=[^&]*", r"\1=***", url, flags=re.IGNORECASE)
     parts = urlsplit(url)
     if parts.scheme.lower().startswith("rtmp") and parts.path.count("/") >= 2:
         url = url.replace(parts.path, parts.path.rsplit("/", 1)[0] + "/***", 1)

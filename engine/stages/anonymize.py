@@ -114,28 +114,29 @@ class Anonymizer:
     def _anonymize_region(self, frame: np.ndarray, region: Region) -> None:
         x1, y1, x2, y2 = region.clipped
         gx1, gy1, gx2, gy2 = region.grown
-        roi = frame[y1:y2, x1:x2]
-        covered = self._cover(roi)
+        roi = frame[y1:y2, x1:x2]  # a view: the cover and the blend are written straight into the frame
         # A soft edge: a hard one draws a new sharp contour where the face outline was. The fade is laid over
         # the whole grown region and then cut to the frame: a face at the frame's edge is covered up to it.
         alpha = cv2.resize(_soft_mask(self.shape), (gx2 - gx1, gy2 - gy1), interpolation=cv2.INTER_LINEAR)
         alpha = alpha[y1 - gy1: y2 - gy1, x1 - gx1: x2 - gx1]
-        # Where the template is opaque the cover is copied, and only the fading band is blended: on a face
-        # filling a 1080p frame the blend was 3.3 ms of the region's 8 ms (bench/profile_live.py).
-        ix1, iy1, ix2, iy2 = _opaque_part(self.shape, region)
-        if ix2 - ix1 < 2 or iy2 - iy1 < 2:
-            roi[:] = _blend(covered, roi, alpha)
-            return
-        roi[iy1:iy2, ix1:ix2] = covered[iy1:iy2, ix1:ix2]
-        for rows, cols in ((slice(0, iy1), slice(None)), (slice(iy2, None), slice(None)),
-                           (slice(iy1, iy2), slice(0, ix1)), (slice(iy1, iy2), slice(ix2, None))):
-            if roi[rows, cols].size:
-                roi[rows, cols] = _blend(covered[rows, cols], roi[rows, cols], alpha[rows, cols])
+        # Where the template is opaque the blend equals the cover, so only the fading band keeps its original
+        # pixels to blend with. Everything is done in place, on views of the frame: a 750 px face's region
+        # took 5.5 ms when the cover, the interior copy and contiguous copies of each strip were separate arrays.
+        band = _band(_opaque_part(self.shape, region), roi.shape[0], roi.shape[1])
+        originals = [roi[rows, cols].copy() for rows, cols in band]
+        _into(roi, self._cover(roi, out=roi))
+        for (rows, cols), original in zip(band, originals, strict=True):
+            weight, strip = alpha[rows, cols], roi[rows, cols]
+            _into(strip, cv2.blendLinear(strip, original, weight, 1.0 - weight, dst=strip))
 
-    def _cover(self, roi: np.ndarray) -> np.ndarray:
+    def _cover(self, roi: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """What replaces the region: into `out` when given (the region itself: it is read before it is written)."""
         h, w = roi.shape[:2]
         if self.mode == "fill":
-            return _filled(roi)
+            if out is None:
+                return _filled(roi)
+            out[:] = roi.mean(axis=(0, 1)).astype(roi.dtype)
+            return out
         if self.mode == "mosaic":
             blocks = max(2, round(12 - 9 * self.strength))  # blocks across the (grown) region
             bw, bh = blocks, max(1, round(blocks * h / w))
@@ -144,17 +145,14 @@ class Anonymizer:
             # (mean difference 0.07 grey levels) for 0.5 ms instead of 6 ms on a 300x400 region.
             blocky = cv2.resize(small, (bw * 8, bh * 8), interpolation=cv2.INTER_NEAREST)
             blocky = cv2.GaussianBlur(blocky, (0, 0), MOSAIC_EDGE_SOFTENING * 8)
-            return cv2.resize(blocky, (w, h), interpolation=cv2.INTER_LINEAR)
+            return cv2.resize(blocky, (w, h), dst=out, interpolation=cv2.INTER_LINEAR)
         # Gaussian blur with sigma proportional to the face, run on a copy downscaled so sigma is ~2 px.
         sigma = max(w, h) * (0.08 + 0.32 * self.strength)
         factor = max(1.0, sigma / 2.0)
         sw, sh = max(1, round(w / factor)), max(1, round(h / factor))
         small = _area_down(roi, sw, sh)
         small = cv2.GaussianBlur(small, (0, 0), sigma / factor, borderType=cv2.BORDER_REFLECT)
-        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-
-
-MOSAIC_EDGE_SOFTENING = 0.3
+        return cv2.resize(small, (w, h), dst=out, interpolation=cv2.INTER_LINEAR)
 
 
 def _area_down(roi: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -168,9 +166,22 @@ def _area_down(roi: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(roi[: height * ky, : width * kx], (width, height), interpolation=cv2.INTER_AREA)
 
 
-def _blend(covered: np.ndarray, roi: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    alpha = np.ascontiguousarray(alpha)
-    return cv2.blendLinear(np.ascontiguousarray(covered), np.ascontiguousarray(roi), alpha, 1.0 - alpha)
+def _into(view: np.ndarray, result: np.ndarray) -> None:
+    """OpenCV writes into a `dst` view of the frame and returns that view; should it ever return a new array
+    instead, the frame must still get the pixels (fail closed)."""
+    if result is not view:
+        view[:] = result
+
+
+def _band(opaque: tuple[int, int, int, int], height: int, width: int) -> list[tuple[slice, slice]]:
+    """The strips of a height x width region around its opaque rectangle (region coordinates): where the
+    template fades and the cover must be blended. The whole region when there is no opaque part."""
+    ix1, iy1, ix2, iy2 = opaque
+    if ix2 - ix1 < 2 or iy2 - iy1 < 2:
+        return [(slice(0, height), slice(0, width))]
+    strips = [(slice(0, iy1), slice(0, width)), (slice(iy2, height), slice(0, width)),
+              (slice(iy1, iy2), slice(0, ix1)), (slice(iy1, iy2), slice(ix2, width))]
+    return [(rows, cols) for rows, cols in strips if rows.stop > rows.start and cols.stop > cols.start]
 
 
 def _opaque_part(shape: str, region: Region) -> tuple[int, int, int, int]:

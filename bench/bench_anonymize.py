@@ -1,11 +1,12 @@
 """The anonymizer alone on real 1080p frames and the boxes the pipeline gives it: CPU ms a frame, p50/p95/max.
 
-    python bench/bench_anonymize.py [--frames 120] [--repeat 3] [--threads 1] [--json out.json]
+    python bench/bench_anonymize.py [--frames 120] [--repeat 3] [--threads 1] [--against REV] [--json out.json]
 
 The dev clip is upscaled to 1920x1080 (its performer's face reaches 800 px there); each frame goes through the
 real pipeline once to record the boxes `Anonymizer.apply` gets (found, guesses, kept), then `apply` alone is
 replayed on fresh copies of the frames, `--repeat` times, timed by the calling thread's CPU clock (steady on a
-shared machine, unlike wall time). Run it in two checkouts in turn to compare code: same frames, same boxes.
+shared machine, unlike wall time). `--against REV` also replays the same calls through the anonymizer of git
+revision REV (its engine/stages/anonymize.py), interleaved frame by frame with this one, and gives the ratio.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -69,11 +71,40 @@ def record_calls(frames: list[np.ndarray]) -> tuple[list[tuple], object]:
     return calls, pipeline.anonymizer
 
 
+def anonymizer_at(revision: str, settings) -> object:
+    """The Anonymizer class as it was at a git revision, loaded beside today's."""
+    source = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:engine/stages/anonymize.py"],
+                            capture_output=True, text=True, check=True).stdout
+    module = types.ModuleType(f"anonymize_{revision}")
+    exec(compile(source, f"{revision}:engine/stages/anonymize.py", "exec"), module.__dict__)
+    return module.Anonymizer(settings)
+
+
+def replay(frames, calls, anonymizers: dict[str, object], repeat: int) -> dict[str, list[float]]:
+    """CPU ms of each `apply`, the anonymizers taking turns on each frame (first one first, then reversed)."""
+    cpu_ms: dict[str, list[float]] = {name: [] for name in anonymizers}
+    order = list(anonymizers.items())
+    for turn in range(repeat):
+        for frame, (boxes, guesses, keep) in zip(frames, calls, strict=True):
+            for name, anonymizer in order if turn % 2 == 0 else order[::-1]:
+                image = frame.copy()
+                started = time.thread_time()
+                anonymizer.apply(image, 0, boxes, guesses=guesses, keep=keep)
+                cpu_ms[name].append((time.thread_time() - started) * 1000)
+    return cpu_ms
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {"mean": round(float(np.mean(values)), 2),
+            **{f"p{q}": round(float(np.percentile(values, q)), 2) for q in (50, 95, 100)}}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=120)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="OpenCV threads (the engine sets 1)")
+    parser.add_argument("--against", help="a git revision whose anonymizer replays the same calls, interleaved")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -85,19 +116,18 @@ def main() -> int:
     frames = load_frames(CLIP, args.frames)
     calls, anonymizer = record_calls(frames)
     cv2.setNumThreads(args.threads)  # after the pipeline, which sets its own
-    cpu_ms = []
-    for _ in range(args.repeat):
-        for frame, (boxes, guesses, keep) in zip(frames, calls, strict=True):
-            image = frame.copy()
-            started = time.thread_time()
-            anonymizer.apply(image, 0, boxes, guesses=guesses, keep=keep)
-            cpu_ms.append((time.thread_time() - started) * 1000)
+    anonymizers = {"this": anonymizer}
+    if args.against:
+        from engine.config import Settings
+
+        anonymizers[args.against] = anonymizer_at(args.against, Settings())
+    cpu_ms = replay(frames, calls, anonymizers, args.repeat)
     widths = [float(b[2] - b[0]) for boxes, _, _ in calls for b in boxes]
-    figures = {"frames": len(frames), "regions_per_frame": round(len(widths) / max(len(calls), 1), 2),
+    figures = {"frames": len(frames), "boxes_per_frame": round(len(widths) / max(len(calls), 1), 2),
                "face_width_p50_max": [round(float(np.median(widths)), 1), round(max(widths), 1)] if widths else None,
-               "opencv_threads": args.threads,
-               "cpu_ms": {"mean": round(float(np.mean(cpu_ms)), 2),
-                          **{f"p{q}": round(float(np.percentile(cpu_ms, q)), 2) for q in (50, 95, 100)}}}
+               "opencv_threads": args.threads, "cpu_ms": {name: _summary(v) for name, v in cpu_ms.items()}}
+    if args.against:
+        figures["ratio_mean"] = round(float(np.mean(cpu_ms["this"]) / np.mean(cpu_ms[args.against])), 3)
     print(json.dumps(figures))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

@@ -9,11 +9,15 @@ the pipeline's wait for detection, tracking, identification, anonymizing and the
 latency are then compared with the rest, stage by stage: which stage makes a frame slow. `--allow PHOTO`
 enrols a person from a photo (the dev clip's performer), so that identification and embeddings take part.
 Wall times on a shared machine are only comparable inside one run; thread CPU ms are the steadier figure.
+Also reported: CPU ms per output frame of the whole process and of each thread, native ones pooled (onnxruntime's
+intra-op pool and OpenCV's decoder threads are invisible to a Python thread's own CPU time), and every garbage
+collection's pause (`gc`: count, gen-2 count, longest, total).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -93,6 +97,48 @@ def _timed_apply(apply, timings: Timings):
     return timed
 
 
+def thread_cpu_s() -> dict[int, float]:
+    """CPU seconds of every thread of this process, native ones included (onnxruntime's pool, OpenCV's and
+    FFmpeg's decoder threads are invisible to Python's thread_time)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return out
+
+
+def by_thread(before: dict[int, float], after: dict[int, float], frames: int) -> dict[str, float]:
+    """CPU ms per output frame, by Python thread name; native threads pooled as "native (ORT, OpenCV...)"."""
+    names = {t.native_id: t.name.split("_")[0] for t in threading.enumerate()}
+    out: dict[str, float] = defaultdict(float)
+    for tid, cpu in after.items():
+        out[names.get(tid, "native (ORT, OpenCV...)")] += (cpu - before.get(tid, 0.0)) * 1000 / max(frames, 1)
+    return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+
+class GcPauses:
+    """Every garbage collection during the run: when and how long (a gen-2 pass can hold the GIL for ms)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []  # (generation, ms)
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], (time.perf_counter() - self._start) * 1000))
+
+    def summary(self) -> dict:
+        ms = [p for _, p in self.pauses]
+        return {"collections": len(ms), "gen2": sum(g == 2 for g, _ in self.pauses),
+                "max_ms": round(max(ms), 2) if ms else 0.0, "total_ms": round(sum(ms), 1)}
+
+
 def run(clip: Path, seconds: float, allow: Path | None, variant: dict[str, bool]) -> dict:
     from bench.sinks import DiscardSink
     from engine.config import Settings
@@ -116,14 +162,27 @@ def run(clip: Path, seconds: float, allow: Path | None, variant: dict[str, bool]
                                  any(f.visible for f in report.faces))
         record(report, latency_ms)
     engine.stats.record = recorded
-    cpu0, wall0 = time.process_time(), time.monotonic()
+    gc_pauses = GcPauses()
+    gc.callbacks.append(gc_pauses)
+    cpu0, wall0, start_frames = time.process_time(), time.monotonic(), engine.stats.frames
     timer = threading.Timer(seconds, engine.stop_event.set)
     timer.start()
+    threads: dict[str, float] = {}
+    sampler = threading.Timer(seconds - 0.5, lambda: threads.update(by_thread(tasks0, thread_cpu_s(),
+                                                                              engine.stats.frames - frames0)))
+    tasks0, frames0 = thread_cpu_s(), engine.stats.frames
+    sampler.start()  # before the end: the engine's threads are still alive to be named
     engine.run_live()
-    process_cpu_pct = 100 * (time.process_time() - cpu0) / (time.monotonic() - wall0)
+    process_cpu_s = time.process_time() - cpu0
+    process_cpu_pct = 100 * process_cpu_s / (time.monotonic() - wall0)
+    gc.callbacks.remove(gc_pauses)
     t = engine.telemetry()
     engine.close()
     figures = summarise(timings, reports, t, process_cpu_pct)
+    figures["cpu_ms_per_frame_by_thread"] = threads
+    # per frame that went out (CPU spent on frames dropped behind included: it is what the output cost)
+    figures["process_cpu_ms_per_frame"] = round(1000 * process_cpu_s / max(engine.stats.frames - start_frames, 1), 1)
+    figures["gc"] = gc_pauses.summary()
     figures["shedding_frames"] = t["shedding_frames"]
     figures["embedded"] = getattr(identifier, "embedded_total", 0)
     return figures
@@ -203,7 +262,8 @@ def main() -> int:
                    for k, name in enumerate(args.variants.split(","))}
     figures["summary"] = {label: {key: r[key] for key in ("fps", "dropped", "latency_p50_ms", "latency_p95_ms",
                                                           "latency_max_ms", "process_cpu_pct_of_one_core",
-                                                          "frames_with_a_visible_face_pct", "shedding_frames")}
+                                                          "frames_with_a_visible_face_pct", "shedding_frames",
+                                                          "process_cpu_ms_per_frame", "gc")}
                           for label, r in figures.items()}
     print(json.dumps(figures, indent=2))
     if args.json:

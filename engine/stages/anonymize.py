@@ -198,13 +198,11 @@ def _pair_up(boxes: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
         return [(b, 1) for b in boxes]
     stacked = np.stack(boxes)
     ious = _iou_matrix(stacked)
-    np.fill_diagonal(ious, 0.0)
+    rows, cols = np.nonzero(np.triu(ious, 1) >= SAME_FACE_IOU)  # a crowd has ~600 boxes: sort only the pairs
     used: set[int] = set()
     out: list[tuple[np.ndarray, int]] = []
-    for flat in np.argsort(-ious, axis=None):
-        i, j = divmod(int(flat), n)
-        if ious[i, j] < SAME_FACE_IOU:
-            break
+    for k in np.argsort(-ious[rows, cols], kind="stable"):
+        i, j = int(rows[k]), int(cols[k])
         if i in used or j in used:
             continue
         used |= {i, j}

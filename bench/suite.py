@@ -67,7 +67,9 @@ def corpus(only: list[str] | None = None) -> list[Clip]:
         gt = json.loads(gt_path.read_text())
         name = gt_path.name.removesuffix(".gt.json")
         if "image" in gt:  # a photo: rendered into a pan-and-zoom clip like the WIDER photos
-            if (DATA / gt["image"]).exists() and (not only or any(o in name for o in only)):
+            if not (DATA / gt["image"]).exists():
+                log.warning("skipping %s: %s is absent", gt_path.name, DATA / gt["image"])
+            elif not only or any(o in name for o in only):
                 video, rendered = widerface_clips.corpus_photo(gt, name)
                 clips.append(Clip(video.stem, video, rendered))
             continue

@@ -69,7 +69,7 @@ def corpus(only: list[str] | None = None) -> list[Clip]:
         if "image" in gt:  # a photo: rendered into a pan-and-zoom clip like the WIDER photos
             if not (DATA / gt["image"]).exists():
                 log.warning("skipping %s: %s is absent", gt_path.name, DATA / gt["image"])
-            elif not only or any(o in name for o in only):
+            elif not only or any(o in f"{name}_" for o in only):  # its clip is NAME_<digest>_48f
                 video, rendered = widerface_clips.corpus_photo(gt, name)
                 clips.append(Clip(video.stem, video, rendered))
             continue
@@ -231,7 +231,8 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", action="append", help="only clips whose name contains this (repeatable)")
+    parser.add_argument("--only", action="append",
+                        help="only clips whose name contains this (repeatable; imgs_1_ is photo 1 alone, not 10-19)")
     parser.add_argument("--deface", action="store_true", help="also run deface (when installed) on blur-all rows")
     parser.add_argument("--no-enrol", action="store_true", help="skip the enrolled runs")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="engine setting")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import cv2
 import numpy as np
@@ -142,3 +143,19 @@ def test_every_corpus_photo_names_an_image_of_the_data_folder(data_dir):
     for path in photos:
         image = json.loads(path.read_text())["image"]
         assert (data_dir / image).is_file(), f"{path.name}: {image}"
+
+
+def test_suite_only_with_a_trailing_underscore_picks_one_photo(data_dir):
+    from bench import suite
+    need_data(data_dir / "detection_unannotated" / "linzaer_imgs" / "1.jpg")
+    names = [c.name for c in suite.corpus(["imgs_1_"])]
+    assert len(names) == 1 and names[0].startswith("photo_linzaer_imgs_1_"), names
+
+
+def test_suite_says_when_a_corpus_photo_is_absent(tmp_path, monkeypatch, caplog):
+    from bench import suite
+    (tmp_path / "photo_x.gt.json").write_text(json.dumps({"image": "nowhere/x.jpg", "faces": []}))
+    monkeypatch.setattr(suite, "CORPUS", tmp_path)
+    with caplog.at_level(logging.WARNING, logger="suite"):
+        assert suite.corpus(["photo_x"]) == []
+    assert "photo_x.gt.json" in caplog.text

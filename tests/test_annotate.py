@@ -169,3 +169,21 @@ def test_corpus_photos_have_one_box_per_face():
         for i, box in enumerate(boxes):
             inside = [annotate._covered(box, other) for j, other in enumerate(boxes) if j != i]
             assert max(inside, default=0.0) < 0.3, f"{path.name}: box {i} {box.tolist()}"
+
+
+def test_a_far_render_keeps_the_photos_face_sizes(data_dir, tmp_path):
+    """--photo-far 1 1.3: frame 0 is the photo itself at 1x in the corner of a black 1080p frame, its boxes the
+    photo's boxes, and they still lie on the faces there."""
+    from bench import widerface_clips
+
+    gt = json.loads((annotate.CORPUS / "photo_linzaer_imgs_16.gt.json").read_text())
+    need_data(data_dir / gt["image"])
+    video, rendered = widerface_clips.corpus_photo(gt, "photo16", frames=2, out_dir=tmp_path, far=(1.0, 1.3))
+    frame = annotate.read_frames(video, 1)[0]
+    assert frame.shape[:2] == (1080, 1920) and frame[800:, 1100:].max() < 20  # black beyond the photo
+    faces = [f for f in json.loads(rendered.read_text())["faces"] if f["frame"] == 0 and not f["ignore"]]
+    expected = np.array([f["box"] for f in gt["faces"] if not f["ignore"]])
+    assert np.abs(np.array([f["box"] for f in faces]) - expected).max() < 0.01
+    found = annotate.Ensemble(upscale=1.0)(frame)
+    for face in faces:
+        assert annotate._iou(np.array([face["box"]]), found.xyxy).max() >= 0.4, face

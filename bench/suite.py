@@ -1,6 +1,6 @@
 """The evaluation corpus: every annotated video through Blurcast (and deface), scored black-box, one table.
 
-    python bench/suite.py [--only SUBSTR] [--deface] [--set NAME=VALUE ...] [--json out.json]
+    python bench/suite.py [--only SUBSTR] [--deface] [--set NAME=VALUE ...] [--photo-far FROM TO] [--json out.json]
     blurcast eval --suite [same options]
 
 Videos: the dev clip (`video_hamilton`), every `bench/corpus/*.gt.json` (real clips from

@@ -304,7 +304,9 @@ def photo_truth(path: Path, image: np.ndarray, found: Detections) -> dict:
               "label": "bystander", "ignore": bool(score < IGNORE_BELOW)}
              for k, (box, score) in enumerate(zip(found.xyxy, found.score, strict=True))]
     data = DATA.resolve()
-    image_key = str(path.resolve().relative_to(data)) if path.resolve().is_relative_to(data) else path.name
+    if not path.resolve().is_relative_to(data):  # the suite finds the photo under BLURCAST_DATA by this key
+        raise ValueError(f"{path} is not under the data folder {data}: set BLURCAST_DATA")
+    image_key = str(path.resolve().relative_to(data))
     method = PHOTO_METHOD.format(up=f"{min(2.0, MAX_SIDE / max(h, w)):g}")
     return {"image": image_key, "width": w, "height": h, "frames": 1, "method": method, "faces": faces}
 

@@ -1,6 +1,6 @@
 """The evaluation corpus: every annotated video through Blurcast (and deface), scored black-box, one table.
 
-    python bench/suite.py [--only SUBSTR] [--deface] [--set NAME=VALUE ...] [--json out.json]
+    python bench/suite.py [--only SUBSTR] [--deface] [--set NAME=VALUE ...] [--photo-far FROM TO] [--json out.json]
     blurcast eval --suite [same options]
 
 Videos: the dev clip (`video_hamilton`), every `bench/corpus/*.gt.json` (real clips from
@@ -55,8 +55,9 @@ class Clip:
     enrol: dict | None = None  # or: the gt's frame + box to crop them from
 
 
-def corpus(only: list[str] | None = None) -> list[Clip]:
-    """Every annotated video that is present; missing data is logged, not fatal."""
+def corpus(only: list[str] | None = None, far: tuple[float, float] | None = None) -> list[Clip]:
+    """Every annotated video that is present; missing data is logged, not fatal. `far`: the corpus photos are
+    rendered at this scale range without filling the frame (see widerface_clips.corpus_photo)."""
     clips: list[Clip] = []
     ham = DATA / "video_hamilton"
     if (ham / "gt.json").exists():
@@ -67,8 +68,10 @@ def corpus(only: list[str] | None = None) -> list[Clip]:
         gt = json.loads(gt_path.read_text())
         name = gt_path.name.removesuffix(".gt.json")
         if "image" in gt:  # a photo: rendered into a pan-and-zoom clip like the WIDER photos
-            if (DATA / gt["image"]).exists() and (not only or any(o in name for o in only)):
-                video, rendered = widerface_clips.corpus_photo(gt, name)
+            if not (DATA / gt["image"]).exists():
+                log.warning("skipping %s: %s is absent", gt_path.name, DATA / gt["image"])
+            elif not only or any(o in f"{name}_" for o in only):  # its clip is NAME_<digest>_48f
+                video, rendered = widerface_clips.corpus_photo(gt, name, far=far)
                 clips.append(Clip(video.stem, video, rendered))
             continue
         video = DATA / "video_unannotated" / gt["video"]
@@ -229,10 +232,14 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", action="append", help="only clips whose name contains this (repeatable)")
+    parser.add_argument("--only", action="append",
+                        help="only clips whose name contains this (repeatable; imgs_1_ is photo 1 alone, not 10-19)")
     parser.add_argument("--deface", action="store_true", help="also run deface (when installed) on blur-all rows")
     parser.add_argument("--no-enrol", action="store_true", help="skip the enrolled runs")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="engine setting")
+    parser.add_argument("--photo-far", nargs=2, type=float, metavar=("FROM", "TO"),
+                        help="render the corpus photos at this scale (e.g. 1.0 1.3: their faces keep about their "
+                             "size in the photo) with black around them, instead of filling the frame")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--keep", type=Path, help="keep the anonymized videos in this folder")
     args, engine_options = parser.parse_known_args(argv)
@@ -243,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     options = [a for s in args.set for a in ("--set", s)] + engine_options
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="blurcast-suite-") as tmp:
-        for clip in corpus(args.only):
+        for clip in corpus(args.only, tuple(args.photo_far) if args.photo_far else None):
             rows += evaluate(clip, options, args.deface, not args.no_enrol, Path(tmp), args.keep)
     print(table(rows))
     if args.json:

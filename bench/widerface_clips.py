@@ -37,13 +37,15 @@ METHOD = ("WIDER FACE val photo {image} (official boxes) rendered by bench/wider
 log = logging.getLogger("widerface_clips")
 
 
-def transforms(width: int, height: int, frames: int) -> list[tuple[float, float, float]]:
-    """(scale, offset x, offset y) per frame: dst = scale * src - offset (pixel-centre coordinates)."""
-    cover = max(SIZE[0] / width, SIZE[1] / height)
+def transforms(width: int, height: int, frames: int, zoom: tuple[float, float] = ZOOM,
+               fill: bool = True) -> list[tuple[float, float, float]]:
+    """(scale, offset x, offset y) per frame: dst = scale * src - offset (pixel-centre coordinates). `fill`:
+    never less than what fills the frame; without it a small scale leaves black around the photo (a far view)."""
+    cover = max(SIZE[0] / width, SIZE[1] / height) * 1.01 if fill else 0.0
     out = []
     for i in range(frames):
         t = i / max(1, frames - 1)
-        s = max(cover * 1.01, ZOOM[0] + (ZOOM[1] - ZOOM[0]) * t)
+        s = max(cover, zoom[0] + (zoom[1] - zoom[0]) * t)
         ox = t * (width * s - SIZE[0])
         oy = t * (height * s - SIZE[1])
         out.append((s, ox, oy))
@@ -76,8 +78,8 @@ def render(image_name: str, frames: int = 48, out_dir: Path = CACHE) -> tuple[Pa
     return render_photo(WIDER / "images" / image_name, meta, clip_name(image_name, frames), method, frames, out_dir)
 
 
-def render_photo(path: Path, meta: dict, stem: str, method: str, frames: int = 48,
-                 out_dir: Path = CACHE) -> tuple[Path, Path]:
+def render_photo(path: Path, meta: dict, stem: str, method: str, frames: int = 48, out_dir: Path = CACHE,
+                 zoom: tuple[float, float] = ZOOM, fill: bool = True) -> tuple[Path, Path]:
     """Any photo with checked boxes (`meta`: boxes_xywh, invalid) as a pan-and-zoom clip and its gt.json."""
     video, gt_path = out_dir / f"{stem}.mp4", out_dir / f"{stem}.gt.json"
     if video.exists() and gt_path.exists():
@@ -92,7 +94,7 @@ def render_photo(path: Path, meta: dict, stem: str, method: str, frames: int = 4
         ["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{SIZE[0]}x{SIZE[1]}",
          "-r", str(FPS), "-i", "-", "-c:v", "libx264", "-crf", "16", "-preset", "veryfast", "-pix_fmt", "yuv420p",
          str(video) + ".part.mp4"], stdin=subprocess.PIPE)
-    for i, (s, ox, oy) in enumerate(transforms(w, h, frames)):
+    for i, (s, ox, oy) in enumerate(transforms(w, h, frames, zoom, fill)):
         m = np.float32([[s, 0, -ox], [0, s, -oy]])
         encoder.stdin.write(cv2.warpAffine(image, m, SIZE, flags=cv2.INTER_LINEAR).tobytes())
         faces += faces_in_frame(meta, i, s, ox, oy)
@@ -106,18 +108,24 @@ def render_photo(path: Path, meta: dict, stem: str, method: str, frames: int = 4
     return video, gt_path
 
 
-def corpus_photo(gt: dict, name: str, frames: int = 48, out_dir: Path = CACHE) -> tuple[Path, Path]:
+def corpus_photo(gt: dict, name: str, frames: int = 48, out_dir: Path = CACHE,
+                 far: tuple[float, float] | None = None) -> tuple[Path, Path]:
     """A photo of bench/corpus (its boxes annotated by bench/annotate.py and checked by eye) rendered like the
-    WIDER photos; the clip's name carries a digest of the boxes, so a corrected gt is rendered anew."""
+    WIDER photos; the clip's name carries a digest of the boxes, so a corrected gt is rendered anew. `far`: a
+    scale range that does not fill the frame (black around the photo), so that its faces keep about their
+    size in the photo at 1080p (the held-out street video's faces are 21-38 px; the fill zoom doubles them)."""
     boxes = [f["box"] for f in gt["faces"]]
     meta = {"boxes_xywh": [[x1, y1, x2 - x1, y2 - y1] for x1, y1, x2, y2 in boxes],
             "invalid": [bool(f["ignore"]) for f in gt["faces"]]}
     digest = hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:8]
+    zoom = far or ZOOM
+    view = "view panning top-left -> bottom-right" if far is None else "the photo sliding, black around it"
     method = (f"{gt['method']} Rendered by bench/widerface_clips.py like the WIDER clips: {frames} frames at "
-              f"1920x1080, {FPS} fps, scale {ZOOM[0]}x -> {ZOOM[1]}x, view panning top-left -> bottom-right; every "
+              f"1920x1080, {FPS} fps, scale {zoom[0]:g}x -> {zoom[1]:g}x, {view}; every "
               "box mapped through the frame's affine transform; ignore faces and faces under half inside the frame "
               "are ignore=true.")
-    return render_photo(DATA / gt["image"], meta, f"{name}_{digest}_{frames}f", method, frames, out_dir)
+    stem = f"{name}_{digest}_{frames}f" + ("" if far is None else f"_far{zoom[0]:g}-{zoom[1]:g}")
+    return render_photo(DATA / gt["image"], meta, stem, method, frames, out_dir, zoom, fill=far is None)
 
 
 def clip_name(image_name: str, frames: int = 48) -> str:

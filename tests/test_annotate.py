@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 import cv2
 import numpy as np
 import pytest
 
 from bench import annotate
+from engine.faces import Detections
 from tests.conftest import need_data
 
 
@@ -114,8 +118,6 @@ def test_tiles_leave_a_large_face_whole(data_dir):
 
 def test_a_corpus_photo_renders_with_its_boxes_on_the_faces(data_dir, tmp_path):
     """A group photo of the corpus through the WIDER renderer: the boxes of frame 0 lie on the faces there."""
-    import json
-
     from bench import widerface_clips
 
     gt = json.loads((annotate.CORPUS / "photo_linzaer_imgs_16.gt.json").read_text())
@@ -125,5 +127,63 @@ def test_a_corpus_photo_renders_with_its_boxes_on_the_faces(data_dir, tmp_path):
     faces = [f for f in json.loads(rendered.read_text())["faces"] if f["frame"] == 0 and not f["ignore"]]
     found = annotate.Ensemble(upscale=1.0)(frame)
     assert len(faces) >= 6
+    for face in faces:
+        assert annotate._iou(np.array([face["box"]]), found.xyxy).max() >= 0.4, face
+
+
+def test_a_photo_outside_the_data_folder_is_refused(tmp_path):
+    """Its key would be a bare file name the suite cannot find (it skipped such photos)."""
+    with pytest.raises(ValueError, match="BLURCAST_DATA"):
+        annotate.photo_truth(tmp_path / "1.jpg", np.zeros((8, 8, 3), np.uint8), Detections.empty())
+
+
+def test_every_corpus_photo_names_an_image_of_the_data_folder(data_dir):
+    photos = sorted(annotate.CORPUS.glob("photo_*.gt.json"))
+    assert len(photos) >= 3
+    for path in photos:
+        image = json.loads(path.read_text())["image"]
+        assert (data_dir / image).is_file(), f"{path.name}: {image}"
+
+
+def test_suite_only_with_a_trailing_underscore_picks_one_photo(data_dir):
+    from bench import suite
+    need_data(data_dir / "detection_unannotated" / "linzaer_imgs" / "1.jpg")
+    names = [c.name for c in suite.corpus(["imgs_1_"])]
+    assert len(names) == 1 and names[0].startswith("photo_linzaer_imgs_1_"), names
+
+
+def test_suite_says_when_a_corpus_photo_is_absent(tmp_path, monkeypatch, caplog):
+    from bench import suite
+    (tmp_path / "photo_x.gt.json").write_text(json.dumps({"image": "nowhere/x.jpg", "faces": []}))
+    monkeypatch.setattr(suite, "CORPUS", tmp_path)
+    with caplog.at_level(logging.WARNING, logger="suite"):
+        assert suite.corpus(["photo_x"]) == []
+    assert "photo_x.gt.json" in caplog.text
+
+
+def test_corpus_photos_have_one_box_per_face():
+    """A second box on the hair and forehead of a face already boxed (the ensemble's weak candidates often are)
+    would count one face twice; faces in a crowd overlap, but no scored box lies 30 % inside another."""
+    for path in sorted(annotate.CORPUS.glob("photo_*.gt.json")):
+        boxes = np.array([f["box"] for f in json.loads(path.read_text())["faces"] if not f["ignore"]], float)
+        for i, box in enumerate(boxes):
+            inside = [annotate._covered(box, other) for j, other in enumerate(boxes) if j != i]
+            assert max(inside, default=0.0) < 0.3, f"{path.name}: box {i} {box.tolist()}"
+
+
+def test_a_far_render_keeps_the_photos_face_sizes(data_dir, tmp_path):
+    """--photo-far 1 1.3: frame 0 is the photo itself at 1x in the corner of a black 1080p frame, its boxes the
+    photo's boxes, and they still lie on the faces there."""
+    from bench import widerface_clips
+
+    gt = json.loads((annotate.CORPUS / "photo_linzaer_imgs_16.gt.json").read_text())
+    need_data(data_dir / gt["image"])
+    video, rendered = widerface_clips.corpus_photo(gt, "photo16", frames=2, out_dir=tmp_path, far=(1.0, 1.3))
+    frame = annotate.read_frames(video, 1)[0]
+    assert frame.shape[:2] == (1080, 1920) and frame[800:, 1100:].max() < 20  # black beyond the photo
+    faces = [f for f in json.loads(rendered.read_text())["faces"] if f["frame"] == 0 and not f["ignore"]]
+    expected = np.array([f["box"] for f in gt["faces"] if not f["ignore"]])
+    assert np.abs(np.array([f["box"] for f in faces]) - expected).max() < 0.01
+    found = annotate.Ensemble(upscale=1.0)(frame)
     for face in faces:
         assert annotate._iou(np.array([face["box"]]), found.xyxy).max() >= 0.4, face

@@ -109,6 +109,9 @@ def landmarks(src: dict[str, np.ndarray], how: str) -> np.ndarray:
         out = _nanmean(src["centerface"])
     elif how == "yunet+cf":  # the recipe's four YuNet passes and CenterFace's two, all weighted alike
         out = _nanmean(np.concatenate([src["first"][:, None], src["passes"][:, idx], src["centerface"]], axis=1))
+    elif how in ("yunet+cf1", "yunet+cf2"):  # the recipe's four YuNet passes and one CenterFace pass
+        cf = src["centerface"][:, int(how[-1]) - 1]
+        out = _nanmean(np.concatenate([src["first"][:, None], src["passes"][:, idx], cf[:, None]], axis=1))
     elif how == "yunet|cf":  # the two detectors weighted alike
         out = _nanmean(np.stack([recipe, _nanmean(src["centerface"])], axis=1))
     else:
@@ -150,6 +153,9 @@ VARIANTS: dict[str, tuple[str, dict, str, str]] = {
     "centerface-mean": ("cf-mean", {}, "rgb", "sum-normalised"),
     "yunet+centerface": ("yunet+cf", {}, "rgb", "sum-normalised"),
     "yunet|centerface": ("yunet|cf", {}, "rgb", "sum-normalised"),
+    "yunet+centerface-1x": ("yunet+cf1", {}, "rgb", "sum-normalised"),
+    "yunet+centerface-2x": ("yunet+cf2", {}, "rgb", "sum-normalised"),
+    "yunet+centerface+prefilter": ("yunet+cf", {"prefilter": True}, "rgb", "sum-normalised"),
     "border-replicate": ("recipe", {"border": cv2.BORDER_REPLICATE}, "rgb", "sum-normalised"),
     "cubic": ("recipe", {"interp": cv2.INTER_CUBIC}, "rgb", "sum-normalised"),
     "prefilter": ("recipe", {"prefilter": True}, "rgb", "sum-normalised"),

@@ -22,11 +22,19 @@ SIZE = 112
 EMBEDDING_DIM = 192
 # Extra landmark passes (face widths in px) after the first at the detector's REFINE_PX: see `Landmarker`.
 LANDMARK_PASSES_PX = (128, 192, 224)
+# CenterFace's landmarks at these face sizes (the box's longer side in px), averaged in with YuNet's: two
+# detectors' errors are less alike than one detector's at several scales. LFW View 2 10-fold 99.27 -> 99.33 %
+# (`bench/lfw_recipe.py`: variant yunet+centerface, CenterFace on the photo at 1x and 2x; LFW faces ~115 px).
+CENTERFACE_PASSES_PX = (112, 224)
 # The embedding of a face is the sum of the network's outputs for the face and its mirror image (LFW's
 # standard protocol): LFW View 2 10-fold accuracy 99.10 % -> 99.25 % (evaluation/recognition.py). Part of the
 # facebank's model tag: embeddings made another way are re-made, never mixed.
 FLIP = True
-RECIPE = "flip+ms4" if FLIP else "ms4"
+# Anti-aliased warp (`align_face`).
+ANTIALIAS = True
+ANTIALIAS_MIN_SIGMA = 0.1
+RECIPE = "+".join(part for part, on in (("flip", FLIP), ("ms4", True), (f"cf{len(CENTERFACE_PASSES_PX)}",
+                                         bool(CENTERFACE_PASSES_PX)), ("aa", ANTIALIAS)) if on)
 # ArcFace template: right eye, left eye, nose, right and left mouth corners (image left to right), in the
 # order YuNet gives its landmarks.
 ARCFACE_DST = np.array(
@@ -65,9 +73,37 @@ def _umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def align_face(frame_bgr: np.ndarray, landmarks5: np.ndarray) -> np.ndarray:
-    """The face warped onto the 112x112 ArcFace template (BGR uint8, like the frame)."""
+    """The face warped onto the 112x112 ArcFace template (BGR uint8, like the frame).
+
+    A face bigger than the template is blurred first by its shrink factor (anti-aliasing): a bilinear warp
+    reads only 2x2 pixels per output pixel, so a 300 px face came out aliased and embedded differently from
+    the same photo at 100 px (cosine 0.974 on a real photo; 0.997 anti-aliased, `tests/test_recognition.py`).
+    Only the region the warp reads is blurred, padded so the result equals a blur of the whole frame.
+    """
     matrix = alignment_matrix(landmarks5)
+    shrink = math.sqrt(abs(float(np.linalg.det(matrix[:, :2]))))  # template px per frame px
+    if ANTIALIAS and shrink < 1.0:
+        sigma = 0.5 * math.sqrt(1.0 / shrink**2 - 1.0)
+        if sigma > ANTIALIAS_MIN_SIGMA:
+            frame_bgr, matrix = _blurred_source(frame_bgr, matrix, sigma)
     return cv2.warpAffine(frame_bgr, matrix, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def _blurred_source(frame_bgr: np.ndarray, matrix: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """The part of the frame the warp reads, Gaussian-blurred, and the warp matrix moved onto it."""
+    inverse = cv2.invertAffineTransform(matrix)
+    corners = np.array([[0, 0, 1], [SIZE, 0, 1], [0, SIZE, 1], [SIZE, SIZE, 1]], np.float64) @ inverse.T
+    margin = math.ceil(4 * sigma) + 2  # the kernel's reach (OpenCV cuts it at 4 sigma for 8-bit) + bilinear
+    h, w = frame_bgr.shape[:2]
+    x1, y1 = (max(0, math.floor(v) - margin) for v in corners.min(0))
+    x2, y2 = (math.ceil(v) + margin for v in corners.max(0))
+    x2, y2 = min(w, x2), min(h, y2)
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return frame_bgr, matrix
+    region = cv2.GaussianBlur(frame_bgr[y1:y2, x1:x2], (0, 0), sigma)
+    moved = matrix.astype(np.float64).copy()
+    moved[:, 2] += moved[:, :2] @ np.array([x1, y1], np.float64)
+    return region, moved
 
 
 # Eyes, nose and mouth on the template; sharpness is measured here only, because the black border that the
@@ -154,11 +190,13 @@ class Landmarker:
     YuNet's landmarks move with the crop and the scale it is given, so a single pass made the embedding of the
     same face depend on the box it started from (a box 10 % off: cosine 0.95 between the two embeddings, worst
     0.88, on the dev clip's performer); the averaged passes start from the face itself (0.985, worst 0.947).
-    Its own YuNet, not the stream's detector: whichever detector finds faces, alignment stays the same.
+    CenterFace (`second`) then looks at the same face at CENTERFACE_PASSES_PX, and its landmarks join the mean.
+    Its own detectors, not the stream's: whichever detector finds faces, alignment stays the same.
     """
 
-    def __init__(self, detector) -> None:
+    def __init__(self, detector, second=None) -> None:
         self.detector = detector
+        self.second = second
         self.passes = 0  # telemetry: refine passes run
 
     def __call__(self, image: np.ndarray, box: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -173,6 +211,11 @@ class Landmarker:
             self.passes += 1
             if len(again):
                 found.append(again.landmarks[0])
+        for face_px in CENTERFACE_PASSES_PX if self.second is not None else ():
+            other = self.second.refine(image, first.xyxy[0], face_px=face_px)
+            self.passes += 1
+            if len(other):
+                found.append(other.landmarks[0])
         return np.mean(found, axis=0).astype(np.float32)
 
     def align(self, image: np.ndarray, box: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -183,7 +226,8 @@ class Landmarker:
 def create_landmarker(settings: Settings) -> Landmarker:
     from engine.stages.detect import create_detector  # lazy: engine.stages.detect is not needed to embed aligned crops
 
-    return Landmarker(create_detector(settings.updated({"detector": "yunet"})))
+    second = create_detector(settings.updated({"detector": "centerface"})) if CENTERFACE_PASSES_PX else None
+    return Landmarker(create_detector(settings.updated({"detector": "yunet"})), second)
 
 
 def _torch_module(path: Path):

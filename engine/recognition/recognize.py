@@ -75,15 +75,18 @@ def _umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 def align_face(frame_bgr: np.ndarray, landmarks5: np.ndarray) -> np.ndarray:
     """The face warped onto the 112x112 ArcFace template (BGR uint8, like the frame).
 
-    A face bigger than the template is blurred first by its shrink factor (anti-aliasing): a bilinear warp
-    reads only 2x2 pixels per output pixel, so a 300 px face came out aliased and embedded differently from
-    the same photo at 100 px (cosine 0.974 on a real photo; 0.997 anti-aliased, `tests/test_recognition.py`).
-    Only the region the warp reads is blurred, padded so the result equals a blur of the whole frame.
+    A face shrunk more than 2x is blurred first (anti-aliasing): a bilinear warp reads only the 2x2 pixels
+    around each sample, which covers a 2x shrink but skips pixels beyond it, so a 300 px face came out aliased
+    and embedded differently from the same photo at 100 px (cosine 0.977 on a real photo; 0.99 anti-aliased,
+    `tests/test_recognition.py`). The blur adds what a 2x shrink's bilinear footprint lacks (Gaussian sigma
+    0.5 px of the template, in frame pixels). A full blur at LFW's milder ~0.8x shrink cost 3 pairs of 6,000
+    (`bench/lfw_recipe.py`, variant prefilter). Only the region the warp reads is blurred, padded so the
+    result equals a blur of the whole frame.
     """
     matrix = alignment_matrix(landmarks5)
     shrink = math.sqrt(abs(float(np.linalg.det(matrix[:, :2]))))  # template px per frame px
-    if ANTIALIAS and shrink < 1.0:
-        sigma = 0.5 * math.sqrt(1.0 / shrink**2 - 1.0)
+    if ANTIALIAS and shrink < 0.5:
+        sigma = 0.5 * math.sqrt(1.0 / shrink**2 - 4.0)
         if sigma > ANTIALIAS_MIN_SIGMA:
             frame_bgr, matrix = _blurred_source(frame_bgr, matrix, sigma)
     return cv2.warpAffine(frame_bgr, matrix, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)

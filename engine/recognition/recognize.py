@@ -23,9 +23,10 @@ EMBEDDING_DIM = 192
 # Extra landmark passes (face widths in px) after the first at the detector's REFINE_PX: see `Landmarker`.
 LANDMARK_PASSES_PX = (128, 192, 224)
 # CenterFace's landmarks at these face sizes (the box's longer side in px), averaged in with YuNet's: two
-# detectors' errors are less alike than one detector's at several scales. LFW View 2 10-fold 99.27 -> 99.33 %
-# (`bench/lfw_recipe.py`: variant yunet+centerface, CenterFace on the photo at 1x and 2x; LFW faces ~115 px).
-CENTERFACE_PASSES_PX = (112, 224)
+# detectors' errors are less alike than one detector's at several scales. `bench/lfw_recipe.py` (LFW View 2,
+# 10-fold, worst fold): YuNet alone 99.27 / 98.50 %; + CenterFace at ~112 px 99.33 / 98.83 %; at ~112 and
+# ~224 px 99.33 / 98.67 % for 4x CenterFace's cost (a 224 px pass costs ~80 ms on 2 loaded cores).
+CENTERFACE_PASSES_PX = (112,)
 # The embedding of a face is the sum of the network's outputs for the face and its mirror image (LFW's
 # standard protocol): LFW View 2 10-fold accuracy 99.10 % -> 99.25 % (evaluation/recognition.py). Part of the
 # facebank's model tag: embeddings made another way are re-made, never mixed.

@@ -22,11 +22,6 @@ SIZE = 112
 EMBEDDING_DIM = 192
 # Extra landmark passes (face widths in px) after the first at the detector's REFINE_PX: see `Landmarker`.
 LANDMARK_PASSES_PX = (128, 192, 224)
-# CenterFace's landmarks at these face sizes (the box's longer side in px), averaged in with YuNet's: two
-# detectors' errors are less alike than one detector's at several scales. `bench/lfw_recipe.py` (LFW View 2,
-# 10-fold, worst fold): YuNet alone 99.27 / 98.50 %; + CenterFace at ~112 px 99.33 / 98.83 %; at ~112 and
-# ~224 px 99.33 / 98.67 % for 4x CenterFace's cost (a 224 px pass costs ~80 ms on 2 loaded cores).
-CENTERFACE_PASSES_PX = (112,)
 # The embedding of a face is the sum of the network's outputs for the face and its mirror image (LFW's
 # standard protocol): LFW View 2 10-fold accuracy 99.10 % -> 99.25 % (evaluation/recognition.py). Part of the
 # facebank's model tag: embeddings made another way are re-made, never mixed.
@@ -34,8 +29,7 @@ FLIP = True
 # Anti-aliased warp (`align_face`).
 ANTIALIAS = True
 ANTIALIAS_MIN_SIGMA = 0.1
-RECIPE = "+".join(part for part, on in (("flip", FLIP), ("ms4", True), (f"cf{len(CENTERFACE_PASSES_PX)}",
-                                         bool(CENTERFACE_PASSES_PX)), ("aa", ANTIALIAS)) if on)
+RECIPE = "+".join(part for part, on in (("flip", FLIP), ("ms4", True), ("aa", ANTIALIAS)) if on)
 # ArcFace template: right eye, left eye, nose, right and left mouth corners (image left to right), in the
 # order YuNet gives its landmarks.
 ARCFACE_DST = np.array(
@@ -194,13 +188,13 @@ class Landmarker:
     YuNet's landmarks move with the crop and the scale it is given, so a single pass made the embedding of the
     same face depend on the box it started from (a box 10 % off: cosine 0.95 between the two embeddings, worst
     0.88, on the dev clip's performer); the averaged passes start from the face itself (0.985, worst 0.947).
-    CenterFace (`second`) then looks at the same face at CENTERFACE_PASSES_PX, and its landmarks join the mean.
-    Its own detectors, not the stream's: whichever detector finds faces, alignment stays the same.
+    Its own YuNet, not the stream's detector: whichever detector finds faces, alignment stays the same.
+    CenterFace's landmarks averaged in were measured and not kept (`bench/lfw_recipe.py`): within LFW's noise
+    (99.28 %, 3 pairs either way), for 60 % more time a face.
     """
 
-    def __init__(self, detector, second=None) -> None:
+    def __init__(self, detector) -> None:
         self.detector = detector
-        self.second = second
         self.passes = 0  # telemetry: refine passes run
 
     def __call__(self, image: np.ndarray, box: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -215,11 +209,6 @@ class Landmarker:
             self.passes += 1
             if len(again):
                 found.append(again.landmarks[0])
-        for face_px in CENTERFACE_PASSES_PX if self.second is not None else ():
-            other = self.second.refine(image, first.xyxy[0], face_px=face_px)
-            self.passes += 1
-            if len(other):
-                found.append(other.landmarks[0])
         return np.mean(found, axis=0).astype(np.float32)
 
     def align(self, image: np.ndarray, box: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -230,8 +219,7 @@ class Landmarker:
 def create_landmarker(settings: Settings) -> Landmarker:
     from engine.stages.detect import create_detector  # lazy: engine.stages.detect is not needed to embed aligned crops
 
-    second = create_detector(settings.updated({"detector": "centerface"})) if CENTERFACE_PASSES_PX else None
-    return Landmarker(create_detector(settings.updated({"detector": "yunet"})), second)
+    return Landmarker(create_detector(settings.updated({"detector": "yunet"})))
 
 
 def _torch_module(path: Path):

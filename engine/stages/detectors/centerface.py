@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from engine.config import Settings
-from engine.faces import Detections, box_iou
+from engine.faces import Detections
 from engine.models.backends import NetworkRunner, make_runner
 from engine.models.weights import model_path
 from engine.stages.detect import detection_scale, letterbox, nms
@@ -26,26 +26,6 @@ class CenterFaceDetector:
     def detect(self, frame: np.ndarray, min_score: float) -> Detections:
         # Never enlarged: CenterFace (stride 4) already finds small faces, and enlarging costs the square.
         return self._detect_at(frame, min(1.0, detection_scale(frame, self.detect_width)), min_score)
-
-    def refine(self, frame: np.ndarray, xyxy: np.ndarray, face_px: float) -> Detections:
-        """The face in box `xyxy` detected again in a crop around it scaled so that the box's longer side is
-        about `face_px`, as `YuNetDetector.refine`: recognition averages both detectors' landmarks
-        (`engine.recognition.recognize.Landmarker`). The one detection overlapping the box best, or none."""
-        x1, y1, x2, y2 = (float(v) for v in xyxy)
-        size = max(x2 - x1, y2 - y1, 1.0)
-        h, w = frame.shape[:2]
-        pad = 0.5 * size
-        cx1, cy1 = int(max(0, x1 - pad)), int(max(0, y1 - pad))
-        cx2, cy2 = int(min(w, x2 + pad)), int(min(h, y2 + pad))
-        if cx2 - cx1 < 4 or cy2 - cy1 < 4:
-            return Detections.empty()
-        found = self._detect_at(frame[cy1:cy2, cx1:cx2], min(max(face_px / size, 0.25), 4.0), 0.3)
-        if not len(found):
-            return found
-        found = found.shifted(cx1, cy1)
-        overlap = [box_iou(box, (x1, y1, x2, y2)) for box in found.xyxy]
-        best = int(np.argmax(overlap))
-        return found[[best]] if overlap[best] >= 0.5 else Detections.empty()
 
     def _detect_at(self, frame: np.ndarray, scale: float, min_score: float) -> Detections:
         image = cv2.cvtColor(letterbox(frame, scale), cv2.COLOR_BGR2RGB)  # RGB 0..255, no normalisation

@@ -5,10 +5,10 @@
 On the dev clip's performer (every 4th frame he is in, from the ground truth), interleaved face by face in one
 process so that the load on a shared machine hits both alike; reported as medians, p95 and their ratio:
 - earlier: one `refine` pass for the landmarks, one view through the network;
-- previous: YuNet's four passes averaged, plain bilinear warp, mirror image added (the recipe until CenterFace's
-  landmarks and the anti-aliased warp joined it);
-- shipped: `engine.recognition.recognize.Landmarker` (four YuNet passes and two CenterFace passes, landmarks
-  averaged), `align_face` (anti-aliased beyond a 2x shrink) and the mirror image added.
+- previous: YuNet's four passes averaged, plain bilinear warp, mirror image added (the recipe until the
+  anti-aliased warp);
+- shipped: `engine.recognition.recognize.Landmarker` (four YuNet passes, landmarks averaged), `align_face`
+  (anti-aliased beyond a 2x shrink) and the mirror image added.
 """
 
 from __future__ import annotations

@@ -19,8 +19,11 @@ pairs fixed / broken against the recipe
     flip: raw outputs summed, then normalised    99.267 / 98.50 / 98.37   0 / 0
     no mirror image                              99.250 / 98.67 / 98.13   10 / 11
     + CenterFace at 1x and 2x, all averaged      99.333 / 98.67 / 98.37   12 / 8
-    + CenterFace at 1x (the engine's recipe now) 99.333 / 98.83 / 98.57   10 / 6
+    + CenterFace at 1x                           99.333 / 98.83 / 98.57   10 / 6
     anti-aliasing blur before the warp           99.217 / 98.33 / 98.33   1 / 4
+CenterFace's pass built into the engine's Landmarker (on the crop around the face, ~112 px, as the stream
+would run it) gave 99.28 % in `blurcast eval-recognition`: the 1x variant's gain is 3 pairs of noise, for
+60 % more time a face (`bench/bench_embedding.py`), so it was not kept.
 Of the recipe's 20 worst errors, looked at by eye (face, landmarks and aligned crop): 18 are impostor pairs
 at 0.37-0.53 with the right face and well-placed landmarks (similar age, build, hair; 2 of different sex),
 and 2 are Colin_Montgomerie_0004, a face looking up under a cap that is likely another man (-0.14): no

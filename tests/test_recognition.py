@@ -152,8 +152,8 @@ def _find(name: str) -> Path:
 
 def test_a_face_embeds_alike_at_its_photo_size_and_at_stream_size(encoder: PhotoEncoder) -> None:
     """The same photo with its face at full size and shrunk to ~100 px (INTER_AREA) embeds alike: the warp is
-    anti-aliased. Measured with a plain bilinear warp: cosine 0.984-0.992, mean 0.989; anti-aliased 0.991-0.998,
-    mean 0.995."""
+    anti-aliased. Measured with a plain bilinear warp: cosine 0.974-0.994, mean 0.987; anti-aliased 0.989-0.997,
+    mean 0.994."""
     enroller = encoder.enroller
     cosines = []
     for name in BIG_FACES:

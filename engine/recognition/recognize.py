@@ -72,8 +72,8 @@ def align_face(frame_bgr: np.ndarray, landmarks5: np.ndarray) -> np.ndarray:
 
     A face shrunk more than 2x is blurred first (anti-aliasing): a bilinear warp reads only the 2x2 pixels
     around each sample, which covers a 2x shrink but skips pixels beyond it, so a 300 px face came out aliased
-    and embedded differently from the same photo at 100 px (6 real photos, faces 238-446 px: cosine 0.984-0.992;
-    anti-aliased 0.991-0.998, `tests/test_recognition.py`). The blur adds what a 2x shrink's bilinear
+    and embedded differently from the same photo at 100 px (6 real photos, faces 238-446 px: cosine 0.974-0.994;
+    anti-aliased 0.989-0.997, `tests/test_recognition.py`). The blur adds what a 2x shrink's bilinear
     footprint lacks (Gaussian sigma 0.5 px of the template, in frame pixels). A full blur at LFW's milder ~0.8x
     shrink cost 3 pairs of 6,000 (`bench/lfw_recipe.py`, variant prefilter). Only the region the warp reads is
     blurred, padded so the result equals a blur of the whole frame.

@@ -91,7 +91,7 @@ def _blurred_source(frame_bgr: np.ndarray, matrix: np.ndarray, sigma: float) -> 
     """The part of the frame the warp reads, Gaussian-blurred, and the warp matrix moved onto it."""
     inverse = cv2.invertAffineTransform(matrix)
     corners = np.array([[0, 0, 1], [SIZE, 0, 1], [0, SIZE, 1], [SIZE, SIZE, 1]], np.float64) @ inverse.T
-    margin = math.ceil(4 * sigma) + 2  # the kernel's reach (OpenCV cuts it at 4 sigma for 8-bit) + bilinear
+    margin = math.ceil(4 * sigma) + 2  # the kernel's reach (OpenCV: 3 sigma for 8-bit) + bilinear, with room
     h, w = frame_bgr.shape[:2]
     x1, y1 = (max(0, math.floor(v) - margin) for v in corners.min(0))
     x2, y2 = (math.ceil(v) + margin for v in corners.max(0))

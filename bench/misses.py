@@ -143,7 +143,8 @@ def main() -> int:
                 crop = p["crop"].copy()
                 cv2.rectangle(crop, tuple(int(v) for v in p["local"][:2]), tuple(int(v) for v in p["local"][2:]),
                               (0, 0, 255), 1)
-                cv2.imwrite(str(args.crops / f"{clip.name[:24]}_t{track}_f{index}.png"), cv2.resize(crop, None, fx=2, fy=2))
+                name = args.crops / f"{clip.name[:24]}_t{track}_f{index}.png"
+                cv2.imwrite(str(name), cv2.resize(crop, None, fx=2, fy=2))
     summarise(rows)
     return 0
 

@@ -37,7 +37,8 @@ START = 0.5  # the default confidence: a box this strong starts a face at once
 def score_frame(dets, faces: list[dict]) -> tuple[int, int, int]:
     """(found, scored, false) for one frame's detections against its annotated faces."""
     strong = dets.xyxy[dets.score >= START]
-    scored = [f for f in faces if not f["ignore"] and min(f["box"][2] - f["box"][0], f["box"][3] - f["box"][1]) >= MIN_SIZE]
+    scored = [f for f in faces
+              if not f["ignore"] and min(f["box"][2] - f["box"][0], f["box"][3] - f["box"][1]) >= MIN_SIZE]
     found = sum(any(box_iou(b, f["box"]) >= 0.3 for b in strong) for f in scored)
     false = sum(not any(min(b[2], g[2]) > max(b[0], g[0]) and min(b[3], g[3]) > max(b[1], g[1])
                         for g in (f["box"] for f in faces)) for b in strong)

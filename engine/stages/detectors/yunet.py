@@ -63,6 +63,9 @@ class YuNetDetector:
         found = self._detect_at(frame, scale, bar)
         if self.second_look and MIRROR_MAIN:
             flipped = mirror(self._detect_at(np.ascontiguousarray(frame[:, ::-1]), scale, bar), frame.shape[1])
+            # Only its clear faces: its weak boxes, added to the plain pass's, would start tracks on texture (two
+            # weak sightings start a face, engine/stages/track.py): +50 % false blurs on the one-person clips.
+            flipped = flipped[flipped.score >= SECOND_LOOK_BELOW]
             found = merge([found, flipped], NMS_IOU)
         self._calls += 1
         if self.tiles and scale < TILE_BELOW_SCALE and not self._calls % max(1, self.tile_every):
@@ -92,7 +95,8 @@ class YuNetDetector:
             return found
         again = second_look(frame, found[picked], lambda image: self._detect_at(image, 1.0, SECOND_LOOK_FROM),
                             SECOND_LOOK_PX, SECOND_LOOK_SCALE, SECOND_LOOK_CONTEXT, SECOND_LOOK_WIDTH)
-        better = again.score > found.score[picked]
+        # Only a clear face counts: a weak box merely raised to 0.3-0.5 would start tracks on texture when seen twice.
+        better = again.score >= SECOND_LOOK_BELOW
         self._rejected += [(found.xyxy[k], self._calls) for k in picked[again.score < SECOND_LOOK_BELOW]]
         if not better.any():
             return found

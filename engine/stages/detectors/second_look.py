@@ -120,7 +120,7 @@ def second_look(frame: np.ndarray, weak: Detections, detect: Callable[[np.ndarra
     cells, shape = plan(weak.xyxy, frame.shape, face_px, min_scale, context, width)
     mosaic = build(frame, cells, shape)
     plain = to_frame(detect(mosaic), cells)
-    mirrored = to_frame(mirror(detect(np.ascontiguousarray(mosaic[:, ::-1])), shape[1]), cells)
+    mirrored = to_frame(mirror(detect(mosaic[:, ::-1]), shape[1]), cells)
     xyxy, score, marks = weak.xyxy.copy(), np.zeros(len(weak), np.float32), weak.landmarks.copy()
     for k in range(len(weak)):
         s1, i1 = best_match(plain[k], weak.xyxy[k])

@@ -62,7 +62,7 @@ class YuNetDetector:
         bar = min(min_score, SECOND_LOOK_FROM) if self.second_look else min_score
         found = self._detect_at(frame, scale, bar)
         if self.second_look and MIRROR_MAIN:
-            flipped = mirror(self._detect_at(np.ascontiguousarray(frame[:, ::-1]), scale, bar), frame.shape[1])
+            flipped = mirror(self._detect_at(_derived(frame[:, ::-1]), scale, bar), frame.shape[1])
             # Only its clear faces: its weak boxes, added to the plain pass's, would start tracks on texture (two
             # weak sightings start a face, engine/stages/track.py): +50 % false blurs on the one-person clips.
             flipped = flipped[flipped.score >= SECOND_LOOK_BELOW]
@@ -93,7 +93,7 @@ class YuNetDetector:
                         <= budget]
         if not len(picked):
             return found
-        again = second_look(frame, found[picked], lambda image: self._detect_at(image, 1.0, SECOND_LOOK_FROM),
+        again = second_look(frame, found[picked], lambda image: self._detect_at(_derived(image), 1.0, SECOND_LOOK_FROM),
                             SECOND_LOOK_PX, SECOND_LOOK_SCALE, SECOND_LOOK_CONTEXT, SECOND_LOOK_WIDTH)
         # Only a clear face counts: a weak box merely raised to 0.3-0.5 would start tracks on texture when seen twice.
         better = again.score >= SECOND_LOOK_BELOW
@@ -203,6 +203,12 @@ def _covered_by(box: np.ndarray, boxes: np.ndarray) -> float:
     ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
     iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
     return float((ix * iy).max() / max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-9))
+
+
+def _derived(image: np.ndarray) -> np.ndarray:
+    """A picture made from the frame (mirrored, a mosaic), contiguous and as a view: the device detector
+    (engine/gpu/device.py) caches only source frames (base None) and would evict them for it."""
+    return np.ascontiguousarray(image)[:]
 
 
 def _max_iou(box: np.ndarray, boxes: np.ndarray) -> float:

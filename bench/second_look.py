@@ -1,12 +1,13 @@
-"""What the second look (engine/stages/detectors/second_look.py) finds and what it costs, detector only.
+"""What file mode's extra looks find and cost, detector only: the mirrored main pass and the second look at
+small weak boxes (engine/stages/detectors/yunet.py, second_look.py).
 
     python bench/second_look.py [--only SUBSTR] [--every 4] [--set NAME=VALUE ...]
 
 Every `--every`-th frame of each corpus clip through the file-mode YuNet detector (all tiles) without and with
-the second look, interleaved in one process. Per clip: annotated faces (not ignored, >= 10 px) with a box
->= 0.5 at IoU >= 0.3 (found), boxes >= 0.5 touching no annotated face, ignored ones included (false; WIDER
-leaves a few faces unannotated, so an upper bound), and detection ms per frame (a ratio within one run:
-the machine is shared). `--set` overrides a module constant of detectors/yunet.py (e.g. SECOND_LOOK_MAX=8).
+the extra looks (`second_look` off / on), interleaved in one process. Per clip: annotated faces (not ignored,
+>= 10 px) with a box >= 0.5 at IoU >= 0.3 (found), boxes >= 0.5 touching no annotated face, ignored ones
+included (false; WIDER leaves a few faces unannotated, so an upper bound), and detection ms per frame (a ratio within one run:
+the machine is shared). `--set` overrides a module constant of detectors/yunet.py (e.g. SECOND_LOOK_BUDGET=0.25).
 """
 
 from __future__ import annotations

@@ -47,8 +47,8 @@ def _found(detections: Detections, box: np.ndarray) -> bool:
 
 
 @pytest.mark.parametrize(("photo", "track", "why"), [
-    ("0_Parade_Parade_0_873.jpg", 22, "a 100 px profile: YuNet finds it mirrored"),
-    ("11_Meeting_Meeting_11_Meeting_Meeting_11_26.jpg", 10, "a 15 px profile: found on the enlarged second look"),
+    ("0_Parade_Parade_0_873.jpg", 22, "a 100 px profile: YuNet finds it on the mirrored frame"),
+    ("0_Parade_Parade_0_873.jpg", 67, "a 19 px face half hidden: found on the enlarged second look"),
 ])
 def test_a_crowd_face_the_plain_passes_miss_is_found(photo, track, why):
     frame, boxes = _wider_frame(photo)
@@ -65,8 +65,8 @@ def test_the_extra_looks_only_add_faces_on_a_crowd():
     def hits(dets: Detections) -> np.ndarray:
         return pairwise_iou(gt, dets.xyxy[dets.score >= 0.5]).max(axis=1) >= 0.3
 
-    # Measured: 109 of 133 faces at IoU >= 0.4 with both looks, 106 without.
-    assert hits(more).sum() >= hits(plain).sum() + 3
+    # Measured: 107 of 133 faces at IoU >= 0.4 with both looks, 103 without (6 new, 2 of them moved boxes).
+    assert hits(more).sum() >= hits(plain).sum() + 4
     assert not (hits(plain) & ~hits(more)).any(), "a face the plain passes found was lost"
 
 

@@ -6,8 +6,9 @@ small weak boxes (engine/stages/detectors/yunet.py, second_look.py).
 Every `--every`-th frame of each corpus clip through the file-mode YuNet detector (all tiles) without and with
 the extra looks (`second_look` off / on), interleaved in one process. Per clip: annotated faces (not ignored,
 >= 10 px) with a box >= 0.5 at IoU >= 0.3 (found), boxes >= 0.5 touching no annotated face, ignored ones
-included (false; WIDER leaves a few faces unannotated, so an upper bound), and detection ms per frame (a ratio within one run:
-the machine is shared). `--set` overrides a module constant of detectors/yunet.py (e.g. SECOND_LOOK_BUDGET=0.25).
+included (false; WIDER leaves a few faces unannotated, so an upper bound), and detection ms per frame (a ratio
+within one run: the machine is shared). `--set` overrides a module constant of detectors/yunet.py (e.g.
+SECOND_LOOK_BUDGET=0.25).
 """
 
 from __future__ import annotations

@@ -63,8 +63,8 @@ class YuNetDetector:
         found = self._detect_at(frame, scale, bar)
         if self.second_look and MIRROR_MAIN:
             flipped = mirror(self._detect_at(_derived(frame[:, ::-1]), scale, bar), frame.shape[1])
-            # Only its clear faces: its weak boxes, added to the plain pass's, would start tracks on texture (two
-            # weak sightings start a face, engine/stages/track.py): +50 % false blurs on the one-person clips.
+            # Only its clear faces: its weak boxes, added to the plain pass's, started tracks on texture and hands
+            # (two weak sightings start a face, engine/stages/track.py): +50 % false blurs on the real clips.
             flipped = flipped[flipped.score >= SECOND_LOOK_BELOW]
             found = merge([found, flipped], NMS_IOU)
         self._calls += 1
@@ -75,8 +75,8 @@ class YuNetDetector:
         return found[found.score >= min_score]
 
     def _look_again(self, frame: np.ndarray, found: Detections, scale: float) -> Detections:
-        """Small weak detections rescored by an enlarged and a mirrored look (detectors/second_look.py); a box
-        keeps the better of its two scores, so a second look only ever adds faces."""
+        """Small weak detections looked at again, enlarged and mirrored (detectors/second_look.py); one that
+        scores clearly there is replaced by what that look found, the rest stay as they were: it only adds faces."""
         width = found.xyxy[:, 2] - found.xyxy[:, 0]
         weak = (found.score >= SECOND_LOOK_FROM) & (found.score < SECOND_LOOK_BELOW) & (width <= SECOND_LOOK_MAX_FACE)
         strong = found.xyxy[found.score >= SECOND_LOOK_BELOW]

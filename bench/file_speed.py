@@ -5,7 +5,8 @@
 Each clip (cut to its first `--frames` frames, without audio) goes through deface 1.5.0 (its defaults) and
 through `blurcast run --no-facebank` of each `--tree` (a checkout: another worktree of main for the baseline;
 default this one), each a fresh process with model load, in turn, `--repeat` times. Prints fps per run and
-the ratio to deface of the same round: on a shared machine only ratios within a round mean anything.
+the ratio to deface of the same round (on a shared machine only ratios within a round mean anything), and
+each process's CPU time a frame (its encoder child included), steadier than wall time under load.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -24,10 +26,16 @@ REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("file_speed")
 
 
-def timed(cmd: list[str], env: dict | None = None) -> float:
+def timed(cmd: list[str], env: dict | None = None, cpu: dict | None = None, key: str = "") -> float:
+    """Wall seconds of `cmd`; its CPU seconds (children's user + system, steadier under load) go to cpu[key]."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if cpu is not None:
+        cpu[key] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall
 
 
 def cut(clip: Path, frames: int, out: Path) -> tuple[Path, int]:
@@ -57,14 +65,17 @@ def main() -> int:
         for clip in args.clips:
             video, frames = cut(clip, args.frames, out)
             for round_ in range(args.repeat):
-                fps = {"deface": frames / timed([deface, str(video), "-o", str(out / "deface.mp4")])}
+                cpu: dict[str, float] = {}
+                seconds = timed([deface, str(video), "-o", str(out / "deface.mp4")], None, cpu, "deface")
+                fps = {"deface": frames / seconds}
                 for tree in trees:
                     env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
                     seconds = timed([sys.executable, "-m", "blurcast", "run", str(video), "-o", str(out / "o.mp4"),
-                                     "--no-facebank"], env)
+                                     "--no-facebank"], env, cpu, str(tree))
                     fps[str(tree)] = frames / seconds
                 log.info("%s (%d frames) round %d: %s", clip.name, frames, round_ + 1,
-                         ", ".join(f"{k} {v:.2f} fps ({v / fps['deface']:.2f}x)" for k, v in fps.items()))
+                         ", ".join(f"{k} {v:.2f} fps ({v / fps['deface']:.2f}x, CPU {cpu[k] * 1000 / frames:.0f} ms"
+                                   " a frame)" for k, v in fps.items()))
     return 0
 
 

@@ -22,7 +22,7 @@ GUTTER = 16  # empty px between cells: a detection's box stays inside the cell i
 MATCH_IOU = 0.3  # a box found on the closer look is the weak face it was aimed at when they overlap this much
 # Landmarks are ordered left to right in the image: mirroring swaps the eyes and the mouth corners.
 MIRROR_ORDER = np.array([1, 0, 2, 4, 3])
-AVERAGE = 1  # 1: a box's score is the mean of its plain and mirrored looks; 0: the better of the two
+AVERAGE = 1  # 1: a box's score is the mean of its plain and mirrored looks; 0: the better (bench/ tries)
 
 
 @dataclass
@@ -45,9 +45,9 @@ def cell_areas(boxes: np.ndarray, face_px: float, min_scale: float, context: flo
 
 def plan(boxes: np.ndarray, frame_shape: tuple[int, ...], face_px: float, min_scale: float, context: float,
          width: int) -> tuple[list[Cell], tuple[int, int]]:
-    """Cells for each box (enlarged `min_scale` times, or until the box is `face_px` wide; with `context` box
-    sizes around it),
-    packed in rows (shelves) `width` px wide; and the mosaic's (height, width)."""
+    """Cells for each box (enlarged `min_scale` times, or until the box is `face_px` wide, with `context` box
+    sizes around it) packed in rows (shelves) `width` px wide; and the mosaic's (height, width). The shelves
+    leave some of the mosaic empty: its pixels exceed the cells' (`cell_areas`)."""
     h, w = frame_shape[:2]
     cells: list[Cell] = []
     x = y = shelf = 0

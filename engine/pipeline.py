@@ -92,6 +92,8 @@ class Pipeline:
             self.detector.tiles = True
         if hasattr(self.detector, "tile_cycle"):
             self.detector.tile_cycle = FILE_TILE_CYCLE if getattr(self, "_offline", False) else TILE_CYCLE
+        if hasattr(self.detector, "second_look"):  # file mode's headroom: weak small faces looked at again
+            self.detector.second_look = getattr(self, "_offline", False)
 
     def process(self, frame: np.ndarray, index: int, dt: float) -> tuple[SafeFrame, FrameReport]:
         """Anonymize `frame` in place and return it as a SafeFrame, with what was done to it."""

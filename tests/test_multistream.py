@@ -125,7 +125,9 @@ def test_streams_keep_their_own_settings_sinks_and_sockets(dev_clip, tmp_path, d
             with ControlClient(tmp_path / name / "engine.sock") as client:
                 assert client.request("settings")["mode"] == mode
         assert multi.wait(timeout=120)
-        assert multi.networks.detector.items == 2 * FRAMES
+        # At least a call a frame: in file mode the mirrored pass and the second look at weak small faces
+        # (engine/stages/detectors/yunet.py) go through the same shared network.
+        assert multi.networks.detector.items >= 2 * FRAMES
         # Every detection went through the one shared network (items counted above). Whether two streams'
         # frames share a call depends on timing; the merge itself is tested above.
     finally:

@@ -11,6 +11,7 @@ from engine.faces import Detections, box_iou
 from engine.models.backends import NetworkRunner, make_runner
 from engine.models.weights import model_path
 from engine.stages.detect import detection_scale, letterbox, merge, nms
+from engine.stages.detectors.second_look import cell_areas, mirror, second_look
 
 STRIDES = (8, 16, 32)
 NMS_IOU = 0.3
@@ -24,6 +25,18 @@ TILE_MAX_FACE = 80  # px in the frame: a tile keeps only small faces (the main p
 TILE_CYCLE = 6  # frames until every tile has come back (0.2 s at 30 fps): below the shortest hold, and within
 #                 the tracker's wait for a weak face's second sighting (engine/stages/track.py)
 TILE_OVERLAP = TILE_MAX_FACE + 16  # so that every face a tile may keep lies whole inside some tile
+# Second look (file mode, detectors/second_look.py): small weak detections looked at again, enlarged and mirrored.
+MIRROR_MAIN = 1  # file mode: the main pass also on the mirrored frame (YuNet finds profiles facing one way better)
+SECOND_LOOK_FROM = 0.1  # weakest detection worth it (below, mostly texture)
+SECOND_LOOK_BELOW = 0.5  # the default confidence: stronger ones start a face anyway
+SECOND_LOOK_MAX_FACE = 40  # px in the frame: larger weak faces are weak for other reasons (hidden, turned away)
+SECOND_LOOK_BUDGET = 0.5  # the mosaic's pixels at most, relative to the main pass's (strongest boxes first)
+SECOND_LOOK_PX = 40  # face width on the closer look...
+SECOND_LOOK_SCALE = 2.0  # ...enlarged at least this much (a weak box is often larger than the face in it)
+SECOND_LOOK_CONTEXT = 1.0  # face sizes of surroundings on each side
+SECOND_LOOK_WIDTH = 640  # mosaic row width
+SECOND_LOOK_RETRY = 4  # frames before a place whose second look found nothing is looked at again: in a crowd the
+#                        budget then reaches more of the weak boxes instead of the same strongest ones every frame
 
 
 class YuNetDetector:
@@ -41,14 +54,54 @@ class YuNetDetector:
         # goes out at the source's rate rather than input frames being dropped.
         self.tile_every = 1
         self._calls = 0
+        self.second_look = False  # file mode (the pipeline turns it on): weak small faces looked at again
+        self._rejected: list[tuple[np.ndarray, int]] = []  # (box, frame) of second looks that found nothing
 
     def detect(self, frame: np.ndarray, min_score: float) -> Detections:
         scale = detection_scale(frame, self.detect_width)
-        found = self._detect_at(frame, scale, min_score)
+        bar = min(min_score, SECOND_LOOK_FROM) if self.second_look else min_score
+        found = self._detect_at(frame, scale, bar)
+        if self.second_look and MIRROR_MAIN:
+            flipped = mirror(self._detect_at(_derived(frame[:, ::-1]), scale, bar), frame.shape[1])
+            # Only its clear faces: its weak boxes, added to the plain pass's, started tracks on texture and hands
+            # (two weak sightings start a face, engine/stages/track.py): +50 % false blurs on the real clips.
+            flipped = flipped[flipped.score >= SECOND_LOOK_BELOW]
+            found = merge([found, flipped], NMS_IOU)
         self._calls += 1
-        if not self.tiles or scale >= TILE_BELOW_SCALE or self._calls % max(1, self.tile_every):
+        if self.tiles and scale < TILE_BELOW_SCALE and not self._calls % max(1, self.tile_every):
+            found = merge([found, self._tile_pass(frame, scale, found[found.score >= min_score], bar)], NMS_IOU)
+        if self.second_look:
+            found = self._look_again(frame, found, scale)
+        return found[found.score >= min_score]
+
+    def _look_again(self, frame: np.ndarray, found: Detections, scale: float) -> Detections:
+        """Small weak detections looked at again, enlarged and mirrored (detectors/second_look.py); one that
+        scores clearly there is replaced by what that look found, the rest stay as they were: it only adds faces."""
+        width = found.xyxy[:, 2] - found.xyxy[:, 0]
+        weak = (found.score >= SECOND_LOOK_FROM) & (found.score < SECOND_LOOK_BELOW) & (width <= SECOND_LOOK_MAX_FACE)
+        strong = found.xyxy[found.score >= SECOND_LOOK_BELOW]
+        if len(strong):  # a weak box on a face already found is part of it
+            weak &= np.array([_covered_by(box, strong) < 0.5 for box in found.xyxy])
+        self._rejected = [(box, at) for box, at in self._rejected if self._calls - at < SECOND_LOOK_RETRY]
+        if self._rejected:
+            recent = np.stack([box for box, _ in self._rejected])
+            weak &= np.array([_max_iou(box, recent) < 0.5 for box in found.xyxy])
+        picked = np.flatnonzero(weak)
+        picked = picked[np.argsort(-found.score[picked], kind="stable")]
+        budget = SECOND_LOOK_BUDGET * scale * scale * frame.shape[0] * frame.shape[1]
+        picked = picked[cell_areas(found.xyxy[picked], SECOND_LOOK_PX, SECOND_LOOK_SCALE, SECOND_LOOK_CONTEXT).cumsum()
+                        <= budget]
+        if not len(picked):
             return found
-        return merge([found, self._tile_pass(frame, scale, found, min_score)], NMS_IOU)
+        again = second_look(frame, found[picked], lambda image: self._detect_at(_derived(image), 1.0, SECOND_LOOK_FROM),
+                            SECOND_LOOK_PX, SECOND_LOOK_SCALE, SECOND_LOOK_CONTEXT, SECOND_LOOK_WIDTH)
+        # Only a clear face counts: a weak box merely raised to 0.3-0.5 would start tracks on texture when seen twice.
+        better = again.score >= SECOND_LOOK_BELOW
+        self._rejected += [(found.xyxy[k], self._calls) for k in picked[again.score < SECOND_LOOK_BELOW]]
+        if not better.any():
+            return found
+        rest = np.setdiff1d(np.arange(len(found)), picked[better])
+        return merge([found[rest], again[better]], NMS_IOU)
 
     def _tile_pass(self, frame: np.ndarray, scale: float, found: Detections, min_score: float) -> Detections:
         """The small faces in this frame's turn of tiles, at the frame's own resolution. Every tile comes back
@@ -150,6 +203,20 @@ def _covered_by(box: np.ndarray, boxes: np.ndarray) -> float:
     ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
     iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
     return float((ix * iy).max() / max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-9))
+
+
+def _derived(image: np.ndarray) -> np.ndarray:
+    """A picture made from the frame (mirrored, a mosaic), contiguous and as a view: the device detector
+    (engine/gpu/device.py) caches only source frames (base None) and would evict them for it."""
+    return np.ascontiguousarray(image)[:]
+
+
+def _max_iou(box: np.ndarray, boxes: np.ndarray) -> float:
+    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = ix * iy
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return float((inter / np.maximum(areas + (box[2] - box[0]) * (box[3] - box[1]) - inter, 1e-9)).max())
 
 
 @lru_cache(maxsize=64)  # frames come in one size; `refine` crops in a few dozen (multiples of 32)

@@ -1,0 +1,83 @@
+"""File-mode speed of one or more checkouts against deface, on the same clip, interleaved, same run.
+
+    python bench/file_speed.py CLIP [CLIP ...] [--tree PATH ...] [--repeat 2] [--frames 90]
+
+Each clip (cut to its first `--frames` frames, without audio) goes through deface 1.5.0 (its defaults) and
+through `blurcast run --no-facebank` of each `--tree` (a checkout: another worktree of main for the baseline;
+default this one), each a fresh process with model load, in turn, `--repeat` times. Prints fps per run and
+the ratio to deface of the same round (on a shared machine only ratios within a round mean anything), and
+each process's CPU time a frame (its encoder child included), steadier than wall time under load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+log = logging.getLogger("file_speed")
+
+
+def timed(cmd: list[str], env: dict | None = None, cpu: dict | None = None, key: str = "") -> float:
+    """Wall seconds of `cmd`; its CPU seconds (children's user + system, steadier under load) go to cpu[key]."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if cpu is not None:
+        cpu[key] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall
+
+
+def cut(clip: Path, frames: int, out: Path) -> tuple[Path, int]:
+    dst = out / f"{clip.stem}_{frames}f.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(clip), "-frames:v", str(frames), "-c:v", "libx264",
+                    "-crf", "14", "-preset", "veryfast", "-an", str(dst)], check=True)
+    import cv2
+
+    cap, n = cv2.VideoCapture(str(dst)), 0
+    while cap.grab():
+        n += 1
+    return dst, n
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("clips", nargs="+", type=Path)
+    parser.add_argument("--tree", action="append", type=Path)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=90)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    trees = args.tree or [REPO]
+    deface = shutil.which("deface") or str(Path(sys.executable).with_name("deface"))
+    with tempfile.TemporaryDirectory(prefix="blurcast-speed-") as tmp:
+        out = Path(tmp)
+        for clip in args.clips:
+            video, frames = cut(clip, args.frames, out)
+            for round_ in range(args.repeat):
+                cpu: dict[str, float] = {}
+                seconds = timed([deface, str(video), "-o", str(out / "deface.mp4")], None, cpu, "deface")
+                fps = {"deface": frames / seconds}
+                for tree in trees:
+                    env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
+                    seconds = timed([sys.executable, "-m", "blurcast", "run", str(video), "-o", str(out / "o.mp4"),
+                                     "--no-facebank"], env, cpu, str(tree))
+                    fps[str(tree)] = frames / seconds
+                log.info("%s (%d frames) round %d: %s", clip.name, frames, round_ + 1,
+                         ", ".join(f"{k} {v:.2f} fps ({v / fps['deface']:.2f}x, CPU {cpu[k] * 1000 / frames:.0f} ms"
+                                   " a frame)" for k, v in fps.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

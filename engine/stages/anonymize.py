@@ -78,8 +78,9 @@ class Anonymizer:
     def _found_regions(self, boxes: Iterable[np.ndarray], width: int, height: int) -> Iterable[Region]:
         """A face found this frame comes twice, at its track's box and at its raw detection (nearly the same box:
         median IoU 0.99 on the 1080p dev clip), and was anonymized twice: half the anonymizer's time. Each such
-        pair is now one region over both boxes, worked as two passes would (`passes` 2). Mosaic keeps its two
-        real passes: one pass of it over a pair's union was not measured."""
+        pair is now one region over both boxes, worked as two passes would (`passes` 2); a small face keeps its
+        two real passes (`PAIR_MIN_SIZE`). Mosaic keeps its two real passes: one pass of it over a pair's union
+        was not measured."""
         boxes = [np.asarray(b, np.float32) for b in boxes]
         if self.mode == "mosaic":
             yield from self._regions(boxes, width, height, self.margin)
@@ -196,7 +197,8 @@ PAIR_MIN_SIZE = 48.0
 def _pair_up(boxes: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
     """Boxes with the passes each needs: a pair of one face's boxes becomes their union, worked twice over; the
     union holds both boxes, and its region (grown by the margin of its larger size) both regions, each box
-    lying as deep inside its fade as inside its own. Pairs are taken best overlap first."""
+    lying as deep inside its fade as inside its own. Pairs are taken best overlap first; a pair whose union is
+    under `PAIR_MIN_SIZE` stays two boxes of one pass each."""
     n = len(boxes)
     if n < 2:
         return [(b, 1) for b in boxes]

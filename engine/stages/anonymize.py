@@ -78,8 +78,9 @@ class Anonymizer:
     def _found_regions(self, boxes: Iterable[np.ndarray], width: int, height: int) -> Iterable[Region]:
         """A face found this frame comes twice, at its track's box and at its raw detection (nearly the same box:
         median IoU 0.99 on the 1080p dev clip), and was anonymized twice: half the anonymizer's time. Each such
-        pair is now one region over both boxes, worked as two passes would (`passes` 2). Mosaic keeps its two
-        real passes: one pass of it over a pair's union was not measured."""
+        pair is now one region over both boxes, worked as two passes would (`passes` 2); a small face keeps its
+        two real passes (`PAIR_MIN_SIZE`). Mosaic keeps its two real passes: one pass of it over a pair's union
+        was not measured."""
         boxes = [np.asarray(b, np.float32) for b in boxes]
         if self.mode == "mosaic":
             yield from self._regions(boxes, width, height, self.margin)
@@ -187,12 +188,17 @@ def _area_down(roi: np.ndarray, width: int, height: int) -> np.ndarray:
 
 # Two boxes overlapping this much are one face given twice (a track's box and the detection matched to it).
 SAME_FACE_IOU = 0.5
+# Faces smaller than this (the union's longer side, px) keep two real passes. One union pass covers a face within
+# ~0.025 visibility of two passes either way; on a small face cut by the frame's edge, at 0.49 with two passes,
+# that tipped it to 0.52, visible (linzaer 25, track 267, frame 23). Two passes on a small face cost little.
+PAIR_MIN_SIZE = 48.0
 
 
 def _pair_up(boxes: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
     """Boxes with the passes each needs: a pair of one face's boxes becomes their union, worked twice over; the
     union holds both boxes, and its region (grown by the margin of its larger size) both regions, each box
-    lying as deep inside its fade as inside its own. Pairs are taken best overlap first."""
+    lying as deep inside its fade as inside its own. Pairs are taken best overlap first; a pair whose union is
+    under `PAIR_MIN_SIZE` stays two boxes of one pass each."""
     n = len(boxes)
     if n < 2:
         return [(b, 1) for b in boxes]
@@ -205,9 +211,11 @@ def _pair_up(boxes: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
         i, j = int(rows[k]), int(cols[k])
         if i in used or j in used:
             continue
+        union = np.concatenate([np.minimum(stacked[i, :2], stacked[j, :2]), np.maximum(stacked[i, 2:], stacked[j, 2:])])
+        if max(union[2] - union[0], union[3] - union[1]) < PAIR_MIN_SIZE:
+            continue  # both boxes stay, each its own pass (fail closed: see PAIR_MIN_SIZE)
         used |= {i, j}
-        out.append((np.concatenate([np.minimum(stacked[i, :2], stacked[j, :2]),
-                                    np.maximum(stacked[i, 2:], stacked[j, 2:])]), 2))
+        out.append((union, 2))
     return out + [(boxes[k], 1) for k in range(n) if k not in used]
 
 

@@ -105,3 +105,29 @@ def test_a_failing_second_look_blurs_the_whole_frame(monkeypatch):
     assert calls, "the crowd frame had weak small boxes to look at again"
     assert report.whole_frame == "detector-error" and safe.whole_frame
     assert np.abs(safe.image.astype(np.int16) - frame).mean() > 10  # the picture is blurred, not passed through
+
+
+def test_a_frame_without_faces_after_a_vain_second_look_is_not_a_detector_error():
+    """A box looked at in vain is remembered for a few frames; an empty frame then (a scene cut) must come out
+    as an empty frame, not as a fault that blurs the whole picture."""
+    frame, boxes = _wider_frame("11_Meeting_Meeting_11_Meeting_Meeting_11_26.jpg")
+    detector = _file_mode_detector(True)
+    vain = next(iter(boxes.values()))
+    detector._rejected = [(vain, detector._calls)]
+    empty = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
+    assert len(detector._look_again(frame, empty, 0.5)) == 0
+    assert len(detector.detect(np.zeros_like(frame), 0.5)) == 0
+
+
+def test_mirrored_looks_keep_the_eyes_in_image_order():
+    """Landmarks found on a mirrored image come back with the right eye (image left) first, as YuNet gives them:
+    the aligner would otherwise warp a face onto its mirror template."""
+    frame, _ = _wider_frame("0_Parade_Parade_0_873.jpg")
+    detector = _file_mode_detector(True)
+    flipped = yunet.mirror(detector._detect_at(yunet._derived(frame[:, ::-1]), 0.56, 0.5), frame.shape[1])
+    assert len(flipped) >= 5
+    frontal = np.abs(flipped.landmarks[:, 0, 1] - flipped.landmarks[:, 1, 1]) < 0.2 * (
+        flipped.xyxy[:, 2] - flipped.xyxy[:, 0])
+    assert frontal.sum() >= 3
+    assert (flipped.landmarks[frontal, 0, 0] < flipped.landmarks[frontal, 1, 0]).all()
+    assert (flipped.landmarks[frontal, 3, 0] < flipped.landmarks[frontal, 4, 0]).all()

@@ -80,13 +80,13 @@ class YuNetDetector:
         width = found.xyxy[:, 2] - found.xyxy[:, 0]
         weak = (found.score >= SECOND_LOOK_FROM) & (found.score < SECOND_LOOK_BELOW) & (width <= SECOND_LOOK_MAX_FACE)
         strong = found.xyxy[found.score >= SECOND_LOOK_BELOW]
-        if len(strong):  # a weak box on a face already found is part of it
-            weak &= np.array([_covered_by(box, strong) < 0.5 for box in found.xyxy])
         self._rejected = [(box, at) for box, at in self._rejected if self._calls - at < SECOND_LOOK_RETRY]
-        if self._rejected:
-            recent = np.stack([box for box, _ in self._rejected])
-            weak &= np.array([_max_iou(box, recent) < 0.5 for box in found.xyxy])
-        picked = np.flatnonzero(weak)
+        recent = np.stack([box for box, _ in self._rejected]) if self._rejected else None
+        # Only the weak small boxes are checked (a crowd at the 0.1 bar has hundreds of boxes in all): one on a
+        # face already found is part of it; one looked at in vain lately is not looked at again yet.
+        picked = np.array([k for k in np.flatnonzero(weak)
+                           if not (len(strong) and _covered_by(found.xyxy[k], strong) >= 0.5)
+                           and not (recent is not None and _max_iou(found.xyxy[k], recent) >= 0.5)], dtype=np.intp)
         picked = picked[np.argsort(-found.score[picked], kind="stable")]
         budget = SECOND_LOOK_BUDGET * scale * scale * frame.shape[0] * frame.shape[1]
         picked = picked[cell_areas(found.xyxy[picked], SECOND_LOOK_PX, SECOND_LOOK_SCALE, SECOND_LOOK_CONTEXT).cumsum()

@@ -145,3 +145,28 @@ def test_a_name_is_never_a_path(tmp_path):
         assert bank.crops_of(name).parent == bank.crops_dir
         assert bank.remove(name) is False
     assert (store.path.parent / "settings.json").exists() and tmp_path.exists()
+
+
+def test_live_enrolment_refuses_frames_of_two_people(tmp_path, data_dir):
+    """A track that crossed a shot cut while gathering holds two people; whoever has most frames must not be
+    enrolled (a bystander would then stay visible): the gathering is refused, nothing is stored."""
+    import shutil
+
+    from facebank.enrol import EnrolError
+    from facebank.live import LiveFacebank, LiveGallery
+    from facebank.store import Facebank
+
+    lfw = data_dir / "recognition_lfw" / "lfw-deepfunneled"
+    if not lfw.is_dir():
+        pytest.skip(f"LFW not found at {lfw} (set BLURCAST_DATA to the shared data folder)")
+    bush = sorted((lfw / "George_W_Bush").glob("*.jpg"))[:3]
+    powell = sorted((lfw / "Colin_Powell").glob("*.jpg"))[:2]
+    frames = []
+    for k, photo in enumerate(bush + powell):  # one of the two has the majority
+        frames.append(tmp_path / f"frame{k}.jpg")
+        shutil.copy(photo, frames[-1])
+    store = Facebank(tmp_path / "state" / "facebank.json")
+    bank = LiveFacebank(store, LiveGallery(store))
+    with pytest.raises(EnrolError, match="more than one person"):
+        bank._choose(frames)
+    assert len(bank._choose(frames[:3])) >= 2  # one person's frames still enrol

@@ -549,19 +549,27 @@ def test_this_is_me_enrols_the_picked_face_and_keeps_it_visible(engine, dev_clip
             track = face["track_id"]
             # It stays visible while it is in view (a head turned far from every gathered pose may blur it for
             # a moment: fail closed; most of the time in view it must show).
+            # The clip cuts between shots and the tracker keeps ids by place, so after a cut his track id may hold
+            # someone else (their embeddings wiped: identity None), rightly blurred: then follow him, not the id.
             seen: list[dict] = []
+            following: int | None = track
             for _ in range(20):
                 await pilot.pause(0.1)
-                face = next((f for f in app.telemetry["faces"] if f["track_id"] == track), None)
+                face = next((f for f in app.telemetry["faces"] if f["track_id"] == following), None)
+                if face is not None and face["identity"] is None:
+                    following, face = None, None
+                if following is None and (face := visible()) is not None:
+                    following = face["track_id"]
                 if face and not face["lost_frames"]:
                     seen.append(face)
             shown = sum(f["state"] == "visible" for f in seen)
-            assert shown >= 0.8 * len(seen), f"visible in {shown} of {len(seen)} samples in view: {seen[-1]}"
+            assert shown >= 0.8 * len(seen), (f"visible in {shown} of {len(seen)} samples in view (enrolled track "
+                                              f"{enrol.get('track_id')}): {seen[-1]}")
             preview = app.screen.query_one(Preview)
             await until(pilot, lambda: preview.has_image, what="a preview frame")
             boxes = {b.track_id: b for b in face_boxes(app.telemetry["faces"], (640, 360), (64, 36))}
-            if track in boxes:
-                assert boxes[track].rgb == STATE_RGB["visible"]
+            if following in boxes:
+                assert boxes[following].rgb == STATE_RGB["visible"]
 
     try:
         asyncio.run(scenario())

@@ -35,6 +35,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from engine.faces import Detections  # noqa: E402
 from engine.recognition import recognize  # noqa: E402
 from engine.stages.detect import merge  # noqa: E402
 from engine.stages.detectors.yunet import REFINE_PX  # noqa: E402
@@ -52,6 +53,19 @@ log = logging.getLogger("lfw_alignment")
 PASSES = (REFINE_PX, *recognize.LANDMARK_PASSES_PX)  # as `Landmarker`: refine's own scale first
 
 
+def centre_face(enroller: Enroller, photo: Path) -> tuple[np.ndarray, Detections, int] | None:
+    """The photo, every face the enroller's detectors find in it, and the index of the central one (LFW's
+    protocol); None for an unreadable photo or one with no face."""
+    try:
+        image = load_photo(photo).image
+    except ImageRejected:
+        return None
+    found = merge([d.detect(image, EVAL_MIN_SCORE) for d in enroller.detectors], 0.3)
+    if not len(found):
+        return None
+    return image, found, central_face(found, image.shape[1], image.shape[0])
+
+
 def landmark_passes(enroller: Enroller, photos: list[Path]) -> dict[str, np.ndarray]:
     """Per photo: every pass's 5 landmarks (NaN where a pass found nothing) and the detector's own."""
     n, k = len(photos), len(PASSES)
@@ -61,14 +75,9 @@ def landmark_passes(enroller: Enroller, photos: list[Path]) -> dict[str, np.ndar
     for i, photo in enumerate(photos):
         if i % 500 == 0:
             log.info("landmarks %d/%d", i, n)
-        try:
-            image = load_photo(photo).image
-        except ImageRejected:
+        if (centre := centre_face(enroller, photo)) is None:
             continue
-        found = merge([d.detect(image, EVAL_MIN_SCORE) for d in enroller.detectors], 0.3)
-        if not len(found):
-            continue
-        j = central_face(found, image.shape[1], image.shape[0])
+        image, found, j = centre
         fallback[i] = found.landmarks[j]
         first = detector.refine(image, found.xyxy[j])
         if not len(first):

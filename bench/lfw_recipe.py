@@ -47,13 +47,14 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.lfw_alignment import centre_face  # noqa: E402
 from engine.config import Settings  # noqa: E402
 from engine.faces import box_iou  # noqa: E402
 from engine.recognition import recognize  # noqa: E402
-from engine.stages.detect import create_detector, merge  # noqa: E402
-from evaluation.recognition import EVAL_MIN_SCORE, Dataset, central_face, default_data_dir, tar_at_far  # noqa: E402
+from engine.stages.detect import create_detector  # noqa: E402
+from evaluation.recognition import Dataset, default_data_dir, tar_at_far  # noqa: E402
 from facebank.enrol import Enroller  # noqa: E402
-from facebank.images import ImageRejected, load_photo  # noqa: E402
+from facebank.images import load_photo  # noqa: E402
 
 log = logging.getLogger("lfw_recipe")
 # YuNet refine scales recorded after the first pass (at REFINE_PX from the centre face's box), all around the
@@ -77,14 +78,9 @@ def landmark_sources(photos: list[Path]) -> dict[str, np.ndarray]:
     for i, photo in enumerate(photos):
         if i % 500 == 0:
             log.info("landmarks %d/%d", i, n)
-        try:
-            image = load_photo(photo).image
-        except ImageRejected:
+        if (centre := centre_face(enroller, photo)) is None:
             continue
-        found = merge([d.detect(image, EVAL_MIN_SCORE) for d in enroller.detectors], 0.3)
-        if not len(found):
-            continue
-        j = central_face(found, image.shape[1], image.shape[0])
+        image, found, j = centre
         out["box"][i] = found.xyxy[j]
         first = yunet.refine(image, found.xyxy[j])
         if not len(first):

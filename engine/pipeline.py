@@ -120,11 +120,10 @@ class Pipeline:
                 track.identity = Identity.blurred(IDENTIFIER_ERROR)
         found = [t.safety_box() for t in tracks if not is_visible(t) and t.lost_frames == 0]
         unclaimed = self._unclaimed_detections(detections, tracks)
-        # A face found this frame is anonymized twice, at its track's box and at its own detection (nearly the
-        # same box). Kept on purpose: the second pass is part of the measured privacy. Measured, one pass over
-        # the pair's union: the store-aisle clip leaks a 20 px face (visibility 0.47 -> 0.52, bound 0.5) and
-        # the default mosaic fails tests/test_pipeline.py (0.33 against 0.25): in the fading band the
-        # original keeps (1 - alpha)^2 of its weight after two passes, 1 - alpha after one.
+        # A face found this frame is given twice, at its track's box and at its own detection (nearly the same
+        # box), on purpose: the second pass is part of the measured privacy (one plain pass over the pair's
+        # union leaked a 20 px store-aisle face, 0.47 -> 0.52). The anonymizer works such a pair as one region
+        # with the effect of two passes, or as two real passes for small faces (anonymize.py, `_pair_up`).
         found += unclaimed
         report.unclaimed = [tuple(float(v) for v in box) for box in unclaimed]
         lost = [t.safety_box() for t in tracks if t.lost_frames > 0]

@@ -110,6 +110,10 @@ def run_stream(sender_cmd: list[str], seconds: float | None, out: Path, port_in:
         "decode": round(1000 * sum(cpu[p] for p in decoders) / frames, 2),
         "encode": round(1000 * cpu[sink._proc.pid] / frames, 2), "engine": round(1000 * cpu[os.getpid()] / frames, 2)}
     figures["cpu_ms_per_output_frame"]["total"] = round(sum(figures["cpu_ms_per_output_frame"].values()), 2)
+    # each child's own unit: the decoder decodes every input frame, the encoder every output slot (repeats too)
+    decoded, encoded = engine.stats.frames + figures["dropped_input"], sink.frames_sent + sink.repeated
+    figures["cpu_ms_per_decoded_frame"] = round(1000 * sum(cpu[p] for p in decoders) / max(decoded, 1), 2)
+    figures["cpu_ms_per_encoded_frame"] = round(1000 * cpu[sink._proc.pid] / max(encoded, 1), 2)
     sender.kill()
     sender.wait()
     engine.stop_event.set()
@@ -207,16 +211,23 @@ def bench_clip(tmp: Path) -> dict:
     return figures
 
 
-def bench_1080p(tmp: Path, seconds: float, preset: str, baseline: bool = True) -> dict:
+# The sender's colour matrix: BT.709 (the dev clip's, and phones' HD) is decoded to BGR by FFmpeg, BT.601 goes
+# down the decoder's pipe as I420 (engine/stages/sources/ffmpeg_pipe.py)
+SENDER_MATRIX = {"bt709": ["-vf", "scale=1920:1080"],
+                 "bt601": ["-vf", "scale=1920:1080:out_color_matrix=bt601", "-colorspace", "smpte170m",
+                           "-color_primaries", "smpte170m", "-color_trc", "smpte170m"]}
+
+
+def bench_1080p(tmp: Path, seconds: float, preset: str, baseline: bool = True, matrix: str = "bt709") -> dict:
     src = tmp / "clip1080.ts"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(CLIP), "-vf", "scale=1920:1080", "-r", "30",
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(CLIP), *SENDER_MATRIX[matrix], "-r", "30",
                     "-c:v", "libx264", "-preset", "veryfast", "-b:v", "6M", "-g", "60", "-c:a", "aac",
                     "-f", "mpegts", str(src)], check=True)
     pin, pout = free_port(), free_port()
     sender = ["ffmpeg", "-v", "error", "-re", "-stream_loop", "-1", "-i", str(src), "-c", "copy", "-f", "mpegts",
               f"srt://127.0.0.1:{pin}?mode=caller"]
     figures = run_stream(sender, seconds, tmp / "recorded1080.ts", pin, pout, bitrate_kbps=6000, preset=preset)
-    figures["preset"] = preset
+    figures["preset"], figures["sender_matrix"] = preset, matrix
     if baseline:
         figures["baseline_local_file"] = baseline_live(src, seconds)
         figures["fps_ratio_stream_to_local"] = round(figures["fps"] / max(figures["baseline_local_file"]["fps"], 1e-6),
@@ -251,6 +262,8 @@ def main() -> int:
     parser.add_argument("--preset", default="veryfast", help="1080p: the output's x264 preset")
     parser.add_argument("--no-baseline", action="store_true", help="1080p: skip the local-file baseline run "
                         "(A/B runs of two versions compare CPU per frame, which needs none)")
+    parser.add_argument("--matrix", choices=tuple(SENDER_MATRIX), default="bt709", help="1080p: the sender's "
+                        "colour matrix (bt709 is decoded to BGR by FFmpeg, bt601 goes as I420 to the engine)")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -261,7 +274,7 @@ def main() -> int:
         if args.mode == "clip":
             figures = bench_clip(Path(tmp))
         else:
-            figures = bench_1080p(Path(tmp), args.seconds, args.preset, not args.no_baseline)
+            figures = bench_1080p(Path(tmp), args.seconds, args.preset, not args.no_baseline, args.matrix)
     print(json.dumps(figures, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))

@@ -51,6 +51,7 @@ DECODE_VARIANTS: dict[str, tuple[list[str], str, list[str], int | None]] = {
     "yuv420p + cv2": ([], "yuv420p", [], cv2.COLOR_YUV2BGR_I420),
     "yuv420p + cv2, -threads 1": (["-threads", "1"], "yuv420p", [], cv2.COLOR_YUV2BGR_I420),
     "yuv420p + cv2, -threads 2": (["-threads", "2"], "yuv420p", [], cv2.COLOR_YUV2BGR_I420),
+    "bgr24 -threads 1 -flags2 fast": (["-threads", "1", "-flags2", "fast"], "bgr24", [], None),
 }
 
 ENCODE_BASE = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-b:v", "6000k",

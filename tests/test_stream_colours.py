@@ -82,6 +82,34 @@ def _last_frame(path: Path) -> np.ndarray:
     return np.frombuffer(raw, np.uint8).reshape(-1, H, W, 3)[-1]
 
 
+def _stream_through_engine(png: Path, options: list[str], pipe_format: str, pin: int, pout: int,
+                           pipeline: Pipeline) -> tuple[KeepSink, subprocess.Popen]:
+    """The patches sent over SRT (the sender's matrix), through the engine, out over SRT; what the engine got."""
+    with ThreadPoolExecutor(1) as pool:
+        opening = pool.submit(open_source, f"srt://:{pin}?mode=listener", open_timeout_s=15)
+        time.sleep(1.0)
+        sender = subprocess.Popen(["ffmpeg", "-v", "error", "-re", "-loop", "1", "-framerate", "30", "-i", str(png),
+                                   "-t", "4", *options, "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset",
+                                   "ultrafast", "-g", "30", "-b:v", "3M", "-f", "mpegts",
+                                   f"srt://127.0.0.1:{pin}?mode=caller"], stderr=subprocess.DEVNULL)
+        source = opening.result()
+    engine = Engine(Settings(), source, pipeline=pipeline)
+    try:
+        assert source._session is not None and source._session.pix_fmt == pipe_format, "not the path under test"
+        kept = KeepSink()
+        engine.sinks += [kept, StreamSink(f"srt://127.0.0.1:{pout}?mode=caller", W, H, source.fps_fraction,
+                                          bitrate_kbps=3000)]
+        thread = threading.Thread(target=engine.run_live, daemon=True)
+        thread.start()
+        sender.wait(timeout=20)
+        time.sleep(1.0)
+        engine.stop_event.set()
+        thread.join(timeout=5)
+    finally:
+        engine.close()
+    return kept, sender
+
+
 @pytest.mark.parametrize("matrix", list(SENDERS))
 def test_colours_survive_srt_in_and_out(matrix: str, tmp_path: Path) -> None:
     png = tmp_path / "patches.png"
@@ -92,27 +120,15 @@ def test_colours_survive_srt_in_and_out(matrix: str, tmp_path: Path) -> None:
     out = tmp_path / "out.ts"
     pipeline = Pipeline(Settings())
     recorder = record(f"srt://127.0.0.1:{pout}?mode=listener", out)
-    with ThreadPoolExecutor(1) as pool:
-        opening = pool.submit(open_source, f"srt://:{pin}?mode=listener", open_timeout_s=15)
-        time.sleep(1.0)
-        sender = subprocess.Popen(["ffmpeg", "-v", "error", "-re", "-loop", "1", "-framerate", "30", "-i", str(png),
-                                   "-t", "4", *options, "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset",
-                                   "ultrafast", "-g", "30", "-b:v", "3M", "-f", "mpegts",
-                                   f"srt://127.0.0.1:{pin}?mode=caller"], stderr=subprocess.DEVNULL)
-        source = opening.result()
-    assert source._session is not None and source._session.pix_fmt == pipe_format, "not the path under test"
-    engine = Engine(Settings(), source, pipeline=pipeline)
-    kept = KeepSink()
-    engine.sinks += [kept, StreamSink(f"srt://127.0.0.1:{pout}?mode=caller", W, H, source.fps_fraction,
-                                      bitrate_kbps=3000)]
-    thread = threading.Thread(target=engine.run_live, daemon=True)
-    thread.start()
-    sender.wait(timeout=20)
-    time.sleep(1.0)
-    engine.stop_event.set()
-    thread.join(timeout=5)
-    engine.close()
-    recorder.wait(timeout=15)
+    sender = None
+    try:
+        kept, sender = _stream_through_engine(png, options, pipe_format, pin, pout, pipeline)
+        recorder.wait(timeout=15)
+    finally:  # a failed check must not leave FFmpeg listening
+        for proc in (recorder, sender):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     assert len(kept.images) > 30
     seen = _centres(kept.images[-1])  # what the engine (and the virtual camera) got

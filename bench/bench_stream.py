@@ -38,6 +38,7 @@ DATA = Path(os.environ.get("BLURCAST_DATA", REPO.parent / "shared" / "data"))
 CLIP = DATA / "video_hamilton" / "short_hamilton_clip.mp4"
 SCORER = DATA.parent / "tools" / "score_video.py"
 
+from bench.profile_live import by_thread, thread_cpu_s  # noqa: E402
 from bench.sinks import DiscardSink  # noqa: E402
 from engine.config import Settings  # noqa: E402
 from engine.pipeline import Pipeline  # noqa: E402
@@ -80,6 +81,7 @@ def run_stream(sender_cmd: list[str], seconds: float | None, out: Path, port_in:
     session = source._session
     decoders = [p.pid for p in session.processes()] if session else []
     cpu0 = {pid: cpu_seconds(pid) for pid in [*decoders, sink._proc.pid, os.getpid()]}
+    threads0 = thread_cpu_s()
     thread = threading.Thread(target=engine.run_live, daemon=True)
     started = time.monotonic()
     thread.start()
@@ -91,6 +93,7 @@ def run_stream(sender_cmd: list[str], seconds: float | None, out: Path, port_in:
         time.sleep(0.5)
         latest.update({pid: v for pid in cpu0 if not np.isnan(v := cpu_seconds(pid))})
     elapsed = time.monotonic() - started
+    engine_threads = by_thread(threads0, thread_cpu_s(), engine.stats.frames)
     cpu = {pid: latest[pid] - t for pid, t in cpu0.items()}
     figures = {
         "frames_out": engine.stats.frames, "fps": round(engine.stats.frames / elapsed, 2),
@@ -110,6 +113,9 @@ def run_stream(sender_cmd: list[str], seconds: float | None, out: Path, port_in:
         "decode": round(1000 * sum(cpu[p] for p in decoders) / frames, 2),
         "encode": round(1000 * cpu[sink._proc.pid] / frames, 2), "engine": round(1000 * cpu[os.getpid()] / frames, 2)}
     figures["cpu_ms_per_output_frame"]["total"] = round(sum(figures["cpu_ms_per_output_frame"].values()), 2)
+    # the engine's share of the stream path: decoder-video reads the pipe, source converts I420 (read()),
+    # stream-video converts to I420 and writes every output slot, repeats included
+    figures["engine_cpu_ms_per_output_frame_by_thread"] = engine_threads
     # each child's own unit: the decoder decodes every input frame, the encoder every output slot (repeats too)
     decoded, encoded = engine.stats.frames + figures["dropped_input"], sink.frames_sent + sink.repeated
     figures["cpu_ms_per_decoded_frame"] = round(1000 * sum(cpu[p] for p in decoders) / max(decoded, 1), 2)

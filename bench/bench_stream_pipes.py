@@ -22,6 +22,7 @@ over the rounds.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import os
@@ -52,7 +53,10 @@ DECODE_VARIANTS: dict[str, tuple[list[str], str, list[str], int | None]] = {
     "yuv420p + cv2, -threads 1": (["-threads", "1"], "yuv420p", [], cv2.COLOR_YUV2BGR_I420),
     "yuv420p + cv2, -threads 2": (["-threads", "2"], "yuv420p", [], cv2.COLOR_YUV2BGR_I420),
     "bgr24 -threads 1 -flags2 fast": (["-threads", "1", "-flags2", "fast"], "bgr24", [], None),
+    "bgr24 -threads 1, 1 MB pipe": (["-threads", "1"], "bgr24", [], None),
+    "yuv420p + cv2, -threads 1, 1 MB pipe": (["-threads", "1"], "yuv420p", [], cv2.COLOR_YUV2BGR_I420),
 }
+F_SETPIPE_SZ = 1031  # Linux fcntl: a pipe's capacity (64 KiB by default: ~95 wake-ups per 1080p BGR frame)
 
 ENCODE_BASE = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-b:v", "6000k",
                "-maxrate", "6000k", "-bufsize", "6000k", "-g", "60", "-keyint_min", "60", "-sc_threshold", "0"]
@@ -74,11 +78,14 @@ def clip_1080(tmp: Path) -> Path:
     return src
 
 
-def run_decode(src: Path, frames: int, variant: tuple[list[str], str, list[str], int | None]) -> dict:
+def run_decode(src: Path, frames: int, variant: tuple[list[str], str, list[str], int | None],
+               big_pipe: bool = False) -> dict:
     pre, pix_fmt, post, conversion = variant
     cmd = ["ffmpeg", "-v", "error", "-nostdin", *pre, "-stream_loop", "-1", "-i", str(src), "-map", "0:v:0",
            "-frames:v", str(frames), *post, "-f", "rawvideo", "-pix_fmt", pix_fmt, "-fps_mode", "cfr", "pipe:1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    if big_pipe:
+        fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, 1 << 20)
     shape = (H * 3 // 2, W) if pix_fmt == "yuv420p" else (H, W, 3)
     cpu0, n = time.thread_time(), 0
     while True:
@@ -172,7 +179,7 @@ def main() -> int:
         for round_ in range(args.rounds):
             for name in names:
                 if args.mode == "decode":
-                    result = run_decode(src, args.frames, variants[name])
+                    result = run_decode(src, args.frames, variants[name], big_pipe="1 MB pipe" in name)
                 else:
                     result = run_encode(frames, args.frames, variants[name], Path(tmp) / "out.ts",
                                         repeat=2 if name == REPEATS else 1)

@@ -2,6 +2,7 @@
 
     python bench/bench_stream_pipes.py decode [--rounds 2] [--frames 240]
     python bench/bench_stream_pipes.py encode [--rounds 2] [--frames 240]
+    python bench/bench_stream_pipes.py delay [--rounds 2] [--frames 240]
 
 `decode`: the 1080p30 clip (the dev clip upscaled, as bench_stream.py 1080p sends it) is decoded by an FFmpeg
 child to raw frames on its stdout, read by this process straight into arrays as engine/stages/sources/
@@ -13,6 +14,11 @@ engine runs OpenCV). Per variant: the child's CPU (user + system, from wait4) an
 stream output does (ultrafast, zerolatency, 6 Mb/s CBR-capped, 2 s GOP, to an MPEG-TS file), with x264
 parameter variants; per variant the child's CPU per frame and the output's size (the quality class: same
 bitrate cap, so size says little; PSNR against the input says more and is printed too).
+
+`delay`: the decoder's own delay with FFmpeg's threads and with one: the clip read at its rate (`-re`), the
+time from FFmpeg reading the k-th video packet (its `-debug_ts` line) to the k-th frame arriving on the pipe,
+median and p95 over the frames (a clip without B-frames, as phones send). The log reaches this process late
+(the figures come out negative): only the difference between the variants means anything.
 
 The variants run interleaved, `--rounds` times each, so a machine whose load moves affects all alike; the
 figures are CPU time, which holds on a shared machine far better than wall time. Each row gives min and max
@@ -30,6 +36,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -70,11 +77,12 @@ ENCODE_VARIANTS: dict[str, list[str]] = {
 REPEATS = "every frame sent twice (repeats)"
 
 
-def clip_1080(tmp: Path) -> Path:
+def clip_1080(tmp: Path, b_frames: bool = True) -> Path:
+    """The dev clip at 1080p30; without B-frames (as phones send, zerolatency) for `delay`: packet k is frame k."""
     src = tmp / "clip1080.ts"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(CLIP), "-vf", "scale=1920:1080", "-r", "30",
-                    "-c:v", "libx264", "-preset", "veryfast", "-b:v", "6M", "-g", "60", "-an",
-                    "-f", "mpegts", str(src)], check=True)
+                    "-c:v", "libx264", "-preset", "veryfast", *([] if b_frames else ["-bf", "0"]), "-b:v", "6M",
+                    "-g", "60", "-an", "-f", "mpegts", str(src)], check=True)
     return src
 
 
@@ -109,6 +117,30 @@ def _read_into(pipe, view: memoryview) -> bool:
             return False
         done += got
     return True
+
+
+DELAY_VARIANTS: dict[str, list[str]] = {"FFmpeg's threads (main)": [], "-threads 1": ["-threads", "1"]}
+
+
+def run_delay(src: Path, frames: int, threads: list[str]) -> dict:
+    cmd = ["ffmpeg", "-nostdin", "-v", "verbose", "-debug_ts", *threads, "-re", "-i", str(src), "-map", "0:v:0",
+           "-frames:v", str(frames), "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    packets: list[float] = []
+
+    def read_log() -> None:
+        for line in proc.stderr:
+            if line.startswith(b"demuxer -> ist_index:0") and b"type:video" in line:
+                packets.append(time.monotonic())
+    reader = threading.Thread(target=read_log, daemon=True)
+    reader.start()
+    arrivals, buf = [], np.empty((H * 3 // 2, W), np.uint8)
+    while _read_into(proc.stdout, memoryview(buf).cast("B")):
+        arrivals.append(time.monotonic())
+    proc.wait()
+    reader.join(timeout=5)
+    delays = [1000 * (a - p) for a, p in zip(arrivals, packets, strict=False)][30:]  # past the start-up
+    return {"delay_p50_ms": float(np.percentile(delays, 50)), "delay_p95_ms": float(np.percentile(delays, 95))}
 
 
 def i420_frames(src: Path, frames: int) -> list[np.ndarray]:
@@ -160,7 +192,7 @@ def summarise(results: dict[str, list[dict]]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=("decode", "encode"))
+    parser.add_argument("mode", choices=("decode", "encode", "delay"))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--frames", type=int, default=240)
     parser.add_argument("--only", help="a regular expression: only the variants whose name matches")
@@ -172,13 +204,15 @@ def main() -> int:
     cv2.setNumThreads(1)  # as the engine runs OpenCV (engine/pipeline.py OPENCV_THREADS)
     results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="blurcast-bench-pipes-") as tmp:
-        src = clip_1080(Path(tmp))
-        variants = DECODE_VARIANTS if args.mode == "decode" else ENCODE_VARIANTS
+        src = clip_1080(Path(tmp), b_frames=args.mode != "delay")
+        variants = {"decode": DECODE_VARIANTS, "encode": ENCODE_VARIANTS, "delay": DELAY_VARIANTS}[args.mode]
         names = [n for n in variants if not args.only or re.search(args.only, n)]
         frames = i420_frames(src, 120) if args.mode == "encode" else None
         for round_ in range(args.rounds):
             for name in names:
-                if args.mode == "decode":
+                if args.mode == "delay":
+                    result = run_delay(src, args.frames, variants[name])
+                elif args.mode == "decode":
                     result = run_decode(src, args.frames, variants[name], big_pipe="1 MB pipe" in name)
                 else:
                     result = run_encode(frames, args.frames, variants[name], Path(tmp) / "out.ts",

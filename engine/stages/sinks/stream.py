@@ -42,7 +42,8 @@ RETRY_S = 2.0  # between attempts to reach a far end that is gone
 MAX_FILL_S = 2.0  # a longer gap (an outage) is skipped, not filled with 2 s+ of a frozen frame at once
 CLOSE_GRACE_S = 2.0  # at close, for FFmpeg to take the queued frames and, after them, to finish
 # The stream says how its YUV was made (OpenCV's, or swscale's default, BGR -> YUV: BT.601, limited range): untagged,
-# a receiver guesses, and players and OBS guess BT.709 for HD, which shifts saturated colours by up to 16 levels.
+# a receiver guesses, often BT.709 for HD, which shifts saturated colours (16 levels on the dev clip, 28 on a
+# saturated green: tests/test_stream_colours.py).
 COLOUR_TAGS = ["-colorspace", "smpte170m", "-color_range", "tv"]
 VIDEO_QUEUE = 16  # ~0.5 s: rides out an encoder start-up without dropping, bounds the delay when the uplink lags
 

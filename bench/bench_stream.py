@@ -38,6 +38,7 @@ DATA = Path(os.environ.get("BLURCAST_DATA", REPO.parent / "shared" / "data"))
 CLIP = DATA / "video_hamilton" / "short_hamilton_clip.mp4"
 SCORER = DATA.parent / "tools" / "score_video.py"
 
+from bench.profile_live import by_thread, thread_cpu_s  # noqa: E402
 from bench.sinks import DiscardSink  # noqa: E402
 from engine.config import Settings  # noqa: E402
 from engine.pipeline import Pipeline  # noqa: E402
@@ -80,6 +81,7 @@ def run_stream(sender_cmd: list[str], seconds: float | None, out: Path, port_in:
     session = source._session
     decoders = [p.pid for p in session.processes()] if session else []
     cpu0 = {pid: cpu_seconds(pid) for pid in [*decoders, sink._proc.pid, os.getpid()]}
+    threads0 = thread_cpu_s()
     thread = threading.Thread(target=engine.run_live, daemon=True)
     started = time.monotonic()
     thread.start()
@@ -91,6 +93,7 @@ def run_stream(sender_cmd: list[str], seconds: float | None, out: Path, port_in:
         time.sleep(0.5)
         latest.update({pid: v for pid in cpu0 if not np.isnan(v := cpu_seconds(pid))})
     elapsed = time.monotonic() - started
+    engine_threads = by_thread(threads0, thread_cpu_s(), engine.stats.frames)
     cpu = {pid: latest[pid] - t for pid, t in cpu0.items()}
     figures = {
         "frames_out": engine.stats.frames, "fps": round(engine.stats.frames / elapsed, 2),
@@ -104,6 +107,19 @@ def run_stream(sender_cmd: list[str], seconds: float | None, out: Path, port_in:
         "cpu_engine_pct": round(100 * cpu[os.getpid()] / elapsed, 1), "seconds": round(elapsed, 1),
         "origin": sink._origin,
     }
+    # CPU per output frame holds on a shared machine where % of a core and fps do not (they move with the load)
+    frames = max(engine.stats.frames, 1)
+    figures["cpu_ms_per_output_frame"] = {
+        "decode": round(1000 * sum(cpu[p] for p in decoders) / frames, 2),
+        "encode": round(1000 * cpu[sink._proc.pid] / frames, 2), "engine": round(1000 * cpu[os.getpid()] / frames, 2)}
+    figures["cpu_ms_per_output_frame"]["total"] = round(sum(figures["cpu_ms_per_output_frame"].values()), 2)
+    # the engine's share of the stream path: decoder-video reads the pipe, source converts I420 (read()),
+    # stream-video converts to I420 and writes every output slot, repeats included
+    figures["engine_cpu_ms_per_output_frame_by_thread"] = engine_threads
+    # each child's own unit: the decoder decodes every input frame, the encoder every output slot (repeats too)
+    decoded, encoded = engine.stats.frames + figures["dropped_input"], sink.frames_sent + sink.repeated
+    figures["cpu_ms_per_decoded_frame"] = round(1000 * sum(cpu[p] for p in decoders) / max(decoded, 1), 2)
+    figures["cpu_ms_per_encoded_frame"] = round(1000 * cpu[sink._proc.pid] / max(encoded, 1), 2)
     sender.kill()
     sender.wait()
     engine.stop_event.set()
@@ -201,18 +217,27 @@ def bench_clip(tmp: Path) -> dict:
     return figures
 
 
-def bench_1080p(tmp: Path, seconds: float, preset: str) -> dict:
+# The sender's colour matrix: BT.709 (the dev clip's, and phones' HD) is decoded to BGR by FFmpeg, BT.601 goes
+# down the decoder's pipe as I420 (engine/stages/sources/ffmpeg_pipe.py)
+SENDER_MATRIX = {"bt709": ["-vf", "scale=1920:1080"],
+                 "bt601": ["-vf", "scale=1920:1080:out_color_matrix=bt601", "-colorspace", "smpte170m",
+                           "-color_primaries", "smpte170m", "-color_trc", "smpte170m"]}
+
+
+def bench_1080p(tmp: Path, seconds: float, preset: str, baseline: bool = True, matrix: str = "bt709") -> dict:
     src = tmp / "clip1080.ts"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(CLIP), "-vf", "scale=1920:1080", "-r", "30",
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(CLIP), *SENDER_MATRIX[matrix], "-r", "30",
                     "-c:v", "libx264", "-preset", "veryfast", "-b:v", "6M", "-g", "60", "-c:a", "aac",
                     "-f", "mpegts", str(src)], check=True)
     pin, pout = free_port(), free_port()
     sender = ["ffmpeg", "-v", "error", "-re", "-stream_loop", "-1", "-i", str(src), "-c", "copy", "-f", "mpegts",
               f"srt://127.0.0.1:{pin}?mode=caller"]
     figures = run_stream(sender, seconds, tmp / "recorded1080.ts", pin, pout, bitrate_kbps=6000, preset=preset)
-    figures["preset"] = preset
-    figures["baseline_local_file"] = baseline_live(src, seconds)
-    figures["fps_ratio_stream_to_local"] = round(figures["fps"] / max(figures["baseline_local_file"]["fps"], 1e-6), 2)
+    figures["preset"], figures["sender_matrix"] = preset, matrix
+    if baseline:
+        figures["baseline_local_file"] = baseline_live(src, seconds)
+        figures["fps_ratio_stream_to_local"] = round(figures["fps"] / max(figures["baseline_local_file"]["fps"], 1e-6),
+                                                     2)
     return figures
 
 
@@ -241,6 +266,10 @@ def main() -> int:
     parser.add_argument("mode", choices=("clip", "1080p"))
     parser.add_argument("--seconds", type=float, default=20.0, help="1080p: how long to stream")
     parser.add_argument("--preset", default="veryfast", help="1080p: the output's x264 preset")
+    parser.add_argument("--no-baseline", action="store_true", help="1080p: skip the local-file baseline run "
+                        "(A/B runs of two versions compare CPU per frame, which needs none)")
+    parser.add_argument("--matrix", choices=tuple(SENDER_MATRIX), default="bt709", help="1080p: the sender's "
+                        "colour matrix (bt709 is decoded to BGR by FFmpeg, bt601 goes as I420 to the engine)")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -248,7 +277,10 @@ def main() -> int:
         print(f"the dev clip is missing ({CLIP}); set BLURCAST_DATA", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="blurcast-bench-stream-") as tmp:
-        figures = bench_clip(Path(tmp)) if args.mode == "clip" else bench_1080p(Path(tmp), args.seconds, args.preset)
+        if args.mode == "clip":
+            figures = bench_clip(Path(tmp))
+        else:
+            figures = bench_1080p(Path(tmp), args.seconds, args.preset, not args.no_baseline, args.matrix)
     print(json.dumps(figures, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))

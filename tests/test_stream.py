@@ -183,6 +183,7 @@ def test_size_change_restarts_decoder_and_output_keeps_its_size(tmp_path: Path) 
         ["ffmpeg", "-v", "error", "-re", "-f", "concat", "-safe", "0", "-i", str(playlist), "-c", "copy",
          "-f", "mpegts", f"srt://127.0.0.1:{pin}?mode=caller"], stderr=subprocess.DEVNULL))
     assert (source.info.width, source.info.height) == (320, 240)
+    assert source._session is not None and source._session.pix_fmt == "yuv420p"  # untagged: I420 on the pipe
     engine = Engine(Settings(), source, pipeline=pipeline)
     sink = ListSink(engine)
     engine.sinks += [sink, StreamSink(f"srt://127.0.0.1:{pout}?mode=caller", 320, 240, source.fps_fraction,

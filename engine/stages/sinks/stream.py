@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 RETRY_S = 2.0  # between attempts to reach a far end that is gone
 MAX_FILL_S = 2.0  # a longer gap (an outage) is skipped, not filled with 2 s+ of a frozen frame at once
 CLOSE_GRACE_S = 2.0  # at close, for FFmpeg to take the queued frames and, after them, to finish
+# The stream says how its YUV was made (OpenCV's, or swscale's default, BGR -> YUV: BT.601, limited range): untagged,
+# a receiver guesses, often BT.709 for HD, which shifts saturated colours (16 levels on the dev clip, 28 on a
+# saturated green: tests/test_stream_colours.py).
+COLOUR_TAGS = ["-colorspace", "smpte170m", "-color_range", "tv"]
 VIDEO_QUEUE = 16  # ~0.5 s: rides out an encoder start-up without dropping, bounds the delay when the uplink lags
 
 
@@ -154,7 +158,7 @@ class StreamSink:
                 "-c:v", "libx264", "-preset", preset,
                 "-tune", "zerolatency", "-b:v", f"{bitrate}k", "-maxrate", f"{bitrate}k",
                 "-bufsize", f"{bitrate}k", "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
-                "-pix_fmt", "yuv420p", "-f", self._fmt, self.url]
+                "-pix_fmt", "yuv420p", *COLOUR_TAGS, "-f", self._fmt, self.url]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
                                 pass_fds=(audio_r,) if audio_r is not None else ())
         if audio_r is not None:

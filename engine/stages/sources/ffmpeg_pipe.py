@@ -1,5 +1,12 @@
-"""Decode any FFmpeg input (SRT, RTMP, RTSP, HTTP, V4L2, files) in a child process: BGR frames on stdout,
+"""Decode any FFmpeg input (SRT, RTMP, RTSP, HTTP, V4L2, files) in a child process: raw frames on stdout,
 the sound as 48 kHz PCM on a second pipe.
+
+Pixel format on the pipe (bench/bench_stream_pipes.py, CPU per 1080p frame): a BT.601 or untagged limited-range
+stream comes as I420 and OpenCV makes it BGR here (1.3 ms less CPU a frame in all: swscale's conversion leaves
+the decoder and the pipe carries half the bytes). A BT.709 stream (phones' HD) comes as BGR converted by FFmpeg:
+OpenCV's I420 conversion knows only BT.601 (16 levels off in saturated colours), and a BT.709 correction here
+cost more than it saved. Streams up to 1080p60 are decoded on one thread: less CPU, and two frames less delay
+than FFmpeg's frame threads.
 
 Why a child process and not OpenCV: OpenCV's bundled FFmpeg has no SRT and drops the sound; the system
 FFmpeg has both (`ffmpeg -protocols`). The decoder runs in its own process, so a stalled network read
@@ -30,6 +37,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+import cv2
 import numpy as np
 
 from engine.stages.source import SourceError, SourceInfo
@@ -41,6 +49,12 @@ _GRAPH_INPUT = re.compile(r"\[graph \d+ input from stream \d+:\d+ @ [^\]]+\] w:(
 _OUT_AUDIO = re.compile(r"\s+Stream #0:\d+(\(\w+\))?: Audio")  # "(eng)": a language tag
 _FIRST_PTS = re.compile(r"^encoder <- type:(video|audio) frame_pts:-?\d+ frame_pts_time:(-?[\d.e+-]+)")
 _OUT_FPS = re.compile(r"Video: rawvideo.*?, ([\d.]+) fps")
+# The receiver's input video stream: "Stream #0:0[0x100]: Video: h264 (High) (...), yuv420p(tv, bt709, progressive),
+# 1920x1080 [SAR 1:1 DAR 16:9], 30 fps, ..."; the parentheses: range, matrix[/primaries/transfer], field order.
+_IN_VIDEO = re.compile(r"^\s+Stream #0:\d+\S*: Video: .*?, (\w+)(?:\(([^()]*)\))?, (\d+)x(\d+)")
+_IN_FPS = re.compile(r", (\d+(?:\.\d+)?) (?:fps|tbr)")
+I420_MATRICES = ("", "unknown", "bt470bg", "smpte170m")  # OpenCV's I420 -> BGR is BT.601 limited range
+SINGLE_THREAD_MAX_RATE = 1920 * 1080 * 60  # pixels a second one decoder thread keeps up with (1080p: 6.5 ms/frame)
 AUDIO_CHUNK = 1024 * BYTES_PER_SAMPLE
 DECODE_TS = ["-probesize", "500000", "-analyzeduration", "500000", "-f", "mpegts", "-i", "pipe:0"]
 FRAME_QUEUE = 3  # frames decoded but not yet taken; older ones are dropped (the engine keeps only the newest)
@@ -58,6 +72,8 @@ class _Session:
     fps: float | None = None
     size_changed: bool = False
     has_audio: bool | None = None
+    video_line: str | None = None  # the receiver's input video stream line: what the decoder will get
+    pix_fmt: str = "bgr24"  # on the decoder's pipe: "bgr24", or "yuv420p" converted here (decode_options)
     started: float = field(default_factory=time.monotonic)
     mapped: threading.Event = field(default_factory=threading.Event)
     configured: threading.Event = field(default_factory=threading.Event)
@@ -101,6 +117,7 @@ class FFmpegSource:
         self._fps = 30.0
         self._first: tuple[int, np.ndarray] | None = None
         self._session: _Session | None = None
+        self._force_bgr = False  # set once a stream came at an odd size (I420 on the pipe needs even sizes)
         self._last_errors: list[str] = []  # FFmpeg's errors in the last session that had some: why it failed
         if not self._connect(open_timeout_s):
             self._stop_session()
@@ -129,7 +146,7 @@ class FFmpegSource:
         if session.size_changed:
             return self._restart_decoder(session)
         self.last_index, frame = item
-        return frame
+        return _to_bgr(frame)
 
     def reopen(self, attempts: int = 1, wait: float = 0.5) -> bool:
         """Start (or keep waiting on) a decoder; True once it gives a frame. A listener keeps listening
@@ -168,7 +185,7 @@ class FFmpegSource:
                 self._stop_session()
                 time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
                 continue
-            self._first = item
+            self._first = (item[0], _to_bgr(item[1]))
             self.has_audio = bool(session.has_audio)
             self.state = "running"
             return True
@@ -204,6 +221,8 @@ class FFmpegSource:
             session.log_tail.append(line)
             if line.startswith("Output #0"):
                 in_output, session.has_audio = True, False
+            elif not in_output and session.video_line is None and _IN_VIDEO.match(line):
+                session.video_line = line
             elif in_output and _OUT_AUDIO.match(line):
                 session.has_audio = True
             elif line.startswith("Stream mapping:") and not session.mapped.is_set():
@@ -220,10 +239,11 @@ class FFmpegSource:
 
     def _start_decoder(self, session: _Session, ffmpeg: str, input_args: list[str], stdin) -> None:
         audio_r, audio_w = os.pipe() if session.has_audio else (None, None)
+        session.pix_fmt, threads = decode_options(None if self._force_bgr else session.video_line)
         # -debug_ts: the first video frame's and first audio frame's output times, so the sound is placed
         # on the frames' clock exactly (a stream often starts its sound before its first keyframe).
-        cmd = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-v", "verbose", "-debug_ts", *input_args,
-               "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "bgr24", "-fps_mode", "cfr", "pipe:1"]
+        cmd = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-v", "verbose", "-debug_ts", *threads, *input_args,
+               "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", session.pix_fmt, "-fps_mode", "cfr", "pipe:1"]
         if audio_w is not None:
             # async resampling pads gaps with silence, so sample count stays time on the video's clock
             cmd += ["-map", "0:a:0", "-af", "aresample=async=1000", "-ac", str(CHANNELS), "-ar", str(RATE),
@@ -291,9 +311,16 @@ class FFmpegSource:
             session.frames.put(None)
             return
         w, h = session.size
+        i420 = session.pix_fmt == "yuv420p"
+        if i420 and (w % 2 or h % 2):  # I420 of an odd size is not OpenCV's layout: this stream goes BGR from now on
+            log.warning("source %s: odd size %dx%d; decoding to BGR", self.spec, w, h)
+            self._force_bgr = True
+            session.frames.put(None)
+            return
+        shape = (h * 3 // 2, w) if i420 else (h, w, 3)
         n = 0
         while True:
-            frame = np.empty((h, w, 3), np.uint8)  # read straight into the frame: no copy per frame
+            frame = np.empty(shape, np.uint8)  # read straight into the frame: no copy per frame
             if not _read_into(session.proc.stdout, memoryview(frame).cast("B")):
                 break
             if n == 0:
@@ -353,7 +380,7 @@ class FFmpegSource:
         self.state = "reconnecting"
         if session.receiver is None or session.receiver.poll() is not None:
             return self._lost("the picture size changed")
-        fresh = _Session(session.receiver, has_audio=session.has_audio)
+        fresh = _Session(session.receiver, has_audio=session.has_audio, video_line=session.video_line)
         fresh.mapped.set()
         if session.proc is not None:
             session.proc.kill()
@@ -383,6 +410,28 @@ class FFmpegSource:
     def _why(self) -> str:
         errors = (_error_lines(self._session.log_tail) if self._session is not None else []) or self._last_errors
         return f": {errors[-1]}".replace(self.url, self.spec) if errors else ""  # FFmpeg names the URL in full
+
+
+def decode_options(video_line: str | None) -> tuple[str, list[str]]:
+    """The decoder's pipe pixel format and thread option for the input the receiver described. Anything not
+    understood keeps FFmpeg's BGR conversion (it honours the stream's colour tags) and its default threads."""
+    m = _IN_VIDEO.match(video_line or "")
+    if m is None:
+        return "bgr24", []
+    pix_fmt, props, w, h = m.group(1), m.group(2) or "", int(m.group(3)), int(m.group(4))
+    tokens = [t.strip() for t in props.split(",") if t.strip()]
+    ranges = [t for t in tokens if t in ("tv", "pc")]
+    colours = [t for t in tokens if t not in ("tv", "pc") and "first" not in t and t != "progressive"]
+    matrix = colours[0].split("/")[0] if colours else ""
+    i420 = pix_fmt == "yuv420p" and ranges in ([], ["tv"]) and matrix in I420_MATRICES and not (w % 2 or h % 2)
+    fps = float(f.group(1)) if (f := _IN_FPS.search(video_line or "")) else 30.0
+    threads = ["-threads", "1"] if w * h * fps <= SINGLE_THREAD_MAX_RATE else []
+    return ("yuv420p" if i420 else "bgr24"), threads
+
+
+def _to_bgr(frame: np.ndarray) -> np.ndarray:
+    """A frame as the engine takes it: I420 from the pipe (2-D, 1.5 x the height) becomes BGR (BT.601)."""
+    return cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420) if frame.ndim == 2 else frame
 
 
 def _error_lines(tail) -> list[str]:

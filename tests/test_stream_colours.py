@@ -151,7 +151,26 @@ def test_colours_survive_srt_in_and_out(matrix: str, tmp_path: Path) -> None:
     ("  Stream #0:0: Video: hevc (Main 10), yuv420p10le(tv, bt2020nc/bt2020/arib-std-b67), 3840x2160, 30 fps",
      ("bgr24", [])),  # 4K: FFmpeg's frame threads
     ("  Stream #0:0: Video: h264 (High), yuv420p(progressive), 1921x1080, 30 fps", ("bgr24", ["-threads", "1"])),
+    ("  Stream #0:0: Video: hevc (Main), yuv420p(tv, bt709), 1920x1080, 30 fps, 30 tbr", ("bgr24", [])),
+    # one thread was measured on H.264 only: HEVC keeps FFmpeg's frame threads
+    ("  Stream #0:0: Video: h264 (High), yuv420p(progressive), 2560x1440, 90k tbr, 90k tbn", ("yuv420p", [])),
+    # no stated rate ("tbr" is FFmpeg's guess): a 1440p60 stream must not get one thread
     ("something else", ("bgr24", [])),
 ])
 def test_decode_options_from_the_receivers_stream_line(line: str, expected: tuple[str, list[str]]) -> None:
     assert decode_options(line) == expected
+
+
+def test_recordings_say_which_matrix_their_yuv_has(tmp_path: Path) -> None:
+    """A recording is made like a stream (BT.601, limited range): untagged, players take HD as BT.709."""
+    from engine.stages.anonymize import Anonymizer
+    from engine.stages.sink import FileSink
+
+    anonymizer, image = Anonymizer(Settings()), _patches()
+    sink = FileSink(tmp_path / "rec.mp4", W, H, 30)
+    for index in range(10):
+        sink.write(anonymizer.apply(image.copy(), index, []))
+    sink.close()
+    assert _colour_spaces(tmp_path / "rec.mp4") == {"smpte170m"}
+    shown = _centres(_last_frame(tmp_path / "rec.mp4"))
+    assert np.abs(shown - _centres(image)).max() <= TOLERANCE, f"recorded colours off:\n{shown.round(1)}"

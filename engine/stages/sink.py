@@ -23,6 +23,11 @@ from engine.stages.anonymize import SafeFrame
 
 log = logging.getLogger(__name__)
 
+# A stream or recording says how its YUV was made (OpenCV's, or swscale's default, BGR -> YUV: BT.601, limited
+# range): untagged, a receiver or player guesses, often BT.709 for HD, which shifts saturated colours (16 levels
+# on the dev clip, 28 on a saturated green: tests/test_stream_colours.py).
+COLOUR_TAGS = ["-colorspace", "smpte170m", "-color_range", "tv"]
+
 
 class SinkError(RuntimeError):
     """A sink cannot be opened or written; the message names the fix."""
@@ -149,7 +154,7 @@ class FileSink:
         # under half a second more than the last fragment (measured: 76 of 90 frames kept vs 60; size +1 %).
         cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", self.preset,
                 "-crf", str(self.crf), "-x264-params", "sliced-threads=1:sync-lookahead=0:rc-lookahead=8",
-                "-pix_fmt", "yuv420p", "-r", fps,
+                "-pix_fmt", "yuv420p", *COLOUR_TAGS, "-r", fps,
                 "-force_key_frames", f"expr:gte(t,n_forced*{KEYFRAME_EVERY_S})",
                 *CRASH_SAFE_MUXING[self.path.suffix.lower()], "-flush_packets", "1", str(self.path)]
         return cmd

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from engine.stages.anonymize import SafeFrame
-from engine.stages.sink import SinkError, _check
+from engine.stages.sink import COLOUR_TAGS, SinkError, _check
 from engine.stages.sources.audio import BYTES_PER_SAMPLE, CHANNELS, RATE, AudioTap
 from engine.stream_options import check_stream_options
 
@@ -41,10 +41,6 @@ log = logging.getLogger(__name__)
 RETRY_S = 2.0  # between attempts to reach a far end that is gone
 MAX_FILL_S = 2.0  # a longer gap (an outage) is skipped, not filled with 2 s+ of a frozen frame at once
 CLOSE_GRACE_S = 2.0  # at close, for FFmpeg to take the queued frames and, after them, to finish
-# The stream says how its YUV was made (OpenCV's, or swscale's default, BGR -> YUV: BT.601, limited range): untagged,
-# a receiver guesses, often BT.709 for HD, which shifts saturated colours (16 levels on the dev clip, 28 on a
-# saturated green: tests/test_stream_colours.py).
-COLOUR_TAGS = ["-colorspace", "smpte170m", "-color_range", "tv"]
 VIDEO_QUEUE = 16  # ~0.5 s: rides out an encoder start-up without dropping, bounds the delay when the uplink lags
 
 

@@ -2,7 +2,7 @@
 the sound as 48 kHz PCM on a second pipe.
 
 Pixel format on the pipe (bench/bench_stream_pipes.py, CPU per 1080p frame): a BT.601 or untagged limited-range
-stream comes as I420 and OpenCV makes it BGR here (1.3 ms less CPU a frame in all: swscale's conversion leaves
+stream comes as I420 and OpenCV makes it BGR here (1.6-1.9 ms less CPU a frame in all: swscale's conversion leaves
 the decoder and the pipe carries half the bytes). A BT.709 stream (phones' HD) comes as BGR converted by FFmpeg:
 OpenCV's I420 conversion knows only BT.601 (16 levels off in saturated colours), and a BT.709 correction here
 cost more than it saved. Streams up to 1080p60 are decoded on one thread: less CPU, and two frames less delay
@@ -52,7 +52,8 @@ _OUT_FPS = re.compile(r"Video: rawvideo.*?, ([\d.]+) fps")
 # The receiver's input video stream: "Stream #0:0[0x100]: Video: h264 (High) (...), yuv420p(tv, bt709, progressive),
 # 1920x1080 [SAR 1:1 DAR 16:9], 30 fps, ..."; the parentheses: range, matrix[/primaries/transfer], field order.
 _IN_VIDEO = re.compile(r"^\s+Stream #0:\d+\S*: Video: .*?, (\w+)(?:\(([^()]*)\))?, (\d+)x(\d+)")
-_IN_FPS = re.compile(r", (\d+(?:\.\d+)?) (?:fps|tbr)")
+_IN_FPS = re.compile(r", (\d+(?:\.\d+)?) fps")  # a real rate: "tbr" alone is often a guess (90k)
+_IN_CODEC = re.compile(r"Video: (\w+)")
 I420_MATRICES = ("", "unknown", "bt470bg", "smpte170m")  # OpenCV's I420 -> BGR is BT.601 limited range
 SINGLE_THREAD_MAX_RATE = 1920 * 1080 * 60  # pixels a second one decoder thread keeps up with (1080p: 6.5 ms/frame)
 AUDIO_CHUNK = 1024 * BYTES_PER_SAMPLE
@@ -141,10 +142,10 @@ class FFmpegSource:
             item = session.frames.get(timeout=self.stall_s)
         except queue.Empty:
             return self._lost(f"no frame for {self.stall_s:.1f} s")
-        if item is None:
-            return self._lost("the stream ended" + self._why())
         if session.size_changed:
             return self._restart_decoder(session)
+        if item is None:
+            return self._lost("the stream ended" + self._why())
         self.last_index, frame = item
         return _to_bgr(frame)
 
@@ -315,6 +316,7 @@ class FFmpegSource:
         if i420 and (w % 2 or h % 2):  # I420 of an odd size is not OpenCV's layout: this stream goes BGR from now on
             log.warning("source %s: odd size %dx%d; decoding to BGR", self.spec, w, h)
             self._force_bgr = True
+            session.size_changed = True  # read() restarts the decoder (as BGR); the sender's connection stays up
             session.frames.put(None)
             return
         shape = (h * 3 // 2, w) if i420 else (h, w, 3)
@@ -380,7 +382,9 @@ class FFmpegSource:
         self.state = "reconnecting"
         if session.receiver is None or session.receiver.poll() is not None:
             return self._lost("the picture size changed")
-        fresh = _Session(session.receiver, has_audio=session.has_audio, video_line=session.video_line)
+        # No stream line: the old one describes the old stream; a sender that retags its colours with the new
+        # size would be converted wrongly. BGR from FFmpeg follows the tags frame by frame.
+        fresh = _Session(session.receiver, has_audio=session.has_audio, video_line=None)
         fresh.mapped.set()
         if session.proc is not None:
             session.proc.kill()
@@ -424,8 +428,12 @@ def decode_options(video_line: str | None) -> tuple[str, list[str]]:
     colours = [t for t in tokens if t not in ("tv", "pc") and "first" not in t and t != "progressive"]
     matrix = colours[0].split("/")[0] if colours else ""
     i420 = pix_fmt == "yuv420p" and ranges in ([], ["tv"]) and matrix in I420_MATRICES and not (w % 2 or h % 2)
-    fps = float(f.group(1)) if (f := _IN_FPS.search(video_line or "")) else 30.0
-    threads = ["-threads", "1"] if w * h * fps <= SINGLE_THREAD_MAX_RATE else []
+    # One thread only where it was measured to keep up: H.264 at a stated rate up to 1080p60. HEVC, AV1, or a
+    # rate FFmpeg only guessed keep its frame threads (one thread falling behind would stall the source).
+    fps = float(f.group(1)) if (f := _IN_FPS.search(video_line or "")) else None
+    codec = c.group(1) if (c := _IN_CODEC.search(video_line or "")) else ""
+    single = codec == "h264" and fps is not None and w * h * fps <= SINGLE_THREAD_MAX_RATE
+    threads = ["-threads", "1"] if single else []
     return ("yuv420p" if i420 else "bgr24"), threads
 
 

@@ -242,7 +242,7 @@ def test_terminal_graphics_preview_draws_outlines_and_ids_into_the_picture():
     assert tuple(image[0, 400]) == STATE_RGB["visible"], "outlined in the visible colour"
     corner = image[2:14, 322:334]
     assert (corner == 0).any() and (corner == STATE_RGB["visible"]).all(axis=-1).any(), "an id label in the corner"
-    assert detect_graphics() is None, "not a terminal here: half blocks"
+    assert detect_graphics().graphics is None, "not a terminal here: half blocks"
 
 
 def test_the_live_screen_uses_the_graphics_preview_where_the_terminal_has_it(tmp_path):

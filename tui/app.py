@@ -83,6 +83,7 @@ class BlurcastApp(App[int]):
         super().__init__()
         self.requested_source = requested_source  # given on the command line: an engine on another is asked
         self.graphics: str | None = None  # "sixel"/"kitty" when the terminal draws pictures (run_ui finds out)
+        self.typed_ahead = ""  # keys typed while run_ui asked the terminal: replayed once the app runs
         self.engine_link = link
         self.start_engine = start_engine
         self.attach = attach
@@ -102,6 +103,7 @@ class BlurcastApp(App[int]):
 
     # --- lifecycle --------------------------------------------------------------------------------------------
     def on_mount(self) -> None:
+        self._replay_typed_ahead()
         if not self.attach:
             self.engine_state = "detached"
             return
@@ -109,6 +111,16 @@ class BlurcastApp(App[int]):
         if self.start_engine:
             self._begin_start()
         self.stream_telemetry()
+
+    def _replay_typed_ahead(self) -> None:
+        """Keys typed before the app took the terminal count as typed now (never lost to the terminal query)."""
+        from textual import events
+        from textual._xterm_parser import XTermParser  # the parser Textual's own driver reads keys with
+
+        typed, self.typed_ahead = self.typed_ahead, ""
+        for event in XTermParser().feed(typed):
+            if isinstance(event, events.Key):
+                self.post_message(event)
 
     def _begin_start(self) -> None:
         self._starting = True  # set before the worker runs: stream failures meanwhile are expected
@@ -441,7 +453,8 @@ def run_ui(source: str | None = None, paths: EnginePaths | None = None) -> int:
     _log_to_file(app.engine_link.paths.root / "ui.log")
     from tui.widgets.graphics_preview import detect_graphics  # asks the terminal: before the app takes it
 
-    app.graphics = detect_graphics()
+    answer = detect_graphics()
+    app.graphics, app.typed_ahead = answer.graphics, answer.typed
     app.run()
     if app.engine_state in ("live", "stale"):
         sys.stderr.write("Blurcast: the engine keeps running; `blurcast engine stop` ends it.\n")

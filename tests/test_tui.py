@@ -461,6 +461,28 @@ def test_no_camera_says_so_in_one_line_and_a_file_can_be_picked_without_restart(
         stop_background(paths)
 
 
+def test_keys_pressed_while_the_engine_starts_are_not_lost(dev_clip, tmp_path):
+    """The first keys after launch come while the engine loads its models: p is a panic done as soon as it
+    answers (it was greyed and dropped), s focuses the sliders once their ranges come (it did nothing)."""
+    paths = EnginePaths(tmp_path / "home")
+    app = make_app(paths, source=str(dev_clip))
+
+    async def scenario() -> None:
+        async with app.run_test() as pilot:
+            await until(pilot, lambda: app.engine_state == "starting", what="the engine start")
+            await pilot.press("p", "s")
+            assert app.engine_state == "starting", "the keys were pressed before the engine answered"
+            await until(pilot, lambda: app.engine_state == "live", timeout=90, what="the engine")
+            await until(pilot, lambda: request(paths, "settings")["panic"], what="the panic asked at start")
+            await until(pilot, lambda: isinstance(app.focused, Slider), what="the sliders to take the keys")
+            assert app.focused.id == "similarity-threshold"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        stop_background(paths)
+
+
 def test_source_given_against_a_running_engine_asks_and_never_ignores(engine, dev_clip, data_dir):
     other = data_dir / "video_unannotated" / "head_motion_d0.mp4"
     need_data(other)

@@ -95,6 +95,7 @@ class BlurcastApp(App[int]):
         self._pending_lock = threading.Lock()
         self._send_lock = threading.Lock()  # one `set` at a time, so the newest value always lands last
         self._switches: dict[str, tuple[bool, float]] = {}
+        self._queued: dict[str, tuple[str, bool]] = {}  # switch -> (command, on) asked before the engine answered
         self.settings_sent: dict[str, tuple[Any, float]] = {}
         self.settings_delays: deque[float] = deque(maxlen=100)  # s from a slider change to its telemetry echo
         self.fps_history: deque[float] = deque(maxlen=HISTORY)  # one sample a second, for the sparklines
@@ -183,6 +184,7 @@ class BlurcastApp(App[int]):
             self.engine_state = "live"
             if self.attach:
                 self.fetch_limits()
+            self._send_queued()
             self._check_requested_source(message.telemetry)
         self.telemetry = message.telemetry
 
@@ -320,7 +322,10 @@ class BlurcastApp(App[int]):
             self.post_message(CommandFailed(cmd, str(exc)))
 
     def switch_state(self, name: str) -> bool:
-        """panic/paused as last asked for (for a moment) or as the engine last reported."""
+        """panic/paused as asked before the engine answered, as last asked for (for a moment), or as the engine
+        last reported."""
+        if name in self._queued:
+            return self._queued[name][1]
         asked = self._switches.get(name)
         if asked and time.monotonic() - asked[1] < OPTIMISTIC_S:
             return asked[0]
@@ -329,7 +334,18 @@ class BlurcastApp(App[int]):
     def _toggle(self, name: str, cmd: str) -> None:
         on_now = not self.switch_state(name)
         self._switches[name] = (on_now, time.monotonic())
-        self.send_command(cmd, on=on_now)
+        if self.engine_state in ("live", "stale"):
+            self.send_command(cmd, on=on_now)
+            return
+        # The first keys often come while the engine starts: a panic asked then is a panic done, once it answers.
+        self._queued[name] = (cmd, on_now)
+        self.notify(f"{name.capitalize()} {'on' if on_now else 'off'} as soon as the engine answers.", timeout=4)
+
+    def _send_queued(self) -> None:
+        queued, self._queued = self._queued, {}
+        for name, (cmd, on_now) in queued.items():
+            self._switches[name] = (on_now, time.monotonic())
+            self.send_command(cmd, on=on_now)
 
     # --- actions ----------------------------------------------------------------------------------------------
     def action_show(self, mode: str) -> None:
@@ -395,7 +411,7 @@ class BlurcastApp(App[int]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("panic", "pause"):
-            return True if self.engine_state in ("live", "stale") else None  # shown greyed while unreachable
+            return True if self.attach else None  # before the engine answers, the wish is kept and sent then
         if action == "restart_engine":
             return self.engine_state in ("lost", "stale")
         if action == "show":

@@ -73,6 +73,7 @@ class LiveScreen(Screen):
         self._user_moved_until = 0.0
         self._user_picked = False  # the selection came from the user (keys, click, number), not from the offer
         self._source_fps: float | None = None  # the rate the look-ahead's cost is shown at
+        self._focus_when_ready: str | None = None  # s/a pressed before the engine gave the sliders' ranges
 
     def compose(self) -> ComposeResult:
         yield EngineBar()
@@ -271,6 +272,9 @@ class LiveScreen(Screen):
             slider.disabled = False
         # Values that came before their range were clamped to the placeholder range: take them again.
         self._sync_sliders(((self._app.telemetry or {}).get("settings")) or {})
+        wanted, self._focus_when_ready = self._focus_when_ready, None
+        if wanted is not None:
+            getattr(self, f"action_{wanted}")()
 
     # --- preview ----------------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
@@ -372,6 +376,10 @@ class LiveScreen(Screen):
 
     def action_enrol(self) -> None:
         track = self.selected if str(self.selected) in self._shown else self._cursor_track()
+        if self._app.engine_state != "live":
+            self.notify("No faces yet: the engine is not sending figures. Press e again once faces show.",
+                        timeout=4)
+            return
         if track is None or str(track) not in self._shown:
             self.notify("Pick a face first: arrow keys in the table, or type its number.", timeout=4)
             return
@@ -382,19 +390,24 @@ class LiveScreen(Screen):
 
         self.app.push_screen(EnrolScreen(track), enrol)
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "enrol":
-            return True if self._app.engine_state == "live" else None
-        return True
-
     def action_focus_sliders(self) -> None:
         sliders = [s for s in self.query(Slider) if s.focusable]
         if sliders:
             sliders[0].focus()
+        else:
+            self._wait_for_sliders("focus_sliders")
 
     def action_focus_lookahead(self) -> None:
         if self._lookahead().focusable:
             self._lookahead().focus()
+        else:
+            self._wait_for_sliders("focus_lookahead")
+
+    def _wait_for_sliders(self, action: str) -> None:
+        """Pressed before the engine sent the sliders' ranges (it is starting): done once they come."""
+        self._focus_when_ready = action
+        self.notify("The sliders take their ranges from the engine: they get the keys once it answers.",
+                    timeout=4)
 
     def action_focus_faces(self) -> None:
         self.query_one("#faces", DataTable).focus()

@@ -633,7 +633,8 @@ def test_sliders_take_ranges_and_defaults_from_the_engine(engine, dev_clip):
 
 def test_lookahead_slider_sets_the_engine_and_shows_its_cost(engine, dev_clip):
     """a: the look-ahead slider (range and default from the engine); → holds a frame more in the engine, and the
-    slider and its help say the delay that costs at the source's rate; the engine's OBS sync offset grows with it."""
+    slider and its help say the delay that costs at the rate the engine processes; the engine's OBS sync offset
+    grows with it."""
     limits = request(engine, "limits")["lookahead_frames"]
 
     async def scenario() -> None:
@@ -647,9 +648,11 @@ def test_lookahead_slider_sets_the_engine_and_shows_its_cost(engine, dev_clip):
             await pilot.press("right", "right", "right")
             await until(pilot, lambda: request(engine, "settings")["lookahead_frames"] == 3,
                         what="the engine to hold 3")
-            cost = 3000 / app.telemetry["source"]["fps"]  # the dev clip: 29.97 fps, 100 ms
-            assert slider.shown() == f"3 +{cost:.0f}ms" and f"3 +{cost:.0f}ms" in str(slider.render())
-            assert f"+{cost:.0f} ms delay" in str(app.screen.query_one("#slider-help", Static).render())
+            cost = 3000 / app.telemetry["fps"]  # the dev clip processed at ~30 fps: ~100 ms
+            shown = slider.shown()
+            assert shown.startswith("3 +") and shown in str(slider.render())
+            assert abs(float(shown.removeprefix("3 +").removesuffix("ms")) - cost) <= 0.05 * cost, (shown, cost)
+            assert "ms delay at" in str(app.screen.query_one("#slider-help", Static).render())
             await until(pilot, lambda: app.telemetry.get("lookahead_frames") == 3
                         and (app.telemetry.get("obs_sync_offset_ms") or 0) >= 0.8 * cost, timeout=20,
                         what="the held frames in the OBS sync offset")

@@ -410,8 +410,7 @@ class BlurcastApp(App[int]):
             self._begin_start()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("panic", "pause"):
-            return True if self.attach else None  # before the engine answers, the wish is kept and sent then
+        # panic/pause stay on: pressed before the engine answers, the wish is kept and sent once it does
         if action == "restart_engine":
             return self.engine_state in ("lost", "stale")
         if action == "show":

@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Sparkline, Static
 from textual.worker import get_current_worker
 
-from tui.format import FACE_COLUMNS, enrolment_line, face_row, figures, in_view, lookahead_cost
+from tui.format import FACE_COLUMNS, enrolment_line, face_row, figures, in_view, lookahead_cost, lookahead_rate
 from tui.link import ControlError, decode_preview
 from tui.messages import PreviewFrame
 from tui.screens.enrol import EnrolScreen
@@ -31,6 +31,7 @@ STEADY_S = 2.0  # a face in view this long, with an empty facebank, is offered f
 DIGITS_S = 1.0  # digits typed within this long of each other make one face number
 ENROL_SECONDS = 3.0  # several head poses (2 s gave too few to hold through turns); the models load meanwhile
 NAV_KEYS = frozenset({"up", "down", "pageup", "pagedown", "home", "end", "ctrl+home", "ctrl+end"})
+RATE_STEADY = 0.03  # the look-ahead's cost follows the processed rate once it moves by more than this share
 USER_MOVE_S = 0.5  # a highlight this soon after a key or click in the table is the user's pick
 
 # (setting, label, step, format): the range, default and help come from the engine's `limits`
@@ -40,7 +41,7 @@ SLIDERS: tuple[tuple[str, str, float, str], ...] = (
     ("strength", "strength", 0.05, "{:.2f}"),
     ("margin", "margin", 0.05, "{:.2f}"),
     ("hold_seconds", "hold", 0.1, "{:.1f}s"),
-    ("lookahead_frames", "look-ahead", 1, "{:.0f}"),  # shown with its cost: the delay at the source's rate
+    ("lookahead_frames", "look-ahead", 1, "{:.0f}"),  # shown with its cost: the delay at the rate processed
 )
 LOOKAHEAD = "lookahead_frames"
 SLIDER_KEYS = "↑/↓ slider · ←/→ change · d default"
@@ -72,7 +73,7 @@ class LiveScreen(Screen):
         self._digits = ("", 0.0)
         self._user_moved_until = 0.0
         self._user_picked = False  # the selection came from the user (keys, click, number), not from the offer
-        self._source_fps: float | None = None  # the rate the look-ahead's cost is shown at
+        self._rate: tuple[float | None, str] = (None, "")  # the rate the look-ahead's cost is shown at, and which
         self._focus_when_ready: str | None = None  # s/a pressed before the engine gave the sliders' ranges
 
     def compose(self) -> ComposeResult:
@@ -137,7 +138,7 @@ class LiveScreen(Screen):
         self.query_one("#fps-spark", Sparkline).data = list(self._app.fps_history)
         self.query_one("#latency-spark", Sparkline).data = list(self._app.latency_history)
         settings = t.get("settings") or {}
-        self._show_lookahead_cost((t.get("source") or {}).get("fps"))
+        self._show_lookahead_cost(*lookahead_rate(t))
         self._sync_sliders(settings)
         faces = in_view(t.get("faces") or [])
         now = time.monotonic()
@@ -151,13 +152,15 @@ class LiveScreen(Screen):
             self._table_at = now
             self._update_faces(t, faces)
 
-    def _show_lookahead_cost(self, fps: Any) -> None:
-        """The look-ahead slider writes its value with the delay it adds at the source's rate."""
-        fps = float(fps) if isinstance(fps, int | float) and fps > 0 else None
-        if fps == self._source_fps and self._lookahead().describe is not None:
-            return
-        self._source_fps = fps
-        self._lookahead().describe = lambda frames: lookahead_cost(frames, fps)[0]
+    def _show_lookahead_cost(self, fps: float | None, basis: str) -> None:
+        """The look-ahead slider writes its value with the delay it adds: a held frame goes out when the engine
+        has processed that many more, so at the engine's measured rate (below the source's when it sheds)."""
+        shown, shown_basis = self._rate
+        steady = fps is not None and shown is not None and abs(fps - shown) <= RATE_STEADY * shown
+        if basis == shown_basis and (steady or fps == shown) and self._lookahead().describe is not None:
+            return  # the measured rate wobbles by a frame: the figure changes when the rate does
+        self._rate = (fps, basis)
+        self._lookahead().describe = lambda frames: lookahead_cost(frames, fps, basis)[0]
         self._lookahead().refresh()
         if self.focused is self._lookahead():
             self._show_slider_help(self._lookahead())
@@ -313,7 +316,7 @@ class LiveScreen(Screen):
     def _show_slider_help(self, s: Slider) -> None:
         """What the focused slider trades (the engine's words); the look-ahead's cost first: the line is cut."""
         default = f" · default {s.fmt.format(s.default)}" if s.default is not None else ""
-        cost = (lookahead_cost(s.value, self._source_fps)[1] + " · ", "bold") if s.name == LOOKAHEAD else ""
+        cost = (lookahead_cost(s.value, *self._rate)[1] + " · ", "bold") if s.name == LOOKAHEAD else ""
         line = Text.assemble((f"{s.label}: ", "bold"), cost, s.help or "",
                              (f" · {s.fmt.format(s.minimum)}–{s.fmt.format(s.maximum)}{default}", "dim"))
         self.query_one("#slider-help", Static).update(line)

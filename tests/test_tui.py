@@ -483,6 +483,28 @@ def test_keys_pressed_while_the_engine_starts_are_not_lost(dev_clip, tmp_path):
         stop_background(paths)
 
 
+def test_the_first_keys_reach_the_screen_not_a_hidden_button(engine, dev_clip):
+    """At launch the only focused widget was the engine bar's hidden Restart button: Enter on the face under the
+    cursor (this is me) and the arrows did nothing until s or t was pressed. On the output screen, a field left
+    with escape gave the focus to the source kinds, where space picked a kind instead of pausing."""
+    from tui.screens.enrol import EnrolScreen
+
+    async def scenario() -> None:
+        async with ui(engine, dev_clip).run_test() as pilot:
+            app = await live(pilot)
+            table = app.screen.query_one("#faces", DataTable)
+            await until(pilot, lambda: table.row_count > 0, what="faces in the table")
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, EnrolScreen), what="Enter: this is me")
+            await pilot.press("escape", "o", "s", "escape")
+            kind = app.screen.query_one("#source-kind").pressed_button
+            await pilot.press("space")
+            await until(pilot, lambda: request(engine, "settings")["paused"], what="space to pause")
+            assert app.screen.query_one("#source-kind").pressed_button is kind, "space picked no source kind"
+
+    asyncio.run(scenario())
+
+
 def test_source_given_against_a_running_engine_asks_and_never_ignores(engine, dev_clip, data_dir):
     other = data_dir / "video_unannotated" / "head_motion_d0.mp4"
     need_data(other)

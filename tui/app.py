@@ -69,6 +69,8 @@ class BlurcastApp(App[int]):
         Binding("r", "restart_engine", "Restart engine"),
         Binding("question_mark", "toggle_help", "Keys"),
         Binding("q", "quit", "Quit"),
+        # Textual's own ctrl+q, its long help (four lines in the keys panel at 80 columns) replaced by what matters
+        Binding("ctrl+q", "quit", "Quit", tooltip="(the engine keeps running)", show=False, priority=True),
     ]
 
     engine_state: var[str] = var("connecting")  # one of ENGINE_STATES

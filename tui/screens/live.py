@@ -22,6 +22,7 @@ from tui.link import ControlError, decode_preview
 from tui.messages import PreviewFrame
 from tui.screens.enrol import EnrolScreen
 from tui.widgets import EngineBar, Preview, Slider
+from tui.widgets.row_table import QUIET_COPY, RowTable
 from tui.workers import wait_cancellable
 
 PREVIEW_HZ = 3.0
@@ -57,7 +58,9 @@ PREVIEW_NOTES = {
 
 class LiveScreen(Screen):
     CSS_PATH = "live.tcss"
+    AUTO_FOCUS = "#faces"  # arrows pick a face and Enter enrols it from the first key
     BINDINGS: ClassVar[list[BindingType]] = [
+        QUIET_COPY,
         Binding("e", "enrol", "Enrol"),
         Binding("s", "focus_sliders", "Sliders"),
         Binding("a", "focus_lookahead", "Look-ahead", show=False),  # its help line says the delay it adds
@@ -93,7 +96,7 @@ class LiveScreen(Screen):
                 yield Static(SLIDER_KEYS, id="slider-help")
             yield self._make_preview()
         yield Static(id="notice")
-        yield DataTable(id="faces", cursor_type="row", zebra_stripes=True)
+        yield RowTable(id="faces", cursor_type="row", zebra_stripes=True)
         yield Footer(compact=True)
 
     def _make_preview(self) -> Preview:

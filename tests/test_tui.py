@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -328,9 +329,10 @@ def test_enrolling_on_the_facebank_screen_unblurs_the_performer(engine, dev_clip
 
 
 def test_facebank_screen_enrols_refuses_and_removes_in_the_engine(engine, dev_clip, tmp_path, data_dir):
-    """The screen against the real engine's facebank (errors in place, in plain words)."""
+    """The screen against the real engine's facebank at 80x24 (errors in place, whole, in plain words)."""
     photo = data_dir / "recognition_face_recognition" / "examples" / "lin-manuel-miranda.png"
-    need_data(photo)
+    two = photo.with_name("two_people.jpg")
+    need_data(photo, two)
     blank = tmp_path / "wall.png"
     cv2.imwrite(str(blank), np.full((240, 320, 3), 128, np.uint8))
 
@@ -344,6 +346,13 @@ def test_facebank_screen_enrols_refuses_and_removes_in_the_engine(engine, dev_cl
             await pilot.press("enter")
             await until(pilot, lambda: message.has_class("error"), timeout=120, what="the refusal")
             assert "no face was found" in str(message.render())
+            screen.query_one("#paths", Input).value = str(two)
+            await pilot.press("enter")
+            await until(pilot, lambda: "2 faces" in str(message.render()), timeout=120, what="the two faces")
+            said = str(message.render())
+            assert "face#" in said and "--face" not in said, "the field to type in, not the CLI's option"
+            lines = textwrap.wrap(said, message.content_size.width)
+            assert len(lines) <= message.content_size.height, f"cut at 80x24: {lines}"
             screen.query_one("#paths", Input).value = str(photo)
             await pilot.press("enter")
             await until(pilot, lambda: "Enrolled Lin" in str(message.render()), timeout=120, what="the enrolment")

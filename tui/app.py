@@ -389,7 +389,11 @@ class BlurcastApp(App[int]):
             self.action_show_help_panel()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        for command in super().get_system_commands(screen):
+            if command.title not in ("Keys", "Quit"):  # ours below say what this app does (no duplicate "Keys")
+                yield command
+        yield SystemCommand("Quit", "Quit the UI; the engine keeps running (blurcast engine stop ends it)",
+                            self.action_quit)
         yield SystemCommand("Panic", "Blur every whole frame (or turn it off, after a confirm)", self.action_panic)
         yield SystemCommand("Pause", "Blur every whole frame while you step away", self.action_pause)
         for mode, help_text in (("live", "figures, faces, sliders, preview"), ("facebank", "who stays visible"),

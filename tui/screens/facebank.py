@@ -142,8 +142,9 @@ class FacebankScreen(Screen):
             note = self._apply(bank, op, name, paths or [], choose)
         except ControlError as exc:
             error = str(exc)
-            if "faces were found" in error:
-                error += " (type its number in face#)"
+            if "faces were found" in error:  # the engine's words are the CLI's (--face N): say the field
+                error = error.replace("Pick one with its number (--face N)", "Type the one you want in face#")
+                error += "" if "face#" in error else " (type its number in face#)"
         people: list[PersonView] = []
         try:
             people = bank.people()

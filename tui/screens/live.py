@@ -114,7 +114,7 @@ class LiveScreen(Screen):
         preview = self.query_one("#preview", Preview)
         preview.border_title = "output (anonymized)"
         if not self._app.graphics and self.app.console.color_system != "truecolor":  # e.g. tmux, no COLORTERM
-            preview.border_subtitle = "256 colours: set COLORTERM=truecolor"
+            preview.border_subtitle = "set COLORTERM=truecolor"  # 256 colours: the title must fit 80x24
         self.watch(self.app, "telemetry", self._on_telemetry, init=False)
         self.watch(self.app, "engine_state", self._on_engine_state)
         self.watch(self.app, "limits", self._on_limits)
@@ -234,7 +234,7 @@ class LiveScreen(Screen):
             if offer != self.selected:
                 self._select(offer)  # the user's own pick is kept by _offer while it is in view
             notice.update(Text.assemble(("Facebank empty: everyone is blurred. ", "bold"),
-                                        f"Is #{offer} you? Press e to keep that face visible."))
+                                        f"Is #{offer} you? e keeps that face visible."))
             return
         notice.update("")
 

@@ -136,8 +136,10 @@ class OutputScreen(Screen):
         Binding("s", "focus_source", "Source"),
         Binding("v", "toggle_vcam", "Virtual cam"),
         Binding("w", "toggle_record", "Record"),  # starting asks first: it writes the stream to disk
-        Binding("t", "focus_stream", "Stream to"),
-        Binding("x", "stop_stream", "Stop stream"),  # the stream output picked in the list; asks first
+        # t and x are named in the outputs' title, not the footer: at 80 columns it had no room left for panic,
+        # pause, keys and quit
+        Binding("t", "focus_stream", "Stream to", show=False),
+        Binding("x", "stop_stream", "Stop stream", show=False),  # the stream output picked in the list; asks first
         Binding("k", "focus_stream_options", "Stream options", show=False),  # keyframe, preset, SRT
         Binding("escape", "leave_input", "Leave field (keys act again)"),
     ]
@@ -175,7 +177,8 @@ class OutputScreen(Screen):
             yield Button("Record", id="record-start", compact=True, variant="error")
             yield Button("Stop", id="record-stop", compact=True)
         yield Static(id="record-state", classes="msg")
-        yield Static("Outputs: all the engine sends; stream to SRT or RTMP (t)", classes="section-title")
+        yield Static("Outputs: all the engine sends; stream to SRT or RTMP (t), stop a stream (x)",
+                     classes="section-title")
         yield RowTable(id="outputs", cursor_type="row", show_header=False, zebra_stripes=False)
         with Horizontal(classes="row"):
             yield Input(placeholder="srt://HOST:PORT, srt://:PORT?mode=listener, rtmp(s)://HOST/APP/KEY",

@@ -301,7 +301,7 @@ def test_lookahead_cost_is_its_frames_at_the_processed_rate():
     from tui.format import lookahead_cost, lookahead_rate
 
     assert lookahead_cost(0, 30) == ("off", "off, no delay")
-    assert lookahead_cost(8, 29.97) == ("8 +267ms", "+267 ms delay at 30 fps processed")
+    assert lookahead_cost(8, 29.97) == ("8 +267ms", "+267 ms at 30 fps processed")
     assert lookahead_cost(30, 30)[0] == "30 +1.0s" and lookahead_cost(30, 1)[0] == "30 +30.0s"
     assert lookahead_cost(4, None)[0] == "4 fr" and "unknown" in lookahead_cost(4, 0)[1]
     assert max(len(lookahead_cost(n, fps)[0]) for n in range(31) for fps in (1, 5, 25, 29.97, 60)) < 10  # VALUE_WIDTH
@@ -329,7 +329,7 @@ def test_the_lookahead_slider_costs_frames_at_the_rate_the_engine_processes(tmp_
             assert slider.shown() == "8 +533ms"
             await pilot.press("a")
             help_line = str(app.screen.query_one("#slider-help").render())
-            assert "+533 ms delay at 15 fps processed" in help_line, help_line
+            assert "+533 ms at 15 fps processed" in help_line, help_line
             app.post_message(EngineStats({**shedding, "fps": 15.3}))  # a wobble of the measured rate
             await pilot.pause()
             assert slider.shown() == "8 +533ms", "the figure holds while the rate wobbles"

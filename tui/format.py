@@ -284,4 +284,4 @@ def lookahead_cost(frames: float, fps: float | None, basis: str = "processed") -
     if cost is None:
         return f"{n} fr", f"+{n} frames of delay (rate unknown)"
     value = f"{n} +{cost:.0f}ms" if cost < 999.5 else f"{n} +{cost / 1000:.1f}s"
-    return value, f"+{cost:.0f} ms delay at {fps:.3g} fps {basis}"
+    return value, f"+{cost:.0f} ms at {fps:.3g} fps {basis}"  # 41 columns with its label: the 80x24 panel

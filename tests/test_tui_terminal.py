@@ -133,3 +133,52 @@ def test_the_terminal_answer_names_sixel_kitty_and_the_cell_size():
     assert (kitty.graphics, kitty.cell, kitty.typed, kitty.complete) == ("kitty", (10, 20), "op", True)
     assert parse_answers("\x1b_Gi=31;ENOTSUPPORTED\x1b\\\x1b[?1;2c").graphics is None
     assert not parse_answers("q").complete
+
+
+USES = """
+import json, sys
+from tui.terminal_probe import TerminalAnswer, use_graphics
+use_graphics(TerminalAnswer(graphics=sys.argv[2], cell=(9, 18)))
+import textual_image.widget as widget
+from textual_image._terminal import get_cell_size
+out = {"renderable": widget.Image._Renderable.__module__ if hasattr(widget.Image, "_Renderable") else
+       widget.Image.__module__ + "." + widget.Image.__name__, "cell": list(get_cell_size())}
+open(sys.argv[1], "w").write(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("graphics", ["kitty", "sixel"])
+def test_textual_image_draws_as_the_answer_says_without_asking_again(tmp_path, graphics):
+    """On a terminal (a pty), textual-image takes the answer given: it writes no question of its own (each one
+    would be answered into the app's input)."""
+    import json
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    result = tmp_path / "uses.json"
+    repo = Path(__file__).resolve().parents[1]
+    child = subprocess.run([sys.executable, "-c", USES, str(result), graphics], stdin=slave, stdout=slave,
+                           stderr=subprocess.PIPE, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, timeout=60)
+    os.close(slave)
+    written = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096) if select_ready(master) else b""
+        except OSError:
+            chunk = b""
+        if not chunk:
+            break
+        written += chunk
+    os.close(master)
+    assert child.returncode == 0, child.stderr.decode()
+    assert b"\x1b[c" not in written and b"\x1b_G" not in written and b"\x1b[16t" not in written, written
+    got = json.loads(result.read_text())
+    assert got["cell"] == [9, 18]
+    assert ("sixel" if graphics == "sixel" else "tgp") in got["renderable"].lower(), got
+
+
+def select_ready(fd: int) -> bool:
+    import select
+
+    return bool(select.select([fd], [], [], 0.2)[0])

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -328,9 +329,10 @@ def test_enrolling_on_the_facebank_screen_unblurs_the_performer(engine, dev_clip
 
 
 def test_facebank_screen_enrols_refuses_and_removes_in_the_engine(engine, dev_clip, tmp_path, data_dir):
-    """The screen against the real engine's facebank (errors in place, in plain words)."""
+    """The screen against the real engine's facebank at 80x24 (errors in place, whole, in plain words)."""
     photo = data_dir / "recognition_face_recognition" / "examples" / "lin-manuel-miranda.png"
-    need_data(photo)
+    two = photo.with_name("two_people.jpg")
+    need_data(photo, two)
     blank = tmp_path / "wall.png"
     cv2.imwrite(str(blank), np.full((240, 320, 3), 128, np.uint8))
 
@@ -344,6 +346,13 @@ def test_facebank_screen_enrols_refuses_and_removes_in_the_engine(engine, dev_cl
             await pilot.press("enter")
             await until(pilot, lambda: message.has_class("error"), timeout=120, what="the refusal")
             assert "no face was found" in str(message.render())
+            screen.query_one("#paths", Input).value = str(two)
+            await pilot.press("enter")
+            await until(pilot, lambda: "2 faces" in str(message.render()), timeout=120, what="the two faces")
+            said = str(message.render())
+            assert "face#" in said and "--face" not in said, "the field to type in, not the CLI's option"
+            lines = textwrap.wrap(said, message.content_size.width)
+            assert len(lines) <= message.content_size.height, f"cut at 80x24: {lines}"
             screen.query_one("#paths", Input).value = str(photo)
             await pilot.press("enter")
             await until(pilot, lambda: "Enrolled Lin" in str(message.render()), timeout=120, what="the enrolment")
@@ -459,6 +468,50 @@ def test_no_camera_says_so_in_one_line_and_a_file_can_be_picked_without_restart(
         asyncio.run(scenario())
     finally:
         stop_background(paths)
+
+
+def test_keys_pressed_while_the_engine_starts_are_not_lost(dev_clip, tmp_path):
+    """The first keys after launch come while the engine loads its models: p is a panic done as soon as it
+    answers (it was greyed and dropped), s focuses the sliders once their ranges come (it did nothing)."""
+    paths = EnginePaths(tmp_path / "home")
+    app = make_app(paths, source=str(dev_clip))
+
+    async def scenario() -> None:
+        async with app.run_test() as pilot:
+            await until(pilot, lambda: app.engine_state == "starting", what="the engine start")
+            await pilot.press("p", "s")
+            assert app.engine_state == "starting", "the keys were pressed before the engine answered"
+            await until(pilot, lambda: app.engine_state == "live", timeout=90, what="the engine")
+            await until(pilot, lambda: request(paths, "settings")["panic"], what="the panic asked at start")
+            await until(pilot, lambda: isinstance(app.focused, Slider), what="the sliders to take the keys")
+            assert app.focused.id == "similarity-threshold"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        stop_background(paths)
+
+
+def test_the_first_keys_reach_the_screen_not_a_hidden_button(engine, dev_clip):
+    """At launch the only focused widget was the engine bar's hidden Restart button: Enter on the face under the
+    cursor (this is me) and the arrows did nothing until s or t was pressed. On the output screen, a field left
+    with escape gave the focus to the source kinds, where space picked a kind instead of pausing."""
+    from tui.screens.enrol import EnrolScreen
+
+    async def scenario() -> None:
+        async with ui(engine, dev_clip).run_test() as pilot:
+            app = await live(pilot)
+            table = app.screen.query_one("#faces", DataTable)
+            await until(pilot, lambda: table.row_count > 0, what="faces in the table")
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, EnrolScreen), what="Enter: this is me")
+            await pilot.press("escape", "o", "s", "escape")
+            kind = app.screen.query_one("#source-kind").pressed_button
+            await pilot.press("space")
+            await until(pilot, lambda: request(engine, "settings")["paused"], what="space to pause")
+            assert app.screen.query_one("#source-kind").pressed_button is kind, "space picked no source kind"
+
+    asyncio.run(scenario())
 
 
 def test_source_given_against_a_running_engine_asks_and_never_ignores(engine, dev_clip, data_dir):
@@ -611,7 +664,8 @@ def test_sliders_take_ranges_and_defaults_from_the_engine(engine, dev_clip):
 
 def test_lookahead_slider_sets_the_engine_and_shows_its_cost(engine, dev_clip):
     """a: the look-ahead slider (range and default from the engine); → holds a frame more in the engine, and the
-    slider and its help say the delay that costs at the source's rate; the engine's OBS sync offset grows with it."""
+    slider and its help say the delay that costs at the rate the engine processes; the engine's OBS sync offset
+    grows with it."""
     limits = request(engine, "limits")["lookahead_frames"]
 
     async def scenario() -> None:
@@ -625,9 +679,11 @@ def test_lookahead_slider_sets_the_engine_and_shows_its_cost(engine, dev_clip):
             await pilot.press("right", "right", "right")
             await until(pilot, lambda: request(engine, "settings")["lookahead_frames"] == 3,
                         what="the engine to hold 3")
-            cost = 3000 / app.telemetry["source"]["fps"]  # the dev clip: 29.97 fps, 100 ms
-            assert slider.shown() == f"3 +{cost:.0f}ms" and f"3 +{cost:.0f}ms" in str(slider.render())
-            assert f"+{cost:.0f} ms delay" in str(app.screen.query_one("#slider-help", Static).render())
+            cost = 3000 / app.telemetry["fps"]  # the dev clip processed at ~30 fps: ~100 ms
+            shown = slider.shown()
+            assert shown.startswith("3 +") and shown in str(slider.render())
+            assert abs(float(shown.removeprefix("3 +").removesuffix("ms")) - cost) <= 0.05 * cost, (shown, cost)
+            assert "ms at" in str(app.screen.query_one("#slider-help", Static).render())
             await until(pilot, lambda: app.telemetry.get("lookahead_frames") == 3
                         and (app.telemetry.get("obs_sync_offset_ms") or 0) >= 0.8 * cost, timeout=20,
                         what="the held frames in the OBS sync offset")

@@ -66,3 +66,119 @@ def test_the_ui_in_a_real_terminal(home, dev_clip, size, tmp_path):
     with ControlClient(EnginePaths(home).socket) as client:
         before = client.request("status")["frames"]
         wait_for(lambda: client.request("status")["frames"] > before + 5, 30, "frames after the UI quit")
+
+
+# --- asking the terminal what it draws, over a slow link -----------------------------------------------------
+ASKS = """
+import json, os, select, sys
+from tui.widgets.graphics_preview import detect_graphics
+answer = detect_graphics()
+left = b""  # what is still unread on the terminal: the app would take it as keys
+while select.select([0], [], [], 0.5)[0]:
+    left += os.read(0, 1024)
+out = {"graphics": getattr(answer, "graphics", answer), "typed": getattr(answer, "typed", ""), "left": left.decode()}
+open(sys.argv[1], "w").write(json.dumps(out))
+"""
+
+
+def terminal_session(tmp_path: Path, typed: bytes, answers: dict[bytes, bytes], delay: float) -> dict:
+    """Run ASKS on a pty; play the terminal: `typed` is the user's typing before any question, and each question
+    in `answers` is answered `delay` seconds after it is seen (an SSH round trip)."""
+    import json
+    import os
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    result = tmp_path / "answer.json"
+    repo = Path(__file__).resolve().parents[1]
+    child = subprocess.Popen([sys.executable, "-c", ASKS, str(result)], stdin=slave, stdout=slave, stderr=slave,
+                             cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})
+    os.close(slave)
+    os.write(master, typed)
+    seen, due = b"", []
+    try:
+        while child.poll() is None:
+            if select.select([master], [], [], 0.02)[0]:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:
+                    break
+            for question in answers:
+                while seen.count(question) > sum(q == question for q, _ in due):
+                    due.append((question, time.monotonic() + delay))
+            for i, (question, at) in enumerate(due):
+                if at and time.monotonic() >= at:
+                    os.write(master, answers[question])
+                    due[i] = (question, 0.0)
+    finally:
+        child.wait(timeout=30)
+        os.close(master)
+    return json.loads(result.read_text())
+
+
+def test_a_slow_terminal_neither_loses_the_first_key_nor_types_its_answer(tmp_path):
+    """Over SSH the terminal answers the graphics question after 0.15 s: the key typed meanwhile reaches the
+    app, and no byte of the late answer does (textual-image's own 0.1 s probes dropped the key and left
+    `?1;2c`, which the app read as `?`: the help panel opened by itself)."""
+    got = terminal_session(tmp_path, b"f", {b"\x1b[c": b"\x1b[?1;2c"}, delay=0.15)
+    assert got == {"graphics": None, "typed": "f", "left": ""}
+
+
+def test_the_terminal_answer_names_sixel_kitty_and_the_cell_size():
+    from tui.terminal_probe import parse_answers
+
+    assert parse_answers("\x1b[?62;4;22c").graphics == "sixel"
+    kitty = parse_answers("o\x1b_Gi=31;OK\x1b\\\x1b[6;20;10tp\x1b[?62;22c")
+    assert (kitty.graphics, kitty.cell, kitty.typed, kitty.complete) == ("kitty", (10, 20), "op", True)
+    assert parse_answers("\x1b_Gi=31;ENOTSUPPORTED\x1b\\\x1b[?1;2c").graphics is None
+    assert not parse_answers("q").complete
+
+
+USES = """
+import json, sys
+from tui.terminal_probe import TerminalAnswer, use_graphics
+use_graphics(TerminalAnswer(graphics=sys.argv[2], cell=(9, 18)))
+import textual_image.widget as widget
+from textual_image._terminal import get_cell_size
+out = {"renderable": widget.Image._Renderable.__module__ if hasattr(widget.Image, "_Renderable") else
+       widget.Image.__module__ + "." + widget.Image.__name__, "cell": list(get_cell_size())}
+open(sys.argv[1], "w").write(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("graphics", ["kitty", "sixel"])
+def test_textual_image_draws_as_the_answer_says_without_asking_again(tmp_path, graphics):
+    """On a terminal (a pty), textual-image takes the answer given: it writes no question of its own (each one
+    would be answered into the app's input)."""
+    import json
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    result = tmp_path / "uses.json"
+    repo = Path(__file__).resolve().parents[1]
+    child = subprocess.run([sys.executable, "-c", USES, str(result), graphics], stdin=slave, stdout=slave,
+                           stderr=subprocess.PIPE, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, timeout=60)
+    os.close(slave)
+    written = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096) if select_ready(master) else b""
+        except OSError:
+            chunk = b""
+        if not chunk:
+            break
+        written += chunk
+    os.close(master)
+    assert child.returncode == 0, child.stderr.decode()
+    assert b"\x1b[c" not in written and b"\x1b_G" not in written and b"\x1b[16t" not in written, written
+    got = json.loads(result.read_text())
+    assert got["cell"] == [9, 18]
+    assert ("sixel" if graphics == "sixel" else "tgp") in got["renderable"].lower(), got
+
+
+def select_ready(fd: int) -> bool:
+    import select
+
+    return bool(select.select([fd], [], [], 0.2)[0])

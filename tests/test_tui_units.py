@@ -242,7 +242,7 @@ def test_terminal_graphics_preview_draws_outlines_and_ids_into_the_picture():
     assert tuple(image[0, 400]) == STATE_RGB["visible"], "outlined in the visible colour"
     corner = image[2:14, 322:334]
     assert (corner == 0).any() and (corner == STATE_RGB["visible"]).all(axis=-1).any(), "an id label in the corner"
-    assert detect_graphics() is None, "not a terminal here: half blocks"
+    assert detect_graphics().graphics is None, "not a terminal here: half blocks"
 
 
 def test_the_live_screen_uses_the_graphics_preview_where_the_terminal_has_it(tmp_path):
@@ -297,14 +297,47 @@ def test_a_click_on_a_face_in_the_preview_picks_its_row(tmp_path):
     asyncio.run(scenario())
 
 
-def test_lookahead_cost_is_its_frames_at_the_source_rate():
-    from tui.format import lookahead_cost
+def test_lookahead_cost_is_its_frames_at_the_processed_rate():
+    from tui.format import lookahead_cost, lookahead_rate
 
     assert lookahead_cost(0, 30) == ("off", "off, no delay")
-    assert lookahead_cost(8, 29.97) == ("8 +267ms", "+267 ms delay at 29.97 fps")
+    assert lookahead_cost(8, 29.97) == ("8 +267ms", "+267 ms at 30 fps processed")
     assert lookahead_cost(30, 30)[0] == "30 +1.0s" and lookahead_cost(30, 1)[0] == "30 +30.0s"
     assert lookahead_cost(4, None)[0] == "4 fr" and "unknown" in lookahead_cost(4, 0)[1]
     assert max(len(lookahead_cost(n, fps)[0]) for n in range(31) for fps in (1, 5, 25, 29.97, 60)) < 10  # VALUE_WIDTH
+    source = {"fps": 30.0}
+    assert lookahead_rate({"fps": 14.8, "source": source}) == (14.8, "processed"), "the engine sheds: its rate"
+    assert lookahead_rate({"fps": 0.0, "source": source}) == (30.0, "source rate"), "nothing measured yet"
+    assert lookahead_rate({"source": {"fps": None}}) == (None, "")
+
+
+def test_the_lookahead_slider_costs_frames_at_the_rate_the_engine_processes(tmp_path):
+    """A 30 fps source the engine processes at 15 fps (it sheds): 8 held frames go out 533 ms late, not 267."""
+    from tests.test_tui_snapshots import LIMITS, TELEMETRY
+    from tui.app import make_app
+
+    app = make_app(EnginePaths(tmp_path), start_engine=False, attach=False)
+    shedding = {**TELEMETRY, "fps": 15.0, "source": {**TELEMETRY["source"], "fps": 30.0},
+                "settings": {**TELEMETRY["settings"], "lookahead_frames": 8}}
+
+    async def scenario() -> None:
+        async with app.run_test(size=(160, 48)) as pilot:
+            app.limits = LIMITS
+            app.post_message(EngineStats(shedding))
+            await pilot.pause()
+            slider = app.screen.query_one("#lookahead-frames", Slider)
+            assert slider.shown() == "8 +533ms"
+            await pilot.press("a")
+            help_line = str(app.screen.query_one("#slider-help").render())
+            assert "+533 ms at 15 fps processed" in help_line, help_line
+            app.post_message(EngineStats({**shedding, "fps": 15.3}))  # a wobble of the measured rate
+            await pilot.pause()
+            assert slider.shown() == "8 +533ms", "the figure holds while the rate wobbles"
+            app.post_message(EngineStats({**shedding, "fps": 30.0}))  # the engine keeps up again
+            await pilot.pause()
+            assert slider.shown() == "8 +267ms"
+
+    asyncio.run(scenario())
 
 
 def test_stream_urls_are_shown_without_their_secrets():

@@ -69,6 +69,8 @@ class BlurcastApp(App[int]):
         Binding("r", "restart_engine", "Restart engine"),
         Binding("question_mark", "toggle_help", "Keys"),
         Binding("q", "quit", "Quit"),
+        # Textual's own ctrl+q, its long help (four lines in the keys panel at 80 columns) replaced by what matters
+        Binding("ctrl+q", "quit", "Quit", tooltip="(the engine keeps running)", show=False, priority=True),
     ]
 
     engine_state: var[str] = var("connecting")  # one of ENGINE_STATES
@@ -83,6 +85,7 @@ class BlurcastApp(App[int]):
         super().__init__()
         self.requested_source = requested_source  # given on the command line: an engine on another is asked
         self.graphics: str | None = None  # "sixel"/"kitty" when the terminal draws pictures (run_ui finds out)
+        self.typed_ahead = ""  # keys typed while run_ui asked the terminal: replayed once the app runs
         self.engine_link = link
         self.start_engine = start_engine
         self.attach = attach
@@ -94,6 +97,7 @@ class BlurcastApp(App[int]):
         self._pending_lock = threading.Lock()
         self._send_lock = threading.Lock()  # one `set` at a time, so the newest value always lands last
         self._switches: dict[str, tuple[bool, float]] = {}
+        self._queued: dict[str, tuple[str, bool]] = {}  # switch -> (command, on) asked before the engine answered
         self.settings_sent: dict[str, tuple[Any, float]] = {}
         self.settings_delays: deque[float] = deque(maxlen=100)  # s from a slider change to its telemetry echo
         self.fps_history: deque[float] = deque(maxlen=HISTORY)  # one sample a second, for the sparklines
@@ -102,6 +106,7 @@ class BlurcastApp(App[int]):
 
     # --- lifecycle --------------------------------------------------------------------------------------------
     def on_mount(self) -> None:
+        self._replay_typed_ahead()
         if not self.attach:
             self.engine_state = "detached"
             return
@@ -109,6 +114,16 @@ class BlurcastApp(App[int]):
         if self.start_engine:
             self._begin_start()
         self.stream_telemetry()
+
+    def _replay_typed_ahead(self) -> None:
+        """Keys typed before the app took the terminal count as typed now (never lost to the terminal query)."""
+        from textual import events
+        from textual._xterm_parser import XTermParser  # the parser Textual's own driver reads keys with
+
+        typed, self.typed_ahead = self.typed_ahead, ""
+        for event in XTermParser().feed(typed):
+            if isinstance(event, events.Key):
+                self.post_message(event)
 
     def _begin_start(self) -> None:
         self._starting = True  # set before the worker runs: stream failures meanwhile are expected
@@ -171,6 +186,7 @@ class BlurcastApp(App[int]):
             self.engine_state = "live"
             if self.attach:
                 self.fetch_limits()
+            self._send_queued()
             self._check_requested_source(message.telemetry)
         self.telemetry = message.telemetry
 
@@ -308,7 +324,10 @@ class BlurcastApp(App[int]):
             self.post_message(CommandFailed(cmd, str(exc)))
 
     def switch_state(self, name: str) -> bool:
-        """panic/paused as last asked for (for a moment) or as the engine last reported."""
+        """panic/paused as asked before the engine answered, as last asked for (for a moment), or as the engine
+        last reported."""
+        if name in self._queued:
+            return self._queued[name][1]
         asked = self._switches.get(name)
         if asked and time.monotonic() - asked[1] < OPTIMISTIC_S:
             return asked[0]
@@ -317,7 +336,18 @@ class BlurcastApp(App[int]):
     def _toggle(self, name: str, cmd: str) -> None:
         on_now = not self.switch_state(name)
         self._switches[name] = (on_now, time.monotonic())
-        self.send_command(cmd, on=on_now)
+        if self.engine_state in ("live", "stale"):
+            self.send_command(cmd, on=on_now)
+            return
+        # The first keys often come while the engine starts: a panic asked then is a panic done, once it answers.
+        self._queued[name] = (cmd, on_now)
+        self.notify(f"{name.capitalize()} {'on' if on_now else 'off'} as soon as the engine answers.", timeout=4)
+
+    def _send_queued(self) -> None:
+        queued, self._queued = self._queued, {}
+        for name, (cmd, on_now) in queued.items():
+            self._switches[name] = (on_now, time.monotonic())
+            self.send_command(cmd, on=on_now)
 
     # --- actions ----------------------------------------------------------------------------------------------
     def action_show(self, mode: str) -> None:
@@ -359,7 +389,11 @@ class BlurcastApp(App[int]):
             self.action_show_help_panel()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        for command in super().get_system_commands(screen):
+            if command.title not in ("Keys", "Quit"):  # ours below say what this app does (no duplicate "Keys")
+                yield command
+        yield SystemCommand("Quit", "Quit the UI; the engine keeps running (blurcast engine stop ends it)",
+                            self.action_quit)
         yield SystemCommand("Panic", "Blur every whole frame (or turn it off, after a confirm)", self.action_panic)
         yield SystemCommand("Pause", "Blur every whole frame while you step away", self.action_pause)
         for mode, help_text in (("live", "figures, faces, sliders, preview"), ("facebank", "who stays visible"),
@@ -382,8 +416,7 @@ class BlurcastApp(App[int]):
             self._begin_start()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("panic", "pause"):
-            return True if self.engine_state in ("live", "stale") else None  # shown greyed while unreachable
+        # panic/pause stay on: pressed before the engine answers, the wish is kept and sent once it does
         if action == "restart_engine":
             return self.engine_state in ("lost", "stale")
         if action == "show":
@@ -441,7 +474,8 @@ def run_ui(source: str | None = None, paths: EnginePaths | None = None) -> int:
     _log_to_file(app.engine_link.paths.root / "ui.log")
     from tui.widgets.graphics_preview import detect_graphics  # asks the terminal: before the app takes it
 
-    app.graphics = detect_graphics()
+    answer = detect_graphics()
+    app.graphics, app.typed_ahead = answer.graphics, answer.typed
     app.run()
     if app.engine_state in ("live", "stale"):
         sys.stderr.write("Blurcast: the engine keeps running; `blurcast engine stop` ends it.\n")

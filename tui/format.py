@@ -259,19 +259,29 @@ def enrolment_line(e: dict[str, Any]) -> str:
     return f"enrolling {name}: {state}"
 
 
+def lookahead_rate(t: dict[str, Any]) -> tuple[float | None, str]:
+    """(frames a second, which rate) that a held frame waits for: the engine's measured output rate (its
+    telemetry `fps`), below the source's when it sheds frames or cannot keep up; the source's until the engine
+    has measured one; (None, '') while neither is known."""
+    for rate, basis in ((t.get("fps"), "processed"), ((t.get("source") or {}).get("fps"), "source rate")):
+        if isinstance(rate, int | float) and rate > 0:
+            return float(rate), basis
+    return None, ""
+
+
 def lookahead_cost_ms(frames: float, fps: float | None) -> float | None:
-    """The delay `frames` of look-ahead add at the source's rate (None: the rate is not known yet)."""
+    """The delay `frames` of look-ahead add at `fps` (None: the rate is not known yet)."""
     return 1000.0 * frames / fps if fps and fps > 0 else None
 
 
-def lookahead_cost(frames: float, fps: float | None) -> tuple[str, str]:
+def lookahead_cost(frames: float, fps: float | None, basis: str = "processed") -> tuple[str, str]:
     """What the look-ahead costs: (the slider's value, e.g. 'off', '8 +267ms', '30 +1.0s' or '8 fr' while the
-    rate is unknown; the words first on its help line, which a narrow panel cuts)."""
+    rate is unknown; the words first on its help line, which a narrow panel cuts). `basis` names the rate."""
     n = round(frames)
     cost = lookahead_cost_ms(n, fps)
     if n == 0:
         return "off", "off, no delay"
     if cost is None:
-        return f"{n} fr", f"+{n} frames of delay (source rate unknown)"
+        return f"{n} fr", f"+{n} frames of delay (rate unknown)"
     value = f"{n} +{cost:.0f}ms" if cost < 999.5 else f"{n} +{cost / 1000:.1f}s"
-    return value, f"+{cost:.0f} ms delay at {fps:.4g} fps"
+    return value, f"+{cost:.0f} ms at {fps:.3g} fps {basis}"  # 41 columns with its label: the 80x24 panel

@@ -23,6 +23,7 @@ from tui.link import ControlError
 from tui.screens.confirm import ConfirmScreen
 from tui.suggest import PathSuggester
 from tui.widgets import EngineBar
+from tui.widgets.row_table import QUIET_COPY, RowTable
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,9 @@ def expand_paths(text: str) -> tuple[list[str], list[str]]:
 
 class FacebankScreen(Screen):
     CSS_PATH = "facebank.tcss"
+    AUTO_FOCUS = "#people"  # arrows move through the people from the first key
     BINDINGS: ClassVar[list[BindingType]] = [
+        QUIET_COPY,
         Binding("a", "add", "Add"),
         Binding("b", "browse", "Browse"),
         Binding("d,delete", "remove", "Remove"),
@@ -99,8 +102,8 @@ class FacebankScreen(Screen):
     def compose(self) -> ComposeResult:
         yield EngineBar()
         with Horizontal(id="fb-main"), Vertical(id="fb-lists"):
-            yield DataTable(id="people", cursor_type="row")
-            yield DataTable(id="images", cursor_type="row")
+            yield RowTable(id="people", cursor_type="row")
+            yield RowTable(id="images", cursor_type="row")
         with Vertical(id="enrol"):
             with Horizontal(id="enrol-row"):
                 yield Input(placeholder="name", id="name", compact=True)
@@ -110,7 +113,7 @@ class FacebankScreen(Screen):
                             tooltip="for photos with several faces: which one, counted from 0, left to right")
                 yield Button("Enrol", id="enrol-button", compact=True, variant="primary")
             yield Static("", id="fb-message")
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)  # 80 columns: room for ? and q (^p is in ?)
 
     @property
     def bank(self) -> FacebankLink:
@@ -139,8 +142,9 @@ class FacebankScreen(Screen):
             note = self._apply(bank, op, name, paths or [], choose)
         except ControlError as exc:
             error = str(exc)
-            if "faces were found" in error:
-                error += " (type its number in face#)"
+            if "faces were found" in error:  # the engine's words are the CLI's (--face N): say the field
+                error = error.replace("Pick one with its number (--face N)", "Type the one you want in face#")
+                error += "" if "face#" in error else " (type its number in face#)"
         people: list[PersonView] = []
         try:
             people = bank.people()

@@ -17,11 +17,12 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Sparkline, Static
 from textual.worker import get_current_worker
 
-from tui.format import FACE_COLUMNS, enrolment_line, face_row, figures, in_view, lookahead_cost
+from tui.format import FACE_COLUMNS, enrolment_line, face_row, figures, in_view, lookahead_cost, lookahead_rate
 from tui.link import ControlError, decode_preview
 from tui.messages import PreviewFrame
 from tui.screens.enrol import EnrolScreen
 from tui.widgets import EngineBar, Preview, Slider
+from tui.widgets.row_table import QUIET_COPY, RowTable
 from tui.workers import wait_cancellable
 
 PREVIEW_HZ = 3.0
@@ -31,6 +32,7 @@ STEADY_S = 2.0  # a face in view this long, with an empty facebank, is offered f
 DIGITS_S = 1.0  # digits typed within this long of each other make one face number
 ENROL_SECONDS = 3.0  # several head poses (2 s gave too few to hold through turns); the models load meanwhile
 NAV_KEYS = frozenset({"up", "down", "pageup", "pagedown", "home", "end", "ctrl+home", "ctrl+end"})
+RATE_STEADY = 0.03  # the look-ahead's cost follows the processed rate once it moves by more than this share
 USER_MOVE_S = 0.5  # a highlight this soon after a key or click in the table is the user's pick
 
 # (setting, label, step, format): the range, default and help come from the engine's `limits`
@@ -40,7 +42,7 @@ SLIDERS: tuple[tuple[str, str, float, str], ...] = (
     ("strength", "strength", 0.05, "{:.2f}"),
     ("margin", "margin", 0.05, "{:.2f}"),
     ("hold_seconds", "hold", 0.1, "{:.1f}s"),
-    ("lookahead_frames", "look-ahead", 1, "{:.0f}"),  # shown with its cost: the delay at the source's rate
+    ("lookahead_frames", "look-ahead", 1, "{:.0f}"),  # shown with its cost: the delay at the rate processed
 )
 LOOKAHEAD = "lookahead_frames"
 SLIDER_KEYS = "↑/↓ slider · ←/→ change · d default"
@@ -56,7 +58,9 @@ PREVIEW_NOTES = {
 
 class LiveScreen(Screen):
     CSS_PATH = "live.tcss"
+    AUTO_FOCUS = "#faces"  # arrows pick a face and Enter enrols it from the first key
     BINDINGS: ClassVar[list[BindingType]] = [
+        QUIET_COPY,
         Binding("e", "enrol", "Enrol"),
         Binding("s", "focus_sliders", "Sliders"),
         Binding("a", "focus_lookahead", "Look-ahead", show=False),  # its help line says the delay it adds
@@ -72,7 +76,8 @@ class LiveScreen(Screen):
         self._digits = ("", 0.0)
         self._user_moved_until = 0.0
         self._user_picked = False  # the selection came from the user (keys, click, number), not from the offer
-        self._source_fps: float | None = None  # the rate the look-ahead's cost is shown at
+        self._rate: tuple[float | None, str] = (None, "")  # the rate the look-ahead's cost is shown at, and which
+        self._focus_when_ready: str | None = None  # s/a pressed before the engine gave the sliders' ranges
 
     def compose(self) -> ComposeResult:
         yield EngineBar()
@@ -91,7 +96,7 @@ class LiveScreen(Screen):
                 yield Static(SLIDER_KEYS, id="slider-help")
             yield self._make_preview()
         yield Static(id="notice")
-        yield DataTable(id="faces", cursor_type="row", zebra_stripes=True)
+        yield RowTable(id="faces", cursor_type="row", zebra_stripes=True)
         yield Footer(compact=True)
 
     def _make_preview(self) -> Preview:
@@ -109,7 +114,7 @@ class LiveScreen(Screen):
         preview = self.query_one("#preview", Preview)
         preview.border_title = "output (anonymized)"
         if not self._app.graphics and self.app.console.color_system != "truecolor":  # e.g. tmux, no COLORTERM
-            preview.border_subtitle = "256 colours: set COLORTERM=truecolor"
+            preview.border_subtitle = "set COLORTERM=truecolor"  # 256 colours: the title must fit 80x24
         self.watch(self.app, "telemetry", self._on_telemetry, init=False)
         self.watch(self.app, "engine_state", self._on_engine_state)
         self.watch(self.app, "limits", self._on_limits)
@@ -136,7 +141,7 @@ class LiveScreen(Screen):
         self.query_one("#fps-spark", Sparkline).data = list(self._app.fps_history)
         self.query_one("#latency-spark", Sparkline).data = list(self._app.latency_history)
         settings = t.get("settings") or {}
-        self._show_lookahead_cost((t.get("source") or {}).get("fps"))
+        self._show_lookahead_cost(*lookahead_rate(t))
         self._sync_sliders(settings)
         faces = in_view(t.get("faces") or [])
         now = time.monotonic()
@@ -150,13 +155,15 @@ class LiveScreen(Screen):
             self._table_at = now
             self._update_faces(t, faces)
 
-    def _show_lookahead_cost(self, fps: Any) -> None:
-        """The look-ahead slider writes its value with the delay it adds at the source's rate."""
-        fps = float(fps) if isinstance(fps, int | float) and fps > 0 else None
-        if fps == self._source_fps and self._lookahead().describe is not None:
-            return
-        self._source_fps = fps
-        self._lookahead().describe = lambda frames: lookahead_cost(frames, fps)[0]
+    def _show_lookahead_cost(self, fps: float | None, basis: str) -> None:
+        """The look-ahead slider writes its value with the delay it adds: a held frame goes out when the engine
+        has processed that many more, so at the engine's measured rate (below the source's when it sheds)."""
+        shown, shown_basis = self._rate
+        steady = fps is not None and shown is not None and abs(fps - shown) <= RATE_STEADY * shown
+        if basis == shown_basis and (steady or fps == shown) and self._lookahead().describe is not None:
+            return  # the measured rate wobbles by a frame: the figure changes when the rate does
+        self._rate = (fps, basis)
+        self._lookahead().describe = lambda frames: lookahead_cost(frames, fps, basis)[0]
         self._lookahead().refresh()
         if self.focused is self._lookahead():
             self._show_slider_help(self._lookahead())
@@ -227,7 +234,7 @@ class LiveScreen(Screen):
             if offer != self.selected:
                 self._select(offer)  # the user's own pick is kept by _offer while it is in view
             notice.update(Text.assemble(("Facebank empty: everyone is blurred. ", "bold"),
-                                        f"Is #{offer} you? Press e to keep that face visible."))
+                                        f"Is #{offer} you? e keeps that face visible."))
             return
         notice.update("")
 
@@ -271,6 +278,9 @@ class LiveScreen(Screen):
             slider.disabled = False
         # Values that came before their range were clamped to the placeholder range: take them again.
         self._sync_sliders(((self._app.telemetry or {}).get("settings")) or {})
+        wanted, self._focus_when_ready = self._focus_when_ready, None
+        if wanted is not None:
+            getattr(self, f"action_{wanted}")()
 
     # --- preview ----------------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
@@ -309,7 +319,7 @@ class LiveScreen(Screen):
     def _show_slider_help(self, s: Slider) -> None:
         """What the focused slider trades (the engine's words); the look-ahead's cost first: the line is cut."""
         default = f" · default {s.fmt.format(s.default)}" if s.default is not None else ""
-        cost = (lookahead_cost(s.value, self._source_fps)[1] + " · ", "bold") if s.name == LOOKAHEAD else ""
+        cost = (lookahead_cost(s.value, *self._rate)[1] + " · ", "bold") if s.name == LOOKAHEAD else ""
         line = Text.assemble((f"{s.label}: ", "bold"), cost, s.help or "",
                              (f" · {s.fmt.format(s.minimum)}–{s.fmt.format(s.maximum)}{default}", "dim"))
         self.query_one("#slider-help", Static).update(line)
@@ -372,6 +382,10 @@ class LiveScreen(Screen):
 
     def action_enrol(self) -> None:
         track = self.selected if str(self.selected) in self._shown else self._cursor_track()
+        if self._app.engine_state != "live":
+            self.notify("No faces yet: the engine is not sending figures. Press e again once faces show.",
+                        timeout=4)
+            return
         if track is None or str(track) not in self._shown:
             self.notify("Pick a face first: arrow keys in the table, or type its number.", timeout=4)
             return
@@ -382,19 +396,24 @@ class LiveScreen(Screen):
 
         self.app.push_screen(EnrolScreen(track), enrol)
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "enrol":
-            return True if self._app.engine_state == "live" else None
-        return True
-
     def action_focus_sliders(self) -> None:
         sliders = [s for s in self.query(Slider) if s.focusable]
         if sliders:
             sliders[0].focus()
+        else:
+            self._wait_for_sliders("focus_sliders")
 
     def action_focus_lookahead(self) -> None:
         if self._lookahead().focusable:
             self._lookahead().focus()
+        else:
+            self._wait_for_sliders("focus_lookahead")
+
+    def _wait_for_sliders(self, action: str) -> None:
+        """Pressed before the engine sent the sliders' ranges (it is starting): done once they come."""
+        self._focus_when_ready = action
+        self.notify("The sliders take their ranges from the engine: they get the keys once it answers.",
+                    timeout=4)
 
     def action_focus_faces(self) -> None:
         self.query_one("#faces", DataTable).focus()

@@ -23,6 +23,7 @@ from tui.screens.confirm import ConfirmScreen
 from tui.suggest import PathSuggester
 from tui.widgets import EngineBar
 from tui.widgets.path_input import PathInput
+from tui.widgets.row_table import QUIET_COPY, RowTable
 
 START_GRACE_S = 3.0
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".flv")
@@ -129,12 +130,16 @@ def output_rows(t: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 class OutputScreen(Screen):
     CSS_PATH = "output.tcss"
+    AUTO_FOCUS = "#outputs"  # arrows pick an output from the first key (the source kinds would take space)
     BINDINGS: ClassVar[list[BindingType]] = [
+        QUIET_COPY,
         Binding("s", "focus_source", "Source"),
         Binding("v", "toggle_vcam", "Virtual cam"),
         Binding("w", "toggle_record", "Record"),  # starting asks first: it writes the stream to disk
-        Binding("t", "focus_stream", "Stream to"),
-        Binding("x", "stop_stream", "Stop stream"),  # the stream output picked in the list; asks first
+        # t and x are named in the outputs' title, not the footer: at 80 columns it had no room left for panic,
+        # pause, keys and quit
+        Binding("t", "focus_stream", "Stream to", show=False),
+        Binding("x", "stop_stream", "Stop stream", show=False),  # the stream output picked in the list; asks first
         Binding("k", "focus_stream_options", "Stream options", show=False),  # keyframe, preset, SRT
         Binding("escape", "leave_input", "Leave field (keys act again)"),
     ]
@@ -172,8 +177,9 @@ class OutputScreen(Screen):
             yield Button("Record", id="record-start", compact=True, variant="error")
             yield Button("Stop", id="record-stop", compact=True)
         yield Static(id="record-state", classes="msg")
-        yield Static("Outputs: all the engine sends; stream to SRT or RTMP (t)", classes="section-title")
-        yield DataTable(id="outputs", cursor_type="row", show_header=False, zebra_stripes=False)
+        yield Static("Outputs: all the engine sends; stream to SRT or RTMP (t), stop a stream (x)",
+                     classes="section-title")
+        yield RowTable(id="outputs", cursor_type="row", show_header=False, zebra_stripes=False)
         with Horizontal(classes="row"):
             yield Input(placeholder="srt://HOST:PORT, srt://:PORT?mode=listener, rtmp(s)://HOST/APP/KEY",
                         id="stream-url", compact=True)
@@ -186,7 +192,7 @@ class OutputScreen(Screen):
             yield Input(placeholder="SRT latency ms", id="srt-latency", type="integer", compact=True)
             yield Input(placeholder="SRT passphrase", id="srt-passphrase", password=True, compact=True)
         yield Static(id="stream-msg", classes="msg")
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)  # 80 columns: room for ? and q (^p is in ?)
 
     def on_mount(self) -> None:
         self._kind_changed()
@@ -490,7 +496,7 @@ class OutputScreen(Screen):
                              lambda yes: self.start_recording() if yes else None)
 
     def action_leave_input(self) -> None:
-        self.query_one("#source-kind", RadioSet).focus()
+        self.query_one("#outputs", DataTable).focus()  # not the source kinds: they take space (Pause) as a pick
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("toggle_vcam", "toggle_record", "stop_stream", "focus_stream", "focus_stream_options"):

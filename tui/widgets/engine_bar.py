@@ -34,7 +34,9 @@ class EngineBar(Horizontal):
 
     def compose(self) -> ComposeResult:
         yield Static(id="engine-status")
-        yield Button("Restart (r)", id="restart", compact=True, variant="error")
+        restart = Button("Restart (r)", id="restart", compact=True, variant="error")
+        restart.can_focus = False  # a mouse target (r is its key): focused, hidden, it took the first keys
+        yield restart
 
     def on_mount(self) -> None:
         self.watch(self.app, "engine_state", self._refresh_bar)

@@ -1,11 +1,11 @@
 """The preview at the terminal's best fidelity: Kitty graphics or Sixel through textual-image where the terminal
 answers for them, at up to 640 pixels wide; the half-block Preview everywhere else (tmux, SSH into most
-terminals, tests). textual-image asks the terminal once, at import, so `detect_graphics` runs before the app."""
+terminals, tests). The terminal is asked once, before the app takes it (tui/terminal_probe.py)."""
 
 from __future__ import annotations
 
 import logging
-import sys
+from dataclasses import replace
 
 import numpy as np
 from PIL import Image as PILImage
@@ -13,25 +13,22 @@ from PIL import ImageDraw
 from textual.app import ComposeResult
 from textual.strip import Strip
 
+from tui.terminal_probe import TerminalAnswer, ask_terminal, use_graphics
 from tui.widgets.preview import Preview
 
 log = logging.getLogger(__name__)
 
 
-def detect_graphics() -> str | None:
-    """'sixel' or 'kitty' when this terminal draws pictures, else None. Call before the App takes the terminal."""
-    if not (sys.__stdout__ and sys.__stdout__.isatty()):
-        return None
-    try:
-        from textual_image import renderable
-        from textual_image.renderable.sixel import Image as SixelImage
-        from textual_image.renderable.tgp import Image as KittyImage
-    except ImportError:  # optional at run time: half blocks still work
-        return None
-    except Exception:  # a terminal that answers the query with garbage must not stop the UI
-        log.exception("terminal graphics query failed; using half blocks")
-        return None
-    return {SixelImage: "sixel", KittyImage: "kitty"}.get(renderable.Image)
+def detect_graphics() -> TerminalAnswer:
+    """The terminal's answer: `graphics` 'sixel' or 'kitty' when it draws pictures (textual-image then set up
+    for it), and the keys typed while it was asked. Call before the App takes the terminal."""
+    answer = ask_terminal()
+    if answer.graphics:
+        try:
+            use_graphics(answer)
+        except ImportError:  # optional at run time: half blocks still work
+            return replace(answer, graphics=None)
+    return answer
 
 
 def labelled(rgb: np.ndarray, preview: Preview) -> PILImage.Image:

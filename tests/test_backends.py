@@ -13,7 +13,7 @@ from engine.config import Settings
 from engine.models import backends
 from engine.models.backends import OpenVinoRunner, openvino_bf16, resolve_backend
 from engine.models.weights import model_path
-from engine.recognition.recognize import create_landmarker
+from engine.recognition.recognize import create_embedder, create_landmarker
 from engine.stages.detect import create_detector
 from tests.helpers import pairwise_iou
 
@@ -106,7 +106,7 @@ def test_auto_picks_openvino_for_the_detector_only_with_bf16(monkeypatch):
     monkeypatch.setattr(backends, "cuda_available", lambda: False)
     monkeypatch.setattr(backends, "openvino_bf16", lambda: True)
     assert resolve_backend("auto", "yunet") == "openvino"
-    assert resolve_backend("auto", "mobilefacenet") == "onnxruntime"
+    assert resolve_backend("auto", "mobilefacenet") == "openvino"
     assert resolve_backend("auto", "landmarker") == "onnxruntime"
     assert resolve_backend("auto", "centerface") == "onnxruntime"
     assert resolve_backend("auto") == "onnxruntime"
@@ -134,10 +134,10 @@ def test_asking_for_openvino_without_it_says_how_to_install(monkeypatch):
 
 
 @pytest.mark.skipif(backends.cuda_available(), reason="on CUDA auto picks torch")
-def test_auto_here_runs_the_detector_on_openvino_and_alignment_on_onnxruntime():
-    """The real choice on this machine: the detector on OpenVINO where the CPU has bf16, else onnxruntime; the
-    landmarker's YuNet stays on onnxruntime either way (alignment, hence every embedding, unchanged)."""
-    detector = create_detector(Settings())
+def test_auto_here_runs_detector_and_recognizer_on_openvino_and_alignment_on_onnxruntime():
+    """The real choice on this machine: detector and recognizer on OpenVINO where the CPU has bf16, else
+    onnxruntime; the landmarker's YuNet stays on onnxruntime either way (alignment unchanged)."""
     expected = "openvino-cpu-bf16" if openvino_bf16() else "onnxruntime-cpu"
-    assert detector.runner_name == expected
+    assert create_detector(Settings()).runner_name == expected
+    assert create_embedder(Settings()).runner_name == expected
     assert create_landmarker(Settings()).detector.runner_name == "onnxruntime-cpu"

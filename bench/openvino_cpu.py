@@ -29,6 +29,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from engine.config import Settings  # noqa: E402
+from engine.models.backends import OpenVinoRunner  # noqa: E402
 from engine.recognition.recognize import align_face, create_embedder, preprocess  # noqa: E402
 from engine.stages.detect import create_detector, detection_scale  # noqa: E402
 from engine.stages.detectors.yunet import TILE_BUDGET, tile_grid  # noqa: E402
@@ -74,8 +75,10 @@ def run(frames: list[np.ndarray], backends: list[str]) -> dict:
     cpu: dict[str, dict[str, list[float]]] = {b: {"main": [], "tile": [], "frame": [], "refine": [], "embed8": []}
                                               for b in backends}
     wall: dict[str, list[float]] = {b: [] for b in backends}
-    for warm in (True, False):  # the first round compiles each shape (OpenVINO) and fills caches: not counted
-        for frame in frames[:2] if warm else frames:
+    # Warm-up, not counted: OpenVINO compiles a model for a shape on its STATIC_AFTER-th call (~0.2 s, once; the
+    # runner logs it). The refine crops' shapes vary: their compiles stay in the figures (refine's p95 and max).
+    for warm in (True, False):
+        for frame in frames[:OpenVinoRunner.STATIC_AFTER] if warm else frames:
             faces = reference._detect_at(frame, scale, 0.5)
             crops = np.stack([align_face(frame, k) for k in faces.landmarks[:4]]) if len(faces) else None
             batch = preprocess(np.concatenate([crops, crops[:, :, ::-1]])) if crops is not None else None

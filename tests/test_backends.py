@@ -106,7 +106,7 @@ def test_auto_picks_openvino_for_the_detector_only_with_bf16(monkeypatch):
     monkeypatch.setattr(backends, "cuda_available", lambda: False)
     monkeypatch.setattr(backends, "openvino_bf16", lambda: True)
     assert resolve_backend("auto", "yunet") == "openvino"
-    assert resolve_backend("auto", "mobilefacenet") == "openvino"
+    assert resolve_backend("auto", "mobilefacenet") == "onnxruntime"
     assert resolve_backend("auto", "landmarker") == "onnxruntime"
     assert resolve_backend("auto", "centerface") == "onnxruntime"
     assert resolve_backend("auto") == "onnxruntime"
@@ -134,12 +134,12 @@ def test_asking_for_openvino_without_it_says_how_to_install(monkeypatch):
 
 
 @pytest.mark.skipif(backends.cuda_available(), reason="on CUDA auto picks torch")
-def test_auto_here_runs_detector_and_recognizer_on_openvino_and_alignment_on_onnxruntime():
-    """The real choice on this machine: detector and recognizer on OpenVINO where the CPU has bf16, else
-    onnxruntime; the landmarker's YuNet stays on onnxruntime either way (alignment unchanged)."""
+def test_auto_here_runs_the_detector_on_openvino_and_recognition_on_onnxruntime():
+    """The real choice on this machine: the detector on OpenVINO where the CPU has bf16, else onnxruntime; the
+    recognizer and the landmarker's YuNet stay on onnxruntime either way (LFW: README)."""
     expected = "openvino-cpu-bf16" if openvino_bf16() else "onnxruntime-cpu"
     assert create_detector(Settings()).runner_name == expected
-    assert create_embedder(Settings()).runner_name == expected
+    assert create_embedder(Settings()).runner_name == "onnxruntime-cpu"
     assert create_landmarker(Settings()).detector.runner_name == "onnxruntime-cpu"
 
 

@@ -23,10 +23,11 @@ log = logging.getLogger(__name__)
 TORCH_CPU_THREADS = int(os.environ.get("BLURCAST_TORCH_THREADS", "1"))
 OPENVINO_THREADS = int(os.environ.get("BLURCAST_OPENVINO_THREADS", "1"))
 # Networks `auto` runs on OpenVINO where the CPU computes in bf16 (README › Measured, bench/openvino_cpu.py):
-# YuNet 1280x736 ~12 against ~18 CPU ms on onnxruntime; MobileFaceNet 8 faces ~4x less CPU, embeddings at cosine
-# 0.9998+ to onnxruntime's. Without bf16 OpenVINO runs f32 and is slower than onnxruntime (YuNet 23 ms), so the
-# choice is made per CPU, and per network: the landmarker's YuNet (small crops, no faster) stays on onnxruntime.
-OPENVINO_AUTO = frozenset({"yunet", "mobilefacenet"})
+# YuNet 1280x736 ~12 against ~18 CPU ms on onnxruntime. Without bf16 OpenVINO runs f32 and is slower than
+# onnxruntime (YuNet 23 ms), so the choice is made per CPU, and per network. MobileFaceNet stays on onnxruntime:
+# ~4x less CPU on OpenVINO, embeddings at cosine 0.9998+ to onnxruntime's, but LFW fell from 99.27 to 99.12 %.
+# The landmarker's YuNet (small crops: no faster there) stays on onnxruntime too (alignment unchanged).
+OPENVINO_AUTO = frozenset({"yunet"})
 
 
 class NetworkRunner(Protocol):

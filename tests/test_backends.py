@@ -15,6 +15,7 @@ from engine.models.backends import OpenVinoRunner, openvino_bf16, resolve_backen
 from engine.models.weights import model_path
 from engine.recognition.recognize import align_face, create_embedder, create_landmarker
 from engine.stages.detect import create_detector
+from facebank.enrol import Enroller
 from tests.helpers import pairwise_iou
 
 needs_bf16 = pytest.mark.skipif(not openvino_bf16(), reason="openvino is not installed or this CPU has no bf16 "
@@ -108,6 +109,7 @@ def test_auto_picks_openvino_for_the_detector_only_with_bf16(monkeypatch):
     assert resolve_backend("auto", "yunet") == "openvino"
     assert resolve_backend("auto", "mobilefacenet") == "onnxruntime"
     assert resolve_backend("auto", "landmarker") == "onnxruntime"
+    assert resolve_backend("auto", "photo") == "onnxruntime"
     assert resolve_backend("auto", "centerface") == "onnxruntime"
     assert resolve_backend("auto") == "onnxruntime"
     monkeypatch.setattr(backends, "openvino_bf16", lambda: False)
@@ -135,11 +137,12 @@ def test_asking_for_openvino_without_it_says_how_to_install(monkeypatch):
 
 @pytest.mark.skipif(backends.cuda_available(), reason="on CUDA auto picks torch")
 def test_auto_here_runs_the_detector_on_openvino_and_recognition_on_onnxruntime():
-    """The real choice on this machine: the detector on OpenVINO where the CPU has bf16, else onnxruntime; the
-    recognizer and the landmarker's YuNet stay on onnxruntime either way (LFW: README)."""
+    """The real choice on this machine: the stream's detector on OpenVINO where the CPU has bf16, else onnxruntime;
+    the recognizer, the landmarker's YuNet and photo detection stay on onnxruntime either way (LFW: README)."""
     expected = "openvino-cpu-bf16" if openvino_bf16() else "onnxruntime-cpu"
     assert create_detector(Settings()).runner_name == expected
     assert create_embedder(Settings()).runner_name == "onnxruntime-cpu"
+    assert {d.runner_name for d in Enroller(Settings()).detectors} == {"onnxruntime-cpu"}
     assert create_landmarker(Settings()).detector.runner_name == "onnxruntime-cpu"
 
 

@@ -24,9 +24,9 @@ TORCH_CPU_THREADS = int(os.environ.get("BLURCAST_TORCH_THREADS", "1"))
 OPENVINO_THREADS = int(os.environ.get("BLURCAST_OPENVINO_THREADS", "1"))
 # Networks `auto` runs on OpenVINO where the CPU computes in bf16 (README › Measured, bench/openvino_cpu.py):
 # YuNet 1280x736 ~12 against ~18 CPU ms on onnxruntime. Without bf16 OpenVINO runs f32 and is slower than
-# onnxruntime (YuNet 23 ms), so the choice is made per CPU, and per network. MobileFaceNet stays on onnxruntime:
-# ~4x less CPU on OpenVINO, embeddings at cosine 0.9998+ to onnxruntime's, but LFW fell from 99.27 to 99.12 %.
-# The landmarker's YuNet (small crops: no faster there) stays on onnxruntime too (alignment unchanged).
+# onnxruntime (YuNet 23 ms), so the choice is made per CPU, and per network (or role): MobileFaceNet, the
+# landmarker's YuNet (small crops: no faster there) and photo detection (enrolment) stay on onnxruntime, so that
+# alignment and embeddings are unchanged (LFW: 99.27 %; 99.12 % with photos detected on OpenVINO).
 OPENVINO_AUTO = frozenset({"yunet"})
 
 

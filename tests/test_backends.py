@@ -103,7 +103,8 @@ def test_one_runner_from_two_threads_gives_each_its_own_result(photos):
             np.testing.assert_allclose(out, alone[k], atol=1e-2)
 
 
-def test_auto_picks_openvino_for_the_detector_only_with_bf16(monkeypatch):
+def test_auto_picks_openvino_for_a_listed_network_only_with_bf16(monkeypatch):
+    monkeypatch.setattr(backends, "OPENVINO_AUTO", frozenset({"yunet"}))  # the mechanism, once YuNet is listed
     monkeypatch.setattr(backends, "cuda_available", lambda: False)
     monkeypatch.setattr(backends, "openvino_bf16", lambda: True)
     assert resolve_backend("auto", "yunet") == "openvino"
@@ -136,14 +137,18 @@ def test_asking_for_openvino_without_it_says_how_to_install(monkeypatch):
 
 
 @pytest.mark.skipif(backends.cuda_available(), reason="on CUDA auto picks torch")
-def test_auto_here_runs_the_detector_on_openvino_and_recognition_on_onnxruntime():
-    """The real choice on this machine: the stream's detector on OpenVINO where the CPU has bf16, else onnxruntime;
-    the recognizer, the landmarker's YuNet and photo detection stay on onnxruntime either way (LFW: README)."""
-    expected = "openvino-cpu-bf16" if openvino_bf16() else "onnxruntime-cpu"
-    assert create_detector(Settings()).runner_name == expected
+def test_auto_here_keeps_every_network_on_onnxruntime():
+    """The real choice on this machine (it has bf16): onnxruntime for the detector, the recognizer, the landmarker's
+    YuNet and photo detection; the capability probe itself answers for this CPU."""
+    assert create_detector(Settings()).runner_name == "onnxruntime-cpu"
     assert create_embedder(Settings()).runner_name == "onnxruntime-cpu"
-    assert {d.runner_name for d in Enroller(Settings()).detectors} == {"onnxruntime-cpu"}
     assert create_landmarker(Settings()).detector.runner_name == "onnxruntime-cpu"
+    assert {d.runner_name for d in Enroller(Settings()).detectors} == {"onnxruntime-cpu"}
+
+
+@needs_bf16
+def test_openvino_asked_for_runs_bf16_here():
+    assert create_detector(Settings(backend="openvino")).runner_name == "openvino-cpu-bf16"
 
 
 @needs_bf16

@@ -104,11 +104,11 @@ def test_one_runner_from_two_threads_gives_each_its_own_result(photos):
 
 
 def test_auto_picks_openvino_for_a_listed_network_only_with_bf16(monkeypatch):
-    monkeypatch.setattr(backends, "OPENVINO_AUTO", frozenset({"yunet"}))  # the mechanism, once YuNet is listed
+    monkeypatch.setattr(backends, "OPENVINO_AUTO", frozenset({"yunet", "mobilefacenet"}))  # YuNet: once listed
     monkeypatch.setattr(backends, "cuda_available", lambda: False)
     monkeypatch.setattr(backends, "openvino_bf16", lambda: True)
     assert resolve_backend("auto", "yunet") == "openvino"
-    assert resolve_backend("auto", "mobilefacenet") == "onnxruntime"
+    assert resolve_backend("auto", "mobilefacenet") == "openvino"
     assert resolve_backend("auto", "landmarker") == "onnxruntime"
     assert resolve_backend("auto", "photo") == "onnxruntime"
     assert resolve_backend("auto", "centerface") == "onnxruntime"
@@ -137,11 +137,12 @@ def test_asking_for_openvino_without_it_says_how_to_install(monkeypatch):
 
 
 @pytest.mark.skipif(backends.cuda_available(), reason="on CUDA auto picks torch")
-def test_auto_here_keeps_every_network_on_onnxruntime():
-    """The real choice on this machine (it has bf16): onnxruntime for the detector, the recognizer, the landmarker's
-    YuNet and photo detection; the capability probe itself answers for this CPU."""
+def test_auto_here_runs_the_recognizer_on_openvino_where_bf16_and_the_rest_on_onnxruntime():
+    """The real choice on this machine: MobileFaceNet on OpenVINO where the CPU has bf16 (else onnxruntime); the
+    detector, the landmarker's YuNet and photo detection on onnxruntime (README: the suite, LFW)."""
+    expected = "openvino-cpu-bf16" if openvino_bf16() else "onnxruntime-cpu"
+    assert create_embedder(Settings()).runner_name == expected
     assert create_detector(Settings()).runner_name == "onnxruntime-cpu"
-    assert create_embedder(Settings()).runner_name == "onnxruntime-cpu"
     assert create_landmarker(Settings()).detector.runner_name == "onnxruntime-cpu"
     assert {d.runner_name for d in Enroller(Settings()).detectors} == {"onnxruntime-cpu"}
 

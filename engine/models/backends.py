@@ -22,14 +22,16 @@ log = logging.getLogger(__name__)
 
 TORCH_CPU_THREADS = int(os.environ.get("BLURCAST_TORCH_THREADS", "1"))
 OPENVINO_THREADS = int(os.environ.get("BLURCAST_OPENVINO_THREADS", "1"))
-# Networks `auto` runs on OpenVINO where the CPU computes in bf16 (README › Measured, OpenVINO). MobileFaceNet:
-# 8 faces in 0.25x onnxruntime's CPU, embeddings at cosine 0.9998+ to its, LFW 99.28 % against 99.27 %. Not YuNet
-# yet: ~0.7x the CPU per 1080p frame, but the privacy suite leaked more with it (WIDER crowds 316 against 289
-# face-frames of 13,045, store-aisle 1 of 89 against 0); list it once the suite holds. Without bf16 OpenVINO runs
-# f32, slower than onnxruntime (YuNet 23 against 18 ms): never chosen there. The landmarker's YuNet ("landmarker")
-# and photo detection ("photo") are asked for apart from the stream's detector: bf16 boxes seeding the alignment
-# took LFW from 99.27 to 99.12 %, so they stay on onnxruntime even once YuNet is listed.
-OPENVINO_AUTO = frozenset({"mobilefacenet"})
+# Networks `auto` runs on OpenVINO where the CPU computes in bf16: none yet (README › Measured, OpenVINO).
+# YuNet: ~0.7x onnxruntime's CPU per 1080p frame, but the privacy suite leaked more with it (WIDER crowds 316
+# against 289 face-frames of 13,045, store-aisle 1 of 89 against 0). MobileFaceNet: 0.25x the CPU, LFW 99.28
+# against 99.27 %, dev clip performer visible 90.60 % both; but bf16 turns a 1-grey-level difference between
+# a frame's and a crop's aligned face into 2e-3 per embedding element (cosine 0.99998), past
+# tests/test_recognition.py's 1e-3 for "the stream embeds as the photo path". List a network here once those
+# hold. Without bf16 OpenVINO runs f32, slower than onnxruntime (YuNet 23 against 18 ms): never chosen there.
+# The landmarker's YuNet ("landmarker") and photo detection ("photo") are asked for apart from the stream's
+# detector: bf16 boxes seeding the alignment took LFW from 99.27 to 99.12 %, so they stay on onnxruntime.
+OPENVINO_AUTO: frozenset[str] = frozenset()
 
 
 class NetworkRunner(Protocol):

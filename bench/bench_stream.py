@@ -1,7 +1,7 @@
 """Benchmark and end-to-end check of the streaming path, on loopback with FFmpeg at both far ends.
 
     python bench/bench_stream.py clip  [--json out.json]     # the dev clip with its sound, SRT in -> SRT out
-    python bench/bench_stream.py 1080p [--seconds 20]        # 1920x1080 30 fps over SRT: does it keep up?
+    python bench/bench_stream.py 1080p [--seconds 20] [--backend auto]  # 1920x1080 30 fps over SRT: keeps up?
 
 `clip`: a local FFmpeg sends the dev clip (H.264 + AAC, copied, paced at its frame rate) to Blurcast's SRT
 listener; Blurcast anonymizes (default settings, empty facebank) and sends SRT to a second FFmpeg that
@@ -48,6 +48,7 @@ from engine.stages.sources import open_source  # noqa: E402
 from tests.stream_util import free_port, record, stream_kinds  # noqa: E402
 
 log = logging.getLogger("bench")
+BACKEND = "auto"  # --backend: the engine's network runtime
 AUDIO_RATE = 8000  # enough for cross-correlation, small enough to be quick
 # Decoded frames as stored: to raw output FFmpeg would otherwise repeat the first frame back to the file's
 # start (the clip's sound starts 0.84 s before its picture), shifting every frame index.
@@ -66,14 +67,14 @@ def cpu_seconds(pid: int) -> float:
 def run_stream(sender_cmd: list[str], seconds: float | None, out: Path, port_in: int, port_out: int,
                bitrate_kbps: int, preset: str = "veryfast") -> dict:
     """Sender -> Blurcast (SRT listener) -> SRT -> recorder. Returns the figures and the sink."""
-    pipeline = Pipeline(Settings())  # models loaded first: no frame waits on them
+    pipeline = Pipeline(Settings(backend=BACKEND))  # models loaded first: no frame waits on them
     recorder = record(f"srt://127.0.0.1:{port_out}?mode=listener", out)
     with ThreadPoolExecutor(1) as pool:
         opening = pool.submit(open_source, f"srt://:{port_in}?mode=listener", open_timeout_s=30)
         time.sleep(1.0)
         sender = subprocess.Popen(sender_cmd, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         source = opening.result()
-    engine = Engine(Settings(), source, pipeline=pipeline)
+    engine = Engine(Settings(backend=BACKEND), source, pipeline=pipeline)
     sink = StreamSink(f"srt://127.0.0.1:{port_out}?mode=caller", source.info.width, source.info.height,
                       source.fps_fraction, audio=source.audio if source.has_audio else None,
                       bitrate_kbps=bitrate_kbps, preset=preset)
@@ -246,7 +247,7 @@ def baseline_live(path: Path, seconds: float) -> dict:
     on a shared machine only the ratio to this means anything."""
     from engine.stages.source import VideoSource
 
-    engine = Engine(Settings(), VideoSource(str(path), loop=True), sinks=[DiscardSink()])
+    engine = Engine(Settings(backend=BACKEND), VideoSource(str(path), loop=True), sinks=[DiscardSink()])
     thread = threading.Thread(target=engine.run_live, daemon=True)
     started = time.monotonic()
     thread.start()
@@ -271,7 +272,10 @@ def main() -> int:
     parser.add_argument("--matrix", choices=tuple(SENDER_MATRIX), default="bt709", help="1080p: the sender's "
                         "colour matrix (bt709 is decoded to BGR by FFmpeg, bt601 goes as I420 to the engine)")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--backend", default="auto", help="the engine's network runtime (to compare backends)")
     args = parser.parse_args()
+    global BACKEND
+    BACKEND = args.backend
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not CLIP.is_file():
         print(f"the dev clip is missing ({CLIP}); set BLURCAST_DATA", file=sys.stderr)

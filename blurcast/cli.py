@@ -105,7 +105,8 @@ def _add_settings_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hold", type=float, dest="hold_seconds",
                    help=f"seconds a lost face stays hidden at its predicted place (default {d.hold_seconds})")
     g.add_argument("--detector", choices=DETECTORS, help=f"face detector (default {d.detector})")
-    g.add_argument("--backend", choices=BACKENDS, help=f"network runtime (default {d.backend})")
+    g.add_argument("--backend", choices=BACKENDS, help=f"network runtime (default {d.backend}: torch on CUDA, "
+                   "onnxruntime on CPU; openvino: bf16 where the CPU has it, faster, more leaks on crowds: README)")
     g.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="any other setting, e.g. --set detect_width=1920 (see README, Configuration)")
 
@@ -240,6 +241,8 @@ def _add_facebank(sub) -> None:
 
 
 def _add_eval_recognition(sub) -> None:
+    from engine.config import BACKENDS
+
     p = sub.add_parser("eval-recognition", help="measure face recognition: ROC AUC, EER, TAR at FAR, ms/face",
                        description="On identity-labelled folders (identity = folder or file name), a pairs "
                                    "file, or LFW as distributed (a folder with pairs.txt beside lfw-deepfunneled/: "
@@ -248,6 +251,8 @@ def _add_eval_recognition(sub) -> None:
                                    "is derived from the impostor scores.")
     p.add_argument("paths", nargs="*", help="folders of labelled photos and/or pairs files")
     p.add_argument("--json", help="also write the report as JSON here")
+    p.add_argument("--backend", choices=BACKENDS, help="network runtime of the detector, landmarker and recognizer "
+                   "(default auto, as the engine chooses them)")
     p.set_defaults(func=_cmd_eval_recognition)
 
 
@@ -526,9 +531,12 @@ def _cmd_facebank_remove(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_recognition(args: argparse.Namespace) -> int:
-    from evaluation.recognition import evaluate
+    from engine.config import Settings
+    from evaluation.recognition import PhotoEncoder, evaluate
+    from facebank.enrol import Enroller
 
-    report = evaluate(datasets=_datasets_from([Path(p) for p in args.paths]) if args.paths else None)
+    encoder = PhotoEncoder(Enroller(Settings(backend=args.backend))) if args.backend else None
+    report = evaluate(datasets=_datasets_from([Path(p) for p in args.paths]) if args.paths else None, encoder=encoder)
     table = Table("set", "pairs", "AUC", "EER", "TAR@FAR1e-3", "TAR@FAR1e-4", "10-fold acc", title="recognition")
     for name, r in report["datasets"].items():
         if not r.get("pairs"):

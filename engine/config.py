@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 ANONYMIZE_MODES = ("blur", "mosaic", "fill")
 SHAPES = ("box", "ellipse")
 DETECTORS = ("yunet", "centerface")
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 
 
 # Limits no setting may cross, because past them faces go out unanonymized (fail closed). Measured on the
@@ -62,7 +62,8 @@ class Limit:
 LIMITS: dict[str, Limit] = {
     "detector": Limit("face detector: yunet is fast; centerface finds more tiny faces, ~10x slower",
                       choices=DETECTORS),
-    "backend": Limit("network runtime: auto = torch on CUDA, onnxruntime on CPU", choices=BACKENDS),
+    "backend": Limit("network runtime: auto = torch on CUDA, onnxruntime on CPU; openvino: bf16 where the CPU has "
+                     "it, faster, but the privacy suite leaked more with it (README)", choices=BACKENDS),
     "confidence": Limit("detector score that starts a face: lower hides more faces, and more false ones",
                         MIN_CONFIDENCE, MAX_CONFIDENCE),
     "low_confidence": Limit("weaker detections keep an existing face hidden (ByteTrack second pass); from 0.3 "

@@ -198,8 +198,9 @@ class SharedNetworks:
             detector = DeviceRunner(yunet_module(model_path("yunet")), where, half)
             recognizer = DeviceRunner(mobilefacenet_module(model_path("mobilefacenet")), where, half)
         else:
-            detector = make_runner(backend, model_path("yunet"), yunet_module)
-            recognizer = make_runner(backend, model_path("mobilefacenet"), mobilefacenet_module)
+            detector = make_runner(backend, model_path("yunet"), yunet_module, network="yunet")
+            recognizer = make_runner(backend, model_path("mobilefacenet"), mobilefacenet_module,
+                                     network="mobilefacenet")
         self.detector = BatchingRunner(detector, streams, wait_ms)
         self.recognizer = BatchingRunner(recognizer, streams, wait_ms)
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from engine.config import Settings
 from engine.faces import Detections
+from engine.models.backends import resolve_backend
 from engine.models.weights import sha256_of
 from engine.recognition.recognize import FaceEmbedder, Landmarker, create_embedder, create_landmarker, sharpness
 from engine.stages.detect import Detector, create_detector, merge
@@ -88,7 +89,11 @@ class Enroller:
     @property
     def detectors(self) -> list[Detector]:
         if self._detectors is None:
-            self._detectors = [create_detector(self.settings.updated({"detect_width": w})) for w in DETECT_WIDTHS]
+            # `auto` keeps photos on onnxruntime (resolve_backend: "photo" is not in OPENVINO_AUTO): speed does not
+            # matter here, and the bf16 detector's boxes, which seed the alignment, took LFW from 99.27 to 99.12 %.
+            backend = resolve_backend(self.settings.backend, "photo")
+            self._detectors = [create_detector(self.settings.updated({"detect_width": w, "backend": backend}))
+                               for w in DETECT_WIDTHS]
         return self._detectors
 
     @property

@@ -1,7 +1,7 @@
-"""Run a network on torch (CPU or CUDA) or on onnxruntime (CPU), with the same inputs and outputs.
+"""Run a network on torch (CPU or CUDA), onnxruntime or OpenVINO (CPU), with the same inputs and outputs.
 
 Detectors and the recognizer call `runner.run(batch)` and never care which one runs: torch is the
-reference implementation (`engine/models/`), onnxruntime an optional CPU backend chosen by measurement.
+reference implementation (`engine/models/`), onnxruntime and OpenVINO CPU backends chosen by measurement.
 """
 
 from __future__ import annotations
@@ -9,7 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
+import time
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Protocol
 
@@ -18,6 +21,17 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 TORCH_CPU_THREADS = int(os.environ.get("BLURCAST_TORCH_THREADS", "1"))
+OPENVINO_THREADS = int(os.environ.get("BLURCAST_OPENVINO_THREADS", "1"))
+# Networks `auto` runs on OpenVINO where the CPU computes in bf16: none yet (README › Measured, OpenVINO).
+# YuNet: ~0.7x onnxruntime's CPU per 1080p frame, but the privacy suite leaked more with it (WIDER crowds 316
+# against 289 face-frames of 13,045, store-aisle 1 of 89 against 0). MobileFaceNet: 0.25x the CPU, LFW 99.28
+# against 99.27 %, dev clip performer visible 90.60 % both; but bf16 turns a 1-grey-level difference between
+# a frame's and a crop's aligned face into 2e-3 per embedding element (cosine 0.99998), past
+# tests/test_recognition.py's 1e-3 for "the stream embeds as the photo path". List a network here once those
+# hold. Without bf16 OpenVINO runs f32, slower than onnxruntime (YuNet 23 against 18 ms): never chosen there.
+# The landmarker's YuNet ("landmarker") and photo detection ("photo") are asked for apart from the stream's
+# detector: bf16 boxes seeding the alignment took LFW from 99.27 to 99.12 %, so they stay on onnxruntime.
+OPENVINO_AUTO: frozenset[str] = frozenset()
 
 
 class NetworkRunner(Protocol):
@@ -36,12 +50,29 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_backend(requested: str) -> str:
-    """`auto` picks torch on CUDA (the user's rig) and onnxruntime on CPU when installed (faster there)."""
+@cache
+def openvino_bf16() -> bool:
+    """Whether OpenVINO is installed and this CPU reports bf16 (OpenVINO then infers in bf16 by default)."""
+    try:
+        import openvino
+    except ImportError:
+        return False
+    try:
+        return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except RuntimeError as exc:  # no usable CPU plugin: keep to the other backends
+        log.warning("OpenVINO is installed but its CPU plugin is not usable: %s", exc)
+        return False
+
+
+def resolve_backend(requested: str, network: str | None = None) -> str:
+    """`auto` picks torch on CUDA (the user's rig); on CPU, OpenVINO for the networks measured faster on it
+    (OPENVINO_AUTO, bf16 CPUs only), else onnxruntime when installed (faster than torch there)."""
     if requested != "auto":
         return requested
     if cuda_available():
         return "torch"
+    if network in OPENVINO_AUTO and openvino_bf16():
+        return "openvino"
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -92,6 +123,72 @@ class OnnxRuntimeRunner:
         return self.session.run(None, {self.input_name: batch})
 
 
+class OpenVinoRunner:
+    """OpenVINO on the CPU, in bf16 where the CPU has it (OpenVINO's default there; f32 elsewhere).
+
+    bf16 keeps 8 bits of mantissa: YuNet's outputs differ from fp32 by up to ~0.1 (box and landmark offsets, in
+    stride units; scores by a few thousandths), measured on real frames (tests/test_backends.py, README).
+    A model compiled for one input shape runs 15-45 % faster than the dynamic one (1280x736: 11.9 against 14.3
+    CPU ms; a 640x768 tile 6.4 against 7.8), so a shape called STATIC_AFTER times gets its own, compiled in the
+    calling thread (~0.2 s, once; asynchronously the switch would land on a timing-dependent frame, and the two
+    differ by ~1e-3: file mode would no longer be deterministic). One infer request per compiled model and
+    calling thread: a request holds its own buffers (the multi-stream engine calls one runner from several)."""
+
+    STATIC_AFTER = 3  # calls of one shape: the main pass and tiles recur every frame, refine's crops rarely
+    STATIC_SHAPES = 8  # at most: a frame size's main pass and tile sizes; the rest stays on the dynamic model
+
+    def __init__(self, onnx_path: Path, threads: int = OPENVINO_THREADS) -> None:
+        import onnx
+        try:
+            import openvino
+        except ImportError as exc:
+            raise RuntimeError("backend 'openvino' needs the openvino package: pip install openvino==2026.4.1") from exc
+
+        model = onnx.load(str(onnx_path))
+        _make_input_dynamic(model)
+        self._onnx = model.SerializeToString()
+        self._core = openvino.Core()
+        # One thread: 11.6 against 13.5 ms with two (YuNet 1280x736); the engine's other threads use the other
+        # core. No pinning: the calling thread must not be tied to a core that another busy thread holds.
+        self._config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
+        self.compiled = self._compile(None)
+        precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.name = f"openvino-cpu-{'bf16' if 'bfloat16' in precision else 'f32'}"
+        self._static: dict[tuple[int, ...], object] = {}
+        self._calls: dict[tuple[int, ...], int] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def _compile(self, shape: tuple[int, ...] | None):
+        model = self._core.read_model(self._onnx)
+        if shape is not None:
+            model.reshape(list(shape))
+        return self._core.compile_model(model, "CPU", self._config)
+
+    def _compiled_for(self, shape: tuple[int, ...]):
+        with self._lock:  # two threads seeing a shape for the STATIC_AFTER-th time compile it once
+            compiled = self._static.get(shape)
+            if compiled is not None:
+                return shape, compiled
+            self._calls[shape] = self._calls.get(shape, 0) + 1
+            if self._calls[shape] < self.STATIC_AFTER or len(self._static) >= self.STATIC_SHAPES:
+                return None, self.compiled
+            started = time.perf_counter()
+            compiled = self._static[shape] = self._compile(shape)
+            log.info("%s: compiled for input %s in %.0f ms", self.name, shape, 1000 * (time.perf_counter() - started))
+            return shape, compiled
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        key, compiled = self._compiled_for(batch.shape)
+        requests = self._local.__dict__.setdefault("requests", {})
+        request = requests.get(key)
+        if request is None:
+            request = requests[key] = compiled.create_infer_request()
+        request.infer({0: batch})
+        # Copies: the request reuses its output buffers on the next call.
+        return [request.get_output_tensor(i).data.copy() for i in range(len(compiled.outputs))]
+
+
 def _make_input_dynamic(model) -> None:
     """The files fix their input size (YuNet 640x640, CenterFace 32x32); frames come in any size."""
     for value in list(model.graph.input) + list(model.graph.output):
@@ -100,11 +197,15 @@ def _make_input_dynamic(model) -> None:
     del model.graph.value_info[:]
 
 
-def make_runner(backend: str, onnx_path: Path, module_factory: Callable[[Path], object]) -> NetworkRunner:
-    chosen = resolve_backend(backend)
+def make_runner(backend: str, onnx_path: Path, module_factory: Callable[[Path], object],
+                network: str | None = None) -> NetworkRunner:
+    """`network` (a weights name: yunet, mobilefacenet...) lets `auto` choose per network."""
+    chosen = resolve_backend(backend, network)
     runner: NetworkRunner
     if chosen == "onnxruntime":
         runner = OnnxRuntimeRunner(onnx_path)
+    elif chosen == "openvino":
+        runner = OpenVinoRunner(onnx_path)
     elif chosen == "torch":
         runner = TorchRunner(module_factory, onnx_path)
     else:

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from engine.config import Settings
-from engine.models.backends import NetworkRunner, make_runner
+from engine.models.backends import NetworkRunner, make_runner, resolve_backend
 from engine.models.weights import model_path
 
 SIZE = 112
@@ -219,7 +219,10 @@ class Landmarker:
 def create_landmarker(settings: Settings) -> Landmarker:
     from engine.stages.detect import create_detector  # lazy: engine.stages.detect is not needed to embed aligned crops
 
-    return Landmarker(create_detector(settings.updated({"detector": "yunet"})))
+    # `auto` keeps its YuNet off OpenVINO (resolve_backend: not in OPENVINO_AUTO): its small crops are no faster
+    # there (bench/openvino_cpu.py), and bf16 landmarks would move every embedding of the facebank and the stream.
+    backend = resolve_backend(settings.backend, "landmarker")
+    return Landmarker(create_detector(settings.updated({"detector": "yunet", "backend": backend})))
 
 
 def _torch_module(path: Path):
@@ -230,5 +233,6 @@ def _torch_module(path: Path):
 
 def create_embedder(settings: Settings, backend: str | None = None) -> FaceEmbedder:
     """The MobileFaceNet embedder on the settings' backend (or `backend`, to compare the two)."""
-    runner = make_runner(backend or settings.backend, model_path("mobilefacenet"), _torch_module)
+    runner = make_runner(backend or settings.backend, model_path("mobilefacenet"), _torch_module,
+                         network="mobilefacenet")
     return FaceEmbedder(runner)

@@ -59,5 +59,5 @@ def _torch_module(path):
 
 
 def create(settings: Settings) -> CenterFaceDetector:
-    runner = make_runner(settings.backend, model_path("centerface"), _torch_module)
+    runner = make_runner(settings.backend, model_path("centerface"), _torch_module, network="centerface")
     return CenterFaceDetector(runner, settings.detect_width)

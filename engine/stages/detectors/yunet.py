@@ -235,5 +235,5 @@ def _torch_module(path):
 
 
 def create(settings: Settings) -> YuNetDetector:
-    runner = make_runner(settings.backend, model_path("yunet"), _torch_module)
+    runner = make_runner(settings.backend, model_path("yunet"), _torch_module, network="yunet")
     return YuNetDetector(runner, settings.detect_width)

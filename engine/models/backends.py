@@ -142,7 +142,8 @@ class OpenVinoRunner:
         try:
             import openvino
         except ImportError as exc:
-            raise RuntimeError("backend 'openvino' needs the openvino package: pip install openvino==2026.4.1") from exc
+            raise RuntimeError("backend 'openvino' needs the openvino package: "
+                               "pip install 'blurcast[openvino]' (openvino==2026.4.1)") from exc
 
         model = onnx.load(str(onnx_path))
         _make_input_dynamic(model)

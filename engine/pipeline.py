@@ -94,6 +94,9 @@ class Pipeline:
             self.detector.tile_cycle = FILE_TILE_CYCLE if getattr(self, "_offline", False) else TILE_CYCLE
         if hasattr(self.detector, "second_look"):  # file mode's headroom: weak small faces looked at again
             self.detector.second_look = getattr(self, "_offline", False)
+        runner = getattr(self.detector, "runner", None)
+        if hasattr(runner, "background_compiles"):  # OpenVINO: live never waits for a compile; file mode does
+            runner.background_compiles = not getattr(self, "_offline", False)
 
     def process(self, frame: np.ndarray, index: int, dt: float) -> tuple[SafeFrame, FrameReport]:
         """Anonymize `frame` in place and return it as a SafeFrame, with what was done to it."""

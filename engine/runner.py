@@ -8,6 +8,7 @@ overlap detection and encoding.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import queue
 import threading
@@ -123,6 +124,9 @@ class Engine:
 
     def update_settings(self, changes: dict[str, Any]) -> Settings:
         """Validate and queue new settings; the frame loop applies them before its next frame."""
+        if changes.get("backend") == "openvino" and importlib.util.find_spec("openvino") is None:
+            # Refused here, before it is saved: a saved backend that cannot load would stop every later start.
+            raise ValueError("backend 'openvino' needs the openvino package: pip install 'blurcast[openvino]'")
         with self._lock:
             new = (self._pending_settings or self._settings).updated(changes)
             self._pending_settings = new

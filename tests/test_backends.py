@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -70,6 +71,7 @@ def test_openvino_finds_the_faces_onnxruntime_finds(photos):
 def test_static_shape_models_agree_with_the_dynamic_one(photos):
     """A shape called often gets its own compiled model: the same outputs, within bf16's precision."""
     runner = OpenVinoRunner(model_path("yunet"))
+    runner.background_compiles = False  # file mode: compiled in the calling thread, on a known call
     image = cv2.resize(photos[0], (640, 480))
     batch = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
     first = runner.run(batch)
@@ -78,6 +80,58 @@ def test_static_shape_models_agree_with_the_dynamic_one(photos):
     assert list(runner._static) == [batch.shape]
     for x, y in zip(first, last, strict=True):
         np.testing.assert_allclose(x, y, atol=1e-2)
+
+
+@needs_bf16
+def test_live_compiles_in_the_background_and_serves_meanwhile(photos):
+    """Live, the call that triggers a compile does not wait for it (it passed the detector's deadline and
+    frames went out blurred whole); the shape switches to its own model once compiled."""
+    runner = OpenVinoRunner(model_path("yunet"))
+    assert runner.background_compiles  # the default; file mode (Pipeline.offline) turns it off
+    batch = np.ascontiguousarray(cv2.resize(photos[0], (640, 480)).transpose(2, 0, 1)[None], dtype=np.float32)
+    for _ in range(OpenVinoRunner.STATIC_AFTER):
+        runner.run(batch)
+    deadline = time.monotonic() + 60
+    while batch.shape not in runner._static and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert batch.shape in runner._static and runner._static[batch.shape] is not runner.compiled
+    assert not runner._pending
+
+
+@needs_bf16
+def test_a_shape_whose_compile_fails_stays_on_the_dynamic_model_and_is_not_retried(photos, monkeypatch):
+    runner = OpenVinoRunner(model_path("yunet"))
+    runner.background_compiles = False
+    attempts = []
+    dynamic_compile = runner._compile
+
+    def failing(shape):
+        if shape is not None:
+            attempts.append(shape)
+            raise RuntimeError("injected compile failure")
+        return dynamic_compile(shape)
+
+    monkeypatch.setattr(runner, "_compile", failing)
+    batch = np.ascontiguousarray(cv2.resize(photos[0], (640, 480)).transpose(2, 0, 1)[None], dtype=np.float32)
+    expected = runner.run(batch)
+    for _ in range(6):
+        out = runner.run(batch)
+    assert attempts == [batch.shape]  # tried once, not on every later frame
+    for x, y in zip(expected, out, strict=True):
+        np.testing.assert_array_equal(x, y)  # the dynamic model, bit for bit
+
+
+def test_the_engine_refuses_openvino_when_it_is_not_installed(monkeypatch):
+    """Refused before it is saved: a saved backend that cannot load would stop every later start."""
+    import importlib.util
+
+    from engine.runner import Engine
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    engine = Engine.__new__(Engine)  # only update_settings' check is exercised: no source or pipeline needed
+    with pytest.raises(ValueError, match=r"blurcast\[openvino\]"):
+        engine.update_settings({"backend": "openvino"})
 
 
 @needs_bf16

@@ -59,7 +59,7 @@ def openvino_bf16() -> bool:
         return False
     try:
         return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    except RuntimeError as exc:  # no usable CPU plugin: keep to the other backends
+    except Exception as exc:  # no usable CPU plugin, a broken install: keep to the other backends
         log.warning("OpenVINO is installed but its CPU plugin is not usable: %s", exc)
         return False
 
@@ -129,13 +129,16 @@ class OpenVinoRunner:
     bf16 keeps 8 bits of mantissa: YuNet's outputs differ from fp32 by up to ~0.1 (box and landmark offsets, in
     stride units; scores by a few thousandths), measured on real frames (tests/test_backends.py, README).
     A model compiled for one input shape runs 15-45 % faster than the dynamic one (1280x736: 11.9 against 14.3
-    CPU ms; a 640x768 tile 6.4 against 7.8), so a shape called STATIC_AFTER times gets its own, compiled in the
-    calling thread (~0.2 s, once; asynchronously the switch would land on a timing-dependent frame, and the two
-    differ by ~1e-3: file mode would no longer be deterministic). One infer request per compiled model and
-    calling thread: a request holds its own buffers (the multi-stream engine calls one runner from several)."""
+    CPU ms; a 640x768 tile 6.4 against 7.8), so a shape called STATIC_AFTER times gets its own. A compile takes
+    120-200 ms: live (`background_compiles`), it runs on its own thread while the dynamic model serves, since in
+    the detector's thread it passed the live deadline and frames went out blurred whole; file mode compiles in the
+    calling thread, so the switch lands on the same frame every run (the two differ by ~1e-3: file mode stays
+    deterministic). A shape whose compile fails stays on the dynamic model. One infer request per compiled model
+    and calling thread: a request holds its own buffers (the multi-stream engine calls one runner from several)."""
 
     STATIC_AFTER = 3  # calls of one shape: the main pass and tiles recur every frame, refine's crops rarely
-    STATIC_SHAPES = 8  # at most: a frame size's main pass and tile sizes; the rest stays on the dynamic model
+    STATIC_SHAPES = 8  # at most (the least recently used goes): a frame size's main pass and tile sizes
+    COUNTED_SHAPES = 64  # shapes whose calls are counted; then the count starts again (photos come in any size)
 
     def __init__(self, onnx_path: Path, threads: int = OPENVINO_THREADS) -> None:
         import onnx
@@ -157,8 +160,12 @@ class OpenVinoRunner:
         self.name = f"openvino-cpu-{'bf16' if 'bfloat16' in precision else 'f32'}"
         self._static: dict[tuple[int, ...], object] = {}
         self._calls: dict[tuple[int, ...], int] = {}
+        self._last_use: dict[tuple[int, ...], int] = {}
+        self._uses = 0
+        self._pending: set[tuple[int, ...]] = set()
         self._lock = threading.Lock()
         self._local = threading.local()
+        self.background_compiles = True  # the pipeline turns it off in file mode (deterministic switch)
 
     def _compile(self, shape: tuple[int, ...] | None):
         model = self._core.read_model(self._onnx)
@@ -168,16 +175,42 @@ class OpenVinoRunner:
 
     def _compiled_for(self, shape: tuple[int, ...]):
         with self._lock:  # two threads seeing a shape for the STATIC_AFTER-th time compile it once
+            self._uses += 1
             compiled = self._static.get(shape)
             if compiled is not None:
-                return shape, compiled
-            self._calls[shape] = self._calls.get(shape, 0) + 1
-            if self._calls[shape] < self.STATIC_AFTER or len(self._static) >= self.STATIC_SHAPES:
+                self._last_use[shape] = self._uses
+                return (shape if compiled is not self.compiled else None), compiled
+            if shape in self._pending:
                 return None, self.compiled
-            started = time.perf_counter()
-            compiled = self._static[shape] = self._compile(shape)
+            if len(self._calls) >= self.COUNTED_SHAPES:
+                self._calls.clear()
+            self._calls[shape] = self._calls.get(shape, 0) + 1
+            if self._calls[shape] < self.STATIC_AFTER:
+                return None, self.compiled
+            self._pending.add(shape)
+        if self.background_compiles:
+            threading.Thread(target=self._compile_static, args=(shape,), name="openvino-compile", daemon=True).start()
+            return None, self.compiled
+        compiled = self._compile_static(shape)
+        return (shape if compiled is not self.compiled else None), compiled
+
+    def _compile_static(self, shape: tuple[int, ...]):
+        """A model for this one shape; on failure the dynamic one, kept for the shape (never retried per frame)."""
+        started = time.perf_counter()
+        try:
+            compiled = self._compile(shape)
             log.info("%s: compiled for input %s in %.0f ms", self.name, shape, 1000 * (time.perf_counter() - started))
-            return shape, compiled
+        except Exception:
+            log.exception("%s: compiling for input %s failed; that shape stays on the dynamic model", self.name,
+                          shape)
+            compiled = self.compiled
+        with self._lock:
+            if len(self._static) >= self.STATIC_SHAPES:  # the least recently used shape goes (a new frame size)
+                del self._static[min(self._static, key=lambda k: self._last_use.get(k, 0))]
+            self._static[shape] = compiled
+            self._last_use[shape] = self._uses
+            self._pending.discard(shape)
+        return compiled
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         key, compiled = self._compiled_for(batch.shape)

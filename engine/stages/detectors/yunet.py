@@ -27,6 +27,7 @@ TILE_CYCLE = 6  # frames until every tile has come back (0.2 s at 30 fps): below
 TILE_OVERLAP = TILE_MAX_FACE + 16  # so that every face a tile may keep lies whole inside some tile
 # Second look (file mode, detectors/second_look.py): small weak detections looked at again, enlarged and mirrored.
 MIRROR_MAIN = 1  # file mode: the main pass also on the mirrored frame (YuNet finds profiles facing one way better)
+MIRROR_TILES = 0  # file mode: each tile also mirrored (its clear faces only, as the main pass's)
 SECOND_LOOK_FROM = 0.1  # weakest detection worth it (below, mostly texture)
 SECOND_LOOK_BELOW = 0.5  # the default confidence: stronger ones start a face anyway
 SECOND_LOOK_MAX_FACE = 40  # px in the frame: larger weak faces are weak for other reasons (hidden, turned away)
@@ -118,7 +119,11 @@ class YuNetDetector:
     def _one_tile(self, frame: np.ndarray, tile: tuple[int, int, int, int], found: Detections,
                   min_score: float) -> Detections:
         x1, y1, x2, y2 = tile
-        dets = self._detect_at(frame[y1:y2, x1:x2], 1.0, min_score).shifted(x1, y1)
+        dets = self._detect_at(frame[y1:y2, x1:x2], 1.0, min_score)
+        if self.second_look and MIRROR_TILES:
+            flipped = mirror(self._detect_at(_derived(frame[y1:y2, x1:x2][:, ::-1]), 1.0, min_score), x2 - x1)
+            dets = merge([dets, flipped[flipped.score >= SECOND_LOOK_BELOW]], NMS_IOU)
+        dets = dets.shifted(x1, y1)
         if not len(dets):
             return dets
         b = dets.xyxy

@@ -34,6 +34,7 @@ REPEAT_MAX_GAP = 7  # frames a candidate waits for its second sighting (a 1080p 
 # motion-blurred faces often score 0.2-0.3 frame after frame; texture rarely does so in one place three times.
 LOW_START_SCORE = 0.2
 LOW_START_SIGHTINGS = 3
+LOW_START_MAX_FACE = 48.0  # px wide at most: the faces so weak are small crowd faces; larger weak boxes were hands
 
 
 @dataclass
@@ -146,8 +147,11 @@ class FaceTracker:
         """Start a track from a weak detection seen at the same place as one in the last frames: on its second
         sighting when both scored at least REPEAT_START_SCORE, or (corroborated starts) on its
         LOW_START_SIGHTINGS-th at LOW_START_SCORE or more."""
-        bar = LOW_START_SCORE if self.corroborated_starts else REPEAT_START_SCORE
-        weak = weak[weak.score >= bar]
+        if self.corroborated_starts:
+            small = (weak.xyxy[:, 2] - weak.xyxy[:, 0]) <= LOW_START_MAX_FACE
+            weak = weak[(weak.score >= REPEAT_START_SCORE) | ((weak.score >= LOW_START_SCORE) & small)]
+        else:
+            weak = weak[weak.score >= REPEAT_START_SCORE]
         if len(weak) and self.tracks:  # a weak box on a tracked face is part of that face, not a new one
             boxes = np.stack([t.xyxy for t in self.tracks])
             covered = np.array([_overlap(box, boxes)[1].max() for box in weak.xyxy])

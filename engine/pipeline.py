@@ -37,7 +37,7 @@ OFFLINE_DEADLINE_S = 10.0
 FILE_TILE_CYCLE = 1
 # File mode: weaker boxes (0.2-0.3) start a face on their 3rd sighting at one place (engine/stages/track.py); the
 # look-ahead hides them back to their first. Live mode has no look-ahead to back it: unchanged.
-FILE_CORROBORATED_STARTS = 0
+FILE_CORROBORATED_STARTS = 1
 # OpenCV's own worker threads, per call (resize, blend): one. The engine already keeps both cores busy on its
 # own threads (decoder, detector and its onnxruntime pool, frame loop, encoder); a call split in two then
 # waits for a half whose thread is preempted: on the loaded 2-core machine a 600x1000 blend took 14 ms of

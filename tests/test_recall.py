@@ -166,3 +166,14 @@ def test_a_face_scoring_under_the_weak_start_is_hidden_from_its_first_frame_once
 
     assert all(visible(_through_file_mode(frame, 4, False, monkeypatch))), "now found without corroboration"
     assert not any(visible(_through_file_mode(frame, 4, True, monkeypatch)))
+
+
+def test_only_file_mode_starts_faces_on_corroborated_weaker_boxes():
+    """Live mode has no look-ahead to hide a face's first frames, nor CPU to spare: its tracker is unchanged."""
+    pipeline = Pipeline(Settings(backend="onnxruntime"))
+    assert not pipeline.tracker.corroborated_starts
+    pipeline.offline = True
+    assert pipeline.tracker.corroborated_starts
+    pipeline.offline = False
+    assert not pipeline.tracker.corroborated_starts
+    pipeline.close()

@@ -13,7 +13,13 @@ from engine.config import LIMITS, Settings
 from engine.faces import Detections
 from engine.stages.anonymize import Anonymizer
 from engine.stages.detect import create_detector, detection_scale
-from engine.stages.track import LOW_START_SCORE, LOW_START_SIGHTINGS, REPEAT_START_SCORE, FaceTracker
+from engine.stages.track import (
+    LOW_START_MAX_FACE,
+    LOW_START_SCORE,
+    LOW_START_SIGHTINGS,
+    REPEAT_START_SCORE,
+    FaceTracker,
+)
 from evaluation.video import VISIBLE_AT, face_visibility, load_ground_truth
 from tests.conftest import REPO
 from tests.helpers import pairwise_iou
@@ -122,7 +128,7 @@ def test_a_weaker_face_starts_only_when_corroborated_and_seen_thrice_at_one_plac
     assert len(tracks) == 1 and tracks[0].lost_frames == 0
 
 
-def test_a_weaker_blob_at_three_places_starts_nothing(dev_face):
+def test_a_weaker_blob_at_three_places_or_larger_than_a_small_face_starts_nothing(dev_face):
     _, weak = dev_face
     weaker = Detections(weak.xyxy, np.array([LOW_START_SCORE + 0.02], np.float32), weak.landmarks)
     size = float(weak.xyxy[0, 2] - weak.xyxy[0, 0])
@@ -130,6 +136,13 @@ def test_a_weaker_blob_at_three_places_starts_nothing(dev_face):
     tracker.corroborated_starts = True
     for k in range(4):  # texture flickering across the picture, never twice where it was
         assert tracker.update(weaker.shifted(3 * size * k, 0), 1 / 30) == []
+    # A weak box wider than LOW_START_MAX_FACE in one place (on the dev clip: a waving hand) never starts.
+    x1, y1, x2, y2 = weak.xyxy[0]
+    grow = (LOW_START_MAX_FACE - size) / 2 + 4
+    hand = Detections(np.array([[x1 - grow, y1 - grow, x2 + grow, y2 + grow]], np.float32), weaker.score,
+                      weak.landmarks)
+    tracker.reset()
+    assert all(tracker.update(hand, 1 / 30) == [] for _ in range(5))
 
 
 def test_a_weak_blob_seen_once_or_inside_a_tracked_face_starts_nothing(dev_face):

@@ -136,13 +136,16 @@ def test_a_weaker_blob_at_three_places_or_larger_than_a_small_face_starts_nothin
     tracker.corroborated_starts = True
     for k in range(4):  # texture flickering across the picture, never twice where it was
         assert tracker.update(weaker.shifted(3 * size * k, 0), 1 / 30) == []
-    # A weak box wider than LOW_START_MAX_FACE in one place (on the dev clip: a waving hand) never starts.
+    # A weak box wider than LOW_START_MAX_FACE of the frame's height in one place (on the dev clip: a waving
+    # hand) never starts; the face itself, in the same 640x360 frame, does.
+    frame_size = (640, 360)
     x1, y1, x2, y2 = weak.xyxy[0]
-    grow = (LOW_START_MAX_FACE - size) / 2 + 4
+    grow = (LOW_START_MAX_FACE * frame_size[1] - size) / 2 + 4
     hand = Detections(np.array([[x1 - grow, y1 - grow, x2 + grow, y2 + grow]], np.float32), weaker.score,
                       weak.landmarks)
-    tracker.reset()
-    assert all(tracker.update(hand, 1 / 30) == [] for _ in range(5))
+    for box, starts in ((hand, False), (weaker, True)):
+        tracker.reset()
+        assert [len(tracker.update(box, 1 / 30, frame_size)) for _ in range(LOW_START_SIGHTINGS)][-1] == starts
 
 
 def test_a_weak_blob_seen_once_or_inside_a_tracked_face_starts_nothing(dev_face):

@@ -34,7 +34,7 @@ REPEAT_MAX_GAP = 7  # frames a candidate waits for its second sighting (a 1080p 
 # motion-blurred faces often score 0.2-0.3 frame after frame; texture rarely does so in one place three times.
 LOW_START_SCORE = 0.2
 LOW_START_SIGHTINGS = 3
-LOW_START_MAX_FACE = 48.0  # px wide at most: the faces so weak are small crowd faces; larger weak boxes were hands
+LOW_START_MAX_FACE = 0.15  # of the frame's height at most: on the dev clip, larger weak boxes (20-30 %) were hands
 
 
 @dataclass
@@ -136,19 +136,19 @@ class FaceTracker:
             track.mean[6:8] = 0.0  # ...and keep its size: safety_box() grows it on purpose instead
         for j in unmatched_high:
             self._start(high[np.array([j])])
-        self._start_repeated(low[np.array(unmatched_low, dtype=np.int64)])
+        self._start_repeated(low[np.array(unmatched_low, dtype=np.int64)], frame_size)
         self.tracks = [t for t in self.tracks if t.lost_frames == 0 or t.lost_seconds <= self.hold_seconds]
         self._drop_duplicates()
         if frame_size is not None:
             self.tracks = [t for t in self.tracks if _inside(t.xyxy, frame_size)]
         return self.tracks
 
-    def _start_repeated(self, weak: Detections) -> None:
+    def _start_repeated(self, weak: Detections, frame_size: tuple[int, int] | None) -> None:
         """Start a track from a weak detection seen at the same place as one in the last frames: on its second
         sighting when both scored at least REPEAT_START_SCORE, or (corroborated starts) on its
         LOW_START_SIGHTINGS-th at LOW_START_SCORE or more."""
         if self.corroborated_starts:
-            small = (weak.xyxy[:, 2] - weak.xyxy[:, 0]) <= LOW_START_MAX_FACE
+            small = (weak.xyxy[:, 2] - weak.xyxy[:, 0]) <= LOW_START_MAX_FACE * (frame_size or (0, np.inf))[1]
             weak = weak[(weak.score >= REPEAT_START_SCORE) | ((weak.score >= LOW_START_SCORE) & small)]
         else:
             weak = weak[weak.score >= REPEAT_START_SCORE]

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             row = {"clip": clip.name, "variant": label, **measure(clip, settings, constants)}
             rows.append(row)
             log.info("%-40s %-12s leaked %4d/%-5d run %2d false %5d detect CPU %6.1f s (%4.0f ms/frame) all %6.1f s",
-                     clip.name[:40], label, row["leaked"], row["scored"], row["worst_run"], row["false"],
+                     clip.name[-40:], label, row["leaked"], row["scored"], row["worst_run"], row["false"],
                      row["detect_cpu"], 1000 * row["detect_cpu"] / max(row["frames"], 1), row["cpu"])
             t = totals[label]
             for k in ("leaked", "scored", "false", "detect_cpu", "cpu", "frames"):

@@ -1,7 +1,7 @@
 """File-mode recall options priced: leaked face-frames against detection CPU, each variant in turn, in-process.
 
     python bench/recall_price.py --variant base: --variant dw1920:detect_width=1920 \
-        --variant budget1:yunet.SECOND_LOOK_BUDGET=1.0 [--only SUBSTR ...] [--photo-far 1.0 1.3] [--every-clip]
+        --variant budget1:yunet.SECOND_LOOK_BUDGET=1.0 [--only SUBSTR ...] [--photo-far 1.0 1.3]
 
 A variant is `LABEL:NAME=VALUE,...`, each NAME a setting (engine/config.py) or a module constant written
 `MODULE.CONST` (yunet, second_look, track, pipeline, lookahead), set for that variant only. Every clip goes

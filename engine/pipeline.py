@@ -35,6 +35,9 @@ OFFLINE_DEADLINE_S = 10.0
 # one in turn. Corpus (bench/lookahead.py, lookahead 8): WIDER 1080p crowd leaks 441 -> 376 face-frames of 13,045,
 # Parade's worst run 28 -> 24; +35 % CPU a 1080p frame (README, Speed). Live keeps TILE_CYCLE.
 FILE_TILE_CYCLE = 1
+# File mode: weaker boxes (0.2-0.3) start a face on their 3rd sighting at one place (engine/stages/track.py); the
+# look-ahead hides them back to their first. Live mode has no look-ahead to back it: unchanged.
+FILE_CORROBORATED_STARTS = 1
 # OpenCV's own worker threads, per call (resize, blend): one. The engine already keeps both cores busy on its
 # own threads (decoder, detector and its onnxruntime pool, frame loop, encoder); a call split in two then
 # waits for a half whose thread is preempted: on the loaded 2-core machine a 600x1000 blend took 14 ms of
@@ -88,6 +91,8 @@ class Pipeline:
 
     def _for_video(self) -> None:
         """Video: where the detector can, small faces are also looked for in tiles (detectors/yunet.py)."""
+        if hasattr(self, "tracker"):
+            self.tracker.corroborated_starts = bool(FILE_CORROBORATED_STARTS and self._offline)
         if hasattr(self.detector, "tiles"):
             self.detector.tiles = True
         if hasattr(self.detector, "tile_cycle"):

@@ -13,7 +13,13 @@ from engine.config import LIMITS, Settings
 from engine.faces import Detections
 from engine.stages.anonymize import Anonymizer
 from engine.stages.detect import create_detector, detection_scale
-from engine.stages.track import REPEAT_START_SCORE, FaceTracker
+from engine.stages.track import (
+    LOW_START_MAX_FACE,
+    LOW_START_SCORE,
+    LOW_START_SIGHTINGS,
+    REPEAT_START_SCORE,
+    FaceTracker,
+)
 from evaluation.video import VISIBLE_AT, face_visibility, load_ground_truth
 from tests.conftest import REPO
 from tests.helpers import pairwise_iou
@@ -105,6 +111,41 @@ def test_a_weak_face_seen_twice_at_one_place_starts_a_track(dev_face):
     assert tracker.update(weak, 1 / 30) == []  # once: could be a one-frame blob
     tracks = tracker.update(weak.shifted(2, 1), 1 / 30)  # again, where it was: a face
     assert len(tracks) == 1 and tracks[0].lost_frames == 0
+
+
+def test_a_weaker_face_starts_only_when_corroborated_and_seen_thrice_at_one_place(dev_face):
+    _, weak = dev_face
+    weaker = Detections(weak.xyxy, np.array([LOW_START_SCORE + 0.02], np.float32), weak.landmarks)
+    assert LOW_START_SIGHTINGS == 3
+    live = FaceTracker(confidence=0.5, low_confidence=0.2, hold_seconds=0.8)  # live mode: no look-ahead behind it
+    assert all(live.update(weaker.shifted(k, 0), 1 / 30) == [] for k in range(5))
+    corroborated = FaceTracker(confidence=0.5, low_confidence=0.2, hold_seconds=0.8)
+    corroborated.corroborated_starts = True  # file mode (the pipeline sets it)
+    assert corroborated.update(weaker, 1 / 30) == []
+    assert corroborated.update(Detections.empty(), 1 / 30) == []  # a frame without it: the candidate waits
+    assert corroborated.update(weaker.shifted(2, 1), 1 / 30) == []  # twice: not yet
+    tracks = corroborated.update(weaker.shifted(3, 1), 1 / 30)
+    assert len(tracks) == 1 and tracks[0].lost_frames == 0
+
+
+def test_a_weaker_blob_at_three_places_or_larger_than_a_small_face_starts_nothing(dev_face):
+    _, weak = dev_face
+    weaker = Detections(weak.xyxy, np.array([LOW_START_SCORE + 0.02], np.float32), weak.landmarks)
+    size = float(weak.xyxy[0, 2] - weak.xyxy[0, 0])
+    tracker = FaceTracker(confidence=0.5, low_confidence=0.2, hold_seconds=0.8)
+    tracker.corroborated_starts = True
+    for k in range(4):  # texture flickering across the picture, never twice where it was
+        assert tracker.update(weaker.shifted(3 * size * k, 0), 1 / 30) == []
+    # A weak box wider than LOW_START_MAX_FACE of the frame's height in one place (on the dev clip: a waving
+    # hand) never starts; the face itself, in the same 640x360 frame, does.
+    frame_size = (640, 360)
+    x1, y1, x2, y2 = weak.xyxy[0]
+    grow = (LOW_START_MAX_FACE * frame_size[1] - size) / 2 + 4
+    hand = Detections(np.array([[x1 - grow, y1 - grow, x2 + grow, y2 + grow]], np.float32), weaker.score,
+                      weak.landmarks)
+    for box, starts in ((hand, False), (weaker, True)):
+        tracker.reset()
+        assert [len(tracker.update(box, 1 / 30, frame_size)) for _ in range(LOW_START_SIGHTINGS)][-1] == starts
 
 
 def test_a_weak_blob_seen_once_or_inside_a_tracked_face_starts_nothing(dev_face):

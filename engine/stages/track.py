@@ -28,6 +28,13 @@ _LOST_GROWTH_MAX = 0.6
 # without this it would never start. Two sightings in a row rule out most one-frame false blobs.
 REPEAT_START_SCORE = 0.3
 REPEAT_MAX_GAP = 7  # frames a candidate waits for its second sighting (a 1080p tile comes back every 6)
+# File mode (the pipeline turns `corroborated_starts` on): a weaker box (LOW_START_SCORE up to REPEAT_START_SCORE)
+# starts a face on its LOW_START_SIGHTINGS-th sighting at a consistent place, each within REPEAT_MAX_GAP frames of
+# the one before; the look-ahead (stages/lookahead.py) then hides it back to its first sighting. Hidden and
+# motion-blurred faces often score 0.2-0.3 frame after frame; texture rarely does so in one place three times.
+LOW_START_SCORE = 0.2
+LOW_START_SIGHTINGS = 3
+LOW_START_MAX_FACE = 0.15  # of the frame's height at most: on the dev clip, larger weak boxes (20-30 %) were hands
 
 
 @dataclass
@@ -102,7 +109,8 @@ class FaceTracker:
         self.hold_seconds = hold_seconds
         self.tracks: list[Track] = []
         self._next_id = 1
-        self._candidates: list[tuple[np.ndarray, int]] = []  # unclaimed weak boxes, frames since seen
+        self._candidates: list[_Candidate] = []  # unclaimed weak boxes not yet a face
+        self.corroborated_starts = False  # file mode: weaker boxes start a face on their 3rd sighting
         # Frames a weak candidate waits for its second sighting: longer than a tile takes to come back, which
         # the live loop lengthens while it sheds load (engine/runner.py).
         self.repeat_max_gap = REPEAT_MAX_GAP
@@ -128,35 +136,42 @@ class FaceTracker:
             track.mean[6:8] = 0.0  # ...and keep its size: safety_box() grows it on purpose instead
         for j in unmatched_high:
             self._start(high[np.array([j])])
-        self._start_repeated(low[np.array(unmatched_low, dtype=np.int64)])
+        self._start_repeated(low[np.array(unmatched_low, dtype=np.int64)], frame_size)
         self.tracks = [t for t in self.tracks if t.lost_frames == 0 or t.lost_seconds <= self.hold_seconds]
         self._drop_duplicates()
         if frame_size is not None:
             self.tracks = [t for t in self.tracks if _inside(t.xyxy, frame_size)]
         return self.tracks
 
-    def _start_repeated(self, weak: Detections) -> None:
-        """Start a track from a weak detection seen at the same place as one in the last frames."""
-        weak = weak[weak.score >= REPEAT_START_SCORE]
+    def _start_repeated(self, weak: Detections, frame_size: tuple[int, int] | None) -> None:
+        """Start a track from a weak detection seen at the same place as one in the last frames: on its second
+        sighting when both scored at least REPEAT_START_SCORE, or (corroborated starts) on its
+        LOW_START_SIGHTINGS-th at LOW_START_SCORE or more."""
+        if self.corroborated_starts:
+            small = (weak.xyxy[:, 2] - weak.xyxy[:, 0]) <= LOW_START_MAX_FACE * (frame_size or (0, np.inf))[1]
+            weak = weak[(weak.score >= REPEAT_START_SCORE) | ((weak.score >= LOW_START_SCORE) & small)]
+        else:
+            weak = weak[weak.score >= REPEAT_START_SCORE]
         if len(weak) and self.tracks:  # a weak box on a tracked face is part of that face, not a new one
             boxes = np.stack([t.xyxy for t in self.tracks])
             covered = np.array([_overlap(box, boxes)[1].max() for box in weak.xyxy])
             weak = weak[covered < _DUPLICATE_COVERED]
-        fresh: list[tuple[np.ndarray, int]] = []
+        fresh: list[_Candidate] = []
         used: set[int] = set()
-        if len(weak) and self._candidates:
-            affinity = _affinity(np.stack([box for box, _ in self._candidates]), weak.xyxy)
-            for j in range(len(weak)):
+        affinity = (_affinity(np.stack([c.box for c in self._candidates]), weak.xyxy)
+                    if len(weak) and self._candidates else None)
+        for j in range(len(weak)):
+            seen = _Candidate(weak.xyxy[j], float(weak.score[j]))
+            if affinity is not None:
                 i = int(np.argmax(affinity[:, j]))
                 if affinity[i, j] > 0 and i not in used:
                     used.add(i)
-                    self._start(weak[np.array([j])])
-                    continue
-                fresh.append((weak.xyxy[j], 0))
-        else:
-            fresh = [(box, 0) for box in weak.xyxy]
-        aged = [(box, age + 1) for k, (box, age) in enumerate(self._candidates)
-                if k not in used and age + 1 < self.repeat_max_gap]
+                    seen = self._candidates[i].seen_again(seen)
+                    if seen.strong >= 2 or seen.sightings >= LOW_START_SIGHTINGS:
+                        self._start(weak[np.array([j])])
+                        continue
+            fresh.append(seen)
+        aged = [c.older() for k, c in enumerate(self._candidates) if k not in used and c.age + 1 < self.repeat_max_gap]
         self._candidates = fresh + aged
 
     def _drop_duplicates(self) -> None:
@@ -209,6 +224,26 @@ class FaceTracker:
         mean, cov = KalmanBox.initiate(det.xyxy[0])
         self.tracks.append(Track(self._next_id, mean, cov, float(det.score[0]), det.landmarks[0]))
         self._next_id += 1
+
+
+@dataclass
+class _Candidate:
+    """A weak box no track claims, waiting to be seen again: where it was last, how often, how strongly."""
+
+    box: np.ndarray
+    score: float
+    sightings: int = 1
+    strong: int = 0  # sightings at REPEAT_START_SCORE or more
+    age: int = 0  # frames since last seen
+
+    def __post_init__(self) -> None:
+        self.strong = max(self.strong, int(self.score >= REPEAT_START_SCORE))
+
+    def seen_again(self, now: _Candidate) -> _Candidate:
+        return _Candidate(now.box, now.score, self.sightings + 1, self.strong + now.strong)
+
+    def older(self) -> _Candidate:
+        return _Candidate(self.box, self.score, self.sightings, self.strong, self.age + 1)
 
 
 def _to_cxcywh(box: np.ndarray) -> np.ndarray:

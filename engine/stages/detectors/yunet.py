@@ -27,10 +27,12 @@ TILE_CYCLE = 6  # frames until every tile has come back (0.2 s at 30 fps): below
 TILE_OVERLAP = TILE_MAX_FACE + 16  # so that every face a tile may keep lies whole inside some tile
 # Second look (file mode, detectors/second_look.py): small weak detections looked at again, enlarged and mirrored.
 MIRROR_MAIN = 1  # file mode: the main pass also on the mirrored frame (YuNet finds profiles facing one way better)
+MIRROR_TILES = 0  # file mode: tiles also mirrored (clear faces only). Not kept: WIDER 301 -> 276 leaked, 1.45x CPU
 SECOND_LOOK_FROM = 0.1  # weakest detection worth it (below, mostly texture)
 SECOND_LOOK_BELOW = 0.5  # the default confidence: stronger ones start a face anyway
 SECOND_LOOK_MAX_FACE = 40  # px in the frame: larger weak faces are weak for other reasons (hidden, turned away)
-SECOND_LOOK_BUDGET = 0.5  # the mosaic's pixels at most, relative to the main pass's (strongest boxes first)
+SECOND_LOOK_BUDGET = 1.0  # the mosaic's pixels at most, relative to the main pass's, strongest boxes first; 0.5 -> 1.0:
+#   WIDER 1080p crowds 206 -> 189 leaked face-frames, +23 % detection CPU there (bench/recall_price.py, README)
 SECOND_LOOK_PX = 40  # face width on the closer look...
 SECOND_LOOK_SCALE = 2.0  # ...enlarged at least this much (a weak box is often larger than the face in it)
 SECOND_LOOK_CONTEXT = 1.0  # face sizes of surroundings on each side
@@ -118,7 +120,11 @@ class YuNetDetector:
     def _one_tile(self, frame: np.ndarray, tile: tuple[int, int, int, int], found: Detections,
                   min_score: float) -> Detections:
         x1, y1, x2, y2 = tile
-        dets = self._detect_at(frame[y1:y2, x1:x2], 1.0, min_score).shifted(x1, y1)
+        dets = self._detect_at(frame[y1:y2, x1:x2], 1.0, min_score)
+        if self.second_look and MIRROR_TILES:
+            flipped = mirror(self._detect_at(_derived(frame[y1:y2, x1:x2][:, ::-1]), 1.0, min_score), x2 - x1)
+            dets = merge([dets, flipped[flipped.score >= SECOND_LOOK_BELOW]], NMS_IOU)
+        dets = dets.shifted(x1, y1)
         if not len(dets):
             return dets
         b = dets.xyxy

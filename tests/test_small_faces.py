@@ -222,3 +222,26 @@ def test_every_tile_comes_back_within_the_tile_cycle(dev_clip, size, detect_widt
     for _ in range(TILE_CYCLE):
         det.detect(frame, 0.3)
     assert seen == set(tiles)
+
+
+def test_a_face_started_on_weak_sightings_does_not_drop_a_lost_face_beside_it(dev_face):
+    """A lost face's held box stays until a confident detection takes its place: a weak box 2.5x its size that
+    started on corroborated sightings dropped it as a 'duplicate' and left strips of the lost face bare."""
+    _, face = dev_face
+    strong = Detections(face.xyxy, np.array([0.9], np.float32), face.landmarks)
+    x1, y1, x2, y2 = strong.xyxy[0]
+    size = float(x2 - x1)
+    wide = np.array([[x1 + 0.25 * size, y1 + 0.25 * size, x1 + 2.75 * size, y1 + 2.75 * size]], np.float32)
+    weak_wide = Detections(wide, np.array([LOW_START_SCORE + 0.05], np.float32), strong.landmarks)
+    tracker = FaceTracker(confidence=0.5, low_confidence=0.2, hold_seconds=0.8)
+    tracker.corroborated_starts = True
+    tracker.update(strong, 1 / 30)
+    tracker.update(strong, 1 / 30)
+    lost_id = tracker.tracks[0].track_id
+    for _ in range(LOW_START_SIGHTINGS):  # the face is lost; a weak box beside it is seen three times
+        tracks = tracker.update(weak_wide, 1 / 30, (1920, 1080))
+    assert any(t.track_id != lost_id and t.lost_frames == 0 for t in tracks), "the weak box should start a face"
+    held = [t for t in tracks if t.track_id == lost_id]
+    assert held and held[0].lost_frames > 0, "the lost face's track must still be held (and blurred)"
+    x1h, y1h, x2h, y2h = held[0].xyxy
+    assert x1h <= x1 + 1 and y1h <= y1 + 1, "the held box must still cover the lost face's corner"

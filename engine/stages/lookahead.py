@@ -28,7 +28,8 @@ from engine.stages.anonymize import Anonymizer, SafeFrame
 
 log = logging.getLogger(__name__)
 WHOLE_NOW = ("panic", "paused")  # asked for *now*: the frames held (not sent yet) are hidden whole too
-FILE_LOOKAHEAD_FRAMES = 8  # a 1080p tile comes back every 6 frames, a weak face starts on its 2nd sighting <= 7
+FILE_LOOKAHEAD_FRAMES = 8  # a tile comes back every 6 frames, a 0.3 face starts on its 2nd sighting <= 7 frames later
+#                             (file mode's 0.2-0.3 faces on their 3rd, up to 14 later: only the last 8 are hidden back)
 GROWTH_PER_FRAME = 0.1  # each side grows this fraction of the box per frame back: motion the velocity misses
 MAX_GROWTH = 1.0  # ... up to the box's own size on each side (3x the box)
 # A new face is carried back at its first sighting (where it is, grown) and again at this sighting, along the

@@ -30,7 +30,8 @@ REPEAT_START_SCORE = 0.3
 REPEAT_MAX_GAP = 7  # frames a candidate waits for its second sighting (a 1080p tile comes back every 6)
 # File mode (the pipeline turns `corroborated_starts` on): a weaker box (LOW_START_SCORE up to REPEAT_START_SCORE)
 # starts a face on its LOW_START_SIGHTINGS-th sighting at a consistent place, each within REPEAT_MAX_GAP frames of
-# the one before; the look-ahead (stages/lookahead.py) then hides it back to its first sighting. Hidden and
+# the one before; the look-ahead (stages/lookahead.py) then hides it back over the frames it still holds (8: the
+# first sighting may be up to 14 frames back, and the backfill follows the track's box, not the sightings). Hidden and
 # motion-blurred faces often score 0.2-0.3 frame after frame; texture rarely does so in one place three times.
 LOW_START_SCORE = 0.2
 LOW_START_SIGHTINGS = 3
@@ -167,7 +168,7 @@ class FaceTracker:
                 if affinity[i, j] > 0 and i not in used:
                     used.add(i)
                     seen = self._candidates[i].seen_again(seen)
-                    if seen.strong >= 2 or seen.sightings >= LOW_START_SIGHTINGS:
+                    if seen.strong >= 2 or (self.corroborated_starts and seen.sightings >= LOW_START_SIGHTINGS):
                         self._start(weak[np.array([j])])
                         continue
             fresh.append(seen)
@@ -177,8 +178,11 @@ class FaceTracker:
     def _drop_duplicates(self) -> None:
         """A lost track lying on a face detected this frame is that face's stale duplicate (a second box the
         detector gave it for a while): the detected track already covers the place, so the duplicate goes.
-        Keeping it would blur an allowlisted face through a box that is no longer anybody's."""
-        found = [t.xyxy for t in self.tracks if t.lost_frames == 0]
+        Keeping it would blur an allowlisted face through a box that is no longer anybody's.
+        Only a confident detection makes a lost track a duplicate: a weak box (a face started on corroborated weak
+        sightings, possibly 2.5x larger than a lost face beside it) dropped the lost face's track and left strips
+        of that face bare; its own weak boxes then counted as inside the new face and never restarted it."""
+        found = [t.xyxy for t in self.tracks if t.lost_frames == 0 and t.score >= self.confidence]
         if not found:
             return
         found_boxes = np.stack(found)

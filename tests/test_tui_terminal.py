@@ -199,6 +199,33 @@ def test_the_terminal_answer_names_sixel_kitty_and_the_cell_size():
     assert not parse_answers("q").complete
 
 
+LATE = """
+import json, sys
+from textual.widgets import HelpPanel
+from tui import terminal_probe
+from tui.app import make_app
+from tui.link import EnginePaths
+
+app = make_app(EnginePaths(sys.argv[2]), start_engine=False, attach=False)
+answer = terminal_probe.ask_terminal(wait_s=0.3)  # the answer comes after this: it reaches the app's input
+getattr(terminal_probe, "ignore_late_answers", lambda: None)()  # as run_ui does
+
+async def look(pilot):
+    await pilot.pause(2.0)
+    open(sys.argv[1], "w").write(json.dumps({"complete": answer.complete, "help": bool(app.screen.query(HelpPanel)),
+                                             "mode": app.current_mode}))
+    app.exit()
+
+app.run(auto_pilot=look)
+"""
+
+
+def test_a_terminal_answer_later_than_the_wait_is_not_typed_into_the_app(tmp_path):
+    """A round trip longer than the probe waits: the answer reached the app as keys and `?` opened the help."""
+    got = terminal_session(tmp_path, b"", {b"\x1b[c": b"\x1b[?62;4;22c"}, delay=1.0, script=LATE)
+    assert got == {"complete": False, "help": False, "mode": "live"}
+
+
 USES = """
 import json, sys
 from tui.terminal_probe import TerminalAnswer, use_graphics

@@ -125,6 +125,8 @@ class BlurcastApp(App[int]):
         from tui.terminal_probe import KeyParser
 
         typed, self.typed_ahead = self.typed_ahead, ""
+        if not typed:
+            return
         parser = KeyParser()
         for event in [*parser.feed(typed), *parser.feed("")]:  # "" ends the input: a last lone Escape is a key
             if isinstance(event, events.Key):

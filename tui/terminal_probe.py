@@ -114,7 +114,7 @@ def window_cell(fd: int) -> tuple[int, int] | None:
 @contextmanager
 def _cbreak(fd: int) -> Iterator[None]:
     """Keys and answers come byte by byte and unechoed (the answers would be printed otherwise); Enter stays
-    "\r" (ICRNL off), as the app reads it in raw mode, not "\n" (ctrl+j there)."""
+    CR (ICRNL off), as the app reads it in raw mode, not LF (ctrl+j there)."""
     saved = termios.tcgetattr(fd)
     mode = termios.tcgetattr(fd)
     mode[0] &= ~termios.ICRNL  # iflag

@@ -76,24 +76,31 @@ answer = detect_graphics()
 left = b""  # what is still unread on the terminal: the app would take it as keys
 while select.select([0], [], [], 0.5)[0]:
     left += os.read(0, 1024)
-out = {"graphics": getattr(answer, "graphics", answer), "typed": getattr(answer, "typed", ""), "left": left.decode()}
+out = {"graphics": getattr(answer, "graphics", answer), "typed": getattr(answer, "typed", ""), "left": left.decode(),
+       "cell": getattr(answer, "cell", None)}
 open(sys.argv[1], "w").write(json.dumps(out))
 """
 
 
-def terminal_session(tmp_path: Path, typed: bytes, answers: dict[bytes, bytes], delay: float) -> dict:
-    """Run ASKS on a pty; play the terminal: `typed` is the user's typing before any question, and each question
-    in `answers` is answered `delay` seconds after it is seen (an SSH round trip)."""
+def terminal_session(tmp_path: Path, typed: bytes, answers: dict[bytes, bytes], delay: float, *,
+                     script: str = ASKS, pixels: tuple[int, int] = (0, 0)) -> dict:
+    """Run `script` (ASKS) on an 80x24 pty reporting `pixels` (width, height) for its window; play the terminal:
+    `typed` is the user's typing before any question, and each question in `answers` is answered `delay` seconds
+    after it is seen (an SSH round trip)."""
+    import fcntl
     import json
     import os
     import pty
     import select
+    import struct
+    import termios
 
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, *pixels))
     result = tmp_path / "answer.json"
     repo = Path(__file__).resolve().parents[1]
-    child = subprocess.Popen([sys.executable, "-c", ASKS, str(result)], stdin=slave, stdout=slave, stderr=slave,
-                             cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})
+    child = subprocess.Popen([sys.executable, "-c", script, str(result), str(tmp_path)], stdin=slave, stdout=slave,
+                             stderr=slave, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})
     os.close(slave)
     os.write(master, typed)
     seen, due = b"", []
@@ -122,7 +129,64 @@ def test_a_slow_terminal_neither_loses_the_first_key_nor_types_its_answer(tmp_pa
     app, and no byte of the late answer does (textual-image's own 0.1 s probes dropped the key and left
     `?1;2c`, which the app read as `?`: the help panel opened by itself)."""
     got = terminal_session(tmp_path, b"f", {b"\x1b[c": b"\x1b[?1;2c"}, delay=0.15)
-    assert got == {"graphics": None, "typed": "f", "left": ""}
+    assert {k: got[k] for k in ("graphics", "typed", "left")} == {"graphics": None, "typed": "f", "left": ""}
+
+
+def test_enter_typed_before_or_while_the_terminal_is_asked_stays_enter(tmp_path):
+    """Enter came as `\\n`, which the app reads as ctrl+j, not enter: typed before the question (the terminal
+    still cooked) and while it is asked (cbreak left ICRNL on)."""
+    got = terminal_session(tmp_path, b"\r", {b"\x1b[c": b"\r\x1b[?1;2c"}, delay=0.15)
+    assert got["typed"] == "\r\r"
+
+
+def test_the_window_size_in_pixels_gives_the_cell_size_first(tmp_path):
+    """A terminal that reports its pixels to the ioctl but does not answer CSI 16t got the default 10x20."""
+    got = terminal_session(tmp_path, b"", {b"\x1b[c": b"\x1b[?62;4c"}, delay=0.05, pixels=(720, 432))
+    assert (got["graphics"], got["cell"]) == ("sixel", [9, 18])
+    answered = terminal_session(tmp_path, b"", {b"\x1b[16t": b"\x1b[6;20;11t", b"\x1b[c": b"\x1b[?62;4c"},
+                                delay=0.05)
+    assert answered["cell"] == [11, 20], "no pixels from the ioctl: the terminal's answer"
+
+
+NO_TERMIOS = """
+import json, sys
+sys.modules["termios"] = None  # what native Windows has: importing it fails
+from tui.terminal_probe import TerminalAnswer, ask_terminal
+open(sys.argv[1], "w").write(json.dumps({"empty": ask_terminal() == TerminalAnswer()}))
+"""
+
+
+def test_without_termios_the_terminal_is_not_asked(tmp_path):
+    """Native Windows has no termios: the probe is skipped (half blocks), the UI still starts."""
+    got = terminal_session(tmp_path, b"", {b"\x1b[c": b"\x1b[?62;4c"}, delay=0.05, script=NO_TERMIOS)
+    assert got == {"empty": True}
+
+
+LAUNCH = """
+import json, sys
+from tui.app import make_app
+from tui.link import EnginePaths
+from tui.widgets.graphics_preview import detect_graphics
+
+app = make_app(EnginePaths(sys.argv[2]), start_engine=False, attach=False)
+answer = detect_graphics()
+app.typed_ahead = answer.typed
+
+async def look(pilot):
+    await pilot.pause(1.5)
+    open(sys.argv[1], "w").write(json.dumps({"mode": app.current_mode}))
+    app.exit()
+
+app.run(auto_pilot=look)
+"""
+
+
+def test_keys_typed_during_the_question_come_before_keys_typed_after_it(tmp_path):
+    """f typed while the terminal is asked, o as the app starts: o then f left the facebank screen showing
+    (Textual reads input before its Mount, where the typed-ahead keys were replayed)."""
+    got = terminal_session(tmp_path, b"f", {b"\x1b[c": b"\x1b[?1;2c", b"\x1b[?1049h": b"o"}, delay=0.0,
+                           script=LAUNCH)
+    assert got == {"mode": "output"}
 
 
 def test_the_terminal_answer_names_sixel_kitty_and_the_cell_size():
@@ -133,6 +197,33 @@ def test_the_terminal_answer_names_sixel_kitty_and_the_cell_size():
     assert (kitty.graphics, kitty.cell, kitty.typed, kitty.complete) == ("kitty", (10, 20), "op", True)
     assert parse_answers("\x1b_Gi=31;ENOTSUPPORTED\x1b\\\x1b[?1;2c").graphics is None
     assert not parse_answers("q").complete
+
+
+LATE = """
+import json, sys
+from textual.widgets import HelpPanel
+from tui import terminal_probe
+from tui.app import make_app
+from tui.link import EnginePaths
+
+app = make_app(EnginePaths(sys.argv[2]), start_engine=False, attach=False)
+answer = terminal_probe.ask_terminal(wait_s=0.3)  # the answer comes after this: it reaches the app's input
+getattr(terminal_probe, "ignore_late_answers", lambda: None)()  # as run_ui does
+
+async def look(pilot):
+    await pilot.pause(2.0)
+    open(sys.argv[1], "w").write(json.dumps({"complete": answer.complete, "help": bool(app.screen.query(HelpPanel)),
+                                             "mode": app.current_mode}))
+    app.exit()
+
+app.run(auto_pilot=look)
+"""
+
+
+def test_a_terminal_answer_later_than_the_wait_is_not_typed_into_the_app(tmp_path):
+    """A round trip longer than the probe waits: the answer reached the app as keys and `?` opened the help."""
+    got = terminal_session(tmp_path, b"", {b"\x1b[c": b"\x1b[?62;4;22c"}, delay=1.0, script=LATE)
+    assert got == {"complete": False, "help": False, "mode": "live"}
 
 
 USES = """

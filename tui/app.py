@@ -105,8 +105,11 @@ class BlurcastApp(App[int]):
         self._history_at = 0.0
 
     # --- lifecycle --------------------------------------------------------------------------------------------
-    def on_mount(self) -> None:
+    def on_load(self) -> None:
+        # Before the driver starts reading the terminal: keys typed after the probe come after these
         self._replay_typed_ahead()
+
+    def on_mount(self) -> None:
         if not self.attach:
             self.engine_state = "detached"
             return
@@ -118,10 +121,14 @@ class BlurcastApp(App[int]):
     def _replay_typed_ahead(self) -> None:
         """Keys typed before the app took the terminal count as typed now (never lost to the terminal query)."""
         from textual import events
-        from textual._xterm_parser import XTermParser  # the parser Textual's own driver reads keys with
+
+        from tui.terminal_probe import KeyParser
 
         typed, self.typed_ahead = self.typed_ahead, ""
-        for event in XTermParser().feed(typed):
+        if not typed:
+            return
+        parser = KeyParser()
+        for event in [*parser.feed(typed), *parser.feed("")]:  # "" ends the input: a last lone Escape is a key
             if isinstance(event, events.Key):
                 self.post_message(event)
 
@@ -335,13 +342,18 @@ class BlurcastApp(App[int]):
 
     def _toggle(self, name: str, cmd: str) -> None:
         on_now = not self.switch_state(name)
-        self._switches[name] = (on_now, time.monotonic())
         if self.engine_state in ("live", "stale"):
+            self._switches[name] = (on_now, time.monotonic())
             self.send_command(cmd, on=on_now)
-            return
-        # The first keys often come while the engine starts: a panic asked then is a panic done, once it answers.
-        self._queued[name] = (cmd, on_now)
-        self.notify(f"{name.capitalize()} {'on' if on_now else 'off'} as soon as the engine answers.", timeout=4)
+        elif on_now:
+            # The first keys often come while the engine starts: a panic asked then is a panic done, once it
+            # answers (blurring more is always safe, whichever engine answers).
+            self._queued[name] = (cmd, True)
+            self.notify(f"{name.capitalize()} on as soon as the engine answers.", timeout=4)
+        else:
+            # Off puts faces back on air: never kept for whatever engine answers next, without a fresh confirm
+            self.notify(f"{name.capitalize()} stays as it is: the engine is not answering. Ask again once it is.",
+                        title="Not sent", severity="warning", timeout=6)
 
     def _send_queued(self) -> None:
         queued, self._queued = self._queued, {}
@@ -472,10 +484,12 @@ def run_ui(source: str | None = None, paths: EnginePaths | None = None) -> int:
     source is asked to switch."""
     app = make_app(paths, source=source or "0", requested_source=source)
     _log_to_file(app.engine_link.paths.root / "ui.log")
+    from tui.terminal_probe import ignore_late_answers
     from tui.widgets.graphics_preview import detect_graphics  # asks the terminal: before the app takes it
 
     answer = detect_graphics()
     app.graphics, app.typed_ahead = answer.graphics, answer.typed
+    ignore_late_answers()
     app.run()
     if app.engine_state in ("live", "stale"):
         sys.stderr.write("Blurcast: the engine keeps running; `blurcast engine stop` ends it.\n")

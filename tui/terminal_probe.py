@@ -6,7 +6,8 @@ over SSH (a round trip above 0.1 s) the answers come late, its parser eats their
 (`?1;2c`) reached the app as keys (`?` opened the help panel), and a key typed meanwhile was read as a bad
 answer and dropped. Here every question is followed by DA1 (`ESC [ c`), which every terminal answers, in order:
 its answer closes the exchange whatever the link's latency. Bytes that are no answer are the user's typing and
-are handed to the app, which replays them as keys."""
+are handed to the app, which replays them as keys. An answer later than WAIT_S reaches the app's input, where
+KeyParser drops it."""
 
 from __future__ import annotations
 
@@ -14,25 +15,38 @@ import logging
 import os
 import re
 import select
+import struct
 import sys
-import termios
 import time
-import tty
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any
+
+from textual import events
+from textual._xterm_parser import XTermParser  # the parser Textual's own driver reads keys with
+from textual.keys import Keys
+from textual.message import Message
+
+try:
+    import fcntl
+    import termios
+except ImportError:  # native Windows: no termios, so no probe (half blocks); the UI still runs
+    fcntl = termios = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
 KITTY_QUERY = "\x1b_Gi=31,s=1,v=1,a=q,t=d,f=24;AAAA\x1b\\"  # a 1-pixel query image: a Kitty terminal says OK
-CELL_QUERY = "\x1b[16t"  # the cell size in pixels (xterm), for terminals whose ioctl reports none
+CELL_QUERY = "\x1b[16t"  # the cell size in pixels (xterm), asked only when the window-size ioctl has no pixels
 DA1_QUERY = "\x1b[c"  # primary device attributes: every terminal answers; `4` among them means Sixel
-WAIT_S = 1.5  # only a terminal that answers nothing waits this long: DA1 ends the exchange otherwise
+# Only a terminal that answers nothing waits this long (DA1 ends the exchange otherwise): long enough for a slow
+# SSH round trip, since an answer later than this reaches the app as input.
+WAIT_S = 5.0
 
 _KITTY = re.compile(r"\x1b_G([^\x1b]*)\x1b\\")
 _CELL = re.compile(r"\x1b\[6;(\d+);(\d+)t")
 _DA1 = re.compile(r"\x1b\[\?([\d;]*)c")
+_ANSWER = re.compile(f"{_KITTY.pattern}|{_CELL.pattern}|{_DA1.pattern}")  # any answer to the questions above
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,9 @@ def parse_answers(data: str) -> TerminalAnswer:
     sixel = da1 is not None and "4" in da1.group(1).split(";")
     kitty_ok = kitty is not None and kitty.group(1).endswith(";OK")
     typed = _CELL.sub("", _KITTY.sub("", _DA1.sub("", data, count=1), count=1), count=1)
+    # Enter typed before the question, while the terminal was still cooked, reads "\n" (ICRNL): the app, in raw
+    # mode, reads Enter as "\r" and "\n" as ctrl+j
+    typed = typed.replace("\n", "\r")
     return TerminalAnswer(graphics="sixel" if sixel else "kitty" if kitty_ok else None,
                           cell=(int(cell.group(2)), int(cell.group(1))) if cell else None,
                           typed=typed, complete=da1 is not None)
@@ -58,15 +75,17 @@ def parse_answers(data: str) -> TerminalAnswer:
 
 def ask_terminal(stdin: IO[Any] | None = None, stdout: IO[Any] | None = None,
                  wait_s: float = WAIT_S) -> TerminalAnswer:
-    """Ask the terminal on `stdin`/`stdout` (default: this process's) what it draws; an empty answer off a tty."""
+    """Ask the terminal on `stdin`/`stdout` (default: this process's) what it draws; an empty answer off a tty
+    or without termios."""
     stdin = stdin or sys.__stdin__
     stdout = stdout or sys.__stdout__
-    if not (stdin and stdout and stdin.isatty() and stdout.isatty()):
+    if termios is None or not (stdin and stdout and stdin.isatty() and stdout.isatty()):
         return TerminalAnswer()
     fd = stdin.fileno()
+    cell = window_cell(stdout.fileno())
     data = b""
     with _cbreak(fd):
-        os.write(stdout.fileno(), (KITTY_QUERY + CELL_QUERY + DA1_QUERY).encode())
+        os.write(stdout.fileno(), (KITTY_QUERY + ("" if cell else CELL_QUERY) + DA1_QUERY).encode())
         deadline = time.monotonic() + wait_s
         while not _DA1.search(data.decode(errors="replace")):
             left = deadline - time.monotonic()
@@ -77,18 +96,63 @@ def ask_terminal(stdin: IO[Any] | None = None, stdout: IO[Any] | None = None,
             if not chunk:
                 break
             data += chunk
-    return parse_answers(data.decode(errors="replace"))
+    answer = parse_answers(data.decode(errors="replace"))
+    return replace(answer, cell=cell) if cell else answer
+
+
+def window_cell(fd: int) -> tuple[int, int] | None:
+    """(width, height) of a cell in pixels from the window-size ioctl, where the terminal fills in its pixels."""
+    try:
+        rows, cols, width, height = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, bytes(8)))
+    except OSError:
+        return None
+    if not (rows and cols and width >= cols and height >= rows):
+        return None
+    return width // cols, height // rows
 
 
 @contextmanager
 def _cbreak(fd: int) -> Iterator[None]:
-    """Keys and answers come byte by byte and unechoed (the answers would be printed otherwise)."""
+    """Keys and answers come byte by byte and unechoed (the answers would be printed otherwise); Enter stays
+    CR (ICRNL off), as the app reads it in raw mode, not LF (ctrl+j there)."""
     saved = termios.tcgetattr(fd)
-    tty.setcbreak(fd, termios.TCSANOW)
+    mode = termios.tcgetattr(fd)
+    mode[0] &= ~termios.ICRNL  # iflag
+    mode[3] &= ~(termios.ECHO | termios.ICANON)  # lflag
+    mode[6][termios.VMIN], mode[6][termios.VTIME] = 1, 0
+    termios.tcsetattr(fd, termios.TCSANOW, mode)
     try:
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSANOW, saved)
+
+
+class KeyParser(XTermParser):
+    """Textual's key parser, less the terminal's answers to the questions above: one later than WAIT_S (a very
+    slow link) comes after the app took the terminal, and typed as keys its `?` opened the help panel."""
+
+    def feed(self, data: str) -> Iterable[Message]:
+        kept = _ANSWER.sub("", data)  # an answer usually arrives whole, in one read
+        return super().feed(kept) if kept or not data else ()  # feed("") means end of input: only when given
+
+    def _sequence_to_key_events(self, sequence: str, alt: bool = False) -> Iterable[events.Key]:
+        if _DA1.fullmatch(sequence) or _CELL.fullmatch(sequence):  # an answer split over two reads
+            yield events.Key(Keys.Ignore, sequence)
+            return
+        yield from super()._sequence_to_key_events(sequence, alt)
+
+
+def ignore_late_answers() -> None:
+    """Have Textual's terminal driver read keys with KeyParser. Best effort: another Textual may build its parser
+    elsewhere, and then a late answer is typed as before."""
+    try:
+        from textual.drivers import linux_driver
+    except ImportError:  # no such driver here (Windows)
+        return
+    if getattr(linux_driver, "XTermParser", None) is XTermParser:
+        linux_driver.XTermParser = KeyParser  # type: ignore[misc]
+    else:
+        log.warning("this Textual reads keys elsewhere: a terminal answer later than %.0f s is typed", WAIT_S)
 
 
 def use_graphics(answer: TerminalAnswer) -> None:

@@ -26,7 +26,8 @@ def detect_graphics() -> TerminalAnswer:
     if answer.graphics:
         try:
             use_graphics(answer)
-        except ImportError:  # optional at run time: half blocks still work
+        except Exception:  # missing, or another version whose internals differ: half blocks still work
+            log.warning("textual-image cannot draw %s here: half blocks instead", answer.graphics, exc_info=True)
             return replace(answer, graphics=None)
     return answer
 

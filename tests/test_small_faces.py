@@ -244,4 +244,4 @@ def test_a_face_started_on_weak_sightings_does_not_drop_a_lost_face_beside_it(de
     held = [t for t in tracks if t.track_id == lost_id]
     assert held and held[0].lost_frames > 0, "the lost face's track must still be held (and blurred)"
     x1h, y1h, x2h, y2h = held[0].xyxy
-    assert x1h <= x1 + 1 and y1h <= y1 + 1, "the held box must still cover the lost face's corner"
+    assert x1h <= x1 + 1 and y1h <= y1 + 1 and x2h >= x2 - 1 and y2h >= y2 - 1, "the held box must cover the face"

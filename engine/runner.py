@@ -299,8 +299,8 @@ class Engine:
         mailbox: queue.Queue[tuple[np.ndarray, float, int | None]] = queue.Queue(maxsize=self._mailbox_depth())
         reader = threading.Thread(target=self._read_live, args=(mailbox, pace_files), name="source", daemon=True)
         reader.start()
-        if self.detect_waiting:
-            self.pipeline.on_detected = lambda: self._detect_next(mailbox)
+        if self.detect_waiting and mailbox.maxsize > 1:  # a one-slot mailbox (a camera) would often replace the
+            self.pipeline.on_detected = lambda: self._detect_next(mailbox)  # frame being detected: not measured
         background = getattr(self.pipeline.identifier, "run_in_background", None)
         if background is not None:  # embeddings off the frame path (engine/recognition/identify_worker.py)
             background(True)
@@ -337,7 +337,7 @@ class Engine:
         """The frame loop's detection is done: start the next waiting frame's now, so that it overlaps tracking
         and anonymizing this one. Behind on a bursty stream the mailbox is never empty when a frame arrives, so
         detection on arrival never ran there and detection and the frame loop took turns on two cores
-        (bench_stream.py 1080p --trace: 0 % overlap, the detector idle with frames waiting 16 % of the time)."""
+        (bench_stream.py 1080p --trace: 0 % overlap, the detector idle with a frame waiting 20 % of the time)."""
         with mailbox.mutex:
             head = mailbox.queue[0][0] if mailbox.queue else None
         if head is not None:
@@ -412,7 +412,7 @@ class Engine:
             try:
                 mailbox.put_nowait(item)
             except queue.Full:  # behind: the oldest waiting frame makes room for the newer one
-                if _drop_oldest(mailbox, keep=self.pipeline.early_frame() if self.detect_waiting else None):
+                if _drop_oldest(mailbox, keep=self.pipeline.early_frame() if self.pipeline.on_detected else None):
                     self.stats.dropped += 1
                 mailbox.put_nowait(item)
             if pace and self.source.kind == "file":  # a file played live behaves like a camera

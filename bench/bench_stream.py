@@ -40,6 +40,7 @@ SCORER = DATA.parent / "tools" / "score_video.py"
 
 from bench.profile_live import by_thread, thread_cpu_s  # noqa: E402
 from bench.sinks import DiscardSink  # noqa: E402
+from bench.stream_trace import StreamTrace  # noqa: E402
 from engine.config import Settings  # noqa: E402
 from engine.pipeline import Pipeline  # noqa: E402
 from engine.runner import Engine  # noqa: E402
@@ -49,6 +50,8 @@ from tests.stream_util import free_port, record, stream_kinds  # noqa: E402
 
 log = logging.getLogger("bench")
 BACKEND = "auto"  # --backend: the engine's network runtime
+TRACE = False  # --trace: a per-frame timeline of the SRT path (bench/stream_trace.py)
+DETECT_WAITING = True  # --no-detect-waiting: the frame loop does not start the next frame's detection (before/after)
 AUDIO_RATE = 8000  # enough for cross-correlation, small enough to be quick
 # Decoded frames as stored: to raw output FFmpeg would otherwise repeat the first frame back to the file's
 # start (the clip's sound starts 0.84 s before its picture), shifting every frame index.
@@ -79,6 +82,8 @@ def run_stream(sender_cmd: list[str], seconds: float | None, out: Path, port_in:
                       source.fps_fraction, audio=source.audio if source.has_audio else None,
                       bitrate_kbps=bitrate_kbps, preset=preset)
     engine.sinks.append(sink)
+    engine.detect_waiting = DETECT_WAITING
+    tracer = StreamTrace(source, engine, sink) if TRACE else None
     session = source._session
     decoders = [p.pid for p in session.processes()] if session else []
     cpu0 = {pid: cpu_seconds(pid) for pid in [*decoders, sink._proc.pid, os.getpid()]}
@@ -121,6 +126,8 @@ def run_stream(sender_cmd: list[str], seconds: float | None, out: Path, port_in:
     decoded, encoded = engine.stats.frames + figures["dropped_input"], sink.frames_sent + sink.repeated
     figures["cpu_ms_per_decoded_frame"] = round(1000 * sum(cpu[p] for p in decoders) / max(decoded, 1), 2)
     figures["cpu_ms_per_encoded_frame"] = round(1000 * cpu[sink._proc.pid] / max(encoded, 1), 2)
+    if tracer is not None:
+        figures["trace"] = tracer.summary()
     sender.kill()
     sender.wait()
     engine.stop_event.set()
@@ -273,9 +280,13 @@ def main() -> int:
                         "colour matrix (bt709 is decoded to BGR by FFmpeg, bt601 goes as I420 to the engine)")
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--backend", default="auto", help="the engine's network runtime (to compare backends)")
+    parser.add_argument("--trace", action="store_true", help="1080p: a per-frame timeline of the SRT path (where "
+                        "a frame's wall time goes: bench/stream_trace.py)")
+    parser.add_argument("--no-detect-waiting", action="store_true", help="the frame loop does not start the next "
+                        "waiting frame's detection (the code before it did: before/after in one session)")
     args = parser.parse_args()
-    global BACKEND
-    BACKEND = args.backend
+    global BACKEND, TRACE, DETECT_WAITING
+    BACKEND, TRACE, DETECT_WAITING = args.backend, args.trace, not args.no_detect_waiting
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not CLIP.is_file():
         print(f"the dev clip is missing ({CLIP}); set BLURCAST_DATA", file=sys.stderr)

@@ -64,6 +64,9 @@ class Pipeline:
         self._early: tuple[np.ndarray, Future] | None = None  # live: a frame's detection started on arrival
         self._submit_lock = threading.Lock()  # the source's thread and the frame loop both start detections
         self._offline = False
+        # Live: called by `process` once a frame's detection is done, so the runner can start the next waiting
+        # frame's detection while this one is tracked and anonymized (runner.py, `_detect_next`).
+        self.on_detected: Callable[[], None] | None = None
 
     @property
     def offline(self) -> bool:
@@ -113,6 +116,7 @@ class Pipeline:
         started = time.perf_counter()
         detections, fault = self._detect(frame, prefetched)
         report.detect_ms = (time.perf_counter() - started) * 1000
+        self._detected()
         if detections is None:
             self.faults[fault] += 1
             report.whole_frame = fault
@@ -161,6 +165,19 @@ class Pipeline:
             self._pending = self._pool.submit(self.detector.detect, frame, self.settings.low_confidence)
             self._early = (frame, self._pending)
             return True
+
+    def early_frame(self) -> np.ndarray | None:
+        """The frame whose detection was started ahead of its turn and not yet taken, if any."""
+        with self._submit_lock:
+            return None if self._early is None else self._early[0]
+
+    def _detected(self) -> None:
+        if self.on_detected is None:
+            return
+        try:
+            self.on_detected()
+        except Exception:  # only ever starts a detection early: this frame goes on as if it had not been called
+            log.exception("on_detected hook failed")
 
     def _take_early(self, frame: np.ndarray) -> Future | None:
         with self._submit_lock:

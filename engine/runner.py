@@ -338,10 +338,11 @@ class Engine:
         and anonymizing this one. Behind on a bursty stream the mailbox is never empty when a frame arrives, so
         detection on arrival never ran there and detection and the frame loop took turns on two cores
         (bench_stream.py 1080p --trace: 0 % overlap, the detector idle with a frame waiting 20 % of the time)."""
+        # Under the mailbox's lock, so that the source's thread cannot drop the head between the look and the start
+        # (lock order: mailbox.mutex, then the pipeline's submit lock; nothing takes them the other way round).
         with mailbox.mutex:
-            head = mailbox.queue[0][0] if mailbox.queue else None
-        if head is not None:
-            self.pipeline.detect_on_arrival(head)  # only if the detector is idle; the frame takes it at its turn
+            if mailbox.queue:  # only if the detector is idle; the frame takes it at its turn
+                self.pipeline.detect_on_arrival(mailbox.queue[0][0])
 
     def _mailbox_depth(self) -> int:
         """Frames that may wait for the frame loop. A camera delivers evenly: one, the newest. A network stream
@@ -412,7 +413,7 @@ class Engine:
             try:
                 mailbox.put_nowait(item)
             except queue.Full:  # behind: the oldest waiting frame makes room for the newer one
-                if _drop_oldest(mailbox, keep=self.pipeline.early_frame() if self.pipeline.on_detected else None):
+                if _drop_oldest(mailbox, keep=self.pipeline.early_frame if self.pipeline.on_detected else None):
                     self.stats.dropped += 1
                 mailbox.put_nowait(item)
             if pace and self.source.kind == "file":  # a file played live behaves like a camera
@@ -509,15 +510,17 @@ class Engine:
         self.source.close()
 
 
-def _drop_oldest(mailbox: queue.Queue, keep: np.ndarray | None) -> bool:
-    """Drop the oldest waiting frame, but not `keep` (its detection is running: dropping it would waste that
-    and make the next frame wait behind it); a one-slot mailbox drops it all the same. Returns whether a frame
-    was dropped."""
+def _drop_oldest(mailbox: queue.Queue, keep: Callable[[], np.ndarray | None] | None) -> bool:
+    """Drop the oldest waiting frame, but not the one `keep()` names (its detection is running: dropping it would
+    waste that and make the next frame wait behind it); a one-slot mailbox drops it all the same. `keep` is asked
+    under the mailbox's lock, so a detection the frame loop starts meanwhile is seen. Returns whether a frame was
+    dropped."""
     with mailbox.mutex:
         items = mailbox.queue
         if not items:
             return False
-        victim = next((k for k, item in enumerate(items) if item[0] is not keep), 0)
+        kept = keep() if keep is not None else None
+        victim = next((k for k, item in enumerate(items) if item[0] is not kept), 0)
         del items[victim]
         mailbox.not_full.notify()
         return True

@@ -57,12 +57,12 @@ def test_the_next_waiting_frame_is_detected_while_this_one_is_anonymized(frames_
 def test_the_frame_whose_detection_runs_is_not_the_one_dropped(frames_1080p) -> None:  # noqa: F811
     early, b, c = (frames_1080p[i] for i in (0, 1, 2))
     mailbox = _mailbox(early, b, c)
-    assert _drop_oldest(mailbox, keep=early)
+    assert _drop_oldest(mailbox, keep=lambda: early)
     assert [item[0] is f for item, f in zip(mailbox.queue, (early, c), strict=True)] == [True, True]
     mailbox.put_nowait((frames_1080p[3], time.monotonic(), 3))  # room was made
     one = queue.Queue(maxsize=1)
     one.put_nowait((early, 0.0, 0))
-    assert _drop_oldest(one, keep=early), "a one-slot mailbox (a camera) must still make room"
+    assert _drop_oldest(one, keep=lambda: early), "a one-slot mailbox (a camera) must still make room"
     assert one.empty()
     assert not _drop_oldest(one, keep=None)
 

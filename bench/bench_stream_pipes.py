@@ -45,6 +45,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from engine.stages.sources.ffmpeg_pipe import _read_into  # noqa: E402 (the engine's own pipe read, measured)
+
 DATA = Path(os.environ.get("BLURCAST_DATA", REPO.parent / "shared" / "data"))
 CLIP = DATA / "video_hamilton" / "short_hamilton_clip.mp4"
 W, H = 1920, 1080
@@ -110,16 +112,6 @@ def run_decode(src: Path, frames: int, variant: tuple[list[str], str, list[str],
     _, _, usage = os.wait4(proc.pid, 0)
     child_s = usage.ru_utime + usage.ru_stime
     return {"frames": n, "child_ms": 1000 * child_s / max(n, 1), "engine_ms": 1000 * reader_s / max(n, 1)}
-
-
-def _read_into(pipe, view: memoryview) -> bool:
-    done = 0
-    while done < len(view):
-        got = pipe.readinto(view[done:])
-        if not got:
-            return False
-        done += got
-    return True
 
 
 DELAY_VARIANTS: dict[str, list[str]] = {"FFmpeg's threads (main)": [], "-threads 1": ["-threads", "1"]}

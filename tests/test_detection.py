@@ -52,3 +52,17 @@ def test_torch_and_onnxruntime_detectors_agree(data_dir):
     assert len(a) == len(b) >= 1
     np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-2)
     np.testing.assert_allclose(a.score, b.score, atol=1e-4)
+
+
+def test_network_input_is_numpys_own(wider):
+    """The detector's fast input paths (cv2.flip for a mirrored view, channel planes for the network) give the
+    very pixels numpy's copies gave: file mode's outputs stay what they were."""
+    from engine.stages.detectors.yunet import _derived, _planar
+
+    root, gt = wider
+    image = cv2.imread(str(root / "images" / next(iter(gt))))
+    for view in (image[:, ::-1], image[100:400, 50:700][:, ::-1], image[100:400, 50:700]):
+        derived = _derived(view)
+        assert derived.base is not None and derived.flags.c_contiguous
+        assert np.array_equal(derived, np.ascontiguousarray(view))
+        assert np.array_equal(_planar(view), np.ascontiguousarray(view.transpose(2, 0, 1)[None], dtype=np.float32))

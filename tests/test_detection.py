@@ -55,8 +55,9 @@ def test_torch_and_onnxruntime_detectors_agree(data_dir):
 
 
 def test_network_input_is_numpys_own(wider):
-    """The detector's fast input paths (cv2.flip for a mirrored view, channel planes for the network) give the
-    very pixels numpy's copies gave: file mode's outputs stay what they were."""
+    """The detector's fast input paths (cv2.flip for a mirrored view, padded channel planes for the network) give
+    the very values numpy's copies of the letterboxed picture gave: file mode's outputs stay what they were."""
+    from engine.stages.detect import letterbox
     from engine.stages.detectors.yunet import _derived, _planar
 
     root, gt = wider
@@ -65,4 +66,5 @@ def test_network_input_is_numpys_own(wider):
         derived = _derived(view)
         assert derived.base is not None and derived.flags.c_contiguous
         assert np.array_equal(derived, np.ascontiguousarray(view))
-        assert np.array_equal(_planar(view), np.ascontiguousarray(view.transpose(2, 0, 1)[None], dtype=np.float32))
+        padded = letterbox(view, 1.0)
+        assert np.array_equal(_planar(view), np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32))

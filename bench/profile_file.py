@@ -66,10 +66,10 @@ def instrument(engine, clock: StageClock) -> None:
     clock.wrap(detector, "_tile_pass", "detector: tiles (network included)")
     clock.wrap(detector, "_look_again", "detector: second look (network included)")
     clock.wrap(detector, "_decode", "detector: output decoding + NMS")
-    clock.wrap(yunet, "letterbox", "detector: letterbox")
-    clock.wrap(yunet, "_derived", "detector: mirror/mosaic copy")
-    if hasattr(yunet, "_planar"):
-        clock.wrap(yunet, "_planar", "detector: planar float input")
+    for attr, stage in (("letterbox", "detector: letterbox"), ("rescale", "detector: resize"),
+                        ("_derived", "detector: mirror/mosaic copy"), ("_planar", "detector: planar float input")):
+        if hasattr(yunet, attr):  # what a checkout has (main or this branch)
+            clock.wrap(yunet, attr, stage)
     clock.wrap(pipeline, "_detect", "frame loop: wait for detection")
     clock.wrap(pipeline.tracker, "update", "frame loop: track")
     clock.wrap(pipeline.identifier, "update", "frame loop: identify")

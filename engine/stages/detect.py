@@ -28,23 +28,12 @@ def create_detector(settings: Settings) -> Detector:
     return module.create(settings)
 
 
-def rescale(frame: np.ndarray, scale: float) -> np.ndarray:
-    """`frame` resized by `scale` (itself where that keeps its size): what `letterbox` pads."""
-    h, w = frame.shape[:2]
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    return frame if (nh, nw) == (h, w) else cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
-
-
-def padded_size(height: int, width: int, multiple: int = 32) -> tuple[int, int]:
-    """(height, width) rounded up to a multiple of `multiple` (the networks' stride)."""
-    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
-
-
 def letterbox(frame: np.ndarray, scale: float, multiple: int = 32) -> np.ndarray:
     """Resize by `scale` and zero-pad right/bottom to a multiple of `multiple` (the networks' stride)."""
-    resized = rescale(frame, scale)
-    nh, nw = resized.shape[:2]
-    ph, pw = padded_size(nh, nw, multiple)
+    h, w = frame.shape[:2]
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = frame if (nh, nw) == (h, w) else cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    ph, pw = -(-nh // multiple) * multiple, -(-nw // multiple) * multiple
     if (ph, pw) == (nh, nw):
         return resized
     padded = np.zeros((ph, pw, 3), dtype=frame.dtype)
@@ -53,8 +42,8 @@ def letterbox(frame: np.ndarray, scale: float, multiple: int = 32) -> np.ndarray
 
 
 # From this many boxes, NMS first finds the pairs that overlap at all (a sweep along x or y) instead of comparing each
-# kept box with every box left: a 1080p crowd's passes give 500-1800 boxes at file mode's 0.1 bar, ~300 kept,
-# and the plain loop took 5-25 ms a call, ~90 ms a Parade frame (bench/profile_file.py). Same boxes kept.
+# kept box with every box left: a 1080p crowd's passes give 500-3700 boxes at file mode's 0.1 bar, ~100-300 kept,
+# and the plain loop took 5-25 ms a call, ~40 ms CPU a WIDER Parade frame (bench/profile_file.py). Same boxes kept.
 SWEEP_FROM = 64
 
 

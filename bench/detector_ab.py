@@ -48,21 +48,24 @@ def run(clip: Path, frames: int, rounds: int, parts: set[str]) -> dict:
     from engine.pipeline import FILE_TILE_CYCLE
     from engine.stages.detectors import yunet
 
-    detector = yunet.create(Settings())
-    detector.tiles, detector.second_look, detector.tile_cycle = True, True, FILE_TILE_CYCLE
+    # One detector each: a detector keeps state from frame to frame (the second look's places looked at in vain),
+    # so each must see every frame once, in order, for their detections to be comparable.
+    detectors = {label: yunet.create(Settings()) for label in ("before", "after")}
+    for detector in detectors.values():
+        detector.tiles, detector.second_look, detector.tile_cycle = True, True, FILE_TILE_CYCLE
     cap = cv2.VideoCapture(str(clip))
     images = [image for image in (cap.read()[1] for _ in range(frames)) if image is not None]
-    detector.detect(images[0], 0.2)  # warm-up: sessions, anchor grids
     cpu: dict[str, list[float]] = {"before": [], "after": []}
     same = True
-    for _ in range(rounds):
+    for round_ in range(rounds + 1):  # the first round warms up (sessions, anchor grids) and is not counted
         for image in images:
             found = {}
-            for label in ("before", "after"):
+            for label, detector in detectors.items():
                 switch(label == "after", parts)
                 started = time.process_time()
                 found[label] = detector.detect(image, 0.2)
-                cpu[label].append((time.process_time() - started) * 1000)
+                if round_:
+                    cpu[label].append((time.process_time() - started) * 1000)
             same &= all(np.array_equal(getattr(found["before"], k), getattr(found["after"], k))
                         for k in ("xyxy", "score", "landmarks"))
     switch(True, parts)

@@ -26,11 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("file_speed")
 
 
-def timed(cmd: list[str], env: dict | None = None, cpu: dict | None = None, key: str = "") -> float:
+def timed(cmd: list[str], env: dict | None = None, cpu: dict | None = None, key: str = "",
+          cwd: Path | None = None) -> float:
     """Wall seconds of `cmd`; its CPU seconds (children's user + system, steadier under load) go to cpu[key]."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if cpu is not None:
@@ -73,8 +74,10 @@ def main() -> int:
                     fps["deface"] = frames / seconds
                 for tree in trees:
                     env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
+                    # From the tree: `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH,
+                    # so run from elsewhere every tree ran the working directory's code.
                     seconds = timed([sys.executable, "-m", "blurcast", "run", str(video), "-o", str(out / "o.mp4"),
-                                     "--no-facebank"], env, cpu, str(tree))
+                                     "--no-facebank"], env, cpu, str(tree), cwd=tree.resolve())
                     fps[str(tree)] = frames / seconds
                 base = next(iter(fps.values()))  # deface's, or the first tree's
                 log.info("%s (%d frames) round %d: %s", clip.name, frames, round_ + 1,

@@ -43,7 +43,7 @@ def letterbox(frame: np.ndarray, scale: float, multiple: int = 32) -> np.ndarray
 
 # From this many boxes, NMS first finds the pairs that overlap at all (a sweep along x or y) instead of comparing each
 # kept box with every box left: a 1080p crowd's passes give 500-3700 boxes at file mode's 0.1 bar, ~100-300 kept,
-# and the plain loop took 5-25 ms a call, ~40 ms CPU a WIDER Parade frame (bench/profile_file.py). Same boxes kept.
+# and the plain loop took 5-25 ms a call, ~20 ms CPU a WIDER Parade frame (bench/detector_ab.py). Same boxes kept.
 SWEEP_FROM = 64
 
 

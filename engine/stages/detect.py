@@ -50,7 +50,9 @@ SWEEP_FROM = 64
 def nms(xyxy: np.ndarray, score: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Indices kept by greedy non-maximum suppression, best score first."""
     order = np.argsort(-score)
-    if len(order) >= SWEEP_FROM and np.isfinite(xyxy).all():  # a NaN box: the loop's own rule (it suppresses)
+    # The sweep skips pairs that do not overlap (IoU 0, kept by any threshold >= 0). A NaN box keeps the loop's
+    # own rule (it suppresses every box compared with it).
+    if len(order) >= SWEEP_FROM and iou_threshold >= 0 and np.isfinite(xyxy).all():
         return _nms_sweep(xyxy, order, iou_threshold)
     keep: list[int] = []
     areas = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])

@@ -1,6 +1,6 @@
 """File-mode speed of one or more checkouts against deface, on the same clip, interleaved, same run.
 
-    python bench/file_speed.py CLIP [CLIP ...] [--tree PATH ...] [--repeat 2] [--frames 90]
+    python bench/file_speed.py CLIP [CLIP ...] [--tree PATH ...] [--repeat 2] [--frames 90] [--no-deface]
 
 Each clip (cut to its first `--frames` frames, without audio) goes through deface 1.5.0 (its defaults) and
 through `blurcast run --no-facebank` of each `--tree` (a checkout: another worktree of main for the baseline;
@@ -26,11 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("file_speed")
 
 
-def timed(cmd: list[str], env: dict | None = None, cpu: dict | None = None, key: str = "") -> float:
+def timed(cmd: list[str], env: dict | None = None, cpu: dict | None = None, key: str = "",
+          cwd: Path | None = None) -> float:
     """Wall seconds of `cmd`; its CPU seconds (children's user + system, steadier under load) go to cpu[key]."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if cpu is not None:
@@ -56,6 +57,7 @@ def main() -> int:
     parser.add_argument("--tree", action="append", type=Path)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--frames", type=int, default=90)
+    parser.add_argument("--no-deface", dest="deface", action="store_false", help="the trees only (ratios to the first)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     trees = args.tree or [REPO]
@@ -66,15 +68,20 @@ def main() -> int:
             video, frames = cut(clip, args.frames, out)
             for round_ in range(args.repeat):
                 cpu: dict[str, float] = {}
-                seconds = timed([deface, str(video), "-o", str(out / "deface.mp4")], None, cpu, "deface")
-                fps = {"deface": frames / seconds}
+                fps: dict[str, float] = {}
+                if args.deface:
+                    seconds = timed([deface, str(video), "-o", str(out / "deface.mp4")], None, cpu, "deface")
+                    fps["deface"] = frames / seconds
                 for tree in trees:
                     env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
+                    # From the tree: `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH,
+                    # so run from elsewhere every tree ran the working directory's code.
                     seconds = timed([sys.executable, "-m", "blurcast", "run", str(video), "-o", str(out / "o.mp4"),
-                                     "--no-facebank"], env, cpu, str(tree))
+                                     "--no-facebank"], env, cpu, str(tree), cwd=tree.resolve())
                     fps[str(tree)] = frames / seconds
+                base = next(iter(fps.values()))  # deface's, or the first tree's
                 log.info("%s (%d frames) round %d: %s", clip.name, frames, round_ + 1,
-                         ", ".join(f"{k} {v:.2f} fps ({v / fps['deface']:.2f}x, CPU {cpu[k] * 1000 / frames:.0f} ms"
+                         ", ".join(f"{k} {v:.2f} fps ({v / base:.2f}x, CPU {cpu[k] * 1000 / frames:.0f} ms"
                                    " a frame)" for k, v in fps.items()))
     return 0
 

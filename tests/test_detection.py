@@ -52,3 +52,42 @@ def test_torch_and_onnxruntime_detectors_agree(data_dir):
     assert len(a) == len(b) >= 1
     np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-2)
     np.testing.assert_allclose(a.score, b.score, atol=1e-4)
+
+
+def test_mirrored_input_is_numpys_own(wider):
+    """The detector's mirrored picture (cv2.flip of a reversed view) has the very pixels numpy's copy had, and
+    is still a view (the device detector caches only source frames): file mode's outputs stay what they were."""
+    from engine.stages.detectors.yunet import _derived
+
+    root, gt = wider
+    image = cv2.imread(str(root / "images" / next(iter(gt))))
+    for view in (image[:, ::-1], image[100:400, 50:700][:, ::-1], image[100:400, 50:700]):
+        derived = _derived(view)
+        assert derived.base is not None and derived.flags.c_contiguous
+        assert np.array_equal(derived, np.ascontiguousarray(view))
+
+
+def test_nms_sweep_keeps_what_the_plain_loop_keeps(wider, monkeypatch):
+    """The sweep NMS used from SWEEP_FROM boxes keeps the very boxes, in order, that the plain greedy loop keeps:
+    on a real crowd's raw boxes at file mode's 0.1 bar, and on the same boxes with ties and duplicates added."""
+    from engine.stages import detect
+    from engine.stages.detectors import yunet
+
+    root, gt = wider
+    image = cv2.imread(str(root / "images" / next(n for n in gt if "Parade" in n)))
+    calls, sweep_from = [], detect.SWEEP_FROM
+
+    def recorded(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+        calls.append((boxes, scores))
+        return detect.nms(boxes, scores, iou)
+    monkeypatch.setattr(yunet, "nms", recorded)
+    create_detector(Settings())._detect_at(image, 2.0, 0.1)
+    xyxy, score = max(calls, key=lambda call: len(call[1]))
+    assert len(score) >= 4 * detect.SWEEP_FROM
+    tied = (np.concatenate([xyxy, np.round(xyxy[:200])]), np.concatenate([np.round(score, 1), score[:200] * 0]))
+    for boxes, scores in ((xyxy, score), tied):
+        for threshold in (0.0, 0.3, 0.5):
+            swept = detect.nms(boxes, scores, threshold)
+            monkeypatch.setattr(detect, "SWEEP_FROM", 10**9)  # the plain loop only
+            assert np.array_equal(swept, detect.nms(boxes, scores, threshold))
+            monkeypatch.setattr(detect, "SWEEP_FROM", sweep_from)

@@ -1,6 +1,7 @@
 """The suite's noise floor: onnxruntime f32 with zero-mean noise of bf16's size on YuNet's outputs.
 
     python bench/jitter_suite.py --seed 1 [suite options: --no-enrol --only wider --keep DIR ...]
+    python bench/jitter_suite.py --seed 1 --backend openvino ...   # the same noise on bf16: a paired comparison
     python bench/jitter_suite.py --auto-openvino [suite options]   # `auto` with yunet listed in OPENVINO_AUTO
 
 If OpenVINO bf16's extra leaks were only noise, f32 plus unbiased noise of the same size would move the leak
@@ -8,6 +9,8 @@ counts as much. The noise is drawn per call, in logit space for the class and ob
 the box and landmark offsets, with the spreads measured between the two backends on held-out crowd photos
 (bench/bf16_bias.py's `heldout` set; anchors scoring >= 0.05): cls logit sd 0.0047, obj logit sd 0.049, box
 offsets 0.0056, landmark offsets 0.011 (stride units). Only the stream's detector (network "yunet") is touched.
+The pipeline is an OR over time (a face seen once at 0.5, or twice at 0.3, starts a blurred track), so iid noise
+alone changes recall; the same seeds on both backends compare them with that effect on both sides.
 
 `--auto-openvino` runs the corpus as `auto` would with "yunet" in OPENVINO_AUTO (the detector on OpenVINO,
 the landmarker, photo detection and MobileFaceNet on onnxruntime), before that is the code's default.
@@ -36,6 +39,14 @@ class JitteredRunner:
         self.runner = runner
         self.name = f"{runner.name}+jitter{seed}"
         self.rng = np.random.default_rng(seed)
+
+    @property
+    def background_compiles(self) -> bool:  # OpenVINO's: file mode must still compile in the calling thread
+        return self.runner.background_compiles  # AttributeError on onnxruntime: hasattr() is then False
+
+    @background_compiles.setter
+    def background_compiles(self, value: bool) -> None:
+        self.runner.background_compiles = value
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         out = self.runner.run(batch)

@@ -158,7 +158,7 @@ def test_one_runner_from_two_threads_gives_each_its_own_result(photos):
 
 
 def test_auto_picks_openvino_for_a_listed_network_only_with_bf16(monkeypatch):
-    monkeypatch.setattr(backends, "OPENVINO_AUTO", frozenset({"yunet", "mobilefacenet"}))  # YuNet: once listed
+    monkeypatch.setattr(backends, "OPENVINO_AUTO", frozenset({"yunet", "mobilefacenet"}))  # once listed
     monkeypatch.setattr(backends, "cuda_available", lambda: False)
     monkeypatch.setattr(backends, "openvino_bf16", lambda: True)
     assert resolve_backend("auto", "yunet") == "openvino"
@@ -193,11 +193,38 @@ def test_asking_for_openvino_without_it_says_how_to_install(monkeypatch):
 @pytest.mark.skipif(backends.cuda_available(), reason="on CUDA auto picks torch")
 def test_auto_here_keeps_every_network_on_onnxruntime():
     """The real choice on this machine (it has bf16): onnxruntime for the detector, the recognizer, the landmarker's
-    YuNet and photo detection, until the suite and the recognition tests hold on OpenVINO (README)."""
+    YuNet and photo detection, until the live enrolment and the recognition tests hold on OpenVINO (README)."""
     assert create_detector(Settings()).runner_name == "onnxruntime-cpu"
     assert create_embedder(Settings()).runner_name == "onnxruntime-cpu"
     assert create_landmarker(Settings()).detector.runner_name == "onnxruntime-cpu"
     assert {d.runner_name for d in Enroller(Settings()).detectors} == {"onnxruntime-cpu"}
+
+
+def test_auto_without_openvino_runs_everything_on_onnxruntime(monkeypatch):
+    """The fallback path of a machine without openvino (or without bf16): auto still starts, on onnxruntime."""
+    monkeypatch.setattr(backends, "OPENVINO_AUTO", frozenset({"yunet"}))  # as it will be once listed
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
+    monkeypatch.setattr(backends, "cuda_available", lambda: False)
+    openvino_bf16.cache_clear()
+    try:
+        assert create_detector(Settings()).runner_name == "onnxruntime-cpu"
+    finally:
+        openvino_bf16.cache_clear()
+
+
+def test_auto_falls_back_to_onnxruntime_when_openvino_cannot_load_the_model(monkeypatch):
+    """A broken OpenVINO install must not stop `auto` from starting: the stream is never left without a detector."""
+    monkeypatch.setattr(backends, "OPENVINO_AUTO", frozenset({"yunet"}))  # as it will be once listed
+    monkeypatch.setattr(backends, "cuda_available", lambda: False)
+    monkeypatch.setattr(backends, "openvino_bf16", lambda: True)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected: the CPU plugin failed")
+
+    monkeypatch.setattr(backends, "OpenVinoRunner", broken)
+    assert create_detector(Settings()).runner_name == "onnxruntime-cpu"
+    with pytest.raises(RuntimeError, match="injected"):  # asked for by name: the failure is the user's to see
+        create_detector(Settings(backend="openvino"))
 
 
 @needs_bf16

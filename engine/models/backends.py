@@ -23,12 +23,14 @@ log = logging.getLogger(__name__)
 TORCH_CPU_THREADS = int(os.environ.get("BLURCAST_TORCH_THREADS", "1"))
 OPENVINO_THREADS = int(os.environ.get("BLURCAST_OPENVINO_THREADS", "1"))
 # Networks `auto` runs on OpenVINO where the CPU computes in bf16: none yet (README › Measured, OpenVINO).
-# YuNet: ~0.7x onnxruntime's CPU per 1080p frame, but the privacy suite leaked more with it (WIDER crowds 316
-# against 289 face-frames of 13,045, store-aisle 1 of 89 against 0). MobileFaceNet: 0.25x the CPU, LFW 99.28
-# against 99.27 %, dev clip performer visible 90.60 % both; but bf16 turns a 1-grey-level difference between
-# a frame's and a crop's aligned face into 2e-3 per embedding element (cosine 0.99998), past
-# tests/test_recognition.py's 1e-3 for "the stream embeds as the photo path". List a network here once those
-# hold. Without bf16 OpenVINO runs f32, slower than onnxruntime (YuNet 23 against 18 ms): never chosen there.
+# YuNet: ~0.7x onnxruntime's CPU per 1080p frame, and its bf16 score error is noise (bench/bf16_bias.py), the
+# corpus's leaks within the noise floor (bench/jitter_suite.py); but with it the live "this is me" enrolment
+# (tests/test_engine_facebank.py) failed 3 of 6 runs ("more than one person"; 0 of 4 on onnxruntime) and SRT 1080p
+# under load blurred 2-6 frames whole a run (onnxruntime 0): list it once those are understood.
+# MobileFaceNet: 0.25x the CPU, LFW 99.28 against 99.27 %, but bf16 turns a 1-grey-level difference between a
+# frame's and a crop's aligned face into 2e-3 per embedding element (cosine 0.99998), past
+# tests/test_recognition.py's 1e-3 for "the stream embeds as the photo path". Without bf16 OpenVINO runs f32,
+# slower than onnxruntime (YuNet 23 against 18 ms): never chosen there.
 # The landmarker's YuNet ("landmarker") and photo detection ("photo") are asked for apart from the stream's
 # detector: bf16 boxes seeding the alignment took LFW from 99.27 to 99.12 %, so they stay on onnxruntime.
 OPENVINO_AUTO: frozenset[str] = frozenset()
@@ -52,13 +54,16 @@ def cuda_available() -> bool:
 
 @cache
 def openvino_bf16() -> bool:
-    """Whether OpenVINO is installed and this CPU reports bf16 (OpenVINO then infers in bf16 by default)."""
+    """Whether OpenVINO is installed and infers in bf16 by default on this CPU (x86 with AVX-512-BF16 or AMX, where
+    it was measured; other CPUs default to f32 or f16, not measured here: they keep onnxruntime)."""
     try:
         import openvino
     except ImportError:
         return False
     try:
-        return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        core = openvino.Core()
+        return ("BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+                and "bfloat16" in str(core.get_property("CPU", "INFERENCE_PRECISION_HINT")))
     except Exception as exc:  # no usable CPU plugin, a broken install: keep to the other backends
         log.warning("OpenVINO is installed but its CPU plugin is not usable: %s", exc)
         return False
@@ -236,7 +241,9 @@ def make_runner(backend: str, onnx_path: Path, module_factory: Callable[[Path], 
     """`network` (a weights name: yunet, mobilefacenet...) lets `auto` choose per network."""
     chosen = resolve_backend(backend, network)
     runner: NetworkRunner
-    if chosen == "onnxruntime":
+    if chosen == "openvino" and backend == "auto":
+        runner = _openvino_or_onnxruntime(onnx_path)
+    elif chosen == "onnxruntime":
         runner = OnnxRuntimeRunner(onnx_path)
     elif chosen == "openvino":
         runner = OpenVinoRunner(onnx_path)
@@ -246,3 +253,12 @@ def make_runner(backend: str, onnx_path: Path, module_factory: Callable[[Path], 
         raise ValueError(f"unknown backend {backend!r}")
     log.info("%s runs on %s", onnx_path.name, runner.name)
     return runner
+
+
+def _openvino_or_onnxruntime(onnx_path: Path) -> NetworkRunner:
+    """`auto`'s OpenVINO choice, and onnxruntime where OpenVINO fails to load the model: auto must always start."""
+    try:
+        return OpenVinoRunner(onnx_path)
+    except Exception:
+        log.exception("OpenVINO could not load %s; running it on onnxruntime", onnx_path.name)
+        return OnnxRuntimeRunner(onnx_path)

@@ -168,6 +168,63 @@ def test_a_face_scoring_under_the_weak_start_is_hidden_from_its_first_frame_once
     assert not any(visible(_through_file_mode(frame, 4, True, monkeypatch)))
 
 
+def _corpus_clip(name: str, frames: int) -> tuple[list[np.ndarray], list[dict[int, np.ndarray]]]:
+    """The first `frames` frames of a corpus clip as the suite plays it (its cached H.264 copy), with the boxes."""
+    from bench import suite
+
+    clips = suite.corpus([name])
+    if not clips:
+        pytest.skip(f"corpus clip {name} absent: set BLURCAST_DATA")
+    cap = cv2.VideoCapture(str(suite.prepared(clips[0], suite.CACHE)))
+    images = [cap.read()[1] for _ in range(frames)]
+    boxes: list[dict[int, np.ndarray]] = [{} for _ in range(frames)]
+    for face in json.loads(clips[0].gt.read_text())["faces"]:
+        if face["frame"] < frames and not face["ignore"]:
+            boxes[face["frame"]][face["track"]] = np.array(face["box"], np.float32)
+    return images, boxes
+
+
+def _visible_frames(images: list[np.ndarray], out: list[np.ndarray], boxes: list[dict[int, np.ndarray]],
+                    track: int) -> int:
+    """Frames in which `track` is left visible in `out` (the scorer's measure)."""
+    from evaluation.video import VISIBLE_AT, face_visibility
+
+    count = 0
+    for image, done, faces in zip(images, out, boxes, strict=True):
+        x1, y1, x2, y2 = (round(float(v)) for v in faces[track])
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[y1:y2, x1:x2]
+        count += face_visibility(grey, cv2.cvtColor(done, cv2.COLOR_BGR2GRAY)[y1:y2, x1:x2]) >= VISIBLE_AT
+    return count
+
+
+def test_a_weak_face_that_moves_while_unseen_still_starts(monkeypatch):
+    """A real 19-21 px Parade face (track 40) that the file-mode passes score 0.2-0.28 only every 3-5 frames while
+    the camera pans it ~3 px a frame: its next sighting lay beyond half a face from where it was last seen, so its
+    three sightings never met and it stayed visible. The candidate's reach grows with the frames it waited: it starts
+    on its 3rd sighting and the look-ahead hides it back over the frames before; some frames in which it is lost
+    later, between weak sightings, still show it."""
+    from engine.stages import track as track_module
+    from engine.stages.lookahead import FILE_LOOKAHEAD_FRAMES, Lookahead
+
+    images, boxes = _corpus_clip("Parade_0_873", 16)
+
+    def run() -> list[np.ndarray]:
+        pipeline = Pipeline(Settings(backend="onnxruntime"))
+        pipeline.offline = True
+        lookahead, out = Lookahead(FILE_LOOKAHEAD_FRAMES), []
+        for index, image in enumerate(images):
+            safe, report = pipeline.process(image.copy(), index, 1 / 30)
+            out += [s.image for s, _ in lookahead.push(safe, report, pipeline.anonymizer)]
+        pipeline.close()
+        return out + [s.image for s, _ in lookahead.flush()]
+
+    monkeypatch.setattr(track_module, "CANDIDATE_DRIFT", 0.0)
+    before = _visible_frames(images, run(), boxes, 40)
+    assert before >= 5, "found without the growing reach now"
+    monkeypatch.undo()
+    assert _visible_frames(images, run(), boxes, 40) <= before - 3  # measured 7 -> 4 of the first 16 frames
+
+
 def test_only_file_mode_starts_faces_on_corroborated_weaker_boxes():
     """Live mode has no look-ahead to hide a face's first frames, nor CPU to spare: its tracker is unchanged."""
     pipeline = Pipeline(Settings(backend="onnxruntime"))

@@ -78,7 +78,7 @@ def run_clip(clip: suite.Clip, settings: Settings) -> tuple[list, list, list, li
 def replayed(greys, safes, reports, settings: Settings) -> tuple[list, dict[int, list[np.ndarray]]]:
     """The frames after the look-ahead, and the boxes it backfilled per frame."""
     anonymizer = replay_bench._Recording(settings)
-    look = lookahead_module.Lookahead(lookahead_module.FILE_LOOKAHEAD_FRAMES)
+    look = lookahead_module.Lookahead(lookahead_module.FILE_LOOKAHEAD_FRAMES, lookahead_module.WEAK_BACK_FRAMES)
     out = []
     for safe, report in zip([s.copy() for s in safes], reports, strict=True):
         out += [s for s, _ in look.push(safe, report, anonymizer)]

@@ -136,12 +136,12 @@ def test_mirrored_looks_keep_the_eyes_in_image_order():
 def _through_file_mode(frame: np.ndarray, frames: int, corroborated: bool, monkeypatch) -> list[np.ndarray]:
     """`frames` copies of `frame` through the file-mode pipeline and its look-ahead, as `blurcast run` does."""
     from engine import pipeline as pipeline_module
-    from engine.stages.lookahead import FILE_LOOKAHEAD_FRAMES, Lookahead
+    from engine.stages.lookahead import FILE_LOOKAHEAD_FRAMES, WEAK_BACK_FRAMES, Lookahead
 
     monkeypatch.setattr(pipeline_module, "FILE_CORROBORATED_STARTS", int(corroborated))
     pipeline = Pipeline(Settings(backend="onnxruntime"))
     pipeline.offline = True
-    lookahead, out = Lookahead(FILE_LOOKAHEAD_FRAMES), []
+    lookahead, out = Lookahead(FILE_LOOKAHEAD_FRAMES, WEAK_BACK_FRAMES), []
     for index in range(frames):
         safe, report = pipeline.process(frame.copy(), index, 1 / 30)
         out += [s.image for s, _ in lookahead.push(safe, report, pipeline.anonymizer)]
@@ -204,14 +204,14 @@ def test_a_weak_face_that_moves_while_unseen_still_starts(monkeypatch):
     on its 3rd sighting and the look-ahead hides it back over the frames before; some frames in which it is lost
     later, between weak sightings, still show it."""
     from engine.stages import track as track_module
-    from engine.stages.lookahead import FILE_LOOKAHEAD_FRAMES, Lookahead
+    from engine.stages.lookahead import FILE_LOOKAHEAD_FRAMES, WEAK_BACK_FRAMES, Lookahead
 
     images, boxes = _corpus_clip("Parade_0_873", 16)
 
     def run() -> list[np.ndarray]:
         pipeline = Pipeline(Settings(backend="onnxruntime"))
         pipeline.offline = True
-        lookahead, out = Lookahead(FILE_LOOKAHEAD_FRAMES), []
+        lookahead, out = Lookahead(FILE_LOOKAHEAD_FRAMES, WEAK_BACK_FRAMES), []
         for index, image in enumerate(images):
             safe, report = pipeline.process(image.copy(), index, 1 / 30)
             out += [s.image for s, _ in lookahead.push(safe, report, pipeline.anonymizer)]

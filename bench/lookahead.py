@@ -2,6 +2,7 @@
 
     python bench/lookahead.py [--n 0 4 6 8 12] [--only SUBSTR] [--set NAME=VALUE ...] [--growth 0.1]
     python bench/lookahead.py --tile-cycle 6 ...   (file mode's tile cadence to try; 6 is live mode's)
+    python bench/lookahead.py --weak-back 8 ...    (how far back a face never seen confidently is hidden)
 
 Every corpus clip (bench/suite.py) goes once through the pipeline at the given settings; its anonymized frames
 and reports are then replayed through `Lookahead(N)` for each N (the backfill depends only on them). Per N:
@@ -74,7 +75,7 @@ def process(clip: suite.Clip, settings: Settings) -> tuple[list[np.ndarray], lis
 
 def replay(n: int, greys, safes, reports, by_frame: dict[int, list[dict]], settings: Settings) -> dict:
     anonymizer = _Recording(settings)
-    lookahead = Lookahead(n)
+    lookahead = Lookahead(n, weak_frames=lookahead_module.WEAK_BACK_FRAMES)  # as file mode holds them
     copies = [s.copy() for s in safes]
     out: list[SafeFrame] = []
     for safe, report in zip(copies, reports, strict=True):
@@ -110,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--growth", type=float, help="GROWTH_PER_FRAME to try (each side, per frame back)")
     parser.add_argument("--tile-cycle", type=int, help="file mode's FILE_TILE_CYCLE to try")
+    parser.add_argument("--weak-back", type=int, help="lookahead.WEAK_BACK_FRAMES to try (weak faces' reach back)")
     args = parser.parse_args(argv)
+    if args.weak_back is not None:
+        lookahead_module.WEAK_BACK_FRAMES = args.weak_back
     if args.tile_cycle is not None:
         pipeline_module.FILE_TILE_CYCLE = args.tile_cycle
     if args.growth is not None:

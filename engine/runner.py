@@ -27,7 +27,7 @@ from engine.pipeline import Pipeline
 from engine.stages.anonymize import SafeFrame
 from engine.stages.detectors.yunet import TILE_CYCLE
 from engine.stages.identify import Identifier
-from engine.stages.lookahead import FILE_LOOKAHEAD_FRAMES, Lookahead
+from engine.stages.lookahead import FILE_LOOKAHEAD_FRAMES, WEAK_BACK_FRAMES, Lookahead
 from engine.stages.sink import Sink
 from engine.stages.source import SourceError, VideoSource
 from engine.stages.track import REPEAT_MAX_GAP
@@ -257,7 +257,7 @@ class Engine:
         self.pipeline.offline = True
         if lookahead is None:
             lookahead = max(FILE_LOOKAHEAD_FRAMES, self.settings.lookahead_frames)
-        self.lookahead = Lookahead(lookahead)
+        self.lookahead = Lookahead(lookahead, weak_frames=WEAK_BACK_FRAMES)
         out: queue.Queue[SafeFrame | None] = queue.Queue(maxsize=4)
         writer = threading.Thread(target=self._write_all, args=(out,), name="sink-writer", daemon=True)
         writer.start()

@@ -17,7 +17,7 @@ from engine.multistream import BatchingRunner, MultiStreamEngine, StreamSpec
 from engine.pipeline import Pipeline
 from engine.stages.anonymize import SafeFrame
 from engine.stages.detect import letterbox
-from engine.stages.lookahead import FILE_LOOKAHEAD_FRAMES, Lookahead
+from engine.stages.lookahead import FILE_LOOKAHEAD_FRAMES, WEAK_BACK_FRAMES, Lookahead
 from engine.stages.source import VideoSource
 
 FRAMES = 24
@@ -137,7 +137,7 @@ def test_streams_keep_their_own_settings_sinks_and_sockets(dev_clip, tmp_path, d
 
     alone = Pipeline(Settings(backend="onnxruntime"))
     alone.offline = True
-    held = Lookahead(FILE_LOOKAHEAD_FRAMES)  # file mode backfills new faces into the frames it holds
+    held = Lookahead(FILE_LOOKAHEAD_FRAMES, WEAK_BACK_FRAMES)  # file mode backfills new faces into the frames held
     source = FirstFrames(str(dev_clip), FRAMES)
     try:
         expected = []

@@ -28,13 +28,22 @@ from engine.stages.anonymize import Anonymizer, SafeFrame
 
 log = logging.getLogger(__name__)
 WHOLE_NOW = ("panic", "paused")  # asked for *now*: the frames held (not sent yet) are hidden whole too
-FILE_LOOKAHEAD_FRAMES = 8  # a tile comes back every 6 frames, a 0.3 face starts on its 2nd sighting <= 7 frames later
-#                             (file mode's 0.2-0.3 faces on their 3rd, up to 14 later: only the last 8 are hidden back)
+# File mode holds 24 frames; a face is hidden back over the 8 before its first sighting (a tile comes back every 6
+# frames, a 0.3 face starts on its 2nd sighting <= 7 frames later), over all 24 once it proved a confident face
+# (below): faces the detector finds only 9-22 frames after they show (a zoom, a turn) were left visible with 8.
+FILE_LOOKAHEAD_FRAMES = 24
 GROWTH_PER_FRAME = 0.1  # each side grows this fraction of the box per frame back: motion the velocity misses
 MAX_GROWTH = 1.0  # ... up to the box's own size on each side (3x the box)
 # A new face is carried back at its first sighting (where it is, grown) and again at this sighting, along the
 # velocity seen over them. Each pass costs ~3 ms a box at 1080p (a grown region blurred), so not at every one.
 VELOCITY_SIGHTINGS = 3
+# File mode: a face is carried back beyond WEAK_BACK_FRAMES only once it has been seen LONG_BACK_SIGHTINGS times
+# and scored CONFIDENT_BACK or more in one of them. Weak and short-lived tracks are where the false faces are (hands,
+# texture, a one-off blob): carried back over all 24 frames at once, the dev clip's false blurs rose 41 %; gated on
+# 5 sightings, 9 % (bench/recall_price.py, README).
+CONFIDENT_BACK = 0.5
+WEAK_BACK_FRAMES = 8
+LONG_BACK_SIGHTINGS = 5
 
 
 @dataclass
@@ -50,14 +59,18 @@ class _Held:
 class _Newcomer:
     first: int  # frame index of its first sighting
     sightings: list[tuple[int, np.ndarray]]  # (frame index, detected box), its first few
+    confident: bool = False  # one of them scored CONFIDENT_BACK or more
 
 
 class Lookahead:
     """`push` each anonymized frame in order; it returns the frames released (oldest first), at most one
     while the buffer is full. `flush` releases every frame held (end of source, stop, error)."""
 
-    def __init__(self, frames: int) -> None:
+    def __init__(self, frames: int, weak_frames: int | None = None) -> None:
+        """`weak_frames`: how far back a face is hidden until it proved a confident face (file mode:
+        WEAK_BACK_FRAMES); None hides every face over all the frames held at once (live)."""
         self.frames = max(0, int(frames))
+        self.weak_frames = self.frames if weak_frames is None else min(self.frames, max(0, int(weak_frames)))
         self.backfilled = 0  # boxes anonymized into earlier frames, for telemetry
         self.faults = 0  # backfills that failed (the frames held were then anonymized whole)
         self._held: deque[_Held] = deque()
@@ -120,8 +133,8 @@ class Lookahead:
         self._delays_ms.append((time.monotonic() - held.pushed) * 1000)
         return held.safe, held.tag
 
-    def _backfill_boxes(self, report: FrameReport) -> list[tuple[np.ndarray, np.ndarray, int]]:
-        """(box, velocity per frame of (cx, cy), frame of its first sighting) for each face to carry back."""
+    def _backfill_boxes(self, report: FrameReport) -> list[tuple[np.ndarray, np.ndarray, int, int, int]]:
+        """The backfills due for the faces in `report` (see `_backfill`)."""
         if report.whole_frame is not None:
             return []  # no faces known this frame; tracks are kept and judged on the next one
         present = {f.track_id for f in report.faces}
@@ -134,9 +147,9 @@ class Lookahead:
             if newcomer is None or face.lost_frames:
                 continue
             newcomer.sightings.append((report.index, box))
-            if len(newcomer.sightings) in (1, VELOCITY_SIGHTINGS):
-                out.append((*_extrapolation(newcomer.sightings), newcomer.first))
-            if len(newcomer.sightings) >= VELOCITY_SIGHTINGS:
+            newcomer.confident |= face.score >= CONFIDENT_BACK
+            out += self._passes(newcomer)
+            if len(newcomer.sightings) >= max(VELOCITY_SIGHTINGS, LONG_BACK_SIGHTINGS):
                 del self._newcomers[face.track_id]
         for track_id in [t for t in self._newcomers if t not in present]:
             del self._newcomers[track_id]  # gone before its velocity was known: carried back as it was
@@ -146,14 +159,29 @@ class Lookahead:
         for box in report.unclaimed:
             box = np.asarray(box, np.float32)
             if not any(box_iou(box, t) > 0.3 for t in tracked):
-                out.append((box, np.zeros(2, np.float32), report.index))
+                out.append((box, np.zeros(2, np.float32), report.index, 0, self.frames))
         return out
 
-    def _backfill(self, item: tuple[np.ndarray, np.ndarray, int], now: int, anonymizer: Anonymizer) -> None:
-        box, velocity, first = item
+    def _passes(self, newcomer: _Newcomer) -> list[tuple[np.ndarray, np.ndarray, int, int, int]]:
+        """The backfills due at a newcomer's latest sighting: at its 1st and VELOCITY_SIGHTINGS-th over the
+        `weak_frames` before its first sighting (all the frames held, once it proved a confident face); at its
+        LONG_BACK_SIGHTINGS-th, if confident, over the older frames held."""
+        seen, near = len(newcomer.sightings), self.weak_frames
+        long = newcomer.confident and seen >= LONG_BACK_SIGHTINGS
+        box, velocity = _extrapolation(newcomer.sightings)
+        if seen in (1, VELOCITY_SIGHTINGS):
+            return [(box, velocity, newcomer.first, 0, self.frames if long else near)]
+        if long and seen == LONG_BACK_SIGHTINGS:
+            return [(box, velocity, newcomer.first, near, self.frames)]
+        return []
+
+    def _backfill(self, item: tuple[np.ndarray, np.ndarray, int, int, int], now: int, anonymizer: Anonymizer) -> None:
+        """Item: (box, velocity, frame of the first sighting, frames before it already covered, frames back from
+        now at most)."""
+        box, velocity, first, covered, reach = item
         for held in self._held:
             back = first - held.report.index  # frames before the face's first sighting
-            if back <= 0 or held.safe.whole_frame:
+            if back <= covered or now - held.report.index > reach or held.safe.whole_frame:
                 continue
             shifted = back_box(box, velocity, now - held.report.index, back)
             anonymizer.backfill(held.safe, [shifted], keep=held.keep)

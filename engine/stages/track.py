@@ -36,6 +36,12 @@ REPEAT_MAX_GAP = 7  # frames a candidate waits for its second sighting (a 1080p 
 LOW_START_SCORE = 0.2
 LOW_START_SIGHTINGS = 3
 LOW_START_MAX_FACE = 0.15  # of the frame's height at most: on the dev clip, larger weak boxes (20-30 %) were hands
+# A candidate waits up to REPEAT_MAX_GAP frames for its next sighting, and the face moves meanwhile (a hand-held
+# camera, a pan): the centre distance at which a sighting still counts as the candidate's grows by this fraction of
+# the face's size per frame waited, up to CANDIDATE_REACH_MAX. At a fixed 0.5, a 20 px Parade face panning 3 px a
+# frame, seen every 3-5 frames at 0.2-0.3, never met its last box again and never started (bench/leak_classes.py).
+CANDIDATE_DRIFT = 0.1
+CANDIDATE_REACH_MAX = 1.0
 
 
 @dataclass
@@ -159,7 +165,7 @@ class FaceTracker:
             weak = weak[covered < _DUPLICATE_COVERED]
         fresh: list[_Candidate] = []
         used: set[int] = set()
-        affinity = (_affinity(np.stack([c.box for c in self._candidates]), weak.xyxy)
+        affinity = (_affinity(np.stack([c.box for c in self._candidates]), weak.xyxy, self._candidate_reach())
                     if len(weak) and self._candidates else None)
         for j in range(len(weak)):
             seen = _Candidate(weak.xyxy[j], float(weak.score[j]))
@@ -174,6 +180,11 @@ class FaceTracker:
             fresh.append(seen)
         aged = [c.older() for k, c in enumerate(self._candidates) if k not in used and c.age + 1 < self.repeat_max_gap]
         self._candidates = fresh + aged
+
+    def _candidate_reach(self) -> np.ndarray:
+        """Per candidate, the centre distance (in face sizes) within which a sighting is that candidate's."""
+        ages = np.array([c.age for c in self._candidates], np.float64)
+        return np.minimum(_MATCH_CENTRE + CANDIDATE_DRIFT * ages, max(CANDIDATE_REACH_MAX, _MATCH_CENTRE))[:, None]
 
     def _drop_duplicates(self) -> None:
         """A lost track lying on a face detected this frame is that face's stale duplicate (a second box the
@@ -255,8 +266,9 @@ def _to_cxcywh(box: np.ndarray) -> np.ndarray:
     return np.array([(x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, 1.0), max(y2 - y1, 1.0)])
 
 
-def _affinity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU, or for boxes that barely overlap a small score when their centres are close (fast motion)."""
+def _affinity(a: np.ndarray, b: np.ndarray, reach: float | np.ndarray = _MATCH_CENTRE) -> np.ndarray:
+    """IoU, or for boxes that barely overlap a small score when their centres are within `reach` face sizes (fast
+    motion); `reach` may be one per row of `a`."""
     ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
     iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
     ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
@@ -274,7 +286,7 @@ def _affinity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ratio = (a[:, 2] - a[:, 0])[:, None] / np.maximum((b[:, 2] - b[:, 0])[None, :], 1e-9)
     dist = np.where((ratio > 0.6) & (ratio < 1.6), dist, np.inf)
     # Ranked below every real IoU match: a fallback only for what IoU leaves unmatched.
-    near = np.where(dist < _MATCH_CENTRE, _MATCH_IOU * 0.99 * (1.0 - dist / _MATCH_CENTRE), 0.0)
+    near = np.where(dist < reach, _MATCH_IOU * 0.99 * (1.0 - dist / reach), 0.0)
     return np.where(iou >= _MATCH_IOU, iou, near)
 
 

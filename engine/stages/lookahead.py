@@ -167,7 +167,8 @@ class Lookahead:
         `weak_frames` before its first sighting (all the frames held, once it proved a confident face); at its
         LONG_BACK_SIGHTINGS-th, if confident, over the older frames held."""
         seen, near = len(newcomer.sightings), self.weak_frames
-        long = newcomer.confident and seen >= LONG_BACK_SIGHTINGS
+        # live (near == frames) every pass already reaches all the frames held: no second one
+        long = newcomer.confident and seen >= LONG_BACK_SIGHTINGS and near < self.frames
         box, velocity = _extrapolation(newcomer.sightings)
         if seen in (1, VELOCITY_SIGHTINGS):
             return [(box, velocity, newcomer.first, 0, self.frames if long else near)]

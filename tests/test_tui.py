@@ -110,6 +110,8 @@ def test_threshold_slider_changes_the_engine_setting(engine, dev_clip):
             app = await live(pilot)
             slider = app.screen.query_one("#similarity-threshold", Slider)
             await until(pilot, lambda: app.limits and not slider.disabled, what="the engine's limits")
+            await until(pilot, lambda: slider.known and slider.value == pytest.approx(
+                request(engine, "settings")["similarity_threshold"]), what="the slider to show the engine's value")
             await pilot.press("s")  # focuses the threshold slider
             assert app.focused is slider
             start = slider.value

@@ -399,3 +399,26 @@ def test_the_figures_say_the_obs_sync_offset_while_frames_go_out():
     assert "output vcam · OBS sync 290 ms" in str(figures(t))
     assert "OBS sync" not in str(figures({**t, "sinks": []}))  # nothing goes out: no offset to set
     assert "OBS sync" not in str(figures({**t, "obs_sync_offset_ms": None}))
+
+
+def test_telemetry_arriving_before_a_moves_message_does_not_pull_the_slider_back(tmp_path):
+    """Telemetry can reach the screen between a key press and the screen's handling of that move (found as a
+    CI flake: two → presses gave +0.01). The slider itself remembers the move, so the older value is ignored."""
+    from tests.test_tui_snapshots import LIMITS, TELEMETRY
+    from tui.app import make_app
+
+    app = make_app(EnginePaths(tmp_path), start_engine=False, attach=False)  # detached: no send is recorded
+
+    async def scenario() -> None:
+        async with app.run_test(size=(160, 48)) as pilot:
+            app.limits = LIMITS
+            app.post_message(EngineStats(TELEMETRY))
+            await pilot.pause()
+            slider = app.screen.query_one("#similarity-threshold", Slider)
+            start = slider.value
+            await pilot.press("s", "right", "right")
+            app.post_message(EngineStats(TELEMETRY))  # the engine's value from before the presses
+            await pilot.pause()
+            assert slider.value == pytest.approx(start + 0.02)
+
+    asyncio.run(scenario())

@@ -178,8 +178,10 @@ class LiveScreen(Screen):
 
     def _sync_sliders(self, settings: dict[str, Any]) -> None:
         sent = self._app.settings_sent
+        now = time.monotonic()
         for slider in self.query(Slider):
-            just_moved = slider.name in sent and time.monotonic() - sent[slider.name][1] < ECHO_GRACE_S
+            moved_at = max(slider.moved_at, sent[slider.name][1] if slider.name in sent else float("-inf"))
+            just_moved = now - moved_at < ECHO_GRACE_S
             if slider.name in settings and not just_moved:
                 slider.set_value(float(settings[slider.name]))
 

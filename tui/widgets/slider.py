@@ -4,6 +4,7 @@ property: a default mark (┊) on the track and a line of help saying what it tr
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -83,6 +84,9 @@ class Slider(Widget, can_focus=True):
         self.default = default
         self.describe: Callable[[float], str] | None = None  # the value as shown, when more than `fmt` says
         self.known = value is not None  # False until a real value arrives: no minimum shown as if set
+        # When the user last moved it (monotonic s), set at once: telemetry can reach the screen before this
+        # move's Changed message does, and must not pull the knob back to the engine's older value.
+        self.moved_at = float("-inf")
         self.set_range(minimum, maximum, step)
         self.set_reactive(Slider.value, self.validate_value(minimum if value is None else value))
 
@@ -108,6 +112,7 @@ class Slider(Widget, can_focus=True):
             old = self.value
             self.value = value
             if self.value != old:
+                self.moved_at = time.monotonic()
                 self.post_message(self.Changed(self, self.value))
         else:
             self.value = value

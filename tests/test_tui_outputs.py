@@ -225,3 +225,24 @@ def test_engine_status_says_how_each_stream_is_taken() -> None:
     assert outputs_words(STREAMING) == ["virtual camera → /dev/video10",
                                         "stream → srt://:9001?mode=listener (waiting for the far end, 230 dropped)",
                                         "stream → rtmps://live.twitch.tv/app/*** (sending, 3 dropped)"]
+
+
+def test_the_outputs_list_says_nothing_leaves_once_the_engine_is_live(tmp_path: Path) -> None:
+    """The list drawn while the engine was not live ("engine not live") is redrawn when it goes live with no
+    output: the rows alone are the same (none), the state is not (found as a CI failure under load)."""
+    from tests.test_tui_snapshots import TELEMETRY, feed
+
+    app = make_app(EnginePaths(tmp_path), source="0", start_engine=False, attach=False,
+                   facebank_path=tmp_path / "facebank.json")
+
+    async def scenario() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("o")
+            await pilot.pause()
+            assert "engine not live" in table_text(app)
+            await feed(pilot, {**TELEMETRY, "sinks": [], "outputs": []}, preview=False)
+            await pilot.pause()
+            assert app.engine_state == "live"
+            assert "nothing leaves the engine" in table_text(app)
+
+    asyncio.run(scenario())

@@ -148,7 +148,9 @@ class OutputScreen(Screen):
         super().__init__()
         self._recording: tuple[str, float] | None = None  # (path, started) of the recording this UI started
         self._last_saved: str | None = None
-        self._rows_shown: list[tuple[str, str, str, str]] | None = None  # the outputs list as last drawn
+        # The outputs list as last drawn, with whether the engine was live: with no rows the placeholder row
+        # says which ("nothing leaves the engine" / "engine not live"), so both decide a redraw.
+        self._rows_shown: tuple[list[tuple[str, str, str, str]], bool] | None = None
 
     def compose(self) -> ComposeResult:
         yield EngineBar()
@@ -262,7 +264,7 @@ class OutputScreen(Screen):
         if not table.columns:
             table.add_columns("what", "where", "state")
         shown = list(rows)
-        if shown != self._rows_shown:
+        if (shown, live) != self._rows_shown:
             picked = self._picked_output()
             table.clear()
             for name, what, where, state in shown:
@@ -272,7 +274,7 @@ class OutputScreen(Screen):
             names = [row[0] for row in shown]
             if picked in names:
                 table.move_cursor(row=names.index(picked))
-            self._rows_shown = shown
+            self._rows_shown = (shown, live)
         streams = [row for row in rows if row[1] == "stream"]
         self.query_one("#stream-stop", Button).disabled = not (live and streams)
         self.query_one("#stream-start", Button).disabled = not live

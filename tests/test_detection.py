@@ -85,9 +85,28 @@ def test_nms_sweep_keeps_what_the_plain_loop_keeps(wider, monkeypatch):
     xyxy, score = max(calls, key=lambda call: len(call[1]))
     assert len(score) >= 4 * detect.SWEEP_FROM
     tied = (np.concatenate([xyxy, np.round(xyxy[:200])]), np.concatenate([np.round(score, 1), score[:200] * 0]))
+    swept_calls = []
+    sweep = detect._nms_sweep
+    monkeypatch.setattr(detect, "_nms_sweep", lambda *a: swept_calls.append(1) or sweep(*a))
     for boxes, scores in ((xyxy, score), tied):
         for threshold in (0.0, 0.3, 0.5):
             swept = detect.nms(boxes, scores, threshold)
             monkeypatch.setattr(detect, "SWEEP_FROM", 10**9)  # the plain loop only
             assert np.array_equal(swept, detect.nms(boxes, scores, threshold))
             monkeypatch.setattr(detect, "SWEEP_FROM", sweep_from)
+    assert len(swept_calls) == 6, "a crowd's boxes are swept"
+
+
+def test_nms_on_a_close_up_takes_the_plain_loop(monkeypatch):
+    """A face filling the frame gives hundreds of boxes nearly all overlapping: the sweep would build ~all n^2
+    pairs (a review measured 25x slower), while the plain loop's first kept box suppresses nearly all at once."""
+    from engine.stages import detect
+
+    rng = np.random.default_rng(0)
+    centre = np.array([960, 540, 960, 540], np.float32)
+    xyxy = centre + np.array([-300, -400, 300, 400], np.float32) * rng.uniform(0.8, 1.2, (300, 1)).astype(np.float32)
+    xyxy += rng.normal(0, 20, (300, 4)).astype(np.float32)
+    score = rng.uniform(0.1, 1.0, 300).astype(np.float32)
+    monkeypatch.setattr(detect, "_nms_sweep", lambda *a: pytest.fail("swept a close-up's boxes"))
+    kept = detect.nms(xyxy, score, 0.3)
+    assert 1 <= len(kept) < 10 and kept[0] == int(np.argmax(score))

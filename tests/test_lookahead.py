@@ -303,16 +303,17 @@ def test_the_preview_is_a_frame_that_went_out(dev_clip):
 
 @pytest.mark.parametrize(("score", "hidden_back"), [(0.9, "all"), (0.3, "weak")])
 def test_a_confident_late_face_is_hidden_over_every_frame_held_a_weak_one_over_fewer(dev_clip, score, hidden_back):
-    """File mode holds FILE_LOOKAHEAD_FRAMES: a face first found that late and seen confidently
-    LONG_BACK_SIGHTINGS times is hidden over every frame held before it; one only ever seen weakly (where the
-    false faces are) over the WEAK_BACK_FRAMES before its first sighting, as before."""
+    """File mode holds FILE_LOOKAHEAD_FRAMES: a face seen confidently LONG_BACK_SIGHTINGS times in a row is
+    hidden over every frame still held then (the 20 before its first sighting, not the 2 older ones, released
+    meanwhile); one only ever seen weakly (where the false faces are) over the WEAK_BACK_FRAMES before it."""
     from engine.stages import lookahead as lookahead_module
     from evaluation.video import VISIBLE_AT, face_visibility
 
     frame = cv2.VideoCapture(str(dev_clip)).read()[1]
     box = max(_faces(frame), key=lambda b: b[2] - b[0])
-    unseen = FILE_LOOKAHEAD_FRAMES - lookahead_module.LONG_BACK_SIGHTINGS  # frames before its first sighting
-    assert unseen > lookahead_module.WEAK_BACK_FRAMES, "nothing beyond the weak reach to test"
+    unseen = FILE_LOOKAHEAD_FRAMES - 2  # frames before its first sighting
+    held_then = FILE_LOOKAHEAD_FRAMES - lookahead_module.LONG_BACK_SIGHTINGS + 1  # of them, still held at the 5th
+    assert lookahead_module.WEAK_BACK_FRAMES < held_then < unseen, "nothing beyond the weak reach to test"
     anonymizer, out = Anonymizer(SETTINGS), []
     lookahead = Lookahead(FILE_LOOKAHEAD_FRAMES, lookahead_module.WEAK_BACK_FRAMES)  # as file mode holds them
     for index in range(unseen + lookahead_module.LONG_BACK_SIGHTINGS):
@@ -324,6 +325,27 @@ def test_a_confident_late_face_is_hidden_over_every_frame_held_a_weak_one_over_f
     grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[y1:y2, x1:x2]
     shown = [face_visibility(grey, cv2.cvtColor(o, cv2.COLOR_BGR2GRAY)[y1:y2, x1:x2]) >= VISIBLE_AT
              for o in out[:unseen]]
-    reach = unseen if hidden_back == "all" else lookahead_module.WEAK_BACK_FRAMES
+    reach = held_then if hidden_back == "all" else lookahead_module.WEAK_BACK_FRAMES
     assert not any(shown[unseen - reach:]), shown
     assert all(shown[:unseen - reach]), shown
+
+
+def test_a_raised_live_slider_hides_a_weak_new_face_over_every_frame_now_held(dev_clip):
+    """Live mode starts at 0 frames and the slider raises it while the engine runs: a new face scoring under
+    CONFIDENT_BACK is then hidden over all the frames held (a reach fixed when the look-ahead was built stayed 0)."""
+    from evaluation.video import VISIBLE_AT, face_visibility
+
+    frame = cv2.VideoCapture(str(dev_clip)).read()[1]
+    box = max(_faces(frame), key=lambda b: b[2] - b[0])
+    anonymizer, out = Anonymizer(SETTINGS), []
+    lookahead = Lookahead(0)  # as the live engine builds it with the default setting
+    lookahead.frames = 8  # the slider, as the runner applies it
+    for index in range(12):
+        face = [] if index < 10 else [FaceState(1, tuple(box), 0.3)]
+        out += [s.image for s, _ in lookahead.push(anonymizer.apply(frame.copy(), index, []),
+                                                   FrameReport(index, faces=face), anonymizer)]
+    out += [s.image for s, _ in lookahead.flush()]
+    x1, y1, x2, y2 = (int(v) for v in box)
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[y1:y2, x1:x2]
+    shown = [face_visibility(grey, cv2.cvtColor(o, cv2.COLOR_BGR2GRAY)[y1:y2, x1:x2]) >= VISIBLE_AT for o in out]
+    assert shown[:10] == [True, True] + [False] * 8, shown

@@ -240,7 +240,7 @@ def test_a_face_tracked_on_a_misplaced_weak_box_is_hidden_by_its_margin(monkeypa
     before = _visible_frames(images, _file_mode_output(images), boxes, 17)
     assert before >= 12, "hidden without the margin now"  # measured 16 of 48 frames in the corpus run
     monkeypatch.undo()
-    assert _visible_frames(images, _file_mode_output(images), boxes, 17) <= before // 4
+    assert _visible_frames(images, _file_mode_output(images), boxes, 17) == 0, "lost weak frames keep the margin"
 
 
 def test_only_file_mode_starts_faces_on_corroborated_weaker_boxes():

@@ -422,3 +422,28 @@ def test_telemetry_arriving_before_a_moves_message_does_not_pull_the_slider_back
             assert slider.value == pytest.approx(start + 0.02)
 
     asyncio.run(scenario())
+
+
+def test_a_refused_setting_puts_the_slider_back_at_the_engines_value_at_once(tmp_path):
+    """The engine refused the move (`set` failed): the next telemetry moves the knob back, not 2 s later."""
+    from tests.test_tui_snapshots import LIMITS, TELEMETRY
+    from tui.app import make_app
+    from tui.messages import CommandFailed
+
+    app = make_app(EnginePaths(tmp_path), start_engine=False, attach=False)
+
+    async def scenario() -> None:
+        async with app.run_test(size=(160, 48)) as pilot:
+            app.limits = LIMITS
+            app.post_message(EngineStats(TELEMETRY))
+            await pilot.pause()
+            slider = app.screen.query_one("#similarity-threshold", Slider)
+            start = slider.value
+            await pilot.press("s", "right", "right")
+            app.post_message(CommandFailed("set", "refused by the engine"))
+            await pilot.pause()
+            app.post_message(EngineStats(TELEMETRY))
+            await pilot.pause()
+            assert slider.value == pytest.approx(start)
+
+    asyncio.run(scenario())

@@ -38,6 +38,7 @@ from tui.screens.confirm import ConfirmScreen
 from tui.screens.facebank import FacebankScreen
 from tui.screens.live import LiveScreen
 from tui.screens.output import OutputScreen
+from tui.widgets import Slider
 from tui.workers import wait_cancellable
 
 log = logging.getLogger(__name__)
@@ -265,7 +266,10 @@ class BlurcastApp(App[int]):
     def on_command_failed(self, message: CommandFailed) -> None:
         self.notify(message.error, title=f"{message.cmd} failed", severity="error", timeout=8)
         if message.cmd == "set":
-            self.settings_sent.clear()  # the sliders take the engine's values again
+            self.settings_sent.clear()  # the sliders take the engine's values again, at once
+            for screen in self.screen_stack:
+                for slider in screen.query(Slider):
+                    slider.forget_move()
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:

@@ -29,8 +29,11 @@ from engine.stages.anonymize import Anonymizer, SafeFrame
 log = logging.getLogger(__name__)
 WHOLE_NOW = ("panic", "paused")  # asked for *now*: the frames held (not sent yet) are hidden whole too
 # File mode holds 24 frames; a face is hidden back over the 8 before its first sighting (a tile comes back every 6
-# frames, a 0.3 face starts on its 2nd sighting <= 7 frames later), over all 24 once it proved a confident face
-# (below): faces the detector finds only 9-22 frames after they show (a zoom, a turn) were left visible with 8.
+# frames, a 0.3 face starts on its 2nd sighting <= 7 frames later), then over every frame still held once it proved
+# a confident face (below): faces the detector finds only 9-22 frames after they show (a zoom, a turn) were left
+# visible with 8. That proof takes LONG_BACK_SIGHTINGS sightings, so the frames released meanwhile are out of
+# reach: a face seen every frame is hidden over the 20 frames before its first sighting, one seen every 2nd frame
+# over 16, every 4th over 8.
 FILE_LOOKAHEAD_FRAMES = 24
 GROWTH_PER_FRAME = 0.1  # each side grows this fraction of the box per frame back: motion the velocity misses
 MAX_GROWTH = 1.0  # ... up to the box's own size on each side (3x the box)
@@ -69,8 +72,8 @@ class Lookahead:
     def __init__(self, frames: int, weak_frames: int | None = None) -> None:
         """`weak_frames`: how far back a face is hidden until it proved a confident face (file mode:
         WEAK_BACK_FRAMES); None hides every face over all the frames held at once (live)."""
-        self.frames = max(0, int(frames))
-        self.weak_frames = self.frames if weak_frames is None else min(self.frames, max(0, int(weak_frames)))
+        self.frames = max(0, int(frames))  # live mode's slider changes it while frames are held
+        self._weak = None if weak_frames is None else max(0, int(weak_frames))
         self.backfilled = 0  # boxes anonymized into earlier frames, for telemetry
         self.faults = 0  # backfills that failed (the frames held were then anonymized whole)
         self._held: deque[_Held] = deque()
@@ -80,6 +83,12 @@ class Lookahead:
 
     def __len__(self) -> int:
         return len(self._held)
+
+    @property
+    def weak_frames(self) -> int:
+        """How far back an unproven face is hidden now: worked out from `frames` each time, because live mode
+        changes `frames` (the slider) after this was built; a value fixed then left a raised slider at 0."""
+        return self.frames if self._weak is None else min(self.frames, self._weak)
 
     def push(self, safe: SafeFrame, report: FrameReport, anonymizer: Anonymizer,
              tag: Any = None) -> list[tuple[SafeFrame, Any]]:
@@ -167,12 +176,11 @@ class Lookahead:
         `weak_frames` before its first sighting (all the frames held, once it proved a confident face); at its
         LONG_BACK_SIGHTINGS-th, if confident, over the older frames held."""
         seen, near = len(newcomer.sightings), self.weak_frames
-        # live (near == frames) every pass already reaches all the frames held: no second one
-        long = newcomer.confident and seen >= LONG_BACK_SIGHTINGS and near < self.frames
         box, velocity = _extrapolation(newcomer.sightings)
         if seen in (1, VELOCITY_SIGHTINGS):
-            return [(box, velocity, newcomer.first, 0, self.frames if long else near)]
-        if long and seen == LONG_BACK_SIGHTINGS:
+            return [(box, velocity, newcomer.first, 0, near)]
+        # live (near == frames) every pass already reached all the frames held: no second one
+        if newcomer.confident and seen == LONG_BACK_SIGHTINGS and near < self.frames:
             return [(box, velocity, newcomer.first, near, self.frames)]
         return []
 

@@ -119,6 +119,10 @@ class Slider(Widget, can_focus=True):
         self.known = True
         self.refresh()
 
+    def forget_move(self) -> None:
+        """The engine refused the move: the next value it reports is taken at once."""
+        self.moved_at = float("-inf")
+
     @property
     def fraction(self) -> float:
         return (self.value - self.minimum) / (self.maximum - self.minimum)

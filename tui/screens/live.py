@@ -29,6 +29,9 @@ PREVIEW_HZ = 3.0
 TABLE_EVERY_S = 0.2  # the faces table repaints at most 5 times a second: readable, and half the CPU of 10
 ECHO_GRACE_S = 2.0  # a slider just moved is not reset by telemetry that predates the change
 STEADY_S = 2.0  # a face in view this long, with an empty facebank, is offered for enrolment
+# A finished enrolment's outcome stays on the notice this long, then the notice is the offer's again. The engine
+# reports the last enrolment until the next one starts: shown for good, a failure hid the offer to try again.
+ENROL_OUTCOME_S = 10.0
 DIGITS_S = 1.0  # digits typed within this long of each other make one face number
 ENROL_SECONDS = 3.0  # several head poses (2 s gave too few to hold through turns); the models load meanwhile
 NAV_KEYS = frozenset({"up", "down", "pageup", "pagedown", "home", "end", "ctrl+home", "ctrl+end"})
@@ -73,6 +76,7 @@ class LiveScreen(Screen):
         self._table_at = 0.0
         self.selected: int | None = None  # the face picked in the table (or by number), outlined in the preview
         self._first_seen: dict[int, float] = {}  # track id -> when it came into view (for the enrol offer)
+        self._enrol_seen: tuple[tuple[Any, ...], float] = ((), 0.0)  # the enrolment shown and since when
         self._digits = ("", 0.0)
         self._user_moved_until = 0.0
         self._user_picked = False  # the selection came from the user (keys, click, number), not from the offer
@@ -227,18 +231,30 @@ class LiveScreen(Screen):
     def _update_notice(self, t: dict[str, Any], faces: list[dict[str, Any]], now: float) -> None:
         notice = self.query_one("#notice", Static)
         enrol = t.get("enrolment")
-        if isinstance(enrol, dict):
-            notice.update(Text(enrolment_line(enrol), style="bold red" if enrol.get("state") == "failed"
-                               else "bold green" if enrol.get("state") == "done" else "bold"))
-            return
+        outcome = self._enrolment_shown(enrol, now)
         offer = self._offer(t, faces, now)
-        if offer is not None:
-            if offer != self.selected:
-                self._select(offer)  # the user's own pick is kept by _offer while it is in view
+        if offer is not None and offer != self.selected:
+            self._select(offer)  # the user's own pick is kept by _offer while it is in view
+        if outcome is not None and (offer is None or outcome.get("state") != "failed"):
+            notice.update(Text(enrolment_line(outcome), style="bold red" if outcome.get("state") == "failed"
+                               else "bold green" if outcome.get("state") == "done" else "bold"))
+        elif outcome is not None:  # failed, and a face is offered: why, and the way to try again, on one line
+            notice.update(Text.assemble((enrolment_line(outcome), "bold red"), f" · Is #{offer} you? e tries again."))
+        elif offer is not None:
             notice.update(Text.assemble(("Facebank empty: everyone is blurred. ", "bold"),
                                         f"Is #{offer} you? e keeps that face visible."))
-            return
-        notice.update("")
+        else:
+            notice.update("")
+
+    def _enrolment_shown(self, enrol: Any, now: float) -> dict[str, Any] | None:
+        """The enrolment to show: one under way, or one that ended less than ENROL_OUTCOME_S ago."""
+        if not isinstance(enrol, dict):
+            return None
+        key = (enrol.get("name"), enrol.get("track_id"), enrol.get("state"))
+        if key != self._enrol_seen[0]:
+            self._enrol_seen = (key, now)
+        ended = enrol.get("state") in ("done", "failed")
+        return enrol if not ended or now - self._enrol_seen[1] < ENROL_OUTCOME_S else None
 
     def _offer(self, t: dict[str, Any], faces: list[dict[str, Any]], now: float) -> int | None:
         """With an empty facebank: the face picked, or else the largest, once it has stayed in view a while (the

@@ -131,6 +131,37 @@ def test_a_live_crop_keeps_no_other_face(dev_clip):
     assert np.array_equal(mine, frame[100:150, 300:335]), "the enrolled face itself is untouched"
 
 
+def test_a_live_frame_whose_face_is_covered_by_another_box_is_not_taken(dev_clip):
+    """A crop whose own face is half filled grey embeds as someone else, and one such crop made the whole
+    enrolment fail ("more than one person"): on the looping dev clip a lost false track on the performer's hand
+    and mic (its held box growing) covered his mouth and chin. Such a frame is skipped, the next clear one taken
+    at once; a neighbour only touching the face's edge does not stop a frame."""
+    import cv2
+    import numpy as np
+
+    from engine.enrol_track import TrackEnrolment
+    from engine.faces import FaceState, FrameReport
+
+    ok, frame = cv2.VideoCapture(str(dev_clip)).read()
+    assert ok
+    me = (167.0, 33.0, 248.0, 147.0)  # the boxes of the failing run (engine log), performer and the hand track
+    hand = (183.0, 106.0, 249.0, 201.0)
+    enrolment = TrackEnrolment("Lin", 7, seconds=60.0, save=lambda name, crops: len(crops))
+
+    def report(*others):
+        faces = [FaceState(7, me, 0.94)] + [FaceState(8 + i, box, 0.48, lost_frames=9) for i, box in enumerate(others)]
+        return FrameReport(0, faces=faces, unclaimed=[me])
+
+    assert enrolment.wants_raw()
+    enrolment.observe(frame.copy(), report(hand))
+    assert enrolment.candidates == [], "a crop with the face's lower half filled is not kept"
+    assert enrolment.wants_raw(), "the next frame is tried at once"
+    enrolment.observe(frame.copy(), report((258.0, 40.0, 330.0, 150.0)))  # a neighbour beside: grown, it reaches
+    (kept,) = enrolment.candidates  # 9 px into the face's box
+    a = int((me[0] + me[2]) / 2 - 2.2 * (me[3] - me[1]) / 2)  # the crop's left edge in the frame (top: 0)
+    assert np.array_equal(kept.crop[33:147, 167 - a:238 - a], frame[33:147, 167:238]), "the face itself is kept whole"
+
+
 def test_a_name_is_never_a_path(tmp_path):
     """`facebank remove ..` (or "/", ".") must not delete the state folder or anything else: the crop
     folder is named by a hash of the name, and only a person who was removed loses a folder."""

@@ -180,6 +180,32 @@ def test_live_screen_offers_enrolment_with_an_empty_facebank(app, snap_compare, 
     assert snap_compare(app, run_before=run_before, terminal_size=size)
 
 
+def test_a_failed_this_is_me_is_shown_then_the_offer_comes_back(app, monkeypatch):
+    """The engine keeps a failed enrolment's outcome in its telemetry; the screen shows it, then offers a face again
+    so the user can try once more (before, the failure stayed on screen for good and the offer never came back)."""
+    from textual.widgets import Static
+
+    monkeypatch.setattr(live_screen, "STEADY_S", 0.0)
+    monkeypatch.setattr(live_screen, "FAILED_SHOWN_S", 0.5, raising=False)
+    failed = {**TELEMETRY, "facebank": {"people": 0, "photos": 0, "embedded": 0},
+              "faces": [{**f, "state": "blurred", "identity": None, "reason": "not recognised yet", "candidate": None}
+                        for f in TELEMETRY["faces"]],
+              "enrolment": {"name": "Lin", "track_id": 3, "state": "failed", "progress": 1.0, "frames": 0,
+                            "message": "the frames show more than one person"}}
+
+    async def scenario() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await feed(pilot, failed)
+            notice = pilot.app.screen.query_one("#notice", Static)
+            assert "failed: the frames show more than one person" in str(notice.render())
+            await pilot.pause(0.6)
+            await feed(pilot, failed)
+            assert "Is #" in str(notice.render()), str(notice.render())
+
+    import asyncio
+    asyncio.run(scenario())
+
+
 def test_live_screen_panic(app, snap_compare):
     panic = {**TELEMETRY, "whole_frame": "panic", "settings": {**TELEMETRY["settings"], "panic": True}}
 

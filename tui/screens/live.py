@@ -30,6 +30,7 @@ TABLE_EVERY_S = 0.2  # the faces table repaints at most 5 times a second: readab
 ECHO_GRACE_S = 2.0  # a slider just moved is not reset by telemetry that predates the change
 STEADY_S = 2.0  # a face in view this long, with an empty facebank, is offered for enrolment
 DIGITS_S = 1.0  # digits typed within this long of each other make one face number
+FAILED_SHOWN_S = 5.0  # a failed "this is me" is shown this long, then the empty facebank's offer comes back
 ENROL_SECONDS = 3.0  # several head poses (2 s gave too few to hold through turns); the models load meanwhile
 NAV_KEYS = frozenset({"up", "down", "pageup", "pagedown", "home", "end", "ctrl+home", "ctrl+end"})
 RATE_STEADY = 0.03  # the look-ahead's cost follows the processed rate once it moves by more than this share
@@ -78,6 +79,7 @@ class LiveScreen(Screen):
         self._user_picked = False  # the selection came from the user (keys, click, number), not from the offer
         self._rate: tuple[float | None, str] = (None, "")  # the rate the look-ahead's cost is shown at, and which
         self._focus_when_ready: str | None = None  # s/a pressed before the engine gave the sliders' ranges
+        self._failed: tuple[str, float] | None = None  # the failed enrolment shown (its message) and since when
 
     def compose(self) -> ComposeResult:
         yield EngineBar()
@@ -227,6 +229,15 @@ class LiveScreen(Screen):
     def _update_notice(self, t: dict[str, Any], faces: list[dict[str, Any]], now: float) -> None:
         notice = self.query_one("#notice", Static)
         enrol = t.get("enrolment")
+        if isinstance(enrol, dict) and enrol.get("state") == "failed":
+            # The engine keeps the last outcome; after a while the offer comes back so the user can try again.
+            message = str(enrol.get("message"))
+            if self._failed is None or self._failed[0] != message:
+                self._failed = (message, now)
+            if now - self._failed[1] >= FAILED_SHOWN_S and self._offer(t, faces, now) is not None:
+                enrol = None
+        else:
+            self._failed = None
         if isinstance(enrol, dict):
             notice.update(Text(enrolment_line(enrol), style="bold red" if enrol.get("state") == "failed"
                                else "bold green" if enrol.get("state") == "done" else "bold"))

@@ -25,11 +25,12 @@ MIN_GAP_S = 0.15  # frames closer than this are nearly the same picture: more of
 MAX_CANDIDATES = 24  # kept in memory while gathering (each a few hundred kB)
 GIVE_UP_AFTER_S = 10.0  # past `seconds`, a gathering that never finished is failed (nothing came to observe)
 LOST_FOR_S = 1.5  # the track gone this long: the gathering fails rather than guess who it was
-# A frame whose face box is filled grey over more than this share (another face's box, or a lost track's held,
-# growing box, reaching over it) is not taken: half a face embeds as someone else. On the looping dev clip a
+# A frame whose face is filled grey over more than this share of its middle (another face's box, or a lost track's
+# held, growing box, reaching over it) is not taken: half a face embeds as someone else. On the looping dev clip a
 # weak false track on the performer's hand and mic covered his mouth and chin in the best-ranked crop, which
 # then scored 0.08-0.22 against the others: "the frames show more than one person" (README, Measured).
 MAX_FILLED = 0.2
+FACE_MIDDLE_INSET = 0.2  # of the box's width and height, each side: what MAX_FILLED is a share of
 
 Save = Callable[[str, list[np.ndarray]], int]  # (name, crops) -> photos enrolled; raises with the reason
 
@@ -156,12 +157,16 @@ def _fill_box(box: tuple[float, float, float, float]) -> tuple[int, int, int, in
 
 def _filled_share(face: tuple[float, float, float, float],
                   others: Sequence[tuple[float, float, float, float]]) -> float:
-    """The share of the face's own box that `_crop` fills grey for the other boxes."""
-    x1, y1 = int(face[0]), int(face[1])
-    w, h = max(1, int(face[2]) - x1), max(1, int(face[3]) - y1)
+    """The share of the face's middle (its box less a fifth each side: eyes, nose, mouth) that `_crop` fills grey
+    for the other boxes. The middle, not the whole box: a neighbour's grown box reaching past a side-by-side
+    face's ear (a quarter of its box, a crowd's usual spacing) leaves the face whole and must not stop its frames."""
+    x1, y1, x2, y2 = face
+    mx, my = FACE_MIDDLE_INSET * (x2 - x1), FACE_MIDDLE_INSET * (y2 - y1)
+    left, top = int(x1 + mx), int(y1 + my)
+    w, h = max(1, int(x2 - mx) - left), max(1, int(y2 - my) - top)
     mask = np.zeros((h, w), bool)
     for gx1, gy1, gx2, gy2 in map(_fill_box, others):
-        mask[max(0, gy1 - y1):max(0, gy2 - y1), max(0, gx1 - x1):max(0, gx2 - x1)] = True
+        mask[max(0, gy1 - top):max(0, gy2 - top), max(0, gx1 - left):max(0, gx2 - left)] = True
     return float(mask.mean())
 
 

@@ -135,7 +135,7 @@ def test_a_live_frame_whose_face_is_covered_by_another_box_is_not_taken(dev_clip
     """A crop whose own face is half filled grey embeds as someone else, and one such crop made the whole
     enrolment fail ("more than one person"): on the looping dev clip a lost false track on the performer's hand
     and mic (its held box growing) covered his mouth and chin. Such a frame is skipped, the next clear one taken
-    at once; a neighbour only touching the face's edge does not stop a frame."""
+    at once; a neighbour beside the face, its fill over the face's edge, does not stop a frame."""
     import cv2
     import numpy as np
 
@@ -156,10 +156,13 @@ def test_a_live_frame_whose_face_is_covered_by_another_box_is_not_taken(dev_clip
     enrolment.observe(frame.copy(), report(hand))
     assert enrolment.candidates == [], "a crop with the face's lower half filled is not kept"
     assert enrolment.wants_raw(), "the next frame is tried at once"
-    enrolment.observe(frame.copy(), report((258.0, 40.0, 330.0, 150.0)))  # a neighbour beside: grown, it reaches
-    (kept,) = enrolment.candidates  # 9 px into the face's box
+    # A neighbour side by side as in the clip's crowd shot (boxes touching): grown, its fill covers a quarter of the
+    # face's box, its ear side, and the frame is taken.
+    enrolment.observe(frame.copy(), report((244.0, 80.0, 311.0, 182.0)))
+    (kept,) = enrolment.candidates
     a = int((me[0] + me[2]) / 2 - 2.2 * (me[3] - me[1]) / 2)  # the crop's left edge in the frame (top: 0)
-    assert np.array_equal(kept.crop[33:147, 167 - a:238 - a], frame[33:147, 167:238]), "the face itself is kept whole"
+    assert np.array_equal(kept.crop[33:147, 167 - a:226 - a], frame[33:147, 167:226]), "the rest of the face is kept"
+    assert (kept.crop[80:147, 228 - a:248 - a] == 128).all(), "the neighbour's grown box is filled"
 
 
 def test_a_name_is_never_a_path(tmp_path):

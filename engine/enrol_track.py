@@ -32,7 +32,8 @@ LOST_FOR_S = 1.5  # the track gone this long: the gathering fails rather than gu
 MAX_FILLED = 0.2
 FACE_MIDDLE_INSET = 0.2  # of the box's width and height, each side: what MAX_FILLED is a share of
 
-Save = Callable[[str, list[np.ndarray]], int]  # (name, crops) -> photos enrolled; raises with the reason
+# (name, crops best first, each crop's place in time: 0 the first taken) -> photos enrolled; raises with the reason
+Save = Callable[[str, list[np.ndarray], list[int]], int]
 
 
 @dataclass
@@ -111,12 +112,13 @@ class TrackEnrolment:
             self._finish("failed", why)
             return
         self.state, self.message = "saving", f"enrolling {len(self.candidates)} frames of {self.name}"
-        crops = [c.crop for c in sorted(self.candidates, key=lambda c: -c.quality)]
-        threading.Thread(target=self._save, args=(crops,), name="enrol-track", daemon=True).start()
+        ranked = sorted(enumerate(self.candidates), key=lambda tc: -tc[1].quality)  # candidates are in time order
+        crops, order = [c.crop for _, c in ranked], [t for t, _ in ranked]
+        threading.Thread(target=self._save, args=(crops, order), name="enrol-track", daemon=True).start()
 
-    def _save(self, crops: list[np.ndarray]) -> None:
+    def _save(self, crops: list[np.ndarray], order: list[int]) -> None:
         try:
-            kept = self.save(self.name, crops)
+            kept = self.save(self.name, crops, order)
         except Exception as exc:  # the reason goes to the UI; the engine carries on
             log.warning("enrolling %s from face %d failed: %s", self.name, self.track_id, exc)
             self._finish("failed", str(exc))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 
 import pytest
 
@@ -146,7 +147,7 @@ def test_a_live_frame_whose_face_is_covered_by_another_box_is_not_taken(dev_clip
     assert ok
     me = (167.0, 33.0, 248.0, 147.0)  # the boxes of the failing run (engine log), performer and the hand track
     hand = (183.0, 106.0, 249.0, 201.0)
-    enrolment = TrackEnrolment("Lin", 7, seconds=60.0, save=lambda name, crops: len(crops))
+    enrolment = TrackEnrolment("Lin", 7, seconds=60.0, save=lambda name, crops, order: len(crops))
 
     def report(*others):
         faces = [FaceState(7, me, 0.94)] + [FaceState(8 + i, box, 0.48, lost_frames=9) for i, box in enumerate(others)]
@@ -183,7 +184,8 @@ def test_a_name_is_never_a_path(tmp_path):
 
 def test_live_enrolment_refuses_frames_of_two_people(tmp_path, data_dir):
     """A track that crossed a shot cut while gathering holds two people; whoever has most frames must not be
-    enrolled (a bystander would then stay visible): the gathering is refused, nothing is stored."""
+    enrolled (a bystander would then stay visible): the gathering is refused, nothing is stored, unless the frames'
+    times show the person picked (the first frames) before the change and as the majority: then only theirs."""
     import shutil
 
     from facebank.enrol import EnrolError
@@ -204,3 +206,10 @@ def test_live_enrolment_refuses_frames_of_two_people(tmp_path, data_dir):
     with pytest.raises(EnrolError, match="more than one person"):
         bank._choose(frames)
     assert len(bank._choose(frames[:3])) >= 2  # one person's frames still enrol
+    # In time order, the track showing Bush first and Powell after a cut: the person picked is Bush, in the first
+    # frames and the majority; his frames alone are enrolled.
+    chosen = bank._choose(frames, order=[0, 1, 2, 3, 4])
+    assert {Path(e.path).name for e in chosen} <= {"frame0.jpg", "frame1.jpg", "frame2.jpg"} and len(chosen) >= 2
+    # Powell first but the fewer (a change right after the pick, or back and forth): nobody is enrolled.
+    with pytest.raises(EnrolError, match="more than one person"):
+        bank._choose(frames, order=[2, 3, 4, 0, 1])

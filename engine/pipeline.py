@@ -60,6 +60,7 @@ class Pipeline:
         self._make_anonymizer = anonymizer_factory  # engine/gpu: the same anonymizer, worked on the device
         self.detector = detector if detector is not None else create_detector(settings)
         self._own_detector = detector is None  # one handed in (a GPU's, a batched one) is never replaced
+        self._warm: tuple[int, int, int] | None = None  # (detector, width, height) warm_up last compiled for
         self._for_video()
         self.identifier = identifier if identifier is not None else NoIdentifier()
         self.tracker = FaceTracker(settings.confidence, settings.low_confidence, settings.hold_seconds)
@@ -133,6 +134,9 @@ class Pipeline:
         runner = getattr(self.detector, "runner", None)
         if not hasattr(runner, "background_compiles") or width <= 0 or height <= 0:
             return
+        if self._warm == (id(self.detector), width, height):  # already done for this detector and size
+            return
+        self._warm = (id(self.detector), width, height)
         started = time.perf_counter()
         runner.background_compiles = False
         try:

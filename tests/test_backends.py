@@ -288,4 +288,9 @@ def test_live_compiles_the_frame_size_s_shapes_before_the_first_frame(dev_clip):
         assert ok
         pipeline.process(cv2.resize(frame, (1920, 1080)), index, 1 / 30)
     assert set(runner._static) == compiled and not runner._pending, "no compile once frames flow"
+    calls = []
+    detect = pipeline.detector.detect
+    pipeline.detector.detect = lambda *args: calls.append(args) or detect(*args)
+    pipeline.warm_up(1920, 1080)
+    assert not calls, "once per detector and frame size"
     pipeline.close()

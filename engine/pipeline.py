@@ -16,12 +16,14 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import replace
 
 import cv2
 import numpy as np
 
 from engine.config import Settings
 from engine.faces import IDENTIFIER_ERROR, LOST, Detections, FaceState, FrameReport, Identity, box_iou
+from engine.models.backends import resolve_backend
 from engine.stages.anonymize import Anonymizer, SafeFrame
 from engine.stages.detect import Detector, create_detector
 from engine.stages.detectors.yunet import TILE_CYCLE
@@ -57,6 +59,8 @@ class Pipeline:
         self.settings = settings
         self._make_anonymizer = anonymizer_factory  # engine/gpu: the same anonymizer, worked on the device
         self.detector = detector if detector is not None else create_detector(settings)
+        self._own_detector = detector is None  # one handed in (a GPU's, a batched one) is never replaced
+        self._warm: tuple[int, int, int] | None = None  # (detector, width, height) warm_up last compiled for
         self._for_video()
         self.identifier = identifier if identifier is not None else NoIdentifier()
         self.tracker = FaceTracker(settings.confidence, settings.low_confidence, settings.hold_seconds)
@@ -82,12 +86,23 @@ class Pipeline:
     @offline.setter
     def offline(self, value: bool) -> None:
         self._offline = value
+        if (value and self._own_detector and self.settings.backend == "auto"
+                and self.detector.runner_name.startswith("openvino")):
+            self.detector = self._create_detector(self.settings)  # file mode: auto keeps onnxruntime (below)
         self._for_video()
+
+    def _create_detector(self, settings: Settings) -> Detector:
+        """File mode keeps `auto` off OpenVINO: its files are then the same on every bf16 and non-bf16 CPU, and
+        the corpus's measured privacy figures (onnxruntime's) stay the ones it gets; live mode, where the CPU a
+        frame decides the latency, takes OpenVINO where `auto` lists the network (engine/models/backends.py)."""
+        if self._offline and settings.backend == "auto":
+            return create_detector(replace(settings, backend=resolve_backend("auto")))  # no network: never OpenVINO
+        return create_detector(settings)
 
     def configure(self, settings: Settings) -> None:
         """Apply new settings from the next frame on (called from the frame loop's thread)."""
         if (settings.detector, settings.backend) != (self.settings.detector, self.settings.backend):
-            self.detector = create_detector(settings)  # first: if it fails, nothing has changed
+            self.detector = self._create_detector(settings)  # first: if it fails, nothing has changed
             self._for_video()
         self.settings = settings
         if hasattr(self.detector, "detect_width"):
@@ -110,6 +125,29 @@ class Pipeline:
         runner = getattr(self.detector, "runner", None)
         if hasattr(runner, "background_compiles"):  # OpenVINO: live never waits for a compile; file mode does
             runner.background_compiles = not getattr(self, "_offline", False)
+
+    def warm_up(self, width: int, height: int) -> None:
+        """Live, before the first frame: compile OpenVINO's per-shape models for this frame size (the main pass and
+        every tile) now, in this thread. Compiled on a background thread mid-stream instead, the compiles
+        (0.12-0.9 s each, the most under load) took a core from the detector on 2 cores, and it missed its
+        deadline: frames went out blurred whole. Other backends have nothing to compile: nothing is done."""
+        runner = getattr(self.detector, "runner", None)
+        if not hasattr(runner, "background_compiles") or width <= 0 or height <= 0:
+            return
+        if self._warm == (id(self.detector), width, height):  # already done for this detector and size
+            return
+        self._warm = (id(self.detector), width, height)
+        started = time.perf_counter()
+        runner.background_compiles = False
+        try:
+            blank = np.zeros((height, width, 3), np.uint8)
+            for _ in range(runner.STATIC_AFTER * max(1, getattr(self.detector, "tile_cycle", 1))):
+                self.detector.detect(blank, self.settings.low_confidence)  # each tile comes back STATIC_AFTER times
+        except Exception:  # the stream still starts; shapes are then compiled in the background as they come
+            log.exception("warming the detector up failed")
+        finally:
+            runner.background_compiles = not self._offline
+        log.info("detector warmed up for %dx%d in %.0f ms", width, height, 1000 * (time.perf_counter() - started))
 
     def process(self, frame: np.ndarray, index: int, dt: float) -> tuple[SafeFrame, FrameReport]:
         """Anonymize `frame` in place and return it as a SafeFrame, with what was done to it."""

@@ -297,6 +297,7 @@ class Engine:
     def run_live(self, pace_files: bool = True) -> None:
         """Until `stop_event`: the newest frame is processed; older unprocessed input frames are dropped."""
         mailbox: queue.Queue[tuple[np.ndarray, float, int | None]] = queue.Queue(maxsize=self._mailbox_depth())
+        self.pipeline.warm_up(self.source.info.width, self.source.info.height)  # no compile once frames flow
         reader = threading.Thread(target=self._read_live, args=(mailbox, pace_files), name="source", daemon=True)
         reader.start()
         if self.detect_waiting and mailbox.maxsize > 1:  # a one-slot mailbox (a camera) would often replace the

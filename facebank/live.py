@@ -148,8 +148,9 @@ class LiveFacebank:
         enroller = self.facebank.enroller
         _ = enroller.detectors, enroller.embedder
 
-    def enrol_crops(self, name: str, crops: list[np.ndarray]) -> int:
-        """Enrol the most varied of `crops` (one live track's faces, best first) under `name`.
+    def enrol_crops(self, name: str, crops: list[np.ndarray], order: list[int] | None = None) -> int:
+        """Enrol the most varied of `crops` (one live track's faces, best first; `order`: each one's place in time)
+        under `name`.
 
         Crops are written beside the facebank (owner-only) only for the person being enrolled; refused or
         unused ones are deleted again. Raises with the reason when too few are usable or they disagree."""
@@ -163,7 +164,7 @@ class LiveFacebank:
         try:  # every crop written is removed again on any failure (a full disk included)
             for i, crop in enumerate(crops):
                 written.append(_write_private(folder / f"{stamp}-{i:02d}.png", crop))
-            chosen = self._choose(written)
+            chosen = self._choose(written, order)
             with self._lock:
                 self.facebank.add(name, [str(e.path) for e in chosen])
         except Exception:
@@ -179,11 +180,12 @@ class LiveFacebank:
         self.gallery.reload()
         return len(chosen)
 
-    def _choose(self, paths: list[Path]) -> list[Enrolment]:
-        usable = []
-        for path in paths:
+    def _choose(self, paths: list[Path], order: list[int] | None = None) -> list[Enrolment]:
+        usable, times = [], []
+        for k, path in enumerate(paths):
             try:
                 usable.append(self.facebank.enroller.enrol(path))
+                times.append(order[k] if order is not None else 0)
             except EnrolError as exc:
                 log.info("live frame not usable: %s", exc)
         if len(usable) < 2:
@@ -192,6 +194,17 @@ class LiveFacebank:
         vectors = np.stack([e.embedding for e in usable])
         sims = vectors @ vectors.T
         medoid = int(np.argmax(sims.sum(axis=1)))
+        if sims[medoid].min() < OTHER_PERSON and order is not None:
+            # The track crossed a shot cut (the tracker kept its id on the next shot's face): the person picked is the
+            # one in the first frames. Their frames before the change are enrolled only while they are the majority
+            # (a change right at the start, or back and forth, is refused below); the later ones are dropped.
+            first = _first_person(sims, times)
+            if 2 * len(first) > len(usable):
+                log.info("live frames: %d of %d after a change of person dropped", len(usable) - len(first),
+                         len(usable))
+                usable, vectors = [usable[i] for i in first], vectors[first]
+                sims = vectors @ vectors.T
+                medoid = int(np.argmax(sims.sum(axis=1)))
         if sims[medoid].min() < OTHER_PERSON:
             raise EnrolError(paths[0], "the frames show more than one person (a cut or someone passing in front); "
                                        "try again with only you in view")
@@ -220,6 +233,18 @@ def grade(image: ImageRecord) -> str:
     if image.face_px >= 3 * MIN_FACE_PX and image.sharpness >= 4 * MIN_SHARPNESS:
         return "good"
     return "ok"
+
+
+def _first_person(sims: np.ndarray, times: list[int]) -> list[int]:
+    """The longest run of frames from the first one on, in time, that agree on one person (each at least
+    OTHER_PERSON to their medoid); its indices."""
+    by_time = sorted(range(len(times)), key=lambda i: times[i])
+    for k in range(len(by_time), 1, -1):
+        run = by_time[:k]
+        sub = sims[np.ix_(run, run)]
+        if sub[int(np.argmax(sub.sum(axis=1)))].min() >= OTHER_PERSON:
+            return run
+    return by_time[:1]
 
 
 def _most_varied(vectors: np.ndarray, candidates: list[int], k: int) -> list[int]:

@@ -191,13 +191,33 @@ def test_asking_for_openvino_without_it_says_how_to_install(monkeypatch):
 
 
 @pytest.mark.skipif(backends.cuda_available(), reason="on CUDA auto picks torch")
-def test_auto_here_keeps_every_network_on_onnxruntime():
-    """The real choice on this machine (it has bf16): onnxruntime for the detector, the recognizer, the landmarker's
-    YuNet and photo detection, until the live enrolment and the recognition tests hold on OpenVINO (README)."""
-    assert create_detector(Settings()).runner_name == "onnxruntime-cpu"
+def test_auto_here_runs_only_the_stream_detector_on_openvino():
+    """The real choice on this machine: the stream's detector on OpenVINO where the CPU has bf16 (else
+    onnxruntime); the recognizer, the landmarker's YuNet and photo detection on onnxruntime (README)."""
+    assert create_detector(Settings()).runner_name == ("openvino-cpu-bf16" if openvino_bf16() else "onnxruntime-cpu")
     assert create_embedder(Settings()).runner_name == "onnxruntime-cpu"
     assert create_landmarker(Settings()).detector.runner_name == "onnxruntime-cpu"
     assert {d.runner_name for d in Enroller(Settings()).detectors} == {"onnxruntime-cpu"}
+
+
+@needs_bf16
+def test_file_mode_keeps_auto_on_onnxruntime():
+    """A recording is the same file on every CPU, and the corpus's privacy figures (measured on onnxruntime) are
+    the ones it gets: file mode replaces `auto`'s OpenVINO detector; live keeps it, and asked for, it stays."""
+    from engine.pipeline import Pipeline
+
+    pipeline = Pipeline(Settings())
+    assert pipeline.detector.runner_name == "openvino-cpu-bf16"
+    pipeline.offline = True
+    assert pipeline.detector.runner_name == "onnxruntime-cpu"
+    pipeline.configure(Settings(detector="centerface"))  # and a detector made again in file mode
+    pipeline.configure(Settings())
+    assert pipeline.detector.runner_name == "onnxruntime-cpu"
+    asked = Pipeline(Settings(backend="openvino"))
+    asked.offline = True
+    assert asked.detector.runner_name == "openvino-cpu-bf16"
+    pipeline.close()
+    asked.close()
 
 
 def test_auto_without_openvino_runs_everything_on_onnxruntime(monkeypatch):
@@ -248,3 +268,29 @@ def test_openvino_embeds_faces_as_onnxruntime_does(data_dir):
     ov = create_embedder(Settings(), backend="openvino")
     assert ov.runner_name == "openvino-cpu-bf16"
     assert (ort * ov.embed_aligned(np.stack(faces))).sum(axis=1).min() > 0.999
+
+
+@needs_bf16
+def test_live_compiles_the_frame_size_s_shapes_before_the_first_frame(dev_clip):
+    """A shape compiled mid-stream takes a core from the detector for 0.1-0.9 s (2 cores): the detector missed
+    its deadline and frames went out blurred whole. Warmed up for the frame size, the stream compiles nothing."""
+    from engine.pipeline import Pipeline
+
+    pipeline = Pipeline(Settings(backend="openvino"))
+    runner = pipeline.detector.runner
+    pipeline.warm_up(1920, 1080)
+    compiled = set(runner._static)
+    assert len(compiled) >= 2, "the main pass and the tiles"
+    assert runner.background_compiles, "live again after the warm-up"
+    capture = cv2.VideoCapture(str(dev_clip))
+    for index in range(40):
+        ok, frame = capture.read()
+        assert ok
+        pipeline.process(cv2.resize(frame, (1920, 1080)), index, 1 / 30)
+    assert set(runner._static) == compiled and not runner._pending, "no compile once frames flow"
+    calls = []
+    detect = pipeline.detector.detect
+    pipeline.detector.detect = lambda *args: calls.append(args) or detect(*args)
+    pipeline.warm_up(1920, 1080)
+    assert not calls, "once per detector and frame size"
+    pipeline.close()

@@ -22,18 +22,20 @@ log = logging.getLogger(__name__)
 
 TORCH_CPU_THREADS = int(os.environ.get("BLURCAST_TORCH_THREADS", "1"))
 OPENVINO_THREADS = int(os.environ.get("BLURCAST_OPENVINO_THREADS", "1"))
-# Networks `auto` runs on OpenVINO where the CPU computes in bf16: none yet (README › Measured, OpenVINO).
-# YuNet: ~0.7x onnxruntime's CPU per 1080p frame, and its bf16 score error is noise (bench/bf16_bias.py), the
-# corpus's leaks within the noise floor (bench/jitter_suite.py); but with it the live "this is me" enrolment
-# (tests/test_engine_facebank.py) failed 3 of 6 runs ("more than one person"; 0 of 4 on onnxruntime) and SRT 1080p
-# under load blurred 2-6 frames whole a run (onnxruntime 0): list it once those are understood.
+# Networks `auto` runs on OpenVINO where the CPU computes in bf16 (README › Measured, OpenVINO), in live mode (file
+# mode keeps onnxruntime: engine/pipeline.py). YuNet: ~0.7x onnxruntime's CPU per 1080p frame, and its bf16 score
+# error is noise (bench/bf16_bias.py), the corpus's leaks within the noise floor (bench/jitter_suite.py). It was held
+# back while the live "this is me" enrolment failed 3 of 6 runs with it ("more than one person"): traced to a weak
+# false track on the performer's hand whose held box covered his mouth in the best crop (engine/enrol_track.py
+# now skips such frames); and SRT 1080p under load blurred 2-6 frames whole a run: per-shape compiles mid-stream,
+# now done before the first frame (Pipeline.warm_up).
 # MobileFaceNet: 0.25x the CPU, LFW 99.28 against 99.27 %, but bf16 turns a 1-grey-level difference between a
 # frame's and a crop's aligned face into 2e-3 per embedding element (cosine 0.99998), past
 # tests/test_recognition.py's 1e-3 for "the stream embeds as the photo path". Without bf16 OpenVINO runs f32,
 # slower than onnxruntime (YuNet 23 against 18 ms): never chosen there.
 # The landmarker's YuNet ("landmarker") and photo detection ("photo") are asked for apart from the stream's
 # detector: bf16 boxes seeding the alignment took LFW from 99.27 to 99.12 %, so they stay on onnxruntime.
-OPENVINO_AUTO: frozenset[str] = frozenset()
+OPENVINO_AUTO: frozenset[str] = frozenset({"yunet"})
 
 
 class NetworkRunner(Protocol):

@@ -108,8 +108,6 @@ class Pipeline:
             self.detector.tile_cycle = FILE_TILE_CYCLE if getattr(self, "_offline", False) else TILE_CYCLE
         if hasattr(self.detector, "second_look"):  # file mode's headroom: weak small faces looked at again
             self.detector.second_look = getattr(self, "_offline", False)
-        if hasattr(self.detector, "want_opinion"):  # file mode: CenterFace's second opinion on what YuNet is unsure of
-            self.detector.want_opinion(getattr(self, "_offline", False))
         runner = getattr(self.detector, "runner", None)
         if hasattr(runner, "background_compiles"):  # OpenVINO: live never waits for a compile; file mode does
             runner.background_compiles = not getattr(self, "_offline", False)

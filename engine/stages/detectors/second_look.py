@@ -111,7 +111,7 @@ def best_match(dets: Detections, box: np.ndarray) -> tuple[float, int]:
 
 
 def second_look(frame: np.ndarray, weak: Detections, detect: Callable[[np.ndarray], Detections],
-                face_px: float, min_scale: float, context: float, width: int, mirrored: bool = True) -> Detections:
+                face_px: float, min_scale: float, context: float, width: int) -> Detections:
     """`weak` rescored: each box's score becomes the mean of its best matches on the enlarged crop and on
     its mirror image (0 where one look finds nothing), and its box and landmarks those of the enlarged look.
     `detect` runs the network on a picture at its own size, returning every box at a low bar."""
@@ -120,16 +120,13 @@ def second_look(frame: np.ndarray, weak: Detections, detect: Callable[[np.ndarra
     cells, shape = plan(weak.xyxy, frame.shape, face_px, min_scale, context, width)
     mosaic = build(frame, cells, shape)
     plain = to_frame(detect(mosaic), cells)
-    flipped = to_frame(mirror(detect(mosaic[:, ::-1]), shape[1]), cells) if mirrored else None
+    mirrored = to_frame(mirror(detect(mosaic[:, ::-1]), shape[1]), cells)
     xyxy, score, marks = weak.xyxy.copy(), np.zeros(len(weak), np.float32), weak.landmarks.copy()
     for k in range(len(weak)):
         s1, i1 = best_match(plain[k], weak.xyxy[k])
-        if flipped is None:
-            score[k], source, index = s1, plain[k], i1
-        else:
-            s2, i2 = best_match(flipped[k], weak.xyxy[k])
-            score[k] = (s1 + s2) / 2 if AVERAGE else max(s1, s2)
-            source, index = (plain[k], i1) if s1 >= s2 else (flipped[k], i2)
+        s2, i2 = best_match(mirrored[k], weak.xyxy[k])
+        score[k] = (s1 + s2) / 2 if AVERAGE else max(s1, s2)
+        source, index = (plain[k], i1) if s1 >= s2 else (mirrored[k], i2)
         if index >= 0:
             xyxy[k], marks[k] = source.xyxy[index], source.landmarks[index]
     return Detections(xyxy, score, marks)

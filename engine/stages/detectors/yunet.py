@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import lru_cache
 
 import cv2
@@ -41,22 +40,13 @@ SECOND_LOOK_CONTEXT = 1.0  # face sizes of surroundings on each side
 SECOND_LOOK_WIDTH = 640  # mosaic row width
 SECOND_LOOK_RETRY = 4  # frames before a place whose second look found nothing is looked at again: in a crowd the
 #                        budget then reaches more of the weak boxes instead of the same strongest ones every frame
-# Second opinion (file mode): CenterFace, another network, on the weak boxes YuNet stays unsure of after its second
-# look (and on weak boxes too large for it), in one mosaic call a frame. A face one network misses the other may not.
-SECOND_OPINION = 0  # not kept: WIDER 148 -> 151 leaked face-frames at 1.16x detection CPU (README, Measured)
-SECOND_OPINION_MAX_FACE = 320  # px in the frame
-SECOND_OPINION_PX = 64  # each box resized so that it is this wide (CenterFace's stride is 4: small faces need less)
-SECOND_OPINION_CONTEXT = 0.5  # face sizes of surroundings on each side
-SECOND_OPINION_BUDGET = 0.1  # the mosaic's pixels at most, relative to the main pass's (CenterFace costs more a pixel)
-SECOND_OPINION_BAR = 0.5  # CenterFace's score that counts as a face
 
 
 class YuNetDetector:
     name = "yunet"
 
-    def __init__(self, runner: NetworkRunner, detect_width: int, backend: str = "auto") -> None:
+    def __init__(self, runner: NetworkRunner, detect_width: int) -> None:
         self.runner = runner
-        self.backend = backend
         self.runner_name = runner.name
         self.detect_width = detect_width
         self.tiles = False  # video only (the pipeline turns it on): a photo is detected in one deterministic pass
@@ -69,9 +59,6 @@ class YuNetDetector:
         self._calls = 0
         self.second_look = False  # file mode (the pipeline turns it on): weak small faces looked at again
         self._rejected: list[tuple[np.ndarray, int]] = []  # (box, frame) of second looks that found nothing
-        self.opinion: Callable[[np.ndarray], Detections] | None = None  # file mode: CenterFace on a picture
-        self._opinion_rejected: list[tuple[np.ndarray, int]] = []
-        self.opinion_counts = [0, 0, 0]  # calls, boxes shown, boxes CenterFace found clearly (bench/ reads them)
 
     def detect(self, frame: np.ndarray, min_score: float) -> Detections:
         scale = detection_scale(frame, self.detect_width)
@@ -107,67 +94,17 @@ class YuNetDetector:
         budget = SECOND_LOOK_BUDGET * scale * scale * frame.shape[0] * frame.shape[1]
         picked = picked[cell_areas(found.xyxy[picked], SECOND_LOOK_PX, SECOND_LOOK_SCALE, SECOND_LOOK_CONTEXT).cumsum()
                         <= budget]
-        unsure = np.zeros(0, np.intp)
-        found_before = found
-        if len(picked):
-            again = second_look(frame, found[picked],
-                                lambda image: self._detect_at(_derived(image), 1.0, SECOND_LOOK_FROM),
-                                SECOND_LOOK_PX, SECOND_LOOK_SCALE, SECOND_LOOK_CONTEXT, SECOND_LOOK_WIDTH)
-            # Only a clear face counts: a weak box merely raised to 0.3-0.5 would start tracks on texture seen twice.
-            better = again.score >= SECOND_LOOK_BELOW
-            self._rejected += [(found.xyxy[k], self._calls) for k in picked[~better]]
-            unsure = picked[~better]
-            if better.any():
-                replaced = again[better]
-                keep = np.setdiff1d(np.arange(len(found)), picked[better])
-                found = merge([found[keep], replaced], NMS_IOU)
-                # `found` was re-ordered by the merge: the unsure boxes are found again by their coordinates.
-                unsure = _rows_of(found.xyxy, found_before.xyxy[picked[~better]])
-        if self.opinion is not None and SECOND_OPINION:
-            found = self._second_opinion(frame, found, unsure, strong, scale)
-        return found
-
-    def want_opinion(self, on: bool) -> None:
-        """File mode (the pipeline calls this): CenterFace ready as the second opinion, or dropped."""
-        if not (on and SECOND_OPINION):
-            self.opinion = None
-        elif self.opinion is None:
-            from engine.stages.detectors import centerface
-
-            other = centerface.CenterFaceDetector(make_runner(self.backend, model_path("centerface"),
-                                                              centerface._torch_module, network="centerface"), 0)
-            self.opinion = lambda image: other._detect_at(_derived(image), 1.0, SECOND_LOOK_FROM)
-
-    def _second_opinion(self, frame: np.ndarray, found: Detections, unsure: np.ndarray, strong: np.ndarray,
-                        scale: float) -> Detections:
-        """The weak boxes YuNet's second look left unsure, and weak boxes too large for it, shown to CenterFace
-        in one mosaic; one it scores clearly is replaced by CenterFace's box. It only adds faces."""
-        width = found.xyxy[:, 2] - found.xyxy[:, 0]
-        large = np.flatnonzero((found.score >= SECOND_LOOK_FROM) & (found.score < SECOND_LOOK_BELOW)
-                               & (width > SECOND_LOOK_MAX_FACE) & (width <= SECOND_OPINION_MAX_FACE))
-        self._opinion_rejected = [(b, at) for b, at in self._opinion_rejected if self._calls - at < SECOND_LOOK_RETRY]
-        recent = np.stack([b for b, _ in self._opinion_rejected]) if self._opinion_rejected else None
-        large = np.array([k for k in large if not (len(strong) and _covered_by(found.xyxy[k], strong) >= 0.5)
-                          and not (recent is not None and _max_iou(found.xyxy[k], recent) >= 0.5)], dtype=np.intp)
-        picked = np.concatenate([unsure, large]).astype(np.intp)
         if not len(picked):
             return found
-        picked = picked[np.argsort(-found.score[picked], kind="stable")]
-        budget = SECOND_OPINION_BUDGET * scale * scale * frame.shape[0] * frame.shape[1]
-        picked = picked[cell_areas(found.xyxy[picked], SECOND_OPINION_PX, 0.0, SECOND_OPINION_CONTEXT).cumsum()
-                        <= budget]
-        if not len(picked):
-            return found
-        other = second_look(frame, found[picked], self.opinion, SECOND_OPINION_PX, 0.0, SECOND_OPINION_CONTEXT,
-                            SECOND_LOOK_WIDTH, mirrored=False)
-        better = other.score >= SECOND_OPINION_BAR
-        self.opinion_counts = [self.opinion_counts[0] + 1, self.opinion_counts[1] + len(picked),
-                               self.opinion_counts[2] + int(better.sum())]
-        self._opinion_rejected += [(found.xyxy[k], self._calls) for k in picked[~better]]
+        again = second_look(frame, found[picked], lambda image: self._detect_at(_derived(image), 1.0, SECOND_LOOK_FROM),
+                            SECOND_LOOK_PX, SECOND_LOOK_SCALE, SECOND_LOOK_CONTEXT, SECOND_LOOK_WIDTH)
+        # Only a clear face counts: a weak box merely raised to 0.3-0.5 would start tracks on texture when seen twice.
+        better = again.score >= SECOND_LOOK_BELOW
+        self._rejected += [(found.xyxy[k], self._calls) for k in picked[again.score < SECOND_LOOK_BELOW]]
         if not better.any():
             return found
-        keep = np.setdiff1d(np.arange(len(found)), picked[better])
-        return merge([found[keep], other[better]], NMS_IOU)
+        rest = np.setdiff1d(np.arange(len(found)), picked[better])
+        return merge([found[rest], again[better]], NMS_IOU)
 
     def _tile_pass(self, frame: np.ndarray, scale: float, found: Detections, min_score: float) -> Detections:
         """The small faces in this frame's turn of tiles, at the frame's own resolution. Every tile comes back
@@ -275,14 +212,6 @@ def _covered_by(box: np.ndarray, boxes: np.ndarray) -> float:
     return float((ix * iy).max() / max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-9))
 
 
-def _rows_of(xyxy: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Indices of the rows of `xyxy` equal to one of `boxes`."""
-    if not len(boxes) or not len(xyxy):
-        return np.zeros(0, np.intp)
-    same = (xyxy[:, None, :] == boxes[None, :, :]).all(axis=2).any(axis=1)
-    return np.flatnonzero(same).astype(np.intp)
-
-
 def _derived(image: np.ndarray) -> np.ndarray:
     """A picture made from the frame (mirrored, a mosaic), contiguous and as a view: the device detector
     (engine/gpu/device.py) caches only source frames (base None) and would evict them for it."""
@@ -318,4 +247,4 @@ def _torch_module(path):
 
 def create(settings: Settings) -> YuNetDetector:
     runner = make_runner(settings.backend, model_path("yunet"), _torch_module, network="yunet")
-    return YuNetDetector(runner, settings.detect_width, settings.backend)
+    return YuNetDetector(runner, settings.detect_width)

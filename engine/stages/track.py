@@ -48,8 +48,8 @@ CANDIDATE_REACH_MAX = 1.0
 # at rest, a 16 px face panning 15 px a frame lost its new track on the next frame and was never taken again
 # (WIDER Meeting_26, 11 frames; bench/leak_classes.py).
 SCENE_MOTION = 1
-SCENE_MOTION_TRACKS = 5
-SCENE_MOTION_MIN_TRACKS = 3
+SCENE_MOTION_TRACKS = 3
+SCENE_MOTION_MIN_TRACKS = 2
 SCENE_MOTION_AGE = 3
 
 

@@ -116,6 +116,7 @@ class Pipeline:
         """Video: where the detector can, small faces are also looked for in tiles (detectors/yunet.py)."""
         if hasattr(self, "tracker"):
             self.tracker.corroborated_starts = bool(FILE_CORROBORATED_STARTS and self._offline)
+            self.tracker.scene_motion = self._offline
         if hasattr(self.detector, "tiles"):
             self.detector.tiles = True
         if hasattr(self.detector, "tile_cycle"):

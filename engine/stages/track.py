@@ -42,6 +42,15 @@ LOW_START_MAX_FACE = 0.15  # of the frame's height at most: on the dev clip, lar
 # frame, seen every 3-5 frames at 0.2-0.3, never met its last box again and never started (bench/leak_classes.py).
 CANDIDATE_DRIFT = 0.1
 CANDIDATE_REACH_MAX = 1.0
+# File mode (`scene_motion`): a camera pan or zoom moves every face in a region alike. A new track starts moving
+# with the median velocity of the SCENE_MOTION_TRACKS nearest established tracks (matched this frame, at least
+# SCENE_MOTION_AGE sightings), and a waiting weak candidate is looked for where that motion has carried it. Started
+# at rest, a 16 px face panning 15 px a frame lost its new track on the next frame and was never taken again
+# (WIDER Meeting_26, 11 frames; bench/leak_classes.py).
+SCENE_MOTION = 1
+SCENE_MOTION_TRACKS = 3
+SCENE_MOTION_MIN_TRACKS = 2
+SCENE_MOTION_AGE = 3
 
 
 @dataclass
@@ -118,6 +127,7 @@ class FaceTracker:
         self._next_id = 1
         self._candidates: list[_Candidate] = []  # unclaimed weak boxes not yet a face
         self.corroborated_starts = False  # file mode: weaker boxes start a face on their 3rd sighting
+        self.scene_motion = False  # file mode: new faces and weak candidates move with the tracks around them
         # Frames a weak candidate waits for its second sighting: longer than a tile takes to come back, which
         # the live loop lengthens while it sheds load (engine/runner.py).
         self.repeat_max_gap = REPEAT_MAX_GAP
@@ -165,8 +175,8 @@ class FaceTracker:
             weak = weak[covered < _DUPLICATE_COVERED]
         fresh: list[_Candidate] = []
         used: set[int] = set()
-        affinity = (_affinity(np.stack([c.box for c in self._candidates]), weak.xyxy, self._candidate_reach())
-                    if len(weak) and self._candidates else None)
+        affinity = (_affinity(np.stack([self._carried(c) for c in self._candidates]), weak.xyxy,
+                              self._candidate_reach()) if len(weak) and self._candidates else None)
         for j in range(len(weak)):
             seen = _Candidate(weak.xyxy[j], float(weak.score[j]))
             if affinity is not None:
@@ -180,6 +190,23 @@ class FaceTracker:
             fresh.append(seen)
         aged = [c.older() for k, c in enumerate(self._candidates) if k not in used and c.age + 1 < self.repeat_max_gap]
         self._candidates = fresh + aged
+
+    def _carried(self, candidate: _Candidate) -> np.ndarray:
+        """Where a candidate is expected now: its last box, moved with the scene since it was seen."""
+        box = candidate.box
+        if not (self.scene_motion and SCENE_MOTION):
+            return box
+        motion = self._local_motion((box[:2] + box[2:]) / 2) * (candidate.age + 1)
+        return box + np.tile(motion, 2).astype(box.dtype)
+
+    def _local_motion(self, centre: np.ndarray) -> np.ndarray:
+        """Median velocity (px a frame) of the established tracks matched this frame nearest `centre`, or 0."""
+        moving = [t for t in self.tracks if t.lost_frames == 0 and t.age >= SCENE_MOTION_AGE]
+        if len(moving) < SCENE_MOTION_MIN_TRACKS:
+            return np.zeros(2)
+        centres = np.array([t.mean[:2] for t in moving])
+        nearest = np.argsort(np.linalg.norm(centres - centre, axis=1))[:SCENE_MOTION_TRACKS]
+        return np.median(np.array([moving[k].mean[4:6] for k in nearest]), axis=0)
 
     def _candidate_reach(self) -> np.ndarray:
         """Per candidate, the centre distance (in face sizes) within which a sighting is that candidate's."""
@@ -237,6 +264,8 @@ class FaceTracker:
 
     def _start(self, det: Detections) -> None:
         mean, cov = KalmanBox.initiate(det.xyxy[0])
+        if self.scene_motion and SCENE_MOTION:
+            mean[4:6] = self._local_motion(mean[:2])
         self.tracks.append(Track(self._next_id, mean, cov, float(det.score[0]), det.landmarks[0]))
         self._next_id += 1
 

@@ -22,20 +22,23 @@ log = logging.getLogger(__name__)
 
 TORCH_CPU_THREADS = int(os.environ.get("BLURCAST_TORCH_THREADS", "1"))
 OPENVINO_THREADS = int(os.environ.get("BLURCAST_OPENVINO_THREADS", "1"))
-# Networks `auto` runs on OpenVINO where the CPU computes in bf16 (README › Measured, OpenVINO), in live mode (file
-# mode keeps onnxruntime: engine/pipeline.py). YuNet: ~0.7x onnxruntime's CPU per 1080p frame, and its bf16 score
-# error is noise (bench/bf16_bias.py), the corpus's leaks within the noise floor (bench/jitter_suite.py). It was held
-# back while the live "this is me" enrolment failed 3 of 6 runs with it ("more than one person"): traced to a weak
-# false track on the performer's hand whose held box covered his mouth in the best crop (engine/enrol_track.py
-# now skips such frames); and SRT 1080p under load blurred 2-6 frames whole a run: per-shape compiles mid-stream,
-# now done before the first frame (Pipeline.warm_up).
+# Networks `auto` would run on OpenVINO where the CPU computes in bf16 (README › Measured, OpenVINO), in live
+# mode (file mode keeps onnxruntime: engine/pipeline.py): none. YuNet: ~0.7x onnxruntime's CPU per 1080p frame,
+# its bf16 score error is noise (bench/bf16_bias.py), the corpus's leaks within the noise floor
+# (bench/jitter_suite.py). Two reasons held it back and are fixed: the live "this is me" enrolment failed 3 of 6
+# runs with it (a weak false track's held box covered the performer's mouth in the best crop: engine/enrol_track.py
+# now skips such frames), and SRT 1080p under load blurred 2-6 frames whole (per-shape compiles mid-stream: now
+# before the first frame, Pipeline.warm_up). A third keeps it off: with the stream's YuNet on bf16 the look-alike
+# bystander of walking-and-pause (tests/test_recognition.py, live pipeline, every face embedded every frame) was
+# left visible in 15 frames against 5 on onnxruntime. A leak outweighs the latency it buys: `--backend openvino`
+# opts in.
 # MobileFaceNet: 0.25x the CPU, LFW 99.28 against 99.27 %, but bf16 turns a 1-grey-level difference between a
 # frame's and a crop's aligned face into 2e-3 per embedding element (cosine 0.99998), past
 # tests/test_recognition.py's 1e-3 for "the stream embeds as the photo path". Without bf16 OpenVINO runs f32,
 # slower than onnxruntime (YuNet 23 against 18 ms): never chosen there.
 # The landmarker's YuNet ("landmarker") and photo detection ("photo") are asked for apart from the stream's
 # detector: bf16 boxes seeding the alignment took LFW from 99.27 to 99.12 %, so they stay on onnxruntime.
-OPENVINO_AUTO: frozenset[str] = frozenset({"yunet"})
+OPENVINO_AUTO: frozenset[str] = frozenset()
 
 
 class NetworkRunner(Protocol):

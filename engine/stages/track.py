@@ -175,8 +175,8 @@ class FaceTracker:
             weak = weak[covered < _DUPLICATE_COVERED]
         fresh: list[_Candidate] = []
         used: set[int] = set()
-        affinity = (_affinity(np.stack([self._carried(c) for c in self._candidates]), weak.xyxy,
-                              self._candidate_reach()) if len(weak) and self._candidates else None)
+        affinity = (_affinity(self._carried(self._candidates), weak.xyxy, self._candidate_reach())
+                    if len(weak) and self._candidates else None)
         for j in range(len(weak)):
             seen = _Candidate(weak.xyxy[j], float(weak.score[j]))
             if affinity is not None:
@@ -191,22 +191,26 @@ class FaceTracker:
         aged = [c.older() for k, c in enumerate(self._candidates) if k not in used and c.age + 1 < self.repeat_max_gap]
         self._candidates = fresh + aged
 
-    def _carried(self, candidate: _Candidate) -> np.ndarray:
-        """Where a candidate is expected now: its last box, moved with the scene since it was seen."""
-        box = candidate.box
+    def _carried(self, candidates: list[_Candidate]) -> np.ndarray:
+        """Where each candidate is expected now: its last box, moved with the scene since it was seen."""
+        boxes = np.stack([c.box for c in candidates])
         if not (self.scene_motion and SCENE_MOTION):
-            return box
-        motion = self._local_motion((box[:2] + box[2:]) / 2) * (candidate.age + 1)
-        return box + np.tile(motion, 2).astype(box.dtype)
+            return boxes
+        ages = np.array([c.age + 1 for c in candidates], np.float64)[:, None]
+        motion = self._local_motion((boxes[:, :2] + boxes[:, 2:]) / 2) * ages
+        return boxes + np.tile(motion, 2).astype(boxes.dtype)
 
-    def _local_motion(self, centre: np.ndarray) -> np.ndarray:
-        """Median velocity (px a frame) of the established tracks matched this frame nearest `centre`, or 0."""
+    def _local_motion(self, centres: np.ndarray) -> np.ndarray:
+        """Per centre (n x 2): the median velocity (px a frame) of the established tracks matched this frame nearest
+        it, or 0. One distance matrix for all centres: a crowd has hundreds of candidates and tracks a frame."""
+        centres = np.atleast_2d(centres)
         moving = [t for t in self.tracks if t.lost_frames == 0 and t.age >= SCENE_MOTION_AGE]
         if len(moving) < SCENE_MOTION_MIN_TRACKS:
-            return np.zeros(2)
-        centres = np.array([t.mean[:2] for t in moving])
-        nearest = np.argsort(np.linalg.norm(centres - centre, axis=1))[:SCENE_MOTION_TRACKS]
-        return np.median(np.array([moving[k].mean[4:6] for k in nearest]), axis=0)
+            return np.zeros((len(centres), 2))
+        means = np.array([t.mean for t in moving])
+        distance = np.linalg.norm(centres[:, None, :] - means[None, :, :2], axis=2)
+        nearest = np.argsort(distance, axis=1)[:, :SCENE_MOTION_TRACKS]
+        return np.median(means[:, 4:6][nearest], axis=1)
 
     def _candidate_reach(self) -> np.ndarray:
         """Per candidate, the centre distance (in face sizes) within which a sighting is that candidate's."""
@@ -265,7 +269,7 @@ class FaceTracker:
     def _start(self, det: Detections) -> None:
         mean, cov = KalmanBox.initiate(det.xyxy[0])
         if self.scene_motion and SCENE_MOTION:
-            mean[4:6] = self._local_motion(mean[:2])
+            mean[4:6] = self._local_motion(mean[:2])[0]
         self.tracks.append(Track(self._next_id, mean, cov, float(det.score[0]), det.landmarks[0]))
         self._next_id += 1
 

@@ -401,11 +401,14 @@ def test_the_figures_say_the_obs_sync_offset_while_frames_go_out():
     assert "OBS sync" not in str(figures({**t, "obs_sync_offset_ms": None}))
 
 
-def test_telemetry_arriving_before_a_moves_message_does_not_pull_the_slider_back(tmp_path):
-    """Telemetry can reach the screen between a key press and the screen's handling of that move (found as a
-    CI flake: two → presses gave +0.01). The slider itself remembers the move, so the older value is ignored."""
+@pytest.mark.parametrize("refused", [False, True])
+def test_telemetry_after_a_slider_move_keeps_it_unless_the_engine_refused_it(tmp_path, refused):
+    """Telemetry can reach the screen between a key press and the screen's handling of that move (found as a CI
+    flake: two → presses gave +0.01): the slider remembers its move and ignores the older value. When the engine
+    refused the move (`set` failed), the next telemetry puts the knob back at once, not 2 s later."""
     from tests.test_tui_snapshots import LIMITS, TELEMETRY
     from tui.app import make_app
+    from tui.messages import CommandFailed
 
     app = make_app(EnginePaths(tmp_path), start_engine=False, attach=False)  # detached: no send is recorded
 
@@ -417,34 +420,12 @@ def test_telemetry_arriving_before_a_moves_message_does_not_pull_the_slider_back
             slider = app.screen.query_one("#similarity-threshold", Slider)
             start = slider.value
             await pilot.press("s", "right", "right")
+            if refused:
+                app.post_message(CommandFailed("set", "refused by the engine"))
+                await pilot.pause()
             app.post_message(EngineStats(TELEMETRY))  # the engine's value from before the presses
             await pilot.pause()
-            assert slider.value == pytest.approx(start + 0.02)
-
-    asyncio.run(scenario())
-
-
-def test_a_refused_setting_puts_the_slider_back_at_the_engines_value_at_once(tmp_path):
-    """The engine refused the move (`set` failed): the next telemetry moves the knob back, not 2 s later."""
-    from tests.test_tui_snapshots import LIMITS, TELEMETRY
-    from tui.app import make_app
-    from tui.messages import CommandFailed
-
-    app = make_app(EnginePaths(tmp_path), start_engine=False, attach=False)
-
-    async def scenario() -> None:
-        async with app.run_test(size=(160, 48)) as pilot:
-            app.limits = LIMITS
-            app.post_message(EngineStats(TELEMETRY))
-            await pilot.pause()
-            slider = app.screen.query_one("#similarity-threshold", Slider)
-            start = slider.value
-            await pilot.press("s", "right", "right")
-            app.post_message(CommandFailed("set", "refused by the engine"))
-            await pilot.pause()
-            app.post_message(EngineStats(TELEMETRY))
-            await pilot.pause()
-            assert slider.value == pytest.approx(start)
+            assert slider.value == pytest.approx(start if refused else start + 0.02)
 
     asyncio.run(scenario())
 

@@ -17,6 +17,10 @@ Each video is run as a fresh `blurcast run` process (model load included, like d
 - `enrolled`: the person enrolled from the frame and box the gt names (a crop made at run time) or from the
   dev clip's photo: bystander leak and allowlisted visibility.
 deface (its defaults) runs on the blur-all rows when installed (`pip install deface==1.5.0`, the `bench` extra).
+
+`--degrade lowrate|dark` runs every clip as IRL footage reaches a rig instead (`DEGRADATIONS`: a phone's cellular
+uplink at 0.04 bit a pixel, or a dark street with sensor noise), same frames and boxes: a check that the figures
+hold for footage worse than the corpus's, not a figure to tune on.
 """
 
 from __future__ import annotations
@@ -103,6 +107,34 @@ def prepared(clip: Clip, cache: Path) -> Path:
     return out
 
 
+# What IRL footage goes through before it reaches the rig, as FFmpeg output options (same frames, same size):
+DEGRADATIONS = {
+    # 0.04 bit a pixel: 2.5 Mbit/s at 1080p30, a phone's SRT uplink over a cellular link (blocky, smeared detail)
+    "lowrate": lambda w, h, fps: ["-c:v", "libx264", "-preset", "veryfast", "-b:v", _rate(w, h, fps),
+                                  "-maxrate", _rate(w, h, fps), "-bufsize", _rate(w, h, fps)],
+    # a street at dusk: darker, flatter, with a phone sensor's grain
+    "dark": lambda w, h, fps: ["-vf", "eq=brightness=-0.12:contrast=0.75:gamma=0.75,noise=alls=14:allf=t+u",
+                               "-c:v", "libx264", "-crf", "18", "-preset", "veryfast"],
+}
+
+
+def _rate(width: int, height: int, fps: float, bits_a_pixel: float = 0.04) -> str:
+    return str(int(bits_a_pixel * width * height * fps))
+
+
+def degraded(video: Path, kind: str, cache: Path) -> Path:
+    """`video` as it would arrive degraded by `kind` (DEGRADATIONS), cached beside the suite's copies."""
+    out = cache / f"{video.stem}.{kind}.mp4"
+    if not out.exists():
+        cap = cv2.VideoCapture(str(video))
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        cap.release()
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(video), *DEGRADATIONS[kind](w, h, fps or 25.0),
+                        "-pix_fmt", "yuv420p", "-an", str(out)], check=True)
+    return out
+
+
 def _count(video: Path) -> int:
     cap = cv2.VideoCapture(str(video))
     n = 0
@@ -172,8 +204,10 @@ def score(video: Path, out: Path, gt: Path, tmp: Path) -> dict:
 
 
 def evaluate(clip: Clip, options: list[str], deface: bool, enrolled: bool, tmp: Path,
-             keep: Path | None = None) -> list[dict]:
+             keep: Path | None = None, degrade: str | None = None) -> list[dict]:
     video = prepared(clip, CACHE)
+    if degrade:
+        video = degraded(video, degrade, CACHE)
     frames = json.loads(clip.gt.read_text()).get("frames") or _count(video)
     rows = []
     gt_all = blur_all_gt(clip, tmp)
@@ -240,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photo-far", nargs=2, type=float, metavar=("FROM", "TO"),
                         help="render the corpus photos at this scale (e.g. 1.0 1.3: their faces keep about their "
                              "size in the photo) with black around them, instead of filling the frame")
+    parser.add_argument("--degrade", choices=sorted(DEGRADATIONS),
+                        help="run every clip degraded like IRL footage (low uplink bitrate, or dark and noisy)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--keep", type=Path, help="keep the anonymized videos in this folder")
     args, engine_options = parser.parse_known_args(argv)
@@ -251,10 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="blurcast-suite-") as tmp:
         for clip in corpus(args.only, tuple(args.photo_far) if args.photo_far else None):
-            rows += evaluate(clip, options, args.deface, not args.no_enrol, Path(tmp), args.keep)
+            rows += evaluate(clip, options, args.deface, not args.no_enrol, Path(tmp), args.keep, args.degrade)
     print(table(rows))
     if args.json:
-        args.json.write_text(json.dumps({"options": options, "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"options": options, "degrade": args.degrade, "rows": rows}, indent=2))
     return 0
 
 

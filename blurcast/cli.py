@@ -195,6 +195,9 @@ def _add_eval(sub) -> None:
                        help="every annotated video of the corpus: one table (leak, worst run, allowed visible, fps)")
     suite.add_argument("--deface", action="store_true", help="with --suite: deface's figures in the same table")
     suite.add_argument("--only", action="append", help="with --suite: only clips whose name contains this")
+    suite.add_argument("--degrade", choices=("dark", "lowrate"),
+                       help="with --suite: every clip degraded like IRL footage (a phone's low uplink bitrate, "
+                            "or a dark street with sensor noise)")
     _add_facebank_options(p)
     _add_settings_options(p)
     p.set_defaults(func=_cmd_eval)
@@ -411,6 +414,7 @@ def _eval_suite(args: argparse.Namespace) -> int:
             for a in (flag, str(getattr(args, name)))]
     argv += [a for item in args.set for a in ("--set", item)] + [a for o in args.only or [] for a in ("--only", o)]
     argv += ["--deface"] if args.deface else []
+    argv += ["--degrade", args.degrade] if args.degrade else []
     argv += ["--json", args.json] if args.json else []
     return suite.main(argv)
 

@@ -187,3 +187,29 @@ def test_a_far_render_keeps_the_photos_face_sizes(data_dir, tmp_path):
     found = annotate.Ensemble(upscale=1.0)(frame)
     for face in faces:
         assert annotate._iou(np.array([face["box"]]), found.xyxy).max() >= 0.4, face
+
+
+@pytest.mark.parametrize("kind", ["lowrate", "dark"])
+def test_suite_degrades_a_clip_frame_for_frame(data_dir, tmp_path, kind):
+    """`--degrade`: the same frames at the same size (the gt's boxes still hold), only worse; the low uplink rate
+    really starves the encoder (file far smaller than the source's) and the dark street is darker."""
+    from bench import suite
+
+    clip = data_dir / "video_unannotated" / "head_motion_d0.mp4"
+    need_data(clip)
+    out = suite.degraded(clip, kind, tmp_path)
+    before, after = cv2.VideoCapture(str(clip)), cv2.VideoCapture(str(out))
+    frames = 0
+    while True:
+        ok_in, frame_in = before.read()
+        ok_out, frame_out = after.read()
+        assert ok_in == ok_out, "frame counts differ"
+        if not ok_in:
+            break
+        assert frame_in.shape == frame_out.shape
+        frames += 1
+        if kind == "dark":
+            assert frame_out.mean() < frame_in.mean() - 10
+    assert frames >= 30
+    if kind == "lowrate":
+        assert out.stat().st_size < 0.6 * clip.stat().st_size

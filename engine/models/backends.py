@@ -115,17 +115,14 @@ class TorchRunner:
 
 class OnnxRuntimeRunner:
     def __init__(self, onnx_path: Path, threads: int = 2) -> None:
-        import onnx
         import onnxruntime as ort
 
-        model = onnx.load(str(onnx_path))
-        _make_input_dynamic(model)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = threads
         # Several sessions share 2 cores: spinning threads starve each other (measured 2x slower).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(dynamic_model(onnx_path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.name = "onnxruntime-cpu"
 
@@ -151,16 +148,13 @@ class OpenVinoRunner:
     COUNTED_SHAPES = 64  # shapes whose calls are counted; then the count starts again (photos come in any size)
 
     def __init__(self, onnx_path: Path, threads: int = OPENVINO_THREADS) -> None:
-        import onnx
         try:
             import openvino
         except ImportError as exc:
             raise RuntimeError("backend 'openvino' needs the openvino package: "
                                "pip install 'blurcast[openvino]' (openvino==2026.4.1)") from exc
 
-        model = onnx.load(str(onnx_path))
-        _make_input_dynamic(model)
-        self._onnx = model.SerializeToString()
+        self._onnx = dynamic_model(onnx_path)
         self._core = openvino.Core()
         # One thread: 11.6 against 13.5 ms with two (YuNet 1280x736); the engine's other threads use the other
         # core. No pinning: the calling thread must not be tied to a core that another busy thread holds.
@@ -231,6 +225,44 @@ class OpenVinoRunner:
         request.infer({0: batch})
         # Copies: the request reuses its output buffers on the next call.
         return [request.get_output_tensor(i).data.copy() for i in range(len(compiled.outputs))]
+
+
+def dynamic_model(onnx_path: Path) -> bytes:
+    """The model with every input and output dimension free, as bytes a runtime loads.
+
+    Made once with the `onnx` package and kept beside the file (or in the user's cache where that folder is
+    read-only), under the source file's checksum: importing `onnx` costs ~0.7 s of CPU at every start (its
+    ml_dtypes extension), 4 % of a 90-frame 1080p file run. Written to a temporary name and renamed into place,
+    so a start that is killed, or two starting at once, never leave a cut file under the final name."""
+    from engine.models.weights import sha256_of  # lazy: weights imports this module's neighbours
+
+    source = Path(onnx_path)
+    name = f"{source.stem}.{sha256_of(source)[:16]}.dynamic.onnx"
+    places = [source.parent / ".dynamic", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+              / "blurcast" / "models"]
+    for folder in places:
+        cached = folder / name
+        if cached.is_file():
+            return cached.read_bytes()
+    data = _dynamic_bytes(source)
+    for folder in places:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            staged = folder / f".{name}.{os.getpid()}.tmp"
+            staged.write_bytes(data)
+            os.replace(staged, folder / name)  # atomic: a concurrent start reads the old file or the new one
+            break
+        except OSError:
+            continue  # read-only: the next place, else it is made again at the next start
+    return data
+
+
+def _dynamic_bytes(source: Path) -> bytes:
+    import onnx
+
+    model = onnx.load(str(source))
+    _make_input_dynamic(model)
+    return model.SerializeToString()
 
 
 def _make_input_dynamic(model) -> None:

@@ -506,12 +506,16 @@ def test_a_confirmed_track_keeps_its_identity_through_head_turns(head_pose, man_
     assert np.mean(per_frame["man"]) <= 0.5  # measured 15 of 56 without keeping
 
 
-def test_a_look_alike_confirmed_by_chance_is_not_kept_through_head_turns() -> None:
+@pytest.mark.parametrize("shift", [(0, 0), (1, 0), (0, 1)], ids=["as-is", "1px-right", "1px-down"])
+def test_a_look_alike_confirmed_by_chance_is_not_kept_through_head_turns(shift: tuple[int, int]) -> None:
     """walking-and-pause: the man enrolled from his soft GIF frame, and every face embedded every frame (no
     budget). The woman on the left scores 0.58-0.59 against him in the first, softest frames and is confirmed;
     then her similarity falls to 0.0, yet her track stays consistent with itself. A head-turn keep needs a
     look of the track that the gallery vouched for strongly (threshold + strong_margin): before that she was
-    kept visible for 35 more frames (40 of 41), now only while she matches."""
+    kept visible for 35 more frames (40 of 41), now only while she matches.
+
+    How many frames she matches is a matter of pixels: the clip shifted by 1 px left her visible in 5 or 10
+    frames on onnxruntime (9 shifts: 5 in 3, 10 in 6), so each of three alignments is checked, against 10."""
     gt_path = REPO / "bench" / "corpus" / "intel_face-demographics-walking-and-pause.gt.json"
     gt = json.loads(gt_path.read_text())
     video = DATA / "video_unannotated" / gt["video"]
@@ -520,7 +524,7 @@ def test_a_look_alike_confirmed_by_chance_is_not_kept_through_head_turns() -> No
     capture = cv2.VideoCapture(str(video))
     frames = [capture.read()[1] for _ in range(gt["frames"])]
     landmarker = create_landmarker(SETTINGS)
-    enrol = gt["enrol"]
+    enrol = gt["enrol"]  # enrolled from the clip as it is; the stream is then shifted
     found = landmarker.detector.refine(frames[enrol["frame"]], np.asarray(enrol["box"], np.float32))
     face = landmarker.align(frames[enrol["frame"]], found.xyxy[0], found.landmarks[0])
     gallery = Gallery.from_people({"man": create_embedder(SETTINGS).embed_aligned(face[None])})
@@ -530,18 +534,21 @@ def test_a_look_alike_confirmed_by_chance_is_not_kept_through_head_turns() -> No
     for f in gt["faces"]:
         truth[f["frame"]].append(f)
     man, bystanders, kept = [], [], []
+    dx, dy = shift
     for index, frame in enumerate(frames):
-        pipeline.process(frame.copy(), index, 1 / gt["fps"])
+        moved = np.roll(frame, (dy, dx), axis=(0, 1))  # the border row or column that wraps round holds no face
+        pipeline.process(moved, index, 1 / gt["fps"])
         for track in pipeline.tracker.tracks:
-            label = _label(track.xyxy, truth[index]) if track.lost_frames == 0 else "lost"
+            box = track.xyxy - np.array([dx, dy, dx, dy], np.float32)  # back to the gt's pixels
+            label = _label(box, truth[index]) if track.lost_frames == 0 else "lost"
             visible = track.identity.visible and track.lost_frames == 0
             (man if label == "allow" else bystanders if label == "bystander" else []).append(visible)
             if label == "bystander" and visible:
                 kept.append(track.extras[STATE_KEY].kept_by_track)
     pipeline.close()
-    assert np.mean(man) >= 0.95  # measured 41 of 41
+    assert np.mean(man) >= 0.95  # measured 40-41 of 41
     assert not any(kept), "a bystander was kept visible on self-consistency"
-    assert sum(bystanders) <= 6  # measured 5: frames where she scores above the threshold (the soft enrolment)
+    assert sum(bystanders) <= 10  # measured 5 or 10: frames where she scores above the threshold (soft enrolment)
 
 
 def _track_on(detections, j: int, track_id: int = 1) -> Track:

@@ -30,8 +30,9 @@ OPENVINO_THREADS = int(os.environ.get("BLURCAST_OPENVINO_THREADS", "1"))
 # now skips such frames), and SRT 1080p under load blurred 2-6 frames whole (per-shape compiles mid-stream: now
 # before the first frame, Pipeline.warm_up). A third keeps it off: with the stream's YuNet on bf16 the look-alike
 # bystander of walking-and-pause (tests/test_recognition.py, live pipeline, every face embedded every frame) was
-# left visible in 15 frames against 5 on onnxruntime. A leak outweighs the latency it buys: `--backend openvino`
-# opts in.
+# left visible in 15 frames against 5 on onnxruntime. Over 9 one-pixel shifts of the clip that is 5-20 frames
+# (mean 10.6) against onnxruntime's 5-10 (mean 8.3), and 5-10 (mean 9.4) with the landmarker on OpenVINO too:
+# most of the gap is pixel noise, but the tail is worse. A leak outweighs the latency: `--backend openvino` opts in.
 # MobileFaceNet: 0.25x the CPU, LFW 99.28 against 99.27 %, but bf16 turns a 1-grey-level difference between a
 # frame's and a crop's aligned face into 2e-3 per embedding element (cosine 0.99998), past
 # tests/test_recognition.py's 1e-3 for "the stream embeds as the photo path". Without bf16 OpenVINO runs f32,

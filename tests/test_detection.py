@@ -142,3 +142,22 @@ def test_mirrored_pass_mirrors_the_main_pass_input_where_that_is_the_same(wider,
         assert len(before) >= 5
         assert np.array_equal(found[name].xyxy, before.xyxy) and np.array_equal(found[name].score, before.score)
         assert np.array_equal(found[name].landmarks, before.landmarks)
+
+
+def test_tile_coverage_at_once_is_the_per_box_coverage(wider):
+    """A tile's boxes are checked against the main pass's faces all at once (a crowd's tiles give hundreds a frame):
+    the very float32 values the per-box check gave, on a real crowd's boxes at file mode's 0.1 bar and on
+    degenerate ones (no area, inverted, NaN)."""
+    from engine.stages.detectors import yunet
+
+    root, gt = wider
+    image = cv2.imread(str(root / "images" / next(n for n in gt if "Parade" in n)))
+    boxes = create_detector(Settings(detect_width=2048)).detect(image, 0.1).xyxy
+    assert len(boxes) > 100
+    odd = np.array([[10, 10, 10, 30], [50, 50, 40, 40], [np.nan, 0, 5, 5], [0, 0, 1e-6, 1e-6]], np.float32)
+    for tile, found in ((boxes[::2], boxes[1::2]), (np.concatenate([boxes[:40], odd]), boxes[40:200]),
+                        (boxes, boxes[:1]), (odd, np.concatenate([odd, boxes[:5]]))):
+        at_once = yunet._coverage(tile, found)
+        one_by_one = np.array([yunet._covered_by(box, found) for box in tile], np.float32)
+        assert at_once.dtype == np.float32
+        assert np.array_equal(at_once, one_by_one, equal_nan=True)

@@ -137,7 +137,7 @@ class YuNetDetector:
         cut |= ((x2 < frame.shape[1]) & (b[:, 2] >= x2 - edge)) | ((y2 < frame.shape[0]) & (b[:, 3] >= y2 - edge))
         keep = small & ~cut
         if len(found):  # part of a face the main pass found whole is that face, not a new one
-            keep &= np.array([_covered_by(box, found.xyxy) < 0.5 for box in b])
+            keep &= _coverage(b, found.xyxy) < 0.5
         return dets[keep]
 
     def refine(self, frame: np.ndarray, xyxy: np.ndarray, face_px: float = REFINE_PX) -> Detections:
@@ -224,6 +224,17 @@ def tile_grid(width: int, height: int, budget: float) -> list[tuple[int, int, in
     half = TILE_OVERLAP // 2
     return [(max(0, c * tw - half), max(0, r * th - half), min(width, (c + 1) * tw + half),
              min(height, (r + 1) * th + half)) for r in range(rows) for c in range(cols)]
+
+
+def _coverage(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """`_covered_by` of each box in `boxes` (n x 4) by `others` (m x 4, m >= 1) at once, the same float32 values:
+    a 1080p crowd's tiles give ~440 boxes a frame, one Python call each took ~12 ms CPU a WIDER Parade frame."""
+    ix = np.clip(np.minimum(boxes[:, None, 2], others[None, :, 2]) - np.maximum(boxes[:, None, 0], others[None, :, 0]),
+                 0, None)
+    iy = np.clip(np.minimum(boxes[:, None, 3], others[None, :, 3]) - np.maximum(boxes[:, None, 1], others[None, :, 1]),
+                 0, None)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return (ix * iy).max(axis=1) / np.maximum(areas, np.float32(1e-9))
 
 
 def _covered_by(box: np.ndarray, boxes: np.ndarray) -> float:

@@ -167,8 +167,9 @@ class YuNetDetector:
 
     def _detect_mirrored(self, frame: np.ndarray, scale: float, min_score: float) -> Detections:
         """The pass `_detect_at(frame, scale)` just made, on the mirrored frame. Its input is that pass's resized
-        frame mirrored, not the mirrored frame resized again, where the two are the same pixels (`_flip_commutes`,
-        1080p's 2/3 is): a 1080p frame's flip and resize took ~2.5 ms CPU a frame on the detector's thread."""
+        frame mirrored, not the mirrored frame resized again, where the two are the same pixels (`_flip_commutes`:
+        1080p, 720p, 1440p, 4K are). A 1080p flip and resize fewer: the detector's CPU a 1080p dev-clip frame
+        138.7 -> 133.0 ms mean with `_coverage` (bench/detector_ab.py, interleaved, the same detections)."""
         last, self._last_input = self._last_input, None
         if last is not None and last[0] is frame and last[1] == scale and _flip_commutes(*frame.shape, scale):
             image = last[2]
@@ -228,7 +229,8 @@ def tile_grid(width: int, height: int, budget: float) -> list[tuple[int, int, in
 
 def _coverage(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
     """`_covered_by` of each box in `boxes` (n x 4) by `others` (m x 4, m >= 1) at once, the same float32 values:
-    a 1080p crowd's tiles give ~440 boxes a frame, one Python call each took ~12 ms CPU a WIDER Parade frame."""
+    a 1080p crowd's tiles give ~440 boxes a frame, one Python call each (WIDER Parade 1080p: detector CPU
+    239.9 -> 235.5 ms a frame mean, bench/detector_ab.py --parts coverage)."""
     ix = np.clip(np.minimum(boxes[:, None, 2], others[None, :, 2]) - np.maximum(boxes[:, None, 0], others[None, :, 0]),
                  0, None)
     iy = np.clip(np.minimum(boxes[:, None, 3], others[None, :, 3]) - np.maximum(boxes[:, None, 1], others[None, :, 1]),

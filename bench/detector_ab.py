@@ -1,13 +1,14 @@
 """File-mode detector CPU a frame, this code against the code it replaced, interleaved frame by frame in one process.
 
-    python bench/detector_ab.py CLIP [CLIP ...] [--frames 8] [--rounds 2] [--parts flip,nms]
+    python bench/detector_ab.py CLIP [CLIP ...] [--frames 8] [--rounds 2] [--parts flip,nms,reuse,coverage]
 
 Each frame of each clip is detected as file mode detects it (every 1080p tile, the mirrored main pass, the
 second look) twice in turn: once with the replaced code (numpy's copy of the mirrored frame, the plain NMS
-loop), once with this code, alternating, so that both meet the same load on a shared machine. Reported: CPU
-ms a frame of the whole process (onnxruntime's pool thread included), mean, median and worst, and whether
-both gave the very same detections. `--parts` picks which replacements are switched (one at a time shows
-each one's share).
+loop, the mirrored frame resized again for the mirrored pass, a tile's boxes checked one by one), once with
+this code, alternating, so that both meet the same load on a shared machine. Reported: CPU ms a frame of the
+whole process (onnxruntime's pool thread included), mean, median and worst, and whether both gave the very
+same detections. `--parts` picks which replacements are switched (one at a time shows each one's share); the
+parts not picked run this code in both.
 """
 
 from __future__ import annotations
@@ -31,14 +32,24 @@ def _numpy_copy(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)[:]
 
 
+def _one_by_one(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """`yunet._coverage` as it was: `_covered_by` called for each box."""
+    from engine.stages.detectors import yunet
+
+    return np.array([yunet._covered_by(box, others) for box in boxes])
+
+
 def switch(new: bool, parts: set[str]) -> None:
     from engine.stages import detect
     from engine.stages.detectors import yunet
 
-    switch.saved = getattr(switch, "saved", (yunet._derived, detect.SWEEP_FROM))
-    derived, sweep_from = switch.saved
-    yunet._derived = derived if new and "flip" in parts else _numpy_copy
-    detect.SWEEP_FROM = sweep_from if new and "nms" in parts else 10**9  # the plain loop only
+    switch.saved = getattr(switch, "saved", (yunet._derived, detect.SWEEP_FROM, yunet._flip_commutes, yunet._coverage))
+    derived, sweep_from, flip_commutes, coverage = switch.saved
+    old = {part for part in parts if not new}
+    yunet._derived = _numpy_copy if "flip" in old else derived
+    detect.SWEEP_FROM = 10**9 if "nms" in old else sweep_from  # 10**9: the plain loop only
+    yunet._flip_commutes = (lambda *size: False) if "reuse" in old else flip_commutes  # the mirrored frame resized
+    yunet._coverage = _one_by_one if "coverage" in old else coverage
 
 
 def run(clip: Path, frames: int, rounds: int, parts: set[str]) -> dict:
@@ -78,7 +89,7 @@ def main() -> int:
     parser.add_argument("clips", nargs="+", type=Path)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--parts", default="flip,nms")
+    parser.add_argument("--parts", default="flip,nms,reuse,coverage")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for clip in args.clips:

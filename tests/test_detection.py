@@ -110,3 +110,54 @@ def test_nms_on_a_close_up_takes_the_plain_loop(monkeypatch):
     monkeypatch.setattr(detect, "_nms_sweep", lambda *a: pytest.fail("swept a close-up's boxes"))
     kept = detect.nms(xyxy, score, 0.3)
     assert 1 <= len(kept) < 10 and kept[0] == int(np.argmax(score))
+
+
+def test_mirrored_pass_mirrors_the_main_pass_input_where_that_is_the_same(wider, monkeypatch):
+    """File mode's mirrored main pass takes the main pass's resized frame mirrored where that is the mirrored frame
+    resized, pixel for pixel (1080p at 2/3): one 1080p resize and flip a frame fewer, the same detections as the
+    mirrored frame resized again; a size where the two differ keeps the second resize."""
+    from engine.stages.detectors import yunet
+
+    root, gt = wider
+    photo = cv2.imread(str(root / "images" / next(n for n in gt if "Parade" in n)))
+    frame = cv2.resize(photo, (1920, 1080), interpolation=cv2.INTER_LINEAR)
+    odd = cv2.resize(photo, (1900, 1070), interpolation=cv2.INTER_LINEAR)
+    assert yunet._flip_commutes(1080, 1920, 3, 2 / 3)
+    assert not yunet._flip_commutes(1070, 1900, 3, yunet.detection_scale(odd, 1280))
+    detector = create_detector(Settings(detect_width=1280))
+    detector.second_look = True
+    resized, letterbox = [], yunet.letterbox
+    monkeypatch.setattr(yunet, "letterbox", lambda image, scale: resized.append(image.shape) or letterbox(image, scale))
+    found = {}
+    for name, image in (("1080p", frame), ("odd", odd)):
+        resized.clear()
+        found[name] = detector.detect(image, 0.3)
+        found[name, "full-size resizes"] = resized.count(image.shape)
+    assert found["1080p", "full-size resizes"] == 1 and found["odd", "full-size resizes"] == 2
+    monkeypatch.setattr(yunet, "_flip_commutes", lambda *args: False)  # the mirrored frame resized, as before
+    again = create_detector(Settings(detect_width=1280))
+    again.second_look = True
+    for name, image in (("1080p", frame), ("odd", odd)):
+        before = again.detect(image, 0.3)
+        assert len(before) >= 5
+        assert np.array_equal(found[name].xyxy, before.xyxy) and np.array_equal(found[name].score, before.score)
+        assert np.array_equal(found[name].landmarks, before.landmarks)
+
+
+def test_tile_coverage_at_once_is_the_per_box_coverage(wider):
+    """A tile's boxes are checked against the main pass's faces all at once (a crowd's tiles give hundreds a frame):
+    the very float32 values the per-box check gave, on a real crowd's boxes at file mode's 0.1 bar and on
+    degenerate ones (no area, inverted, NaN)."""
+    from engine.stages.detectors import yunet
+
+    root, gt = wider
+    image = cv2.imread(str(root / "images" / next(n for n in gt if "Parade" in n)))
+    boxes = create_detector(Settings(detect_width=2048)).detect(image, 0.1).xyxy
+    assert len(boxes) > 100
+    odd = np.array([[10, 10, 10, 30], [50, 50, 40, 40], [np.nan, 0, 5, 5], [0, 0, 1e-6, 1e-6]], np.float32)
+    for tile, found in ((boxes[::2], boxes[1::2]), (np.concatenate([boxes[:40], odd]), boxes[40:200]),
+                        (boxes, boxes[:1]), (odd, np.concatenate([odd, boxes[:5]]))):
+        at_once = yunet._coverage(tile, found)
+        one_by_one = np.array([yunet._covered_by(box, found) for box in tile], np.float32)
+        assert at_once.dtype == np.float32
+        assert np.array_equal(at_once, one_by_one, equal_nan=True)

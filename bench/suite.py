@@ -130,8 +130,10 @@ def degraded(video: Path, kind: str, cache: Path) -> Path:
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         fps = cap.get(cv2.CAP_PROP_FPS)
         cap.release()
+        staged = out.with_name(f".{out.stem}.partial.mp4")  # an interrupted encode never passes for a whole clip
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(video), *DEGRADATIONS[kind](w, h, fps or 25.0),
-                        "-pix_fmt", "yuv420p", "-an", str(out)], check=True)
+                        "-pix_fmt", "yuv420p", "-an", str(staged)], check=True)
+        os.replace(staged, out)
     return out
 
 

@@ -22,7 +22,15 @@ from engine.client import ControlClient, EnginePaths, stop_background  # noqa: E
 WT, PY = str(REPO), sys.executable
 DATA = Path(os.environ.get("BLURCAST_DATA", REPO.parent / "shared" / "data"))
 CLIP = str(DATA / "video_hamilton" / "short_hamilton_clip.mp4")
-OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="blurcast-enrol-"))
+if __name__ == "__main__":  # before anything runs: `--help` is not a folder to write captures into
+    import argparse
+
+    _parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    _parser.add_argument("out", nargs="?", type=Path, help="folder for the ANSI captures (default: a temp folder)")
+    _out = _parser.parse_args().out
+else:
+    _out = None
+OUT = _out or Path(tempfile.mkdtemp(prefix="blurcast-enrol-"))
 OUT.mkdir(parents=True, exist_ok=True)
 HOME = Path(tempfile.mkdtemp(prefix="blurcast-home-"))
 SERVER = f"blurcast-bench-{os.getpid()}"

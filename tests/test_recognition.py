@@ -515,7 +515,7 @@ def test_a_look_alike_confirmed_by_chance_is_not_kept_through_head_turns(shift: 
     kept visible for 35 more frames (40 of 41), now only while she matches.
 
     How many frames she matches is a matter of pixels: the clip shifted by 1 px left her visible in 5 or 10
-    frames on onnxruntime (9 shifts: 5 in 3, 10 in 6), so each of three alignments is checked, against 10."""
+    frames on onnxruntime (9 shifts: 5 in 3, 10 in 6), so three alignments are checked, each with its own bound."""
     gt_path = REPO / "bench" / "corpus" / "intel_face-demographics-walking-and-pause.gt.json"
     gt = json.loads(gt_path.read_text())
     video = DATA / "video_unannotated" / gt["video"]
@@ -548,7 +548,9 @@ def test_a_look_alike_confirmed_by_chance_is_not_kept_through_head_turns(shift: 
     pipeline.close()
     assert np.mean(man) >= 0.95  # measured 40-41 of 41
     assert not any(kept), "a bystander was kept visible on self-consistency"
-    assert sum(bystanders) <= 10  # measured 5 or 10: frames where she scores above the threshold (soft enrolment)
+    # Frames where she scores above the threshold (the soft enrolment), measured 5 as-is and 10 shifted; the guard
+    # against keeping her on self-consistency is `kept` above, these bounds catch a doubling of her matches.
+    assert sum(bystanders) <= (6 if shift == (0, 0) else 12)
 
 
 def _track_on(detections, j: int, track_id: int = 1) -> Track:

@@ -123,7 +123,8 @@ class OnnxRuntimeRunner:
         options.intra_op_num_threads = threads
         # Several sessions share 2 cores: spinning threads starve each other (measured 2x slower).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(dynamic_model(onnx_path), options, providers=["CPUExecutionProvider"])
+        _, self.session = _loaded(onnx_path, lambda data: ort.InferenceSession(data, options,
+                                                                             providers=["CPUExecutionProvider"]))
         self.input_name = self.session.get_inputs()[0].name
         self.name = "onnxruntime-cpu"
 
@@ -155,12 +156,16 @@ class OpenVinoRunner:
             raise RuntimeError("backend 'openvino' needs the openvino package: "
                                "pip install 'blurcast[openvino]' (openvino==2026.4.1)") from exc
 
-        self._onnx = dynamic_model(onnx_path)
         self._core = openvino.Core()
         # One thread: 11.6 against 13.5 ms with two (YuNet 1280x736); the engine's other threads use the other
         # core. No pinning: the calling thread must not be tied to a core that another busy thread holds.
         self._config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
-        self.compiled = self._compile(None)
+
+        def compile_dynamic(data: bytes):
+            self._onnx = data  # every per-shape compile reads it again
+            return self._compile(None)
+
+        self._onnx, self.compiled = _loaded(onnx_path, compile_dynamic)
         precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.name = f"openvino-cpu-{'bf16' if 'bfloat16' in precision else 'f32'}"
         self._static: dict[tuple[int, ...], object] = {}
@@ -228,34 +233,74 @@ class OpenVinoRunner:
         return [request.get_output_tensor(i).data.copy() for i in range(len(compiled.outputs))]
 
 
-def dynamic_model(onnx_path: Path) -> bytes:
+DYNAMIC_FORMAT = 1  # part of a cached copy's name: bump it when `_make_input_dynamic` changes
+
+
+def dynamic_model(onnx_path: Path, rebuild: bool = False) -> bytes:
     """The model with every input and output dimension free, as bytes a runtime loads.
 
     Made once with the `onnx` package and kept beside the file (or in the user's cache where that folder is
     read-only), under the source file's checksum: importing `onnx` costs ~0.7 s of CPU at every start (its
-    ml_dtypes extension), 4 % of a 90-frame 1080p file run. Written to a temporary name and renamed into place,
-    so a start that is killed, or two starting at once, never leave a cut file under the final name."""
+    ml_dtypes extension), 4 % of a 90-frame 1080p file run. Written to a temporary file of its own, flushed to
+    disk and renamed into place, so a killed start, or two threads or processes starting at once, never leave a
+    cut file under the final name. `rebuild`: a cached copy the runtime could not load is made again."""
     from engine.models.weights import sha256_of  # lazy: weights imports this module's neighbours
 
     source = Path(onnx_path)
-    name = f"{source.stem}.{sha256_of(source)[:16]}.dynamic.onnx"
-    places = [source.parent / ".dynamic", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-              / "blurcast" / "models"]
-    for folder in places:
+    name = f"{source.stem}.{sha256_of(source)[:16]}.v{DYNAMIC_FORMAT}.dynamic.onnx"
+    places = _cache_places(source)
+    for folder in places if not rebuild else []:
         cached = folder / name
         if cached.is_file():
             return cached.read_bytes()
     data = _dynamic_bytes(source)
     for folder in places:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            staged = folder / f".{name}.{os.getpid()}.tmp"
-            staged.write_bytes(data)
-            os.replace(staged, folder / name)  # atomic: a concurrent start reads the old file or the new one
+        if _store(folder, name, data):
             break
-        except OSError:
-            continue  # read-only: the next place, else it is made again at the next start
     return data
+
+
+def _cache_places(source: Path) -> list[Path]:
+    """Beside the model file, then the user's cache folder (skipped where no home can be found)."""
+    places = [source.parent / ".dynamic"]
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        if os.path.isabs(base):
+            places.append(Path(base) / "blurcast" / "models")
+    except (OSError, RuntimeError):  # no HOME and no passwd entry (a container's --user)
+        pass
+    return places
+
+
+def _store(folder: Path, name: str, data: bytes) -> bool:
+    """`data` as `folder/name`, atomically; False where the folder cannot be written (read-only)."""
+    import tempfile
+
+    staged = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, staged = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(staged, folder / name)
+        return True
+    except OSError:
+        if staged is not None:
+            Path(staged).unlink(missing_ok=True)
+        return False
+
+
+def _loaded(onnx_path: Path, load: Callable[[bytes], object]) -> tuple[bytes, object]:
+    """`load` applied to the dynamic model; a cached copy it cannot load (damaged on disk) is made again."""
+    data = dynamic_model(onnx_path)
+    try:
+        return data, load(data)
+    except Exception as exc:
+        log.warning("the cached dynamic copy of %s did not load (%s): made again", Path(onnx_path).name, exc)
+        data = dynamic_model(onnx_path, rebuild=True)
+        return data, load(data)
 
 
 def _dynamic_bytes(source: Path) -> bytes:

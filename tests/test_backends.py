@@ -194,7 +194,7 @@ def test_asking_for_openvino_without_it_says_how_to_install(monkeypatch):
 def test_auto_here_keeps_every_network_on_onnxruntime():
     """The real choice on this machine (it has bf16): onnxruntime for the detector, the recognizer, the landmarker's
     YuNet and photo detection; the stream's detector on bf16 left a look-alike bystander visible 3x as often in
-    tests/test_recognition.py (README, OpenVINO)."""
+    tests/test_recognition.py (docs/measurements.md, OpenVINO)."""
     assert create_detector(Settings()).runner_name == "onnxruntime-cpu"
     assert create_embedder(Settings()).runner_name == "onnxruntime-cpu"
     assert create_landmarker(Settings()).detector.runner_name == "onnxruntime-cpu"

@@ -10,7 +10,7 @@ import cv2
 
 from tests.conftest import score_independently
 
-# Measured 0 / 389 with the defaults (README, "Measured"); the bound leaves room for encoder differences.
+# Measured 0 / 389 with the defaults (docs/measurements.md); the bound leaves room for encoder differences.
 LEAK_BOUND = 0.01
 RUN_BOUND = 2
 

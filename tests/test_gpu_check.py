@@ -1,6 +1,6 @@
 """bench/gpu_check.py in its --smoke mode on CPU: every section runs and its figures have the right form.
 
-The figures themselves are the GPU machine's to produce (README, "GPU"); here the script is proven to run to
+The figures themselves are the GPU machine's to produce (docs/gpu.md); here the script is proven to run to
 the end, write its JSON, and hold the CPU path's parity where the device is the CPU."""
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 TORCH_CPU_THREADS = int(os.environ.get("BLURCAST_TORCH_THREADS", "1"))
 OPENVINO_THREADS = int(os.environ.get("BLURCAST_OPENVINO_THREADS", "1"))
-# Networks `auto` would run on OpenVINO where the CPU computes in bf16 (README › Measured, OpenVINO), in live
+# Networks `auto` would run on OpenVINO where the CPU computes in bf16 (docs/measurements.md, OpenVINO), in live
 # mode (file mode keeps onnxruntime: engine/pipeline.py): none. YuNet: ~0.7x onnxruntime's CPU per 1080p frame,
 # its bf16 score error is noise (bench/bf16_bias.py), the corpus's leaks within the noise floor
 # (bench/jitter_suite.py). Two reasons held it back and are fixed: the live "this is me" enrolment failed 3 of 6
@@ -136,7 +136,7 @@ class OpenVinoRunner:
     """OpenVINO on the CPU, in bf16 where the CPU has it (OpenVINO's default there; f32 elsewhere).
 
     bf16 keeps 8 bits of mantissa: YuNet's outputs differ from fp32 by up to ~0.1 (box and landmark offsets, in
-    stride units; scores by a few thousandths), measured on real frames (tests/test_backends.py, README).
+    stride units; scores by a few thousandths), measured on real frames (tests/test_backends.py, docs/measurements.md).
     A model compiled for one input shape runs 15-45 % faster than the dynamic one (1280x736: 11.9 against 14.3
     CPU ms; a 640x768 tile 6.4 against 7.8), so a shape called STATIC_AFTER times gets its own. A compile takes
     120-200 ms: live (`background_compiles`), it runs on its own thread while the dynamic model serves, since in

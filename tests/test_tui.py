@@ -472,9 +472,16 @@ def test_no_camera_says_so_in_one_line_and_a_file_can_be_picked_without_restart(
         stop_background(paths)
 
 
-def test_keys_pressed_while_the_engine_starts_are_not_lost(dev_clip, tmp_path):
+def test_keys_pressed_while_the_engine_starts_are_not_lost(dev_clip, tmp_path, monkeypatch):
     """The first keys after launch come while the engine loads its models: p is a panic done as soon as it
-    answers (it was greyed and dropped), s focuses the sliders once their ranges come (it did nothing)."""
+    answers (it was greyed and dropped), s focuses the sliders once their ranges come (it did nothing).
+
+    The engine process is made to start 3 s late, as on a slow rig: once it stopped importing `onnx` it started
+    fast enough here to answer before the keys, and the test then checked nothing (it said so and failed)."""
+    slow_start = tmp_path / "slow-start"
+    slow_start.mkdir()
+    (slow_start / "sitecustomize.py").write_text("import time\ntime.sleep(3.0)\n")  # runs as the engine starts
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(slow_start), os.environ.get("PYTHONPATH")) if p))
     paths = EnginePaths(tmp_path / "home")
     app = make_app(paths, source=str(dev_clip))
 

@@ -168,3 +168,27 @@ def test_a_small_face_given_twice_is_covered_as_by_two_passes(crowd):
                 worse.append(_visibility(frame, once, cut) - _visibility(frame, twice, cut))
         assert np.array_equal(once, twice), "a small face's pair was not worked as its two passes"
     assert max(worse) <= 0.0, f"a face less covered than by two passes, by up to {max(worse):.3f}"
+
+
+@pytest.mark.parametrize("mode", ["blur", "mosaic", "fill"])
+@pytest.mark.parametrize("shape", ["box", "ellipse"])
+def test_a_guess_is_covered_to_its_edge_and_no_less_than_a_found_face(faces, mode, shape):
+    """A lost track's guess is covered edge to edge (no fading band: most of a large region's cost), so every pixel
+    of its region is the cover, and the face under it is at most as visible as under the soft-edged region."""
+    anonymizer = Anonymizer(Settings(backend="onnxruntime", mode=mode, shape=shape))
+    checked = 0
+    for frame, boxes in faces:
+        height, width = frame.shape[:2]
+        for box in boxes:
+            region = anonymizer._grow(box, width, height, anonymizer.margin)
+            x1, y1, x2, y2 = region.clipped
+            cover = anonymizer._cover(frame[y1:y2, x1:x2].copy())
+            guessed = anonymizer.apply(frame.copy(), 0, [], guesses=[box]).image
+            found = anonymizer.apply(frame.copy(), 0, [box]).image
+            np.testing.assert_array_equal(guessed[y1:y2, x1:x2], cover)
+            outside = np.ones(frame.shape[:2], bool)
+            outside[y1:y2, x1:x2] = False
+            np.testing.assert_array_equal(guessed[outside], frame[outside])  # nothing else touched
+            assert _visibility(frame, guessed, box) <= _visibility(frame, found, box) + 0.01
+            checked += 1
+    assert checked >= 10

@@ -170,7 +170,7 @@ class TensorAnonymizer(Anonymizer):
             saved = [(r.clipped, _crop(image, r.clipped).clone())
                      for r in self._regions(keep, width, height, 0.0)] if lost else []
             for region in lost:
-                self._tensor_region(image, region)
+                self._tensor_region(image, region, soft=False)
             for (x1, y1, x2, y2), pixels in saved:
                 image[:, y1:y2, x1:x2] = pixels
             for region in found:
@@ -191,11 +191,15 @@ class TensorAnonymizer(Anonymizer):
         frame[:] = pixels
         return SafeFrame(frame, index, True, _TOKEN)
 
-    def _tensor_region(self, image: Tensor, region: Region) -> None:
+    def _tensor_region(self, image: Tensor, region: Region, soft: bool = True) -> None:
+        """`soft` False: covered edge to edge, as the CPU path covers a guess (anonymize.py, `_cover_region`)."""
         x1, y1, x2, y2 = region.clipped
         gx1, gy1, gx2, gy2 = region.grown
         roi = image[:, y1:y2, x1:x2]
         covered = ops.cover(roi, self.mode, self.strength)
+        if not soft:
+            roi.copy_(covered)
+            return
         alpha = ops.soft_alpha(self.shape, gy2 - gy1, gx2 - gx1, image.device, image.dtype)
         alpha = alpha[:, y1 - gy1: y2 - gy1, x1 - gx1: x2 - gx1]
         roi.copy_(covered * alpha + roi * (1.0 - alpha))

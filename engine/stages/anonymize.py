@@ -59,8 +59,8 @@ class Anonymizer:
               guesses: Iterable[np.ndarray] = (), keep: Iterable[np.ndarray] = ()) -> SafeFrame:
         """Anonymize every box (x1, y1, x2, y2) in place, each grown by the margin.
 
-        `guesses` are predicted places of faces the detector lost; `keep` are recognised faces found in this
-        frame. Where the two conflict the recognised face wins (a lost track's growing box must not blur the
+        `guesses` are predicted places of faces the detector lost, covered edge to edge (`_cover_region`); `keep`
+        are recognised faces found in this frame. Where the two conflict the recognised face wins (a lost track's growing box must not blur the
         streamer standing there now); `boxes`, faces found in this frame, are anonymized last and always win.
         """
         height, width = frame.shape[:2]
@@ -68,7 +68,7 @@ class Anonymizer:
         saved = [(r.clipped, frame[r.clipped[1]:r.clipped[3], r.clipped[0]:r.clipped[2]].copy())
                  for r in self._regions(keep, width, height, 0.0)] if guesses else []
         for region in self._regions(guesses, width, height, self.margin):
-            self._anonymize_region(frame, region)
+            self._cover_region(frame, region)
         for (x1, y1, x2, y2), pixels in saved:
             frame[y1:y2, x1:x2] = pixels
         for region in self._found_regions(boxes, width, height):
@@ -127,6 +127,15 @@ class Anonymizer:
         if clipped[2] - clipped[0] < 2 or clipped[3] - clipped[1] < 2:
             return None
         return Region(clipped, grown)
+
+    def _cover_region(self, frame: np.ndarray, region: Region) -> None:
+        """A guess's region covered edge to edge, without the soft edge. A guess (a lost track's growing box, a
+        weak box grown by its margin) has its edge well away from any face outline, so a hard edge draws none,
+        and the fading band it skips only adds cover. The band's blend was most of a large region's cost: after
+        a shot cut, up to 15 lost tracks' guesses 600-1,660 px wide took 21-24 ms of a live frame."""
+        x1, y1, x2, y2 = region.clipped
+        roi = frame[y1:y2, x1:x2]
+        _into(roi, self._cover(roi, out=roi))
 
     def _anonymize_region(self, frame: np.ndarray, region: Region) -> None:
         x1, y1, x2, y2 = region.clipped

@@ -24,7 +24,8 @@ python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING" || true
 if ! python -c "import torch" 2>/dev/null; then
   pip install -q "${BLURCAST_TORCH:-torch==2.13.0}" 2>&1 | grep -v "^WARNING" || true
 fi
-# openvino: the opt-in backend (--backend openvino), installed here so that its tests run too
-pip install -q -e ".[dev,convert,openvino]" 2>&1 | grep -v "^WARNING" || true
+# openvino: the opt-in backend (--backend openvino), installed here so that its tests run too. constraints.txt holds
+# the exact versions the tests pass with: a new OpenCV or onnxruntime moves pixels, and the tests measure pixels.
+pip install -q -c constraints.txt -e ".[dev,convert,openvino]" 2>&1 | grep -v "^WARNING" || true
 blurcast weights
 echo "ready: . .venv/bin/activate && blurcast --help"

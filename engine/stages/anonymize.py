@@ -59,9 +59,10 @@ class Anonymizer:
               guesses: Iterable[np.ndarray] = (), keep: Iterable[np.ndarray] = ()) -> SafeFrame:
         """Anonymize every box (x1, y1, x2, y2) in place, each grown by the margin.
 
-        `guesses` are predicted places of faces the detector lost, covered edge to edge (`_cover_region`); `keep`
-        are recognised faces found in this frame. Where the two conflict the recognised face wins (a lost track's growing box must not blur the
-        streamer standing there now); `boxes`, faces found in this frame, are anonymized last and always win.
+        `guesses` are predicted places of faces the detector lost, covered edge to edge (`_cover_region`);
+        `keep` are recognised faces found in this frame. Where the two conflict the recognised face wins (a lost
+        track's growing box must not blur the streamer standing there now); `boxes`, faces found in this frame,
+        are anonymized last and always win.
         """
         height, width = frame.shape[:2]
         guesses = list(guesses)

@@ -46,6 +46,7 @@ from engine.pipeline import Pipeline  # noqa: E402
 from engine.runner import Engine  # noqa: E402
 from engine.stages.sinks import StreamSink  # noqa: E402
 from engine.stages.sources import open_source  # noqa: E402
+from engine.stream_options import resolve_preset  # noqa: E402
 from tests.stream_util import free_port, record, stream_kinds  # noqa: E402
 
 log = logging.getLogger("bench")
@@ -241,7 +242,7 @@ def bench_1080p(tmp: Path, seconds: float, preset: str, baseline: bool = True, m
     sender = ["ffmpeg", "-v", "error", "-re", "-stream_loop", "-1", "-i", str(src), "-c", "copy", "-f", "mpegts",
               f"srt://127.0.0.1:{pin}?mode=caller"]
     figures = run_stream(sender, seconds, tmp / "recorded1080.ts", pin, pout, bitrate_kbps=6000, preset=preset)
-    figures["preset"], figures["sender_matrix"] = preset, matrix
+    figures["preset"], figures["sender_matrix"] = resolve_preset(preset), matrix
     if baseline:
         figures["baseline_local_file"] = baseline_live(src, seconds)
         figures["fps_ratio_stream_to_local"] = round(figures["fps"] / max(figures["baseline_local_file"]["fps"], 1e-6),
@@ -273,7 +274,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", choices=("clip", "1080p"))
     parser.add_argument("--seconds", type=float, default=20.0, help="1080p: how long to stream")
-    parser.add_argument("--preset", default="veryfast", help="1080p: the output's x264 preset")
+    parser.add_argument("--preset", default="auto", help="1080p: the output's x264 preset (auto: as the engine "
+                        "resolves it on this machine)")
     parser.add_argument("--no-baseline", action="store_true", help="1080p: skip the local-file baseline run "
                         "(A/B runs of two versions compare CPU per frame, which needs none)")
     parser.add_argument("--matrix", choices=tuple(SENDER_MATRIX), default="bt709", help="1080p: the sender's "

@@ -160,8 +160,9 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
                    help="H.264 bitrate, 300 to 51000 (default 4000)")
     g.add_argument("--keyframe", type=_stream_option("keyframe_s", float), default=2.0, metavar="S",
                    help="seconds between keyframes, 0.5 to 10 (default 2, what platforms ask)")
-    g.add_argument("--preset", default="veryfast", choices=X264_PRESETS,
-                   help="x264 speed/quality (default veryfast); ultrafast on a 2-core rig at 1080p30")
+    g.add_argument("--preset", default="auto", choices=X264_PRESETS,
+                   help="x264 speed/quality (default auto: ultrafast on 4 cores or fewer, where veryfast's encoding "
+                        "starves the engine at 1080p30, else veryfast)")
 
 
 def _stream_option(name: str, kind: type) -> Callable[[str], Any]:

@@ -43,11 +43,11 @@ class ServeOptions:
     outputs: list[str] = field(default_factory=list)  # srt:// or rtmp(s):// stream outputs
     bitrate_kbps: int = 4000
     keyframe_s: float = 2.0
-    preset: str = "veryfast"  # x264; ultrafast costs a third of the CPU at 1080p30 (docs/streaming.md)
+    preset: str = "auto"  # x264: ultrafast on 4 cores or fewer, else veryfast (engine/stream_options.py)
 
 
 def open_sink(kind: str, source: VideoSource, path: str | None = None, device: str | None = None,
-              bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "veryfast") -> Sink:
+              bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "auto") -> Sink:
     info = source.info
     if kind == "stream":  # path is the URL; the source's sound goes along, in sync (engine/stages/sinks/stream.py)
         from engine.stages.sinks import StreamSink

@@ -5,13 +5,25 @@ fails later, or a preset string FFmpeg would take as something else."""
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 from urllib.parse import urlsplit
 
 from engine.config import Limit
 
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
-DEFAULTS: dict[str, Any] = {"bitrate_kbps": 4000, "keyframe_s": 2.0, "preset": "veryfast"}
+X264_PRESETS = ("auto", "ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
+DEFAULTS: dict[str, Any] = {"bitrate_kbps": 4000, "keyframe_s": 2.0, "preset": "auto"}
+# `auto`: ultrafast on a machine of this many cores or fewer, else veryfast (OBS's default). At 1080p30 x264 veryfast
+# took 25 ms of CPU a frame (75 % of a core) and ultrafast 9.5 ms; on 2 cores SRT in -> SRT out then kept 12.8 fps
+# against 20.5 (bench/bench_stream.py 1080p, docs/streaming.md): the encoder must not starve the engine.
+AUTO_ULTRAFAST_MAX_CORES = 4
+
+
+def resolve_preset(preset: str) -> str:
+    """The x264 preset `preset` stands for: itself, or for `auto` the one this machine's cores can afford."""
+    if preset != "auto":
+        return preset
+    return "ultrafast" if (os.cpu_count() or 1) <= AUTO_ULTRAFAST_MAX_CORES else "veryfast"
 
 # Platforms take 2.5-8 Mb/s at 1080p (YouTube up to 51 Mb/s at 4K); below 300 kb/s a 720p picture is mush.
 # Keyframes: platforms ask 2 s (Twitch at most 4 s; past 10 s a viewer waits that long for a picture).
@@ -19,20 +31,21 @@ STREAM_LIMITS: dict[str, Limit] = {
     "bitrate_kbps": Limit("H.264 bitrate in kb/s (CBR-capped): what the uplink must carry", 300, 51_000),
     "keyframe_s": Limit("seconds between keyframes: platforms ask 2; a viewer joining waits up to this long",
                         0.5, 10.0),
-    "preset": Limit("x264 speed: faster presets cost less CPU for a softer picture (ultrafast on a 2-core rig)",
+    "preset": Limit("x264 speed: faster presets cost less CPU for a softer picture; auto: ultrafast on 4 cores or "
+                    "fewer, else veryfast",
                     choices=X264_PRESETS),
 }
 
 
 def check_stream_options(bitrate_kbps: Any = DEFAULTS["bitrate_kbps"], keyframe_s: Any = DEFAULTS["keyframe_s"],
                          preset: Any = DEFAULTS["preset"]) -> tuple[int, float, str]:
-    """The options as FFmpeg gets them, or ValueError naming the option and its accepted range."""
+    """The options as FFmpeg gets them (`auto` resolved), or ValueError naming the option and its accepted range."""
     bitrate = _number("bitrate_kbps", bitrate_kbps, integer=True)
     keyframe = _number("keyframe_s", keyframe_s, integer=False)
     STREAM_LIMITS["bitrate_kbps"].check("bitrate_kbps", bitrate)
     STREAM_LIMITS["keyframe_s"].check("keyframe_s", keyframe)
     STREAM_LIMITS["preset"].check("preset", preset)
-    return int(bitrate), keyframe, str(preset)
+    return int(bitrate), keyframe, resolve_preset(str(preset))
 
 
 def _number(name: str, value: Any, integer: bool) -> float:

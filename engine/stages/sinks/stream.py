@@ -68,7 +68,7 @@ class StreamSink:
     """H.264 at `bitrate_kbps` with a keyframe every `keyframe_s`, plus the source's sound when it has one."""
 
     def __init__(self, url: str, width: int, height: int, fps: Fraction, audio: AudioTap | None = None,
-                 bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "veryfast") -> None:
+                 bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "auto") -> None:
         bitrate_kbps, keyframe_s, preset = check_stream_options(bitrate_kbps, keyframe_s, preset)  # before FFmpeg
         ffmpeg = shutil.which("ffmpeg")
         if ffmpeg is None:
@@ -86,8 +86,9 @@ class StreamSink:
         self._counter = 0  # for writes without a source index
         self._warned_size: tuple[int, int] | None = None
         self._open()
-        log.info("stream output %s: %dx%d @ %.2f fps, %d kb/s, keyframe every %.1f s, %s", self.path, width, height,
-                 float(self.fps), bitrate_kbps, keyframe_s, "with sound" if audio is not None else "no sound")
+        log.info("stream output %s: %dx%d @ %.2f fps, %d kb/s, keyframe every %.1f s, x264 %s, %s", self.path, width,
+                 height, float(self.fps), bitrate_kbps, keyframe_s, preset,
+                 "with sound" if audio is not None else "no sound")
 
     def _open(self) -> None:
         """A connection: its own FFmpeg, queue, sound subscription and clock (its first frame is time 0)."""

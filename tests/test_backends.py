@@ -25,8 +25,11 @@ needs_bf16 = pytest.mark.skipif(not openvino_bf16(), reason="openvino is not ins
 # bf16 keeps 8 bits of mantissa. Measured on the 4 WIDER FACE photos (crowds, faces of 10-300 px) at
 # detect_width 1280 and 2048: scores within 0.016 of onnxruntime's, box corners within 1.0 px, IoU >= 0.98 on
 # faces of 20 px and more (0.86-0.95 on 10-18 px faces: the same 1 px is a larger share of a small box).
+# That was an AMD EPYC (avx512_bf16); on an Intel Xeon with AMX one 62 px Parade face's corner was 2.53 px off
+# (4.1 % of its width), every other face within 1 px: the corner bound grows with the face.
 SCORE_TOLERANCE = 0.03
 CORNER_PX = 2.0
+CORNER_SHARE = 0.06  # ... or this share of the face's width, whichever is larger
 MIN_IOU = 0.9
 IOU_FROM_PX = 20  # faces at least this wide must overlap by MIN_IOU; every face's corners within CORNER_PX
 MIN_SCORE = 0.3  # detected at this; compared from 0.5 + SCORE_TOLERANCE, so a face on the bar cannot flip out
@@ -49,7 +52,9 @@ def _same_faces(a, b) -> None:
     width = a.xyxy[clear, 2] - a.xyxy[clear, 0]
     large = width >= IOU_FROM_PX
     assert (iou.max(axis=1)[large] > MIN_IOU).all(), iou.max(axis=1)[large].min()
-    np.testing.assert_allclose(b.xyxy[match], a.xyxy[clear], atol=CORNER_PX)
+    bound = np.maximum(CORNER_PX, CORNER_SHARE * width)[:, None]
+    off = np.abs(b.xyxy[match] - a.xyxy[clear])
+    assert (off <= bound).all(), f"corners off by up to {off.max():.2f} px ({(off / bound).max():.2f} of the bound)"
     np.testing.assert_allclose(b.score[match], a.score[clear], atol=SCORE_TOLERANCE)
 
 

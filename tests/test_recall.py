@@ -13,7 +13,6 @@ import pytest
 from engine.config import Settings
 from engine.faces import Detections
 from engine.pipeline import Pipeline
-from engine.stages.anonymize import Anonymizer
 from engine.stages.detect import create_detector
 from engine.stages.detectors import second_look, yunet
 from engine.stages.lookahead import FILE_LOOKAHEAD_FRAMES, WEAK_BACK_FRAMES, Lookahead
@@ -243,13 +242,9 @@ def test_a_face_tracked_on_a_misplaced_weak_box_is_hidden_by_its_margin(monkeypa
     monkeypatch.setattr(track_module, "SCENE_MOTION", 0)  # with it the face's track also reaches more of it
     margin = pipeline_module.WEAK_BOX_MARGIN
     monkeypatch.setattr(pipeline_module, "WEAK_BOX_MARGIN", 0.0)
-    with monkeypatch.context() as soft:  # a guess worked as a found face is, with a fading edge, as it once was
-        soft.setattr(Anonymizer, "_cover_region", Anonymizer._anonymize_region)
-        before = _visible_frames(images, _file_mode_output(images), boxes, 17)
+    before = _visible_frames(images, _file_mode_output(images), boxes, 17)
     assert before >= 12, "hidden without the margin now"  # measured 16 of 48 frames in the corpus run, 13 here
-    # A guess is now covered edge to edge: the misplaced box alone hides most frames (measured 2 left)...
-    assert _visible_frames(images, _file_mode_output(images), boxes, 17) <= 3
-    monkeypatch.setattr(pipeline_module, "WEAK_BOX_MARGIN", margin)  # ...and with its margin, every one
+    monkeypatch.setattr(pipeline_module, "WEAK_BOX_MARGIN", margin)
     assert _visible_frames(images, _file_mode_output(images), boxes, 17) == 0, "lost weak frames keep the margin"
 
 

@@ -127,6 +127,25 @@ def test_tensor_anonymizer_is_as_private_as_cpu(clip_frames, cpu_detector, embed
 
 
 @pytest.mark.parametrize("device", _devices())
+def test_tensor_guesses_fade_as_the_cpu_path_does(clip_frames, cpu_detector, device):
+    """Lost tracks' guesses, small and grown past GUESS_FADE_REGION_PX, as the CPU anonymizer works them: the same
+    shallow fade (a hard edge would draw detail across a neighbour's face), the same picture to rounding."""
+    frames = DeviceFrames(torch.device(device))
+    large = 0
+    for frame in clip_frames:
+        found = cpu_detector.detect(frame, 0.5)
+        centre, half = (found.xyxy[:, :2] + found.xyxy[:, 2:]) / 2, (found.xyxy[:, 2:] - found.xyxy[:, :2]) / 2
+        guesses = [*found.xyxy, *np.concatenate([centre - 3 * half, centre + 3 * half], axis=1)]
+        large += int(((6 * half) > 256).any(axis=1).sum())
+        cpu, dev = frame.copy(), frame.copy()
+        Anonymizer(CPU).apply(cpu, 0, [], guesses=guesses)
+        TensorAnonymizer(CPU, frames).apply(dev, 0, [], guesses=guesses)
+        diff = np.abs(cpu.astype(np.int16) - dev.astype(np.int16))
+        assert diff.mean() < 0.3 and diff.max() <= 4
+    assert large >= 2, "no guess grew past the capped fade: nothing of it was compared"
+
+
+@pytest.mark.parametrize("device", _devices())
 def test_tensor_whole_frame_matches_cpu(clip_frames, device):
     frames = DeviceFrames(torch.device(device))
     cpu, dev = clip_frames[0].copy(), clip_frames[0].copy()

@@ -32,7 +32,7 @@ from engine.models.backends import TORCH_CPU_THREADS
 from engine.models.weights import model_path
 from engine.pipeline import Pipeline
 from engine.recognition.recognize import EMBEDDING_DIM, FLIP, FaceEmbedder, l2_normalise
-from engine.stages.anonymize import _TOKEN, Anonymizer, Region, SafeFrame
+from engine.stages.anonymize import _TOKEN, Anonymizer, Region, SafeFrame, _edge_profile
 from engine.stages.detectors.yunet import YuNetDetector
 from engine.stages.identify import Identifier
 
@@ -170,7 +170,7 @@ class TensorAnonymizer(Anonymizer):
             saved = [(r.clipped, _crop(image, r.clipped).clone())
                      for r in self._regions(keep, width, height, 0.0)] if lost else []
             for region in lost:
-                self._tensor_region(image, region, soft=False)
+                self._tensor_region(image, region, guess=True)
             for (x1, y1, x2, y2), pixels in saved:
                 image[:, y1:y2, x1:x2] = pixels
             for region in found:
@@ -191,17 +191,19 @@ class TensorAnonymizer(Anonymizer):
         frame[:] = pixels
         return SafeFrame(frame, index, True, _TOKEN)
 
-    def _tensor_region(self, image: Tensor, region: Region, soft: bool = True) -> None:
-        """`soft` False: covered edge to edge, as the CPU path covers a guess (anonymize.py, `_cover_region`)."""
+    def _tensor_region(self, image: Tensor, region: Region, guess: bool = False) -> None:
+        """`guess`: a lost track's guess, its fade as shallow as the CPU path's (anonymize.py, `_cover_region`)."""
         x1, y1, x2, y2 = region.clipped
         gx1, gy1, gx2, gy2 = region.grown
         roi = image[:, y1:y2, x1:x2]
         covered = ops.cover(roi, self.mode, self.strength)
-        if not soft:
-            roi.copy_(covered)
-            return
-        alpha = ops.soft_alpha(self.shape, gy2 - gy1, gx2 - gx1, image.device, image.dtype)
-        alpha = alpha[:, y1 - gy1: y2 - gy1, x1 - gx1: x2 - gx1]
+        if guess:
+            across = torch.from_numpy(_edge_profile(gx2 - gx1)[x1 - gx1: x2 - gx1].copy())
+            down = torch.from_numpy(_edge_profile(gy2 - gy1)[y1 - gy1: y2 - gy1].copy())
+            alpha = (down[:, None] * across[None, :])[None].to(image.device, image.dtype)
+        else:
+            alpha = ops.soft_alpha(self.shape, gy2 - gy1, gx2 - gx1, image.device, image.dtype)
+            alpha = alpha[:, y1 - gy1: y2 - gy1, x1 - gx1: x2 - gx1]
         roi.copy_(covered * alpha + roi * (1.0 - alpha))
 
 

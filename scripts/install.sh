@@ -19,13 +19,16 @@ fi
 
 python3 -m venv .venv
 . .venv/bin/activate
+# pip's warnings (an unreachable extra index on some machines) are dropped; its exit status is kept: a failed
+# install stops here instead of printing "ready" over an environment with the wrong versions.
+quiet_pip() { pip "$@" 2> >(grep -v "^WARNING" >&2); }
 python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING" || true
 # torch first and pinned: a bare `torch` from the index pulls several GB of CUDA wheels on CPU machines.
 if ! python -c "import torch" 2>/dev/null; then
-  pip install -q "${BLURCAST_TORCH:-torch==2.13.0}" 2>&1 | grep -v "^WARNING" || true
+  quiet_pip install -q "${BLURCAST_TORCH:-torch==2.13.0}"
 fi
 # openvino: the opt-in backend (--backend openvino), installed here so that its tests run too. constraints.txt holds
 # the exact versions the tests pass with: a new OpenCV or onnxruntime moves pixels, and the tests measure pixels.
-pip install -q -c constraints.txt -e ".[dev,convert,openvino]" 2>&1 | grep -v "^WARNING" || true
+quiet_pip install -q -c constraints.txt -e ".[dev,convert,openvino]"
 blurcast weights
 echo "ready: . .venv/bin/activate && blurcast --help"

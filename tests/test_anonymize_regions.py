@@ -203,12 +203,17 @@ def test_a_guess_fades_as_a_found_face_does_and_a_large_one_only_at_its_edge(fac
                     inner = np.s_[max(y1, gy1 + depth) - y1: min(y2, gy2 - depth) - y1,
                                   max(x1, gx1 + depth) - x1: min(x2, gx2 - depth) - x1]
                     np.testing.assert_array_equal(guessed[y1:y2, x1:x2][inner], cover[inner])
+                    if gx1 >= 0 and gx2 <= width:  # its outer columns fade: nearer the original than the cover is
+                        edge = np.s_[:, [0, 1, -2, -1]]
+                        original = frame[y1:y2, x1:x2][edge].astype(int)
+                        kept = np.abs(guessed[y1:y2, x1:x2][edge].astype(int) - original).mean()
+                        assert kept < 0.5 * np.abs(cover[edge].astype(int) - original).mean()
                     large += 1
                 checked += 1
     assert checked >= 20 and large >= 5
 
 
-def test_a_guess_edge_across_a_crowd_face_draws_no_detail_the_scorer_sees():
+def test_a_guess_edge_across_a_crowd_face_draws_no_detail_the_scorer_sees(monkeypatch):
     """linzaer 25 (a crowd photo of the corpus), frame 33: a lost track's guess ends across a 30 px face at the
     frame's top. Covered edge to edge, the guess's hard edge drew a line through that face, blurred as it was, and
     score_video.py's measure counted it visible (0.80; 0.24 with the fade)."""
@@ -217,6 +222,22 @@ def test_a_guess_edge_across_a_crowd_face_draws_no_detail_the_scorer_sees():
     images, boxes = _corpus_clip("imgs_25_", 48)
     assert 150 in boxes[33], "the face is no longer annotated in frame 33"
     x1, y1, x2, y2 = (round(float(v)) for v in boxes[33][150])  # as the scorer crops it
+    crossing: list[bool] = []
+    apply = Anonymizer.apply
+
+    def spy(self, frame, index, boxes, guesses=(), keep=()):
+        guesses = list(guesses)
+        if index == 33:  # does a guess's region end inside the face's box?
+            for guess in guesses:
+                region = self._grow(guess, frame.shape[1], frame.shape[0], self.margin)
+                if region is not None:
+                    gx1, gy1, gx2, gy2 = region.clipped
+                    crossing.append((any(x1 < v < x2 for v in (gx1, gx2)) and gy1 < y2 and gy2 > y1)
+                                    or (any(y1 < v < y2 for v in (gy1, gy2)) and gx1 < x2 and gx2 > x1))
+        return apply(self, frame, index, boxes, guesses, keep)
+
+    monkeypatch.setattr(Anonymizer, "apply", spy)
     original, anonymized = (cv2.cvtColor(image[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY)
                             for image in (images[33], _file_mode_output(images)[33]))
+    assert any(crossing), "no guess ends across the face in frame 33 now: the test checks nothing"
     assert face_visibility(original, anonymized) < 0.4

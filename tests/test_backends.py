@@ -31,7 +31,7 @@ SCORE_TOLERANCE = 0.03
 CORNER_PX = 2.0
 CORNER_SHARE = 0.06  # ... or this share of the face's width, whichever is larger
 MIN_IOU = 0.9
-IOU_FROM_PX = 20  # faces at least this wide must overlap by MIN_IOU; every face's corners within CORNER_PX
+IOU_FROM_PX = 20  # faces at least this wide must overlap by MIN_IOU; every face's corners within the bound above
 MIN_SCORE = 0.3  # detected at this; compared from 0.5 + SCORE_TOLERANCE, so a face on the bar cannot flip out
 
 

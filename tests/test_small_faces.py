@@ -75,7 +75,9 @@ def crowd_1080p(data_dir):
 
 def test_a_crowds_tracks_stepped_at_once_get_the_numbers_of_one_at_a_time(crowd_1080p, detector):
     """The tracker predicts and corrects all tracks in one stack (a crowd's 100-300 tracks one call each were most of
-    its time); each track must get exactly the numbers the one-track steps give, so that nothing downstream moves."""
+    its time); each track must get the numbers the one-track steps give, so that nothing downstream moves. On the
+    machine it was written on they were identical to the last bit (docs/measurements.md, stop 19); another CPU's
+    BLAS may sum a stack in another order, so the test holds them to 1e-12."""
     frame, _ = crowd_1080p
     found = detector.detect(frame, 0.3)
     assert len(found) >= 50, "too few faces in the crowd to test anything"
@@ -88,10 +90,9 @@ def test_a_crowds_tracks_stepped_at_once_get_the_numbers_of_one_at_a_time(crowd_
     predicted = KalmanBox.predict_many(means.copy(), covs.copy())
     for i in range(len(means)):
         one = KalmanBox.predict(means[i].copy(), covs[i].copy())
-        np.testing.assert_array_equal(one[0], predicted[0][i])
-        np.testing.assert_array_equal(one[1], predicted[1][i])
-    # Corrected by boxes of many sizes: the measurement noise is a power of the box's size, whose last bit numpy's
-    # array and scalar powers round differently now and then (~1 size in 1,000).
+        np.testing.assert_allclose(one[0], predicted[0][i], rtol=1e-12)
+        np.testing.assert_allclose(one[1], predicted[1][i], rtol=1e-12, atol=1e-9)
+    # Corrected by boxes of many sizes, as a crowd's tracks are.
     centre = (moved.xyxy[:, :2] + moved.xyxy[:, 2:]) / 2
     half = (moved.xyxy[:, 2:] - moved.xyxy[:, :2]) / 2
     mismatched = 0
@@ -100,7 +101,8 @@ def test_a_crowds_tracks_stepped_at_once_get_the_numbers_of_one_at_a_time(crowd_
         corrected = KalmanBox.update_many(means, covs, boxes)
         for i in range(len(boxes)):
             one = KalmanBox.update(means[i], covs[i], boxes[i])
-            mismatched += not (np.array_equal(one[0], corrected[0][i]) and np.array_equal(one[1], corrected[1][i]))
+            mismatched += not (np.allclose(one[0], corrected[0][i], rtol=1e-12, atol=0)
+                               and np.allclose(one[1], corrected[1][i], rtol=1e-12, atol=1e-9))
     assert mismatched == 0
 
 

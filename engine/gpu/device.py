@@ -149,6 +149,7 @@ class TensorAnonymizer(Anonymizer):
     def __init__(self, settings: Settings, frames: DeviceFrames) -> None:
         super().__init__(settings)
         self.frames = frames
+        self._profiles: dict[tuple, Tensor] = {}  # guesses' edge profiles on the device, by length
 
     def apply(self, frame: np.ndarray, index: int, boxes: Iterable[np.ndarray],
               guesses: Iterable[np.ndarray] = (), keep: Iterable[np.ndarray] = ()) -> SafeFrame:
@@ -191,16 +192,25 @@ class TensorAnonymizer(Anonymizer):
         frame[:] = pixels
         return SafeFrame(frame, index, True, _TOKEN)
 
+    def _profile(self, length: int, image: Tensor) -> Tensor:
+        """A guess's edge profile (anonymize.py, `_edge_profile`) on the frame's device, kept per length."""
+        key = (length, image.device, image.dtype)
+        if key not in self._profiles:
+            if len(self._profiles) > 512:
+                self._profiles.clear()
+            self._profiles[key] = torch.from_numpy(_edge_profile(length).copy()).to(image.device, image.dtype)
+        return self._profiles[key]
+
     def _tensor_region(self, image: Tensor, region: Region, guess: bool = False) -> None:
         """`guess`: a lost track's guess, its fade as shallow as the CPU path's (anonymize.py, `_cover_region`)."""
         x1, y1, x2, y2 = region.clipped
         gx1, gy1, gx2, gy2 = region.grown
         roi = image[:, y1:y2, x1:x2]
         covered = ops.cover(roi, self.mode, self.strength)
-        if guess:
-            across = torch.from_numpy(_edge_profile(gx2 - gx1)[x1 - gx1: x2 - gx1].copy())
-            down = torch.from_numpy(_edge_profile(gy2 - gy1)[y1 - gy1: y2 - gy1].copy())
-            alpha = (down[:, None] * across[None, :])[None].to(image.device, image.dtype)
+        if guess:  # two 1-D profiles go to the device, not a whole region's alpha (7 MB for a 1,660 px guess)
+            across = self._profile(gx2 - gx1, image)[x1 - gx1: x2 - gx1]
+            down = self._profile(gy2 - gy1, image)[y1 - gy1: y2 - gy1]
+            alpha = (down[:, None] * across[None, :])[None]
         else:
             alpha = ops.soft_alpha(self.shape, gy2 - gy1, gx2 - gx1, image.device, image.dtype)
             alpha = alpha[:, y1 - gy1: y2 - gy1, x1 - gx1: x2 - gx1]

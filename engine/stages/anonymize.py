@@ -59,10 +59,10 @@ class Anonymizer:
               guesses: Iterable[np.ndarray] = (), keep: Iterable[np.ndarray] = ()) -> SafeFrame:
         """Anonymize every box (x1, y1, x2, y2) in place, each grown by the margin.
 
-        `guesses` are predicted places of faces the detector lost, covered edge to edge (`_cover_region`);
-        `keep` are recognised faces found in this frame. Where the two conflict the recognised face wins (a lost
-        track's growing box must not blur the streamer standing there now); `boxes`, faces found in this frame,
-        are anonymized last and always win.
+        `guesses` are predicted places of faces the detector lost, with a fade no deeper than a 256 px region's
+        (`_cover_region`); `keep` are recognised faces found in this frame. Where the two conflict the recognised
+        face wins (a lost track's growing box must not blur the streamer standing there now); `boxes`, faces
+        found in this frame, are anonymized last and always win.
         """
         height, width = frame.shape[:2]
         guesses = list(guesses)
@@ -135,7 +135,7 @@ class Anonymizer:
         be 600-1,660 px wide after a shot cut, and a fade a sixth of that wide was most of its cost (up to 15 such
         guesses took 21-24 ms of a live frame). The fade stays soft: a hard edge crossing a neighbour's face box
         draws new detail there, and score_video.py counted a fully blurred 30 px crowd face visible (0.80)."""
-        x1, y1, x2, y2 = region.clipped
+        x1, y1, x2, y2 = region.clipped  # always the box's profile: an ellipse's guess covers its whole box
         gx1, gy1, gx2, gy2 = region.grown
         roi = frame[y1:y2, x1:x2]
         across = _edge_profile(gx2 - gx1)[x1 - gx1: x2 - gx1]

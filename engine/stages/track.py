@@ -381,20 +381,11 @@ def _inside(box: np.ndarray, frame_size: tuple[int, int]) -> bool:
 
 
 def _overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`_overlap` of each row of `a` with every row of `b`: two len(a) x len(b) matrices."""
+    """IoU of each row of `a` with every row of `b`, and the fraction of each `a` box each `b` box covers: two
+    len(a) x len(b) matrices."""
     ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
     iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
     inter = ix * iy
     area = np.maximum((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), np.float32(1e-9))[:, None]
     union = area + ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[None, :] - inter
-    return inter / np.maximum(union, 1e-9), inter / area
-
-
-def _overlap(box: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """IoU of `box` with each of `boxes`, and the fraction of `box` each of them covers."""
-    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = ix * iy
-    area = max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-9)
-    union = area + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
     return inter / np.maximum(union, 1e-9), inter / area

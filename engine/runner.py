@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import cv2
 import numpy as np
@@ -89,6 +89,43 @@ class Stats:
         values = list(self.latencies_ms)
         return float(np.percentile(values, q)) if values else None
 
+
+class _LiveTag(NamedTuple):
+    """What a live frame carries past the look-ahead to the sinks: the source's own frame number (None for a
+    camera or a file) for the stream outputs, and its place on the source's timeline for a recording."""
+
+    source_index: int | None
+    position: int
+
+
+
+class _Timeline:
+    """A live frame's place on the source's timeline, for a recording that fills the frames the engine dropped:
+    the source's own frame number (a network stream), the frames read (a file played live), or the frame its
+    capture time falls on (a camera). It only goes forward, also across a source that is replaced."""
+
+    def __init__(self) -> None:
+        self.base, self.next = 0, 0
+        self.started: float | None = None
+        self.first_index: int | None = None
+        self.read = 0
+
+    def restart(self) -> None:
+        self.base, self.started, self.first_index, self.read = self.next, None, None, 0
+
+    def position(self, source: VideoSource, source_index: int | None, captured: float) -> int:
+        if source_index is not None:
+            self.first_index = source_index if self.first_index is None else self.first_index
+            offset = source_index - self.first_index
+        elif source.kind == "file":
+            offset = self.read
+        else:
+            self.started = captured if self.started is None else self.started
+            offset = round((captured - self.started) * max(source.info.fps, 1.0))
+        self.read += 1
+        position = max(self.base + offset, self.next)
+        self.next = position + 1
+        return position
 
 class Engine:
     """Owns a source, a pipeline and sinks. Settings and sinks can change while it runs (thread-safe)."""
@@ -312,7 +349,7 @@ class Engine:
         try:
             while not self.stop_event.is_set():
                 try:
-                    frame, captured, source_index = mailbox.get(timeout=0.2)
+                    frame, captured, source_index, position = mailbox.get(timeout=0.2)
                 except queue.Empty:
                     self._apply_pending()
                     if last is not None and time.monotonic() - last > stall_s:
@@ -320,8 +357,9 @@ class Engine:
                     continue
                 dt = (captured - last) if last is not None else 1.0 / self.source.info.fps
                 last = captured
-                for safe, tag in self._look_ahead(self.process_one(frame, index, dt, captured), source_index):
-                    self._emit(safe, tag)
+                tag = _LiveTag(source_index, position)
+                for safe, held_tag in self._look_ahead(self.process_one(frame, index, dt, captured), tag):
+                    self._emit(safe, held_tag)
                 self._shed_load(captured)
                 index += 1
         finally:
@@ -395,12 +433,14 @@ class Engine:
     def _read_live(self, mailbox: queue.Queue, pace: bool) -> None:
         period = 1.0 / self.source.info.fps
         next_due = time.monotonic()
+        timeline = _Timeline()
         while not self.stop_event.is_set():
             if self._next_source is not None:
                 old, self.source, self._next_source = self.source, self._next_source, None
                 old.close()
                 period, next_due = 1.0 / self.source.info.fps, time.monotonic()
                 self.source_state = "running"
+                timeline.restart()
             frame = self.source.read()
             if frame is None:
                 self._recover_source()
@@ -410,7 +450,8 @@ class Engine:
             # detection would be wasted on a 2-core machine that already lacks the time.
             if self.detect_on_arrival and mailbox.empty() and time.monotonic() >= self._shed_until:
                 self.pipeline.detect_on_arrival(frame)
-            item = (frame, captured, getattr(self.source, "last_index", None))  # stream outputs keep A/V sync on it
+            source_index = getattr(self.source, "last_index", None)  # stream outputs keep A/V sync on it
+            item = (frame, captured, source_index, timeline.position(self.source, source_index, captured))
             try:
                 mailbox.put_nowait(item)
             except queue.Full:  # behind: the oldest waiting frame makes room for the newer one
@@ -441,14 +482,21 @@ class Engine:
                 pass
             self.stop_event.wait(1.0)
 
-    def _emit(self, safe: SafeFrame, source_index: int | None = None) -> None:
+    def _emit(self, safe: SafeFrame, tag: _LiveTag | int | None = None) -> None:
         self._update_preview(safe)  # what goes out, after any backfill: the UI shows nothing the outputs do not
         while not self._sink_ops.empty():
             self._sink_ops.get_nowait()()
+        source_index, position = (tag.source_index, tag.position) if isinstance(tag, _LiveTag) else (tag, None)
         for sink in list(self.sinks):
             try:
                 write_at = getattr(sink, "write_at", None)  # stream outputs place the frame on the source's clock
-                write_at(safe, source_index) if write_at else sink.write(safe)
+                write_live = getattr(sink, "write_live", None)  # a live recording fills the frames dropped
+                if write_at:
+                    write_at(safe, source_index)
+                elif write_live and position is not None:
+                    write_live(safe, position)
+                else:
+                    sink.write(safe)
             except Exception as exc:  # a vanished virtual camera must not stop the other sinks or the engine
                 self.pipeline.faults[f"sink-error:{sink.name}"] += 1  # visible in telemetry and the UI
                 if not self._restart_sink(sink, safe):

@@ -349,3 +349,33 @@ def test_a_raised_live_slider_hides_a_weak_new_face_over_every_frame_now_held(de
     grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[y1:y2, x1:x2]
     shown = [face_visibility(grey, cv2.cvtColor(o, cv2.COLOR_BGR2GRAY)[y1:y2, x1:x2]) >= VISIBLE_AT for o in out]
     assert shown[:10] == [True, True] + [False] * 8, shown
+
+
+@needs_ffmpeg
+def test_a_live_recording_keeps_the_sources_timeline_when_frames_are_dropped(dev_clip, tmp_path):
+    """Live, a recording got only the frames the engine processed: on 2 cores at 1080p 150 of 300, so it played
+    twice as fast and its copied sound drifted. The frames dropped are now filled with the frame before them
+    (anonymized: a repeat, never the raw frame), so the recording is as long as the source."""
+    clip = tmp_path / "clip.mp4"  # 60 frames of the dev clip, with its sound
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", "3", "-i", str(dev_clip), "-frames:v", "60",
+                    "-c:v", "libx264", "-crf", "18", "-c:a", "aac", "-shortest", str(clip)], check=True)
+    source = VideoSource(str(clip))
+    total = source.info.frame_count
+    sink = FileSink(tmp_path / "out.mp4", source.info.width, source.info.height, source.fps_fraction,
+                    audio_from=str(clip))
+    engine = Engine(SETTINGS, source, [sink])
+    real = engine.process_one
+
+    def slow(frame, index, dt, captured):  # a frame takes 2.5 periods: the engine must drop
+        time.sleep(2.5 / source.info.fps)
+        return real(frame, index, dt, captured)
+
+    engine.process_one = slow
+    engine.run_live(pace_files=True)
+    engine.close()
+    assert engine.stats.dropped > total / 3, "the engine kept up: the test checks nothing"
+    assert sink.repeated >= engine.stats.dropped - 3
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                            "stream=nb_read_frames", "-of", "csv=p=0", str(tmp_path / "out.mp4")],
+                           capture_output=True, text=True, check=True)
+    assert total - 3 <= int(probe.stdout.strip()) <= total

@@ -98,7 +98,6 @@ class _LiveTag(NamedTuple):
     position: int
 
 
-
 class _Timeline:
     """A live frame's place on the source's timeline, for a recording that fills the frames the engine dropped:
     the source's own frame number (a network stream), the frames read (a file played live), or the frame its
@@ -126,6 +125,7 @@ class _Timeline:
         position = max(self.base + offset, self.next)
         self.next = position + 1
         return position
+
 
 class Engine:
     """Owns a source, a pipeline and sinks. Settings and sinks can change while it runs (thread-safe)."""

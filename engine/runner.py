@@ -299,18 +299,18 @@ class Engine:
         writer = threading.Thread(target=self._write_all, args=(out,), name="sink-writer", daemon=True)
         writer.start()
         index = 0
+        upcoming: deque[np.ndarray] = deque()  # read and being detected, oldest first
         try:
-            frame = self.source.read()
-            if frame is not None:
-                self.pipeline.prefetch(frame)
-            while frame is not None and not self.stop_event.is_set():
-                following = self.source.read()
-                if following is not None:
+            while not self.stop_event.is_set():
+                while len(upcoming) < self.pipeline.frames_ahead and (following := self.source.read()) is not None:
                     self.pipeline.prefetch(following)
-                safe = self.process_one(frame, index, 1.0 / fps, time.monotonic())
+                    upcoming.append(following)
+                if not upcoming:
+                    break
+                safe = self.process_one(upcoming.popleft(), index, 1.0 / fps, time.monotonic())
                 for released, _ in self._look_ahead(safe):
                     out.put(released)
-                frame, index = following, index + 1
+                index += 1
                 if progress:
                     progress(1)
         finally:

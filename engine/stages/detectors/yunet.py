@@ -9,9 +9,10 @@ import numpy as np
 
 from engine.config import Settings
 from engine.faces import Detections, box_iou
-from engine.models.backends import NetworkRunner, make_runner
+from engine.models.backends import NetworkRunner, OnnxRuntimeRunner, make_runner
 from engine.models.weights import model_path
 from engine.stages.detect import detection_scale, letterbox, merge, nms
+from engine.stages.detectors.parallel import FrameParallelDetector, usable_cores
 from engine.stages.detectors.second_look import cell_areas, mirror, second_look
 
 STRIDES = (8, 16, 32)
@@ -61,6 +62,28 @@ class YuNetDetector:
         self._rejected: list[tuple[np.ndarray, int]] = []  # (box, frame) of second looks that found nothing
 
     def detect(self, frame: np.ndarray, min_score: float) -> Detections:
+        found = self.passes(frame, min_score, with_tiles=not (self._calls + 1) % max(1, self.tile_every))
+        return self.finish(frame, found, min_score)
+
+    @property
+    def frame_only(self) -> bool:
+        """Whether `passes` depends on the frame alone (every tile each frame, no shedding), so that another
+        detector like this one may run it for a later frame at the same time (detectors/parallel.py)."""
+        return self.tile_cycle == 1 and self.tile_every == 1
+
+    def in_parallel(self) -> FrameParallelDetector | None:
+        """This detector with twins that run the passes of later frames at the same time (file mode,
+        detectors/parallel.py), where that pays: onnxruntime on the CPU, at least 2 cores to run on. A twin gets
+        one onnxruntime thread on up to 3 cores (two frames then fill 2 cores), two from 4."""
+        if type(self) is not YuNetDetector or not isinstance(self.runner, OnnxRuntimeRunner) or usable_cores() < 2:
+            return None
+        threads = 1 if usable_cores() < 4 else 2
+        return FrameParallelDetector(self, lambda: YuNetDetector(OnnxRuntimeRunner(model_path("yunet"), threads),
+                                                                 self.detect_width))
+
+    def passes(self, frame: np.ndarray, min_score: float, with_tiles: bool = True) -> Detections:
+        """The passes over the frame itself: the main pass, its mirror (file mode) and this frame's tiles.
+        Boxes down to the second look's bar in file mode; `finish` applies `min_score`."""
         scale = detection_scale(frame, self.detect_width)
         bar = min(min_score, SECOND_LOOK_FROM) if self.second_look else min_score
         found = self._detect_at(frame, scale, bar)
@@ -70,12 +93,18 @@ class YuNetDetector:
             # (two weak sightings start a face, engine/stages/track.py): +50 % false blurs on the real clips.
             flipped = flipped[flipped.score >= SECOND_LOOK_BELOW]
             found = merge([found, flipped], NMS_IOU)
-        self._calls += 1
-        if self.tiles and scale < TILE_BELOW_SCALE and not self._calls % max(1, self.tile_every):
+        if self.tiles and scale < TILE_BELOW_SCALE and with_tiles:
             found = merge([found, self._tile_pass(frame, scale, found[found.score >= min_score], bar)], NMS_IOU)
-        if self.second_look:
-            found = self._look_again(frame, found, scale)
         self._last_input = None  # holds a frame
+        return found
+
+    def finish(self, frame: np.ndarray, found: Detections, min_score: float) -> Detections:
+        """`passes`' boxes after the second look (file mode), which remembers the places it looked at in vain
+        over the last frames: frames must go through `finish` one at a time, in order."""
+        self._calls += 1
+        if self.second_look:
+            found = self._look_again(frame, found, detection_scale(frame, self.detect_width))
+        self._last_input = None
         return found[found.score >= min_score]
 
     def _look_again(self, frame: np.ndarray, found: Detections, scale: float) -> Detections:

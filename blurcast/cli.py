@@ -291,7 +291,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         source = engine.source
         live = args.live or source.kind != "file"
-        recording = next((s for s in engine.sinks if s.name == "file"), None)
+        recording = next((s for s in engine.sinks if s.name in ("file", "image")), None)
         console.print(f"[bold]blurcast[/] {source.info.kind} {source.info.width}x{source.info.height} "
                       f"@ {source.info.fps:.2f} fps, detector {engine.pipeline.detector.name} on "
                       f"{engine.pipeline.detector.runner_name}, {_facebank_line(engine)}")
@@ -318,7 +318,7 @@ def _finish_recording(engine, recording, processed: int | None) -> None:
 
     if recording is None:
         return
-    failed = engine.pipeline.faults.get("sink-error:file", 0)
+    failed = engine.pipeline.faults.get(f"sink-error:{recording.name}", 0)
     recording.close()  # raises if the encoder failed at the end
     readable = sum(recorded_frames(path) for path in recording.segments)
     if readable == 0:

@@ -27,7 +27,7 @@ from engine.models.backends import resolve_backend
 from engine.stages.anonymize import Anonymizer, SafeFrame
 from engine.stages.detect import Detector, create_detector
 from engine.stages.detectors.parallel import FrameParallelDetector
-from engine.stages.detectors.yunet import TILE_CYCLE
+from engine.stages.detectors.yunet import STILL_BAR, TILE_CYCLE
 from engine.stages.identify import Identifier, NoIdentifier, is_visible
 from engine.stages.track import FaceTracker
 
@@ -111,16 +111,39 @@ class Pipeline:
         self.settings = settings
         if hasattr(self.detector, "detect_width"):
             self.detector.detect_width = settings.detect_width
-        self.tracker.confidence = settings.confidence
+        self._for_still()
         self.tracker.low_confidence = settings.low_confidence
         self.tracker.hold_seconds = settings.hold_seconds
         self.anonymizer = self._make_anonymizer(settings)
+
+    @property
+    def still(self) -> bool:
+        """A still image (a photo, a one-frame video): no next frame can confirm a weak face, so the detector's
+        views of the picture confirm each other (detectors/yunet.py, STILL_BAR), and a box they confirm starts a
+        face at once."""
+        return self._still
+
+    @still.setter
+    def still(self, value: bool) -> None:
+        self._still = value
+        self._for_still()
+
+    _still = False
+
+    def _for_still(self) -> None:
+        confirmed = getattr(self.detector, "still", False) is not False  # a detector that has views for stills
+        if confirmed:
+            self.detector.still = self.settings.confidence if self._still else None
+        self.tracker.confidence = (min(self.settings.confidence, STILL_BAR) if self._still and confirmed
+                                   else self.settings.confidence)
 
     def _for_video(self) -> None:
         """Video: where the detector can, small faces are also looked for in tiles (detectors/yunet.py)."""
         if hasattr(self, "tracker"):
             self.tracker.corroborated_starts = bool(FILE_CORROBORATED_STARTS and self._offline)
             self.tracker.scene_motion = self._offline
+        if hasattr(self, "tracker"):
+            self._for_still()  # a new detector (configure) gets the still's views too
         if hasattr(self.detector, "tiles"):
             self.detector.tiles = True
         if hasattr(self.detector, "tile_cycle"):

@@ -292,6 +292,7 @@ class Engine:
         held so that a face is also hidden in the frames before its first detection."""
         fps = self.source.info.fps
         self.pipeline.offline = True
+        self.pipeline.still = self.source.info.frame_count == 1  # a photo: views confirm weak faces, not frames
         if lookahead is None:
             lookahead = max(FILE_LOOKAHEAD_FRAMES, self.settings.lookahead_frames)
         self.lookahead = Lookahead(lookahead, weak_frames=WEAK_BACK_FRAMES)

@@ -15,6 +15,7 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
@@ -24,7 +25,15 @@ from engine.config import Settings, load_settings, published_limits, save_settin
 from engine.control import ControlServer
 from engine.enrol_track import TrackEnrolment
 from engine.runner import Engine
-from engine.stages.sink import FileSink, PreviewSink, Sink, VirtualCameraSink
+from engine.stages.sink import (
+    FileSink,
+    ImageSink,
+    PreviewSink,
+    Sink,
+    VirtualCameraSink,
+    check_output_path,
+    is_image_path,
+)
 from engine.stages.source import VideoSource
 from engine.stages.sources import open_source
 from engine.stream_options import published_stream_limits, srt_output_url
@@ -62,6 +71,9 @@ def open_sink(kind: str, source: VideoSource, path: str | None = None, device: s
     if kind == "file":
         if not path:
             raise ValueError("a file sink needs a path")
+        if is_image_path(path):  # a photo in, a photo out
+            check_output_path(Path(path), source.spec)  # a video source is refused, naming the fix
+            return ImageSink(path)
         audio = source.spec if source.kind == "file" else None
         return FileSink(path, info.width, info.height, source.fps_fraction, audio_from=audio)
     if kind == "preview":

@@ -3,6 +3,7 @@
 - `VirtualCameraSink`: pyvirtualcam (v4l2loopback on Linux, OBS Virtual Camera on Windows/macOS).
 - `FileSink`: every frame to a video file through FFmpeg, same size and frame rate, audio copied; what was
   written stays playable after a crash, and a size change or a dead encoder starts a new segment file.
+- `ImageSink`: a photo in, a photo out (.jpg, .png...), written whole or not at all.
 - `PreviewSink`: an OpenCV window, only where a display exists.
 """
 
@@ -62,13 +63,25 @@ MAX_RESTARTS = 5  # an encoder that keeps dying (disk full, codec missing) is gi
 CLOSE_TIMEOUT_S = 30.0
 
 
+# A photo in, a photo out (`ImageSink`): what OpenCV encodes from its own codecs in every wheel.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def is_image_path(path: str | Path | None) -> bool:
+    return path is not None and Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
 def check_output_path(path: Path, input_path: str | None = None) -> None:
-    """Refuse, before any frame, an output that could not become a playable video."""
+    """Refuse, before any frame, an output that could not become a playable video (or, for a photo, a picture)."""
     if path.is_dir():
         raise SinkError(f"cannot record to {path}: it is a folder; give a file name inside it, e.g. {path / 'out.mp4'}")
-    if path.suffix.lower() not in CRASH_SAFE_MUXING:
+    if is_image_path(path) and not is_image_path(input_path):
+        raise SinkError(f"cannot record to {path}: a picture holds one frame, and {input_path or 'the source'} is not "
+                        f"a photo ({', '.join(IMAGE_SUFFIXES)}); record it to one of {', '.join(CRASH_SAFE_MUXING)}")
+    if path.suffix.lower() not in CRASH_SAFE_MUXING and not is_image_path(path):
         raise SinkError(f"cannot record to {path}: '{path.suffix or 'no suffix'}' is not a video type Blurcast "
-                        f"writes; use one of {', '.join(CRASH_SAFE_MUXING)}")
+                        f"writes; use one of {', '.join(CRASH_SAFE_MUXING)} (or, for a photo, "
+                        f"{', '.join(IMAGE_SUFFIXES)})")
     if not path.parent.is_dir():
         raise SinkError(f"cannot record to {path}: the folder {path.parent} does not exist")
     if input_path and path.exists() and Path(input_path).exists() and path.samefile(input_path):
@@ -296,6 +309,47 @@ def _vcam_fix() -> str:
                 "devices=1 exclusive_caps=1 card_label=Blurcast`, then pick 'Blurcast' as a Video Capture Device "
                 "in OBS.")
     return "Install OBS Studio and start its Virtual Camera once (Tools -> Start Virtual Camera), then stop it."
+
+
+class ImageSink:
+    """A photo in, a photo out: the anonymized frame written as a picture when the sink closes, through a temporary
+    file renamed into place, so that a failed or killed run never leaves a half-written picture (nor replaces the
+    one that was there). A second frame is refused: a picture cannot hold a video."""
+
+    name = "image"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)  # checked by `check_output_path` against its source (engine/service.py, open_sink)
+        if not is_image_path(self.path):
+            raise SinkError(f"cannot write a picture to {self.path}: use one of {', '.join(IMAGE_SUFFIXES)}")
+        self.segments = [self.path]  # what the run wrote, as `FileSink` lists it
+        self.frames = 0
+        self._image = None
+
+    def write(self, frame: SafeFrame) -> None:
+        image = _check(frame).image
+        if self._image is not None:
+            raise SinkError(f"cannot write a second frame to the picture {self.path}: record a video to "
+                            f"{self.path.with_suffix('.mp4')}")
+        self._image = image.copy()  # the frame loop may reuse its buffer
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._image is None:
+            return
+        import cv2
+
+        image, self._image = self._image, None
+        partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")  # the suffix picks the codec
+        try:
+            if not cv2.imwrite(str(partial), image):
+                raise SinkError(f"OpenCV could not write {self.path.suffix} pictures")
+            os.replace(partial, self.path)
+        except (OSError, cv2.error) as exc:
+            raise SinkError(f"cannot write {self.path}: {exc}") from exc
+        finally:
+            partial.unlink(missing_ok=True)
+        log.info("picture written: %s", self.path)
 
 
 class PreviewSink:

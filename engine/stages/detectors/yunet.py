@@ -43,6 +43,19 @@ SECOND_LOOK_RETRY = 4  # frames before a place whose second look found nothing i
 #                        budget then reaches more of the weak boxes instead of the same strongest ones every frame
 
 
+# A still image (a photo, a one-frame video) has no next frame to confirm a weak face, as video's tracker does
+# (engine/stages/track.py): views of the picture at other scales and mirrored confirm each other instead. A box
+# under `confidence` is a face when it scores at least STILL_BAR in STILL_VIEWS of the views. Measured on the first
+# frames of the corpus's 13 photo clips as stills (1,020 faces, `score_video.py`): 26 left visible as one frame of
+# video, 13 with scales (0.5, 2) and 2 views, 9 with these scales and 3 views; boxes on no annotated face, on 48
+# frames of the fully annotated clips: 2 as video, 13, 14 (5 scales and 2 views: 8 visible, 31 such boxes).
+STILL_SCALES = (0.35, 0.5, 0.7, 1.4, 2.0)  # relative to the main pass's scale, each also mirrored
+STILL_MAX_PIXELS = 4096 * 2304  # the enlarged view's size at most (a 4K photo is not enlarged 2x to 8K)
+STILL_BAR = 0.3
+STILL_VIEWS = 3
+STILL_MATCH_IOU = 0.3  # a weak face's boxes move between views more than a clear face's
+
+
 class YuNetDetector:
     name = "yunet"
 
@@ -60,16 +73,35 @@ class YuNetDetector:
         self._calls = 0
         self.second_look = False  # file mode (the pipeline turns it on): weak small faces looked at again
         self._rejected: list[tuple[np.ndarray, int]] = []  # (box, frame) of second looks that found nothing
+        # A still image (the pipeline sets it): the `confidence` a box needs in one view; weaker boxes need
+        # STILL_VIEWS views. None for video.
+        self.still: float | None = None
 
     def detect(self, frame: np.ndarray, min_score: float) -> Detections:
+        if self.still is not None:
+            return self._detect_still(frame, min_score, self.still)
         found = self.passes(frame, min_score, with_tiles=not (self._calls + 1) % max(1, self.tile_every))
         return self.finish(frame, found, min_score)
+
+    def _detect_still(self, frame: np.ndarray, min_score: float, confidence: float) -> Detections:
+        """A still image: the passes video gets, plus the picture at STILL_SCALES, plain and mirrored; a box is kept
+        when it reaches `confidence` in video's passes, or STILL_BAR in STILL_VIEWS views (`corroborated`)."""
+        bar = max(min_score, min(STILL_BAR, confidence))
+        views = [self.finish(frame, self.passes(frame, bar), bar)]
+        main = detection_scale(frame, self.detect_width)
+        area = frame.shape[0] * frame.shape[1]
+        for factor in STILL_SCALES:
+            scale = min(main * factor, np.sqrt(STILL_MAX_PIXELS / max(area, 1)))
+            views.append(self._detect_at(frame, scale, bar))
+            views.append(mirror(self._detect_mirrored(frame, scale, bar), frame.shape[1]))
+        self._last_input = None
+        return corroborated(views, confidence, bar, STILL_VIEWS, STILL_MATCH_IOU)
 
     @property
     def frame_only(self) -> bool:
         """Whether `passes` depends on the frame alone (every tile each frame, no shedding), so that another
         detector like this one may run it for a later frame at the same time (detectors/parallel.py)."""
-        return self.tile_cycle == 1 and self.tile_every == 1
+        return self.tile_cycle == 1 and self.tile_every == 1 and self.still is None
 
     def in_parallel(self) -> FrameParallelDetector | None:
         """This detector with twins that run the passes of later frames at the same time (file mode,
@@ -241,6 +273,55 @@ class YuNetDetector:
         landmarks = np.concatenate(marks).astype(np.float32) / scale
         keep = nms(xyxy, score, NMS_IOU)
         return Detections(xyxy[keep], score[keep], landmarks[keep])
+
+
+def corroborated(views: list[Detections], confidence: float, bar: float, needed: int, match_iou: float) -> Detections:
+    """The boxes of several views of one picture that reach `confidence` in the first view (video's own passes),
+    or `bar` in `needed` views (boxes of different views overlapping by `match_iou`); duplicates removed by NMS."""
+    joined = Detections(np.concatenate([v.xyxy for v in views]), np.concatenate([v.score for v in views]),
+                        np.concatenate([v.landmarks for v in views]))
+    if not len(joined):
+        return joined
+    view = np.concatenate([np.full(len(v), k) for k, v in enumerate(views)])
+    keep = (joined.score >= confidence) & (view == 0)  # the first view alone is trusted: the others need company
+    weak = np.flatnonzero(~keep & (joined.score >= bar))
+    if len(weak):
+        overlap = _pairwise_iou(joined.xyxy[weak], joined.xyxy) >= match_iou
+        overlap &= joined.score[None, :] >= bar
+        for row, i in enumerate(weak):
+            keep[i] = len(np.unique(view[overlap[row]])) >= needed
+    kept = joined[keep]
+    if not len(kept):
+        return kept
+    kept = kept[nms(kept.xyxy, kept.score, NMS_IOU)]
+    # An enlarged view of a close-up sees parts of the face (an eye) as faces: part of a clear face is that face
+    # (a box there would blur an allowlisted face's eye), as a tile's boxes are (`_one_tile`).
+    clear = kept.xyxy[kept.score >= confidence]
+    if not len(clear):
+        return kept
+    area = (kept.xyxy[:, 2] - kept.xyxy[:, 0]) * (kept.xyxy[:, 3] - kept.xyxy[:, 1])
+    clear_area = (clear[:, 2] - clear[:, 0]) * (clear[:, 3] - clear[:, 1])
+    inside = (_pairwise_coverage(kept.xyxy, clear) >= 0.5) & (area[:, None] < 0.5 * clear_area[None, :])
+    return kept[~inside.any(axis=1)]
+
+
+def _pairwise_coverage(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How much of each box of `a` lies inside each box of `b`."""
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    return _intersections(a, b) / np.maximum(area_a[:, None], 1e-9)
+
+
+def _intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    return ix * iy
+
+
+def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    inter = _intersections(a, b)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 @lru_cache(maxsize=16)

@@ -139,7 +139,7 @@ def _add_run(sub) -> None:
                                    "same size and fps, audio copied); a camera or URL runs live until Ctrl-C.")
     p.add_argument("input", help="video file, camera index (0) or /dev/videoN, or a URL: srt://:9000?mode=listener, "
                                  "rtmp://:1935/live/KEY (listen), rtsp/http(s)://, v4l2:///dev/video0?size=1920x1080")
-    p.add_argument("-o", "--output", help="write the anonymized video here")
+    p.add_argument("-o", "--output", help="write the anonymized video here (.mp4, .mkv...; a photo: .jpg, .png...)")
     p.add_argument("--vcam", action="store_true", help="send the anonymized frames to the virtual camera")
     p.add_argument("--preview", action="store_true", help="show the anonymized output in a window")
     p.add_argument("--live", action="store_true", help="treat a file like a camera (real time, may drop input)")

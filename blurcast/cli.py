@@ -320,7 +320,10 @@ def _finish_recording(engine, recording, processed: int | None) -> None:
         return
     failed = engine.pipeline.faults.get(f"sink-error:{recording.name}", 0)
     recording.close()  # raises if the encoder failed at the end
-    readable = sum(recorded_frames(path) for path in recording.segments)
+    if recording.name == "image":  # written whole and renamed into place, or close raised
+        readable = recording.frames
+    else:
+        readable = sum(recorded_frames(path) for path in recording.segments)
     if readable == 0:
         raise SinkError(f"no playable video was written to {recording.segments[0]}")
     if failed:

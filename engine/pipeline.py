@@ -249,12 +249,18 @@ class Pipeline:
         return self._pool.submit(self.detector.detect, frame, self.settings.low_confidence)
 
     def _frame_parallel(self) -> FrameParallelDetector | None:
+        if self._still:  # one frame: nothing to overlap
+            return None
         if self._parallel_for is not self.detector:  # first use, or a new detector (configure)
             if self._parallel is not None:
-                self._parallel.close()
+                self._parallel.retire()  # the frames it has still get their detections
+            self._parallel, self._parallel_for = None, self.detector
             in_parallel = getattr(self.detector, "in_parallel", None)
-            self._parallel = in_parallel() if in_parallel is not None and self._own_detector else None
-            self._parallel_for = self.detector
+            if in_parallel is not None and self._own_detector:
+                try:
+                    self._parallel = in_parallel()
+                except Exception:  # e.g. a twin's session cannot be made: one frame at a time, as before
+                    log.exception("detecting two frames at once is not possible; one at a time")
         return self._parallel
 
     def detect_on_arrival(self, frame: np.ndarray) -> bool:

@@ -301,9 +301,14 @@ class Engine:
         writer.start()
         index = 0
         upcoming: deque[np.ndarray] = deque()  # read and being detected, oldest first
+        ended = False  # the first failed read ends the file: a damaged file's later frames are not joined on
         try:
             while not self.stop_event.is_set():
-                while len(upcoming) < self.pipeline.frames_ahead and (following := self.source.read()) is not None:
+                while not ended and len(upcoming) < self.pipeline.frames_ahead:
+                    following = self.source.read()
+                    if following is None:
+                        ended = True
+                        break
                     self.pipeline.prefetch(following)
                     upcoming.append(following)
                 if not upcoming:

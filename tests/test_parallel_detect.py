@@ -103,3 +103,39 @@ def test_closing_with_frames_in_flight_never_hangs(frames):
         if not future.cancelled():
             with contextlib.suppress(Closed, CancelledError):
                 future.result()
+
+
+def test_a_frame_cancelled_before_it_ran_does_not_hold_up_the_next(frames):
+    parallel = _file_mode_detector().in_parallel()
+    try:
+        futures = [parallel.submit(frame, 0.2) for frame in frames[:5]]
+        assert futures[2].cancel()  # not started: two crowd frames take the two workers for ~0.1 s each
+        for k in (0, 1, 3, 4):  # 3 and 4 waited for 2's turn, which never comes without the skip
+            assert isinstance(futures[k].result(timeout=60), type(futures[0].result()))
+    finally:
+        parallel.close()
+
+
+def test_a_detector_replaced_mid_file_still_detects_the_frames_it_was_given(frames):
+    """`configure` with another backend builds a new detector; the frames already started on the old one keep
+    their detections instead of going out blurred whole."""
+    from dataclasses import replace
+
+    from engine.pipeline import Pipeline
+
+    settings = Settings(detect_width=1280)
+    pipeline = Pipeline(settings)
+    pipeline.offline = True
+    try:
+        todo = [frame.copy() for frame in frames[6:9] * 2]  # distinct frames: a frame finds its detection by identity
+        ahead: list = []
+        for k in range(len(todo)):
+            while len(todo) > k + len(ahead) and len(ahead) < pipeline.frames_ahead:
+                ahead.append(todo[k + len(ahead)])
+                pipeline.prefetch(ahead[-1])
+            if k == 1:  # two or three frames in flight on the old detector
+                pipeline.configure(replace(settings, backend="onnxruntime"))
+            pipeline.process(ahead.pop(0), k, 1 / 30)
+        assert not pipeline.faults, pipeline.faults
+    finally:
+        pipeline.close()

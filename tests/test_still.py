@@ -66,14 +66,30 @@ def test_a_picture_takes_one_frame_and_a_failed_write_leaves_nothing(tmp_path):
         sink.write(anonymizer.whole(frame.copy(), 1))
     sink.close()
     assert cv2.imread(str(tmp_path / "one.jpg")).shape == frame.shape
-    gone = tmp_path / "gone"
-    gone.mkdir()
-    sink = ImageSink(gone / "two.png")
+    taken = tmp_path / "taken.png"
+    taken.mkdir()  # something that is no picture took the name before the run ended
+    sink = ImageSink(taken)
     sink.write(anonymizer.whole(frame.copy(), 0))
-    gone.rmdir()  # the folder vanished before the end of the run
     with pytest.raises(SinkError):
         sink.close()
-    assert not gone.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.jpg", "taken.png"]  # no partial picture left
+
+
+def test_every_picture_type_is_a_one_frame_still(tmp_path, crowd):
+    """OpenCV reports JPEG's frame count as 1 but PNG's, TIFF's... as nonsense: each is a still all the same, so
+    that its views confirm weak faces (`run_file` sets `Pipeline.still` for one frame)."""
+    from engine.stages.source import VideoSource
+
+    photo, _ = crowd
+    image = cv2.imread(str(photo))
+    for suffix in (".jpg", ".png", ".webp", ".bmp", ".tif"):
+        path = tmp_path / f"photo{suffix}"
+        assert cv2.imwrite(str(path), image)
+        source = VideoSource(str(path))
+        try:
+            assert source.info.frame_count == 1, suffix
+        finally:
+            source.close()
 
 
 def _covered(found, faces: np.ndarray) -> int:

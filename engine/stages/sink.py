@@ -340,10 +340,16 @@ class ImageSink:
         import cv2
 
         image, self._image = self._image, None
-        partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")  # the suffix picks the codec
+        try:  # beside the picture (the rename stays on one file system), its suffix choosing the codec
+            handle, name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent)
+            os.close(handle)
+        except OSError as exc:
+            raise SinkError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        partial = Path(name)
         try:
             if not cv2.imwrite(str(partial), image):
-                raise SinkError(f"OpenCV could not write {self.path.suffix} pictures")
+                raise SinkError(f"cannot write {self.path}: OpenCV wrote no {self.path.suffix} picture "
+                                f"(disk full, or no encoder for it)")
             os.replace(partial, self.path)
         except (OSError, cv2.error) as exc:
             raise SinkError(f"cannot write {self.path}: {exc}") from exc

@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.stages.sink import is_image_path
+
 log = logging.getLogger(__name__)
 
 
@@ -100,6 +102,8 @@ class VideoSource:
         if not fps or not np.isfinite(fps) or fps <= 0 or fps > 240:
             fps = 30.0
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)) if self.kind == "file" else None
+        if self.kind == "file" and is_image_path(self.spec):  # OpenCV reports 1 for JPEG, nonsense for PNG, TIFF...
+            count = 1
         return SourceInfo(self.spec, self.kind, w, h, float(fps), count if count and count > 0 else None)
 
     @property

@@ -53,14 +53,20 @@ class FrameParallelDetector:
         self._turn = threading.Condition()
         self._submitted = 0  # tickets handed out
         self._finished = 0  # tickets whose `finish` ran (or failed, or was cancelled)
+        self._skipped: set[int] = set()  # cancelled tickets not yet reached
         self._closed = False
 
     def submit(self, frame: np.ndarray, min_score: float) -> Future:
         """Call in frame order. The future gives the frame's detections, or raises what detection raised."""
         with self._turn:
+            if self._closed:
+                raise Closed("detector closed")
             ticket = self._submitted
             self._submitted += 1
-        return self._pool.submit(self._detect, ticket, frame, min_score)
+        future = self._pool.submit(self._detect, ticket, frame, min_score)
+        # A frame cancelled before it ran never takes its turn: later frames must not wait for it.
+        future.add_done_callback(lambda done: done.cancelled() and self._skip(ticket))
+        return future
 
     def _detect(self, ticket: int, frame: np.ndarray, min_score: float) -> Detections:
         found, failed = None, None
@@ -77,15 +83,29 @@ class FrameParallelDetector:
         try:
             if failed is not None:
                 raise failed
-            if found is None:  # tiles in turn or shedding: the passes depend on earlier frames too
+            if found is None:  # tiles in turn, shedding or a still: the passes depend on more than the frame
                 return self.primary.detect(frame, min_score)
-            return self.primary.finish(frame, found, min_score)
+            return self.primary.finish(frame, *found, min_score)
         finally:
             with self._turn:
-                self._finished += 1
-                self._turn.notify_all()
+                self._pass_turn()
 
-    def _passes(self, frame: np.ndarray, min_score: float) -> Detections:
+    def _skip(self, ticket: int) -> None:
+        with self._turn:
+            if ticket == self._finished:
+                self._pass_turn()
+            else:
+                self._skipped.add(ticket)
+
+    def _pass_turn(self) -> None:
+        """The next ticket's turn (past any cancelled ones). Called holding `_turn`."""
+        self._finished += 1
+        while self._finished in self._skipped:
+            self._skipped.discard(self._finished)
+            self._finished += 1
+        self._turn.notify_all()
+
+    def _passes(self, frame: np.ndarray, min_score: float) -> tuple[Detections, float]:
         twin = self._twins.get()
         try:
             self._match(twin)
@@ -98,7 +118,13 @@ class FrameParallelDetector:
         for name in ("detect_width", "tiles", "tile_cycle", "second_look"):
             setattr(twin, name, getattr(self.primary, name))
 
+    def retire(self) -> None:
+        """No new frames; those already submitted are still detected (the pipeline replaced its detector
+        mid-file: the frames it prefetched keep their detections instead of being blurred whole)."""
+        self._pool.shutdown(wait=False)
+
     def close(self) -> None:
+        """Stop: frames not started are cancelled, frames waiting for their turn raise `Closed`."""
         with self._turn:
             self._closed = True
             self._turn.notify_all()

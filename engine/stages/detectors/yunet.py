@@ -80,14 +80,14 @@ class YuNetDetector:
     def detect(self, frame: np.ndarray, min_score: float) -> Detections:
         if self.still is not None:
             return self._detect_still(frame, min_score, self.still)
-        found = self.passes(frame, min_score, with_tiles=not (self._calls + 1) % max(1, self.tile_every))
-        return self.finish(frame, found, min_score)
+        found, scale = self.passes(frame, min_score, with_tiles=not (self._calls + 1) % max(1, self.tile_every))
+        return self.finish(frame, found, scale, min_score)
 
     def _detect_still(self, frame: np.ndarray, min_score: float, confidence: float) -> Detections:
         """A still image: the passes video gets, plus the picture at STILL_SCALES, plain and mirrored; a box is kept
         when it reaches `confidence` in video's passes, or STILL_BAR in STILL_VIEWS views (`corroborated`)."""
         bar = max(min_score, min(STILL_BAR, confidence))
-        views = [self.finish(frame, self.passes(frame, bar), bar)]
+        views = [self.finish(frame, *self.passes(frame, bar), bar)]
         main = detection_scale(frame, self.detect_width)
         area = frame.shape[0] * frame.shape[1]
         for factor in STILL_SCALES:
@@ -113,9 +113,9 @@ class YuNetDetector:
         return FrameParallelDetector(self, lambda: YuNetDetector(OnnxRuntimeRunner(model_path("yunet"), threads),
                                                                  self.detect_width))
 
-    def passes(self, frame: np.ndarray, min_score: float, with_tiles: bool = True) -> Detections:
-        """The passes over the frame itself: the main pass, its mirror (file mode) and this frame's tiles.
-        Boxes down to the second look's bar in file mode; `finish` applies `min_score`."""
+    def passes(self, frame: np.ndarray, min_score: float, with_tiles: bool = True) -> tuple[Detections, float]:
+        """The passes over the frame itself: the main pass, its mirror (file mode) and this frame's tiles, and the
+        main pass's scale. Boxes down to the second look's bar in file mode; `finish` applies `min_score`."""
         scale = detection_scale(frame, self.detect_width)
         bar = min(min_score, SECOND_LOOK_FROM) if self.second_look else min_score
         found = self._detect_at(frame, scale, bar)
@@ -128,14 +128,14 @@ class YuNetDetector:
         if self.tiles and scale < TILE_BELOW_SCALE and with_tiles:
             found = merge([found, self._tile_pass(frame, scale, found[found.score >= min_score], bar)], NMS_IOU)
         self._last_input = None  # holds a frame
-        return found
+        return found, scale
 
-    def finish(self, frame: np.ndarray, found: Detections, min_score: float) -> Detections:
+    def finish(self, frame: np.ndarray, found: Detections, scale: float, min_score: float) -> Detections:
         """`passes`' boxes after the second look (file mode), which remembers the places it looked at in vain
         over the last frames: frames must go through `finish` one at a time, in order."""
         self._calls += 1
         if self.second_look:
-            found = self._look_again(frame, found, detection_scale(frame, self.detect_width))
+            found = self._look_again(frame, found, scale)  # the passes' scale, should detect_width change meanwhile
         self._last_input = None
         return found[found.score >= min_score]
 
@@ -283,17 +283,19 @@ def corroborated(views: list[Detections], confidence: float, bar: float, needed:
     if not len(joined):
         return joined
     view = np.concatenate([np.full(len(v), k) for k, v in enumerate(views)])
-    keep = (joined.score >= confidence) & (view == 0)  # the first view alone is trusted: the others need company
+    trusted = (joined.score >= confidence) & (view == 0)  # the first view alone is trusted: the others need company
+    keep = trusted.copy()
     weak = np.flatnonzero(~keep & (joined.score >= bar))
     if len(weak):
         overlap = _pairwise_iou(joined.xyxy[weak], joined.xyxy) >= match_iou
         overlap &= joined.score[None, :] >= bar
         for row, i in enumerate(weak):
             keep[i] = len(np.unique(view[overlap[row]])) >= needed
-    kept = joined[keep]
+    kept, trusted = joined[keep], trusted[keep]
     if not len(kept):
         return kept
-    kept = kept[nms(kept.xyxy, kept.score, NMS_IOU)]
+    order = nms(kept.xyxy, kept.score, NMS_IOU)
+    kept, trusted = kept[order], trusted[order]
     # An enlarged view of a close-up sees parts of the face (an eye) as faces: part of a clear face is that face
     # (a box there would blur an allowlisted face's eye), as a tile's boxes are (`_one_tile`).
     clear = kept.xyxy[kept.score >= confidence]
@@ -302,7 +304,7 @@ def corroborated(views: list[Detections], confidence: float, bar: float, needed:
     area = (kept.xyxy[:, 2] - kept.xyxy[:, 0]) * (kept.xyxy[:, 3] - kept.xyxy[:, 1])
     clear_area = (clear[:, 2] - clear[:, 0]) * (clear[:, 3] - clear[:, 1])
     inside = (_pairwise_coverage(kept.xyxy, clear) >= 0.5) & (area[:, None] < 0.5 * clear_area[None, :])
-    return kept[~inside.any(axis=1)]
+    return kept[~(inside.any(axis=1) & ~trusted)]  # video's own clear faces stay (a face held up to a face)
 
 
 def _pairwise_coverage(a: np.ndarray, b: np.ndarray) -> np.ndarray:

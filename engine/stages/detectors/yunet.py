@@ -51,7 +51,7 @@ SECOND_LOOK_RETRY = 4  # frames before a place whose second look found nothing i
 # frames of the fully annotated clips: 2 as video, 13, 14 (5 scales and 2 views: 8 visible, 31 such boxes).
 STILL_SCALES = (0.35, 0.5, 0.7, 1.4, 2.0)  # relative to the main pass's scale, each also mirrored
 STILL_MAX_PIXELS = 4096 * 2304  # the enlarged view's size at most (a 4K photo is not enlarged 2x to 8K)
-STILL_BAR = 0.3
+STILL_BAR = 0.3  # 0.35: 14 visible, 11 boxes on no face
 STILL_VIEWS = 3
 STILL_MATCH_IOU = 0.3  # a weak face's boxes move between views more than a clear face's
 

@@ -325,7 +325,8 @@ def _finish_recording(engine, recording, processed: int | None) -> None:
     else:
         readable = sum(recorded_frames(path) for path in recording.segments)
     if readable == 0:
-        raise SinkError(f"no playable video was written to {recording.segments[0]}")
+        what = "picture" if recording.name == "image" else "playable video"
+        raise SinkError(f"no {what} was written to {recording.segments[0]}")
     if failed:
         files = ", ".join(str(p) for p in recording.segments)
         raise SinkError(f"the encoder failed {failed} time(s) during the recording; {readable} frames are split "

@@ -16,6 +16,17 @@ def box_iou(a: np.ndarray | tuple, b: np.ndarray | tuple) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IoU of each row of `a` with every row of `b`, and the fraction of each `a` box each `b` box covers: two
+    len(a) x len(b) matrices (the tracker's association, a still's views)."""
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area = np.maximum((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), np.float32(1e-9))[:, None]
+    union = area + ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[None, :] - inter
+    return inter / np.maximum(union, 1e-9), inter / area
+
+
 @dataclass
 class Detections:
     """Raw detector output for one frame, in frame pixel coordinates.

@@ -142,7 +142,6 @@ class Pipeline:
         if hasattr(self, "tracker"):
             self.tracker.corroborated_starts = bool(FILE_CORROBORATED_STARTS and self._offline)
             self.tracker.scene_motion = self._offline
-        if hasattr(self, "tracker"):
             self._for_still()  # a new detector (configure) gets the still's views too
         if hasattr(self.detector, "tiles"):
             self.detector.tiles = True

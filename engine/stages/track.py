@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.faces import Detections, Identity
+from engine.faces import Detections, Identity, overlaps
 
 # Kalman noise, in units of the box size: faces move fast relative to their size in hand-held video.
 _POS_NOISE = 0.05
@@ -203,7 +203,7 @@ class FaceTracker:
         else:
             weak = weak[weak.score >= REPEAT_START_SCORE]
         if len(weak) and self.tracks:  # a weak box on a tracked face is part of that face, not a new one
-            covered = _overlaps(weak.xyxy, _boxes(self.tracks))[1].max(axis=1)
+            covered = overlaps(weak.xyxy, _boxes(self.tracks))[1].max(axis=1)
             weak = weak[covered < _DUPLICATE_COVERED]
         fresh: list[_Candidate] = []
         used: set[int] = set()
@@ -261,7 +261,7 @@ class FaceTracker:
         lost = np.array([t.lost_frames > 0 for t in self.tracks], bool)
         if not found.any() or not lost.any():
             return
-        iou, covered = _overlaps(boxes[lost], boxes[found])
+        iou, covered = overlaps(boxes[lost], boxes[found])
         duplicate = np.zeros(len(self.tracks), bool)
         duplicate[lost] = ((iou >= _DUPLICATE_IOU) | (covered >= _DUPLICATE_COVERED)).any(axis=1)
         self.tracks = [t for t, gone in zip(self.tracks, duplicate, strict=True) if not gone]
@@ -378,14 +378,3 @@ def _inside(box: np.ndarray, frame_size: tuple[int, int]) -> bool:
     """Whether any of the box is in the frame (width, height): a track that left the picture is dropped."""
     width, height = frame_size
     return bool(box[2] > 0 and box[3] > 0 and box[0] < width and box[1] < height)
-
-
-def _overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """IoU of each row of `a` with every row of `b`, and the fraction of each `a` box each `b` box covers: two
-    len(a) x len(b) matrices."""
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area = np.maximum((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), np.float32(1e-9))[:, None]
-    union = area + ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[None, :] - inter
-    return inter / np.maximum(union, 1e-9), inter / area

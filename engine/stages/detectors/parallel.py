@@ -13,7 +13,6 @@ tests/test_parallel_detect.py), so neither do the detections.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from collections.abc import Callable
@@ -26,14 +25,6 @@ from engine.faces import Detections
 log = logging.getLogger(__name__)
 
 WORKERS = 2  # frames whose passes run at once (the pipeline reads one more ahead: Pipeline.frames_ahead)
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its affinity), not the machine's."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 class Closed(RuntimeError):

@@ -8,12 +8,13 @@ import cv2
 import numpy as np
 
 from engine.config import Settings
-from engine.faces import Detections, box_iou
+from engine.faces import Detections, box_iou, overlaps
 from engine.models.backends import NetworkRunner, OnnxRuntimeRunner, make_runner
 from engine.models.weights import model_path
 from engine.stages.detect import detection_scale, letterbox, merge, nms
-from engine.stages.detectors.parallel import FrameParallelDetector, usable_cores
+from engine.stages.detectors.parallel import FrameParallelDetector
 from engine.stages.detectors.second_look import cell_areas, mirror, second_look
+from engine.stream_options import usable_cores
 
 STRIDES = (8, 16, 32)
 NMS_IOU = 0.3
@@ -287,7 +288,7 @@ def corroborated(views: list[Detections], confidence: float, bar: float, needed:
     keep = trusted.copy()
     weak = np.flatnonzero(~keep & (joined.score >= bar))
     if len(weak):
-        overlap = _pairwise_iou(joined.xyxy[weak], joined.xyxy) >= match_iou
+        overlap = overlaps(joined.xyxy[weak], joined.xyxy)[0] >= match_iou
         overlap &= joined.score[None, :] >= bar
         for row, i in enumerate(weak):
             keep[i] = len(np.unique(view[overlap[row]])) >= needed
@@ -303,27 +304,8 @@ def corroborated(views: list[Detections], confidence: float, bar: float, needed:
         return kept
     area = (kept.xyxy[:, 2] - kept.xyxy[:, 0]) * (kept.xyxy[:, 3] - kept.xyxy[:, 1])
     clear_area = (clear[:, 2] - clear[:, 0]) * (clear[:, 3] - clear[:, 1])
-    inside = (_pairwise_coverage(kept.xyxy, clear) >= 0.5) & (area[:, None] < 0.5 * clear_area[None, :])
+    inside = (overlaps(kept.xyxy, clear)[1] >= 0.5) & (area[:, None] < 0.5 * clear_area[None, :])
     return kept[~(inside.any(axis=1) & ~trusted)]  # video's own clear faces stay (a face held up to a face)
-
-
-def _pairwise_coverage(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """How much of each box of `a` lies inside each box of `b`."""
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    return _intersections(a, b) / np.maximum(area_a[:, None], 1e-9)
-
-
-def _intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    return ix * iy
-
-
-def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    inter = _intersections(a, b)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 @lru_cache(maxsize=16)

@@ -32,6 +32,7 @@ from engine.pipeline import Pipeline  # noqa: E402
 from engine.recognition.gallery import Gallery  # noqa: E402
 from engine.recognition.identify_facebank import FacebankIdentifier, Policy  # noqa: E402
 from engine.recognition.recognize import create_embedder, create_landmarker  # noqa: E402
+from engine.stages.lookahead import FILE_LOOKAHEAD_FRAMES, WEAK_BACK_FRAMES, Lookahead  # noqa: E402
 from facebank.enrol import Enroller  # noqa: E402
 
 DATA = Path(os.environ.get("BLURCAST_DATA", REPO.parent / "shared" / "data"))
@@ -59,7 +60,7 @@ def gallery_from_enrol(frames: list[np.ndarray], gt: dict, settings: Settings) -
 
 
 def run(gt: dict, folder: Path, settings: Settings, per_frame: bool, photo: Path | None = None,
-        policy: Policy | None = None) -> dict:
+        policy: Policy | None = None, reveal: bool = True) -> dict:
     frames = frames_of(gt, folder)
     if photo is not None:  # a real photo: enrolled as the facebank does it, checks included
         gallery = Gallery.from_people({"allow": Enroller(settings).enrol(photo).embedding[None]})
@@ -73,8 +74,16 @@ def run(gt: dict, folder: Path, settings: Settings, per_frame: bool, photo: Path
     allow = {"frames": 0, "shown": 0}
     bystander = {"frames": 0, "shown": 0}
     reasons: Counter = Counter()
+    # As `blurcast run` does: the look-ahead may still show a face in the frames before it was recognised.
+    pipeline.reveal_later(reveal)
+    lookahead = Lookahead(FILE_LOOKAHEAD_FRAMES, weak_frames=WEAK_BACK_FRAMES)
+    released = []
     for index, frame in enumerate(frames):
-        _, report = pipeline.process(frame.copy(), index, 1 / float(gt.get("fps", 25)))
+        safe, report = pipeline.process(frame.copy(), index, 1 / float(gt.get("fps", 25)))
+        released += [tag for _, tag in lookahead.push(safe, report, pipeline.anonymizer, tag=report)]
+    released += [tag for _, tag in lookahead.flush()]
+    for report in released:
+        index = report.index
         for face in by_frame.get(index, []):
             if face["ignore"]:
                 continue
@@ -91,7 +100,9 @@ def run(gt: dict, folder: Path, settings: Settings, per_frame: bool, photo: Path
                 reasons[why] += 1
                 if per_frame:
                     sim = None if not hit or state.similarity is None else round(state.similarity, 3)
-                    print(f"{index:4d} {face['box'][2] - face['box'][0]:5.0f}px sim {sim!s:>6s} {why}")
+                    print(f"{index:4d} {face['box'][2] - face['box'][0]:5.0f}px sim {sim!s:>6s} {why}"
+                          f"{' (revealed)' if hit and state.visible and report.revealed else ''}"
+                          f"  {state.continuity if hit else ''}")
     pipeline.close()
     return {"allow_shown": allow, "bystander_shown": bystander, "allow_reasons": dict(reasons)}
 
@@ -104,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", action="append", default=[], metavar="NAME=VALUE",
                         help="a recognition Policy field, to compare keep/matching rules")
     parser.add_argument("--photo", type=Path, help="enrol from this photo instead of the gt's enrol frame")
+    parser.add_argument("--no-reveal", action="store_true",
+                        help="the look-ahead does not show faces recognised later in the frames before (as before)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     settings = Settings().updated({k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)})
@@ -113,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         if "enrol" not in gt and args.photo is None:
             continue
         folder = path.parent if (path.parent / gt["video"]).exists() else DATA / "video_unannotated"
-        result = run(gt, folder, settings, args.frames, args.photo, policy)
+        result = run(gt, folder, settings, args.frames, args.photo, policy, not args.no_reveal)
         a, b = result["allow_shown"], result["bystander_shown"]
         share = 100 * a["shown"] / max(a["frames"], 1)
         best = b.get("best_similarity", float("nan"))

@@ -86,6 +86,9 @@ TOO_SMALL = "too small to recognise"
 NO_FACEBANK = "no facebank"
 RECOGNITION_OFF = "recognition off"
 IDENTIFIER_ERROR = "identifier error"
+# Blurred only for want of recognition so far: such a face may be shown in frames held back once a later frame
+# recognises it (engine/stages/lookahead.py). Not a lost, changed or overlapping face.
+REVEALABLE = frozenset({NOT_RECOGNISED_YET, BELOW_THRESHOLD})
 
 
 @dataclass(frozen=True)
@@ -108,11 +111,16 @@ class Identity:
     similarity: float | None = None  # cosine of the latest embedding to `name`
     reason: str | None = NOT_RECOGNISED_YET  # why it is blurred; None when visible
     candidate: Candidate | None = None
+    # Which stretch of the track this is: (the track's recognition state, its count of signs that another face may
+    # have come under the id: lost, jump, new look, overlap, scene cut). Two frames of a track with the same
+    # continuity show one face, as far as the identifier can tell: the look-ahead may then show, in the earlier
+    # frame, a face confirmed in the later one (engine/stages/lookahead.py). None: nobody watched.
+    continuity: tuple[int, int] | None = None
 
     @classmethod
     def blurred(cls, reason: str, name: str | None = None, similarity: float | None = None,
-                candidate: Candidate | None = None) -> Identity:
-        return cls(False, name, similarity, reason, candidate)
+                candidate: Candidate | None = None, continuity: tuple[int, int] | None = None) -> Identity:
+        return cls(False, name, similarity, reason, candidate, continuity)
 
 
 @dataclass
@@ -128,6 +136,7 @@ class FaceState:
     similarity: float | None = None
     reason: str | None = NOT_RECOGNISED_YET  # why it is blurred; None when visible
     candidate: Candidate | None = None  # best enrolled match, only when plausible
+    continuity: tuple[int, int] | None = None  # `Identity.continuity` (not published)
 
     def as_dict(self) -> dict:
         x1, y1, x2, y2 = self.xyxy
@@ -156,3 +165,4 @@ class FrameReport:
     detect_ms: float = 0.0
     unclaimed: list[tuple[float, float, float, float]] = field(default_factory=list)  # hidden, but no track yet
     backfilled: int = 0  # boxes anonymized into this frame later, for faces first found after it (lookahead)
+    revealed: int = 0  # faces shown in this frame later, once recognised in a later frame (lookahead)

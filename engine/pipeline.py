@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from engine.config import Settings
-from engine.faces import IDENTIFIER_ERROR, LOST, Detections, FaceState, FrameReport, Identity, box_iou
+from engine.faces import IDENTIFIER_ERROR, LOST, REVEALABLE, Detections, FaceState, FrameReport, Identity, box_iou
 from engine.models.backends import resolve_backend
 from engine.stages.anonymize import Anonymizer, SafeFrame
 from engine.stages.detect import Detector, create_detector
@@ -77,6 +77,7 @@ class Pipeline:
         self._early: tuple[np.ndarray, Future] | None = None  # live: a frame's detection started on arrival
         self._submit_lock = threading.Lock()  # the source's thread and the frame loop both start detections
         self._offline = False
+        self.keep_originals = False  # see `reveal_later`
         # Live: called by `process` once a frame's detection is done, so the runner can start the next waiting
         # frame's detection while this one is tracked and anonymized (runner.py, `_detect_next`).
         self.on_detected: Callable[[], None] | None = None
@@ -94,6 +95,14 @@ class Pipeline:
                 and self.detector.runner_name.startswith("openvino")):
             self.detector = self._create_detector(self.settings)  # file mode: auto keeps onnxruntime (below)
         self._for_video()
+
+    def reveal_later(self, on: bool) -> None:
+        """Frames held back before the sinks (file mode's look-ahead) keep the original pixels of faces blurred
+        only because they are not recognised yet, so that a face recognised a few frames later is shown in those
+        frames too, while its track's continuity holds (the identifier watches every face's look for it)."""
+        self.keep_originals = on
+        if hasattr(self.identifier, "watch_all"):
+            self.identifier.watch_all = on
 
     def _create_detector(self, settings: Settings) -> Detector:
         """File mode keeps `auto` off OpenVINO: its files are then the same on every bf16 and non-bf16 CPU, and
@@ -215,7 +224,9 @@ class Pipeline:
                  if self._offline and t.score < self.settings.confidence and not is_visible(t)]
         recognised = [t.xyxy for t in tracks if is_visible(t)]
         report.faces = [_face_state(t) for t in tracks]
-        return self.anonymizer.apply(frame, index, found, guesses=lost, keep=recognised), report
+        revealable = _revealable(tracks, found + lost) if self.keep_originals else None
+        return self.anonymizer.apply(frame, index, found, guesses=lost, keep=recognised,
+                                     revealable=revealable), report
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -343,6 +354,27 @@ class Pipeline:
         return out
 
 
+def _revealable(tracks: list, anonymized: list[np.ndarray]) -> dict[int, list[np.ndarray]]:
+    """Faces found this frame and blurred only because they are not recognised yet, with their own boxes among
+    those anonymized (the track's box, its detection, its weak box's guess): the look-ahead may show them in this
+    frame once a later frame recognises them (engine/stages/lookahead.py)."""
+    out = {}
+    for track in tracks:
+        if (is_visible(track) or track.lost_frames or track.identity.continuity is None
+                or track.identity.reason not in REVEALABLE):
+            continue
+        box = track.xyxy
+        out[track.track_id] = [b for b in anonymized if box_iou(b, box) > 0.5 or _holds(b, box)]
+    return out
+
+
+def _holds(outer: np.ndarray, inner: np.ndarray) -> bool:
+    """`outer` is `inner` grown (a weak track's guess): it holds it, centred on it."""
+    return bool(outer[0] <= inner[0] and outer[1] <= inner[1] and outer[2] >= inner[2] and outer[3] >= inner[3]
+                and abs((outer[0] + outer[2]) - (inner[0] + inner[2])) < 1e-3 * max(1.0, outer[2] - outer[0])
+                and abs((outer[1] + outer[3]) - (inner[1] + inner[3])) < 1e-3 * max(1.0, outer[3] - outer[1]))
+
+
 def _grown(box: np.ndarray, margin: float) -> np.ndarray:
     w, h = box[2] - box[0], box[3] - box[1]
     return box + np.array([-w, -h, w, h], np.float32) * margin
@@ -361,4 +393,5 @@ def _face_state(track) -> FaceState:
         similarity=identity.similarity,
         reason=None if visible else (LOST if track.lost_frames else identity.reason),
         candidate=identity.candidate,
+        continuity=None if track.lost_frames else identity.continuity,
     )

@@ -231,6 +231,7 @@ class Engine:
             "obs_sync_offset_ms": None if delay is None else round(delay),
             "lookahead_frames": self.lookahead.frames,
             "backfilled": self.lookahead.backfilled,
+            "revealed": self.lookahead.revealed,
             "frames": self.stats.frames,
             "dropped": self.stats.dropped,
             "shedding_frames": self.stats.shedding,
@@ -296,6 +297,7 @@ class Engine:
         if lookahead is None:
             lookahead = max(FILE_LOOKAHEAD_FRAMES, self.settings.lookahead_frames)
         self.lookahead = Lookahead(lookahead, weak_frames=WEAK_BACK_FRAMES)
+        self.pipeline.reveal_later(lookahead > 0)
         out: queue.Queue[SafeFrame | None] = queue.Queue(maxsize=4)
         writer = threading.Thread(target=self._write_all, args=(out,), name="sink-writer", daemon=True)
         writer.start()

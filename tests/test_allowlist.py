@@ -13,8 +13,9 @@ from engine.client import ControlClient, EnginePaths, start_background, stop_bac
 from tests.conftest import PERFORMER_PHOTO, need_data, score_independently
 from tests.helpers import wait_for
 
-# Measured on the dev clip with the defaults: 136/149 of his face-frames visible (threshold 0.52), 0 leaks.
-ALLOW_FLOOR = 0.9
+# Measured on the dev clip with the defaults: 148/149 of his face-frames visible (threshold 0.52), 0 leaks. Without
+# the look-ahead showing him in the frames before he was recognised (a shot's first frames): 135/149, 90.6 %.
+ALLOW_FLOOR = 0.97
 
 
 @pytest.mark.parametrize("how", ["facebank", "allow"])

@@ -225,7 +225,7 @@ def test_a_guess_edge_across_a_crowd_face_draws_no_detail_the_scorer_sees(monkey
     crossing: list[bool] = []
     apply = Anonymizer.apply
 
-    def spy(self, frame, index, boxes, guesses=(), keep=()):
+    def spy(self, frame, index, boxes, guesses=(), keep=(), revealable=None):
         guesses = list(guesses)
         if index == 33:  # does a guess's region end inside the face's box?
             for guess in guesses:
@@ -234,7 +234,7 @@ def test_a_guess_edge_across_a_crowd_face_draws_no_detail_the_scorer_sees(monkey
                     gx1, gy1, gx2, gy2 = region.clipped
                     crossing.append((any(x1 < v < x2 for v in (gx1, gx2)) and gy1 < y2 and gy2 > y1)
                                     or (any(y1 < v < y2 for v in (gy1, gy2)) and gx1 < x2 and gx2 > x1))
-        return apply(self, frame, index, boxes, guesses, keep)
+        return apply(self, frame, index, boxes, guesses, keep, revealable)
 
     monkeypatch.setattr(Anonymizer, "apply", spy)
     original, anonymized = (cv2.cvtColor(image[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY)

@@ -152,7 +152,10 @@ class TensorAnonymizer(Anonymizer):
         self._profiles: dict[tuple, Tensor] = {}  # guesses' edge profiles on the device, by length
 
     def apply(self, frame: np.ndarray, index: int, boxes: Iterable[np.ndarray],
-              guesses: Iterable[np.ndarray] = (), keep: Iterable[np.ndarray] = ()) -> SafeFrame:
+              guesses: Iterable[np.ndarray] = (), keep: Iterable[np.ndarray] = (),
+              revealable=None) -> SafeFrame:
+        # `revealable` is not kept on the device path: a face blurred for want of recognition stays blurred in the
+        # frames before it was recognised (`Anonymizer.reveal` finds no original and refuses).
         boxes, guesses, keep = list(boxes), list(guesses), list(keep)
         try:
             return self._apply_on_device(frame, index, boxes, guesses, keep)

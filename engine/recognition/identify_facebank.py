@@ -123,6 +123,7 @@ class TrackRecognition:
     size: float = 0.0  # face size in this frame (`face_size`), set by `_observe`
     prev_centre: np.ndarray | None = None  # landmark centre in the previous frame (jump detection)
     prev_patch: np.ndarray | None = None  # small normalised grey patch of the face in the previous frame
+    prev_look: np.ndarray | None = None  # the same, also where only `watch_all` asked for it
     matches: list[Match] = field(default_factory=list)  # of `embeddings` against `matched_against`
     matched_against: tuple = ()  # (gallery, number of embeddings, latest frame): skip re-matching when unchanged
     confirmed_name: str | None = None  # whom the track was confirmed as
@@ -136,6 +137,7 @@ class TrackRecognition:
     # cut); a result computed from a crop taken before the latest sign is thrown away (fail closed).
     pending: bool = False
     epoch: int = 0
+    serial: int = 0  # which state this is: a track's state made again (gallery emptied, worker died) starts anew
 
     @property
     def embedded(self) -> bool:
@@ -169,6 +171,11 @@ class FacebankIdentifier:
         self.verify_lead = 0  # frames early a visible face is re-verified (live mode: the worker's delay)
         self.worker: EmbeddingWorker | None = None  # live mode: embeddings off the frame path
         self._prev_frame_patch: np.ndarray | None = None
+        # File mode's look-ahead shows a face in the frames before it was recognised, while its track's
+        # `continuity` holds (engine/stages/lookahead.py): the pipeline then has a new look in the same place
+        # watched on every face that may be embedded, not only on those near a match.
+        self.watch_all = False
+        self._states = 0
 
     def status(self) -> dict:
         """The gallery in use now: lets the UI confirm that an enrolment has reached the engine."""
@@ -224,8 +231,9 @@ class FacebankIdentifier:
         """Flag a track whose face may have changed since the last frame (cheap: every track, every frame)."""
         state = track.extras.get(STATE_KEY)
         if not isinstance(state, TrackRecognition):
+            self._states += 1
             state = TrackRecognition(embeddings=deque(maxlen=self.policy.window_m),
-                                     anchors=deque(maxlen=self.policy.anchors))
+                                     anchors=deque(maxlen=self.policy.anchors), serial=self._states)
             track.extras[STATE_KEY] = state
         if track.lost_frames > 0:
             state.suspect = True  # the tracker may re-associate it with another face when it is found again
@@ -241,13 +249,15 @@ class FacebankIdentifier:
         # on tracks whose history could make them visible; with a worker, on every face it may embed too: a
         # result arrives frames after its crop, and a swap in between must void it (the epoch).
         watched = state.near_match or state.eligible or (self.worker is not None and size >= self.policy.min_face_px)
-        patch = _patch(frame, centre, size) if watched else None
-        changed = patch is not None and state.prev_patch is not None and float(patch @ state.prev_patch) < \
-            self.policy.same_look
+        patch = _patch(frame, centre, size) if watched or (self.watch_all and size >= self.policy.min_face_px) else None
+        changed = watched and _new_look(patch, state.prev_patch, self.policy.same_look)
         state.overlapping = self._overlaps(track, tracks)
         state.suspect = state.suspect or jumped or changed or state.overlapping
-        state.epoch += jumped or changed or state.overlapping
-        state.prev_centre, state.prev_patch = centre, patch
+        # A new look on a face nobody watched does not make it suspect, but it ends its continuity.
+        new_look = _new_look(patch, state.prev_look, self.policy.same_look)
+        state.epoch += jumped or changed or state.overlapping or new_look
+        state.prev_centre, state.prev_patch = centre, patch if watched else None
+        state.prev_look = patch
         return state
 
     def _scene_cut(self, frame: np.ndarray) -> bool:
@@ -378,7 +388,8 @@ class FacebankIdentifier:
         if not state.embedded:
             state.trusted = state.eligible = state.latest_matched = state.near_match = False
             small = track.lost_frames == 0 and state.size < self.policy.min_face_px
-            track.identity = Identity.blurred(LOST if track.lost_frames else TOO_SMALL if small else NOT_RECOGNISED_YET)
+            track.identity = Identity.blurred(LOST if track.lost_frames else TOO_SMALL if small else NOT_RECOGNISED_YET,
+                                              continuity=_continuity(state))
             return
         key = (gallery, len(state.embeddings), state.last_frame)
         if state.matched_against != key:  # Gallery compares by identity: a new snapshot is re-matched
@@ -408,10 +419,10 @@ class FacebankIdentifier:
         plausible = latest.name is not None and latest.similarity >= threshold - p.near
         candidate = Candidate(latest.name, latest.similarity) if plausible else None
         if state.trusted:
-            track.identity = Identity(True, name, latest.similarity, None, candidate)
+            track.identity = Identity(True, name, latest.similarity, None, candidate, _continuity(state))
         else:
             track.identity = Identity.blurred(self._reason(track, state, latest, threshold), latest.name,
-                                              latest.similarity, candidate)
+                                              latest.similarity, candidate, _continuity(state))
 
     def _anchored(self, state: TrackRecognition, gallery: Gallery, threshold: float) -> bool:
         """Some look of this track that the gallery vouched for *strongly* still passes threshold +
@@ -453,6 +464,14 @@ def _forget(state: TrackRecognition) -> None:
     state.epoch += 1  # an embedding still in flight is of the face that was forgotten
     state.latest_matched = state.near_match = state.eligible = state.trusted = state.kept_by_track = False
     state.confirmed_name = None
+
+
+def _continuity(state: TrackRecognition) -> tuple[int, int]:
+    return state.serial, state.epoch
+
+
+def _new_look(patch: np.ndarray | None, previous: np.ndarray | None, bar: float) -> bool:
+    return patch is not None and previous is not None and float(patch @ previous) < bar
 
 
 def _patch(frame: np.ndarray, centre: np.ndarray, size: float, side: int = 16) -> np.ndarray:

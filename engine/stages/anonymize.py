@@ -7,7 +7,7 @@ naive `GaussianBlur(sigma=30)` on a 200x200 face costs more than running the det
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -32,9 +32,13 @@ class Region(NamedTuple):
 
 
 class SafeFrame:
-    """A frame that has been through the anonymizer. Construct only via `Anonymizer`."""
+    """A frame that has been through the anonymizer. Construct only via `Anonymizer`.
 
-    __slots__ = ("image", "index", "whole_frame")
+    While the look-ahead holds it, it may also keep the original pixels of faces blurred only because they were
+    not recognised yet (`Anonymizer.reveal`); those are private to the anonymizer and dropped (`seal`) before the
+    frame is sent."""
+
+    __slots__ = ("_anonymized", "_originals", "image", "index", "whole_frame")
 
     def __init__(self, image: np.ndarray, index: int, whole_frame: bool, _token: object = None) -> None:
         if _token is not _TOKEN:
@@ -42,6 +46,9 @@ class SafeFrame:
         self.image = image
         self.index = index
         self.whole_frame = whole_frame
+        # track id -> (the region its boxes were anonymized in, its original pixels, its own boxes)
+        self._originals: dict[int, tuple[tuple[int, int, int, int], np.ndarray, list[np.ndarray]]] = {}
+        self._anonymized: list[tuple[np.ndarray, bool]] = []  # every box anonymized in it, and whether found then
 
     def copy(self) -> SafeFrame:
         """A copy of an anonymized frame is still anonymized (benchmarks replay one frame several ways)."""
@@ -56,16 +63,20 @@ class Anonymizer:
         self.margin = region_margin(settings.shape, settings.margin)
 
     def apply(self, frame: np.ndarray, index: int, boxes: Iterable[np.ndarray],
-              guesses: Iterable[np.ndarray] = (), keep: Iterable[np.ndarray] = ()) -> SafeFrame:
+              guesses: Iterable[np.ndarray] = (), keep: Iterable[np.ndarray] = (),
+              revealable: Mapping[int, list[np.ndarray]] | None = None) -> SafeFrame:
         """Anonymize every box (x1, y1, x2, y2) in place, each grown by the margin.
 
         `guesses` are predicted places of faces the detector lost, with a fade no deeper than a 256 px region's
         (`_cover_region`); `keep` are recognised faces found in this frame. Where the two conflict the recognised
         face wins (a lost track's growing box must not blur the streamer standing there now); `boxes`, faces
-        found in this frame, are anonymized last and always win.
+        found in this frame, are anonymized last and always win. `revealable`: track id -> that face's own boxes
+        among them, faces blurred only for want of recognition so far, whose original pixels the frame keeps for
+        `reveal` (file mode's look-ahead).
         """
         height, width = frame.shape[:2]
-        guesses = list(guesses)
+        boxes, guesses = [np.asarray(b, np.float32) for b in boxes], list(guesses)
+        originals = {track: self._original(frame, own) for track, own in (revealable or {}).items() if own}
         saved = [(r.clipped, frame[r.clipped[1]:r.clipped[3], r.clipped[0]:r.clipped[2]].copy())
                  for r in self._regions(keep, width, height, 0.0)] if guesses else []
         for region in self._regions(guesses, width, height, self.margin):
@@ -74,7 +85,56 @@ class Anonymizer:
             frame[y1:y2, x1:x2] = pixels
         for region in self._found_regions(boxes, width, height):
             self._anonymize_region(frame, region)
-        return SafeFrame(frame, index, False, _TOKEN)
+        safe = SafeFrame(frame, index, False, _TOKEN)
+        safe._originals = {track: kept for track, kept in originals.items() if kept is not None}
+        if safe._originals:
+            safe._anonymized = [(b, True) for b in boxes] + [(np.asarray(g, np.float32), False) for g in guesses]
+        return safe
+
+    def _original(self, frame: np.ndarray, own: list[np.ndarray]):
+        """The pixels a face's boxes will be anonymized over: the region of their union, which holds each box's
+        region and the region of a pair of them (`_pair_up`)."""
+        own = [np.asarray(b, np.float32) for b in own]
+        union = np.concatenate([np.min(own, axis=0)[:2], np.max(own, axis=0)[2:]])
+        region = self._grow(union, frame.shape[1], frame.shape[0], self.margin)
+        if region is None:
+            return None
+        x1, y1, x2, y2 = region.clipped
+        return region.clipped, frame[y1:y2, x1:x2].copy(), own
+
+    def reveal(self, safe: SafeFrame, box: np.ndarray, track_id: int) -> bool:
+        """Show again, in a frame held back, a face it kept the original of (`apply`'s `revealable`), as if it had
+        been recognised then (`apply`'s `keep`): another face found in that frame wins (reaching into the face's
+        box, nothing is shown); a lost face's guess or a later backfill reaching into its region leaves only its
+        `box` shown; else its whole region gets its original pixels back. Returns whether it is shown."""
+        kept = safe._originals.pop(track_id, None)
+        if kept is None or safe.whole_frame:
+            return False
+        region, pixels, own = kept
+        height, width = safe.image.shape[:2]
+        face = self._grow(np.asarray(box, np.float32), width, height, 0.0)
+        if face is None:
+            return False
+        whole = True
+        for other, found in safe._anonymized:
+            if any(other is b or np.array_equal(other, b) for b in own):
+                continue
+            grown = self._grow(other, width, height, self.margin)
+            if grown is None or not _intersects(grown.clipped, region):
+                continue
+            if found and _intersects(grown.clipped, face.clipped):
+                return False
+            whole = False
+        x1, y1, x2, y2 = region if whole else face.clipped
+        rx, ry = region[0], region[1]
+        safe.image[y1:y2, x1:x2] = pixels[y1 - ry:y2 - ry, x1 - rx:x2 - rx]
+        return True
+
+    @staticmethod
+    def seal(safe: SafeFrame) -> SafeFrame:
+        """The frame as it is sent: the originals it kept for `reveal` dropped."""
+        safe._originals, safe._anonymized = {}, []
+        return safe
 
     def _found_regions(self, boxes: Iterable[np.ndarray], width: int, height: int) -> Iterable[Region]:
         """A face found this frame comes twice, at its track's box and at its raw detection (nearly the same box:
@@ -99,6 +159,9 @@ class Anonymizer:
         height, width = frame.shape[:2]
         saved = [(r.clipped, frame[r.clipped[1]:r.clipped[3], r.clipped[0]:r.clipped[2]].copy())
                  for r in self._regions(keep, width, height, 0.0)]
+        boxes = [np.asarray(b, np.float32) for b in boxes]
+        if safe._originals:
+            safe._anonymized += [(b, False) for b in boxes]  # a face shown later uncovers no more than its box
         for region in self._regions(boxes, width, height, self.margin):
             self._anonymize_region(frame, region)
         for (x1, y1, x2, y2), pixels in saved:  # pixels of the anonymized frame: nothing raw comes back
@@ -240,6 +303,10 @@ SAME_FACE_IOU = 0.5
 # ~0.025 visibility of two passes either way; on a small face cut by the frame's edge, at 0.49 with two passes,
 # that tipped it to 0.52, visible (linzaer 25, track 267, frame 23). Two passes on a small face cost little.
 PAIR_MIN_SIZE = 48.0
+
+
+def _intersects(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _pair_up(boxes: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.faces import FrameReport, box_iou
+from engine.faces import REVEALABLE, FrameReport, box_iou
 from engine.stages.anonymize import Anonymizer, SafeFrame
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class Lookahead:
         self.frames = max(0, int(frames))  # live mode's slider changes it while frames are held
         self._weak = None if weak_frames is None else max(0, int(weak_frames))
         self.backfilled = 0  # boxes anonymized into earlier frames, for telemetry
+        self.revealed = 0  # faces shown in earlier frames once recognised (`_reveal`), for telemetry
         self.faults = 0  # backfills that failed (the frames held were then anonymized whole)
         self._held: deque[_Held] = deque()
         self._present: set[int] = set()  # track ids in the last frame pushed
@@ -108,8 +109,39 @@ class Lookahead:
             self.hide_all(anonymizer)
             if not safe.whole_frame:
                 safe = anonymizer.whole(safe.image, safe.index)
+        try:
+            self._reveal(report, anonymizer)
+        except Exception:  # what could not be shown stays blurred: nothing is lost
+            log.exception("lookahead reveal failed: those faces stay blurred")
+            self.faults += 1
         self._held.append(_Held(safe, report, keep, tag))
         return [self._release() for _ in range(len(self._held) - self.frames)]
+
+    def _reveal(self, report: FrameReport, anonymizer: Anonymizer) -> None:
+        """Faces recognised in `report` shown in the frames held where the same face (the same track, its
+        continuity unbroken: no loss, jump, new look, overlap or scene cut in between) was blurred only because
+        it was not recognised yet; a frame where anything else anonymized reaches into its region keeps it blurred
+        (`Anonymizer.reveal`). The streamer, recognised a few frames into a shot, is then shown from its start."""
+        if report.whole_frame is not None:
+            return
+        shown = {f.track_id: f for f in report.faces if f.visible and not f.lost_frames and f.continuity is not None}
+        if not shown:
+            return
+        for held in self._held:
+            if held.safe.whole_frame:
+                continue
+            for face in held.report.faces:
+                now = shown.get(face.track_id)
+                if (now is None or face.visible or face.lost_frames or face.continuity != now.continuity
+                        or face.reason not in REVEALABLE):
+                    continue
+                box = np.asarray(face.xyxy, np.float32)
+                if not anonymizer.reveal(held.safe, box, face.track_id):
+                    continue
+                face.visible, face.reason, face.identity = True, None, now.identity
+                held.keep.append(box)
+                held.report.revealed += 1
+                self.revealed += 1
 
     def hide_all(self, anonymizer: Anonymizer) -> None:
         """Every frame held, anonymized whole (panic or pause pressed while they wait)."""
@@ -140,7 +172,7 @@ class Lookahead:
     def _release(self) -> tuple[SafeFrame, Any]:
         held = self._held.popleft()
         self._delays_ms.append((time.monotonic() - held.pushed) * 1000)
-        return held.safe, held.tag
+        return Anonymizer.seal(held.safe), held.tag
 
     def _backfill_boxes(self, report: FrameReport) -> list[tuple[np.ndarray, np.ndarray, int, int, int]]:
         """The backfills due for the faces in `report` (see `_backfill`)."""

@@ -1,0 +1,128 @@
+"""File mode's look-ahead shows a face recognised a few frames into a shot in the frames before, while its track's
+continuity holds (engine/stages/lookahead.py, `Anonymizer.reveal`), and nowhere else.
+
+Real faces: the dev clip's frames and the detector's boxes; the end-to-end figure (the performer visible in 99 %
+of his frames, no bystander) is in tests/test_allowlist.py.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.config import Settings
+from engine.faces import BELOW_THRESHOLD, CHANGED, LOST, NOT_RECOGNISED_YET, FaceState, FrameReport
+from engine.stages.anonymize import Anonymizer
+from engine.stages.detect import create_detector
+from engine.stages.lookahead import Lookahead
+
+SETTINGS = Settings(backend="onnxruntime")
+SEEN = (7, 0)  # a track's continuity: (its recognition state, its signs of another face so far)
+
+
+@pytest.fixture(scope="module")
+def shot(dev_clip):
+    """The dev clip's first 4 frames, with the performer's box (the largest face) and a bystander's in each."""
+    cap = cv2.VideoCapture(str(dev_clip))
+    detector = create_detector(SETTINGS)
+    frames = []
+    for _ in range(4):
+        frame = cap.read()[1]
+        boxes = sorted(detector.detect(frame, SETTINGS.confidence).xyxy, key=lambda b: b[0] - b[2])
+        assert len(boxes) >= 2, "the dev clip's first frames show the performer and a bystander"
+        frames.append((frame, boxes[0], boxes[1]))
+    return frames
+
+
+def _pending(box, reason=NOT_RECOGNISED_YET, continuity=SEEN) -> FaceState:
+    return FaceState(1, tuple(float(v) for v in box), 0.9, reason=reason, continuity=continuity)
+
+
+def _run(shot, reasons, last_continuity=SEEN, revealable=True, extra=None):
+    """Frames 0-2 with the performer pending (`reasons`), frame 3 with him recognised at `last_continuity`;
+    the bystander (track 2) blurred throughout. Returns the frames sent and the anonymizer's view of the originals."""
+    anonymizer, lookahead = Anonymizer(SETTINGS), Lookahead(8)
+    for index, (frame, performer, bystander) in enumerate(shot):
+        other = FaceState(2, tuple(float(v) for v in bystander), 0.9, reason=NOT_RECOGNISED_YET, continuity=(8, 0))
+        boxes = [performer, bystander] + ([extra] if extra is not None and index < 3 else [])
+        if index < 3:
+            me = _pending(performer, reasons[index])
+            safe = anonymizer.apply(frame.copy(), index, boxes,
+                                    revealable={1: [performer]} if revealable else None)
+        else:
+            me = FaceState(1, tuple(float(v) for v in performer), 0.9, visible=True, reason=None,
+                           continuity=last_continuity)
+            safe = anonymizer.apply(frame.copy(), index, boxes[1:], keep=[performer])
+        assert lookahead.push(safe, FrameReport(index, faces=[me, other]), anonymizer) == []
+    return [safe for safe, _ in lookahead.flush()], lookahead
+
+
+def _shown(image, original, box) -> bool:
+    x1, y1, x2, y2 = (int(v) for v in box)
+    return np.array_equal(image[y1:y2, x1:x2], original[y1:y2, x1:x2])
+
+
+def test_a_face_recognised_later_is_shown_in_the_frames_held_before(shot):
+    """The performer, not recognised yet in frames 0-2 (below the threshold in one), recognised in frame 3: his
+    face goes out as it was in all four; the bystander beside him stays hidden in every frame."""
+    sent, lookahead = _run(shot, [NOT_RECOGNISED_YET, BELOW_THRESHOLD, NOT_RECOGNISED_YET])
+    for safe, (frame, performer, bystander) in zip(sent, shot, strict=True):
+        assert _shown(safe.image, frame, performer), f"frame {safe.index}: the performer is still blurred"
+        assert not _shown(safe.image, frame, bystander), f"frame {safe.index}: the bystander is visible"
+        assert not safe._originals, "a frame sent still holds original pixels"
+    assert lookahead.revealed == 3
+    # Without the originals kept (live mode, the device path) the same frames stay blurred: the test can fail.
+    sent, lookahead = _run(shot, [NOT_RECOGNISED_YET] * 3, revealable=False)
+    assert not any(_shown(s.image, f, p) for s, (f, p, _) in zip(sent[:3], shot, strict=False))
+    assert lookahead.revealed == 0
+
+
+@pytest.mark.parametrize("case", ["another face since", "lost", "changed"])
+def test_a_face_that_may_have_been_another_stays_blurred(shot, case):
+    """A sign of a switch between the frames (its continuity moved on), or a frame where it was lost or looked
+    different: that frame is not shown, whoever was recognised later."""
+    if case == "another face since":
+        sent, lookahead = _run(shot, [NOT_RECOGNISED_YET] * 3, last_continuity=(SEEN[0], SEEN[1] + 1))
+        hidden = [0, 1, 2]
+    else:
+        reason = LOST if case == "lost" else CHANGED
+        sent, lookahead = _run(shot, [NOT_RECOGNISED_YET, reason, NOT_RECOGNISED_YET])
+        hidden = [1]
+    for index in hidden:
+        frame, performer, _ = shot[index]
+        assert not _shown(sent[index].image, frame, performer), f"frame {index} showed a face of another stretch"
+    assert lookahead.revealed == 3 - len(hidden)
+
+
+def test_another_face_found_over_it_keeps_it_hidden_and_a_guess_leaves_only_its_box(shot):
+    """A face found in that frame reaching into the face's box wins: nothing is shown. A lost face's guess
+    reaching only into the region around it: its box is shown, the rest of the guess stays covered."""
+    frame, performer, _ = shot[0]
+    w = performer[2] - performer[0]
+    anonymizer = Anonymizer(SETTINGS)
+    over = performer + np.array([0.5, 0, 0.5, 0], np.float32) * w  # another face, half over his box
+    safe = anonymizer.apply(frame.copy(), 0, [performer, over], revealable={1: [performer]})
+    assert not anonymizer.reveal(safe, performer, 1)
+    assert not _shown(safe.image, frame, performer)
+
+    beside = performer + np.array([1.1, 0, 1.1, 0], np.float32) * w  # a guess just beside it, in its margin
+    safe = anonymizer.apply(frame.copy(), 0, [performer], guesses=[beside], revealable={1: [performer]})
+    assert anonymizer.reveal(safe, performer, 1)
+    assert _shown(safe.image, frame, performer)
+    x1, y1, x2, y2 = (int(v) for v in beside)
+    assert np.abs(safe.image[y1:y2, x1:x2].astype(int) - frame[y1:y2, x1:x2]).mean() > 3, "the guess was uncovered"
+
+    alone = anonymizer.apply(frame.copy(), 0, [performer], revealable={1: [performer]})
+    assert anonymizer.reveal(alone, performer, 1)
+    assert not anonymizer.reveal(alone, performer, 1), "a face is shown once: its original is gone"
+    grown = anonymizer._grow(performer, frame.shape[1], frame.shape[0], anonymizer.margin).clipped
+    assert _shown(alone.image, frame, grown), "alone, its whole region (the fade around it) is as it was"
+
+
+def test_a_frame_hidden_whole_shows_nothing(shot):
+    frame, performer, _ = shot[0]
+    anonymizer = Anonymizer(SETTINGS)
+    safe = anonymizer.apply(frame.copy(), 0, [performer], revealable={1: [performer]})
+    whole = anonymizer.whole(safe.image, 0)
+    assert not anonymizer.reveal(whole, performer, 1)

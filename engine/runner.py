@@ -152,6 +152,7 @@ class Engine:
         self.detect_waiting = True  # live: the next waiting frame is detected during the frame loop (off: benches)
         # Frames held before the sinks so a face found later is hidden in them too (stages/lookahead.py).
         self.lookahead = Lookahead(settings.lookahead_frames)
+        self.pipeline.reveal_later(settings.lookahead_frames > 0)  # a face recognised later shown in those too
         self._hide_kept = threading.Event()
 
     # --- control, from any thread -------------------------------------------------------------------------
@@ -543,6 +544,7 @@ class Engine:
             return
         if pending.lookahead_frames != previous.lookahead_frames and not self.pipeline.offline:
             self.lookahead.frames = pending.lookahead_frames  # live only: file mode holds its own count
+            self.pipeline.reveal_later(pending.lookahead_frames > 0)
         if (previous.recognition and not pending.recognition) or \
                 pending.similarity_threshold > previous.similarity_threshold:
             self.lookahead.hide_kept(self.pipeline.anonymizer)  # frames held must not show whom it now hides

@@ -126,3 +126,38 @@ def test_a_frame_hidden_whole_shows_nothing(shot):
     safe = anonymizer.apply(frame.copy(), 0, [performer], revealable={1: [performer]})
     whole = anonymizer.whole(safe.image, 0)
     assert not anonymizer.reveal(whole, performer, 1)
+
+
+def test_live_with_a_look_ahead_shows_him_earlier_and_no_bystander(dev_clip, tmp_path):
+    """Live mode with `lookahead_frames` (opt-in delay), embeddings on the worker thread: the frames held show the
+    performer where a later frame recognised him, and never a bystander."""
+    from engine.pipeline import Pipeline
+    from engine.recognition.identify_facebank import FacebankIdentifier
+    from engine.recognition.recognize import create_embedder
+    from facebank.live import LiveGallery
+    from facebank.store import Facebank
+    from tests.conftest import PERFORMER_PHOTO, need_data
+    from tests.test_recognition import _frames, _ground_truth, _label
+
+    need_data(PERFORMER_PHOTO)
+    bank = Facebank(tmp_path / "facebank.json")
+    bank.add("Lin", [PERFORMER_PHOTO])
+    identifier = FacebankIdentifier(create_embedder(SETTINGS), LiveGallery(bank))
+    identifier.run_in_background(True)
+    pipeline = Pipeline(SETTINGS, identifier=identifier)
+    pipeline.reveal_later(True)
+    lookahead, truth, sent = Lookahead(8), _ground_truth(), []
+    try:
+        for index, frame in enumerate(_frames()[:120]):
+            safe, report = pipeline.process(frame.copy(), index, 1 / 29.97)
+            assert identifier.worker.wait_idle(30)
+            sent += [tag for _, tag in lookahead.push(safe, report, pipeline.anonymizer, tag=report)]
+        sent += [tag for _, tag in lookahead.flush()]
+    finally:
+        identifier.run_in_background(False)
+        pipeline.close()
+    for report in sent:
+        for face in report.faces:
+            if face.visible:
+                assert _label(np.asarray(face.xyxy), truth[report.index]) == "allow", f"frame {report.index}"
+    assert lookahead.revealed > 0

@@ -224,7 +224,7 @@ class Pipeline:
                  if self._offline and t.score < self.settings.confidence and not is_visible(t)]
         recognised = [t.xyxy for t in tracks if is_visible(t)]
         report.faces = [_face_state(t) for t in tracks]
-        revealable = _revealable(tracks, found + lost) if self.keep_originals else None
+        revealable = _revealable(tracks, found, lost) if self.keep_originals else None
         return self.anonymizer.apply(frame, index, found, guesses=lost, keep=recognised,
                                      revealable=revealable), report
 
@@ -354,17 +354,18 @@ class Pipeline:
         return out
 
 
-def _revealable(tracks: list, anonymized: list[np.ndarray]) -> dict[int, list[np.ndarray]]:
+def _revealable(tracks: list, found: list[np.ndarray], guesses: list[np.ndarray]) -> dict[int, list[np.ndarray]]:
     """Faces found this frame and blurred only because they are not recognised yet, with their own boxes among
-    those anonymized (the track's box, its detection, its weak box's guess): the look-ahead may show them in this
-    frame once a later frame recognises them (engine/stages/lookahead.py)."""
+    those anonymized (the track's box and its detection among `found`, its weak box's guess among `guesses`; a
+    lost face's guess over it is not its own): the look-ahead may show them in this frame once a later frame
+    recognises them (engine/stages/lookahead.py). Another found face that much over it makes it `overlapping`."""
     out = {}
     for track in tracks:
         if (is_visible(track) or track.lost_frames or track.identity.continuity is None
                 or track.identity.reason not in REVEALABLE):
             continue
         box = track.xyxy
-        out[track.track_id] = [b for b in anonymized if box_iou(b, box) > 0.5 or _holds(b, box)]
+        out[track.track_id] = [b for b in found if box_iou(b, box) > 0.5] + [g for g in guesses if _holds(g, box)]
     return out
 
 

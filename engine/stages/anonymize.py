@@ -163,7 +163,9 @@ class Anonymizer:
         if safe._originals:
             safe._anonymized += [(b, False) for b in boxes]  # a face shown later uncovers no more than its box
         for region in self._regions(boxes, width, height, self.margin):
-            self._anonymize_region(frame, region)
+            # A backfill is a guess (a face carried back along its velocity, grown each frame back): covered as a
+            # lost face's guess is, its fade no deeper than a 256 px region's, all of its box covered.
+            self._cover_region(frame, region)
         for (x1, y1, x2, y2), pixels in saved:  # pixels of the anonymized frame: nothing raw comes back
             frame[y1:y2, x1:x2] = pixels
         return safe

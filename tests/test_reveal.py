@@ -161,3 +161,19 @@ def test_live_with_a_look_ahead_shows_him_earlier_and_no_bystander(dev_clip, tmp
             if face.visible:
                 assert _label(np.asarray(face.xyxy), truth[report.index]) == "allow", f"frame {report.index}"
     assert lookahead.revealed > 0
+
+
+def test_nothing_is_shown_across_a_frame_nobody_looked_at(shot):
+    """A frame hidden whole between (the detector failed, panic, pause: no identifier ran there) ends the stretch:
+    the frames before it stay blurred, whoever is recognised after it."""
+    anonymizer, lookahead = Anonymizer(SETTINGS), Lookahead(8)
+    frame, performer, _ = shot[0]
+    lookahead.push(anonymizer.apply(frame.copy(), 0, [performer], revealable={1: [performer]}),
+                   FrameReport(0, faces=[_pending(performer)]), anonymizer)
+    lookahead.push(anonymizer.whole(shot[1][0].copy(), 1), FrameReport(1, whole_frame="detector-error"), anonymizer)
+    frame3, performer3, _ = shot[2]
+    recognised = FaceState(1, tuple(float(v) for v in performer3), 0.9, visible=True, reason=None, continuity=SEEN)
+    lookahead.push(anonymizer.apply(frame3.copy(), 2, [], keep=[performer3]), FrameReport(2, faces=[recognised]),
+                   anonymizer)
+    sent = [safe for safe, _ in lookahead.flush()]
+    assert not _shown(sent[0].image, frame, performer) and lookahead.revealed == 0

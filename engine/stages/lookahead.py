@@ -127,9 +127,9 @@ class Lookahead:
         shown = {f.track_id: f for f in report.faces if f.visible and not f.lost_frames and f.continuity is not None}
         if not shown:
             return
-        for held in self._held:
-            if held.safe.whole_frame:
-                continue
+        for held in reversed(self._held):  # newest first
+            if held.safe.whole_frame or held.report.whole_frame is not None:
+                break  # no face was looked at there (a fault, panic, pause): nothing before it is the same stretch
             for face in held.report.faces:
                 now = shown.get(face.track_id)
                 if (now is None or face.visible or face.lost_frames or face.continuity != now.continuity

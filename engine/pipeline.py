@@ -38,6 +38,7 @@ OFFLINE_DEADLINE_S = 10.0
 # one in turn. Corpus (bench/lookahead.py, lookahead 8): WIDER 1080p crowd leaks 441 -> 376 face-frames of 13,045,
 # Parade's worst run 28 -> 24; +35 % CPU a 1080p frame (docs/measurements.md, Speed). Live keeps TILE_CYCLE.
 FILE_TILE_CYCLE = 1
+REVEAL_APART_IOU = 0.1  # a face overlapping another found face this much is never shown later (the identifier's too)
 # File mode: weaker boxes (0.2-0.3) start a face on their 3rd sighting at one place (engine/stages/track.py); the
 # look-ahead hides them back to their first. Live mode has no look-ahead to back it: unchanged.
 FILE_CORROBORATED_STARTS = 1
@@ -220,11 +221,12 @@ class Pipeline:
         lost = [t.safety_box() for t in tracks if t.lost_frames > 0]
         # A weak track's box is a guess (file mode): grown by the margin whether found this frame or not. Lost,
         # its safety box grows only 0.08 a frame missed, less than the margin just when the box is least sure.
-        lost += [_grown(t.xyxy, WEAK_BOX_MARGIN) for t in tracks
-                 if self._offline and t.score < self.settings.confidence and not is_visible(t)]
+        weak = {t.track_id: _grown(t.xyxy, WEAK_BOX_MARGIN) for t in tracks
+                if self._offline and t.score < self.settings.confidence and not is_visible(t)}
+        lost += list(weak.values())
         recognised = [t.xyxy for t in tracks if is_visible(t)]
         report.faces = [_face_state(t) for t in tracks]
-        revealable = _revealable(tracks, found, lost) if self.keep_originals else None
+        revealable = _revealable(tracks, unclaimed, weak) if self.keep_originals else None
         return self.anonymizer.apply(frame, index, found, guesses=lost, keep=recognised,
                                      revealable=revealable), report
 
@@ -354,26 +356,23 @@ class Pipeline:
         return out
 
 
-def _revealable(tracks: list, found: list[np.ndarray], guesses: list[np.ndarray]) -> dict[int, list[np.ndarray]]:
+def _revealable(tracks: list, unclaimed: list[np.ndarray], weak: dict[int, np.ndarray]) -> dict[int, list[np.ndarray]]:
     """Faces found this frame and blurred only because they are not recognised yet, with their own boxes among
-    those anonymized (the track's box and its detection among `found`, its weak box's guess among `guesses`; a
-    lost face's guess over it is not its own): the look-ahead may show them in this frame once a later frame
-    recognises them (engine/stages/lookahead.py). Another found face that much over it makes it `overlapping`."""
+    those anonymized (the track's box, the detection it matches best, its weak box's guess): the look-ahead may
+    show them in this frame once a later frame recognises them (engine/stages/lookahead.py). A face overlapping
+    another found face is not: which pixels are whose is unsure there."""
+    found = [t for t in tracks if not t.lost_frames]
+    boxes = {t.track_id: t.xyxy for t in found}
     out = {}
-    for track in tracks:
-        if (is_visible(track) or track.lost_frames or track.identity.continuity is None
-                or track.identity.reason not in REVEALABLE):
+    for track in found:
+        box = boxes[track.track_id]
+        if (is_visible(track) or track.identity.continuity is None or track.identity.reason not in REVEALABLE
+                or any(box_iou(box, other) > REVEAL_APART_IOU for k, other in boxes.items() if k != track.track_id)):
             continue
-        box = track.xyxy
-        out[track.track_id] = [b for b in found if box_iou(b, box) > 0.5] + [g for g in guesses if _holds(g, box)]
+        own = [track.safety_box()] + [d for d in unclaimed if box_iou(d, box) > 0.5
+                                      and all(box_iou(d, box) >= box_iou(d, o) for o in boxes.values())]
+        out[track.track_id] = own + ([weak[track.track_id]] if track.track_id in weak else [])
     return out
-
-
-def _holds(outer: np.ndarray, inner: np.ndarray) -> bool:
-    """`outer` is `inner` grown (a weak track's guess): it holds it, centred on it."""
-    return bool(outer[0] <= inner[0] and outer[1] <= inner[1] and outer[2] >= inner[2] and outer[3] >= inner[3]
-                and abs((outer[0] + outer[2]) - (inner[0] + inner[2])) < 1e-3 * max(1.0, outer[2] - outer[0])
-                and abs((outer[1] + outer[3]) - (inner[1] + inner[3])) < 1e-3 * max(1.0, outer[3] - outer[1]))
 
 
 def _grown(box: np.ndarray, margin: float) -> np.ndarray:

@@ -124,6 +124,8 @@ class TrackRecognition:
     prev_centre: np.ndarray | None = None  # landmark centre in the previous frame (jump detection)
     prev_patch: np.ndarray | None = None  # small normalised grey patch of the face in the previous frame
     prev_look: np.ndarray | None = None  # the same, also where only `watch_all` asked for it
+    stretch_look: np.ndarray | None = None  # `watch_all`: the patch its current stretch (epoch) started with
+    look_epoch: int = -1  # the epoch `stretch_look` belongs to
     matches: list[Match] = field(default_factory=list)  # of `embeddings` against `matched_against`
     matched_against: tuple = ()  # (gallery, number of embeddings, latest frame): skip re-matching when unchanged
     confirmed_name: str | None = None  # whom the track was confirmed as
@@ -256,9 +258,22 @@ class FacebankIdentifier:
         # A new look on a face nobody watched does not make it suspect, but it ends its continuity.
         new_look = _new_look(patch, state.prev_look, self.policy.same_look)
         state.epoch += jumped or changed or state.overlapping or new_look
+        if self.watch_all:
+            self._watch_drift(state, patch)
         state.prev_centre, state.prev_patch = centre, patch if watched else None
         state.prev_look = patch
         return state
+
+    def _watch_drift(self, state: TrackRecognition, patch: np.ndarray | None) -> None:
+        """A look that drifted away from the one its stretch started with ends the stretch too: a cross-dissolve
+        from one shot to another, or one face slowly replacing another, changes little from frame to frame and
+        passes the new-look check (a reviewer's dissolve between two LFW people: continuity kept in 11 of 12)."""
+        if patch is None:
+            return
+        if state.look_epoch == state.epoch and _new_look(patch, state.stretch_look, self.policy.same_look):
+            state.epoch += 1
+        if state.look_epoch != state.epoch or state.stretch_look is None:
+            state.stretch_look, state.look_epoch = patch, state.epoch
 
     def _scene_cut(self, frame: np.ndarray) -> bool:
         """A cut to another shot: the tracker may carry ids onto whoever stands where a face was.
@@ -360,6 +375,8 @@ class FacebankIdentifier:
     def _record(self, state: TrackRecognition, vector: np.ndarray, sharp: float, size: float, index: int,
                 forced: bool) -> None:
         """A new embedding of the face this track held in frame `index`."""
+        if self.watch_all and state.embeddings and not self._same_person(state, vector):
+            state.epoch += 1  # not the face its earlier embeddings saw: what was shown before is not shown for this
         if state.suspect and not self._same_person(state, vector):
             state.embeddings.clear()  # another face under this id now: its old matches must not vouch for it
             state.anchors.clear()

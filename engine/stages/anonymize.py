@@ -46,9 +46,10 @@ class SafeFrame:
         self.image = image
         self.index = index
         self.whole_frame = whole_frame
-        # track id -> (the region its boxes were anonymized in, its original pixels, its own boxes)
-        self._originals: dict[int, tuple[tuple[int, int, int, int], np.ndarray, list[np.ndarray]]] = {}
-        self._anonymized: list[tuple[np.ndarray, bool]] = []  # every box anonymized in it, and whether found then
+        # track id -> (the region its boxes were anonymized in, its original pixels, its own boxes, their union)
+        self._originals: dict[int, tuple[tuple[int, int, int, int], np.ndarray, list[np.ndarray], np.ndarray]] = {}
+        # every box anonymized in it: (box, found in that frame, the margin it was grown by)
+        self._anonymized: list[tuple[np.ndarray, bool, float]] = []
 
     def copy(self) -> SafeFrame:
         """A copy of an anonymized frame is still anonymized (benchmarks replay one frame several ways)."""
@@ -88,7 +89,8 @@ class Anonymizer:
         safe = SafeFrame(frame, index, False, _TOKEN)
         safe._originals = {track: kept for track, kept in originals.items() if kept is not None}
         if safe._originals:
-            safe._anonymized = [(b, True) for b in boxes] + [(np.asarray(g, np.float32), False) for g in guesses]
+            safe._anonymized = ([(b, True, self.margin) for b in boxes]
+                                + [(np.asarray(g, np.float32), False, self.margin) for g in guesses])
         return safe
 
     def _original(self, frame: np.ndarray, own: list[np.ndarray]):
@@ -100,35 +102,37 @@ class Anonymizer:
         if region is None:
             return None
         x1, y1, x2, y2 = region.clipped
-        return region.clipped, frame[y1:y2, x1:x2].copy(), own
+        return region.clipped, frame[y1:y2, x1:x2].copy(), own, union
 
-    def reveal(self, safe: SafeFrame, box: np.ndarray, track_id: int) -> bool:
+    def reveal(self, safe: SafeFrame, box: np.ndarray, track_id: int) -> np.ndarray | None:
         """Show again, in a frame held back, a face it kept the original of (`apply`'s `revealable`), as if it had
         been recognised then (`apply`'s `keep`): another face found in that frame wins (reaching into the face's
         box, nothing is shown); a lost face's guess or a later backfill reaching into its region leaves only its
-        `box` shown; else its whole region gets its original pixels back. Returns whether it is shown."""
+        `box` shown; else its whole region gets its original pixels back. Returns the box whose region (grown by
+        the margin) was shown, for `backfill`'s `keep` and to hide it again; None when nothing was shown."""
         kept = safe._originals.pop(track_id, None)
         if kept is None or safe.whole_frame:
-            return False
-        region, pixels, own = kept
+            return None
+        region, pixels, own, union = kept
         height, width = safe.image.shape[:2]
-        face = self._grow(np.asarray(box, np.float32), width, height, 0.0)
+        box = np.asarray(box, np.float32)
+        face = self._grow(box, width, height, 0.0)
         if face is None:
-            return False
+            return None
         whole = True
-        for other, found in safe._anonymized:
+        for other, found, margin in safe._anonymized:  # each with the margin it was anonymized with
             if any(other is b or np.array_equal(other, b) for b in own):
                 continue
-            grown = self._grow(other, width, height, self.margin)
+            grown = self._grow(other, width, height, margin)
             if grown is None or not _intersects(grown.clipped, region):
                 continue
             if found and _intersects(grown.clipped, face.clipped):
-                return False
+                return None
             whole = False
         x1, y1, x2, y2 = region if whole else face.clipped
         rx, ry = region[0], region[1]
         safe.image[y1:y2, x1:x2] = pixels[y1 - ry:y2 - ry, x1 - rx:x2 - rx]
-        return True
+        return union if whole else box
 
     @staticmethod
     def seal(safe: SafeFrame) -> SafeFrame:
@@ -161,7 +165,7 @@ class Anonymizer:
                  for r in self._regions(keep, width, height, 0.0)]
         boxes = [np.asarray(b, np.float32) for b in boxes]
         if safe._originals:
-            safe._anonymized += [(b, False) for b in boxes]  # a face shown later uncovers no more than its box
+            safe._anonymized += [(b, False, self.margin) for b in boxes]  # a face shown later: no more than its box
         for region in self._regions(boxes, width, height, self.margin):
             # A backfill is a guess (a face carried back along its velocity, grown each frame back): covered as a
             # lost face's guess is, its fade no deeper than a 256 px region's, all of its box covered.

@@ -76,6 +76,7 @@ class Lookahead:
         self._weak = None if weak_frames is None else max(0, int(weak_frames))
         self.backfilled = 0  # boxes anonymized into earlier frames, for telemetry
         self.revealed = 0  # faces shown in earlier frames once recognised (`_reveal`), for telemetry
+        self._hid_kept = False
         self.faults = 0  # backfills that failed (the frames held were then anonymized whole)
         self._held: deque[_Held] = deque()
         self._present: set[int] = set()  # track ids in the last frame pushed
@@ -110,7 +111,9 @@ class Lookahead:
             if not safe.whole_frame:
                 safe = anonymizer.whole(safe.image, safe.index)
         try:
-            self._reveal(report, anonymizer)
+            if not self._hid_kept:  # a face shown by a gallery just changed is not shown back in the frames held
+                self._reveal(report, anonymizer)
+            self._hid_kept = False
         except Exception:  # what could not be shown stays blurred: nothing is lost
             log.exception("lookahead reveal failed: those faces stay blurred")
             self.faults += 1
@@ -135,11 +138,11 @@ class Lookahead:
                 if (now is None or face.visible or face.lost_frames or face.continuity != now.continuity
                         or face.reason not in REVEALABLE):
                     continue
-                box = np.asarray(face.xyxy, np.float32)
-                if not anonymizer.reveal(held.safe, box, face.track_id):
+                uncovered = anonymizer.reveal(held.safe, np.asarray(face.xyxy, np.float32), face.track_id)
+                if uncovered is None:
                     continue
                 face.visible, face.reason, face.identity = True, None, now.identity
-                held.keep.append(box)
+                held.keep.append(uncovered)  # hidden again over all it showed, should its person leave the facebank
                 held.report.revealed += 1
                 self.revealed += 1
 
@@ -153,6 +156,7 @@ class Lookahead:
     def hide_kept(self, anonymizer: Anonymizer) -> None:
         """The faces shown in the frames held, hidden after all (recognition turned off, threshold raised,
         someone removed from the facebank while they wait)."""
+        self._hid_kept = True  # until the next push: its frame may have been processed with the old gallery
         for held in self._held:
             if held.keep and not held.safe.whole_frame:
                 anonymizer.backfill(held.safe, held.keep)

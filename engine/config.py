@@ -74,7 +74,8 @@ LIMITS: dict[str, Limit] = {
     "hold_seconds": Limit("how long a face whose detection drops stays hidden where it was predicted",
                           MIN_HOLD_S, 10.0),
     "lookahead_frames": Limit("live mode: frames held back so a face is also hidden in the frames before it was "
-                              "first detected; adds that many frames of delay (file mode always holds 24)",
+                              "first detected, and an enrolled face shown in those before it was recognised; adds "
+                              "that many frames of delay (file mode always holds 24)",
                               0, MAX_LOOKAHEAD_FRAMES),
     "mode": Limit("how faces are hidden", choices=ANONYMIZE_MODES),
     "shape": Limit("shape of the hidden region", choices=SHAPES),

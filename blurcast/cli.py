@@ -327,6 +327,9 @@ def _finish_recording(engine, recording, processed: int | None) -> None:
     if readable == 0:
         what = "picture" if recording.name == "image" else "playable video"
         raise SinkError(f"no {what} was written to {recording.segments[0]}")
+    if failed and recording.name == "image":  # the only write an ImageSink refuses: a second frame
+        raise SinkError(f"{recording.path} holds the input's first frame only: it gave {processed or 'more'} frames; "
+                        f"record it to a video ({recording.path.with_suffix('.mp4')}) for all of them")
     if failed:
         files = ", ".join(str(p) for p in recording.segments)
         raise SinkError(f"the encoder failed {failed} time(s) during the recording; {readable} frames are split "

@@ -22,7 +22,17 @@ import cv2
 import numpy as np
 
 from engine.config import Settings
-from engine.faces import IDENTIFIER_ERROR, LOST, REVEALABLE, Detections, FaceState, FrameReport, Identity, box_iou
+from engine.faces import (
+    IDENTIFIER_ERROR,
+    LOST,
+    REVEALABLE,
+    Detections,
+    FaceState,
+    FrameReport,
+    Identity,
+    box_iou,
+    overlaps,
+)
 from engine.models.backends import resolve_backend
 from engine.stages.anonymize import Anonymizer, SafeFrame
 from engine.stages.detect import Detector, create_detector
@@ -360,17 +370,23 @@ def _revealable(tracks: list, unclaimed: list[np.ndarray], weak: dict[int, np.nd
     """Faces found this frame and blurred only because they are not recognised yet, with their own boxes among
     those anonymized (the track's box, the detection it matches best, its weak box's guess): the look-ahead may
     show them in this frame once a later frame recognises them (engine/stages/lookahead.py). A face overlapping
-    another found face is not: which pixels are whose is unsure there."""
+    another found face is not: which pixels are whose is unsure there. One IoU matrix for all (a crowd has ~140)."""
     found = [t for t in tracks if not t.lost_frames]
-    boxes = {t.track_id: t.xyxy for t in found}
+    if not found:
+        return {}
+    boxes = np.stack([t.xyxy for t in found]).astype(np.float32)
+    apart = overlaps(boxes, boxes)[0]
+    np.fill_diagonal(apart, 0.0)
+    apart = apart.max(axis=1) <= REVEAL_APART_IOU
+    detections = np.stack(unclaimed).astype(np.float32) if unclaimed else np.zeros((0, 4), np.float32)
+    matched = overlaps(detections, boxes)[0]  # detection x track
+    best = matched.argmax(axis=1) if len(detections) else np.zeros(0, np.intp)
     out = {}
-    for track in found:
-        box = boxes[track.track_id]
-        if (is_visible(track) or track.identity.continuity is None or track.identity.reason not in REVEALABLE
-                or any(box_iou(box, other) > REVEAL_APART_IOU for k, other in boxes.items() if k != track.track_id)):
+    for k, track in enumerate(found):
+        if (not apart[k] or is_visible(track) or track.identity.continuity is None
+                or track.identity.reason not in REVEALABLE):
             continue
-        own = [track.safety_box()] + [d for d in unclaimed if box_iou(d, box) > 0.5
-                                      and all(box_iou(d, box) >= box_iou(d, o) for o in boxes.values())]
+        own = [track.safety_box()] + [unclaimed[d] for d in np.flatnonzero((best == k) & (matched[:, k] > 0.5))]
         out[track.track_id] = own + ([weak[track.track_id]] if track.track_id in weak else [])
     return out
 

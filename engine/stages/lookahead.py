@@ -97,7 +97,7 @@ class Lookahead:
         """Backfill the faces new in `report` into the frames held, hold `safe`; `tag` (e.g. the source's
         frame index) comes back with it."""
         if self.frames == 0 and not self._held:
-            return [(safe, tag)]
+            return [(Anonymizer.seal(safe), tag)]  # processed while the slider was above 0: nothing kept goes out
         keep = [np.asarray(f.xyxy, np.float32) for f in report.faces if f.visible]
         if report.whole_frame in WHOLE_NOW:
             self.hide_all(anonymizer)

@@ -24,6 +24,7 @@ from engine.client import EnginePaths, default_paths
 from engine.config import Settings, load_settings, published_limits, save_settings
 from engine.control import ControlServer
 from engine.enrol_track import TrackEnrolment
+from engine.media import is_image_path
 from engine.runner import Engine
 from engine.stages.sink import (
     FileSink,
@@ -32,7 +33,6 @@ from engine.stages.sink import (
     Sink,
     VirtualCameraSink,
     check_output_path,
-    is_image_path,
 )
 from engine.stages.source import VideoSource
 from engine.stages.sources import open_source

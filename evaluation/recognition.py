@@ -34,13 +34,13 @@ from rich.progress import track
 
 from engine.config import Settings
 from engine.faces import Detections
+from engine.media import IMAGE_SUFFIXES
 from engine.stages.detect import merge
 from facebank.enrol import Enroller
 from facebank.images import ImageRejected, load_photo
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 EVAL_MIN_SCORE = 0.5  # lower than enrolment: every photo the detector can find is evaluated
 FARS = (1e-3, 1e-4)
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -147,6 +147,10 @@ def test_engine_status_rows_in_words():
     assert rows["outputs"] == "virtual camera; recording → /r.mp4"
     assert rows["facebank"] == "1 person (3 photos)"
     assert rows["faults"] == "2× the detector missed its deadline (whole frame blurred)"
+    assert "look-ahead" not in rows, "no look-ahead, no row"
+    rows = dict(status_rows({**t, "lookahead_frames": 12, "backfilled": 4, "revealed": 9}))
+    assert rows["look-ahead"] == ("12 frames held: 4 faces found late hidden in earlier frames, "
+                                  "9 recognised late shown in earlier frames")
 
 
 def test_path_completion(tmp_path):

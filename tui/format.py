@@ -237,10 +237,18 @@ def status_rows(t: dict[str, Any]) -> list[tuple[str, str]]:
         ("faults", "; ".join(faults_words(t.get("faults"))) or "none"),
         ("faces in view", str(len(in_view(t.get("faces") or [])))),
     ]
+    if t.get("lookahead_frames"):
+        rows.append(("look-ahead", lookahead_line(t)))
     enrol = t.get("enrolment")
     if isinstance(enrol, dict):
         rows.append(("enrolment", enrolment_line(enrol)))
     return rows
+
+
+def lookahead_line(t: dict[str, Any]) -> str:
+    """What the look-ahead did with the frames it held: faces found late hidden back, faces recognised late shown."""
+    return (f"{t.get('lookahead_frames')} frames held: {t.get('backfilled', 0)} faces found late hidden in earlier "
+            f"frames, {t.get('revealed', 0)} recognised late shown in earlier frames")
 
 
 def enrolment_line(e: dict[str, Any]) -> str:

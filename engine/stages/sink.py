@@ -20,6 +20,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
 
+from engine.media import IMAGE_SUFFIXES, is_image_path
 from engine.stages.anonymize import SafeFrame
 
 log = logging.getLogger(__name__)
@@ -61,14 +62,6 @@ KEYFRAME_EVERY_S = 1  # a crash loses at most the last fragment; a player can st
 MAX_FILL_FRAMES = 300  # live: at most this many frames filled at once (10 s at 30 fps: a clock jump, not a drop)
 MAX_RESTARTS = 5  # an encoder that keeps dying (disk full, codec missing) is given up, not respawned forever
 CLOSE_TIMEOUT_S = 30.0
-
-
-# A photo in, a photo out (`ImageSink`): what OpenCV encodes from its own codecs in every wheel.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
-
-
-def is_image_path(path: str | Path | None) -> bool:
-    return path is not None and Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
 def check_output_path(path: Path, input_path: str | None = None) -> None:

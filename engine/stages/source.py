@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.stages.sink import is_image_path
+from engine.media import is_image_path
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,13 @@
+"""What kind of media a path names: the source and the sinks both ask whether it is a picture (one frame in,
+one frame out) rather than a video."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# A photo in, a photo out (`ImageSink`): what OpenCV encodes from its own codecs in every wheel.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def is_image_path(path: str | Path | None) -> bool:
+    return path is not None and Path(path).suffix.lower() in IMAGE_SUFFIXES

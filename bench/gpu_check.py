@@ -3,7 +3,7 @@
     python bench/gpu_check.py --out gpu_check.json [--device cuda] [--smoke] [--junit pytest.xml]
 
 1. environment: torch/CUDA/GPU, onnxruntime, OpenCV.
-2. parity: each network (YuNet, CenterFace, MobileFaceNet) in torch on the device, fp32 and fp16, against
+2. parity: each network (YuNet, CenterFace, SFace) in torch on the device, fp32 and fp16, against
    onnxruntime on the CPU, on the same real images (max abs difference; embeddings' cosine); the device
    detector's faces against the onnxruntime detector's; the tensor anonymizer against the OpenCV one.
 3. single_stream: the device pipeline in file mode (every frame) on the dev clip scaled to 1080p and 4K:
@@ -43,7 +43,7 @@ from engine.config import Settings  # noqa: E402
 from engine.gpu.device import DeviceFrames, DeviceRunner, TensorAnonymizer, build_pipeline  # noqa: E402
 from engine.models.backends import OnnxRuntimeRunner  # noqa: E402
 from engine.models.centerface import CenterFace  # noqa: E402
-from engine.models.mobilefacenet import MobileFaceNet  # noqa: E402
+from engine.models.sface import SFace  # noqa: E402
 from engine.models.weights import model_path  # noqa: E402
 from engine.models.yunet import YuNet  # noqa: E402
 from engine.multistream import MultiStreamEngine, StreamSpec  # noqa: E402
@@ -127,12 +127,13 @@ def parity(device: torch.device, smoke: bool) -> dict[str, Any]:
     size = (320, 192) if smoke else (640, 384)
     yunet_in = [_letterboxed(i, *size) for i in images]
     centerface_in = [b[:, ::-1].copy() for b in yunet_in]  # RGB
-    mfn_in = np.ascontiguousarray(((np.stack(faces)[..., ::-1].astype(np.float32) - 127.5) / 128).transpose(0, 3, 1, 2))
+    recognizer_in = np.ascontiguousarray(((np.stack(faces)[..., ::-1].astype(np.float32) - 127.5) / 128)
+                                         .transpose(0, 3, 1, 2))
     out: dict[str, Any] = {}
     for name, module, path, batches in (
         ("yunet", YuNet, "yunet", yunet_in),
         ("centerface", CenterFace, "centerface", centerface_in),
-        ("mobilefacenet", MobileFaceNet, "mobilefacenet", [mfn_in]),
+        ("sface", SFace, "sface", [recognizer_in]),
     ):
         reference = OnnxRuntimeRunner(model_path(path))
         for half in (False,) if smoke else (False, True):  # fp16 on CPU is emulated, ~50x slower
@@ -141,11 +142,11 @@ def parity(device: torch.device, smoke: bool) -> dict[str, Any]:
             for batch in batches:
                 ours, theirs = runner.run(batch), reference.run(batch)
                 diffs += [float(np.abs(a - b.reshape(a.shape)).max()) for a, b in zip(ours, theirs, strict=True)]
-                if name == "mobilefacenet":
+                if name == "sface":
                     a, b = _unit(ours[0]), _unit(theirs[0].reshape(ours[0].shape))
                     cosines.append(float((a * b).sum(1).min()))
             key = f"{name}_{'fp16' if half else 'fp32'}"
-            out[key] = {"max_abs_diff": max(diffs), "inputs": len(batches) if name != "mobilefacenet" else len(faces)}
+            out[key] = {"max_abs_diff": max(diffs), "inputs": len(batches) if name != "sface" else len(faces)}
             if cosines:
                 out[key]["min_cosine"] = min(cosines)
     precisions = (False,) if smoke else (False, True)

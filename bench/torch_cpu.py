@@ -3,7 +3,8 @@
     python bench/torch_cpu.py [--repeats 30] [--json out.json]
 
 For YuNet at the dev clip's detection size (640x360 enlarged 1.5x: 960x544) and at 1280x736, and for
-MobileFaceNet on 4 faces: median ms of onnxruntime, of torch as `engine.models.backends.TorchRunner` runs it, and
+SFace (the recognizer; MobileFaceNet before it)
+on 4 faces: median ms of onnxruntime, of torch as `engine.models.backends.TorchRunner` runs it, and
 of torch variants (2 OpenMP threads as before, channels_last input, a frozen TorchScript trace), each
 called in turn inside one loop, so a load spike from the other users of the machine hits all of them alike;
 then the whole pipeline's fps on 30 dev-clip frames, each backend and thread count in a fresh process.
@@ -30,7 +31,7 @@ import torch  # noqa: E402
 
 from engine import backends  # noqa: E402
 from engine.models.backends import OnnxRuntimeRunner, TorchRunner  # noqa: E402
-from engine.models.mobilefacenet import MobileFaceNet  # noqa: E402
+from engine.models.sface import SFace  # noqa: E402
 from engine.models.weights import model_path  # noqa: E402
 from engine.models.yunet import YuNet  # noqa: E402
 
@@ -126,7 +127,7 @@ def main() -> int:
     cases = [
         ("yunet 960x544", YuNet.from_onnx, "yunet", rng.uniform(0, 255, (1, 3, 544, 960)).astype(np.float32)),
         ("yunet 1280x736", YuNet.from_onnx, "yunet", rng.uniform(0, 255, (1, 3, 736, 1280)).astype(np.float32)),
-        ("mobilefacenet x4", MobileFaceNet.from_onnx, "mobilefacenet",
+        ("sface x4", SFace.from_onnx, "sface",
          rng.uniform(-1, 1, (4, 3, 112, 112)).astype(np.float32)),
     ]
     result = {"torch_threads": torch.get_num_threads()}

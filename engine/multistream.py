@@ -186,7 +186,7 @@ class SharedNetworks:
                  wait_ms: float = DEFAULT_WAIT_MS) -> None:
         from engine.models.backends import make_runner, resolve_backend
         from engine.models.weights import model_path
-        from engine.recognition.recognize import _torch_module as mobilefacenet_module
+        from engine.recognition.recognize import RECOGNIZER, recognizer_module
         from engine.stages.detectors.yunet import _torch_module as yunet_module
 
         self.on_device = device is not None or (resolve_backend(backend) == "torch")
@@ -196,11 +196,10 @@ class SharedNetworks:
             where = pick_device(device)
             self.device = where
             detector = DeviceRunner(yunet_module(model_path("yunet")), where, half)
-            recognizer = DeviceRunner(mobilefacenet_module(model_path("mobilefacenet")), where, half)
+            recognizer = DeviceRunner(recognizer_module(model_path(RECOGNIZER)), where, half)
         else:
             detector = make_runner(backend, model_path("yunet"), yunet_module, network="yunet")
-            recognizer = make_runner(backend, model_path("mobilefacenet"), mobilefacenet_module,
-                                     network="mobilefacenet")
+            recognizer = make_runner(backend, model_path(RECOGNIZER), recognizer_module, network=RECOGNIZER)
         self.detector = BatchingRunner(detector, streams, wait_ms)
         self.recognizer = BatchingRunner(recognizer, streams, wait_ms)
 

@@ -1,7 +1,7 @@
 """The facebank on disk: who may stay visible, as TinyDB documents, safe against crashes and shared use.
 
 One document per person: their name and, per enrolled photo, its path, the sha256 of its bytes, quality
-figures and the 192-D embedding. Photos themselves are never copied: only embeddings are kept.
+figures and the 128-D embedding. Photos themselves are never copied: only embeddings are kept.
 
 - Every write goes to a temporary file that is fsynced and then renamed over the old one (`os.replace`), so a
   reader, or a process killed mid-write, only ever sees the old or the new file, never half of one.
@@ -62,9 +62,9 @@ def model_tag() -> str:
     """Which network and recipe (landmarks, flip) made an embedding: embeddings made another way live in
     another space and are re-made by `refresh`, never mixed."""
     from engine.models.weights import load_manifest
-    from engine.recognition.recognize import RECIPE
+    from engine.recognition.recognize import RECIPE, RECOGNIZER
 
-    return f"mobilefacenet:{load_manifest()['mobilefacenet'].sha256[:16]}:{RECIPE}"
+    return f"{RECOGNIZER}:{load_manifest()[RECOGNIZER].sha256[:16]}:{RECIPE}"
 
 
 # --- storage ---------------------------------------------------------------------------------------------------

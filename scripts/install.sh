@@ -7,7 +7,6 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 command -v tmux >/dev/null || need_apt+=(tmux)
-command -v npm >/dev/null || need_apt+=(npm)
 ldconfig -p 2>/dev/null | grep -q libGL.so.1 || need_apt+=(libgl1)
 ldconfig -p 2>/dev/null | grep -q libglib-2.0.so.0 || need_apt+=(libglib2.0-0)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -29,6 +28,6 @@ if ! python -c "import torch" 2>/dev/null; then
 fi
 # openvino: the opt-in backend (--backend openvino), installed here so that its tests run too. constraints.txt holds
 # the exact versions the tests pass with: a new OpenCV or onnxruntime moves pixels, and the tests measure pixels.
-quiet_pip install -q -c constraints.txt -e ".[dev,convert,openvino]"
+quiet_pip install -q -c constraints.txt -e ".[dev,openvino]"
 blurcast weights
 echo "ready: . .venv/bin/activate && blurcast --help"

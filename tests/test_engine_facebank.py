@@ -29,7 +29,7 @@ def test_limits_are_published_with_defaults_and_reasons(engine):
         limits = client.request("limits")
         settings = client.request("settings")
     assert set(limits) == set(settings)
-    assert limits["similarity_threshold"]["min"] >= 0.4, "the fail-closed floor is published, not only enforced"
+    assert limits["similarity_threshold"]["min"] >= 0.33, "the fail-closed floor is published, not only enforced"
     assert limits["mode"]["choices"] == ["blur", "mosaic", "fill"]
     assert all(entry["help"] for entry in limits.values())
 

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from engine.recognition.gallery import Gallery
+from engine.recognition.recognize import EMBEDDING_DIM
 from facebank import EnrolError, Enroller, Facebank, default_path
 from facebank.images import MAX_BYTES, MAX_PIXELS
 from facebank.live import LiveGallery
@@ -80,7 +81,7 @@ def test_more_photos_of_a_known_person_are_added_names_ignore_case(bank: Faceban
     bank.add("barack", [OBAMA_2, OBAMA])  # same person; the photo already enrolled is not repeated
     [person] = bank.people()
     assert person.name == "Barack" and len(person.images) == 2
-    assert bank.gallery().embeddings.shape == (2, 192)
+    assert bank.gallery().embeddings.shape == (2, EMBEDDING_DIM)
 
 
 def test_a_photo_with_two_faces_needs_a_choice(bank: Facebank) -> None:
@@ -343,8 +344,8 @@ def test_two_writers_at_once_lose_nothing(tmp_path: Path) -> None:
 
 
 def test_gallery_value_object() -> None:
-    a, b = np.eye(192, dtype=np.float32)[:2]
-    people = {"A": np.stack([a, (a + b) / np.sqrt(2)]), "B": b[None], "nobody": np.zeros((0, 192))}
+    a, b = np.eye(EMBEDDING_DIM, dtype=np.float32)[:2]
+    people = {"A": np.stack([a, (a + b) / np.sqrt(2)]), "B": b[None], "nobody": np.zeros((0, EMBEDDING_DIM))}
     gallery = Gallery.from_people(people)
     assert gallery.names == ("A", "B") and len(gallery) == 2
     [m1, m2] = gallery.match(np.stack([a, b]))
@@ -354,4 +355,4 @@ def test_gallery_value_object() -> None:
     assert m3.name == "A" and m3.similarity == pytest.approx(1.0)  # the max over a person's photos
     assert Gallery.empty().match(a[None])[0].name is None
     with pytest.raises(ValueError):
-        Gallery(("A",), np.full((1, 192), np.nan, np.float32), np.zeros(1, np.int64))
+        Gallery(("A",), np.full((1, EMBEDDING_DIM), np.nan, np.float32), np.zeros(1, np.int64))

@@ -32,9 +32,9 @@ def test_gpu_check_smoke_runs_every_section_on_cpu(dev_clip, tmp_path: Path):
     assert figures["tests"] == {"ran": True, "tests": 5, "failures": 1, "errors": 0, "skipped": 2,
                                 "failed": ["tests.test_x::test_a"]}
     parity = figures["parity"]
-    for net in ("yunet", "centerface", "mobilefacenet"):
+    for net in ("yunet", "centerface", "sface"):
         assert parity[f"{net}_fp32"]["max_abs_diff"] < 1e-4  # the torch ports equal onnxruntime on CPU
-    assert parity["mobilefacenet_fp32"]["min_cosine"] > 0.9999
+    assert parity["sface_fp32"]["min_cosine"] > 0.9999
     faces = parity["detector_faces"]["fp32"]
     assert faces["onnxruntime_faces"] > 0 and faces["matched_within_2px"] >= 0.95 * faces["onnxruntime_faces"]
     for mode in ("blur", "mosaic", "fill"):

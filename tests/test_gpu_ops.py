@@ -2,7 +2,8 @@
 
 Tolerances, measured on CPU on these frames: tensor blur, mosaic and fill differ from OpenCV by ~0.1 grey level
 on average, 2 at most (rounding); grid_sample alignment gives embeddings
-with cosine >= 0.9996 to cv2.warpAffine's; YuNet boxes from the device letterbox (float, not rounded to
+with cosine >= 0.987 to cv2.warpAffine's (SFace, one view; MobileFaceNet with the mirror image, before it, 0.9996:
+SFace weighs a small face's interpolation detail more; its genuine pairs score 0.42-0.99); YuNet boxes from the device letterbox (float, not rounded to
 uint8) within ~1.2 px. On a machine whose GPU run is required, set BLURCAST_REQUIRE_CUDA=1: the CUDA cases
 then fail instead of skipping.
 """
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import Settings
+from engine.config import MIN_SIMILARITY, Settings
 from engine.faces import box_iou
 from engine.gpu import tensor_ops as ops
 from engine.gpu.device import (
@@ -27,7 +28,7 @@ from engine.gpu.device import (
     TensorAnonymizer,
     build_pipeline,
 )
-from engine.models.mobilefacenet import MobileFaceNet
+from engine.models.sface import SFace
 from engine.models.weights import model_path
 from engine.models.yunet import YuNet
 from engine.pipeline import Pipeline
@@ -92,12 +93,12 @@ def test_device_detector_matches_host_detector(clip_frames, cpu_detector, device
 def test_batched_alignment_embeds_like_cv2(clip_frames, cpu_detector, embedder, device):
     where = torch.device(device)
     frames = DeviceFrames(where)
-    device_embedder = DeviceEmbedder(DeviceRunner(MobileFaceNet.from_onnx(model_path("mobilefacenet")), where), frames)
+    device_embedder = DeviceEmbedder(DeviceRunner(SFace.from_onnx(model_path("sface")), where), frames)
     for frame in clip_frames:
         marks = cpu_detector.detect(frame, 0.5).landmarks
         reference = embedder.embed_aligned(np.stack([align_face(frame, k) for k in marks]))
         batched = device_embedder.embed(frame, marks)
-        assert np.all((reference * batched).sum(1) > 0.999)
+        assert np.all((reference * batched).sum(1) > 0.985)
         crops = ops.align_batch(frames.get(frame), marks).permute(0, 2, 3, 1).cpu().numpy()
         cv2_crops = np.stack([align_face(frame, k) for k in marks]).astype(np.float32)
         assert np.abs(crops - cv2_crops).mean() < 0.5
@@ -121,7 +122,7 @@ def test_tensor_anonymizer_is_as_private_as_cpu(clip_frames, cpu_detector, embed
         before.append(embedder.embed(frame, found.landmarks) @ performer)
         after_cpu = embedder.embed(cpu, found.landmarks) @ performer
         after_dev = embedder.embed(dev, found.landmarks) @ performer
-        assert np.all(after_dev < CPU.similarity_threshold - 0.1)  # nobody would match the performer
+        assert np.all(after_dev < MIN_SIMILARITY)  # nobody would match the performer at any threshold allowed
         assert np.all(after_dev <= after_cpu + 0.05)
     assert np.concatenate(before).max() > CPU.similarity_threshold  # he is recognisable in the raw frames
 
@@ -189,7 +190,7 @@ def test_fp16_embeddings_stay_within_tolerance(clip_frames, cpu_detector):
     frame = clip_frames[0]
     marks = cpu_detector.detect(frame, 0.5).landmarks
     frames = DeviceFrames(torch.device("cpu"))
-    full, half = (DeviceEmbedder(DeviceRunner(MobileFaceNet.from_onnx(model_path("mobilefacenet")),
+    full, half = (DeviceEmbedder(DeviceRunner(SFace.from_onnx(model_path("sface")),
                                               torch.device("cpu"), h), frames) for h in (False, True))
     assert np.all((full.embed(frame, marks) * half.embed(frame, marks)).sum(1) > 0.999)
 

@@ -1,7 +1,7 @@
 """Recognition on real faces: the embedder, the evaluation figures, and the identifier on the dev clip.
 
 Data: $BLURCAST_DATA (default ../shared/data); the module is skipped, saying so, when it is absent.
-Expected figures were measured with MobileFaceNet on these photos (see evaluation/recognition.py); each
+Expected figures were measured with SFace on these photos (see evaluation/recognition.py); each
 assertion leaves a small margin below the measured value.
 """
 
@@ -96,7 +96,7 @@ FACES = [
 
 
 def test_onnxruntime_and_torch_give_the_same_embeddings(encoder: PhotoEncoder) -> None:
-    pytest.importorskip("engine.models.mobilefacenet")
+    pytest.importorskip("engine.models.sface")
     faces = _aligned_faces(encoder, FACES)
     ort = create_embedder(SETTINGS, backend="onnxruntime").embed_aligned(faces)
     torch = create_embedder(SETTINGS, backend="torch").embed_aligned(faces)
@@ -109,7 +109,7 @@ def test_embeddings_are_unit_length_and_batch_independent(encoder: PhotoEncoder)
     embedder = encoder.enroller.embedder
     batch = embedder.embed_aligned(faces)
     one_by_one = np.concatenate([embedder.embed_aligned(f[None]) for f in faces])
-    assert batch.shape == (4, 192) and batch.dtype == np.float32
+    assert batch.shape == (4, 128) and batch.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(batch, one_by_one, atol=1e-5)
     similarity = batch @ batch.T
@@ -152,8 +152,9 @@ def _find(name: str) -> Path:
 
 def test_a_face_embeds_alike_at_its_photo_size_and_at_stream_size(encoder: PhotoEncoder) -> None:
     """The same photo with its face at full size and shrunk to ~100 px (INTER_AREA) embeds alike: the warp is
-    anti-aliased. Measured with a plain bilinear warp: cosine 0.974-0.994, mean 0.987; anti-aliased 0.989-0.997,
-    mean 0.994."""
+    anti-aliased. Measured with MobileFaceNet (mirror image added) and a plain bilinear warp: cosine 0.974-0.994,
+    mean 0.987; anti-aliased 0.989-0.997, mean 0.994. SFace, one view, anti-aliased: 0.979-0.995, mean 0.988 (its
+    genuine pairs score 0.42-0.99, median 0.74: a 0.02 move is small beside them)."""
     enroller = encoder.enroller
     cosines = []
     for name in BIG_FACES:
@@ -166,7 +167,7 @@ def test_a_face_embeds_alike_at_its_photo_size_and_at_stream_size(encoder: Photo
                  for im, f in ((image, 1.0), (small, factor))]
         big, shrunk = enroller.embedder.embed_aligned(np.stack(views))
         cosines.append(float(big @ shrunk))
-    assert min(cosines) >= 0.985 and np.mean(cosines) >= 0.992, cosines
+    assert min(cosines) >= 0.975 and np.mean(cosines) >= 0.985, cosines
 
 
 # --- evaluation figures -------------------------------------------------------------------------------------------
@@ -203,7 +204,7 @@ def test_face_recognition_examples(report: dict) -> None:
 def test_openface_examples(report: dict) -> None:
     r = report["datasets"]["openface_all_pairs"]
     assert (r["genuine"], r["impostor"]) == (2, 13)
-    assert r["genuine_min"] > 0.6 and r["impostor_max"] < 0.35  # measured 0.639 and 0.257
+    assert r["genuine_min"] > 0.38 and r["impostor_max"] < 0.3  # measured 0.435 and 0.230
 
 
 def test_faceapi_bbt_face_chips(report: dict) -> None:
@@ -217,10 +218,10 @@ def test_faceapi_bbt_face_chips(report: dict) -> None:
 def test_threshold_from_the_pooled_impostors(report: dict) -> None:
     d = report["impostor_distribution"]
     assert d["pairs"] >= 7000 and d["measurable"]
-    assert 0.46 <= d["threshold_at_far"] <= 0.55  # measured 0.5123 on 7,971 impostor pairs (0.481 before the mirror)
+    assert 0.34 <= d["threshold_at_far"] <= 0.42  # measured 0.3672 on 7,971 impostor pairs (MobileFaceNet: 0.5123)
     assert d["at_derived_threshold"]["far"] <= 0.001
-    assert d["at_derived_threshold"]["tar"] >= 0.97  # measured 0.9895
-    assert d["at_configured_threshold"]["far"] <= 0.001  # the engine's default (0.52) is stricter still
+    assert d["at_derived_threshold"]["tar"] >= 0.97  # measured 0.9965 (MobileFaceNet: 0.9895)
+    assert d["at_configured_threshold"]["far"] <= 0.001  # the engine's default (0.37) is stricter still
 
 
 def test_ms_per_face_is_reported(report: dict) -> None:
@@ -339,11 +340,14 @@ def clip_run(frames, lin_gallery) -> dict:
     return {"rows": rows, "identifier": identifier, "frames": len(frames)}
 
 
-def test_no_track_is_visible_on_its_first_frame(clip_run: dict) -> None:
+def test_a_track_visible_on_its_first_frame_matched_strongly(clip_run: dict) -> None:
+    """One embedding is not enough to show a face unless it scores threshold + strong_margin, above every impostor
+    measured (the look-alike defence otherwise waits for a second matching embedding)."""
     first: dict[int, dict] = {}
     for row in clip_run["rows"]:
         first.setdefault(row["track"], row)
-    assert first and not any(row["visible"] for row in first.values())
+    strong = SETTINGS.similarity_threshold + Policy().strong_margin
+    assert first and all(row["similarity"] >= strong for row in first.values() if row["visible"])
 
 
 def test_the_performer_becomes_visible_and_bystanders_never_do(clip_run: dict) -> None:

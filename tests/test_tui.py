@@ -21,7 +21,7 @@ from textual.command import CommandPalette
 from textual.widgets import Button, DataTable, HelpPanel, Input, Static
 
 from engine.client import ControlClient, ControlError, EnginePaths, engine_running, start_background, stop_background
-from engine.config import Settings
+from engine.config import MIN_SIMILARITY, Settings
 from tests.conftest import need_data
 from tests.helpers import answer, live, request, ui, until, wait_for
 from tui.app import make_app
@@ -125,9 +125,10 @@ def test_threshold_slider_changes_the_engine_setting(engine, dev_clip):
             await until(pilot, lambda: request(engine, "settings")["similarity_threshold"] == 1.0, what="1.0")
             # A click on the bar's left end sets the minimum.
             await pilot.click(slider, offset=(11, 0))
-            await until(pilot, lambda: request(engine, "settings")["similarity_threshold"] == 0.4, what="click")
+            await until(pilot, lambda: request(engine, "settings")["similarity_threshold"] == MIN_SIMILARITY,
+                        what="click")
             assert app.settings_delays, "the UI measured slider-to-telemetry delays"
-            assert slider.value == 0.4, "the slider was not pulled back by older telemetry"
+            assert slider.value == MIN_SIMILARITY, "the slider was not pulled back by older telemetry"
 
     asyncio.run(scenario())
 

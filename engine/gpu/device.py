@@ -118,7 +118,7 @@ class DeviceYuNetDetector(YuNetDetector):
 
 
 class DeviceEmbedder:
-    """Faces of one frame -> L2-normalised 192-D embeddings: one align (grid_sample) and one network call."""
+    """Faces of one frame -> L2-normalised 128-D embeddings: one align (grid_sample) and one network call."""
 
     dim = EMBEDDING_DIM
 
@@ -258,6 +258,6 @@ def build_pipeline(settings: Settings, identifier: Identifier | None = None, dev
 
 def device_embedder(device: str | None = None, half: bool = False) -> FaceEmbedder:
     """The recognizer on the device, as the facebank identifier's `FaceEmbedder` (crops in, embeddings out)."""
-    from engine.models.mobilefacenet import MobileFaceNet
+    from engine.recognition.recognize import RECOGNIZER, recognizer_module
 
-    return FaceEmbedder(DeviceRunner(MobileFaceNet.from_onnx(model_path("mobilefacenet")), pick_device(device), half))
+    return FaceEmbedder(DeviceRunner(recognizer_module(model_path(RECOGNIZER)), pick_device(device), half))

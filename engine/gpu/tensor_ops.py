@@ -143,5 +143,5 @@ def align_batch(image: Tensor, landmarks: np.ndarray) -> Tensor:
 
 
 def embedder_input(faces_bgr: Tensor) -> Tensor:
-    """(n, 3, 112, 112) BGR 0..255 -> MobileFaceNet's input: RGB, (x - 127.5) / 128 (`recognize.preprocess`)."""
+    """(n, 3, 112, 112) BGR 0..255 -> the recognizer's input: RGB, (x - 127.5) / 128 (`recognize.preprocess`)."""
     return (faces_bgr.flip(1) - 127.5) / 128.0

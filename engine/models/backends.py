@@ -33,8 +33,9 @@ OPENVINO_THREADS = int(os.environ.get("BLURCAST_OPENVINO_THREADS", "1"))
 # left visible in 15 frames against 5 on onnxruntime. Over 9 one-pixel shifts of the clip that is 5-20 frames
 # (mean 10.6) against onnxruntime's 5-10 (mean 8.3), and 5-10 (mean 9.4) with the landmarker on OpenVINO too:
 # most of the gap is pixel noise, but the tail is worse. A leak outweighs the latency: `--backend openvino` opts in.
-# MobileFaceNet: 0.25x the CPU, LFW 99.28 against 99.27 %, but bf16 turns a 1-grey-level difference between a
-# frame's and a crop's aligned face into 2e-3 per embedding element (cosine 0.99998), past
+# MobileFaceNet (the recognizer before SFace; SFace not measured on OpenVINO): 0.25x the CPU, LFW 99.28 against
+# 99.27 %, but bf16 turns a 1-grey-level difference between a frame's and a crop's aligned face into 2e-3 per
+# embedding element (cosine 0.99998), past
 # tests/test_recognition.py's 1e-3 for "the stream embeds as the photo path". Without bf16 OpenVINO runs f32,
 # slower than onnxruntime (YuNet 23 against 18 ms): never chosen there.
 # The landmarker's YuNet ("landmarker") and photo detection ("photo") are asked for apart from the stream's
@@ -321,7 +322,7 @@ def _make_input_dynamic(model) -> None:
 
 def make_runner(backend: str, onnx_path: Path, module_factory: Callable[[Path], object],
                 network: str | None = None) -> NetworkRunner:
-    """`network` (a weights name: yunet, mobilefacenet...) lets `auto` choose per network."""
+    """`network` (a weights name: yunet, sface...) lets `auto` choose per network."""
     chosen = resolve_backend(backend, network)
     runner: NetworkRunner
     if chosen == "openvino" and backend == "auto":

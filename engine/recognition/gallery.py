@@ -34,7 +34,7 @@ NO_MATCH = Match(None, -1.0)
 
 @dataclass(frozen=True, eq=False)
 class Gallery:
-    """names: the enrolled people; embeddings: (m, 192) L2-normalised rows; owners: (m,) index into names.
+    """names: the enrolled people; embeddings: (m, 128) L2-normalised rows; owners: (m,) index into names.
 
     Rows are kept grouped by owner so that the per-person maximum is one `np.maximum.reduceat`.
     """
@@ -62,7 +62,7 @@ class Gallery:
 
     @classmethod
     def from_people(cls, people: Mapping[str, np.ndarray]) -> Gallery:
-        """{name: (k, 192) embeddings}; names with no embedding are left out (they could never match)."""
+        """{name: (k, 128) embeddings}; names with no embedding are left out (they could never match)."""
         names, rows, owners = [], [], []
         for name, vectors in people.items():
             vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, EMBEDDING_DIM)
@@ -84,7 +84,7 @@ class Gallery:
         return not self.names
 
     def similarities(self, embeddings: np.ndarray) -> np.ndarray:
-        """(n, 192) L2-normalised -> (n, people): each person's best cosine over their images.
+        """(n, 128) L2-normalised -> (n, people): each person's best cosine over their images.
 
         The maximum, not the mean, over a person's images: the streamer enrols photos in different light or
         with and without glasses, and a live face needs to resemble only one of them.

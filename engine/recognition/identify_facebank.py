@@ -69,7 +69,10 @@ class Policy:
     window_m: int = 3  # ... the last M embeddings: one lucky look-alike frame never unblurs anyone
     verify_every: int = 5  # frames between re-checks of a visible face: bounds an undetected id switch
     confirm_every: int = 1  # frames between embeddings of a face that (nearly) matched: confirm it quickly
-    near: float = 0.15  # "nearly": within this of the threshold (impostors' 99th percentile is ~0.35 < 0.56-0.15)
+    # The similarity figures below are SFace cosines, each set where MobileFaceNet's (the recognizer before it) cut
+    # the same share of 7,971 real impostor pairs (impostors: median 0.083, 99th percentile 0.301, 99.9th 0.367,
+    # maximum 0.471; genuine pairs: 1st percentile 0.417, median 0.738; docs/measurements.md).
+    near: float = 0.07  # "nearly": within this of the threshold (0.30, 0.85 % of impostors, as 0.37 was before)
     retry_every: int = 15  # frames between embeddings of a face that does not match (bystanders)
     min_gap: int = 3  # a face is not re-embedded for being bigger/sharper more often than this
     better_size: float = 1.3  # re-embed early when the face is this much bigger than when last embedded
@@ -81,21 +84,23 @@ class Policy:
     same_look: float = 0.5  # correlation of the face patch with the previous frame's below this: suspect
     scene_cut: float = 0.5  # correlation of the whole frame (32x18 grey) with the previous one below this: a cut
     overlap_iou: float = 0.1  # two found faces overlapping: the tracker may swap their ids
-    # Two-sided hysteresis around the threshold (measured on 7,971 real impostor pairs: 99th percentile 0.357,
-    # maximum 0.5765, a look-alike): one embedding this far above the threshold is enough to confirm...
+    # Two-sided hysteresis around the threshold: one embedding this far above it (0.52) is enough to confirm,
+    # 0.05 above every impostor measured (a look-alike at 0.471)...
     strong_margin: float = 0.15
-    # ...and a confirmed face keeps matching down to this far below it (head turned, wide shot), as long as
-    # nothing suggested another face under its id since it was confirmed (then the full threshold applies).
-    keep_margin: float = 0.12
-    keep_floor: float = 0.36  # ...but never below the impostors' 99th percentile (0.357), whatever the threshold
+    # ...and a confirmed face keeps matching down to this far below it (head turned, wide shot: 0.33, 0.35 % of
+    # impostors), as long as nothing suggested another face under its id since it was confirmed (then the full
+    # threshold applies).
+    keep_margin: float = 0.04
+    keep_floor: float = 0.31  # ...but never below the impostors' 99th percentile (0.301), whatever the threshold
     # After a warning sign (lost, new look, overlap), the track's earlier embeddings still count toward K only
-    # if the new one is of the same person as them (cosine at least this; impostors' 99.9th percentile 0.51).
-    same_person: float = 0.55
+    # if the new one is of the same person as them (cosine at least this; impostors' 99.9th percentile 0.367,
+    # 0.04 % of them reach 0.42, as 0.55 cut before).
+    same_person: float = 0.42
     # A confirmed track keeps its identity through head turns (the gallery similarity of a face looking down
-    # falls to 0.0-0.3) while each new embedding stays this close to the track's own earlier ones, and no sign
-    # of a switch (lost, jump, new look, overlap, scene cut) came since it was confirmed. Two different people
-    # score at most 0.5765 in 7,971 real impostor pairs (99.9th percentile 0.507).
-    self_consistent: float = 0.55
+    # falls far below the threshold) while each new embedding stays this close to the track's own earlier ones,
+    # and no sign of a switch (lost, jump, new look, overlap, scene cut) came since it was confirmed. Two
+    # different people score at most 0.471 in 7,971 real impostor pairs (99.9th percentile 0.367).
+    self_consistent: float = 0.42
     anchors: int = 8  # embeddings kept per track from when the gallery itself vouched for it
 
     def __post_init__(self) -> None:

@@ -1,8 +1,10 @@
-"""Recognition stage helpers: align a detected face and turn it into a 192-D identity embedding.
+"""Recognition stage helpers: align a detected face and turn it into a 128-D identity embedding.
 
-MobileFaceNet was trained on faces warped onto the ArcFace 112x112 template; the warp matters: an unaligned
-square crop of the same faces drops TAR @ FAR 1e-3 from 97 % to 24 % (shared/notes/models.md). The network
-runs through `engine.models.backends` like the detectors: onnxruntime on CPU, the torch port on CUDA.
+The recognizer is SFace (OpenCV Zoo, Apache-2.0): LFW View 2 99.55 % with this module's recipe, where the
+MobileFaceNet it replaced gave 99.27 % (`bench/lfw_recipe.py`, docs/measurements.md). Both were trained on faces
+warped onto the ArcFace 112x112 template; the warp matters: an unaligned square crop of the same faces drops
+TAR @ FAR 1e-3 from 97 % to 24 % (shared/notes/models.md). The network runs through `engine.models.backends`
+like the detectors: onnxruntime on CPU, the torch port on CUDA.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ from engine.models.backends import NetworkRunner, make_runner, resolve_backend
 from engine.models.weights import model_path
 
 SIZE = 112
-EMBEDDING_DIM = 192
+RECOGNIZER = "sface"  # the weights name (weights/manifest.json)
+EMBEDDING_DIM = 128
 # Extra landmark passes (face widths in px) after the first at the detector's REFINE_PX: see `Landmarker`.
 LANDMARK_PASSES_PX = (128, 192, 224)
-# The embedding of a face is the sum of the network's outputs for the face and its mirror image (LFW's
-# standard protocol): LFW View 2 10-fold accuracy 99.10 % -> 99.25 % (evaluation/recognition.py). Part of the
+# The face's mirror image added to its embedding (LFW's standard protocol) is off: with SFace it gains 9 of LFW's
+# 6,000 pairs (99.40 -> 99.55 %, bench/lfw_recipe.py) for twice the network's time a face, and in live mode the
+# slower re-checks after a warning sign left the streamer visible in only 2-3 of 4-5 samples in 3 of 6 runs of
+# the UI's "this is me" test (tests/test_tui.py asks 80 %; without the mirror 4 of 4 runs passed). Part of the
 # facebank's model tag: embeddings made another way are re-made, never mixed.
-FLIP = True
+FLIP = False
 # Anti-aliased warp (`align_face`).
 ANTIALIAS = True
 ANTIALIAS_MIN_SIGMA = 0.1
@@ -132,7 +137,8 @@ def face_size(landmarks5: np.ndarray) -> float:
 
 
 def preprocess(faces_bgr: np.ndarray) -> np.ndarray:
-    """(n, 112, 112, 3) BGR uint8 -> (n, 3, 112, 112) float32 RGB, (x - 127.5) / 128: the network's input."""
+    """(n, 112, 112, 3) BGR uint8 -> (n, 3, 112, 112) float32 RGB, (x - 127.5) / 128: the network's input (SFace's
+    file normalised so itself; that step is taken out when it is provisioned, `engine.models.weights`)."""
     rgb = faces_bgr[..., ::-1].astype(np.float32)
     return np.ascontiguousarray(((rgb - 127.5) / 128.0).transpose(0, 3, 1, 2))
 
@@ -143,7 +149,7 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
 
 
 class FaceEmbedder:
-    """Faces in, L2-normalised 192-D embeddings out; cosine similarity is then a dot product."""
+    """Faces in, L2-normalised 128-D embeddings out; cosine similarity is then a dot product."""
 
     dim = EMBEDDING_DIM
 
@@ -154,14 +160,14 @@ class FaceEmbedder:
         self.seconds = 0.0  # total time in the network, for telemetry and the evaluation's ms per face
 
     def embed(self, frame_bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        """(n, 5, 2) landmarks in `frame_bgr` -> (n, 192) float32, one batch through the network."""
+        """(n, 5, 2) landmarks in `frame_bgr` -> (n, 128) float32, one batch through the network."""
         landmarks = np.asarray(landmarks, dtype=np.float32).reshape(-1, 5, 2)
         if not len(landmarks):
             return np.zeros((0, self.dim), np.float32)
         return self.embed_aligned(np.stack([align_face(frame_bgr, kps) for kps in landmarks]))
 
     def embed_aligned(self, faces_bgr: np.ndarray) -> np.ndarray:
-        """(n, 112, 112, 3) aligned BGR crops -> (n, 192) float32, L2-normalised."""
+        """(n, 112, 112, 3) aligned BGR crops -> (n, 128) float32, L2-normalised."""
         if not len(faces_bgr):
             return np.zeros((0, self.dim), np.float32)
         faces_bgr = np.asarray(faces_bgr)
@@ -225,14 +231,15 @@ def create_landmarker(settings: Settings) -> Landmarker:
     return Landmarker(create_detector(settings.updated({"detector": "yunet", "backend": backend})))
 
 
-def _torch_module(path: Path):
-    from engine.models.mobilefacenet import MobileFaceNet  # lazy: torch is not needed on the onnxruntime path
+def recognizer_module(path: Path):
+    """The recognizer's torch port (CUDA, or `--backend torch`)."""
+    from engine.models.sface import SFace  # lazy: torch is not needed on the onnxruntime path
 
-    return MobileFaceNet.from_onnx(path)
+    return SFace.from_onnx(path)
+
 
 
 def create_embedder(settings: Settings, backend: str | None = None) -> FaceEmbedder:
-    """The MobileFaceNet embedder on the settings' backend (or `backend`, to compare the two)."""
-    runner = make_runner(backend or settings.backend, model_path("mobilefacenet"), _torch_module,
-                         network="mobilefacenet")
+    """The recognizer on the settings' backend (or `backend`, to compare the two)."""
+    runner = make_runner(backend or settings.backend, model_path(RECOGNIZER), recognizer_module, network=RECOGNIZER)
     return FaceEmbedder(runner)

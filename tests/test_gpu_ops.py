@@ -4,8 +4,8 @@ Tolerances, measured on CPU on these frames: tensor blur, mosaic and fill differ
 on average, 2 at most (rounding); grid_sample alignment gives embeddings with cosine >= 0.987 to
 cv2.warpAffine's (SFace, one view; MobileFaceNet with the mirror image, before it, 0.9996: SFace weighs a small
 face's interpolation detail more; its genuine pairs score 0.42-0.99); YuNet boxes from the device letterbox
-(float, not rounded to uint8) within ~1.2 px. On a machine whose GPU run is required, set BLURCAST_REQUIRE_CUDA=1: the CUDA cases
-then fail instead of skipping.
+(float, not rounded to uint8) within ~1.2 px. On a machine whose GPU run is required, set
+BLURCAST_REQUIRE_CUDA=1: the CUDA cases then fail instead of skipping.
 """
 
 from __future__ import annotations

@@ -158,6 +158,11 @@ def _coerce(value: Any, kind: type, name: str) -> Any:
 
 # Settings an older version saved and this one no longer has: dropped on load, so the rest still applies.
 RETIRED = frozenset({"upscale_every"})
+# The recognizer whose cosines `similarity_threshold` is written in (its weights name, weights/manifest.json).
+# Saved beside the settings: a threshold saved for another recognizer (files without the key were saved with
+# MobileFaceNet, whose 0.52 default is SFace's strong-match level) means something else and is not carried over.
+RECOGNIZER = "sface"
+SCALE_KEY = "_similarity_scale"
 
 
 def load_settings(path: Path) -> Settings:
@@ -166,7 +171,8 @@ def load_settings(path: Path) -> Settings:
     A file that is not a JSON object is set aside whole (`settings.bad.json`) and the defaults apply. In an
     object, each value is taken on its own: one that an upgrade's tighter limit or a hand edit made invalid is
     dropped with a logged message, and every other setting (panic, recognition off...) is kept. The original
-    file is copied aside and the settings file rewritten clean."""
+    file is copied aside and the settings file rewritten clean. A similarity threshold saved for another
+    recognizer (RECOGNIZER) is dropped too: the default applies."""
     try:
         if not path.exists():
             return Settings()
@@ -177,8 +183,14 @@ def load_settings(path: Path) -> Settings:
         _set_aside(path, exc, move=True)
         return Settings()
     settings, refused = Settings(), []
+    rescaled = saved.get(SCALE_KEY) != RECOGNIZER and "similarity_threshold" in saved
+    if rescaled:
+        log.warning("settings file %s: similarity_threshold %s was set for another recognizer (%s), whose scores mean "
+                    "something else: the default %s applies", path, saved["similarity_threshold"],
+                    saved.get(SCALE_KEY, "mobilefacenet"), settings.similarity_threshold)
+        saved = {k: v for k, v in saved.items() if k != "similarity_threshold"}
     for name, value in saved.items():
-        if name in RETIRED:
+        if name in RETIRED or name == SCALE_KEY:
             continue
         try:
             settings = settings.updated({name: value})
@@ -186,6 +198,7 @@ def load_settings(path: Path) -> Settings:
             refused.append(f"{name}: {exc}")
     if refused:
         _set_aside(path, ValueError("; ".join(refused)), move=False)
+    if refused or rescaled:
         try:
             save_settings(settings, path)
         except OSError as exc:
@@ -216,5 +229,5 @@ def save_settings(settings: Settings, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")  # unique: writers never collide
     with os.fdopen(fd, "w") as out:
-        out.write(json.dumps(settings.as_dict(), indent=2))
+        out.write(json.dumps({**settings.as_dict(), SCALE_KEY: RECOGNIZER}, indent=2))
     os.replace(tmp, path)

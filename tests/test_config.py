@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engine.config import Settings, load_settings, save_settings
+from engine.config import RECOGNIZER, SCALE_KEY, Settings, load_settings, save_settings
 
 
 def test_updates_are_validated_and_all_or_nothing():
@@ -63,3 +63,16 @@ def test_a_value_a_tighter_limit_refuses_is_dropped_alone_panic_and_recognition_
     assert (tmp_path / "settings.bad-1.json").exists(), "an earlier aside file is never overwritten"
     with pytest.raises(ValueError, match="finite"):
         Settings().updated({"confidence": "nan", "low_confidence": "nan"})
+
+
+def test_a_threshold_saved_for_another_recognizer_is_not_carried_over(tmp_path):
+    """A settings file from before SFace holds MobileFaceNet's threshold (0.52 was its default; on SFace's scale it
+    is the strong-match level and would blur the streamer far more often): dropped, everything else kept."""
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"similarity_threshold": 0.52, "strength": 0.9, "panic": True}))
+    loaded = load_settings(path)
+    assert (loaded.similarity_threshold, loaded.strength, loaded.panic) == (Settings().similarity_threshold, 0.9, True)
+    saved = json.loads(path.read_text())
+    assert saved[SCALE_KEY] == RECOGNIZER and saved["similarity_threshold"] == Settings().similarity_threshold
+    save_settings(loaded.updated({"similarity_threshold": 0.45}), path)
+    assert load_settings(path).similarity_threshold == 0.45, "a threshold saved for this recognizer is kept"

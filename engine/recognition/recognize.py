@@ -16,12 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.config import Settings
+from engine.config import RECOGNIZER, Settings
 from engine.models.backends import NetworkRunner, make_runner, resolve_backend
 from engine.models.weights import model_path
 
 SIZE = 112
-RECOGNIZER = "sface"  # the weights name (weights/manifest.json)
 EMBEDDING_DIM = 128
 # Extra landmark passes (face widths in px) after the first at the detector's REFINE_PX: see `Landmarker`.
 LANDMARK_PASSES_PX = (128, 192, 224)

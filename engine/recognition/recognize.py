@@ -1,6 +1,6 @@
 """Recognition stage helpers: align a detected face and turn it into a 128-D identity embedding.
 
-The recognizer is SFace (OpenCV Zoo, Apache-2.0): LFW View 2 99.55 % with this module's recipe, where the
+The recognizer is SFace (OpenCV Zoo, Apache-2.0): LFW View 2 99.40 % with this module's recipe, where the
 MobileFaceNet it replaced gave 99.27 % (`bench/lfw_recipe.py`, docs/measurements.md). Both were trained on faces
 warped onto the ArcFace 112x112 template; the warp matters: an unaligned square crop of the same faces drops
 TAR @ FAR 1e-3 from 97 % to 24 % (shared/notes/models.md). The network runs through `engine.models.backends`

@@ -62,8 +62,9 @@ class Policy:
     from one photo; 149 of his faces, 392 bystander faces): his faces score 0.36-0.81 against the photo (wide
     shot ~0.5, close-ups ~0.7), bystanders at most 0.23. With these values he is visible in 75 % of his frames
     (the 20-frame wide shot, ~0.5, stays blurred at the 0.56 threshold), no bystander ever is, and 0.31 faces a
-    frame are embedded (8 % of the faces seen). A bigger budget does not show him more often: every embedding is also a chance to blur him.
-    The similarity figures were re-set for SFace (below); the frame counts and budgets were kept.
+    frame are embedded (8 % of the faces seen). A bigger budget does not show him more often: every embedding is
+    also a chance to blur him. The similarity figures were re-set for SFace (below); the frame counts and budgets
+    were kept.
     """
 
     confirm_k: int = 2  # matches of the same person needed among ...

@@ -513,13 +513,13 @@ def test_a_confirmed_track_keeps_its_identity_through_head_turns(head_pose, man_
 @pytest.mark.parametrize("shift", [(0, 0), (1, 0), (0, 1)], ids=["as-is", "1px-right", "1px-down"])
 def test_a_look_alike_confirmed_by_chance_is_not_kept_through_head_turns(shift: tuple[int, int]) -> None:
     """walking-and-pause: the man enrolled from his soft GIF frame, and every face embedded every frame (no
-    budget). The woman on the left scores 0.58-0.59 against him in the first, softest frames and is confirmed;
-    then her similarity falls to 0.0, yet her track stays consistent with itself. A head-turn keep needs a
-    look of the track that the gallery vouched for strongly (threshold + strong_margin): before that she was
-    kept visible for 35 more frames (40 of 41), now only while she matches.
+    budget). With MobileFaceNet the woman on the left scored 0.58-0.59 against him in the first, softest frames
+    and was confirmed; then her similarity fell to 0.0, yet her track stayed consistent with itself. A head-turn
+    keep needs a look of the track that the gallery vouched for strongly (threshold + strong_margin): before that
+    she was kept visible for 35 more frames (40 of 41), then only while she matched (5-10 frames by the shift).
 
-    How many frames she matches is a matter of pixels: the clip shifted by 1 px left her visible in 5 or 10
-    frames on onnxruntime (9 shifts: 5 in 3, 10 in 6), so three alignments are checked, each with its own bound."""
+    With SFace she scores at most 0.21 against him: 0 frames visible at 9 shifts of the clip, with the stream's
+    detector on onnxruntime and on OpenVINO bf16 alike (bench/lookalike_shifts.py). Three alignments are checked."""
     gt_path = REPO / "bench" / "corpus" / "intel_face-demographics-walking-and-pause.gt.json"
     gt = json.loads(gt_path.read_text())
     video = DATA / "video_unannotated" / gt["video"]
@@ -550,11 +550,11 @@ def test_a_look_alike_confirmed_by_chance_is_not_kept_through_head_turns(shift: 
             if label == "bystander" and visible:
                 kept.append(track.extras[STATE_KEY].kept_by_track)
     pipeline.close()
-    assert np.mean(man) >= 0.95  # measured 40-41 of 41
+    assert np.mean(man) >= 0.95  # measured 39-41 of 41 at these three shifts
     assert not any(kept), "a bystander was kept visible on self-consistency"
-    # Frames where she scores above the threshold (the soft enrolment), measured 5 as-is and 10 shifted; the guard
-    # against keeping her on self-consistency is `kept` above, these bounds catch a doubling of her matches.
-    assert sum(bystanders) <= (6 if shift == (0, 0) else 12)
+    # Frames where a bystander scores above the threshold: measured 0 at every shift (MobileFaceNet: 5-10). The guard
+    # against keeping her on self-consistency is `kept` above; this bound catches a recognizer that matches her again.
+    assert sum(bystanders) <= 2
 
 
 def _track_on(detections, j: int, track_id: int = 1) -> Track:

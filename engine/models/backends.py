@@ -22,25 +22,21 @@ log = logging.getLogger(__name__)
 
 TORCH_CPU_THREADS = int(os.environ.get("BLURCAST_TORCH_THREADS", "1"))
 OPENVINO_THREADS = int(os.environ.get("BLURCAST_OPENVINO_THREADS", "1"))
-# Networks `auto` would run on OpenVINO where the CPU computes in bf16 (docs/measurements.md, OpenVINO), in live
-# mode (file mode keeps onnxruntime: engine/pipeline.py): none. YuNet: ~0.7x onnxruntime's CPU per 1080p frame,
+# Networks `auto` runs on OpenVINO where the CPU computes in bf16 (docs/measurements.md, OpenVINO), in live mode
+# (file mode keeps onnxruntime: engine/pipeline.py): the stream's YuNet. ~0.7x onnxruntime's CPU per 1080p frame,
 # its bf16 score error is noise (bench/bf16_bias.py), the corpus's leaks within the noise floor
-# (bench/jitter_suite.py). Two reasons held it back and are fixed: the live "this is me" enrolment failed 3 of 6
-# runs with it (a weak false track's held box covered the performer's mouth in the best crop: engine/enrol_track.py
-# now skips such frames), and SRT 1080p under load blurred 2-6 frames whole (per-shape compiles mid-stream: now
-# before the first frame, Pipeline.warm_up). A third keeps it off: with the stream's YuNet on bf16 the look-alike
-# bystander of walking-and-pause (tests/test_recognition.py, live pipeline, every face embedded every frame) was
-# left visible in 15 frames against 5 on onnxruntime. Over 9 one-pixel shifts of the clip that is 5-20 frames
-# (mean 10.6) against onnxruntime's 5-10 (mean 8.3), and 5-10 (mean 9.4) with the landmarker on OpenVINO too:
-# most of the gap is pixel noise, but the tail is worse. A leak outweighs the latency: `--backend openvino` opts in.
-# MobileFaceNet (the recognizer before SFace; SFace not measured on OpenVINO): 0.25x the CPU, LFW 99.28 against
-# 99.27 %, but bf16 turns a 1-grey-level difference between a frame's and a crop's aligned face into 2e-3 per
-# embedding element (cosine 0.99998), past
-# tests/test_recognition.py's 1e-3 for "the stream embeds as the photo path". Without bf16 OpenVINO runs f32,
-# slower than onnxruntime (YuNet 23 against 18 ms): never chosen there.
+# (bench/jitter_suite.py). What held it back until SFace: with MobileFaceNet, the look-alike bystander of
+# walking-and-pause (tests/test_recognition.py, every face embedded every frame) was left visible 5-20 frames over
+# 9 one-pixel shifts of the clip (mean 10.6) against onnxruntime's 5-10 (mean 8.3). With SFace she scores at most
+# 0.21 against him: 0 frames at all 9 shifts on both (bench/lookalike_shifts.py). Two earlier reasons were fixed:
+# the live "this is me" enrolment (engine/enrol_track.py skips crops that other boxes cover) and SRT blurring
+# frames whole under load (per-shape compiles now happen before the first frame, Pipeline.warm_up).
+# The recognizer stays on onnxruntime: bf16 moves an embedding 2e-3 per element between a frame and a crop of the
+# same face, past tests/test_recognition.py's bound for "the stream embeds as the photo path". Without bf16
+# OpenVINO runs f32, slower than onnxruntime (YuNet 23 against 18 ms): never chosen there.
 # The landmarker's YuNet ("landmarker") and photo detection ("photo") are asked for apart from the stream's
 # detector: bf16 boxes seeding the alignment took LFW from 99.27 to 99.12 %, so they stay on onnxruntime.
-OPENVINO_AUTO: frozenset[str] = frozenset()
+OPENVINO_AUTO: frozenset[str] = frozenset({"yunet"})
 
 
 class NetworkRunner(Protocol):

@@ -301,3 +301,13 @@ def test_live_compiles_the_frame_size_s_shapes_before_the_first_frame(dev_clip):
     pipeline.warm_up(1920, 1080)
     assert not calls, "once per detector and frame size"
     pipeline.close()
+
+
+@needs_bf16
+def test_the_stream_detector_gets_two_openvino_threads_and_other_networks_one():
+    """The stream's detector is on the live frame's critical path: two threads finish it sooner (p50 45-48 -> 30-35
+    ms live 1080p, docs/measurements.md); the recognizer runs beside the frame loop, where one costs less CPU."""
+    detector = backends.make_runner("openvino", model_path("yunet"), lambda path: None, network="yunet")
+    recognizer = backends.make_runner("openvino", model_path("sface"), lambda path: None, network="sface")
+    assert detector.compiled.get_property("INFERENCE_NUM_THREADS") == backends.OPENVINO_DETECTOR_THREADS == 2
+    assert recognizer.compiled.get_property("INFERENCE_NUM_THREADS") == backends.OPENVINO_THREADS == 1

@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 
 TORCH_CPU_THREADS = int(os.environ.get("BLURCAST_TORCH_THREADS", "1"))
 OPENVINO_THREADS = int(os.environ.get("BLURCAST_OPENVINO_THREADS", "1"))
+# The stream's detector is on the live frame's critical path: two threads cost more CPU (13.5 against 11.6 ms a
+# 1080p main pass) but finish sooner. Live 1080p30, 3 interleaved 20 s pairs each against onnxruntime: p50 45-48
+# ms with one thread, 30-35 with two; p95 65-68 against 59-64; dropped 33-36 against 6-15 of ~580 frames. SRT
+# 1080p30, CPU-bound, ran at the same fps either way (23.1-24.1 against 23.5-23.8; docs/measurements.md).
+OPENVINO_DETECTOR_THREADS = int(os.environ.get("BLURCAST_OPENVINO_DETECTOR_THREADS", "2"))
 # Networks `auto` runs on OpenVINO where the CPU computes in bf16 (docs/measurements.md, OpenVINO), in live mode
 # (file mode keeps onnxruntime: engine/pipeline.py): the stream's YuNet. ~0.7x onnxruntime's CPU per 1080p frame,
 # its bf16 score error is noise (bench/bf16_bias.py), the corpus's leaks within the noise floor
@@ -154,8 +159,9 @@ class OpenVinoRunner:
                                "pip install 'blurcast[openvino]' (openvino==2026.4.1)") from exc
 
         self._core = openvino.Core()
-        # One thread: 11.6 against 13.5 ms with two (YuNet 1280x736); the engine's other threads use the other
-        # core. No pinning: the calling thread must not be tied to a core that another busy thread holds.
+        # One thread by default: 11.6 against 13.5 CPU ms with two (YuNet 1280x736); the stream's detector takes two
+        # (OPENVINO_DETECTOR_THREADS: its wall time is the live latency). No pinning: the calling thread must not be
+        # tied to a core that another busy thread holds.
         self._config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
 
         def compile_dynamic(data: bytes):
@@ -321,12 +327,13 @@ def make_runner(backend: str, onnx_path: Path, module_factory: Callable[[Path], 
     """`network` (a weights name: yunet, sface...) lets `auto` choose per network."""
     chosen = resolve_backend(backend, network)
     runner: NetworkRunner
+    threads = OPENVINO_DETECTOR_THREADS if network == "yunet" else OPENVINO_THREADS
     if chosen == "openvino" and backend == "auto":
-        runner = _openvino_or_onnxruntime(onnx_path)
+        runner = _openvino_or_onnxruntime(onnx_path, threads)
     elif chosen == "onnxruntime":
         runner = OnnxRuntimeRunner(onnx_path)
     elif chosen == "openvino":
-        runner = OpenVinoRunner(onnx_path)
+        runner = OpenVinoRunner(onnx_path, threads)
     elif chosen == "torch":
         runner = TorchRunner(module_factory, onnx_path)
     else:
@@ -335,10 +342,10 @@ def make_runner(backend: str, onnx_path: Path, module_factory: Callable[[Path], 
     return runner
 
 
-def _openvino_or_onnxruntime(onnx_path: Path) -> NetworkRunner:
+def _openvino_or_onnxruntime(onnx_path: Path, threads: int) -> NetworkRunner:
     """`auto`'s OpenVINO choice, and onnxruntime where OpenVINO fails to load the model: auto must always start."""
     try:
-        return OpenVinoRunner(onnx_path)
+        return OpenVinoRunner(onnx_path, threads)
     except Exception:
         log.exception("OpenVINO could not load %s; running it on onnxruntime", onnx_path.name)
         return OnnxRuntimeRunner(onnx_path)

@@ -49,9 +49,15 @@ OFFLINE_DEADLINE_S = 10.0
 # Parade's worst run 28 -> 24; +35 % CPU a 1080p frame (docs/measurements.md, Speed). Live keeps TILE_CYCLE.
 FILE_TILE_CYCLE = 1
 REVEAL_APART_IOU = 0.1  # a face overlapping another found face this much is never shown later (the identifier's too)
-# File mode: weaker boxes (0.2-0.3) start a face on their 3rd sighting at one place (engine/stages/track.py); the
-# look-ahead hides them back to their first. Live mode has no look-ahead to back it: unchanged.
+# Weaker boxes (0.2-0.3) start a face on their 3rd sighting at one place (engine/stages/track.py); file mode's
+# look-ahead hides them back to their first. Live mode (no look-ahead by default) blurs such a face from its 3rd
+# sighting instead of never, and moves new faces and weak candidates with the scene (SCENE_MOTION, file mode's
+# since stop 17): both only change which boxes start or keep a track, no detection, no measurable CPU. Live WIDER
+# crowds (bench/live_variants.py, every frame in order): Parade 353 -> 224, Meeting_26 180 -> 121, Meeting_176
+# 28 -> 20 leaked face-frames (docs/measurements.md, stop 23).
 FILE_CORROBORATED_STARTS = 1
+LIVE_CORROBORATED_STARTS = 1
+LIVE_SCENE_MOTION = 1
 # OpenCV's own worker threads, per call (resize, blend): one. The engine already keeps both cores busy on its
 # own threads (decoder, detector and its onnxruntime pool, frame loop, encoder); a call split in two then
 # waits for a half whose thread is preempted: on the loaded 2-core machine a 600x1000 blend took 14 ms of
@@ -73,7 +79,6 @@ class Pipeline:
         self.detector = detector if detector is not None else create_detector(settings)
         self._own_detector = detector is None  # one handed in (a GPU's, a batched one) is never replaced
         self._warm: tuple[int, int, int] | None = None  # (detector, width, height) warm_up last compiled for
-        self._for_video()
         self.identifier = identifier if identifier is not None else NoIdentifier()
         self.tracker = FaceTracker(settings.confidence, settings.low_confidence, settings.hold_seconds)
         self.anonymizer = self._make_anonymizer(settings)
@@ -88,6 +93,7 @@ class Pipeline:
         self._early: tuple[np.ndarray, Future] | None = None  # live: a frame's detection started on arrival
         self._submit_lock = threading.Lock()  # the source's thread and the frame loop both start detections
         self._offline = False
+        self._for_video()  # after the tracker exists: live mode's tracker settings are made here
         self.keep_originals = False  # see `reveal_later`
         # Live: called by `process` once a frame's detection is done, so the runner can start the next waiting
         # frame's detection while this one is tracked and anonymized (runner.py, `_detect_next`).
@@ -159,19 +165,18 @@ class Pipeline:
 
     def _for_video(self) -> None:
         """Video: where the detector can, small faces are also looked for in tiles (detectors/yunet.py)."""
-        if hasattr(self, "tracker"):
-            self.tracker.corroborated_starts = bool(FILE_CORROBORATED_STARTS and self._offline)
-            self.tracker.scene_motion = self._offline
-            self._for_still()  # a new detector (configure) gets the still's views too
+        self.tracker.corroborated_starts = bool(FILE_CORROBORATED_STARTS if self._offline else LIVE_CORROBORATED_STARTS)
+        self.tracker.scene_motion = self._offline or bool(LIVE_SCENE_MOTION)
+        self._for_still()  # a new detector (configure) gets the still's views too
         if hasattr(self.detector, "tiles"):
             self.detector.tiles = True
         if hasattr(self.detector, "tile_cycle"):
-            self.detector.tile_cycle = FILE_TILE_CYCLE if getattr(self, "_offline", False) else TILE_CYCLE
+            self.detector.tile_cycle = FILE_TILE_CYCLE if self._offline else TILE_CYCLE
         if hasattr(self.detector, "second_look"):  # file mode's headroom: weak small faces looked at again
-            self.detector.second_look = getattr(self, "_offline", False)
+            self.detector.second_look = self._offline
         runner = getattr(self.detector, "runner", None)
         if hasattr(runner, "background_compiles"):  # OpenVINO: live never waits for a compile; file mode does
-            runner.background_compiles = not getattr(self, "_offline", False)
+            runner.background_compiles = not self._offline
 
     def warm_up(self, width: int, height: int) -> None:
         """Live, before the first frame: compile OpenVINO's per-shape models for this frame size (the main pass and

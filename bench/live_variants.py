@@ -1,0 +1,134 @@
+"""Live mode's leaks and false blurs under variants of the pipeline's constants, in-process, every frame in order.
+
+    python bench/live_variants.py [--variant NAME:module.ATTR=VALUE,...] SUBSTR [SUBSTR ...]
+
+Each variant patches module constants (`pipeline.LIVE_SCENE_MOTION=0`, `track.REPEAT_START_SCORE=0.35`; modules
+under engine/ and engine/stages/) before its pipeline is made; the variant `now:` is the code as it is. Every clip
+whose name contains a SUBSTR goes through the live pipeline (tiles in turn, no second look, no look-ahead) with a
+5 s deadline, so that a loaded machine blurs no whole frame and drops none: what differs is the variant alone.
+Per clip and variant:
+- leaked: bystander face-frames left visible, scored as `evaluation/video.py` does (visibility >= its bar);
+- false blurs: tracked boxes blurred that touch no annotated face (on WIDER an upper bound: it leaves faces out).
+Default variants: `before` (live as until stop 23: no corroborated starts, no scene motion) and `now`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import suite
+from engine.config import Settings
+from engine.pipeline import Pipeline
+from evaluation.video import _score_face
+
+log = logging.getLogger("live_variants")
+DEFAULT_VARIANTS = ["before:pipeline.LIVE_CORROBORATED_STARTS=0,pipeline.LIVE_SCENE_MOTION=0", "now:"]
+
+
+def parse_variant(text: str) -> tuple[str, list[tuple[str, str, float]]]:
+    name, _, assignments = text.partition(":")
+    patches = []
+    for item in filter(None, assignments.split(",")):
+        target, _, value = item.partition("=")
+        module, _, attr = target.rpartition(".")
+        patches.append((module, attr, float(value)))
+    return name, patches
+
+
+@contextmanager
+def patched(patches: list[tuple[str, str, float]]):
+    saved = []
+    try:
+        for module_name, attr, value in patches:
+            module = _module(module_name)
+            old = getattr(module, attr)  # a typo fails here, not silently
+            saved.append((module, attr, old))
+            setattr(module, attr, type(old)(value))
+        yield
+    finally:
+        for module, attr, old in reversed(saved):
+            setattr(module, attr, old)
+
+
+def _module(name: str):
+    for prefix in ("engine.", "engine.stages.", "engine.stages.detectors."):
+        try:
+            return importlib.import_module(prefix + name)
+        except ModuleNotFoundError:
+            continue
+    raise ValueError(f"no module engine[.stages[.detectors]].{name}")
+
+
+def run(clip: suite.Clip) -> dict:
+    gt: dict[int, list[dict]] = {}
+    for face in json.loads(clip.gt.read_text())["faces"]:
+        gt.setdefault(face["frame"], []).append(face)
+    pipeline = Pipeline(Settings(deadline_ms=5000))
+    cap = cv2.VideoCapture(str(suite.prepared(clip, suite.CACHE)))
+    leaked = faces = false = blurred = index = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        raw = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        safe, report = pipeline.process(frame, index, 1 / 30)
+        out = cv2.cvtColor(safe.image, cv2.COLOR_BGR2GRAY)
+        truth = gt.get(index, [])
+        for face in truth:
+            if face.get("label") == "allow":
+                continue
+            visible, _ = _score_face(raw, out, face)
+            if visible is not None:
+                faces += 1
+                leaked += bool(visible)
+        boxes = np.array([f["box"] for f in truth], np.float32).reshape(-1, 4)
+        for f in report.faces:
+            if f.visible:
+                continue
+            blurred += 1
+            b = f.xyxy
+            false += not bool(((np.minimum(b[2], boxes[:, 2]) > np.maximum(b[0], boxes[:, 0]))
+                               & (np.minimum(b[3], boxes[:, 3]) > np.maximum(b[1], boxes[:, 1]))).any())
+        index += 1
+    pipeline.close()
+    return {"leaked": leaked, "faces": faces, "false_blurs": false, "blurred": blurred, "frames": index}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", action="append", help="NAME:module.ATTR=VALUE,... (repeatable)")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("only", nargs="+")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    variants = [parse_variant(v) for v in (args.variant or DEFAULT_VARIANTS)]
+    rows = []
+    for clip in suite.corpus(args.only):
+        for name, patches in variants:
+            with patched(patches):
+                result = run(clip)
+            rows.append({"clip": clip.name, "variant": name, **result})
+            log.info("%-55s %-8s %s", clip.name, name, json.dumps(result))
+    for name, _ in variants:
+        mine = [r for r in rows if r["variant"] == name]
+        log.info("TOTAL %-8s leaked %d of %d face-frames, false blurs %d of %d blurred boxes", name,
+                 sum(r["leaked"] for r in mine), sum(r["faces"] for r in mine),
+                 sum(r["false_blurs"] for r in mine), sum(r["blurred"] for r in mine))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -105,9 +105,9 @@ def _add_settings_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hold", type=float, dest="hold_seconds",
                    help=f"seconds a lost face stays hidden at its predicted place (default {d.hold_seconds})")
     g.add_argument("--detector", choices=DETECTORS, help=f"face detector (default {d.detector})")
-    g.add_argument("--backend", choices=BACKENDS, help=f"network runtime (default {d.backend}: torch on CUDA, "
-                   "onnxruntime on CPU; openvino: bf16 where the CPU has it, ~0.7x the detector's CPU, opt-in: "
-                   "docs/measurements.md, OpenVINO)")
+    g.add_argument("--backend", choices=BACKENDS, help=f"network runtime (default {d.backend}: torch on CUDA; on CPU "
+                   "onnxruntime, the live detector on OpenVINO bf16 where the CPU has it; openvino: every network "
+                   "on OpenVINO; docs/measurements.md, OpenVINO)")
     g.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="any other setting, e.g. --set detect_width=1920 (see README, Configuration)")
 

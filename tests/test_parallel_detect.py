@@ -20,8 +20,9 @@ from engine.stages.detectors.parallel import Closed
 
 
 def _file_mode_detector():
-    """YuNet as file mode sets it up (engine/pipeline.py, `_for_video`): every tile each frame, second look on."""
-    detector = create_detector(Settings(detect_width=1280))
+    """YuNet as file mode sets it up (engine/pipeline.py, `_for_video`): every tile each frame, second look on, and
+    on onnxruntime (`auto` puts only the live detector on OpenVINO)."""
+    detector = create_detector(Settings(detect_width=1280, backend="onnxruntime"))
     detector.tiles, detector.tile_cycle, detector.second_look = True, 1, True
     return detector
 

@@ -52,8 +52,8 @@ OPENVINO_AUTO: frozenset[str] = frozenset({"yunet"})
 # bit-identical to the two-thread one's; with two, the pool's second thread kept the process's priority). Live
 # 1080p30 with a facebank, 4 interleaved 20 s pairs against the code before: p95 58-68 -> 58-64 ms, dropped 11-32
 # -> 10-19 of ~580, CPU a frame 1-2 ms less, the performer visible as often: a small gain, not the 50 ms bar
-# (docs/measurements.md, stop 24). Nice 10, not 19 (no better measured): under full load the worker must still get
-# a share, or the streamer would stay blurred.
+# (docs/measurements.md, stop 23's second session). Nice 10, not 19 (no better measured): under full load the
+# worker must still get a share, or the streamer would stay blurred.
 BACKGROUND_NICE = 10
 _thread_role = threading.local()
 

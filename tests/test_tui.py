@@ -695,6 +695,11 @@ def test_lookahead_slider_sets_the_engine_and_shows_its_cost(engine, dev_clip):
             assert shown.startswith("3 +") and shown in str(slider.render())
             assert abs(float(shown.removeprefix("3 +").removesuffix("ms")) - cost) <= 0.05 * cost, (shown, cost)
             assert "ms at" in str(app.screen.query_one("#slider-help", Static).render())
+            # ... and, while it holds frames, what they did so far: the engine's counts, as telemetry gives them
+            await until(pilot, lambda: app.telemetry.get("lookahead_frames") == 3
+                        and f"so far {app.telemetry.get('backfilled', 0)} hidden late"
+                        in str(app.screen.query_one("#slider-help", Static).render()),
+                        what="the look-ahead's counts on its help line")
             await until(pilot, lambda: app.telemetry.get("lookahead_frames") == 3
                         and (app.telemetry.get("obs_sync_offset_ms") or 0) >= 0.8 * cost, timeout=20,
                         what="the held frames in the OBS sync offset")

@@ -14,7 +14,7 @@ from textual.widgets import DirectoryTree, Input
 from engine.client import EnginePaths
 from tui.app import start_failure
 from tui.facebank_link import people_views
-from tui.format import face_row, in_view, similarity_cell, status_rows
+from tui.format import face_row, in_view, lookahead_done, similarity_cell, status_rows
 from tui.messages import EngineLost, EngineStats
 from tui.screens.facebank import expand_paths
 from tui.screens.output import source_problem
@@ -151,6 +151,14 @@ def test_engine_status_rows_in_words():
     rows = dict(status_rows({**t, "lookahead_frames": 12, "backfilled": 4, "revealed": 9}))
     assert rows["look-ahead"] == ("12 frames held: 4 faces found late hidden in earlier frames, "
                                   "9 recognised late shown in earlier frames")
+
+
+def test_lookahead_done_says_what_the_held_frames_did_only_while_it_holds():
+    assert lookahead_done({"lookahead_frames": 0, "backfilled": 4, "revealed": 9}) == ""
+    assert lookahead_done({}) == ""
+    held = {"lookahead_frames": 3, "backfilled": 4, "revealed": 9}
+    assert lookahead_done(held) == "so far 4 hidden late, 9 shown late"
+    assert lookahead_done({"lookahead_frames": 3}) == "so far 0 hidden late, 0 shown late"
 
 
 def test_path_completion(tmp_path):

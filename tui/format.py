@@ -251,6 +251,13 @@ def lookahead_line(t: dict[str, Any]) -> str:
             f"frames, {t.get('revealed', 0)} recognised late shown in earlier frames")
 
 
+def lookahead_done(t: dict[str, Any]) -> str:
+    """What the look-ahead has done so far, for its slider's help line (short: the line is cut); '' while it is off."""
+    if not t.get("lookahead_frames"):
+        return ""
+    return f"so far {t.get('backfilled', 0)} hidden late, {t.get('revealed', 0)} shown late"
+
+
 def enrolment_line(e: dict[str, Any]) -> str:
     """Progress of an `enrol_track` from the telemetry's `enrolment`."""
     name, track = e.get("name", "?"), e.get("track_id", "?")

@@ -17,7 +17,16 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Sparkline, Static
 from textual.worker import get_current_worker
 
-from tui.format import FACE_COLUMNS, enrolment_line, face_row, figures, in_view, lookahead_cost, lookahead_rate
+from tui.format import (
+    FACE_COLUMNS,
+    enrolment_line,
+    face_row,
+    figures,
+    in_view,
+    lookahead_cost,
+    lookahead_done,
+    lookahead_rate,
+)
 from tui.link import ControlError, decode_preview
 from tui.messages import PreviewFrame
 from tui.screens.enrol import EnrolScreen
@@ -80,6 +89,7 @@ class LiveScreen(Screen):
         self._digits = ("", 0.0)
         self._user_moved_until = 0.0
         self._user_picked = False  # the selection came from the user (keys, click, number), not from the offer
+        self._done_shown = ""  # the look-ahead's counts as its help line last said them
         self._rate: tuple[float | None, str] = (None, "")  # the rate the look-ahead's cost is shown at, and which
         self._focus_when_ready: str | None = None  # s/a pressed before the engine gave the sliders' ranges
 
@@ -146,6 +156,8 @@ class LiveScreen(Screen):
         self.query_one("#latency-spark", Sparkline).data = list(self._app.latency_history)
         settings = t.get("settings") or {}
         self._show_lookahead_cost(*lookahead_rate(t))
+        if self.focused is self._lookahead() and lookahead_done(t) != self._done_shown:
+            self._show_slider_help(self._lookahead())  # its counts of faces hidden and shown late moved
         self._sync_sliders(settings)
         faces = in_view(t.get("faces") or [])
         now = time.monotonic()
@@ -338,7 +350,9 @@ class LiveScreen(Screen):
         """What the focused slider trades (the engine's words); the look-ahead's cost first: the line is cut."""
         default = f" · default {s.fmt.format(s.default)}" if s.default is not None else ""
         cost = (lookahead_cost(s.value, *self._rate)[1] + " · ", "bold") if s.name == LOOKAHEAD else ""
-        line = Text.assemble((f"{s.label}: ", "bold"), cost, s.help or "",
+        done = lookahead_done(self._app.telemetry or {}) if s.name == LOOKAHEAD else ""
+        self._done_shown = done
+        line = Text.assemble((f"{s.label}: ", "bold"), cost, (f"{done} · " if done else ""), s.help or "",
                              (f" · {s.fmt.format(s.minimum)}–{s.fmt.format(s.maximum)}{default}", "dim"))
         self.query_one("#slider-help", Static).update(line)
 

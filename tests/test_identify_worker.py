@@ -87,7 +87,7 @@ def test_no_face_is_visible_while_its_result_is_pending(frames, gallery) -> None
                 if face.lost_frames == 0:
                     assert face.reason in (NOT_RECOGNISED_YET, TOO_SMALL)
                     assert _face_changed(raw, safe, face.xyxy) > 5, "a pending face went out unblurred"
-        deadline = time.monotonic() + 30  # the worker runs at a lower priority: it may reach the gate later
+        deadline = time.monotonic() + 30  # the worker thread may reach the gate after these frames on a busy host
         while gate.calls < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert gate.calls >= 1, "the frame loop never handed the worker a face"
@@ -331,41 +331,3 @@ def test_faces_waiting_on_a_closed_worker_can_be_embedded_again(frames, gallery)
         identifier.run_in_background(False)
         pipeline.close()
 
-
-def test_the_worker_runs_in_the_background_and_embeds_as_the_frame_path_does(frames, gallery) -> None:
-    """Lower CPU priority and one-thread networks for the worker (engine/models/backends.py, BACKGROUND_NICE), and
-    the same embedding, bit for bit, as the frame thread's two-thread session gives for the same aligned faces."""
-    import os
-    import sys
-
-    from engine.models.backends import BACKGROUND_NICE, in_background
-
-    pipeline, identifier = _live(gallery)
-    seen: list[tuple[np.ndarray, np.ndarray, bool, int | None]] = []
-    embed = identifier.embedder.embed_aligned
-
-    def spy(faces):
-        vectors = embed(faces)
-        nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) if sys.platform.startswith("linux") else None
-        seen.append((faces.copy(), vectors, in_background(), nice))
-        return vectors
-
-    identifier.embedder.embed_aligned = spy
-    try:
-        for index in CLOSE_UP[:8]:
-            _step(pipeline, frames, index)
-    finally:
-        identifier.run_in_background(False)
-        pipeline.close()
-    identifier.embedder.embed_aligned = embed
-    assert seen, "the worker embedded nothing"
-    runner = identifier.embedder.runner
-    if runner.name.startswith("onnxruntime"):
-        assert runner.session.get_session_options().intra_op_num_threads == 2
-        assert runner._background.get_session_options().intra_op_num_threads == 1
-    for faces, vectors, background, nice in seen:
-        assert background
-        if nice is not None:
-            assert nice >= BACKGROUND_NICE
-        assert not in_background()  # this (frame) thread is not marked: the two-thread session runs here
-        np.testing.assert_array_equal(identifier.embedder.embed_aligned(faces), vectors)

@@ -6,11 +6,9 @@ reference implementation (`engine/models/`), onnxruntime and OpenVINO CPU backen
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -44,31 +42,6 @@ OPENVINO_DETECTOR_THREADS = int(os.environ.get("BLURCAST_OPENVINO_DETECTOR_THREA
 # The landmarker's YuNet ("landmarker") and photo detection ("photo") are asked for apart from the stream's
 # detector: bf16 boxes seeding the alignment took LFW from 99.27 to 99.12 %, so they stay on onnxruntime.
 OPENVINO_AUTO: frozenset[str] = frozenset({"yunet"})
-
-
-# Live recognition runs on a worker thread, off the frame's path (engine/recognition/identify_worker.py); it competed
-# with the detector and the frame loop for the 2 cores all the same. Marked as background, that thread runs at nice
-# BACKGROUND_NICE and its onnxruntime networks on itself alone (a one-thread twin session, whose results are
-# bit-identical to the two-thread one's; with two, the pool's second thread kept the process's priority). Live
-# 1080p30 with a facebank, 4 interleaved 20 s pairs against the code before: p95 58-68 -> 58-64 ms, dropped 11-32
-# -> 10-19 of ~580, CPU a frame 1-2 ms less, the performer visible as often: a small gain, not the 50 ms bar
-# (docs/measurements.md, stop 23's second session). Nice 10, not 19 (no better measured): under full load the
-# worker must still get a share, or the streamer would stay blurred.
-BACKGROUND_NICE = 10
-_thread_role = threading.local()
-
-
-def run_as_background() -> None:
-    """Mark the calling thread as background work: lower CPU priority (Linux: per thread), one-thread networks."""
-    _thread_role.background = True
-    if sys.platform.startswith("linux"):  # elsewhere setpriority would lower the whole process
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
-                           max(BACKGROUND_NICE, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
-
-
-def in_background() -> bool:
-    return getattr(_thread_role, "background", False)
 
 
 class NetworkRunner(Protocol):
@@ -145,14 +118,6 @@ class TorchRunner:
 
 class OnnxRuntimeRunner:
     def __init__(self, onnx_path: Path, threads: int = 2) -> None:
-        self._path = onnx_path
-        self.session = self._session(threads)
-        self._background = self.session if threads == 1 else None  # the one-thread twin (`run_as_background`)
-        self._twin_lock = threading.Lock()
-        self.input_name = self.session.get_inputs()[0].name
-        self.name = "onnxruntime-cpu"
-
-    def _session(self, threads: int):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -160,21 +125,13 @@ class OnnxRuntimeRunner:
         options.intra_op_num_threads = threads
         # Several sessions share 2 cores: spinning threads starve each other (measured 2x slower).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        _, session = _loaded(self._path, lambda data: ort.InferenceSession(data, options,
-                                                                          providers=["CPUExecutionProvider"]))
-        return session
+        _, self.session = _loaded(onnx_path, lambda data: ort.InferenceSession(data, options,
+                                                                             providers=["CPUExecutionProvider"]))
+        self.input_name = self.session.get_inputs()[0].name
+        self.name = "onnxruntime-cpu"
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        session = self.background_session() if in_background() else self.session
-        return session.run(None, {self.input_name: batch})
-
-    def background_session(self):
-        """The one-thread twin, made on first use: it runs in background threads, at their priority."""
-        if self._background is None:
-            with self._twin_lock:
-                if self._background is None:
-                    self._background = self._session(1)
-        return self._background
+        return self.session.run(None, {self.input_name: batch})
 
 
 class OpenVinoRunner:

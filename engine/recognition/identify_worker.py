@@ -4,8 +4,7 @@ An embedding costs as much as detecting a whole 1080p frame (landmarks refined a
 image added: 26 ms a face on 2 cores), and on the frame path every verification of the streamer made a slow
 frame. Here the frame thread hands the worker a copy of the pixels around each face it schedules and goes
 on; results come back on a later frame and are recorded there, by the frame thread only (the identifier's
-state is never touched from two threads). The worker runs as background work (`run_as_background`): lower CPU
-priority, and its networks on itself alone, so that it takes the cores the detector and the frame loop leave.
+state is never touched from two threads).
 
 Fail closed, the identifier's rules unchanged:
 - a face waiting for its first result is blurred (it has no embedding yet); a face that may have changed
@@ -31,7 +30,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.models.backends import run_as_background
 from engine.recognition.recognize import sharpness
 
 if TYPE_CHECKING:
@@ -137,11 +135,7 @@ class EmbeddingWorker:
 
     # --- the worker thread -------------------------------------------------------------------------------
     def _run(self) -> None:
-        run_as_background()  # off the frame's path: the detector and the frame loop get the cores first
         try:
-            twin = getattr(self._identifier.embedder.runner, "background_session", None)
-            if twin is not None:  # made now, not on the first face: the streamer is recognised no later for it
-                twin()
             while (jobs := self._jobs.get()) is not None:
                 jobs = self._more(jobs)
                 if jobs is None:

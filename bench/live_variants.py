@@ -9,6 +9,8 @@ whose name contains a SUBSTR goes through the live pipeline (tiles in turn, no s
 Per clip and variant:
 - leaked: bystander face-frames left visible, scored as `evaluation/video.py` does (visibility >= its bar);
 - false blurs: tracked boxes blurred that touch no annotated face (on WIDER an upper bound: it leaves faces out).
+`live.coast=1` coasts every other frame (live mode far behind: engine/pipeline.py) and holds one frame back, as the
+runner does; `live.lookahead=N` holds N frames (the look-ahead slider).
 Default variants: `before` (live as until stop 23: no corroborated starts, no scene motion) and `now`.
 """
 
@@ -29,11 +31,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import suite
 from engine.config import Settings
+from engine.faces import FrameReport
 from engine.pipeline import Pipeline
+from engine.stages.anonymize import SafeFrame
+from engine.stages.lookahead import Lookahead
 from evaluation.video import _score_face
 
 log = logging.getLogger("live_variants")
 DEFAULT_VARIANTS = ["before:pipeline.LIVE_CORROBORATED_STARTS=0,pipeline.LIVE_SCENE_MOTION=0", "now:"]
+
+
+LIVE_KNOBS = ("coast", "lookahead")  # `live.coast=1`: every other frame coasted; `live.lookahead=N`: frames held
 
 
 def parse_variant(text: str) -> tuple[str, list[tuple[str, str, float]]]:
@@ -51,6 +59,8 @@ def patched(patches: list[tuple[str, str, float]]):
     saved = []
     try:
         for module_name, attr, value in patches:
+            if module_name == "live":
+                continue  # run()'s own knobs
             module = _module(module_name)
             old = getattr(module, attr)  # a typo fails here, not silently
             saved.append((module, attr, old))
@@ -70,39 +80,54 @@ def _module(name: str):
     raise ValueError(f"no module engine[.stages[.detectors]].{name}")
 
 
-def run(clip: suite.Clip) -> dict:
+def run(clip: suite.Clip, coast: bool = False, lookahead: int = 0) -> dict:
+    """`coast`: every other frame coasted (live mode far behind, engine/pipeline.py), which the runner pairs with
+    a look-ahead of at least one frame; `lookahead`: frames held back before scoring, as the runner holds them."""
     gt: dict[int, list[dict]] = {}
     for face in json.loads(clip.gt.read_text())["faces"]:
         gt.setdefault(face["frame"], []).append(face)
-    pipeline = Pipeline(Settings(deadline_ms=5000))
+    pipeline = Pipeline(Settings(deadline_ms=5000, lookahead_frames=lookahead))
+    pipeline.coast_alternate = coast
+    held = Lookahead(max(lookahead, int(coast)))
     cap = cv2.VideoCapture(str(suite.prepared(clip, suite.CACHE)))
-    leaked = faces = false = blurred = index = 0
+    figures = {"leaked": 0, "faces": 0, "false_blurs": 0, "blurred": 0, "frames": 0, "coasted": 0}
+    raws: dict[int, np.ndarray] = {}
+    reports: dict[int, FrameReport] = {}
+    index = 0
     while True:
         ok, frame = cap.read()
         if not ok:
             break
-        raw = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        safe, report = pipeline.process(frame, index, 1 / 30)
-        out = cv2.cvtColor(safe.image, cv2.COLOR_BGR2GRAY)
-        truth = gt.get(index, [])
-        for face in truth:
-            if face.get("label") == "allow":
-                continue
-            visible, _ = _score_face(raw, out, face)
-            if visible is not None:
-                faces += 1
-                leaked += bool(visible)
-        boxes = np.array([f["box"] for f in truth], np.float32).reshape(-1, 4)
-        for f in report.faces:
-            if f.visible:
-                continue
-            blurred += 1
-            b = f.xyxy
-            false += not bool(((np.minimum(b[2], boxes[:, 2]) > np.maximum(b[0], boxes[:, 0]))
-                               & (np.minimum(b[3], boxes[:, 3]) > np.maximum(b[1], boxes[:, 1]))).any())
+        raws[index] = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        safe, reports[index] = pipeline.process(frame, index, 1 / 30)
+        for released, tag in held.push(safe, reports[index], pipeline.anonymizer, index):
+            _score(released, raws.pop(tag), reports.pop(tag), gt.get(tag, []), figures)
         index += 1
+    for released, tag in held.flush():
+        _score(released, raws.pop(tag), reports.pop(tag), gt.get(tag, []), figures)
     pipeline.close()
-    return {"leaked": leaked, "faces": faces, "false_blurs": false, "blurred": blurred, "frames": index}
+    return figures
+
+
+def _score(safe: SafeFrame, raw: np.ndarray, report: FrameReport, truth: list[dict], figures: dict) -> None:
+    out = cv2.cvtColor(safe.image, cv2.COLOR_BGR2GRAY)
+    figures["frames"] += 1
+    figures["coasted"] += report.coasted
+    for face in truth:
+        if face.get("label") == "allow":
+            continue
+        visible, _ = _score_face(raw, out, face)
+        if visible is not None:
+            figures["faces"] += 1
+            figures["leaked"] += bool(visible)
+    boxes = np.array([f["box"] for f in truth], np.float32).reshape(-1, 4)
+    for f in report.faces:
+        if f.visible:
+            continue
+        figures["blurred"] += 1
+        b = f.xyxy
+        figures["false_blurs"] += not bool(((np.minimum(b[2], boxes[:, 2]) > np.maximum(b[0], boxes[:, 0]))
+                                            & (np.minimum(b[3], boxes[:, 3]) > np.maximum(b[1], boxes[:, 1]))).any())
 
 
 def main() -> int:
@@ -116,8 +141,9 @@ def main() -> int:
     rows = []
     for clip in suite.corpus(args.only):
         for name, patches in variants:
+            knobs = {attr: value for module, attr, value in patches if module == "live" and attr in LIVE_KNOBS}
             with patched(patches):
-                result = run(clip)
+                result = run(clip, coast=bool(knobs.get("coast", 0)), lookahead=int(knobs.get("lookahead", 0)))
             rows.append({"clip": clip.name, "variant": name, **result})
             log.info("%-55s %-8s %s", clip.name, name, json.dumps(result))
     for name, _ in variants:

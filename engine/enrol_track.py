@@ -73,7 +73,7 @@ class TrackEnrolment:
         """Called by the frame loop with what was found in each frame, and the raw frame (before anonymizing)
         when `wants_raw()` said so."""
         now = time.monotonic()
-        if report.whole_frame is not None:  # no detection ran (panic, a stalled detector): says nothing
+        if report.whole_frame is not None or report.coasted:  # no detection ran (panic, a stall, far behind)
             self._last_seen = now
             return
         face = next((f for f in report.faces if f.track_id == self.track_id and f.lost_frames == 0), None)

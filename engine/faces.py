@@ -166,3 +166,4 @@ class FrameReport:
     unclaimed: list[tuple[float, float, float, float]] = field(default_factory=list)  # hidden, but no track yet
     backfilled: int = 0  # boxes anonymized into this frame later, for faces first found after it (lookahead)
     revealed: int = 0  # faces shown in this frame later, once recognised in a later frame (lookahead)
+    coasted: bool = False  # not detected: its faces are the tracks' predictions (live mode far behind)

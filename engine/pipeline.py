@@ -68,6 +68,12 @@ OPENCV_THREADS = 1
 # low, its top half showed). The margin is a guess: a recognised face there (the streamer) stays visible. File mode
 # only: its cost live (a blurred region per weak face) was not measured.
 WEAK_BOX_MARGIN = 0.25
+# Live mode far behind (engine/runner.py: thinning the tile pass was not enough) detects every other frame only. A
+# frame in between is coasted: its faces are the tracks' predicted boxes grown by COAST_GROWTH a side, and the
+# confident boxes no track took in the frame before, grown alike; the runner then holds one frame back (look-ahead),
+# so that a face first found in the next frame is hidden back in it too (stages/lookahead.py). Half the detector's
+# CPU for one frame of delay, where the alternative is dropping frames (docs/measurements.md, stop 24).
+COAST_GROWTH = 0.1
 
 
 class Pipeline:
@@ -98,6 +104,10 @@ class Pipeline:
         # Live: called by `process` once a frame's detection is done, so the runner can start the next waiting
         # frame's detection while this one is tracked and anonymized (runner.py, `_detect_next`).
         self.on_detected: Callable[[], None] | None = None
+        # Live, set by the runner while far behind: frames after a detected one are coasted (COAST_GROWTH).
+        self.coast_alternate = False
+        self._coasted_last = True  # the frame before was coasted (or none yet): this one is detected
+        self._last_unclaimed: list[np.ndarray] = []  # confident boxes no track took, last detected frame
 
     @property
     def offline(self) -> bool:
@@ -208,9 +218,12 @@ class Pipeline:
         if self.settings.panic or self.settings.paused:
             report.whole_frame = "panic" if self.settings.panic else "paused"
             return self.anonymizer.whole(frame, index), report
+        if self._coasts(frame, prefetched):
+            return self._coast(frame, index, report)
         started = time.perf_counter()
         detections, fault = self._detect(frame, prefetched)
         report.detect_ms = (time.perf_counter() - started) * 1000
+        self._coasted_last, self._last_unclaimed = detections is None, []  # after a fault, no coasting
         self._detected()
         if detections is None:
             self.faults[fault] += 1
@@ -232,6 +245,7 @@ class Pipeline:
         # union leaked a 20 px store-aisle face, 0.47 -> 0.52). The anonymizer works such a pair as one region
         # with the effect of two passes, or as two real passes for small faces (anonymize.py, `_pair_up`).
         found += unclaimed
+        self._last_unclaimed = unclaimed
         report.unclaimed = [tuple(float(v) for v in box) for box in unclaimed]
         lost = [t.safety_box() for t in tracks if t.lost_frames > 0]
         # A weak track's box is a guess (file mode): grown by the margin whether found this frame or not. Lost,
@@ -244,6 +258,30 @@ class Pipeline:
         revealable = _revealable(tracks, unclaimed, weak) if self.keep_originals else None
         return self.anonymizer.apply(frame, index, found, guesses=lost, keep=recognised,
                                      revealable=revealable), report
+
+    def _coasts(self, frame: np.ndarray, prefetched: Future | None) -> bool:
+        """Whether `frame` is coasted: live mode far behind, the frame before was detected, and this one's own
+        detection has not been started already (on arrival: then it is taken)."""
+        if not self.coast_alternate or self._offline or self._coasted_last or prefetched is not None:
+            return False
+        with self._submit_lock:
+            return self._early is None or self._early[0] is not frame
+
+    def _coast(self, frame: np.ndarray, index: int, report: FrameReport) -> tuple[SafeFrame, FrameReport]:
+        """`frame` anonymized without a detection: every track at its predicted box, grown (COAST_GROWTH), the
+        recognised ones kept visible; faces new in it are the look-ahead's to hide, from the next frame."""
+        self._coasted_last = True
+        self._detected()  # the next frame is detected: its detection may start now, while this one is anonymized
+        report.coasted = True
+        tracks = self.tracker.coast()
+        hidden = [t for t in tracks if not is_visible(t)]
+        found = [_grown(t.safety_box(), COAST_GROWTH) for t in hidden if t.lost_frames == 0]
+        found += [_grown(box, COAST_GROWTH) for box in self._last_unclaimed]
+        lost = [_grown(t.safety_box(), COAST_GROWTH) for t in hidden if t.lost_frames > 0]
+        report.faces = [_face_state(t) for t in tracks]
+        recognised = [t.xyxy for t in tracks if is_visible(t)]
+        # Nothing is kept to be shown later here: a face recognised in a later frame stays blurred in this one.
+        return self.anonymizer.apply(frame, index, found, guesses=lost, keep=recognised), report
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -298,6 +336,8 @@ class Pipeline:
         with self._submit_lock:
             if self.settings.panic or self.settings.paused or (self._pending is not None and not self._pending.done()):
                 return False
+            if self.coast_alternate and not self._coasted_last:
+                return False  # the next frame the loop takes is coasted: a detection started for it is wasted
             self._pending = self._pool.submit(self.detector.detect, frame, self.settings.low_confidence)
             self._early = (frame, self._pending)
             return True

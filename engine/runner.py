@@ -41,6 +41,13 @@ SHED_AFTER = 2.0
 NETWORK_JITTER_FRAMES = 3  # live, network sources: bursts wait here instead of being dropped (bench_stream 1080p)
 STALL_PERIODS = 3  # live: a source silent this many frame periods has stalled (the lookahead sends what it holds)
 SHED_HOLD_S = 2.0
+# Far behind, thinning the tile pass is not enough (a slow CPU at 1080p30): once it has been behind for COAST_AFTER_S
+# with the tiles thinned, every other frame is coasted instead of detected (pipeline.py, COAST_GROWTH) and the
+# look-ahead holds at least one frame, until COAST_HOLD_S pass without falling behind. Frames dropped for want of
+# time are frames the viewer never sees; coasted ones go out, anonymized on the tracks (docs/measurements.md).
+LIVE_COAST = 1
+COAST_AFTER_S = 1.0
+COAST_HOLD_S = 10.0
 SHED_HOLD_MARGIN = 1.25  # a tile-only face's track must outlive the thinned tile cycle by this factor
 PREVIEW_WIDTH = 640  # the largest preview a client may ask for; each asks for what its terminal can show
 PREVIEW_EVERY_S = 0.2
@@ -64,6 +71,7 @@ class Stats:
     frames: int = 0
     dropped: int = 0
     shedding: int = 0  # frames detected with the tile pass thinned out (live mode behind)
+    coasted: int = 0  # frames not detected, anonymized on the tracks' predictions (live mode far behind)
     whole_frames: int = 0
     started: float = field(default_factory=time.monotonic)
     stamps: deque = field(default_factory=lambda: deque(maxlen=240))  # output times, for fps
@@ -74,6 +82,7 @@ class Stats:
         now = time.monotonic()
         self.frames += 1
         self.whole_frames += report.whole_frame is not None
+        self.coasted += report.coasted
         self.stamps.append(now)
         self.latencies_ms.append(latency_ms)
         self.last_report = report
@@ -236,6 +245,7 @@ class Engine:
             "frames": self.stats.frames,
             "dropped": self.stats.dropped,
             "shedding_frames": self.stats.shedding,
+            "coasted_frames": self.stats.coasted,
             "whole_frames": self.stats.whole_frames,
             "faults": self._faults(),
             "source": {"spec": self.source.spec, "kind": self.source.kind, "state": self.source_state,
@@ -415,17 +425,35 @@ class Engine:
             self._emit(safe, tag)
 
     _shed_until = 0.0
+    _shed_since = 0.0
+    _coast_until = 0.0
     _dropped_seen = 0
 
+    def _live_lookahead(self) -> int:
+        """Frames live mode holds back: the setting, and at least one while frames are coasted (a face first
+        found in the frame after a coasted one is hidden back in it)."""
+        return max(self.settings.lookahead_frames, int(self.pipeline.coast_alternate))
+
     def _shed_load(self, captured: float) -> None:
-        """Behind (a frame waited too long, or one was dropped): thin the tile pass out for a while."""
+        """Behind (a frame waited too long, or one was dropped): thin the tile pass out for a while; still behind
+        a second later, coast every other frame (LIVE_COAST)."""
         if not self.shed_when_behind:
             return
         now = time.monotonic()
         period = 1.0 / max(self.source.info.fps, 1.0)
         if now - captured > SHED_AFTER * period or self.stats.dropped > self._dropped_seen:
+            if now >= self._shed_until:
+                self._shed_since = now
             self._shed_until = now + SHED_HOLD_S
+            if LIVE_COAST and (now - self._shed_since >= COAST_AFTER_S or now < self._coast_until):
+                self._coast_until = now + COAST_HOLD_S
         self._dropped_seen = self.stats.dropped
+        coasting = now < self._coast_until
+        if coasting != self.pipeline.coast_alternate:
+            self.pipeline.coast_alternate = coasting
+            self.lookahead.frames = self._live_lookahead()
+            log.info("live: %s", "far behind: every other frame coasted on the tracks, one frame held back"
+                     if coasting else "keeping up again: every frame detected")
         detector = self.pipeline.detector
         if not hasattr(detector, "tile_every"):
             return
@@ -543,7 +571,7 @@ class Engine:
                 self._settings = previous
             return
         if pending.lookahead_frames != previous.lookahead_frames and not self.pipeline.offline:
-            self.lookahead.frames = pending.lookahead_frames  # live only: file mode holds its own count
+            self.lookahead.frames = self._live_lookahead()  # live only: file mode holds its own count
             self.pipeline.reveal_later(pending.lookahead_frames > 0)
         if (previous.recognition and not pending.recognition) or \
                 pending.similarity_threshold > previous.similarity_threshold:

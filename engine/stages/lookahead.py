@@ -125,7 +125,7 @@ class Lookahead:
         continuity unbroken: no loss, jump, new look, overlap or scene cut in between) was blurred only because
         it was not recognised yet; a frame where anything else anonymized reaches into its region keeps it blurred
         (`Anonymizer.reveal`). The streamer, recognised a few frames into a shot, is then shown from its start."""
-        if report.whole_frame is not None:
+        if report.whole_frame is not None or report.coasted:
             return
         shown = {f.track_id: f for f in report.faces if f.visible and not f.lost_frames and f.continuity is not None}
         if not shown:
@@ -180,8 +180,8 @@ class Lookahead:
 
     def _backfill_boxes(self, report: FrameReport) -> list[tuple[np.ndarray, np.ndarray, int, int, int]]:
         """The backfills due for the faces in `report` (see `_backfill`)."""
-        if report.whole_frame is not None:
-            return []  # no faces known this frame; tracks are kept and judged on the next one
+        if report.whole_frame is not None or report.coasted:
+            return []  # no faces seen this frame (a fault, or coasted); tracks are judged on the next one
         present = {f.track_id for f in report.faces}
         out = []
         for face in report.faces:

@@ -193,6 +193,17 @@ class FaceTracker:
             self.tracks = [t for t, box in zip(self.tracks, boxes, strict=True) if _inside(box, frame_size)]
         return self.tracks
 
+    def coast(self) -> list[Track]:
+        """A frame the detector did not look at (live mode far behind: engine/pipeline.py, `coast_alternate`):
+        every track moves one frame along its motion. Nothing is counted lost or found, no face starts or ends:
+        there is no evidence either way, and the next detected frame judges them all."""
+        if self.tracks:
+            means, covs = KalmanBox.predict_many(np.stack([t.mean for t in self.tracks]),
+                                                 np.stack([t.cov for t in self.tracks]))
+            for track, mean, cov in zip(self.tracks, means, covs, strict=True):
+                track.mean, track.cov = mean, cov
+        return self.tracks
+
     def _start_repeated(self, weak: Detections, frame_size: tuple[int, int] | None) -> None:
         """Start a track from a weak detection seen at the same place as one in the last frames: on its second
         sighting when both scored at least REPEAT_START_SCORE, or (corroborated starts) on its

@@ -1,0 +1,121 @@
+"""Live mode far behind coasts every other frame (engine/pipeline.py, `coast_alternate`): a coasted frame is not
+detected, its faces are the tracks' predicted boxes, and the one frame the runner then holds back hides a face
+first found in the next frame in it too. Real model, the dev clip and its annotated faces.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from engine import runner
+from engine.config import Settings
+from engine.faces import FrameReport
+from engine.pipeline import Pipeline
+from engine.runner import Engine
+from engine.stages.anonymize import SafeFrame
+from engine.stages.lookahead import Lookahead
+from engine.stages.source import VideoSource
+from evaluation.video import _score_face
+
+SETTINGS = Settings(backend="onnxruntime", deadline_ms=60_000)  # a loaded test machine: no frame blurred whole
+
+
+@pytest.fixture(scope="module")
+def clip(dev_clip, dev_gt) -> tuple[list[np.ndarray], dict[int, list[dict]]]:
+    """The dev clip's first 40 frames and their annotated faces (every one must be hidden: no facebank)."""
+    capture = cv2.VideoCapture(str(dev_clip))
+    frames = [capture.read()[1] for _ in range(40)]
+    truth: dict[int, list[dict]] = {}
+    for face in json.loads(dev_gt.read_text())["faces"]:
+        truth.setdefault(face["frame"], []).append(face)
+    return frames, truth
+
+
+def visible_faces(raw: np.ndarray, out: np.ndarray, faces: list[dict]) -> int:
+    gray = lambda image: cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)  # noqa: E731
+    return sum(bool(_score_face(gray(raw), gray(out), face)[0]) for face in faces)
+
+
+def test_every_other_frame_is_coasted_and_its_faces_stay_hidden(clip) -> None:
+    frames, truth = clip
+    pipeline = Pipeline(SETTINGS)
+    pipeline.coast_alternate = True
+    coasted, leaked, hidden = [], 0, 0
+    try:
+        for index, frame in enumerate(frames[:16]):
+            if index % 2 == 1:  # the next frame is coasted: a detection started for it on arrival would be wasted
+                assert not pipeline.detect_on_arrival(frame.copy())
+            safe, report = pipeline.process(frame.copy(), index, 1 / 30)
+            coasted.append(report.coasted)
+            assert report.whole_frame is None
+            if report.coasted:
+                assert report.faces and not any(f.visible for f in report.faces)
+                leaked += visible_faces(frame, safe.image, truth.get(index, []))
+                hidden += len(truth.get(index, []))
+    finally:
+        pipeline.close()
+    assert coasted == [False, True] * 8
+    assert hidden >= 8 and leaked == 0, f"{leaked} of {hidden} annotated faces visible in coasted frames"
+
+
+def test_a_face_first_showing_in_a_coasted_frame_is_hidden_there_from_the_next_one(clip) -> None:
+    """The face shows first in a coasted frame (no track yet: nothing hides it then); the next frame's detection
+    starts its track, and the frame held back gets it hidden. Without the held frame it would go out visible."""
+    frames, truth = clip
+    faces = truth[21]
+    masked = frames[20].copy()
+    for face in faces:  # the frame before, with every face painted over: the faces are new in frame 21
+        x1, y1, x2, y2 = (round(v) for v in face["box"])
+        masked[max(0, y1 - 20):y2 + 20, max(0, x1 - 20):x2 + 20] = 128
+
+    def run(held: int) -> tuple[SafeFrame, FrameReport]:
+        pipeline = Pipeline(SETTINGS)
+        pipeline.coast_alternate = True
+        lookahead = Lookahead(held)
+        out = {}
+        try:
+            for index, frame in enumerate([masked, frames[21], frames[22], frames[23]]):
+                safe, report = pipeline.process(frame.copy(), index, 1 / 30)
+                for released, tag in lookahead.push(safe, report, pipeline.anonymizer, (safe, report)):
+                    out[released.index] = tag
+            for released, tag in lookahead.flush():
+                out[released.index] = tag
+        finally:
+            pipeline.close()
+        return out[1]
+
+    safe, report = run(held=1)
+    assert report.coasted and not report.faces, "frame 1 was coasted with no track to hide"
+    assert report.backfilled >= 1
+    assert visible_faces(frames[21], safe.image, faces) == 0
+    unheld, _ = run(held=0)
+    assert visible_faces(frames[21], unheld.image, faces) >= 1, "without the held frame the new face goes out"
+
+
+def test_the_live_loop_coasts_only_while_far_behind(dev_clip, monkeypatch) -> None:
+    """Behind for COAST_AFTER_S with the tiles thinned: coasting starts and one frame is held back; COAST_HOLD_S
+    without falling behind: every frame is detected again and the look-ahead is the setting's (0)."""
+    monkeypatch.setattr(runner, "COAST_AFTER_S", 0.05)
+    monkeypatch.setattr(runner, "COAST_HOLD_S", 0.2)
+    engine = Engine(SETTINGS, VideoSource(str(dev_clip)))
+    try:
+        engine.stats.dropped += 1
+        engine._shed_load(time.monotonic())
+        assert engine.pipeline.detector.tile_every == 2 and not engine.pipeline.coast_alternate
+        time.sleep(0.06)
+        engine.stats.dropped += 1
+        engine._shed_load(time.monotonic())
+        assert engine.pipeline.coast_alternate and engine.lookahead.frames == 1
+        time.sleep(0.1)
+        engine._shed_load(time.monotonic())  # keeping up now, but not for COAST_HOLD_S yet
+        assert engine.pipeline.coast_alternate
+        time.sleep(0.15)
+        engine._shed_load(time.monotonic())
+        assert not engine.pipeline.coast_alternate and engine.lookahead.frames == 0
+    finally:
+        engine.close()

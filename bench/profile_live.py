@@ -148,6 +148,9 @@ def run(clip: Path, seconds: float, allow: Path | None, variant: dict[str, bool]
     settings = Settings()
     identifier = _identifier(settings, allow) if allow else None
     engine = Engine(settings, VideoSource(str(clip), loop=True), [DiscardSink()], identifier=identifier)
+    from engine import runner
+
+    runner.LIVE_COAST = int(variant.get("coast", True))
     engine.detect_on_arrival = variant["on_arrival"]
     engine.shed_when_behind = variant.get("shed", variant["on_arrival"])
     if not variant["background"] and identifier is not None:
@@ -184,13 +187,16 @@ def run(clip: Path, seconds: float, allow: Path | None, variant: dict[str, bool]
     figures["process_cpu_ms_per_frame"] = round(1000 * process_cpu_s / max(engine.stats.frames - start_frames, 1), 1)
     figures["gc"] = gc_pauses.summary()
     figures["shedding_frames"] = t["shedding_frames"]
+    figures["coasted_frames"] = t["coasted_frames"]
+    figures["video_delay_p50_ms"] = t["video_delay_ms"]  # processing p50 plus the frames held back (coasting: one)
     figures["embedded"] = getattr(identifier, "embedded_total", 0)
     return figures
 
 
 VARIANTS = {"now": {"on_arrival": True, "background": True}, "before": {"on_arrival": False, "background": False},
             "no-arrival": {"on_arrival": False, "background": True},
-            "no-background": {"on_arrival": True, "background": False}}
+            "no-background": {"on_arrival": True, "background": False},
+            "no-coast": {"on_arrival": True, "background": True, "coast": False}}
 
 
 def _identifier(settings, photo: Path):
@@ -246,7 +252,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--variants", default="now",
                         help="comma list, run in turn in one process: now (every change), before (detection after "
-                             "the wait, embeddings on the frame path), no-arrival, no-background")
+                             "the wait, embeddings on the frame path), no-arrival, no-background, no-coast (far "
+                             "behind, frames are dropped instead of every other one coasted)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if not CLIP.is_file():
@@ -263,6 +270,7 @@ def main() -> int:
     figures["summary"] = {label: {key: r[key] for key in ("fps", "dropped", "latency_p50_ms", "latency_p95_ms",
                                                           "latency_max_ms", "process_cpu_pct_of_one_core",
                                                           "frames_with_a_visible_face_pct", "shedding_frames",
+                                                          "coasted_frames", "video_delay_p50_ms",
                                                           "process_cpu_ms_per_frame", "gc")}
                           for label, r in figures.items()}
     print(json.dumps(figures, indent=2))

@@ -472,3 +472,13 @@ def test_after_a_failed_enrolment_the_notice_offers_a_face_again(tmp_path, monke
             assert "failed" not in text and "Is #3 you? e keeps that face visible" in text
 
     asyncio.run(scenario())
+
+
+def test_coasted_frames_are_said_only_when_there_are_some():
+    from tui.format import figures, status_rows
+
+    t = {"fps": 24.0, "frames": 900, "dropped": 12, "whole_frames": 0, "coasted_frames": 310}
+    assert "coasted 310" in str(figures(t))
+    assert "310 coasted on the tracks" in dict(status_rows(t))["frames"]
+    quiet = {**t, "coasted_frames": 0}
+    assert "coasted" not in str(figures(quiet)) and "coasted" not in dict(status_rows(quiet))["frames"]

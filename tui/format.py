@@ -156,7 +156,8 @@ def figures(t: dict[str, Any], stale: bool = False) -> Text:
     rows = [
         ("fps", f"{t.get('fps', 0):.1f}" + ("  (stale)" if stale else ""),
          "latency", f"p50 {number(t.get('latency_p50_ms'), 0)} / p95 {number(t.get('latency_p95_ms'), 0)} ms"),
-        ("frames", str(t.get("frames", 0)), "dropped", f"{t.get('dropped', 0)}   whole {t.get('whole_frames', 0)}"),
+        ("frames", str(t.get("frames", 0)), "dropped", f"{t.get('dropped', 0)}   whole {t.get('whole_frames', 0)}"
+         + (f"   coasted {t['coasted_frames']}" if t.get("coasted_frames") else "")),
         ("source", short_source(t.get("source")), "", ""),
         ("output", sinks_line(t.get("sinks")) + sync_words(t), "", ""),
         ("faults", faults_line(t.get("faults")), "", ""),
@@ -233,7 +234,8 @@ def status_rows(t: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("OBS audio Sync Offset", f"{t['obs_sync_offset_ms']} ms (the stream's sound, to match the video)"))
     rows += [
         ("frames", f"{t.get('frames', 0)} ({t.get('dropped', 0)} input frames dropped, "
-                   f"{t.get('whole_frames', 0)} whole-frame blurred)"),
+                   + (f"{t['coasted_frames']} coasted on the tracks (far behind), " if t.get("coasted_frames") else "")
+                   + f"{t.get('whole_frames', 0)} whole-frame blurred)"),
         ("faults", "; ".join(faults_words(t.get("faults"))) or "none"),
         ("faces in view", str(len(in_view(t.get("faces") or [])))),
     ]

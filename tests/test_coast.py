@@ -14,12 +14,13 @@ import pytest
 
 from engine import runner
 from engine.config import Settings
-from engine.faces import FrameReport
+from engine.faces import Detections, FrameReport, Identity
 from engine.pipeline import Pipeline
 from engine.runner import Engine
 from engine.stages.anonymize import SafeFrame
 from engine.stages.lookahead import Lookahead
 from engine.stages.source import VideoSource
+from engine.stages.track import FaceTracker
 from evaluation.video import _score_face
 
 SETTINGS = Settings(backend="onnxruntime", deadline_ms=60_000)  # a loaded test machine: no frame blurred whole
@@ -119,3 +120,39 @@ def test_the_live_loop_coasts_only_while_far_behind(dev_clip, monkeypatch) -> No
         assert not engine.pipeline.coast_alternate and engine.lookahead.frames == 0
     finally:
         engine.close()
+
+
+# The office clip's man walking right behind the desks (bench/corpus office_backs_of_heads, frames 850-861): his
+# detections, live, every frame. Coasting every other frame, the tracker sees him 40-50 px further each time.
+WALKER = [(493.5, 62.4, 524.5, 108.4), (506.7, 64.4, 541.5, 112.0), (522.2, 72.3, 557.3, 117.5),
+          (535.7, 78.7, 576.1, 121.0), (559.0, 76.0, 602.0, 127.0), (576.6, 76.7, 621.6, 122.9),
+          (597.0, 78.0, 642.0, 122.0), (630.8, 72.0, 665.9, 114.3), (655.4, 61.8, 692.0, 113.0),
+          (683.2, 60.2, 716.1, 107.5)]
+
+
+def detections(*boxes: tuple[float, ...], score: float = 0.7) -> Detections:
+    xyxy = np.array(boxes, np.float32).reshape(-1, 4)
+    return Detections(xyxy, np.full(len(xyxy), score, np.float32), np.zeros((len(xyxy), 5, 2), np.float32))
+
+
+def test_a_fast_face_keeps_its_track_across_coasted_frames() -> None:
+    tracker = FaceTracker(confidence=0.5, low_confidence=0.1, hold_seconds=1.0)
+    ids = set()
+    for k, box in enumerate(WALKER):
+        if k % 2:
+            tracker.coast()
+            continue
+        tracks = tracker.update(detections(box), 1 / 30)
+        ids |= {t.track_id for t in tracks if t.lost_frames == 0}
+    assert len(ids) == 1, f"the walker's face took {len(ids)} tracks: its coasted frames had no track to hide it"
+
+
+def test_a_shown_face_does_not_reach_further_across_coasted_frames() -> None:
+    """The streamer's track (shown) keeps the usual reach: it must not take a face a whole face width away."""
+    tracker = FaceTracker(confidence=0.5, low_confidence=0.1, hold_seconds=1.0)
+    (streamer,) = tracker.update(detections((500, 60, 540, 110)), 1 / 30)
+    streamer.identity = Identity(visible=True, name="me", reason=None)
+    tracker.coast()
+    tracker.update(detections((540, 60, 580, 110)), 1 / 30)  # 40 px on: someone else, or him; not taken as him
+    assert streamer.lost_frames == 1
+    assert [t.track_id for t in tracker.tracks if t.lost_frames == 0] != [streamer.track_id]

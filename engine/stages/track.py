@@ -160,6 +160,7 @@ class FaceTracker:
         # Frames a weak candidate waits for its second sighting: longer than a tile takes to come back, which
         # the live loop lengthens while it sheds load (engine/runner.py).
         self.repeat_max_gap = REPEAT_MAX_GAP
+        self._coasted = 0  # frames coasted since the last detected one (`coast`)
 
     def reset(self) -> None:
         self.tracks.clear()
@@ -175,8 +176,10 @@ class FaceTracker:
         high = detections[detections.score >= self.confidence]
         low = detections[(detections.score >= self.low_confidence) & (detections.score < self.confidence)]
         unmatched_tracks = list(range(len(self.tracks)))
-        unmatched_tracks, unmatched_high = self._associate(unmatched_tracks, high)
-        unmatched_tracks, unmatched_low = self._associate(unmatched_tracks, low)  # ByteTrack's second pass
+        reach = self._reach()
+        unmatched_tracks, unmatched_high = self._associate(unmatched_tracks, high, reach)
+        unmatched_tracks, unmatched_low = self._associate(unmatched_tracks, low, reach)  # ByteTrack's second pass
+        self._coasted = 0
         for i in unmatched_tracks:
             track = self.tracks[i]
             track.lost_frames += 1
@@ -202,7 +205,18 @@ class FaceTracker:
                                                  np.stack([t.cov for t in self.tracks]))
             for track, mean, cov in zip(self.tracks, means, covs, strict=True):
                 track.mean, track.cov = mean, cov
+        self._coasted += 1
         return self.tracks
+
+    def _reach(self) -> np.ndarray | None:
+        """Per track, the centre distance (face sizes) within which a detection may still be its face: farther
+        after coasted frames, as the face moved that many frames since it was last seen (a new face's velocity is
+        not known yet: a 40 px face walking 20 px a frame lost its track at every detection, office clip). Not for
+        a face shown (recognised): its track must not reach for someone else's face."""
+        if not self._coasted or not self.tracks:
+            return None  # every track's reach is _MATCH_CENTRE
+        shown = np.array([t.identity.visible for t in self.tracks], bool)
+        return np.where(shown, _MATCH_CENTRE, _MATCH_CENTRE * (1 + self._coasted))
 
     def _start_repeated(self, weak: Detections, frame_size: tuple[int, int] | None) -> None:
         """Start a track from a weak detection seen at the same place as one in the last frames: on its second
@@ -277,11 +291,14 @@ class FaceTracker:
         duplicate[lost] = ((iou >= _DUPLICATE_IOU) | (covered >= _DUPLICATE_COVERED)).any(axis=1)
         self.tracks = [t for t, gone in zip(self.tracks, duplicate, strict=True) if not gone]
 
-    def _associate(self, track_ids: list[int], dets: Detections) -> tuple[list[int], list[int]]:
-        """Greedy matching on IoU (best pairs first), with a centre-distance fallback for small, fast faces."""
+    def _associate(self, track_ids: list[int], dets: Detections,
+                   reach: np.ndarray | None = None) -> tuple[list[int], list[int]]:
+        """Greedy matching on IoU (best pairs first), with a centre-distance fallback for small, fast faces
+        (`reach`: per track, as `_reach` gives it)."""
         if not track_ids or not len(dets):
             return track_ids, list(range(len(dets)))
-        affinity = _affinity(_boxes([self.tracks[i] for i in track_ids]), dets.xyxy)
+        rows = _MATCH_CENTRE if reach is None else reach[np.array(track_ids, np.int64)][:, None]
+        affinity = _affinity(_boxes([self.tracks[i] for i in track_ids]), dets.xyxy, rows)
         matched_t: dict[int, int] = {}  # track (index into track_ids) -> its detection
         matched_d: set[int] = set()
         for flat in np.argsort(-affinity, axis=None):

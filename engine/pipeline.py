@@ -72,7 +72,9 @@ WEAK_BOX_MARGIN = 0.25
 # frame in between is coasted: its faces are the tracks' predicted boxes grown by COAST_GROWTH a side, and the
 # confident boxes no track took in the frame before, grown alike; the runner then holds one frame back (look-ahead),
 # so that a face first found in the next frame is hidden back in it too (stages/lookahead.py). Half the detector's
-# CPU for one frame of delay, where the alternative is dropping frames (docs/measurements.md, stop 24).
+# CPU for one frame of delay, where the alternative is dropping frames (docs/measurements.md, stop 24). A coasted
+# frame's time is not added to a lost track's hold: holds count detected frames, so a lost face stays hidden twice
+# as long meanwhile, and a face only a thinned-out tile sees (every 4 x TILE_CYCLE frames then) keeps its track.
 COAST_GROWTH = 0.1
 
 

@@ -41,6 +41,7 @@ SCORER = DATA.parent / "tools" / "score_video.py"
 from bench.profile_live import by_thread, thread_cpu_s  # noqa: E402
 from bench.sinks import DiscardSink  # noqa: E402
 from bench.stream_trace import StreamTrace  # noqa: E402
+from engine import runner  # noqa: E402
 from engine.config import Settings  # noqa: E402
 from engine.pipeline import Pipeline  # noqa: E402
 from engine.runner import Engine  # noqa: E402
@@ -108,6 +109,7 @@ def run_stream(sender_cmd: list[str], seconds: float | None, out: Path, port_in:
         "latency_p95_ms": round(float(np.percentile(engine.stats.latencies_ms, 95)), 1),
         "latency_max_ms": round(float(np.max(engine.stats.latencies_ms)), 1),
         "dropped_input": engine.stats.dropped + source.dropped, "output_repeats": sink.repeated,
+        "coasted": engine.stats.coasted,
         "output_dropped": sink.dropped, "whole_frames": engine.stats.whole_frames,
         "cpu_decode_pct": round(100 * sum(cpu[p] for p in decoders) / elapsed, 1),
         "cpu_encode_pct": round(100 * cpu[sink._proc.pid] / elapsed, 1),
@@ -284,11 +286,14 @@ def main() -> int:
     parser.add_argument("--backend", default="auto", help="the engine's network runtime (to compare backends)")
     parser.add_argument("--trace", action="store_true", help="1080p: a per-frame timeline of the SRT path (where "
                         "a frame's wall time goes: bench/stream_trace.py)")
+    parser.add_argument("--no-coast", action="store_true", help="far behind, frames are dropped instead of every "
+                        "other one coasted on the tracks (the code before stop 24: before/after in one session)")
     parser.add_argument("--no-detect-waiting", action="store_true", help="the frame loop does not start the next "
                         "waiting frame's detection (the code before it did: before/after in one session)")
     args = parser.parse_args()
     global BACKEND, TRACE, DETECT_WAITING
     BACKEND, TRACE, DETECT_WAITING = args.backend, args.trace, not args.no_detect_waiting
+    runner.LIVE_COAST = int(not args.no_coast)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not CLIP.is_file():
         print(f"the dev clip is missing ({CLIP}); set BLURCAST_DATA", file=sys.stderr)

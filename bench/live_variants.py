@@ -10,7 +10,8 @@ Per clip and variant:
 - leaked: bystander face-frames left visible, scored as `evaluation/video.py` does (visibility >= its bar);
 - false blurs: tracked boxes blurred that touch no annotated face (on WIDER an upper bound: it leaves faces out).
 `live.coast=1` coasts every other frame (live mode far behind: engine/pipeline.py) and holds one frame back, as the
-runner does; `live.lookahead=N` holds N frames (the look-ahead slider).
+runner does; `live.lookahead=N` holds N frames (the look-ahead slider); `live.drop=1` drops every other frame (what
+live mode did far behind before coasting), each frame kept counted for the two frame periods it stays on screen.
 Default variants: `before` (live as until stop 23: no corroborated starts, no scene motion) and `now`.
 """
 
@@ -41,7 +42,7 @@ log = logging.getLogger("live_variants")
 DEFAULT_VARIANTS = ["before:pipeline.LIVE_CORROBORATED_STARTS=0,pipeline.LIVE_SCENE_MOTION=0", "now:"]
 
 
-LIVE_KNOBS = ("coast", "lookahead")  # `live.coast=1`: every other frame coasted; `live.lookahead=N`: frames held
+LIVE_KNOBS = ("coast", "lookahead", "drop")  # live.KNOB=VALUE in a variant: run()'s own arguments
 
 
 def parse_variant(text: str) -> tuple[str, list[tuple[str, str, float]]]:
@@ -80,9 +81,11 @@ def _module(name: str):
     raise ValueError(f"no module engine[.stages[.detectors]].{name}")
 
 
-def run(clip: suite.Clip, coast: bool = False, lookahead: int = 0) -> dict:
+def run(clip: suite.Clip, coast: bool = False, lookahead: int = 0, drop: bool = False) -> dict:
     """`coast`: every other frame coasted (live mode far behind, engine/pipeline.py), which the runner pairs with
-    a look-ahead of at least one frame; `lookahead`: frames held back before scoring, as the runner holds them."""
+    a look-ahead of at least one frame; `lookahead`: frames held back before scoring, as the runner holds them;
+    `drop`: every other frame dropped, as a machine that keeps up with half the frames does: each frame processed
+    is on screen for two frame periods, so its face-frames count twice (leaked and in all)."""
     gt: dict[int, list[dict]] = {}
     for face in json.loads(clip.gt.read_text())["faces"]:
         gt.setdefault(face["frame"], []).append(face)
@@ -98,18 +101,23 @@ def run(clip: suite.Clip, coast: bool = False, lookahead: int = 0) -> dict:
         ok, frame = cap.read()
         if not ok:
             break
+        if drop and index % 2:
+            index += 1
+            continue
         raws[index] = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        safe, reports[index] = pipeline.process(frame, index, 1 / 30)
+        safe, reports[index] = pipeline.process(frame, index, (2 if drop else 1) / 30)
         for released, tag in held.push(safe, reports[index], pipeline.anonymizer, index):
-            _score(released, raws.pop(tag), reports.pop(tag), gt.get(tag, []), figures)
+            _score(released, raws.pop(tag), reports.pop(tag), gt.get(tag, []), figures, 2 if drop else 1)
         index += 1
     for released, tag in held.flush():
-        _score(released, raws.pop(tag), reports.pop(tag), gt.get(tag, []), figures)
+        _score(released, raws.pop(tag), reports.pop(tag), gt.get(tag, []), figures, 2 if drop else 1)
     pipeline.close()
     return figures
 
 
-def _score(safe: SafeFrame, raw: np.ndarray, report: FrameReport, truth: list[dict], figures: dict) -> None:
+def _score(safe: SafeFrame, raw: np.ndarray, report: FrameReport, truth: list[dict], figures: dict,
+           shown: int = 1) -> None:
+    """`shown`: frame periods this output frame stays on screen (2 when the next frame was dropped)."""
     out = cv2.cvtColor(safe.image, cv2.COLOR_BGR2GRAY)
     figures["frames"] += 1
     figures["coasted"] += report.coasted
@@ -118,8 +126,8 @@ def _score(safe: SafeFrame, raw: np.ndarray, report: FrameReport, truth: list[di
             continue
         visible, _ = _score_face(raw, out, face)
         if visible is not None:
-            figures["faces"] += 1
-            figures["leaked"] += bool(visible)
+            figures["faces"] += shown
+            figures["leaked"] += shown * bool(visible)
     boxes = np.array([f["box"] for f in truth], np.float32).reshape(-1, 4)
     for f in report.faces:
         if f.visible:
@@ -143,7 +151,8 @@ def main() -> int:
         for name, patches in variants:
             knobs = {attr: value for module, attr, value in patches if module == "live" and attr in LIVE_KNOBS}
             with patched(patches):
-                result = run(clip, coast=bool(knobs.get("coast", 0)), lookahead=int(knobs.get("lookahead", 0)))
+                result = run(clip, coast=bool(knobs.get("coast", 0)), lookahead=int(knobs.get("lookahead", 0)),
+                             drop=bool(knobs.get("drop", 0)))
             rows.append({"clip": clip.name, "variant": name, **result})
             log.info("%-55s %-8s %s", clip.name, name, json.dumps(result))
     for name, _ in variants:

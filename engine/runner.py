@@ -484,8 +484,11 @@ class Engine:
                 continue
             captured = time.monotonic()
             # Only while keeping up: behind, a frame waiting in the mailbox is replaced by the next one, and its
-            # detection would be wasted on a 2-core machine that already lacks the time.
-            if self.detect_on_arrival and mailbox.empty() and time.monotonic() >= self._shed_until:
+            # detection would be wasted on a 2-core machine that already lacks the time. Coasting, a frame that
+            # arrives to an empty mailbox is the next one taken: its detection overlaps the coasted frame's work
+            # (the pipeline refuses a frame that will itself be coasted).
+            if self.detect_on_arrival and mailbox.empty() and (time.monotonic() >= self._shed_until
+                                                               or self.pipeline.coast_alternate):
                 self.pipeline.detect_on_arrival(frame)
             source_index = getattr(self.source, "last_index", None)  # stream outputs keep A/V sync on it
             item = (frame, captured, source_index, timeline.position(self.source, source_index, captured))

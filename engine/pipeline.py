@@ -276,6 +276,7 @@ class Pipeline:
         self._detected()  # the next frame is detected: its detection may start now, while this one is anonymized
         report.coasted = True
         tracks = self.tracker.coast()
+        self._watch_coasted(frame, tracks)
         hidden = [t for t in tracks if not is_visible(t)]
         found = [_grown(t.safety_box(), COAST_GROWTH) for t in hidden if t.lost_frames == 0]
         found += [_grown(box, COAST_GROWTH) for box in self._last_unclaimed]
@@ -284,6 +285,21 @@ class Pipeline:
         recognised = [t.xyxy for t in tracks if is_visible(t)]
         # Nothing is kept to be shown later here: a face recognised in a later frame stays blurred in this one.
         return self.anonymizer.apply(frame, index, found, guesses=lost, keep=recognised), report
+
+    def _watch_coasted(self, frame: np.ndarray, tracks: list) -> None:
+        """The identifier's look at a coasted frame (a scene cut, a facebank change: nobody shown); one that
+        cannot look at it, or fails to, shows nobody in it."""
+        watch = getattr(self.identifier, "coast", None)
+        if watch is not None:
+            try:
+                watch(frame, tracks, self.settings)
+                return
+            except Exception:
+                log.exception("identifier failed on a coasted frame; anonymizing every face")
+                self.faults["identifier-error"] += 1
+        for track in tracks:
+            if track.identity.visible:
+                track.identity = Identity.blurred(IDENTIFIER_ERROR)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -16,25 +16,39 @@ from engine import runner
 from engine.config import Settings
 from engine.faces import Detections, FrameReport, Identity
 from engine.pipeline import Pipeline
+from engine.recognition.identify_facebank import FacebankIdentifier
+from engine.recognition.recognize import create_embedder
 from engine.runner import Engine
 from engine.stages.anonymize import SafeFrame
 from engine.stages.lookahead import Lookahead
 from engine.stages.source import VideoSource
 from engine.stages.track import FaceTracker
 from evaluation.video import _score_face
+from facebank.live import LiveGallery
+from facebank.store import Facebank
+from tests.conftest import PERFORMER_PHOTO
 
 SETTINGS = Settings(backend="onnxruntime", deadline_ms=60_000)  # a loaded test machine: no frame blurred whole
 
 
 @pytest.fixture(scope="module")
-def clip(dev_clip, dev_gt) -> tuple[list[np.ndarray], dict[int, list[dict]]]:
-    """The dev clip's first 40 frames and their annotated faces (every one must be hidden: no facebank)."""
+def clip_all(dev_clip, dev_gt) -> tuple[list[np.ndarray], dict[int, list[dict]]]:
+    """The dev clip's frames and their annotated faces."""
     capture = cv2.VideoCapture(str(dev_clip))
-    frames = [capture.read()[1] for _ in range(40)]
+    frames = []
+    while (read := capture.read())[0]:
+        frames.append(read[1])
     truth: dict[int, list[dict]] = {}
     for face in json.loads(dev_gt.read_text())["faces"]:
         truth.setdefault(face["frame"], []).append(face)
     return frames, truth
+
+
+@pytest.fixture(scope="module")
+def clip(clip_all) -> tuple[list[np.ndarray], dict[int, list[dict]]]:
+    """The first 40 frames (no facebank: every annotated face must be hidden)."""
+    frames, truth = clip_all
+    return frames[:40], truth
 
 
 def visible_faces(raw: np.ndarray, out: np.ndarray, faces: list[dict]) -> int:
@@ -156,3 +170,28 @@ def test_a_shown_face_does_not_reach_further_across_coasted_frames() -> None:
     tracker.update(detections((540, 60, 580, 110)), 1 / 30)  # 40 px on: someone else, or him; not taken as him
     assert streamer.lost_frames == 1
     assert [t.track_id for t in tracker.tracks if t.lost_frames == 0] != [streamer.track_id]
+
+
+def test_the_streamer_stays_shown_in_coasted_frames_until_a_cut(clip_all, tmp_path) -> None:
+    """The performer (enrolled from his photo) is shown in the coasted frames of his shot; frame 211, a cut to
+    a crowd, is coasted, and a bystander stands where his face was: nobody is shown there, she is hidden."""
+    frames, truth = clip_all
+    bank = Facebank(tmp_path / "facebank.json")
+    bank.add("Lin-Manuel Miranda", [PERFORMER_PHOTO])
+    pipeline = Pipeline(SETTINGS, identifier=FacebankIdentifier(create_embedder(SETTINGS), LiveGallery(bank)))
+    pipeline.coast_alternate = True
+    lookahead = Lookahead(1)
+    shown_coasted, out = [], {}
+    try:
+        for index, frame in enumerate(frames[:213]):
+            safe, report = pipeline.process(frame.copy(), index, 1 / 29.97)
+            if report.coasted and 150 <= index < 211:
+                shown_coasted.append(any(f.visible for f in report.faces))
+            for released, tag in lookahead.push(safe, report, pipeline.anonymizer, (index, report)):
+                out[tag[0]] = (released, tag[1])
+    finally:
+        pipeline.close()
+    assert np.mean(shown_coasted) >= 0.9, f"shown in {sum(shown_coasted)} of {len(shown_coasted)} coasted frames"
+    safe, report = out[211]
+    assert report.coasted and not any(f.visible for f in report.faces)
+    assert visible_faces(frames[211], safe.image, truth[211]) == 0

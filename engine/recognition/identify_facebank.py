@@ -176,6 +176,7 @@ class FacebankIdentifier:
         self.embedded_total = 0  # telemetry, and the budget test
         self.embedded_forced = 0
         self.scene_cuts = 0
+        self._gallery_seen: Gallery | None = None  # the gallery the last `update` decided with (`coast`)
         self.landmarker = landmarker  # the photo path's alignment; made on first use when not given
         self.verify_lead = 0  # frames early a visible face is re-verified (live mode: the worker's delay)
         self.worker: EmbeddingWorker | None = None  # live mode: embeddings off the frame path
@@ -217,6 +218,7 @@ class FacebankIdentifier:
         if self.worker is not None and self.worker.failed:
             self._worker_failed(tracks)
         gallery = self.gallery_provider() if settings.recognition else Gallery.empty()
+        self._gallery_seen = gallery
         if gallery.is_empty:
             reason = NO_FACEBANK if settings.recognition else RECOGNITION_OFF
             for track in tracks:  # nothing to recognise: blur all, embed nothing, forget what was seen
@@ -234,6 +236,21 @@ class FacebankIdentifier:
         self._embed(frame, self._schedule(frame, tracks, states, index), index)
         for track, state in zip(tracks, states, strict=True):
             self._decide(track, state, gallery, settings.similarity_threshold, index)
+
+    def coast(self, frame: np.ndarray, tracks: list[Track], settings: Settings) -> None:
+        """A frame the detector did not look at (live mode far behind: engine/pipeline.py). No detection was
+        associated, so no id moved onto another face; what can still change under a shown face is the whole
+        picture (a cut to another camera), or the gallery (recognition off, a facebank change). On any of these,
+        no face stays shown in it; otherwise each keeps what the last detected frame decided."""
+        gallery = self.gallery_provider() if settings.recognition else Gallery.empty()
+        cut = self._scene_cut(frame)
+        if not cut and not gallery.is_empty and gallery is self._gallery_seen:
+            return
+        for track in tracks:
+            if isinstance(state := track.extras.get(STATE_KEY), TrackRecognition) and cut:
+                _forget(state)
+            if track.identity.visible:
+                track.identity = Identity.blurred(NOT_RECOGNISED_YET)
 
     # --- per-track bookkeeping -----------------------------------------------------------------------------
     def _observe(self, frame: np.ndarray, track: Track, tracks: list[Track]) -> TrackRecognition:

@@ -22,6 +22,9 @@ class Identifier(Protocol):
     def status(self) -> dict:
         """What the identifier currently knows, for telemetry (e.g. how many people it recognises)."""
 
+    # Optional: `coast(frame, tracks, settings)`, a frame the detector did not look at (engine/pipeline.py). An
+    # identifier without it shows nobody in such a frame.
+
 
 class NoIdentifier:
     """No facebank: every face is anonymized."""
@@ -29,6 +32,9 @@ class NoIdentifier:
     def update(self, frame: np.ndarray, tracks: list[Track], settings: Settings) -> None:
         for track in tracks:
             track.identity = Identity.blurred(NO_FACEBANK)
+
+    def coast(self, frame: np.ndarray, tracks: list[Track], settings: Settings) -> None:
+        """Nobody is shown: nothing to watch."""
 
     def status(self) -> dict:
         return {"people": 0}

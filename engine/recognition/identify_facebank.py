@@ -241,7 +241,11 @@ class FacebankIdentifier:
         """A frame the detector did not look at (live mode far behind: engine/pipeline.py). No detection was
         associated, so no id moved onto another face; what can still change under a shown face is the whole
         picture (a cut to another camera), or the gallery (recognition off, a facebank change). On any of these,
-        no face stays shown in it; otherwise each keeps what the last detected frame decided."""
+        no face stays shown in it; otherwise each keeps what the last detected frame decided. The frame still
+        counts: a shown face is re-verified every `verify_every` frames of the stream, and the embedding budget
+        accrues per frame, coasted or not (counted in detected frames only, both took twice as long)."""
+        self.frame_index += 1
+        self.tokens = min(float(self.policy.burst), self.tokens + self.policy.budget_per_frame)
         gallery = self.gallery_provider() if settings.recognition else Gallery.empty()
         cut = self._scene_cut(frame)
         if not cut and not gallery.is_empty and gallery is self._gallery_seen:

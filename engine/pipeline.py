@@ -34,12 +34,13 @@ from engine.faces import (
     overlaps,
 )
 from engine.models.backends import resolve_backend
+from engine.stages import scene
 from engine.stages.anonymize import Anonymizer, SafeFrame
 from engine.stages.detect import Detector, create_detector
 from engine.stages.detectors.parallel import FrameParallelDetector
 from engine.stages.detectors.yunet import STILL_BAR, TILE_CYCLE
 from engine.stages.identify import Identifier, NoIdentifier, is_visible
-from engine.stages.track import FaceTracker
+from engine.stages.track import REPEAT_START_SCORE, FaceTracker
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,10 @@ class Pipeline:
         self.coast_alternate = False
         self._coasted_last = True  # the frame before was coasted (or none yet): this one is detected
         self._last_unclaimed: list[np.ndarray] = []  # confident boxes no track took, last detected frame
+        self._look: np.ndarray | None = None  # the last detected frame's signature (stages/scene.py), coasting
+        # The frame detected after a cut found on a coasted frame: the new shot's weak faces have had no sighting
+        # to start a track on, so its boxes from REPEAT_START_SCORE up are hidden as found faces (one frame).
+        self._after_cut = False
 
     @property
     def offline(self) -> bool:
@@ -226,6 +231,7 @@ class Pipeline:
         detections, fault = self._detect(frame, prefetched)
         report.detect_ms = (time.perf_counter() - started) * 1000
         self._coasted_last, self._last_unclaimed = detections is None, []  # after a fault, no coasting
+        self._look = scene.signature(frame) if self.coast_alternate else None  # the next frame's is compared with it
         self._detected()
         if detections is None:
             self.faults[fault] += 1
@@ -241,7 +247,9 @@ class Pipeline:
             for track in tracks:
                 track.identity = Identity.blurred(IDENTIFIER_ERROR)
         found = [t.safety_box() for t in tracks if not is_visible(t) and t.lost_frames == 0]
-        unclaimed = self._unclaimed_detections(detections, tracks)
+        bar = REPEAT_START_SCORE if self._after_cut else self.settings.confidence
+        unclaimed = self._unclaimed_detections(detections, tracks, min(bar, self.settings.confidence))
+        self._after_cut = False
         # A face found this frame is given twice, at its track's box and at its own detection (nearly the same
         # box), on purpose: the second pass is part of the measured privacy (one plain pass over the pair's
         # union leaked a 20 px store-aisle face, 0.47 -> 0.52). The anonymizer works such a pair as one region
@@ -275,6 +283,13 @@ class Pipeline:
         self._coasted_last = True
         self._detected()  # the next frame is detected: its detection may start now, while this one is anonymized
         report.coasted = True
+        if scene.is_cut(self._look, scene.signature(frame)):
+            # Another shot: no track is anybody's here, and no detection has seen it yet. The tracks are not moved
+            # (the next frame's detection judges them); the identifier's own check forgets who was shown.
+            self._watch_coasted(frame, self.tracker.tracks)
+            report.whole_frame = "scene-cut"
+            self._after_cut = True
+            return self.anonymizer.whole(frame, index), report
         tracks = self.tracker.coast()
         self._watch_coasted(frame, tracks)
         hidden = [t for t in tracks if not is_visible(t)]
@@ -417,13 +432,13 @@ class Pipeline:
             return None, "detector-garbage"
         return detections, ""
 
-    def _unclaimed_detections(self, detections: Detections, tracks: list) -> list[np.ndarray]:
-        """Confident raw detections, except those that are a visible track's own current detection."""
+    def _unclaimed_detections(self, detections: Detections, tracks: list, bar: float) -> list[np.ndarray]:
+        """Raw detections scoring `bar` or more (confident ones), except a visible track's own current detection."""
         visible = [t.xyxy for t in tracks if is_visible(t)]
         out = []
         # Weaker detections count only through the tracks they keep alive (ByteTrack): blurring every
         # 0.2-score blob would cover large parts of the picture with false faces.
-        for box in detections.xyxy[detections.score >= self.settings.confidence]:
+        for box in detections.xyxy[detections.score >= bar]:
             if not any(box_iou(box, v) > 0.5 for v in visible):
                 out.append(box)
         return out

@@ -331,3 +331,35 @@ def test_faces_waiting_on_a_closed_worker_can_be_embedded_again(frames, gallery)
         identifier.run_in_background(False)
         pipeline.close()
 
+
+
+def test_a_sign_on_a_shown_face_sends_a_fresh_crop_at_once(frames, gallery) -> None:
+    """The performer is shown; his re-verification is in flight (held) when a new look flags him. That crop's
+    result will be thrown away, so a crop of the face as it is now goes to the worker at once, and he is shown
+    again as soon as it is back, not a second round trip later."""
+    pipeline, identifier = _live(gallery)
+    gate = Gate(identifier.embedder)
+    gate.open.set()
+    try:
+        for index in CLOSE_UP[:12]:
+            _step(pipeline, frames, index)
+        him = next(t for t in pipeline.tracker.tracks if t.identity.visible and t.identity.name == "Lin")
+        state = him.extras[STATE_KEY]
+        gate.open.clear()
+        index = 12
+        while not state.pending:  # his next re-verification goes out and is held by the gate
+            _step(pipeline, frames, CLOSE_UP[index], settle=False)
+            index += 1
+        state.prev_patch = -state.prev_patch  # the next frame's look correlates -1 with it: a new look
+        _step(pipeline, frames, CLOSE_UP[index], settle=False)
+        assert state.suspect and not him.identity.visible, "a new look blurs him until a fresh crop vouches"
+        assert state.pending_epoch == state.epoch, "no crop taken after the sign was sent"
+        gate.open.set()
+        assert identifier.worker.wait_idle(30)
+        _step(pipeline, frames, CLOSE_UP[index + 1])
+        assert him.identity.visible, f"not shown once the fresh crop was back: {him.identity}"
+        assert identifier.worker.discarded >= 1
+    finally:
+        gate.open.set()
+        identifier.run_in_background(False)
+        pipeline.close()

@@ -87,7 +87,7 @@ class EmbeddingWorker:
         self.collect(index)
         jobs = [self._job(frame, c, index) for c in chosen]
         for job in jobs:
-            job.state.pending = True
+            job.state.pending, job.state.pending_epoch = True, job.epoch
         self._open.extend(jobs)
         if jobs:
             with self._busy:
@@ -102,7 +102,8 @@ class EmbeddingWorker:
     def collect(self, index: int | None = None) -> None:
         while self._done:
             job, vector, sharp = self._done.popleft()
-            job.state.pending = False
+            if job.state.pending_epoch == job.epoch:  # the newest crop of its track (an older one may come back first)
+                job.state.pending = False
             self._open = [j for j in self._open if j is not job]
             if index is not None:
                 self.delays.append(index - job.index)

@@ -615,9 +615,9 @@ def test_this_is_me_enrols_the_picked_face_and_keeps_it_visible(engine, dev_clip
             # It stays visible while it is in view, most of the time: fail closed, a sign that another face may
             # have come under his id (a new look: his face patch changes more between two detected frames while
             # the engine, beside this UI on 2 cores, coasts) blurs him until a fresh embedding vouches for him.
-            # Measured live on this clip, coasting: 80 % of his frames shown idle, 61-77 % beside a busy process
-            # (bench/live_allow.py; docs/measurements.md, stop 25); before stop 25's fix 57-76 %. So 30 samples in
-            # view, not a handful, and 0.7 of them shown.
+            # Measured on this test's samples beside a busy process: 87-96 % shown (67-87 % before stop 25 sent a
+            # fresh crop at once after such a sign; docs/measurements.md, stop 25). So 30 samples in view, not a
+            # handful, and 0.7 of them shown.
             # The clip cuts between shots and the tracker keeps ids by place, so after a cut his track id may hold
             # someone else (their embeddings wiped: identity None), rightly blurred: then follow him, not the id.
             seen: list[dict] = []

@@ -111,7 +111,7 @@ class Pipeline:
         self.coast_alternate = False
         self._coasted_last = True  # the frame before was coasted (or none yet): this one is detected
         self._last_unclaimed: list[np.ndarray] = []  # confident boxes no track took, last detected frame
-        self._look: np.ndarray | None = None  # the last detected frame's signature (stages/scene.py), coasting
+        self._look: np.ndarray | None = None  # the last detected frame's signature (stages/scene.py)
         # The frame detected after a cut found on a coasted frame: the new shot's weak faces have had no sighting
         # to start a track on, so its boxes from REPEAT_START_SCORE up are hidden as found faces (one frame).
         self._after_cut = False
@@ -231,7 +231,8 @@ class Pipeline:
         detections, fault = self._detect(frame, prefetched)
         report.detect_ms = (time.perf_counter() - started) * 1000
         self._coasted_last, self._last_unclaimed = detections is None, []  # after a fault, no coasting
-        self._look = scene.signature(frame) if self.coast_alternate else None  # the next frame's is compared with it
+        # Every detected frame (~0.1 ms): the first coasted frame after coasting starts is compared with it too.
+        self._look = scene.signature(frame)
         self._detected()
         if detections is None:
             self.faults[fault] += 1

@@ -348,6 +348,7 @@ def test_a_sign_on_a_shown_face_sends_a_fresh_crop_at_once(frames, gallery) -> N
         gate.open.clear()
         index = 12
         while not state.pending:  # his next re-verification goes out and is held by the gate
+            assert index < len(CLOSE_UP) - 2, "his re-verification never went out"
             _step(pipeline, frames, CLOSE_UP[index], settle=False)
             index += 1
         state.prev_patch = -state.prev_patch  # the next frame's look correlates -1 with it: a new look
@@ -361,5 +362,28 @@ def test_a_sign_on_a_shown_face_sends_a_fresh_crop_at_once(frames, gallery) -> N
         assert identifier.worker.discarded >= 1
     finally:
         gate.open.set()
+        identifier.run_in_background(False)
+        pipeline.close()
+
+
+def test_a_shown_face_overlapping_another_is_not_re_cropped_every_frame(frames, gallery) -> None:
+    """Overlapping another face is a sign on every frame: a fresh crop each frame would be void by the next one.
+    While it lasts he stays blurred and his crops go out no more often than a re-verification's."""
+    pipeline, identifier = _live(gallery)
+    try:
+        for index in CLOSE_UP[:12]:
+            _step(pipeline, frames, index)
+        him = next(t for t in pipeline.tracker.tracks if t.identity.visible and t.identity.name == "Lin")
+        real = identifier._overlaps
+        identifier._overlaps = lambda track, tracks: track is him or real(track, tracks)  # someone stands in front
+        sent = identifier.embedded_total + len(identifier.worker._open)
+        for index in CLOSE_UP[12:32]:
+            _step(pipeline, frames, index, settle=False)
+            assert not him.identity.visible, "shown while another face overlaps his"
+        assert identifier.worker.wait_idle(30)
+        identifier.worker.collect()
+        crops = identifier.embedded_total + identifier.worker.discarded - sent
+        assert crops <= 8, f"{crops} crops of him in 20 overlapping frames"
+    finally:
         identifier.run_in_background(False)
         pipeline.close()

@@ -85,7 +85,7 @@ class Policy:
     burst: int = 4  # most embeddings in one frame from the budget (a new shot brings many new faces)
     jump: float = 0.5  # face centre moved more than this x its size in one frame (1 % of dev-clip moves): suspect
     same_look: float = 0.5  # correlation of the face patch with the previous frame's below this: suspect
-    scene_cut: float = 0.5  # correlation of the whole frame (32x18 grey) with the previous one below this: a cut
+    scene_cut: float = scene.CUT_BELOW  # whole-frame correlation (32x18 grey) with the frame before below this: a cut
     overlap_iou: float = 0.1  # two found faces overlapping: the tracker may swap their ids
     # Two-sided hysteresis around the threshold: one embedding this far above it (0.52) is enough to confirm,
     # 0.05 above every impostor measured (a look-alike at 0.471)...
@@ -508,7 +508,9 @@ def _check_voided(state: TrackRecognition) -> bool:
     will be thrown away, so a fresh crop goes now. Waiting for the void result first kept the streamer blurred for
     two round trips of the worker after every new look (a loaded 2-core machine coasting: 67-87 % of his samples
     shown in the UI test, `may be another face` most of the rest)."""
-    return state.eligible and state.suspect and state.pending_epoch != state.epoch
+    # Not while it overlaps another face: that sign comes again every frame, so each fresh crop would be void too
+    # (a crop a frame, every result thrown away); the first frame without it sends one.
+    return state.eligible and state.suspect and not state.overlapping and state.pending_epoch != state.epoch
 
 
 def _forget(state: TrackRecognition) -> None:

@@ -231,8 +231,9 @@ class Pipeline:
         detections, fault = self._detect(frame, prefetched)
         report.detect_ms = (time.perf_counter() - started) * 1000
         self._coasted_last, self._last_unclaimed = detections is None, []  # after a fault, no coasting
-        # Every detected frame (~0.1 ms): the first coasted frame after coasting starts is compared with it too.
-        self._look = scene.signature(frame)
+        # Every detected live frame (0.1 ms at 1080p): the first coasted frame after coasting starts is compared with
+        # it too. File mode never coasts.
+        self._look = None if self.offline else scene.signature(frame)
         self._detected()
         if detections is None:
             self.faults[fault] += 1

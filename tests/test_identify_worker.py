@@ -332,7 +332,6 @@ def test_faces_waiting_on_a_closed_worker_can_be_embedded_again(frames, gallery)
         pipeline.close()
 
 
-
 def test_a_sign_on_a_shown_face_sends_a_fresh_crop_at_once(frames, gallery) -> None:
     """The performer is shown; his re-verification is in flight (held) when a new look flags him. That crop's
     result will be thrown away, so a crop of the face as it is now goes to the worker at once, and he is shown

@@ -29,7 +29,7 @@ from tui.app import make_app
 from tui.messages import CommandFailed
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets import Preview, Slider
-from tui.widgets.preview import STATE_RGB, face_boxes
+from tui.widgets.preview import STATE_RGB
 
 _SHIPPED = Settings()
 DEFAULTS = {name: getattr(_SHIPPED, name) for name in ("similarity_threshold", "confidence", "strength", "margin",
@@ -641,15 +641,15 @@ def test_this_is_me_enrols_the_picked_face_and_keeps_it_visible(engine, dev_clip
                 f"blurred: {dict(why)}; engine: {coasted} frames coasted): {seen[-1:]}")
             preview = app.screen.query_one(Preview)
             await until(pilot, lambda: preview.has_image, what="a preview frame")
-            # The preview outlines him in the visible colour, with his id (a snapshot in which he is shown).
-            def shown_now() -> tuple[list[dict], dict] | None:
-                faces = app.telemetry["faces"]
-                him = next((f for f in faces if f["state"] == "visible" and f["identity"] == "Lin"), None)
-                return (faces, him) if him else None
-
-            faces, him = await until(pilot, shown_now, what="him shown")
-            boxes = {b.track_id: b for b in face_boxes(faces, (640, 360), (64, 36))}
-            assert boxes[him["track_id"]].rgb == STATE_RGB["visible"]
+            # The preview outlines him in the visible colour, with his id: the faces the UI handed the widget, in a
+            # moment he is shown, drawn into its own picture.
+            him = await until(pilot, lambda: next((f for f in preview._faces if f["state"] == "visible"
+                                                   and f["identity"] == "Lin"), None), what="him in the preview")
+            drawn, boxes = preview.annotated(preview._image)
+            box = next(b for b in boxes if b.track_id == him["track_id"])
+            edge = np.concatenate([drawn[box.y1, box.x1:box.x2 + 1], drawn[box.y2, box.x1:box.x2 + 1]])
+            assert box.rgb == STATE_RGB["visible"]
+            assert np.mean(np.all(edge == STATE_RGB["visible"], axis=1)) > 0.5, "his outline is not drawn green"
 
     try:
         asyncio.run(scenario())

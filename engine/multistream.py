@@ -60,6 +60,12 @@ class BatchingRunner:
         self._stopped = threading.Event()  # the worker is gone: a call now would wait forever
         self._worker = threading.Thread(target=self._serve, name=f"batch-{runner.name}", daemon=True)
         self._worker.start()
+        self.plans_per_shape = getattr(runner, "plans_per_shape", False)  # CUDA: engine/models/cuda_plans.py
+
+    def warm(self, batches: list[np.ndarray], what: str) -> None:
+        warm = getattr(self.runner, "warm", None)
+        if warm is not None:
+            warm(batches, what)
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         return self._submit(batch)

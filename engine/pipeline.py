@@ -196,26 +196,34 @@ class Pipeline:
             runner.background_compiles = not self._offline
 
     def warm_up(self, width: int, height: int) -> None:
-        """Live, before the first frame: compile OpenVINO's per-shape models for this frame size (the main pass and
-        every tile) now, in this thread. Compiled on a background thread mid-stream instead, the compiles
-        (0.12-0.9 s each, the most under load) took a core from the detector on 2 cores, and it missed its
-        deadline: frames went out blurred whole. Other backends have nothing to compile: nothing is done."""
+        """Live, before the first frame: the per-shape work of this frame size's passes (the main pass and every
+        tile) done now, in this thread.
+        - OpenVINO compiles a model per shape. Compiled on a background thread mid-stream instead, the compiles
+          (0.12-0.9 s each, the most under load) took a core from the detector on 2 cores, and it missed its
+          deadline: frames went out blurred whole.
+        - CUDA plans each new shape, ~2 s for YuNet on an H200 (engine/models/cuda_plans.py); this call also waits
+          for the crop and recognizer shapes queued when the networks loaded.
+        Other backends have nothing to prepare: nothing is done."""
         runner = getattr(self.detector, "runner", None)
-        if not hasattr(runner, "background_compiles") or width <= 0 or height <= 0:
+        openvino = hasattr(runner, "background_compiles")
+        if not (openvino or getattr(runner, "plans_per_shape", False)) or width <= 0 or height <= 0:
             return
         if self._warm == (id(self.detector), width, height):  # already done for this detector and size
             return
         self._warm = (id(self.detector), width, height)
         started = time.perf_counter()
-        runner.background_compiles = False
+        if openvino:
+            runner.background_compiles = False
         try:
             blank = np.zeros((height, width, 3), np.uint8)
-            for _ in range(runner.STATIC_AFTER * max(1, getattr(self.detector, "tile_cycle", 1))):
-                self.detector.detect(blank, self.settings.low_confidence)  # each tile comes back STATIC_AFTER times
-        except Exception:  # the stream still starts; shapes are then compiled in the background as they come
+            repeats = runner.STATIC_AFTER if openvino else 1  # OpenVINO compiles a shape on its STATIC_AFTER-th use
+            for _ in range(repeats * max(1, getattr(self.detector, "tile_cycle", 1))):
+                self.detector.detect(blank, self.settings.low_confidence)  # each tile's turn comes in the cycle
+        except Exception:  # the stream still starts; shapes are then prepared as they come
             log.exception("warming the detector up failed")
         finally:
-            runner.background_compiles = not self._offline
+            if openvino:
+                runner.background_compiles = not self._offline
         log.info("detector warmed up for %dx%d in %.0f ms", width, height, 1000 * (time.perf_counter() - started))
 
     def process(self, frame: np.ndarray, index: int, dt: float) -> tuple[SafeFrame, FrameReport]:

@@ -127,7 +127,8 @@ def test_mirrored_pass_mirrors_the_main_pass_input_where_that_is_the_same(wider,
     detector = create_detector(Settings(detect_width=1280))
     detector.second_look = True
     resized, letterbox = [], yunet.letterbox
-    monkeypatch.setattr(yunet, "letterbox", lambda image, scale: resized.append(image.shape) or letterbox(image, scale))
+    monkeypatch.setattr(yunet, "letterbox",
+                        lambda image, scale, **kw: resized.append(image.shape) or letterbox(image, scale, **kw))
     found = {}
     for name, image in (("1080p", frame), ("odd", odd)):
         resized.clear()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -29,6 +30,7 @@ from engine.config import Settings
 from engine.faces import Detections
 from engine.gpu import tensor_ops as ops
 from engine.models.backends import TORCH_CPU_THREADS
+from engine.models.cuda_plans import NetworkThread, exact_fp32, padded_batch
 from engine.models.weights import model_path
 from engine.pipeline import Pipeline
 from engine.recognition.recognize import EMBEDDING_DIM, FLIP, FaceEmbedder, l2_normalise
@@ -47,16 +49,40 @@ def pick_device(requested: str | None = None) -> torch.device:
 
 
 class DeviceRunner:
-    """A torch network on one device, fed tensors already there; fp16 weights and inputs when `half`."""
+    """A torch network on one device, fed tensors already there; fp16 weights and inputs when `half`.
 
-    def __init__(self, module: torch.nn.Module, device: torch.device, half: bool = False) -> None:
+    On CUDA every call runs on the network's own thread with its batch padded to a few sizes, as TorchRunner's do
+    (engine/models/cuda_plans.py: cuDNN plans each new shape, ~2 s for YuNet, and caches plans per thread)."""
+
+    def __init__(self, module: torch.nn.Module, device: torch.device, half: bool = False,
+                 one_thread: bool | None = None) -> None:
         self.device = device
         self.dtype = torch.float16 if half else torch.float32
         self.module = module.eval().to(device=device, dtype=self.dtype)
         self.name = f"torch-{device.type}{'-fp16' if half else ''}"
         self._lock = threading.Lock()  # one network call at a time: streams of one module are not re-entrant
+        self.plans_per_shape = device.type == "cuda" if one_thread is None else one_thread
+        if device.type == "cuda":
+            exact_fp32()  # fp32 means fp32 (fp16, asked for, stays fp16)
+        self._thread = NetworkThread(type(module).__name__.lower()) if self.plans_per_shape else None
+        if self._thread is not None:
+            weakref.finalize(self, self._thread.close)
 
     def run_tensor(self, batch: Tensor) -> list[Tensor]:
+        if self._thread is None:
+            return self._run(batch)
+        count = len(batch)
+        extra = padded_batch(count) - count
+        if extra:  # copies of the last item: real data, and the items of a batch never mix
+            batch = torch.cat([batch, batch[-1:].expand(extra, *batch.shape[1:])])
+        return [o[:count] for o in self._thread.call(self._run, batch)]
+
+    def warm(self, batches: list[np.ndarray], what: str) -> None:
+        """Plan these inputs' shapes on the network's thread, ahead of any later call (not waited for)."""
+        if self._thread is not None:
+            self._thread.warm_async(lambda b: self._run(torch.from_numpy(b).to(self.device)), batches, what)
+
+    def _run(self, batch: Tensor) -> list[Tensor]:
         if self.device.type == "cpu":
             torch.set_num_threads(TORCH_CPU_THREADS)  # see engine.backends: per calling thread, 1 on shared cores
         with torch.inference_mode(), self._lock:
@@ -110,9 +136,9 @@ class DeviceYuNetDetector(YuNetDetector):
         super().__init__(runner, detect_width)
         self.frames = frames
 
-    def _detect_at(self, frame: np.ndarray, scale: float, min_score: float) -> Detections:
+    def _detect_at(self, frame: np.ndarray, scale: float, min_score: float, crop: bool = False) -> Detections:
         image = self.frames.get(frame) if frame.base is None else ops.to_tensor(frame, self.frames.device)
-        batch = ops.letterbox(image, scale)[None]
+        batch = ops.letterbox(image, scale, canvas=self._crop_canvas if crop else None)[None]
         outputs = [o.cpu().numpy() for o in self.runner.run_tensor(batch)]
         return self._decode(outputs, tuple(batch.shape[2:]), scale, min_score)
 

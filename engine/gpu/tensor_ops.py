@@ -9,6 +9,7 @@ tests/test_gpu_ops.py and bench/gpu_check.py), never from a weaker anonymization
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -104,12 +105,16 @@ def whole_frame(image: Tensor) -> Tensor:
     return resize(gaussian_blur(small, 1.5), h, w, "bilinear")
 
 
-def letterbox(image: Tensor, scale: float, multiple: int = 32) -> Tensor:
-    """`engine.stages.detect.letterbox` on the device: resized by `scale`, zero-padded right/bottom to `multiple`."""
+def letterbox(image: Tensor, scale: float, multiple: int = 32,
+              canvas: Callable[[int, int], tuple[int, int]] | None = None) -> Tensor:
+    """`engine.stages.detect.letterbox` on the device: resized by `scale`, zero-padded right/bottom to `multiple`
+    (or onto `canvas(height, width)`)."""
     _, h, w = image.shape
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     resized = resize(image, nh, nw, "bilinear")
     ph, pw = -(-nh // multiple) * multiple, -(-nw // multiple) * multiple
+    if canvas is not None:
+        ph, pw = canvas(ph, pw)
     return F.pad(resized, (0, pw - nw, 0, ph - nh))
 
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -42,6 +43,10 @@ OPENVINO_DETECTOR_THREADS = int(os.environ.get("BLURCAST_OPENVINO_DETECTOR_THREA
 # The landmarker's YuNet ("landmarker") and photo detection ("photo") are asked for apart from the stream's
 # detector: bf16 boxes seeding the alignment took LFW from 99.27 to 99.12 %, so they stay on onnxruntime.
 OPENVINO_AUTO: frozenset[str] = frozenset({"yunet"})
+# Networks `auto` keeps on the CPU where there is a GPU: photo detection (enrolment, stills). Every photo has its own
+# sizes, and CUDA plans each new input shape (~2 s for YuNet on an H200: engine/models/cuda_plans.py), longer than
+# the CPU takes to detect the photo at all.
+CPU_ON_CUDA: frozenset[str] = frozenset({"photo"})
 
 
 class NetworkRunner(Protocol):
@@ -82,7 +87,7 @@ def resolve_backend(requested: str, network: str | None = None) -> str:
     (OPENVINO_AUTO, bf16 CPUs only), else onnxruntime when installed (faster than torch there)."""
     if requested != "auto":
         return requested
-    if cuda_available():
+    if cuda_available() and network not in CPU_ON_CUDA:
         return "torch"
     if network in OPENVINO_AUTO and openvino_bf16():
         return "openvino"
@@ -94,15 +99,44 @@ def resolve_backend(requested: str, network: str | None = None) -> str:
 
 
 class TorchRunner:
-    def __init__(self, module_factory: Callable[[Path], object], onnx_path: Path) -> None:
+    def __init__(self, module_factory: Callable[[Path], object], onnx_path: Path,
+                 one_thread: bool | None = None) -> None:
+        """`one_thread` (default: on CUDA) runs every call on the network's own thread with padded batches."""
         import torch
 
         self._torch = torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.module = module_factory(onnx_path).eval().to(self.device)
         self.name = f"torch-{self.device.type}"
+        # CUDA plans each new input shape (~2 s for YuNet), per thread: few shapes, one thread (cuda_plans.py).
+        self.plans_per_shape = self.device.type == "cuda" if one_thread is None else one_thread
+        self._thread = None
+        if self.device.type == "cuda":
+            from engine.models.cuda_plans import exact_fp32
+
+            exact_fp32()
+        if self.plans_per_shape:
+            from engine.models.cuda_plans import NetworkThread
+
+            self._thread = NetworkThread(onnx_path.stem)
+            weakref.finalize(self, self._thread.close)
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        if self._thread is None:
+            return self._run(batch)
+        from engine.models.cuda_plans import pad_batch
+
+        count = len(batch)
+        outputs = self._thread.call(self._run, pad_batch(batch))
+        return [o[:count] for o in outputs]
+
+    def warm(self, batches: list[np.ndarray], what: str) -> None:
+        """Plan these inputs' shapes on the network's thread, behind nothing and ahead of any later call: queued
+        now, not waited for (a later call waits for them in turn). Nothing to do off CUDA."""
+        if self._thread is not None:
+            self._thread.warm_async(self._run, batches, what)
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         torch = self._torch
         if self.device.type == "cpu":
             # One intra-op thread, set in the calling thread (OpenMP's count is per thread: the detector runs on

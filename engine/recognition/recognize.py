@@ -18,10 +18,12 @@ import numpy as np
 
 from engine.config import RECOGNIZER, Settings
 from engine.models.backends import NetworkRunner, make_runner, resolve_backend
+from engine.models.cuda_plans import BATCH_SIZES
 from engine.models.weights import model_path
 
 SIZE = 112
 EMBEDDING_DIM = 128
+WARM_BATCH = 16  # on CUDA, batches of up to this many faces are planned at start (larger ones when they come)
 # Extra landmark passes (face widths in px) after the first at the detector's REFINE_PX: see `Landmarker`.
 LANDMARK_PASSES_PX = (128, 192, 224)
 # The face's mirror image added to its embedding (LFW's standard protocol) is off: with SFace it gains 9 of LFW's
@@ -157,6 +159,9 @@ class FaceEmbedder:
         self.runner_name = runner.name
         self.faces_embedded = 0
         self.seconds = 0.0  # total time in the network, for telemetry and the evaluation's ms per face
+        if getattr(runner, "plans_per_shape", False):  # CUDA: the usual batch sizes planned while the engine starts
+            sizes = [size for size in BATCH_SIZES if size <= WARM_BATCH]
+            runner.warm([preprocess(np.zeros((size, SIZE, SIZE, 3), np.uint8)) for size in sizes], "recognizer")
 
     def embed(self, frame_bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """(n, 5, 2) landmarks in `frame_bgr` -> (n, 128) float32, one batch through the network."""

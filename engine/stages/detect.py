@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 import cv2
@@ -28,12 +29,16 @@ def create_detector(settings: Settings) -> Detector:
     return module.create(settings)
 
 
-def letterbox(frame: np.ndarray, scale: float, multiple: int = 32) -> np.ndarray:
-    """Resize by `scale` and zero-pad right/bottom to a multiple of `multiple` (the networks' stride)."""
+def letterbox(frame: np.ndarray, scale: float, multiple: int = 32,
+              canvas: Callable[[int, int], tuple[int, int]] | None = None) -> np.ndarray:
+    """Resize by `scale` and zero-pad right/bottom to a multiple of `multiple` (the networks' stride), or onto
+    `canvas(height, width)` of that (CUDA's few crop shapes: engine/models/cuda_plans.py)."""
     h, w = frame.shape[:2]
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     resized = frame if (nh, nw) == (h, w) else cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
     ph, pw = -(-nh // multiple) * multiple, -(-nw // multiple) * multiple
+    if canvas is not None:
+        ph, pw = canvas(ph, pw)
     if (ph, pw) == (nh, nw):
         return resized
     padded = np.zeros((ph, pw, 3), dtype=frame.dtype)

@@ -10,6 +10,7 @@ import numpy as np
 from engine.config import Settings
 from engine.faces import Detections, box_iou, overlaps
 from engine.models.backends import NetworkRunner, OnnxRuntimeRunner, make_runner
+from engine.models.cuda_plans import CROP_SIDES, crop_canvas
 from engine.models.weights import model_path
 from engine.stages.detect import detection_scale, letterbox, merge, nms
 from engine.stages.detectors.parallel import FrameParallelDetector
@@ -77,6 +78,11 @@ class YuNetDetector:
         # A still image (the pipeline sets it): the `confidence` a box needs in one view; weaker boxes need
         # STILL_VIEWS views. None for video.
         self.still: float | None = None
+        # CUDA plans every new input shape (engine/models/cuda_plans.py): there the crops looked at again go onto a
+        # few square canvases, planned now on the network's thread, while the engine starts.
+        self._crop_canvas = crop_canvas if getattr(runner, "plans_per_shape", False) else None
+        if self._crop_canvas is not None:
+            runner.warm([np.zeros((1, 3, side, side), np.float32) for side in CROP_SIDES], "yunet crops")
 
     def detect(self, frame: np.ndarray, min_score: float) -> Detections:
         if self.still is not None:
@@ -159,7 +165,8 @@ class YuNetDetector:
                         <= budget]
         if not len(picked):
             return found
-        again = second_look(frame, found[picked], lambda image: self._detect_at(_derived(image), 1.0, SECOND_LOOK_FROM),
+        look = lambda image: self._detect_at(_derived(image), 1.0, SECOND_LOOK_FROM, crop=True)  # noqa: E731
+        again = second_look(frame, found[picked], look,
                             SECOND_LOOK_PX, SECOND_LOOK_SCALE, SECOND_LOOK_CONTEXT, SECOND_LOOK_WIDTH)
         # Only a clear face counts: a weak box merely raised to 0.3-0.5 would start tracks on texture when seen twice.
         better = again.score >= SECOND_LOOK_BELOW
@@ -219,7 +226,7 @@ class YuNetDetector:
         cx2, cy2 = int(min(w, x2 + pad)), int(min(h, y2 + pad))
         if cx2 - cx1 < 4 or cy2 - cy1 < 4:
             return Detections.empty()
-        found = self._detect_at(frame[cy1:cy2, cx1:cx2], scale, 0.3)
+        found = self._detect_at(frame[cy1:cy2, cx1:cx2], scale, 0.3, crop=True)
         if not len(found):
             return found
         found = found.shifted(cx1, cy1)
@@ -243,8 +250,10 @@ class YuNetDetector:
 
     _last_input: tuple[np.ndarray, float, np.ndarray] | None = None  # (frame, scale, its letterboxed input)
 
-    def _detect_at(self, frame: np.ndarray, scale: float, min_score: float) -> Detections:
-        image = letterbox(frame, scale)  # BGR, 0..255: YuNet's own input convention
+    def _detect_at(self, frame: np.ndarray, scale: float, min_score: float, crop: bool = False) -> Detections:
+        """`crop`: a region looked at again (refine, second look), which on CUDA goes onto a crop canvas."""
+        # BGR, 0..255: YuNet's own input convention
+        image = letterbox(frame, scale, canvas=self._crop_canvas if crop else None)
         self._last_input = (frame, scale, image) if frame.ndim == 3 else None
         return self._detect_image(image, scale, min_score)
 

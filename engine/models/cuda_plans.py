@@ -1,0 +1,113 @@
+"""Networks on CUDA: few input shapes, all of one network's calls on one thread, those shapes planned up front.
+
+Measured on an NVIDIA H200 (torch 2.11 + CUDA 13, cuDNN's v8 API; docs/gpu.md, "First GPU run"): the engine's
+own path on CUDA ran the dev clip in file mode at 2.3 fps, p50 16.8 ms but p95 2.1 s. cuDNN builds an execution
+plan for every new input shape of every convolution, ~2 s for YuNet's ~60 layers, and the detector sees a new
+shape for nearly every crop it looks at again (`YuNetDetector.refine`, second looks): 58 shapes on the dev clip,
+~57 x 2 s of the run's 118 s. PyTorch caches those plans per *thread* (its cache is `thread_local`), so a shape
+seen on the detector thread is planned again on the prefetch or embedding thread.
+
+So, on CUDA:
+- `NetworkThread`: every call of one network runs on one thread of its own, whichever thread asks.
+- `crop_canvas` / `padded_batch`: crops are letterboxed onto one of a few square canvases and batches are padded
+  to a power of two, so a stream presents a handful of shapes (its main pass and tiles, `CROP_SIDES`, the batch
+  sizes), not one per crop.
+- `warm`: those shapes are run once, on that thread, before frames depend on them (`Pipeline.warm_up`).
+Zero padding beyond the 32-multiple letterbox moves YuNet's boxes by under a pixel on real faces
+(tests/test_cuda_plans.py); a CPU backend keeps exact shapes, where a new shape costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Square canvases for the crops the detector looks at again (face ~160 px with context: 128-1056 px a side on
+# the corpus); a larger crop is rounded up to LARGE_STEP a side. Five shapes to plan, not one per crop.
+CROP_SIDES = (256, 384, 512, 768, 1024)
+LARGE_STEP = 512
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)  # the recognizer's batches (faces x 2 with the mirror image)
+
+
+def crop_canvas(height: int, width: int) -> tuple[int, int]:
+    """The canvas a crop of height x width (already a 32-multiple) is letterboxed onto on CUDA."""
+    side = max(height, width)
+    for square in CROP_SIDES:
+        if side <= square:
+            return square, square
+    return -(-height // LARGE_STEP) * LARGE_STEP, -(-width // LARGE_STEP) * LARGE_STEP
+
+
+def padded_batch(count: int) -> int:
+    """The batch size `count` items are padded to on CUDA: the next of BATCH_SIZES (or a multiple of the last)."""
+    for size in BATCH_SIZES:
+        if count <= size:
+            return size
+    return -(-count // BATCH_SIZES[-1]) * BATCH_SIZES[-1]
+
+
+def pad_batch(batch: np.ndarray) -> np.ndarray:
+    """`batch` padded along its first axis with copies of its last item (real data: no NaN from zeros)."""
+    extra = padded_batch(len(batch)) - len(batch)
+    if extra == 0 or len(batch) == 0:
+        return batch
+    return np.concatenate([batch, np.repeat(batch[-1:], extra, axis=0)])
+
+
+def exact_fp32() -> None:
+    """fp32 convolutions in full fp32 on CUDA. PyTorch lets cuDNN use TF32 (10-bit mantissa) by default: on the H200
+    YuNet's outputs then differed from onnxruntime's by up to 0.012 (CPU torch: 1e-6), enough to move a score across
+    a threshold. Every quality figure of this project is measured on the CPU; the GPU must compute the same function,
+    and YuNet and SFace are small enough that the tensor cores' speed is not needed."""
+    import torch
+
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
+class NetworkThread:
+    """Runs every call of one network on one thread (PyTorch's cuDNN plan cache is per thread). A call from
+    that thread itself runs at once, so a network that calls back into its runner cannot deadlock."""
+
+    def __init__(self, name: str) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cuda-{name}")
+        self._ident: int | None = None
+        self._pool.submit(self._remember).result()
+
+    def _remember(self) -> None:
+        self._ident = threading.get_ident()
+
+    def call(self, fn: Callable[..., T], *args) -> T:
+        if threading.get_ident() == self._ident:
+            return fn(*args)
+        return self._pool.submit(fn, *args).result()  # its exception is raised here, in the caller's thread
+
+    def warm_async(self, fn: Callable[[np.ndarray], object], batches: Iterable[np.ndarray], what: str) -> None:
+        """Queue `fn` on each batch on this thread, so that their shapes' plans exist before a frame needs them.
+        Not waited for: the thread takes calls in order, so a later call waits behind them (Pipeline.warm_up
+        makes one before the first live frame). A failure is logged; the shape is then planned when it comes."""
+        started = time.perf_counter()
+        batches = list(batches)
+
+        def plan_all() -> None:
+            for batch in batches:
+                try:
+                    fn(batch)
+                except Exception:
+                    log.exception("%s: planning input %s on CUDA failed", what, batch.shape)
+            log.info("%s: %d input shapes planned on CUDA in %.1f s", what, len(batches), time.perf_counter() - started)
+
+        self._pool.submit(plan_all)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)

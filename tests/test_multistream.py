@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 
 import cv2
@@ -152,6 +153,7 @@ def test_streams_keep_their_own_settings_sinks_and_sockets(dev_clip, tmp_path, d
         source.close()
 
 
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the file sink needs ffmpeg on PATH (.ci/run installs it)")
 def test_multi_command_serves_two_streams_with_their_own_sockets(dev_clip, tmp_path):
     """`python -m blurcast.multi`: two streams of the dev clip, each answering on its own socket with its own
     facebank, each recording its own anonymized file; the process ends when both files end."""

@@ -195,17 +195,18 @@ class Pipeline:
         if hasattr(runner, "background_compiles"):  # OpenVINO: live never waits for a compile; file mode does
             runner.background_compiles = not self._offline
 
-    def warm_up(self, width: int, height: int) -> None:
-        """Live, before the first frame: the per-shape work of this frame size's passes (the main pass and every
-        tile) done now, in this thread.
-        - OpenVINO compiles a model per shape. Compiled on a background thread mid-stream instead, the compiles
-          (0.12-0.9 s each, the most under load) took a core from the detector on 2 cores, and it missed its
-          deadline: frames went out blurred whole.
-        - CUDA plans each new shape, ~2 s for YuNet on an H200 (engine/models/cuda_plans.py); this call also waits
-          for the crop and recognizer shapes queued when the networks loaded.
+    def warm_up(self, width: int, height: int, file_mode: bool = False) -> None:
+        """Before the first frame: the per-shape work of this frame size's passes (the main pass and every tile, or
+        a photo's views) done now, in this thread, outside any frame's deadline.
+        - OpenVINO (live only) compiles a model per shape. Compiled on a background thread mid-stream instead, the
+          compiles (0.12-0.9 s each, the most under load) took a core from the detector on 2 cores, and it missed
+          its deadline: frames went out blurred whole. File mode compiles as it goes, with no deadline to miss.
+        - CUDA (live and file mode) plans each new shape, ~2 s for YuNet on an H200 (engine/models/cuda_plans.py).
+          The detector's calls go through its one thread in order, so this also waits for the crop shapes queued
+          when it loaded; the recognizer plans its batch sizes on its own thread meanwhile.
         Other backends have nothing to prepare: nothing is done."""
         runner = getattr(self.detector, "runner", None)
-        openvino = hasattr(runner, "background_compiles")
+        openvino = hasattr(runner, "background_compiles") and not file_mode
         if not (openvino or getattr(runner, "plans_per_shape", False)) or width <= 0 or height <= 0:
             return
         if self._warm == (id(self.detector), width, height):  # already done for this detector and size

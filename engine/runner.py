@@ -305,6 +305,7 @@ class Engine:
         fps = self.source.info.fps
         self.pipeline.offline = True
         self.pipeline.still = self.source.info.frame_count == 1  # a photo: views confirm weak faces, not frames
+        self.pipeline.warm_up(self.source.info.width, self.source.info.height, file_mode=True)  # CUDA only, here
         if lookahead is None:
             lookahead = max(FILE_LOOKAHEAD_FRAMES, self.settings.lookahead_frames)
         self.lookahead = Lookahead(lookahead, weak_frames=WEAK_BACK_FRAMES)

@@ -74,15 +74,49 @@ def test_a_padded_batch_on_the_network_thread_embeds_as_inline(data_dir):
     faces = np.stack([face, cv2.flip(face, 1), cv2.GaussianBlur(face, (5, 5), 1.5)])  # 3: padded to 4
     inline = TorchRunner(recognizer_module, model_path("sface"), one_thread=False)
     threaded = TorchRunner(recognizer_module, model_path("sface"), one_thread=True)
+    seen: list[tuple[int, int]] = []  # (batch size, thread) the network itself was called with
+    threaded.module.register_forward_hook(lambda m, i, o: seen.append((i[0].shape[0], threading.get_ident())))
     batch = preprocess(faces)
     a, b = inline.run(batch)[0], threaded.run(batch)[0]
     assert b.shape == a.shape == (3, 128)
     np.testing.assert_allclose(b, a, atol=1e-5)
-    # The device path's runner (engine/gpu), fed a tensor, the same way.
+    assert seen[-1][0] == 4 and seen[-1][1] != threading.get_ident()
+    # The device path's runner (engine/gpu), fed a tensor, the same way; an empty batch stays empty.
     device = DeviceRunner(recognizer_module(model_path("sface")), torch.device("cpu"), one_thread=True)
     c = device.run_tensor(torch.from_numpy(batch))[0].numpy()
     assert c.shape == (3, 128) and device._thread is not None
     np.testing.assert_allclose(c, a, atol=1e-4)
+    assert device.run_tensor(torch.from_numpy(batch[:0]))[0].shape[0] == 0
+
+
+def test_a_network_that_fails_on_its_thread_hides_the_frame_whole(dev_clip):
+    """The failure is raised in the frame's thread, where the pipeline's fail-closed rule takes it."""
+    from engine.pipeline import Pipeline
+
+    runner = TorchRunner(yunet._torch_module, model_path("yunet"), one_thread=True)
+    detector = yunet.YuNetDetector(runner, Settings().detect_width)
+    ok, frame = cv2.VideoCapture(str(dev_clip)).read()
+    assert ok
+    pipeline = Pipeline(Settings(backend="torch"), detector=detector)
+    pipeline.warm_up(frame.shape[1], frame.shape[0])  # as the engine does first: behind the queued crop shapes
+    safe, report = pipeline.process(frame.copy(), 0, 1 / 30)
+    assert report.whole_frame is None and len(report.faces)  # works on its thread
+
+    def broken(*_):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    runner.module.forward = broken
+    safe, report = pipeline.process(frame.copy(), 1, 1 / 30)
+    assert report.whole_frame == "detector-error" and safe.whole_frame
+
+
+def test_photos_stay_on_the_cpu_where_there_is_a_gpu(monkeypatch):
+    from engine.models import backends
+
+    monkeypatch.setattr(backends, "cuda_available", lambda: True)
+    assert backends.resolve_backend("auto", "photo") == "onnxruntime"  # each photo its own sizes: no plans
+    assert backends.resolve_backend("auto", "yunet") == "torch"
+    assert backends.resolve_backend("auto", "sface") == "torch"
 
 
 class ShapeLog:
@@ -115,17 +149,27 @@ def test_after_warm_up_the_stream_asks_only_for_planned_shapes(dev_clip, monkeyp
     from engine.service import ServeOptions
 
     need_data(PERFORMER_PHOTO)
+    from engine.pipeline import Pipeline
+
     log = {"planned": set(), "asked": [], "warming": False}
     real = yunet.make_runner
     monkeypatch.setattr(yunet, "make_runner", lambda *a, **k: ShapeLog(real(*a, **k), log))
+    warm_up = Pipeline.warm_up
+
+    def logged_warm_up(self, *args, **kwargs):  # what the engine's own warm-up runs counts as planned
+        log["warming"] = True
+        try:
+            warm_up(self, *args, **kwargs)
+        finally:
+            log["warming"] = False
+
+    monkeypatch.setattr(Pipeline, "warm_up", logged_warm_up)
     engine = build_engine(ServeOptions(source=str(dev_clip)), Settings(backend="onnxruntime"),
                           use_facebank=False, allow=[str(PERFORMER_PHOTO)]).engine
     try:
-        log["warming"] = True  # the frame size's passes, as Engine.run_live does before its first frame
-        engine.pipeline.warm_up(engine.source.info.width, engine.source.info.height)
-        log["warming"], log["asked"] = False, []
+        log["asked"] = []  # the photo's enrolment (on the CPU under auto where there is a GPU) is not the stream
         engine.sinks.append(DiscardSink())
-        engine.run_file()
+        engine.run_file()  # warms up first for a runner that plans per shape, as live does
     finally:
         engine.close()
     asked = set(log["asked"])

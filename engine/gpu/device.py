@@ -73,7 +73,7 @@ class DeviceRunner:
             return self._run(batch)
         count = len(batch)
         extra = padded_batch(count) - count
-        if extra:  # copies of the last item: real data, and the items of a batch never mix
+        if extra and count:  # copies of the last item: real data, and the items of a batch never mix
             batch = torch.cat([batch, batch[-1:].expand(extra, *batch.shape[1:])])
         return [o[:count] for o in self._thread.call(self._run, batch)]
 

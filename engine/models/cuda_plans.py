@@ -19,9 +19,11 @@ Zero padding beyond the 32-multiple letterbox moves YuNet's boxes by under a pix
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -82,7 +84,9 @@ class NetworkThread:
     def __init__(self, name: str) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cuda-{name}")
         self._ident: int | None = None
+        self._stop = threading.Event()  # set by close() and at exit: queued warm-ups are dropped
         self._pool.submit(self._remember).result()
+        _OPEN.add(self)
 
     def _remember(self) -> None:
         self._ident = threading.get_ident()
@@ -95,12 +99,14 @@ class NetworkThread:
     def warm_async(self, fn: Callable[[np.ndarray], object], batches: Iterable[np.ndarray], what: str) -> None:
         """Queue `fn` on each batch on this thread, so that their shapes' plans exist before a frame needs them.
         Not waited for: the thread takes calls in order, so a later call waits behind them (Pipeline.warm_up
-        makes one before the first live frame). A failure is logged; the shape is then planned when it comes."""
+        makes one before the first frame). A failure is logged; the shape is then planned when it comes."""
         started = time.perf_counter()
         batches = list(batches)
 
         def plan_all() -> None:
             for batch in batches:
+                if self._stop.is_set():  # closing, or the process is exiting: a plan is ~2 s, do not wait for all
+                    return
                 try:
                     fn(batch)
                 except Exception:
@@ -110,4 +116,18 @@ class NetworkThread:
         self._pool.submit(plan_all)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False)
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+_OPEN: weakref.WeakSet[NetworkThread] = weakref.WeakSet()
+
+
+def _stop_all() -> None:
+    for network in list(_OPEN):
+        network.close()
+
+
+# Before the interpreter joins the pools' threads at exit (atexit would run after that join): a short command or a
+# Ctrl-C during start-up must not wait for every queued plan.
+getattr(threading, "_register_atexit", atexit.register)(_stop_all)

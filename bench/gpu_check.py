@@ -55,6 +55,7 @@ from engine.stages.source import SourceInfo  # noqa: E402
 log = logging.getLogger("gpu_check")
 LIVE_FPS = 30.0
 P95_BUDGET_MS = 50.0
+STARTUP_LIMIT_S = 180.0  # a stream's start (models, planned shapes) before its trial is timed
 
 
 # --- inputs ---------------------------------------------------------------------------------------------------
@@ -290,25 +291,33 @@ def _live_trial(frames: list[np.ndarray], n: int, device: torch.device, seconds:
              for i in range(n)]
     multi = MultiStreamEngine(specs, device=str(device), half=half)
     multi.start(live=True)
-    time.sleep(min(2.0, seconds / 4))  # warm-up: first kernels, cuDNN autotune
+    started = time.monotonic()  # each engine plans its shapes before its first frame (engine/models/cuda_plans.py)
+    while time.monotonic() - started < STARTUP_LIMIT_S and not all(e.stats.frames for e in multi.engines.values()):
+        time.sleep(0.1)
+    startup_s = time.monotonic() - started
+    time.sleep(min(2.0, seconds / 4))  # then the first frames' own kernels
     for engine in multi.engines.values():  # from here on, every frame's latency (not only the last 240)
         engine.stats.latencies_ms = deque(maxlen=int(seconds * LIVE_FPS * 2))
-    base = [(e.stats.frames, e.stats.dropped) for e in multi.engines.values()]
+    base = [(e.stats.frames, e.stats.dropped, e.stats.whole_frames) for e in multi.engines.values()]
     threading.Event().wait(seconds)
     per_stream = []
-    for (frames0, dropped0), engine in zip(base, multi.engines.values(), strict=True):
+    for (frames0, dropped0, whole0), engine in zip(base, multi.engines.values(), strict=True):
         out, dropped = engine.stats.frames - frames0, engine.stats.dropped - dropped0
         per_stream.append({"out_fps": round(out / seconds, 2), "dropped": dropped,
                            **_percentiles(list(engine.stats.latencies_ms)),
-                           "whole_frames": engine.stats.whole_frames})
+                           "whole_frames": engine.stats.whole_frames - whole0,  # in the timed window
+                           "whole_frames_at_start": whole0})
     batches, items = multi.networks.detector.batches, multi.networks.detector.items
     multi.stop()
     worst_p95 = max((s["latency_p95_ms"] or 1e9) for s in per_stream)
+    # A stream that keeps its rate by hiding frames whole (a stalled detector) does not hold either.
     holds = all((s["latency_p95_ms"] or 1e9) <= P95_BUDGET_MS and s["out_fps"] >= 0.95 * LIVE_FPS
-                and s["dropped"] <= 0.01 * LIVE_FPS * seconds for s in per_stream)
+                and s["dropped"] <= 0.01 * LIVE_FPS * seconds and s["whole_frames"] <= 0.01 * LIVE_FPS * seconds
+                for s in per_stream)
     log.info("%d streams: worst p95 %.1f ms, min fps %.1f -> %s", n, worst_p95,
              min(s["out_fps"] for s in per_stream), "holds" if holds else "fails")
-    return {"holds": holds, "worst_p95_ms": worst_p95, "min_out_fps": min(s["out_fps"] for s in per_stream),
+    return {"holds": holds, "startup_s": round(startup_s, 1), "worst_p95_ms": worst_p95,
+            "min_out_fps": min(s["out_fps"] for s in per_stream),
             "mean_detector_batch": round(items / max(batches, 1), 2), "streams": per_stream}
 
 

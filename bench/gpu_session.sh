@@ -7,8 +7,8 @@
 #   bash bench/gpu_session.sh --pack    # here, with network and ../shared: fills .devcarry/ (~55 MiB, git-ignored)
 #   bash bench/gpu_session.sh           # there, with .devcarry carried; everything lands in $OUT (or /tmp/gpu_out)
 #
-# Each step has its own timeout (T_TESTS, T_CHECK, T_CORPUS, T_CPU, T_STREAMS) and writes its figures as it goes,
-# so a step that runs long loses only itself. docs/gpu.md has the first run's figures and what they led to.
+# Each step has its own timeout (T_TESTS, T_CHECK, T_CORPUS, T_CPU, T_STREAMS; 555 s in all, under one call's 600 s)
+# and writes its figures as it goes, so a step that runs long loses only itself. docs/gpu.md has the first run's figures and what they led to.
 set -u
 cd "$(dirname "$0")/.."
 CARRY=.devcarry
@@ -44,18 +44,18 @@ python3 -c "import torch,cv2,numpy,onnxruntime;print('torch',torch.__version__,t
 nproc; which ffmpeg || echo "no ffmpeg (the tests that record skip)"
 SMOKE=${QUICK:+--smoke}; ONLY=${QUICK:+--only interview}
 step tests
-BLURCAST_REQUIRE_CUDA=1 timeout "${T_TESTS:-150}" python3 -m pytest -q -p no:cacheprovider -rfE --junitxml="$O/pytest.xml" \
+BLURCAST_REQUIRE_CUDA=1 timeout "${T_TESTS:-120}" python3 -m pytest -q -p no:cacheprovider -rfE --junitxml="$O/pytest.xml" \
   ${TESTS:-tests/test_gpu_ops.py tests/test_cuda_plans.py tests/test_multistream.py tests/test_backends.py tests/test_pipeline.py} 2>&1 | tail -30
 step check
-timeout "${T_CHECK:-100}" python3 bench/gpu_check.py $SMOKE --out "$O/gpu_check.json" --junit "$O/pytest.xml" \
+timeout "${T_CHECK:-90}" python3 bench/gpu_check.py $SMOKE --out "$O/gpu_check.json" --junit "$O/pytest.xml" \
   --sections environment,parity,single_stream 2>&1 | grep "gpu_check \|planned\|Error" | tail -12
 step corpus-gpu
-timeout "${T_CORPUS:-170}" python3 bench/gpu_corpus.py --run "$CARRY/pack" --backend auto --live $ONLY \
+timeout "${T_CORPUS:-150}" python3 bench/gpu_corpus.py --run "$CARRY/pack" --backend auto --live $ONLY \
   --out "$O/corpus_gpu.json" 2>&1 | grep -E "gpu_corpus |planned|Error|Traceback" | tail -40
 step corpus-cpu
-timeout "${T_CPU:-60}" python3 bench/gpu_corpus.py --run "$CARRY/pack" --backend onnxruntime --skip 1080p $ONLY \
+timeout "${T_CPU:-45}" python3 bench/gpu_corpus.py --run "$CARRY/pack" --backend onnxruntime --skip 1080p $ONLY \
   --out "$O/corpus_cpu.json" 2>&1 | grep -E "gpu_corpus |Error|Traceback" | tail -20
 step streams
-timeout "${T_STREAMS:-90}" python3 bench/gpu_check.py $SMOKE --out "$O/streams.json" --sections streams --seconds 4 \
-  --max-streams 32 2>&1 | grep "streams:" | tail -12
+timeout "${T_STREAMS:-150}" python3 bench/gpu_check.py $SMOKE --out "$O/streams.json" --sections streams --seconds 4 \
+  --max-streams 16 2>&1 | grep "streams:" | tail -12
 step done

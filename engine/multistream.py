@@ -203,6 +203,7 @@ class SharedNetworks:
             self.device = where
             detector = DeviceRunner(yunet_module(model_path("yunet")), where, half)
             recognizer = DeviceRunner(recognizer_module(model_path(RECOGNIZER)), where, half)
+            detector.max_batch = streams  # the batching below merges up to one call per stream
         else:
             detector = make_runner(backend, model_path("yunet"), yunet_module, network="yunet")
             recognizer = make_runner(backend, model_path(RECOGNIZER), recognizer_module, network=RECOGNIZER)

@@ -89,6 +89,22 @@ def test_a_padded_batch_on_the_network_thread_embeds_as_inline(data_dir):
     assert device.run_tensor(torch.from_numpy(batch[:0]))[0].shape[0] == 0
 
 
+def test_merged_streams_plan_each_new_shape_at_every_batch_size_once():
+    """blurcast.multi merges the streams' calls: a shape seen once is planned at every batch size up to the streams'
+    count before that call runs, and a runner made again (the next engine) finds them planned on the same thread."""
+    seen: list[int] = []
+    runner = DeviceRunner(recognizer_module(model_path("sface")), torch.device("cpu"), one_thread=True)
+    runner.module.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    runner.max_batch = 5  # padded to 8: sizes 2, 4, 8 planned besides the 1 asked for
+    faces = torch.zeros((1, 3, 112, 112))
+    runner.run_tensor(faces)
+    assert seen == [2, 4, 8, 1]
+    runner.run_tensor(torch.zeros((3, 3, 112, 112)))
+    assert seen == [2, 4, 8, 1, 4]  # the same shape again: nothing more to plan
+    again = DeviceRunner(recognizer_module(model_path("sface")), torch.device("cpu"), one_thread=True)
+    assert again._thread is runner._thread
+
+
 def test_a_network_that_fails_on_its_thread_hides_the_frame_whole(dev_clip):
     """The failure is raised in the frame's thread, where the pipeline's fail-closed rule takes it."""
     from engine.pipeline import Pipeline

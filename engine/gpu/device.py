@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -30,7 +29,7 @@ from engine.config import Settings
 from engine.faces import Detections
 from engine.gpu import tensor_ops as ops
 from engine.models.backends import TORCH_CPU_THREADS
-from engine.models.cuda_plans import NetworkThread, exact_fp32, padded_batch
+from engine.models.cuda_plans import BATCH_SIZES, exact_fp32, network_thread, padded_batch
 from engine.models.weights import model_path
 from engine.pipeline import Pipeline
 from engine.recognition.recognize import EMBEDDING_DIM, FLIP, FaceEmbedder, l2_normalise
@@ -64,13 +63,18 @@ class DeviceRunner:
         self.plans_per_shape = device.type == "cuda" if one_thread is None else one_thread
         if device.type == "cuda":
             exact_fp32()  # fp32 means fp32 (fp16, asked for, stays fp16)
-        self._thread = NetworkThread(type(module).__name__.lower()) if self.plans_per_shape else None
-        if self._thread is not None:
-            weakref.finalize(self, self._thread.close)
+        # One thread per network and precision for the process, not per runner (cuda_plans.network_thread).
+        name = f"{type(module).__name__.lower()}-{device}-{self.dtype}"
+        self._thread = network_thread(name) if self.plans_per_shape else None
+        # Several streams' calls merged into one batch (engine/multistream.py): each item shape is planned at every
+        # batch size up to this when first seen, not one size at a time mid-stream. SharedNetworks sets it.
+        self.max_batch = 1
+        self._item_shapes: set[tuple[int, ...]] = set()
 
     def run_tensor(self, batch: Tensor) -> list[Tensor]:
         if self._thread is None:
             return self._run(batch)
+        self._plan_batch_sizes(tuple(batch.shape[1:]))
         count = len(batch)
         extra = padded_batch(count) - count
         if extra and count:  # copies of the last item: real data, and the items of a batch never mix
@@ -81,6 +85,18 @@ class DeviceRunner:
         """Plan these inputs' shapes on the network's thread, ahead of any later call (not waited for)."""
         if self._thread is not None:
             self._thread.warm_async(lambda b: self._run(torch.from_numpy(b).to(self.device)), batches, what)
+            for batch in batches:
+                self._plan_batch_sizes(tuple(batch.shape[1:]))
+
+    def _plan_batch_sizes(self, item: tuple[int, ...]) -> None:
+        """Queue `item`'s other batch sizes (up to max_batch) the first time it is seen: the call that saw it
+        waits behind them once, instead of each merged batch size stalling a frame later."""
+        if self.max_batch <= 1 or item in self._item_shapes or self._thread is None:
+            return
+        self._item_shapes.add(item)
+        sizes = [size for size in BATCH_SIZES if 1 < size <= padded_batch(self.max_batch)]
+        self._thread.warm_async(lambda b: self._run(torch.from_numpy(b).to(self.device)),
+                                [np.zeros((size, *item), np.float32) for size in sizes], f"{self.name} batches")
 
     def _run(self, batch: Tensor) -> list[Tensor]:
         if self.device.type == "cpu":

@@ -11,7 +11,6 @@ import os
 import shutil
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -115,11 +114,10 @@ class TorchRunner:
             from engine.models.cuda_plans import exact_fp32
 
             exact_fp32()
-        if self.plans_per_shape:
-            from engine.models.cuda_plans import NetworkThread
+        if self.plans_per_shape:  # one thread per network for the process: plans made once serve every runner
+            from engine.models.cuda_plans import network_thread
 
-            self._thread = NetworkThread(onnx_path.stem)
-            weakref.finalize(self, self._thread.close)
+            self._thread = network_thread(f"{onnx_path.stem}-{self.device}")
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         if self._thread is None:

@@ -92,17 +92,26 @@ def test_a_padded_batch_on_the_network_thread_embeds_as_inline(data_dir):
 def test_merged_streams_plan_each_new_shape_at_every_batch_size_once():
     """blurcast.multi merges the streams' calls: a shape seen once is planned at every batch size up to the streams'
     count before that call runs, and a runner made again (the next engine) finds them planned on the same thread."""
-    seen: list[int] = []
-    runner = DeviceRunner(recognizer_module(model_path("sface")), torch.device("cpu"), one_thread=True)
-    runner.module.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    from engine.multistream import SharedNetworks
+
+    seen: list[tuple[int, int]] = []  # (batch size, thread) each network call ran with
+    record = lambda m, i, o: seen.append((i[0].shape[0], threading.get_ident()))  # noqa: E731
+    runner = DeviceRunner(yunet._torch_module(model_path("yunet")), torch.device("cpu"), one_thread=True)
+    runner.module.register_forward_hook(record)
     runner.max_batch = 5  # padded to 8: sizes 2, 4, 8 planned besides the 1 asked for
-    faces = torch.zeros((1, 3, 112, 112))
-    runner.run_tensor(faces)
-    assert seen == [2, 4, 8, 1]
-    runner.run_tensor(torch.zeros((3, 3, 112, 112)))
-    assert seen == [2, 4, 8, 1, 4]  # the same shape again: nothing more to plan
-    again = DeviceRunner(recognizer_module(model_path("sface")), torch.device("cpu"), one_thread=True)
-    assert again._thread is runner._thread
+    runner.run_tensor(torch.rand((1, 3, 64, 96)) * 255)  # an item shape no other test plans on this thread
+    assert [size for size, _ in seen] == [2, 4, 8, 1]
+    assert len({ident for _, ident in seen}) == 1 and seen[0][1] != threading.get_ident()
+    runner.run_tensor(torch.rand((3, 3, 64, 96)) * 255)
+    assert [size for size, _ in seen] == [2, 4, 8, 1, 4]  # the same shape again: nothing more to plan
+    again = DeviceRunner(yunet._torch_module(model_path("yunet")), torch.device("cpu"), one_thread=True)
+    again.module.register_forward_hook(record)
+    again.max_batch = 5
+    again.run_tensor(torch.rand((2, 3, 64, 96)) * 255)
+    assert again._thread is runner._thread and [size for size, _ in seen][5:] == [2]  # planned once per thread
+    shared = SharedNetworks(3, device="cpu")
+    assert shared.detector.runner.max_batch == 3  # the batching merges up to one call per stream
+    shared.close()
 
 
 def test_a_network_that_fails_on_its_thread_hides_the_frame_whole(dev_clip):

@@ -69,7 +69,6 @@ class DeviceRunner:
         # Several streams' calls merged into one batch (engine/multistream.py): each item shape is planned at every
         # batch size up to this when first seen, not one size at a time mid-stream. SharedNetworks sets it.
         self.max_batch = 1
-        self._item_shapes: set[tuple[int, ...]] = set()
 
     def run_tensor(self, batch: Tensor) -> list[Tensor]:
         if self._thread is None:
@@ -91,12 +90,13 @@ class DeviceRunner:
     def _plan_batch_sizes(self, item: tuple[int, ...]) -> None:
         """Queue `item`'s other batch sizes (up to max_batch) the first time it is seen: the call that saw it
         waits behind them once, instead of each merged batch size stalling a frame later."""
-        if self.max_batch <= 1 or item in self._item_shapes or self._thread is None:
+        if self.max_batch <= 1 or self._thread is None:
             return
-        self._item_shapes.add(item)
         sizes = [size for size in BATCH_SIZES if 1 < size <= padded_batch(self.max_batch)]
-        self._thread.warm_async(lambda b: self._run(torch.from_numpy(b).to(self.device)),
-                                [np.zeros((size, *item), np.float32) for size in sizes], f"{self.name} batches")
+        shapes = self._thread.not_yet_queued([(size, *item) for size in sizes])  # once per thread, not per runner
+        if shapes:
+            self._thread.warm_async(lambda b: self._run(torch.from_numpy(b).to(self.device)),
+                                    [np.zeros(shape, np.float32) for shape in shapes], f"{self.name} batches")
 
     def _run(self, batch: Tensor) -> list[Tensor]:
         if self.device.type == "cpu":

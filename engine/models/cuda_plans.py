@@ -87,7 +87,20 @@ class NetworkThread:
         self._ident: int | None = None
         self._stop = threading.Event()  # set by close() and at exit: queued warm-ups are dropped
         self._pool.submit(self._remember).result()
+        self._queued: set[tuple[int, ...]] = set()  # input shapes queued for planning, by any runner on this thread
+        self._queued_lock = threading.Lock()
         _OPEN.add(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._stop.is_set()
+
+    def not_yet_queued(self, shapes: Iterable[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """Those of `shapes` that no runner on this thread has queued for planning yet; now marked as queued."""
+        with self._queued_lock:
+            new = [shape for shape in shapes if shape not in self._queued]
+            self._queued.update(new)
+        return new
 
     def _remember(self) -> None:
         self._ident = threading.get_ident()
@@ -131,7 +144,7 @@ def network_thread(name: str) -> NetworkThread:
     (the stream's detector, the landmarker, a detector made again for new settings, the next multi-stream engine)
     finds the shapes already planned. The price: their calls queue on one thread (a crop is ~1-2 ms on a GPU)."""
     with _SHARED_LOCK:
-        if name not in _SHARED:
+        if name not in _SHARED or _SHARED[name].closed:
             _SHARED[name] = NetworkThread(name)
         return _SHARED[name]
 

@@ -18,6 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
+from engine.models.cuda_plans import exact_fp32, network_thread, pad_batch
+
 log = logging.getLogger(__name__)
 
 TORCH_CPU_THREADS = int(os.environ.get("BLURCAST_TORCH_THREADS", "1"))
@@ -111,19 +113,13 @@ class TorchRunner:
         self.plans_per_shape = self.device.type == "cuda" if one_thread is None else one_thread
         self._thread = None
         if self.device.type == "cuda":
-            from engine.models.cuda_plans import exact_fp32
-
             exact_fp32()
         if self.plans_per_shape:  # one thread per network for the process: plans made once serve every runner
-            from engine.models.cuda_plans import network_thread
-
             self._thread = network_thread(f"{onnx_path.stem}-{self.device}")
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         if self._thread is None:
             return self._run(batch)
-        from engine.models.cuda_plans import pad_batch
-
         count = len(batch)
         outputs = self._thread.call(self._run, pad_batch(batch))
         return [o[:count] for o in outputs]

@@ -51,15 +51,17 @@ def run_clip(clip: suite.Clip, settings: Settings) -> tuple[list, list, list, li
     """(greys, originals, anonymized frames, reports, raw detections per frame) in file mode."""
     pipeline = Pipeline(settings)
     pipeline.offline = True
-    detect = pipeline.detector.detect
+    finish = pipeline.detector.finish
     raw: list = []
 
-    def recorded(frame: np.ndarray, min_score: float):
-        found = detect(frame, min_score)
+    def recorded(*args, **kwargs):
+        # `finish` ends every frame's detection: one frame at a time, or two at once in file mode (detect would
+        # miss the latter: detectors/parallel.py calls the passes and `finish` directly).
+        found = finish(*args, **kwargs)
         raw.append(found)
         return found
 
-    pipeline.detector.detect = recorded
+    pipeline.detector.finish = recorded
     cap = cv2.VideoCapture(str(suite.prepared(clip, suite.CACHE)))
     greys, frames, safes, reports = [], [], [], []
     while True:

@@ -34,6 +34,7 @@ from bench import suite
 from engine import pipeline as pipeline_module
 from engine.config import Settings
 from engine.pipeline import Pipeline
+from engine.stages import anonymize as anonymize_module
 from engine.stages import lookahead as lookahead_module
 from engine.stages import track as track_module
 from engine.stages.detectors import second_look as second_look_module
@@ -41,7 +42,7 @@ from engine.stages.detectors import yunet as yunet_module
 
 log = logging.getLogger("recall_price")
 MODULES = {"yunet": yunet_module, "second_look": second_look_module, "track": track_module,
-           "pipeline": pipeline_module, "lookahead": lookahead_module}
+           "pipeline": pipeline_module, "lookahead": lookahead_module, "anonymize": anonymize_module}
 
 
 def parse(spec: str) -> tuple[str, dict[str, str], dict[tuple[str, str], str]]:

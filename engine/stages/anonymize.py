@@ -15,8 +15,16 @@ import cv2
 import numpy as np
 
 from engine.config import Settings
+from engine.stages.detect import area_scale
 
 _TOKEN = object()
+# A detector places a small face's box to within about its finest stride (YuNet's 8 px at its input), whatever the
+# face's size, and a camera moving between frames shifts it further: at 1080p's 2/3 scale that is 12 px, half of a
+# 22 px crowd face, where the margin (0.25 of the box) gives 5 px. Faces whose box was off by that much were blurred
+# but half shown (WIDER Meeting_26: a 22 px face 13 px off its box, 9 frames; bench/leak_classes.py, `covered`). So
+# the margin is at least this many input pixels of the main detection pass, in the frame's pixels: it only grows
+# boxes under about 4 such strides (48 px at 1080p), the faces whose box is the least sure.
+MARGIN_FLOOR_NETWORK_PX = 8.0
 # Hard mosaic block edges redraw the face's outline: measured on the dev clip, a plain 7-block mosaic left
 # 3.6 % of bystander face-frames visible to score_video.py; with edges softened by 0.3 of a block, none.
 MOSAIC_EDGE_SOFTENING = 0.3
@@ -62,6 +70,8 @@ class Anonymizer:
         self.shape = settings.shape
         self.strength = settings.strength
         self.margin = region_margin(settings.shape, settings.margin)
+        self.detect_width = settings.detect_width
+        self._floor = (0, 0, 0.0)  # (width, height, px): the margin's floor for frames of that size
 
     def apply(self, frame: np.ndarray, index: int, boxes: Iterable[np.ndarray],
               guesses: Iterable[np.ndarray] = (), keep: Iterable[np.ndarray] = (),
@@ -189,9 +199,20 @@ class Anonymizer:
         frame[:] = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
         return SafeFrame(frame, index, True, _TOKEN)
 
+    def _margin_floor(self, width: int, height: int) -> float:
+        """The margin's floor in the pixels of a width x height frame: MARGIN_FLOOR_NETWORK_PX at its main pass's
+        scale."""
+        if self._floor[:2] != (width, height):
+            scale = area_scale(width, height, self.detect_width) if self.detect_width > 0 else 0.0
+            self._floor = (width, height, MARGIN_FLOOR_NETWORK_PX / scale if scale > 0 else 0.0)
+        return self._floor[2]
+
     def _grow(self, box: np.ndarray, width: int, height: int, margin: float) -> Region | None:
         x1, y1, x2, y2 = (float(v) for v in box)
         mx, my = (x2 - x1) * margin, (y2 - y1) * margin
+        if margin > 0:  # a face's box (not a kept face's, grown by 0): grown at least by the floor
+            floor = self._margin_floor(width, height)
+            mx, my = max(mx, floor), max(my, floor)
         grown = (int(x1 - mx), int(y1 - my), int(np.ceil(x2 + mx)), int(np.ceil(y2 + my)))
         clipped = (max(0, grown[0]), max(0, grown[1]), min(width, grown[2]), min(height, grown[3]))
         if clipped[2] - clipped[0] < 2 or clipped[3] - clipped[1] < 2:

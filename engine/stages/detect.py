@@ -148,6 +148,11 @@ def detection_scale(frame: np.ndarray, detect_width: int) -> float:
     large; by area it is detected at its own size. Landscape 16:9 frames get the same scale as before.
     """
     height, width = frame.shape[:2]
+    return area_scale(width, height, detect_width)
+
+
+def area_scale(width: int, height: int, detect_width: int) -> float:
+    """`detection_scale` of a width x height frame."""
     budget = detect_width * detect_width * 9 / 16
     return min(math.sqrt(budget / max(width * height, 1)), MAX_UPSCALE)
 

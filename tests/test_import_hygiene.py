@@ -87,3 +87,17 @@ def test_enrolling_from_the_ui_loads_no_model_in_the_ui(dev_clip, tmp_path):
     assert "Enrolled Lin" in report["message"], report
     assert loaded == [], "the UI process loaded engine internals"
     print(f"UI RSS {report['rss_before_mb']:.0f} MB before, {report['rss_after_mb']:.0f} MB after the enrolment")
+
+
+def test_a_cpu_without_bf16_resolves_auto_without_loading_openvino():
+    """`auto` asks OpenVINO whether it would infer in bf16 only where the CPU has bf16 at all (/proc/cpuinfo):
+    importing OpenVINO costs 0.1-0.5 s of every start, and without bf16 `auto` keeps onnxruntime anyway."""
+    import pytest
+
+    from engine.models.backends import _cpu_flags
+
+    if _cpu_flags() is None or _cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+        pytest.skip("this CPU has bf16 (or no /proc/cpuinfo): OpenVINO is asked, as it should be")
+    printed, _ = run_probe("import sys\nfrom engine.models.backends import resolve_backend\n"
+                           "print(resolve_backend('auto', 'yunet'), 'openvino' in sys.modules)")
+    assert printed == ["onnxruntime False"]

@@ -36,9 +36,13 @@ def build_engine(options: ServeOptions, settings: Settings, *, paths: EnginePath
     """Source, pipeline with the facebank identifier, and the sinks `options` asks for."""
     paths = paths or default_paths()
     store = Facebank(paths.facebank) if use_facebank else None
-    gallery = LiveGallery(store, extra=_allowed_people(settings, store, allow))
+    extra = _allowed_people(settings, store, allow)
+    gallery = LiveGallery(store, extra=extra)
     source = open_source(options.source, loop=options.loop)
-    engine = Engine(settings, source, identifier=create_identifier(settings, gallery))
+    # Without a facebank and without --allow nobody can ever be shown (nothing can be enrolled either): no
+    # recognizer to load, 0.2-0.3 s of every such start (the pipeline's own NoIdentifier blurs every face).
+    identifier = create_identifier(settings, gallery) if store is not None or extra else None
+    engine = Engine(settings, source, identifier=identifier)
     try:
         for kind, wanted in (("file", options.record), ("vcam", options.vcam), ("preview", options.preview)):
             if wanted:

@@ -47,3 +47,27 @@ def test_file_mode_keeps_every_frame_and_leaks_no_bystander(dev_clip, dev_gt, tm
     assert independent["leak_rate"] <= LEAK_BOUND
     assert independent["worst_leak_run"] <= RUN_BOUND
     assert independent["bystander_visible"] == result["bystander_visible"]
+
+
+def test_without_a_facebank_or_allow_no_recognizer_is_loaded(dev_clip, tmp_path):
+    """`--no-facebank` without `--allow`: nobody can be shown or enrolled, so the recognizer (0.2-0.3 s to load)
+    is not; with a facebank, or with `--allow PHOTO`, it is."""
+    from blurcast.assemble import build_engine
+    from engine.client import EnginePaths
+    from engine.config import Settings
+    from engine.service import ServeOptions
+    from engine.stages.identify import NoIdentifier
+    from tests.conftest import PERFORMER_PHOTO, need_data
+
+    need_data(PERFORMER_PHOTO)
+    paths = EnginePaths(tmp_path / "home")
+    kinds = []
+    for facebank, allow in ((False, []), (True, []), (False, [str(PERFORMER_PHOTO)])):
+        engine = build_engine(ServeOptions(source=str(dev_clip)), Settings(backend="onnxruntime"), paths=paths,
+                              use_facebank=facebank, allow=allow).engine
+        try:
+            kinds.append(type(engine.pipeline.identifier).__name__)
+        finally:
+            engine.close()
+    assert kinds[0] == NoIdentifier.__name__
+    assert kinds[1] == kinds[2] == "FacebankIdentifier"

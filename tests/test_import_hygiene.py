@@ -94,10 +94,12 @@ def test_a_cpu_without_bf16_resolves_auto_without_loading_openvino():
     importing OpenVINO costs 0.1-0.5 s of every start, and without bf16 `auto` keeps onnxruntime anyway."""
     import pytest
 
-    from engine.models.backends import _cpu_flags
+    from engine.models.backends import _cpu_flags, cuda_available
 
     if _cpu_flags() is None or _cpu_flags() & {"avx512_bf16", "amx_bf16"}:
         pytest.skip("this CPU has bf16 (or no /proc/cpuinfo): OpenVINO is asked, as it should be")
+    if cuda_available():
+        pytest.skip("with a GPU `auto` picks torch for the detector")
     printed, _ = run_probe("import sys\nfrom engine.models.backends import resolve_backend\n"
                            "print(resolve_backend('auto', 'yunet'), 'openvino' in sys.modules)")
     assert printed == ["onnxruntime False"]

@@ -280,3 +280,27 @@ def test_a_frame_processed_before_a_facebank_change_shows_nothing_back(shot):
     lookahead.push(anonymizer.apply(shot[1][0].copy(), 1, [], keep=[performer]), FrameReport(1, faces=[recognised]),
                    anonymizer)
     assert lookahead.revealed == 0
+
+
+@pytest.mark.parametrize("change,size", [({"detect_width": 1280}, 12.0), ({"margin": 0.15}, 60.0)])
+def test_a_settings_change_while_frames_are_held_uncovers_no_neighbour(shot, change, size):
+    """A settings change makes a new anonymizer (smaller margin, or a higher detect_width: a smaller floor), and the
+    look-ahead reveals frames anonymized by the old one with it. It must judge the neighbours by the regions they
+    were blurred in: judged by its own smaller ones, a found face just beside the performer's region seemed apart,
+    and his whole region came back raw over the part of the neighbour's blur inside it (a review found it)."""
+    frame, performer, _ = shot[0]
+    old = Anonymizer(Settings(backend="onnxruntime", detect_width=480, margin=0.5))
+    new = Anonymizer(Settings(backend="onnxruntime", **{"detect_width": 480, "margin": 0.5, **change}))
+    region = old._grow(performer, frame.shape[1], frame.shape[0], old.margin).clipped
+    # A face's box (small: its margin is the floor), placed so that only the old anonymizer's region of it reaches his.
+    floor = old._margin_floor(frame.shape[1], frame.shape[0])
+    x = region[2] + max(floor, size * old.margin) - 2
+    y = (performer[1] + performer[3]) / 2 - size / 2
+    neighbour = np.array([x, y, x + size, y + size], np.float32)
+    assert new._grow(neighbour, frame.shape[1], frame.shape[0], new.margin).clipped[0] >= region[2], \
+        "the new anonymizer's region of the neighbour must not reach his: else this test shows nothing"
+    safe = old.apply(frame.copy(), 0, [performer, neighbour], revealable={1: [performer]})
+    blurred = safe.image.copy()
+    assert new.reveal(safe, performer, 1) is not None
+    x1, y1, x2, y2 = old._grow(neighbour, frame.shape[1], frame.shape[0], old.margin).clipped
+    assert np.array_equal(safe.image[y1:y2, x1:x2], blurred[y1:y2, x1:x2]), "the neighbour's blur was uncovered"

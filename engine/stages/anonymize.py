@@ -56,8 +56,10 @@ class SafeFrame:
         self.whole_frame = whole_frame
         # track id -> (the region its boxes were anonymized in, its original pixels, its own boxes, their union)
         self._originals: dict[int, tuple[tuple[int, int, int, int], np.ndarray, list[np.ndarray], np.ndarray]] = {}
-        # every box anonymized in it: (box, found in that frame, the margin it was grown by)
-        self._anonymized: list[tuple[np.ndarray, bool, float]] = []
+        # every box anonymized in it: (box, found in that frame, the region it was anonymized in, None if none). The
+        # region itself, not its margin: a later settings change (margin, detect_width: the margin's floor) makes a
+        # new anonymizer, whose regions for the same boxes would differ from what was blurred.
+        self._anonymized: list[tuple[np.ndarray, bool, tuple[int, int, int, int] | None]] = []
 
     def copy(self) -> SafeFrame:
         """A copy of an anonymized frame is still anonymized (benchmarks replay one frame several ways)."""
@@ -99,9 +101,18 @@ class Anonymizer:
         safe = SafeFrame(frame, index, False, _TOKEN)
         safe._originals = {track: kept for track, kept in originals.items() if kept is not None}
         if safe._originals:
-            safe._anonymized = ([(b, True, self.margin) for b in boxes]
-                                + [(np.asarray(g, np.float32), False, self.margin) for g in guesses])
+            safe._anonymized = (self._anonymized_regions(boxes, True, width, height)
+                                + self._anonymized_regions(guesses, False, width, height))
         return safe
+
+    def _anonymized_regions(self, boxes, found: bool, width: int, height: int) -> list:
+        """`SafeFrame._anonymized` entries for `boxes`: each with the region it is anonymized in."""
+        out = []
+        for box in boxes:
+            box = np.asarray(box, np.float32)
+            region = self._grow(box, width, height, self.margin)
+            out.append((box, found, region.clipped if region is not None else None))
+        return out
 
     def _original(self, frame: np.ndarray, own: list[np.ndarray]):
         """The pixels a face's boxes will be anonymized over: the region of their union, which holds each box's
@@ -130,13 +141,12 @@ class Anonymizer:
         if face is None:
             return None
         whole = True
-        for other, found, margin in safe._anonymized:  # each with the margin it was anonymized with
+        for other, found, grown in safe._anonymized:  # each with the region it was anonymized in
             if any(other is b or np.array_equal(other, b) for b in own):
                 continue
-            grown = self._grow(other, width, height, margin)
-            if grown is None or not _intersects(grown.clipped, region):
+            if grown is None or not _intersects(grown, region):
                 continue
-            if found and _intersects(grown.clipped, face.clipped):
+            if found and _intersects(grown, face.clipped):
                 return None
             whole = False
         x1, y1, x2, y2 = region if whole else face.clipped
@@ -175,7 +185,7 @@ class Anonymizer:
                  for r in self._regions(keep, width, height, 0.0)]
         boxes = [np.asarray(b, np.float32) for b in boxes]
         if safe._originals:
-            safe._anonymized += [(b, False, self.margin) for b in boxes]  # a face shown later: no more than its box
+            safe._anonymized += self._anonymized_regions(boxes, False, width, height)  # a face shown later: its box
         for region in self._regions(boxes, width, height, self.margin):
             # A backfill is a guess (a face carried back along its velocity, grown each frame back): covered as a
             # lost face's guess is, its fade no deeper than a 256 px region's, all of its box covered.

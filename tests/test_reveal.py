@@ -304,3 +304,29 @@ def test_a_settings_change_while_frames_are_held_uncovers_no_neighbour(shot, cha
     assert new.reveal(safe, performer, 1) is not None
     x1, y1, x2, y2 = old._grow(neighbour, frame.shape[1], frame.shape[0], old.margin).clipped
     assert np.array_equal(safe.image[y1:y2, x1:x2], blurred[y1:y2, x1:x2]), "the neighbour's blur was uncovered"
+
+
+@pytest.mark.parametrize("change", [{"margin": 0.15}, {"detect_width": 1280}])
+def test_a_face_shown_later_is_hidden_again_whole_after_a_settings_change(shot, change):
+    """Shown in a held frame with one anonymizer's regions, then its person leaves the facebank after a settings
+    change (a smaller margin or floor: a new anonymizer): `hide_kept` covers all the region that was shown, not
+    the new anonymizer's smaller one (a ring of the face stayed as shown; a review found it)."""
+    frame, performer, _ = shot[0]
+    old = Anonymizer(Settings(backend="onnxruntime", detect_width=480, margin=0.5))
+    new = Anonymizer(Settings(backend="onnxruntime", **{"detect_width": 480, "margin": 0.5, **change}))
+    small = performer.copy()
+    small[2:] = small[:2] + 14  # a small face: its region is set by the floor, which detect_width changes
+    face = small if "detect_width" in change else performer
+    lookahead = Lookahead(8)
+    lookahead.push(old.apply(frame.copy(), 0, [face], revealable={1: [face]}),
+                   FrameReport(0, faces=[_pending(face)]), old)
+    recognised = FaceState(1, tuple(float(v) for v in face), 0.9, visible=True, reason=None, continuity=SEEN)
+    lookahead.push(old.apply(shot[1][0].copy(), 1, [], keep=[face]), FrameReport(1, faces=[recognised]), old)
+    assert lookahead.revealed == 1
+    shown = old._grow(face, frame.shape[1], frame.shape[0], old.margin).clipped
+    assert new._grow(face, frame.shape[1], frame.shape[0], new.margin).clipped != shown, "nothing changed"
+    lookahead.hide_kept(new)
+    sent = [safe for safe, _ in lookahead.flush()]
+    x1, y1, x2, y2 = shown
+    changed = np.abs(sent[0].image[y1:y2, x1:x2].astype(int) - frame[y1:y2, x1:x2]).max(axis=2) > 0
+    assert changed.mean() > 0.97, f"only {changed.mean():.1%} of what was shown was covered again"

@@ -46,7 +46,7 @@ class SafeFrame:
     not recognised yet (`Anonymizer.reveal`); those are private to the anonymizer and dropped (`seal`) before the
     frame is sent."""
 
-    __slots__ = ("_anonymized", "_originals", "image", "index", "whole_frame")
+    __slots__ = ("_anonymized", "_originals", "_shown", "image", "index", "whole_frame")
 
     def __init__(self, image: np.ndarray, index: int, whole_frame: bool, _token: object = None) -> None:
         if _token is not _TOKEN:
@@ -60,6 +60,7 @@ class SafeFrame:
         # region itself, not its margin: a later settings change (margin, detect_width: the margin's floor) makes a
         # new anonymizer, whose regions for the same boxes would differ from what was blurred.
         self._anonymized: list[tuple[np.ndarray, bool, tuple[int, int, int, int] | None]] = []
+        self._shown: list[tuple[int, int, int, int]] = []  # the regions `reveal` gave their original pixels back
 
     def copy(self) -> SafeFrame:
         """A copy of an anonymized frame is still anonymized (benchmarks replay one frame several ways)."""
@@ -152,12 +153,22 @@ class Anonymizer:
         x1, y1, x2, y2 = region if whole else face.clipped
         rx, ry = region[0], region[1]
         safe.image[y1:y2, x1:x2] = pixels[y1 - ry:y2 - ry, x1 - rx:x2 - rx]
+        safe._shown.append((x1, y1, x2, y2))
         return union if whole else box
+
+    def hide_shown(self, safe: SafeFrame, visible: Iterable[np.ndarray]) -> SafeFrame:
+        """Anonymize again, in a frame held back, the faces `visible` in it and every region `reveal` showed in it
+        (the person left the facebank meanwhile). The regions as they were shown, each covered whole: a settings
+        change since (margin, detect_width) made this anonymizer's regions of the same boxes smaller."""
+        boxes = [np.asarray(b, np.float32) for b in visible]
+        boxes += [np.asarray(r, np.float32) for r in safe._shown]  # grown by the margin, so covered to its edges
+        safe._shown = []
+        return self.backfill(safe, boxes) if boxes else safe
 
     @staticmethod
     def seal(safe: SafeFrame) -> SafeFrame:
         """The frame as it is sent: the originals it kept for `reveal` dropped."""
-        safe._originals, safe._anonymized = {}, []
+        safe._originals, safe._anonymized, safe._shown = {}, [], []
         return safe
 
     def _found_regions(self, boxes: Iterable[np.ndarray], width: int, height: int) -> Iterable[Region]:

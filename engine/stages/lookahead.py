@@ -159,7 +159,7 @@ class Lookahead:
         self._hid_kept = True  # until the next push: its frame may have been processed with the old gallery
         for held in self._held:
             if held.keep and not held.safe.whole_frame:
-                anonymizer.backfill(held.safe, held.keep)
+                anonymizer.hide_shown(held.safe, held.keep)
                 held.keep = []
 
     def flush(self) -> list[tuple[SafeFrame, Any]]:

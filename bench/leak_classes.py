@@ -1,6 +1,6 @@
 """Why each leaked face-frame leaked: every bystander face-frame left visible, classified, in-process.
 
-    python bench/leak_classes.py [--only SUBSTR ...] [--set NAME=VALUE ...] [--const MODULE.CONST=VALUE ...]
+    python bench/leak_classes.py [--only SUBSTR ...] [--set NAME=VALUE ...] [--const MODULE.CONST=VALUE ...] [--live]
 
 Each clip goes through the file-mode pipeline with its 8-frame look-ahead replayed (as bench/recall_price.py,
 the scorer's measure on the frames in memory). Every leaked face-frame (frame, annotated face) is put in one class:
@@ -47,10 +47,13 @@ log = logging.getLogger("leak_classes")
 TAKES_IOU = 0.3
 
 
+LIVE = False  # --live: the live pipeline (tiles in turn, no second look, no look-ahead), every frame in order
+
+
 def run_clip(clip: suite.Clip, settings: Settings) -> tuple[list, list, list, list, list]:
-    """(greys, originals, anonymized frames, reports, raw detections per frame) in file mode."""
+    """(greys, originals, anonymized frames, reports, raw detections per frame) in file mode (or live, `LIVE`)."""
     pipeline = Pipeline(settings)
-    pipeline.offline = True
+    pipeline.offline = not LIVE
     finish = pipeline.detector.finish
     raw: list = []
 
@@ -80,7 +83,8 @@ def run_clip(clip: suite.Clip, settings: Settings) -> tuple[list, list, list, li
 def replayed(greys, safes, reports, settings: Settings) -> tuple[list, dict[int, list[np.ndarray]]]:
     """The frames after the look-ahead, and the boxes it backfilled per frame."""
     anonymizer = replay_bench._Recording(settings)
-    look = lookahead_module.Lookahead(lookahead_module.FILE_LOOKAHEAD_FRAMES, lookahead_module.WEAK_BACK_FRAMES)
+    look = (lookahead_module.Lookahead(settings.lookahead_frames) if LIVE else
+            lookahead_module.Lookahead(lookahead_module.FILE_LOOKAHEAD_FRAMES, lookahead_module.WEAK_BACK_FRAMES))
     out = []
     for safe, report in zip([s.copy() for s in safes], reports, strict=True):
         out += [s for s, _ in look.push(safe, report, anonymizer)]
@@ -191,7 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--const", default="", help="MODULE.CONST=VALUE,... as in bench/recall_price.py")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--live", action="store_true", help="the live pipeline, every frame (5 s deadline)")
     args = parser.parse_args(argv)
+    global LIVE
+    LIVE = args.live
+    if LIVE:
+        args.set = ["deadline_ms=5000", *args.set]  # a loaded machine hides no frame whole: the detections alone
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = Settings(backend="onnxruntime").updated(dict(kv.split("=", 1) for kv in args.set))
     _, _, constants = recall_price.parse("x:" + args.const)

@@ -8,7 +8,8 @@ whose name contains a SUBSTR goes through the live pipeline (tiles in turn, no s
 5 s deadline, so that a loaded machine blurs no whole frame and drops none: what differs is the variant alone.
 Per clip and variant:
 - leaked: bystander face-frames left visible, scored as `evaluation/video.py` does (visibility >= its bar);
-- false blurs: tracked boxes blurred that touch no annotated face (on WIDER an upper bound: it leaves faces out).
+- false blurs: tracked boxes blurred that touch no annotated face (on WIDER an upper bound: it leaves faces out);
+  raw / false_raw: raw detections blurred on their own (no track's box yet), and those touching no annotated face.
 `live.coast=1` coasts every other frame (live mode far behind: engine/pipeline.py) and holds one frame back, as the
 runner does; `live.lookahead=N` holds N frames (the look-ahead slider); `live.drop=1` drops every other frame (what
 live mode did far behind before coasting), each frame kept counted for the two frame periods it stays on screen.
@@ -93,7 +94,8 @@ def run(clip: suite.Clip, coast: bool = False, lookahead: int = 0, drop: bool = 
     pipeline.coast_alternate = coast
     held = Lookahead(max(lookahead, int(coast)))
     cap = cv2.VideoCapture(str(suite.prepared(clip, suite.CACHE)))
-    figures = {"leaked": 0, "faces": 0, "false_blurs": 0, "blurred": 0, "frames": 0, "coasted": 0}
+    figures = {"leaked": 0, "faces": 0, "false_blurs": 0, "blurred": 0, "frames": 0, "coasted": 0,
+               "false_raw": 0, "raw": 0}
     raws: dict[int, np.ndarray] = {}
     reports: dict[int, FrameReport] = {}
     index = 0
@@ -134,8 +136,15 @@ def _score(safe: SafeFrame, raw: np.ndarray, report: FrameReport, truth: list[di
             continue
         figures["blurred"] += 1
         b = f.xyxy
-        figures["false_blurs"] += not bool(((np.minimum(b[2], boxes[:, 2]) > np.maximum(b[0], boxes[:, 0]))
-                                            & (np.minimum(b[3], boxes[:, 3]) > np.maximum(b[1], boxes[:, 1]))).any())
+        figures["false_blurs"] += not _touches(b, boxes)
+    for b in report.unclaimed:  # raw detections blurred on their own (no track's box): one-frame blurs
+        figures["raw"] += 1
+        figures["false_raw"] += not _touches(b, boxes)
+
+
+def _touches(b, boxes: np.ndarray) -> bool:
+    return bool(((np.minimum(b[2], boxes[:, 2]) > np.maximum(b[0], boxes[:, 0]))
+                 & (np.minimum(b[3], boxes[:, 3]) > np.maximum(b[1], boxes[:, 1]))).any())
 
 
 def main() -> int:
@@ -157,9 +166,10 @@ def main() -> int:
             log.info("%-55s %-8s %s", clip.name, name, json.dumps(result))
     for name, _ in variants:
         mine = [r for r in rows if r["variant"] == name]
-        log.info("TOTAL %-8s leaked %d of %d face-frames, false blurs %d of %d blurred boxes", name,
+        log.info("TOTAL %-8s leaked %d of %d face-frames, false blurs %d of %d blurred boxes, raw %d of %d", name,
                  sum(r["leaked"] for r in mine), sum(r["faces"] for r in mine),
-                 sum(r["false_blurs"] for r in mine), sum(r["blurred"] for r in mine))
+                 sum(r["false_blurs"] for r in mine), sum(r["blurred"] for r in mine),
+                 sum(r["false_raw"] for r in mine), sum(r["raw"] for r in mine))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

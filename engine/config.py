@@ -80,8 +80,8 @@ LIMITS: dict[str, Limit] = {
     "mode": Limit("how faces are hidden", choices=ANONYMIZE_MODES),
     "shape": Limit("shape of the hidden region", choices=SHAPES),
     "strength": Limit("blur/mosaic strength: higher hides more detail", 0.0, 1.0),
-    "margin": Limit("the hidden box is grown by this fraction of the face on each side: covers hair and motion",
-                    MIN_MARGIN, 1.0),
+    "margin": Limit("the hidden box is grown by this fraction of the face on each side (a small face's by at least "
+                    "one detector stride): covers hair and motion", MIN_MARGIN, 1.0),
     "similarity_threshold": Limit("how sure recognition must be to keep a face visible: lower lets look-alikes "
                                   "through, higher blurs you more often", MIN_SIMILARITY, 1.0),
     "recognition": Limit("keep facebank people visible (off: everyone is blurred)"),

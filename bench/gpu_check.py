@@ -341,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--junit", type=Path, default=None, help="pytest's junit XML, summarised into the JSON")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each multi-stream trial")
     parser.add_argument("--max-streams", type=int, default=48, help="stop doubling the streams here")
+    parser.add_argument("--sizes", default="1920x1080,3840x2160", help="single_stream's frame sizes, WxH,WxH")
     parser.add_argument("--sections", default="environment,parity,single_stream,streams",
                         help="comma-separated subset to run")
     args = parser.parse_args(argv)
@@ -353,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         "parity": lambda: parity(device, args.smoke),
         # fp16 only where it pays: on CPU it is emulated and ~50x slower (measured), so smoke runs fp32 only.
         "single_stream": lambda: single_stream(
-            device, [(320, 180), (640, 360)] if args.smoke else [(1920, 1080), (3840, 2160)], 4 if args.smoke else 120,
+            device, [(320, 180), (640, 360)] if args.smoke else
+            [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")], 4 if args.smoke else 120,
             (False,) if args.smoke else (False, True)),
         "streams": lambda: streams_held(device, *((320, 180) if args.smoke else (1920, 1080)),
                                         1.5 if args.smoke else args.seconds, 2 if args.smoke else args.max_streams,

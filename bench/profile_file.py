@@ -1,13 +1,18 @@
 """Where a file-mode frame's time goes: CPU ms per frame by thread and by stage, and the encoder's.
 
-    python bench/profile_file.py [--size 1920x1080] [--frames 90] [--repeat 1] [--json out.json]
+    python bench/profile_file.py [--size 1920x1080] [--frames 90] [--json out.json]
+    python bench/profile_file.py --clip CLIP --as-is --discard [--backend auto]   # a box without FFmpeg (GPU)
 
 The dev clip, upscaled with FFmpeg to --size, goes through `Engine.run_file` into the real file sink (x264 in
 an FFmpeg child), as `blurcast run CLIP -o OUT --no-facebank` does, in this process. Reported per frame:
 - CPU ms of each thread (native ones pooled: onnxruntime's intra-op thread, OpenCV's decoder threads) and of
   the encoder child, and the process's wall ms;
-- each stage's wall and thread-CPU ms (decode, the detector's passes and their input preparation, tracking,
-  the anonymizer, the look-ahead, the sink's pipe write) and the frame loop's wait for detection.
+- each stage's wall and thread-CPU ms from the first frame on (the warm-up before it, `warm_up_s`, apart):
+  decode, the detector's passes and their input preparation, tracking, the anonymizer, the look-ahead, the
+  sink's pipe write and the frame loop's wait for detection, and how many calls of it a frame made (a GPU's
+  cost is per call: launches, transfers, a thread hand-off).
+`--as-is` takes the clip as it is (no FFmpeg re-encode), `--discard` writes into a sink that drops the frames
+(no encoder): together they run where there is no FFmpeg, as on the GPU box (bench/gpu_session.sh).
 Wall times on a shared machine mean something only within a run; CPU ms per frame is the steadier figure.
 """
 
@@ -40,7 +45,17 @@ class StageClock:
     def __init__(self) -> None:
         self.wall: dict[str, float] = defaultdict(float)
         self.cpu: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
         self._lock = threading.Lock()
+        self.warm_up_s = 0.0
+        self.frames_from = time.perf_counter()  # when the frames' own work began: after the warm-up
+
+    def reset(self) -> None:
+        with self._lock:
+            self.wall.clear()
+            self.cpu.clear()
+            self.calls.clear()
+            self.frames_from = time.perf_counter()
 
     def wrap(self, owner, attr: str, stage: str) -> None:
         inner = getattr(owner, attr)
@@ -53,6 +68,7 @@ class StageClock:
                 with self._lock:
                     self.wall[stage] += (time.perf_counter() - wall) * 1000
                     self.cpu[stage] += (time.thread_time() - cpu) * 1000
+                    self.calls[stage] += 1
         setattr(owner, attr, timed)
 
 
@@ -71,6 +87,16 @@ def instrument(engine, clock: StageClock) -> None:
         if hasattr(yunet, attr):  # what a checkout has (main or this branch)
             clock.wrap(yunet, attr, stage)
     clock.wrap(pipeline, "_detect", "frame loop: wait for detection")
+    real_warm_up = pipeline.warm_up
+
+    def warm_up(*args, **kwargs):  # start-up (CUDA plans, OpenVINO compiles) reported apart from the frames
+        started = time.perf_counter()
+        try:
+            return real_warm_up(*args, **kwargs)
+        finally:
+            clock.warm_up_s += time.perf_counter() - started
+            clock.reset()
+    pipeline.warm_up = warm_up
     clock.wrap(pipeline.tracker, "update", "frame loop: track")
     clock.wrap(pipeline.identifier, "update", "frame loop: identify")
     clock.wrap(engine, "_look_ahead", "frame loop: anonymize held frames (look-ahead)")
@@ -98,14 +124,27 @@ def thread_cpu_s() -> dict[int, float]:
     return out
 
 
-def run(clip: Path, out: Path) -> dict:
+class DiscardSink:
+    """Takes every SafeFrame and keeps none: the engine's cost without an encoder's."""
+
+    name = "discard"
+
+    def write(self, frame) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def run(clip: Path, out: Path | None, backend: str = "auto") -> dict:
     from engine.config import Settings
     from engine.runner import Engine
     from engine.service import open_sink
     from engine.stages.source import VideoSource
 
     source = VideoSource(str(clip))
-    engine = Engine(Settings(), source, [open_sink("file", source, str(out))])
+    sink = DiscardSink() if out is None else open_sink("file", source, str(out))
+    engine = Engine(Settings(backend=backend), source, [sink])
     clock = StageClock()
     instrument(engine, clock)
     names: dict[int, str] = {}
@@ -118,7 +157,9 @@ def run(clip: Path, out: Path) -> dict:
     namer.start()
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     tasks0, wall0, cpu0 = thread_cpu_s(), time.perf_counter(), time.process_time()
+    clock.frames_from = time.perf_counter()
     frames = engine.run_file()
+    frames_wall = time.perf_counter() - clock.frames_from
     tasks1 = thread_cpu_s()
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     engine.close()  # the encoder finishes here: its CPU is the child's
@@ -132,10 +173,12 @@ def run(clip: Path, out: Path) -> dict:
     per = 1000 / frames
     return {
         "frames": frames, "fps": round(frames / wall, 2), "wall_ms_per_frame": round(wall * per, 1),
+        "warm_up_s": round(clock.warm_up_s, 2), "fps_after_warm_up": round(frames / frames_wall, 2),
         "process_cpu_ms_per_frame": round(cpu * per, 1), "encoder_cpu_ms_per_frame": round(encoder * per, 1),
         "cpu_ms_per_frame_by_thread": {k: round(v, 1) for k, v in sorted(threads.items(), key=lambda kv: -kv[1])},
-        "stages_ms_per_frame": {k: {"wall": round(clock.wall[k] / frames, 2), "cpu": round(clock.cpu[k] / frames, 2)}
-                                for k in sorted(clock.wall)},
+        "runner": getattr(engine.pipeline.detector, "runner_name", "?"),
+        "stages_ms_per_frame": {k: {"wall": round(clock.wall[k] / frames, 2), "cpu": round(clock.cpu[k] / frames, 2),
+                                    "calls": round(clock.calls[k] / frames, 2)} for k in sorted(clock.wall)},
     }
 
 
@@ -145,15 +188,19 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=90)
     parser.add_argument("--clip", type=Path, default=CLIP)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--as-is", action="store_true", help="the clip as it is: no FFmpeg scaling or frame limit")
+    parser.add_argument("--discard", action="store_true", help="a sink that drops frames, not the x264 file sink")
+    parser.add_argument("--backend", default="auto", help="the networks' backend (Settings.backend)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     w, h = args.size.split("x")
     with tempfile.TemporaryDirectory(prefix="blurcast-profile-file-") as tmp:
-        clip = Path(tmp) / "clip.mp4"
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(args.clip), "-vf", f"scale={w}:{h}", "-frames:v",
-                        str(args.frames), "-c:v", "libx264", "-crf", "16", "-preset", "veryfast", "-an", str(clip)],
-                       check=True)
-        figures = run(clip, Path(tmp) / "out.mp4")
+        clip = args.clip if args.as_is else Path(tmp) / "clip.mp4"
+        if not args.as_is:
+            subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(args.clip), "-vf", f"scale={w}:{h}", "-frames:v",
+                            str(args.frames), "-c:v", "libx264", "-crf", "16", "-preset", "veryfast", "-an",
+                            str(clip)], check=True)
+        figures = run(clip, None if args.discard else Path(tmp) / "out.mp4", args.backend)
     print(json.dumps(figures, indent=2))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

@@ -18,7 +18,7 @@ import torch
 from engine.config import Settings
 from engine.gpu.device import DeviceRunner
 from engine.models.backends import OnnxRuntimeRunner, TorchRunner
-from engine.models.cuda_plans import CROP_SIDES, NetworkThread, crop_canvas, pad_batch, padded_batch
+from engine.models.cuda_plans import CROP_SIDES, NetworkThread, crop_canvas, cuda_kernels, pad_batch, padded_batch
 from engine.models.weights import model_path
 from engine.recognition.recognize import align_face, preprocess, recognizer_module
 from engine.stages.detect import create_detector
@@ -37,6 +37,26 @@ def test_crops_go_onto_a_few_canvases_that_hold_them():
     assert crop_canvas(1056, 640) == (1536, 1024)  # past the largest square: whole steps
     assert [padded_batch(n) for n in (1, 2, 3, 5, 9, 17, 64, 65)] == [1, 2, 4, 8, 16, 32, 64, 128]
     assert pad_batch(np.arange(3)[:, None]).ravel().tolist() == [0, 1, 2, 2]
+
+
+@pytest.mark.parametrize("env, cudnn", [(None, False), ("1", True), ("0", False)])
+def test_networks_on_cuda_run_without_cudnn_and_in_full_fp32(monkeypatch, env, cudnn):
+    """The second GPU run (docs/gpu.md): cuDNN planned each new YuNet shape for 0.6-2.7 s, PyTorch's own kernels ran
+    it at once and no slower. Off unless BLURCAST_CUDNN=1; TF32 off either way (the CPU's function)."""
+    flags = (torch.backends.cudnn.enabled, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    if env is None:
+        monkeypatch.delenv("BLURCAST_CUDNN", raising=False)
+    else:
+        monkeypatch.setenv("BLURCAST_CUDNN", env)
+    try:
+        torch.backends.cudnn.enabled = not cudnn
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        cuda_kernels()
+        assert torch.backends.cudnn.enabled is cudnn
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        (torch.backends.cudnn.enabled, torch.backends.cudnn.allow_tf32,
+         torch.backends.cuda.matmul.allow_tf32) = flags
 
 
 def test_one_network_thread_takes_every_call_and_raises_in_the_caller():

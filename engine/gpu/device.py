@@ -29,7 +29,7 @@ from engine.config import Settings
 from engine.faces import Detections
 from engine.gpu import tensor_ops as ops
 from engine.models.backends import TORCH_CPU_THREADS
-from engine.models.cuda_plans import BATCH_SIZES, exact_fp32, network_thread, padded_batch
+from engine.models.cuda_plans import BATCH_SIZES, cuda_kernels, network_thread, padded_batch
 from engine.models.weights import model_path
 from engine.pipeline import Pipeline
 from engine.recognition.recognize import EMBEDDING_DIM, FLIP, FaceEmbedder, l2_normalise
@@ -62,7 +62,7 @@ class DeviceRunner:
         self._lock = threading.Lock()  # one network call at a time: streams of one module are not re-entrant
         self.plans_per_shape = device.type == "cuda" if one_thread is None else one_thread
         if device.type == "cuda":
-            exact_fp32()  # fp32 means fp32 (fp16, asked for, stays fp16)
+            cuda_kernels()  # fp32 means fp32 (fp16, asked for, stays fp16)
         # One thread per network and precision for the process, not per runner (cuda_plans.network_thread).
         name = f"{type(module).__name__.lower()}-{device}-{self.dtype}"
         self._thread = network_thread(name) if self.plans_per_shape else None

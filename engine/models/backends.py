@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from engine.models.cuda_plans import exact_fp32, network_thread, pad_batch
+from engine.models.cuda_plans import cuda_kernels, network_thread, pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class TorchRunner:
         self.plans_per_shape = self.device.type == "cuda" if one_thread is None else one_thread
         self._thread = None
         if self.device.type == "cuda":
-            exact_fp32()
+            cuda_kernels()
         if self.plans_per_shape:  # one thread per network for the process: plans made once serve every runner
             self._thread = network_thread(f"{onnx_path.stem}-{self.device}")
 

@@ -16,12 +16,18 @@ So, on CUDA:
 Zero padding beyond the 32-multiple letterbox moves refined landmarks a median 1.0 % of the face's width on the
 dev clip, less than a 2 px move of the box does (tests/test_cuda_plans.py; the corpus: docs/gpu.md). A CPU backend
 keeps exact shapes, where a new shape costs nothing.
+
+The second GPU run (stop 28) measured the cure at the root: with cuDNN off (`cuda_kernels`), PyTorch's own kernels
+plan nothing, and the stalls left after the measures above (the second looks' mosaics, shapes no warm-up foresaw)
+went with it. These measures stay as they were measured with it; whether the canvases can go (exact shapes, the
+CPU's function) is for a GPU session to measure (docs/gpu.md).
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 import weakref
@@ -67,15 +73,23 @@ def pad_batch(batch: np.ndarray) -> np.ndarray:
     return np.concatenate([batch, np.repeat(batch[-1:], extra, axis=0)])
 
 
-def exact_fp32() -> None:
-    """fp32 convolutions in full fp32 on CUDA. PyTorch lets cuDNN use TF32 (10-bit mantissa) by default: on the H200
-    YuNet's outputs then differed from onnxruntime's by up to 0.012 (CPU torch: 1e-6), enough to move a score across
-    a threshold. Every quality figure of this project is measured on the CPU; the GPU must compute the same function,
-    and YuNet and SFace are small enough that the tensor cores' speed is not needed."""
+def cuda_kernels() -> None:
+    """The convolution kernels every network on CUDA runs with: PyTorch's own, in full fp32.
+
+    - cuDNN is off (BLURCAST_CUDNN=1 turns it back on): it builds an execution plan for each new input shape, 0.6-2.7 s
+      for YuNet on the H200, while PyTorch's own kernels run a new shape at once (2-7 ms) and the engine's shapes
+      no slower (YuNet at 1280x736: 2.5 against 2.9 ms a call). A 1080p file ran at 19.2 fps against 9.9 after a
+      warm-up of 0.3 s against 7.9 s; a photo took 4.7 s against 26 s (`bench/cudnn_ab.py`, `bench/gpu_profile.sh`,
+      docs/gpu.md). The recognizer's batches of 8-16 are slower without it (3-4.4 against 1.2-2 ms), a small
+      price next to a plan's stall.
+    - No TF32 (where cuDNN is turned back on, and for matrix products): with its 10-bit mantissa YuNet's outputs
+      differed from onnxruntime's by up to 0.012 (CPU torch: 1e-6), enough to move a score across a threshold.
+      Every quality figure of this project is measured on the CPU; the GPU must compute the same function."""
     import torch
 
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.enabled = os.environ.get("BLURCAST_CUDNN", "0") == "1"
 
 
 class NetworkThread:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.client import EnginePaths, default_paths
 from engine.config import Settings
+from engine.models.backends import resolve_backend
 from engine.runner import Engine
 from engine.service import ServeOptions, open_sink
 from engine.stages.sources import open_source
@@ -39,6 +40,7 @@ def build_engine(options: ServeOptions, settings: Settings, *, paths: EnginePath
     extra = _allowed_people(settings, store, allow)
     gallery = LiveGallery(store, extra=extra)
     source = open_source(options.source, loop=options.loop)
+    settings = _for_source(settings, source)
     # Without a facebank and without --allow nobody can ever be shown (nothing can be enrolled either): no
     # recognizer to load, 0.2-0.3 s of every such start (the pipeline's own NoIdentifier blurs every face).
     identifier = create_identifier(settings, gallery) if store is not None or extra else None
@@ -57,6 +59,16 @@ def build_engine(options: ServeOptions, settings: Settings, *, paths: EnginePath
     if facebank is not None:
         facebank.refresh_if_stale()  # before the first frame: an upgraded model must not blur the streamer
     return Assembly(engine, facebank, gallery)
+
+
+def _for_source(settings: Settings, source) -> Settings:
+    """A photo stays on the CPU under `auto`, as enrolment photos do (backends.CPU_ON_CUDA). Measured on an H200
+    (docs/gpu.md, stop 28): one photo took 4.7 s through torch on CUDA, most of it CUDA's start, against 1.9 s on
+    onnxruntime; and the CPU computes the function every photo figure of this project was measured with."""
+    info = getattr(source, "info", None)
+    if settings.backend != "auto" or info is None or info.frame_count != 1:
+        return settings
+    return replace(settings, backend=resolve_backend("auto", "photo"))
 
 
 def _allowed_people(settings: Settings, store: Facebank | None, allow: Sequence[str]) -> dict:

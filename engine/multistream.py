@@ -61,6 +61,7 @@ class BatchingRunner:
         self._worker = threading.Thread(target=self._serve, name=f"batch-{runner.name}", daemon=True)
         self._worker.start()
         self.plans_per_shape = getattr(runner, "plans_per_shape", False)  # CUDA: engine/models/cuda_plans.py
+        self.warm_first = getattr(runner, "warm_first", False)  # CUDA: kernels loaded in the engine's warm-up
 
     def warm(self, batches: list[np.ndarray], what: str) -> None:
         warm = getattr(self.runner, "warm", None)

@@ -201,13 +201,15 @@ class Pipeline:
         - OpenVINO (live only) compiles a model per shape. Compiled on a background thread mid-stream instead, the
           compiles (0.12-0.9 s each, the most under load) took a core from the detector on 2 cores, and it missed
           its deadline: frames went out blurred whole. File mode compiles as it goes, with no deadline to miss.
-        - CUDA (live and file mode) plans each new shape, ~2 s for YuNet on an H200 (engine/models/cuda_plans.py).
-          The detector's calls go through its one thread in order, so this also waits for the crop shapes queued
-          when it loaded; the recognizer plans its batch sizes on its own thread meanwhile.
+        - CUDA (live and file mode) loads its kernels on the first call (130 ms on an H200); with cuDNN turned back
+          on it plans each new shape, ~2 s for YuNet (engine/models/cuda_plans.py). The detector's calls then go
+          through its one thread in order, so this also waits for the crop shapes queued when it loaded; the
+          recognizer plans its batch sizes on its own thread meanwhile.
         Other backends have nothing to prepare: nothing is done."""
         runner = getattr(self.detector, "runner", None)
         openvino = hasattr(runner, "background_compiles") and not file_mode
-        if not (openvino or getattr(runner, "plans_per_shape", False)) or width <= 0 or height <= 0:
+        planned = getattr(runner, "plans_per_shape", False) or getattr(runner, "warm_first", False)
+        if not (openvino or planned) or width <= 0 or height <= 0:
             return
         if self._warm == (id(self.detector), width, height):  # already done for this detector and size
             return

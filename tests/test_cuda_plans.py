@@ -18,7 +18,15 @@ import torch
 from engine.config import Settings
 from engine.gpu.device import DeviceRunner
 from engine.models.backends import OnnxRuntimeRunner, TorchRunner
-from engine.models.cuda_plans import CROP_SIDES, NetworkThread, crop_canvas, cuda_kernels, pad_batch, padded_batch
+from engine.models.cuda_plans import (
+    CROP_SIDES,
+    NetworkThread,
+    crop_canvas,
+    cuda_kernels,
+    pad_batch,
+    padded_batch,
+    plans_per_shape,
+)
 from engine.models.weights import model_path
 from engine.recognition.recognize import align_face, preprocess, recognizer_module
 from engine.stages.detect import create_detector
@@ -54,9 +62,36 @@ def test_networks_on_cuda_run_without_cudnn_and_in_full_fp32(monkeypatch, env, c
         cuda_kernels()
         assert torch.backends.cudnn.enabled is cudnn
         assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        # Few shapes, one thread, plans at start: only where cuDNN plans; PyTorch's own kernels take exact shapes.
+        assert plans_per_shape("cuda") is cudnn and plans_per_shape("cpu") is False
     finally:
         (torch.backends.cudnn.enabled, torch.backends.cudnn.allow_tf32,
          torch.backends.cuda.matmul.allow_tf32) = flags
+
+
+@pytest.mark.parametrize("warm_first", [True, False])
+def test_a_runner_that_loads_kernels_on_its_first_call_is_warmed_up_before_the_first_frame(warm_first):
+    """Torch on CUDA without cuDNN plans nothing, but loads its kernels on the first call (130 ms on the H200): the
+    engine's warm-up makes that call before any frame's deadline. A CPU runner has nothing to warm."""
+    from engine.pipeline import Pipeline
+
+    real = OnnxRuntimeRunner(model_path("yunet"))
+    shapes: list[tuple] = []
+
+    class FirstCallLoads:
+        name, plans_per_shape = real.name, False
+
+        def run(self, batch):
+            shapes.append(batch.shape)
+            return real.run(batch)
+
+    runner = FirstCallLoads()
+    runner.warm_first = warm_first
+    pipeline = Pipeline(Settings(backend="onnxruntime"), detector=yunet.YuNetDetector(runner, Settings().detect_width))
+    pipeline.warm_up(1920, 1080, file_mode=True)
+    assert bool(shapes) is warm_first
+    if warm_first:  # the 1080p main pass among them: the first frame's own shape
+        assert (1, 3, 736, 1280) in shapes
 
 
 def test_one_network_thread_takes_every_call_and_raises_in_the_caller():

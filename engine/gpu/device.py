@@ -29,7 +29,7 @@ from engine.config import Settings
 from engine.faces import Detections
 from engine.gpu import tensor_ops as ops
 from engine.models.backends import TORCH_CPU_THREADS
-from engine.models.cuda_plans import BATCH_SIZES, cuda_kernels, network_thread, padded_batch
+from engine.models.cuda_plans import BATCH_SIZES, cuda_kernels, network_thread, padded_batch, plans_per_shape
 from engine.models.weights import model_path
 from engine.pipeline import Pipeline
 from engine.recognition.recognize import EMBEDDING_DIM, FLIP, FaceEmbedder, l2_normalise
@@ -50,8 +50,9 @@ def pick_device(requested: str | None = None) -> torch.device:
 class DeviceRunner:
     """A torch network on one device, fed tensors already there; fp16 weights and inputs when `half`.
 
-    On CUDA every call runs on the network's own thread with its batch padded to a few sizes, as TorchRunner's do
-    (engine/models/cuda_plans.py: cuDNN plans each new shape, ~2 s for YuNet, and caches plans per thread)."""
+    On CUDA with cuDNN (BLURCAST_CUDNN=1) every call runs on the network's own thread with its batch padded to a few
+    sizes, as TorchRunner's do (engine/models/cuda_plans.py: cuDNN plans each new shape, ~2 s for YuNet, and caches
+    plans per thread)."""
 
     def __init__(self, module: torch.nn.Module, device: torch.device, half: bool = False,
                  one_thread: bool | None = None) -> None:
@@ -60,9 +61,10 @@ class DeviceRunner:
         self.module = module.eval().to(device=device, dtype=self.dtype)
         self.name = f"torch-{device.type}{'-fp16' if half else ''}"
         self._lock = threading.Lock()  # one network call at a time: streams of one module are not re-entrant
-        self.plans_per_shape = device.type == "cuda" if one_thread is None else one_thread
         if device.type == "cuda":
-            cuda_kernels()  # fp32 means fp32 (fp16, asked for, stays fp16)
+            cuda_kernels()  # PyTorch's own kernels; fp32 means fp32 (fp16, asked for, stays fp16)
+        self.plans_per_shape = plans_per_shape(device.type) if one_thread is None else one_thread
+        self.warm_first = device.type == "cuda"  # CUDA loads its kernels on the first call: in the warm-up
         # One thread per network and precision for the process, not per runner (cuda_plans.network_thread).
         name = f"{type(module).__name__.lower()}-{device}-{self.dtype}"
         self._thread = network_thread(name) if self.plans_per_shape else None

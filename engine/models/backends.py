@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from engine.models.cuda_plans import cuda_kernels, network_thread, pad_batch
+from engine.models.cuda_plans import cuda_kernels, network_thread, pad_batch, plans_per_shape
 
 log = logging.getLogger(__name__)
 
@@ -116,18 +116,21 @@ def resolve_backend(requested: str, network: str | None = None) -> str:
 class TorchRunner:
     def __init__(self, module_factory: Callable[[Path], object], onnx_path: Path,
                  one_thread: bool | None = None) -> None:
-        """`one_thread` (default: on CUDA) runs every call on the network's own thread with padded batches."""
+        """`one_thread` (default: on CUDA with cuDNN) runs every call on the network's own thread, batches padded."""
         import torch
 
         self._torch = torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.module = module_factory(onnx_path).eval().to(self.device)
         self.name = f"torch-{self.device.type}"
-        # CUDA plans each new input shape (~2 s for YuNet), per thread: few shapes, one thread (cuda_plans.py).
-        self.plans_per_shape = self.device.type == "cuda" if one_thread is None else one_thread
-        self._thread = None
         if self.device.type == "cuda":
             cuda_kernels()
+        # cuDNN (BLURCAST_CUDNN=1) plans each new input shape (~2 s for YuNet), per thread: few shapes, one thread
+        # (cuda_plans.py). PyTorch's own kernels, the default, need none of that.
+        self.plans_per_shape = plans_per_shape(self.device.type) if one_thread is None else one_thread
+        # CUDA loads its kernels on the first call (130 ms on the H200): done in the engine's warm-up, not on a frame.
+        self.warm_first = self.device.type == "cuda"
+        self._thread = None
         if self.plans_per_shape:  # one thread per network for the process: plans made once serve every runner
             self._thread = network_thread(f"{onnx_path.stem}-{self.device}")
 

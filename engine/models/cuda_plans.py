@@ -19,8 +19,8 @@ keeps exact shapes, where a new shape costs nothing.
 
 The second GPU run (stop 28) measured the cure at the root: with cuDNN off (`cuda_kernels`), PyTorch's own kernels
 plan nothing, and the stalls left after the measures above (the second looks' mosaics, shapes no warm-up foresaw)
-went with it. These measures stay as they were measured with it; whether the canvases can go (exact shapes, the
-CPU's function) is for a GPU session to measure (docs/gpu.md).
+went with it. The measures above now apply only where cuDNN is turned back on (`plans_per_shape`); with PyTorch's own
+kernels the crops keep their exact shapes and calls run on the caller's thread, as on the CPU (docs/gpu.md).
 """
 
 from __future__ import annotations
@@ -90,6 +90,17 @@ def cuda_kernels() -> None:
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.enabled = os.environ.get("BLURCAST_CUDNN", "0") == "1"
+
+
+def plans_per_shape(device_type: str) -> bool:
+    """Whether a network on this device plans each new input shape, so that the measures of this module apply (few
+    shapes, one thread per network, planned at start): CUDA with cuDNN turned back on (BLURCAST_CUDNN=1) only.
+    PyTorch's own kernels, the default on CUDA since stop 28, took a new YuNet shape in 2-7 ms against a steady
+    1.7-3.5 ms a call (bench/cudnn_ab.py): the crops keep their exact shapes, and the GPU computes the CPU's function.
+    Call after `cuda_kernels`."""
+    import torch
+
+    return device_type == "cuda" and torch.backends.cudnn.enabled
 
 
 class NetworkThread:

@@ -60,9 +60,9 @@ def record_calls(frames: list[np.ndarray]) -> tuple[list[tuple], object]:
     calls: list[tuple] = []
     real = pipeline.anonymizer.apply
 
-    def spy(frame, index, boxes, guesses=(), keep=()):
+    def spy(frame, index, boxes, guesses=(), keep=(), revealable=None):  # `revealable`: file mode's reveal
         calls.append(([np.array(b) for b in boxes], [np.array(b) for b in guesses], [np.array(b) for b in keep]))
-        return real(frame, index, calls[-1][0], calls[-1][1], calls[-1][2])
+        return real(frame, index, calls[-1][0], calls[-1][1], calls[-1][2], revealable=revealable)
     pipeline.anonymizer.apply = spy
     for i, frame in enumerate(frames):
         pipeline.process(frame.copy(), i, 1 / 30)

@@ -2,13 +2,14 @@
 # One GPU-box session in one call (a box with a CUDA torch, onnxruntime and OpenCV, but no network, no FFmpeg and
 # no shared data): the CUDA tests, network parity and single-stream figures (bench/gpu_check.py), the corpus
 # through the product's engine on the GPU (file and live) with the CPU backend beside it (bench/gpu_corpus.py),
-# and the 1080p30 streams one GPU holds.
+# a 1080p crowd's file-mode stages (bench/profile_file.py) and the 1080p30 streams one GPU holds.
 #
 #   bash bench/gpu_session.sh --pack    # here, with network and ../shared: fills .devcarry/ (~55 MiB, git-ignored)
 #   bash bench/gpu_session.sh           # there, with .devcarry carried; everything lands in $OUT (or /tmp/gpu_out)
 #
-# Each step has its own timeout (T_TESTS, T_CHECK, T_CORPUS, T_CPU, T_STREAMS; 555 s in all, under one call's 600 s)
-# and writes its figures as it goes, so a step that runs long loses only itself. docs/gpu.md has the first run's figures and what they led to.
+# Each step has its own timeout (T_TESTS, T_CHECK, T_CORPUS, T_CPU, T_PROFILE, T_STREAMS; 565 s in all, under one
+# call's 600 s) and writes its figures as it goes, so a step that runs long loses only itself. docs/gpu.md has each
+# run's figures and what they led to.
 set -u
 cd "$(dirname "$0")/.."
 CARRY=.devcarry
@@ -44,7 +45,7 @@ python3 -c "import torch,cv2,numpy,onnxruntime;print('torch',torch.__version__,t
 nproc; which ffmpeg || echo "no ffmpeg (the tests that record skip)"
 SMOKE=${QUICK:+--smoke}; ONLY=${QUICK:+--only interview}
 step tests
-BLURCAST_REQUIRE_CUDA=1 timeout "${T_TESTS:-120}" python3 -m pytest -q -p no:cacheprovider -rfE --junitxml="$O/pytest.xml" \
+BLURCAST_REQUIRE_CUDA=1 timeout "${T_TESTS:-100}" python3 -m pytest -q -p no:cacheprovider -rfE --junitxml="$O/pytest.xml" \
   ${TESTS:-tests/test_gpu_ops.py tests/test_cuda_plans.py tests/test_multistream.py tests/test_backends.py tests/test_pipeline.py} 2>&1 | tail -30
 step check
 timeout "${T_CHECK:-90}" python3 bench/gpu_check.py $SMOKE --out "$O/gpu_check.json" --junit "$O/pytest.xml" \
@@ -55,6 +56,11 @@ timeout "${T_CORPUS:-150}" python3 bench/gpu_corpus.py --run "$CARRY/pack" --bac
 step corpus-cpu
 timeout "${T_CPU:-45}" python3 bench/gpu_corpus.py --run "$CARRY/pack" --backend onnxruntime --skip 1080p $ONLY \
   --out "$O/corpus_cpu.json" 2>&1 | grep -E "gpu_corpus |Error|Traceback" | tail -20
+step profile
+timeout "${T_PROFILE:-30}" python3 bench/profile_file.py --clip "$CARRY"/pack/wider_0_Parade_Parade_0_873_48f.mp4 --as-is \
+  --discard --backend auto --json "$O/profile_crowd.json" > /dev/null 2>&1 \
+  && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print({k: v for k, v in d.items() if k != 'stages_ms_per_frame'})" \
+  "$O/profile_crowd.json"
 step streams
 timeout "${T_STREAMS:-150}" python3 bench/gpu_check.py $SMOKE --out "$O/streams.json" --sections streams --seconds 4 \
   --max-streams 16 2>&1 | grep "streams:" | tail -12

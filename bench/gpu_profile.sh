@@ -47,7 +47,7 @@ for backend in ${BACKENDS:-auto onnxruntime}; do
       || tail -5 "$O/parts/err.txt"
   done
 done
-for backend in ${PHOTOS:-auto onnxruntime}; do
+for backend in ${PHOTOS:-torch onnxruntime}; do  # auto keeps a photo on the CPU since stop 28
   step "photo $backend"
   /usr/bin/time -f "photo $backend: %e s wall, %M KiB" timeout "${T_PHOTO:-60}" python3 -m blurcast run \
     "$CARRY/clips/photo.jpg" -o "/tmp/photo_$backend.png" --no-facebank --backend "$backend" 2>&1 | tail -3

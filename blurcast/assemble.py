@@ -13,9 +13,12 @@ from pathlib import Path
 
 from engine.client import EnginePaths, default_paths
 from engine.config import Settings
+from engine.models import backends
 from engine.models.backends import resolve_backend
+from engine.pipeline import Pipeline
 from engine.runner import Engine
 from engine.service import ServeOptions, open_sink
+from engine.stages.detect import create_detector
 from engine.stages.sources import open_source
 from engine.stream_options import srt_output_url
 from facebank.enrol import Enroller
@@ -37,14 +40,21 @@ def build_engine(options: ServeOptions, settings: Settings, *, paths: EnginePath
     """Source, pipeline with the facebank identifier, and the sinks `options` asks for."""
     paths = paths or default_paths()
     store = Facebank(paths.facebank) if use_facebank else None
-    extra = _allowed_people(settings, store, allow)
-    gallery = LiveGallery(store, extra=extra)
     source = open_source(options.source, loop=options.loop)
-    settings = _for_source(settings, source)
+    models = _networks_for(settings, source, options.loop)
+    try:
+        extra = _allowed_people(models, store, allow)
+    except Exception:
+        source.close()
+        raise
+    gallery = LiveGallery(store, extra=extra)
     # Without a facebank and without --allow nobody can ever be shown (nothing can be enrolled either): no
     # recognizer to load, 0.2-0.3 s of every such start (the pipeline's own NoIdentifier blurs every face).
-    identifier = create_identifier(settings, gallery) if store is not None or extra else None
-    engine = Engine(settings, source, identifier=identifier)
+    identifier = create_identifier(models, gallery) if store is not None or extra else None
+    # A photo's networks where `models` says; the engine keeps (and would save) the settings it was given.
+    pipeline = None if models is settings else Pipeline(settings, detector=create_detector(models),
+                                                          identifier=identifier)
+    engine = Engine(settings, source, identifier=identifier, pipeline=pipeline)
     try:
         for kind, wanted in (("file", options.record), ("vcam", options.vcam), ("preview", options.preview)):
             if wanted:
@@ -61,12 +71,13 @@ def build_engine(options: ServeOptions, settings: Settings, *, paths: EnginePath
     return Assembly(engine, facebank, gallery)
 
 
-def _for_source(settings: Settings, source) -> Settings:
-    """A photo stays on the CPU under `auto`, as enrolment photos do (backends.CPU_ON_CUDA). Measured on an H200
-    (docs/gpu.md, stop 28): one photo took 4.7 s through torch on CUDA, most of it CUDA's start, against 1.9 s on
-    onnxruntime; and the CPU computes the function every photo figure of this project was measured with."""
+def _networks_for(settings: Settings, source, loop: bool) -> Settings:
+    """The settings the networks are built with: a photo (one frame, not looped) on a GPU rig stays on the CPU under
+    `auto`, as enrolment photos do (backends.CPU_ON_CUDA). Measured on an H200 (docs/gpu.md, stop 28): one photo
+    took 4.7 s through torch on CUDA, most of it CUDA's start, against 1.9 s on onnxruntime; and the CPU computes
+    the function every photo figure of this project was measured with. Anything else: `settings` itself."""
     info = getattr(source, "info", None)
-    if settings.backend != "auto" or info is None or info.frame_count != 1:
+    if settings.backend != "auto" or loop or info is None or info.frame_count != 1 or not backends.cuda_available():
         return settings
     return replace(settings, backend=resolve_backend("auto", "photo"))
 

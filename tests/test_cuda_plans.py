@@ -201,30 +201,33 @@ def test_photos_stay_on_the_cpu_where_there_is_a_gpu(monkeypatch):
 
 def test_blurcast_run_on_a_photo_stays_on_the_cpu_where_there_is_a_gpu(monkeypatch, tmp_path):
     """`blurcast run photo.jpg` under auto: one photo took 4.7 s through torch on CUDA (mostly CUDA's start) against
-    1.9 s on onnxruntime (an H200, docs/gpu.md). A video on the same rig still goes to the GPU (torch)."""
+    1.9 s on onnxruntime (an H200, docs/gpu.md). A video, or a photo looped as a live source, still goes to the GPU;
+    without a GPU nothing changes; and the engine keeps `auto` in its settings (which a control command saves)."""
     from blurcast.assemble import build_engine
     from engine.client import EnginePaths
     from engine.models import backends
     from engine.service import ServeOptions
 
     need_data(PERFORMER_PHOTO)
-    monkeypatch.setattr(backends, "cuda_available", lambda: True)
+    video = tmp_path / "three.mp4"  # a source of more than one frame stands for "not a photo"
+    frame = cv2.imread(str(PERFORMER_PHOTO))
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, frame.shape[1::-1])
+    for _ in range(3):
+        writer.write(frame)
+    writer.release()
     picked: list[str] = []
     real = backends.make_runner
     monkeypatch.setattr(yunet, "make_runner", lambda backend, *a, **k: picked.append(backend) or real(
         "onnxruntime", *a, **k))  # what the detector was asked to run on; built on this CPU either way
-    paths = EnginePaths(tmp_path)
-    for source in (PERFORMER_PHOTO, None):
-        if source is None:  # a one-frame source is a still: a short video stands for "not a photo" here
-            source = tmp_path / "two.mp4"
-            frame = cv2.imread(str(PERFORMER_PHOTO))
-            writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*"mp4v"), 10, frame.shape[1::-1])
-            for _ in range(3):
-                writer.write(frame)
-            writer.release()
-        engine = build_engine(ServeOptions(source=str(source)), Settings(), paths=paths, use_facebank=False).engine
+    for gpu, source, loop, expected in ((True, PERFORMER_PHOTO, False, "onnxruntime"), (True, video, False, "auto"),
+                                        (True, PERFORMER_PHOTO, True, "auto"), (False, PERFORMER_PHOTO, False, "auto")):
+        monkeypatch.setattr(backends, "cuda_available", lambda gpu=gpu: gpu)
+        picked.clear()
+        engine = build_engine(ServeOptions(source=str(source), loop=loop), Settings(), paths=EnginePaths(tmp_path),
+                              use_facebank=False).engine
         engine.close()
-    assert picked == ["onnxruntime", "auto"]
+        assert picked == [expected], (gpu, source.name, loop)
+        assert engine.settings.backend == "auto"
 
 
 class ShapeLog:

@@ -1,9 +1,11 @@
-"""Networks on CUDA see few input shapes, on one thread each, planned before frames need them (cuda_plans.py).
+"""Networks on CUDA: PyTorch's own kernels by default; with cuDNN, few input shapes, on one thread each, planned
+before frames need them (cuda_plans.py).
 
 The first GPU run (an H200, docs/gpu.md) ran the dev clip at 2.3 fps, p95 2.1 s: cuDNN planned ~58 new YuNet
-input shapes, ~2 s each, one for nearly every crop looked at again. These tests hold the mechanism on the CPU,
-with real models on real faces: a runner flagged `plans_per_shape` (as torch on CUDA is) records which shapes
-were planned at start and which the stream then asks for.
+input shapes, ~2 s each, one for nearly every crop looked at again. The second found the plans that were left
+still made the GPU slower than the CPU, and turned cuDNN off. These tests hold the mechanism on the CPU, with
+real models on real faces: a runner flagged `plans_per_shape` (as torch on CUDA with cuDNN is) records which
+shapes were planned at start and which the stream then asks for.
 """
 
 from __future__ import annotations

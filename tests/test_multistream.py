@@ -106,6 +106,29 @@ def test_batching_runner_fails_every_caller_of_a_failed_batch():
     runner.close()
 
 
+@pytest.mark.parametrize("warm_first", [True, False])
+def test_a_shared_runner_is_warmed_up_as_the_network_it_wraps(warm_first):
+    """Torch on CUDA loads its kernels on its first call (`warm_first`): the streams' pipelines read that from the
+    shared runner they hold, so their warm-up makes that call before any frame (Pipeline.warm_up)."""
+    real = OnnxRuntimeRunner(model_path("yunet"))
+
+    class Wrapped:
+        name, plans_per_shape = real.name, False
+
+        def run(self, batch):
+            return real.run(batch)
+
+    wrapped = Wrapped()
+    wrapped.warm_first = warm_first
+    runner = BatchingRunner(wrapped, expected=2)
+    try:
+        assert runner.warm_first is warm_first and runner.plans_per_shape is False
+        assert len(runner.run(np.zeros((1, 3, 64, 64), np.float32))) == len(real.run(np.zeros((1, 3, 64, 64),
+                                                                                         np.float32)))
+    finally:
+        runner.close()
+
+
 @pytest.mark.parametrize(("device", "tolerance"), [(None, 0.5), ("cpu", 3.0)], ids=["onnxruntime", "device-path"])
 def test_streams_keep_their_own_settings_sinks_and_sockets(dev_clip, tmp_path, device, tolerance):
     """Two streams of the dev clip in one process: stream b fills where a blurs (its own settings.json),

@@ -70,7 +70,8 @@ def cuda_available() -> bool:
 def openvino_bf16() -> bool:
     """Whether OpenVINO is installed and infers in bf16 by default on this CPU (x86 with AVX-512-BF16 or AMX, where
     it was measured; other CPUs default to f32 or f16, not measured here: they keep onnxruntime)."""
-    if _cpu_flags() is not None and not _cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+    flags = _cpu_flags()
+    if flags is not None and not flags & {"avx512_bf16", "amx_bf16"}:
         return False  # Linux says the CPU has no bf16: importing OpenVINO to ask costs 0.1-0.5 s of every start
     try:
         import openvino

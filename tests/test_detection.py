@@ -67,6 +67,19 @@ def test_mirrored_input_is_numpys_own(wider):
         assert np.array_equal(derived, np.ascontiguousarray(view))
 
 
+def test_network_input_is_numpys_transposing_cast(wider):
+    """The detectors' planar float batch, made plane by plane, has the very values numpy's transposing cast gave:
+    of a whole photo, of a tile (a view with the photo's row stride) and of a mirrored view."""
+    from engine.stages.detect import network_input
+
+    root, gt = wider
+    image = cv2.imread(str(root / "images" / next(iter(gt))))
+    for view in (image, image[100:400, 50:700], image[:, ::-1]):
+        batch = network_input(view)
+        assert batch.dtype == np.float32 and batch.flags.c_contiguous
+        assert np.array_equal(batch, np.ascontiguousarray(view.transpose(2, 0, 1)[None], dtype=np.float32))
+
+
 def test_nms_sweep_keeps_what_the_plain_loop_keeps(wider, monkeypatch):
     """The sweep NMS used from SWEEP_FROM boxes keeps the very boxes, in order, that the plain greedy loop keeps:
     on a real crowd's raw boxes at file mode's 0.1 bar, and on the same boxes with ties and duplicates added."""

@@ -174,3 +174,25 @@ def test_recordings_say_which_matrix_their_yuv_has(tmp_path: Path) -> None:
     assert _colour_spaces(tmp_path / "rec.mp4") == {"smpte170m"}
     shown = _centres(_last_frame(tmp_path / "rec.mp4"))
     assert np.abs(shown - _centres(image)).max() <= TOLERANCE, f"recorded colours off:\n{shown.round(1)}"
+
+
+@pytest.mark.parametrize(("width", "height"), [(W, H), (W + 1, H + 1)])
+def test_a_recording_keeps_the_frames_pixels_at_even_and_odd_sizes(width: int, height: int, tmp_path: Path) -> None:
+    """Even sizes go down the encoder's pipe as I420 made by OpenCV, odd ones as BGR that FFmpeg pads by a pixel:
+    either way every frame is there, at its size (odd: one more), with its colours."""
+    from engine.stages.anonymize import Anonymizer
+    from engine.stages.sink import FileSink
+
+    anonymizer, image = Anonymizer(Settings()), cv2.resize(_patches(), (width, height), interpolation=cv2.INTER_NEAREST)
+    sink = FileSink(tmp_path / "rec.mp4", width, height, 30)
+    for index in range(12):
+        sink.write(anonymizer.apply(image.copy(), index, []))
+    sink.close()
+    cap = cv2.VideoCapture(str(tmp_path / "rec.mp4"))
+    read = []
+    while (frame := cap.read()[1]) is not None:
+        read.append(frame)
+    assert len(read) == 12
+    assert read[-1].shape[:2] == (height + height % 2, width + width % 2)
+    shown = read[-1][:height, :width]
+    assert np.abs(_centres(shown) - _centres(image)).max() <= TOLERANCE, "recorded colours off"

@@ -20,6 +20,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
 
+import cv2
+import numpy as np
+
 from engine.media import IMAGE_SUFFIXES, is_image_path
 from engine.stages.anonymize import SafeFrame
 
@@ -139,6 +142,9 @@ class FileSink:
     def _open(self, path: Path, width: int, height: int, audio_from: str | None) -> None:
         check_output_path(path, audio_from)
         self.path, self.width, self.height, self.audio_from = path, width, height, audio_from
+        # Even sizes go down the pipe as I420, converted here by OpenCV, as the stream outputs do
+        # (sinks/stream.py): FFmpeg's bgr24 -> yuv420p cost more than OpenCV's, and the pipe carries half the bytes.
+        self._yuv = width % 2 == 0 and height % 2 == 0
         self._segment_frames = 0
         self._closed = False
         self._stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the encoder; a file, not a pipe, so a chatty ffmpeg never blocks)
@@ -154,7 +160,8 @@ class FileSink:
     def _command(self) -> list[str]:
         fps = str(self.fps)
         cmd = [self._ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
-               "-pix_fmt", "bgr24", "-s", f"{self.width}x{self.height}", "-r", fps, "-i", "pipe:0"]
+               "-pix_fmt", "yuv420p" if self._yuv else "bgr24", "-s", f"{self.width}x{self.height}", "-r", fps,
+               "-i", "pipe:0"]
         if self.audio_from and Path(self.audio_from).is_file():
             # No -shortest: it would drop the last frames of a video whose audio ends first (and end a live
             # recording when the audio file does). A truncated input's audio is cut afterwards: trim_audio().
@@ -162,8 +169,9 @@ class FileSink:
         # yuv420p needs even sizes; pad by one pixel rather than resize, so every face stays where it was.
         # Sliced threads and a short lookahead keep ~10 frames inside x264 instead of ~30, so a crash loses
         # under half a second more than the last fragment (measured: 76 of 90 frames kept vs 60; size +1 %).
-        cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", self.preset,
-                "-crf", str(self.crf), "-x264-params", "sliced-threads=1:sync-lookahead=0:rc-lookahead=8",
+        pad = [] if self._yuv else ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
+        cmd += [*pad, "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf),
+                "-x264-params", "sliced-threads=1:sync-lookahead=0:rc-lookahead=8",
                 "-pix_fmt", "yuv420p", *COLOUR_TAGS, "-r", fps,
                 "-force_key_frames", f"expr:gte(t,n_forced*{KEYFRAME_EVERY_S})",
                 *CRASH_SAFE_MUXING[self.path.suffix.lower()], "-flush_packets", "1", str(self.path)]
@@ -174,7 +182,11 @@ class FileSink:
         height, width = image.shape[:2]
         if (width, height) != (self.width, self.height):
             self._new_segment(width, height)
-        self._write_bytes(memoryview(image.data if image.flags.c_contiguous else image.copy().data))
+        self._write_bytes(memoryview(self._pixels(image)))
+
+    def _pixels(self, image: np.ndarray) -> np.ndarray:
+        """What goes down the encoder's pipe for `image`: I420 for even sizes, else BGR as it is."""
+        return cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420) if self._yuv else np.ascontiguousarray(image)
 
     def _write_bytes(self, pixels: bytes | memoryview) -> None:
         try:
@@ -197,7 +209,7 @@ class FileSink:
                 self.repeated += 1
         self.write(frame)
         self._next_position = max(position + 1, self._next_position or 0)
-        self._last = (image.shape, image.tobytes())
+        self._last = (image.shape, self._pixels(image).tobytes())
 
     def restart(self) -> bool:
         """After the encoder died: go on in a new file (`rec-1.mp4`), unless it keeps dying. True if it did."""
@@ -330,8 +342,6 @@ class ImageSink:
     def close(self) -> None:
         if self._image is None:
             return
-        import cv2
-
         image, self._image = self._image, None
         try:  # beside the picture (the rename stays on one file system), its suffix choosing the codec
             handle, name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent)

@@ -12,7 +12,7 @@ from engine.faces import Detections, box_iou, overlaps
 from engine.models.backends import NetworkRunner, OnnxRuntimeRunner, make_runner
 from engine.models.cuda_plans import CROP_SIDES, crop_canvas
 from engine.models.weights import model_path
-from engine.stages.detect import detection_scale, letterbox, merge, nms
+from engine.stages.detect import detection_scale, letterbox, merge, network_input, nms
 from engine.stages.detectors.parallel import FrameParallelDetector
 from engine.stages.detectors.second_look import cell_areas, mirror, second_look
 from engine.stream_options import usable_cores
@@ -258,7 +258,7 @@ class YuNetDetector:
         return self._detect_image(image, scale, min_score)
 
     def _detect_image(self, image: np.ndarray, scale: float, min_score: float) -> Detections:
-        batch = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
+        batch = network_input(image)
         outputs = self.runner.run(batch)
         return self._decode(outputs, image.shape[:2], scale, min_score)
 

@@ -178,11 +178,16 @@ class FileSink:
         return cmd
 
     def write(self, frame: SafeFrame) -> None:
-        image = _check(frame).image
+        self._write_image(_check(frame).image)
+
+    def _write_image(self, image: np.ndarray) -> np.ndarray:
+        """Writes an anonymized frame's pixels; returns what went down the pipe."""
         height, width = image.shape[:2]
         if (width, height) != (self.width, self.height):
             self._new_segment(width, height)
-        self._write_bytes(memoryview(self._pixels(image)))
+        pixels = self._pixels(image)
+        self._write_bytes(memoryview(pixels))
+        return pixels
 
     def _pixels(self, image: np.ndarray) -> np.ndarray:
         """What goes down the encoder's pipe for `image`: I420 for even sizes, else BGR as it is."""
@@ -207,9 +212,9 @@ class FileSink:
             for _ in range(min(position - self._next_position, MAX_FILL_FRAMES)):
                 self._write_bytes(self._last[1])
                 self.repeated += 1
-        self.write(frame)
+        pixels = self._write_image(image)
         self._next_position = max(position + 1, self._next_position or 0)
-        self._last = (image.shape, self._pixels(image).tobytes())
+        self._last = (image.shape, pixels.tobytes())  # a copy: BGR's pixels are the frame's own buffer
 
     def restart(self) -> bool:
         """After the encoder died: go on in a new file (`rec-1.mp4`), unless it keeps dying. True if it did."""

@@ -196,3 +196,43 @@ def test_a_recording_keeps_the_frames_pixels_at_even_and_odd_sizes(width: int, h
     assert read[-1].shape[:2] == (height + height % 2, width + width % 2)
     shown = read[-1][:height, :width]
     assert np.abs(_centres(shown) - _centres(image)).max() <= TOLERANCE, "recorded colours off"
+
+
+def test_a_live_recording_never_fills_a_new_encoder_with_another_sizes_frames(tmp_path: Path) -> None:
+    """Live, dropped frames are filled with the last frame written. That frame belongs to the encoder it went to:
+    after a size change whose new encoder died and was restarted, a frame of the old size after a gap filled the
+    new encoder with frames of the old size (garbage at its size)."""
+    from engine.stages.anonymize import Anonymizer
+    from engine.stages.sink import FileSink, SinkError
+
+    class DiesOnce(FileSink):
+        died = False
+
+        def _open(self, path, width, height, audio_from):
+            super()._open(path, width, height, audio_from)
+            if (width, height) == (66, 50) and not DiesOnce.died:  # the new size's encoder dies at once
+                DiesOnce.died = True
+                self._proc.kill()
+                self._proc.wait()
+
+    anonymizer = Anonymizer(Settings())
+
+    def frame(width: int, height: int, index: int):
+        return anonymizer.apply(np.full((height, width, 3), (40 + 20 * index, 100, 200), np.uint8), index, [])
+
+    sink = DiesOnce(tmp_path / "rec.mp4", 64, 48, 30)
+    sink.write_live(frame(64, 48, 0), 0)
+    sink.write_live(frame(64, 48, 1), 1)
+    with pytest.raises(SinkError):
+        sink.write_live(frame(66, 50, 2), 2)
+    assert sink.restart()
+    sink.write(frame(66, 50, 2))  # as the runner does after a restart
+    sink.write_live(frame(64, 48, 5), 5)  # the old size again, after a gap
+    sink.close()
+    restarted = sink.segments[-2]  # the file the restarted encoder wrote; the last one is the old size's again
+    cap = cv2.VideoCapture(str(restarted))
+    shown = []
+    while (picture := cap.read()[1]) is not None:
+        shown.append(picture)
+    assert [p.shape[:2] for p in shown] == [(50, 66)], "the restarted encoder got one frame, no fills"
+    assert float(shown[0].reshape(-1, 3).std(axis=0).max()) < 8, "a flat frame came out as noise"

@@ -135,7 +135,6 @@ class FileSink:
         self.frames = 0  # frames written, all segments together (repeats included)
         self.repeated = 0  # live: frames the engine dropped, filled with the frame before them
         self._next_position: int | None = None  # live: the source timeline's next frame
-        self._last: tuple[tuple[int, ...], bytes] | None = None  # live: the last frame written (shape, pixels)
         self._base = Path(path)
         self._open(Path(path), width, height, audio_from)
 
@@ -147,6 +146,7 @@ class FileSink:
         self._yuv = width % 2 == 0 and height % 2 == 0
         self._segment_frames = 0
         self._closed = False
+        self._last: tuple[tuple[int, ...], memoryview] | None = None  # live: the last frame written to *this* encoder
         self._stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the encoder; a file, not a pipe, so a chatty ffmpeg never blocks)
         self._proc = subprocess.Popen(self._command(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                       stderr=self._stderr_file)
@@ -214,7 +214,8 @@ class FileSink:
                 self.repeated += 1
         pixels = self._write_image(image)
         self._next_position = max(position + 1, self._next_position or 0)
-        self._last = (image.shape, pixels.tobytes())  # a copy: BGR's pixels are the frame's own buffer
+        # BGR goes down the pipe from the frame's own buffer, which the frame loop may reuse: kept as a copy.
+        self._last = (image.shape, memoryview(pixels.copy() if np.shares_memory(pixels, image) else pixels))
 
     def restart(self) -> bool:
         """After the encoder died: go on in a new file (`rec-1.mp4`), unless it keeps dying. True if it did."""

@@ -6,7 +6,9 @@ Each clip (cut to its first `--frames` frames, without audio) goes through defac
 through `blurcast run --no-facebank` of each `--tree` (a checkout: another worktree of main for the baseline;
 default this one), each a fresh process with model load, in turn, `--repeat` times. Prints fps per run and
 the ratio to deface of the same round (on a shared machine only ratios within a round mean anything), and
-each process's CPU time a frame (its encoder child included), steadier than wall time under load.
+each process's CPU time a frame (its encoder child included), steadier than wall time under load, and at the
+end each tree's median ratio over the rounds with its range. Each tree's bytecode is compiled first (`.pyc` files
+written into it), as `pip install` compiles deface's.
 """
 
 from __future__ import annotations

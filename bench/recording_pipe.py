@@ -77,6 +77,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("engine").setLevel(logging.WARNING)  # not each recording's "recording ..." line
+    cv2.setNumThreads(1)  # as the engine runs OpenCV (pipeline.OPENCV_THREADS): the writer's thread time is all of it
     cap, frames = cv2.VideoCapture(str(args.clip)), []
     while len(frames) < args.frames and (frame := cap.read()[1]) is not None:
         frames.append(frame)

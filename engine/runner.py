@@ -49,6 +49,20 @@ LIVE_COAST = 1
 COAST_AFTER_S = 1.0
 COAST_HOLD_S = 10.0
 SHED_HOLD_MARGIN = 1.25  # a tile-only face's track must outlive the thinned tile cycle by this factor
+# The other way round: with time to spare (a fast CPU, a GPU, a low frame rate), live mode looks at more tiles a frame,
+# down to every tile every frame as file mode does. In-process on the 4 WIDER crowds, every frame in order
+# (bench/live_variants.py): 310 leaked face-frames with one tile a frame, 279 with three, 243 with all six
+# (docs/measurements.md, stop 29). The budget is a frame's p95 latency over the last second against
+# min(HEADROOM_PERIOD_SHARE x the frame period, HEADROOM_LATENCY_S): the tiles a step adds, priced at the detector's
+# measured time a tile, must keep it under HEADROOM_SPEND_BELOW of the budget; over the budget, a step back; behind
+# (shedding or coasting), straight back to TILE_CYCLE. A step waits HEADROOM_HOLD_S for frames of its own.
+TILE_HEADROOM = 1
+TILE_CYCLES = tuple(sorted({TILE_CYCLE, 3, 2, 1}, reverse=True))  # 1080p: 1, 2, 3, then all 6 tiles a frame
+HEADROOM_LATENCY_S = 0.050  # live mode's bound on added latency (p95)
+HEADROOM_PERIOD_SHARE = 1.0  # ... and a frame period: slower, frames would pile up (then shedding steps back)
+HEADROOM_SPEND_BELOW = 0.9
+HEADROOM_WINDOW_S = 1.0
+HEADROOM_HOLD_S = 2.0
 PREVIEW_WIDTH = 640  # the largest preview a client may ask for; each asks for what its terminal can show
 PREVIEW_EVERY_S = 0.2
 
@@ -466,7 +480,47 @@ class Engine:
         shedding = now < self._shed_until and holds
         self.stats.shedding += shedding
         detector.tile_every = 2 if shedding else 1
+        self._spend_headroom(detector, now, behind=now < self._shed_until or coasting)
+        cycle = getattr(detector, "tile_cycle", TILE_CYCLE)
         self.pipeline.tracker.repeat_max_gap = max(REPEAT_MAX_GAP, cycle * detector.tile_every + 1)
+
+    _headroom_at = 0.0
+
+    def _spend_headroom(self, detector, now: float, behind: bool) -> None:
+        """More tiles a frame while live mode has time to spare, fewer as it runs out (TILE_HEADROOM)."""
+        if not TILE_HEADROOM or not hasattr(detector, "tiles_per_frame"):
+            return
+        info = self.source.info
+        cycle = detector.tile_cycle
+        if not detector.tiles_per_frame(info.width, info.height, cycle):
+            return  # no tile pass at this frame size
+        if behind:
+            if cycle != TILE_CYCLE:
+                detector.tile_cycle, self._headroom_at = TILE_CYCLE, now
+                log.info("live: behind, back to one tile in turn (every %d frames)", TILE_CYCLE)
+            return
+        if now - self._headroom_at < HEADROOM_HOLD_S or detector.tile_seconds is None:
+            return
+        fps = max(info.fps, 1.0)
+        recent = list(self.stats.latencies_ms)[-max(5, int(fps * HEADROOM_WINDOW_S)):]
+        if len(recent) < 5:
+            return
+        p95 = float(np.percentile(recent, 95)) / 1000
+        budget = min(HEADROOM_PERIOD_SHARE / fps, HEADROOM_LATENCY_S)
+        step = TILE_CYCLES.index(cycle) if cycle in TILE_CYCLES else 0
+        if p95 > budget and step > 0:
+            step -= 1
+        elif step < len(TILE_CYCLES) - 1:
+            more = (detector.tiles_per_frame(info.width, info.height, TILE_CYCLES[step + 1])
+                    - detector.tiles_per_frame(info.width, info.height, cycle))
+            if p95 + more * detector.tile_seconds > HEADROOM_SPEND_BELOW * budget:
+                return
+            step += 1
+        else:
+            return
+        detector.tile_cycle, self._headroom_at = TILE_CYCLES[step], now
+        log.info("live: p95 %.0f ms, a tile %.1f ms, the budget %.0f ms: every tile comes back in %d frames",
+                 1000 * p95, 1000 * detector.tile_seconds, 1000 * budget, TILE_CYCLES[step])
 
     def _read_live(self, mailbox: queue.Queue, pace: bool) -> None:
         period = 1.0 / self.source.info.fps

@@ -233,3 +233,48 @@ def test_a_network_stream_bursts_wait_instead_of_being_dropped() -> None:
     camera, stream = _dropped_in_bursts("camera"), _dropped_in_bursts("stream")
     assert camera > 0, "the bursts never overran one slot: the test proves nothing"
     assert stream < camera
+
+
+def test_live_mode_spends_spare_time_on_more_tiles_and_gives_it_back(frames_1080p) -> None:
+    """With time to spare a 1080p source gets more tiles a frame, down to all of them every frame as in file mode,
+    as long as the tiles a step adds, at the detector's measured time a tile, fit the latency budget; past the
+    budget it gets fewer, and behind it is back to one tile in turn at once. Each step waits for frames of its own.
+    No tile pass (a small frame): nothing changes."""
+    from dataclasses import replace
+
+    from engine.runner import HEADROOM_HOLD_S, HEADROOM_LATENCY_S, TILE_CYCLES
+    from engine.stages.detectors.yunet import TILE_BUDGET, tile_grid
+
+    engine = Engine(SETTINGS, VideoSource(str(CLIP)))
+    detector = engine.pipeline.detector
+    try:
+        def after(latency_s: float, now: float, behind: bool = False) -> int:
+            engine.stats.latencies_ms.extend([1000 * latency_s] * 40)
+            engine._spend_headroom(detector, now, behind)
+            return detector.tile_cycle
+
+        now = time.monotonic() + 10 * HEADROOM_HOLD_S
+        detector.detect(frames_1080p[0], 0.5)  # the real tile pass's time a tile, on this machine
+        assert detector.tile_seconds is not None and detector.tile_seconds > 0
+        detector.tile_seconds = 0.002  # a fast machine's (the price of a step, below)
+        assert after(0.005, now) == TILE_CYCLE, "360p: no tile pass, nothing to spend the time on"
+        engine.source.info = replace(engine.source.info, width=1920, height=1080, fps=30.0)
+        cycles = [after(0.005, now + k * HEADROOM_HOLD_S) for k in range(len(TILE_CYCLES))]
+        assert cycles == [*TILE_CYCLES[1:], 1], cycles
+        assert after(0.005, now + 0.1 + (len(TILE_CYCLES) - 1) * HEADROOM_HOLD_S) == 1, "a step waits its hold"
+        assert after(HEADROOM_LATENCY_S * 1.2, now + 10 * HEADROOM_HOLD_S) == TILE_CYCLES[-2], "over budget: fewer"
+        assert after(0.005, now + 10.1 * HEADROOM_HOLD_S, behind=True) == TILE_CYCLE, "behind: back at once"
+        # Time to spare, but not for the tiles a step adds: 3 more tiles at 8 ms on 12 ms would pass the budget.
+        detector.tile_cycle, detector.tile_seconds = TILE_CYCLES[-2], 0.008
+        assert after(0.012, now + 20 * HEADROOM_HOLD_S) == TILE_CYCLES[-2]
+        # At cycle 1 the real detector searches every tile of a real 1080p frame in one frame.
+        detector.tile_cycle = 1
+        seen = []
+        search = detector._one_tile
+        detector._one_tile = lambda f, tile, found, score: (seen.append(tile), search(f, tile, found, score))[1]
+        detector.detect(frames_1080p[0], 0.5)
+        scale = 1280 / 1920
+        assert sorted(seen) == sorted(tile_grid(1920, 1080, TILE_BUDGET * scale * scale))
+        assert detector.tiles_per_frame(1920, 1080, 1) == len(seen) and detector.tiles_per_frame(640, 360, 1) == 0
+    finally:
+        engine.close()

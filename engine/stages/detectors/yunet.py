@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 
 import cv2
@@ -12,7 +13,7 @@ from engine.faces import Detections, box_iou, overlaps
 from engine.models.backends import NetworkRunner, OnnxRuntimeRunner, make_runner
 from engine.models.cuda_plans import CROP_SIDES, crop_canvas
 from engine.models.weights import model_path
-from engine.stages.detect import detection_scale, letterbox, merge, network_input, nms
+from engine.stages.detect import area_scale, detection_scale, letterbox, merge, network_input, nms
 from engine.stages.detectors.parallel import FrameParallelDetector
 from engine.stages.detectors.second_look import cell_areas, mirror, second_look
 from engine.stream_options import usable_cores
@@ -72,6 +73,7 @@ class YuNetDetector:
         # `tile_every`-th frame, the tracker holding what tiles found in between, so that every frame still
         # goes out at the source's rate rather than input frames being dropped.
         self.tile_every = 1
+        self.tile_seconds: float | None = None  # wall time of one tile, a running mean (live: runner.py)
         self._calls = 0
         self.second_look = False  # file mode (the pipeline turns it on): weak small faces looked at again
         self._rejected: list[tuple[np.ndarray, int]] = []  # (box, frame) of second looks that found nothing
@@ -183,10 +185,20 @@ class YuNetDetector:
         tiles = tile_grid(frame.shape[1], frame.shape[0], TILE_BUDGET * scale * scale)
         per_frame = -(-len(tiles) // max(1, self.tile_cycle))
         parts = []
+        started = time.perf_counter()
         for _ in range(per_frame):
             self._tile_turn = (self._tile_turn + 1) % len(tiles)
             parts.append(self._one_tile(frame, tiles[self._tile_turn], found, min_score))
+        one = (time.perf_counter() - started) / per_frame  # live mode prices more tiles a frame with it (runner.py)
+        self.tile_seconds = one if self.tile_seconds is None else 0.8 * self.tile_seconds + 0.2 * one
         return merge(parts, NMS_IOU) if len(parts) > 1 else parts[0]
+
+    def tiles_per_frame(self, width: int, height: int, cycle: int) -> int:
+        """Tiles a width x height frame's tile pass searches each frame at `cycle` (0 where it has none)."""
+        scale = area_scale(width, height, self.detect_width)
+        if not self.tiles or scale >= TILE_BELOW_SCALE:
+            return 0
+        return -(-len(tile_grid(width, height, TILE_BUDGET * scale * scale)) // max(1, cycle))
 
     def _one_tile(self, frame: np.ndarray, tile: tuple[int, int, int, int], found: Detections,
                   min_score: float) -> Detections:

@@ -269,11 +269,24 @@ class Engine:
                        "audio_dropped_samples": getattr(self.source, "audio_dropped_samples", 0)},
             "sinks": [s.name for s in self.sinks],
             "detector": f"{self.pipeline.detector.name} on {self.pipeline.detector.runner_name}",
+            "tiles": self._tiles_now(),
             "whole_frame": report.whole_frame if report else None,
             "faces": [f.as_dict() for f in report.faces] if report else [],
             "settings": self.settings.as_dict(),
             "facebank": self._identifier_status(),
         }
+
+    def _tiles_now(self) -> dict[str, int] | None:
+        """The full-resolution tiles searched a frame now, of the frame's all, and every how many frames (2 while
+        shedding); None where the frame size has no tile pass."""
+        detector, info = self.pipeline.detector, self.source.info
+        if not hasattr(detector, "tiles_per_frame"):
+            return None
+        total = detector.tiles_per_frame(info.width, info.height, 1)
+        if not total:
+            return None
+        return {"a_frame": detector.tiles_per_frame(info.width, info.height, detector.tile_cycle), "of": total,
+                "every": detector.tile_every}
 
     def _faults(self) -> dict[str, int]:
         faults = dict(self.pipeline.faults)

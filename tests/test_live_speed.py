@@ -258,9 +258,12 @@ def test_live_mode_spends_spare_time_on_more_tiles_and_gives_it_back(frames_1080
         assert detector.tile_seconds is not None and detector.tile_seconds > 0
         detector.tile_seconds = 0.002  # a fast machine's (the price of a step, below)
         assert after(0.005, now) == TILE_CYCLE, "360p: no tile pass, nothing to spend the time on"
+        assert engine.telemetry()["tiles"] is None
         engine.source.info = replace(engine.source.info, width=1920, height=1080, fps=30.0)
+        assert engine.telemetry()["tiles"] == {"a_frame": 1, "of": 6, "every": 1}, "what `engine status` says"
         cycles = [after(0.005, now + k * HEADROOM_HOLD_S) for k in range(len(TILE_CYCLES))]
         assert cycles == [*TILE_CYCLES[1:], 1], cycles
+        assert engine.telemetry()["tiles"]["a_frame"] == 6
         assert after(0.005, now + 0.1 + (len(TILE_CYCLES) - 1) * HEADROOM_HOLD_S) == 1, "a step waits its hold"
         assert after(HEADROOM_LATENCY_S * 1.2, now + 10 * HEADROOM_HOLD_S) == TILE_CYCLES[-2], "over budget: fewer"
         assert after(0.005, now + 10.1 * HEADROOM_HOLD_S, behind=True) == TILE_CYCLE, "behind: back at once"

@@ -151,6 +151,11 @@ def test_engine_status_rows_in_words():
     rows = dict(status_rows({**t, "lookahead_frames": 12, "backfilled": 4, "revealed": 9}))
     assert rows["look-ahead"] == ("12 frames held: 4 faces found late hidden in earlier frames, "
                                   "9 recognised late shown in earlier frames")
+    assert "small faces" not in rows, "no tile pass (a small frame), no row"
+    rows = dict(status_rows({**t, "tiles": {"a_frame": 3, "of": 6, "every": 1}}))
+    assert rows["small faces"] == "3 of 6 full-resolution tiles searched a frame"
+    rows = dict(status_rows({**t, "tiles": {"a_frame": 1, "of": 6, "every": 2}}))
+    assert rows["small faces"] == "1 of 6 full-resolution tiles searched a frame, every other frame (behind)"
 
 
 def test_lookahead_done_says_what_the_held_frames_did_only_while_it_holds():

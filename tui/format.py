@@ -241,10 +241,21 @@ def status_rows(t: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     if t.get("lookahead_frames"):
         rows.append(("look-ahead", lookahead_line(t)))
+    if isinstance(t.get("tiles"), dict):
+        rows.append(("small faces", tiles_line(t["tiles"])))
     enrol = t.get("enrolment")
     if isinstance(enrol, dict):
         rows.append(("enrolment", enrolment_line(enrol)))
     return rows
+
+
+def tiles_line(tiles: dict[str, Any]) -> str:
+    """How much of a large frame is searched at full resolution for small faces: live mode takes more tiles a frame
+    with time to spare, fewer when behind."""
+    line = f"{tiles.get('a_frame', '?')} of {tiles.get('of', '?')} full-resolution tiles searched a frame"
+    if (tiles.get("every") or 1) > 1:
+        line += f", every {tiles['every']}th frame (behind)" if tiles["every"] > 2 else ", every other frame (behind)"
+    return line
 
 
 def lookahead_line(t: dict[str, Any]) -> str:

@@ -178,10 +178,11 @@ class FileSink:
         return cmd
 
     def write(self, frame: SafeFrame) -> None:
-        self._write_image(_check(frame).image)
+        self._write_frame(frame)
 
-    def _write_image(self, image: np.ndarray) -> np.ndarray:
+    def _write_frame(self, frame: SafeFrame) -> np.ndarray:
         """Writes an anonymized frame's pixels; returns what went down the pipe."""
+        image = _check(frame).image
         height, width = image.shape[:2]
         if (width, height) != (self.width, self.height):
             self._new_segment(width, height)
@@ -212,7 +213,7 @@ class FileSink:
             for _ in range(min(position - self._next_position, MAX_FILL_FRAMES)):
                 self._write_bytes(self._last[1])
                 self.repeated += 1
-        pixels = self._write_image(image)
+        pixels = self._write_frame(frame)
         self._next_position = max(position + 1, self._next_position or 0)
         # BGR goes down the pipe from the frame's own buffer, which the frame loop may reuse: kept as a copy.
         self._last = (image.shape, memoryview(pixels.copy() if np.shares_memory(pixels, image) else pixels))

@@ -497,7 +497,8 @@ class Engine:
         cycle = getattr(detector, "tile_cycle", TILE_CYCLE)
         self.pipeline.tracker.repeat_max_gap = max(REPEAT_MAX_GAP, cycle * detector.tile_every + 1)
 
-    _headroom_at = 0.0
+    _headroom_at = 0.0  # the last step
+    _headroom_checked = 0.0  # the last look at the window
 
     def _spend_headroom(self, detector, now: float, behind: bool) -> None:
         """More tiles a frame while live mode has time to spare, fewer as it runs out (TILE_HEADROOM)."""
@@ -512,8 +513,10 @@ class Engine:
                 detector.tile_cycle, self._headroom_at = TILE_CYCLE, now
                 log.info("live: behind, back to one tile in turn (every %d frames)", TILE_CYCLE)
             return
-        if now - self._headroom_at < HEADROOM_HOLD_S or detector.tile_seconds is None:
+        if (now - self._headroom_at < HEADROOM_HOLD_S or now - self._headroom_checked < HEADROOM_WINDOW_S
+                or detector.tile_seconds is None):
             return
+        self._headroom_checked = now  # a look a window, not a percentile every frame
         fps = max(info.fps, 1.0)
         recent = list(self.stats.latencies_ms)[-max(5, int(fps * HEADROOM_WINDOW_S)):]
         if len(recent) < 5:

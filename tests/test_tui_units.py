@@ -155,7 +155,7 @@ def test_engine_status_rows_in_words():
     rows = dict(status_rows({**t, "tiles": {"a_frame": 3, "of": 6, "every": 1}}))
     assert rows["small faces"] == "3 of 6 full-resolution tiles searched a frame"
     rows = dict(status_rows({**t, "tiles": {"a_frame": 1, "of": 6, "every": 2}}))
-    assert rows["small faces"] == "1 of 6 full-resolution tiles searched a frame, every other frame (behind)"
+    assert rows["small faces"] == "1 of 6 full-resolution tiles searched a frame, on every 2 frames (behind)"
 
 
 def test_lookahead_done_says_what_the_held_frames_did_only_while_it_holds():

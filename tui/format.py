@@ -254,7 +254,7 @@ def tiles_line(tiles: dict[str, Any]) -> str:
     with time to spare, fewer when behind."""
     line = f"{tiles.get('a_frame', '?')} of {tiles.get('of', '?')} full-resolution tiles searched a frame"
     if (tiles.get("every") or 1) > 1:
-        line += f", every {tiles['every']}th frame (behind)" if tiles["every"] > 2 else ", every other frame (behind)"
+        line += f", on every {tiles['every']} frames (behind)"
     return line
 
 

@@ -3,6 +3,7 @@
 by the scorer's measure (`face_visibility` >= 0.5, faces of 10 px and more, `ignore` left out).
 
     python bench/still_leaks.py 0 8
+    python bench/still_leaks.py now: wide:yunet.STILL_ENLARGED_MAX_PX=inf    # or variants (bench/photo_leaks.py)
 """
 
 from __future__ import annotations
@@ -18,11 +19,20 @@ import cv2
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import suite  # noqa: E402
+from bench import photo_leaks, suite  # noqa: E402
 from evaluation.video import face_visibility  # noqa: E402
 
 RUN = ("import sys\nfrom engine.stages import anonymize\nanonymize.MARGIN_FLOOR_NETWORK_PX = {floor}\n"
        "from blurcast.cli import main\nsys.exit(main(['run', {src!r}, '-o', {out!r}, '--no-facebank']))")
+
+
+def run(setting: str, src: Path, out: Path) -> None:
+    """`setting`: a margin floor, or a variant `LABEL:MODULE.CONST=VALUE,...` as bench/photo_leaks.py takes."""
+    if ":" in setting:
+        photo_leaks.blurcast(src, out, out.parent / "home", setting.partition(":")[2])
+        return
+    code = RUN.format(floor=float(setting), src=str(src), out=str(out))
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=REPO)
 
 
 def visible(frame, out, faces: list[dict]) -> tuple[int, int]:
@@ -52,9 +62,8 @@ def main() -> int:
         truth = [f for f in json.loads(clip.gt.read_text())["faces"] if f["frame"] == 0 and not f["ignore"]]
         row = []
         for floor in floors:
-            out = tmp / f"out_{floor}.png"
-            code = RUN.format(floor=float(floor), src=str(src), out=str(out))
-            subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=REPO)
+            out = tmp / "out.png"
+            run(floor, src, out)
             shown, scored = visible(frame, cv2.imread(str(out)), truth)
             totals[floor] += shown
             row.append(shown)

@@ -31,6 +31,7 @@ log = logging.getLogger("blurcast")
 EXAMPLES = """examples:
   blurcast weights                                   # one-time: fetch the models (also done on first use)
   blurcast run street.mp4 -o street.blurred.mp4      # anonymize a recording, every frame
+  blurcast run photos/ clip.mp4 -o blurred/          # several files, or a folder's, each under its own name
   blurcast run 0 --vcam                              # camera 0 -> virtual camera (OBS: 'Blurcast')
   blurcast engine start --source 0 --vcam            # same, in the background; steer it with `blurcast`
   blurcast eval clip.mp4 --gt gt.json                # leak rate / allowlisted visibility / fps
@@ -137,10 +138,16 @@ def _settings_from(args: argparse.Namespace, base=None):
 def _add_run(sub) -> None:
     p = sub.add_parser("run", help="anonymize a video file, camera or stream in the foreground",
                        description="Anonymize INPUT. A file with -o is processed frame by frame (every frame, "
-                                   "same size and fps, audio copied); a camera or URL runs live until Ctrl-C.")
-    p.add_argument("input", help="video file, camera index (0) or /dev/videoN, or a URL: srt://:9000?mode=listener, "
-                                 "rtmp://:1935/live/KEY (listen), rtsp/http(s)://, v4l2:///dev/video0?size=1920x1080")
-    p.add_argument("-o", "--output", help="write the anonymized video here (.mp4, .mkv...; a photo: .jpg, .png...)")
+                                   "same size and fps, audio copied); a camera or URL runs live until Ctrl-C. "
+                                   "Several files, or a folder (its photos and videos), go one after the other "
+                                   "into the folder -o names, each under its own name; one that fails is "
+                                   "reported and the rest go on (exit status 1 if any failed).")
+    p.add_argument("input", nargs="+",
+                   help="video file, photo, folder, camera index (0) or /dev/videoN, or a URL: "
+                        "srt://:9000?mode=listener, rtmp://:1935/live/KEY (listen), rtsp/http(s)://, "
+                        "v4l2:///dev/video0?size=1920x1080")
+    p.add_argument("-o", "--output", help="write the anonymized video here (.mp4, .mkv...; a photo: .jpg, .png...); "
+                                          "for several inputs or a folder, the folder to write them into")
     p.add_argument("--vcam", action="store_true", help="send the anonymized frames to the virtual camera")
     p.add_argument("--preview", action="store_true", help="show the anonymized output in a window")
     p.add_argument("--live", action="store_true", help="treat a file like a camera (real time, may drop input)")
@@ -276,6 +283,17 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from blurcast import batch
+
+    first = args.input[0]
+    into_folder = args.output is not None and Path(args.output).is_dir() and Path(first).is_file()
+    if len(args.input) > 1 or into_folder or (Path(first).is_dir() and not first.isdigit()):  # `0`: camera 0
+        return batch.run_all(args, _run_one, _user_errors())
+    return _run_one(argparse.Namespace(**{**vars(args), "input": args.input[0]}))
+
+
+def _run_one(args: argparse.Namespace) -> int:
+    """One input to its outputs (`args.input`: one path, camera or URL)."""
     from blurcast.assemble import build_engine
     from engine.service import ServeOptions, default_settings
     from engine.stages.sink import check_output_path

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def blurcast(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -42,3 +44,52 @@ def test_bad_setting_is_a_clear_error(tmp_path, dev_clip):
     done = blurcast("run", str(dev_clip), "-o", str(tmp_path / "o.mp4"), "--strength", "3")
     assert done.returncode == 2
     assert "strength must be in [0, 1]" in done.stderr
+
+
+def test_a_folder_and_more_files_go_into_one_folder_each_under_its_own_name(tmp_path, data_dir):
+    """`run FOLDER FILE -o OUT/`: every photo written, faces blurred; a file that is no picture is reported, the
+    rest go on, and the exit status says one failed; two inputs of one name do not overwrite each other."""
+    import json
+
+    import cv2
+    import numpy as np
+
+    photo = data_dir / "detection_unannotated" / "linzaer_imgs" / "23.jpg"
+    faces = json.loads((Path(__file__).parents[1] / "bench" / "corpus" / "photo_linzaer_imgs_23.gt.json").read_text())
+    folder, other = tmp_path / "in", tmp_path / "other"
+    folder.mkdir(), other.mkdir()
+    (folder / "group.jpg").write_bytes(photo.read_bytes())
+    (folder / "notes.png").write_text("not a picture")
+    (folder / "readme.txt").write_text("not taken: neither a photo nor a video")
+    (other / "group.jpg").write_bytes(photo.read_bytes())
+    out = tmp_path / "out"
+    done = blurcast("run", str(folder), str(other / "group.jpg"), "-o", str(out), "--no-facebank", timeout=240)
+    assert done.returncode == 1, done.stderr
+    assert "notes.png: cannot read picture" in done.stderr and "2 of 3 anonymized" in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["group-1.jpg", "group.jpg"]
+    before = cv2.imread(str(photo), cv2.IMREAD_GRAYSCALE).astype(np.int16)
+    for written in out.iterdir():
+        after = cv2.imread(str(written), cv2.IMREAD_GRAYSCALE).astype(np.int16)
+        for face in faces["faces"]:
+            x1, y1, x2, y2 = (round(v) for v in face["box"])
+            assert np.abs(after[y1:y2, x1:x2] - before[y1:y2, x1:x2]).mean() > 8, (written.name, face["track"])
+        umask = os.umask(0o022)
+        os.umask(umask)
+        assert written.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's owner-only 0600
+
+
+def test_several_inputs_need_an_output_folder_and_no_live_output(tmp_path, dev_clip):
+    done = blurcast("run", str(dev_clip), str(dev_clip))
+    assert done.returncode == 2 and "need -o FOLDER" in done.stderr
+    done = blurcast("run", str(dev_clip), str(dev_clip), "-o", str(tmp_path), "--vcam")
+    assert done.returncode == 2 and "without --vcam" in done.stderr
+    (tmp_path / "file.mp4").write_bytes(b"")
+    done = blurcast("run", str(dev_clip), str(dev_clip), "-o", str(tmp_path / "file.mp4"))
+    assert done.returncode == 2 and "is a file" in done.stderr
+
+
+def test_one_file_into_a_folder_keeps_its_name(tmp_path, data_dir):
+    photo = data_dir / "detection_unannotated" / "linzaer_imgs" / "23.jpg"
+    done = blurcast("run", str(photo), "-o", str(tmp_path), "--no-facebank")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "23.jpg").is_file() and "1 of 1 anonymized" in done.stderr

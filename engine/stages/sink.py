@@ -360,12 +360,24 @@ class ImageSink:
             if not cv2.imwrite(str(partial), image):
                 raise SinkError(f"cannot write {self.path}: OpenCV wrote no {self.path.suffix} picture "
                                 f"(disk full, or no encoder for it)")
+            partial.chmod(_new_file_mode())  # mkstemp makes it 0600; the picture gets what any new file would
             os.replace(partial, self.path)
         except (OSError, cv2.error) as exc:
             raise SinkError(f"cannot write {self.path}: {exc}") from exc
         finally:
             partial.unlink(missing_ok=True)
         log.info("picture written: %s", self.path)
+
+
+def _new_file_mode() -> int:
+    """0666 less the umask, read without setting it (`os.umask` would change it for every thread meanwhile)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o644
 
 
 class PreviewSink:

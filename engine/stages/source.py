@@ -93,6 +93,8 @@ class VideoSource:
             )
         if self.kind == "url":
             return f"cannot open stream {self.spec}: check the URL and that the stream is live"
+        if is_image_path(self.spec):
+            return f"cannot read picture {self.spec}: not a picture, or corrupt"
         return f"cannot read video {self.spec}: not a video, or corrupt"
 
     def _probe(self) -> SourceInfo:

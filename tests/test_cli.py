@@ -93,3 +93,12 @@ def test_one_file_into_a_folder_keeps_its_name(tmp_path, data_dir):
     done = blurcast("run", str(photo), "-o", str(tmp_path), "--no-facebank")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "23.jpg").is_file() and "1 of 1 anonymized" in done.stderr
+
+
+def test_a_file_into_its_own_folder_is_refused_and_left_untouched(tmp_path, data_dir):
+    photo = tmp_path / "23.jpg"
+    original = (data_dir / "detection_unannotated" / "linzaer_imgs" / "23.jpg").read_bytes()
+    photo.write_bytes(original)
+    done = blurcast("run", str(photo), "-o", str(tmp_path), "--no-facebank")
+    assert done.returncode == 1 and "it is the input itself" in done.stderr
+    assert photo.read_bytes() == original and sorted(p.name for p in tmp_path.iterdir()) == ["23.jpg"]

@@ -114,7 +114,13 @@ def main() -> int:
         for tool, run in tools:
             out = tmp / f"{name}.{tool}.png"
             started = time.perf_counter()
-            run(path, out) if tool == "deface" else run(path, out, tmp / "home")
+            try:
+                if tool == "deface":
+                    run(path, out)
+                else:
+                    run(path, out, tmp / "home")
+            except subprocess.CalledProcessError as exc:
+                raise SystemExit(f"{tool} failed on {path}: {exc.stderr.decode(errors='replace')[-800:]}") from exc
             seconds = time.perf_counter() - started
             scored, visible, tracks, outside = score(image, cv2.imread(str(out)), faces)
             totals[tool][0] += visible

@@ -1,91 +1,125 @@
 """`blurcast run` on several files or a folder: each input in turn into one output folder, under its own name.
 
-A failed input (not a picture or video, corrupt, unwritable) is reported and the rest go on; the exit status says
-whether every one was written. Each input gets an engine of its own, as a separate `run` would: no track or
-look-ahead state can carry from one file into the next.
+Every input and output is checked before the first frame: no output may land on an input (a later input would be
+overwritten before it was read), and an input given twice is done once. An input that fails on its own (not a
+picture or video, corrupt) is reported and the rest go on; the exit status says whether every one was written. Each
+input gets an engine of its own, as a separate `run` would: no track or look-ahead state carries into the next file.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from rich.console import Console
+from rich.markup import escape
 
-from engine.media import IMAGE_SUFFIXES, is_image_path
-from engine.stages.sink import CRASH_SAFE_MUXING
-
-log = logging.getLogger(__name__)
-console = Console(stderr=True)
-
-# What a folder given as input contributes: pictures, and videos of the containers FFmpeg reads everywhere.
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".ts", ".mts", ".flv", ".wmv", ".mpg",
-                  ".mpeg")
+from blurcast.cli import console
+from engine.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_image_path
+from engine.stages.sink import CRASH_SAFE_MUXING, SinkError
+from engine.stages.source import SourceError, classify
 
 
-def expand(inputs: Iterable[str]) -> list[Path]:
-    """The files to anonymize: each file as given, a folder's pictures and videos (not its subfolders) by name."""
+def is_folder_output(output: str | None) -> bool:
+    """`-o` names a folder to write into: one that exists, or a name ending in a path separator."""
+    return output is not None and (Path(output).is_dir() or output.endswith((os.sep, "/")))
+
+
+def expand(inputs: Iterable[str]) -> tuple[list[Path], int]:
+    """The files to anonymize, each once: each file as given, a folder's photos and videos by name (not its
+    subfolders, nor hidden files such as macOS's `._` copies); and how many of a folder's files were passed over."""
     files: list[Path] = []
+    passed_over = 0
     for given in inputs:
         path = Path(given)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in
-                           IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            entries = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            found = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES]
             if not found:
                 raise ValueError(f"{path} holds no photo ({', '.join(IMAGE_SUFFIXES)}) or video "
                                  f"({', '.join(VIDEO_SUFFIXES)})")
+            passed_over += len(entries) - len(found)
             files += found
-        elif path.exists():
-            files.append(path)
-        else:
+        elif classify(given) != "file" or (path.exists() and not path.is_file()):
+            raise ValueError(f"{given} is not a photo or video file: cameras and URLs run on their own "
+                             f"(`blurcast run {given} ...`)")
+        elif not path.exists():
             raise FileNotFoundError(f"no such file or folder: {path}")
-    return files
+        else:
+            files.append(path)
+    unique = {_key(p): p for p in reversed(files)}  # the first mention of each file, in order
+    return [p for p in files if unique[_key(p)] is p], passed_over
 
 
-def output_for(source: Path, folder: Path, taken: set[Path]) -> Path:
-    """`folder/<name>`: a picture keeps its type (PNG where OpenCV cannot write it), a video its container where
-    Blurcast writes it crash-safe, else MP4; a name already given in this run gets -1, -2..."""
-    if is_image_path(source):
-        suffix = source.suffix.lower()
-    else:
-        suffix = source.suffix.lower() if source.suffix.lower() in CRASH_SAFE_MUXING else ".mp4"
+def _key(path: Path) -> str:
+    return os.path.normcase(str(path.resolve()))
+
+
+def output_for(source: Path, folder: Path, taken: set[str]) -> Path:
+    """`folder/<name>`: a picture keeps its type, a video its container where Blurcast writes it crash-safe, else
+    MP4; a name already given in this run gets -1, -2..."""
+    suffix = source.suffix.lower()
+    if not is_image_path(source) and suffix not in CRASH_SAFE_MUXING:
+        suffix = ".mp4"
     out, n = folder / f"{source.stem}{suffix}", 0
-    while out in taken:
+    while _key(out) in taken:
         n += 1
         out = folder / f"{source.stem}-{n}{suffix}"
-    taken.add(out)
+    taken.add(_key(out))
     return out
 
 
-def run_all(args: argparse.Namespace, run_one: Callable[[argparse.Namespace], int],
-            errors: tuple[type[BaseException], ...]) -> int:
-    """Each input through `run_one` (the single-input `run`) into the folder `args.output`."""
+def plan(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], int]:
+    """(input, output) pairs and the files passed over; refuses, before anything is written, a plan that would
+    write over one of its own inputs."""
     if args.vcam or args.preview or args.out or args.live:
-        raise ValueError("several inputs, or a folder, are anonymized file by file into a folder: give -o FOLDER, "
-                         "without --vcam, --preview, --out or --live")
+        raise ValueError("writing into a folder (several inputs, a folder, or -o FOLDER) is file by file: drop "
+                         "--vcam, --preview, --out and --live")
     if not args.output:
         raise ValueError("several inputs, or a folder, need -o FOLDER: each is written there under its own name")
     folder = Path(args.output)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"-o {folder} is a file; several inputs, or a folder, need a folder to write into")
-    sources = expand(args.input)
+    if not folder.exists() and folder.suffix.lower() in IMAGE_SUFFIXES + tuple(CRASH_SAFE_MUXING):
+        raise ValueError(f"-o {folder} looks like a file name, but several inputs need a folder to write into")
+    sources, passed_over = expand(args.input)
+    taken: set[str] = set()
+    pairs = [(source, output_for(source, folder, taken)) for source in sources]
+    inputs = {_key(source) for source in sources}
+    clash = next((out for _, out in pairs if _key(out) in inputs), None)
+    if clash is not None:
+        raise ValueError(f"{clash} is one of the inputs and would be overwritten: write into another folder")
+    return pairs, passed_over
+
+
+def run_all(args: argparse.Namespace, run_one: Callable[[argparse.Namespace], int]) -> int:
+    """Each input through `run_one` (the single-input `run`) into the folder `args.output`. Errors of one input
+    (it cannot be read, or written) are reported and the next goes on; any other error stops the batch."""
+    pairs, passed_over = plan(args)
+    folder = Path(args.output)
     folder.mkdir(parents=True, exist_ok=True)
-    taken: set[Path] = set()
-    failed: list[tuple[Path, str]] = []
-    for n, source in enumerate(sources, 1):
-        out = output_for(source, folder, taken)
-        console.print(f"[bold][{n}/{len(sources)}][/] {source} -> {out}")
+    if passed_over:
+        console.print(f"passed over {passed_over} file(s) that are neither photos nor videos")
+    failed: list[Path] = []
+    done = 0
+    for n, (source, out) in enumerate(pairs, 1):
+        console.print(f"[bold][{n}/{len(pairs)}][/] {escape(str(source))} -> {escape(str(out))}")
         try:
             code = run_one(argparse.Namespace(**{**vars(args), "input": str(source), "output": str(out)}))
-        except errors as exc:
-            console.print(f"[bold red]error:[/] {source}: {exc}", soft_wrap=True)
-            failed.append((source, str(exc)))
+        except (SourceError, SinkError, FileNotFoundError) as exc:
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            failed.append(source)
             continue
+        except BaseException:  # Ctrl-C, or an error no other input would escape: say where the batch stopped
+            rest = len(pairs) - n
+            console.print(f"stopped at {escape(str(source))}: {escape(str(out))} may be incomplete; {done} written"
+                          + (f", {rest} not started" if rest else ""), soft_wrap=True)
+            raise
         if code:
-            failed.append((source, f"exit status {code}"))
-    written = len(sources) - len(failed)
-    console.print(f"{written} of {len(sources)} anonymized into {folder}"
-                  + (f"; failed: {', '.join(str(p) for p, _ in failed)}" if failed else ""), soft_wrap=True)
+            failed.append(source)
+        else:
+            done += 1
+    console.print(f"{done} of {len(pairs)} anonymized into {escape(str(folder))}"
+                  + (f"; failed: {escape(', '.join(str(p) for p in failed))}" if failed else ""), soft_wrap=True)
     return 1 if failed else 0

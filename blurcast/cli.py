@@ -284,12 +284,19 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from blurcast import batch
+    from engine.service import default_settings
+    from engine.stages.source import classify
 
+    _settings_from(args, default_settings())  # a bad setting is one error before anything, not one per file
     first = args.input[0]
-    into_folder = args.output is not None and Path(args.output).is_dir() and Path(first).is_file()
-    if len(args.input) > 1 or into_folder or (Path(first).is_dir() and not first.isdigit()):  # `0`: camera 0
-        return batch.run_all(args, _run_one, _user_errors())
-    return _run_one(argparse.Namespace(**{**vars(args), "input": args.input[0]}))
+    if classify(first) == "camera" and Path(first).is_dir():
+        console.print(f"[yellow]note:[/] {first} is read as camera {first}; for the folder, write ./{first}")
+    a_path = classify(first) == "file"  # not a camera or URL
+    folder_in = a_path and Path(first).is_dir()
+    into_folder = a_path and Path(first).is_file() and batch.is_folder_output(args.output)
+    if len(args.input) > 1 or folder_in or into_folder:
+        return batch.run_all(args, _run_one)
+    return _run_one(argparse.Namespace(**{**vars(args), "input": first}))
 
 
 def _run_one(args: argparse.Namespace) -> int:

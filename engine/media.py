@@ -7,6 +7,9 @@ from pathlib import Path
 
 # A photo in, a photo out (`ImageSink`): what OpenCV encodes from its own codecs in every wheel.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+# Videos a folder given to `blurcast run` contributes: the containers FFmpeg reads everywhere.
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".ts", ".mts", ".flv", ".wmv", ".mpg",
+                  ".mpeg")
 
 
 def is_image_path(path: str | Path | None) -> bool:

@@ -46,9 +46,14 @@ def test_bad_setting_is_a_clear_error(tmp_path, dev_clip):
     assert "strength must be in [0, 1]" in done.stderr
 
 
+def _umask_027() -> None:
+    os.umask(0o027)
+
+
 def test_a_folder_and_more_files_go_into_one_folder_each_under_its_own_name(tmp_path, data_dir):
-    """`run FOLDER FILE -o OUT/`: every photo written, faces blurred; a file that is no picture is reported, the
-    rest go on, and the exit status says one failed; two inputs of one name do not overwrite each other."""
+    """`run FOLDER FILE -o OUT/`: every photo written, faces blurred, with the umask's mode (027 here: 0640, not the
+    temporary file's 0600); a file that is no picture is reported and the rest go on, the exit status says one
+    failed; two inputs of one name do not overwrite each other; hidden and other files are passed over."""
     import json
 
     import cv2
@@ -57,35 +62,58 @@ def test_a_folder_and_more_files_go_into_one_folder_each_under_its_own_name(tmp_
     photo = data_dir / "detection_unannotated" / "linzaer_imgs" / "23.jpg"
     faces = json.loads((Path(__file__).parents[1] / "bench" / "corpus" / "photo_linzaer_imgs_23.gt.json").read_text())
     folder, other = tmp_path / "in", tmp_path / "other"
-    folder.mkdir(), other.mkdir()
-    (folder / "group.jpg").write_bytes(photo.read_bytes())
+    for made in (folder, other):
+        made.mkdir()
+    (folder / "group [1].jpg").write_bytes(photo.read_bytes())  # brackets: not read as markup
     (folder / "notes.png").write_text("not a picture")
-    (folder / "readme.txt").write_text("not taken: neither a photo nor a video")
-    (other / "group.jpg").write_bytes(photo.read_bytes())
+    (folder / "readme.txt").write_text("passed over: neither a photo nor a video")
+    (folder / "._group [1].jpg").write_text("a macOS resource fork: passed over")
+    (other / "group [1].jpg").write_bytes(photo.read_bytes())
     out = tmp_path / "out"
-    done = blurcast("run", str(folder), str(other / "group.jpg"), "-o", str(out), "--no-facebank", timeout=240)
+    done = subprocess.run([sys.executable, "-m", "blurcast", "run", str(folder), str(other / "group [1].jpg"),
+                           "-o", str(out), "--no-facebank"], capture_output=True, text=True, timeout=240,
+                          preexec_fn=_umask_027)
     assert done.returncode == 1, done.stderr
-    assert "notes.png: cannot read picture" in done.stderr and "2 of 3 anonymized" in done.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["group-1.jpg", "group.jpg"]
+    assert "cannot read picture" in done.stderr and "2 of 3 anonymized" in done.stderr
+    assert "passed over 1 file(s)" in done.stderr  # readme.txt; hidden files are not counted
+    assert sorted(p.name for p in out.iterdir()) == ["group [1]-1.jpg", "group [1].jpg"]
     before = cv2.imread(str(photo), cv2.IMREAD_GRAYSCALE).astype(np.int16)
     for written in out.iterdir():
         after = cv2.imread(str(written), cv2.IMREAD_GRAYSCALE).astype(np.int16)
         for face in faces["faces"]:
             x1, y1, x2, y2 = (round(v) for v in face["box"])
             assert np.abs(after[y1:y2, x1:x2] - before[y1:y2, x1:x2]).mean() > 8, (written.name, face["track"])
-        umask = os.umask(0o022)
-        os.umask(umask)
-        assert written.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's owner-only 0600
+        assert written.stat().st_mode & 0o777 == 0o640
+
+
+def test_no_output_may_land_on_a_later_input(tmp_path, data_dir):
+    """`run a/x.jpg out/x.jpg -o out`: the first output would overwrite the second input before it is read; refused
+    before anything is written, both originals kept."""
+    photos = [data_dir / "detection_unannotated" / "linzaer_imgs" / f"{n}.jpg" for n in (21, 23)]
+    for made in ("a", "out"):
+        (tmp_path / made).mkdir()
+    first, second = tmp_path / "a" / "x.jpg", tmp_path / "out" / "x.jpg"
+    first.write_bytes(photos[0].read_bytes())
+    second.write_bytes(photos[1].read_bytes())
+    done = blurcast("run", str(first), str(second), "-o", str(tmp_path / "out"), "--no-facebank")
+    assert done.returncode == 2 and "is one of the inputs and would be overwritten" in done.stderr
+    assert second.read_bytes() == photos[1].read_bytes() and first.read_bytes() == photos[0].read_bytes()
 
 
 def test_several_inputs_need_an_output_folder_and_no_live_output(tmp_path, dev_clip):
     done = blurcast("run", str(dev_clip), str(dev_clip))
     assert done.returncode == 2 and "need -o FOLDER" in done.stderr
     done = blurcast("run", str(dev_clip), str(dev_clip), "-o", str(tmp_path), "--vcam")
-    assert done.returncode == 2 and "without --vcam" in done.stderr
+    assert done.returncode == 2 and "drop --vcam" in done.stderr
     (tmp_path / "file.mp4").write_bytes(b"")
     done = blurcast("run", str(dev_clip), str(dev_clip), "-o", str(tmp_path / "file.mp4"))
     assert done.returncode == 2 and "is a file" in done.stderr
+    done = blurcast("run", str(dev_clip), str(dev_clip), "-o", str(tmp_path / "new.mp4"))
+    assert done.returncode == 2 and "looks like a file name" in done.stderr and not (tmp_path / "new.mp4").exists()
+    done = blurcast("run", str(dev_clip), "7", "-o", str(tmp_path / "out"))
+    assert done.returncode == 2 and "cameras and URLs run on their own" in done.stderr
+    done = blurcast("run", str(dev_clip), str(dev_clip), "-o", str(tmp_path / "out"), "--strength", "3")
+    assert done.returncode == 2 and done.stderr.count("strength must be") == 1 and not (tmp_path / "out").exists()
 
 
 def test_one_file_into_a_folder_keeps_its_name(tmp_path, data_dir):
@@ -100,5 +128,5 @@ def test_a_file_into_its_own_folder_is_refused_and_left_untouched(tmp_path, data
     original = (data_dir / "detection_unannotated" / "linzaer_imgs" / "23.jpg").read_bytes()
     photo.write_bytes(original)
     done = blurcast("run", str(photo), "-o", str(tmp_path), "--no-facebank")
-    assert done.returncode == 1 and "it is the input itself" in done.stderr
+    assert done.returncode == 2 and "is one of the inputs and would be overwritten" in done.stderr
     assert photo.read_bytes() == original and sorted(p.name for p in tmp_path.iterdir()) == ["23.jpg"]

@@ -130,8 +130,9 @@ def test_an_enlarged_close_up_does_not_see_an_eye_as_a_face(data_dir):
 
 def test_an_enlarged_view_does_not_make_a_lap_a_face(data_dir):
     """A group photo (linzaer 21: five people, faces 55-64 px): the still's 1.4x and 2x views scored a seated man's
-    lap and clasped hands, a box 177 px wide, 0.45-0.57 in three views, and blurred a fifth of the picture. A box
-    that wide at the main pass's scale is one the main pass sees well if it is a face, so the enlarged views do not
+    lap and clasped hands, a box 177 px wide in the photo (192 at the main pass's scale), 0.45-0.57 in three views,
+    and blurred a fifth of the picture. A box that wide at the main pass's scale is one the main pass sees well if
+    it is a face, so the enlarged views do not
     vouch for it: every box kept lies on one of the five annotated faces, and each face has one."""
     photo = data_dir / "detection_unannotated" / "linzaer_imgs" / "21.jpg"
     gt = json.loads((REPO / "bench" / "corpus" / "photo_linzaer_imgs_21.gt.json").read_text())

@@ -370,14 +370,15 @@ class ImageSink:
 
 
 def _new_file_mode() -> int:
-    """0666 less the umask, read without setting it (`os.umask` would change it for every thread meanwhile)."""
+    """0666 less the umask, read without setting it (`os.umask` would change it for every thread meanwhile); owner
+    only where it cannot be read (no /proc, a kernel before 4.7)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):
                 return 0o666 & ~int(line.split()[1], 8)
     except OSError:
         pass
-    return 0o644
+    return 0o600
 
 
 class PreviewSink:

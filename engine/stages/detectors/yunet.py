@@ -61,7 +61,7 @@ STILL_MATCH_IOU = 0.3  # a weak face's boxes move between views more than a clea
 # wider than this (its input pixels) is a face the main pass scores well if it is one, so it does not count (as a
 # tile keeps only faces under TILE_MAX_FACE). They had scored a seated man's lap and clasped hands (a box 190 px
 # wide at the main scale, 0.45-0.57 in three views) and blurred a fifth of a group photo. Measured at stop 30
-# (bench/photo_leaks.py, bench/still_leaks.py): faces left visible 0 of 692 in 26 photos and 11 of 1,105 in 25
+# (bench/photo_leaks.py, bench/still_leaks.py): faces left visible 0 of 692 in 26 photos and 11 of 1,105 in 26
 # photos at 1080p, the same with no bound and at 64, 48, 32 or 24 px; from no bound to 48 px, 6 photos lose blurred
 # patches on no face (a lap: 23 % of the picture; clasped hands; 0.6-7 % of the others), 2 of them only below 64.
 STILL_ENLARGED_MAX_PX = 48.0

@@ -10,6 +10,7 @@ import pytest
 
 from engine.config import Settings
 from engine.stages.detect import create_detector
+from tests.conftest import REPO
 from tests.helpers import pairwise_iou
 
 # Recall (IoU >= 0.5) on the 4 WIDER FACE val images (1024 px wide), valid faces, detect_width 2048 (one
@@ -137,6 +138,7 @@ def test_mirrored_pass_mirrors_the_main_pass_input_where_that_is_the_same(wider,
     odd = cv2.resize(photo, (1900, 1070), interpolation=cv2.INTER_LINEAR)
     assert yunet._flip_commutes(1080, 1920, 3, 2 / 3)
     assert not yunet._flip_commutes(1070, 1900, 3, yunet.detection_scale(odd, 1280))
+    monkeypatch.setattr(yunet, "HUGE_SCALE", 0.0)  # its own resize of the full frame is not the one counted here
     detector = create_detector(Settings(detect_width=1280))
     detector.second_look = True
     resized, letterbox = [], yunet.letterbox
@@ -175,3 +177,60 @@ def test_tile_coverage_at_once_is_the_per_box_coverage(wider):
         one_by_one = np.array([yunet._covered_by(box, found) for box in tile], np.float32)
         assert at_once.dtype == np.float32
         assert np.array_equal(at_once, one_by_one, equal_nan=True)
+
+
+def _face_taller_than_the_frame(data_dir) -> tuple[np.ndarray, np.ndarray]:
+    """A portrait enlarged until its face (annotated in the corpus) is taller than a 1080p frame: someone leaning
+    into the lens. Returns the frame and the face's box in it."""
+    gt = json.loads((REPO / "bench" / "corpus" / "photo_pypi_insightface_Tom_Hanks_54745.gt.json").read_text())
+    photo = cv2.imread(str(data_dir / gt["image"]))
+    face = np.array(gt["faces"][0]["box"], np.float32)
+    zoom = 1300 / (face[2] - face[0])  # the face 1,300 px wide, as in the corpus's clip of this photo
+    big = cv2.resize(photo, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_CUBIC)
+    x0, y0 = (big.shape[1] - 1920) // 2, (big.shape[0] - 1080) // 2  # the middle: forehead and chin cut off
+    frame = np.ascontiguousarray(big[y0:y0 + 1080, x0:x0 + 1920])
+    face = face * zoom - np.array([x0, y0, x0, y0], np.float32)
+    return frame, np.clip(face, 0, [1920, 1080, 1920, 1080]).astype(np.float32)
+
+
+def test_a_face_taller_than_the_frame_is_found_whole(data_dir, monkeypatch):
+    """The main pass sees a face taller than the frame as its parts (0.3-0.6, boxes over half of it, measured); the
+    frame at a third of its scale sees it whole, as live mode's passes now do. Without that pass: no clear box
+    holds the face."""
+    from engine.stages.detectors import yunet
+
+    frame, face = _face_taller_than_the_frame(data_dir)
+    detector = create_detector(Settings())
+
+    def clear_whole_boxes() -> int:
+        found, _ = detector.passes(frame, 0.2)
+        found = found[found.score >= 0.5]
+        return int((pairwise_iou(found.xyxy, face[None])[:, 0] >= 0.6).sum()) if len(found) else 0
+
+    assert clear_whole_boxes() >= 1
+    monkeypatch.setattr(yunet, "HUGE_SCALE", 0.0)
+    assert clear_whole_boxes() == 0
+
+
+def test_a_live_warm_up_prepares_the_huge_face_pass_s_shape_too():
+    """OpenVINO compiles a model per input shape (live: before the first frame, `Pipeline.warm_up`); a blank frame
+    never opens the huge-face pass's gate, so the warm-up runs that pass itself: a face taller than the frame must
+    not bring a compile mid-stream. A runner that records the shapes stands in for OpenVINO's."""
+    from engine.pipeline import Pipeline
+
+    pipeline = Pipeline(Settings(backend="onnxruntime"))
+    real = pipeline.detector.runner
+    shapes: list[tuple[int, int]] = []
+
+    class CompilesPerShape:
+        background_compiles, STATIC_AFTER, name = True, 1, real.name
+
+        def run(self, batch):
+            shapes.append(tuple(batch.shape[2:]))
+            return real.run(batch)
+
+    pipeline.detector.runner = CompilesPerShape()
+    pipeline.warm_up(1920, 1080)
+    widths = sorted({w for _, w in shapes})
+    assert widths[0] <= 0.4 * widths[-1], shapes  # 0.35 of the main pass's 1280: no tile is that narrow
+    pipeline.close()

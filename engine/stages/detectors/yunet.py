@@ -35,6 +35,16 @@ MIRROR_MAIN = 1  # file mode: the main pass also on the mirrored frame (YuNet fi
 MIRROR_TILES = 0  # file mode: tiles also mirrored (clear faces only). Not kept: WIDER 301 -> 276 leaked, 1.45x CPU
 SECOND_LOOK_FROM = 0.1  # weakest detection worth it (below, mostly texture)
 SECOND_LOOK_BELOW = 0.5  # the default confidence: stronger ones start a face anyway
+# A face far larger than the main pass's input holds (someone leaning into the lens, the face as tall as the frame)
+# is seen there as its parts, scored 0.3-0.6 each, with boxes that cover half of it; the frame at a third of that
+# scale sees it whole at 0.64-0.93 (stop 30: a portrait enlarged past a 1080p frame, 6 face-frames half shown live).
+# Live mode only: file mode's mirrored pass, second look and look-ahead already hid that portrait in every frame.
+# It runs only where the main pass saw something of such a face (`_doubtful_large`; on every frame it cost 8 CPU ms
+# a live 1080p frame), and only its clear, large boxes that the main pass did not find whole count (where it did,
+# the main pass's box and landmarks are the sharper ones). HUGE_SCALE 0 turns it off.
+HUGE_SCALE = 0.35  # of the main pass's scale
+HUGE_MIN_PX = 256  # box size at the main pass's scale
+HUGE_NEW_IOU = 0.5  # a main-pass box overlapping it this much is the same face, found whole
 SECOND_LOOK_MAX_FACE = 40  # px in the frame: larger weak faces are weak for other reasons (hidden, turned away)
 SECOND_LOOK_BUDGET = 1.0  # the mosaic's pixels at most, relative to the main pass's, strongest boxes first; 0.5 -> 1.0:
 #   WIDER 1080p crowds 206 -> 189 leaked face-frames, +23 % detection CPU there (bench/recall_price.py, README)
@@ -144,10 +154,29 @@ class YuNetDetector:
             # (two weak sightings start a face, engine/stages/track.py): +50 % false blurs on the real clips.
             flipped = flipped[flipped.score >= SECOND_LOOK_BELOW]
             found = merge([found, flipped], NMS_IOU)
+        if HUGE_SCALE and not self.second_look and _doubtful_large(found, scale, frame.shape):
+            found = merge([found, self._huge_faces(frame, scale, found)], NMS_IOU)
         if self.tiles and scale < TILE_BELOW_SCALE and with_tiles:
             found = merge([found, self._tile_pass(frame, scale, found[found.score >= min_score], bar)], NMS_IOU)
         self._last_input = None  # holds a frame
         return found, scale
+
+    def warm_huge(self, frame: np.ndarray) -> None:
+        """The huge-face pass once on `frame` (Pipeline.warm_up): its input shape prepared before the first frame,
+        as the main pass's is; a blank frame never opens its gate."""
+        if HUGE_SCALE and not self.second_look:
+            self._huge_faces(frame, detection_scale(frame, self.detect_width), Detections.empty())
+            self._last_input = None
+
+    def _huge_faces(self, frame: np.ndarray, scale: float, found: Detections) -> Detections:
+        """Clear faces too large for the main pass, from the frame at HUGE_SCALE of its scale, that no clear box
+        `found` holds whole already."""
+        huge = self._detect_at(frame, scale * HUGE_SCALE, SECOND_LOOK_BELOW)
+        huge = huge[(huge.xyxy[:, 2] - huge.xyxy[:, 0]) * scale >= HUGE_MIN_PX]
+        clear = found.xyxy[found.score >= SECOND_LOOK_BELOW]
+        if len(huge) and len(clear):
+            huge = huge[overlaps(huge.xyxy, clear)[0].max(axis=1) < HUGE_NEW_IOU]
+        return huge
 
     def finish(self, frame: np.ndarray, found: Detections, scale: float, min_score: float) -> Detections:
         """`passes`' boxes after the second look (file mode), which remembers the places it looked at in vain
@@ -337,6 +366,15 @@ def corroborated(views: list[Detections], confidence: float, bar: float, needed:
     clear_area = (clear[:, 2] - clear[:, 0]) * (clear[:, 3] - clear[:, 1])
     inside = (overlaps(kept.xyxy, clear)[1] >= 0.5) & (area[:, None] < 0.5 * clear_area[None, :])
     return kept[~(inside.any(axis=1) & ~trusted)]  # video's own clear faces stay (a face held up to a face)
+
+
+def _doubtful_large(found: Detections, scale: float, shape: tuple[int, ...]) -> bool:
+    """Whether the main pass saw something of a huge face: a box at least HUGE_MIN_PX tall at its scale that is
+    weak or reaches past the frame (the parts of a face taller than the frame are both)."""
+    xyxy = found.xyxy
+    large = (xyxy[:, 3] - xyxy[:, 1]) * scale >= HUGE_MIN_PX
+    past = (xyxy[:, 0] < 0) | (xyxy[:, 1] < 0) | (xyxy[:, 2] > shape[1]) | (xyxy[:, 3] > shape[0])
+    return bool((large & ((found.score < SECOND_LOOK_BELOW) | past)).any())
 
 
 def _narrower(found: Detections, width: float) -> Detections:

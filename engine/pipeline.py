@@ -222,8 +222,9 @@ class Pipeline:
             repeats = runner.STATIC_AFTER if openvino else 1  # OpenVINO compiles a shape on its STATIC_AFTER-th use
             for _ in range(repeats * max(1, getattr(self.detector, "tile_cycle", 1))):
                 self.detector.detect(blank, self.settings.low_confidence)  # each tile's turn comes in the cycle
-            for _ in range(repeats if hasattr(self.detector, "warm_huge") else 0):
-                self.detector.warm_huge(blank)  # the pass for a face taller than the frame: its own shape
+            if hasattr(self.detector, "warm_huge"):  # the pass for a face taller than the frame: its own shape
+                for _ in range(repeats):
+                    self.detector.warm_huge(blank)
         except Exception:  # the stream still starts; shapes are then prepared as they come
             log.exception("warming the detector up failed")
         finally:

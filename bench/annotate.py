@@ -25,6 +25,7 @@ whenever the clip is annotated again, each with a `why` that is appended to the 
   {"op": "add", "track": T, "label": "bystander", "keys": {"F": [x1, y1, x2, y2], ...}, "why": ...}
       a missed face: boxes linearly interpolated between the key frames
   {"op": "enrol", "frame": F, "why": ...}                                          enrol the allow track there
+  {"op": "name", "track": T, "identity": "obama", "why": ...}          who a face is (bench/photo_allow.py)
   {"op": "note", "why": ...}                                                      what was checked, and how
 """
 
@@ -357,6 +358,12 @@ def apply_edits(gt: dict, edits: list[dict]) -> dict:
                 face["ignore"] = op == "ignore"
         elif op == "add":
             gt["faces"] += _added(edit, gt["width"], gt["height"])
+        elif op == "name":  # who a face is, for bench/photo_allow.py: enrol that person, the rest must blur
+            hit = [f for f in gt["faces"] if f["track"] == edit["track"]]
+            if not hit:
+                raise ValueError(f"edit {edit} matches no box")
+            for face in hit:
+                face["identity"] = edit["identity"]
         elif op == "enrol":
             box = next(f["box"] for f in gt["faces"] if f["label"] == "allow" and f["frame"] == edit["frame"])
             track = next(f["track"] for f in gt["faces"] if f["label"] == "allow")

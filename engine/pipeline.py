@@ -179,6 +179,8 @@ class Pipeline:
             self.detector.still = self.settings.confidence if self._still else None
         self.tracker.confidence = (min(self.settings.confidence, STILL_BAR) if self._still and confirmed
                                    else self.settings.confidence)
+        if hasattr(self.identifier, "every_face"):  # one frame: each face gets its one look at recognition now
+            self.identifier.every_face = self._still
 
     def _for_video(self) -> None:
         """Video: where the detector can, small faces are also looked for in tiles (detectors/yunet.py)."""

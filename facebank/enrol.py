@@ -6,6 +6,9 @@ the wrong person (a bystander would then stay visible). So the checks are strict
 
 - detection score >= 0.7: every main face in the recognition data scores >= 0.89 with the two-scale
   detection below, spurious boxes at most 0.66;
+- a box that only one of the two passes finds, scoring under 0.85, is no face while a sure face is in the photo: a
+  landscape painting behind a portrait scored 0.76 at 640 px and nothing at 1280, and made a photo of one person
+  "2 faces" (bench/photo_allow.py, the face_recognition project's biden2.jpg);
 - face width >= 40 px; faces under 40 px and under a third of the biggest face do not make a photo ambiguous;
 - sharpness (variance of the Laplacian on the aligned face, `engine.recognition.recognize.sharpness`) >= 50: blurring
   real photos step by step, the similarity to other photos of the same person holds within 0.05 of the sharp
@@ -20,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.config import Settings
-from engine.faces import Detections
+from engine.faces import Detections, overlaps
 from engine.models.backends import resolve_backend
 from engine.models.weights import sha256_of
 from engine.recognition.recognize import FaceEmbedder, Landmarker, create_embedder, create_landmarker, sharpness
@@ -28,6 +31,7 @@ from engine.stages.detect import Detector, create_detector, merge
 from facebank.images import ImageRejected, load_photo
 
 MIN_SCORE = 0.7
+SURE_SCORE = 0.85
 MIN_FACE_PX = 40
 MIN_SHARPNESS = 50.0
 # Two detection passes: large faces score low when the photo is detected at 1280 px wide (0.70-0.79 for
@@ -116,7 +120,8 @@ class Enroller:
 
     def _detect(self, image: np.ndarray) -> Detections:
         parts = [d.detect(image, MIN_SCORE) for d in self.detectors]
-        return merge(parts, 0.3)
+        found = merge(parts, 0.3)
+        return found[_not_doubtful(found, parts)]
 
     def enrol(self, path: Path | str, choose: int | None = None) -> Enrolment:
         """Check one photo and embed its face; raises EnrolError with the reason when it is not usable."""
@@ -164,6 +169,18 @@ class Enroller:
             raise EnrolError(path, f"face #{choose or 0} is too small ({widths[picked]:.0f} px wide, "
                                    f"needs {MIN_FACE_PX})")
         return picked
+
+
+def _not_doubtful(found: Detections, parts: list[Detections]) -> np.ndarray:
+    """Mask of the boxes to keep: all, unless some are sure (scoring SURE_SCORE, or found by every pass) and
+    others are not: those are dropped."""
+    seen_by = np.zeros(len(found), int)
+    for part in parts:
+        if len(part) and len(found):
+            iou, _ = overlaps(found.xyxy, part.xyxy)
+            seen_by += (iou >= 0.3).any(axis=1)
+    sure = (found.score >= SURE_SCORE) | (seen_by >= len(parts))
+    return sure if sure.any() else np.ones(len(found), bool)
 
 
 def _usable(detections: Detections) -> list[int]:

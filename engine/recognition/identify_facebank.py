@@ -187,6 +187,9 @@ class FacebankIdentifier:
         # `continuity` holds (engine/stages/lookahead.py): the pipeline then has a new look in the same place
         # watched on every face that may be embedded, not only on those near a match.
         self.watch_all = False
+        # A photo (engine/pipeline.py, `still`): one frame, so every face is embedded in it, whatever the budget
+        # (which spreads a stream's work over frames; a photo's fifth face would never get its turn).
+        self.every_face = False
         self._states = 0
 
     def status(self) -> dict:
@@ -345,6 +348,8 @@ class FacebankIdentifier:
             elif not state.eligible and index - state.last_frame >= self.policy.min_gap:
                 idle.append(_Candidate(track, state, size, tier=5))
         due.sort(key=lambda c: (c.tier, -c.size))
+        if self.every_face:
+            return due
         chosen = [c for c in due if c.forced]  # safety work is never skipped, only paid for later
         self.tokens = max(-float(self.policy.burst), self.tokens - len(chosen))
         for c in due:

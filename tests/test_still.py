@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from engine.config import Settings
-from evaluation.video import face_visibility
 from engine.stages.anonymize import Anonymizer
 from engine.stages.detect import create_detector
 from engine.stages.sink import ImageSink, SinkError
+from evaluation.video import face_visibility
 from tests.conftest import REPO
 from tests.helpers import pairwise_iou
 

@@ -12,6 +12,10 @@ other scenes, the face_recognition project's training photos). Each case runs th
 
 `--photos N` enrols each person from their first N photos only (one photo: the least a user gives).
 Prints one row a case and the totals: enrolled faces shown, other faces shown.
+
+`--video` runs each case on the photo's 48-frame 1080p pan-and-zoom clip instead (bench/widerface_clips.py, the
+suite's rendering, cached), the named person labelled `allow` and everyone else `bystander`, scored by
+`../shared/tools/score_video.py`: the share of the person's face-frames shown, and the bystanders' leak.
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ import cv2
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+import widerface_clips  # noqa: E402
 from photo_leaks import CORPUS, DATA, score  # noqa: E402
+
+SCORER = DATA.parent / "tools" / "score_video.py"
 
 _BBT = "recognition_faceapi_bbt"
 _KNN = "recognition_face_recognition/examples/knn_examples/train"
@@ -48,8 +55,8 @@ ENROL: dict[str, list[str]] = {
 }
 
 
-def cases(only: list[str]) -> list[tuple[str, Path, list[dict], str]]:
-    """(photo name, its path, its faces, the identity to enrol) for every named face with enrolment photos."""
+def cases(only: list[str]) -> list[tuple[str, Path, dict, str]]:
+    """(photo name, its path, its gt, the identity to enrol) for every named face with enrolment photos."""
     found = []
     for gt_path in sorted(CORPUS.glob("photo_*.gt.json")):
         name = gt_path.name.removesuffix(".gt.json")
@@ -61,7 +68,7 @@ def cases(only: list[str]) -> list[tuple[str, Path, list[dict], str]]:
         if not image.exists():
             print(f"skipped {name}: {image} is absent (BLURCAST_DATA)", file=sys.stderr)
             continue
-        found += [(name, image, gt["faces"], person) for person in people]
+        found += [(name, image, gt, person) for person in people]
     return found
 
 
@@ -83,42 +90,76 @@ def enrolled_home(person: str, photos: int, homes: Path) -> tuple[Path | None, s
     return home, ""
 
 
+def photo_case(path: Path, faces: list[dict], person: str, home: Path, out: Path) -> tuple[bool, int, int, list]:
+    """The photo through `blurcast run`: (the person shown, other faces scored, of them shown, their tracks)."""
+    done = blurcast(["run", str(path), "-o", str(out)], home)
+    if done.returncode != 0:
+        raise SystemExit(f"blurcast run failed on {path}: {done.stderr[-800:]}")
+    image, result = cv2.imread(str(path)), cv2.imread(str(out))
+    _, mine_shown, _, _ = score(image, result, [f for f in faces if f.get("identity") == person])
+    others_scored, others_shown, tracks, _ = score(image, result, [f for f in faces if f.get("identity") != person])
+    shown = mine_shown == sum(f.get("identity") == person for f in faces)
+    return shown, others_scored, others_shown, tracks
+
+
+def video_case(name: str, gt: dict, person: str, home: Path, out: Path) -> tuple[float, int, int, int]:
+    """The photo's pan-and-zoom clip through `blurcast run`: (share of the person's face-frames shown, bystander
+    face-frames, of them shown, the longest run of one bystander's)."""
+    video, rendered = widerface_clips.corpus_photo(gt, name)
+    tracks = {k + 1 for k, f in enumerate(gt["faces"]) if f.get("identity") == person}  # the rendering's numbering
+    labelled = json.loads(rendered.read_text())
+    for face in labelled["faces"]:
+        face["label"] = "allow" if face["track"] in tracks else "bystander"
+    truth = out.with_suffix(".gt.json")
+    truth.write_text(json.dumps(labelled))
+    done = blurcast(["run", str(video), "-o", str(out)], home)
+    if done.returncode != 0:
+        raise SystemExit(f"blurcast run failed on {video}: {done.stderr[-800:]}")
+    report = out.with_suffix(".score.json")
+    subprocess.run([sys.executable, str(SCORER), "--input", str(video), "--output", str(out), "--gt", str(truth),
+                    "--json", str(report)], stdout=subprocess.DEVNULL, check=False)
+    r = json.loads(report.read_text())
+    return (r["allow_visible"] or 0.0, r["bystander_face_frames"],
+            r["bystander_visible"], r["worst_leak_run"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", default=[], help="photos whose name contains this")
     parser.add_argument("--photos", type=int, default=5, help="enrol each person from at most this many photos")
     parser.add_argument("--keep", type=Path, help="keep the anonymized photos in this folder")
+    parser.add_argument("--video", action="store_true", help="the photos' 1080p pan-and-zoom clips instead")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="blurcast-allow-"))
     out_dir = args.keep or work
     out_dir.mkdir(parents=True, exist_ok=True)
-    shown_total, others_total, others_shown_total, refused = 0, 0, 0, []
+    totals, refused = [0, 0, 0, 0.0], []  # cases shown (photo) or share shown (video), others, of them shown, run
     all_cases = cases(args.only)
     print(f"{'photo':40} {'enrolled':14} {'shown':>5} {'others':>6} {'others shown':>12}")
-    for name, path, faces, person in all_cases:
+    for name, path, gt, person in all_cases:
         home, why = enrolled_home(person, args.photos, work / "homes")
         if home is None:
             refused.append(f"{person}: {why}")
             print(f"{name[:40]:40} {person[:14]:14} facebank refused: {why}", flush=True)
             continue
-        out = out_dir / f"{name}.{person}.png"
-        done = blurcast(["run", str(path), "-o", str(out)], home)
-        if done.returncode != 0:
-            raise SystemExit(f"blurcast run failed on {path}: {done.stderr[-800:]}")
-        image, result = cv2.imread(str(path)), cv2.imread(str(out))
-        mine = [f for f in faces if f.get("identity") == person]
-        others = [f for f in faces if f.get("identity") != person]
-        _, mine_shown, _, _ = score(image, result, mine)
-        others_scored, others_shown, tracks, _ = score(image, result, others)
-        shown = mine_shown == len(mine)
-        shown_total += shown
-        others_total += others_scored
-        others_shown_total += others_shown
-        print(f"{name[:40]:40} {person[:14]:14} {'yes' if shown else 'NO':>5} {others_scored:6} "
-              f"{others_shown:4} {str(tracks) if tracks else '':8}", flush=True)
+        if args.video:
+            share, others, others_shown, run = video_case(name, gt, person, home, out_dir / f"{name}.{person}.mp4")
+            cells = f"{100 * share:4.0f}% {others:6} {others_shown:4} run {run}"
+            totals = [totals[0] + share, totals[1] + others, totals[2] + others_shown, max(totals[3], run)]
+        else:
+            shown, others, others_shown, tracks = photo_case(path, gt["faces"], person, home,
+                                                             out_dir / f"{name}.{person}.png")
+            cells = f"{'yes' if shown else 'NO':>5} {others:6} {others_shown:4} {str(tracks) if tracks else ''}"
+            totals = [totals[0] + shown, totals[1] + others, totals[2] + others_shown, 0]
+        print(f"{name[:40]:40} {person[:14]:14} {cells}", flush=True)
     ran = len(all_cases) - len(refused)
-    print(f"enrolled person shown in {shown_total} of {ran} cases; other faces shown: {others_shown_total} of "
-          f"{others_total}; facebank refusals: {len(refused)}")
+    if args.video:
+        print(f"enrolled person's face-frames shown: {100 * totals[0] / max(1, ran):.1f} % on average over {ran} "
+              f"cases; bystander face-frames shown: {totals[2]} of {totals[1]} (worst run {totals[3]:g}); "
+              f"facebank refusals: {len(refused)}")
+    else:
+        print(f"enrolled person shown in {totals[0]} of {ran} cases; other faces shown: {totals[2]} of "
+              f"{totals[1]}; facebank refusals: {len(refused)}")
     for line in refused:
         print(f"  refused {line}")
     if not args.keep:

@@ -87,6 +87,15 @@ def test_edits_ignore_drop_add_and_record_why():
         annotate.apply_edits(_gt(), [{"op": "ignore", "track": 9, "frames": [0, 9]}])
 
 
+def test_a_name_edit_says_who_a_face_is():
+    """bench/photo_allow.py enrols the person a face is named as and expects every other face blurred."""
+    gt = annotate.apply_edits(_gt(), [{"op": "name", "track": 2, "identity": "obama", "why": "track 2 is obama"}])
+    assert {f.get("identity") for f in gt["faces"] if f["track"] == 2} == {"obama"}
+    assert not any("identity" in f for f in gt["faces"] if f["track"] == 1)
+    with pytest.raises(ValueError):
+        annotate.apply_edits(_gt(), [{"op": "name", "track": 9, "identity": "nobody"}])
+
+
 def test_frames_to_check_include_doubts_and_count_changes():
     gt = _gt()
     gt["faces"] = [f for f in gt["faces"] if not (f["track"] == 2 and f["frame"] == 6)]

@@ -1,7 +1,7 @@
 """Who stays visible in a photo: enrol one person, anonymize a photo of them among others, check that they show
 and that no one else does (the two worst bugs: a bystander shown, the streamer blurred).
 
-    python bench/photo_allow.py [--only NAME ...] [--photos N] [--keep DIR]
+    python bench/photo_allow.py [--only NAME ...] [--photos N] [--keep DIR] [--video]
 
 The cases: every corpus photo (`bench/corpus/photo_*.gt.json`) whose faces carry an `identity` (bench/annotate.py's
 `name` edit), once for each named person with enrolment photos in `ENROL` (other photos of them: face chips from

@@ -33,10 +33,9 @@ import cv2
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+import suite  # noqa: E402
 import widerface_clips  # noqa: E402
 from photo_leaks import CORPUS, DATA, score  # noqa: E402
-
-SCORER = DATA.parent / "tools" / "score_video.py"
 
 _BBT = "recognition_faceapi_bbt"
 _KNN = "recognition_face_recognition/examples/knn_examples/train"
@@ -115,10 +114,7 @@ def video_case(name: str, gt: dict, person: str, home: Path, out: Path) -> tuple
     done = blurcast(["run", str(video), "-o", str(out)], home)
     if done.returncode != 0:
         raise SystemExit(f"blurcast run failed on {video}: {done.stderr[-800:]}")
-    report = out.with_suffix(".score.json")
-    subprocess.run([sys.executable, str(SCORER), "--input", str(video), "--output", str(out), "--gt", str(truth),
-                    "--json", str(report)], stdout=subprocess.DEVNULL, check=False)
-    r = json.loads(report.read_text())
+    r = suite.score(video, out, truth, out.parent)  # ../shared/tools/score_video.py, as the suite calls it
     return (r["allow_visible"] or 0.0, r["bystander_face_frames"],
             r["bystander_visible"], r["worst_leak_run"])
 

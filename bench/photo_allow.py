@@ -95,9 +95,9 @@ def photo_case(path: Path, faces: list[dict], person: str, home: Path, out: Path
     if done.returncode != 0:
         raise SystemExit(f"blurcast run failed on {path}: {done.stderr[-800:]}")
     image, result = cv2.imread(str(path)), cv2.imread(str(out))
-    _, mine_shown, _, _ = score(image, result, [f for f in faces if f.get("identity") == person])
+    mine_scored, mine_shown, _, _ = score(image, result, [f for f in faces if f.get("identity") == person])
     others_scored, others_shown, tracks, _ = score(image, result, [f for f in faces if f.get("identity") != person])
-    shown = mine_shown == sum(f.get("identity") == person for f in faces)
+    shown = mine_shown == mine_scored
     return shown, others_scored, others_shown, tracks
 
 

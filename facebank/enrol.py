@@ -6,9 +6,12 @@ the wrong person (a bystander would then stay visible). So the checks are strict
 
 - detection score >= 0.7: every main face in the recognition data scores >= 0.89 with the two-scale
   detection below, spurious boxes at most 0.66;
-- a box that only one of the two passes finds, scoring under 0.85, is no face while a sure face is in the photo: a
-  landscape painting behind a portrait scored 0.76 at 640 px and nothing at 1280, and made a photo of one person
-  "2 faces" (bench/photo_allow.py, the face_recognition project's biden2.jpg);
+- a box only the coarse pass (640 px) finds, under 0.85, which a closer look (the box cut out and scaled to a face's
+  best size, 160 px) does not find at 0.7, is no face while a sure face is in the photo: a landscape painting behind
+  a portrait scored 0.76 there, nothing at 1280 and 0.54-0.63 at the closer look, and made a photo of one person
+  "2 faces" (bench/photo_allow.py, the face_recognition project's biden2.jpg). Only the coarse pass's boxes: a
+  real face that is small, dim or turned is found by the finer pass alone, often under 0.85, and must keep the
+  photo ambiguous (a second person there may be the one enrolling);
 - face width >= 40 px; faces under 40 px and under a third of the biggest face do not make a photo ambiguous;
 - sharpness (variance of the Laplacian on the aligned face, `engine.recognition.recognize.sharpness`) >= 50: blurring
   real photos step by step, the similarity to other photos of the same person holds within 0.05 of the sharp
@@ -20,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from engine.config import Settings
@@ -32,6 +36,7 @@ from facebank.images import ImageRejected, load_photo
 
 MIN_SCORE = 0.7
 SURE_SCORE = 0.85
+CLOSER_LOOK_PX = 160.0  # a doubtful box's width in its closer look
 MIN_FACE_PX = 40
 MIN_SHARPNESS = 50.0
 # Two detection passes: large faces score low when the photo is detected at 1280 px wide (0.70-0.79 for
@@ -121,7 +126,36 @@ class Enroller:
     def _detect(self, image: np.ndarray) -> Detections:
         parts = [d.detect(image, MIN_SCORE) for d in self.detectors]
         found = merge(parts, 0.3)
-        return found[_not_doubtful(found, parts)]
+        return found[~self._doubtful(image, found, parts)]
+
+    def _doubtful(self, image: np.ndarray, found: Detections, parts: list[Detections]) -> np.ndarray:
+        """Mask of the boxes that are no face (see the module doc): found by the coarse pass alone under SURE_SCORE,
+        not found again by a closer look, while some other box is a sure face. Rarely any: the closer look runs only
+        for such boxes."""
+        seen_finer = np.zeros(len(found), bool)
+        for part in parts[1:]:  # DETECT_WIDTHS: the coarse pass first
+            if len(part) and len(found):
+                seen_finer |= (overlaps(found.xyxy, part.xyxy)[0] >= 0.3).any(axis=1)
+        weak = ~seen_finer & (found.score < SURE_SCORE)
+        if not weak.any() or weak.all():
+            return np.zeros(len(found), bool)
+        return np.array([w and not self._closer_look(image, box) for w, box in zip(weak, found.xyxy, strict=True)])
+
+    def _closer_look(self, image: np.ndarray, box: np.ndarray) -> bool:
+        """Whether the coarse detector finds a face at `box` in the box cut out (with half its size around it) and
+        scaled to CLOSER_LOOK_PX wide."""
+        x1, y1, x2, y2 = (float(v) for v in box)
+        grow_x, grow_y = 0.5 * (x2 - x1), 0.5 * (y2 - y1)
+        cx1, cy1 = int(max(0.0, x1 - grow_x)), int(max(0.0, y1 - grow_y))
+        cx2, cy2 = int(min(image.shape[1], x2 + grow_x)), int(min(image.shape[0], y2 + grow_y))
+        scale = CLOSER_LOOK_PX / max(x2 - x1, 1.0)
+        crop = cv2.resize(image[cy1:cy2, cx1:cx2], None, fx=scale, fy=scale,
+                          interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        again = self.detectors[0].detect(crop, MIN_SCORE)
+        if not len(again):
+            return False
+        again_xyxy = again.xyxy / scale + np.array([cx1, cy1, cx1, cy1], np.float32)
+        return bool((overlaps(np.asarray(box, np.float32)[None], again_xyxy)[0] >= 0.3).any())
 
     def enrol(self, path: Path | str, choose: int | None = None) -> Enrolment:
         """Check one photo and embed its face; raises EnrolError with the reason when it is not usable."""
@@ -169,18 +203,6 @@ class Enroller:
             raise EnrolError(path, f"face #{choose or 0} is too small ({widths[picked]:.0f} px wide, "
                                    f"needs {MIN_FACE_PX})")
         return picked
-
-
-def _not_doubtful(found: Detections, parts: list[Detections]) -> np.ndarray:
-    """Mask of the boxes to keep: all, unless some are sure (scoring SURE_SCORE, or found by every pass) and
-    others are not: those are dropped."""
-    seen_by = np.zeros(len(found), int)
-    for part in parts:
-        if len(part) and len(found):
-            iou, _ = overlaps(found.xyxy, part.xyxy)
-            seen_by += (iou >= 0.3).any(axis=1)
-    sure = (found.score >= SURE_SCORE) | (seen_by >= len(parts))
-    return sure if sure.any() else np.ones(len(found), bool)
 
 
 def _usable(detections: Detections) -> list[int]:

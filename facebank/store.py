@@ -32,6 +32,7 @@ from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
 from engine.client import default_paths
+from engine.faces import box_iou
 from engine.recognition.gallery import Gallery
 from engine.recognition.recognize import EMBEDDING_DIM
 from facebank.enrol import EnrolError, Enroller, Enrolment, file_sha256
@@ -42,6 +43,7 @@ TABLE = "people"
 SCHEMA = 1
 MAX_NAME = 64
 LOCK_TIMEOUT_S = 10.0
+SAME_FACE_IOU = 0.5  # a photo re-embedded (refresh) must give a box this close to the one enrolled
 
 
 class FacebankError(RuntimeError):
@@ -361,6 +363,12 @@ class Facebank:
             enrolment = self.enroller.enrol(path, image.choose if sha == image.sha256 else None)
         except EnrolError as exc:
             report.dropped.append((image.path, exc.reason))
+            return None
+        if sha == image.sha256 and box_iou(enrolment.box, image.box) < SAME_FACE_IOU:
+            # The same photo, but the face taken is not the one enrolled (another detector numbers its faces
+            # otherwise: `--face N` now names someone else): never re-embed a bystander under this name.
+            report.dropped.append((image.path, "the face enrolled from this photo is no longer the one found there; "
+                                               "add the photo again (--face N picks a face)"))
             return None
         report.re_embedded.append(image.path)
         return ImageRecord.from_enrolment(enrolment, image.choose if sha == image.sha256 else None)

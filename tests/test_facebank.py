@@ -216,6 +216,34 @@ def test_refresh_re_embeds_changed_photos_and_drops_unusable_ones(bank: Facebank
     assert [i.path for i in bank.person("me").images] == [str(other.resolve())]
 
 
+def test_refresh_never_re_embeds_another_face_of_the_same_photo(bank: Facebank) -> None:
+    """A photo enrolled with --face N is re-embedded by number when the recognizer changes (refresh); if the faces are
+    numbered otherwise by then (another detector, or a box no longer counted), the number names someone else. The
+    re-embedded face must be the one enrolled (its box), else the photo is dropped, not re-embedded as a bystander.
+    Emulated on the real photo: the stored number points at the other face, and the recognizer tag is stale."""
+    bank.add("Right one", [TWO_PEOPLE], choose=1)
+    doc = json.loads(bank.path.read_text())
+    [record] = doc["people"].values()
+    record["images"][0]["choose"], record["images"][0]["model"] = 0, "an older recognizer"
+    bank.path.write_text(json.dumps(doc))
+    report = bank.refresh()
+    assert not report.re_embedded and report.dropped and "no longer the one found" in report.dropped[0][1]
+    assert bank.person("right one") is None or not bank.person("right one").images
+
+
+def test_a_dim_second_face_still_makes_a_photo_ambiguous(bank: Facebank, tmp_path: Path) -> None:
+    """Only the coarse pass's weak boxes may be dropped as no face: a second person, small and in the dark (53 px, found
+    by the finer pass alone at 0.76), keeps the photo ambiguous, since that person may be the one enrolling."""
+    canvas = np.full((3000, 4000, 3), 90, np.uint8)
+    canvas[200:1400, 200:1400] = cv2.resize(cv2.imread(str(BIDEN.with_name("biden2.jpg"))), (1200, 1200))
+    obama = cv2.imread(str(OBAMA))
+    small = cv2.resize(obama, (400, round(400 * obama.shape[0] / obama.shape[1])))
+    canvas[2000:2000 + small.shape[0], 2500:2900] = (small * 0.35).astype(np.uint8)
+    photo = tmp_path / "two.png"
+    cv2.imwrite(str(photo), canvas)
+    _refused(bank, photo, "2 faces were found")
+
+
 # --- the file ----------------------------------------------------------------------------------------------------
 def test_default_path_follows_blurcast_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("BLURCAST_HOME", str(tmp_path))

@@ -18,9 +18,10 @@ Each video is run as a fresh `blurcast run` process (model load included, like d
   dev clip's photo: bystander leak and allowlisted visibility.
 deface (its defaults) runs on the blur-all rows when installed (`pip install deface==1.5.0`, the `bench` extra).
 
-`--degrade lowrate|dark` runs every clip as IRL footage reaches a rig instead (`DEGRADATIONS`: a phone's cellular
-uplink at 0.04 bit a pixel, or a dark street with sensor noise), same frames and boxes: a check that the figures
-hold for footage worse than the corpus's, not a figure to tune on.
+`--degrade KIND` runs every clip as IRL footage reaches a rig instead, same frames: a check that the figures hold
+for footage worse than the corpus's, not a figure to tune on. `DEGRADATIONS` keep the boxes: `lowrate` (a phone's
+cellular uplink at 0.04 bit a pixel), `dark` (a dark street with sensor noise), `motion` (a fast pan's horizontal
+smear). `tilt` turns every frame by TILT_DEGREES (a phone held askew) and the boxes with it (`tilted`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -115,7 +117,12 @@ DEGRADATIONS = {
     # a street at dusk: darker, flatter, with a phone sensor's grain
     "dark": lambda w, h, fps: ["-vf", "eq=brightness=-0.12:contrast=0.75:gamma=0.75,noise=alls=14:allf=t+u",
                                "-c:v", "libx264", "-crf", "18", "-preset", "veryfast"],
+    # a fast pan: every frame smeared sideways over 12 px at 1080p (scaled with the width), as a phone's
+    # exposure does when the streamer turns
+    "motion": lambda w, h, fps: ["-vf", f"dblur=angle=0:radius={max(1, round(12 * w / 1920))}",
+                                 "-c:v", "libx264", "-crf", "14", "-preset", "veryfast"],
 }
+TILT_DEGREES = 20.0  # `tilt`: frames turned this far counter-clockwise, a handheld phone held askew
 
 
 def _rate(width: int, height: int, fps: float, bits_a_pixel: float = 0.04) -> str:
@@ -135,6 +142,46 @@ def degraded(video: Path, kind: str, cache: Path) -> Path:
                         "-pix_fmt", "yuv420p", "-an", str(staged)], check=True)
         os.replace(staged, out)
     return out
+
+
+def tilted(clip: Clip, video: Path, cache: Path, degrees: float = TILT_DEGREES) -> tuple[Path, Clip]:
+    """`video` turned by `degrees` about its centre (same size, black corners), and `clip` with its boxes turned
+    along: each face's box becomes the upright box of the same shape that fits inside the turned one, around the
+    turned centre, so that it holds face and not background; one that leaves the frame is ignored."""
+    cap = cv2.VideoCapture(str(video))
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    out = cache / f"{video.stem}.tilt{degrees:g}.mp4"
+    if not out.exists():
+        staged = out.with_name(f".{out.stem}.partial.mp4")
+        encoder = subprocess.Popen(["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s",
+                                    f"{w}x{h}", "-r", str(fps), "-i", "-", "-c:v", "libx264", "-crf", "12",
+                                    "-pix_fmt", "yuv420p", str(staged)], stdin=subprocess.PIPE)
+        while (frame := cap.read())[0]:
+            encoder.stdin.write(cv2.warpAffine(frame[1], turn, (w, h)).tobytes())
+        encoder.stdin.close()
+        if encoder.wait() != 0:
+            raise RuntimeError(f"could not encode {out.name}")
+        os.replace(staged, out)
+    cap.release()
+    theta = np.radians(degrees)
+    inside = 1.0 / (abs(np.cos(theta)) + abs(np.sin(theta)))  # a square's upright square inside it, turned
+
+    def turned(box: list[float]) -> list[float]:
+        cx, cy = turn @ [(box[0] + box[2]) / 2, (box[1] + box[3]) / 2, 1.0]
+        half_w, half_h = inside * (box[2] - box[0]) / 2, inside * (box[3] - box[1]) / 2
+        return [float(cx - half_w), float(cy - half_h), float(cx + half_w), float(cy + half_h)]
+
+    gt = json.loads(clip.gt.read_text())
+    for face in gt["faces"]:
+        face["box"] = turned(face["box"])
+        x1, y1, x2, y2 = face["box"]
+        face["ignore"] = bool(face.get("ignore")) or x1 < 0 or y1 < 0 or x2 > w or y2 > h
+    gt_out = cache / f"{video.stem}.tilt{degrees:g}.gt.json"
+    gt_out.write_text(json.dumps(gt))
+    enrol = None if clip.enrol is None else {**clip.enrol, "box": turned(clip.enrol["box"])}
+    return out, Clip(clip.name, out, gt_out, clip.allow_photo, enrol)
 
 
 def _count(video: Path) -> int:
@@ -208,7 +255,9 @@ def score(video: Path, out: Path, gt: Path, tmp: Path) -> dict:
 def evaluate(clip: Clip, options: list[str], deface: bool, enrolled: bool, tmp: Path,
              keep: Path | None = None, degrade: str | None = None) -> list[dict]:
     video = prepared(clip, CACHE)
-    if degrade:
+    if degrade == "tilt":
+        video, clip = tilted(clip, video, CACHE)
+    elif degrade:
         video = degraded(video, degrade, CACHE)
     frames = json.loads(clip.gt.read_text()).get("frames") or _count(video)
     rows = []
@@ -276,8 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photo-far", nargs=2, type=float, metavar=("FROM", "TO"),
                         help="render the corpus photos at this scale (e.g. 1.0 1.3: their faces keep about their "
                              "size in the photo) with black around them, instead of filling the frame")
-    parser.add_argument("--degrade", choices=sorted(DEGRADATIONS),
-                        help="run every clip degraded like IRL footage (low uplink bitrate, or dark and noisy)")
+    parser.add_argument("--degrade", choices=sorted([*DEGRADATIONS, "tilt"]),
+                        help="run every clip degraded like IRL footage (low uplink bitrate, dark and noisy, smeared "
+                             "by a pan, or turned 20 degrees)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--keep", type=Path, help="keep the anonymized videos in this folder")
     args, engine_options = parser.parse_known_args(argv)

@@ -18,7 +18,7 @@ from engine.faces import box_iou
 from engine.stages import anonymize
 from engine.stages.anonymize import GUESS_FADE_REGION_PX, PAIR_MIN_SIZE, Anonymizer, Region, _soft_mask
 from engine.stages.detect import create_detector, detection_scale
-from evaluation.video import face_visibility
+from evaluation.video import VISIBLE_AT, face_visibility
 from tests.conftest import need_data
 
 SETTINGS = Settings(backend="onnxruntime")
@@ -274,3 +274,30 @@ def test_a_small_face_boxed_a_stride_off_is_still_covered(data_dir, monkeypatch,
 
     assert visible(0.0) > 0, "without the floor every face was covered anyway: this test shows nothing"
     assert visible(shipped) == 0
+
+
+@pytest.mark.parametrize("size", [(640, 360), (1920, 1080), (3840, 2160)])
+def test_a_whole_hidden_frame_hides_a_close_up_at_any_size(data_dir, size):
+    """Panic, pause and a failed detector hide the whole frame: a face filling it (someone leaning into a 4K
+    camera; a huge photo) must be gone at every size. A fixed 1/32 left the 4K face 68 blocks tall: YuNet found it
+    at 0.89 and the scorer counted it visible. Here no detector pass finds a face even at a low bar, and the
+    scorer's measure calls it hidden."""
+    photo = data_dir / "recognition_face_recognition" / "examples" / "obama-1080p.jpg"
+    need_data(photo)
+    width, height = size
+    detector = create_detector(SETTINGS)
+    image = cv2.imread(str(photo))
+    face = detector.detect(image, SETTINGS.confidence).xyxy[0]
+    # the face filling 80 % of the frame's height, centred
+    scale = 0.8 * height / (face[3] - face[1])
+    big = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    cx, cy = (face[0] + face[2]) / 2 * scale, (face[1] + face[3]) / 2 * scale
+    shift = np.float32([[1, 0, width / 2 - cx], [0, 1, height / 2 - cy]])
+    frame = cv2.warpAffine(big, shift, (width, height), borderMode=cv2.BORDER_REPLICATE)
+    assert len(detector.detect(frame, 0.5).xyxy), "the close-up itself must be a face the detector finds"
+    hidden = Anonymizer(SETTINGS).whole(frame.copy(), 0).image
+    assert not len(detector.detect(hidden, 0.3).xyxy)
+    x1, y1, x2, y2 = (int(v) for v in ((face * scale) + np.tile([width / 2 - cx, height / 2 - cy], 2)))
+    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(width, x2), min(height, y2)
+    grey_in, grey_out = (cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in (frame, hidden))
+    assert face_visibility(grey_in[y1:y2, x1:x2], grey_out[y1:y2, x1:x2]) < VISIBLE_AT

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine.recognition.recognize import SIZE, alignment_matrix
-from engine.stages.anonymize import MOSAIC_EDGE_SOFTENING, _soft_mask
+from engine.stages.anonymize import MOSAIC_EDGE_SOFTENING, _soft_mask, whole_frame_blocks
 
 
 def to_tensor(frame: np.ndarray, device: torch.device) -> Tensor:
@@ -99,9 +99,10 @@ def _mask_template(shape: str, device: torch.device, dtype: torch.dtype) -> Tens
 
 
 def whole_frame(image: Tensor) -> Tensor:
-    """The whole frame made unrecognisable, as `Anonymizer.whole` does: 1/32 size, blurred, scaled back."""
+    """The whole frame made unrecognisable, as `Anonymizer.whole` does: a few blocks across, blurred, scaled back."""
     _, h, w = image.shape
-    small = resize(image, max(1, h // 32), max(1, w // 32), "area")
+    columns, rows = whole_frame_blocks(w, h)
+    small = resize(image, rows, columns, "area")
     return resize(gaussian_blur(small, 1.5), h, w, "bilinear")
 
 

@@ -28,6 +28,11 @@ MARGIN_FLOOR_NETWORK_PX = 8.0
 # Hard mosaic block edges redraw the face's outline: measured on the dev clip, a plain 7-block mosaic left
 # 3.6 % of bystander face-frames visible to score_video.py; with edges softened by 0.3 of a block, none.
 MOSAIC_EDGE_SOFTENING = 0.3
+# A whole frame hidden (panic, pause, a detector that failed) keeps at most this many blocks across its short side,
+# and blocks at least WHOLE_FRAME_MIN_BLOCK px: a fixed 1/32 had left a 4K close-up's face 68 blocks tall, which YuNet
+# still found (0.89) and a viewer still knew.
+WHOLE_FRAME_BLOCKS = 12
+WHOLE_FRAME_MIN_BLOCK = 32
 
 
 class Region(NamedTuple):
@@ -66,6 +71,13 @@ class SafeFrame:
         """A copy of an anonymized frame is still anonymized (benchmarks replay one frame several ways)."""
         return SafeFrame(self.image.copy(), self.index, self.whole_frame, _TOKEN)
 
+
+
+def whole_frame_blocks(width: int, height: int) -> tuple[int, int]:
+    """(columns, rows) of the blocks a whole hidden frame is averaged into: the same few across the short side at any
+    size, so that a face filling the frame is never more than WHOLE_FRAME_BLOCKS blocks tall."""
+    block = max(WHOLE_FRAME_MIN_BLOCK, min(width, height) / WHOLE_FRAME_BLOCKS)
+    return max(1, round(width / block)), max(1, round(height / block))
 
 class Anonymizer:
     def __init__(self, settings: Settings) -> None:
@@ -215,7 +227,7 @@ class Anonymizer:
     def whole(self, frame: np.ndarray, index: int) -> SafeFrame:
         """The whole frame made unrecognisable: panic, pause, or a detector that failed."""
         height, width = frame.shape[:2]
-        small = cv2.resize(frame, (max(1, width // 32), max(1, height // 32)), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(frame, whole_frame_blocks(width, height), interpolation=cv2.INTER_AREA)
         small = cv2.GaussianBlur(small, (0, 0), 1.5)
         frame[:] = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
         return SafeFrame(frame, index, True, _TOKEN)

@@ -93,12 +93,21 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], int]:
     return pairs, passed_over
 
 
+def make_folder(folder: Path) -> None:
+    """The output folder, created with its parents; a refusal (read-only place, a file on the way) is bad input,
+    said in one line before any input is read."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from exc
+
+
 def run_all(args: argparse.Namespace, run_one: Callable[[argparse.Namespace], int]) -> int:
     """Each input through `run_one` (the single-input `run`) into the folder `args.output`. Errors of one input
     (it cannot be read, or written) are reported and the next goes on; any other error stops the batch."""
     pairs, passed_over = plan(args)
     folder = Path(args.output)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     if passed_over:
         console.print(f"passed over {passed_over} file(s) that are neither photos nor videos")
     failed: list[Path] = []

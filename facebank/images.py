@@ -144,9 +144,7 @@ def load_photo(path: Path) -> Photo:
         size = path.stat().st_size
         if size > MAX_BYTES:
             raise ImageRejected(f"this file is too big ({size / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB)")
-        header = read_header(path)
-        if header.width <= 0 or header.height <= 0:
-            raise ImageRejected("this picture says it has no pixels; the file is damaged")
+        header = _sized_header(path)
         if header.width * header.height > MAX_PIXELS:
             raise ImageRejected(
                 f"this picture is too large ({header.width} x {header.height} = "
@@ -158,7 +156,40 @@ def load_photo(path: Path) -> Photo:
         raise ImageRejected("this file cannot be opened (no permission to read it)") from exc
     except OSError as exc:
         raise ImageRejected(f"this file cannot be read ({exc.strerror or exc})") from exc
+    return Photo(_decode(data, header), header, hashlib.sha256(data).hexdigest())
+
+
+def check_picture(path: Path) -> None:
+    """A photo given to `blurcast run`, refused when damaged as enrolment refuses it: a truncated JPEG otherwise
+    decodes into a mostly blank picture that would count as anonymized. No size limits (the user's own file), and
+    kinds read here by neither header nor decoder (TIFF, or no picture at all) are left to the engine to judge."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+        if not _known_kind(head):
+            return
+        header = _sized_header(path)
+        _decode(np.fromfile(path, dtype=np.uint8), header)
+    except PermissionError as exc:
+        raise ImageRejected("this file cannot be opened (no permission to read it)") from exc
+    except OSError as exc:
+        raise ImageRejected(f"this file cannot be read ({exc.strerror or exc})") from exc
+
+
+def _known_kind(head: bytes) -> bool:
+    return (head.startswith((b"\x89PNG", b"\xff\xd8", b"BM"))
+            or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"))
+
+
+def _sized_header(path: Path) -> ImageHeader:
+    header = read_header(path)
+    if header.width <= 0 or header.height <= 0:
+        raise ImageRejected("this picture says it has no pixels; the file is damaged")
+    return header
+
+
+def _decode(data: np.ndarray, header: ImageHeader) -> np.ndarray:
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)  # 3 channels: drops alpha, expands grey, applies EXIF rotation
     if image is None:
         raise ImageRejected(f"this {header.kind} file is damaged and cannot be decoded; please export it again")
-    return Photo(image, header, hashlib.sha256(data).hexdigest())
+    return image

@@ -134,14 +134,22 @@ class LiveFacebank:
 
     def refresh_if_stale(self) -> None:
         """Photos embedded by an older model or recipe do not count (fail closed); embed them again at start,
-        so an upgrade does not leave the streamer blurred until someone runs `facebank refresh`."""
+        so an upgrade does not leave the streamer blurred until someone re-enrols them (`e` on the UI's facebank
+        screen)."""
         try:
-            stale = [i for p in self.facebank.people() for i in p.images if i.model != model_tag()]
-            if stale:
-                log.warning("%d facebank photo(s) were embedded by another model: embedding them again", len(stale))
-                log.warning("%s", self.refresh())
-        except Exception:  # a damaged facebank is reported by the gallery; never take the engine down
-            log.exception("re-embedding the facebank failed; `blurcast facebank refresh` retries")
+            people = self.facebank.people()
+        except Exception:  # damaged: the gallery has already said so, in one line
+            return
+        stale = [i for p in people for i in p.images if i.model != model_tag()]
+        if not stale:
+            return
+        log.warning("%d facebank photo(s) were embedded by another model: embedding them again", len(stale))
+        try:
+            log.warning("%s", self.refresh())
+        except Exception as exc:  # never take the engine down; the traceback only with -vv
+            log.error("re-embedding the facebank failed (%s): those photos are ignored, so their people are blurred, "
+                      "until they are re-enrolled (`e` on the UI's facebank screen) or the engine restarts", exc)
+            log.debug("re-embedding failed", exc_info=True)
 
     def warm_up(self) -> None:
         """Load the enrolment models now (about a second), e.g. while a live face is still being gathered."""

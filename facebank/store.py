@@ -81,34 +81,71 @@ class AtomicJSONStorage(Storage):
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
+        except UnicodeDecodeError as exc:  # binary garbage: damaged like any other JSON error
+            raise FacebankError(_damaged(self.path, "not text")) from exc
+        except OSError as exc:
+            raise FacebankError(f"cannot read the facebank file {self.path}: {exc.strerror or exc}") from exc
         if not text.strip():
             return None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise FacebankError(f"the facebank file {self.path} is damaged ({exc.msg} at line {exc.lineno}); "
-                                "nobody is recognised until it is repaired or removed") from exc
-        if not isinstance(data, dict):
+            raise FacebankError(_damaged(self.path, f"{exc.msg}, line {exc.lineno} column {exc.colno}")) from exc
+        if not _is_facebank(data):  # valid JSON of another shape: refused before any reader or writer trips on it
             raise FacebankError(f"the facebank file {self.path} is not a facebank")
         return data
 
     def write(self, data: dict) -> None:
-        _ensure_private_dir(self.path.parent)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:  # mkstemp creates it 0600
-                json.dump(data, f, separators=(",", ":"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(self.path.parent)
+        with _writable(self.path.parent):
+            _ensure_private_dir(self.path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:  # mkstemp creates it 0600
+                    json.dump(data, f, separators=(",", ":"))
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                with suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            _fsync_dir(self.path.parent)
 
     def close(self) -> None:
         pass
+
+
+def _damaged(path: Path, why: str) -> str:
+    return (f"the facebank file {path} is damaged ({why}); nobody is recognised until it is repaired, or removed and "
+            "the people added again (`blurcast facebank add NAME PHOTO`)")
+
+
+_PERSON_FIELDS = {"key": str, "name": str, "images": list}
+_IMAGE_FIELDS = ("path", "sha256", "face_px", "sharpness", "score", "box", "image_size", "added", "model", "embedding")
+
+
+def _is_facebank(data: object) -> bool:
+    """The shape every reader and writer relies on: {"people": {"<id>": {key, name, images: [{path, ...}]}}}."""
+    if not isinstance(data, dict):
+        return False
+    table = data.get(TABLE, {})
+    return isinstance(table, dict) and all(str(doc_id).isdigit() and _is_person(doc)
+                                           for doc_id, doc in table.items())
+
+
+def _is_person(doc: object) -> bool:
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), kind) for k, kind in _PERSON_FIELDS.items()):
+        return False
+    return all(isinstance(image, dict) and all(f in image for f in _IMAGE_FIELDS) for image in doc["images"])
+
+
+@contextmanager
+def _writable(folder: Path) -> Iterator[None]:
+    """An OS refusal (read-only or immutable folder, full disk) as one FacebankError naming the folder."""
+    try:
+        yield
+    except OSError as exc:
+        raise FacebankError(f"cannot write the facebank in {folder}: {exc.strerror or exc}") from exc
 
 
 def _ensure_private_dir(folder: Path) -> None:
@@ -238,7 +275,7 @@ class Facebank:
         stale = sum(img.model != model_tag() for p in people for img in p.images)
         if stale:
             log.warning("%d facebank photo(s) were embedded by another model and are ignored until "
-                        "`refresh` embeds them again", stale)
+                        "they are re-enrolled (`e` on the UI's facebank screen)", stale)
         return Gallery.from_people({p.name: p.embeddings() for p in people})
 
     def version(self) -> tuple[int, int, int]:
@@ -256,15 +293,13 @@ class Facebank:
             return 0.0
 
     def _docs(self) -> list[dict]:
-        data = AtomicJSONStorage(self.path).read() or {}
-        table = data.get(TABLE, {})
-        if not isinstance(table, dict):
-            raise FacebankError(f"the facebank file {self.path} is not a facebank")
-        return list(table.values())
+        data = AtomicJSONStorage(self.path).read() or {}  # its shape checked there
+        return list(data.get(TABLE, {}).values())
 
     # --- writing: each change is one read-modify-write under the lock ----------------------------------------------
     def add(self, name: str, paths: Iterable[Path | str] | Path | str, choose: int | None = None) -> list[Enrolment]:
         """Enrol photos of `name` (new or existing). All or nothing: one refused photo and nothing is saved.
+        Returns the enrolments stored: a photo already enrolled (or given twice) is stored once and not returned.
 
         `choose` picks a face by its number, left to right, in every photo (for photos with several faces).
         """
@@ -272,7 +307,9 @@ class Facebank:
         photos = [paths] if isinstance(paths, str | Path) else list(paths)
         if not photos:
             raise ValueError("give at least one photo")
+        self._docs()  # a damaged facebank fails here, before the models load to enrol
         enrolments = self._enrol_all(photos, choose)
+        new: list[Enrolment] = []
         with self._transaction() as table:
             self._check_not_elsewhere(table, name, enrolments)
             found = table.get(Query().key == name_key(name))
@@ -281,14 +318,15 @@ class Facebank:
             for e in enrolments:
                 if e.sha256 not in known:
                     known.add(e.sha256)
+                    new.append(e)
                     images.append(ImageRecord.from_enrolment(e, choose).to_doc())
             if found:
                 table.update({"images": images}, doc_ids=[found.doc_id])
             else:
                 table.insert({"schema": SCHEMA, "key": name_key(name), "name": name, "created": _now(),
                               "images": images})
-        log.info("enrolled %d photo(s) of %s", len(enrolments), name)
-        return enrolments
+        log.info("enrolled %d new photo(s) of %s (%d given)", len(new), name, len(photos))
+        return new
 
     def _enrol_all(self, photos: list[Path | str], choose: int | None) -> list[Enrolment]:
         """Every photo checked before anything is written (the slow part, outside the lock)."""
@@ -386,8 +424,9 @@ class Facebank:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        _ensure_private_dir(self.lock_path.parent)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        with _writable(self.lock_path.parent):
+            _ensure_private_dir(self.lock_path.parent)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             deadline = time.monotonic() + LOCK_TIMEOUT_S
             while True:
@@ -405,7 +444,7 @@ class Facebank:
     def _remove_stale_temp_files(self) -> None:
         """Temp files left by a writer killed mid-write (only ever removed under the lock: nobody is writing)."""
         for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-            with suppress(FileNotFoundError):
+            with suppress(OSError):  # one that cannot be removed (read-only folder) is harmless
                 stale.unlink()
 
 

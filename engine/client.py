@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,10 @@ class EnginePaths:
     @property
     def facebank(self) -> Path:
         return self.root / "facebank.json"
+
+    @property
+    def launch(self) -> Path:
+        return self.root / "engine.launch.json"
 
 
 def default_paths() -> EnginePaths:
@@ -181,6 +185,45 @@ def _open_private(path: Path, flags: int) -> int:
     fd = os.open(path, flags | os.O_CREAT, 0o600)
     os.fchmod(fd, 0o600)  # also tightens a file an older version left 0644
     return fd
+
+
+def serve_args(source: str, *, loop: bool = False, vcam: bool = False, vcam_device: str | None = None,
+               record: str | None = None, use_facebank: bool = True, outputs: Sequence[str] = (),
+               bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "auto") -> list[str]:
+    """`blurcast engine serve` arguments for this source and these outputs."""
+    out = ["--source", source, *(["--loop"] if loop else []), *(["--vcam"] if vcam else [])]
+    out += ["--vcam-device", vcam_device] if vcam_device else []
+    out += ["--record", str(Path(record).resolve())] if record else []
+    out += [] if use_facebank else ["--no-facebank"]
+    for url in outputs:
+        out += ["--out", url]
+    return [*out, "--bitrate", str(bitrate_kbps), "--keyframe", str(keyframe_s), "--preset", preset]
+
+
+def save_launch(paths: EnginePaths, args: list[str]) -> None:
+    """What this engine runs now (source and outputs, as `engine serve` arguments), for a restart after it dies:
+    the UI's `r` then brings back the same source and outputs, not its own start's. Owner-only: a stream URL may
+    carry its passphrase."""
+    staged = paths.launch.with_name(f".{paths.launch.name}.{os.getpid()}.tmp")
+    fd = _open_private(staged, os.O_WRONLY | os.O_TRUNC)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"pid": os.getpid(), "args": args}, f)
+    os.replace(staged, paths.launch)
+
+
+def launch_of(paths: EnginePaths, pid: int | None) -> list[str] | None:
+    """The `engine serve` arguments engine `pid` last ran with; None when it saved none (an older or another
+    engine's file is never taken for it)."""
+    try:
+        saved = json.loads(paths.launch.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    args = saved.get("args") if isinstance(saved, dict) else None
+    if pid is None or saved.get("pid") != pid or not isinstance(args, list):
+        return None
+    if not all(isinstance(a, str) for a in args):
+        return None
+    return args
 
 
 def hold_engine_lock(paths: EnginePaths) -> int:

@@ -14,13 +14,14 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
 
-from engine.client import EnginePaths, default_paths
+from engine.client import EnginePaths, default_paths, save_launch, serve_args
 from engine.config import Settings, load_settings, published_limits, save_settings
 from engine.control import ControlServer
 from engine.enrol_track import TrackEnrolment
@@ -53,10 +54,14 @@ class ServeOptions:
     bitrate_kbps: int = 4000
     keyframe_s: float = 2.0
     preset: str = "auto"  # x264: ultrafast on 4 cores or fewer, else veryfast (engine/stream_options.py)
+    # The engine's recordings go to a new file beside one that exists (`rec-1.mp4`); `blurcast run -o` overwrites,
+    # as a one-off job's output does.
+    keep_existing: bool = False
 
 
 def open_sink(kind: str, source: VideoSource, path: str | None = None, device: str | None = None,
-              bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "auto") -> Sink:
+              bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "auto",
+              keep_existing: bool = False) -> Sink:
     info = source.info
     if kind == "stream":  # path is the URL; the source's sound goes along, in sync (engine/stages/sinks/stream.py)
         from engine.stages.sinks import StreamSink
@@ -75,7 +80,8 @@ def open_sink(kind: str, source: VideoSource, path: str | None = None, device: s
             check_output_path(Path(path), source.spec)  # a video source is refused, naming the fix
             return ImageSink(path)
         audio = source.spec if source.kind == "file" else None
-        return FileSink(path, info.width, info.height, source.fps_fraction, audio_from=audio)
+        return FileSink(path, info.width, info.height, source.fps_fraction, audio_from=audio,
+                        keep_existing=keep_existing)
     if kind == "preview":
         return PreviewSink()
     raise ValueError(f"unknown sink {kind!r} (vcam, file, preview or stream)")
@@ -101,10 +107,14 @@ class EngineService:
     """An assembled Engine plus its control handlers; `serve()` blocks until shutdown."""
 
     def __init__(self, engine: Engine, paths: EnginePaths | None = None,
-                 facebank: FacebankCommands | None = None) -> None:
+                 facebank: FacebankCommands | None = None, launch: ServeOptions | None = None,
+                 use_facebank: bool = True) -> None:
         self.paths = paths or default_paths()
         self.engine = engine
         self.facebank = facebank
+        # What it runs now, kept as it changes and saved for a restart after a crash (`save_launch`)
+        self.launch = replace(launch, outputs=list(launch.outputs)) if launch is not None else None
+        self.use_facebank = use_facebank
         self.enrolment: TrackEnrolment | None = None
         self._settings_lock = threading.Lock()  # clients set at once: the file must end with the last change
         self.server = ControlServer(self.paths.socket, self._handlers(), self.telemetry)
@@ -160,6 +170,7 @@ class EngineService:
     def _source(self, request: dict) -> dict:
         new = open_source(str(request["spec"]), loop=bool(request.get("loop", False)))
         self.engine.replace_source(new)
+        self._relaunch_with(source=new.spec, loop=bool(request.get("loop", False)))
         return {"source": new.spec, "width": new.info.width, "height": new.info.height, "fps": new.info.fps}
 
     def _sink_start(self, request: dict) -> dict:
@@ -172,9 +183,11 @@ class EngineService:
         if kind in self.engine.sink_names() or (kind == "stream" and _stream_name(path) in self.engine.sink_names()):
             raise ValueError(f"the {kind} sink is already running")
         options = {k: request[k] for k in ("bitrate_kbps", "keyframe_s", "preset") if k in request}
-        sink = open_sink(kind, self.engine.source, path, request.get("device"), **options)
+        sink = open_sink(kind, self.engine.source, path, request.get("device"), keep_existing=True, **options)
         self.engine.add_sink(sink)
-        return {"started": kind}
+        self._launch_sink(kind, path, request.get("device"), options, started=True)
+        written = getattr(sink, "path", None)
+        return {"started": kind, **({"path": str(written)} if kind == "file" and written else {})}
 
     def _sink_stop(self, request: dict) -> dict:
         name = str(request["name"])
@@ -182,7 +195,40 @@ class EngineService:
         if name not in running:
             raise ValueError(f"no {name!r} sink is running (running: {', '.join(running) or 'none'})")
         self.engine.remove_sink(name)
+        self._launch_sink(name.split(" ")[0], None, None, {}, started=False, name=name)
         return {"stopped": name}
+
+    # --- what a restart brings back ------------------------------------------------------------------------------
+    def _relaunch_with(self, **changes: Any) -> None:
+        if self.launch is not None:
+            self.launch = replace(self.launch, **changes)
+            self._save_launch()
+
+    def _launch_sink(self, kind: str, path: str | None, device: str | None, options: dict, *, started: bool,
+                     name: str = "") -> None:
+        """A sink started or stopped: the launch arguments follow (a file's path as asked, so that a restart's
+        recording goes beside it, never over it)."""
+        if self.launch is None:
+            return
+        if kind == "file":
+            self._relaunch_with(record=path if started else None)
+        elif kind == "vcam":
+            self._relaunch_with(vcam=started, vcam_device=device if started else None)
+        elif kind == "stream" and started:
+            self._relaunch_with(outputs=[*self.launch.outputs, str(path)], **options)
+        elif kind == "stream":
+            self._relaunch_with(outputs=[u for u in self.launch.outputs if name not in _stream_names(u)])
+
+    def _save_launch(self) -> None:
+        if self.launch is None:
+            return
+        o = self.launch
+        try:
+            save_launch(self.paths, serve_args(o.source, loop=o.loop, vcam=o.vcam, vcam_device=o.vcam_device,
+                                               record=o.record, use_facebank=self.use_facebank, outputs=o.outputs,
+                                               bitrate_kbps=o.bitrate_kbps, keyframe_s=o.keyframe_s, preset=o.preset))
+        except OSError as exc:  # a restart then starts as the UI was started; the engine itself goes on
+            log.warning("cannot save what the engine runs for a restart (%s): %s", self.paths.launch, exc)
 
     def _facebank(self) -> FacebankCommands:
         if self.facebank is None:
@@ -237,6 +283,7 @@ class EngineService:
     def serve(self) -> None:
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self.paths.pid.write_text(str(os.getpid()))
+        self._save_launch()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda *_: self.engine.stop_event.set())
         self.server.start()
@@ -268,6 +315,14 @@ def _stream_name(url: object) -> str:
     from engine.stages.sinks import redact
 
     return f"stream {redact(str(url))}"
+
+
+def _stream_names(url: str) -> set[str]:
+    """The sink name of a stream output as given (a start's URL, already completed) and as the engine completes it."""
+    names = {_stream_name(url)}
+    with suppress(ValueError):
+        names.add(_stream_name(srt_output_url(url)))
+    return names
 
 
 def _str_arg(request: dict, name: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -112,10 +113,32 @@ def test_recording_and_settings_persist_across_restart(dev_clip, tmp_path):
         stop_background(paths)
     cap = cv2.VideoCapture(str(tmp_path / "rec.mp4"))
     assert cap.read()[0], "the recording is a readable video"
+    first = (tmp_path / "rec.mp4").read_bytes()
     start_background(["--source", str(dev_clip), "--loop"], paths)
     try:
         with ControlClient(paths.socket) as client:
             assert client.request("settings")["margin"] == 0.4
+            # The same name again (the UI remembers it): the earlier recording is kept, this one goes beside it
+            reply = client.request("sink_start", kind="file", path=str(tmp_path / "rec.mp4"))
+            assert reply["path"] == str(tmp_path / "rec-1.mp4")
+            written = lambda: [o["path"] for o in client.request("status")["outputs"] if o["name"] == "file"]  # noqa: E731
+            assert wait_for(lambda: written() == [str(tmp_path / "rec-1.mp4")])
+            client.request("sink_stop", name="file")
     finally:
         stop_background(paths)
     assert not engine_running(paths)
+    assert (tmp_path / "rec.mp4").read_bytes() == first
+
+
+def test_a_restart_takes_only_the_launch_its_own_engine_saved(tmp_path):
+    """`r` in the UI restarts as the lost engine ran: never as an older or another engine's saved file says."""
+    from engine.client import launch_of, save_launch, serve_args
+
+    paths = EnginePaths(tmp_path)
+    args = serve_args("srt://:9000?mode=listener&passphrase=0123456789", record="rec.mp4", outputs=["rtmp://x/y"])
+    save_launch(paths, args)
+    assert launch_of(paths, os.getpid()) == args
+    assert launch_of(paths, os.getpid() + 1) is None and launch_of(paths, None) is None
+    assert paths.launch.stat().st_mode & 0o077 == 0, "owner-only: a stream URL may carry its passphrase"
+    paths.launch.write_text("{not json")
+    assert launch_of(paths, os.getpid()) is None

@@ -100,10 +100,14 @@ def recording_engine(dev_clip, tmp_path):
 @needs_ffmpeg
 @needs_proc
 def test_a_power_cut_keeps_what_was_recorded(recording_engine):
-    """kill -9 of the engine and its encoder together (the process group) 3 s into a recording."""
+    """kill -9 of the engine and its encoder together 3 s into a recording (the encoder has its own process group,
+    so that a terminal's Ctrl-C reaches the engine alone: it is killed by its pid)."""
     pid, client, folder = recording_engine
     _record_seconds(client, 3.0)
+    encoders = _children(pid)
     os.killpg(pid, signal.SIGKILL)
+    for encoder in encoders:
+        os.kill(encoder, signal.SIGKILL)
     wait_for(lambda: _gone(pid), timeout=10)
     assert _video_seconds(folder / "rec.mp4") >= 2.0, "a player reads at least 2 of the 3 s written"
 

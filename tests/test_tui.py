@@ -223,6 +223,37 @@ def test_engine_loss_is_shown_and_r_restarts_it(engine, dev_clip):
     assert "EngineStats" in lifecycle[starting:], "telemetry flows again after the restart"
 
 
+def test_r_after_a_crash_restarts_the_engine_as_it_ran_not_as_the_ui_started(dev_clip, tmp_path):
+    """A headless rig: `engine start --source CLIP --record rec.mp4`, then the UI (whose own start would read camera
+    0). The engine is killed (-9); `r` brings it back on the same clip, recording again, beside the crashed
+    recording and not over it."""
+    paths = EnginePaths(tmp_path / "state")
+    recording = tmp_path / "rec.mp4"
+    pid = start_background(["--source", str(dev_clip), "--loop", "--record", str(recording)], paths)
+
+    async def scenario() -> None:
+        app = make_app(paths, source="0", start_engine=False)  # the UI's own start: camera 0, no recording
+        async with app.run_test() as pilot:
+            await live(pilot)
+            await until(pilot, lambda: app.telemetry["frames"] > 10, what="frames recorded")
+            os.kill(pid, signal.SIGKILL)
+            await until(pilot, lambda: app.engine_state == "lost", what="the UI to notice")
+            await pilot.press("r")
+            await until(pilot, lambda: app.engine_state == "live" and app.telemetry.get("pid") not in (None, pid),
+                        timeout=90, what="the restarted engine")
+            assert app.telemetry["source"]["spec"] == str(dev_clip)
+            await until(pilot, lambda: [o["path"] for o in app.telemetry["outputs"] if o["name"] == "file"]
+                        == [str(tmp_path / "rec-1.mp4")], what="the recording again, in a new file")
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        stop_background(paths)
+    assert recording.stat().st_size > 0
+    cap = cv2.VideoCapture(str(recording))
+    assert cap.read()[0], "the crashed recording is still there and playable"
+
+
 # --- source & output screen ----------------------------------------------------------------------------------
 def test_recording_from_the_output_screen(engine, dev_clip, tmp_path):
     target = tmp_path / "recorded.mp4"

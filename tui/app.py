@@ -429,6 +429,9 @@ class BlurcastApp(App[int]):
 
     def action_restart_engine(self) -> None:
         if self.engine_state in ("lost", "stale") and not self._starting:
+            pid = (self.telemetry or {}).get("pid")
+            if self.engine_link.take_launch_of(pid if isinstance(pid, int) else None):
+                log.info("restarting the engine as it last ran (pid %s)", pid)
             self._begin_start()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

@@ -17,6 +17,7 @@ from engine.client import (
     decode_preview,
     default_paths,
     engine_running,
+    launch_of,
     start_background,
 )
 
@@ -51,6 +52,14 @@ class EngineLink:
 
     def running(self) -> bool:
         return engine_running(self.paths)
+
+    def take_launch_of(self, pid: int | None) -> bool:
+        """Start as engine `pid` last ran (its source and outputs, saved by it), not as this UI was started: after a
+        crash, `r` must not go live on another input with the virtual camera, streams and recording gone."""
+        args = launch_of(self.paths, pid)
+        if args is not None:
+            self.engine_args = args
+        return args is not None
 
     def start(self) -> int:
         """Start the engine in the background (loads the models: seconds). Returns its pid."""

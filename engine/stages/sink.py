@@ -101,6 +101,16 @@ def next_segment(path: Path) -> Path:
     raise AssertionError("unreachable")
 
 
+def _first_free(path: Path) -> Path:
+    """`path`, or the first free `rec-1.mp4`... when a file is there already: the engine's recordings (the UI's,
+    `engine serve --record`, a restart after a crash) never overwrite an earlier one, which may be a whole stream."""
+    if not path.exists() or path.is_dir() or path.stat().st_size == 0:
+        return path  # a folder is refused by check_output_path, with its own message
+    free = next_segment(path)
+    log.warning("%s exists: recording to %s instead, to keep it", path, free)
+    return free
+
+
 def recorded_frames(path: Path) -> int:
     """Video frames a player can read from `path` (0 for a missing or unreadable file); needs ffprobe."""
     ffprobe = shutil.which("ffprobe")
@@ -125,7 +135,8 @@ class FileSink:
     name = "file"
 
     def __init__(self, path: str | Path, width: int, height: int, fps: Fraction | float,
-                 audio_from: str | None = None, preset: str = "veryfast", crf: int = 18) -> None:
+                 audio_from: str | None = None, preset: str = "veryfast", crf: int = 18,
+                 keep_existing: bool = False) -> None:
         self._ffmpeg = shutil.which("ffmpeg")
         if self._ffmpeg is None:
             raise SinkError("the file sink needs ffmpeg on PATH (Debian: `apt-get install ffmpeg`)")
@@ -136,7 +147,7 @@ class FileSink:
         self.repeated = 0  # live: frames the engine dropped, filled with the frame before them
         self._next_position: int | None = None  # live: the source timeline's next frame
         self._base = Path(path)
-        self._open(Path(path), width, height, audio_from)
+        self._open(_first_free(self._base) if keep_existing else self._base, width, height, audio_from)
 
     def _open(self, path: Path, width: int, height: int, audio_from: str | None) -> None:
         check_output_path(path, audio_from)
@@ -148,8 +159,10 @@ class FileSink:
         self._closed = False
         self._last: tuple[tuple[int, ...], memoryview] | None = None  # live: the last frame written to *this* encoder
         self._stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the encoder; a file, not a pipe, so a chatty ffmpeg never blocks)
+        # Its own process group: a terminal's Ctrl-C reaches Blurcast alone, which ends the recording by closing the
+        # pipe (one playable file); the encoder killed by it first had made a second file, `rec-1.mp4`.
         self._proc = subprocess.Popen(self._command(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                      stderr=self._stderr_file)
+                                      stderr=self._stderr_file, process_group=0)
         self.segments.append(path)
         log.info("recording %dx%d @ %s fps to %s (ffmpeg pid %d)", width, height, self.fps, path, self._proc.pid)
 

@@ -156,7 +156,8 @@ class StreamSink:
                 "-tune", "zerolatency", "-b:v", f"{bitrate}k", "-maxrate", f"{bitrate}k",
                 "-bufsize", f"{bitrate}k", "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
                 "-pix_fmt", "yuv420p", *COLOUR_TAGS, "-f", self._fmt, self.url]
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+        # Its own process group, as the recording's encoder (sink.py): Ctrl-C ends the stream through Blurcast
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0,
                                 pass_fds=(audio_r,) if audio_r is not None else ())
         if audio_r is not None:
             os.close(audio_r)

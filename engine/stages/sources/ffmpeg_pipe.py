@@ -120,7 +120,12 @@ class FFmpegSource:
         self._session: _Session | None = None
         self._force_bgr = False  # set once a stream came at an odd size (I420 on the pipe needs even sizes)
         self._last_errors: list[str] = []  # FFmpeg's errors in the last session that had some: why it failed
-        if not self._connect(open_timeout_s):
+        try:
+            connected = self._connect(open_timeout_s)
+        except BaseException:  # Ctrl-C while waiting for a sender: no FFmpeg child outlives us, holding the port
+            self._stop_session()
+            raise
+        if not connected:
             self._stop_session()
             raise SourceError(f"{self.hint} (no frame within {open_timeout_s:.0f} s{self._why()})")
         self.info = self._make_info()

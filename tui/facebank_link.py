@@ -3,8 +3,10 @@ models loaded and does the face work; the UI never loads one). Blocking: call fr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tui.link import ControlError, EngineLink
@@ -61,6 +63,29 @@ def _image(raw: dict[str, Any]) -> ImageView:
                      str(raw.get("grade", "?")))
 
 
+def saved_people(path: Path) -> list[PersonView]:
+    """The people in the facebank file itself, read-only, for when no engine answers (as `blurcast facebank list`
+    reads it). Plain JSON on purpose: `facebank.store` would load the models' code into the UI. The file is
+    TinyDB's: {"people": {id: {"name", "images": [{"path", "face_px", "sharpness", "score", ...}]}}}; a missing
+    file is an empty facebank. Grades need the engine's bars: '?'. Raises OSError or ValueError (damaged)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    data = json.loads(text) if text.strip() else {}  # json.JSONDecodeError is a ValueError
+    table = data.get("people") if isinstance(data, dict) else None
+    if not isinstance(table, dict):
+        raise ValueError(f"{path} is not a facebank")
+    people = [doc for doc in table.values() if isinstance(doc, dict)]
+    return people_views({"name": p.get("name", "?"), "images": [_saved_image(i) for i in p.get("images") or []
+                                                                if isinstance(i, dict)]} for p in people)
+
+
+def _saved_image(doc: dict[str, Any]) -> dict[str, Any]:
+    """An image document without its embedding (biometric data the UI has no use for)."""
+    return {key: doc.get(key) for key in ("path", "face_px", "sharpness", "score")}
+
+
 class FacebankLink:
     """The facebank commands of the running engine; every failure is a ControlError with the reason."""
 
@@ -70,8 +95,18 @@ class FacebankLink:
     def people(self) -> list[PersonView]:
         return people_views(self.link.request("facebank_list")["people"])
 
-    def add(self, name: str, paths: list[str], choose: int | None = None) -> None:
-        self.link.request("facebank_add", name=name, paths=paths, face=choose)
+    def engine_running(self) -> bool:
+        return self.link.running()
+
+    def saved(self) -> list[PersonView]:
+        """The facebank file's people, read-only (no engine needed); see `saved_people`."""
+        return saved_people(self.link.paths.facebank)
+
+    def add(self, name: str, paths: list[str], choose: int | None = None) -> int:
+        """Enrol `paths` as `name`; the number of new photos (one already enrolled is not counted again)."""
+        reply = self.link.request("facebank_add", name=name, paths=paths, face=choose)
+        added = reply.get("added") if isinstance(reply, dict) else None
+        return added if isinstance(added, int) else len(paths)
 
     def remove(self, name: str) -> bool:
         try:

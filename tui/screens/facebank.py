@@ -37,11 +37,16 @@ class ImageTree(DirectoryTree):
 
 
 class PeopleLoaded(Message):
-    def __init__(self, people: list[PersonView], note: str = "", error: str = "") -> None:
+    """`people` None: not known (no engine, and its file unreadable); `from_file`: read from the file, the engine
+    being down."""
+
+    def __init__(self, people: list[PersonView] | None, note: str = "", error: str = "",
+                 from_file: bool = False) -> None:
         super().__init__()
         self.people = people
         self.note = note
         self.error = error
+        self.from_file = from_file
 
 
 GRADE_STYLES = {"good": "green", "ok": "", "weak": "yellow", "old model": "red", "?": "dim"}
@@ -97,6 +102,8 @@ class FacebankScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self._people: list[PersonView] = []
+        self._known = True  # False: no engine and no readable file, so nobody can say who is on it
+        self._from_file = False  # the list is the file's, read while the engine was down
         self._busy = False
 
     def compose(self) -> ComposeResult:
@@ -127,6 +134,12 @@ class FacebankScreen(Screen):
         images = self.query_one("#images", DataTable)
         images.add_columns("photo", "figures", "quality")
         images.border_title = "images"
+        self.watch(self.app, "engine_state", self._on_engine_state, init=False)
+
+    def _on_engine_state(self, state: str) -> None:
+        """The list shown from the file, or none: the engine's own once it answers."""
+        if state == "live" and (self._from_file or not self._known) and self.is_current and not self._busy:
+            self.run_facebank("list")
 
     def on_screen_resume(self) -> None:
         if not self._busy:
@@ -145,18 +158,30 @@ class FacebankScreen(Screen):
             if "faces were found" in error:  # the engine's words are the CLI's (--face N): say the field
                 error = error.replace("Pick one with its number (--face N)", "Type the one you want in face#")
                 error += "" if "face#" in error else " (type its number in face#)"
-        people: list[PersonView] = []
         try:
-            people = bank.people()
+            self.post_message(PeopleLoaded(bank.people(), note.strip(), error))
         except ControlError as exc:
-            error = error or f"cannot read the facebank: {exc}"
-        self.post_message(PeopleLoaded(people, note.strip(), error))
+            if bank.engine_running():  # it answers but cannot list: its words
+                self.post_message(PeopleLoaded(None, note.strip(), error or f"cannot read the facebank: {exc}"))
+            else:
+                self.post_message(self._from_saved(bank, note.strip()))
+
+    @staticmethod
+    def _from_saved(bank: FacebankLink, note: str) -> PeopleLoaded:
+        """No engine: the people as its file has them (read-only), never a false "nobody"."""
+        try:
+            return PeopleLoaded(bank.saved(), note, from_file=True)
+        except (OSError, ValueError) as exc:
+            return PeopleLoaded(None, note, f"cannot read the facebank file: {exc}", from_file=True)
 
     @staticmethod
     def _apply(bank: FacebankLink, op: str, name: str, paths: list[str], choose: int | None) -> str:
         if op == "add":
-            bank.add(name, paths, choose)
-            return f"Enrolled {name} from {len(paths)} photo(s). The engine uses it now."
+            added = bank.add(name, paths, choose)
+            if not added:
+                return f"{name}: already enrolled from {'this photo' if len(paths) == 1 else 'these photos'}."
+            kept = "" if added == len(paths) else f" ({len(paths) - added} already enrolled or given twice)"
+            return f"Enrolled {name} from {added} new photo(s){kept}. The engine uses it now."
         if op == "remove":
             return f"Removed {name}: their face is blurred again." if bank.remove(name) else f"Nobody named {name}."
         if op == "reenrol":
@@ -166,16 +191,25 @@ class FacebankScreen(Screen):
     def on_people_loaded(self, message: PeopleLoaded) -> None:
         self._busy = False
         self.query_one("#enrol-button", Button).disabled = False
-        self._people = message.people
+        self._people, self._known, self._from_file = message.people or [], message.people is not None, \
+            message.from_file
         self._fill_people()
         self.refresh_bindings()
-        if message.error:
+        if message.from_file:  # before the error: "no engine running on …/engine.sock" said it less plainly
+            self._say(self._engine_down() + (f" ({message.error})" if message.error else ""), error=True)
+        elif message.error:
             self._say(message.error, error=True)
         elif message.note:
             self._say(message.note)
             for field in self.query("#enrol-row Input").results(Input):
                 field.value = ""
             self.query_one("#people", DataTable).focus()  # keys act on the screen again, not the form
+
+    def _engine_down(self) -> str:
+        app: Any = self.app
+        if app.engine_state in ("starting", "connecting"):
+            return "The engine is still starting: changes need it. The list is read from the facebank file."
+        return "The engine is not running: press r to start it. The list is read from the facebank file."
 
     def _say(self, text: str, error: bool = False) -> None:
         label = self.query_one("#fb-message", Static)
@@ -196,10 +230,12 @@ class FacebankScreen(Screen):
         table.clear()
         for person in self._people:
             table.add_row(person.name, str(len(person.images)), grades_cell(person), key=person.name)
-        if not self._people:
+        if not self._known:
+            table.border_subtitle = "not known: the engine is not running"
+        elif not self._people:
             table.border_subtitle = "nobody yet: every face is blurred"
         else:
-            table.border_subtitle = ""
+            table.border_subtitle = "from the file: grades need the engine" if self._from_file else ""
             if selected in table.rows:
                 table.move_cursor(row=table.get_row_index(selected))
         self._fill_images()
@@ -229,6 +265,7 @@ class FacebankScreen(Screen):
         self.query_one("#paths", Input).focus()
 
     @on(Input.Submitted, "#paths")
+    @on(Input.Submitted, "#choose")  # typed last after a "pick a face" refusal: Enter tries again with it
     @on(Button.Pressed, "#enrol-button")
     def action_enrol(self) -> None:
         if self._busy:

@@ -45,6 +45,8 @@ DIGITS_S = 1.0  # digits typed within this long of each other make one face numb
 ENROL_SECONDS = 3.0  # several head poses (2 s gave too few to hold through turns); the models load meanwhile
 NAV_KEYS = frozenset({"up", "down", "pageup", "pagedown", "home", "end", "ctrl+home", "ctrl+end"})
 RATE_STEADY = 0.03  # the look-ahead's cost follows the processed rate once it moves by more than this share
+FACES_TITLE = "faces in view"
+SHORT_ROWS = 24  # a terminal shorter than this gives the faces table its rows only (see on_resize)
 USER_MOVE_S = 0.5  # a highlight this soon after a key or click in the table is the user's pick
 
 # (setting, label, step, format): the range, default and help come from the engine's `limits`
@@ -66,6 +68,15 @@ PREVIEW_NOTES = {
     "connecting": "connecting…",
     "detached": "no engine attached",
 }
+
+
+def with_floor(name: str, value: float, low_confidence: float | None) -> dict[str, float]:
+    """The settings to send for a slider move. The engine refuses a confidence below its low_confidence (the
+    tracker's second pass, which has no slider): moving confidence under it takes it down too, in the same `set`.
+    Only ever down: lower thresholds find more faces, so this never blurs less."""
+    if name == "confidence" and low_confidence is not None and value < low_confidence:
+        return {name: value, "low_confidence": value}
+    return {name: value}
 
 
 class LiveScreen(Screen):
@@ -124,7 +135,7 @@ class LiveScreen(Screen):
         table = self.query_one("#faces", DataTable)
         for key, label, width in FACE_COLUMNS:
             table.add_column(label, key=key, width=width)
-        table.border_title = "faces in view"
+        table.border_title = FACES_TITLE
         preview = self.query_one("#preview", Preview)
         preview.border_title = "output (anonymized)"
         if not self._app.graphics and self.app.console.color_system != "truecolor":  # e.g. tmux, no COLORTERM
@@ -133,6 +144,14 @@ class LiveScreen(Screen):
         self.watch(self.app, "engine_state", self._on_engine_state)
         self.watch(self.app, "limits", self._on_limits)
         self.watch(self._lookahead(), "value", self._lookahead_moved, init=False)
+
+    def on_resize(self, event: events.Resize) -> None:
+        """Below 24 rows the faces table has room for a row or two: a row beats its header and the horizontal
+        scrollbar (at 60x20 the scrollbar took the only row, under "faces in view: 8")."""
+        short = event.size.height < SHORT_ROWS
+        table = self.query_one("#faces", DataTable)
+        table.show_header = not short
+        table.styles.scrollbar_size_horizontal = 0 if short else 1
 
     def on_screen_resume(self) -> None:
         self._on_telemetry(self._app.telemetry)
@@ -159,6 +178,9 @@ class LiveScreen(Screen):
         if self.focused is self._lookahead() and lookahead_done(t) != self._done_shown:
             self._show_slider_help(self._lookahead())  # its counts of faces hidden and shown late moved
         self._sync_sliders(settings)
+        if self._app.engine_state == "lost":  # the last figures, shown again on resume: their faces are gone
+            self._forget_faces()
+            return
         faces = in_view(t.get("faces") or [])
         now = time.monotonic()
         self._first_seen = {f["track_id"]: self._first_seen.get(f["track_id"], now) for f in faces
@@ -232,6 +254,17 @@ class LiveScreen(Screen):
                               + known)
         table.border_subtitle = "e: this is me · 0-9: pick by number"
 
+    def _forget_faces(self) -> None:
+        """The engine is gone: its last faces are no longer in view (a row said "visible" for nobody)."""
+        table = self.query_one("#faces", DataTable)
+        if not self._shown and table.border_title == FACES_TITLE:
+            return  # none shown yet (the engine never answered): nothing to take back
+        table.clear()
+        self._shown.clear()
+        self._first_seen.clear()
+        table.border_title = "faces in view: none known (engine lost)"
+        self.query_one("#preview", Preview).set_faces([], (0, 0), None)
+
     def _keep_cursor_on_selected(self, table: DataTable) -> None:
         """Rows come and go; the cursor stays on the face picked, not on whatever row took its place."""
         if self.selected is None or str(self.selected) not in self._shown:
@@ -289,6 +322,7 @@ class LiveScreen(Screen):
         if state == "lost":  # one line, with the way out: the engine bar has the engine's own words
             self.query_one("#notice", Static).update(
                 Text.assemble(("No picture. ", "bold"), "o: pick a video file or stream URL · r: retry"))
+            self._forget_faces()
         if self._app.telemetry and self.is_current:
             self.query_one("#figures", Static).update(figures(self._app.telemetry, stale=stale), layout=False)
 
@@ -340,7 +374,15 @@ class LiveScreen(Screen):
     @on(Slider.Changed)
     def _slider_moved(self, event: Slider.Changed) -> None:
         if event.slider.name:
-            self._app.send_settings({event.slider.name: event.value})
+            self._app.send_settings(with_floor(event.slider.name, event.value, self._low_confidence()))
+
+    def _low_confidence(self) -> float | None:
+        """The engine's low_confidence as last sent (not yet echoed) or reported; None from an engine without it."""
+        sent = self._app.settings_sent.get("low_confidence")
+        if sent is not None:
+            return float(sent[0])
+        low = ((self._app.telemetry or {}).get("settings") or {}).get("low_confidence")
+        return None if low is None else float(low)
 
     @on(Slider.Focused)
     def _slider_focused(self, event: Slider.Focused) -> None:
@@ -431,13 +473,13 @@ class LiveScreen(Screen):
     def action_focus_sliders(self) -> None:
         sliders = [s for s in self.query(Slider) if s.focusable]
         if sliders:
-            sliders[0].focus()
+            self.set_focus(sliders[0])  # at once: a → in the same burst is for the slider (Slider.action_move)
         else:
             self._wait_for_sliders("focus_sliders")
 
     def action_focus_lookahead(self) -> None:
         if self._lookahead().focusable:
-            self._lookahead().focus()
+            self.set_focus(self._lookahead())
         else:
             self._wait_for_sliders("focus_lookahead")
 
@@ -448,4 +490,4 @@ class LiveScreen(Screen):
                     timeout=4)
 
     def action_focus_faces(self) -> None:
-        self.query_one("#faces", DataTable).focus()
+        self.set_focus(self.query_one("#faces", DataTable))

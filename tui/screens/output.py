@@ -148,6 +148,10 @@ class OutputScreen(Screen):
         super().__init__()
         self._recording: tuple[str, float] | None = None  # (path, started) of the recording this UI started
         self._last_saved: str | None = None
+        # The files the engine wrote this recording, as telemetry named them: a size change starts a new one
+        # (a.mp4, then a-1.mp4), so the path typed is not always the file written.
+        self._written: list[str] = []
+        self._record_hint = ""  # says how to start after Enter in the path field, until the field or state changes
         # The outputs list as last drawn, with whether the engine was live: with no rows the placeholder row
         # says which ("nothing leaves the engine" / "engine not live"), so both decide a redraw.
         self._rows_shown: tuple[list[tuple[str, str, str, str]], bool] | None = None
@@ -288,20 +292,28 @@ class OutputScreen(Screen):
 
     def _show_recording(self, recording: bool, live: bool, engine_path: str | None = None) -> None:
         state = self.query_one("#record-state", Static)
+        if recording and engine_path and engine_path not in self._written:
+            self._written.append(engine_path)
         if state.has_class("error"):
             return  # keep an error in view until the next action
         if not live:
-            state.update("")
-        elif recording and self._recording:
-            path, started = self._recording
-            state.update(f"● recording to {path} ({time.monotonic() - started:.0f} s)")
+            state.update("recording needs the engine, which is not live" if self._record_hint else "")
         elif recording:
-            state.update(f"● recording to {engine_path}" if engine_path else "● recording (path not reported)")
+            state.update(self._recording_line(engine_path) + (f" · {self._record_hint}" if self._record_hint else ""))
         elif self._recording and time.monotonic() - self._recording[1] < START_GRACE_S:
             pass  # asked for; the engine opens the file before its next frame
         else:
+            if self._written:  # stopped elsewhere (the CLI, another UI): what it wrote is still worth saying
+                self._last_saved, self._written = ", ".join(self._written), []
             self._recording = None
-            state.update("○ not recording" + (f" · last saved {self._last_saved}" if self._last_saved else ""))
+            saved = f" · last saved {self._last_saved}" if self._last_saved else ""
+            state.update("○ not recording" + (f" · {self._record_hint}" if self._record_hint else saved))
+
+    def _recording_line(self, engine_path: str | None) -> str:
+        """The file the engine writes now (its telemetry), else the one asked for; how long, if this UI started it."""
+        path = engine_path or (self._recording[0] if self._recording else None)
+        since = f" ({time.monotonic() - self._recording[1]:.0f} s)" if self._recording else ""
+        return f"● recording to {path}{since}" if path else "● recording (path not reported)"
 
     # --- commands ---------------------------------------------------------------------------------------------
     @work(thread=True, group="output", exit_on_error=False)
@@ -379,8 +391,18 @@ class OutputScreen(Screen):
 
     @on(Input.Submitted, "#record-path")
     def _record_path_submitted(self) -> None:
-        """Enter in the path field does not start a recording (typing must never do that): it says how."""
-        self.on_command_result(CommandResult("record", True, "press Record (or w, then y) to start recording"))
+        """Enter in the path field does not start a recording (typing must never do that): it says how, on the
+        recording line, where it stays (telemetry redraws that line ten times a second) until the field changes."""
+        if "file" in ((self._app.telemetry or {}).get("sinks") or []):
+            self._record_hint = "to record to this path: Stop, then Record"
+        else:
+            self._record_hint = "press Record (or w, then y) to start recording"
+        self.query_one("#record-state", Static).set_class(False, "error")
+        self._on_telemetry(self._app.telemetry)  # the line, with the hint, at once
+
+    @on(Input.Changed, "#record-path")
+    def _record_path_changed(self) -> None:
+        self._record_hint = ""
 
     @on(Button.Pressed, "#record-start")
     def start_recording(self) -> None:
@@ -393,14 +415,14 @@ class OutputScreen(Screen):
         if not path.parent.is_dir():
             self.on_command_result(CommandResult("record", False, f"No such folder: {path.parent}"))
             return
-        self._recording = (str(path), time.monotonic())
+        self._recording, self._written, self._record_hint = (str(path), time.monotonic()), [], ""
         self.on_command_result(CommandResult("record", True, f"starting to record to {path}…"))
         self.command("record", f"● recording to {path}", "sink_start", kind="file", path=str(path))
 
     @on(Button.Pressed, "#record-stop")
     def stop_recording(self) -> None:
-        saved = self._recording[0] if self._recording else "the file"
-        self._last_saved, self._recording = saved, None
+        saved = ", ".join(self._written) or (self._recording[0] if self._recording else "the file")
+        self._last_saved, self._recording, self._written, self._record_hint = saved, None, [], ""
         self.command("record", f"Recording stopped; saved {saved}.", "sink_stop", name="file")
 
     @on(Input.Submitted, "#stream-url")

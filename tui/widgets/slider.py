@@ -139,11 +139,15 @@ class Slider(Widget, can_focus=True):
             self.set_value(self.default, user=True)
 
     def action_move(self, direction: int) -> None:
-        """↑/↓ walk the sliders in order; past the last one the focus goes on as Tab would."""
+        """↑/↓ walk the sliders in order; past the last one the focus goes on as Tab would.
+
+        The focus moves at once, not with `focus()` (deferred to after the queued messages): keys that came in
+        the same burst (typing fast over SSH) are matched to bindings against the focus when they are handled,
+        so ↓→ must change the next slider, not this one."""
         siblings = [w for w in self.parent.query_children(Slider) if w.focusable] if self.parent else []
         index = siblings.index(self) + direction if self in siblings else -1
         if 0 <= index < len(siblings):
-            siblings[index].focus()
+            self.screen.set_focus(siblings[index])
         elif direction > 0:
             self.screen.focus_next()
         else:

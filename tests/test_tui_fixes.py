@@ -1,0 +1,297 @@
+"""Review fixes in the UI, driven headless (Textual's pilot) on an app fed fixed telemetry, or with no engine at
+all: keys in one burst, confidence under low_confidence, the facebank with no engine, the recording line, Enter
+in the form fields, the faces table after the engine is lost and in a small terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual import events
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input, Static
+
+import tui.screens.facebank as facebank_screen
+from engine.client import EnginePaths
+from engine.config import Settings, published_limits
+from tests.helpers import until
+from tests.test_tui_snapshots import LIMITS, TELEMETRY
+from tui.app import BlurcastApp, make_app
+from tui.facebank_link import ImageView, PersonView, saved_people
+from tui.link import ControlError
+from tui.messages import EngineLost, EngineStats
+from tui.screens.live import with_floor
+from tui.screens.output import OutputScreen
+from tui.widgets import Slider
+
+
+def detached(tmp_path: Path) -> BlurcastApp:
+    return make_app(EnginePaths(tmp_path), start_engine=False, attach=False)
+
+
+async def fed(pilot: Pilot, telemetry: dict = TELEMETRY, limits: dict = LIMITS) -> BlurcastApp:
+    app = pilot.app
+    app.limits = limits
+    app.post_message(EngineStats(telemetry))
+    await pilot.pause()
+    return app
+
+
+def values(app: BlurcastApp) -> dict[str, float]:
+    return {s.name: s.value for s in app.screen.query(Slider)}
+
+
+async def burst(pilot: Pilot, *keys: str) -> None:
+    """Keys as a terminal sends them when typed fast (or over SSH): all queued before the first is handled.
+    `pilot.press` waits for the app to go idle after each key, so it cannot show this."""
+    for key in keys:
+        pilot.app._driver.send_message(events.Key(key, None))
+    await pilot.pause(0.2)
+
+
+# --- 1. a burst of keys acts on the slider the focus moved to --------------------------------------------------
+@pytest.mark.parametrize("send", ["burst", "press"])
+def test_down_then_right_in_one_burst_changes_the_next_slider(tmp_path, send):
+    async def scenario() -> None:
+        async with detached(tmp_path).run_test(size=(160, 48)) as pilot:
+            app = await fed(pilot)
+            await pilot.press("s")
+            app.screen.query_one("#margin", Slider).focus()
+            await pilot.pause()
+            before = values(app)
+            await (burst(pilot, "down", "right") if send == "burst" else pilot.press("down", "right"))
+            after = values(app)
+            assert app.focused.name == "hold_seconds"
+            assert after["margin"] == before["margin"], "the slider left behind is untouched"
+            assert after["hold_seconds"] == pytest.approx(before["hold_seconds"] + 0.1)
+
+    asyncio.run(scenario())
+
+
+def test_s_arrows_and_changes_typed_ahead_land_where_the_focus_goes(tmp_path):
+    """From the faces table: s, three ↓ (margin), →→, ↑ (strength), ← — all in one burst."""
+    async def scenario() -> None:
+        async with detached(tmp_path).run_test(size=(160, 48)) as pilot:
+            app = await fed(pilot)
+            before = values(app)
+            await burst(pilot, "s", "down", "down", "down", "right", "right", "up", "left")
+            changed = {k: v for k, v in values(app).items() if v != before[k]}
+            assert changed == pytest.approx({"margin": before["margin"] + 0.1, "strength": before["strength"] - 0.05})
+            assert app.focused.name == "strength"
+
+    asyncio.run(scenario())
+
+
+# --- 2. confidence reaches the engine's published minimum -------------------------------------------------------
+def test_confidence_under_low_confidence_takes_it_down_in_the_same_set():
+    assert with_floor("confidence", 0.15, 0.2) == {"confidence": 0.15, "low_confidence": 0.15}
+    assert with_floor("confidence", 0.3, 0.2) == {"confidence": 0.3}, "never raised"
+    assert with_floor("confidence", 0.15, None) == {"confidence": 0.15}, "an engine without it: as before"
+    assert with_floor("margin", 0.05, 0.2) == {"margin": 0.05}
+
+
+def test_the_confidence_slider_goes_down_to_the_published_minimum_and_the_engine_takes_it(tmp_path, monkeypatch):
+    """Published limits (the engine's own table): confidence from 0.05. Every `set` the slider sends is one the
+    engine's Settings accept: before, 0.15 was refused with 'low_confidence must be in (0, confidence]'."""
+    limits = published_limits()
+    low = limits["low_confidence"]["default"]
+    assert limits["confidence"]["min"] < low, "the case this test is about: the minimum is under low_confidence"
+    app = detached(tmp_path)
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(app, "send_settings", sent.append)
+    engine = Settings(**{k: TELEMETRY["settings"][k] for k in ("confidence", "low_confidence")})
+
+    async def scenario() -> None:
+        nonlocal engine
+        async with app.run_test(size=(160, 48)) as pilot:
+            await fed(pilot, limits=limits)
+            await pilot.press("s", "down")
+            slider = app.screen.query_one("#confidence", Slider)
+            assert app.focused is slider and slider.minimum == limits["confidence"]["min"]
+            await pilot.press("home")
+            assert slider.value == pytest.approx(limits["confidence"]["min"])
+            assert sent[-1] == pytest.approx({"confidence": slider.value, "low_confidence": slider.value})
+            for change in sent:
+                engine = engine.updated(change)  # raises where the engine would refuse it
+            app.post_message(EngineStats({**TELEMETRY, "settings": {**TELEMETRY["settings"], **engine.as_dict()}}))
+            await pilot.pause()
+            await pilot.press("right")
+            assert sent[-1] == pytest.approx({"confidence": slider.value}), "raising it leaves low_confidence alone"
+
+    asyncio.run(scenario())
+
+
+# --- 3. the facebank with no engine running ---------------------------------------------------------------------
+def write_facebank(path: Path) -> None:
+    """A facebank file as facebank.store writes it (TinyDB: one document per person)."""
+    image = {"path": "/photos/lin.png", "sha256": "0" * 64, "face_px": 212.0, "sharpness": 930.0, "score": 0.97,
+             "box": [1.0, 2.0, 3.0, 4.0], "image_size": [640, 480], "added": "2025-01-01T00:00:00+00:00",
+             "model": "sface", "choose": None, "embedding": [0.0] * 128}
+    path.write_text(json.dumps({"people": {"1": {"name": "Lin", "key": "lin", "images": [image],
+                                                 "created": "2025-01-01T00:00:00+00:00"}}}))
+
+
+def test_the_facebank_file_is_read_as_the_store_reads_it(tmp_path):
+    from facebank.store import Facebank
+
+    path = tmp_path / "facebank.json"
+    write_facebank(path)
+    assert [p.name for p in Facebank(path).people()] == ["Lin"], "the file is one the store reads"
+    assert saved_people(path) == [PersonView("Lin", (ImageView("/photos/lin.png", 212.0, 930.0, 0.97, "?"),))]
+    assert saved_people(tmp_path / "none.json") == [], "no file: nobody enrolled yet"
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError):
+        saved_people(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("file", ["people", "damaged"])
+def test_with_no_engine_the_facebank_screen_says_so_and_lists_the_file(tmp_path, file):
+    """No engine on the socket: never "nobody yet" for a facebank with people; the way out (r) is said."""
+    paths = EnginePaths(tmp_path)
+    write_facebank(paths.facebank) if file == "people" else paths.facebank.write_text("{")
+    app = make_app(paths, start_engine=False)  # attached: the telemetry worker finds no engine
+
+    async def scenario() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: app.engine_state == "lost", what="the engine to be found absent")
+            await pilot.press("f")
+            message = app.screen.query_one("#fb-message", Static)
+            await until(pilot, lambda: "not running" in str(message.render()), what="the facebank screen's answer")
+            table = app.screen.query_one("#people", DataTable)
+            assert "press r to start it" in str(message.render())
+            assert "nobody" not in str(table.border_subtitle)
+            if file == "people":
+                assert [str(c) for c in table.get_row_at(0)[:2]] == ["Lin", "1"]
+            else:
+                assert table.row_count == 0 and "not known" in str(table.border_subtitle)
+                assert "cannot read the facebank file" in str(message.render())
+
+    asyncio.run(scenario())
+
+
+# --- 4 and 5. the recording line ---------------------------------------------------------------------------------
+def recording(path: str) -> dict[str, Any]:
+    return {**TELEMETRY, "sinks": ["vcam", "file"],
+            "outputs": [{"name": "vcam", "path": "/dev/video10"}, {"name": "file", "path": path}]}
+
+
+def test_the_recording_line_names_the_file_the_engine_writes(tmp_path, monkeypatch):
+    """Typed a.mp4; after a size change the engine writes a-1.mp4 (telemetry `outputs`): the line says a-1.mp4,
+    and Stop says both files."""
+    sent: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(OutputScreen, "command", lambda self, area, done, cmd, **args: sent.append((cmd, args)))
+    typed, written = tmp_path / "a.mp4", tmp_path / "a-1.mp4"
+
+    async def scenario() -> None:
+        async with detached(tmp_path).run_test(size=(100, 30)) as pilot:
+            app = await fed(pilot)
+            await pilot.press("o")
+            app.screen.query_one("#record-path", Input).value = str(typed)
+            await pilot.click("#record-start")
+            assert sent == [("sink_start", {"kind": "file", "path": str(typed)})]
+            line = app.screen.query_one("#record-state", Static)
+            app.post_message(EngineStats(recording(str(typed))))
+            await pilot.pause()
+            app.post_message(EngineStats(recording(str(written))))
+            await pilot.pause()
+            assert f"recording to {written}" in str(line.render())
+            await pilot.click("#record-stop")
+            app.post_message(EngineStats(TELEMETRY))
+            await pilot.pause()
+            assert f"last saved {typed}, {written}" in str(line.render())
+
+    asyncio.run(scenario())
+
+
+def test_enter_in_the_recording_path_says_how_to_record_until_the_field_changes(tmp_path):
+    async def scenario() -> None:
+        async with detached(tmp_path).run_test(size=(100, 30)) as pilot:
+            app = await fed(pilot)
+            await pilot.press("o")
+            app.screen.query_one("#record-path", Input).focus()
+            await pilot.press(*"a.mp4", "enter")
+            line = app.screen.query_one("#record-state", Static)
+            for _ in range(3):  # telemetry redraws the line ten times a second
+                app.post_message(EngineStats(TELEMETRY))
+                await pilot.pause(0.1)
+            assert "press Record (or w, then y) to start recording" in str(line.render())
+            await pilot.press("x")
+            app.post_message(EngineStats(TELEMETRY))
+            await pilot.pause()
+            assert str(line.render()) == "○ not recording"
+
+    asyncio.run(scenario())
+
+
+def test_enter_in_the_face_number_field_enrols_with_it(tmp_path, monkeypatch):
+    """A photo with two faces is refused with 'type its number in face#'; the number, then Enter there, enrols."""
+    photo = tmp_path / "two.jpg"
+    photo.write_bytes(b"not read by the UI")
+    added: list[int | None] = []
+
+    class TwoFaces:
+        def __init__(self, link) -> None:
+            pass
+
+        def people(self) -> list[PersonView]:
+            return []
+
+        def add(self, name: str, paths: list[str], choose: int | None = None) -> None:
+            added.append(choose)
+            if choose is None:
+                raise ControlError("2 faces were found. Pick one with its number (--face N)")
+
+    monkeypatch.setattr(facebank_screen, "FacebankLink", TwoFaces)
+
+    async def scenario() -> None:
+        async with detached(tmp_path).run_test(size=(80, 24)) as pilot:
+            await fed(pilot)
+            await pilot.press("f", "a", *"Lin", "enter")
+            app = pilot.app
+            app.screen.query_one("#paths", Input).value = str(photo)
+            await pilot.press("enter")
+            message = app.screen.query_one("#fb-message", Static)
+            await until(pilot, lambda: "face#" in str(message.render()), what="the refusal")
+            app.screen.query_one("#choose", Input).focus()
+            await pilot.press("1", "enter")
+            await until(pilot, lambda: "Enrolled Lin" in str(message.render()), what="the enrolment")
+            assert added == [None, 1]
+
+    asyncio.run(scenario())
+
+
+# --- 6. the faces table ------------------------------------------------------------------------------------------
+def test_the_faces_table_is_emptied_when_the_engine_is_lost_and_stays_so(tmp_path):
+    async def scenario() -> None:
+        async with detached(tmp_path).run_test(size=(80, 24)) as pilot:
+            app = await fed(pilot)
+            table = app.screen.query_one("#faces", DataTable)
+            await until(pilot, lambda: table.row_count == 3, what="the faces")
+            app.post_message(EngineLost("the engine closed the telemetry stream"))
+            await pilot.pause()
+            assert table.row_count == 0 and "engine lost" in str(table.border_title)
+            await pilot.press("f", "l")  # the screen shows the last telemetry again when it comes back
+            await pilot.pause(0.3)
+            assert table.row_count == 0, "no face of the lost engine is listed again, none as 'visible'"
+
+    asyncio.run(scenario())
+
+
+def test_a_short_terminal_still_shows_face_rows(tmp_path):
+    """At 60x20 the table had 4 lines: borders, its header and a horizontal scrollbar, so no row."""
+    async def scenario() -> None:
+        async with detached(tmp_path).run_test(size=(60, 20)) as pilot:
+            app = await fed(pilot)
+            await pilot.pause(0.3)
+            app.post_message(EngineStats({**TELEMETRY, "time": time.time()}))
+            await pilot.pause(0.3)
+            table = app.screen.query_one("#faces", DataTable)
+            assert table.row_count == 3 and table.scrollable_content_region.height >= 2
+            await pilot.resize_terminal(80, 24)
+            assert table.show_header, "the header is back where there is room"
+
+    asyncio.run(scenario())

@@ -237,7 +237,8 @@ def test_suite_tilts_a_clip_and_its_boxes_with_it(data_dir, tmp_path):
     need_data(data_dir / "video_hamilton" / "gt.json")
     clip = suite.corpus(["hamilton"])[0]
     video, turned = suite.tilted(clip, suite.prepared(clip, tmp_path), tmp_path)
-    faces = [f for f in json.loads(turned.gt.read_text())["faces"] if not f["ignore"] and f["box"][2] - f["box"][0] > 30]
+    faces = [f for f in json.loads(turned.gt.read_text())["faces"]
+             if not f["ignore"] and f["box"][2] - f["box"][0] > 30]
     frames = annotate.read_frames(video, 1 + max(f["frame"] for f in faces))
     ensemble = annotate.Ensemble(upscale=1.0)
     checked = 0

@@ -65,10 +65,15 @@ def test_a_picture_takes_one_frame_and_a_failed_write_leaves_nothing(tmp_path):
     anonymizer = Anonymizer(Settings())
     sink = ImageSink(tmp_path / "one.jpg")
     sink.write(anonymizer.whole(frame.copy(), 0))
+    sink.close()
+    assert cv2.imread(str(tmp_path / "one.jpg")).shape == frame.shape
+    before = (tmp_path / "one.jpg").read_bytes()
+    sink = ImageSink(tmp_path / "one.jpg")  # a video named like a photo, run onto that picture: it is refused...
+    sink.write(anonymizer.whole(np.zeros_like(frame), 0))
     with pytest.raises(SinkError, match="second frame"):
         sink.write(anonymizer.whole(frame.copy(), 1))
     sink.close()
-    assert cv2.imread(str(tmp_path / "one.jpg")).shape == frame.shape
+    assert (tmp_path / "one.jpg").read_bytes() == before  # ...and the picture that was there is kept
     taken = tmp_path / "taken.png"
     taken.mkdir()  # something that is no picture took the name before the run ended
     sink = ImageSink(taken)

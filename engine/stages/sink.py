@@ -353,7 +353,8 @@ class ImageSink:
 
     def write(self, frame: SafeFrame) -> None:
         image = _check(frame).image
-        if self._image is not None:
+        if self._image is not None or self.frames:
+            self._image = None  # a failed run replaces nothing: not even with its first frame
             raise SinkError(f"cannot write a second frame to the picture {self.path}: record a video to "
                             f"{self.path.with_suffix('.mp4')}")
         self._image = image.copy()  # the frame loop may reuse its buffer

@@ -487,3 +487,26 @@ def test_coasted_frames_are_said_only_when_there_are_some():
     assert "310 coasted on the tracks" in dict(status_rows(t))["frames"]
     quiet = {**t, "coasted_frames": 0}
     assert "coasted" not in str(figures(quiet)) and "coasted" not in dict(status_rows(quiet))["frames"]
+
+
+def test_why_the_engine_did_not_start_stays_and_a_picked_source_ends_the_old_question(tmp_path, monkeypatch):
+    """The telemetry reader retries every half second: its socket error must not replace the engine's own reason;
+    and a source picked after a failed start is the one wanted, not the command line's (no stale "switch back?")."""
+    from tui.app import make_app
+    from tui.messages import EngineStartFailed
+
+    app = make_app(EnginePaths(tmp_path), attach=False, requested_source=str(tmp_path / "README.md"))
+    monkeypatch.setattr(app, "ensure_engine", lambda: None)
+
+    async def scenario() -> None:
+        async with app.run_test() as pilot:
+            app.post_message(EngineStartFailed("error: cannot read video README.md: not a video"))
+            await pilot.pause()
+            app.post_message(EngineLost("telemetry stream lost: [Errno 2] No such file or directory"))
+            await pilot.pause()
+            assert app.engine_state == "lost" and "not a video" in app.engine_reason
+            app.switch_source(str(tmp_path / "clip.mp4"), loop=True)
+            assert app.requested_source is None
+            assert app.engine_link.engine_args == ["--source", str(tmp_path / "clip.mp4"), "--loop"]
+
+    asyncio.run(scenario())

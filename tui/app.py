@@ -239,6 +239,8 @@ class BlurcastApp(App[int]):
     def on_engine_lost(self, message: EngineLost) -> None:
         if self._starting:
             return  # the new engine is not answering yet
+        if self.engine_state == "lost" and self.engine_reason:
+            return  # the telemetry reader retries every half second: its socket error must not hide why it stopped
         was_up = self.engine_state in ("live", "stale")
         self.engine_reason = message.reason
         self.engine_state = "lost"
@@ -379,6 +381,7 @@ class BlurcastApp(App[int]):
             return
         args = ["--source", spec] + (["--loop"] if loop else [])
         self.engine_link.engine_args = args
+        self.requested_source = None  # chosen now: the command line's source (which failed) is no longer asked for
         if not self._starting:
             self._begin_start()
 

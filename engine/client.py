@@ -281,6 +281,8 @@ def start_background(args: list[str], paths: EnginePaths | None = None, wait_s: 
     while time.monotonic() < deadline:
         answer = _ping(paths)
         if answer is not None and answer.get("pid") == proc.pid:
+            # Reaped when it ends (a crash, `engine stop`), so no zombie lingers under a long-lived UI
+            threading.Thread(target=proc.wait, name="engine-reaper", daemon=True).start()
             return proc.pid
         if answer is not None:  # another start won the race; ours must not linger
             _end(proc)

@@ -238,6 +238,7 @@ def test_r_after_a_crash_restarts_the_engine_as_it_ran_not_as_the_ui_started(dev
             await until(pilot, lambda: app.telemetry["frames"] > 10, what="frames recorded")
             os.kill(pid, signal.SIGKILL)
             await until(pilot, lambda: app.engine_state == "lost", what="the UI to notice")
+            await until(pilot, lambda: not Path(f"/proc/{pid}").exists(), what="the killed engine reaped, no zombie")
             await pilot.press("r")
             await until(pilot, lambda: app.engine_state == "live" and app.telemetry.get("pid") not in (None, pid),
                         timeout=90, what="the restarted engine")

@@ -121,7 +121,8 @@ class TrackEnrolment:
             kept = self.save(self.name, crops, order)
         except Exception as exc:  # the reason goes to the UI; the engine carries on
             log.warning("enrolling %s from face %d failed: %s", self.name, self.track_id, exc)
-            self._finish("failed", str(exc))
+            # A refusal names its reason alone: the frame files it was about are the engine's own, never seen
+            self._finish("failed", str(getattr(exc, "reason", None) or exc))
             return
         self._finish("done", f"{self.name} enrolled from {kept} frames")
 

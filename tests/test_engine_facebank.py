@@ -215,3 +215,18 @@ def test_live_enrolment_refuses_frames_of_two_people(tmp_path, data_dir):
     # Powell first but the fewer (a change right after the pick, or back and forth): nobody is enrolled.
     with pytest.raises(EnrolError, match="more than one person"):
         bank._choose(frames, order=[2, 3, 4, 0, 1])
+
+
+def test_a_refused_live_enrolment_says_why_without_the_engines_frame_files():
+    """The UI shows the reason ("the frames show more than one person"), not the name of a crop file the engine wrote
+    for itself ("20261205T053650-00.png: ...")."""
+    from engine.enrol_track import TrackEnrolment
+    from facebank.enrol import EnrolError
+
+    def refuse(name, crops, order):
+        raise EnrolError("/home/me/.local/share/blurcast/crops/lin/20261205T053650-00.png",
+                         "the frames show more than one person")
+
+    enrolment = TrackEnrolment("Lin", 7, seconds=1.0, save=refuse)
+    enrolment._save([], [])
+    assert enrolment.state == "failed" and enrolment.message == "the frames show more than one person"

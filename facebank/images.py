@@ -160,20 +160,30 @@ def load_photo(path: Path) -> Photo:
 
 
 def check_picture(path: Path) -> None:
-    """A photo given to `blurcast run`, refused when damaged as enrolment refuses it: a truncated JPEG otherwise
-    decodes into a mostly blank picture that would count as anonymized. No size limits (the user's own file), and
-    kinds read here by neither header nor decoder (TIFF, or no picture at all) are left to the engine to judge."""
+    """A photo given to `blurcast run`, refused when damaged: a truncated JPEG otherwise decodes into a mostly blank
+    picture that would count as anonymized. Lenient where enrolment is strict (no size limits, the user's own file;
+    no segment walk: padding between JPEG segments, which decoders skip, is no damage here); kinds read here by
+    neither header nor decoder (TIFF, or no picture at all) are left to the engine to judge."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-        if not _known_kind(head):
-            return
-        header = _sized_header(path)
-        _decode(np.fromfile(path, dtype=np.uint8), header)
+        data = np.fromfile(path, dtype=np.uint8)
     except PermissionError as exc:
         raise ImageRejected("this file cannot be opened (no permission to read it)") from exc
     except OSError as exc:
         raise ImageRejected(f"this file cannot be read ({exc.strerror or exc})") from exc
+    head = data[:16].tobytes()
+    if not _known_kind(head):
+        return
+    if head.startswith(b"\xff\xd8") and not _jpeg_complete(data.tobytes()):
+        raise ImageRejected("this JPEG file is damaged (it is cut short); please export the photo again")
+    if cv2.imdecode(data, cv2.IMREAD_COLOR) is None:
+        raise ImageRejected("this picture file is damaged and cannot be decoded; please export it again")
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """An end-of-image marker after the first start-of-scan: scan data never holds FF D9 (a coder stuffs FF 00), so a
+    file cut short has none there. Data a camera appends after it (a motion photo's video) does not matter."""
+    scan = data.find(b"\xff\xda")
+    return scan >= 0 and data.find(b"\xff\xd9", scan) >= 0
 
 
 def _known_kind(head: bytes) -> bool:

@@ -182,6 +182,20 @@ def test_run_refuses_a_damaged_photo(source, size, data_dir, tmp_path):
     assert not out.exists()
 
 
+def test_run_takes_a_whole_jpeg_with_padding_between_segments(obama, tmp_path):
+    """Bytes between two JPEG segments (some cameras' writers): decoders skip them, so `run` takes the photo; only a
+    file cut short is damaged."""
+    data = obama.read_bytes()
+    assert data[2] == 0xFF and 0xE0 <= data[3] <= 0xEF  # an APPn segment first
+    end = 4 + int.from_bytes(data[4:6], "big")
+    padded = tmp_path / "padded.jpg"
+    padded.write_bytes(data[:end] + b"\x00\x00\x00" + data[end:])
+    out = tmp_path / "out.png"
+    done = blurcast("run", str(padded), "-o", str(out), "--no-facebank")
+    assert done.returncode == 0, done.stderr
+    assert out.exists()
+
+
 def test_a_damaged_photo_fails_alone_in_a_batch(biden, obama, tmp_path):
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(biden.read_bytes()[:100_000])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from engine.protocol import MAX_LINE, ControlError, decode_preview
 from engine.protocol import encode as _encode
@@ -191,24 +193,35 @@ def serve_args(source: str, *, loop: bool = False, vcam: bool = False, vcam_devi
                record: str | None = None, use_facebank: bool = True, outputs: Sequence[str] = (),
                bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "auto") -> list[str]:
     """`blurcast engine serve` arguments for this source and these outputs."""
+    if Path(source).is_file():  # a restart may run in another folder than this start
+        source = str(Path(source).resolve())
     out = ["--source", source, *(["--loop"] if loop else []), *(["--vcam"] if vcam else [])]
     out += ["--vcam-device", vcam_device] if vcam_device else []
     out += ["--record", str(Path(record).resolve())] if record else []
     out += [] if use_facebank else ["--no-facebank"]
     for url in outputs:
         out += ["--out", url]
-    return [*out, "--bitrate", str(bitrate_kbps), "--keyframe", str(keyframe_s), "--preset", preset]
+    return [*out, "--bitrate", str(int(bitrate_kbps)), "--keyframe", str(float(keyframe_s)), "--preset", preset]
 
 
 def save_launch(paths: EnginePaths, args: list[str]) -> None:
     """What this engine runs now (source and outputs, as `engine serve` arguments), for a restart after it dies:
     the UI's `r` then brings back the same source and outputs, not its own start's. Owner-only: a stream URL may
     carry its passphrase."""
-    staged = paths.launch.with_name(f".{paths.launch.name}.{os.getpid()}.tmp")
+    staged = paths.launch.with_name(f".{paths.launch.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = _open_private(staged, os.O_WRONLY | os.O_TRUNC)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump({"pid": os.getpid(), "args": args}, f)
     os.replace(staged, paths.launch)
+
+
+def redact(url: str) -> str:
+    """The URL without secrets (SRT passphrase, RTMP stream key), for names, logs and telemetry."""
+    url = re.sub(r"(passphrase|streamid)=[^&]*", r"\1=***", url, flags=re.IGNORECASE)
+    parts = urlsplit(url)
+    if parts.scheme.lower().startswith("rtmp") and parts.path.count("/") >= 2:
+        url = url.replace(parts.path, parts.path.rsplit("/", 1)[0] + "/***", 1)
+    return url
 
 
 def launch_of(paths: EnginePaths, pid: int | None) -> list[str] | None:
@@ -218,8 +231,10 @@ def launch_of(paths: EnginePaths, pid: int | None) -> list[str] | None:
         saved = json.loads(paths.launch.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    args = saved.get("args") if isinstance(saved, dict) else None
-    if pid is None or saved.get("pid") != pid or not isinstance(args, list):
+    if not isinstance(saved, dict) or pid is None or saved.get("pid") != pid:
+        return None
+    args = saved.get("args")
+    if not isinstance(args, list):
         return None
     if not all(isinstance(a, str) for a in args):
         return None

@@ -115,6 +115,7 @@ class EngineService:
         # What it runs now, kept as it changes and saved for a restart after a crash (`save_launch`)
         self.launch = replace(launch, outputs=list(launch.outputs)) if launch is not None else None
         self.use_facebank = use_facebank
+        self._launch_lock = threading.RLock()
         self.enrolment: TrackEnrolment | None = None
         self._settings_lock = threading.Lock()  # clients set at once: the file must end with the last change
         self.server = ControlServer(self.paths.socket, self._handlers(), self.telemetry)
@@ -185,7 +186,7 @@ class EngineService:
         options = {k: request[k] for k in ("bitrate_kbps", "keyframe_s", "preset") if k in request}
         sink = open_sink(kind, self.engine.source, path, request.get("device"), keep_existing=True, **options)
         self.engine.add_sink(sink)
-        self._launch_sink(kind, path, request.get("device"), options, started=True)
+        self._launch_sink(kind, path, request.get("device"), started=True)
         written = getattr(sink, "path", None)
         return {"started": kind, **({"path": str(written)} if kind == "file" and written else {})}
 
@@ -195,29 +196,32 @@ class EngineService:
         if name not in running:
             raise ValueError(f"no {name!r} sink is running (running: {', '.join(running) or 'none'})")
         self.engine.remove_sink(name)
-        self._launch_sink(name.split(" ")[0], None, None, {}, started=False, name=name)
+        self._launch_sink(name.split(" ")[0], None, None, started=False, name=name)
         return {"stopped": name}
 
     # --- what a restart brings back ------------------------------------------------------------------------------
     def _relaunch_with(self, **changes: Any) -> None:
-        if self.launch is not None:
-            self.launch = replace(self.launch, **changes)
-            self._save_launch()
+        with self._launch_lock:  # control commands run on several threads: each change lands, the file is the last
+            if self.launch is not None:
+                self.launch = replace(self.launch, **changes)
+                self._save_launch()
 
-    def _launch_sink(self, kind: str, path: str | None, device: str | None, options: dict, *, started: bool,
-                     name: str = "") -> None:
+    def _launch_sink(self, kind: str, path: str | None, device: str | None, *, started: bool, name: str = "") -> None:
         """A sink started or stopped: the launch arguments follow (a file's path as asked, so that a restart's
         recording goes beside it, never over it)."""
-        if self.launch is None:
-            return
-        if kind == "file":
-            self._relaunch_with(record=path if started else None)
-        elif kind == "vcam":
-            self._relaunch_with(vcam=started, vcam_device=device if started else None)
-        elif kind == "stream" and started:
-            self._relaunch_with(outputs=[*self.launch.outputs, str(path)], **options)
-        elif kind == "stream":
-            self._relaunch_with(outputs=[u for u in self.launch.outputs if name not in _stream_names(u)])
+        with self._launch_lock:
+            if self.launch is None:
+                return
+            if kind == "file":
+                self._relaunch_with(record=path if started else None)
+            elif kind == "vcam":
+                self._relaunch_with(vcam=started, vcam_device=device if started else None)
+            elif kind == "stream" and started:
+                # Its own bitrate, keyframe and preset are not kept: `engine serve` takes one set for all its
+                # streams, and this one's would change the others'. A restart brings it back on the engine's.
+                self._relaunch_with(outputs=[*self.launch.outputs, str(path)])
+            elif kind == "stream":
+                self._relaunch_with(outputs=[u for u in self.launch.outputs if name not in _stream_names(u)])
 
     def _save_launch(self) -> None:
         if self.launch is None:

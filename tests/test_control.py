@@ -140,5 +140,18 @@ def test_a_restart_takes_only_the_launch_its_own_engine_saved(tmp_path):
     assert launch_of(paths, os.getpid()) == args
     assert launch_of(paths, os.getpid() + 1) is None and launch_of(paths, None) is None
     assert paths.launch.stat().st_mode & 0o077 == 0, "owner-only: a stream URL may carry its passphrase"
-    paths.launch.write_text("{not json")
-    assert launch_of(paths, os.getpid()) is None
+    for damaged in ("{not json", "[1, 2]", json.dumps({"pid": os.getpid(), "args": "--source 0"})):
+        paths.launch.write_text(damaged)
+        assert launch_of(paths, os.getpid()) is None
+
+
+def test_launch_arguments_hold_in_another_folder_and_a_log_line_holds_no_secret(tmp_path, monkeypatch, dev_clip):
+    from engine.client import redact, serve_args
+
+    monkeypatch.chdir(dev_clip.parent)
+    args = serve_args(dev_clip.name, bitrate_kbps=6000.0, keyframe_s=2)  # numbers as a JSON client sends them
+    assert args[args.index("--source") + 1] == str(dev_clip)  # a restart may run elsewhere
+    assert args[args.index("--bitrate") + 1] == "6000"  # `engine serve` refuses "6000.0"
+    line = " ".join(redact(a) for a in ["--out", "srt://h:9000?mode=caller&passphrase=supersecret123",
+                                         "--out", "rtmp://live.example/app/KEY1"])
+    assert "supersecret123" not in line and "KEY1" not in line

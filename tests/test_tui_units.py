@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -508,5 +509,30 @@ def test_why_the_engine_did_not_start_stays_and_a_picked_source_ends_the_old_que
             app.switch_source(str(tmp_path / "clip.mp4"), loop=True)
             assert app.requested_source is None
             assert app.engine_link.engine_args == ["--source", str(tmp_path / "clip.mp4"), "--loop"]
+
+    asyncio.run(scenario())
+
+
+def test_r_after_a_source_picked_since_the_crash_retries_that_source(tmp_path, monkeypatch):
+    """The lost engine's saved launch is for `r` right after the loss; once another source is picked (and its start
+    failed), `r` retries the picked one, not the crashed engine's."""
+    from engine.client import save_launch
+    from tui.app import make_app
+
+    paths = EnginePaths(tmp_path)
+    save_launch(paths, ["--source", "/crashed/source.mp4", "--loop"])  # as the lost engine (this pid) saved it
+    app = make_app(paths, attach=False)
+    monkeypatch.setattr(app, "ensure_engine", lambda: None)
+
+    async def scenario() -> None:
+        async with app.run_test() as pilot:
+            app.post_message(EngineStats({"fps": 1.0, "settings": {}, "pid": os.getpid()}))
+            await pilot.pause()
+            app.post_message(EngineLost("the engine closed the telemetry stream"))
+            await pilot.pause()
+            app.switch_source(str(tmp_path / "picked.mp4"))
+            app._starting = False  # its start failed
+            app.action_restart_engine()
+            assert app.engine_link.engine_args == ["--source", str(tmp_path / "picked.mp4")]
 
     asyncio.run(scenario())

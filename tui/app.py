@@ -85,6 +85,7 @@ class BlurcastApp(App[int]):
                  facebank_path: Path | None = None, requested_source: str | None = None) -> None:
         super().__init__()
         self.requested_source = requested_source  # given on the command line: an engine on another is asked
+        self._lost_pid: int | None = None  # the engine that stopped answering: `r` restarts it as it ran
         self.graphics: str | None = None  # "sixel"/"kitty" when the terminal draws pictures (run_ui finds out)
         self.typed_ahead = ""  # keys typed while run_ui asked the terminal: replayed once the app runs
         self.engine_link = link
@@ -242,6 +243,8 @@ class BlurcastApp(App[int]):
         if self.engine_state == "lost" and self.engine_reason:
             return  # the telemetry reader retries every half second: its socket error must not hide why it stopped
         was_up = self.engine_state in ("live", "stale")
+        if was_up:
+            self._lost_pid = (self.telemetry or {}).get("pid")  # `r` restarts it as it ran
         self.engine_reason = message.reason
         self.engine_state = "lost"
         self.telemetry_hz = 0.0
@@ -382,6 +385,7 @@ class BlurcastApp(App[int]):
         args = ["--source", spec] + (["--loop"] if loop else [])
         self.engine_link.engine_args = args
         self.requested_source = None  # chosen now: the command line's source (which failed) is no longer asked for
+        self._lost_pid = None  # nor is the lost engine's: `r` after this start fails retries this source
         if not self._starting:
             self._begin_start()
 
@@ -432,7 +436,7 @@ class BlurcastApp(App[int]):
 
     def action_restart_engine(self) -> None:
         if self.engine_state in ("lost", "stale") and not self._starting:
-            pid = (self.telemetry or {}).get("pid")
+            pid, self._lost_pid = self._lost_pid, None
             if self.engine_link.take_launch_of(pid if isinstance(pid, int) else None):
                 log.info("restarting the engine as it last ran (pid %s)", pid)
             self._begin_start()

@@ -18,6 +18,7 @@ from engine.client import (
     default_paths,
     engine_running,
     launch_of,
+    redact,
     start_background,
 )
 
@@ -63,5 +64,5 @@ class EngineLink:
 
     def start(self) -> int:
         """Start the engine in the background (loads the models: seconds). Returns its pid."""
-        log.info("starting the engine: %s", " ".join(self.engine_args))
+        log.info("starting the engine: %s", " ".join(redact(a) for a in self.engine_args))  # no passphrase in ui.log
         return start_background(list(self.engine_args), self.paths)

@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import queue
-import re
 import shutil
 import subprocess
 import threading
@@ -31,6 +30,7 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
+from engine.client import redact  # stdlib-only there: the UI logs its restarts with it too
 from engine.stages.anonymize import SafeFrame
 from engine.stages.sink import COLOUR_TAGS, SinkError, _check
 from engine.stages.sources.audio import BYTES_PER_SAMPLE, CHANNELS, RATE, AudioTap
@@ -53,15 +53,6 @@ def stream_format(url: str) -> str:
         return "flv"
     raise SinkError(f"unsupported stream output {redact(url)!r}: use srt://HOST:PORT, srt://:PORT?mode=listener or "
                     "rtmp(s)://HOST/APP/KEY")
-
-
-def redact(url: str) -> str:
-    """The URL without secrets (SRT passphrase, RTMP stream key), for names, logs and telemetry."""
-    url = re.sub(r"(passphrase|streamid)=[^&]*", r"\1=***", url, flags=re.IGNORECASE)
-    parts = urlsplit(url)
-    if parts.scheme.lower().startswith("rtmp") and parts.path.count("/") >= 2:
-        url = url.replace(parts.path, parts.path.rsplit("/", 1)[0] + "/***", 1)
-    return url
 
 
 class StreamSink:
@@ -156,8 +147,9 @@ class StreamSink:
                 "-tune", "zerolatency", "-b:v", f"{bitrate}k", "-maxrate", f"{bitrate}k",
                 "-bufsize", f"{bitrate}k", "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
                 "-pix_fmt", "yuv420p", *COLOUR_TAGS, "-f", self._fmt, self.url]
-        # Its own process group, as the recording's encoder (sink.py): Ctrl-C ends the stream through Blurcast
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0,
+        # In Blurcast's process group, unlike the recording's encoder (sink.py): an SRT listener nobody called waits
+        # in listen and ignores the end of its input, so only the terminal's signal ends it if Blurcast dies
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
                                 pass_fds=(audio_r,) if audio_r is not None else ())
         if audio_r is not None:
             os.close(audio_r)

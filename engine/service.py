@@ -171,7 +171,8 @@ class EngineService:
     def _source(self, request: dict) -> dict:
         new = open_source(str(request["spec"]), loop=bool(request.get("loop", False)))
         self.engine.replace_source(new)
-        self._relaunch_with(source=new.spec, loop=bool(request.get("loop", False)))
+        # As asked, not `new.spec`: that one is masked (an SRT passphrase), and a restart must connect
+        self._relaunch_with(source=str(request["spec"]), loop=bool(request.get("loop", False)))
         return {"source": new.spec, "width": new.info.width, "height": new.info.height, "fps": new.info.fps}
 
     def _sink_start(self, request: dict) -> dict:

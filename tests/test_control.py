@@ -155,3 +155,21 @@ def test_launch_arguments_hold_in_another_folder_and_a_log_line_holds_no_secret(
     line = " ".join(redact(a) for a in ["--out", "srt://h:9000?mode=caller&passphrase=supersecret123",
                                          "--out", "rtmp://live.example/app/KEY1"])
     assert "supersecret123" not in line and "KEY1" not in line
+
+
+def test_a_source_switch_is_saved_for_a_restart_as_asked_not_masked(tmp_path, monkeypatch):
+    """The engine shows an SRT source with its passphrase masked; what a restart reads must still connect."""
+    from types import SimpleNamespace
+
+    import engine.service as service
+    from engine.client import launch_of
+
+    masked = SimpleNamespace(spec="srt://h:9000?mode=caller&passphrase=***",
+                             info=SimpleNamespace(width=640, height=360, fps=30.0))
+    monkeypatch.setattr(service, "open_source", lambda spec, loop=False: masked)
+    engine = SimpleNamespace(replace_source=lambda new: None, sinks=[])
+    paths = EnginePaths(tmp_path)
+    svc = service.EngineService(engine, paths, launch=service.ServeOptions(source="0"))
+    svc._source({"cmd": "source", "spec": "srt://h:9000?mode=caller&passphrase=0123456789"})
+    args = launch_of(paths, os.getpid())
+    assert args[args.index("--source") + 1] == "srt://h:9000?mode=caller&passphrase=0123456789"

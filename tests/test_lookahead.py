@@ -184,8 +184,11 @@ def test_ctrl_c_in_a_terminal_ends_a_file_run_with_one_playable_recording(dev_cl
     """Ctrl-C reaches the terminal's whole process group: Blurcast ends the recording itself (exit 130), and its
     encoder, in a group of its own, is not killed first (that had left a second file, `out-1.mp4`)."""
     out = tmp_path / "out.mp4"
+    long = tmp_path / "long.mp4"  # the clip 6 times: an idle machine must not finish before the Ctrl-C
+    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "5", "-i", str(dev_clip), "-c", "copy", str(long)],
+                   check=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "BLURCAST_HOME": str(tmp_path / "home")}
-    proc = subprocess.Popen([sys.executable, "-m", "blurcast", "run", str(dev_clip), "-o", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "blurcast", "run", str(long), "-o", str(out),
                              "--no-facebank"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:

@@ -162,10 +162,14 @@ def test_live_lookahead_backfills_delays_and_flushes(store_clip):
 
 @needs_ffmpeg
 def test_a_file_run_killed_midway_leaves_a_playable_recording(dev_clip, tmp_path):
-    """kill -9 of `blurcast run` (engine and encoder): at most the held frames and the last fragment are lost."""
+    """kill -9 of `blurcast run` (the encoder, in its own process group, finishes the file on the end of its input):
+    what was written plays."""
     out = tmp_path / "out.mp4"
+    long = tmp_path / "long.mp4"  # the clip 6 times: an idle machine must not finish before the kill
+    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "5", "-i", str(dev_clip), "-c", "copy", str(long)],
+                   check=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "BLURCAST_HOME": str(tmp_path / "home")}
-    proc = subprocess.Popen([sys.executable, "-m", "blurcast", "run", str(dev_clip), "-o", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "blurcast", "run", str(long), "-o", str(out),
                              "--no-facebank"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
@@ -176,7 +180,7 @@ def test_a_file_run_killed_midway_leaves_a_playable_recording(dev_clip, tmp_path
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     time.sleep(0.2)
-    assert 30 <= _frames(out) < 275, "killed midway, and what was written plays"
+    assert 30 <= _frames(out) < 6 * 275, "killed midway, and what was written plays"
 
 
 @needs_ffmpeg

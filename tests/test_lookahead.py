@@ -183,6 +183,36 @@ def test_a_file_run_killed_midway_leaves_a_playable_recording(dev_clip, tmp_path
     assert 30 <= _frames(out) < 6 * 275, "killed midway, and what was written plays"
 
 
+# A foreground job in a terminal gets Ctrl-C with SIGINT at its default; a job started in the background of a
+# script (as a CI runner may start pytest) inherits SIGINT *ignored*, and Python then never raises
+# KeyboardInterrupt. The run under test gets the terminal's default back before Blurcast starts.
+_AS_IN_A_TERMINAL = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                     "sys.argv[0] = 'blurcast'; runpy.run_module('blurcast', run_name='__main__')")
+
+
+@needs_ffmpeg
+def test_ctrl_c_in_a_terminal_ends_a_file_run_with_one_playable_recording(dev_clip, tmp_path):
+    """Ctrl-C reaches the terminal's whole process group: Blurcast ends the recording itself (exit 130), and its
+    encoder, in a group of its own, is not killed first (that had left a second file, `out-1.mp4`)."""
+    out = tmp_path / "out.mp4"
+    long = tmp_path / "long.mp4"  # the clip 20 times: a fast machine must not finish before the Ctrl-C
+    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "19", "-i", str(dev_clip), "-c", "copy", str(long)],
+                   check=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "BLURCAST_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen([sys.executable, "-c", _AS_IN_A_TERMINAL, "run", str(long), "-o", str(out),
+                             "--no-facebank"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_for(lambda: _frames(out) >= 30, timeout=120, what="30 frames recorded", every=0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert 30 <= _frames(out) < 20 * 275
+    assert sorted(p.name for p in tmp_path.glob("out*")) == ["out.mp4"]
+
+
 def _frames(path: Path) -> int:
     if not path.exists():
         return 0

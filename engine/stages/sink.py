@@ -159,8 +159,10 @@ class FileSink:
         self._closed = False
         self._last: tuple[tuple[int, ...], memoryview] | None = None  # live: the last frame written to *this* encoder
         self._stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the encoder; a file, not a pipe, so a chatty ffmpeg never blocks)
+        # Its own process group: a terminal's Ctrl-C reaches Blurcast alone, which ends the recording by closing the
+        # pipe (one playable file); the encoder killed by it first had made a second file, `rec-1.mp4`.
         self._proc = subprocess.Popen(self._command(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                      stderr=self._stderr_file)
+                                      stderr=self._stderr_file, process_group=0)
         self.segments.append(path)
         log.info("recording %dx%d @ %s fps to %s (ffmpeg pid %d)", width, height, self.fps, path, self._proc.pid)
 

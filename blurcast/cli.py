@@ -207,9 +207,10 @@ def _add_eval(sub) -> None:
                        help="every annotated video of the corpus: one table (leak, worst run, allowed visible, fps)")
     suite.add_argument("--deface", action="store_true", help="with --suite: deface's figures in the same table")
     suite.add_argument("--only", action="append", help="with --suite: only clips whose name contains this")
-    suite.add_argument("--degrade", choices=("dark", "lowrate", "motion", "tilt"),
+    suite.add_argument("--degrade", choices=("dark", "lowrate", "motion", "pans", "tilt"),
                        help="with --suite: every clip degraded like IRL footage (a phone's low uplink bitrate, "
-                            "a dark street with sensor noise, a fast pan's smear, or a phone held 20 degrees askew)")
+                            "a dark street with sensor noise, a fast pan's smear on every frame or in half-second bursts, or a "
+                            "phone held 20 degrees askew)")
     _add_facebank_options(p)
     _add_settings_options(p)
     p.set_defaults(func=_cmd_eval)

@@ -209,8 +209,8 @@ def _add_eval(sub) -> None:
     suite.add_argument("--only", action="append", help="with --suite: only clips whose name contains this")
     suite.add_argument("--degrade", choices=("dark", "lowrate", "motion", "pans", "tilt"),
                        help="with --suite: every clip degraded like IRL footage (a phone's low uplink bitrate, "
-                            "a dark street with sensor noise, a fast pan's smear on every frame or in half-second bursts, or a "
-                            "phone held 20 degrees askew)")
+                            "a dark street with sensor noise, a fast pan's smear on every frame or in "
+                            "half-second bursts, or a phone held 20 degrees askew)")
     _add_facebank_options(p)
     _add_settings_options(p)
     p.set_defaults(func=_cmd_eval)

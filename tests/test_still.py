@@ -175,3 +175,45 @@ def test_in_a_group_photo_the_enrolled_person_shows_and_no_one_else(tmp_path, da
     assert len(shown) == 5
     assert shown.pop("penny") >= 0.9
     assert max(shown.values()) < 0.5, shown  # the scorer's bar: each man stays hidden
+
+
+def test_a_looped_picture_is_a_still_camera_that_never_drops_out(crowd):
+    """`engine serve --source photo.jpg --loop` (or the UI's source switch to a picture): the same picture for as
+    long as it runs. OpenCV cannot seek back to an image's one frame: the engine saw a camera lost and back every
+    second ("retrying"), one frame a second."""
+    import threading
+
+    from engine.runner import Engine
+    from engine.stages.source import VideoSource
+    from tests.helpers import wait_for
+
+    class Capture:
+        name = "capture"
+
+        def __init__(self) -> None:
+            self.frames = 0
+
+        def write(self, frame) -> None:
+            self.frames += 1
+
+        def close(self) -> None:
+            pass
+
+    photo = str(crowd[0])
+    source = VideoSource(photo, loop=True)
+    first = [source.read() for _ in range(3)]
+    assert all(f is not None and np.array_equal(f, first[0]) for f in first)
+    unlooped = VideoSource(photo)
+    assert unlooped.read() is not None and unlooped.read() is None, "not looped: one frame, then the end"
+    capture, states = Capture(), []
+    engine = Engine(Settings(), VideoSource(photo, loop=True), sinks=[capture])
+    runner = threading.Thread(target=engine.run_live)  # paced at the picture's rate, as a file played live is
+    runner.start()
+    try:
+        wait_for(lambda: states.append(engine.source_state) or capture.frames >= 20, timeout=60,
+                 what="20 frames of the picture")
+    finally:
+        engine.stop_event.set()
+        runner.join(timeout=10)
+        engine.close()
+    assert set(states) == {"running"}, f"the source dropped out: {sorted(set(states))}"

@@ -66,6 +66,9 @@ class VideoSource:
         self.loop = loop
         self._cap = self._open()
         self.info = self._probe()
+        # A picture played looped is a still camera: the same frame for as long as it runs. OpenCV's image reader
+        # cannot seek back to its one frame, and the engine then saw a camera lost and back every second.
+        self._still = self._first.copy() if self.kind == "file" and is_image_path(self.spec) else None
 
     def _open(self) -> cv2.VideoCapture:
         if self.kind == "file":
@@ -117,6 +120,8 @@ class VideoSource:
         if self._first is not None:
             frame, self._first = self._first, None
             return frame
+        if self._still is not None:
+            return self._still.copy() if self.loop else None
         ok, frame = self._cap.read()
         if ok and frame is not None:
             return frame

@@ -100,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lfw-people", type=int, default=300)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    plain = frames(CACHE / "hamilton (dev clip)_275f.mp4")
-    motion = frames(CACHE / "hamilton (dev clip)_275f.motion.mp4")  # bench/suite.py --degrade motion makes it
+    clips = [CACHE / "hamilton (dev clip)_275f.mp4", CACHE / "hamilton (dev clip)_275f.motion.mp4"]
+    if missing := [c for c in clips if not c.exists()]:
+        raise SystemExit(f"{missing[0]} is missing: run `python bench/suite.py --degrade motion --only hamilton` first")
+    plain, motion = frames(clips[0]), frames(clips[1])
     detector = create_detector(Settings().updated({"detector": "yunet"}))
     groups: dict[str, list[dict[str, float]]] = {k: [] for k in (
         "same face, next sharp frame", "same face, smeared (same frame)", "same face, pan starts",

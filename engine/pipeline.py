@@ -69,15 +69,18 @@ OPENCV_THREADS = 1
 # low, its top half showed). The margin is a guess: a recognised face there (the streamer) stays visible. File mode
 # only: its cost live (a blurred region per weak face) was not measured.
 WEAK_BOX_MARGIN = 0.25
-# A weak box (under `confidence`) over most of a recognised face found in the same frame is that face found again,
-# misplaced: a pan's smear makes YuNet put a 0.4 box 1.5x the face's size half a face off it, on every smeared
-# frame (head_motion_d9 under `bench/suite.py --degrade pans`: the streamer's face blurred in 59 of 200 frames
-# while recognised in all). Such a box is covered as a guess, where the recognised face wins, not as a found face,
-# which always wins: everything of it outside his box is still covered. Only a box covering at least
-# DUPLICATE_COVER of his box and at least DUPLICATE_AREA of his area: a smaller face in a corner of his box (the
-# background beside his cheek) stays a found face.
+# A weak box over most of a recognised face found in the same frame, on a track that never scored `confidence`, is
+# that face found again, misplaced: a pan's smear makes YuNet put a 0.4 box 1.5x the face's size half a face off
+# it, on every smeared frame (head_motion_d9 under `bench/suite.py --degrade pans`: the streamer's face blurred in
+# 59 of 200 frames while recognised in all). Such a box is covered as a guess, where the recognised face's own box
+# wins, not as a found face, which always wins: everything of it outside his box is still covered. Only a box at
+# least DUPLICATE_AREA his size and over DUPLICATE_COVER of his box, on a track never found confidently: a
+# bystander who was (found at 0.9, then half hidden behind him at 0.4), a smaller face (a child's in front of him,
+# a face in a corner of his box) stay found faces: restoring his box over them showed 50-76 % of their pixels in
+# the review's composites. File mode: live, the identifier re-checks a face that any other box overlaps, and he is
+# blurred meanwhile.
 DUPLICATE_COVER = 0.5
-DUPLICATE_AREA = 0.5
+DUPLICATE_AREA = 1.2
 # Live mode far behind (engine/runner.py: thinning the tile pass was not enough) detects every other frame only. A
 # frame in between is coasted: its faces are the tracks' predicted boxes grown by COAST_GROWTH a side, and the
 # confident boxes no track took in the frame before, grown alike; the runner then holds one frame back (look-ahead),
@@ -275,7 +278,7 @@ class Pipeline:
                 track.identity = Identity.blurred(IDENTIFIER_ERROR)
         recognised = [t.xyxy for t in tracks if is_visible(t)]
         hidden = [t for t in tracks if not is_visible(t) and t.lost_frames == 0]
-        doubles = [t for t in hidden if t.score < self.settings.confidence and _duplicates(t.xyxy, recognised)]
+        doubles = [t for t in hidden if t.best_score < self.settings.confidence and _duplicates(t.xyxy, recognised)]
         found = [t.safety_box() for t in hidden if not any(t is d for d in doubles)]
         bar = REPEAT_START_SCORE if self._after_cut else self.settings.confidence
         unclaimed = self._unclaimed_detections(detections, tracks, min(bar, self.settings.confidence))
@@ -474,7 +477,7 @@ class Pipeline:
 
 
 def _duplicates(box: np.ndarray, recognised: list[np.ndarray]) -> bool:
-    """`box` covers most of a recognised face's box and is not much smaller than it (DUPLICATE_COVER)."""
+    """`box` covers most of a recognised face's box and is at least its size (DUPLICATE_COVER, DUPLICATE_AREA)."""
     x1, y1, x2, y2 = (float(v) for v in box)
     area = max(x2 - x1, 0.0) * max(y2 - y1, 0.0)
     for rx1, ry1, rx2, ry2 in (tuple(float(v) for v in r) for r in recognised):

@@ -205,6 +205,8 @@ def test_a_looped_picture_is_a_still_camera_that_never_drops_out(crowd):
     assert all(f is not None and np.array_equal(f, first[0]) for f in first)
     unlooped = VideoSource(photo)
     assert unlooped.read() is not None and unlooped.read() is None, "not looped: one frame, then the end"
+    source.close()
+    unlooped.close()
     capture, states = Capture(), []
     engine = Engine(Settings(), VideoSource(photo, loop=True), sinks=[capture])
     runner = threading.Thread(target=engine.run_live)  # paced at the picture's rate, as a file played live is

@@ -65,6 +65,10 @@ class Track:
     lost_seconds: float = 0.0
     extras: dict = field(default_factory=dict)  # per-track state private to later stages
     identity: Identity = field(default_factory=Identity)  # set by the identify stage every frame
+    best_score: float = -1.0  # the highest score any of its detections had: a face once found confidently
+
+    def __post_init__(self) -> None:
+        self.best_score = max(self.best_score, self.score)
 
     @property
     def xyxy(self) -> np.ndarray:
@@ -325,6 +329,7 @@ class FaceTracker:
         for k, track in enumerate(tracks):
             track.mean, track.cov = means[k], covs[k]
             track.score = float(dets.score[k])
+            track.best_score = max(track.best_score, track.score)
             track.landmarks = dets.landmarks[k]
             track.age += 1
             track.lost_frames = 0

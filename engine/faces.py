@@ -16,6 +16,26 @@ def box_iou(a: np.ndarray | tuple, b: np.ndarray | tuple) -> float:
     return inter / union if union > 0 else 0.0
 
 
+# A pan's smear makes YuNet find a face twice: at its box (0.9), and as a weak "ghost" box 1.5-1.8x its size half a
+# face off it (0.3-0.45), on every smeared frame (head_motion_d9 under `bench/suite.py --degrade pans`). A box is
+# taken for a ghost of a face only when it covers GHOST_COVER of that face's box, is GHOST_AREA its size or more, and
+# its track never scored `confidence`: a bystander once found confidently (then half hidden behind the streamer at
+# 0.4), or a smaller face (a child's in front of him, a face in a corner of his box) is never one.
+GHOST_COVER = 0.5
+GHOST_AREA = 1.2
+
+
+def is_ghost_of(box: np.ndarray | tuple, best_score: float, face: np.ndarray | tuple, confidence: float) -> bool:
+    """`box`, whose track's best score was `best_score`, is a ghost of the face found at `face` (GHOST_COVER)."""
+    if best_score >= confidence:
+        return False
+    face_area = float((face[2] - face[0]) * (face[3] - face[1]))
+    area = float((box[2] - box[0]) * (box[3] - box[1]))
+    ix = max(0.0, float(min(box[2], face[2]) - max(box[0], face[0])))
+    iy = max(0.0, float(min(box[3], face[3]) - max(box[1], face[1])))
+    return face_area > 0 and ix * iy >= GHOST_COVER * face_area and area >= GHOST_AREA * face_area
+
+
 def overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """IoU of each row of `a` with every row of `b`, and the fraction of each `a` box each `b` box covers: two
     len(a) x len(b) matrices (the tracker's association, a still's views)."""

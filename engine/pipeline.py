@@ -31,6 +31,7 @@ from engine.faces import (
     FrameReport,
     Identity,
     box_iou,
+    is_ghost_of,
     overlaps,
 )
 from engine.models.backends import resolve_backend
@@ -69,18 +70,6 @@ OPENCV_THREADS = 1
 # low, its top half showed). The margin is a guess: a recognised face there (the streamer) stays visible. File mode
 # only: its cost live (a blurred region per weak face) was not measured.
 WEAK_BOX_MARGIN = 0.25
-# A weak box over most of a recognised face found in the same frame, on a track that never scored `confidence`, is
-# that face found again, misplaced: a pan's smear makes YuNet put a 0.4 box 1.5x the face's size half a face off
-# it, on every smeared frame (head_motion_d9 under `bench/suite.py --degrade pans`: the streamer's face blurred in
-# 59 of 200 frames while recognised in all). Such a box is covered as a guess, where the recognised face's own box
-# wins, not as a found face, which always wins: everything of it outside his box is still covered. Only a box at
-# least DUPLICATE_AREA his size and over DUPLICATE_COVER of his box, on a track never found confidently: a
-# bystander who was (found at 0.9, then half hidden behind him at 0.4), a smaller face (a child's in front of him,
-# a face in a corner of his box) stay found faces: restoring his box over them showed 50-76 % of their pixels in
-# the review's composites. File mode: live, the identifier re-checks a face that any other box overlaps, and he is
-# blurred meanwhile.
-DUPLICATE_COVER = 0.5
-DUPLICATE_AREA = 1.2
 # Live mode far behind (engine/runner.py: thinning the tile pass was not enough) detects every other frame only. A
 # frame in between is coasted: its faces are the tracks' predicted boxes grown by COAST_GROWTH a side, and the
 # confident boxes no track took in the frame before, grown alike; the runner then holds one frame back (look-ahead),
@@ -278,8 +267,12 @@ class Pipeline:
                 track.identity = Identity.blurred(IDENTIFIER_ERROR)
         recognised = [t.xyxy for t in tracks if is_visible(t)]
         hidden = [t for t in tracks if not is_visible(t) and t.lost_frames == 0]
-        doubles = [t for t in hidden if t.best_score < self.settings.confidence and _duplicates(t.xyxy, recognised)]
-        found = [t.safety_box() for t in hidden if not any(t is d for d in doubles)]
+        # A ghost of a recognised face (engine/faces.py, GHOST_COVER) is covered as a guess, where his own box wins,
+        # not as a found face, which always wins: everything of it outside his box is still covered. It had blurred
+        # the streamer in 59 of head_motion_d9's 200 frames under `--degrade pans`, recognised in all of them.
+        ghosts = [t for t in hidden if any(is_ghost_of(t.xyxy, t.best_score, face, self.settings.confidence)
+                                           for face in recognised)]
+        found = [t.safety_box() for t in hidden if not any(t is g for g in ghosts)]
         bar = REPEAT_START_SCORE if self._after_cut else self.settings.confidence
         unclaimed = self._unclaimed_detections(detections, tracks, min(bar, self.settings.confidence))
         self._after_cut = False
@@ -290,7 +283,7 @@ class Pipeline:
         found += unclaimed
         self._last_unclaimed = unclaimed
         report.unclaimed = [tuple(float(v) for v in box) for box in unclaimed]
-        lost = [t.safety_box() for t in tracks if t.lost_frames > 0] + [t.safety_box() for t in doubles]
+        lost = [t.safety_box() for t in tracks if t.lost_frames > 0] + [t.safety_box() for t in ghosts]
         # A weak track's box is a guess (file mode): grown by the margin whether found this frame or not. Lost,
         # its safety box grows only 0.08 a frame missed, less than the margin just when the box is least sure.
         weak = {t.track_id: _grown(t.xyxy, WEAK_BOX_MARGIN) for t in tracks
@@ -474,18 +467,6 @@ class Pipeline:
             if not any(box_iou(box, v) > 0.5 for v in visible):
                 out.append(box)
         return out
-
-
-def _duplicates(box: np.ndarray, recognised: list[np.ndarray]) -> bool:
-    """`box` covers most of a recognised face's box and is at least its size (DUPLICATE_COVER, DUPLICATE_AREA)."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    area = max(x2 - x1, 0.0) * max(y2 - y1, 0.0)
-    for rx1, ry1, rx2, ry2 in (tuple(float(v) for v in r) for r in recognised):
-        face = max(rx2 - rx1, 0.0) * max(ry2 - ry1, 0.0)
-        inter = max(min(x2, rx2) - max(x1, rx1), 0.0) * max(min(y2, ry2) - max(y1, ry1), 0.0)
-        if face > 0 and inter >= DUPLICATE_COVER * face and area >= DUPLICATE_AREA * face:
-            return True
-    return False
 
 
 def _revealable(tracks: list, unclaimed: list[np.ndarray], weak: dict[int, np.ndarray]) -> dict[int, list[np.ndarray]]:

@@ -42,6 +42,7 @@ from engine.faces import (
     Candidate,
     Identity,
     box_iou,
+    is_ghost_of,
 )
 from engine.recognition.gallery import Gallery, Match
 from engine.recognition.identify_worker import VERIFY_LEAD, EmbeddingWorker
@@ -142,6 +143,7 @@ class TrackRecognition:
     anchors: deque = field(default_factory=deque)  # embeddings the gallery accepted while the track was confirmed
     anchored_at: int = -1  # frame of the latest embedding considered for `anchors`
     kept_by_track: bool = False  # visible on self-consistency (head turned), not on the gallery's word
+    ghosts: set = field(default_factory=set)  # ids of the ghost boxes of this face seen so far (engine/faces.py)
     # Live mode embeds on a worker thread (identify_worker.py): a crop is in flight for this track, and
     # `epoch` counts the signs that another face may be under the id (lost, jump, new look, overlap, scene
     # cut); a result computed from a crop taken before the latest sign is thrown away (fail closed).
@@ -234,7 +236,7 @@ class FacebankIdentifier:
         if self.landmarker is None:
             self.landmarker = create_landmarker(settings)
         self.tokens = min(float(self.policy.burst), self.tokens + self.policy.budget_per_frame)
-        states = [self._observe(frame, track, tracks) for track in tracks]
+        states = [self._observe(frame, track, tracks, settings.confidence) for track in tracks]
         if self._scene_cut(frame):
             for state in states:
                 _forget(state)
@@ -265,7 +267,7 @@ class FacebankIdentifier:
                 track.identity = Identity.blurred(NOT_RECOGNISED_YET)
 
     # --- per-track bookkeeping -----------------------------------------------------------------------------
-    def _observe(self, frame: np.ndarray, track: Track, tracks: list[Track]) -> TrackRecognition:
+    def _observe(self, frame: np.ndarray, track: Track, tracks: list[Track], confidence: float) -> TrackRecognition:
         """Flag a track whose face may have changed since the last frame (cheap: every track, every frame)."""
         state = track.extras.get(STATE_KEY)
         if not isinstance(state, TrackRecognition):
@@ -289,11 +291,16 @@ class FacebankIdentifier:
         watched = state.near_match or state.eligible or (self.worker is not None and size >= self.policy.min_face_px)
         patch = _patch(frame, centre, size) if watched or (self.watch_all and size >= self.policy.min_face_px) else None
         changed = watched and _new_look(patch, state.prev_patch, self.policy.same_look)
-        state.overlapping = self._overlaps(track, tracks)
-        state.suspect = state.suspect or jumped or changed or state.overlapping
+        state.overlapping, ghosts = self._overlaps(track, tracks, confidence)
+        # A ghost of this face (a pan's smear: engine/faces.py) is not another face to swap ids with while it lasts,
+        # but its first frame is a sign like any new box over him: he is re-checked once, then shown through the pan.
+        # Live, an overlap voids every crop while it lasts: he was blurred for as long as the smear.
+        new_ghost = not ghosts <= state.ghosts
+        state.ghosts |= ghosts
+        state.suspect = state.suspect or jumped or changed or state.overlapping or new_ghost
         # A new look on a face nobody watched does not make it suspect, but it ends its continuity.
         new_look = _new_look(patch, state.prev_look, self.policy.same_look)
-        state.epoch += jumped or changed or state.overlapping or new_look
+        state.epoch += jumped or changed or state.overlapping or new_look or new_ghost
         if self.watch_all:
             self._watch_drift(state, patch)
         state.prev_centre, state.prev_patch = centre, patch if watched else None
@@ -325,12 +332,15 @@ class FacebankIdentifier:
             log.debug("scene cut: every track must be recognised again")
         return cut
 
-    def _overlaps(self, track: Track, tracks: list[Track]) -> bool:
+    def _overlaps(self, track: Track, tracks: list[Track], confidence: float) -> tuple[bool, set[int]]:
+        """Whether another face found in this frame overlaps this one, and the ids of its ghosts (not counted)."""
         box = track.xyxy
         # Only faces found in this frame: a lost track's predicted box drifts over its neighbours for up to
         # hold_seconds, and a swap onto this id would show up as a jump or a new look anyway.
-        return any(other is not track and other.lost_frames == 0 and box_iou(box, other.xyxy) > self.policy.overlap_iou
-                   for other in tracks)
+        near = [other for other in tracks if other is not track and other.lost_frames == 0
+                and box_iou(box, other.xyxy) > self.policy.overlap_iou]
+        ghosts = {other.track_id for other in near if is_ghost_of(other.xyxy, other.best_score, box, confidence)}
+        return any(other.track_id not in ghosts for other in near), ghosts
 
     # --- choosing what to embed this frame -----------------------------------------------------------------
     def _schedule(self, frame: np.ndarray, tracks: list[Track], states: list[TrackRecognition],

@@ -225,7 +225,8 @@ def _add_engine(sub) -> None:
                                   ("serve", "run it in the foreground (what `start` runs)", _cmd_engine_serve)):
         e = esub.add_parser(name, help=help_text)
         e.add_argument("--source", default="0", help="camera index, video file or URL (default 0)")
-        e.add_argument("--loop", action="store_true", help="loop a video file (for testing without a camera)")
+        e.add_argument("--loop", action="store_true",
+                       help="loop a video file, or show a picture as a still camera (for testing without a camera)")
         e.add_argument("--vcam", action="store_true", help="write to the virtual camera")
         e.add_argument("--vcam-device", help="virtual camera device, e.g. /dev/video10 (default: first free)")
         e.add_argument("--record", metavar="FILE", help="also record the anonymized output to FILE (when FILE exists, "

@@ -85,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(1, args.repeat + 1):
             for tree in trees:
                 r = one_run(tree, args.gt, args.photo, args.coast == "forced", Path(tmp))
+                leak = "–" if r["leak_rate"] is None else f"{100 * r['leak_rate']:.2f}%"  # None: no bystander
                 print(f"{round_:>5} {str(tree)[-30:]:30s} {100 * r['allow_visible']:12.1f}% "
-                      f"{100 * r['leak_rate']:6.2f}% {r['coasted_frames']:>7} {r['dropped']:>7} {r['fps']:>6}",
-                      flush=True)
+                      f"{leak:>7} {r['coasted_frames']:>7} {r['dropped']:>7} {r['fps']:>6}", flush=True)
     return 0
 
 

@@ -267,12 +267,8 @@ class Pipeline:
                 track.identity = Identity.blurred(IDENTIFIER_ERROR)
         recognised = [t.xyxy for t in tracks if is_visible(t)]
         hidden = [t for t in tracks if not is_visible(t) and t.lost_frames == 0]
-        # A ghost of a recognised face (engine/faces.py, GHOST_COVER) is covered as a guess, where his own box wins,
-        # not as a found face, which always wins: everything of it outside his box is still covered. It had blurred
-        # the streamer in 59 of head_motion_d9's 200 frames under `--degrade pans`, recognised in all of them.
-        ghosts = [t for t in hidden if any(is_ghost_of(t.xyxy, t.best_score, face, self.settings.confidence)
-                                           for face in recognised)]
-        found = [t.safety_box() for t in hidden if not any(t is g for g in ghosts)]
+        hidden, ghosts = self._ghosts_apart(hidden, recognised)  # a pan's ghost box of him is covered as a guess
+        found = [t.safety_box() for t in hidden]
         bar = REPEAT_START_SCORE if self._after_cut else self.settings.confidence
         unclaimed = self._unclaimed_detections(detections, tracks, min(bar, self.settings.confidence))
         self._after_cut = False
@@ -318,13 +314,26 @@ class Pipeline:
         tracks = self.tracker.coast()
         self._watch_coasted(frame, tracks)
         hidden = [t for t in tracks if not is_visible(t)]
-        found = [_grown(t.safety_box(), COAST_GROWTH) for t in hidden if t.lost_frames == 0]
-        found += [_grown(box, COAST_GROWTH) for box in self._last_unclaimed]
-        lost = [_grown(t.safety_box(), COAST_GROWTH) for t in hidden if t.lost_frames > 0]
-        report.faces = [_face_state(t) for t in tracks]
         recognised = [t.xyxy for t in tracks if is_visible(t)]
+        here, ghosts = self._ghosts_apart([t for t in hidden if t.lost_frames == 0], recognised)
+        found = [_grown(t.safety_box(), COAST_GROWTH) for t in here]
+        found += [_grown(box, COAST_GROWTH) for box in self._last_unclaimed]
+        lost = [_grown(t.safety_box(), COAST_GROWTH) for t in hidden
+                if t.lost_frames > 0 or any(t is g for g in ghosts)]
+        report.faces = [_face_state(t) for t in tracks]
         # Nothing is kept to be shown later here: a face recognised in a later frame stays blurred in this one.
         return self.anonymizer.apply(frame, index, found, guesses=lost, keep=recognised), report
+
+    def _ghosts_apart(self, found: list, recognised: list[np.ndarray]) -> tuple[list, list]:
+        """`found` (hidden tracks found in this frame) without the ghosts of a recognised face, and those ghosts
+        (engine/faces.py `is_ghost_of`): they are covered as guesses, where his own box wins, not as found faces,
+        which always win; everything of them outside his box is still covered. A ghost had blurred the streamer in
+        59 of head_motion_d9's 200 frames under `--degrade pans`, recognised in all of them."""
+        if not recognised:
+            return found, []
+        confidence = self.settings.confidence
+        ghosts = [t for t in found if any(is_ghost_of(t.xyxy, t.best_score, face, confidence) for face in recognised)]
+        return [t for t in found if not any(t is g for g in ghosts)], ghosts
 
     def _watch_coasted(self, frame: np.ndarray, tracks: list) -> None:
         """The identifier's look at a coasted frame (a scene cut, a facebank change: nobody shown); one that

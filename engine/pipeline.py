@@ -270,7 +270,7 @@ class Pipeline:
         hidden, ghosts = self._ghosts_apart(hidden, recognised)  # a pan's ghost box of him is covered as a guess
         found = [t.safety_box() for t in hidden]
         bar = REPEAT_START_SCORE if self._after_cut else self.settings.confidence
-        unclaimed = self._unclaimed_detections(detections, tracks, min(bar, self.settings.confidence))
+        unclaimed = self._unclaimed_detections(detections, tracks, min(bar, self.settings.confidence), ghosts)
         self._after_cut = False
         # A face found this frame is given twice, at its track's box and at its own detection (nearly the same
         # box), on purpose: the second pass is part of the measured privacy (one plain pass over the pair's
@@ -331,8 +331,7 @@ class Pipeline:
         59 of head_motion_d9's 200 frames under `--degrade pans`, recognised in all of them."""
         if not recognised:
             return found, []
-        confidence = self.settings.confidence
-        ghosts = [t for t in found if any(is_ghost_of(t.xyxy, t.best_score, face, confidence) for face in recognised)]
+        ghosts = [t for t in found if any(is_ghost_of(t.xyxy, t.best_score, face) for face in recognised)]
         return [t for t in found if not any(t is g for g in ghosts)], ghosts
 
     def _watch_coasted(self, frame: np.ndarray, tracks: list) -> None:
@@ -466,9 +465,11 @@ class Pipeline:
             return None, "detector-garbage"
         return detections, ""
 
-    def _unclaimed_detections(self, detections: Detections, tracks: list, bar: float) -> list[np.ndarray]:
-        """Raw detections scoring `bar` or more (confident ones), except a visible track's own current detection."""
-        visible = [t.xyxy for t in tracks if is_visible(t)]
+    def _unclaimed_detections(self, detections: Detections, tracks: list, bar: float,
+                              ghosts: list = ()) -> list[np.ndarray]:
+        """Raw detections scoring `bar` or more (confident ones), except a visible track's own current detection
+        and a ghost's (`_ghosts_apart`: covered as a guess; a ghost scoring 0.53 came back here as a found face)."""
+        visible = [t.xyxy for t in tracks if is_visible(t)] + [t.xyxy for t in ghosts]
         out = []
         # Weaker detections count only through the tracks they keep alive (ByteTrack): blurring every
         # 0.2-score blob would cover large parts of the picture with false faces.

@@ -50,9 +50,34 @@ def visibility():
     return module.face_visibility
 
 
-def _run(frames: list[np.ndarray], gallery: Gallery) -> list[tuple[np.ndarray, object]]:
+class _GhostAt:
+    """The real detector, with every weak box over most of the best one scored `score` (talking_katiehill's ghosts
+    reach 0.57 under `--degrade pans`, over `confidence`: then its raw detection is a confident face too)."""
+
+    def __init__(self, detector, score: float) -> None:
+        self.detector, self.score = detector, score
+
+    def __getattr__(self, name):
+        return getattr(self.detector, name)
+
+    def detect(self, frame, low):
+        found = self.detector.detect(frame, low)
+        if len(found) >= 2:
+            best = int(np.argmax(found.score))
+            scores = found.score.copy()
+            for i in range(len(found)):
+                if i != best and _over_most_of(found.xyxy[i], found.xyxy[best]):
+                    scores[i] = self.score
+            found = Detections(found.xyxy, scores.astype(np.float32), found.landmarks)
+        return found
+
+
+def _run(frames: list[np.ndarray], gallery: Gallery,
+         ghost_score: float | None = None) -> list[tuple[np.ndarray, object]]:
     settings = Settings()
-    pipeline = Pipeline(settings, identifier=FacebankIdentifier(create_embedder(settings), lambda: gallery))
+    detector = Pipeline(settings).detector
+    pipeline = Pipeline(settings, detector=detector if ghost_score is None else _GhostAt(detector, ghost_score),
+                        identifier=FacebankIdentifier(create_embedder(settings), lambda: gallery))
     pipeline.offline = True  # every frame detected, as `blurcast run` does
     out = []
     for index, frame in enumerate(frames):
@@ -74,18 +99,19 @@ def _his_box(report) -> np.ndarray:
     return np.asarray(max(report.faces, key=lambda f: f.score).xyxy)
 
 
-def test_a_smeared_streamer_is_not_blurred_by_his_own_ghost_box(frames, visibility, tmp_path) -> None:
+@pytest.mark.parametrize("ghost_score", [None, 0.6], ids=["as found", "over confidence"])
+def test_a_smeared_streamer_is_not_blurred_by_his_own_ghost_box(frames, visibility, tmp_path, ghost_score) -> None:
     photo = tmp_path / "me.png"
     cv2.imwrite(str(photo), frames[0])  # enrolled from a sharp frame, as from his own photo
     gallery = Gallery.from_people({"me": Enroller(Settings()).enrol(photo).embedding[None]})
     shown, ghosts, covered = [], 0, []
-    for index, (image, report) in enumerate(_run(frames, gallery)):
+    for index, (image, report) in enumerate(_run(frames, gallery, ghost_score)):
         if index not in SMEARED:
             continue
         box = _his_box(report)
         x1, y1, x2, y2 = (round(v) for v in box)
         shown.append(visibility(frames[index][y1:y2, x1:x2], image[y1:y2, x1:x2]) >= 0.5)
-        for ghost in (f for f in report.faces if not f.visible and f.score < 0.5 and _over_most_of(f.xyxy, box)):
+        for ghost in (f for f in report.faces if not f.visible and f.score < 0.7 and _over_most_of(f.xyxy, box)):
             ghosts += 1
             # The ghost's part left of his box (clipped to the frame) is still covered.
             gx1, gy1, _, gy2 = (max(0, round(v)) for v in ghost.xyxy)
@@ -152,7 +178,7 @@ def test_a_box_once_found_confidently_is_never_taken_for_a_ghost(frames, visibil
 
 
 @pytest.mark.parametrize(("box", "expected"), [
-    ((-50, -35, 330, 335), True),  # the ghost: 1.8x his size, over 62 % of his box
+    ((-50, -35, 330, 335), True),  # the ghost: 1.8x his size, over 62 % of his box and his centre
     ((64, 80, 309, 403), False),  # his size, 30 % to the side: a face at his own distance, not a ghost
     ((100, 60, 260, 240), False),  # over a quarter of his box only
     ((130, 80, 200, 150), False),  # inside his box, but small: a face beside his cheek is not his
@@ -160,8 +186,8 @@ def test_a_box_once_found_confidently_is_never_taken_for_a_ghost(frames, visibil
 ])
 def test_what_counts_as_a_second_box_of_a_recognised_face(box, expected) -> None:
     his = np.array([137, 80, 382, 403], np.float32)
-    assert is_ghost_of(np.array(box, np.float32), 0.4, his, 0.5) is expected
-    assert not is_ghost_of(np.array(box, np.float32), 0.9, his, 0.5), "once found confidently, never a ghost"
+    assert is_ghost_of(np.array(box, np.float32), 0.4, his) is expected
+    assert not is_ghost_of(np.array(box, np.float32), 0.9, his), "once found clearly, never a ghost"
 
 
 @pytest.mark.parametrize("coasting", [False, True], ids=["keeping up", "far behind"])

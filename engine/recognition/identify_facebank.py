@@ -236,7 +236,7 @@ class FacebankIdentifier:
         if self.landmarker is None:
             self.landmarker = create_landmarker(settings)
         self.tokens = min(float(self.policy.burst), self.tokens + self.policy.budget_per_frame)
-        states = [self._observe(frame, track, tracks, settings.confidence) for track in tracks]
+        states = [self._observe(frame, track, tracks) for track in tracks]
         if self._scene_cut(frame):
             for state in states:
                 _forget(state)
@@ -267,7 +267,7 @@ class FacebankIdentifier:
                 track.identity = Identity.blurred(NOT_RECOGNISED_YET)
 
     # --- per-track bookkeeping -----------------------------------------------------------------------------
-    def _observe(self, frame: np.ndarray, track: Track, tracks: list[Track], confidence: float) -> TrackRecognition:
+    def _observe(self, frame: np.ndarray, track: Track, tracks: list[Track]) -> TrackRecognition:
         """Flag a track whose face may have changed since the last frame (cheap: every track, every frame)."""
         state = track.extras.get(STATE_KEY)
         if not isinstance(state, TrackRecognition):
@@ -291,7 +291,7 @@ class FacebankIdentifier:
         watched = state.near_match or state.eligible or (self.worker is not None and size >= self.policy.min_face_px)
         patch = _patch(frame, centre, size) if watched or (self.watch_all and size >= self.policy.min_face_px) else None
         changed = watched and _new_look(patch, state.prev_patch, self.policy.same_look)
-        state.overlapping, ghosts = self._overlaps(track, tracks, confidence)
+        state.overlapping, ghosts = self._overlaps(track, tracks)
         # A ghost of this face (a pan's smear: engine/faces.py) is not another face to swap ids with while it lasts,
         # but its first frame is a sign like any new box over him: he is re-checked once, then shown through the pan.
         # Live, an overlap voids every crop while it lasts: he was blurred for as long as the smear.
@@ -332,14 +332,14 @@ class FacebankIdentifier:
             log.debug("scene cut: every track must be recognised again")
         return cut
 
-    def _overlaps(self, track: Track, tracks: list[Track], confidence: float) -> tuple[bool, set[int]]:
+    def _overlaps(self, track: Track, tracks: list[Track]) -> tuple[bool, set[int]]:
         """Whether another face found in this frame overlaps this one, and the ids of its ghosts (not counted)."""
         box = track.xyxy
         # Only faces found in this frame: a lost track's predicted box drifts over its neighbours for up to
         # hold_seconds, and a swap onto this id would show up as a jump or a new look anyway.
         near = [other for other in tracks if other is not track and other.lost_frames == 0
                 and box_iou(box, other.xyxy) > self.policy.overlap_iou]
-        ghosts = {other.track_id for other in near if is_ghost_of(other.xyxy, other.best_score, box, confidence)}
+        ghosts = {other.track_id for other in near if is_ghost_of(other.xyxy, other.best_score, box)}
         return any(other.track_id not in ghosts for other in near), ghosts
 
     # --- choosing what to embed this frame -----------------------------------------------------------------

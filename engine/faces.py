@@ -17,27 +17,39 @@ def box_iou(a: np.ndarray | tuple, b: np.ndarray | tuple) -> float:
 
 
 # A pan's smear makes YuNet find a face twice: at its box (0.9), and as a "ghost" box 1.5-1.8x its size half a face
-# off it, on every smeared frame (head_motion_d9 and talking_katiehill under `bench/suite.py --degrade pans`: 0.24-0.44
-# and 0.24-0.57). A box is taken for a ghost of a face only when it covers GHOST_COVER of that face's box (and so its
-# centre), is GHOST_AREA its size or more, and its track never scored GHOST_MAX_SCORE. Each bound keeps a real face
-# out: two faces cannot both be seen at one point, so a real face's box over his centre is behind him, its visible
-# part outside his box (covered); a bystander found clearly once (0.9), then half hidden behind him at 0.4, and a
-# smaller face (a child's in front of him, a face in a corner of his box) are never ghosts (the review: 26-30 % and
-# 76 % of their pixels shown under looser rules).
+# off it whose nose landmark lies 0.23-0.37 of his box's width from his nose, on every smeared frame (head_motion_d9
+# and talking_katiehill under `bench/suite.py --degrade pans`, scoring 0.24-0.44 and 0.24-0.57). A box is taken for a
+# ghost of a face only when it covers GHOST_COVER of that face's box, is GHOST_AREA its size or more, puts its nose
+# within GHOST_NOSE of that face's width of his nose, and its track never scored GHOST_MAX_SCORE. Each bound keeps a
+# real face out: two faces cannot both be seen with their noses that close (one hides the other's middle), a
+# bystander found clearly once (0.9) then half hidden behind him at 0.4, a smaller face (a child's in front of him,
+# a face in a corner of his box), and a larger face leaning in beside him (its nose over half his width away) are
+# never ghosts (the two reviews: 26-30 % and 76 % of such faces' pixels shown under looser rules).
 GHOST_COVER = 0.5
 GHOST_AREA = 1.2
-GHOST_MAX_SCORE = 0.7
+GHOST_NOSE = 0.45
+GHOST_MAX_SCORE = 0.6
 
 
-def is_ghost_of(box: np.ndarray | tuple, best_score: float, face: np.ndarray | tuple) -> bool:
-    """`box`, whose track's best score was `best_score`, is a ghost of the face found at `face` (GHOST_COVER)."""
+def is_ghost_of(box: np.ndarray | tuple, best_score: float, nose: np.ndarray | tuple, face: np.ndarray | tuple,
+                face_nose: np.ndarray | tuple) -> bool:
+    """`box` (its nose landmark at `nose`, its track's best score `best_score`) is a ghost of the face found at
+    `face` with its nose at `face_nose` (GHOST_COVER)."""
     if best_score >= GHOST_MAX_SCORE:
         return False
-    face_area = float((face[2] - face[0]) * (face[3] - face[1]))
+    width = float(face[2] - face[0])
+    if width <= 0 or float(np.hypot(nose[0] - face_nose[0], nose[1] - face_nose[1])) > GHOST_NOSE * width:
+        return False
+    face_area = width * float(face[3] - face[1])
     area = float((box[2] - box[0]) * (box[3] - box[1]))
     ix = max(0.0, float(min(box[2], face[2]) - max(box[0], face[0])))
     iy = max(0.0, float(min(box[3], face[3]) - max(box[1], face[1])))
     return face_area > 0 and ix * iy >= GHOST_COVER * face_area and area >= GHOST_AREA * face_area
+
+
+def nose_of(landmarks: np.ndarray) -> np.ndarray:
+    """The nose tip of five (x, y) landmarks (YuNet's order: eyes, nose, mouth corners)."""
+    return np.asarray(landmarks, np.float32).reshape(5, 2)[2]
 
 
 def overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

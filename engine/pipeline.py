@@ -32,6 +32,7 @@ from engine.faces import (
     Identity,
     box_iou,
     is_ghost_of,
+    nose_of,
     overlaps,
 )
 from engine.models.backends import resolve_backend
@@ -267,7 +268,7 @@ class Pipeline:
                 track.identity = Identity.blurred(IDENTIFIER_ERROR)
         recognised = [t.xyxy for t in tracks if is_visible(t)]
         hidden = [t for t in tracks if not is_visible(t) and t.lost_frames == 0]
-        hidden, ghosts = self._ghosts_apart(hidden, recognised)  # a pan's ghost box of him is covered as a guess
+        hidden, ghosts = self._ghosts_apart(hidden, tracks)  # a pan's ghost box of him is covered as a guess
         found = [t.safety_box() for t in hidden]
         bar = REPEAT_START_SCORE if self._after_cut else self.settings.confidence
         unclaimed = self._unclaimed_detections(detections, tracks, min(bar, self.settings.confidence), ghosts)
@@ -315,7 +316,7 @@ class Pipeline:
         self._watch_coasted(frame, tracks)
         hidden = [t for t in tracks if not is_visible(t)]
         recognised = [t.xyxy for t in tracks if is_visible(t)]
-        here, ghosts = self._ghosts_apart([t for t in hidden if t.lost_frames == 0], recognised)
+        here, ghosts = self._ghosts_apart([t for t in hidden if t.lost_frames == 0], tracks)
         found = [_grown(t.safety_box(), COAST_GROWTH) for t in here]
         found += [_grown(box, COAST_GROWTH) for box in self._last_unclaimed]
         lost = [_grown(t.safety_box(), COAST_GROWTH) for t in hidden
@@ -324,14 +325,16 @@ class Pipeline:
         # Nothing is kept to be shown later here: a face recognised in a later frame stays blurred in this one.
         return self.anonymizer.apply(frame, index, found, guesses=lost, keep=recognised), report
 
-    def _ghosts_apart(self, found: list, recognised: list[np.ndarray]) -> tuple[list, list]:
+    def _ghosts_apart(self, found: list, tracks: list) -> tuple[list, list]:
         """`found` (hidden tracks found in this frame) without the ghosts of a recognised face, and those ghosts
         (engine/faces.py `is_ghost_of`): they are covered as guesses, where his own box wins, not as found faces,
         which always win; everything of them outside his box is still covered. A ghost had blurred the streamer in
         59 of head_motion_d9's 200 frames under `--degrade pans`, recognised in all of them."""
-        if not recognised:
+        shown = [(t.xyxy, nose_of(t.landmarks)) for t in tracks if is_visible(t)]
+        if not shown:
             return found, []
-        ghosts = [t for t in found if any(is_ghost_of(t.xyxy, t.best_score, face) for face in recognised)]
+        ghosts = [t for t in found
+                  if any(is_ghost_of(t.xyxy, t.best_score, nose_of(t.landmarks), face, nose) for face, nose in shown)]
         return [t for t in found if not any(t is g for g in ghosts)], ghosts
 
     def _watch_coasted(self, frame: np.ndarray, tracks: list) -> None:

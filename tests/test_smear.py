@@ -99,7 +99,7 @@ def _his_box(report) -> np.ndarray:
     return np.asarray(max(report.faces, key=lambda f: f.score).xyxy)
 
 
-@pytest.mark.parametrize("ghost_score", [None, 0.6], ids=["as found", "over confidence"])
+@pytest.mark.parametrize("ghost_score", [None, 0.55], ids=["as found", "over confidence"])
 def test_a_smeared_streamer_is_not_blurred_by_his_own_ghost_box(frames, visibility, tmp_path, ghost_score) -> None:
     photo = tmp_path / "me.png"
     cv2.imwrite(str(photo), frames[0])  # enrolled from a sharp frame, as from his own photo
@@ -111,7 +111,7 @@ def test_a_smeared_streamer_is_not_blurred_by_his_own_ghost_box(frames, visibili
         box = _his_box(report)
         x1, y1, x2, y2 = (round(v) for v in box)
         shown.append(visibility(frames[index][y1:y2, x1:x2], image[y1:y2, x1:x2]) >= 0.5)
-        for ghost in (f for f in report.faces if not f.visible and f.score < 0.7 and _over_most_of(f.xyxy, box)):
+        for ghost in (f for f in report.faces if not f.visible and f.score < 0.6 and _over_most_of(f.xyxy, box)):
             ghosts += 1
             # The ghost's part left of his box (clipped to the frame) is still covered.
             gx1, gy1, _, gy2 = (max(0, round(v)) for v in ghost.xyxy)
@@ -177,17 +177,18 @@ def test_a_box_once_found_confidently_is_never_taken_for_a_ghost(frames, visibil
     assert np.mean(shown) <= 0.2, f"a once-confident box was taken for a ghost: he showed in {sum(shown)} frames"
 
 
-@pytest.mark.parametrize(("box", "expected"), [
-    ((-50, -35, 330, 335), True),  # the ghost: 1.8x his size, over 62 % of his box and his centre
-    ((64, 80, 309, 403), False),  # his size, 30 % to the side: a face at his own distance, not a ghost
-    ((100, 60, 260, 240), False),  # over a quarter of his box only
-    ((130, 80, 200, 150), False),  # inside his box, but small: a face beside his cheek is not his
-    ((380, 80, 620, 400), False),  # beside him
+@pytest.mark.parametrize(("box", "nose", "expected"), [
+    ((-50, -35, 330, 335), (190, 200), True),  # the ghost: 1.8x his size, over 62 % of his box, nose 0.38 of him off
+    ((-50, -35, 330, 335), (90, 170), False),  # as big and as placed, its nose 0.78 of him off: a face leaning in
+    ((64, 80, 309, 403), (190, 250), False),  # his size, 30 % to the side: a face at his own distance, not a ghost
+    ((100, 60, 260, 240), (200, 170), False),  # over a quarter of his box only
+    ((130, 80, 200, 150), (165, 120), False),  # inside his box, but small: a face beside his cheek is not his
+    ((380, 80, 620, 400), (500, 250), False),  # beside him
 ])
-def test_what_counts_as_a_second_box_of_a_recognised_face(box, expected) -> None:
-    his = np.array([137, 80, 382, 403], np.float32)
-    assert is_ghost_of(np.array(box, np.float32), 0.4, his) is expected
-    assert not is_ghost_of(np.array(box, np.float32), 0.9, his), "once found clearly, never a ghost"
+def test_what_counts_as_a_second_box_of_a_recognised_face(box, nose, expected) -> None:
+    his, his_nose = np.array([137, 80, 382, 403], np.float32), np.array([260, 260], np.float32)
+    assert is_ghost_of(np.array(box, np.float32), 0.4, nose, his, his_nose) is expected
+    assert not is_ghost_of(np.array(box, np.float32), 0.9, nose, his, his_nose), "once found clearly, never a ghost"
 
 
 @pytest.mark.parametrize("coasting", [False, True], ids=["keeping up", "far behind"])

@@ -43,6 +43,7 @@ from engine.faces import (
     Identity,
     box_iou,
     is_ghost_of,
+    nose_of,
 )
 from engine.recognition.gallery import Gallery, Match
 from engine.recognition.identify_worker import VERIFY_LEAD, EmbeddingWorker
@@ -143,7 +144,7 @@ class TrackRecognition:
     anchors: deque = field(default_factory=deque)  # embeddings the gallery accepted while the track was confirmed
     anchored_at: int = -1  # frame of the latest embedding considered for `anchors`
     kept_by_track: bool = False  # visible on self-consistency (head turned), not on the gallery's word
-    ghosts: set = field(default_factory=set)  # ids of the ghost boxes of this face seen so far (engine/faces.py)
+    ghosts: set = field(default_factory=set)  # ids of this face's ghost boxes in the frame before (engine/faces.py)
     # Live mode embeds on a worker thread (identify_worker.py): a crop is in flight for this track, and
     # `epoch` counts the signs that another face may be under the id (lost, jump, new look, overlap, scene
     # cut); a result computed from a crop taken before the latest sign is thrown away (fail closed).
@@ -291,12 +292,13 @@ class FacebankIdentifier:
         watched = state.near_match or state.eligible or (self.worker is not None and size >= self.policy.min_face_px)
         patch = _patch(frame, centre, size) if watched or (self.watch_all and size >= self.policy.min_face_px) else None
         changed = watched and _new_look(patch, state.prev_patch, self.policy.same_look)
-        state.overlapping, ghosts = self._overlaps(track, tracks)
-        # A ghost of this face (a pan's smear: engine/faces.py) is not another face to swap ids with while it lasts,
-        # but its first frame is a sign like any new box over him: he is re-checked once, then shown through the pan.
-        # Live, an overlap voids every crop while it lasts: he was blurred for as long as the smear.
+        state.overlapping, ghosts = self._overlaps(track, tracks, state.eligible)
+        # A ghost of a shown face (a pan's smear: engine/faces.py) is not another face to swap ids with while it
+        # lasts, but a ghost not there in the frame before is a sign like any new box over him: he is re-checked,
+        # then shown through the pan. Live, an overlap voids every crop while it lasts: he was blurred for as long as
+        # the smear.
         new_ghost = not ghosts <= state.ghosts
-        state.ghosts |= ghosts
+        state.ghosts = ghosts
         state.suspect = state.suspect or jumped or changed or state.overlapping or new_ghost
         # A new look on a face nobody watched does not make it suspect, but it ends its continuity.
         new_look = _new_look(patch, state.prev_look, self.policy.same_look)
@@ -332,14 +334,17 @@ class FacebankIdentifier:
             log.debug("scene cut: every track must be recognised again")
         return cut
 
-    def _overlaps(self, track: Track, tracks: list[Track]) -> tuple[bool, set[int]]:
-        """Whether another face found in this frame overlaps this one, and the ids of its ghosts (not counted)."""
+    def _overlaps(self, track: Track, tracks: list[Track], shown: bool) -> tuple[bool, set[int]]:
+        """Whether another face found in this frame overlaps this one, and the ids of its ghosts if it is `shown`
+        (not counted as overlapping)."""
         box = track.xyxy
         # Only faces found in this frame: a lost track's predicted box drifts over its neighbours for up to
         # hold_seconds, and a swap onto this id would show up as a jump or a new look anyway.
         near = [other for other in tracks if other is not track and other.lost_frames == 0
                 and box_iou(box, other.xyxy) > self.policy.overlap_iou]
-        ghosts = {other.track_id for other in near if is_ghost_of(other.xyxy, other.best_score, box)}
+        nose = nose_of(track.landmarks)
+        ghosts = {other.track_id for other in near
+                  if shown and is_ghost_of(other.xyxy, other.best_score, nose_of(other.landmarks), box, nose)}
         return any(other.track_id not in ghosts for other in near), ghosts
 
     # --- choosing what to embed this frame -----------------------------------------------------------------

@@ -23,7 +23,7 @@ def box_iou(a: np.ndarray | tuple, b: np.ndarray | tuple) -> float:
 # within GHOST_NOSE of that face's width of his nose, and its track never scored GHOST_MAX_SCORE. Each bound keeps a
 # real face out: two faces cannot both be seen with their noses that close (one hides the other's middle), a
 # bystander found clearly once (0.9) then half hidden behind him at 0.4, a smaller face (a child's in front of him,
-# a face in a corner of his box), and a larger face leaning in beside him (its nose over half his width away) are
+# a face in a corner of his box), and a larger face leaning in beside him (its nose further off than that) are
 # never ghosts (the two reviews: 26-30 % and 76 % of such faces' pixels shown under looser rules).
 GHOST_COVER = 0.5
 GHOST_AREA = 1.2

@@ -25,6 +25,7 @@ from engine.config import Settings
 from engine.faces import (
     IDENTIFIER_ERROR,
     LOST,
+    NOT_REFOUND_KEY,
     REVEALABLE,
     Detections,
     FaceState,
@@ -330,11 +331,14 @@ class Pipeline:
         (engine/faces.py `is_ghost_of`): they are covered as guesses, where his own box wins, not as found faces,
         which always win; everything of them outside his box is still covered. A ghost had blurred the streamer in
         59 of head_motion_d9's 200 frames under `--degrade pans`, recognised in all of them."""
-        shown = [(t.xyxy, nose_of(t.landmarks)) for t in tracks if is_visible(t)]
+        shown = [(t.xyxy, nose_of(t.landmarks), t.score) for t in tracks if is_visible(t)]
         if not shown:
             return found, []
+        # A looser ghost counts only with the identifier's fresh look at it in this frame (NOT_REFOUND_KEY; a coasted
+        # frame keeps the last detected frame's); without one, it is a found face.
         ghosts = [t for t in found
-                  if any(is_ghost_of(t.xyxy, t.best_score, nose_of(t.landmarks), face, nose) for face, nose in shown)]
+                  if any(is_ghost_of(t.xyxy, t.best_score, nose_of(t.landmarks), face, nose,
+                                     t.extras.get(NOT_REFOUND_KEY, False), score) for face, nose, score in shown)]
         return [t for t in found if not any(t is g for g in ghosts)], ghosts
 
     def _watch_coasted(self, frame: np.ndarray, tracks: list) -> None:

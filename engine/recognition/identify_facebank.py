@@ -36,12 +36,15 @@ from engine.faces import (
     LOST,
     NO_FACEBANK,
     NOT_RECOGNISED_YET,
+    NOT_REFOUND_KEY,
     OVERLAPS,
+    RECHECK_GHOST,
     RECOGNITION_OFF,
     TOO_SMALL,
     Candidate,
     Identity,
     box_iou,
+    ghost_geometry,
     is_ghost_of,
     nose_of,
 )
@@ -225,6 +228,8 @@ class FacebankIdentifier:
         index, self.frame_index = self.frame_index, self.frame_index + 1
         if self.worker is not None and self.worker.failed:
             self._worker_failed(tracks)
+        for track in tracks:
+            track.extras.pop(NOT_REFOUND_KEY, None)  # a fresh look's verdict holds for the frame it was taken in
         gallery = self.gallery_provider() if settings.recognition else Gallery.empty()
         self._gallery_seen = gallery
         if gallery.is_empty:
@@ -292,7 +297,7 @@ class FacebankIdentifier:
         watched = state.near_match or state.eligible or (self.worker is not None and size >= self.policy.min_face_px)
         patch = _patch(frame, centre, size) if watched or (self.watch_all and size >= self.policy.min_face_px) else None
         changed = watched and _new_look(patch, state.prev_patch, self.policy.same_look)
-        state.overlapping, ghosts = self._overlaps(track, tracks, state.eligible)
+        state.overlapping, ghosts = self._overlaps(frame, track, tracks, state.eligible)
         # A ghost of a shown face (a pan's smear: engine/faces.py) is not another face to swap ids with while it
         # lasts, but a ghost not there in the frame before is a sign like any new box over him: he is re-checked,
         # then shown through the pan. Live, an overlap voids every crop while it lasts: he was blurred for as long as
@@ -334,7 +339,7 @@ class FacebankIdentifier:
             log.debug("scene cut: every track must be recognised again")
         return cut
 
-    def _overlaps(self, track: Track, tracks: list[Track], shown: bool) -> tuple[bool, set[int]]:
+    def _overlaps(self, frame: np.ndarray, track: Track, tracks: list[Track], shown: bool) -> tuple[bool, set[int]]:
         """Whether another face found in this frame overlaps this one, and the ids of its ghosts if it is `shown`
         (not counted as overlapping)."""
         box = track.xyxy
@@ -343,9 +348,20 @@ class FacebankIdentifier:
         near = [other for other in tracks if other is not track and other.lost_frames == 0
                 and box_iou(box, other.xyxy) > self.policy.overlap_iou]
         nose = nose_of(track.landmarks)
-        ghosts = {other.track_id for other in near
-                  if shown and is_ghost_of(other.xyxy, other.best_score, nose_of(other.landmarks), box, nose)}
+        ghosts = {other.track_id for other in near if shown and self._ghost(frame, other, track, nose)}
         return any(other.track_id not in ghosts for other in near), ghosts
+
+    def _ghost(self, frame: np.ndarray, other: Track, track: Track, nose: np.ndarray) -> bool:
+        """Whether `other` is a ghost box of `track`'s face (engine/faces.py). Where only a fresh look at its region
+        can tell, that look is taken here, once a frame, and its verdict kept on `other` for the pipeline, which
+        covers a ghost as a guess: frames later, a box that is found again is a face again."""
+        other_nose = nose_of(other.landmarks)
+        if ghost_geometry(other.xyxy, other.best_score, other_nose, track.xyxy, nose) == RECHECK_GHOST \
+                and NOT_REFOUND_KEY not in other.extras:
+            refinds = getattr(self.landmarker.detector, "refinds", None)
+            other.extras[NOT_REFOUND_KEY] = refinds is not None and not refinds(frame, other.xyxy)
+        return is_ghost_of(other.xyxy, other.best_score, other_nose, track.xyxy, nose,
+                           other.extras.get(NOT_REFOUND_KEY, False), track.score)
 
     # --- choosing what to embed this frame -----------------------------------------------------------------
     def _schedule(self, frame: np.ndarray, tracks: list[Track], states: list[TrackRecognition],

@@ -62,6 +62,11 @@ SECOND_LOOK_RETRY = 4  # frames before a place whose second look found nothing i
 # frames of the corpus's 13 photo clips as stills (1,020 faces, `score_video.py`): 26 left visible as one frame of
 # video, 13 with scales (0.5, 2) and 2 views, 9 with these scales and 3 views; boxes on no annotated face, on 48
 # frames of the fully annotated clips: 2 as video, 13, 14 (5 scales and 2 views: 8 visible, 31 such boxes).
+# `refinds`: a weak box beside a recognised face looked at again on its own (engine/faces.py, GHOST_RECHECK_*)
+REFIND_WIDTHS = (64, 112, 200)  # px: the box's width in each look
+REFIND_BAR = 0.3  # STILL_BAR: a real weak face reaches it in one of them (66 of 109 found at 0.2-0.6 in the corpus)
+REFIND_IOU = 0.5
+REFIND_CONTEXT = 0.5  # box sizes of surroundings on each side
 STILL_SCALES = (0.35, 0.5, 0.7, 1.4, 2.0)  # relative to the main pass's scale, each also mirrored
 STILL_MAX_PIXELS = 4096 * 2304  # the enlarged view's size at most (a 4K photo is not enlarged 2x to 8K)
 STILL_BAR = 0.3  # 0.35: 14 visible, 11 boxes on no face
@@ -284,6 +289,26 @@ class YuNetDetector:
         overlap = [box_iou(box, (x1, y1, x2, y2)) for box in found.xyxy]
         best = int(np.argmax(overlap))
         return found[[best]] if overlap[best] >= 0.5 else Detections.empty()
+
+    def refinds(self, frame: np.ndarray, xyxy: np.ndarray) -> bool:
+        """Whether a fresh look at the region of box `xyxy`, scaled so that the box is each of REFIND_WIDTHS px
+        wide, finds it again (a box overlapping it by REFIND_IOU, scoring REFIND_BAR). A real face is found at
+        several sizes; the ghost YuNet puts beside a large tilted or smeared face, at none (engine/faces.py)."""
+        x1, y1, x2, y2 = (float(v) for v in xyxy)
+        w, h = x2 - x1, y2 - y1
+        height, width = frame.shape[:2]
+        cx1, cy1 = int(max(0, x1 - REFIND_CONTEXT * w)), int(max(0, y1 - REFIND_CONTEXT * h))
+        cx2, cy2 = int(min(width, x2 + REFIND_CONTEXT * w)), int(min(height, y2 + REFIND_CONTEXT * h))
+        if w < 4 or h < 4 or cx2 - cx1 < 4 or cy2 - cy1 < 4:
+            return True  # nothing to look at: not evidence of a ghost
+        try:
+            for face_px in REFIND_WIDTHS:
+                found = self._detect_at(frame[cy1:cy2, cx1:cx2], face_px / w, REFIND_BAR, crop=True).shifted(cx1, cy1)
+                if any(box_iou(box, xyxy) >= REFIND_IOU for box in found.xyxy):
+                    return True
+        finally:
+            self._last_input = None
+        return False
 
     def _detect_mirrored(self, frame: np.ndarray, scale: float, min_score: float) -> Detections:
         """The pass `_detect_at(frame, scale)` just made, on the mirrored frame. Its input is that pass's resized

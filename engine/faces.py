@@ -34,11 +34,13 @@ GHOST_MAX_SCORE = 0.6
 # 60 frames: he was blurred in 28 % of his frames) and a selfie smeared in every frame (0.44, nose 0.63-0.67 off,
 # covering 34-41 %). Such a box is a ghost only when a fresh look at its own region (`refinds`, at three face sizes)
 # does not find it again, and his own box is clear (GHOST_RECHECK_FACE_SCORE: a face in front of his hides part of
-# it). Measured (bench/ghost_recheck.py): the ghosts re-found by no look (scores 0.0); of 109 real faces that YuNet
-# found only weakly (0.2-0.6) in the corpus's photo clips and crowds, 66 re-found at 0.3, of those 60 px or wider 13
-# of 16. So the looser geometry still keeps every bound of a real face's: it never scored GHOST_MAX_SCORE, it is
-# larger than him, it covers a third of his box, its nose lies within GHOST_RECHECK_NOSE of his width of his.
+# it). Measured (bench/ghost_recheck.py, the corpus's photo clips, crowds and GIFs): no look re-finds those ghosts;
+# of the real faces YuNet found only weakly (0.2-0.6), 14 of 16 of those 60 px or wider were found again, 21 of 38 at
+# 30-60 px, 30 of 55 below: so only a box GHOST_RECHECK_MIN_PX wide is looked at, and it still keeps every other bound
+# of a ghost: it never scored GHOST_MAX_SCORE, is larger than him, covers a third of his box, and its nose lies within
+# GHOST_RECHECK_NOSE of his width of his.
 GHOST_RECHECK_NOSE = 0.7
+GHOST_RECHECK_MIN_PX = 60.0
 GHOST_RECHECK_COVER = 0.33
 GHOST_RECHECK_FACE_SCORE = 0.8
 
@@ -65,7 +67,7 @@ def ghost_geometry(box: np.ndarray | tuple, best_score: float, nose: np.ndarray 
     cover = ix * iy / face_area
     if off <= GHOST_NOSE and cover >= GHOST_COVER:
         return SURE_GHOST
-    if off <= GHOST_RECHECK_NOSE and cover >= GHOST_RECHECK_COVER:
+    if off <= GHOST_RECHECK_NOSE and cover >= GHOST_RECHECK_COVER and box[2] - box[0] >= GHOST_RECHECK_MIN_PX:
         return RECHECK_GHOST
     return None
 

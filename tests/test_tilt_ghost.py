@@ -201,3 +201,25 @@ def test_a_small_box_is_never_left_to_a_fresh_look() -> None:
     box = np.array([0, 10, 54, 64], np.float32)  # the tilt's geometry at a 40 px face: 54 px wide, nose 0.6 off
     assert ghost_geometry(box, 0.3, (24, 52), his, his_nose) is None
     assert ghost_geometry(box * 2, 0.3, (48, 104), his * 2, his_nose * 2) == RECHECK_GHOST
+
+
+def test_live_a_tilted_streamer_is_shown(upright, gallery, visibility) -> None:
+    """Live mode embeds on a worker and voids every crop of a face that another box overlaps: the same box blurred
+    him for as long as it lasted, unless it is his ghost (the fresh look runs on the frame loop)."""
+    frames = [_tilted(f) for f in upright]
+    settings = Settings()
+    identifier = FacebankIdentifier(create_embedder(settings), lambda: gallery)
+    identifier.run_in_background(True)
+    pipeline = Pipeline(settings, identifier=identifier)
+    results = []
+    try:
+        for index, frame in enumerate(frames):
+            safe, report = pipeline.process(frame.copy(), index, 1 / 30)
+            assert identifier.worker.wait_idle(30)  # results one frame late, as on a machine keeping up
+            results.append((safe.image.copy(), report))
+    finally:
+        identifier.run_in_background(False)
+        pipeline.close()
+    shown, _ = _shown_where_ghosts(frames, results, visibility)
+    assert len(shown) >= FRAMES // 4, "the tilt no longer makes a ghost box: this test checks nothing"
+    assert np.mean(shown) >= 0.8, f"live, he was blurred in {shown.count(False)} of {len(shown)} frames"

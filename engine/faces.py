@@ -44,7 +44,12 @@ GHOST_RECHECK_MIN_PX = 60.0
 GHOST_RECHECK_COVER = 0.33
 GHOST_RECHECK_FACE_SCORE = 0.8
 
-NOT_REFOUND_KEY = "not_refound"  # Track.extras: a fresh look at this box in this frame did not find it again
+# Track.extras: in this frame a fresh look did not find this box again, nor any look before it in GHOST_RECHECK_MISSES
+# frames, nor ever one of this track's (the review: a real face half hidden behind him, tilted or smeared, was missed
+# by 12 of 43 single looks, each frame on its own; a ghost is found by none).
+NOT_REFOUND_KEY = "not_refound"
+REFIND_MISSES_KEY = "refind_misses"  # Track.extras: fresh looks at it that found nothing; None once one found it
+GHOST_RECHECK_MISSES = 3
 SURE_GHOST = "sure"
 RECHECK_GHOST = "recheck"
 

@@ -61,29 +61,31 @@ def visibility():
     return module.face_visibility
 
 
-class _AlwaysRefinds:
-    """The real YuNet, whose fresh looks always find the box again: as a real face beside him would be."""
+class _Refinds:
+    """The real YuNet, whose fresh looks find the box again on the calls `found` names: as a real face beside him
+    would be, always, or only now and then (a real face half hidden, tilted or smeared: 12 of 43 single looks missed
+    it in the review)."""
 
-    def __init__(self, detector) -> None:
-        self.detector = detector
+    def __init__(self, detector, found) -> None:
+        self.detector, self.found, self.calls = detector, found, 0
 
     def __getattr__(self, name):
         return getattr(self.detector, name)
 
     def refinds(self, frame, xyxy) -> bool:
-        return True
+        self.calls += 1
+        return self.found(self.calls)
 
 
-def _run(frames: list[np.ndarray], gallery: Gallery, refound: bool) -> list[tuple[np.ndarray, object]]:
+def _run(frames: list[np.ndarray], gallery: Gallery, refound=None) -> list[tuple[np.ndarray, object]]:
     settings = Settings()
     identifier = FacebankIdentifier(create_embedder(settings), lambda: gallery)
     pipeline = Pipeline(settings, identifier=identifier)
     pipeline.offline = True  # every frame detected, as `blurcast run` does
     out = []
     for index, frame in enumerate(frames):
-        if refound and identifier.landmarker is not None and not isinstance(identifier.landmarker.detector,
-                                                                            _AlwaysRefinds):
-            identifier.landmarker.detector = _AlwaysRefinds(identifier.landmarker.detector)
+        if refound and identifier.landmarker is not None and not isinstance(identifier.landmarker.detector, _Refinds):
+            identifier.landmarker.detector = _Refinds(identifier.landmarker.detector, refound)
         safe, report = pipeline.process(frame.copy(), index, 1 / 30)
         out.append((safe.image.copy(), report))
     pipeline.close()
@@ -127,24 +129,27 @@ def _shown_where_ghosts(frames, results, visibility) -> tuple[list[bool], list[f
 
 def test_a_tilted_streamer_is_not_blurred_by_a_box_no_fresh_look_finds(upright, gallery, visibility) -> None:
     frames = [_tilted(f) for f in upright]
-    shown, covered = _shown_where_ghosts(frames, _run(frames, gallery, refound=False), visibility)
+    shown, covered = _shown_where_ghosts(frames, _run(frames, gallery), visibility)
     assert len(shown) >= FRAMES // 3, "the tilt no longer makes a ghost box: this test checks nothing"
     assert np.mean(shown) >= 0.9, f"recognised, yet blurred in {shown.count(False)} of {len(shown)} frames"
     assert covered and min(covered) > 2.0, "the ghost's region beside his face went out untouched"
 
 
-def test_a_box_found_again_wins_over_him(upright, gallery, visibility) -> None:
-    """The same frames, with every fresh look finding the box again, as it finds a real face beside him: then it
-    is a found face, covered over his box too (fail closed), as every box of this geometry was before."""
+@pytest.mark.parametrize("found", [lambda call: True, lambda call: call == 2],
+                         ids=["found by every look", "found by its second look only"])
+def test_a_box_found_again_wins_over_him(upright, gallery, visibility, found) -> None:
+    """The same frames, with fresh looks finding the box again, as they find a real face beside him: then it is a
+    found face, covered over his box too (fail closed), as every box of this geometry was before. One look that
+    found it is enough, for as long as its track lasts."""
     frames = [_tilted(f) for f in upright]
-    shown, _ = _shown_where_ghosts(frames, _run(frames, gallery, refound=True), visibility)
+    shown, _ = _shown_where_ghosts(frames, _run(frames, gallery, refound=found), visibility)
     assert len(shown) >= FRAMES // 3, "the tilt no longer makes a ghost box: this test checks nothing"
     assert np.mean(shown) <= 0.2, f"a box found again was taken for a ghost: he showed in {sum(shown)} frames"
 
 
 def test_nobody_enrolled_the_tilted_face_stays_hidden(upright, visibility) -> None:
     frames = [_tilted(f) for f in upright]
-    for index, (image, report) in enumerate(_run(frames, Gallery.empty(), refound=False)):
+    for index, (image, report) in enumerate(_run(frames, Gallery.empty())):
         if report.faces:
             x1, y1, x2, y2 = (max(0, round(v)) for v in _his(report).xyxy)
             assert visibility(frames[index][y1:y2, x1:x2], image[y1:y2, x1:x2]) < 0.5, f"frame {index} shows him"

@@ -33,6 +33,7 @@ from engine.config import Settings
 from engine.faces import (
     BELOW_THRESHOLD,
     CHANGED,
+    GHOST_RECHECK_MISSES,
     LOST,
     NO_FACEBANK,
     NOT_RECOGNISED_YET,
@@ -40,6 +41,7 @@ from engine.faces import (
     OVERLAPS,
     RECHECK_GHOST,
     RECOGNITION_OFF,
+    REFIND_MISSES_KEY,
     TOO_SMALL,
     Candidate,
     Identity,
@@ -352,14 +354,20 @@ class FacebankIdentifier:
         return any(other.track_id not in ghosts for other in near), ghosts
 
     def _ghost(self, frame: np.ndarray, other: Track, track: Track, nose: np.ndarray) -> bool:
-        """Whether `other` is a ghost box of `track`'s face (engine/faces.py). Where only a fresh look at its region
-        can tell, that look is taken here, once a frame, and its verdict kept on `other` for the pipeline, which
-        covers a ghost as a guess: frames later, a box that is found again is a face again."""
+        """Whether `other` is a ghost box of `track`'s face (engine/faces.py). Where only fresh looks at its region
+        can tell, one is taken here, once a frame, and the verdict kept on `other` for the pipeline, which covers a
+        ghost as a guess. A box counts as a ghost only after GHOST_RECHECK_MISSES looks in vain, and never again once
+        one look found it (as a box that once scored 0.6 never is)."""
         other_nose = nose_of(other.landmarks)
         if ghost_geometry(other.xyxy, other.best_score, other_nose, track.xyxy, nose) == RECHECK_GHOST \
                 and NOT_REFOUND_KEY not in other.extras:
+            misses = other.extras.get(REFIND_MISSES_KEY, 0)
             refinds = getattr(self.landmarker.detector, "refinds", None)
-            other.extras[NOT_REFOUND_KEY] = refinds is not None and not refinds(frame, other.xyxy)
+            if misses is not None and refinds is not None:
+                misses = None if refinds(frame, other.xyxy) else misses + 1
+                other.extras[REFIND_MISSES_KEY] = misses
+            other.extras[NOT_REFOUND_KEY] = misses is not None and refinds is not None \
+                and misses >= GHOST_RECHECK_MISSES
         return is_ghost_of(other.xyxy, other.best_score, other_nose, track.xyxy, nose,
                            other.extras.get(NOT_REFOUND_KEY, False), track.score)
 

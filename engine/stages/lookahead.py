@@ -33,7 +33,7 @@ WHOLE_NOW = ("panic", "paused")  # asked for *now*: the frames held (not sent ye
 # a confident face (below): faces the detector finds only 9-22 frames after they show (a zoom, a turn) were left
 # visible with 8. That proof takes LONG_BACK_SIGHTINGS sightings, so the frames released meanwhile are out of
 # reach: a face seen every frame is hidden over the 20 frames before its first sighting, one seen every 2nd frame
-# over 16, every 4th over 8.
+# over 16, every 4th over 8. A weak face proves itself by lasting (WEAK_LONG_SIGHTINGS): then over the 15 before.
 FILE_LOOKAHEAD_FRAMES = 24
 GROWTH_PER_FRAME = 0.1  # each side grows this fraction of the box per frame back: motion the velocity misses
 MAX_GROWTH = 1.0  # ... up to the box's own size on each side (3x the box)

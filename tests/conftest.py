@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -34,6 +35,17 @@ def need_data(*paths: Path) -> None:
     missing = [p for p in paths if not p.exists()]
     if missing:
         pytest.skip(f"real test data absent ({missing[0]}); set BLURCAST_DATA to the shared data folder")
+
+
+@pytest.fixture(scope="session")
+def visibility():
+    """The black-box scorer's own measure of how much of a face's detail is left (>= 0.5: visible)."""
+    if not SCORER.exists():
+        pytest.skip(f"scorer not found at {SCORER}")
+    spec = importlib.util.spec_from_file_location("score_video", SCORER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.face_visibility
 
 
 @pytest.fixture(scope="session")

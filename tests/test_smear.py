@@ -3,8 +3,6 @@ box 1.5x his size half a face off it (0.3-0.45). The ghost must not blur him; th
 
 from __future__ import annotations
 
-import importlib.util
-
 import cv2
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ from engine.recognition.gallery import Gallery
 from engine.recognition.identify_facebank import FacebankIdentifier
 from engine.recognition.recognize import create_embedder
 from facebank.enrol import Enroller
-from tests.conftest import DATA, SCORER
+from tests.conftest import DATA
 
 VIDEO = DATA / "video_unannotated" / "head_motion_d9.mp4"  # one man close up, 512x480
 SMEARED = range(10, 30)  # a burst of smear, as a turn of the camera leaves, between sharp frames
@@ -37,17 +35,6 @@ def frames() -> list[np.ndarray]:
     while len(out) < 40 and (grabbed := capture.read())[0]:
         out.append(_smeared(grabbed[1]) if len(out) in SMEARED else grabbed[1])
     return out
-
-
-@pytest.fixture(scope="module")
-def visibility():
-    """The black-box scorer's own measure of how much of a face's detail is left (>= 0.5: visible)."""
-    if not SCORER.exists():
-        pytest.skip(f"scorer not found at {SCORER}")
-    spec = importlib.util.spec_from_file_location("score_video", SCORER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.face_visibility
 
 
 class _GhostAt:

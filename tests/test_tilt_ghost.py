@@ -5,7 +5,6 @@ that is found again is a face, and wins over him (engine/faces.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import cv2
@@ -20,7 +19,7 @@ from engine.recognition.identify_facebank import FacebankIdentifier
 from engine.recognition.recognize import create_embedder
 from engine.stages.detectors import yunet
 from facebank.enrol import Enroller
-from tests.conftest import DATA, SCORER
+from tests.conftest import DATA
 
 VIDEO = DATA / "video_unannotated" / "head_motion_d9.mp4"  # one man close up, 512x480
 TILT = 15.0
@@ -48,17 +47,6 @@ def gallery(upright, tmp_path_factory) -> Gallery:
     photo = tmp_path_factory.mktemp("me") / "me.png"
     cv2.imwrite(str(photo), upright[0])  # his own photo, held straight
     return Gallery.from_people({"me": Enroller(Settings()).enrol(photo).embedding[None]})
-
-
-@pytest.fixture(scope="module")
-def visibility():
-    """The black-box scorer's own measure of how much of a face's detail is left (>= 0.5: visible)."""
-    if not SCORER.exists():
-        pytest.skip(f"scorer not found at {SCORER}")
-    spec = importlib.util.spec_from_file_location("score_video", SCORER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.face_visibility
 
 
 class _Refinds:

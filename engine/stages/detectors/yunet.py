@@ -64,7 +64,7 @@ SECOND_LOOK_RETRY = 4  # frames before a place whose second look found nothing i
 # frames of the fully annotated clips: 2 as video, 13, 14 (5 scales and 2 views: 8 visible, 31 such boxes).
 # `refinds`: a weak box beside a recognised face looked at again on its own (engine/faces.py, GHOST_RECHECK_*)
 REFIND_WIDTHS = (64, 112, 200)  # px: the box's width in each look
-REFIND_BAR = 0.3  # STILL_BAR: a real weak face reaches it in one of them (66 of 109 found at 0.2-0.6 in the corpus)
+REFIND_BAR = 0.3  # STILL_BAR: a real weak face reaches it in one of them (65 of 109 found at 0.2-0.6 in the corpus)
 REFIND_IOU = 0.5
 REFIND_CONTEXT = 0.5  # box sizes of surroundings on each side
 STILL_SCALES = (0.35, 0.5, 0.7, 1.4, 2.0)  # relative to the main pass's scale, each also mirrored

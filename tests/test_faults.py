@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -462,6 +463,19 @@ def test_the_state_folder_and_the_engine_files_are_owner_only(dev_clip, tmp_path
     finally:
         stop_background(paths)
     assert modes == {"state": 0o700, "engine.log": 0o600, "engine.pid": 0o600}
+
+
+def test_the_ui_makes_the_state_folder_and_its_log_owner_only(tmp_path):
+    """The UI may be first to create the state folder (before it starts the engine): it must not leave it 0755."""
+    from tui.app import _log_to_file
+
+    root = tmp_path / "fresh" / "state"
+    _log_to_file(root / "ui.log")
+    for handler in [h for h in logging.getLogger().handlers if getattr(h, "baseFilename", "").startswith(str(root))]:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (root, root / "ui.log")}
+    assert modes == {"state": 0o700, "ui.log": 0o600}
 
 
 def test_a_failed_start_shows_its_own_log_lines_not_an_earlier_engines(dev_clip, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 import time
@@ -25,7 +26,7 @@ from textual.reactive import var
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from tui.link import ControlError, EngineLink, EnginePaths, default_engine_args, default_paths
+from tui.link import ControlError, EngineLink, EnginePaths, default_engine_args, default_paths, private_dir
 from tui.messages import (
     CommandFailed,
     EngineLost,
@@ -513,7 +514,9 @@ def run_ui(source: str | None = None, paths: EnginePaths | None = None) -> int:
 def _log_to_file(path: Path) -> None:
     """Log to the state folder: the full-screen UI owns the terminal, so stderr would garble it."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)  # the engine's state folder: owner-only, whichever of UI and engine makes it
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        os.chmod(path, 0o600)  # the log names sources and enrolled people
         handler = logging.FileHandler(path)
     except OSError:
         return

@@ -18,13 +18,15 @@ from engine.client import (
     default_paths,
     engine_running,
     launch_of,
+    private_dir,
     redact,
     start_background,
 )
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ControlError", "EngineLink", "EnginePaths", "decode_preview", "default_engine_args", "default_paths"]
+__all__ = ["ControlError", "EngineLink", "EnginePaths", "decode_preview", "default_engine_args", "default_paths",
+           "private_dir"]
 
 
 def default_engine_args(source: str) -> list[str]:

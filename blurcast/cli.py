@@ -26,7 +26,15 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
-console = Console(stderr=True)
+PIPED_WIDTH = 200  # a log file or a pipe: no terminal to fit, so paths and messages are not cut at 80 columns
+
+
+def _console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else PIPED_WIDTH)
+
+
+console = _console(stderr=True)
 log = logging.getLogger("blurcast")
 
 EXAMPLES = """examples:
@@ -68,8 +76,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def _setup_logging(verbose: int) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=console, show_path=False)])
+    if sys.stderr.isatty():
+        handler: logging.Handler = RichHandler(console=console, show_path=False)
+        handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+    else:  # engine.log, a pipe: one line a message, with its date, that grep and tail can read
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 # --- parser -------------------------------------------------------------------------------------------------
@@ -127,6 +140,11 @@ def _add_facebank_options(p: argparse.ArgumentParser) -> None:
 def _settings_from(args: argparse.Namespace, base=None):
     from engine.config import Settings
 
+    return (base or Settings()).updated(_flag_changes(args))
+
+
+def _flag_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings this command line gives (its flags and --set), by name."""
     names = ("mode", "shape", "strength", "margin", "confidence", "hold_seconds", "detector", "backend")
     changes = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     for item in args.set:
@@ -134,7 +152,7 @@ def _settings_from(args: argparse.Namespace, base=None):
         if not sep:
             raise ValueError(f"--set wants NAME=VALUE, got {item!r}")
         changes[name.strip()] = value.strip()
-    return (base or Settings()).updated(changes)
+    return changes
 
 
 def _add_run(sub) -> None:
@@ -292,7 +310,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from engine.service import default_settings
     from engine.stages.source import classify
 
-    _settings_from(args, default_settings())  # a bad setting is one error before anything, not one per file
+    saved = default_settings()
+    _settings_from(args, saved)  # a bad setting is one error before anything, not one per file
+    if note := _saved_settings_note(saved, set(_flag_changes(args))):
+        console.print(note)
     first = args.input[0]
     if classify(first) == "camera" and Path(first).is_dir():
         console.print(f"[yellow]note:[/] {escape(first)} is read as camera {escape(first)}; for the folder, write "
@@ -303,6 +324,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if len(args.input) > 1 or folder_in or into_folder:
         return batch.run_all(args, _run_one)
     return _run_one(argparse.Namespace(**{**vars(args), "input": first}))
+
+
+def _saved_settings_note(saved, flagged: set[str]) -> str | None:
+    """What the settings the UI saved change in this run (the names in `flagged` the command line overrides): a run
+    hidden whole by a panic pressed in the UI last week, or blurred more weakly than the defaults, must say why."""
+    from dataclasses import fields
+
+    from engine.client import default_paths
+    from engine.config import Settings
+
+    default = Settings()
+    changed = [f.name for f in fields(Settings)
+               if f.name not in flagged and getattr(saved, f.name) != getattr(default, f.name)]
+    if not changed:
+        return None
+    described = [_DESCRIBED.get((name, getattr(saved, name)), f"{name} {getattr(saved, name)}") for name in changed]
+    return (f"[bold yellow]note:[/] settings saved by the UI apply ({escape(str(default_paths().settings))}): "
+            f"{escape(', '.join(described))}")
+
+
+# Saved switches that change what a run writes as a whole, said in words.
+_DESCRIBED = {("panic", True): "PANIC on (every frame hidden whole)",
+              ("paused", True): "PAUSED (every frame hidden whole)",
+              ("recognition", False): "recognition off (every face blurred)"}
 
 
 def _run_one(args: argparse.Namespace) -> int:
@@ -334,10 +379,28 @@ def _run_one(args: argparse.Namespace) -> int:
                 engine.run_live()
             finally:
                 _finish_recording(engine, recording, None)
+                _cut_audio_to_video(recording)  # stopped before a file's sound ended
             return 0
-        return _run_file_with_progress(engine, recording)
+        try:
+            return _run_file_with_progress(engine, recording)
+        except KeyboardInterrupt:
+            if recording is not None:
+                recording.close()  # what was written stays playable...
+                _cut_audio_to_video(recording)  # ...and its sound ends with its last frame, not the input's
+            raise
     finally:
         engine.close()
+
+
+def _cut_audio_to_video(recording) -> None:
+    """A recording stopped early carries the input's whole sound track: cut it where the frames end."""
+    trim = getattr(recording, "trim_audio", None)
+    if trim is None:
+        return
+    try:
+        trim()
+    except Exception as exc:  # the frames are written and playable: a sound track too long is no reason to fail
+        log.warning("%s", exc)
 
 
 def _check_photo_input(spec: str) -> None:
@@ -532,7 +595,7 @@ def _print_eval(r: dict) -> None:
     table.add_row("fps (file mode)", f"{r['fps']:.1f}")
     for bucket, (vis, total) in sorted(r["leak_by_width"].items()):
         table.add_row(f"  leak, faces {bucket}", f"{vis}/{total}")
-    Console().print(table)
+    _console().print(table)
     print(f"leak_rate={r['leak_rate']} allow_visible={r['allow_visible']} worst_leak_run={r['worst_leak_run']} "
           f"fps={r['fps']:.2f}")
 
@@ -624,7 +687,7 @@ def _cmd_facebank_list(args: argparse.Namespace) -> int:
         for i, image in enumerate(person.images):
             table.add_row(escape(person.name) if i == 0 else "", escape(str(image.path)), f"{image.face_px:.0f}",
                           f"{image.sharpness:.0f}")
-    Console().print(table if bank.people() else "the facebank is empty: `blurcast facebank add NAME PHOTO`")
+    _console().print(table if bank.people() else "the facebank is empty: `blurcast facebank add NAME PHOTO`")
     return 0
 
 
@@ -660,7 +723,7 @@ def _cmd_eval_recognition(args: argparse.Namespace) -> int:
         table.add_row(escape(name), str(r["pairs"]), f"{r['auc']:.4f}", f"{100 * r['eer']:.2f} %",
                       f"{100 * tar['0.001']['tar']:.1f} %", f"{100 * tar['0.0001']['tar']:.1f} %",
                       f"{100 * r['accuracy_10fold']:.2f} %")
-    Console().print(table)
+    _console().print(table)
     dist = report["impostor_distribution"]
     console.print(f"threshold at FAR 0.1 %: {dist['threshold_at_far']} (from {dist.get('impostors', '?')} impostor "
                   f"pairs); {report['ms_per_face']} ms per face on {report['embedder']}")
@@ -711,7 +774,7 @@ def _cmd_engine_status(args: argparse.Namespace) -> int:
     table = Table("", "", title="blurcast engine", show_header=False)
     for label, value in status_rows(t):
         table.add_row(label, escape(value))
-    Console().print(table)
+    _console().print(table)
     return 0
 
 

@@ -130,3 +130,30 @@ def test_a_file_into_its_own_folder_is_refused_and_left_untouched(tmp_path, data
     done = blurcast("run", str(photo), "-o", str(tmp_path), "--no-facebank")
     assert done.returncode == 2 and "is one of the inputs and would be overwritten" in done.stderr
     assert photo.read_bytes() == original and sorted(p.name for p in tmp_path.iterdir()) == ["23.jpg"]
+
+
+def test_a_run_says_which_settings_saved_by_the_ui_apply(tmp_path, data_dir):
+    """`run` uses the settings the UI saved (a panic pressed there hides every frame whole): it says so, naming each
+    one the command line does not override, and says nothing when none differ from the defaults."""
+    import json
+
+    photo = data_dir / "recognition_face_recognition" / "examples" / "obama_small.jpg"
+    home = tmp_path / "home"
+    env = {**os.environ, "BLURCAST_HOME": str(home)}
+
+    def run(*flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "blurcast", "run", str(photo), "-o", str(tmp_path / "o.png"),
+                               *flags], capture_output=True, text=True, timeout=120, env=env)
+
+    plain = run()
+    assert plain.returncode == 0, plain.stderr
+    assert "settings saved by the UI" not in plain.stderr
+    home.mkdir(exist_ok=True)
+    (home / "settings.json").write_text(json.dumps({"panic": True, "mode": "fill", "strength": 0.9}))
+    noted = run("--mode", "blur")
+    assert noted.returncode == 0, noted.stderr
+    note = " ".join(noted.stderr.split())
+    assert "settings saved by the UI apply" in note
+    assert "PANIC on (every frame hidden whole)" in note and "strength 0.9" in note
+    listed = note.split("settings.json): ", 1)[1].split(" blurcast ", 1)[0]
+    assert listed == "strength 0.9, PANIC on (every frame hidden whole)", "a flag overrides the saved mode: not listed"

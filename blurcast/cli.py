@@ -50,6 +50,7 @@ EXAMPLES = """examples:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_native_logs(args.verbose)
     _setup_logging(args.verbose)
     if getattr(args, "func", None) is None:
         return _cmd_ui(args)
@@ -72,6 +73,20 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from facebank.store import FacebankError
 
     return (SourceError, SinkError, ControlError, WeightsError, FacebankError, FileNotFoundError, ValueError)
+
+
+def _quiet_native_logs(verbose: int) -> None:
+    """OpenCV's and FFmpeg's own stderr lines (`[ WARN:0@0.19] ... can't open camera by index`, `moov atom not
+    found`) come before Blurcast's one clear `error:` line and bury it; `-v` keeps them for debugging. Read when
+    OpenCV opens its first capture, so this runs before any; inherited by a background engine's log."""
+    if verbose:
+        return
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    if "cv2" in sys.modules:  # imported already (the parser's defaults): its log level is set, not read again
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 def _setup_logging(verbose: int) -> None:

@@ -64,11 +64,15 @@ def open_sink(kind: str, source: VideoSource, path: str | None = None, device: s
               keep_existing: bool = False) -> Sink:
     info = source.info
     if kind == "stream":  # path is the URL; the source's sound goes along, in sync (engine/stages/sinks/stream.py)
-        from engine.stages.sinks import StreamSink
+        from engine.stages.sinks import StreamSink, redact
 
         if not path:
             raise ValueError("a stream output needs a URL (srt://... or rtmp://...)")
         audio = getattr(source, "audio", None) if getattr(source, "has_audio", False) else None
+        if audio is None:
+            why = ("file and camera sources are read by OpenCV, picture only" if not hasattr(source, "audio")
+                   else "the source has none")
+            log.warning("stream output %s goes out without sound: %s", redact(path), why)
         return StreamSink(path, info.width, info.height, source.fps_fraction, audio=audio,
                           bitrate_kbps=bitrate_kbps, keyframe_s=keyframe_s, preset=preset)
     if kind == "vcam":

@@ -54,6 +54,23 @@ def test_closing_an_srt_listener_output_nobody_called_is_prompt() -> None:
 
 
 @needs_ffmpeg
+def test_a_stream_output_from_a_file_says_it_goes_without_sound(dev_clip: Path, caplog) -> None:
+    """The dev clip has sound, but a file source is read by OpenCV (picture only): the output must say it is
+    silent rather than let the streamer find out on air."""
+    from engine.service import open_sink
+    from engine.stages.source import VideoSource
+
+    source = VideoSource(str(dev_clip))
+    with caplog.at_level(logging.WARNING, logger="engine.service"):
+        sink = open_sink("stream", source, f"srt://127.0.0.1:{free_port()}?mode=listener")
+    try:
+        assert "goes out without sound: file and camera sources are read by OpenCV" in caplog.text
+    finally:
+        sink.close()
+        source.close()
+
+
+@needs_ffmpeg
 def test_closing_a_connected_output_loses_nothing_sent(tmp_path: Path) -> None:
     """The prompt close must not cut a live output short: every frame written reaches the far end."""
     port = free_port()

@@ -296,3 +296,30 @@ def test_a_short_terminal_still_shows_face_rows(tmp_path):
             assert table.show_header, "the header is back where there is room"
 
     asyncio.run(scenario())
+
+
+def test_tab_completes_a_photo_path_on_the_facebank_screen(tmp_path):
+    """README: Tab completes a path. On the facebank screen's photos field Tab moved focus instead (a newcomer
+    audit): it now takes the completion shown, and moves on only when there is none."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "lin.png").write_bytes(b"")
+
+    async def scenario() -> None:
+        async with detached(tmp_path).run_test(size=(100, 30)) as pilot:
+            app = await fed(pilot)
+            await pilot.press("f")
+            field = app.screen.query_one("#paths", Input)
+            field.focus()
+            field.value = f"{tmp_path}/pho"
+            field.cursor_position = len(field.value)
+            await until(pilot, lambda: field._suggestion == f"{photos}/", what="the folder suggested")
+            await pilot.press("tab")
+            assert field.value == f"{photos}/" and app.focused is field
+            await until(pilot, lambda: field._suggestion == f"{photos}/lin.png", what="the photo suggested")
+            await pilot.press("tab")
+            assert field.value == f"{photos}/lin.png"
+            await pilot.press("tab")
+            assert app.focused is not field, "nothing left to complete: Tab moves on"
+
+    asyncio.run(scenario())

@@ -23,6 +23,7 @@ from tui.link import ControlError
 from tui.screens.confirm import ConfirmScreen
 from tui.suggest import PathSuggester
 from tui.widgets import EngineBar
+from tui.widgets.path_input import PathInput
 from tui.widgets.row_table import QUIET_COPY, RowTable
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class FacebankScreen(Screen):
         with Vertical(id="enrol"):
             with Horizontal(id="enrol-row"):
                 yield Input(placeholder="name", id="name", compact=True)
-                yield Input(placeholder="photos or a folder, ; between", id="paths",
+                yield PathInput(placeholder="photos or a folder, ; between", id="paths",
                             suggester=PathSuggester(";", IMAGE_SUFFIXES), compact=True)
                 yield Input(placeholder="face#", id="choose", type="integer", compact=True,
                             tooltip="for photos with several faces: which one, counted from 0, left to right")

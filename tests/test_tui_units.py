@@ -165,6 +165,10 @@ def test_lookahead_done_says_what_the_held_frames_did_only_while_it_holds():
     held = {"lookahead_frames": 3, "backfilled": 4, "revealed": 9}
     assert lookahead_done(held) == "so far 4 hidden late, 9 shown late"
     assert lookahead_done({"lookahead_frames": 3}) == "so far 0 hidden late, 0 shown late"
+    coasting = {"lookahead_frames": 1, "backfilled": 236, "settings": {"lookahead_frames": 0}}
+    assert lookahead_done(coasting) == "", "the slider is off: the frame coasting holds is not its doing"
+    held = dict(status_rows(coasting))["look-ahead"]
+    assert held.startswith("1 frame held while coasting (far behind; the slider is off)")
 
 
 def test_path_completion(tmp_path):

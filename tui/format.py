@@ -260,15 +260,25 @@ def tiles_line(tiles: dict[str, Any]) -> str:
 
 def lookahead_line(t: dict[str, Any]) -> str:
     """What the look-ahead did with the frames it held: faces found late hidden back, faces recognised late shown."""
-    return (f"{t.get('lookahead_frames')} frames held: {t.get('backfilled', 0)} faces found late hidden in earlier "
-            f"frames, {t.get('revealed', 0)} recognised late shown in earlier frames")
+    held = t.get("lookahead_frames") or 0
+    what = f"{held} frame{'s' if held != 1 else ''} held"
+    if held and not _lookahead_set(t):  # the slider is off: live mode far behind holds one while it coasts
+        what += " while coasting (far behind; the slider is off)"
+    return (f"{what}: {t.get('backfilled', 0)} faces found late hidden in earlier frames, {t.get('revealed', 0)} "
+            "recognised late shown in earlier frames")
 
 
 def lookahead_done(t: dict[str, Any]) -> str:
-    """What the look-ahead has done so far, for its slider's help line (short: the line is cut); '' while it is off."""
-    if not t.get("lookahead_frames"):
+    """What the look-ahead has done so far, for its slider's help line (short: the line is cut); '' while the slider
+    is off (a frame held only while coasting is not the slider's doing)."""
+    if not t.get("lookahead_frames") or not _lookahead_set(t):
         return ""
     return f"so far {t.get('backfilled', 0)} hidden late, {t.get('revealed', 0)} shown late"
+
+
+def _lookahead_set(t: dict[str, Any]) -> bool:
+    """Whether the look-ahead setting (the slider) holds frames; True when the telemetry does not say."""
+    return bool((t.get("settings") or {}).get("lookahead_frames", 1))
 
 
 def enrolment_line(e: dict[str, Any]) -> str:

@@ -155,7 +155,12 @@ def _add_facebank_options(p: argparse.ArgumentParser) -> None:
 def _settings_from(args: argparse.Namespace, base=None):
     from engine.config import Settings
 
-    return (base or Settings()).updated(_flag_changes(args))
+    try:
+        return (base or Settings()).updated(_flag_changes(args))
+    except ValueError as exc:  # the setting's name is not the flag's: say both
+        if getattr(args, "hold_seconds", None) is not None and str(exc).startswith("hold_seconds "):
+            raise ValueError(f"--hold ({exc})") from None
+        raise
 
 
 def _flag_changes(args: argparse.Namespace) -> dict[str, Any]:
@@ -385,9 +390,11 @@ def _run_one(args: argparse.Namespace) -> int:
         source = engine.source
         live = args.live or source.kind != "file"
         recording = next((s for s in engine.sinks if s.name in ("file", "image")), None)
-        console.print(f"[bold]blurcast[/] {source.info.kind} {source.info.width}x{source.info.height} "
-                      f"@ {source.info.fps:.2f} fps, detector {engine.pipeline.detector.name} on "
-                      f"{engine.pipeline.detector.runner_name}, {_facebank_line(engine)}")
+        rate = "" if recording is not None and recording.name == "image" else f" @ {source.info.fps:.2f} fps"
+        what = "photo" if recording is not None and recording.name == "image" else source.info.kind
+        console.print(f"[bold]blurcast[/] {what} {source.info.width}x{source.info.height}{rate}, detector "
+                      f"{engine.pipeline.detector.name} on {engine.pipeline.detector.runner_name}, "
+                      f"{_facebank_line(engine)}")
         if live:
             console.print("live: Ctrl-C to stop")
             try:
@@ -487,7 +494,8 @@ def _run_file_with_progress(engine, recording) -> int:
     elapsed = time.perf_counter() - started
     _finish_recording(engine, recording, frames)
     faults = dict(engine.pipeline.faults)
-    console.print(f"{frames} frames in {elapsed:.1f} s ({frames / max(elapsed, 1e-6):.1f} fps)"
+    rate = "" if frames == 1 else f" ({frames / max(elapsed, 1e-6):.1f} fps)"
+    console.print(f"{frames} frame{'' if frames == 1 else 's'} in {elapsed:.1f} s{rate}"
                   + (f" -> {escape(str(recording.path))}" if recording else "")
                   + (f"; faults: {escape(str(faults))}" if faults else ""), soft_wrap=True)  # paths stay whole
     announced = announced_later.result()

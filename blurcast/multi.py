@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loop", action="store_true", help="loop file sources")
     parser.add_argument("--record", action="store_true", help="each stream to <home>/<NAME>/out.mp4")
     parser.add_argument("--device", default=None, help="torch device for the networks (default: cuda if present)")
-    parser.add_argument("--half", action="store_true", help="fp16 networks (within tolerance: README)")
+    parser.add_argument("--half", action="store_true", help="fp16 networks (within tolerance: docs/gpu.md)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     pairs = [item.split("=", 1) for item in args.stream]

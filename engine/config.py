@@ -128,7 +128,8 @@ class Settings:
         for name, limit in LIMITS.items():
             limit.check(name, getattr(self, name))
         if self.low_confidence > self.confidence:
-            raise ValueError("low_confidence must be in (0, confidence]")
+            raise ValueError(f"low_confidence must be at most confidence ({self.confidence:g}), got "
+                             f"{self.low_confidence:g}")
 
     def updated(self, changes: dict[str, Any]) -> Settings:
         """A copy with `changes` applied; unknown names or bad values raise ValueError (nothing applied)."""
@@ -153,7 +154,8 @@ def _coerce(value: Any, kind: type, name: str) -> Any:
     try:
         return kind(value)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a {kind.__name__}, got {value!r}") from exc
+        what = {"int": "a whole number", "float": "a number", "str": "text"}.get(kind.__name__, kind.__name__)
+        raise ValueError(f"{name} must be {what}, got {value!r}") from exc
 
 
 # Settings an older version saved and this one no longer has: dropped on load, so the rest still applies.

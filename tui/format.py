@@ -226,7 +226,7 @@ def status_rows(t: dict[str, Any]) -> list[tuple[str, str]]:
                    f"{src.get('height', '?')}, {src.get('state', '?')})"),
         ("outputs", "; ".join(outputs_words(t)) or "none: nothing leaves the engine"),
         ("facebank", DASH if people is None else f"{people} {'person' if people == 1 else 'people'}"
-                                                    f" ({bank.get('photos', 0)} photos)"),
+                                                    f" ({plural(bank.get('photos', 0), 'photo')})"),
         ("fps", f"{t.get('fps', 0):.1f}"),
         ("latency", f"p50 {number(t.get('latency_p50_ms'), 0)} / p95 {number(t.get('latency_p95_ms'), 0)} ms"),
     ]
@@ -323,3 +323,8 @@ def lookahead_cost(frames: float, fps: float | None, basis: str = "processed") -
         return f"{n} fr", f"+{n} frames of delay (rate unknown)"
     value = f"{n} +{cost:.0f}ms" if cost < 999.5 else f"{n} +{cost / 1000:.1f}s"
     return value, f"+{cost:.0f} ms at {fps:.3g} fps {basis}"  # 41 columns with its label: the 80x24 panel
+
+
+def plural(n: int, word: str) -> str:
+    """`1 photo`, `2 photos`."""
+    return f"{n} {word}{'' if n == 1 else 's'}"

@@ -178,7 +178,7 @@ class OutputScreen(Screen):
         yield Static(id="vcam-msg", classes="msg")
         yield Static("Recording of the anonymized output", classes="section-title")
         with Horizontal(classes="row"):
-            yield PathInput(placeholder="file to record to (empty: ~/Videos, else ~, /blurcast-TIME.mp4)",
+            yield PathInput(placeholder="file to record to (empty: ~/Videos/blurcast-TIME.mp4, or ~/ without Videos)",
                             id="record-path", compact=True, suggester=PathSuggester())
             yield Button("Record", id="record-start", compact=True, variant="error")
             yield Button("Stop", id="record-stop", compact=True)

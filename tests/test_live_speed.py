@@ -274,7 +274,7 @@ def test_live_mode_spends_spare_time_on_more_tiles_and_gives_it_back(frames_1080
         detector.tile_cycle = 1
         seen = []
         search = detector._one_tile
-        detector._one_tile = lambda f, tile, found, score: (seen.append(tile), search(f, tile, found, score))[1]
+        detector._one_tile = lambda f, tile, *rest: (seen.append(tile), search(f, tile, *rest))[1]
         detector.detect(frames_1080p[0], 0.5)
         scale = 1280 / 1920
         assert sorted(seen) == sorted(tile_grid(1920, 1080, TILE_BUDGET * scale * scale))

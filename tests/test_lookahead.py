@@ -244,7 +244,7 @@ def test_file_mode_searches_every_tile_in_every_frame_live_one_in_turn(dev_clip)
     tiles = set(tile_grid(1920, 1080, TILE_BUDGET * scale * scale))
     seen: list[tuple[int, int, int, int]] = []
     search = det._one_tile
-    det._one_tile = lambda f, tile, found, score: (seen.append(tile), search(f, tile, found, score))[1]
+    det._one_tile = lambda f, tile, *rest: (seen.append(tile), search(f, tile, *rest))[1]
     det.detect(frame, 0.3)
     assert len(seen) == 1, "live: one tile a frame"
     seen.clear()

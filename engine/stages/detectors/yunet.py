@@ -26,10 +26,14 @@ REFINE_PX = 160  # face width at which `refine` looks again: landmarks as sharp 
 # tile finds starts a track, which the tracker holds (and the anonymizer blurs) until the tile comes back.
 TILE_BELOW_SCALE = 0.8  # tiles run only when the main pass scales the frame below this
 TILE_BUDGET = 0.5  # a tile's pixels (before overlap), relative to the main pass's: 1080p measured +26 % a frame
-TILE_MAX_FACE = 80  # px in the frame: a tile keeps only small faces (the main pass sees large ones whole)
+TILE_MAX_FACE = 80  # px in a 1080p frame: a tile keeps only small faces (the main pass sees large ones whole)...
+# ...that is, faces up to this wide at the main pass's scale (53 px: 80 at 1080p's 2/3). At 4K the main pass shrinks
+# the frame by 3, and a fixed 80 px left the 80-120 px faces to the main pass at 27-40 px, where it scores them weakly:
+# WIDER Parade at 4K leaked 74 face-frames of 5,549 against 51 at 1080p (a robustness sweep; 51 with this bound).
+TILE_MAX_FACE_MAIN = TILE_MAX_FACE * 1280 / 1920
 TILE_CYCLE = 6  # frames until every tile has come back (0.2 s at 30 fps): below the shortest hold, and within
 #                 the tracker's wait for a weak face's second sighting (engine/stages/track.py)
-TILE_OVERLAP = TILE_MAX_FACE + 16  # so that every face a tile may keep lies whole inside some tile
+TILE_OVERLAP_MARGIN = 16  # px beyond the largest face a tile keeps: every such face lies whole inside some tile
 # Second look (file mode, detectors/second_look.py): small weak detections looked at again, enlarged and mirrored.
 MIRROR_MAIN = 1  # file mode: the main pass also on the mirrored frame (YuNet finds profiles facing one way better)
 MIRROR_TILES = 0  # file mode: tiles also mirrored (clear faces only). Not kept: WIDER 301 -> 276 leaked, 1.45x CPU
@@ -226,13 +230,14 @@ class YuNetDetector:
         """The small faces in this frame's turn of tiles, at the frame's own resolution. Every tile comes back
         within TILE_CYCLE frames, however many there are (a low detect_width or a 4K frame makes many), so a
         face only a tile sees is found again before its track's hold runs out."""
-        tiles = tile_grid(frame.shape[1], frame.shape[0], TILE_BUDGET * scale * scale)
+        largest = tile_max_face(scale)
+        tiles = tile_grid(frame.shape[1], frame.shape[0], TILE_BUDGET * scale * scale, largest)
         per_frame = -(-len(tiles) // max(1, self.tile_cycle))
         parts = []
         started = time.perf_counter()
         for _ in range(per_frame):
             self._tile_turn = (self._tile_turn + 1) % len(tiles)
-            parts.append(self._one_tile(frame, tiles[self._tile_turn], found, min_score))
+            parts.append(self._one_tile(frame, tiles[self._tile_turn], found, min_score, largest))
         one = (time.perf_counter() - started) / per_frame  # live mode prices more tiles a frame with it (runner.py)
         self.tile_seconds = one if self.tile_seconds is None else 0.8 * self.tile_seconds + 0.2 * one
         return merge(parts, NMS_IOU) if len(parts) > 1 else parts[0]
@@ -242,10 +247,10 @@ class YuNetDetector:
         scale = area_scale(width, height, self.detect_width)
         if not self.tiles or scale >= TILE_BELOW_SCALE:
             return 0
-        return -(-len(tile_grid(width, height, TILE_BUDGET * scale * scale)) // max(1, cycle))
+        return -(-len(tile_grid(width, height, TILE_BUDGET * scale * scale, tile_max_face(scale))) // max(1, cycle))
 
     def _one_tile(self, frame: np.ndarray, tile: tuple[int, int, int, int], found: Detections,
-                  min_score: float) -> Detections:
+                  min_score: float, largest: float = TILE_MAX_FACE) -> Detections:
         x1, y1, x2, y2 = tile
         dets = self._detect_at(frame[y1:y2, x1:x2], 1.0, min_score)
         if self.second_look and MIRROR_TILES:
@@ -255,7 +260,7 @@ class YuNetDetector:
         if not len(dets):
             return dets
         b = dets.xyxy
-        small = (b[:, 2] - b[:, 0]) <= TILE_MAX_FACE
+        small = (b[:, 2] - b[:, 0]) <= largest
         # A box touching a tile edge inside the frame may be a cut face: a neighbouring tile sees it whole.
         edge = 2.0
         cut = ((x1 > 0) & (b[:, 0] <= x1 + edge)) | ((y1 > 0) & (b[:, 1] <= y1 + edge))
@@ -408,14 +413,21 @@ def _narrower(found: Detections, width: float) -> Detections:
 
 
 @lru_cache(maxsize=16)
-def tile_grid(width: int, height: int, budget: float) -> list[tuple[int, int, int, int]]:
+def tile_max_face(scale: float) -> float:
+    """The widest face (frame px) a tile keeps when the main pass runs at `scale`: TILE_MAX_FACE_MAIN at that scale,
+    never under TILE_MAX_FACE (1080p's bound, unchanged)."""
+    return max(float(TILE_MAX_FACE), TILE_MAX_FACE_MAIN / max(scale, 1e-3))
+
+
+def tile_grid(width: int, height: int, budget: float,
+              largest: float = TILE_MAX_FACE) -> list[tuple[int, int, int, int]]:
     """Overlapping tiles (x1, y1, x2, y2) covering a width x height frame, each at most about `budget` of
-    its area (plus the overlap), in the order they are visited."""
+    its area (plus the overlap, which holds a face `largest` px wide whole), in the order they are visited."""
     count = max(1, int(np.ceil(1.0 / max(budget, 1e-3))))
     cols = max(1, min(count, int(np.ceil(np.sqrt(count * width / height)))))
     rows = max(1, int(np.ceil(count / cols)))
     tw, th = -(-width // cols), -(-height // rows)
-    half = TILE_OVERLAP // 2
+    half = (int(np.ceil(largest)) + TILE_OVERLAP_MARGIN) // 2
     return [(max(0, c * tw - half), max(0, r * th - half), min(width, (c + 1) * tw + half),
              min(height, (r + 1) * th + half)) for r in range(rows) for c in range(cols)]
 

@@ -361,7 +361,9 @@ class Engine:
                 if progress:
                     progress(1)
         finally:
-            for released, _ in self.lookahead.flush():  # every frame held goes out, also on stop or error
+            # Every frame held goes out, also on stop or error; the weak boxes still waiting to be seen again hidden
+            # in them first (at a file's end that sighting never comes).
+            for released, _ in self.lookahead.flush(self.pipeline.anonymizer, self.pipeline.tracker.waiting()):
                 out.put(released)
             out.put(None)
             writer.join()

@@ -200,6 +200,11 @@ class FaceTracker:
             self.tracks = [t for t, box in zip(self.tracks, boxes, strict=True) if _inside(box, frame_size)]
         return self.tracks
 
+    def waiting(self) -> list[tuple[np.ndarray, int]]:
+        """(box, frames since it was last seen) of every weak box waiting for the sighting that would start a face:
+        where a source ends, that sighting never comes (engine/stages/lookahead.py, `flush`)."""
+        return [(c.box.copy(), c.age) for c in self._candidates]
+
     def coast(self) -> list[Track]:
         """A frame the detector did not look at (live mode far behind: engine/pipeline.py, `coast_alternate`):
         every track moves one frame along its motion. Nothing is counted lost or found, no face starts or ends:

@@ -32,7 +32,7 @@ from engine.config import Settings  # noqa: E402
 from engine.models.backends import OpenVinoRunner  # noqa: E402
 from engine.recognition.recognize import align_face, create_embedder, preprocess  # noqa: E402
 from engine.stages.detect import create_detector, detection_scale  # noqa: E402
-from engine.stages.detectors.yunet import TILE_BUDGET, tile_grid  # noqa: E402
+from engine.stages.detectors.yunet import TILE_BUDGET, tile_grid, tile_max_face  # noqa: E402
 
 DATA = Path(os.environ.get("BLURCAST_DATA", REPO.parent / "shared" / "data"))
 CLIP = DATA / "video_hamilton" / "short_hamilton_clip.mp4"
@@ -71,7 +71,7 @@ def run(frames: list[np.ndarray], backends: list[str]) -> dict:
     embedders = {b: create_embedder(Settings(backend=b)) for b in backends}
     reference = detectors[backends[0]]  # the faces embedded come from the first backend: the same input for all
     scale = detection_scale(frames[0], reference.detect_width)
-    x1, y1, x2, y2 = tile_grid(1920, 1080, TILE_BUDGET * scale * scale)[0]
+    x1, y1, x2, y2 = tile_grid(1920, 1080, TILE_BUDGET * scale * scale, tile_max_face(scale))[0]
     cpu: dict[str, dict[str, list[float]]] = {b: {"main": [], "tile": [], "frame": [], "refine": [], "embed8": []}
                                               for b in backends}
     wall: dict[str, list[float]] = {b: [] for b in backends}

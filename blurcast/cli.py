@@ -30,8 +30,11 @@ PIPED_WIDTH = 200  # a log file or a pipe: no terminal to fit, so paths and mess
 
 
 def _console(stderr: bool = False) -> Console:
-    stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, width=None if stream.isatty() else PIPED_WIDTH)
+    return Console(stderr=stderr, width=None if _is_terminal(sys.stderr if stderr else sys.stdout) else PIPED_WIDTH)
+
+
+def _is_terminal(stream) -> bool:
+    return bool(getattr(stream, "isatty", lambda: False)())  # None under pythonw or with the descriptor closed
 
 
 console = _console(stderr=True)
@@ -91,7 +94,7 @@ def _quiet_native_logs(verbose: int) -> None:
 
 def _setup_logging(verbose: int) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
-    if sys.stderr.isatty():
+    if _is_terminal(sys.stderr):
         handler: logging.Handler = RichHandler(console=console, show_path=False)
         handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
     else:  # engine.log, a pipe: one line a message, with its date, that grep and tail can read

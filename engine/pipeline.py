@@ -252,14 +252,16 @@ class Pipeline:
         self._coasted_last, self._last_unclaimed = detections is None, []  # after a fault, no coasting
         # Every detected live frame (0.1 ms at 1080p): the first coasted frame after coasting starts is compared with
         # it too. File mode never coasts.
-        self._look = None if self.offline else scene.signature(frame)
+        self._look = None if self.offline else scene.look(frame)
         self._detected()
         if detections is None:
             self.faults[fault] += 1
             report.whole_frame = fault
             self.tracker.update(Detections.empty(), dt)  # keep predicting: tracks must survive the fault
+            self._tracked_at = index
             return self.anonymizer.whole(frame.copy(), index), report
         tracks = self.tracker.update(detections, dt, (frame.shape[1], frame.shape[0]))
+        self._tracked_at = index
         try:
             self.identifier.update(frame, tracks, self.settings)
         except Exception:  # a broken identifier must never un-blur anything
@@ -306,7 +308,7 @@ class Pipeline:
         self._coasted_last = True
         self._detected()  # the next frame is detected: its detection may start now, while this one is anonymized
         report.coasted = True
-        if scene.is_cut(self._look, scene.signature(frame)):
+        if scene.is_cut(self._look, scene.look(frame)):
             # Another shot: no track is anybody's here, and no detection has seen it yet. The tracks are not moved
             # (the next frame's detection judges them); the identifier's own check forgets who was shown.
             self._watch_coasted(frame, self.tracker.tracks)
@@ -377,6 +379,15 @@ class Pipeline:
         with three, the same output)."""
         parallel = self._frame_parallel() if self._offline else None
         return 2 if parallel is None else parallel.workers + 1
+
+    _tracked_at: int | None = None  # the frame index the tracker last saw
+
+    def waiting(self) -> list[tuple[np.ndarray, int]]:
+        """(box, frame index of its last sighting) of the weak boxes the tracker waits to see again
+        (`FaceTracker.waiting`), for the look-ahead's last frames (`Lookahead.flush`)."""
+        if self._tracked_at is None:
+            return []
+        return [(box, self._tracked_at - age) for box, age in self.tracker.waiting()]
 
     def _start(self, frame: np.ndarray) -> Future:
         """A frame's detection, started. File mode runs two frames' passes at once where the detector can, with

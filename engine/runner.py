@@ -363,7 +363,7 @@ class Engine:
         finally:
             # Every frame held goes out, also on stop or error; the weak boxes still waiting to be seen again hidden
             # in them first (at a file's end that sighting never comes).
-            for released, _ in self.lookahead.flush(self.pipeline.anonymizer, self.pipeline.tracker.waiting()):
+            for released, _ in self.lookahead.flush(self.pipeline.anonymizer, self.pipeline.waiting):
                 out.put(released)
             out.put(None)
             writer.join()
@@ -451,7 +451,7 @@ class Engine:
         return self.lookahead.push(safe, report, self.pipeline.anonymizer, tag)
 
     def _emit_held(self) -> None:
-        for safe, tag in self.lookahead.flush():
+        for safe, tag in self.lookahead.flush(self.pipeline.anonymizer, self.pipeline.waiting):
             self._emit(safe, tag)
 
     _shed_until = 0.0

@@ -243,7 +243,7 @@ def test_live_mode_spends_spare_time_on_more_tiles_and_gives_it_back(frames_1080
     from dataclasses import replace
 
     from engine.runner import HEADROOM_HOLD_S, HEADROOM_LATENCY_S, TILE_CYCLES
-    from engine.stages.detectors.yunet import TILE_BUDGET, tile_grid
+    from engine.stages.detectors.yunet import TILE_BUDGET, tile_grid, tile_max_face
 
     engine = Engine(SETTINGS, VideoSource(str(CLIP)))
     detector = engine.pipeline.detector
@@ -277,7 +277,7 @@ def test_live_mode_spends_spare_time_on_more_tiles_and_gives_it_back(frames_1080
         detector._one_tile = lambda f, tile, *rest: (seen.append(tile), search(f, tile, *rest))[1]
         detector.detect(frames_1080p[0], 0.5)
         scale = 1280 / 1920
-        assert sorted(seen) == sorted(tile_grid(1920, 1080, TILE_BUDGET * scale * scale))
+        assert sorted(seen) == sorted(tile_grid(1920, 1080, TILE_BUDGET * scale * scale, tile_max_face(scale)))
         assert detector.tiles_per_frame(1920, 1080, 1) == len(seen) and detector.tiles_per_frame(640, 360, 1) == 0
     finally:
         engine.close()

@@ -234,14 +234,14 @@ def test_file_mode_searches_every_tile_in_every_frame_live_one_in_turn(dev_clip)
     """File mode spends its speed headroom on detection: all full-resolution 1080p tiles each frame
     (a face only a tile sees is found from its first frame); live mode keeps one tile in turn."""
     from engine.pipeline import Pipeline
-    from engine.stages.detectors.yunet import TILE_BUDGET, tile_grid
+    from engine.stages.detectors.yunet import TILE_BUDGET, tile_grid, tile_max_face
 
     cap = cv2.VideoCapture(str(dev_clip))
     frame = cv2.resize(cap.read()[1], (1920, 1080))
     pipeline = Pipeline(SETTINGS)
     det = pipeline.detector
     scale = 1280 / 1920
-    tiles = set(tile_grid(1920, 1080, TILE_BUDGET * scale * scale))
+    tiles = set(tile_grid(1920, 1080, TILE_BUDGET * scale * scale, tile_max_face(scale)))
     seen: list[tuple[int, int, int, int]] = []
     search = det._one_tile
     det._one_tile = lambda f, tile, *rest: (seen.append(tile), search(f, tile, *rest))[1]
@@ -443,7 +443,7 @@ def test_at_the_end_a_weak_box_still_waiting_is_hidden_in_the_frames_held(dev_cl
         lookahead.push(anonymizer.apply(frame.copy(), index, [], keep=[streamer]), FrameReport(index, faces=[shown]),
                        anonymizer)
     age = 2  # last seen two frames before the last frame held
-    out = [s.image for s, _ in lookahead.flush(anonymizer, [(weak, age)])]
+    out = [s.image for s, _ in lookahead.flush(anonymizer, lambda: [(weak, held - 1 - age)])]
     grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
 
     def visible(image: np.ndarray, box: np.ndarray) -> bool:

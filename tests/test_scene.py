@@ -41,28 +41,43 @@ def _boxed(frame: np.ndarray, width: int, height: int) -> np.ndarray:
 @pytest.mark.parametrize("canvas", [(1080, 1920), (720, 1280), (1080, 1350), (1920, 1080), (2560, 1080)])
 def test_a_cut_inside_black_bars_is_a_cut_and_a_shot_is_not(dev_clip, canvas):
     frames = _frames(dev_clip, [CUT_AT - 1, CUT_AT, 150, 151])
-    look = {i: scene.signature(_boxed(f, *canvas)) for i, f in frames.items()}
-    assert scene.is_cut(look[CUT_AT - 1], look[CUT_AT]), float(look[CUT_AT] @ look[CUT_AT - 1])
-    assert not scene.is_cut(look[150], look[151]), float(look[151] @ look[150])
+    look = {i: scene.look(_boxed(f, *canvas)) for i, f in frames.items()}
+    assert scene.is_cut(look[CUT_AT - 1], look[CUT_AT]), scene.correlation(look[CUT_AT - 1], look[CUT_AT])
+    assert not scene.is_cut(look[150], look[151]), scene.correlation(look[150], look[151])
 
 
 def test_a_dark_edge_on_one_side_is_picture_not_a_bar(dev_clip):
-    """A night sky at the top of the frame is part of the shot: only bars that match on both sides are cropped."""
+    """A night sky at the top of the frame is part of the shot: only bars that match on both sides are dropped."""
     shot = _frames(dev_clip, [150])[150]
     frame = shot.copy()
     frame[:200] = 0  # one dark edge
-    sampled = cv2.resize(frame, (128, 72), interpolation=cv2.INTER_NEAREST)
-    assert scene._inside_bars(sampled) == (slice(None), slice(None))
-    boxed = cv2.resize(_boxed(shot, 1080, 1920), (128, 72), interpolation=cv2.INTER_NEAREST)
-    rows, cols = scene._inside_bars(boxed)
+    one_sided = scene.look(frame)
+    assert scene._common_picture(one_sided, one_sided) == (slice(None), slice(None))
+    boxed = scene.look(_boxed(shot, 1080, 1920))
+    rows, cols = scene._common_picture(boxed, boxed)
     assert cols == slice(None) and rows != slice(None), "a letterbox's two bars are still found"
 
 
-def test_an_all_dark_frame_keeps_its_whole_signature():
+def test_a_logo_in_a_bar_leaves_it_a_bar_and_a_caption_coming_and_going_is_no_cut(dev_clip):
+    """Restreams write a channel's logo or a caption into their bars (a review): a logo must not turn the bars back
+    into picture (the cuts were missed again), and a caption that comes and goes within a shot must not read as a
+    cut (the streamer would be blurred while he is recognised again)."""
+    frames = _frames(dev_clip, [CUT_AT - 1, CUT_AT, 150, 151])
+    boxed = {i: _boxed(f, 1080, 1920) for i, f in frames.items()}
+    for image in boxed.values():
+        cv2.putText(image, "LOGO", (60, 120), cv2.FONT_HERSHEY_SIMPLEX, 2.0, (255, 255, 255), 4)
+    look = {i: scene.look(b) for i, b in boxed.items()}
+    assert scene.is_cut(look[CUT_AT - 1], look[CUT_AT]), scene.correlation(look[CUT_AT - 1], look[CUT_AT])
+    captioned = boxed[151].copy()
+    cv2.putText(captioned, "now live: a caption in the bar", (40, 1700), cv2.FONT_HERSHEY_SIMPLEX, 1.5,
+                (255, 255, 255), 3)
+    assert not scene.is_cut(look[150], scene.look(captioned)), scene.correlation(look[150], scene.look(captioned))
+
+
+def test_a_dark_frame_keeps_its_whole_look():
     dark = np.full((1080, 1920, 3), 8, np.uint8)
     dark[500:540, 900:1000] = 40  # a little light: not a picture inside bars
-    sampled = cv2.resize(dark, (128, 72), interpolation=cv2.INTER_NEAREST)
-    assert scene._inside_bars(sampled) == (slice(None), slice(None))
+    assert scene._common_picture(scene.look(dark), scene.look(dark)) == (slice(None), slice(None))
 
 
 def test_a_letterboxed_restream_never_shows_a_bystander_after_a_cut_as_the_streamer(dev_clip, dev_gt, tmp_path):

@@ -515,8 +515,11 @@ def _log_to_file(path: Path) -> None:
     """Log to the state folder: the full-screen UI owns the terminal, so stderr would garble it."""
     try:
         private_dir(path.parent)  # the engine's state folder: owner-only, whichever of UI and engine makes it
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-        os.chmod(path, 0o600)  # the log names sources and enrolled people
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # the log names sources and enrolled people; also tightens an older 0644 one
+        finally:
+            os.close(fd)
         handler = logging.FileHandler(path)
     except OSError:
         return

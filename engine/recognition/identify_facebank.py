@@ -190,7 +190,7 @@ class FacebankIdentifier:
         self.landmarker = landmarker  # the photo path's alignment; made on first use when not given
         self.verify_lead = 0  # frames early a visible face is re-verified (live mode: the worker's delay)
         self.worker: EmbeddingWorker | None = None  # live mode: embeddings off the frame path
-        self._prev_frame_patch: np.ndarray | None = None
+        self._prev_frame_look: np.ndarray | None = None
         # File mode's look-ahead shows a face in the frames before it was recognised, while its track's
         # `continuity` holds (engine/stages/lookahead.py): the pipeline then has a new look in the same place
         # watched on every face that may be embedded, not only on those near a match.
@@ -333,9 +333,9 @@ class FacebankIdentifier:
         Measured on the dev clip: its 3 cuts correlate 0.01-0.27 with the frame before, every other frame
         pair at least 0.69. The per-face patch check alone missed one cut (0.506 against a 0.5 bar).
         """
-        patch = scene.signature(frame)
-        previous, self._prev_frame_patch = self._prev_frame_patch, patch
-        cut = scene.is_cut(previous, patch, self.policy.scene_cut)
+        current = scene.look(frame)
+        previous, self._prev_frame_look = self._prev_frame_look, current
+        cut = scene.is_cut(previous, current, self.policy.scene_cut)
         if cut:
             self.scene_cuts += 1
             log.debug("scene cut: every track must be recognised again")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ import numpy as np
 
 from engine.faces import REVEALABLE, FrameReport, box_iou
 from engine.stages.anonymize import Anonymizer, SafeFrame
+from engine.stages.track import REPEAT_MAX_GAP
 
 log = logging.getLogger(__name__)
 WHOLE_NOW = ("panic", "paused")  # asked for *now*: the frames held (not sent yet) are hidden whole too
@@ -54,8 +55,8 @@ LONG_BACK_SIGHTINGS = 5
 # sighting of a face seen every frame.
 WEAK_LONG_SIGHTINGS = 10
 # At the source's end, a weak box still waiting for its next sighting is hidden over this many frames before its last
-# one (its earlier sightings lie within the tracker's wait, REPEAT_MAX_GAP) and every frame after it.
-WAITING_BACK = 7
+# one (its earlier sightings lie within the tracker's wait) and every frame after it.
+WAITING_BACK = REPEAT_MAX_GAP
 
 
 @dataclass
@@ -172,15 +173,16 @@ class Lookahead:
                 held.keep = []
 
     def flush(self, anonymizer: Anonymizer | None = None,
-              waiting: Sequence[tuple[np.ndarray, int]] = ()) -> list[tuple[SafeFrame, Any]]:
-        """Every frame held, oldest first (the source ended, stalled or the engine stops). `waiting`: the weak boxes
-        the tracker still waits to see again (`FaceTracker.waiting`), hidden first in the frames held (fail closed):
-        at the end of a file their next sighting never comes, and a face seen once weakly in a clip's last frames
-        went out (WIDER Meeting_176's first 3 frames as a clip: a 34 px face, 0.22, visible in all 3)."""
-        if anonymizer is not None and waiting and self._held:
+              waiting: Callable[[], Sequence[tuple[np.ndarray, int]]] | None = None) -> list[tuple[SafeFrame, Any]]:
+        """Every frame held, oldest first (the source ended, stalled or the engine stops). `waiting` gives the weak
+        boxes the tracker still waits to see again, with the frame index of their last sighting
+        (`Pipeline.waiting`): they are hidden first in the frames held (fail closed): at the end of a file their
+        next sighting never comes, and a face seen once weakly in a clip's last frames went out (WIDER
+        Meeting_176's first 3 frames as a clip: a 34 px face, 0.22, visible in all 3)."""
+        if anonymizer is not None and waiting is not None and self._held:
             try:
-                self._hide_waiting(anonymizer, waiting)
-            except Exception:  # fail closed, as a backfill does
+                self._hide_waiting(anonymizer, waiting())
+            except Exception:  # fail closed, as a backfill does; the frames held still go out
                 log.exception("hiding the waiting weak boxes failed: the frames held are anonymized whole")
                 self.faults += 1
                 self.hide_all(anonymizer)
@@ -190,15 +192,13 @@ class Lookahead:
         return out
 
     def _hide_waiting(self, anonymizer: Anonymizer, waiting: Sequence[tuple[np.ndarray, int]]) -> None:
-        """Each waiting box in the held frames from WAITING_BACK frames before its last sighting to the newest,
-        grown with every frame away from that sighting as a backfill is (it may have moved)."""
-        newest = self._held[-1].report.index
-        for box, age in waiting:
-            seen_at = newest - age
+        """Each waiting box in the held frames from WAITING_BACK frames before its last sighting on, grown with
+        every frame away from that sighting as a backfill is (it may have moved)."""
+        for box, seen_at in waiting:
             for held in self._held:
-                away = abs(held.report.index - seen_at)
                 if held.report.index < seen_at - WAITING_BACK or held.safe.whole_frame:
                     continue
+                away = abs(held.report.index - seen_at)
                 anonymizer.backfill(held.safe, [back_box(np.asarray(box, np.float32), np.zeros(2, np.float32), 0,
                                                          away)], keep=held.keep)
                 held.report.backfilled += 1

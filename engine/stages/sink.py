@@ -263,17 +263,19 @@ class FileSink:
     def trim_audio(self) -> None:
         """After close: cut the copied audio where the video ends (an input truncated mid-file keeps more
         audio than frames). A stream-copy remux of the last segment; SinkError if it fails."""
-        if not self.audio_from or not self._closed:
-            return
+        if not self.audio_from or not self._closed or self._proc.poll() is None:
+            return  # not closed, or its encoder still finishing the file (a Ctrl-C during close): leave it whole
         tmp = self.path.with_name(f".{self.path.stem}.trimming{self.path.suffix}")
-        done = subprocess.run([self._ffmpeg, "-v", "error", "-y", "-i", str(self.path), "-map", "0", "-c", "copy",
-                               "-t", f"{float(self._segment_frames / self.fps):.3f}",
-                               *CRASH_SAFE_MUXING[self.path.suffix.lower()], str(tmp)],
-                              capture_output=True, text=True, timeout=600)
-        if done.returncode != 0:
-            tmp.unlink(missing_ok=True)
-            raise SinkError(f"could not cut the audio of {self.path} to its video: {done.stderr.strip()[-500:]}")
-        os.replace(tmp, self.path)
+        try:
+            done = subprocess.run([self._ffmpeg, "-v", "error", "-y", "-i", str(self.path), "-map", "0", "-c", "copy",
+                                   "-t", f"{float(self._segment_frames / self.fps):.3f}",
+                                   *CRASH_SAFE_MUXING[self.path.suffix.lower()], str(tmp)],
+                                  capture_output=True, text=True, timeout=600)
+            if done.returncode != 0:
+                raise SinkError(f"could not cut the audio of {self.path} to its video: {done.stderr.strip()[-500:]}")
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)  # a failed or interrupted cut leaves no hidden file beside the recording
 
     def _new_segment(self, width: int, height: int) -> None:
         """The source changed size: finish this file and go on in a new one at the new size."""

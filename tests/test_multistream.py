@@ -168,7 +168,7 @@ def test_streams_keep_their_own_settings_sinks_and_sockets(dev_clip, tmp_path, d
         for index in range(FRAMES):
             safe, report = alone.process(source.read(), index, 1 / 30)
             expected += [s for s, _ in held.push(safe, report, alone.anonymizer)]
-        for index, safe in enumerate(expected + [s for s, _ in held.flush()]):
+        for index, safe in enumerate(expected + [s for s, _ in held.flush(alone.anonymizer, alone.waiting)]):
             assert np.abs(safe.image.astype(np.int16) - sinks["a"].frames[index].astype(np.int16)).mean() < tolerance
             assert np.abs(safe.image.astype(np.int16) - sinks["b"].frames[index].astype(np.int16)).max() > 5
     finally:

@@ -28,8 +28,8 @@ TILE_BELOW_SCALE = 0.8  # tiles run only when the main pass scales the frame bel
 TILE_BUDGET = 0.5  # a tile's pixels (before overlap), relative to the main pass's: 1080p measured +26 % a frame
 TILE_MAX_FACE = 80  # px in a 1080p frame: a tile keeps only small faces (the main pass sees large ones whole)...
 # ...that is, faces up to this wide at the main pass's scale (53 px: 80 at 1080p's 2/3). At 4K the main pass shrinks
-# the frame by 3, and a fixed 80 px left the 80-120 px faces to the main pass at 27-40 px, where it scores them weakly:
-# WIDER Parade at 4K leaked 74 face-frames of 5,549 against 51 at 1080p (a robustness sweep; 51 with this bound).
+# the frame by 3, and a fixed 80 px left the 80-160 px faces to the main pass at 27-53 px, where it scores them weakly:
+# WIDER Parade at 4K leaked 74 face-frames of 5,549 against 51 at 1080p (a robustness sweep; 57 with this bound).
 TILE_MAX_FACE_MAIN = TILE_MAX_FACE * 1280 / 1920
 TILE_CYCLE = 6  # frames until every tile has come back (0.2 s at 30 fps): below the shortest hold, and within
 #                 the tracker's wait for a weak face's second sighting (engine/stages/track.py)

@@ -65,9 +65,13 @@ def test_a_logo_in_a_bar_leaves_it_a_bar_and_a_caption_coming_and_going_is_no_cu
     frames = _frames(dev_clip, [CUT_AT - 1, CUT_AT, 150, 151])
     boxed = {i: _boxed(f, 1080, 1920) for i, f in frames.items()}
     for image in boxed.values():
-        cv2.putText(image, "LOGO", (60, 120), cv2.FONT_HERSHEY_SIMPLEX, 2.0, (255, 255, 255), 4)
+        cv2.putText(image, "LOGO", (800, 300), cv2.FONT_HERSHEY_SIMPLEX, 3.0, (200, 200, 200), 6)
     look = {i: scene.look(b) for i, b in boxed.items()}
     assert scene.is_cut(look[CUT_AT - 1], look[CUT_AT]), scene.correlation(look[CUT_AT - 1], look[CUT_AT])
+    subtitled = boxed[CUT_AT].copy()  # a caption that starts with the new shot: the cut is still one
+    cv2.putText(subtitled, "a caption in the bar", (40, 1700), cv2.FONT_HERSHEY_SIMPLEX, 2.0, (255, 255, 255), 4)
+    assert scene.is_cut(look[CUT_AT - 1], scene.look(subtitled)), scene.correlation(look[CUT_AT - 1],
+                                                                                    scene.look(subtitled))
     captioned = boxed[151].copy()
     cv2.putText(captioned, "now live: a caption in the bar", (40, 1700), cv2.FONT_HERSHEY_SIMPLEX, 1.5,
                 (255, 255, 255), 3)

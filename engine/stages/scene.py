@@ -15,13 +15,15 @@ CUT_BELOW = 0.5
 # canvas): its black bars are the same in every frame and outweigh the picture in the signature, so a cut between two
 # shots still correlated 0.56 (the dev clip in 1080x1920: its 0.15-0.26 cuts were missed, and a bystander standing
 # where the streamer stood kept his id: shown). Two frames are compared over the picture inside bars they *both*
-# have: edge rows (columns) of the 128x72 look that are dark in both frames, as many on one side as on the other
-# (a picture is centred; a dark sky at one edge of a night scene is picture). Deciding the bars for the pair, not for
-# each frame, keeps a caption that comes and goes in a bar, or a fade, from moving the area compared mid-shot.
+# have: the longest run of rows (columns) of the 128x72 look holding picture in either frame, with as many dark
+# lines on one side of it as on the other (a picture is centred; a dark sky at one edge of a night scene is picture).
+# A logo or a caption in a bar is a shorter run of its own, left out; deciding for the pair, not for each frame, keeps
+# a caption that comes and goes, or a fade, from moving the area compared mid-shot (a review's cases).
 BAR_DARKEST = 24  # grey level: black bars, as encoders leave them (0-20 after H.264's ringing)
 BAR_LIT = 0.1  # a line with more of its samples brighter than that is picture (a logo or a handle in a bar is not)
 MIN_BAR = 2  # rows (columns) of the look: thinner is an encoder's edge, not a bar
 BAR_SKEW = 2  # the two bars of a pair may differ by this many lines: rounding of the picture's place
+PICTURE_GAP = 3  # dark lines inside the picture (a dark stripe across it) that do not split it
 MIN_PICTURE = 0.25  # of each side: less left inside the "bars" is a dark frame, not a letterbox: the whole is used
 LOOK_SIZE = (128, 72)
 
@@ -52,17 +54,30 @@ def is_cut(previous: np.ndarray | None, current: np.ndarray, below: float = CUT_
 
 def _common_picture(a: np.ndarray, b: np.ndarray) -> tuple[slice, slice]:
     lit_a, lit_b = a > BAR_DARKEST, b > BAR_DARKEST
-    rows = _between((lit_a.mean(axis=1) > BAR_LIT) | (lit_b.mean(axis=1) > BAR_LIT))
-    cols = _between((lit_a.mean(axis=0) > BAR_LIT) | (lit_b.mean(axis=0) > BAR_LIT))
+    rows = _picture((lit_a.mean(axis=1) > BAR_LIT) | (lit_b.mean(axis=1) > BAR_LIT))
+    cols = _picture((lit_a.mean(axis=0) > BAR_LIT) | (lit_b.mean(axis=0) > BAR_LIT))
     return rows, cols
 
 
-def _between(lit: np.ndarray) -> slice:
-    """The lines between two matching dark bars, given which lines hold picture (`lit`); all where there are none."""
-    where = np.flatnonzero(lit)
-    if len(where) == 0:
+def _picture(lit: np.ndarray) -> slice:
+    """The longest run of lines holding picture (`lit`; gaps of up to PICTURE_GAP dark lines bridged): a caption or a
+    logo in a bar is a shorter run apart from it. All the lines where that run leaves under MIN_BAR outside it, or is
+    under MIN_PICTURE of them (a dark frame, not a letterbox)."""
+    runs, start, gap = [], None, 0
+    for i, on in enumerate(lit):
+        if on:
+            start, gap = (i if start is None else start), 0
+            end = i
+        elif start is not None:
+            gap += 1
+            if gap > PICTURE_GAP:
+                runs.append((start, end))
+                start, gap = None, 0
+    if start is not None:
+        runs.append((start, end))
+    if not runs:
         return slice(None)
-    first, last = int(where[0]), int(where[-1])
+    first, last = max(runs, key=lambda r: r[1] - r[0])
     before, after = first, len(lit) - 1 - last
     if min(before, after) < MIN_BAR or abs(before - after) > BAR_SKEW or last - first + 1 < MIN_PICTURE * len(lit):
         return slice(None)

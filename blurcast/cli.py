@@ -412,10 +412,26 @@ def _run_one(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             if recording is not None:
                 recording.close()  # what was written stays playable...
+                _keep_source_times(engine, recording)
                 _cut_audio_to_video(recording)  # ...and its sound ends with its last frame, not the input's
             raise
     finally:
         engine.close()
+
+
+def _keep_source_times(engine, recording) -> None:
+    """A variable frame rate (or a video starting after its sound): the frames go back to their source times, so
+    that the sound stays in sync."""
+    keep = getattr(recording, "keep_source_times", None)
+    if keep is None:
+        return
+    try:
+        if keep(engine.source.source_times()):
+            console.print("every frame put back at its source time (a variable frame rate, or a video starting after "
+                          "its sound): in sync with the sound")
+    except Exception as exc:  # the recording is whole and playable at a constant rate: warn, do not fail the run
+        log.warning("%s; it plays at a constant %s fps, its sound drifting where the input's rate changed",
+                    exc, recording.fps)
 
 
 def _cut_audio_to_video(recording) -> None:
@@ -497,6 +513,7 @@ def _run_file_with_progress(engine, recording) -> int:
         frames = engine.run_file(advance)
     elapsed = time.perf_counter() - started
     _finish_recording(engine, recording, frames)
+    _keep_source_times(engine, recording)
     faults = dict(engine.pipeline.faults)
     rate = "" if frames == 1 else f" ({frames / max(elapsed, 1e-6):.1f} fps)"
     console.print(f"{frames} frame{'' if frames == 1 else 's'} in {elapsed:.1f} s{rate}"

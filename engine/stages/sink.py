@@ -67,6 +67,22 @@ MAX_RESTARTS = 5  # an encoder that keeps dying (disk full, codec missing) is gi
 CLOSE_TIMEOUT_S = 30.0
 
 
+def _remux_flags(path: Path) -> list[str]:
+    """CRASH_SAFE_MUXING's flags for a remux of a whole recording (retime, trim_audio). MP4's moov waits for the
+    first fragment there (`delay_moov`) so that it can say where the video starts: without it a video starting after
+    its sound (the dev clip's, by 0.84 s) was pulled to 0 and its first frame stretched."""
+    flags = list(CRASH_SAFE_MUXING[path.suffix.lower()])
+    if "-movflags" in flags:
+        flags[flags.index("-movflags") + 1] += "+delay_moov"
+    return flags
+
+
+def _muxer_options(path: Path) -> dict[str, str]:
+    """_remux_flags as the options PyAV takes."""
+    flags = _remux_flags(path)
+    return {flag.lstrip("-"): value for flag, value in zip(flags[::2], flags[1::2], strict=True)}
+
+
 def check_output_path(path: Path, input_path: str | None = None) -> None:
     """Refuse, before any frame, an output that could not become a playable video (or, for a photo, a picture)."""
     if path.is_dir():
@@ -260,6 +276,32 @@ class FileSink:
         if code != 0:
             raise SinkError(f"ffmpeg failed writing {self.path} (exit {code}): {self._stderr()}")
 
+    def keep_source_times(self, times: list[float] | None) -> bool:
+        """After close: put the frames back at their source times where the constant rate drifts from them (a
+        variable frame rate, or a video that starts after its sound), so the copied sound stays in sync.
+
+        `times`: the source's frame times, at least one per frame written (engine/stages/source.py). True if it
+        retimed; RetimeError (the file left as it was) if it could not. A recording in several segments, or with
+        frames repeated (live), keeps its constant rate."""
+        # sinks/ imports this module, so not at the top
+        from engine.stages.sinks.retime import needs_retiming, retime, usable_times
+
+        if (not times or not self._closed or self._proc.poll() is None or len(self.segments) != 1
+                or self.repeated or len(times) < self._segment_frames):
+            return False
+        times = times[: self._segment_frames]
+        if not usable_times(times):
+            log.warning("the input's frame times are not increasing; %s keeps a constant %s fps", self.path, self.fps)
+            return False
+        if not needs_retiming(times, float(self.fps)):
+            return False
+        retime(self.path, times, _muxer_options(self.path))
+        self._video_end_s = times[-1] + (times[-1] - times[-2] if len(times) > 1 else float(1 / self.fps))
+        log.info("%s: its %d frames put back at their source times (the sound stays in sync)", self.path, len(times))
+        return True
+
+    _video_end_s: float | None = None  # where the video ends once retimed; else frames / fps
+
     def trim_audio(self) -> None:
         """After close: cut the copied audio where the video ends (an input truncated mid-file keeps more
         audio than frames). A stream-copy remux of the last segment; SinkError if it fails."""
@@ -268,14 +310,17 @@ class FileSink:
         tmp = self.path.with_name(f".{self.path.stem}.trimming{self.path.suffix}")
         try:
             done = subprocess.run([self._ffmpeg, "-v", "error", "-y", "-i", str(self.path), "-map", "0", "-c", "copy",
-                                   "-t", f"{float(self._segment_frames / self.fps):.3f}",
-                                   *CRASH_SAFE_MUXING[self.path.suffix.lower()], str(tmp)],
+                                   "-t", f"{self._video_seconds():.3f}",
+                                   *_remux_flags(self.path), str(tmp)],
                                   capture_output=True, text=True, timeout=600)
             if done.returncode != 0:
                 raise SinkError(f"could not cut the audio of {self.path} to its video: {done.stderr.strip()[-500:]}")
             os.replace(tmp, self.path)
         finally:
             tmp.unlink(missing_ok=True)  # a failed or interrupted cut leaves no hidden file beside the recording
+
+    def _video_seconds(self) -> float:
+        return self._video_end_s if self._video_end_s is not None else float(self._segment_frames / self.fps)
 
     def _new_segment(self, width: int, height: int) -> None:
         """The source changed size: finish this file and go on in a new one at the new size."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -57,6 +58,22 @@ def announced_frames(spec: str) -> int | None:
         return None
 
 
+def video_start_offset(spec: str) -> float:
+    """How long after the file's start its video starts (0 where ffprobe is absent or says nothing): OpenCV times
+    frames from the video's start, FFmpeg copies the sound from the file's."""
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        return 0.0
+    try:
+        done = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries",
+                               "stream=start_time:format=start_time", "-of", "json", spec],
+                              capture_output=True, text=True, timeout=30)
+        probe = json.loads(done.stdout or "{}")
+        return float(probe["streams"][0]["start_time"]) - float(probe["format"]["start_time"])
+    except (ValueError, KeyError, IndexError, TypeError, OSError, subprocess.TimeoutExpired):
+        return 0.0
+
+
 class VideoSource:
     """`read()` returns the next BGR frame, or None at the end of a file (or when a camera is gone)."""
 
@@ -64,8 +81,12 @@ class VideoSource:
         self.spec = str(spec)
         self.kind = classify(self.spec)
         self.loop = loop
+        # A file's frame times (s, from the file's start), one per frame read, so that a recording of a variable
+        # frame rate can be put back on them (engine/stages/sinks/retime.py). Not kept when looped (live only).
+        self.frame_times: list[float] | None = [] if self.kind == "file" and not loop else None
         self._cap = self._open()
         self.info = self._probe()
+        self._start_offset = 0.0  # the video's first time after the file's own start (audio may start first)
         # A picture played looped is a still camera: the same frame for as long as it runs. OpenCV's image reader
         # cannot seek back to its one frame, and the engine then saw a camera lost and back every second.
         self._still = self._first.copy() if self.kind == "file" and is_image_path(self.spec) else None
@@ -86,6 +107,7 @@ class VideoSource:
             cap.release()
             raise SourceError(f"{self._open_hint()} (opened, but no frame could be read)")
         self._first: np.ndarray | None = first
+        self._first_time = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000
         return cap
 
     def _open_hint(self) -> str:
@@ -119,17 +141,31 @@ class VideoSource:
     def read(self) -> np.ndarray | None:
         if self._first is not None:
             frame, self._first = self._first, None
+            self._timed(self._first_time)
             return frame
         if self._still is not None:
             return self._still.copy() if self.loop else None
         ok, frame = self._cap.read()
         if ok and frame is not None:
+            self._timed(self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000)
             return frame
         if self.kind == "file" and self.loop:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, frame = self._cap.read()
             return frame if ok else None
         return None
+
+    def _timed(self, seconds: float) -> None:
+        if self.frame_times is not None:
+            self.frame_times.append(seconds)
+
+    def source_times(self) -> list[float] | None:
+        """The times of the frames read so far, on the file's clock as FFmpeg copies its sound (from the file's
+        start, which may be before the video's); None for cameras, streams and looped files."""
+        if self.frame_times is None:
+            return None
+        offset = video_start_offset(self.spec)
+        return [t + offset for t in self.frame_times]
 
     def reopen(self, attempts: int = 1, wait: float = 0.5) -> bool:
         """Try to get a vanished camera or stream back (unplugged, network blip)."""

@@ -67,6 +67,39 @@ MAX_RESTARTS = 5  # an encoder that keeps dying (disk full, codec missing) is gi
 CLOSE_TIMEOUT_S = 30.0
 
 
+# Sound codecs each container takes as they are; any other is made AAC (a camera's PCM in .mp4 killed the encoder).
+COPYABLE_AUDIO: dict[str, set[str] | None] = {
+    ".mp4": {"aac", "mp3", "ac3", "eac3", "alac", "opus"},
+    ".m4v": {"aac", "mp3", "ac3", "eac3", "alac"},
+    ".mov": {"aac", "mp3", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be"},
+    ".mkv": None,  # Matroska takes them all
+}
+
+
+def audio_codecs(path: str) -> list[str]:
+    """The codec of each sound stream of `path` (ffprobe; empty where it says nothing)."""
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        return []
+    try:
+        done = subprocess.run([ffprobe, "-v", "error", "-select_streams", "a", "-show_entries", "stream=codec_name",
+                               "-of", "csv=p=0", path], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip().strip(",") for line in done.stdout.splitlines() if line.strip()]
+
+
+def audio_codec_args(codecs: list[str], suffix: str) -> list[str]:
+    """FFmpeg's sound options for a recording: copied where the container takes every codec, else AAC. AAC from an
+    MPEG-TS (a recorded SRT stream) carries ADTS headers, which MP4 refuses until they become its config."""
+    copyable = COPYABLE_AUDIO.get(suffix)
+    if copyable is not None and not set(codecs) <= copyable:
+        return ["-c:a", "aac", "-b:a", "192k"]
+    if suffix != ".mkv" and codecs and set(codecs) == {"aac"}:
+        return ["-c:a", "copy", "-bsf:a", "aac_adtstoasc"]  # a no-op on AAC that has its config already
+    return ["-c:a", "copy"]
+
+
 def _remux_flags(path: Path) -> list[str]:
     """CRASH_SAFE_MUXING's flags for a remux of a whole recording (retime, trim_audio). MP4's moov waits for the
     first fragment there (`delay_moov`) so that it can say where the video starts: without it a video starting after
@@ -194,7 +227,8 @@ class FileSink:
         if self.audio_from and Path(self.audio_from).is_file():
             # No -shortest: it would drop the last frames of a video whose audio ends first (and end a live
             # recording when the audio file does). A truncated input's audio is cut afterwards: trim_audio().
-            cmd += ["-i", self.audio_from, "-map", "0:v", "-map", "1:a?", "-c:a", "copy"]
+            cmd += ["-i", self.audio_from, "-map", "0:v", "-map", "1:a?",
+                    *audio_codec_args(audio_codecs(self.audio_from), self.path.suffix.lower())]
         # yuv420p needs even sizes; pad by one pixel rather than resize, so every face stays where it was.
         # Sliced threads and a short lookahead keep ~10 frames inside x264 instead of ~30, so a crash loses
         # under half a second more than the last fragment (measured: 76 of 90 frames kept vs 60; size +1 %).

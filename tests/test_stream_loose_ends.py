@@ -214,7 +214,8 @@ def test_a_stalled_output_is_logged_once_then_as_a_count(monkeypatch, caplog) ->
     port = free_port()
     sender = send(sync_inputs(160, 120, 30, 10), f"srt://127.0.0.1:{port}?mode=listener")
     caplog.set_level(logging.WARNING, logger="engine.stages.sources.audio")
-    source = open_source(f"srt://127.0.0.1:{port}", open_timeout_s=15)
+    # 30 s: a call made before the sender listens is retried 10 s later (a loaded CI run once took over 15 s)
+    source = open_source(f"srt://127.0.0.1:{port}", open_timeout_s=30)
     try:
         assert source.has_audio
         stalled = source.audio.subscribe()  # never read, as a writer thread blocked on a dead FFmpeg

@@ -430,7 +430,7 @@ def _keep_source_times(engine, recording) -> None:
             console.print("every frame put back at its source time (a variable frame rate, or a video starting after "
                           "its sound): in sync with the sound")
     except Exception as exc:  # the recording is whole and playable at a constant rate: warn, do not fail the run
-        log.warning("%s; it plays at a constant %s fps, its sound drifting where the input's rate changed",
+        log.warning("%s; it plays at a constant %s fps, its sound off wherever the input's frames were not",
                     exc, recording.fps)
 
 
@@ -520,7 +520,9 @@ def _run_file_with_progress(engine, recording) -> int:
                   + (f" -> {escape(str(recording.path))}" if recording else "")
                   + (f"; faults: {escape(str(faults))}" if faults else ""), soft_wrap=True)  # paths stay whole
     announced = announced_later.result()
-    if announced and frames < announced:  # the header promised more: a cut download or a damaged file
+    # The header promised more, and the frames stop short of its duration: a cut download or a damaged file (a clip
+    # trimmed by an edit list also has fewer frames than its header counts, but lasts as long as it says)
+    if announced and frames < announced and engine.source.ended_early():
         if recording is not None:
             recording.trim_audio()  # its audio may run on past the last frame that could be read
         console.print(f"[bold yellow]warning:[/] the input ended at frame {frames} of the {announced} its header "

@@ -35,6 +35,7 @@ def _video_frames(path: Path) -> int:
     (".ts", ["-c:a", "copy"], "aac,audio"),  # AAC in ADTS, as an SRT or RTMP recording holds it
     (".mov", ["-c:a", "pcm_s16le"], "aac,audio"),  # a camera's uncompressed sound
     (".mkv", ["-c:a", "libopus"], "opus,audio"),
+    (".mkv", ["-c:a", "ac3"], "ac3,audio"),  # a camcorder's or broadcast's: MP4's index had to wait for it
 ])
 def test_the_dev_clip_recorded_to_mp4_from_any_container_keeps_its_sound(dev_clip, tmp_path, suffix, sound, expected):
     clip = tmp_path / f"clip{suffix}"
@@ -49,16 +50,23 @@ def test_the_dev_clip_recorded_to_mp4_from_any_container_keeps_its_sound(dev_cli
 
 
 def test_sound_is_copied_where_the_container_takes_it():
-    assert audio_codec_args(["aac"], ".mp4") == ["-c:a", "copy", "-bsf:a", "aac_adtstoasc"]
+    assert audio_codec_args(["aac"], ".mp4") == ["-c:a", "copy", "-bsf:a:0", "aac_adtstoasc"]
+    assert audio_codec_args(["mp3", "aac"], ".mp4") == ["-c:a", "copy", "-bsf:a:1", "aac_adtstoasc"], "AAC's alone"
     assert audio_codec_args(["aac"], ".mkv") == ["-c:a", "copy"]
     assert audio_codec_args(["pcm_s16le"], ".mkv") == ["-c:a", "copy"]
     assert audio_codec_args(["pcm_s16le"], ".mov") == ["-c:a", "copy"]
     assert audio_codec_args(["pcm_s16le"], ".mp4")[:3] == ["-c:a", "aac", "-b:a"]
-    assert audio_codec_args(["aac", "opus"], ".mp4") == ["-c:a", "copy"], "each codec is one MP4 takes"
+    assert audio_codec_args(["aac", "opus"], ".mp4")[:2] == ["-c:a", "copy"], "each codec is one MP4 takes"
     assert audio_codec_args(["aac", "pcm_s24le"], ".mp4")[:2] == ["-c:a", "aac"], "one it does not: all made AAC"
     assert audio_codec_args([], ".mp4") == ["-c:a", "copy"], "no sound: nothing mapped"
+    assert audio_codec_args(["mp3"], ".m4v")[:2] == ["-c:a", "aac"], "the iPod muxer has no MP3"
+    assert audio_codec_args(["pcm_mulaw"], ".mkv")[:2] == ["-c:a", "aac"], "G.711: Matroska could not be retimed"
 
 
 def test_the_codecs_are_read_from_the_file(dev_clip, tmp_path):
     assert audio_codecs(str(dev_clip)) == ["aac"]
+    clip = tmp_path / "two.ts"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(dev_clip), "-map", "0:v", "-map", "0:a", "-map", "0:a",
+                    "-c:v", "copy", "-c:a:0", "copy", "-c:a:1", "libmp3lame", str(clip)], check=True)
+    assert audio_codecs(str(clip)) == ["aac", "mp3"], "each stream once (an MPEG-TS lists them under its program too)"
     assert audio_codecs(str(tmp_path / "absent.mp4")) == []

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import shutil
@@ -53,66 +54,60 @@ def _check(frame: object) -> SafeFrame:
 
 
 # Containers the file sink writes, each with muxer options that keep everything written so far playable
-# after a crash (kill -9, power cut): fragmented MP4 writes its index up front and a self-contained fragment
-# at least every quarter second; Matroska is readable up to its last complete cluster.
-CRASH_SAFE_MUXING = {
-    ".mp4": ["-movflags", "+frag_keyframe+empty_moov+default_base_moof", "-frag_duration", "250000"],
-    ".m4v": ["-movflags", "+frag_keyframe+empty_moov+default_base_moof", "-frag_duration", "250000"],
-    ".mov": ["-movflags", "+frag_keyframe+empty_moov+default_base_moof", "-frag_duration", "250000"],
-    ".mkv": ["-cluster_time_limit", "500"],
-}
+# after a crash (kill -9, power cut): fragmented MP4 writes a self-contained fragment at least every quarter second,
+# its index with the first one (`delay_moov`: the index then says where the video starts after the B-frame delay,
+# so the sound's first 67 ms are no longer ahead of the picture, and AC-3 sound can be copied at all); Matroska is
+# readable up to its last complete cluster.
+_FRAGMENTED = ["-movflags", "+frag_keyframe+empty_moov+default_base_moof+delay_moov", "-frag_duration", "250000"]
+CRASH_SAFE_MUXING = {".mp4": _FRAGMENTED, ".m4v": _FRAGMENTED, ".mov": _FRAGMENTED,
+                     ".mkv": ["-cluster_time_limit", "500"]}
 KEYFRAME_EVERY_S = 1  # a crash loses at most the last fragment; a player can start at any second
 MAX_FILL_FRAMES = 300  # live: at most this many frames filled at once (10 s at 30 fps: a clock jump, not a drop)
 MAX_RESTARTS = 5  # an encoder that keeps dying (disk full, codec missing) is given up, not respawned forever
 CLOSE_TIMEOUT_S = 30.0
 
 
-# Sound codecs each container takes as they are; any other is made AAC (a camera's PCM in .mp4 killed the encoder).
+# Sound codecs each container takes as they are (measured with FFmpeg 5.1 and the muxing flags above); any other is
+# made AAC: a camera's PCM, or MP3 in .m4v, had killed the encoder on its first sound packet.
 COPYABLE_AUDIO: dict[str, set[str] | None] = {
     ".mp4": {"aac", "mp3", "ac3", "eac3", "alac", "opus"},
-    ".m4v": {"aac", "mp3", "ac3", "eac3", "alac"},
+    ".m4v": {"aac", "ac3", "alac"},
     ".mov": {"aac", "mp3", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be"},
-    ".mkv": None,  # Matroska takes them all
+    ".mkv": None,  # Matroska takes them all, but:
 }
+# G.711 (IP cameras' sound): FFmpeg 5.1 writes it into Matroska, PyAV's newer FFmpeg refuses it, so it could not be
+# retimed (engine/stages/sinks/retime.py).
+NOT_IN_MATROSKA = {"pcm_alaw", "pcm_mulaw"}
 
 
 def audio_codecs(path: str) -> list[str]:
-    """The codec of each sound stream of `path` (ffprobe; empty where it says nothing)."""
+    """The codec of each sound stream of `path`, in order (ffprobe; empty where it says nothing)."""
     ffprobe = shutil.which("ffprobe")
     if ffprobe is None:
         return []
     try:
         done = subprocess.run([ffprobe, "-v", "error", "-select_streams", "a", "-show_entries", "stream=codec_name",
-                               "-of", "csv=p=0", path], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
+                               "-of", "json", path], capture_output=True, text=True, timeout=30)
+        return [stream.get("codec_name", "") for stream in json.loads(done.stdout or "{}").get("streams", [])]
+    except (OSError, ValueError, subprocess.TimeoutExpired):
         return []
-    return [line.strip().strip(",") for line in done.stdout.splitlines() if line.strip()]
 
 
 def audio_codec_args(codecs: list[str], suffix: str) -> list[str]:
     """FFmpeg's sound options for a recording: copied where the container takes every codec, else AAC. AAC from an
-    MPEG-TS (a recorded SRT stream) carries ADTS headers, which MP4 refuses until they become its config."""
+    MPEG-TS (a recorded SRT stream) carries ADTS headers, which MP4 refuses until they become its config (a no-op
+    on AAC that has its config already)."""
     copyable = COPYABLE_AUDIO.get(suffix)
-    if copyable is not None and not set(codecs) <= copyable:
+    if (not set(codecs) <= copyable) if copyable is not None else bool(set(codecs) & NOT_IN_MATROSKA):
         return ["-c:a", "aac", "-b:a", "192k"]
-    if suffix != ".mkv" and codecs and set(codecs) == {"aac"}:
-        return ["-c:a", "copy", "-bsf:a", "aac_adtstoasc"]  # a no-op on AAC that has its config already
-    return ["-c:a", "copy"]
-
-
-def _remux_flags(path: Path) -> list[str]:
-    """CRASH_SAFE_MUXING's flags for a remux of a whole recording (retime, trim_audio). MP4's moov waits for the
-    first fragment there (`delay_moov`) so that it can say where the video starts: without it a video starting after
-    its sound (the dev clip's, by 0.84 s) was pulled to 0 and its first frame stretched."""
-    flags = list(CRASH_SAFE_MUXING[path.suffix.lower()])
-    if "-movflags" in flags:
-        flags[flags.index("-movflags") + 1] += "+delay_moov"
-    return flags
+    adts = [] if suffix == ".mkv" else [arg for index, codec in enumerate(codecs) if codec == "aac"
+                                        for arg in (f"-bsf:a:{index}", "aac_adtstoasc")]
+    return ["-c:a", "copy", *adts]
 
 
 def _muxer_options(path: Path) -> dict[str, str]:
-    """_remux_flags as the options PyAV takes."""
-    flags = _remux_flags(path)
+    """CRASH_SAFE_MUXING's flags for `path`, as the options PyAV takes."""
+    flags = CRASH_SAFE_MUXING[path.suffix.lower()]
     return {flag.lstrip("-"): value for flag, value in zip(flags[::2], flags[1::2], strict=True)}
 
 
@@ -329,12 +324,11 @@ class FileSink:
             return False
         if not needs_retiming(times, float(self.fps)):
             return False
-        retime(self.path, times, _muxer_options(self.path))
-        self._video_end_s = times[-1] + (times[-1] - times[-2] if len(times) > 1 else float(1 / self.fps))
+        self._video_end_s = retime(self.path, times, _muxer_options(self.path))
         log.info("%s: its %d frames put back at their source times (the sound stays in sync)", self.path, len(times))
         return True
 
-    _video_end_s: float | None = None  # where the video ends once retimed; else frames / fps
+    _video_end_s: float | None = None  # where the video ends once retimed (the file's clock); else frames / fps
 
     def trim_audio(self) -> None:
         """After close: cut the copied audio where the video ends (an input truncated mid-file keeps more
@@ -345,7 +339,7 @@ class FileSink:
         try:
             done = subprocess.run([self._ffmpeg, "-v", "error", "-y", "-i", str(self.path), "-map", "0", "-c", "copy",
                                    "-t", f"{self._video_seconds():.3f}",
-                                   *_remux_flags(self.path), str(tmp)],
+                                   *CRASH_SAFE_MUXING[self.path.suffix.lower()], str(tmp)],
                                   capture_output=True, text=True, timeout=600)
             if done.returncode != 0:
                 raise SinkError(f"could not cut the audio of {self.path} to its video: {done.stderr.strip()[-500:]}")

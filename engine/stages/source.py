@@ -58,20 +58,41 @@ def announced_frames(spec: str) -> int | None:
         return None
 
 
-def video_start_offset(spec: str) -> float:
-    """How long after the file's start its video starts (0 where ffprobe is absent or says nothing): OpenCV times
-    frames from the video's start, FFmpeg copies the sound from the file's."""
+def stated_duration(spec: str) -> float | None:
+    """How long the file says its video lasts, from its first frame (ffprobe; None where it says nothing). An edit
+    list (a clip trimmed on a phone) shortens it, and not the frame count of its header."""
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None or classify(spec) != "file":
+        return None
+    try:
+        done = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=duration",
+                               "-of", "csv=p=0", spec], capture_output=True, text=True, timeout=30)
+        return float(done.stdout.strip().strip(","))
+    except (ValueError, OSError, subprocess.TimeoutExpired):
+        return None
+
+
+# Containers whose timestamps may jump (a stream recorded across an encoder restart): FFmpeg's own command line
+# removes a jump over DISCONTINUITY_S from the sound it copies, OpenCV keeps it in the frames' times.
+JUMPY_FORMATS = {"mpegts", "mpeg", "flv", "mpegtsraw"}
+DISCONTINUITY_S = 10.0  # FFmpeg's dts_delta_threshold
+
+
+def file_clock(spec: str) -> tuple[float, str]:
+    """(how long after the file's start its video starts, the container's name), by ffprobe; (0, "") where it says
+    nothing. OpenCV times frames from the video's start, FFmpeg copies the sound from the file's."""
     ffprobe = shutil.which("ffprobe")
     if ffprobe is None:
-        return 0.0
+        return 0.0, ""
     try:
         done = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries",
-                               "stream=start_time:format=start_time", "-of", "json", spec],
+                               "stream=start_time:format=start_time,format_name", "-of", "json", spec],
                               capture_output=True, text=True, timeout=30)
         probe = json.loads(done.stdout or "{}")
-        return float(probe["streams"][0]["start_time"]) - float(probe["format"]["start_time"])
+        name = str(probe.get("format", {}).get("format_name", ""))
+        return float(probe["streams"][0]["start_time"]) - float(probe["format"]["start_time"]), name
     except (ValueError, KeyError, IndexError, TypeError, OSError, subprocess.TimeoutExpired):
-        return 0.0
+        return 0.0, ""
 
 
 class VideoSource:
@@ -161,11 +182,26 @@ class VideoSource:
 
     def source_times(self) -> list[float] | None:
         """The times of the frames read so far, on the file's clock as FFmpeg copies its sound (from the file's
-        start, which may be before the video's); None for cameras, streams and looped files."""
+        start, which may be before the video's); None for cameras, streams and looped files, and where the times
+        jump in a way FFmpeg's sound copy does not follow."""
         if self.frame_times is None:
             return None
-        offset = video_start_offset(self.spec)
+        offset, container = file_clock(self.spec)
+        gaps = np.diff(self.frame_times) if len(self.frame_times) > 1 else np.zeros(0)
+        if container in JUMPY_FORMATS and (gaps > DISCONTINUITY_S).any():
+            log.warning("the frame times of %s jump by %.0f s (a stream recorded across a restart?): the recording "
+                        "keeps a constant rate", self.spec, float(gaps.max()))
+            return None
         return [t + offset for t in self.frame_times]
+
+    def ended_early(self) -> bool:
+        """Whether the frames read stop short of the video's stated duration (a cut download), by more than two
+        frames. Unknown times or duration: True, so that the header's frame count is believed."""
+        duration = stated_duration(self.spec)
+        if not self.frame_times or duration is None:
+            return True
+        first, last = self.frame_times[0], self.frame_times[-1]
+        return last - first + 3 / max(self.info.fps, 1.0) < duration
 
     def reopen(self, attempts: int = 1, wait: float = 0.5) -> bool:
         """Try to get a vanished camera or stream back (unplugged, network blip)."""

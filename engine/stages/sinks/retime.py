@@ -18,6 +18,7 @@ from fractions import Fraction
 from pathlib import Path
 
 TIME_BASE = Fraction(1, 90000)  # MPEG's clock: a source time in milliseconds keeps its precision
+ONE_FRAME_S = 1 / 30  # how long a video of one frame shows it (it has no period of its own)
 DRIFT_FRAMES = 0.5  # a frame more than half a period from k / fps is shown with another frame's sound
 
 
@@ -36,9 +37,10 @@ def usable_times(times: Sequence[float]) -> bool:
     return all(math.isfinite(t) for t in times) and all(b > a for a, b in itertools.pairwise(times))
 
 
-def retime(path: Path, times: Sequence[float], muxer_options: dict[str, str]) -> None:
+def retime(path: Path, times: Sequence[float], muxer_options: dict[str, str]) -> float:
     """Rewrite `path` so its video frame k (presentation order) starts at `times[k]` seconds. The file must hold
-    exactly len(times) video frames. Atomic: a failure leaves `path` untouched."""
+    exactly len(times) video frames. Atomic: a failure leaves `path` untouched. Returns where the video now ends
+    (s, on the file's clock)."""
     import av  # only here: a constant-rate recording never needs it
 
     tmp = path.with_name(f".{path.stem}.retiming{path.suffix}")
@@ -52,16 +54,17 @@ def retime(path: Path, times: Sequence[float], muxer_options: dict[str, str]) ->
         # Frames decoded before their turn (B-frames' references): decode position j is given the time of frame
         # j - delay, so that every frame is decoded no later than it is shown.
         delay = max(j - slot[pts] for j, pts in enumerate(decode_order))
-        _remux(path, tmp, slot, min(decode_order), delay, times, muxer_options)
+        end = _remux(path, tmp, slot, min(decode_order), delay, times, muxer_options)
         os.replace(tmp, path)
-    except (av.FFmpegError, OSError) as exc:
+        return end
+    except (av.FFmpegError, OSError, ValueError) as exc:  # ValueError: a codec PyAV's muxer does not take
         raise RetimeError(f"could not put the frames of {path} at their source times: {exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def _remux(path: Path, tmp: Path, slot: dict[int, int], first_pts: int, delay: int, times: Sequence[float],
-           muxer_options: dict[str, str]) -> None:
+           muxer_options: dict[str, str]) -> float:
     import av
 
     with av.open(str(path)) as source, av.open(str(tmp), "w", options=muxer_options) as target:
@@ -70,8 +73,8 @@ def _remux(path: Path, tmp: Path, slot: dict[int, int], first_pts: int, delay: i
         for audio in source.streams.audio:
             streams[audio.index] = target.add_stream_from_template(audio)
         streams[video.index].time_base = TIME_BASE
-        # The encoder's muxer may have shifted every stream by the video's decode delay, so that no timestamp is
-        # negative; the sound, copied, sits on that clock. The frames go on it too.
+        # Where the encoder's file starts its video (0, or later where its muxer moved every stream so that no
+        # time is negative): the sound copied beside it is on that clock, and the frames stay on it.
         start = float(first_pts * video.time_base)
         decoded = 0
         for packet in source.demux(*[source.streams[i] for i in streams]):
@@ -86,6 +89,7 @@ def _remux(path: Path, tmp: Path, slot: dict[int, int], first_pts: int, delay: i
                 decoded += 1
             packet.stream = streams[packet.stream.index]
             target.mux(packet)
+    return start + times[-1] + _period(times, len(times) - 1)
 
 
 def _time_at(k: int, times: Sequence[float]) -> float:
@@ -93,14 +97,14 @@ def _time_at(k: int, times: Sequence[float]) -> float:
     period, so decode times stay increasing."""
     if k >= 0:
         return times[min(k, len(times) - 1)]
-    shortest = min((b - a for a, b in itertools.pairwise(times)), default=1 / 30)
+    shortest = min((b - a for a, b in itertools.pairwise(times)), default=ONE_FRAME_S)
     return times[0] + k * shortest
 
 
 def _period(times: Sequence[float], k: int) -> float:
     """How long frame k is shown: until the next frame; the last one as long as the one before it."""
     if len(times) < 2:
-        return 1 / 30
+        return ONE_FRAME_S
     return times[k + 1] - times[k] if k + 1 < len(times) else times[k] - times[k - 1]
 
 

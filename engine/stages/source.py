@@ -42,33 +42,34 @@ def classify(spec: str) -> str:
     return "file"
 
 
+def _video_entry(spec: str, entry: str) -> str | None:
+    """One `stream=` entry of a file's first video stream, by ffprobe; None where ffprobe is absent or fails."""
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None or classify(spec) != "file":
+        return None
+    try:
+        done = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries", f"stream={entry}",
+                               "-of", "csv=p=0", spec], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip().strip(",") if done.returncode == 0 else None
+
+
 def announced_frames(spec: str) -> int | None:
     """The video frame count a file's header states (an MP4 index, say), read by ffprobe; None where the
     container states none (fragmented MP4, Matroska, streams) or ffprobe is absent. OpenCV's count is an
     estimate from the duration (a fragmented MP4 with longer audio reads 302 for 275 frames), so a file that
     ends early is judged against this one."""
-    ffprobe = shutil.which("ffprobe")
-    if ffprobe is None or classify(spec) != "file":
-        return None
-    try:
-        done = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=nb_frames",
-                               "-of", "csv=p=0", spec], capture_output=True, text=True, timeout=30)
-        return int(done.stdout.strip().strip(",")) if done.returncode == 0 else None
-    except (ValueError, OSError, subprocess.TimeoutExpired):
-        return None
+    value = _video_entry(spec, "nb_frames")
+    return int(value) if value and value.isdigit() else None
 
 
 def stated_duration(spec: str) -> float | None:
     """How long the file says its video lasts, from its first frame (ffprobe; None where it says nothing). An edit
     list (a clip trimmed on a phone) shortens it, and not the frame count of its header."""
-    ffprobe = shutil.which("ffprobe")
-    if ffprobe is None or classify(spec) != "file":
-        return None
     try:
-        done = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=duration",
-                               "-of", "csv=p=0", spec], capture_output=True, text=True, timeout=30)
-        return float(done.stdout.strip().strip(","))
-    except (ValueError, OSError, subprocess.TimeoutExpired):
+        return float(_video_entry(spec, "duration") or "")
+    except ValueError:
         return None
 
 

@@ -108,7 +108,6 @@ class VideoSource:
         self.frame_times: list[float] | None = [] if self.kind == "file" and not loop else None
         self._cap = self._open()
         self.info = self._probe()
-        self._start_offset = 0.0  # the video's first time after the file's own start (audio may start first)
         # A picture played looped is a still camera: the same frame for as long as it runs. OpenCV's image reader
         # cannot seek back to its one frame, and the engine then saw a camera lost and back every second.
         self._still = self._first.copy() if self.kind == "file" and is_image_path(self.spec) else None

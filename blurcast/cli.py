@@ -182,7 +182,8 @@ def _add_run(sub) -> None:
     p = sub.add_parser("run", help="anonymize a video file, camera or stream in the foreground",
                        description="Anonymize INPUT. A file with -o is processed frame by frame (every frame, "
                                    "same size (an odd one padded by a pixel), every frame at its own time (a "
-                                   "variable rate too), sound copied); a camera or URL runs live until Ctrl-C. "
+                                   "variable rate too), sound copied (made AAC where the container cannot hold it)); "
+                                   "a camera or URL runs live until Ctrl-C. "
                                    "Several files, or a folder (its photos and videos), go one after the other "
                                    "into the folder -o names, each under its own name; one that fails is "
                                    "reported and the rest go on (exit status 1 if any failed).")

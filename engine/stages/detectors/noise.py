@@ -18,6 +18,7 @@ _KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 NOISY_SIGMA = 3.5  # grey levels. The 17 real clips measure 0.4-3.3 (a GIF's dither) but store-aisle 5.0 (a
 #                    security camera); the dev clip 0.5 clean, 4.7 under sigma-8 noise (after x264 at crf 12)
 SAMPLE_SIDE = 480  # the estimate looks at the frame's centre, this many px square: a 1080p frame's 2.5 ms -> 0.3
+#                   (file mode measures every frame)
 BILATERAL = (7, 40, 5)  # diameter, colour sigma, space sigma: the grain's sigma 8 smoothed, a face's edges kept
 
 

@@ -42,7 +42,6 @@ MIRROR_TILES = 0  # file mode: tiles also mirrored (clear faces only). Not kept:
 # REPEAT_START_SCORE up count (engine/stages/track.py): all of them took the dev clip's performer under noise from
 # 99.3 % shown to 91.9 %, these keep him at 100 % and hide 53 of the 56 face-frames that went out.
 DENOISED_KEEP = 0.3
-NOISE_EVERY = 8  # frames between two estimates of the noise (it changes with the light, not frame to frame)
 SECOND_LOOK_FROM = 0.1  # weakest detection worth it (below, mostly texture)
 SECOND_LOOK_BELOW = 0.5  # the default confidence: stronger ones start a face anyway
 # A face far larger than the main pass's input holds (someone leaning into the lens, the face as tall as the frame)
@@ -169,7 +168,9 @@ class YuNetDetector:
             # (two weak sightings start a face, engine/stages/track.py): +50 % false blurs on the real clips.
             flipped = flipped[flipped.score >= SECOND_LOOK_BELOW]
             found = merge([found, flipped], NMS_IOU)
-        if self.second_look and self._noisy(frame):
+        # Measured on every frame (0.3 ms): the passes depend on the frame alone, so that two frames detected at once
+        # (detectors/parallel.py) find what one at a time would, whichever twin takes which frame.
+        if self.second_look and noise_sigma(frame) > NOISY_SIGMA:
             denoised = self._detect_image(smoothed(letterbox(frame, scale)), scale, bar)
             found = merge([found, denoised[denoised.score >= DENOISED_KEEP]], NMS_IOU)
         if HUGE_SCALE and not self.second_look and _doubtful_large(found, scale, frame.shape):
@@ -178,16 +179,6 @@ class YuNetDetector:
             found = merge([found, self._tile_pass(frame, scale, found[found.score >= min_score], bar)], NMS_IOU)
         self._last_input = None  # holds a frame
         return found, scale
-
-    def _noisy(self, frame: np.ndarray) -> bool:
-        """Whether the frame's grain is over NOISY_SIGMA, measured every NOISE_EVERY frames."""
-        if self._noise_turn % NOISE_EVERY == 0:
-            self.noise = noise_sigma(frame)
-        self._noise_turn += 1
-        return self.noise > NOISY_SIGMA
-
-    _noise_turn = 0
-    noise = 0.0  # the last estimate of the frame's noise (grey levels)
 
     def warm_huge(self, frame: np.ndarray) -> None:
         """The huge-face pass once on `frame` (Pipeline.warm_up): its input shape prepared before the first frame,

@@ -30,7 +30,7 @@ from engine.config import Settings
 from engine.faces import Detections, overlaps
 from engine.models.backends import resolve_backend
 from engine.models.weights import sha256_of
-from engine.recognition.recognize import FaceEmbedder, Landmarker, create_embedder, create_landmarker, sharpness
+from engine.recognition.recognize import FaceEmbedder, Landmarker, create_embedder, create_landmarker
 from engine.stages.detect import Detector, create_detector, merge
 from facebank.images import ImageRejected, load_photo
 
@@ -168,10 +168,9 @@ class Enroller:
         height, width = image.shape[:2]
         detections = self._detect(image)
         chosen = self._choose(path, image, detections, choose)
-        face = self.landmarker.align(image, detections.xyxy[chosen], detections.landmarks[chosen])
+        face, sharp = self.landmarker.align_and_measure(image, detections.xyxy[chosen], detections.landmarks[chosen])
         box = tuple(float(v) for v in detections.xyxy[chosen])
         face_px = box[2] - box[0]
-        sharp = sharpness(face)
         if sharp < MIN_SHARPNESS:
             raise EnrolError(path, f"the face is too blurred to recognise reliably (sharpness {sharp:.0f}, needs "
                                    f"{MIN_SHARPNESS:.0f}); use a photo in focus, without motion blur")

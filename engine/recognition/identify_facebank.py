@@ -52,7 +52,14 @@ from engine.faces import (
 )
 from engine.recognition.gallery import Gallery, Match
 from engine.recognition.identify_worker import VERIFY_LEAD, EmbeddingWorker
-from engine.recognition.recognize import FaceEmbedder, Landmarker, align_face, create_landmarker, face_size, sharpness
+from engine.recognition.recognize import (
+    FaceEmbedder,
+    Landmarker,
+    align_face,
+    create_landmarker,
+    face_size,
+    sharpness,
+)
 from engine.stages import scene
 from engine.stages.track import Track
 
@@ -440,10 +447,10 @@ class FacebankIdentifier:
             return
         if not chosen:
             return
-        faces = np.stack([self._aligned(frame, c.track) for c in chosen])
-        vectors = self.embedder.embed_aligned(faces)
-        for c, face, vector in zip(chosen, faces, vectors, strict=True):
-            self._record(c.state, vector, sharpness(face), c.size, index, c.forced)
+        faces, sharp = zip(*(self._aligned(frame, c.track) for c in chosen), strict=True)
+        vectors = self.embedder.embed_aligned(np.stack(faces))
+        for c, vector, measured in zip(chosen, vectors, sharp, strict=True):
+            self._record(c.state, vector, measured, c.size, index, c.forced)
 
     def _record(self, state: TrackRecognition, vector: np.ndarray, sharp: float, size: float, index: int,
                 forced: bool) -> None:
@@ -466,9 +473,10 @@ class FacebankIdentifier:
         return bool(state.embeddings) and float(np.max(np.stack(list(state.embeddings)) @ vector)) >= \
             self.policy.same_person
 
-    def _aligned(self, frame: np.ndarray, track: Track) -> np.ndarray:
-        """The 112x112 crop to embed, aligned exactly as a photo of the same pixels is (`Landmarker`)."""
-        return self.landmarker.align(frame, track.xyxy, track.landmarks)
+    def _aligned(self, frame: np.ndarray, track: Track) -> tuple[np.ndarray, float]:
+        """The 112x112 crop to embed, aligned exactly as a photo of the same pixels is (`Landmarker`), and its
+        sharpness."""
+        return self.landmarker.align_and_measure(frame, track.xyxy, track.landmarks)
 
     def _decide(self, track: Track, state: TrackRecognition, gallery: Gallery, threshold: float,
                 index: int) -> None:

@@ -30,8 +30,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.recognition.recognize import sharpness
-
 if TYPE_CHECKING:
     from engine.recognition.identify_facebank import FacebankIdentifier, TrackRecognition, _Candidate
 
@@ -143,10 +141,11 @@ class EmbeddingWorker:
                     return
                 started = time.perf_counter()
                 landmarker, embedder = self._identifier.landmarker, self._identifier.embedder
-                faces = np.stack([landmarker.align(j.crop, j.box, j.landmarks) for j in jobs])
-                vectors = embedder.embed_aligned(faces)
-                for job, face, vector in zip(jobs, faces, vectors, strict=True):
-                    self._done.append((job, vector, sharpness(face)))
+                faces, sharp = zip(*(landmarker.align_and_measure(j.crop, j.box, j.landmarks) for j in jobs),
+                                   strict=True)
+                vectors = embedder.embed_aligned(np.stack(faces))
+                for job, vector, measured in zip(jobs, vectors, sharp, strict=True):
+                    self._done.append((job, vector, measured))
                 self.batch_ms.append((time.perf_counter() - started) * 1000)
                 with self._busy:
                     self._outstanding -= len(jobs)

@@ -13,8 +13,8 @@ from engine.faces import Detections, box_iou, overlaps
 from engine.models.backends import NetworkRunner, OnnxRuntimeRunner, make_runner
 from engine.models.cuda_plans import CROP_SIDES, crop_canvas
 from engine.models.weights import model_path
+from engine.noise import NOISY_SIGMA, noise_sigma, smoothed
 from engine.stages.detect import area_scale, detection_scale, letterbox, merge, network_input, nms
-from engine.stages.detectors.noise import NOISY_SIGMA, noise_sigma, smoothed
 from engine.stages.detectors.parallel import FrameParallelDetector
 from engine.stages.detectors.second_look import cell_areas, mirror, second_look
 from engine.stream_options import usable_cores
@@ -38,7 +38,7 @@ TILE_OVERLAP_MARGIN = 16  # px beyond the largest face a tile keeps: every such 
 # Second look (file mode, detectors/second_look.py): small weak detections looked at again, enlarged and mirrored.
 MIRROR_MAIN = 1  # file mode: the main pass also on the mirrored frame (YuNet finds profiles facing one way better)
 MIRROR_TILES = 0  # file mode: tiles also mirrored (clear faces only). Not kept: WIDER 301 -> 276 leaked, 1.45x CPU
-# File mode, a noisy frame (detectors/noise.py): the main pass also on its input smoothed. Only its boxes from
+# File mode, a noisy frame (engine/noise.py): the main pass also on its input smoothed. Only its boxes from
 # REPEAT_START_SCORE up count (engine/stages/track.py): all of them took the dev clip's performer under noise from
 # 99.3 % shown to 91.9 %, these keep him at 100 % and hide 53 of the 56 face-frames that went out.
 DENOISED_KEEP = 0.3

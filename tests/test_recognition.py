@@ -32,7 +32,14 @@ from engine.faces import (
 from engine.pipeline import Pipeline
 from engine.recognition.gallery import Gallery
 from engine.recognition.identify_facebank import STATE_KEY, FacebankIdentifier, Policy
-from engine.recognition.recognize import ARCFACE_DST, alignment_matrix, create_embedder, create_landmarker, sharpness
+from engine.recognition.recognize import (
+    ARCFACE_DST,
+    align_face,
+    alignment_matrix,
+    create_embedder,
+    create_landmarker,
+    sharpness,
+)
 from engine.stages.track import Track
 from evaluation.recognition import (
     Dataset,
@@ -430,7 +437,7 @@ def test_the_stream_embeds_a_face_as_the_photo_path_does(frames, tmp_path: Path)
         track = max(pipeline.tracker.tracks, key=lambda t: _iou(t.xyxy, allow[0]))
         if _iou(track.xyxy, allow[0]) < 0.3 or track.lost_frames:
             continue
-        stream = identifier.embedder.embed_aligned(identifier._aligned(frames[index], track)[None])[0]
+        stream = identifier.embedder.embed_aligned(identifier._aligned(frames[index], track)[0][None])[0]
         cosines.append(float(stream @ _photo_path_embedding(tmp_path, frames[index], allow[0], index)))
     pipeline.close()
     assert len(cosines) >= 10
@@ -455,6 +462,8 @@ def test_a_frame_and_its_crop_align_to_the_same_pixels(frames, grain: float) -> 
     offset = np.array([left, top], np.float32)
     whole = landmarker.align(frame, box, marks)
     part = landmarker.align(crop, box - np.tile(offset, 2), marks - offset)
+    unsmoothed = align_face(frame, landmarker(frame, box, marks))
+    assert np.array_equal(whole, unsmoothed) != bool(grain), "a grainy face is smoothed, a clean one is not"
     assert np.abs(whole.astype(int) - part).max() <= 1  # warpAffine rounds its fixed-point sampling per offset
     np.testing.assert_allclose(embedder.embed_aligned(whole[None]), embedder.embed_aligned(part[None]), atol=1e-3)
 

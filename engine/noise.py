@@ -30,12 +30,12 @@ FACE_CONTEXT = 0.5
 FACE_SAMPLE_SIDE = 160
 
 
-def _immerkaer(pixels: np.ndarray) -> float:
+def _response(pixels: np.ndarray) -> np.ndarray | None:
+    """|Laplacian difference| of the pixels' grey (None when too small to measure)."""
     grey = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY) if pixels.ndim == 3 else pixels
     if min(grey.shape[:2]) < 3:
-        return 0.0
-    response = cv2.filter2D(grey.astype(np.float32), -1, _KERNEL)[1:-1, 1:-1]
-    return math.sqrt(math.pi / 2) * float(np.abs(response).mean()) / 6
+        return None
+    return np.abs(cv2.filter2D(grey.astype(np.float32), -1, _KERNEL)[1:-1, 1:-1])
 
 
 def _centre(pixels: np.ndarray, side: int) -> np.ndarray:
@@ -46,7 +46,8 @@ def _centre(pixels: np.ndarray, side: int) -> np.ndarray:
 
 def noise_sigma(frame: np.ndarray) -> float:
     """The noise's sigma in grey levels, estimated on the frame's centre (Immerkaer 1996)."""
-    return _immerkaer(_centre(frame, SAMPLE_SIDE))
+    response = _response(_centre(frame, SAMPLE_SIDE))
+    return 0.0 if response is None else math.sqrt(math.pi / 2) * float(response.mean()) / 6
 
 
 def face_noise_sigma(image: np.ndarray, box: np.ndarray) -> float:
@@ -63,12 +64,10 @@ def face_noise_sigma(image: np.ndarray, box: np.ndarray) -> float:
     height, width = image.shape[:2]
     left, top = int(max(0.0, x1 - grow_x)), int(max(0.0, y1 - grow_y))
     right, bottom = int(min(width, x2 + grow_x)), int(min(height, y2 + grow_y))
-    if right - left < 3 or bottom - top < 3:
+    if right <= left or bottom <= top:
         return 0.0
-    pixels = _centre(image[top:bottom, left:right], FACE_SAMPLE_SIDE)
-    grey = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY) if pixels.ndim == 3 else pixels
-    response = cv2.filter2D(grey.astype(np.float32), -1, _KERNEL)[1:-1, 1:-1]
-    return float(np.median(np.abs(response))) / (6 * 0.6745)
+    response = _response(_centre(image[top:bottom, left:right], FACE_SAMPLE_SIDE))
+    return 0.0 if response is None else float(np.median(response)) / (6 * 0.6745)
 
 
 def smoothed(image: np.ndarray) -> np.ndarray:

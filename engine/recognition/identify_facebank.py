@@ -52,14 +52,7 @@ from engine.faces import (
 )
 from engine.recognition.gallery import Gallery, Match
 from engine.recognition.identify_worker import VERIFY_LEAD, EmbeddingWorker
-from engine.recognition.recognize import (
-    FaceEmbedder,
-    Landmarker,
-    align_face,
-    create_landmarker,
-    face_size,
-    sharpness,
-)
+from engine.recognition.recognize import FaceEmbedder, Landmarker, align_face, create_landmarker, face_size, sharpness
 from engine.stages import scene
 from engine.stages.track import Track
 

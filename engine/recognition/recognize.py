@@ -36,7 +36,10 @@ FLIP = False
 # Anti-aliased warp (`align_face`).
 ANTIALIAS = True
 ANTIALIAS_MIN_SIGMA = 0.1
-RECIPE = "+".join(part for part, on in (("flip", FLIP), ("ms4", True), ("aa", ANTIALIAS)) if on)
+# A grainy face smoothed before it is embedded (`ungrained`, stop 37): a facebank photo embedded before it was is
+# embedded again at start (facebank/live.py `refresh_if_stale`), so a photo and the stream never differ in it.
+DEGRAIN = True
+RECIPE = "+".join(part for part, on in (("flip", FLIP), ("ms4", True), ("aa", ANTIALIAS), ("dg", DEGRAIN)) if on)
 # ArcFace template: right eye, left eye, nose, right and left mouth corners (image left to right), in the
 # order YuNet gives its landmarks.
 ARCFACE_DST = np.array(
@@ -138,7 +141,7 @@ def ungrained(aligned_bgr: np.ndarray, image: np.ndarray, box: np.ndarray, landm
     0.435 -> 0.341 against its pair). One rule for every path (photo, stream, live worker), so the same pixels
     still embed the same.
     """
-    grain = face_noise_sigma(image, box)
+    grain = face_noise_sigma(image, box) if DEGRAIN else 0.0
     if grain <= NOISY_SIGMA:
         return aligned_bgr
     template_px_per_frame_px = math.sqrt(abs(float(np.linalg.det(alignment_matrix(landmarks5)[:, :2]))))

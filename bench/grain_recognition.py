@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from engine.recognition.recognize import align_face, alignment_matrix, create_em
 from facebank.enrol import Enroller  # noqa: E402
 
 log = logging.getLogger("grain_recognition")
-DATA = REPO.parent / "shared" / "data"
+DATA = Path(os.environ.get("BLURCAST_DATA", REPO.parent / "shared" / "data"))
 CONDITIONS = {"clean": (1.0, 0.0), "grain 8": (1.0, 8.0), "grain 16": (1.0, 16.0), "night": (0.35, 8.0)}
 PHOTO_SETS = ("recognition_lfw/lfw-deepfunneled", "recognition_openface", "recognition_face_recognition",
               "recognition_faceapi_bbt", "recognition_deepface")

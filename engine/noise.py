@@ -25,7 +25,7 @@ SAMPLE_SIDE = 480  # the estimate looks at the frame's centre, this many px squa
 BILATERAL = (7, 40, 5)  # diameter, colour sigma, space sigma: the grain's sigma 8 smoothed, a face's edges kept
 # A face's grain is measured on its box grown by half its size on each side (the pixels the landmarker refines in;
 # the live worker's crop holds 1.5 sizes, so both paths measure the same pixels), at most FACE_SAMPLE_SIDE square
-# around its centre (a big face's cost stays ~0.05 ms; its grain is the same everywhere).
+# around its centre (a big face's cost stays ~0.1 ms; its grain is the same everywhere).
 FACE_CONTEXT = 0.5
 FACE_SAMPLE_SIDE = 160
 
@@ -66,8 +66,16 @@ def face_noise_sigma(image: np.ndarray, box: np.ndarray) -> float:
     right, bottom = int(min(width, x2 + grow_x)), int(min(height, y2 + grow_y))
     if right <= left or bottom <= top:
         return 0.0
-    response = _response(_centre(image[top:bottom, left:right], FACE_SAMPLE_SIDE))
-    return 0.0 if response is None else float(np.median(response)) / (6 * 0.6745)
+    pixels = _centre(image[top:bottom, left:right], FACE_SAMPLE_SIDE)
+    grey = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY) if pixels.ndim == 3 else pixels
+    if min(grey.shape[:2]) < 3:
+        return 0.0
+    # Whole numbers (8-bit pixels, a whole kernel: |response| <= 16 x 255): the median from their counts, as
+    # np.median gives it (the two middle values averaged), in a third of its time
+    response = np.abs(cv2.filter2D(grey, cv2.CV_16S, _KERNEL)[1:-1, 1:-1]).ravel()
+    below = np.cumsum(np.bincount(response))
+    middle = np.searchsorted(below, [(response.size - 1) // 2 + 1, response.size // 2 + 1])
+    return float(middle.mean()) / (6 * 0.6745)
 
 
 def smoothed(image: np.ndarray) -> np.ndarray:

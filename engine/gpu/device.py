@@ -172,6 +172,8 @@ class DeviceEmbedder:
         self.frames = frames
 
     def embed(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """The bare warp and network, checked against the CPU's (tests/test_gpu_ops.py); the engine embeds through
+        `Landmarker.align` (refined landmarks, a grainy face smoothed) on every device."""
         landmarks = np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
         if not len(landmarks):
             return np.zeros((0, self.dim), np.float32)

@@ -187,7 +187,10 @@ class FaceEmbedder:
             runner.warm([preprocess(np.zeros((size, SIZE, SIZE, 3), np.uint8)) for size in sizes], "recognizer")
 
     def embed(self, frame_bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        """(n, 5, 2) landmarks in `frame_bgr` -> (n, 128) float32, one batch through the network."""
+        """(n, 5, 2) landmarks in `frame_bgr` -> (n, 128) float32, one batch through the network.
+
+        The bare warp, for tests and benchmarks of the network: the engine's paths (photo, stream, live worker) go
+        through `Landmarker.align`, which also refines the landmarks and smooths a grainy face (`ungrained`)."""
         landmarks = np.asarray(landmarks, dtype=np.float32).reshape(-1, 5, 2)
         if not len(landmarks):
             return np.zeros((0, self.dim), np.float32)

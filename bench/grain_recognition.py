@@ -25,7 +25,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.lfw_alignment import centre_face  # noqa: E402
+from bench.lfw_alignment import two_photo_people  # noqa: E402
 from engine.config import Settings  # noqa: E402
 from engine.noise import NOISY_SIGMA, face_noise_sigma, smoothed  # noqa: E402
 from engine.recognition.recognize import align_face, alignment_matrix, create_embedder  # noqa: E402
@@ -40,21 +40,8 @@ PHOTO_SETS = ("recognition_lfw/lfw-deepfunneled", "recognition_openface", "recog
 
 def pairs(folder: Path, people: int) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
     """Each person's first photo aligned (clean), and their second photo with its landmarks."""
-    enroller = Enroller(Settings())
-    first, second = [], []
-    for person in sorted(p for p in folder.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 2):
-        if len(first) >= people:
-            break
-        got = []
-        for photo in sorted(person.glob("*.jpg"))[:2]:
-            if (centre := centre_face(enroller, photo)) is None:
-                break
-            image, found, j = centre
-            got.append((image, enroller.landmarker(image, found.xyxy[j], found.landmarks[j])))
-        if len(got) == 2:
-            first.append(align_face(*got[0]))
-            second.append(got[1])
-    return first, second
+    found = two_photo_people(Enroller(Settings()), folder, people)
+    return [align_face(*photos[0]) for _, photos in found], [photos[1] for _, photos in found]
 
 
 def degraded(image: np.ndarray, gain: float, sigma: float, rng: np.random.Generator) -> np.ndarray:

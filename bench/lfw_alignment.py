@@ -66,6 +66,25 @@ def centre_face(enroller: Enroller, photo: Path) -> tuple[np.ndarray, Detections
     return image, found, central_face(found, image.shape[1], image.shape[0])
 
 
+def two_photo_people(enroller: Enroller, folder: Path,
+                     people: int) -> list[tuple[str, list[tuple[np.ndarray, np.ndarray]]]]:
+    """Up to `people` LFW people with two photos whose centre face is found: name, and per photo (image, the
+    landmarks the engine aligns on)."""
+    found_people = []
+    for person in sorted(p for p in folder.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 2):
+        if len(found_people) >= people:
+            break
+        photos = []
+        for photo in sorted(person.glob("*.jpg"))[:2]:
+            if (centre := centre_face(enroller, photo)) is None:
+                break
+            image, found, j = centre
+            photos.append((image, enroller.landmarker(image, found.xyxy[j], found.landmarks[j])))
+        if len(photos) == 2:
+            found_people.append((person.name, photos))
+    return found_people
+
+
 def landmark_passes(enroller: Enroller, photos: list[Path]) -> dict[str, np.ndarray]:
     """Per photo: every pass's 5 landmarks (NaN where a pass found nothing) and the detector's own."""
     n, k = len(photos), len(PASSES)

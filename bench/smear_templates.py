@@ -31,7 +31,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.lfw_alignment import centre_face  # noqa: E402
+from bench.lfw_alignment import two_photo_people  # noqa: E402
 from bench.smear import smeared  # noqa: E402
 from engine.config import Settings  # noqa: E402
 from engine.recognition.recognize import align_face, create_embedder, sharpness  # noqa: E402
@@ -57,26 +57,10 @@ PROBES = {
 
 def aligned_pairs(folder: Path, people: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Names, and the first and second photo of each person aligned as the engine aligns a face."""
-    enroller = Enroller(Settings())
-    names, first, second = [], [], []
-    candidates = sorted(p for p in folder.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 2)
-    for person in candidates:
-        if len(names) >= people:
-            break
-        faces = []
-        for photo in sorted(person.glob("*.jpg"))[:2]:
-            if (centre := centre_face(enroller, photo)) is None:
-                break
-            image, found, j = centre
-            marks = enroller.landmarker(image, found.xyxy[j], found.landmarks[j])
-            faces.append(align_face(image, marks))
-        if len(faces) == 2:
-            names.append(person.name)
-            first.append(faces[0])
-            second.append(faces[1])
-            if len(names) % 100 == 0:
-                log.info("aligned %d people", len(names))
-    return names, np.stack(first), np.stack(second)
+    found = two_photo_people(Enroller(Settings()), folder, people)
+    log.info("aligned %d people", len(found))
+    return ([name for name, _ in found], np.stack([align_face(*photos[0]) for _, photos in found]),
+            np.stack([align_face(*photos[1]) for _, photos in found]))
 
 
 def embed(embedder, faces: np.ndarray, smear: tuple[int, float] | None) -> np.ndarray:

@@ -4,7 +4,7 @@ A night street's sensor grain takes a face's detection score down with it: on th
 sigma 8 a dark 45 px face scored 0.04 where the clean clip scores 0.63, and 56 of its face-frames went out (a
 robustness sweep, docs/measurements.md, stop 36). A bilateral filter, which smooths the grain and keeps edges, gives
 back some of it (detectors/yunet.py, file mode). Grain also moves a face's embedding away from the streamer's clean
-photo: a dark, grainy face is recognised in 85 % of LFW's genuine pairs where a clean one is in 99 %, and in 93 %
+photo: a dark, grainy face is recognised in 85 % of LFW's genuine pairs where a clean one is in 99 %, and in 92 %
 when its aligned crop is smoothed (recognize.py, every path; docs/measurements.md, stop 37). Both run only where the
 grain is measured: smoothing clean pixels loses small faces, and a little of a clean face's identity.
 """

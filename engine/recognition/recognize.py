@@ -134,8 +134,9 @@ def ungrained(aligned_bgr: np.ndarray, image: np.ndarray, box: np.ndarray, landm
     there at the template's scale.
 
     Grain moves a small face's embedding away from the streamer's clean photo; smoothed, it comes back nearer (LFW's
-    genuine pairs with faces ~55 px, darkened x0.35 with sigma-8 grain: 85.0 -> 92.8 % over the threshold; sigma
-    16: 92.5 -> 97.2 %), and strangers stay under the clean rate (0.06-0.07 % of impostor pairs against 0.10 %).
+    genuine pairs with faces ~55 px, darkened x0.35 with sigma-8 grain: 84.5 -> 92.3 % over the threshold; sigma
+    16: 92.8 -> 96.5 %), and strangers stay under the clean rate (0.07 % of impostor pairs against 0.10 %;
+    bench/grain_recognition.py).
     A face shrunk onto the template has its grain averaged away by the shrink (sigma / the factor), and a clean
     face is left as it is: smoothed, it loses a little of its identity (LFW: 0.6 points; a sharp 259 px portrait
     0.435 -> 0.341 against its pair). One rule for every path (photo, stream, live worker), so the same pixels

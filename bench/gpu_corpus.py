@@ -61,7 +61,7 @@ class LosslessRecorder:
         self._writer.write(frame.image)
         self.frames += 1
 
-    def write_live(self, frame: SafeFrame, position: int) -> None:
+    def write_live(self, frame: SafeFrame, position: int, source_index: int | None = None) -> None:
         if self._next is not None and self._last is not None:
             for _ in range(max(0, position - self._next)):
                 self._writer.write(self._last)

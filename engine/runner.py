@@ -607,7 +607,7 @@ class Engine:
                 if write_at:
                     write_at(safe, source_index)
                 elif write_live and position is not None:
-                    write_live(safe, position)
+                    write_live(safe, position, source_index)
                 else:
                     sink.write(safe)
             except Exception as exc:  # a vanished virtual camera must not stop the other sinks or the engine

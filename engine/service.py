@@ -59,6 +59,11 @@ class ServeOptions:
     keep_existing: bool = False
 
 
+def _sound_of(source: VideoSource):
+    """The source's sound tap (an FFmpeg-decoded source with sound), else None."""
+    return getattr(source, "audio", None) if getattr(source, "has_audio", False) else None
+
+
 def open_sink(kind: str, source: VideoSource, path: str | None = None, device: str | None = None,
               bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "auto",
               keep_existing: bool = False) -> Sink:
@@ -68,7 +73,7 @@ def open_sink(kind: str, source: VideoSource, path: str | None = None, device: s
 
         if not path:
             raise ValueError("a stream output needs a URL (srt://... or rtmp://...)")
-        audio = getattr(source, "audio", None) if getattr(source, "has_audio", False) else None
+        audio = _sound_of(source)
         if audio is None:
             why = ("file and camera sources are read by OpenCV, picture only" if not hasattr(source, "audio")
                    else "the source has none")
@@ -83,9 +88,10 @@ def open_sink(kind: str, source: VideoSource, path: str | None = None, device: s
         if is_image_path(path):  # a photo in, a photo out
             check_output_path(Path(path), source.spec)  # a video source is refused, naming the fix
             return ImageSink(path)
-        audio = source.spec if source.kind == "file" else None
-        return FileSink(path, info.width, info.height, source.fps_fraction, audio_from=audio,
-                        keep_existing=keep_existing)
+        # A file's sound is copied from it; a network source's comes live from its tap, placed by frame number.
+        audio_from = source.spec if source.kind == "file" else None
+        return FileSink(path, info.width, info.height, source.fps_fraction, audio_from=audio_from,
+                        keep_existing=keep_existing, audio=_sound_of(source))
     if kind == "preview":
         return PreviewSink()
     raise ValueError(f"unknown sink {kind!r} (vcam, file, preview or stream)")

@@ -263,7 +263,7 @@ class Recorder:
     def __init__(self) -> None:
         self.frames: dict[int, np.ndarray] = {}
 
-    def write_live(self, frame: SafeFrame, position: int) -> None:
+    def write_live(self, frame: SafeFrame, position: int, source_index: int | None = None) -> None:
         assert isinstance(frame, SafeFrame)
         self.frames[position] = frame.image.copy()
 

@@ -26,7 +26,7 @@ from engine.stages.sinks import StreamSink, redact
 from engine.stages.source import SourceError
 from engine.stages.sources import FFmpegSource, open_source
 from engine.stages.sources.srt import srt_url
-from tests.stream_util import av_offsets_ms, free_port, record, send, stream_kinds, sync_inputs
+from tests.stream_util import av_offsets_ms, flash_times, free_port, record, send, stream_kinds, sync_inputs
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
                                 reason="needs ffmpeg and ffprobe with srt and rtmp (Debian's ffmpeg)")
@@ -125,6 +125,40 @@ def test_rtmp_in_and_out_keeps_sound_in_sync(tmp_path: Path) -> None:
                          out)
     assert engine.stats.frames > 60
     _assert_synced(out)
+
+
+def test_a_recording_of_a_stream_keeps_its_sound_in_sync_across_a_reconnect(tmp_path: Path) -> None:
+    """`--record` with an SRT source: the recording has the stream's sound, placed on the frames' source numbers,
+    and still in sync after the phone drops out for seconds and connects again (the gap filled with the last
+    frame and silence). Before stop 38 a network source's recording had no sound at all."""
+    port = free_port()
+    url = f"srt://127.0.0.1:{port}?mode=caller"
+    out = tmp_path / "rec.mp4"
+    pipeline = Pipeline(Settings())
+    source, sender = _listen(f"srt://:{port}?mode=listener", lambda: send(sync_inputs(320, 240, 30, 30), url))
+    source.stall_s = 1.0
+    engine = Engine(Settings(), source, pipeline=pipeline)
+    sink = open_sink("file", source, str(out), keep_existing=True)  # as `engine serve --record` does
+    assert sink._sound_q is not None, "the stream's sound must go into the recording"
+    engine.sinks.append(sink)
+    thread = _live(engine)
+    time.sleep(4.5)
+    sender.kill()
+    sender.wait()
+    time.sleep(3.0)
+    for _ in range(20):  # the rig's listener comes back between retries, as a phone app retries
+        sender = send(sync_inputs(320, 240, 30, 5), url)
+        time.sleep(1.0)
+        if sender.poll() is None:
+            break
+    sender.wait(timeout=30)
+    time.sleep(1.0)
+    _stop(engine, thread)
+    assert sink.segments == [out] and sink.repeated > 30, "the outage is filled in the one recording"
+    _assert_synced(out)
+    flashes = flash_times(out)
+    assert any(t < 4 for t in flashes) and any(t > 8 for t in flashes), f"flashes before and after: {flashes}"
+    assert len(av_offsets_ms(out)) >= 6
 
 
 def test_sender_killed_and_back_reconnects_without_raw_frames(tmp_path: Path) -> None:

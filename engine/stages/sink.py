@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +27,9 @@ import numpy as np
 
 from engine.media import IMAGE_SUFFIXES, is_image_path
 from engine.stages.anonymize import SafeFrame
+from engine.stages.sources.audio import CHANNELS as SOUND_CHANNELS
+from engine.stages.sources.audio import RATE as SOUND_RATE
+from engine.stages.sources.audio import AudioTap, pump_sound
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +174,8 @@ def recorded_frames(path: Path) -> int:
 
 
 class FileSink:
-    """H.264 in fragmented MP4 (or Matroska) via an FFmpeg subprocess; audio copied from `audio_from`.
+    """H.264 in fragmented MP4 (or Matroska) via an FFmpeg subprocess; the sound copied from the file `audio_from`,
+    or (live, a network source) taken from the source's `audio` tap and placed on the frames' source timeline.
 
     Crash-safe: what was written stays playable if the engine or the encoder dies. A source whose size
     changes starts a new segment file (`rec-1.mp4`) at the new size; mismatched bytes are never written.
@@ -180,7 +185,7 @@ class FileSink:
 
     def __init__(self, path: str | Path, width: int, height: int, fps: Fraction | float,
                  audio_from: str | None = None, preset: str = "veryfast", crf: int = 18,
-                 keep_existing: bool = False) -> None:
+                 keep_existing: bool = False, audio: AudioTap | None = None) -> None:
         self._ffmpeg = shutil.which("ffmpeg")
         if self._ffmpeg is None:
             raise SinkError("the file sink needs ffmpeg on PATH (Debian: `apt-get install ffmpeg`)")
@@ -190,6 +195,7 @@ class FileSink:
         self.frames = 0  # frames written, all segments together (repeats included)
         self.repeated = 0  # live: frames the engine dropped, filled with the frame before them
         self._next_position: int | None = None  # live: the source timeline's next frame
+        self._tap = audio if not audio_from else None  # a file's own sound is copied whole instead
         self._base = Path(path)
         self._open(_first_free(self._base) if keep_existing else self._base, width, height, audio_from)
 
@@ -203,10 +209,21 @@ class FileSink:
         self._closed = False
         self._last: tuple[tuple[int, ...], memoryview] | None = None  # live: the last frame written to *this* encoder
         self._stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the encoder; a file, not a pipe, so a chatty ffmpeg never blocks)
+        sound_r, sound_w = self._open_sound()
         # Its own process group: a terminal's Ctrl-C reaches Blurcast alone, which ends the recording by closing the
         # pipe (one playable file); the encoder killed by it first had made a second file, `rec-1.mp4`.
-        self._proc = subprocess.Popen(self._command(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                      stderr=self._stderr_file, process_group=0)
+        try:
+            self._proc = subprocess.Popen(self._command(sound_r), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                          stderr=self._stderr_file, process_group=0,
+                                          pass_fds=() if sound_r is None else (sound_r,))
+        finally:
+            if sound_r is not None:
+                os.close(sound_r)
+        if sound_w is not None:
+            self._sound_thread = threading.Thread(
+                target=pump_sound, name="recording-sound", daemon=True,
+                args=(sound_w, self._sound_q, self._sound_ready, self._sound_start, f"recording {path}"))
+            self._sound_thread.start()
         self.segments.append(path)
         log.info("recording %dx%d @ %s fps to %s (ffmpeg pid %d)", width, height, self.fps, path, self._proc.pid)
 
@@ -214,12 +231,38 @@ class FileSink:
     def encoder_pid(self) -> int:
         return self._proc.pid
 
-    def _command(self) -> list[str]:
+    def _open_sound(self) -> tuple[int | None, int | None]:
+        """This segment's sound from the source's tap: a subscription and a pipe (read end, write end), or Nones.
+        Each segment places its sound from its own first frame (`write_live`), so a segment after a size change or
+        an encoder's death keeps its sound in sync too."""
+        self._sound_origin: int | None = None  # the source frame index of this segment's first frame
+        self._sound_skipped = 0  # source frames not filled (a gap over MAX_FILL_FRAMES): the sound skips them too
+        self._sound_ready = threading.Event()
+        self._sound_thread: threading.Thread | None = None
+        self._sound_q = self._tap.subscribe() if self._tap is not None else None
+        return os.pipe() if self._sound_q is not None else (None, None)
+
+    def _sound_start(self) -> int | None:
+        if self._sound_origin is None:
+            return None
+        return round((self._sound_origin + self._sound_skipped) * SOUND_RATE / float(self.fps))
+
+    def _end_sound(self) -> None:
+        """Let this segment's sound writer finish: its end mark queued, and its wait for a first frame released."""
+        if self._tap is not None and self._sound_q is not None:
+            self._tap.unsubscribe(self._sound_q)
+            self._sound_q = None
+        self._sound_ready.set()
+
+    def _command(self, sound_fd: int | None = None) -> list[str]:
         fps = str(self.fps)
         cmd = [self._ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
                "-pix_fmt", "yuv420p" if self._yuv else "bgr24", "-s", f"{self.width}x{self.height}", "-r", fps,
                "-i", "pipe:0"]
-        if self.audio_from and Path(self.audio_from).is_file():
+        if sound_fd is not None:  # the source's sound, raw from its tap (sources/audio.py)
+            cmd += ["-thread_queue_size", "4096", "-f", "s16le", "-ar", str(SOUND_RATE), "-ac", str(SOUND_CHANNELS),
+                    "-i", f"pipe:{sound_fd}", "-map", "0:v", "-map", "1:a", "-c:a", "aac", "-b:a", "192k"]
+        elif self.audio_from and Path(self.audio_from).is_file():
             # No -shortest: it would drop the last frames of a video whose audio ends first (and end a live
             # recording when the audio file does). A truncated input's audio is cut afterwards: trim_audio().
             cmd += ["-i", self.audio_from, "-map", "0:v", "-map", "1:a?",
@@ -261,17 +304,23 @@ class FileSink:
         self.frames += 1
         self._segment_frames += 1
 
-    def write_live(self, frame: SafeFrame, position: int) -> None:
-        """Live: `frame` is frame `position` of the source's timeline. The frames the engine dropped before it are
-        filled with the last frame written (anonymized, kept as bytes: never a buffer the source may refill), so
-        the recording lasts as long as the source and its copied sound stays in sync. Without it a 2-core machine
-        at 1080p recorded 150 of 300 frames, played twice as fast."""
+    def write_live(self, frame: SafeFrame, position: int, source_index: int | None = None) -> None:
+        """Live: `frame` is frame `position` of the source's timeline (`source_index`: the source's own frame number,
+        where its sound is placed). The frames the engine dropped before it are filled with the last frame written
+        (anonymized, kept as bytes: never a buffer the source may refill), so the recording lasts as long as the
+        source and its sound stays in sync. Without it a 2-core machine at 1080p recorded 150 of 300 frames, played
+        twice as fast."""
         image = _check(frame).image
         if self._next_position is not None and self._last is not None and self._last[0] == image.shape:
-            for _ in range(min(position - self._next_position, MAX_FILL_FRAMES)):
+            gap = position - self._next_position
+            for _ in range(min(gap, MAX_FILL_FRAMES)):
                 self._write_bytes(self._last[1])
                 self.repeated += 1
-        pixels = self._write_frame(frame)
+            self._sound_skipped += max(0, gap - MAX_FILL_FRAMES)
+        pixels = self._write_frame(frame)  # a size change opens a new segment: this is then its first frame
+        if self._sound_origin is None and source_index is not None:
+            self._sound_origin = source_index - (self._segment_frames - 1)
+            self._sound_ready.set()
         self._next_position = max(position + 1, self._next_position or 0)
         # BGR goes down the pipe from the frame's own buffer, which the frame loop may reuse: kept as a copy.
         self._last = (image.shape, memoryview(pixels.copy() if np.shares_memory(pixels, image) else pixels))
@@ -292,11 +341,14 @@ class FileSink:
         if self._closed:
             return
         self._closed = True
+        self._end_sound()
         try:
             if self._proc.stdin and not self._proc.stdin.closed:
                 self._proc.stdin.close()
         except OSError:
             pass  # the encoder is already gone; its exit code says why
+        if self._sound_thread is not None:
+            self._sound_thread.join(timeout=CLOSE_TIMEOUT_S)
         try:
             code = self._proc.wait(timeout=CLOSE_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -368,6 +420,7 @@ class FileSink:
             return None
 
     def _abandon(self) -> None:
+        self._end_sound()
         if self._proc.poll() is None:
             self._proc.kill()
         self._proc.wait()

@@ -33,7 +33,7 @@ import numpy as np
 from engine.client import redact  # stdlib-only there: the UI logs its restarts with it too
 from engine.stages.anonymize import SafeFrame
 from engine.stages.sink import COLOUR_TAGS, SinkError, _check
-from engine.stages.sources.audio import BYTES_PER_SAMPLE, CHANNELS, RATE, AudioTap
+from engine.stages.sources.audio import CHANNELS, RATE, AudioTap, pump_sound
 from engine.stream_options import check_stream_options
 
 log = logging.getLogger(__name__)
@@ -250,24 +250,13 @@ class StreamSink:
     def _write_audio(self, fd: int) -> None:
         """Sound placed on the same clock as the frames: trimmed before the first frame, silence in gaps."""
         assert self._audio_q is not None
-        written = 0
-        with os.fdopen(fd, "wb", buffering=0) as pipe:
-            self._origin_set.wait()
-            try:
-                while (item := self._audio_q.get()) is not None and self._origin is not None:
-                    first, pcm = item
-                    start = round((self._origin + self._skipped) * RATE / float(self.fps))
-                    at = first - start
-                    if at < written:  # before this output's start (or overlapping): cut the head
-                        pcm = pcm[(written - at) * BYTES_PER_SAMPLE:]
-                    elif at > written:
-                        pipe.write(bytes((at - written) * BYTES_PER_SAMPLE))
-                        written = at
-                    if pcm:
-                        pipe.write(pcm)
-                        written += len(pcm) // BYTES_PER_SAMPLE
-            except (BrokenPipeError, OSError) as exc:
-                log.debug("stream output %s: sound pipe closed (%s)", self.path, exc)
+        pump_sound(fd, self._audio_q, self._origin_set, self._sound_start, f"stream output {self.path}")
+
+    def _sound_start(self) -> int | None:
+        """The source sample at this connection's time 0: its first frame's, moved by the outages skipped."""
+        if self._origin is None:
+            return None
+        return round((self._origin + self._skipped) * RATE / float(self.fps))
 
     def _read_log(self) -> None:
         """Drain FFmpeg's messages (a full pipe would stall it) and keep the last ones for errors."""

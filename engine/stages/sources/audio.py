@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +116,38 @@ class PendingAudio:
         self._chunks.clear()
         self._bytes = self._head_dropped = 0
         return start, pcm
+
+
+class PlacedSound:
+    """An encoder's sound input, written on the output's own clock: a chunk whose first sample is `first` on the
+    source's timeline goes to sample `first - start` of the output. Sound before the output's start is cut, a gap
+    (sound the source never sent) is filled with silence, so every later chunk keeps its place."""
+
+    def __init__(self) -> None:
+        self.written = 0  # samples written so far
+
+    def write(self, pipe, first: int, pcm: bytes, start: int) -> None:
+        at = first - start
+        if at < self.written:  # before the output's start, or overlapping what was written: cut the head
+            pcm = pcm[(self.written - at) * BYTES_PER_SAMPLE:]
+        elif at > self.written:
+            pipe.write(bytes((at - self.written) * BYTES_PER_SAMPLE))
+            self.written = at
+        if pcm:
+            pipe.write(pcm)
+            self.written += len(pcm) // BYTES_PER_SAMPLE
+
+
+def pump_sound(fd: int, chunks: queue.Queue, ready: threading.Event, start: Callable[[], int | None],
+               name: str) -> None:
+    """A writer thread's body: once `ready` (the output's first frame is placed), every chunk from `chunks` into the
+    pipe `fd` at its place, `start()` being the source sample of the output's time 0 (None: the output ended).
+    Returns at the subscription's end mark (AudioTap.unsubscribe), closing the pipe: the encoder's end of sound."""
+    placed = PlacedSound()
+    with os.fdopen(fd, "wb", buffering=0) as pipe:
+        ready.wait()
+        try:
+            while (item := chunks.get()) is not None and (origin := start()) is not None:
+                placed.write(pipe, item[0], item[1], origin)
+        except (BrokenPipeError, OSError) as exc:
+            log.debug("%s: sound pipe closed (%s)", name, exc)

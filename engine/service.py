@@ -75,8 +75,7 @@ def open_sink(kind: str, source: VideoSource, path: str | None = None, device: s
             raise ValueError("a stream output needs a URL (srt://... or rtmp://...)")
         audio = _sound_of(source)
         if audio is None:
-            why = ("file and camera sources are read by OpenCV, picture only" if not hasattr(source, "audio")
-                   else "the source has none")
+            why = "a camera is read by OpenCV, picture only" if source.kind == "camera" else "the source has none"
             log.warning("stream output %s goes out without sound: %s", redact(path), why)
         return StreamSink(path, info.width, info.height, source.fps_fraction, audio=audio,
                           bitrate_kbps=bitrate_kbps, keyframe_s=keyframe_s, preset=preset)
@@ -88,10 +87,11 @@ def open_sink(kind: str, source: VideoSource, path: str | None = None, device: s
         if is_image_path(path):  # a photo in, a photo out
             check_output_path(Path(path), source.spec)  # a video source is refused, naming the fix
             return ImageSink(path)
-        # A file's sound is copied from it; a network source's comes live from its tap, placed by frame number.
-        audio_from = source.spec if source.kind == "file" else None
+        # A file's sound is copied from it, once through; a looped file's (live) and a network source's come from the
+        # source's tap, placed by frame number, loop after loop.
+        audio_from = source.spec if source.kind == "file" and not getattr(source, "loop", False) else None
         return FileSink(path, info.width, info.height, source.fps_fraction, audio_from=audio_from,
-                        keep_existing=keep_existing, audio=_sound_of(source))
+                        keep_existing=keep_existing, audio=None if audio_from else _sound_of(source))
     if kind == "preview":
         return PreviewSink()
     raise ValueError(f"unknown sink {kind!r} (vcam, file, preview or stream)")

@@ -161,6 +161,37 @@ def test_a_recording_of_a_stream_keeps_its_sound_in_sync_across_a_reconnect(tmp_
     assert len(av_offsets_ms(out)) >= 6
 
 
+def test_a_file_played_live_streams_with_its_sound_in_sync_loop_after_loop(tmp_path: Path) -> None:
+    """`engine serve --source clip.mp4 --loop --out srt://... --record`: OpenCV reads the picture, FFmpeg the sound
+    (sources/file_sound.py), both on the file's frame numbers counted across loops. Before stop 38 such a stream
+    had no sound, its frames the engine dropped were not filled (the stream ran short of real time), and the
+    recording had the file's sound once, not loop after loop."""
+    clip = tmp_path / "clip.mp4"
+    inputs = [a for a in sync_inputs(320, 240, 30, 3.5) if a != "-re"]
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *inputs, "-c:v", "libx264", "-preset", "ultrafast", "-g", "15",
+                    "-c:a", "aac", str(clip)], check=True)
+    port = free_port()
+    out = tmp_path / "out.ts"
+    recorder = record(f"srt://127.0.0.1:{port}?mode=listener", out)
+    source = open_source(str(clip), loop=True)
+    engine = Engine(Settings(), source, pipeline=Pipeline(Settings()))
+    sink = open_sink("stream", source, f"srt://127.0.0.1:{port}?mode=caller", bitrate_kbps=1000, keyframe_s=1.0)
+    assert isinstance(sink, StreamSink) and sink._audio_q is not None, "the file's sound must go along"
+    recording = tmp_path / "rec.mp4"
+    engine.sinks += [sink, open_sink("file", source, str(recording), keep_existing=True)]  # as `--record` does
+    thread = _live(engine)
+    time.sleep(8.5)  # the 3.5 s file twice and more
+    _stop(engine, thread, recorder)
+    for path in (out, recording):  # the recording had the first loop's sound only, copied from the file
+        _assert_synced(path)
+        flashes = flash_times(path)
+        assert len(av_offsets_ms(path)) >= 6 and max(flashes) > 4.0, f"{path.name}, both loops: {flashes}"
+    frames = int(subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-count_frames", "-show_entries",
+                                 "stream=nb_read_frames", "-of", "csv=p=0", str(out)],
+                                capture_output=True, text=True).stdout.split()[0].strip(","))
+    assert frames >= engine.stats.frames + engine.stats.dropped - 5, "the frames dropped are filled"
+
+
 def test_sender_killed_and_back_reconnects_without_raw_frames(tmp_path: Path) -> None:
     port = free_port()
     url = f"srt://127.0.0.1:{port}?mode=caller"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -11,11 +12,16 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from engine.media import is_image_path
+
+if TYPE_CHECKING:  # the sources package imports this module
+    from engine.stages.sources.audio import AudioTap
+    from engine.stages.sources.file_sound import FileSound
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +117,8 @@ class VideoSource:
         # A picture played looped is a still camera: the same frame for as long as it runs. OpenCV's image reader
         # cannot seek back to its one frame, and the engine then saw a camera lost and back every second.
         self._still = self._first.copy() if self.kind == "file" and is_image_path(self.spec) else None
+        self._read_count = 0  # frames read, loops included: a file's frame numbers (`last_index`)
+        self._sound: FileSound | None = None  # a file played live to stream outputs: its sound (`audio`)
 
     def _open(self) -> cv2.VideoCapture:
         if self.kind == "file":
@@ -160,6 +168,14 @@ class VideoSource:
         return Fraction(self.info.fps).limit_denominator(1001)
 
     def read(self) -> np.ndarray | None:
+        frame = self._next_frame()
+        if frame is not None:
+            self._read_count += 1
+            if self._sound is not None:
+                self._sound.frames_read(self._read_count)
+        return frame
+
+    def _next_frame(self) -> np.ndarray | None:
         if self._first is not None:
             frame, self._first = self._first, None
             self._timed(self._first_time)
@@ -173,8 +189,38 @@ class VideoSource:
         if self.kind == "file" and self.loop:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, frame = self._cap.read()
+            if ok and self._sound is not None:
+                self._sound.loop_started(self._read_count)
             return frame if ok else None
         return None
+
+    @property
+    def last_index(self) -> int | None:
+        """A file's number of the frame read last, counted across loops (frame i at i / fps s on the stream
+        outputs' clock, where its sound is placed: sources/file_sound.py); None for a camera."""
+        return self._read_count - 1 if self.kind == "file" and self._read_count else None
+
+    @functools.cached_property
+    def has_audio(self) -> bool:
+        """Whether a video file has sound (ffprobe); a camera or picture has none here."""
+        if self.kind != "file" or is_image_path(self.spec):
+            return False
+        from engine.stages.sink import audio_codecs  # sink.py's sound imports the sources package
+
+        return bool(audio_codecs(self.spec))
+
+    @property
+    def audio(self) -> AudioTap | None:
+        """The file's sound for stream outputs, decoded by FFmpeg in step with the frames read (started on first
+        use: `blurcast run` and recordings copy the sound from the file instead)."""
+        if not self.has_audio:
+            return None
+        if self._sound is None:
+            from engine.stages.sources.file_sound import FileSound
+
+            self._sound = FileSound(self.spec, self.info.fps, video_start_s=file_clock(self.spec)[0])
+            self._sound.frames_read(self._read_count)
+        return self._sound.audio
 
     def _timed(self, seconds: float) -> None:
         if self.frame_times is not None:
@@ -216,3 +262,5 @@ class VideoSource:
 
     def close(self) -> None:
         self._cap.release()
+        if self._sound is not None:
+            self._sound.close()

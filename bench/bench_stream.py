@@ -1,6 +1,7 @@
 """Benchmark and end-to-end check of the streaming path, on loopback with FFmpeg at both far ends.
 
     python bench/bench_stream.py clip  [--json out.json]     # the dev clip with its sound, SRT in -> SRT out
+    python bench/bench_stream.py file  [--json out.json]     # the dev clip as a file played live -> SRT out
     python bench/bench_stream.py 1080p [--seconds 20] [--backend auto]  # 1920x1080 30 fps over SRT: keeps up?
 
 `clip`: a local FFmpeg sends the dev clip (H.264 + AAC, copied, paced at its frame rate) to Blurcast's SRT
@@ -45,6 +46,7 @@ from engine import runner  # noqa: E402
 from engine.config import Settings  # noqa: E402
 from engine.pipeline import Pipeline  # noqa: E402
 from engine.runner import Engine  # noqa: E402
+from engine.service import open_sink  # noqa: E402
 from engine.stages.sinks import StreamSink  # noqa: E402
 from engine.stages.sources import open_source  # noqa: E402
 from engine.stream_options import resolve_preset  # noqa: E402
@@ -228,6 +230,38 @@ def bench_clip(tmp: Path) -> dict:
     return figures
 
 
+def bench_file(tmp: Path) -> dict:
+    """The dev clip as a file source played live (`engine serve --source clip.mp4 --out srt://...`): OpenCV's
+    picture, FFmpeg's sound (engine/stages/sources/file_sound.py), SRT out to a recorder; sync and privacy as
+    `clip` measures them. The clip's sound starts 0.84 s before its picture: the file's own offset is used."""
+    port = free_port()
+    rec = tmp / "recorded.ts"
+    pipeline = Pipeline(Settings(backend=BACKEND))
+    recorder = record(f"srt://127.0.0.1:{port}?mode=listener", rec)
+    source = open_source(str(CLIP))
+    engine = Engine(Settings(backend=BACKEND), source, pipeline=pipeline)
+    sink = open_sink("stream", source, f"srt://127.0.0.1:{port}?mode=caller", bitrate_kbps=3000)
+    engine.sinks.append(sink)
+    started = time.monotonic()
+    engine.run_live()  # to the clip's end
+    elapsed = time.monotonic() - started
+    figures = {"frames_out": engine.stats.frames, "fps": round(engine.stats.frames / elapsed, 2),
+               "dropped_input": engine.stats.dropped, "output_repeats": sink.repeated,
+               "sound": sink._audio_q is not None}
+    engine.close()
+    recorder.wait(timeout=15)
+    figures["streams"] = stream_kinds(rec)
+    figures["av_offset_ms"], d_v = av_offset_ms(CLIP, rec, 30000 / 1001)
+    figures["video_shift_frames"] = d_v
+    aligned = aligned_copy(CLIP, rec, d_v, tmp / "aligned.mp4")
+    gt = CLIP.with_name("gt.json")
+    if SCORER.is_file() and gt.is_file():
+        score = subprocess.run([sys.executable, str(SCORER), "--input", str(CLIP), "--output", str(aligned),
+                                "--gt", str(gt)], capture_output=True, text=True)
+        figures["score_video"] = (score.stdout + score.stderr).strip().splitlines()[-6:]
+    return figures
+
+
 # The sender's colour matrix: BT.709 (the dev clip's, and phones' HD) is decoded to BGR by FFmpeg, BT.601 goes
 # down the decoder's pipe as I420 (engine/stages/sources/ffmpeg_pipe.py)
 SENDER_MATRIX = {"bt709": ["-vf", "scale=1920:1080"],
@@ -274,7 +308,7 @@ def baseline_live(path: Path, seconds: float) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=("clip", "1080p"))
+    parser.add_argument("mode", choices=("clip", "file", "1080p"))
     parser.add_argument("--seconds", type=float, default=20.0, help="1080p: how long to stream")
     parser.add_argument("--preset", default="auto", help="1080p: the output's x264 preset (auto: as the engine "
                         "resolves it on this machine)")
@@ -301,6 +335,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="blurcast-bench-stream-") as tmp:
         if args.mode == "clip":
             figures = bench_clip(Path(tmp))
+        elif args.mode == "file":
+            figures = bench_file(Path(tmp))
         else:
             figures = bench_1080p(Path(tmp), args.seconds, args.preset, not args.no_baseline, args.matrix)
     print(json.dumps(figures, indent=2))

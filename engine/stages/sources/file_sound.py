@@ -75,21 +75,35 @@ class FileSound:
                 if self._stop.is_set():
                     return
                 start_frame = self._loops[loop]
-            if not self._decode_loop(loop, round(start_frame * RATE / self.fps) - self._skip):
+            base = round(start_frame * RATE / self.fps) - self._skip
+            decoded = self._decode_loop(loop, base)
+            if decoded is None:
+                return
+            if decoded == 0:  # nothing decoded: go on in silence rather than hold the outputs' encoders up
+                log.warning("cannot decode the sound of %s; its stream outputs carry silence", self.path)
+                self._silence(max(base, 0))
                 return
             loop += 1
+
+    def _silence(self, sample: int) -> None:
+        """Silence in step with the frames read, until closed: an output's encoder waits for sound it was
+        promised before it sends a first frame."""
+        pcm = bytes(CHUNK_SAMPLES * BYTES_PER_SAMPLE)
+        while self._wait_for_frames(sample):
+            self.audio.publish(sample, pcm)
+            sample += CHUNK_SAMPLES
 
     def _loop_end(self, loop: int) -> int | None:
         """Where loop `loop`'s sound ends (a source sample): the next loop's first frame, once the file wrapped."""
         with self._read:
             return round(self._loops[loop + 1] * RATE / self.fps) if loop + 1 < len(self._loops) else None
 
-    def _decode_loop(self, loop: int, base: int) -> bool:
-        """One pass over the file's sound, its sample 0 at source sample `base`. False if it cannot go on."""
+    def _decode_loop(self, loop: int, base: int) -> int | None:
+        """One pass over the file's sound, its sample 0 at source sample `base`: the samples published (0: none
+        could be decoded), None once closed."""
         ffmpeg = shutil.which("ffmpeg")
         if ffmpeg is None:
-            log.warning("%s: no ffmpeg on PATH, so its sound cannot go to the stream outputs", self.path)
-            return False
+            return 0
         # aresample's async fills the sound's own gaps and first_pts=0 pads a late start, so the samples are
         # contiguous from the file's start: sample k is k / RATE s after it.
         cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-i", self.path, "-map", "0:a:0", "-vn",
@@ -116,7 +130,7 @@ class FileSound:
             if self._proc.poll() is None:
                 self._proc.kill()
             self._proc.wait()
-        return not self._stop.is_set()
+        return None if self._stop.is_set() else sample - base
 
     def _wait_for_frames(self, sample: int) -> bool:
         """Hold the chunk starting at `sample` until the frames read reach its time, less LEAD_S. False: closed."""

@@ -1,0 +1,102 @@
+"""A file's sound for the stream outputs of a file played live (engine/stages/sources/file_sound.py): placed on the
+picture's frame numbers, paced by the frames read, loop after loop, silence where it cannot be decoded."""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.stages.source import file_clock
+from engine.stages.sources.audio import BYTES_PER_SAMPLE, RATE
+from engine.stages.sources.file_sound import LEAD_S, FileSound
+from tests.stream_util import sync_inputs
+
+pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
+                                reason="needs ffmpeg and ffprobe (Debian's ffmpeg)")
+
+FPS = 30
+
+
+def _clip(path: Path, video_delay_s: float = 0.0, sound: bool = True) -> Path:
+    """A 3 s clip (a flash and a beep every second); its video starting `video_delay_s` after its sound."""
+    inputs = [a for a in sync_inputs(160, 120, FPS, 3) if a != "-re"]
+    video, audio = inputs[:6], inputs[6:]  # -f lavfi -t 3 -i GRAPH, twice
+    delay = ["-itsoffset", str(video_delay_s)] if video_delay_s else []
+    cmd = ["ffmpeg", "-v", "error", "-y", *delay, *video, *(audio if sound else []), "-c:v", "libx264",
+           "-preset", "ultrafast", *(["-c:a", "aac"] if sound else []), str(path)]
+    subprocess.run(cmd, check=True)
+    return path
+
+
+def _drain(chunks: queue.Queue, settle_s: float = 0.5) -> list[tuple[int, bytes]]:
+    """What the tap has published, once it stops coming (it waits for frames read)."""
+    out: list[tuple[int, bytes]] = []
+    while True:
+        try:
+            out.append(chunks.get(timeout=settle_s))
+        except queue.Empty:
+            return out
+
+
+def test_sound_is_placed_on_the_picture_and_paced_by_the_frames_read(tmp_path: Path) -> None:
+    clip = _clip(tmp_path / "late_video.mkv", video_delay_s=0.5)  # MP4 from FFmpeg drops the offset
+    offset = file_clock(str(clip))[0]
+    assert offset == pytest.approx(0.5, abs=0.05)
+    sound = FileSound(str(clip), FPS, video_start_s=offset)
+    chunks = sound.audio.subscribe()
+    try:
+        first = _drain(chunks)
+        assert first, "sound up to LEAD_S ahead is published before any frame is read"
+        # the sound starts half a second before frame 0: its first sample sits at -0.5 s on the frames' clock
+        assert first[0][0] == -round(offset * RATE)
+        end = first[-1][0] + len(first[-1][1]) // BYTES_PER_SAMPLE
+        assert end <= (LEAD_S + 0.05) * RATE, "no further ahead of the frames read than LEAD_S"
+        sound.frames_read(45)  # 1.5 s of picture read
+        more = _drain(chunks)
+        end = more[-1][0] + len(more[-1][1]) // BYTES_PER_SAMPLE
+        assert (1.5 + LEAD_S) * RATE <= end <= (1.5 + LEAD_S + 0.05) * RATE
+        samples = [c[0] for c in first + more]
+        assert samples == sorted(samples) and all(  # contiguous: no sample lost or repeated
+            b[0] == a[0] + len(a[1]) // BYTES_PER_SAMPLE for a, b in zip(first + more, (first + more)[1:],
+                                                                        strict=False))
+    finally:
+        sound.close()
+
+
+def test_each_loop_starts_at_its_first_frame_and_ends_the_loop_before(tmp_path: Path) -> None:
+    clip = _clip(tmp_path / "clip.mp4")
+    sound = FileSound(str(clip), FPS)
+    chunks = sound.audio.subscribe()
+    try:
+        sound.frames_read(80)  # the first loop read up to 2.67 s; its sound goes on to the file's end
+        first_loop = _drain(chunks)
+        sound.loop_started(80)  # the picture wrapped early (a file whose sound is longer than its picture)
+        sound.frames_read(200)
+        rest = _drain(chunks)
+        wrap = round(80 * RATE / FPS)
+        before = [c for c in first_loop + rest if c[0] < wrap]
+        assert all(c[0] + len(c[1]) // BYTES_PER_SAMPLE <= wrap for c in before), "a loop ends where the next starts"
+        assert any(c[0] == wrap for c in rest), "the second loop's sound starts at its first frame"
+    finally:
+        sound.close()
+
+
+def test_a_sound_that_cannot_be_decoded_is_silence_in_step_with_the_frames(tmp_path: Path) -> None:
+    clip = _clip(tmp_path / "mute.mp4", sound=False)  # no sound stream: FFmpeg's decoder fails at once
+    sound = FileSound(str(clip), FPS)
+    chunks = sound.audio.subscribe()
+    try:
+        sound.frames_read(30)
+        published = _drain(chunks)
+        assert published and all(not any(pcm) for _, pcm in published), "silence, not nothing"
+        end = published[-1][0] + len(published[-1][1]) // BYTES_PER_SAMPLE
+        assert (1 + LEAD_S) * RATE <= end <= (1 + LEAD_S + 0.05) * RATE
+        started = time.monotonic()
+    finally:
+        sound.close()
+    assert time.monotonic() - started < 5, "closing is prompt"

@@ -121,6 +121,19 @@ class _LiveTag(NamedTuple):
     position: int
 
 
+def _write_placed(sink: Sink, safe: SafeFrame, source_index: int | None, position: int | None) -> None:
+    """`safe` to `sink`, at its place where the sink keeps one: stream outputs on the source's clock, a live
+    recording on the source's timeline (filling the frames dropped, its sound by the source's frame number)."""
+    write_at = getattr(sink, "write_at", None)
+    write_live = getattr(sink, "write_live", None)
+    if write_at:
+        write_at(safe, source_index)
+    elif write_live and position is not None:
+        write_live(safe, position, source_index)
+    else:
+        sink.write(safe)
+
+
 class _Timeline:
     """A live frame's place on the source's timeline, for a recording that fills the frames the engine dropped:
     the source's own frame number (a network stream), the frames read (a file played live), or the frame its
@@ -602,28 +615,23 @@ class Engine:
         source_index, position = (tag.source_index, tag.position) if isinstance(tag, _LiveTag) else (tag, None)
         for sink in list(self.sinks):
             try:
-                write_at = getattr(sink, "write_at", None)  # stream outputs place the frame on the source's clock
-                write_live = getattr(sink, "write_live", None)  # a live recording fills the frames dropped
-                if write_at:
-                    write_at(safe, source_index)
-                elif write_live and position is not None:
-                    write_live(safe, position, source_index)
-                else:
-                    sink.write(safe)
+                _write_placed(sink, safe, source_index, position)
             except Exception as exc:  # a vanished virtual camera must not stop the other sinks or the engine
                 self.pipeline.faults[f"sink-error:{sink.name}"] += 1  # visible in telemetry and the UI
-                if not self._restart_sink(sink, safe):
+                if not self._restart_sink(sink, safe, source_index, position):
                     log.error("sink %s failed and was closed: %s", sink.name, exc)
                     self.sinks.remove(sink)
                     _close_quietly(sink)
 
-    def _restart_sink(self, sink: Sink, safe: SafeFrame) -> bool:
-        """A sink that can start again (a recording whose encoder died goes on in a new file) gets this frame."""
+    def _restart_sink(self, sink: Sink, safe: SafeFrame, source_index: int | None = None,
+                      position: int | None = None) -> bool:
+        """A sink that can start again (a recording whose encoder died goes on in a new file) gets this frame, at its
+        place (the new file's sound starts there)."""
         restart = getattr(sink, "restart", None)
         try:
             if restart is None or not restart():
                 return False
-            sink.write(safe)
+            _write_placed(sink, safe, source_index, position)
             return True
         except Exception as exc:
             log.error("sink %s could not start again: %s", sink.name, exc)

@@ -75,7 +75,7 @@ def open_sink(kind: str, source: VideoSource, path: str | None = None, device: s
             raise ValueError("a stream output needs a URL (srt://... or rtmp://...)")
         audio = _sound_of(source)
         if audio is None:
-            why = "a camera is read by OpenCV, picture only" if source.kind == "camera" else "the source has none"
+            why = ("OpenCV reads it, picture only" if source.kind in ("camera", "url") else "the source has none")
             log.warning("stream output %s goes out without sound: %s", redact(path), why)
         return StreamSink(path, info.width, info.height, source.fps_fraction, audio=audio,
                           bitrate_kbps=bitrate_kbps, keyframe_s=keyframe_s, preset=preset)

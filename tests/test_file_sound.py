@@ -100,3 +100,53 @@ def test_a_sound_that_cannot_be_decoded_is_silence_in_step_with_the_frames(tmp_p
     finally:
         sound.close()
     assert time.monotonic() - started < 5, "closing is prompt"
+
+
+def _frames(n: int, start: int = 0) -> list:
+    import numpy as np
+
+    from engine.stages.anonymize import Anonymizer
+
+    anonymizer = Anonymizer(__import__("engine.config", fromlist=["Settings"]).Settings())
+    return [anonymizer.apply(np.full((120, 160, 3), (i * 7) % 255, np.uint8), start + i, []) for i in range(n)]
+
+
+def _count(path: Path, kind: str) -> int:
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", kind, "-count_packets", "-show_entries",
+                          "stream=nb_read_packets", "-of", "csv=p=0", str(path)], capture_output=True, text=True)
+    return int(out.stdout.split()[0].strip(",")) if out.stdout.strip() else 0
+
+
+def test_a_recording_whose_sound_goes_quiet_never_holds_the_engine(tmp_path: Path) -> None:
+    """FFmpeg stops reading picture that runs ~50 ms ahead of its sound, and the recording's picture is written on
+    the engine's frame loop: sound that went quiet (a source switched, a phone's sound gone, shutdown) froze the
+    whole engine. Now silence fills in, and a segment after the encoder's death keeps its sound too."""
+    import threading
+
+    from engine.stages.sink import FileSink
+    from engine.stages.sources.audio import AudioTap
+
+    tap = AudioTap()
+    sink = FileSink(tmp_path / "rec.mp4", 160, 120, FPS, audio=tap)
+    frames = _frames(60)
+    tone = bytes(range(256)) * 16  # 1024 samples of something
+
+    def record() -> None:
+        for i, frame in enumerate(frames):
+            if i < 10:  # sound for the first third of a second, then none at all
+                tap.publish(round(i * RATE / FPS), tone[: round(RATE / FPS) * BYTES_PER_SAMPLE])
+            if i == 30:
+                sink.restart()  # as after the encoder died: a new file, its sound placed from its first frame
+            sink.write_live(frame, i, source_index=i)
+        sink.close()
+
+    writer = threading.Thread(target=record, daemon=True)
+    started = time.monotonic()
+    writer.start()
+    writer.join(timeout=60)
+    assert not writer.is_alive(), "the recording held the engine: picture waited for sound that never came"
+    assert time.monotonic() - started < 30
+    first, second = sink.segments
+    assert _count(first, "v") > 0 and _count(first, "a") > 0  # killed, as a dead encoder is: what it had flushed
+    # the second file: every frame, and a second of sound (silence where none came: ~47 AAC packets of 1024)
+    assert _count(second, "v") == 30 and _count(second, "a") >= 40

@@ -54,20 +54,27 @@ def test_closing_an_srt_listener_output_nobody_called_is_prompt() -> None:
 
 
 @needs_ffmpeg
-def test_a_stream_output_from_a_file_says_it_goes_without_sound(dev_clip: Path, caplog) -> None:
-    """The dev clip has sound, but a file source is read by OpenCV (picture only): the output must say it is
-    silent rather than let the streamer find out on air."""
+def test_a_stream_output_from_a_file_takes_its_sound_or_says_it_has_none(dev_clip: Path, tmp_path: Path,
+                                                                          caplog) -> None:
+    """The dev clip has sound: a stream output from it takes it (sources/file_sound.py; it went without before stop
+    38). A file without sound: the output says it is silent rather than let the streamer find out on air."""
     from engine.service import open_sink
     from engine.stages.source import VideoSource
 
-    source = VideoSource(str(dev_clip))
-    with caplog.at_level(logging.WARNING, logger="engine.service"):
-        sink = open_sink("stream", source, f"srt://127.0.0.1:{free_port()}?mode=listener")
-    try:
-        assert "goes out without sound: file and camera sources are read by OpenCV" in caplog.text
-    finally:
-        sink.close()
-        source.close()
+    mute = tmp_path / "mute.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(dev_clip), "-t", "1", "-an", "-c:v", "copy", str(mute)],
+                   check=True)
+    for clip, sound in ((dev_clip, True), (mute, False)):
+        source = VideoSource(str(clip))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="engine.service"):
+            sink = open_sink("stream", source, f"srt://127.0.0.1:{free_port()}?mode=listener")
+        try:
+            assert (sink._audio_q is not None) is sound
+            assert ("goes out without sound: the source has none" in caplog.text) is not sound
+        finally:
+            sink.close()
+            source.close()
 
 
 @needs_ffmpeg

@@ -9,15 +9,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
@@ -29,7 +30,7 @@ from engine.media import IMAGE_SUFFIXES, is_image_path
 from engine.stages.anonymize import SafeFrame
 from engine.stages.sources.audio import CHANNELS as SOUND_CHANNELS
 from engine.stages.sources.audio import RATE as SOUND_RATE
-from engine.stages.sources.audio import AudioTap, pump_sound
+from engine.stages.sources.audio import AudioTap, PlacedSound
 
 log = logging.getLogger(__name__)
 
@@ -216,14 +217,16 @@ class FileSink:
             self._proc = subprocess.Popen(self._command(sound_r), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                           stderr=self._stderr_file, process_group=0,
                                           pass_fds=() if sound_r is None else (sound_r,))
+        except BaseException:
+            self._end_sound()
+            if sound_w is not None:
+                os.close(sound_w)
+            raise
         finally:
             if sound_r is not None:
                 os.close(sound_r)
         if sound_w is not None:
-            self._sound_thread = threading.Thread(
-                target=pump_sound, name="recording-sound", daemon=True,
-                args=(sound_w, self._sound_q, self._sound_ready, self._sound_start, f"recording {path}"))
-            self._sound_thread.start()
+            self._sound_pipe = os.fdopen(sound_w, "wb", buffering=0)
         self.segments.append(path)
         log.info("recording %dx%d @ %s fps to %s (ffmpeg pid %d)", width, height, self.fps, path, self._proc.pid)
 
@@ -237,30 +240,56 @@ class FileSink:
         an encoder's death keeps its sound in sync too."""
         self._sound_origin: int | None = None  # the source frame index of this segment's first frame
         self._sound_skipped = 0  # source frames not filled (a gap over MAX_FILL_FRAMES): the sound skips them too
-        self._sound_ready = threading.Event()
-        self._sound_thread: threading.Thread | None = None
+        self._sound_pipe = None
+        self._placed = PlacedSound()
         self._sound_q = self._tap.subscribe() if self._tap is not None else None
         return os.pipe() if self._sound_q is not None else (None, None)
 
-    def _sound_start(self) -> int | None:
-        if self._sound_origin is None:
-            return None
-        return round((self._sound_origin + self._sound_skipped) * SOUND_RATE / float(self.fps))
+    def _feed_sound(self) -> None:
+        """Before the next frame goes down the picture's pipe: the sound that came (placed on the frames' source
+        numbers), then silence up to that frame's time where none came. FFmpeg stops reading picture that runs
+        ahead of its sound (by as little as 50 ms, measured), and picture is written on the engine's frame loop:
+        sound that went quiet (a source switched, a phone's sound gone, a looped file's short sound, shutdown)
+        would have frozen the engine. Here the sound is never behind, and never waited for."""
+        if self._sound_pipe is None or self._sound_q is None:
+            return
+        if self._sound_origin is None:  # a frame with no source number (not placed): this segment goes without
+            self._end_sound()
+            return
+        start = round((self._sound_origin + self._sound_skipped) * SOUND_RATE / float(self.fps))
+        try:
+            while True:
+                try:
+                    item = self._sound_q.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    break
+                self._placed.write(self._sound_pipe, item[0], item[1], start)
+            self._placed.pad_to(self._sound_pipe, round(self._segment_frames * SOUND_RATE / float(self.fps)))
+        except (BrokenPipeError, OSError, ValueError) as exc:  # the encoder died: its picture pipe says so too
+            log.debug("recording %s: sound pipe closed (%s)", self.path, exc)
+            self._end_sound()
 
     def _end_sound(self) -> None:
-        """Let this segment's sound writer finish: its end mark queued, and its wait for a first frame released."""
+        """This segment's sound ends: its subscription dropped, its pipe closed (the encoder's end of sound)."""
         if self._tap is not None and self._sound_q is not None:
             self._tap.unsubscribe(self._sound_q)
-            self._sound_q = None
-        self._sound_ready.set()
+        self._sound_q = None
+        pipe, self._sound_pipe = self._sound_pipe, None
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
 
     def _command(self, sound_fd: int | None = None) -> list[str]:
         fps = str(self.fps)
         cmd = [self._ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
                "-pix_fmt", "yuv420p" if self._yuv else "bgr24", "-s", f"{self.width}x{self.height}", "-r", fps,
                "-i", "pipe:0"]
-        if sound_fd is not None:  # the source's sound, raw from its tap (sources/audio.py)
-            cmd += ["-thread_queue_size", "4096", "-f", "s16le", "-ar", str(SOUND_RATE), "-ac", str(SOUND_CHANNELS),
+        if sound_fd is not None:  # the source's sound, raw from its tap (sources/audio.py); raw needs no probing,
+            # which waited for a second of it (the engine's frame loop froze ~1 s at every start)
+            cmd += ["-thread_queue_size", "4096", "-probesize", "32", "-analyzeduration", "0",
+                    "-f", "s16le", "-ar", str(SOUND_RATE), "-ac", str(SOUND_CHANNELS),
                     "-i", f"pipe:{sound_fd}", "-map", "0:v", "-map", "1:a", "-c:a", "aac", "-b:a", "192k"]
         elif self.audio_from and Path(self.audio_from).is_file():
             # No -shortest: it would drop the last frames of a video whose audio ends first (and end a live
@@ -296,6 +325,7 @@ class FileSink:
         return cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420) if self._yuv else np.ascontiguousarray(image)
 
     def _write_bytes(self, pixels: bytes | memoryview) -> None:
+        self._feed_sound()
         try:
             assert self._proc.stdin is not None
             self._proc.stdin.write(pixels)
@@ -311,16 +341,18 @@ class FileSink:
         source and its sound stays in sync. Without it a 2-core machine at 1080p recorded 150 of 300 frames, played
         twice as fast."""
         image = _check(frame).image
+        height, width = image.shape[:2]
+        if (width, height) != (self.width, self.height):
+            self._new_segment(width, height)  # before the sound's origin: this frame is the new segment's first
         if self._next_position is not None and self._last is not None and self._last[0] == image.shape:
             gap = position - self._next_position
             for _ in range(min(gap, MAX_FILL_FRAMES)):
                 self._write_bytes(self._last[1])
                 self.repeated += 1
             self._sound_skipped += max(0, gap - MAX_FILL_FRAMES)
-        pixels = self._write_frame(frame)  # a size change opens a new segment: this is then its first frame
-        if self._sound_origin is None and source_index is not None:
-            self._sound_origin = source_index - (self._segment_frames - 1)
-            self._sound_ready.set()
+        if self._sound_origin is None and self._segment_frames == 0 and source_index is not None:
+            self._sound_origin = source_index
+        pixels = self._write_frame(frame)
         self._next_position = max(position + 1, self._next_position or 0)
         # BGR goes down the pipe from the frame's own buffer, which the frame loop may reuse: kept as a copy.
         self._last = (image.shape, memoryview(pixels.copy() if np.shares_memory(pixels, image) else pixels))
@@ -341,14 +373,13 @@ class FileSink:
         if self._closed:
             return
         self._closed = True
+        self._feed_sound()  # what came for the frames written
         self._end_sound()
         try:
             if self._proc.stdin and not self._proc.stdin.closed:
                 self._proc.stdin.close()
         except OSError:
             pass  # the encoder is already gone; its exit code says why
-        if self._sound_thread is not None:
-            self._sound_thread.join(timeout=CLOSE_TIMEOUT_S)
         try:
             code = self._proc.wait(timeout=CLOSE_TIMEOUT_S)
         except subprocess.TimeoutExpired:

@@ -118,6 +118,7 @@ class VideoSource:
         # cannot seek back to its one frame, and the engine then saw a camera lost and back every second.
         self._still = self._first.copy() if self.kind == "file" and is_image_path(self.spec) else None
         self._read_count = 0  # frames read, loops included: a file's frame numbers (`last_index`)
+        self._loop_start = 0  # the frame number where the pass being read began
         self._sound: FileSound | None = None  # a file played live to stream outputs: its sound (`audio`)
 
     def _open(self) -> cv2.VideoCapture:
@@ -189,10 +190,16 @@ class VideoSource:
         if self.kind == "file" and self.loop:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, frame = self._cap.read()
-            if ok and self._sound is not None:
-                self._sound.loop_started(self._read_count)
+            if ok:
+                self._wrapped()
             return frame if ok else None
         return None
+
+    def _wrapped(self) -> None:
+        """A looped file starts a new pass with the next frame read."""
+        self._loop_start = self._read_count
+        if self._sound is not None:
+            self._sound.loop_started(self._read_count)
 
     @property
     def last_index(self) -> int | None:
@@ -218,7 +225,10 @@ class VideoSource:
         if self._sound is None:
             from engine.stages.sources.file_sound import FileSound
 
-            self._sound = FileSound(self.spec, self.info.fps, video_start_s=file_clock(self.spec)[0])
+            # the pass being read starts at `_loop_start`: a recording started after the file wrapped takes its sound
+            # from there (starting from frame 0 left the outputs without sound until the next wrap)
+            self._sound = FileSound(self.spec, self.info.fps, video_start_s=file_clock(self.spec)[0],
+                                    frames=self.info.frames, first_loop=self._loop_start)
             self._sound.frames_read(self._read_count)
         return self._sound.audio
 
@@ -255,6 +265,8 @@ class VideoSource:
             self._cap.release()
             try:
                 self._cap = self._open()
+                if self.kind == "file":  # a file read again from its start: a new pass, as a loop's wrap
+                    self._wrapped()
                 return True
             except SourceError:
                 time.sleep(wait)

@@ -137,6 +137,12 @@ class PlacedSound:
             pipe.write(pcm)
             self.written += len(pcm) // BYTES_PER_SAMPLE
 
+    def pad_to(self, pipe, at: int) -> None:
+        """Silence up to output sample `at`, where no sound came for it (sound that comes later for it is cut)."""
+        if at > self.written:
+            pipe.write(bytes((at - self.written) * BYTES_PER_SAMPLE))
+            self.written = at
+
 
 def pump_sound(fd: int, chunks: queue.Queue, ready: threading.Event, start: Callable[[], int | None],
                name: str) -> None:

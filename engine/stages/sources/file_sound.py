@@ -28,14 +28,20 @@ class FileSound:
     """Decodes `path`'s first sound stream and publishes it on `audio` in step with the frames the source reads.
 
     `video_start_s`: how long after the file's start its video starts (engine/stages/source.py `file_clock`):
-    FFmpeg's sound starts at the file's start, OpenCV's frame 0 at the video's."""
+    FFmpeg's sound starts at the file's start, OpenCV's frame 0 at the video's. `frames`: the file's frame count
+    (its header's), `first_loop`: the source frame where the pass being read began."""
 
-    def __init__(self, path: str, fps: float, video_start_s: float = 0.0) -> None:
+    def __init__(self, path: str, fps: float, video_start_s: float = 0.0, frames: int | None = None,
+                 first_loop: int = 0) -> None:
         self.path, self.fps = path, max(float(fps), 1.0)
         self.audio = AudioTap()
         self._skip = round(video_start_s * RATE)  # samples before frame 0 (negative: the sound starts later)
         self._frames_read = 0
-        self._loops = [0]  # the source frame index where each loop starts (guarded by _read)
+        self._loops = [first_loop]  # the source frame index where each loop starts (guarded by _read)
+        # A loop's length in frames: the header's count until the file has wrapped once, then what was read. Sound
+        # goes out LEAD_S ahead of the frames read, so a file whose sound outlasts its picture would otherwise put
+        # the old loop's tail where the next loop's start belongs.
+        self._loop_frames = frames if frames and frames > 0 else None
         self._stop = threading.Event()
         self._read = threading.Condition()
         self._proc: subprocess.Popen | None = None
@@ -53,6 +59,8 @@ class FileSound:
         """The file wrapped: its next loop's first frame is source frame `index`. The loop before ends there, even
         if its sound is longer than its picture: the next loop's sound takes its place."""
         with self._read:
+            if index > self._loops[-1]:
+                self._loop_frames = index - self._loops[-1]
             self._loops.append(index)
             self._read.notify_all()
 
@@ -94,9 +102,13 @@ class FileSound:
             sample += CHUNK_SAMPLES
 
     def _loop_end(self, loop: int) -> int | None:
-        """Where loop `loop`'s sound ends (a source sample): the next loop's first frame, once the file wrapped."""
+        """Where loop `loop`'s sound ends (a source sample): the next loop's first frame, or where it will be."""
         with self._read:
-            return round(self._loops[loop + 1] * RATE / self.fps) if loop + 1 < len(self._loops) else None
+            if loop + 1 < len(self._loops):
+                return round(self._loops[loop + 1] * RATE / self.fps)
+            if self._loop_frames is None:
+                return None
+            return round((self._loops[loop] + self._loop_frames) * RATE / self.fps)
 
     def _decode_loop(self, loop: int, base: int) -> int | None:
         """One pass over the file's sound, its sample 0 at source sample `base`: the samples published (0: none

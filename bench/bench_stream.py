@@ -247,7 +247,7 @@ def bench_file(tmp: Path) -> dict:
     elapsed = time.monotonic() - started
     figures = {"frames_out": engine.stats.frames, "fps": round(engine.stats.frames / elapsed, 2),
                "dropped_input": engine.stats.dropped, "output_repeats": sink.repeated,
-               "sound": sink._audio_q is not None}
+               "sound": sink.has_sound}
     engine.close()
     recorder.wait(timeout=15)
     figures["streams"] = stream_kinds(rec)

@@ -61,7 +61,7 @@ class ServeOptions:
 
 def _sound_of(source: VideoSource):
     """The source's sound tap (an FFmpeg-decoded source with sound), else None."""
-    return getattr(source, "audio", None) if getattr(source, "has_audio", False) else None
+    return source.audio if getattr(source, "has_audio", False) else None  # an error in it is an error, not silence
 
 
 def open_sink(kind: str, source: VideoSource, path: str | None = None, device: str | None = None,

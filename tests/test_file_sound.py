@@ -118,9 +118,11 @@ def _count(path: Path, kind: str) -> int:
 
 
 def test_a_recording_whose_sound_goes_quiet_never_holds_the_engine(tmp_path: Path) -> None:
-    """FFmpeg stops reading picture that runs ~50 ms ahead of its sound, and the recording's picture is written on
-    the engine's frame loop: sound that went quiet (a source switched, a phone's sound gone, shutdown) froze the
-    whole engine. Now silence fills in, and a segment after the encoder's death keeps its sound too."""
+    """FFmpeg reads its inputs in turn: it takes no picture that runs ~1 s ahead of its sound, and no sound while it
+    waits for picture. The recording's picture is written on the engine's frame loop, so sound that went quiet (a
+    source switched, a phone's sound gone, shutdown) froze the whole engine, and so did two seconds of sound queued
+    before the first frame (a full pipe, FFmpeg waiting for that frame). Now silence fills in, the pipe is never
+    waited on, and a segment after the encoder's death keeps its sound too."""
     import threading
 
     from engine.stages.sink import FileSink
@@ -128,14 +130,14 @@ def test_a_recording_whose_sound_goes_quiet_never_holds_the_engine(tmp_path: Pat
 
     tap = AudioTap()
     sink = FileSink(tmp_path / "rec.mp4", 160, 120, FPS, audio=tap)
-    frames = _frames(60)
+    frames = _frames(90)
     tone = bytes(range(256)) * 16  # 1024 samples of something
+    for k in range(round(2 * RATE / 1024)):  # two seconds of sound before the first frame, then none at all
+        tap.publish(k * 1024, tone)
 
     def record() -> None:
         for i, frame in enumerate(frames):
-            if i < 10:  # sound for the first third of a second, then none at all
-                tap.publish(round(i * RATE / FPS), tone[: round(RATE / FPS) * BYTES_PER_SAMPLE])
-            if i == 30:
+            if i == 45:
                 sink.restart()  # as after the encoder died: a new file, its sound placed from its first frame
             sink.write_live(frame, i, source_index=i)
         sink.close()
@@ -144,9 +146,9 @@ def test_a_recording_whose_sound_goes_quiet_never_holds_the_engine(tmp_path: Pat
     started = time.monotonic()
     writer.start()
     writer.join(timeout=60)
-    assert not writer.is_alive(), "the recording held the engine: picture waited for sound that never came"
+    assert not writer.is_alive(), "the recording held the engine: picture and sound waited on each other"
     assert time.monotonic() - started < 30
     first, second = sink.segments
     assert _count(first, "v") > 0 and _count(first, "a") > 0  # killed, as a dead encoder is: what it had flushed
-    # the second file: every frame, and a second of sound (silence where none came: ~47 AAC packets of 1024)
-    assert _count(second, "v") == 30 and _count(second, "a") >= 40
+    # the second file: every frame, and its 1.5 s of sound (silence where none came; AAC packets of 1024 samples)
+    assert _count(second, "v") == 45 and _count(second, "a") >= 50

@@ -86,7 +86,7 @@ def _round_trip(source_spec: str, sender_url: str, sender_fmt: str, out_url: str
     source, sender = _listen(source_spec, lambda: send(sync_inputs(320, 240, 30, seconds), sender_url, sender_fmt))
     engine = Engine(Settings(), source, pipeline=pipeline)
     sink = open_sink("stream", source, out_url, bitrate_kbps=1000, keyframe_s=1.0)  # as `--out URL` does
-    assert isinstance(sink, StreamSink) and sink._audio_q is not None, "the source's sound must go along"
+    assert isinstance(sink, StreamSink) and sink.has_sound, "the source's sound must go along"
     engine.sinks.append(sink)
     thread = _live(engine)
     sender.wait(timeout=seconds + 20)
@@ -139,7 +139,7 @@ def test_a_recording_of_a_stream_keeps_its_sound_in_sync_across_a_reconnect(tmp_
     source.stall_s = 1.0
     engine = Engine(Settings(), source, pipeline=pipeline)
     sink = open_sink("file", source, str(out), keep_existing=True)  # as `engine serve --record` does
-    assert sink._sound_q is not None, "the stream's sound must go into the recording"
+    assert sink.has_sound, "the stream's sound must go into the recording"
     engine.sinks.append(sink)
     thread = _live(engine)
     time.sleep(4.5)
@@ -176,7 +176,7 @@ def test_a_file_played_live_streams_with_its_sound_in_sync_loop_after_loop(tmp_p
     source = open_source(str(clip), loop=True)
     engine = Engine(Settings(), source, pipeline=Pipeline(Settings()))
     sink = open_sink("stream", source, f"srt://127.0.0.1:{port}?mode=caller", bitrate_kbps=1000, keyframe_s=1.0)
-    assert isinstance(sink, StreamSink) and sink._audio_q is not None, "the file's sound must go along"
+    assert isinstance(sink, StreamSink) and sink.has_sound, "the file's sound must go along"
     recording = tmp_path / "rec.mp4"
     engine.sinks += [sink, open_sink("file", source, str(recording), keep_existing=True)]  # as `--record` does
     thread = _live(engine)

@@ -9,12 +9,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
 import os
-import queue
 import shutil
 import subprocess
 import sys
@@ -30,7 +28,7 @@ from engine.media import IMAGE_SUFFIXES, is_image_path
 from engine.stages.anonymize import SafeFrame
 from engine.stages.sources.audio import CHANNELS as SOUND_CHANNELS
 from engine.stages.sources.audio import RATE as SOUND_RATE
-from engine.stages.sources.audio import AudioTap, PlacedSound
+from engine.stages.sources.audio import AudioTap, SoundFeed
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +68,7 @@ KEYFRAME_EVERY_S = 1  # a crash loses at most the last fragment; a player can st
 MAX_FILL_FRAMES = 300  # live: at most this many frames filled at once (10 s at 30 fps: a clock jump, not a drop)
 MAX_RESTARTS = 5  # an encoder that keeps dying (disk full, codec missing) is given up, not respawned forever
 CLOSE_TIMEOUT_S = 30.0
+SOUND_FLUSH_S = 5.0  # closing: how long the sound still to write may take to go in
 
 
 # Sound codecs each container takes as they are (measured with FFmpeg 5.1 and the muxing flags above); any other is
@@ -210,7 +209,14 @@ class FileSink:
         self._closed = False
         self._last: tuple[tuple[int, ...], memoryview] | None = None  # live: the last frame written to *this* encoder
         self._stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the encoder; a file, not a pipe, so a chatty ffmpeg never blocks)
-        sound_r, sound_w = self._open_sound()
+        # This segment's sound from the source's tap, placed from its own first frame (`write_live`): a segment after
+        # a size change or an encoder's death keeps its sound in sync too.
+        self._sound_origin: int | None = None  # the source frame index of this segment's first frame
+        self._sound_skipped = 0  # source frames not filled (a gap over MAX_FILL_FRAMES): the sound skips them too
+        sound_r, sound_w = os.pipe() if self._tap is not None else (None, None)
+        self._submitted = 0  # frames handed to this segment's encoder, the one being written included
+        self._sound = (SoundFeed(self._tap, sound_w, f"recording {path}", self._sound_placement)
+                       if sound_w is not None else None)
         # Its own process group: a terminal's Ctrl-C reaches Blurcast alone, which ends the recording by closing the
         # pipe (one playable file); the encoder killed by it first had made a second file, `rec-1.mp4`.
         try:
@@ -219,14 +225,10 @@ class FileSink:
                                           pass_fds=() if sound_r is None else (sound_r,))
         except BaseException:
             self._end_sound()
-            if sound_w is not None:
-                os.close(sound_w)
             raise
         finally:
             if sound_r is not None:
                 os.close(sound_r)
-        if sound_w is not None:
-            self._sound_pipe = os.fdopen(sound_w, "wb", buffering=0)
         self.segments.append(path)
         log.info("recording %dx%d @ %s fps to %s (ffmpeg pid %d)", width, height, self.fps, path, self._proc.pid)
 
@@ -234,52 +236,23 @@ class FileSink:
     def encoder_pid(self) -> int:
         return self._proc.pid
 
-    def _open_sound(self) -> tuple[int | None, int | None]:
-        """This segment's sound from the source's tap: a subscription and a pipe (read end, write end), or Nones.
-        Each segment places its sound from its own first frame (`write_live`), so a segment after a size change or
-        an encoder's death keeps its sound in sync too."""
-        self._sound_origin: int | None = None  # the source frame index of this segment's first frame
-        self._sound_skipped = 0  # source frames not filled (a gap over MAX_FILL_FRAMES): the sound skips them too
-        self._sound_pipe = None
-        self._placed = PlacedSound()
-        self._sound_q = self._tap.subscribe() if self._tap is not None else None
-        return os.pipe() if self._sound_q is not None else (None, None)
+    @property
+    def has_sound(self) -> bool:
+        """Whether this segment carries the source's sound from its tap (a file's copied sound aside)."""
+        return self._sound is not None and self._sound.open
 
-    def _feed_sound(self) -> None:
-        """Before the next frame goes down the picture's pipe: the sound that came (placed on the frames' source
-        numbers), then silence up to that frame's time where none came. FFmpeg stops reading picture that runs
-        ahead of its sound (by as little as 50 ms, measured), and picture is written on the engine's frame loop:
-        sound that went quiet (a source switched, a phone's sound gone, a looped file's short sound, shutdown)
-        would have frozen the engine. Here the sound is never behind, and never waited for."""
-        if self._sound_pipe is None or self._sound_q is None:
-            return
-        if self._sound_origin is None:  # a frame with no source number (not placed): this segment goes without
-            self._end_sound()
-            return
-        start = round((self._sound_origin + self._sound_skipped) * SOUND_RATE / float(self.fps))
-        try:
-            while True:
-                try:
-                    item = self._sound_q.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    break
-                self._placed.write(self._sound_pipe, item[0], item[1], start)
-            self._placed.pad_to(self._sound_pipe, round(self._segment_frames * SOUND_RATE / float(self.fps)))
-        except (BrokenPipeError, OSError, ValueError) as exc:  # the encoder died: its picture pipe says so too
-            log.debug("recording %s: sound pipe closed (%s)", self.path, exc)
-            self._end_sound()
+    def _sound_placement(self) -> tuple[int, int] | None:
+        """For the sound's thread (SoundFeed): the source sample at this segment's time 0, and where its picture
+        handed to the encoder ends; None before its first frame is placed."""
+        origin = self._sound_origin
+        if origin is None:
+            return None
+        rate = SOUND_RATE / float(self.fps)
+        return round((origin + self._sound_skipped) * rate), round(self._submitted * rate)
 
-    def _end_sound(self) -> None:
-        """This segment's sound ends: its subscription dropped, its pipe closed (the encoder's end of sound)."""
-        if self._tap is not None and self._sound_q is not None:
-            self._tap.unsubscribe(self._sound_q)
-        self._sound_q = None
-        pipe, self._sound_pipe = self._sound_pipe, None
-        if pipe is not None:
-            with contextlib.suppress(OSError):
-                pipe.close()
+    def _end_sound(self, wait_s: float = 0.0) -> None:
+        if self._sound is not None:
+            self._sound.close(wait_s)
 
     def _command(self, sound_fd: int | None = None) -> list[str]:
         fps = str(self.fps)
@@ -308,6 +281,8 @@ class FileSink:
         return cmd
 
     def write(self, frame: SafeFrame) -> None:
+        if self._sound is not None and self._sound_origin is None:  # a frame with no place: sound cannot follow
+            self._end_sound()
         self._write_frame(frame)
 
     def _write_frame(self, frame: SafeFrame) -> np.ndarray:
@@ -325,7 +300,7 @@ class FileSink:
         return cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420) if self._yuv else np.ascontiguousarray(image)
 
     def _write_bytes(self, pixels: bytes | memoryview) -> None:
-        self._feed_sound()
+        self._submitted += 1  # before the write: FFmpeg may wait for this frame's sound first
         try:
             assert self._proc.stdin is not None
             self._proc.stdin.write(pixels)
@@ -373,13 +348,12 @@ class FileSink:
         if self._closed:
             return
         self._closed = True
-        self._feed_sound()  # what came for the frames written
-        self._end_sound()
         try:
             if self._proc.stdin and not self._proc.stdin.closed:
                 self._proc.stdin.close()
         except OSError:
             pass  # the encoder is already gone; its exit code says why
+        self._end_sound(wait_s=SOUND_FLUSH_S)  # after the picture's end FFmpeg reads the sound to its end
         try:
             code = self._proc.wait(timeout=CLOSE_TIMEOUT_S)
         except subprocess.TimeoutExpired:

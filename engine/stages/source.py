@@ -228,7 +228,7 @@ class VideoSource:
             # the pass being read starts at `_loop_start`: a recording started after the file wrapped takes its sound
             # from there (starting from frame 0 left the outputs without sound until the next wrap)
             self._sound = FileSound(self.spec, self.info.fps, video_start_s=file_clock(self.spec)[0],
-                                    frames=self.info.frames, first_loop=self._loop_start)
+                                    frames=self.info.frame_count, first_loop=self._loop_start)
             self._sound.frames_read(self._read_count)
         return self._sound.audio
 

@@ -33,7 +33,7 @@ import numpy as np
 from engine.client import redact  # stdlib-only there: the UI logs its restarts with it too
 from engine.stages.anonymize import SafeFrame
 from engine.stages.sink import COLOUR_TAGS, SinkError, _check
-from engine.stages.sources.audio import CHANNELS, RATE, AudioTap, pump_sound
+from engine.stages.sources.audio import CHANNELS, RATE, AudioTap, SoundFeed
 from engine.stream_options import check_stream_options
 
 log = logging.getLogger(__name__)
@@ -88,16 +88,15 @@ class StreamSink:
         self._slot = 0  # output frames written so far
         self._last: np.ndarray | None = None
         self._video: queue.Queue[tuple[int, np.ndarray] | None] = queue.Queue(maxsize=VIDEO_QUEUE)
-        self._audio_q = self._tap.subscribe() if self._tap is not None else None
-        self._origin_set = threading.Event()
         self._log_tail: deque[str] = deque(maxlen=20)
         self._opened = time.monotonic()
         self._proc, audio_w = self._spawn(*self._encoder)
+        # fed by the picture's writer thread, never behind the picture (sources/audio.py SoundFeed)
+        self._submitted = 0  # frames handed to FFmpeg, the one being written included
+        self._sound = (SoundFeed(self._tap, audio_w, f"stream output {self.path}", self._sound_placement)
+                       if audio_w is not None else None)
         self._threads = [threading.Thread(target=self._write_video, name="stream-video", daemon=True),
                          threading.Thread(target=self._read_log, name="stream-log", daemon=True)]
-        if audio_w is not None:
-            self._threads.append(threading.Thread(target=self._write_audio, args=(audio_w,), name="stream-audio",
-                                                  daemon=True))
         for thread in self._threads:
             thread.start()
 
@@ -106,8 +105,6 @@ class StreamSink:
         flushed (it exits on the end of its input), but a child that stops taking frames (a listener nobody
         called, a far end gone) is killed after CLOSE_GRACE_S rather than waited on for 15 s."""
         self._end_video_queue()
-        if self._tap is not None and self._audio_q is not None:
-            self._tap.unsubscribe(self._audio_q)
         writer = self._threads[0]
         writer.join(timeout=CLOSE_GRACE_S)
         if self._proc.poll() is None and (writer.is_alive() or self._origin is None):
@@ -121,6 +118,8 @@ class StreamSink:
             code = self._proc.wait()
         for thread in self._threads:
             thread.join(timeout=1)
+        if self._sound is not None:  # the writer closes it; not if it is still stuck in a write
+            self._sound.close()
         return code
 
     def _end_video_queue(self) -> None:
@@ -134,13 +133,14 @@ class StreamSink:
                     self._video.get_nowait()
 
     def _spawn(self, ffmpeg: str, bitrate: int, keyframe_s: float, preset: str) -> tuple[subprocess.Popen, int | None]:
-        audio_r, audio_w = os.pipe() if self._audio_q is not None else (None, None)
+        audio_r, audio_w = os.pipe() if self._tap is not None else (None, None)
         gop = max(1, round(keyframe_s * float(self.fps)))
         cmd = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
                "-f", "rawvideo", "-pix_fmt", "yuv420p" if self._yuv else "bgr24", "-s", f"{self.width}x{self.height}",
                "-framerate", str(self.fps), "-i", "pipe:0"]
         if audio_r is not None:
-            cmd += ["-thread_queue_size", "4096", "-f", "s16le", "-ar", str(RATE), "-ac", str(CHANNELS),
+            cmd += ["-thread_queue_size", "4096", "-probesize", "32", "-analyzeduration", "0",  # raw: no probing
+                    "-f", "s16le", "-ar", str(RATE), "-ac", str(CHANNELS),
                     "-i", f"pipe:{audio_r}", "-map", "1:a", "-c:a", "aac", "-b:a", "160k"]
         cmd += ["-map", "0:v", *([] if self._yuv else ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]),
                 "-c:v", "libx264", "-preset", preset,
@@ -149,10 +149,16 @@ class StreamSink:
                 "-pix_fmt", "yuv420p", *COLOUR_TAGS, "-f", self._fmt, self.url]
         # In Blurcast's process group, unlike the recording's encoder (sink.py): an SRT listener nobody called waits
         # in listen and ignores the end of its input, so only the terminal's signal ends it if Blurcast dies
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
-                                pass_fds=(audio_r,) if audio_r is not None else ())
-        if audio_r is not None:
-            os.close(audio_r)
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    pass_fds=(audio_r,) if audio_r is not None else ())
+        except BaseException:
+            if audio_w is not None:
+                os.close(audio_w)
+            raise
+        finally:
+            if audio_r is not None:
+                os.close(audio_r)
         return proc, audio_w
 
     # --- the sink interface (engine thread) ----------------------------------------------------------------
@@ -224,7 +230,6 @@ class StreamSink:
                 index, image = item
                 if self._origin is None:
                     self._origin = index
-                    self._origin_set.set()
                 target = index - self._origin - self._skipped
                 if target < self._slot:  # older than what was sent (a source restart): send in place of the next
                     target = self._slot
@@ -233,10 +238,12 @@ class StreamSink:
                     self._skipped += gap
                     gap = 0
                 for _ in range(gap if self._last is not None else 0):
+                    self._submitted += 1
                     stdin.write(memoryview(self._last))
                     self.repeated += 1
                     self._slot += 1
                 data = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420) if self._yuv else np.ascontiguousarray(image)
+                self._submitted += 1  # before the write: FFmpeg may wait for this frame's sound first
                 stdin.write(memoryview(data))
                 self._last = data
                 self._slot += 1
@@ -244,13 +251,20 @@ class StreamSink:
         except (BrokenPipeError, ValueError, OSError) as exc:
             log.error("stream output %s: ffmpeg stopped taking frames (%s): %s", self.path, exc, self._stderr())
         finally:
-            self._origin_set.set()
             _close(stdin)
+            if self._sound is not None:  # after the picture's end FFmpeg reads the sound to its end
+                self._sound.close(wait_s=CLOSE_GRACE_S)
 
-    def _write_audio(self, fd: int) -> None:
-        """Sound placed on the same clock as the frames: trimmed before the first frame, silence in gaps."""
-        assert self._audio_q is not None
-        pump_sound(fd, self._audio_q, self._origin_set, self._sound_start, f"stream output {self.path}")
+    @property
+    def has_sound(self) -> bool:
+        """Whether this output carries the source's sound (each connection takes it afresh)."""
+        return self._tap is not None
+
+    def _sound_placement(self) -> tuple[int, int] | None:
+        """For the sound's thread (SoundFeed): the source sample at this connection's time 0, and where the picture
+        handed to FFmpeg ends; None before the first frame."""
+        start = self._sound_start()
+        return None if start is None else (start, round(self._submitted * RATE / float(self.fps)))
 
     def _sound_start(self) -> int | None:
         """The source sample at this connection's time 0: its first frame's, moved by the outages skipped."""

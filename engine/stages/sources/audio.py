@@ -8,6 +8,7 @@ output can line the sound up with the frames it sends, however long the anonymiz
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import queue
@@ -23,6 +24,11 @@ CHANNELS = 2
 BYTES_PER_SAMPLE = 2 * CHANNELS  # s16le, interleaved
 MAX_QUEUED_CHUNKS = 2_000  # ~40 s of 1024-sample chunks: far above any video delay, bounds a stuck reader
 STALL_LOG_S = 10.0  # a stalled output's dropped sound is logged as a count this often
+SOUND_SLACK_S = 0.25  # an encoder's sound may lag its picture this much before silence fills in (SoundFeed)
+FIRST_SOUND_SAMPLES = 1024  # what an encoder gets before its first frame, silence if no sound came yet
+PIPE_BYTES = 1 << 18  # an encoder's sound pipe: 1.4 s of sound
+SOUND_POLL_S = 0.05  # how often a quiet SoundFeed looks where the picture is
+MAX_HELD_CHUNKS = 500  # ~10 s of sound held by a SoundFeed until its output's first frame
 MAX_PENDING_S = 10.0  # sound held until the first frame's time is known: a sender's sound may lead its picture
 
 
@@ -144,16 +150,69 @@ class PlacedSound:
             self.written = at
 
 
-def pump_sound(fd: int, chunks: queue.Queue, ready: threading.Event, start: Callable[[], int | None],
-               name: str) -> None:
-    """A writer thread's body: once `ready` (the output's first frame is placed), every chunk from `chunks` into the
-    pipe `fd` at its place, `start()` being the source sample of the output's time 0 (None: the output ended).
-    Returns at the subscription's end mark (AudioTap.unsubscribe), closing the pipe: the encoder's end of sound."""
-    placed = PlacedSound()
-    with os.fdopen(fd, "wb", buffering=0) as pipe:
-        ready.wait()
+class SoundFeed:
+    """An encoder's sound input, written by a thread of its own: the sound that comes (placed on the source's clock by
+    `PlacedSound`), and silence wherever none came by the time the picture is SOUND_SLACK_S past it.
+
+    FFmpeg reads its inputs in turn from one thread: it takes no picture before the first sound, stops taking
+    picture that runs about a second ahead of its sound (`python bench/sound_lag.py`: 0.85 s behind kept up, 1 s
+    blocked), and reads no sound while it waits for picture. So picture and sound are written by threads of their
+    own (either may wait on FFmpeg, never on each other), and the sound follows the picture: a source whose sound
+    went quiet (a switch, a phone's sound gone, a looped file's short sound, shutdown) had left FFmpeg waiting for
+    sound, the picture's writer blocked, and a recording's picture is written on the engine's frame loop.
+
+    `placement()`: None until the output's first frame is placed, then (the source sample at the output's time 0,
+    the output sample where the picture handed to FFmpeg ends)."""
+
+    def __init__(self, tap: AudioTap, fd: int, name: str, placement: Callable[[], tuple[int, int] | None]) -> None:
+        self.name = name
+        self._tap = tap
+        self._chunks: queue.Queue | None = tap.subscribe()
+        self._placement = placement
+        with contextlib.suppress(OSError, AttributeError):  # Linux: more than a second of sound fits in the pipe
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        self._pipe = os.fdopen(fd, "wb", buffering=0)
+        self._thread = threading.Thread(target=self._run, name="sound-feed", daemon=True)
+        self._thread.start()
+
+    @property
+    def open(self) -> bool:
+        return self._chunks is not None
+
+    def _run(self) -> None:
+        chunks = self._chunks
+        assert chunks is not None
+        placed, held = PlacedSound(), []  # held: what came before the first frame was placed
         try:
-            while (item := chunks.get()) is not None and (origin := start()) is not None:
-                placed.write(pipe, item[0], item[1], origin)
-        except (BrokenPipeError, OSError) as exc:
-            log.debug("%s: sound pipe closed (%s)", name, exc)
+            while True:
+                try:
+                    item = chunks.get(timeout=SOUND_POLL_S)
+                except queue.Empty:
+                    item = ()
+                if item is None:  # unsubscribed: the output is closing
+                    break
+                if item:
+                    held.append(item)
+                where = self._placement()
+                if where is None:
+                    del held[:-MAX_HELD_CHUNKS]  # before the first frame only the last seconds can matter
+                    continue
+                start, until = where
+                for first, pcm in held:
+                    placed.write(self._pipe, first, pcm, start)
+                held.clear()
+                placed.pad_to(self._pipe, max(until - round(SOUND_SLACK_S * RATE), FIRST_SOUND_SAMPLES))
+        except (OSError, ValueError) as exc:  # the encoder died or was stopped: its picture pipe says so too
+            log.debug("%s: sound pipe closed (%s)", self.name, exc)
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                self._pipe.close()
+
+    def close(self, wait_s: float = 0.0) -> None:
+        """End the sound: what came is written, then the pipe is closed (the encoder's end of sound). Waits up to
+        `wait_s` for that (after the picture's end FFmpeg reads the sound to its end; a dead encoder ends it too)."""
+        chunks, self._chunks = self._chunks, None
+        if chunks is not None:
+            self._tap.unsubscribe(chunks)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=wait_s)

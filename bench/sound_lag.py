@@ -4,9 +4,10 @@
 
 One FFmpeg as the engine's recordings and stream outputs start it (a raw I420 picture on stdin, raw s16le sound on a
 second pipe, x264 + AAC into fragmented MP4). A thread writes the sound 0.5 s ahead of the frames written for the
-first second, then up to `lag` seconds behind them (negative: ahead); the picture is written at 30 fps. A frame write that has not returned after 2 s counts
-as blocked (FFmpeg waits for sound it has not got, and the sound waits for picture: the two never move again).
-This is why sound is fed from the picture's side (engine/stages/sources/audio.py `SoundFeed`). docs/streaming.md.
+first second, then up to `lag` seconds behind them (negative: ahead); the picture is written at 30 fps. Frames that
+stop for 2 s count as blocked: FFmpeg waits for sound it has not got, and this sound waits for picture (the two
+never move again). Why each encoder's sound follows the picture on a thread of its own (engine/stages/sources/
+audio.py `SoundFeed`); docs/streaming.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """How far behind its picture an encoder's sound may run before FFmpeg stops reading the picture.
 
-    python bench/sound_lag.py [--lags 0,0.05,0.1,0.3,-0.5] [--frames 150]
+    python bench/sound_lag.py [--lags 0,0.05,0.1,0.3,-0.5] [--frames 150] [--output recording|stream]
 
 One FFmpeg as the engine's recordings and stream outputs start it (a raw I420 picture on stdin, raw s16le sound on a
 second pipe, x264 + AAC into fragmented MP4). A thread writes the sound 0.5 s ahead of the frames written for the
@@ -22,15 +22,25 @@ import threading
 import time
 
 RATE, WIDTH, HEIGHT, FPS = 48_000, 640, 360, 30
+PICTURE_QUEUE = int(os.environ.get("PICTURE_QUEUE", "0"))  # the picture input's -thread_queue_size (0: FFmpeg's)
 
 
-def trial(lag_s: float, frames: int, out: str) -> str:
+# the encoder's settings as the engine's recordings (sink.py) and stream outputs (sinks/stream.py) use them
+OUTPUTS = {"recording": ["-c:v", "libx264", "-preset", "veryfast", "-crf", "18",
+                         "-x264-params", "sliced-threads=1:sync-lookahead=0:rc-lookahead=8",
+                         "-movflags", "+frag_keyframe+empty_moov+default_base_moof+delay_moov",
+                         "-frag_duration", "250000", "-flush_packets", "1", "-f", "mp4"],
+           "stream": ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-b:v", "4000k",
+                      "-maxrate", "4000k", "-bufsize", "4000k", "-g", "60", "-f", "mpegts"]}
+
+
+def trial(lag_s: float, frames: int, out: str, output: str = "recording") -> str:
     sound_r, sound_w = os.pipe()
-    cmd = [shutil.which("ffmpeg") or "ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
+    cmd = [shutil.which("ffmpeg") or "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+           *(["-thread_queue_size", str(PICTURE_QUEUE)] if PICTURE_QUEUE else []), "-f", "rawvideo",
            "-pix_fmt", "yuv420p", "-s", f"{WIDTH}x{HEIGHT}", "-r", str(FPS), "-i", "pipe:0",
            "-thread_queue_size", "4096", "-probesize", "32", "-analyzeduration", "0", "-f", "s16le", "-ar", str(RATE),
-           "-ac", "2", "-i", f"pipe:{sound_r}", "-map", "0:v", "-map", "1:a", "-c:a", "aac", "-c:v", "libx264",
-           "-preset", "veryfast", "-movflags", "+frag_keyframe+empty_moov+default_base_moof", out]
+           "-ac", "2", "-i", f"pipe:{sound_r}", "-map", "0:v", "-map", "1:a", "-c:a", "aac", *OUTPUTS[output], out]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(sound_r,))
     os.close(sound_r)
     sound = os.fdopen(sound_w, "wb", buffering=0)
@@ -83,11 +93,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lags", default="0,0.05,0.1,0.3,1,-0.5", help="seconds the sound runs behind the picture")
     parser.add_argument("--frames", type=int, default=150)
+    parser.add_argument("--output", choices=tuple(OUTPUTS), default="recording", help="the encoder's settings")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="blurcast-sound-lag-") as tmp:
         for lag in (float(v) for v in args.lags.split(",")):
-            print(f"sound {1000 * lag:+.0f} ms behind the picture: {trial(lag, args.frames, f'{tmp}/out.mp4')}",
-                  flush=True)
+            result = trial(lag, args.frames, f"{tmp}/out", args.output)
+            print(f"{args.output}: sound {1000 * lag:+.0f} ms behind the picture: {result}", flush=True)
     return 0
 
 

@@ -152,3 +152,41 @@ def test_a_recording_whose_sound_goes_quiet_never_holds_the_engine(tmp_path: Pat
     assert _count(first, "v") > 0 and _count(first, "a") > 0  # killed, as a dead encoder is: what it had flushed
     # the second file: every frame, and its 1.5 s of sound (silence where none came; AAC packets of 1024 samples)
     assert _count(second, "v") == 45 and _count(second, "a") >= 50
+
+
+def _sound_seconds(path: Path) -> tuple[float, float]:
+    """(the recording's sound duration, the RMS of its last half second) from its decoded samples."""
+    import numpy as np
+
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", str(RATE),
+                          "-f", "f32le", "-"], capture_output=True, check=True).stdout
+    pcm = np.frombuffer(raw, np.float32)
+    return len(pcm) / RATE, float(np.sqrt(np.mean(pcm[-RATE // 2:] ** 2))) if len(pcm) else 0.0
+
+
+def test_a_recording_keeps_its_sound_placed_across_an_outage_longer_than_it_fills(tmp_path: Path) -> None:
+    """The source gone 14 s: the recording fills 10 s with its last frame and skips the rest, and its sound must skip
+    the same. The sound comes back before the picture that says so (a review, stop 38: it was placed with the old
+    start, the outage written as silence and the sound after it cut)."""
+    import math
+    import struct
+
+    from engine.stages.sink import MAX_FILL_FRAMES, FileSink
+    from engine.stages.sources.audio import AudioTap
+
+    tap = AudioTap()
+    sink = FileSink(tmp_path / "rec.mp4", 160, 120, FPS, audio=tap)
+    per_frame = RATE // FPS
+    tone = b"".join(struct.pack("<hh", v, v) for v in (round(8000 * math.sin(2 * math.pi * 440 * k / RATE))
+                                                       for k in range(per_frame)))
+    frames = _frames(60)
+    numbers = [*range(30), *range(450, 480)]  # 420 frames of outage: 300 filled, 120 skipped
+    for frame, number in zip(frames, numbers, strict=True):
+        tap.publish(number * per_frame, tone)  # the sound leads its picture, as a source's does
+        sink.write_live(frame, number, source_index=number)
+    sink.close()
+    video_s = (30 + MAX_FILL_FRAMES + 30) / FPS
+    sound_s, tail_rms = _sound_seconds(sink.path)
+    assert _count(sink.path, "v") == 360
+    assert abs(sound_s - video_s) < 0.3, f"sound {sound_s:.2f} s against picture {video_s:.2f} s"
+    assert tail_rms > 1000 / 32768, "the sound after the outage is there, not cut"

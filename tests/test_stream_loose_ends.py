@@ -392,3 +392,37 @@ def test_the_auto_preset_is_ultrafast_where_veryfast_would_starve_the_engine(mon
     assert check_stream_options(preset="auto")[2] == expected
     assert check_stream_options()[2] == expected
     assert check_stream_options(preset="medium")[2] == "medium"
+
+
+@needs_ffmpeg
+def test_a_stream_whose_sound_goes_quiet_keeps_sending(tmp_path: Path) -> None:
+    """A source with sound whose sound stops (a phone's microphone off): a stream output's FFmpeg takes no picture
+    ~0.1-0.25 s ahead of its sound (bench/sound_lag.py --output stream), so without silence following the picture
+    the output stalled for good. Half a second of sound, then 4 s of picture alone: the picture goes on."""
+    from engine.stages.sources.audio import RATE, AudioTap
+
+    port = free_port()
+    out = tmp_path / "out.ts"
+    recorder = record(f"srt://127.0.0.1:{port}?mode=listener", out)
+    time.sleep(0.5)
+    tap = AudioTap()
+    sink = StreamSink(f"srt://127.0.0.1:{port}?mode=caller", 320, 240, Fraction(30), audio=tap, bitrate_kbps=500)
+    frames = _test_frames(135)
+    for i, frame in enumerate(frames):
+        if i < 15:
+            tap.publish(i * RATE // 30, bytes(RATE // 30 * 4))
+        sink.write_at(frame, i)
+        time.sleep(1 / 30)
+    sink.close()
+    try:
+        recorder.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        recorder.kill()
+        recorder.wait()
+    # the sound is taken for gone after SOUND_QUIET_S (1 s): until then FFmpeg may hold the picture and the output's
+    # short queue drops a few frames (5 measured); without the rule it never sent another one
+    assert sink.frames_sent >= 135 - 30 and sink.frames_sent + sink.dropped == 135, f"sent {sink.frames_sent}"
+    assert stream_kinds(out) == ["audio", "video"]
+    duration = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
+                               "stream=duration", "-of", "csv=p=0", str(out)], capture_output=True, text=True).stdout
+    assert float(duration.split()[0].strip(",")) > 4.0, "the picture after the sound stopped reached the far end"

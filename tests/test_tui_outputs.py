@@ -105,7 +105,7 @@ def test_streaming_from_the_output_screen(clip_engine: EnginePaths, dev_clip: Pa
 
     with far_end(tmp_path) as (url, out):
         asyncio.run(scenario(url))
-    assert stream_kinds(out) == ["video"], "the far end got the anonymized stream"
+    assert stream_kinds(out) == ["audio", "video"], "the far end got the anonymized stream, with the clip's sound"
 
 
 PASSPHRASE = "correct-horse-battery"
@@ -174,7 +174,7 @@ def test_stream_options_reach_the_encoder_and_bad_ones_show_the_engines_words(
     with far_end(tmp_path, f"&passphrase={PASSPHRASE}") as (url, out):
         asyncio.run(scenario(url))
     assert PASSPHRASE not in clip_engine.log.read_text(), "the passphrase is in the engine's log"
-    assert stream_kinds(out) == ["video"], "the far end (same passphrase) got the stream"
+    assert stream_kinds(out) == ["audio", "video"], "the far end (same passphrase) got the stream"
     gaps = np.diff(keyframe_times(out))
     assert len(gaps) >= 2 and np.median(gaps) == pytest.approx(1.0, abs=0.1), gaps
     assert b"cabac=0" in out.read_bytes(), "x264's options (in the stream) are not ultrafast's"

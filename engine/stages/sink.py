@@ -321,10 +321,10 @@ class FileSink:
             self._new_segment(width, height)  # before the sound's origin: this frame is the new segment's first
         if self._next_position is not None and self._last is not None and self._last[0] == image.shape:
             gap = position - self._next_position
+            self._sound_skipped += max(0, gap - MAX_FILL_FRAMES)  # before the fill: the sound's thread reads it
             for _ in range(min(gap, MAX_FILL_FRAMES)):
                 self._write_bytes(self._last[1])
                 self.repeated += 1
-            self._sound_skipped += max(0, gap - MAX_FILL_FRAMES)
         if self._sound_origin is None and self._segment_frames == 0 and source_index is not None:
             self._sound_origin = source_index
         pixels = self._write_frame(frame)

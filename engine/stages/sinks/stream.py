@@ -223,7 +223,7 @@ class StreamSink:
         return canvas
 
     def _write_video(self) -> None:
-        stdin = self._proc.stdin
+        stdin, sound = self._proc.stdin, self._sound  # this connection's (a reconnect makes new ones)
         assert stdin is not None
         try:
             while (item := self._video.get()) is not None:
@@ -252,8 +252,8 @@ class StreamSink:
             log.error("stream output %s: ffmpeg stopped taking frames (%s): %s", self.path, exc, self._stderr())
         finally:
             _close(stdin)
-            if self._sound is not None:  # after the picture's end FFmpeg reads the sound to its end
-                self._sound.close(wait_s=CLOSE_GRACE_S)
+            if sound is not None:  # after the picture's end FFmpeg reads the sound to its end
+                sound.close(wait_s=CLOSE_GRACE_S)
 
     @property
     def has_sound(self) -> bool:

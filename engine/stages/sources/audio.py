@@ -24,11 +24,21 @@ CHANNELS = 2
 BYTES_PER_SAMPLE = 2 * CHANNELS  # s16le, interleaved
 MAX_QUEUED_CHUNKS = 2_000  # ~40 s of 1024-sample chunks: far above any video delay, bounds a stuck reader
 STALL_LOG_S = 10.0  # a stalled output's dropped sound is logged as a count this often
-SOUND_SLACK_S = 0.25  # an encoder's sound may lag its picture this much before silence fills in (SoundFeed)
+# An encoder's sound may lag its picture this much before silence fills in (SoundFeed): an SRT source's sound reaches
+# the outputs in bursts up to ~0.5 s behind its picture (a review, stop 38: at 0.25 s half of a recording's sound was
+# silence); FFmpeg takes picture up to ~0.85 s ahead of its sound (bench/sound_lag.py).
+SOUND_SLACK_S = 0.6
+# A sound quiet this long is gone (a phone's sound off, a switched source): then silence follows the picture closely,
+# as a stream output's FFmpeg takes picture only ~0.1-0.25 s ahead of its sound (bench/sound_lag.py --output stream)
+SOUND_QUIET_S = 1.0
+QUIET_SLACK_S = 0.05
+# Sound further ahead of the picture handed over than this waits (SoundFeed): after an outage the source's sound
+# comes back before the picture that says how much of the outage the output skips (stream outputs skip over 2 s).
+MAX_SOUND_LEAD_S = 2.0
 FIRST_SOUND_SAMPLES = 1024  # what an encoder gets before its first frame, silence if no sound came yet
 PIPE_BYTES = 1 << 18  # an encoder's sound pipe: 1.4 s of sound
 SOUND_POLL_S = 0.05  # how often a quiet SoundFeed looks where the picture is
-MAX_HELD_CHUNKS = 500  # ~10 s of sound held by a SoundFeed until its output's first frame
+MAX_HELD_CHUNKS = 500  # ~10 s of sound a SoundFeed holds (before its output's first frame, or far ahead of it)
 MAX_PENDING_S = 10.0  # sound held until the first frame's time is known: a sender's sound may lead its picture
 
 
@@ -132,30 +142,34 @@ class PlacedSound:
     def __init__(self) -> None:
         self.written = 0  # samples written so far
 
-    def write(self, pipe, first: int, pcm: bytes, start: int) -> None:
+    def write(self, pipe, first: int, pcm: bytes, start: int, end: int | None = None) -> None:
+        """`pcm` at its place; with `end`, nothing past output sample `end`."""
         at = first - start
+        if end is not None:
+            pcm = pcm[:max(0, end - at) * BYTES_PER_SAMPLE]
         if at < self.written:  # before the output's start, or overlapping what was written: cut the head
             pcm = pcm[(self.written - at) * BYTES_PER_SAMPLE:]
         elif at > self.written:
-            pipe.write(bytes((at - self.written) * BYTES_PER_SAMPLE))
-            self.written = at
+            self.pad_to(pipe, at)
         if pcm:
             pipe.write(pcm)
             self.written += len(pcm) // BYTES_PER_SAMPLE
 
     def pad_to(self, pipe, at: int) -> None:
         """Silence up to output sample `at`, where no sound came for it (sound that comes later for it is cut)."""
-        if at > self.written:
-            pipe.write(bytes((at - self.written) * BYTES_PER_SAMPLE))
-            self.written = at
+        while at > self.written:  # a second at a time: a long gap is no huge buffer
+            step = min(at - self.written, RATE)
+            pipe.write(bytes(step * BYTES_PER_SAMPLE))
+            self.written += step
 
 
 class SoundFeed:
     """An encoder's sound input, written by a thread of its own: the sound that comes (placed on the source's clock by
-    `PlacedSound`), and silence wherever none came by the time the picture is SOUND_SLACK_S past it.
+    `PlacedSound`), and silence wherever none came by the time the picture is SOUND_SLACK_S past it (QUIET_SLACK_S
+    once no sound came for SOUND_QUIET_S); sound more than MAX_SOUND_LEAD_S ahead of the picture waits for it.
 
-    FFmpeg reads its inputs in turn from one thread: it takes no picture before the first sound, stops taking
-    picture that runs about a second ahead of its sound (`python bench/sound_lag.py`: 0.85 s behind kept up, 1 s
+    FFmpeg takes no picture before the first sound, stops taking picture that runs ahead of its sound (`python
+    bench/sound_lag.py`: a recording's encoder 0.85 s behind kept up, 1 s blocked; a stream's 0.1 s kept up, 0.25 s
     blocked), and reads no sound while it waits for picture. So picture and sound are written by threads of their
     own (either may wait on FFmpeg, never on each other), and the sound follows the picture: a source whose sound
     went quiet (a switch, a phone's sound gone, a looped file's short sound, shutdown) had left FFmpeg waiting for
@@ -169,6 +183,7 @@ class SoundFeed:
         self._tap = tap
         self._chunks: queue.Queue | None = tap.subscribe()
         self._placement = placement
+        self._closing = False
         with contextlib.suppress(OSError, AttributeError):  # Linux: more than a second of sound fits in the pipe
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self._pipe = os.fdopen(fd, "wb", buffering=0)
@@ -183,6 +198,7 @@ class SoundFeed:
         chunks = self._chunks
         assert chunks is not None
         placed, held = PlacedSound(), []  # held: what came before the first frame was placed
+        heard = time.monotonic()  # when sound last came
         try:
             while True:
                 try:
@@ -190,27 +206,45 @@ class SoundFeed:
                 except queue.Empty:
                     item = ()
                 if item is None:  # unsubscribed: the output is closing
+                    self._finish(placed, held)
                     break
                 if item:
                     held.append(item)
+                    heard = time.monotonic()
                 where = self._placement()
                 if where is None:
                     del held[:-MAX_HELD_CHUNKS]  # before the first frame only the last seconds can matter
                     continue
                 start, until = where
-                for first, pcm in held:
-                    placed.write(self._pipe, first, pcm, start)
-                held.clear()
-                placed.pad_to(self._pipe, max(until - round(SOUND_SLACK_S * RATE), FIRST_SOUND_SAMPLES))
+                lead = until + round(MAX_SOUND_LEAD_S * RATE)
+                end = until if self._closing else None  # closing: the sound ends where the picture does
+                while held and held[0][0] - start < lead:
+                    first, pcm = held.pop(0)
+                    placed.write(self._pipe, first, pcm, start, end=end)
+                del held[:-MAX_HELD_CHUNKS]
+                slack = QUIET_SLACK_S if time.monotonic() - heard > SOUND_QUIET_S else SOUND_SLACK_S
+                placed.pad_to(self._pipe, max(until - round(slack * RATE), FIRST_SOUND_SAMPLES))
         except (OSError, ValueError) as exc:  # the encoder died or was stopped: its picture pipe says so too
             log.debug("%s: sound pipe closed (%s)", self.name, exc)
         finally:
             with contextlib.suppress(OSError, ValueError):
                 self._pipe.close()
 
+    def _finish(self, placed: PlacedSound, held: list) -> None:
+        """The output is closing: its sound ends where its picture does (the sound held for later is cut there, and
+        silence fills up to there)."""
+        where = self._placement()
+        if where is None:
+            return
+        start, until = where
+        for first, pcm in held:
+            placed.write(self._pipe, first, pcm, start, end=until)
+        placed.pad_to(self._pipe, until)
+
     def close(self, wait_s: float = 0.0) -> None:
         """End the sound: what came is written, then the pipe is closed (the encoder's end of sound). Waits up to
         `wait_s` for that (after the picture's end FFmpeg reads the sound to its end; a dead encoder ends it too)."""
+        self._closing = True
         chunks, self._chunks = self._chunks, None
         if chunks is not None:
             self._tap.unsubscribe(chunks)

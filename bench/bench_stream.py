@@ -217,15 +217,19 @@ def bench_clip(tmp: Path) -> dict:
     sender = ["ffmpeg", "-v", "error", "-re", "-i", str(CLIP), "-c", "copy", "-f", "mpegts",
               f"srt://127.0.0.1:{pin}?mode=caller"]
     figures = run_stream(sender, None, rec, pin, pout, bitrate_kbps=3000)
-    figures["streams"] = stream_kinds(rec)
+    return figures | sync_and_privacy(rec, tmp)
+
+
+def sync_and_privacy(rec: Path, tmp: Path) -> dict:
+    """The recording of the dev clip: its streams, its A/V offset, and score_video.py aligned to the clip's frames."""
+    figures: dict = {"streams": stream_kinds(rec)}
     figures["av_offset_ms"], d_v = av_offset_ms(CLIP, rec, 30000 / 1001)
     figures["video_shift_frames"] = d_v
     aligned = aligned_copy(CLIP, rec, d_v, tmp / "aligned.mp4")
     gt = CLIP.with_name("gt.json")
     if SCORER.is_file() and gt.is_file():
         score = subprocess.run([sys.executable, str(SCORER), "--input", str(CLIP), "--output", str(aligned),
-                                "--gt", str(gt)],
-                               capture_output=True, text=True)
+                                "--gt", str(gt)], capture_output=True, text=True)
         figures["score_video"] = (score.stdout + score.stderr).strip().splitlines()[-6:]
     return figures
 
@@ -250,16 +254,7 @@ def bench_file(tmp: Path) -> dict:
                "sound": sink.has_sound}
     engine.close()
     recorder.wait(timeout=15)
-    figures["streams"] = stream_kinds(rec)
-    figures["av_offset_ms"], d_v = av_offset_ms(CLIP, rec, 30000 / 1001)
-    figures["video_shift_frames"] = d_v
-    aligned = aligned_copy(CLIP, rec, d_v, tmp / "aligned.mp4")
-    gt = CLIP.with_name("gt.json")
-    if SCORER.is_file() and gt.is_file():
-        score = subprocess.run([sys.executable, str(SCORER), "--input", str(CLIP), "--output", str(aligned),
-                                "--gt", str(gt)], capture_output=True, text=True)
-        figures["score_video"] = (score.stdout + score.stderr).strip().splitlines()[-6:]
-    return figures
+    return figures | sync_and_privacy(rec, tmp)
 
 
 # The sender's colour matrix: BT.709 (the dev clip's, and phones' HD) is decoded to BGR by FFmpeg, BT.601 goes

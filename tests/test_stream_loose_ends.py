@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -36,6 +37,22 @@ def _test_frames(n: int, w: int = 320, h: int = 240) -> list[SafeFrame]:
     images = np.frombuffer(raw, np.uint8).reshape(n, h, w, 3)
     anonymizer = Anonymizer(Settings())
     return [anonymizer.apply(images[i].copy(), i, []) for i in range(n)]
+
+
+def _send_paced(sink: StreamSink, frames: list[SafeFrame], recorder: subprocess.Popen,
+                before_each: Callable[[int], object] | None = None) -> None:
+    """`frames` to `sink` at 30 fps, then the sink closed and the far end given 10 s to finish its file."""
+    for i, frame in enumerate(frames):
+        if before_each is not None:
+            before_each(i)
+        sink.write_at(frame, i)
+        time.sleep(1 / 30)
+    sink.close()
+    try:
+        recorder.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        recorder.kill()
+        recorder.wait()
 
 
 @needs_ffmpeg
@@ -85,16 +102,7 @@ def test_closing_a_connected_output_loses_nothing_sent(tmp_path: Path) -> None:
     recorder = record(f"srt://127.0.0.1:{port}?mode=listener", out)
     time.sleep(0.5)
     sink = StreamSink(f"srt://127.0.0.1:{port}?mode=caller", 320, 240, Fraction(30), bitrate_kbps=500)
-    frames = _test_frames(60)
-    for i, frame in enumerate(frames):
-        sink.write_at(frame, i)
-        time.sleep(1 / 30)
-    sink.close()
-    try:
-        recorder.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        recorder.kill()
-        recorder.wait()
+    _send_paced(sink, _test_frames(60), recorder)
     assert sink.dropped == 0 and sink.frames_sent == 60
     assert stream_kinds(out) == ["video"]
     assert sink._proc.returncode == 0, "a connected output's FFmpeg must finish on its own (flushed), not be killed"
@@ -407,18 +415,8 @@ def test_a_stream_whose_sound_goes_quiet_keeps_sending(tmp_path: Path) -> None:
     time.sleep(0.5)
     tap = AudioTap()
     sink = StreamSink(f"srt://127.0.0.1:{port}?mode=caller", 320, 240, Fraction(30), audio=tap, bitrate_kbps=500)
-    frames = _test_frames(135)
-    for i, frame in enumerate(frames):
-        if i < 15:
-            tap.publish(i * RATE // 30, bytes(RATE // 30 * 4))
-        sink.write_at(frame, i)
-        time.sleep(1 / 30)
-    sink.close()
-    try:
-        recorder.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        recorder.kill()
-        recorder.wait()
+    _send_paced(sink, _test_frames(135), recorder,
+                lambda i: i < 15 and tap.publish(i * RATE // 30, bytes(RATE // 30 * 4)))
     # the sound is taken for gone after SOUND_QUIET_S (1 s): until then FFmpeg may hold the picture and the output's
     # short queue drops a few frames (5 measured); without the rule it never sent another one
     assert sink.frames_sent >= 135 - 30 and sink.frames_sent + sink.dropped == 135, f"sent {sink.frames_sent}"

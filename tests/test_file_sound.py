@@ -70,18 +70,22 @@ def test_sound_is_placed_on_the_picture_and_paced_by_the_frames_read(tmp_path: P
 
 def test_each_loop_starts_at_its_first_frame_and_ends_the_loop_before(tmp_path: Path) -> None:
     clip = _clip(tmp_path / "clip.mp4")
-    sound = FileSound(str(clip), FPS)
+    # the picture wraps at frame 81 (2.7 s) while the sound goes on to 3 s: a wrap between two chunks' starts, and the
+    # header's count (`frames`) says where before the wrap is known (sound runs LEAD_S ahead of the frames read)
+    sound = FileSound(str(clip), FPS, frames=81)
     chunks = sound.audio.subscribe()
     try:
-        sound.frames_read(80)  # the first loop read up to 2.67 s; its sound goes on to the file's end
+        sound.frames_read(81)
         first_loop = _drain(chunks)
-        sound.loop_started(80)  # the picture wrapped early (a file whose sound is longer than its picture)
+        sound.loop_started(81)
         sound.frames_read(200)
-        rest = _drain(chunks)
-        wrap = round(80 * RATE / FPS)
-        before = [c for c in first_loop + rest if c[0] < wrap]
-        assert all(c[0] + len(c[1]) // BYTES_PER_SAMPLE <= wrap for c in before), "a loop ends where the next starts"
-        assert any(c[0] == wrap for c in rest), "the second loop's sound starts at its first frame"
+        published = first_loop + _drain(chunks)
+        wrap = round(81 * RATE / FPS)
+        assert wrap % 1024, "the test wants a wrap inside a chunk"
+        second = next(i for i, c in enumerate(published) if c[0] == wrap)  # the second loop starts at its frame
+        assert all(c[0] + len(c[1]) // BYTES_PER_SAMPLE <= wrap for c in published[:second]), \
+            "the first loop's sound ends where the second loop's picture starts, not past it"
+        assert published[second - 1][0] + len(published[second - 1][1]) // BYTES_PER_SAMPLE == wrap
     finally:
         sound.close()
 
@@ -102,13 +106,15 @@ def test_a_sound_that_cannot_be_decoded_is_silence_in_step_with_the_frames(tmp_p
     assert time.monotonic() - started < 5, "closing is prompt"
 
 
-def _frames(n: int, start: int = 0) -> list:
+def _frames(n: int) -> list:
+    """Plain frames through the anonymizer, as every frame a sink gets."""
     import numpy as np
 
+    from engine.config import Settings
     from engine.stages.anonymize import Anonymizer
 
-    anonymizer = Anonymizer(__import__("engine.config", fromlist=["Settings"]).Settings())
-    return [anonymizer.apply(np.full((120, 160, 3), (i * 7) % 255, np.uint8), start + i, []) for i in range(n)]
+    anonymizer = Anonymizer(Settings())
+    return [anonymizer.apply(np.full((120, 160, 3), (i * 7) % 255, np.uint8), i, []) for i in range(n)]
 
 
 def _count(path: Path, kind: str) -> int:

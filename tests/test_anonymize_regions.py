@@ -118,6 +118,27 @@ def test_in_place_work_equals_the_whole_region_blended(faces):
             assert _visibility(frame, got, np.asarray(b, np.float32)) < 0.25
 
 
+@pytest.mark.parametrize("blocks", [(5, 5), (7, 6), (3, 9), (24, 20)])
+def test_a_large_region_averaged_down_equals_opencvs_area_resize(faces, blocks):
+    """Block sums by rows (a large region: `_block_means`) give INTER_AREA's block means, on views of a real
+    1080p frame at the largest face's region and the whole frame, in colour and in grey."""
+    frame, boxes = max(faces, key=lambda fb: float(np.max(fb[1][:, 2] - fb[1][:, 0])))
+    scale = 1920 / frame.shape[1]
+    frame = cv2.resize(frame, (1920, 1080), interpolation=cv2.INTER_LINEAR)
+    box = boxes[np.argmax(boxes[:, 2] - boxes[:, 0])] * scale
+    region = Anonymizer(SETTINGS)._grow(np.asarray(box, np.float32), 1920, 1080, 0.6)
+    x1, y1, x2, y2 = region.clipped
+    width, height = blocks
+    for roi in (frame[y1:y2, x1:x2], frame, cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[y1:y2, x1:x2]):
+        kx, ky = roi.shape[1] // width, roi.shape[0] // height
+        assert roi.shape[0] * roi.shape[1] >= anonymize.BLOCK_SUM_MIN_PX, "the region must take the block sums"
+        expected = cv2.resize(roi[: height * ky, : width * kx], (width, height), interpolation=cv2.INTER_AREA)
+        got = anonymize._area_down(roi, width, height)
+        assert got.shape == expected.shape and got.dtype == expected.dtype
+        assert np.abs(got.astype(int) - expected).max() <= 1
+        assert np.mean(got != expected) < 0.02  # a tie rounded the other way, at most
+
+
 def _outside(image: np.ndarray, region: Region) -> np.ndarray:
     x1, y1, x2, y2 = region.clipped
     masked = image.copy()

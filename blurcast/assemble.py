@@ -59,7 +59,7 @@ def build_engine(options: ServeOptions, settings: Settings, *, paths: EnginePath
         for kind, wanted in (("file", options.record), ("vcam", options.vcam), ("preview", options.preview)):
             if wanted:
                 engine.sinks.append(open_sink(kind, source, options.record, options.vcam_device,
-                                              keep_existing=options.keep_existing))
+                                              keep_existing=options.keep_existing, live=options.live))
         for url in options.outputs:  # network streams, with the source's sound
             engine.sinks.append(open_sink("stream", source, srt_output_url(url), bitrate_kbps=options.bitrate_kbps,
                                           keyframe_s=options.keyframe_s, preset=options.preset))

@@ -389,7 +389,7 @@ def _run_one(args: argparse.Namespace) -> int:
     _check_photo_input(args.input)
     options = ServeOptions(source=args.input, vcam=args.vcam, record=args.output, preview=args.preview,
                            outputs=args.out, bitrate_kbps=args.bitrate, keyframe_s=args.keyframe,
-                           preset=args.preset)
+                           preset=args.preset, live=args.live)
     engine = build_engine(options, settings, use_facebank=args.use_facebank, allow=args.allow).engine
     try:
         source = engine.source
@@ -680,7 +680,7 @@ def _cmd_engine_serve(args: argparse.Namespace) -> int:
         return EXIT_ALREADY_RUNNING
     options = ServeOptions(source=args.source, loop=args.loop, vcam=args.vcam, vcam_device=args.vcam_device,
                            record=args.record, outputs=args.out, bitrate_kbps=args.bitrate, keyframe_s=args.keyframe,
-                           preset=args.preset, keep_existing=True)
+                           preset=args.preset, keep_existing=True, live=True)
     built = build_engine(options, default_settings(), use_facebank=args.use_facebank)
     try:
         EngineService(built.engine, facebank=built.facebank, launch=options, use_facebank=args.use_facebank).serve()

@@ -33,7 +33,7 @@ def stream_spec(name: str, source: str, home: Path, loop: bool = False, record: 
     store = Facebank(paths.facebank)
     gallery = LiveGallery(store)
     opened = open_source(source, loop=loop)
-    sinks = [open_sink("file", opened, str(home / "out.mp4"))] if record else []
+    sinks = [open_sink("file", opened, str(home / "out.mp4"), live=True)] if record else []  # streams run live
     return StreamSpec(name, opened, home, sinks=sinks, gallery=gallery, facebank=LiveFacebank(store, gallery))
 
 

@@ -57,6 +57,9 @@ class ServeOptions:
     # The engine's recordings go to a new file beside one that exists (`rec-1.mp4`); `blurcast run -o` overwrites,
     # as a one-off job's output does.
     keep_existing: bool = False
+    # The frames go out at the source's pace (engine serve, `run --live`), dropped ones filled: a file's recording
+    # then takes its sound placed frame by frame, not copied whole.
+    live: bool = False
 
 
 def _sound_of(source: VideoSource):
@@ -66,7 +69,9 @@ def _sound_of(source: VideoSource):
 
 def open_sink(kind: str, source: VideoSource, path: str | None = None, device: str | None = None,
               bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "auto",
-              keep_existing: bool = False) -> Sink:
+              keep_existing: bool = False, live: bool = False) -> Sink:
+    """A sink of `kind` for `source`'s frames. `live`: the engine paces the frames (a file played live), so a
+    file's recording takes the sound from the source's tap, placed on the frames it gets."""
     info = source.info
     if kind == "stream":  # path is the URL; the source's sound goes along, in sync (engine/stages/sinks/stream.py)
         from engine.stages.sinks import StreamSink, redact
@@ -87,9 +92,11 @@ def open_sink(kind: str, source: VideoSource, path: str | None = None, device: s
         if is_image_path(path):  # a photo in, a photo out
             check_output_path(Path(path), source.spec)  # a video source is refused, naming the fix
             return ImageSink(path)
-        # A file's sound is copied from it, once through; a looped file's (live) and a network source's come from the
-        # source's tap, placed by frame number, loop after loop.
-        audio_from = source.spec if source.kind == "file" and not getattr(source, "loop", False) else None
+        # A file's sound is copied from it in file mode (every frame, retimed to the file's own times afterwards).
+        # Played live (frames dropped and filled, loop after loop) and from a network source it comes from the
+        # source's tap, placed by frame number: copied whole, it ran at a constant rate from the file's start, out
+        # of sync where the video starts after its sound or the frame rate varies.
+        audio_from = source.spec if source.kind == "file" and not live and not getattr(source, "loop", False) else None
         return FileSink(path, info.width, info.height, source.fps_fraction, audio_from=audio_from,
                         keep_existing=keep_existing, audio=None if audio_from else _sound_of(source))
     if kind == "preview":
@@ -195,7 +202,8 @@ class EngineService:
         if kind in self.engine.sink_names() or (kind == "stream" and _stream_name(path) in self.engine.sink_names()):
             raise ValueError(f"the {kind} sink is already running")
         options = {k: request[k] for k in ("bitrate_kbps", "keyframe_s", "preset") if k in request}
-        sink = open_sink(kind, self.engine.source, path, request.get("device"), keep_existing=True, **options)
+        sink = open_sink(kind, self.engine.source, path, request.get("device"), keep_existing=True, live=True,
+                         **options)
         self.engine.add_sink(sink)
         self._launch_sink(kind, path, request.get("device"), started=True)
         written = getattr(sink, "path", None)

@@ -195,6 +195,35 @@ def test_a_file_played_live_streams_with_its_sound_in_sync_loop_after_loop(tmp_p
     assert frames >= engine.stats.frames + engine.stats.dropped - 5, "the frames dropped are filled"
 
 
+def test_a_file_played_live_once_through_records_its_sound_in_sync_when_its_video_starts_late(tmp_path) -> None:
+    """`engine serve --source clip.mp4 --record` (no loop), a clip whose sound starts 0.4 s before its picture
+    (the dev clip's starts 0.84 s before): the recording takes the sound placed on the frames it gets. It had the
+    file's sound copied whole from the file's start, 0.4 s early: the flash and its beep 400 ms apart."""
+    synced = tmp_path / "synced.mp4"
+    inputs = [a for a in sync_inputs(320, 240, 30, 3.5) if a != "-re"]
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *inputs, "-c:v", "libx264", "-preset", "ultrafast", "-g", "15",
+                    "-c:a", "aac", str(synced)], check=True)
+    clip = tmp_path / "late_video.mp4"  # the same content in sync, its video stream starting 0.4 s in
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(synced), "-itsoffset", "0.4", "-i", str(synced),
+                    "-map", "1:v", "-map", "0:a", "-af", "adelay=400:all=1", "-c:v", "copy", "-c:a", "aac",
+                    str(clip)], check=True)
+    source = open_source(str(clip))
+    engine = Engine(Settings(), source, pipeline=Pipeline(Settings()))
+    recording = tmp_path / "rec.mp4"
+    sink = open_sink("file", source, str(recording), keep_existing=True, live=True)  # as `engine serve --record`
+    assert sink.has_sound, "played live, the recording takes the file's sound from its tap"
+    job = open_sink("file", source, str(tmp_path / "job.mp4"))
+    job.close()
+    assert job.audio_from == str(clip), \
+        "`blurcast run` (file mode) still copies the file's sound whole, then puts the frames back at their times"
+    engine.sinks.append(sink)
+    thread = _live(engine)
+    thread.join(timeout=20)
+    _stop(engine, thread)
+    _assert_synced(recording)
+    assert len(flash_times(recording)) >= 3
+
+
 def test_sender_killed_and_back_reconnects_without_raw_frames(tmp_path: Path) -> None:
     port = free_port()
     url = f"srt://127.0.0.1:{port}?mode=caller"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.stages.source import file_clock
-from engine.stages.sources.audio import BYTES_PER_SAMPLE, RATE
+from engine.stages.sources.audio import BYTES_PER_SAMPLE, RATE, PlacedSound
 from engine.stages.sources.file_sound import LEAD_S, FileSound
 from tests.stream_util import sync_inputs
 
@@ -196,3 +196,19 @@ def test_a_recording_keeps_its_sound_placed_across_an_outage_longer_than_it_fill
     assert _count(sink.path, "v") == 360
     assert abs(sound_s - video_s) < 0.3, f"sound {sound_s:.2f} s against picture {video_s:.2f} s"
     assert tail_rms > 1000 / 32768, "the sound after the outage is there, not cut"
+
+
+def test_sound_placed_for_a_closing_output_stops_at_its_picture_end() -> None:
+    """A closing output's sound ends where its picture does: a chunk past the end is dropped with no silence up to
+    it (it had been padded up to, which left a recording up to 2 s of silence past its last frame), one across the
+    end is cut there, a gap before the end is still filled."""
+    import io
+
+    placed, pipe = PlacedSound(), io.BytesIO()
+    chunk = b"\x01" * (1024 * BYTES_PER_SAMPLE)
+    placed.write(pipe, 0, chunk, 0, end=1500)
+    placed.write(pipe, 2048, chunk, 0, end=1500)  # wholly past the end
+    assert placed.written == 1024 and len(pipe.getvalue()) == 1024 * BYTES_PER_SAMPLE
+    placed.write(pipe, 1200, chunk, 0, end=1500)  # a gap of 176 samples, then cut at the end
+    assert placed.written == 1500 and len(pipe.getvalue()) == 1500 * BYTES_PER_SAMPLE
+    assert pipe.getvalue()[1024 * BYTES_PER_SAMPLE: 1200 * BYTES_PER_SAMPLE] == bytes(176 * BYTES_PER_SAMPLE)

@@ -200,7 +200,7 @@ def test_a_file_played_live_once_through_records_its_sound_in_sync_when_its_vide
     (the dev clip's starts 0.84 s before): the recording takes the sound placed on the frames it gets. It had the
     file's sound copied whole from the file's start, 0.4 s early: the flash and its beep 400 ms apart."""
     synced = tmp_path / "synced.mp4"
-    inputs = [a for a in sync_inputs(320, 240, 30, 3.5) if a != "-re"]
+    inputs = [a for a in sync_inputs(320, 240, 30, 6) if a != "-re"]
     subprocess.run(["ffmpeg", "-v", "error", "-y", *inputs, "-c:v", "libx264", "-preset", "ultrafast", "-g", "15",
                     "-c:a", "aac", str(synced)], check=True)
     clip = tmp_path / "late_video.mp4"  # the same content in sync, its video stream starting 0.4 s in
@@ -210,18 +210,35 @@ def test_a_file_played_live_once_through_records_its_sound_in_sync_when_its_vide
     source = open_source(str(clip))
     engine = Engine(Settings(), source, pipeline=Pipeline(Settings()))
     recording = tmp_path / "rec.mp4"
-    sink = open_sink("file", source, str(recording), keep_existing=True, live=True)  # as `engine serve --record`
-    assert sink.has_sound, "played live, the recording takes the file's sound from its tap"
-    job = open_sink("file", source, str(tmp_path / "job.mp4"))
-    job.close()
-    assert job.audio_from == str(clip), \
-        "`blurcast run` (file mode) still copies the file's sound whole, then puts the frames back at their times"
-    engine.sinks.append(sink)
-    thread = _live(engine)
-    thread.join(timeout=20)
-    _stop(engine, thread)
+    try:
+        sink = open_sink("file", source, str(recording), keep_existing=True, live=True)  # as `engine serve --record`
+        engine.sinks.append(sink)
+        assert sink.has_sound, "played live, the recording takes the file's sound from its tap"
+        job = open_sink("file", source, str(tmp_path / "job.mp4"))
+        job.close()
+        assert job.audio_from == str(clip), \
+            "`blurcast run` (file mode) still copies the file's sound whole, then puts the frames back at their times"
+        thread = _live(engine)
+        time.sleep(3.0)  # stopped before the file's end, as a Ctrl-C does
+        engine.stop_event.set()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+    finally:
+        engine.close()
     _assert_synced(recording)
-    assert len(flash_times(recording)) >= 3
+    assert len(flash_times(recording)) >= 2
+    # the sound ends with the picture: it is decoded 0.5 s ahead of the frames, and ran on up to ~0.5 s past the last
+    video, audio = (_duration(recording, kind) for kind in ("v", "a"))
+    assert abs(audio - video) <= 0.15, f"sound {audio:.3f} s, picture {video:.3f} s"
+
+
+def _duration(path: Path, stream: str) -> float:
+    """A recording's stream's length in seconds: its packets' last end minus its first start."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", f"{stream}:0", "-show_entries",
+                          "packet=pts_time,duration_time", "-of", "csv=p=0", str(path)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    packets = [(float(p), float(d)) for p, d in (line.split(",")[:2] for line in out)]
+    return max(p + d for p, d in packets) - min(p for p, _ in packets)
 
 
 def test_sender_killed_and_back_reconnects_without_raw_frames(tmp_path: Path) -> None:

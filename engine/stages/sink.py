@@ -28,7 +28,7 @@ from engine.media import IMAGE_SUFFIXES, is_image_path
 from engine.stages.anonymize import SafeFrame
 from engine.stages.sources.audio import CHANNELS as SOUND_CHANNELS
 from engine.stages.sources.audio import RATE as SOUND_RATE
-from engine.stages.sources.audio import AudioTap, SoundFeed
+from engine.stages.sources.audio import RECORDING_SOUND_LEAD_S, AudioTap, SoundFeed
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,8 @@ class FileSink:
         self._sound_skipped = 0  # source frames not filled (a gap over MAX_FILL_FRAMES): the sound skips them too
         sound_r, sound_w = os.pipe() if self._tap is not None else (None, None)
         self._submitted = 0  # frames handed to this segment's encoder, the one being written included
-        self._sound = (SoundFeed(self._tap, sound_w, f"recording {path}", self._sound_placement)
+        self._sound = (SoundFeed(self._tap, sound_w, f"recording {path}", self._sound_placement,
+                                 max_lead_s=RECORDING_SOUND_LEAD_S)
                        if sound_w is not None else None)
         # Its own process group: a terminal's Ctrl-C reaches Blurcast alone, which ends the recording by closing the
         # pipe (one playable file); the encoder killed by it first had made a second file, `rec-1.mp4`.

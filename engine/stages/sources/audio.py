@@ -35,6 +35,11 @@ QUIET_SLACK_S = 0.05
 # Sound further ahead of the picture handed over than this waits (SoundFeed): after an outage the source's sound
 # comes back before the picture that says how much of the outage the output skips (stream outputs skip over 2 s).
 MAX_SOUND_LEAD_S = 2.0
+# A recording's sound is written at most this far past its picture (FileSink), so that where the recording stops (a
+# Ctrl-C, a file's end) its sound stops within this of its picture: a file's sound is decoded 0.5 s ahead of its
+# frames, and a recording stopped early had up to 0.54 s of sound past its last frame (a review, stop 39). A
+# recording's FFmpeg takes sound ahead of its picture without limit; only sound behind it blocks (above).
+RECORDING_SOUND_LEAD_S = 0.05
 FIRST_SOUND_SAMPLES = 1024  # what an encoder gets before its first frame, silence if no sound came yet
 PIPE_BYTES = 1 << 18  # an encoder's sound pipe: 1.4 s of sound
 SOUND_POLL_S = 0.05  # how often a quiet SoundFeed looks where the picture is
@@ -146,7 +151,9 @@ class PlacedSound:
         """`pcm` at its place; with `end`, nothing past output sample `end`."""
         at = first - start
         if end is not None:
-            pcm = pcm[:max(0, end - at) * BYTES_PER_SAMPLE]
+            if at >= end:  # all of it past the end: nothing, and no silence up to it (a closing output's sound
+                return     # held ahead had been padded up to, up to 2 s past the picture's end)
+            pcm = pcm[:(end - at) * BYTES_PER_SAMPLE]
         if at < self.written:  # before the output's start, or overlapping what was written: cut the head
             pcm = pcm[(self.written - at) * BYTES_PER_SAMPLE:]
         elif at > self.written:
@@ -166,7 +173,7 @@ class PlacedSound:
 class SoundFeed:
     """An encoder's sound input, written by a thread of its own: the sound that comes (placed on the source's clock by
     `PlacedSound`), and silence wherever none came by the time the picture is SOUND_SLACK_S past it (QUIET_SLACK_S
-    once no sound came for SOUND_QUIET_S); sound more than MAX_SOUND_LEAD_S ahead of the picture waits for it.
+    once no sound came for SOUND_QUIET_S); sound more than `max_lead_s` ahead of the picture waits for it.
 
     FFmpeg takes no picture before the first sound, stops taking picture that runs ahead of its sound (`python
     bench/sound_lag.py`: a recording's encoder 0.85 s behind kept up, 1 s blocked; a stream's 0.1 s kept up, 0.25 s
@@ -178,8 +185,10 @@ class SoundFeed:
     `placement()`: None until the output's first frame is placed, then (the source sample at the output's time 0,
     the output sample where the picture handed to FFmpeg ends)."""
 
-    def __init__(self, tap: AudioTap, fd: int, name: str, placement: Callable[[], tuple[int, int] | None]) -> None:
+    def __init__(self, tap: AudioTap, fd: int, name: str, placement: Callable[[], tuple[int, int] | None],
+                 max_lead_s: float = MAX_SOUND_LEAD_S) -> None:
         self.name = name
+        self._max_lead = round(max_lead_s * RATE)
         self._tap = tap
         self._chunks: queue.Queue | None = tap.subscribe()
         self._placement = placement
@@ -216,7 +225,7 @@ class SoundFeed:
                     del held[:-MAX_HELD_CHUNKS]  # before the first frame only the last seconds can matter
                     continue
                 start, until = where
-                lead = until + round(MAX_SOUND_LEAD_S * RATE)
+                lead = until + self._max_lead
                 end = until if self._closing else None  # closing: the sound ends where the picture does
                 while held and held[0][0] - start < lead:
                     first, pcm = held.pop(0)

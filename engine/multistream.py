@@ -62,6 +62,7 @@ class BatchingRunner:
         self._worker.start()
         self.plans_per_shape = getattr(runner, "plans_per_shape", False)  # CUDA: engine/models/cuda_plans.py
         self.warm_first = getattr(runner, "warm_first", False)  # CUDA: kernels loaded in the engine's warm-up
+        self.takes_images = getattr(runner, "takes_images", False)  # OpenVINO: uint8 images, batched along N too
 
     def warm(self, batches: list[np.ndarray], what: str) -> None:
         warm = getattr(self.runner, "warm", None)

@@ -88,6 +88,30 @@ def test_static_shape_models_agree_with_the_dynamic_one(photos):
 
 
 @needs_bf16
+def test_an_image_network_takes_its_uint8_image_with_the_same_outputs_to_the_bit(photos):
+    """The detectors' OpenVINO runner takes the letterboxed uint8 image and casts it inside its graph: the outputs of
+    the float batch's runner, bit for bit, on the dynamic model and on a shape's own (the main pass's size and a
+    crowd photo's); a float batch is refused, not misread."""
+    from engine.stages.detect import letterbox, network_batch, network_input
+
+    floats, images = OpenVinoRunner(model_path("yunet")), OpenVinoRunner(model_path("yunet"), takes_images=True)
+    assert backends.make_runner("openvino", model_path("yunet"), lambda path: None, network="yunet").takes_images
+    assert not backends.make_runner("openvino", model_path("sface"), lambda path: None, network="sface").takes_images
+    for runner in (floats, images):
+        runner.background_compiles = False
+    for photo in photos[:2]:
+        image = letterbox(cv2.resize(photo, (1280, 720)), 1.0)
+        for _ in range(OpenVinoRunner.STATIC_AFTER + 1):  # the dynamic model, then the shape's own
+            expected = floats.run(network_input(image))
+            got = images.run(network_batch(images, image))
+            for x, y in zip(expected, got, strict=True):
+                np.testing.assert_array_equal(x, y)
+        assert (1, 736, 1280, 3) in images._static
+    with pytest.raises(TypeError, match="uint8 images"):
+        images.run(network_input(image))
+
+
+@needs_bf16
 def test_live_compiles_in_the_background_and_serves_meanwhile(photos):
     """Live, the call that triggers a compile does not wait for it (it passed the detector's deadline and
     frames went out blurred whole); the shape switches to its own model once compiled."""

@@ -29,6 +29,9 @@ OPENVINO_THREADS = int(os.environ.get("BLURCAST_OPENVINO_THREADS", "1"))
 # ms with one thread, 30-35 with two; p95 65-68 against 59-64; dropped 33-36 against 6-15 of ~580 frames. SRT
 # 1080p30, CPU-bound, ran at the same fps either way (23.1-24.1 against 23.5-23.8; docs/measurements.md).
 OPENVINO_DETECTOR_THREADS = int(os.environ.get("BLURCAST_OPENVINO_DETECTOR_THREADS", "2"))
+# Networks whose input is an image's pixels as they are (0..255, no normalisation): on OpenVINO they take the uint8
+# image itself (OpenVinoRunner `takes_images`).
+IMAGE_NETWORKS = ("yunet", "centerface")
 # Networks `auto` runs on OpenVINO where the CPU computes in bf16 (docs/measurements.md, OpenVINO), in live mode
 # (file mode keeps onnxruntime: engine/pipeline.py): the stream's YuNet. ~0.7x onnxruntime's CPU per 1080p frame,
 # its bf16 score error is noise (bench/bf16_bias.py), the corpus's leaks within the noise floor
@@ -197,7 +200,12 @@ class OpenVinoRunner:
     STATIC_SHAPES = 8  # at most (the least recently used goes): a frame size's main pass and tile sizes
     COUNTED_SHAPES = 64  # shapes whose calls are counted; then the count starts again (photos come in any size)
 
-    def __init__(self, onnx_path: Path, threads: int = OPENVINO_THREADS) -> None:
+    def __init__(self, onnx_path: Path, threads: int = OPENVINO_THREADS, takes_images: bool = False) -> None:
+        # `takes_images`: an image network (the detectors) takes its 1 x H x W x 3 uint8 image as it is, cast to
+        # float and laid out as the network's 1 x 3 x H x W inside the compiled graph (OpenVINO's preprocessing),
+        # where the numpy cast and the float batch's hand-over had cost 3 of a 1280x736 main pass's 18 CPU ms;
+        # the outputs are the same to the bit (tests/test_backends.py). Its `run` then takes such images only.
+        self.takes_images = takes_images
         try:
             import openvino
         except ImportError as exc:
@@ -228,8 +236,17 @@ class OpenVinoRunner:
 
     def _compile(self, shape: tuple[int, ...] | None):
         model = self._core.read_model(self._onnx)
-        if shape is not None:
-            model.reshape(list(shape))
+        if shape is not None:  # an image's N x H x W x C is the network's N x C x H x W
+            model.reshape([shape[0], shape[3], shape[1], shape[2]] if self.takes_images else list(shape))
+        if self.takes_images:
+            import openvino
+            from openvino.preprocess import PrePostProcessor
+
+            steps = PrePostProcessor(model)
+            steps.input().tensor().set_element_type(openvino.Type.u8).set_layout(openvino.Layout("NHWC"))
+            steps.input().model().set_layout(openvino.Layout("NCHW"))
+            steps.input().preprocess().convert_element_type(openvino.Type.f32)
+            model = steps.build()
         return self._core.compile_model(model, "CPU", self._config)
 
     def _compiled_for(self, shape: tuple[int, ...]):
@@ -272,6 +289,9 @@ class OpenVinoRunner:
         return compiled
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        if self.takes_images and (batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[3] != 3):
+            raise TypeError(f"{self.name} takes 1 x H x W x 3 uint8 images (engine/stages/detect.py network_batch), "
+                            f"not {batch.dtype} {batch.shape}")
         key, compiled = self._compiled_for(batch.shape)
         requests = self._local.__dict__.setdefault("requests", {})
         request = requests.get(key)
@@ -374,12 +394,13 @@ def make_runner(backend: str, onnx_path: Path, module_factory: Callable[[Path], 
     chosen = resolve_backend(backend, network)
     runner: NetworkRunner
     threads = OPENVINO_DETECTOR_THREADS if network == "yunet" else OPENVINO_THREADS
+    images = network in IMAGE_NETWORKS
     if chosen == "openvino" and backend == "auto":
-        runner = _openvino_or_onnxruntime(onnx_path, threads)
+        runner = _openvino_or_onnxruntime(onnx_path, threads, images)
     elif chosen == "onnxruntime":
         runner = OnnxRuntimeRunner(onnx_path)
     elif chosen == "openvino":
-        runner = OpenVinoRunner(onnx_path, threads)
+        runner = OpenVinoRunner(onnx_path, threads, takes_images=images)
     elif chosen == "torch":
         runner = TorchRunner(module_factory, onnx_path)
     else:
@@ -388,10 +409,10 @@ def make_runner(backend: str, onnx_path: Path, module_factory: Callable[[Path], 
     return runner
 
 
-def _openvino_or_onnxruntime(onnx_path: Path, threads: int) -> NetworkRunner:
+def _openvino_or_onnxruntime(onnx_path: Path, threads: int, images: bool = False) -> NetworkRunner:
     """`auto`'s OpenVINO choice, and onnxruntime where OpenVINO fails to load the model: auto must always start."""
     try:
-        return OpenVinoRunner(onnx_path, threads)
+        return OpenVinoRunner(onnx_path, threads, takes_images=images)
     except Exception:
         log.exception("OpenVINO could not load %s; running it on onnxruntime", onnx_path.name)
         return OnnxRuntimeRunner(onnx_path)

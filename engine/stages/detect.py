@@ -46,6 +46,14 @@ def letterbox(frame: np.ndarray, scale: float, multiple: int = 32,
     return padded
 
 
+def network_batch(runner, image: np.ndarray) -> np.ndarray:
+    """What `runner` takes for an H x W x 3 uint8 image: the image itself as 1 x H x W x 3 where the runner casts it
+    inside its graph (OpenVINO, `takes_images`), else the float32 batch of `network_input`."""
+    if getattr(runner, "takes_images", False):
+        return np.ascontiguousarray(image)[None]
+    return network_input(image)
+
+
 def network_input(image: np.ndarray) -> np.ndarray:
     """An H x W x 3 uint8 image as the detectors' 1 x 3 x H x W float32 batch, the same values. One plane at a
     time from OpenCV's split: numpy's transposing cast took 2.1 ms a 1280x736 image, this 1.2 (a 1080p file-mode

@@ -9,7 +9,7 @@ from engine.config import Settings
 from engine.faces import Detections
 from engine.models.backends import NetworkRunner, make_runner
 from engine.models.weights import model_path
-from engine.stages.detect import detection_scale, letterbox, network_input, nms
+from engine.stages.detect import detection_scale, letterbox, network_batch, nms
 
 NMS_IOU = 0.3
 STRIDE = 4
@@ -29,8 +29,7 @@ class CenterFaceDetector:
 
     def _detect_at(self, frame: np.ndarray, scale: float, min_score: float) -> Detections:
         image = cv2.cvtColor(letterbox(frame, scale), cv2.COLOR_BGR2RGB)  # RGB 0..255, no normalisation
-        batch = network_input(image)
-        heatmap, size, offset, marks = self.runner.run(batch)
+        heatmap, size, offset, marks = self.runner.run(network_batch(self.runner, image))
         return _decode(heatmap[0, 0], size[0], offset[0], marks[0], scale, min_score)
 
 

@@ -14,7 +14,7 @@ from engine.models.backends import NetworkRunner, OnnxRuntimeRunner, make_runner
 from engine.models.cuda_plans import CROP_SIDES, crop_canvas
 from engine.models.weights import model_path
 from engine.noise import NOISY_SIGMA, noise_sigma, smoothed
-from engine.stages.detect import area_scale, detection_scale, letterbox, merge, network_input, nms
+from engine.stages.detect import area_scale, detection_scale, letterbox, merge, network_batch, nms
 from engine.stages.detectors.parallel import FrameParallelDetector
 from engine.stages.detectors.second_look import cell_areas, mirror, second_look
 from engine.stream_options import usable_cores
@@ -349,8 +349,7 @@ class YuNetDetector:
         return self._detect_image(image, scale, min_score)
 
     def _detect_image(self, image: np.ndarray, scale: float, min_score: float) -> Detections:
-        batch = network_input(image)
-        outputs = self.runner.run(batch)
+        outputs = self.runner.run(network_batch(self.runner, image))
         return self._decode(outputs, image.shape[:2], scale, min_score)
 
     def _decode(self, outputs: list[np.ndarray], size: tuple[int, int], scale: float, min_score: float) -> Detections:

@@ -39,6 +39,7 @@ class JitteredRunner:
         self.runner = runner
         self.name = f"{runner.name}+jitter{seed}"
         self.rng = np.random.default_rng(seed)
+        self.takes_images = getattr(runner, "takes_images", False)  # OpenVINO: the uint8 image (detect.network_batch)
 
     @property
     def background_compiles(self) -> bool:  # OpenVINO's: file mode must still compile in the calling thread

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import threading
 import time
@@ -87,7 +88,7 @@ def test_static_shape_models_agree_with_the_dynamic_one(photos):
         np.testing.assert_allclose(x, y, atol=1e-2)
 
 
-@needs_bf16
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
 def test_an_image_network_takes_its_uint8_image_with_the_same_outputs_to_the_bit(photos):
     """The detectors' OpenVINO runner takes the letterboxed uint8 image and casts it inside its graph: the outputs of
     the float batch's runner, bit for bit, on the dynamic model and on a shape's own (the main pass's size and a
@@ -109,6 +110,10 @@ def test_an_image_network_takes_its_uint8_image_with_the_same_outputs_to_the_bit
         assert (1, 736, 1280, 3) in images._static
     with pytest.raises(TypeError, match="uint8 images"):
         images.run(network_input(image))
+    floats, images = (OpenVinoRunner(model_path("centerface"), takes_images=t) for t in (False, True))
+    rgb = cv2.cvtColor(letterbox(photos[0], 0.5), cv2.COLOR_BGR2RGB)  # CenterFace's input
+    for x, y in zip(floats.run(network_input(rgb)), images.run(network_batch(images, rgb)), strict=True):
+        np.testing.assert_array_equal(x, y)
 
 
 @needs_bf16

@@ -116,7 +116,8 @@ class YuNetDetector:
         # few square canvases, planned now on the network's thread, while the engine starts.
         self._crop_canvas = crop_canvas if getattr(runner, "plans_per_shape", False) else None
         if self._crop_canvas is not None:
-            runner.warm([np.zeros((1, 3, side, side), np.float32) for side in CROP_SIDES], "yunet crops")
+            runner.warm([network_batch(runner, np.zeros((side, side, 3), np.uint8)) for side in CROP_SIDES],
+                        "yunet crops")
 
     def detect(self, frame: np.ndarray, min_score: float) -> Detections:
         if self.still is not None:

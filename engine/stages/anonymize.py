@@ -361,15 +361,17 @@ def _area_down(roi: np.ndarray, width: int, height: int) -> np.ndarray:
 
 # A large region averaged down to a few blocks: summing rows with cv2.reduce (vectorised, a view of the frame)
 # takes a quarter of the time of INTER_AREA's integer path, whose per-pixel table is not vectorised beyond 2x
-# (a 1200x1080 face to 5x5: 1.08 -> 0.36 ms, the same bytes). Small regions or many block rows (even at 32):
+# (a 1200x1080 face to 5x5: 1.08 -> 0.36 ms). The same block means, but for a mean exactly on .5, which OpenCV rounds
+# either way depending on the block's size (62.5 -> 63 for 117x114 blocks, -> 62 for 384x216): one grey level in a
+# cover's few-pixel thumbnail, 1 of 352 calls on a selfie clip. Small regions or many block rows (even at 32):
 # INTER_AREA.
 BLOCK_SUM_MIN_PX = 100_000
 BLOCK_SUM_MAX_ROWS = 24
 
 
 def _block_means(block: np.ndarray, width: int, height: int) -> np.ndarray:
-    """`block` (height x width whole blocks of pixels) averaged per block, computed as INTER_AREA computes it: the
-    exact sum, as a float32, times the float32 1 / area, rounded (the same bytes, ties included)."""
+    """`block` (height x width whole blocks of pixels) averaged per block: the exact sum, as a float32, times the
+    float32 1 / area, rounded half to even (INTER_AREA's bytes but for some exact .5 means: BLOCK_SUM_MIN_PX)."""
     channels = block.shape[2] if block.ndim == 3 else 1
     kx, ky = block.shape[1] // width, block.shape[0] // height
     rows = block.reshape(height, ky, width * kx * channels)  # a view: each block row's pixel rows

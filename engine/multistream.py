@@ -64,6 +64,21 @@ class BatchingRunner:
         self.warm_first = getattr(runner, "warm_first", False)  # CUDA: kernels loaded in the engine's warm-up
         self.takes_images = getattr(runner, "takes_images", False)  # OpenVINO: uint8 images, batched along N too
 
+    # OpenVINO's compile switches, passed through: without them the pipeline could neither compile this frame
+    # size's shapes in its warm-up (live) nor make file mode compile in the calling thread (deterministic), and
+    # every shape compiled mid-stream on a thread of its own. AttributeError where the runner has none (hasattr).
+    @property
+    def background_compiles(self) -> bool:
+        return self.runner.background_compiles
+
+    @background_compiles.setter
+    def background_compiles(self, value: bool) -> None:
+        self.runner.background_compiles = value
+
+    @property
+    def STATIC_AFTER(self) -> int:  # the wrapped runner's class constant, read by Pipeline.warm_up
+        return self.runner.STATIC_AFTER
+
     def warm(self, batches: list[np.ndarray], what: str) -> None:
         warm = getattr(self.runner, "warm", None)
         if warm is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import threading
@@ -247,3 +248,26 @@ def _raises(runner) -> bool:
     except RuntimeError:
         return True
     return False
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
+def test_a_shared_openvino_detector_compiles_its_shapes_before_the_first_frame():
+    """Live, a stream's pipeline compiles its frame size's shapes (main pass, tiles) in its warm-up, through the
+    shared runner, as a lone engine does; before, the wrapper hid OpenVINO's switches and each shape compiled
+    mid-stream on a thread of its own. File mode switches the shared runner to compiling in the calling thread."""
+    from engine.models.backends import OpenVinoRunner
+    from engine.stages.detectors.yunet import YuNetDetector
+
+    inner = OpenVinoRunner(model_path("yunet"), takes_images=True)
+    shared = BatchingRunner(inner, expected=2)
+    try:
+        assert hasattr(shared, "background_compiles") and shared.STATIC_AFTER == inner.STATIC_AFTER
+        pipeline = Pipeline(Settings(backend="openvino"), detector=YuNetDetector(shared, Settings().detect_width))
+        assert inner.background_compiles  # live: mid-stream compiles never hold a frame
+        pipeline.warm_up(1920, 1080)
+        assert (1, 736, 1280, 3) in inner._static  # the main pass's shape, compiled before any frame
+        assert inner.background_compiles  # and back to background afterwards
+        pipeline.offline = True  # file mode: the switch lands on the same frame every run
+        assert inner.background_compiles is False
+    finally:
+        shared.close()

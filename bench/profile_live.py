@@ -12,6 +12,9 @@ Wall times on a shared machine are only comparable inside one run; thread CPU ms
 Also reported: CPU ms per output frame of the whole process and of each thread, native ones pooled (onnxruntime's
 intra-op pool and OpenCV's decoder threads are invisible to a Python thread's own CPU time), and every garbage
 collection's pause (`gc`: count, gen-2 count, longest, total).
+Two delays: `latency` is capture to anonymized (what the scheduler steers by); `output_delay` is capture to the
+hand-over to the outputs, which adds the frames the look-ahead holds back (one while coasting): the added delay a
+viewer gets, and the figure to hold against a latency bound.
 """
 
 from __future__ import annotations
@@ -157,6 +160,7 @@ def run(clip: Path, seconds: float, allow: Path | None, variant: dict[str, bool]
         identifier.run_in_background = None  # the frame loop embeds on the frame path, as before
     timings = Timings()
     instrument(engine, timings)
+    output_delays = _time_outputs(engine)
     reports: dict[int, tuple[float, float, int, bool]] = {}  # index -> (latency ms, detect wait ms, faces, any visible)
     record = engine.stats.record
 
@@ -182,6 +186,8 @@ def run(clip: Path, seconds: float, allow: Path | None, variant: dict[str, bool]
     t = engine.telemetry()
     engine.close()
     figures = summarise(timings, reports, t, process_cpu_pct)
+    delays = [output_delays[i] for i in sorted(output_delays)[30:]]  # the first second warms up, as summarise's
+    figures["output_delay_p50_ms"], figures["output_delay_p95_ms"] = _pct(delays, 50), _pct(delays, 95)
     figures["cpu_ms_per_frame_by_thread"] = threads
     # per frame that went out (CPU spent on frames dropped behind included: it is what the output cost)
     figures["process_cpu_ms_per_frame"] = round(1000 * process_cpu_s / max(engine.stats.frames - start_frames, 1), 1)
@@ -197,6 +203,25 @@ VARIANTS = {"now": {"on_arrival": True, "background": True}, "before": {"on_arri
             "no-arrival": {"on_arrival": False, "background": True},
             "no-background": {"on_arrival": True, "background": False},
             "no-coast": {"on_arrival": True, "background": True, "coast": False}}
+
+
+def _time_outputs(engine) -> dict[int, float]:
+    """Each frame's capture to its hand-over to the outputs, in ms: the latency figure (`record`) stops when the
+    frame is anonymized, before the frames the look-ahead holds back (one while coasting) wait for their turn."""
+    captured_at: dict[int, float] = {}
+    delays: dict[int, float] = {}
+    process_one, emit = engine.process_one, engine._emit
+
+    def timed_process_one(frame, index, dt, captured):
+        captured_at[index] = captured
+        return process_one(frame, index, dt, captured)
+
+    def timed_emit(safe, tag=None):
+        if safe.index in captured_at:
+            delays[safe.index] = (time.monotonic() - captured_at.pop(safe.index)) * 1000
+        return emit(safe, tag)
+    engine.process_one, engine._emit = timed_process_one, timed_emit
+    return delays
 
 
 def _identifier(settings, photo: Path):
@@ -271,6 +296,7 @@ def main() -> int:
                                                           "latency_max_ms", "process_cpu_pct_of_one_core",
                                                           "frames_with_a_visible_face_pct", "shedding_frames",
                                                           "coasted_frames", "video_delay_p50_ms",
+                                                          "output_delay_p50_ms", "output_delay_p95_ms",
                                                           "process_cpu_ms_per_frame", "gc")}
                           for label, r in figures.items()}
     print(json.dumps(figures, indent=2))

@@ -90,6 +90,9 @@ class Stats:
     started: float = field(default_factory=time.monotonic)
     stamps: deque = field(default_factory=lambda: deque(maxlen=240))  # output times, for fps
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=240))
+    # Live: capture to the hand-over to the outputs, the frames the look-ahead holds back included (one while
+    # coasting): the delay a viewer gets. `latencies_ms` stops at anonymized, which steers the scheduler.
+    output_delays_ms: deque = field(default_factory=lambda: deque(maxlen=240))
     last_report: FrameReport | None = None
 
     def record(self, report: FrameReport, latency_ms: float) -> None:
@@ -112,6 +115,10 @@ class Stats:
         values = list(self.latencies_ms)
         return float(np.percentile(values, q)) if values else None
 
+    def output_delay(self, q: float) -> float | None:
+        values = list(self.output_delays_ms)
+        return float(np.percentile(values, q)) if values else None
+
 
 class _LiveTag(NamedTuple):
     """What a live frame carries past the look-ahead to the sinks: the source's own frame number (None for a
@@ -119,6 +126,7 @@ class _LiveTag(NamedTuple):
 
     source_index: int | None
     position: int
+    captured: float | None = None  # time.monotonic() when the source delivered it: its delay to the outputs
 
 
 def _write_placed(sink: Sink, safe: SafeFrame, source_index: int | None, position: int | None) -> None:
@@ -249,7 +257,11 @@ class Engine:
         self._sink_ops.put(op)
 
     def video_delay_ms(self) -> float | None:
-        """Capture to output: processing plus the frames the lookahead holds back (live mode)."""
+        """Capture to output (p50): measured on the frames handed to the outputs (live mode), else processing plus
+        the frames the lookahead holds back."""
+        measured = self.stats.output_delay(50)
+        if measured is not None:
+            return measured
         processing = self.stats.latency(50)
         if processing is None:
             return None
@@ -265,6 +277,8 @@ class Engine:
             "latency_p95_ms": _round(self.stats.latency(95)),
             # the added video delay, and what to put in OBS's audio Sync Offset for this source's sound
             "video_delay_ms": _round(delay),
+            "output_delay_p50_ms": _round(self.stats.output_delay(50)),
+            "output_delay_p95_ms": _round(self.stats.output_delay(95)),
             "obs_sync_offset_ms": None if delay is None else round(delay),
             "lookahead_frames": self.lookahead.frames,
             "backfilled": self.lookahead.backfilled,
@@ -419,7 +433,7 @@ class Engine:
                     continue
                 dt = (captured - last) if last is not None else 1.0 / self.source.info.fps
                 last = captured
-                tag = _LiveTag(source_index, position)
+                tag = _LiveTag(source_index, position, captured)
                 for safe, held_tag in self._look_ahead(self.process_one(frame, index, dt, captured), tag):
                     self._emit(safe, held_tag)
                 self._shed_load(captured)
@@ -613,6 +627,8 @@ class Engine:
         while not self._sink_ops.empty():
             self._sink_ops.get_nowait()()
         source_index, position = (tag.source_index, tag.position) if isinstance(tag, _LiveTag) else (tag, None)
+        if isinstance(tag, _LiveTag) and tag.captured is not None:
+            self.stats.output_delays_ms.append((time.monotonic() - tag.captured) * 1000)
         for sink in list(self.sinks):
             try:
                 _write_placed(sink, safe, source_index, position)

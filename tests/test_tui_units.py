@@ -423,6 +423,19 @@ def test_the_figures_say_the_obs_sync_offset_while_frames_go_out():
     assert "OBS sync" not in str(figures({**t, "obs_sync_offset_ms": None}))
 
 
+def test_the_figures_give_the_delay_to_the_outputs_where_the_engine_measures_it():
+    """The viewer's delay (frames held back included) is the figure shown; an engine that does not measure it (an
+    older one, or no frame out yet) still gets its processing latency shown, named as such."""
+    from tui.format import figures, status_rows
+
+    t = {"fps": 30.0, "latency_p50_ms": 28.4, "latency_p95_ms": 52.0, "output_delay_p50_ms": 49.2,
+         "output_delay_p95_ms": 71.3}
+    assert "delay p50 49 / p95 71 ms" in str(figures(t))
+    assert "latency p50 28 / p95 52 ms" in str(figures({k: v for k, v in t.items() if "output" not in k}))
+    words = dict(status_rows({**t, "state": "live"}))
+    assert words["delay"].startswith("p50 49 / p95 71 ms") and words["latency"].startswith("p50 28 / p95 52 ms")
+
+
 @pytest.mark.parametrize("refused", [False, True])
 def test_telemetry_after_a_slider_move_keeps_it_unless_the_engine_refused_it(tmp_path, refused):
     """Telemetry can reach the screen between a key press and the screen's handling of that move (found as a CI

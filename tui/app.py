@@ -204,7 +204,9 @@ class BlurcastApp(App[int]):
         if now - self._history_at >= 1.0:
             self._history_at = now
             self.fps_history.append(float(t.get("fps") or 0.0))
-            self.latency_history.append(float(t.get("latency_p95_ms") or 0.0))
+            # the viewer's delay where the engine measures it (frames held back included), else processing's
+            delay = t.get("output_delay_p95_ms")
+            self.latency_history.append(float((delay if delay is not None else t.get("latency_p95_ms")) or 0.0))
 
     @work(thread=True, exclusive=True, group="limits", exit_on_error=False)
     def fetch_limits(self) -> None:

@@ -137,6 +137,14 @@ def sync_words(t: dict[str, Any]) -> str:
     return "" if offset is None or not t.get("sinks") else f" · OBS sync {offset} ms"  # nothing out: no matter
 
 
+def delay_words(t: dict[str, Any]) -> tuple[str, str]:
+    """The live figure of delay: capture to the outputs where the engine measures it (it counts the frames the
+    look-ahead holds back, one while coasting: what a viewer waits), else capture to anonymized."""
+    key = "output_delay" if t.get("output_delay_p50_ms") is not None else "latency"
+    p50, p95 = number(t.get(f"{key}_p50_ms"), 0), number(t.get(f"{key}_p95_ms"), 0)
+    return ("delay" if key == "output_delay" else "latency"), f"p50 {p50} / p95 {p95} ms"
+
+
 def faults_line(faults: dict[str, int] | None) -> str:
     return ", ".join(f"{name} ×{count}" for name, count in sorted(faults.items())) if faults else "none"
 
@@ -155,7 +163,7 @@ def figures(t: dict[str, Any], stale: bool = False) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
     rows = [
         ("fps", f"{t.get('fps', 0):.1f}" + ("  (stale)" if stale else ""),
-         "latency", f"p50 {number(t.get('latency_p50_ms'), 0)} / p95 {number(t.get('latency_p95_ms'), 0)} ms"),
+         *delay_words(t)),
         ("frames", str(t.get("frames", 0)), "dropped", f"{t.get('dropped', 0)}   whole {t.get('whole_frames', 0)}"
          + (f"   coasted {t['coasted_frames']}" if t.get("coasted_frames") else "")),
         ("source", short_source(t.get("source")), "", ""),
@@ -228,8 +236,13 @@ def status_rows(t: dict[str, Any]) -> list[tuple[str, str]]:
         ("facebank", DASH if people is None else f"{people} {'person' if people == 1 else 'people'}"
                                                     f" ({plural(bank.get('photos', 0), 'photo')})"),
         ("fps", f"{t.get('fps', 0):.1f}"),
-        ("latency", f"p50 {number(t.get('latency_p50_ms'), 0)} / p95 {number(t.get('latency_p95_ms'), 0)} ms"),
+        ("latency", f"p50 {number(t.get('latency_p50_ms'), 0)} / p95 {number(t.get('latency_p95_ms'), 0)} ms"
+                    " (capture to anonymized)"),
     ]
+    if t.get("output_delay_p50_ms") is not None:
+        rows.append(("delay", f"p50 {number(t.get('output_delay_p50_ms'), 0)} / p95 "
+                              f"{number(t.get('output_delay_p95_ms'), 0)} ms (capture to the outputs, frames held "
+                              "back included)"))
     if t.get("obs_sync_offset_ms") is not None:
         rows.append(("OBS audio Sync Offset", f"{t['obs_sync_offset_ms']} ms (the stream's sound, to match the video)"))
     rows += [

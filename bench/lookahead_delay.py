@@ -1,6 +1,7 @@
 """Does the look-ahead slider say what the engine does? For each look-ahead, the delay the UI shows for it
-(frames at the source's rate) beside the engine's own measure (`video_delay_ms` = processing p50 + the median
-time a frame was held), on an engine playing the dev clip live.
+(frames at the source's rate) beside the engine's own measure (`video_delay_ms`: since stop 40 the median delay
+from capture to the outputs measured on the frames sent; before, processing p50 + the median time a frame was
+held), on an engine playing the dev clip live.
 
     python bench/lookahead_delay.py [--frames 0 3 8] [--seconds 8]
 """

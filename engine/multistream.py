@@ -63,17 +63,23 @@ class BatchingRunner:
         self.plans_per_shape = getattr(runner, "plans_per_shape", False)  # CUDA: engine/models/cuda_plans.py
         self.warm_first = getattr(runner, "warm_first", False)  # CUDA: kernels loaded in the engine's warm-up
         self.takes_images = getattr(runner, "takes_images", False)  # OpenVINO: uint8 images, batched along N too
+        self._switch_lock = threading.Lock()
+        self._compile_now = 0  # streams asking OpenVINO to compile in the calling thread (background_compiles)
 
-    # OpenVINO's compile switches, passed through: without them the pipeline could neither compile this frame
-    # size's shapes in its warm-up (live) nor make file mode compile in the calling thread (deterministic), and
-    # every shape compiled mid-stream on a thread of its own. AttributeError where the runner has none (hasattr).
+    # OpenVINO's compile switch, passed through: without it the pipeline could neither compile this frame size's
+    # shapes in its warm-up (live) nor make file mode compile in the calling thread (deterministic), and every
+    # shape compiled mid-stream on a thread of its own. AttributeError where the runner has none (hasattr). Each
+    # stream's pipeline sets it: off counts as one more asking to compile now (a warm-up, file mode), on as one
+    # fewer, so that a stream whose warm-up ends first does not switch it back on under another's.
     @property
     def background_compiles(self) -> bool:
         return self.runner.background_compiles
 
     @background_compiles.setter
     def background_compiles(self, value: bool) -> None:
-        self.runner.background_compiles = value
+        with self._switch_lock:
+            self._compile_now = max(0, self._compile_now + (-1 if value else 1))
+            self.runner.background_compiles = self._compile_now == 0
 
     @property
     def STATIC_AFTER(self) -> int:  # the wrapped runner's class constant, read by Pipeline.warm_up

@@ -486,6 +486,13 @@ class Engine:
     _coast_until = 0.0
     _dropped_seen = 0
 
+    def _hold_back(self, frames: int) -> None:
+        """Live: hold `frames` back from now on. The delays measured before are another delay's: forgotten, so that
+        the OBS offset (their median) follows at once, not after the 240 frames they span."""
+        if frames != self.lookahead.frames:
+            self.lookahead.frames = frames
+            self.stats.output_delays_ms.clear()
+
     def _live_lookahead(self) -> int:
         """Frames live mode holds back: the setting, and at least one while frames are coasted (a face first
         found in the frame after a coasted one is hidden back in it)."""
@@ -508,7 +515,7 @@ class Engine:
         coasting = now < self._coast_until
         if coasting != self.pipeline.coast_alternate:
             self.pipeline.coast_alternate = coasting
-            self.lookahead.frames = self._live_lookahead()
+            self._hold_back(self._live_lookahead())
             log.info("live: %s", "far behind: every other frame coasted on the tracks, one frame held back"
                      if coasting else "keeping up again: every frame detected")
         detector = self.pipeline.detector
@@ -578,6 +585,7 @@ class Engine:
                 period, next_due = 1.0 / self.source.info.fps, time.monotonic()
                 self.source_state = "running"
                 timeline.restart()
+                self.stats.output_delays_ms.clear()  # another source's delay (its rate, its decoder)
             frame = self.source.read()
             if frame is None:
                 self._recover_source()
@@ -671,7 +679,7 @@ class Engine:
                 self._settings = previous
             return
         if pending.lookahead_frames != previous.lookahead_frames and not self.pipeline.offline:
-            self.lookahead.frames = self._live_lookahead()  # live only: file mode holds its own count
+            self._hold_back(self._live_lookahead())  # live only: file mode holds its own count
             self.pipeline.reveal_later(pending.lookahead_frames > 0)
         if (previous.recognition and not pending.recognition) or \
                 pending.similarity_threshold > previous.similarity_threshold:

@@ -481,3 +481,17 @@ def test_a_clip_of_three_frames_hides_a_face_seen_once_weakly(data_dir, tmp_path
     assert done.returncode == 0, done.stderr[-2000:]
     report = score_independently(clip, out, gt_path, tmp_path)
     assert report["bystander_visible"] <= 1, report  # 3 before (the one face in all 3 frames); 1 now (frame 2)
+
+
+def test_a_new_hold_back_forgets_the_delays_measured_before(dev_clip):
+    """The OBS offset is the median of the delays measured: when live mode starts or stops holding frames back
+    (coasting, the look-ahead slider) it follows at once, not after the 240 frames the old delays span."""
+    engine = Engine(SETTINGS, VideoSource(str(dev_clip)), [Memory()])
+    try:
+        engine.stats.output_delays_ms.extend([30.0] * 100)
+        engine._hold_back(engine.lookahead.frames)  # no change: kept
+        assert engine.video_delay_ms() == 30.0
+        engine._hold_back(engine.lookahead.frames + 1)
+        assert len(engine.stats.output_delays_ms) == 0 and engine.lookahead.frames == 1
+    finally:
+        engine.close()

@@ -265,8 +265,14 @@ def test_a_shared_openvino_detector_compiles_its_shapes_before_the_first_frame()
         pipeline = Pipeline(Settings(backend="openvino"), detector=YuNetDetector(shared, Settings().detect_width))
         assert inner.background_compiles  # live: mid-stream compiles never hold a frame
         pipeline.warm_up(1920, 1080)
-        assert (1, 736, 1280, 3) in inner._static  # the main pass's shape, compiled before any frame
+        # the main pass's shape compiled before any frame, in the warm-up itself: nothing left compiling behind it
+        assert (1, 736, 1280, 3) in inner._static and not inner._pending
         assert inner.background_compiles  # and back to background afterwards
+        shared.background_compiles = False  # another stream's warm-up under way...
+        pipeline.warm_up(1280, 720)
+        assert inner.background_compiles is False  # ...is not switched back by this one's end
+        shared.background_compiles = True
+        assert inner.background_compiles
         pipeline.offline = True  # file mode: the switch lands on the same frame every run
         assert inner.background_compiles is False
     finally:

@@ -30,6 +30,7 @@ from engine.stages.identify import Identifier
 from engine.stages.lookahead import FILE_LOOKAHEAD_FRAMES, WEAK_BACK_FRAMES, Lookahead
 from engine.stages.sink import Sink
 from engine.stages.source import SourceError, VideoSource
+from engine.stages.sources.audio import AudioTap, ProgramSound
 from engine.stages.track import REPEAT_MAX_GAP
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,10 @@ class Engine:
                  identifier: Identifier | None = None, pipeline: Pipeline | None = None) -> None:
         self.source = source
         self.sinks: list[Sink] = list(sinks or [])
+        # The outputs' frame numbers and sound, continued across `replace_source` (sources/audio.py)
+        self.sound = ProgramSound(source, source.info.fps)
+        if any(getattr(sink, "has_sound", False) for sink in self.sinks):
+            _ = self.sound.tap  # they hold the source's own tap: the program relays later sources into it
         self.pipeline = pipeline if pipeline is not None else Pipeline(settings, identifier=identifier)
         self.stats = Stats()
         self.source_state = "running"
@@ -216,8 +221,13 @@ class Engine:
             return new
 
     def replace_source(self, source: VideoSource) -> None:
-        """Switch to an opened source; the reader thread swaps it in before its next read."""
+        """Switch to an opened source; the reader thread swaps it in before its next read. The outputs running go on
+        with its frames and sound, on their clock (`sound`)."""
         self._next_source = source
+
+    def output_sound(self) -> AudioTap | None:
+        """The sound tap for an output opened now: the source's, continued across source switches."""
+        return self.sound.tap
 
     def hide_kept(self) -> None:
         """Someone left the facebank: the frames the lookahead holds hide the faces they showed (applied by the
@@ -582,6 +592,7 @@ class Engine:
             if self._next_source is not None:
                 old, self.source, self._next_source = self.source, self._next_source, None
                 old.close()
+                self.sound.switched(self.source)  # its frame numbers and sound go on from the last ones sent
                 period, next_due = 1.0 / self.source.info.fps, time.monotonic()
                 self.source_state = "running"
                 timeline.restart()
@@ -598,7 +609,8 @@ class Engine:
             if self.detect_on_arrival and mailbox.empty() and (time.monotonic() >= self._shed_until
                                                                or self.pipeline.coast_alternate):
                 self.pipeline.detect_on_arrival(frame)
-            source_index = getattr(self.source, "last_index", None)  # stream outputs keep A/V sync on it
+            # stream outputs keep A/V sync on it: the source's own number, on the program's clock after a switch
+            source_index = self.sound.index(getattr(self.source, "last_index", None))
             item = (frame, captured, source_index, timeline.position(self.source, source_index, captured))
             try:
                 mailbox.put_nowait(item)
@@ -701,6 +713,7 @@ class Engine:
         for sink in self.sinks:
             _close_quietly(sink)
         self.sinks.clear()
+        self.sound.close()
         self.pipeline.close()
         self.source.close()
 

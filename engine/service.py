@@ -37,6 +37,7 @@ from engine.stages.sink import (
 )
 from engine.stages.source import VideoSource
 from engine.stages.sources import open_source
+from engine.stages.sources.audio import source_sound
 from engine.stream_options import published_stream_limits, srt_output_url
 
 log = logging.getLogger(__name__)
@@ -62,17 +63,19 @@ class ServeOptions:
     live: bool = False
 
 
-def _sound_of(source: VideoSource):
-    """The source's sound tap (an FFmpeg-decoded source with sound), else None."""
-    return source.audio if getattr(source, "has_audio", False) else None  # an error in it is an error, not silence
+_SOURCE_SOUND: Any = object()  # open_sink's default: the source's own sound tap
 
 
 def open_sink(kind: str, source: VideoSource, path: str | None = None, device: str | None = None,
               bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "auto",
-              keep_existing: bool = False, live: bool = False) -> Sink:
+              keep_existing: bool = False, live: bool = False, sound: Any = _SOURCE_SOUND) -> Sink:
     """A sink of `kind` for `source`'s frames. `live`: the engine paces the frames (a file played live), so a
-    file's recording takes the sound from the source's tap, placed on the frames it gets."""
+    file's recording takes the sound from the source's tap, placed on the frames it gets. `sound`: the tap to take it
+    from instead (a running engine's `output_sound()`, continued across source switches)."""
     info = source.info
+
+    def _sound_of(source: VideoSource):
+        return source_sound(source) if sound is _SOURCE_SOUND else sound
     if kind == "stream":  # path is the URL; the source's sound goes along, in sync (engine/stages/sinks/stream.py)
         from engine.stages.sinks import StreamSink, redact
 
@@ -203,7 +206,7 @@ class EngineService:
             raise ValueError(f"the {kind} sink is already running")
         options = {k: request[k] for k in ("bitrate_kbps", "keyframe_s", "preset") if k in request}
         sink = open_sink(kind, self.engine.source, path, request.get("device"), keep_existing=True, live=True,
-                         **options)
+                         sound=self.engine.output_sound(), **options)
         self.engine.add_sink(sink)
         self._launch_sink(kind, path, request.get("device"), started=True)
         written = getattr(sink, "path", None)

@@ -26,7 +26,7 @@ from engine.stages.sinks import StreamSink, redact
 from engine.stages.source import SourceError
 from engine.stages.sources import FFmpegSource, open_source
 from engine.stages.sources.srt import srt_url
-from tests.stream_util import av_offsets_ms, flash_times, free_port, record, send, stream_kinds, sync_inputs
+from tests.stream_util import av_offsets_ms, beep_times, flash_times, free_port, record, send, stream_kinds, sync_inputs
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
                                 reason="needs ffmpeg and ffprobe with srt and rtmp (Debian's ffmpeg)")
@@ -230,6 +230,55 @@ def test_a_file_played_live_once_through_records_its_sound_in_sync_when_its_vide
     # the sound ends with the picture: it is decoded 0.5 s ahead of the frames, and ran on up to ~0.5 s past the last
     video, audio = (_duration(recording, kind) for kind in ("v", "a"))
     assert abs(audio - video) <= 0.15, f"sound {audio:.3f} s, picture {video:.3f} s"
+
+
+def test_outputs_running_keep_the_sound_of_a_source_switched_in(tmp_path) -> None:
+    """The UI's source switch while a recording runs: the recording goes on with the new source's sound, each flash
+    with its beep (it got silence from the switch on: the output held the old source's tap). An output opened after
+    the switch takes the engine's sound as well."""
+    clips = []
+    for name in ("a", "b"):
+        clips.append(tmp_path / f"{name}.mp4")
+        inputs = [a for a in sync_inputs(320, 240, 30, 6) if a != "-re"]
+        subprocess.run(["ffmpeg", "-v", "error", "-y", *inputs, "-c:v", "libx264", "-preset", "ultrafast", "-g", "15",
+                        "-c:a", "aac", str(clips[-1])], check=True)
+    source = open_source(str(clips[0]))
+    engine = Engine(Settings(), source, pipeline=Pipeline(Settings()))
+    before, after = tmp_path / "before.mp4", tmp_path / "after.mp4"
+    try:
+        engine.sinks.append(open_sink("file", source, str(before), keep_existing=True, live=True))
+        thread = _live(engine)
+        time.sleep(2.5)
+        engine.replace_source(open_source(str(clips[1])))  # as the service's `source` request does
+        time.sleep(0.5)
+        late = open_sink("file", engine.source, str(after), keep_existing=True, live=True,
+                         sound=engine.output_sound())
+        assert late.has_sound
+        engine.add_sink(late)
+        time.sleep(3.0)
+        engine.stop_event.set()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+        offset = engine.sound.offset
+    finally:
+        engine.close()
+    # The old source's sound up to ~0.07 s past its last frame was written before the switch (a recording writes
+    # sound 0.05 s ahead of its picture): the new source's first beep (0.1 s) is cut there. Every later flash of the
+    # new source has its beep within a frame; before the change every one of them had silence.
+    flashes = sorted(flash_times(before))
+    assert len(flashes) >= 5, f"flashes at {flashes}: both sources' frames recorded"
+    switch = offset / 30  # the new source's frame 0 (its first flash) in the recording, which began at frame 0
+    assert any(abs(f - switch) < 0.02 for f in flashes), f"flashes at {flashes}, the switch at {switch:.3f} s"
+    beeps = beep_times(before)
+    for flash in flashes:
+        if abs(flash - switch) < 0.02:
+            continue
+        nearest = min(abs(b - flash) for b in beeps)
+        assert nearest <= ONE_FRAME_MS / 1000, f"flash at {flash:.3f} s: nearest beep {nearest * 1000:.0f} ms away " \
+                                               f"(beeps at {beeps})"
+    assert len([f for f in flashes if f > switch]) >= 2
+    _assert_synced(after)  # opened after the switch, on the engine's sound
+    assert len(flash_times(after)) >= 2
 
 
 def _duration(path: Path, stream: str) -> float:

@@ -217,6 +217,11 @@ class VideoSource:
         return bool(audio_codecs(self.spec))
 
     @property
+    def audio_started(self) -> bool:
+        """Whether `audio` was taken (a file's sound decoder runs): outputs may hold its tap."""
+        return self._sound is not None
+
+    @property
     def audio(self) -> AudioTap | None:
         """The file's sound for stream outputs, decoded by FFmpeg in step with the frames read (started on first
         use: `blurcast run` and recordings copy the sound from the file instead)."""

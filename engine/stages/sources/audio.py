@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 RATE = 48_000
 CHANNELS = 2
 BYTES_PER_SAMPLE = 2 * CHANNELS  # s16le, interleaved
+EARLY_SOUND_S = 2.0  # sound a tap keeps for its first subscriber (AudioTap)
 MAX_QUEUED_CHUNKS = 2_000  # ~40 s of 1024-sample chunks: far above any video delay, bounds a stuck reader
 STALL_LOG_S = 10.0  # a stalled output's dropped sound is logged as a count this often
 # An encoder's sound may lag its picture this much before silence fills in (SoundFeed): an SRT source's sound reaches
@@ -54,10 +55,17 @@ class AudioTap:
         self._subscribers: list[queue.Queue[tuple[int, bytes] | None]] = []
         self._drops: dict[queue.Queue, tuple[int, float | None]] = {}  # stalled output -> (dropped, logged at)
         self._lock = threading.Lock()
+        # Until the first subscriber: the last EARLY_SOUND_S published, handed to it. A file's sound starts decoding
+        # as its tap is made, a network source's as it connects: a source switched in lost its first beep (its
+        # first 0.1 s of sound) in the moment before the engine's relay subscribed (ProgramSound).
+        self._early: deque[tuple[int, bytes]] | None = deque()
 
     def subscribe(self) -> queue.Queue[tuple[int, bytes] | None]:
         q: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=MAX_QUEUED_CHUNKS)
         with self._lock:
+            early, self._early = self._early, None
+            for item in early or ():
+                q.put_nowait(item)  # at most EARLY_SOUND_S: far below the queue's size
             self._subscribers.append(q)
         return q
 
@@ -77,6 +85,11 @@ class AudioTap:
     def publish(self, first_sample: int, pcm: bytes) -> None:
         with self._lock:
             subscribers = list(self._subscribers)
+            if self._early is not None:
+                self._early.append((first_sample, pcm))
+                while first_sample - self._early[0][0] > EARLY_SOUND_S * RATE:
+                    self._early.popleft()
+                return
         for q in subscribers:
             try:
                 q.put_nowait((first_sample, pcm))
@@ -218,6 +231,7 @@ class SoundFeed:
                     self._finish(placed, held)
                     break
                 if item:
+                    _replace_from(held, item[0])
                     held.append(item)
                     heard = time.monotonic()
                 where = self._placement()
@@ -259,3 +273,136 @@ class SoundFeed:
             self._tap.unsubscribe(chunks)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=wait_s)
+
+
+def _replace_from(held: list[tuple[int, bytes]], first: int) -> None:
+    """Sound that comes for a place already held replaces it: the sound of a source switched in (ProgramSound) goes on
+    from its first frame's place, where the old source's, decoded ahead of its frames (0.5 s for a file), was
+    waiting. Sound already written keeps its place (PlacedSound cuts the newer's head)."""
+    while held and held[-1][0] >= first:
+        held.pop()
+    if held:
+        start, pcm = held[-1]
+        keep = (first - start) * BYTES_PER_SAMPLE
+        if keep < len(pcm):
+            held[-1] = (start, pcm[:keep])
+
+
+MAX_SWITCH_HELD_S = 5.0  # a new source's sound held until its first frame says where it goes on the program's clock
+
+
+def source_sound(source) -> AudioTap | None:
+    """A source's own sound tap (an FFmpeg-decoded source with sound), else None."""
+    return source.audio if getattr(source, "has_audio", False) else None  # an error in it is an error, not silence
+
+
+class ProgramSound:
+    """The outputs' frame numbers and sound across source switches (the engine's `replace_source`).
+
+    Outputs place each frame by its source frame number and its sound by sample number on the same clock (frame i
+    at i / fps). A new source starts its own numbers again, and has its own tap: the outputs already running had
+    been left on the old tap, with silence from the switch on. Here the program's clock goes on instead: a new
+    source's frame numbers are moved by an offset, set at its first frame so that it follows the last frame handed
+    out, and its sound is relayed into the one tap the outputs hold, moved by the same offset (at the outputs'
+    rate: a new source at another frame rate drifts). The first source's numbers are its own and its tap is the
+    program's, so outputs opened on it before the engine existed need no change (the engine takes `tap` when one
+    of them has sound). An output that started without sound (the first source had none) stays without.
+    """
+
+    def __init__(self, source, fps: float) -> None:
+        self.fps = max(float(fps), 1.0)
+        self._first = source
+        self._tap: AudioTap | None = None
+        self._switched = False
+        self._offset: int | None = 0  # program frame number = source frame number + offset; None until known
+        self._last = -1  # the last program frame number handed out
+        self._held: list[tuple[int, bytes]] = []
+        self._relay: tuple[AudioTap, queue.Queue] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def tap(self) -> AudioTap | None:
+        """The tap the outputs take their sound from: the first source's own until a switch (None if it has
+        none), then the program's relay."""
+        with self._lock:
+            if self._tap is None and not self._switched:
+                self._tap = source_sound(self._first)  # started now where it is started on first use (a file's)
+            return self._tap
+
+    @property
+    def offset(self) -> int | None:
+        """The program's number of the current source's frame 0 (None until its first frame after a switch)."""
+        with self._lock:
+            return self._offset
+
+    def index(self, source_index: int | None) -> int | None:
+        """The program's number for the source's frame `source_index` (None stays None: a camera's frames go
+        right after the last)."""
+        if source_index is None:
+            return None
+        with self._lock:
+            if self._offset is None:  # the new source's first frame: it follows the last one handed out
+                self._offset = self._last + 1 - source_index
+                held, self._held = self._held, []
+            else:
+                held = []
+            program = source_index + self._offset
+            self._last = max(self._last, program)
+            shift = self._shift()
+        for first, pcm in held:
+            self._publish(first + shift, pcm)
+        return program
+
+    def switched(self, source) -> None:
+        """`source` plays from its next frame on (the old one is closed): its sound is relayed from now on."""
+        self._stop_relay()
+        tap = source_sound(source)
+        with self._lock:
+            if not self._switched:  # outputs opened later take the program's tap (the first source's, if taken)
+                if self._tap is None and getattr(self._first, "audio_started", True):
+                    self._tap = source_sound(self._first)  # outputs opened on the source itself hold it
+                self._tap = self._tap if self._tap is not None else AudioTap()
+                self._switched = True
+            self._offset, self._held = None, []
+            # The old source's sound decoded ahead of its frames (0.5 s for a file) is not the program's past its last
+            # frame: an empty chunk there makes each output drop what it holds from that place on (SoundFeed), so
+            # the new source's sound takes its place (the old one is closed: nothing of it comes after this).
+            program_tap, cut = self._tap, round((self._last + 1) * RATE / self.fps)
+        program_tap.publish(cut, b"")
+        with self._lock:
+            if tap is None:
+                return
+            chunks = tap.subscribe()
+            self._relay = (tap, chunks)
+        threading.Thread(target=self._run_relay, args=(chunks,), name="sound-relay", daemon=True).start()
+
+    def close(self) -> None:
+        self._stop_relay()
+
+    def _shift(self) -> int:
+        return round((self._offset or 0) * RATE / self.fps)
+
+    def _publish(self, first: int, pcm: bytes) -> None:
+        if self._tap is not None:
+            self._tap.publish(first, pcm)
+
+    def _stop_relay(self) -> None:
+        with self._lock:
+            relay, self._relay = self._relay, None
+        if relay is not None:
+            relay[0].unsubscribe(relay[1])  # its thread sees the end and stops
+
+    def _run_relay(self, chunks: queue.Queue) -> None:
+        limit = int(MAX_SWITCH_HELD_S * RATE)
+        while (item := chunks.get()) is not None:
+            first, pcm = item
+            with self._lock:
+                if self._relay is None or self._relay[1] is not chunks:
+                    return  # replaced meanwhile
+                if self._offset is None:  # before the new source's first frame: its place is not known yet
+                    self._held.append(item)
+                    while self._held and first - self._held[0][0] > limit:
+                        self._held.pop(0)
+                    continue
+                shift = self._shift()
+            self._publish(first + shift, pcm)

@@ -611,7 +611,9 @@ class Engine:
                 self.pipeline.detect_on_arrival(frame)
             # stream outputs keep A/V sync on it: the source's own number, on the program's clock after a switch
             source_index = self.sound.index(getattr(self.source, "last_index", None))
-            item = (frame, captured, source_index, timeline.position(self.source, source_index, captured))
+            position = timeline.position(self.source, source_index, captured)
+            self.sound.placed(source_index, position)
+            item = (frame, captured, source_index, position)
             try:
                 mailbox.put_nowait(item)
             except queue.Full:  # behind: the oldest waiting frame makes room for the newer one

@@ -205,8 +205,9 @@ class EngineService:
         if kind in self.engine.sink_names() or (kind == "stream" and _stream_name(path) in self.engine.sink_names()):
             raise ValueError(f"the {kind} sink is already running")
         options = {k: request[k] for k in ("bitrate_kbps", "keyframe_s", "preset") if k in request}
+        sound = self.engine.output_sound() if kind in ("stream", "file") else None  # a vcam or preview has none
         sink = open_sink(kind, self.engine.source, path, request.get("device"), keep_existing=True, live=True,
-                         sound=self.engine.output_sound(), **options)
+                         sound=sound, **options)
         self.engine.add_sink(sink)
         self._launch_sink(kind, path, request.get("device"), started=True)
         written = getattr(sink, "path", None)

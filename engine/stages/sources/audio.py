@@ -231,7 +231,8 @@ class SoundFeed:
                     self._finish(placed, held)
                     break
                 if item:
-                    _replace_from(held, item[0])
+                    if not item[1]:  # a source switched in goes on from here (ProgramSound): what is held past it goes
+                        _replace_from(held, item[0])
                     held.append(item)
                     heard = time.monotonic()
                 where = self._placement()
@@ -276,9 +277,10 @@ class SoundFeed:
 
 
 def _replace_from(held: list[tuple[int, bytes]], first: int) -> None:
-    """Sound that comes for a place already held replaces it: the sound of a source switched in (ProgramSound) goes on
-    from its first frame's place, where the old source's, decoded ahead of its frames (0.5 s for a file), was
-    waiting. Sound already written keeps its place (PlacedSound cuts the newer's head)."""
+    """A source switched in (ProgramSound's empty chunk at `first`): the old source's sound held from there on, decoded
+    ahead of its frames (0.5 s for a file), is dropped for the new one's. Only there: elsewhere a chunk that starts
+    before what is held ends (a loop's sound starting before its picture, a reconnect's first merged chunk) is cut
+    by PlacedSound as before, and the sound held keeps its place. Sound already written keeps its place too."""
     while held and held[-1][0] >= first:
         held.pop()
     if held:
@@ -303,10 +305,11 @@ class ProgramSound:
     at i / fps). A new source starts its own numbers again, and has its own tap: the outputs already running had
     been left on the old tap, with silence from the switch on. Here the program's clock goes on instead: a new
     source's frame numbers are moved by an offset, set at its first frame so that it follows the last frame handed
-    out, and its sound is relayed into the one tap the outputs hold, moved by the same offset (at the outputs'
-    rate: a new source at another frame rate drifts). The first source's numbers are its own and its tap is the
-    program's, so outputs opened on it before the engine existed need no change (the engine takes `tap` when one
-    of them has sound). An output that started without sound (the first source had none) stays without.
+    out, and its sound is relayed into the one tap the outputs hold, moved by the same offset (at the first
+    source's rate: a new source at another frame rate drifts). The first source's numbers are its own and its tap
+    is the program's, so outputs opened on it need no change. An output that started without sound (the first
+    source had none) stays without. Everything is published under this object's lock, so the tap gets the sound in
+    order (the lock order is this one, then the tap's, which never calls back).
     """
 
     def __init__(self, source, fps: float) -> None:
@@ -316,6 +319,8 @@ class ProgramSound:
         self._switched = False
         self._offset: int | None = 0  # program frame number = source frame number + offset; None until known
         self._last = -1  # the last program frame number handed out
+        self._position_offset: int | None = None  # program number - timeline position, for frames with no number
+        self._cut = 0  # no relayed sound goes before this sample: the old source's is there
         self._held: list[tuple[int, bytes]] = []
         self._relay: tuple[AudioTap, queue.Queue] | None = None
         self._lock = threading.Lock()
@@ -325,8 +330,12 @@ class ProgramSound:
         """The tap the outputs take their sound from: the first source's own until a switch (None if it has
         none), then the program's relay."""
         with self._lock:
+            if self._tap is not None or self._switched:
+                return self._tap
+        tap = source_sound(self._first)  # outside the lock: ffprobe, and a file's sound decoder started
+        with self._lock:
             if self._tap is None and not self._switched:
-                self._tap = source_sound(self._first)  # started now where it is started on first use (a file's)
+                self._tap = tap
             return self._tap
 
     @property
@@ -336,40 +345,46 @@ class ProgramSound:
             return self._offset
 
     def index(self, source_index: int | None) -> int | None:
-        """The program's number for the source's frame `source_index` (None stays None: a camera's frames go
-        right after the last)."""
-        if source_index is None:
-            return None
+        """The program's number for the source's frame `source_index` (None stays None: a camera's frames go right
+        after the last; `placed` moves the program's clock on with them)."""
         with self._lock:
+            if source_index is None:
+                return None
             if self._offset is None:  # the new source's first frame: it follows the last one handed out
                 self._offset = self._last + 1 - source_index
                 held, self._held = self._held, []
-            else:
-                held = []
+                for first, pcm in held:
+                    self._publish(first, pcm)
             program = source_index + self._offset
             self._last = max(self._last, program)
-            shift = self._shift()
-        for first, pcm in held:
-            self._publish(first + shift, pcm)
-        return program
+            return program
+
+    def placed(self, program: int | None, position: int) -> None:
+        """A frame numbered `program` (None: a camera's) went to `position` on the engine's timeline: frames with no
+        number move the program's clock on with the timeline, so that a source switched in after a camera follows
+        the frames the outputs placed meanwhile (its sound had landed before its picture, where silence was)."""
+        with self._lock:
+            if program is not None:
+                self._position_offset = program - position
+            elif self._position_offset is not None:
+                self._last = max(self._last, position + self._position_offset)
 
     def switched(self, source) -> None:
         """`source` plays from its next frame on (the old one is closed): its sound is relayed from now on."""
         self._stop_relay()
+        first_tap = None if self._switched else _held_tap(self._first)  # outside the lock: may ask ffprobe
         tap = source_sound(source)
         with self._lock:
-            if not self._switched:  # outputs opened later take the program's tap (the first source's, if taken)
-                if self._tap is None and getattr(self._first, "audio_started", True):
-                    self._tap = source_sound(self._first)  # outputs opened on the source itself hold it
-                self._tap = self._tap if self._tap is not None else AudioTap()
+            if not self._switched:  # outputs opened later take the program's tap: the first source's, if any held it
+                self._tap = self._tap or first_tap or AudioTap()
                 self._switched = True
             self._offset, self._held = None, []
             # The old source's sound decoded ahead of its frames (0.5 s for a file) is not the program's past its last
             # frame: an empty chunk there makes each output drop what it holds from that place on (SoundFeed), so
-            # the new source's sound takes its place (the old one is closed: nothing of it comes after this).
-            program_tap, cut = self._tap, round((self._last + 1) * RATE / self.fps)
-        program_tap.publish(cut, b"")
-        with self._lock:
+            # the new source's sound takes its place; relayed sound before it is cut (a video that starts after its
+            # sound). The old source is closed and its relay stopped: nothing of it comes after this.
+            self._cut = round((self._last + 1) * RATE / self.fps)
+            self._tap.publish(self._cut, b"")
             if tap is None:
                 return
             chunks = tap.subscribe()
@@ -379,11 +394,13 @@ class ProgramSound:
     def close(self) -> None:
         self._stop_relay()
 
-    def _shift(self) -> int:
-        return round((self._offset or 0) * RATE / self.fps)
-
     def _publish(self, first: int, pcm: bytes) -> None:
-        if self._tap is not None:
+        """Under the lock: a relayed chunk on the program's clock, nothing of it before the cut."""
+        first += round((self._offset or 0) * RATE / self.fps)
+        if first < self._cut:
+            pcm = pcm[(self._cut - first) * BYTES_PER_SAMPLE:]
+            first = self._cut
+        if pcm and self._tap is not None:
             self._tap.publish(first, pcm)
 
     def _stop_relay(self) -> None:
@@ -395,14 +412,21 @@ class ProgramSound:
     def _run_relay(self, chunks: queue.Queue) -> None:
         limit = int(MAX_SWITCH_HELD_S * RATE)
         while (item := chunks.get()) is not None:
-            first, pcm = item
             with self._lock:
                 if self._relay is None or self._relay[1] is not chunks:
                     return  # replaced meanwhile
                 if self._offset is None:  # before the new source's first frame: its place is not known yet
                     self._held.append(item)
-                    while self._held and first - self._held[0][0] > limit:
+                    while self._held and item[0] - self._held[0][0] > limit:
                         self._held.pop(0)
                     continue
-                shift = self._shift()
-            self._publish(first + shift, pcm)
+                self._publish(*item)
+
+
+def _held_tap(source) -> AudioTap | None:
+    """The tap outputs opened on `source` hold, if any: a file's only once its sound was started (not started now, for
+    a source being closed), a network source's whatever its last connection carried."""
+    if not getattr(source, "audio_started", True):
+        return None
+    tap = getattr(source, "audio", None)
+    return tap if isinstance(tap, AudioTap) else None

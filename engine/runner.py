@@ -180,7 +180,7 @@ class Engine:
         self.source = source
         self.sinks: list[Sink] = list(sinks or [])
         # The outputs' frame numbers and sound, continued across `replace_source` (sources/audio.py)
-        self.sound = ProgramSound(source, source.info.fps)
+        self.sound = ProgramSound(source, getattr(source, "fps_fraction", source.info.fps))
         if any(getattr(sink, "has_sound", False) for sink in self.sinks):
             _ = self.sound.tap  # they hold the source's own tap: the program relays later sources into it
         self.pipeline = pipeline if pipeline is not None else Pipeline(settings, identifier=identifier)

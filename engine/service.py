@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -68,11 +69,14 @@ _SOURCE_SOUND: Any = object()  # open_sink's default: the source's own sound tap
 
 def open_sink(kind: str, source: VideoSource, path: str | None = None, device: str | None = None,
               bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "auto",
-              keep_existing: bool = False, live: bool = False, sound: Any = _SOURCE_SOUND) -> Sink:
+              keep_existing: bool = False, live: bool = False, sound: Any = _SOURCE_SOUND,
+              fps: Fraction | None = None) -> Sink:
     """A sink of `kind` for `source`'s frames. `live`: the engine paces the frames (a file played live), so a
-    file's recording takes the sound from the source's tap, placed on the frames it gets. `sound`: the tap to take it
-    from instead (a running engine's `output_sound()`, continued across source switches)."""
+    file's recording takes the sound from the source's tap, placed on the frames it gets. `sound` and `fps`: the tap
+    and rate instead of the source's (a running engine's `output_sound()` and outputs' rate, the same across source
+    switches)."""
     info = source.info
+    rate = fps if fps is not None else source.fps_fraction
 
     def _sound_of(source: VideoSource):
         return source_sound(source) if sound is _SOURCE_SOUND else sound
@@ -85,7 +89,7 @@ def open_sink(kind: str, source: VideoSource, path: str | None = None, device: s
         if audio is None:
             why = ("OpenCV reads it, picture only" if source.kind in ("camera", "url") else "the source has none")
             log.warning("stream output %s goes out without sound: %s", redact(path), why)
-        return StreamSink(path, info.width, info.height, source.fps_fraction, audio=audio,
+        return StreamSink(path, info.width, info.height, rate, audio=audio,
                           bitrate_kbps=bitrate_kbps, keyframe_s=keyframe_s, preset=preset)
     if kind == "vcam":
         return VirtualCameraSink(info.width, info.height, info.fps, device=device)
@@ -100,7 +104,7 @@ def open_sink(kind: str, source: VideoSource, path: str | None = None, device: s
         # source's tap, placed by frame number: copied whole, it ran at a constant rate from the file's start, out
         # of sync where the video starts after its sound or the frame rate varies.
         audio_from = source.spec if source.kind == "file" and not live and not getattr(source, "loop", False) else None
-        return FileSink(path, info.width, info.height, source.fps_fraction, audio_from=audio_from,
+        return FileSink(path, info.width, info.height, rate, audio_from=audio_from,
                         keep_existing=keep_existing, audio=None if audio_from else _sound_of(source))
     if kind == "preview":
         return PreviewSink()
@@ -205,9 +209,11 @@ class EngineService:
         if kind in self.engine.sink_names() or (kind == "stream" and _stream_name(path) in self.engine.sink_names()):
             raise ValueError(f"the {kind} sink is already running")
         options = {k: request[k] for k in ("bitrate_kbps", "keyframe_s", "preset") if k in request}
-        sound = self.engine.output_sound() if kind in ("stream", "file") else None  # a vcam or preview has none
+        # a vcam, a preview or a picture has no sound; the others take the engine's, at the outputs' rate
+        takes_sound = kind == "stream" or (kind == "file" and isinstance(path, str) and not is_image_path(path))
         sink = open_sink(kind, self.engine.source, path, request.get("device"), keep_existing=True, live=True,
-                         sound=sound, **options)
+                         sound=self.engine.output_sound() if takes_sound else None, fps=self.engine.sound.fps_fraction,
+                         **options)
         self.engine.add_sink(sink)
         self._launch_sink(kind, path, request.get("device"), started=True)
         written = getattr(sink, "path", None)

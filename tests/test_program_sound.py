@@ -120,3 +120,28 @@ def test_an_output_keeps_the_sound_it_holds_unless_a_switch_says_otherwise():
     switched = _fed([(0, old), (1000, b""), (1000, new)], until=3000)
     assert len(switched) == 3000
     assert (switched[:1000] == 100).all() and (switched[1000:] == 200).all()
+
+
+class TimedSource(Source):
+    def __init__(self, tap: AudioTap | None, fps: float) -> None:
+        super().__init__(tap)
+        self.info = type("Info", (), {"fps": fps})()
+
+
+def test_a_source_at_another_rate_is_placed_on_the_outputs_rate():
+    """Outputs keep the first source's rate (30 fps). A 25 fps source switched in: its frame j goes to the program
+    frame at its time (j x 1.2 frames on), and its sound at the same offset, so that picture and sound stay together
+    (review: numbered one a frame, its picture ran at 25 frames a second of a 30 fps output and its sound drifted
+    away from it; an output started after the switch at 25 fps lost its sound)."""
+    first = AudioTap()
+    program = ProgramSound(TimedSource(first, 30.0), 30.0)
+    outputs = first.subscribe()
+    _play(program, range(30), range(30))
+    new = AudioTap()
+    program.switched(TimedSource(new, 25.0))
+    numbers = _play(program, range(26), range(30, 56))
+    assert numbers[0] == 30 and numbers[5] == 36 and numbers[25] == 60  # 0.2 s and 1 s into it: 6 and 30 frames
+    new.publish(RATE, bytes(1024 * BYTES_PER_SAMPLE))  # its sound at 1 s, with its frame 25
+    got = _until(outputs, 60 * PER_FRAME)
+    assert got[-1][0] == 60 * PER_FRAME == numbers[25] * PER_FRAME
+    program.close()

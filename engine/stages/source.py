@@ -227,6 +227,8 @@ class VideoSource:
         use: `blurcast run` and recordings copy the sound from the file instead)."""
         if not self.has_audio:
             return None
+        if self._sound is None and getattr(self, "_closed", False):
+            return None  # closed (a source switched out): a decoder started now would run for nothing, unclosed
         if self._sound is None:
             from engine.stages.sources.file_sound import FileSound
 
@@ -278,6 +280,7 @@ class VideoSource:
         return False
 
     def close(self) -> None:
+        self._closed = True  # no sound decoder starts for it after this (`audio`)
         self._cap.release()
         if self._sound is not None:
             self._sound.close()

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from fractions import Fraction
 
 log = logging.getLogger(__name__)
 
@@ -305,15 +306,18 @@ class ProgramSound:
     at i / fps). A new source starts its own numbers again, and has its own tap: the outputs already running had
     been left on the old tap, with silence from the switch on. Here the program's clock goes on instead: a new
     source's frame numbers are moved by an offset, set at its first frame so that it follows the last frame handed
-    out, and its sound is relayed into the one tap the outputs hold, moved by the same offset (at the first
-    source's rate: a new source at another frame rate drifts). The first source's numbers are its own and its tap
+    out (and scaled to the outputs' rate, the first source's, where its own differs: the outputs repeat frames for
+    a slower one), and its sound is relayed into the one tap the outputs hold, moved by the same offset. The first
+    source's numbers are its own and its tap
     is the program's, so outputs opened on it need no change. An output that started without sound (the first
     source had none) stays without. Everything is published under this object's lock, so the tap gets the sound in
     order (the lock order is this one, then the tap's, which never calls back).
     """
 
-    def __init__(self, source, fps: float) -> None:
+    def __init__(self, source, fps: float | Fraction) -> None:
+        self.fps_fraction = Fraction(fps).limit_denominator(1001)  # the outputs' rate: the first source's
         self.fps = max(float(fps), 1.0)
+        self._scale = 1.0  # program frames per frame of the source playing: its rate against the outputs'
         self._first = source
         self._tap: AudioTap | None = None
         self._switched = False
@@ -350,6 +354,8 @@ class ProgramSound:
         with self._lock:
             if source_index is None:
                 return None
+            if self._scale != 1.0:  # another rate: its frames on the outputs' (each output fills or repeats as due)
+                source_index = round(source_index * self._scale)
             if self._offset is None:  # the new source's first frame: it follows the last one handed out
                 self._offset = self._last + 1 - source_index
                 held, self._held = self._held, []
@@ -379,6 +385,8 @@ class ProgramSound:
                 self._tap = self._tap or first_tap or AudioTap()
                 self._switched = True
             self._offset, self._held = None, []
+            info = getattr(source, "info", None)
+            self._scale = self.fps / max(float(info.fps), 1.0) if info is not None else 1.0
             # The old source's sound decoded ahead of its frames (0.5 s for a file) is not the program's past its last
             # frame: an empty chunk there makes each output drop what it holds from that place on (SoundFeed), so
             # the new source's sound takes its place; relayed sound before it is cut (a video that starts after its

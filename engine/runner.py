@@ -30,7 +30,7 @@ from engine.stages.identify import Identifier
 from engine.stages.lookahead import FILE_LOOKAHEAD_FRAMES, WEAK_BACK_FRAMES, Lookahead
 from engine.stages.sink import Sink
 from engine.stages.source import SourceError, VideoSource
-from engine.stages.sources.audio import AudioTap, ProgramSound
+from engine.stages.sources.audio import AudioTap, ProgramSound, source_sound
 from engine.stages.track import REPEAT_MAX_GAP
 
 log = logging.getLogger(__name__)
@@ -223,6 +223,7 @@ class Engine:
     def replace_source(self, source: VideoSource) -> None:
         """Switch to an opened source; the reader thread swaps it in before its next read. The outputs running go on
         with its frames and sound, on their clock (`sound`)."""
+        source_sound(source)  # its sound probed and started here, not on the reader's thread (ffprobe: ~0.1 s a look)
         self._next_source = source
 
     def output_sound(self) -> AudioTap | None:

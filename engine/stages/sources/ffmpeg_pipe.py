@@ -84,6 +84,7 @@ class _Session:
     pts_known: threading.Event = field(default_factory=threading.Event)
     frames: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=FRAME_QUEUE))
     log_tail: deque = field(default_factory=lambda: deque(maxlen=20))
+    audio_thread: threading.Thread | None = None  # joined at the session's end: no sound of it comes after
 
     def alive(self) -> bool:
         return any(p.poll() is None for p in self.processes())
@@ -263,7 +264,9 @@ class FFmpegSource:
         threading.Thread(target=self._read_log, args=(session,), name="decoder-log", daemon=True).start()
         threading.Thread(target=self._read_video, args=(session,), name="decoder-video", daemon=True).start()
         if audio_r is not None:
-            threading.Thread(target=self._read_audio, args=(session,), name="decoder-audio", daemon=True).start()
+            session.audio_thread = threading.Thread(target=self._read_audio, args=(session,), name="decoder-audio",
+                                                    daemon=True)
+            session.audio_thread.start()
 
     def _stop_session(self) -> None:
         session, self._session = self._session, None
@@ -279,6 +282,10 @@ class FFmpegSource:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 log.error("ffmpeg pid %d did not exit", proc.pid)
+        # Its sound pipe ends with the decoder: the chunk read last is published before this returns, so a source
+        # closed at a switch sends nothing after the switch's cut (ProgramSound; a review measured up to 21 ms of it).
+        if session.audio_thread is not None and session.audio_thread is not threading.current_thread():
+            session.audio_thread.join(timeout=2.0)
 
     def _read_log(self, session: _Session) -> None:
         assert session.proc is not None and session.proc.stderr is not None

@@ -181,8 +181,6 @@ class Engine:
         self.sinks: list[Sink] = list(sinks or [])
         # The outputs' frame numbers and sound, continued across `replace_source` (sources/audio.py)
         self.sound = ProgramSound(source, getattr(source, "fps_fraction", source.info.fps))
-        if any(getattr(sink, "has_sound", False) for sink in self.sinks):
-            _ = self.sound.tap  # they hold the source's own tap: the program relays later sources into it
         self.pipeline = pipeline if pipeline is not None else Pipeline(settings, identifier=identifier)
         self.stats = Stats()
         self.source_state = "running"
@@ -223,7 +221,10 @@ class Engine:
     def replace_source(self, source: VideoSource) -> None:
         """Switch to an opened source; the reader thread swaps it in before its next read. The outputs running go on
         with its frames and sound, on their clock (`sound`)."""
-        source_sound(source)  # its sound probed and started here, not on the reader's thread (ffprobe: ~0.1 s a look)
+        try:
+            source_sound(source)  # its sound probed and started here, not on the reader's thread (ffprobe: ~0.1 s)
+        except Exception:  # the picture switches all the same; the outputs then lack its sound (logged)
+            log.exception("the sound of %s could not be started; the outputs go on without it", source.spec)
         self._next_source = source
 
     def output_sound(self) -> AudioTap | None:
@@ -593,7 +594,10 @@ class Engine:
             if self._next_source is not None:
                 old, self.source, self._next_source = self.source, self._next_source, None
                 old.close()
-                self.sound.switched(self.source)  # its frame numbers and sound go on from the last ones sent
+                try:
+                    self.sound.switched(self.source)  # its frame numbers and sound go on from the last ones sent
+                except Exception:  # the reader must not die: frames keep coming, the outputs lack the new sound
+                    log.exception("the sound of %s could not follow the switch", self.source.spec)
                 period, next_due = 1.0 / self.source.info.fps, time.monotonic()
                 self.source_state = "running"
                 timeline.restart()

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from engine.stages.source import VideoSource
 from engine.stages.sources.audio import BYTES_PER_SAMPLE, RATE, AudioTap, ProgramSound, SoundFeed
 
 FPS = 30
@@ -145,3 +146,50 @@ def test_a_source_at_another_rate_is_placed_on_the_outputs_rate():
     got = _until(outputs, 60 * PER_FRAME)
     assert got[-1][0] == 60 * PER_FRAME == numbers[25] * PER_FRAME
     program.close()
+
+
+class SoundlessOnError(VideoSource):
+    """The dev clip, whose sound cannot be probed (a broken ffprobe, a file gone bad): only its picture plays."""
+
+    @property
+    def has_audio(self) -> bool:
+        raise RuntimeError("ffprobe failed")
+
+
+class Frames:
+    name = "frames"
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+
+    def write(self, frame) -> None:
+        self.shapes.append(frame.image.shape)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_source_whose_sound_fails_still_switches_and_the_frames_go_on(dev_clip):
+    """A sound error at a switch is logged; the picture switches and frames keep going out (before the guard, an error
+    in the reader's thread would have ended the source: no frame out again)."""
+    from engine.config import Settings
+    from engine.pipeline import Pipeline
+    from engine.runner import Engine
+
+    sink = Frames()
+    engine = Engine(Settings(), VideoSource(str(dev_clip), loop=True), [sink], pipeline=Pipeline(Settings()))
+    thread = threading.Thread(target=engine.run_live, daemon=True)
+    thread.start()
+    try:
+        time.sleep(1.0)
+        engine.replace_source(SoundlessOnError(str(dev_clip), loop=True))
+        time.sleep(0.3)
+        sent = len(sink.shapes)
+        time.sleep(1.0)
+        assert thread.is_alive() and engine.source_state == "running"
+        assert len(sink.shapes) > sent + 10, "frames stopped after the switch"
+        assert isinstance(engine.source, SoundlessOnError)
+    finally:
+        engine.stop_event.set()
+        thread.join(timeout=10)
+        engine.close()

@@ -120,6 +120,7 @@ class VideoSource:
         self._read_count = 0  # frames read, loops included: a file's frame numbers (`last_index`)
         self._loop_start = 0  # the frame number where the pass being read began
         self._sound: FileSound | None = None  # a file played live to stream outputs: its sound (`audio`)
+        self._closed = False  # no sound decoder starts for it once closed (`audio`)
 
     def _open(self) -> cv2.VideoCapture:
         if self.kind == "file":
@@ -227,7 +228,7 @@ class VideoSource:
         use: `blurcast run` and recordings copy the sound from the file instead)."""
         if not self.has_audio:
             return None
-        if self._sound is None and getattr(self, "_closed", False):
+        if self._sound is None and self._closed:
             return None  # closed (a source switched out): a decoder started now would run for nothing, unclosed
         if self._sound is None:
             from engine.stages.sources.file_sound import FileSound
@@ -280,7 +281,7 @@ class VideoSource:
         return False
 
     def close(self) -> None:
-        self._closed = True  # no sound decoder starts for it after this (`audio`)
+        self._closed = True
         self._cap.release()
         if self._sound is not None:
             self._sound.close()

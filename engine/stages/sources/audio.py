@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 RATE = 48_000
 CHANNELS = 2
 BYTES_PER_SAMPLE = 2 * CHANNELS  # s16le, interleaved
-EARLY_SOUND_S = 2.0  # sound a tap keeps for its first subscriber (AudioTap)
+EARLY_SOUND_S = 2.0  # sound a tap keeps for its first subscriber (AudioTap)...
+EARLY_MAX_CHUNKS = 200  # ...and at most this many chunks (~4 s of 1024), should its sample numbers ever go back
 MAX_QUEUED_CHUNKS = 2_000  # ~40 s of 1024-sample chunks: far above any video delay, bounds a stuck reader
 STALL_LOG_S = 10.0  # a stalled output's dropped sound is logged as a count this often
 # An encoder's sound may lag its picture this much before silence fills in (SoundFeed): an SRT source's sound reaches
@@ -59,7 +60,7 @@ class AudioTap:
         # Until the first subscriber: the last EARLY_SOUND_S published, handed to it. A file's sound starts decoding
         # as its tap is made, a network source's as it connects: a source switched in lost its first beep (its
         # first 0.1 s of sound) in the moment before the engine's relay subscribed (ProgramSound).
-        self._early: deque[tuple[int, bytes]] | None = deque()
+        self._early: deque[tuple[int, bytes]] | None = deque(maxlen=EARLY_MAX_CHUNKS)
 
     def subscribe(self) -> queue.Queue[tuple[int, bytes] | None]:
         q: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=MAX_QUEUED_CHUNKS)

@@ -73,7 +73,7 @@ class Timings:
 def instrument(engine, timings: Timings) -> None:
     pipeline = engine.pipeline
     detector = pipeline.detector
-    timings.wrap(detector, "_tile_pass", "tiles")  # on the detector thread, during the frame it serves
+    timings.wrap(detector, "_search_tiles", "tiles")  # the detector's thread or its tiles' own, for the frame it serves
     timings.wrap(detector, "detect", "detect_total")
     timings.wrap(pipeline.tracker, "update", "track")
     timings.wrap(pipeline.identifier, "update", "identify")

@@ -36,7 +36,7 @@ from engine.faces import (
     nose_of,
     overlaps,
 )
-from engine.models.backends import resolve_backend
+from engine.models.backends import OpenVinoRunner, resolve_backend
 from engine.stages import scene
 from engine.stages.anonymize import Anonymizer, SafeFrame
 from engine.stages.detect import Detector, create_detector
@@ -199,6 +199,8 @@ class Pipeline:
         runner = getattr(self.detector, "runner", None)
         if hasattr(runner, "background_compiles"):  # OpenVINO: live never waits for a compile; file mode does
             runner.background_compiles = not self._offline
+        if hasattr(self.detector, "tiles_alongside"):  # live on OpenVINO's own threads: tiles beside the main pass
+            self.detector.tiles_alongside = not self._offline and isinstance(runner, OpenVinoRunner)
 
     def warm_up(self, width: int, height: int, file_mode: bool = False) -> None:
         """Before the first frame: the per-shape work of this frame size's passes (the main pass and every tile, or

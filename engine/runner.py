@@ -48,6 +48,12 @@ SHED_HOLD_S = 2.0
 # time are frames the viewer never sees; coasted ones go out, anonymized on the tracks (docs/measurements.md).
 LIVE_COAST = 1
 COAST_AFTER_S = 1.0
+# ...and only while the thinned tiles still leave frames dropped: at least this share of the source's frames over the
+# last COAST_AFTER_S. A fast CPU's occasional slow frame (over SHED_AFTER periods) keeps the tiles thinned most of the
+# time while it drops 1-2 % of frames; coasting then held a frame back for nothing. Live 1080p30 on the Xeon, 3 runs
+# each (bench/profile_live.py, docs/measurements.md stop 41): the delay a viewer gets p50 44-50 -> 27-28 ms, p95
+# 69-72 -> 44-54 ms, every frame detected. The CPU coasting is for (stop 24) dropped a third to a half of them.
+COAST_DROPPED_SHARE = 0.2
 COAST_HOLD_S = 10.0
 SHED_HOLD_MARGIN = 1.25  # a tile-only face's track must outlive the thinned tile cycle by this factor
 # The other way round: with time to spare (a fast CPU, a GPU, a low frame rate), live mode looks at more tiles a frame,
@@ -183,6 +189,7 @@ class Engine:
         self.sound = ProgramSound(source, getattr(source, "fps_fraction", source.info.fps))
         self.pipeline = pipeline if pipeline is not None else Pipeline(settings, identifier=identifier)
         self.stats = Stats()
+        self._drops = deque()
         self.source_state = "running"
         self.preview: np.ndarray | None = None  # small copy of the last *anonymized* frame
         self._preview_at = 0.0
@@ -497,6 +504,7 @@ class Engine:
     _shed_since = 0.0
     _coast_until = 0.0
     _dropped_seen = 0
+    _drops: deque[tuple[float, int]]  # (time, frames dropped so far) over the last COAST_AFTER_S
 
     def _hold_back(self, frames: int) -> None:
         """Live: hold `frames` back from now on. The delays measured before are another delay's: forgotten, so that
@@ -517,11 +525,15 @@ class Engine:
             return
         now = time.monotonic()
         period = 1.0 / max(self.source.info.fps, 1.0)
+        self._drops.append((now, self.stats.dropped))
+        while len(self._drops) > 1 and now - self._drops[1][0] >= COAST_AFTER_S:  # [0]: the count as the window began
+            self._drops.popleft()
         if now - captured > SHED_AFTER * period or self.stats.dropped > self._dropped_seen:
             if now >= self._shed_until:
                 self._shed_since = now
             self._shed_until = now + SHED_HOLD_S
-            if LIVE_COAST and (now - self._shed_since >= COAST_AFTER_S or now < self._coast_until):
+            dropping = self.stats.dropped - self._drops[0][1] >= COAST_DROPPED_SHARE * COAST_AFTER_S / period
+            if LIVE_COAST and ((now - self._shed_since >= COAST_AFTER_S and dropping) or now < self._coast_until):
                 self._coast_until = now + COAST_HOLD_S
         self._dropped_seen = self.stats.dropped
         coasting = now < self._coast_until

@@ -136,6 +136,26 @@ def test_the_live_loop_coasts_only_while_far_behind(dev_clip, monkeypatch) -> No
         engine.close()
 
 
+def test_slow_frames_that_drop_little_thin_the_tiles_but_never_coast(dev_clip, monkeypatch) -> None:
+    """A fast CPU's occasional slow frame: the tiles are thinned, but every frame is still detected and none held
+    back, until the thinned tiles still leave COAST_DROPPED_SHARE of the frames dropped."""
+    monkeypatch.setattr(runner, "COAST_AFTER_S", 0.1)
+    engine = Engine(SETTINGS, VideoSource(str(dev_clip)))
+    try:
+        late = (runner.SHED_AFTER + 1) / engine.source.info.fps  # arrival to output: over SHED_AFTER periods
+        for _ in range(8):  # 0.16 s behind with the tiles thinned, nothing dropped
+            engine._shed_load(time.monotonic() - late)
+            time.sleep(0.02)
+        assert engine.pipeline.detector.tile_every == 2
+        assert not engine.pipeline.coast_alternate and engine.lookahead.frames == 0
+        needed = runner.COAST_DROPPED_SHARE * runner.COAST_AFTER_S * engine.source.info.fps
+        engine.stats.dropped += int(np.ceil(needed))
+        engine._shed_load(time.monotonic())
+        assert engine.pipeline.coast_alternate and engine.lookahead.frames == 1
+    finally:
+        engine.close()
+
+
 # The office clip's man walking right behind the desks (bench/corpus office_backs_of_heads, frames 850-861): his
 # detections, live, every frame. Coasting every other frame, the tracker sees him 40-50 px further each time.
 WALKER = [(493.5, 62.4, 524.5, 108.4), (506.7, 64.4, 541.5, 112.0), (522.2, 72.3, 557.3, 117.5),

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from engine.config import Settings
+from engine.models.backends import OpenVinoRunner
 from engine.pipeline import Pipeline
 from engine.runner import SHED_AFTER, Engine
 from engine.stages.detectors.yunet import TILE_CYCLE
@@ -281,3 +282,47 @@ def test_live_mode_spends_spare_time_on_more_tiles_and_gives_it_back(frames_1080
         assert detector.tiles_per_frame(1920, 1080, 1) == len(seen) and detector.tiles_per_frame(640, 360, 1) == 0
     finally:
         engine.close()
+
+
+def test_tiles_searched_alongside_the_main_pass_find_the_same_faces(frames_1080p) -> None:
+    """Live on OpenVINO, a frame's tiles are searched on a thread of their own while the main pass runs: over a whole
+    tile cycle, the same boxes as the main pass then the tiles, and the tiles' search on another thread."""
+    pipeline = Pipeline(SETTINGS)
+    detector = pipeline.detector
+    try:
+        if not isinstance(detector.runner, OpenVinoRunner):
+            pytest.skip(f"the live detector runs on {detector.runner.name}, not OpenVINO")
+        assert detector.tiles_alongside, "live on OpenVINO: tiles alongside"
+        detector.runner.background_compiles = False  # every shape's own model from its third call, in both runs
+        frames = frames_1080p[20:20 + TILE_CYCLE]
+        for frame in frames * 3:
+            detector.detect(frame, 0.3)
+        searched_on = []
+        search = detector._one_tile
+        detector._one_tile = lambda *a: (searched_on.append(threading.current_thread().name), search(*a))[1]
+
+        def cycle(alongside: bool) -> list:
+            detector.tiles_alongside, detector._tile_turn = alongside, 0
+            return [detector.detect(frame, 0.3) for frame in frames]
+
+        one_after_the_other, beside = cycle(False), cycle(True)
+        assert len(set(searched_on[:TILE_CYCLE])) == 1 and searched_on[0] == threading.current_thread().name
+        assert all(name.startswith("yunet-tiles") for name in searched_on[TILE_CYCLE:]), searched_on
+        assert sum(len(d) for d in beside) >= TILE_CYCLE, "faces of the dev clip found"
+        for a, b in zip(one_after_the_other, beside, strict=True):
+            np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-3)
+            np.testing.assert_allclose(a.score, b.score, atol=1e-5)
+    finally:
+        pipeline.close()
+
+
+def test_file_mode_searches_its_tiles_after_the_main_pass() -> None:
+    """File mode stays deterministic: one thread, the tiles after the main pass (and its mirror) as before."""
+    pipeline = Pipeline(SETTINGS)
+    try:
+        pipeline.offline = True
+        assert not pipeline.detector.tiles_alongside
+        pipeline.offline = False
+        assert pipeline.detector.tiles_alongside == isinstance(pipeline.detector.runner, OpenVinoRunner)
+    finally:
+        pipeline.close()

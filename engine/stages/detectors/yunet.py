@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import cv2
@@ -106,6 +107,11 @@ class YuNetDetector:
         # goes out at the source's rate rather than input frames being dropped.
         self.tile_every = 1
         self.tile_seconds: float | None = None  # wall time of one tile, a running mean (live: runner.py)
+        # Live on OpenVINO (the pipeline sets it): this frame's tiles are searched on a thread of their own while the
+        # main pass runs; the same boxes as one after the other. Live 1080p30 on the Xeon, 3 runs each: the delay a
+        # viewer gets p95 54-62 -> 44-54 ms at the same CPU (docs/measurements.md, stop 41).
+        self.tiles_alongside = False
+        self._tile_thread: ThreadPoolExecutor | None = None
         self._calls = 0
         self.second_look = False  # file mode (the pipeline turns it on): weak small faces looked at again
         self._rejected: list[tuple[np.ndarray, int]] = []  # (box, frame) of second looks that found nothing
@@ -162,6 +168,22 @@ class YuNetDetector:
         main pass's scale. Boxes down to the second look's bar in file mode; `finish` applies `min_score`."""
         scale = detection_scale(frame, self.detect_width)
         bar = min(min_score, SECOND_LOOK_FROM) if self.second_look else min_score
+        tiled = self.tiles and scale < TILE_BELOW_SCALE and with_tiles
+        searching = None
+        if tiled and self.tiles_alongside:
+            searching = self._tiles_aside().submit(self._search_tiles, frame, scale, bar)
+        try:
+            found = self._main_passes(frame, scale, bar)
+        finally:  # never two tile searches at once (the tile turn), nor one left running on a frame gone
+            searched = searching.result() if searching is not None else None
+        if tiled:
+            clear = found[found.score >= min_score]
+            found = merge([found, self._tile_pass(frame, scale, clear, bar, searched)], NMS_IOU)
+        self._last_input = None  # holds a frame
+        return found, scale
+
+    def _main_passes(self, frame: np.ndarray, scale: float, bar: float) -> Detections:
+        """The passes over the whole frame: the main pass, its mirror and smoothed copy (file mode), the huge faces."""
         found = self._detect_at(frame, scale, bar)
         if self.second_look and MIRROR_MAIN:
             flipped = mirror(self._detect_mirrored(frame, scale, bar), frame.shape[1])
@@ -176,10 +198,12 @@ class YuNetDetector:
             found = merge([found, denoised[denoised.score >= DENOISED_KEEP]], NMS_IOU)
         if HUGE_SCALE and not self.second_look and _doubtful_large(found, scale, frame.shape):
             found = merge([found, self._huge_faces(frame, scale, found)], NMS_IOU)
-        if self.tiles and scale < TILE_BELOW_SCALE and with_tiles:
-            found = merge([found, self._tile_pass(frame, scale, found[found.score >= min_score], bar)], NMS_IOU)
-        self._last_input = None  # holds a frame
-        return found, scale
+        return found
+
+    def _tiles_aside(self) -> ThreadPoolExecutor:
+        if self._tile_thread is None:  # its thread ends when the detector is collected
+            self._tile_thread = ThreadPoolExecutor(1, thread_name_prefix="yunet-tiles")
+        return self._tile_thread
 
     def warm_huge(self, frame: np.ndarray) -> None:
         """The huge-face pass once on `frame` (Pipeline.warm_up): its input shape prepared before the first frame,
@@ -237,10 +261,19 @@ class YuNetDetector:
         rest = np.setdiff1d(np.arange(len(found)), picked[better])
         return merge([found[rest], again[better]], NMS_IOU)
 
-    def _tile_pass(self, frame: np.ndarray, scale: float, found: Detections, min_score: float) -> Detections:
-        """The small faces in this frame's turn of tiles, at the frame's own resolution. Every tile comes back
-        within TILE_CYCLE frames, however many there are (a low detect_width or a 4K frame makes many), so a
-        face only a tile sees is found again before its track's hold runs out."""
+    def _tile_pass(self, frame: np.ndarray, scale: float, found: Detections, min_score: float,
+                   searched: list[Detections] | None = None) -> Detections:
+        """The small faces in this frame's turn of tiles, at the frame's own resolution, but for parts of the faces
+        `found` whole. Every tile comes back within TILE_CYCLE frames, however many there are (a low detect_width
+        or a 4K frame makes many), so a face only a tile sees is found again before its track's hold runs out.
+        `searched`: the tiles' search already made (`tiles_alongside`)."""
+        parts = self._search_tiles(frame, scale, min_score) if searched is None else searched
+        if len(found):  # part of a face the main pass found whole is that face, not a new one
+            parts = [part[_coverage(part.xyxy, found.xyxy) < 0.5] if len(part) else part for part in parts]
+        return merge(parts, NMS_IOU) if len(parts) > 1 else parts[0]
+
+    def _search_tiles(self, frame: np.ndarray, scale: float, min_score: float) -> list[Detections]:
+        """Each tile of this frame's turn searched: its small faces not cut by its edges."""
         largest = tile_max_face(scale)
         tiles = tile_grid(frame.shape[1], frame.shape[0], TILE_BUDGET * scale * scale, largest)
         per_frame = -(-len(tiles) // max(1, self.tile_cycle))
@@ -248,10 +281,10 @@ class YuNetDetector:
         started = time.perf_counter()
         for _ in range(per_frame):
             self._tile_turn = (self._tile_turn + 1) % len(tiles)
-            parts.append(self._one_tile(frame, tiles[self._tile_turn], found, min_score, largest))
+            parts.append(self._one_tile(frame, tiles[self._tile_turn], Detections.empty(), min_score, largest))
         one = (time.perf_counter() - started) / per_frame  # live mode prices more tiles a frame with it (runner.py)
         self.tile_seconds = one if self.tile_seconds is None else 0.8 * self.tile_seconds + 0.2 * one
-        return merge(parts, NMS_IOU) if len(parts) > 1 else parts[0]
+        return parts
 
     def tiles_per_frame(self, width: int, height: int, cycle: int) -> int:
         """Tiles a width x height frame's tile pass searches each frame at `cycle` (0 where it has none)."""
@@ -263,6 +296,8 @@ class YuNetDetector:
     def _one_tile(self, frame: np.ndarray, tile: tuple[int, int, int, int], found: Detections,
                   min_score: float, largest: float = TILE_MAX_FACE) -> Detections:
         x1, y1, x2, y2 = tile
+        # Searched alongside the main pass (live), this `_last_input` may replace the main pass's: only file mode's
+        # mirrored pass reads it, and file mode searches its tiles after the main pass.
         dets = self._detect_at(frame[y1:y2, x1:x2], 1.0, min_score)
         if self.second_look and MIRROR_TILES:
             flipped = mirror(self._detect_at(_derived(frame[y1:y2, x1:x2][:, ::-1]), 1.0, min_score), x2 - x1)

@@ -48,12 +48,15 @@ SHED_HOLD_S = 2.0
 # time are frames the viewer never sees; coasted ones go out, anonymized on the tracks (docs/measurements.md).
 LIVE_COAST = 1
 COAST_AFTER_S = 1.0
-# ...and only while the thinned tiles still leave frames dropped: at least this share of the source's frames over the
-# last COAST_AFTER_S. A fast CPU's occasional slow frame (over SHED_AFTER periods) keeps the tiles thinned most of the
-# time while it drops 1-2 % of frames; coasting then held a frame back for nothing. Live 1080p30 on the Xeon, 3 runs
-# each (bench/profile_live.py, docs/measurements.md stop 41): the delay a viewer gets p50 44-50 -> 27-28 ms, p95
-# 69-72 -> 44-54 ms, every frame detected. The CPU coasting is for (stop 24) dropped a third to a half of them.
-COAST_DROPPED_SHARE = 0.2
+# ...and only while the thinned tiles still leave frames dropped: at least COAST_DROPPED_SHARE of the source's frames
+# over the last COAST_DROPS_WINDOW_S. A fast CPU's occasional slow frame (over SHED_AFTER periods) keeps the tiles
+# thinned most of the time while it drops 1 % of the frames; coasting then held a frame back for nothing. Live 1080p30
+# on the Xeon, empty facebank (bench/profile_live.py, docs/measurements.md stop 41): the delay a viewer gets p50 44-50
+# -> 27-29 ms, p95 69-72 -> 44-55 ms, every frame detected. With the streamer enrolled, its embeddings' CPU drops
+# 6-9 % of the frames without coasting, in bursts: there it coasts as before (one frame dropped in ten is worse than
+# 15 ms of delay, which OBS's offset absorbs). The CPU coasting is for (stop 24: 15-22 fps of 30) drops a third.
+COAST_DROPPED_SHARE = 0.1
+COAST_DROPS_WINDOW_S = 2.0
 COAST_HOLD_S = 10.0
 SHED_HOLD_MARGIN = 1.25  # a tile-only face's track must outlive the thinned tile cycle by this factor
 # The other way round: with time to spare (a fast CPU, a GPU, a low frame rate), live mode looks at more tiles a frame,
@@ -504,7 +507,7 @@ class Engine:
     _shed_since = 0.0
     _coast_until = 0.0
     _dropped_seen = 0
-    _drops: deque[tuple[float, int]]  # (time, frames dropped so far) over the last COAST_AFTER_S
+    _drops: deque[tuple[float, int]]  # (time, frames dropped so far) over the last COAST_DROPS_WINDOW_S
 
     def _hold_back(self, frames: int) -> None:
         """Live: hold `frames` back from now on. The delays measured before are another delay's: forgotten, so that
@@ -526,13 +529,13 @@ class Engine:
         now = time.monotonic()
         period = 1.0 / max(self.source.info.fps, 1.0)
         self._drops.append((now, self.stats.dropped))
-        while len(self._drops) > 1 and now - self._drops[1][0] >= COAST_AFTER_S:  # [0]: the count as the window began
+        while len(self._drops) > 1 and now - self._drops[1][0] >= COAST_DROPS_WINDOW_S:  # [0]: as the window began
             self._drops.popleft()
         if now - captured > SHED_AFTER * period or self.stats.dropped > self._dropped_seen:
             if now >= self._shed_until:
                 self._shed_since = now
             self._shed_until = now + SHED_HOLD_S
-            dropping = self.stats.dropped - self._drops[0][1] >= COAST_DROPPED_SHARE * COAST_AFTER_S / period
+            dropping = self.stats.dropped - self._drops[0][1] >= COAST_DROPPED_SHARE * COAST_DROPS_WINDOW_S / period
             if LIVE_COAST and ((now - self._shed_since >= COAST_AFTER_S and dropping) or now < self._coast_until):
                 self._coast_until = now + COAST_HOLD_S
         self._dropped_seen = self.stats.dropped

@@ -116,6 +116,7 @@ def test_the_live_loop_coasts_only_while_far_behind(dev_clip, monkeypatch) -> No
     """Behind for COAST_AFTER_S with the tiles thinned: coasting starts and one frame is held back; COAST_HOLD_S
     without falling behind: every frame is detected again and the look-ahead is the setting's (0)."""
     monkeypatch.setattr(runner, "COAST_AFTER_S", 0.05)
+    monkeypatch.setattr(runner, "COAST_DROPS_WINDOW_S", 0.05)
     monkeypatch.setattr(runner, "COAST_HOLD_S", 0.2)
     engine = Engine(SETTINGS, VideoSource(str(dev_clip)))
     try:
@@ -140,6 +141,7 @@ def test_slow_frames_that_drop_little_thin_the_tiles_but_never_coast(dev_clip, m
     """A fast CPU's occasional slow frame: the tiles are thinned, but every frame is still detected and none held
     back, until the thinned tiles still leave COAST_DROPPED_SHARE of the frames dropped."""
     monkeypatch.setattr(runner, "COAST_AFTER_S", 0.1)
+    monkeypatch.setattr(runner, "COAST_DROPS_WINDOW_S", 0.1)
     engine = Engine(SETTINGS, VideoSource(str(dev_clip)))
     try:
         late = (runner.SHED_AFTER + 1) / engine.source.info.fps  # arrival to output: over SHED_AFTER periods
@@ -148,7 +150,7 @@ def test_slow_frames_that_drop_little_thin_the_tiles_but_never_coast(dev_clip, m
             time.sleep(0.02)
         assert engine.pipeline.detector.tile_every == 2
         assert not engine.pipeline.coast_alternate and engine.lookahead.frames == 0
-        needed = runner.COAST_DROPPED_SHARE * runner.COAST_AFTER_S * engine.source.info.fps
+        needed = runner.COAST_DROPPED_SHARE * runner.COAST_DROPS_WINDOW_S * engine.source.info.fps
         engine.stats.dropped += int(np.ceil(needed))
         engine._shed_load(time.monotonic())
         assert engine.pipeline.coast_alternate and engine.lookahead.frames == 1

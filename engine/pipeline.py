@@ -364,6 +364,9 @@ class Pipeline:
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._parallel is not None:
             self._parallel.close()
+        close_detector = getattr(self.detector, "close", None)  # YuNet's tiles' thread (later calls search inline)
+        if close_detector is not None:
+            close_detector()
 
     def prefetch(self, frame: np.ndarray) -> None:
         """File mode: start detecting a coming frame now, so that it overlaps tracking and anonymizing the

@@ -508,6 +508,7 @@ class Engine:
     _coast_until = 0.0
     _dropped_seen = 0
     _drops: deque[tuple[float, int]]  # (time, frames dropped so far) over the last COAST_DROPS_WINDOW_S
+    _drops_period = 0.0  # the source's frame period they were counted at
 
     def _hold_back(self, frames: int) -> None:
         """Live: hold `frames` back from now on. The delays measured before are another delay's: forgotten, so that
@@ -523,13 +524,16 @@ class Engine:
 
     def _shed_load(self, captured: float) -> None:
         """Behind (a frame waited too long, or one was dropped): thin the tile pass out for a while; still behind
-        a second later, coast every other frame (LIVE_COAST)."""
+        a second later and still dropping COAST_DROPPED_SHARE of the frames, coast every other frame (LIVE_COAST)."""
         if not self.shed_when_behind:
             return
         now = time.monotonic()
         period = 1.0 / max(self.source.info.fps, 1.0)
-        self._drops.append((now, self.stats.dropped))
-        while len(self._drops) > 1 and now - self._drops[1][0] >= COAST_DROPS_WINDOW_S:  # [0]: as the window began
+        if self._drops_period != period:  # a source switched in: drops counted at another rate
+            self._drops.clear()
+            self._drops_period = period
+        self._drops.append((now, self.stats.dropped))  # [0] below: as the window began
+        while len(self._drops) > 1 and now - self._drops[1][0] >= COAST_DROPS_WINDOW_S:
             self._drops.popleft()
         if now - captured > SHED_AFTER * period or self.stats.dropped > self._dropped_seen:
             if now >= self._shed_until:

@@ -139,20 +139,28 @@ def test_the_live_loop_coasts_only_while_far_behind(dev_clip, monkeypatch) -> No
 
 def test_slow_frames_that_drop_little_thin_the_tiles_but_never_coast(dev_clip, monkeypatch) -> None:
     """A fast CPU's occasional slow frame: the tiles are thinned, but every frame is still detected and none held
-    back, until the thinned tiles still leave COAST_DROPPED_SHARE of the frames dropped."""
-    monkeypatch.setattr(runner, "COAST_AFTER_S", 0.1)
-    monkeypatch.setattr(runner, "COAST_DROPS_WINDOW_S", 0.1)
+    back, until the thinned tiles still leave COAST_DROPPED_SHARE of the frames dropped over COAST_DROPS_WINDOW_S
+    (drops older than that do not count)."""
+    monkeypatch.setattr(runner, "COAST_AFTER_S", 0.4)  # behind that long: the drops below are out of the window
+    monkeypatch.setattr(runner, "COAST_DROPS_WINDOW_S", 0.3)
     engine = Engine(SETTINGS, VideoSource(str(dev_clip)))
     try:
-        late = (runner.SHED_AFTER + 1) / engine.source.info.fps  # arrival to output: over SHED_AFTER periods
-        for _ in range(8):  # 0.16 s behind with the tiles thinned, nothing dropped
+        fps = engine.source.info.fps
+        monkeypatch.setattr(runner, "COAST_DROPPED_SHARE", 3.5 / (runner.COAST_DROPS_WINDOW_S * fps))
+        needed = 4  # drops in the window that start coasting: 3 do not
+        late = (runner.SHED_AFTER + 1) / fps  # arrival to output: over SHED_AFTER periods
+        engine._shed_load(time.monotonic())
+        engine.stats.dropped += needed  # behind from here, but these drops leave the window before COAST_AFTER_S
+        for _ in range(12):  # 0.48 s behind with the tiles thinned, nothing dropped since
             engine._shed_load(time.monotonic() - late)
-            time.sleep(0.02)
+            time.sleep(0.04)
         assert engine.pipeline.detector.tile_every == 2
         assert not engine.pipeline.coast_alternate and engine.lookahead.frames == 0
-        needed = runner.COAST_DROPPED_SHARE * runner.COAST_DROPS_WINDOW_S * engine.source.info.fps
-        engine.stats.dropped += int(np.ceil(needed))
-        engine._shed_load(time.monotonic())
+        engine.stats.dropped += needed - 1
+        engine._shed_load(time.monotonic() - late)
+        assert not engine.pipeline.coast_alternate, "3 drops in the window: under the share"
+        engine.stats.dropped += 1
+        engine._shed_load(time.monotonic() - late)
         assert engine.pipeline.coast_alternate and engine.lookahead.frames == 1
     finally:
         engine.close()

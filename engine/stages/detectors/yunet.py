@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from functools import lru_cache
 
 import cv2
@@ -112,6 +112,7 @@ class YuNetDetector:
         # viewer gets p95 54-62 -> 44-54 ms at the same CPU (docs/measurements.md, stop 41).
         self.tiles_alongside = False
         self._tile_thread: ThreadPoolExecutor | None = None
+        self._closed = False
         self._calls = 0
         self.second_look = False  # file mode (the pipeline turns it on): weak small faces looked at again
         self._rejected: list[tuple[np.ndarray, int]] = []  # (box, frame) of second looks that found nothing
@@ -169,13 +170,15 @@ class YuNetDetector:
         scale = detection_scale(frame, self.detect_width)
         bar = min(min_score, SECOND_LOOK_FROM) if self.second_look else min_score
         tiled = self.tiles and scale < TILE_BELOW_SCALE and with_tiles
-        searching = None
-        if tiled and self.tiles_alongside:
-            searching = self._tiles_aside().submit(self._search_tiles, frame, scale, bar)
+        aside = self._tiles_aside() if tiled and self.tiles_alongside else None
+        searching = aside.submit(self._search_tiles, frame, scale, bar) if aside is not None else None
         try:
             found = self._main_passes(frame, scale, bar)
-        finally:  # never two tile searches at once (the tile turn), nor one left running on a frame gone
-            searched = searching.result() if searching is not None else None
+        except BaseException:  # never two tile searches at once (the tile turn), nor one left running on a frame gone
+            if searching is not None:
+                wait([searching])
+            raise  # the main pass's error, not the tiles'
+        searched = searching.result() if searching is not None else None
         if tiled:
             clear = found[found.score >= min_score]
             found = merge([found, self._tile_pass(frame, scale, clear, bar, searched)], NMS_IOU)
@@ -200,10 +203,17 @@ class YuNetDetector:
             found = merge([found, self._huge_faces(frame, scale, found)], NMS_IOU)
         return found
 
-    def _tiles_aside(self) -> ThreadPoolExecutor:
-        if self._tile_thread is None:  # its thread ends when the detector is collected
+    def _tiles_aside(self) -> ThreadPoolExecutor | None:
+        """The tiles' own thread; None once closed (the caller's thread searches them then)."""
+        if self._tile_thread is None and not self._closed:
             self._tile_thread = ThreadPoolExecutor(1, thread_name_prefix="yunet-tiles")
-        return self._tile_thread
+        return None if self._closed else self._tile_thread
+
+    def close(self) -> None:
+        """Ends the tiles' thread (Pipeline.close); a later detection searches its tiles in the caller's thread."""
+        self._closed = True
+        if self._tile_thread is not None:
+            self._tile_thread.shutdown(wait=False)
 
     def warm_huge(self, frame: np.ndarray) -> None:
         """The huge-face pass once on `frame` (Pipeline.warm_up): its input shape prepared before the first frame,
@@ -282,7 +292,9 @@ class YuNetDetector:
         for _ in range(per_frame):
             self._tile_turn = (self._tile_turn + 1) % len(tiles)
             parts.append(self._one_tile(frame, tiles[self._tile_turn], Detections.empty(), min_score, largest))
-        one = (time.perf_counter() - started) / per_frame  # live mode prices more tiles a frame with it (runner.py)
+        # Live mode prices more tiles a frame with it (runner.py). Beside the main pass it is timed sharing the cores
+        # with it, so it overstates what one more tile adds to a frame: live mode then asks for more tiles a bit later.
+        one = (time.perf_counter() - started) / per_frame
         self.tile_seconds = one if self.tile_seconds is None else 0.8 * self.tile_seconds + 0.2 * one
         return parts
 

@@ -96,13 +96,22 @@ def run_stream(sender_cmd: list[str], seconds: float | None, out: Path, port_in:
     started = time.monotonic()
     thread.start()
     latest = dict(cpu0)  # sampled while running: a process that ended has no /proc entry left
+    settled = None  # (time, frames, dropped) once STEADY_AFTER_S have passed
     while thread.is_alive() and (seconds is None or time.monotonic() - started < seconds):
         if seconds is None and sender.poll() is not None:
             time.sleep(1.5)  # let the last frames through
             break
         time.sleep(0.5)
         latest.update({pid: v for pid in cpu0 if not np.isnan(v := cpu_seconds(pid))})
+        if settled is None and time.monotonic() - started >= STEADY_AFTER_S:
+            settled = (time.monotonic(), engine.stats.frames, engine.stats.dropped + source.dropped)
     elapsed = time.monotonic() - started
+    steady = {}
+    if settled is not None:  # the frames SRT buffered while the engine started come at once, and most are dropped
+        span = time.monotonic() - settled[0]
+        frames, dropped = engine.stats.frames - settled[1], engine.stats.dropped + source.dropped - settled[2]
+        steady = {"steady_fps": round(frames / span, 2), "steady_fps_in": round((frames + dropped) / span, 2),
+                  "steady_dropped": dropped}
     engine_threads = by_thread(threads0, thread_cpu_s(), engine.stats.frames)
     cpu = {pid: latest[pid] - t for pid, t in cpu0.items()}
     figures = {
@@ -110,13 +119,16 @@ def run_stream(sender_cmd: list[str], seconds: float | None, out: Path, port_in:
         "latency_p50_ms": round(float(np.percentile(engine.stats.latencies_ms, 50)), 1),
         "latency_p95_ms": round(float(np.percentile(engine.stats.latencies_ms, 95)), 1),
         "latency_max_ms": round(float(np.max(engine.stats.latencies_ms)), 1),
+        **output_delays(engine),
         "dropped_input": engine.stats.dropped + source.dropped, "output_repeats": sink.repeated,
+        # what the source delivered: the rate the engine had to keep (a sender's gaps are not the engine's drops)
+        "fps_in": round((engine.stats.frames + engine.stats.dropped + source.dropped) / elapsed, 2),
         "coasted": engine.stats.coasted,
         "output_dropped": sink.dropped, "whole_frames": engine.stats.whole_frames,
         "cpu_decode_pct": round(100 * sum(cpu[p] for p in decoders) / elapsed, 1),
         "cpu_encode_pct": round(100 * cpu[sink._proc.pid] / elapsed, 1),
         "cpu_engine_pct": round(100 * cpu[os.getpid()] / elapsed, 1), "seconds": round(elapsed, 1),
-        "origin": sink._origin,
+        "origin": sink._origin, **steady,
     }
     # CPU per output frame holds on a shared machine where % of a core and fps do not (they move with the load)
     frames = max(engine.stats.frames, 1)
@@ -259,16 +271,36 @@ def bench_file(tmp: Path) -> dict:
 
 # The sender's colour matrix: BT.709 (the dev clip's, and phones' HD) is decoded to BGR by FFmpeg, BT.601 goes
 # down the decoder's pipe as I420 (engine/stages/sources/ffmpeg_pipe.py)
-SENDER_MATRIX = {"bt709": ["-vf", "scale=1920:1080"],
-                 "bt601": ["-vf", "scale=1920:1080:out_color_matrix=bt601", "-colorspace", "smpte170m",
-                           "-color_primaries", "smpte170m", "-color_trc", "smpte170m"]}
+# Both streams start at 0 and end together (`-t`, the picture's length): the clip's sound starts 0.84 s before its
+# picture, and looped with that hole the sender sent ~27.5 frames a second, not 30 (a 0.8 s gap each loop; stop 41).
+# A/V sync is `clip`'s to measure.
+STEADY_AFTER_S = 3.0  # `steady_*` figures leave the start out
+SENDER_MATRIX = {"bt709": ["-vf", "setpts=PTS-STARTPTS,scale=1920:1080"],
+                 "bt601": ["-vf", "setpts=PTS-STARTPTS,scale=1920:1080:out_color_matrix=bt601", "-colorspace",
+                           "smpte170m", "-color_primaries", "smpte170m", "-color_trc", "smpte170m"]}
+
+
+def output_delays(engine: Engine) -> dict:
+    """Capture to the hand-over to the outputs, the frame held while coasting included: the delay a viewer gets."""
+    delays = list(engine.stats.output_delays_ms)
+    if not delays:
+        return {}
+    return {"output_delay_p50_ms": round(float(np.percentile(delays, 50)), 1),
+            "output_delay_p95_ms": round(float(np.percentile(delays, 95)), 1)}
+
+
+def video_seconds(path: Path) -> float:
+    """The duration of `path`'s first video stream (`-shortest` leaves the sound longer through filters)."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=duration",
+                          "-of", "json", str(path)], capture_output=True, text=True, check=True)
+    return float(json.loads(out.stdout)["streams"][0]["duration"])
 
 
 def bench_1080p(tmp: Path, seconds: float, preset: str, baseline: bool = True, matrix: str = "bt709") -> dict:
     src = tmp / "clip1080.ts"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(CLIP), *SENDER_MATRIX[matrix], "-r", "30",
-                    "-c:v", "libx264", "-preset", "veryfast", "-b:v", "6M", "-g", "60", "-c:a", "aac",
-                    "-f", "mpegts", str(src)], check=True)
+                    "-c:v", "libx264", "-preset", "veryfast", "-b:v", "6M", "-g", "60", "-af", "asetpts=PTS-STARTPTS",
+                    "-c:a", "aac", "-t", f"{video_seconds(CLIP):.3f}", "-f", "mpegts", str(src)], check=True)
     pin, pout = free_port(), free_port()
     sender = ["ffmpeg", "-v", "error", "-re", "-stream_loop", "-1", "-i", str(src), "-c", "copy", "-f", "mpegts",
               f"srt://127.0.0.1:{pin}?mode=caller"]

@@ -225,12 +225,13 @@ def test_asking_for_openvino_without_it_says_how_to_install(monkeypatch):
 
 
 @pytest.mark.skipif(backends.cuda_available(), reason="on CUDA auto picks torch")
-def test_auto_here_puts_only_the_stream_detector_on_openvino():
-    """The real choice on this machine: the stream's detector on OpenVINO where the CPU has bf16 (0.7x the CPU a
-    live frame, docs/measurements.md); the recognizer, the landmarker's YuNet and photo detection on onnxruntime."""
-    expected = "openvino-cpu-bf16" if backends.openvino_bf16() else "onnxruntime-cpu"
-    assert create_detector(Settings()).runner_name == expected
-    assert create_embedder(Settings()).runner_name == "onnxruntime-cpu"
+def test_auto_here_puts_only_the_stream_detector_and_the_recognizer_on_openvino():
+    """The real choice on this machine, where the CPU has bf16: the stream's detector on OpenVINO in bf16 (0.7x the
+    CPU a live frame), the recognizer on OpenVINO in f32 (onnxruntime's embeddings, half its CPU; docs/measurements.md);
+    the landmarker's YuNet and photo detection on onnxruntime. Elsewhere everything on onnxruntime."""
+    bf16 = backends.openvino_bf16()
+    assert create_detector(Settings()).runner_name == ("openvino-cpu-bf16" if bf16 else "onnxruntime-cpu")
+    assert create_embedder(Settings()).runner_name == ("openvino-cpu-f32" if bf16 else "onnxruntime-cpu")
     assert create_landmarker(Settings()).detector.runner_name == "onnxruntime-cpu"
     assert {d.runner_name for d in Enroller(Settings()).detectors} == {"onnxruntime-cpu"}
 
@@ -340,3 +341,24 @@ def test_the_stream_detector_gets_two_openvino_threads_and_other_networks_one():
     recognizer = backends.make_runner("openvino", model_path("sface"), lambda path: None, network="sface")
     assert detector.compiled.get_property("INFERENCE_NUM_THREADS") == backends.OPENVINO_DETECTOR_THREADS == 2
     assert recognizer.compiled.get_property("INFERENCE_NUM_THREADS") == backends.OPENVINO_THREADS == 1
+
+
+@needs_bf16
+def test_the_recognizer_on_openvino_f32_embeds_as_onnxruntime(data_dir):
+    """`auto`'s recognizer on a bf16 CPU is OpenVINO in f32: every real face embeds as on onnxruntime (cosine
+    1 - 1e-5 at worst), its shapes' own compiled models included, a batch of several faces as each alone."""
+    photo = cv2.imread(str(data_dir / "detection_widerface_val" / "images" / "0_Parade_marchingband_1_765.jpg"))
+    found = create_detector(Settings(backend="onnxruntime")).detect(photo, 0.6)
+    landmarker = create_landmarker(Settings())
+    faces = np.stack([landmarker.align(photo, box, marks) for box, marks in zip(found.xyxy, found.landmarks,
+                                                                                 strict=True)][:12])
+    assert len(faces) >= 8
+    ort, ov = create_embedder(Settings(backend="onnxruntime")), create_embedder(Settings())
+    assert ov.runner_name == "openvino-cpu-f32"
+    ov.runner.background_compiles = False
+    expected = ort.embed_aligned(faces)
+    for _ in range(ov.runner.STATIC_AFTER + 1):  # the dynamic model, then each shape's own
+        alone = np.concatenate([ov.embed_aligned(face[None]) for face in faces])
+        together = ov.embed_aligned(faces)
+        for got in (alone, together):
+            assert np.sum(got * expected, axis=1).min() >= 1 - 1e-5

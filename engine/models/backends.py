@@ -41,12 +41,17 @@ IMAGE_NETWORKS = ("yunet", "centerface")
 # 0.21 against him: 0 frames at all 9 shifts on both (bench/lookalike_shifts.py). Two earlier reasons were fixed:
 # the live "this is me" enrolment (engine/enrol_track.py skips crops that other boxes cover) and SRT blurring
 # frames whole under load (per-shape compiles now happen before the first frame, Pipeline.warm_up).
-# The recognizer stays on onnxruntime: bf16 moves an embedding 2e-3 per element between a frame and a crop of the
-# same face, past tests/test_recognition.py's bound for "the stream embeds as the photo path". Without bf16
+# The recognizer is not in bf16 (OPENVINO_F32_AUTO): bf16 moves an embedding 2e-3 per element between a frame and a
+# crop of the same face, past tests/test_recognition.py's bound for "the stream embeds as the photo path". Without bf16
 # OpenVINO runs f32, slower than onnxruntime (YuNet 23 against 18 ms): never chosen there.
 # The landmarker's YuNet ("landmarker") and photo detection ("photo") are asked for apart from the stream's
 # detector: bf16 boxes seeding the alignment took LFW from 99.27 to 99.12 %, so they stay on onnxruntime.
 OPENVINO_AUTO: frozenset[str] = frozenset({"yunet"})
+# ...and the networks it runs on OpenVINO there in f32, not bf16: the recognizer. f32 gives onnxruntime's embeddings
+# (cosine 1 - 1e-7, tests/test_backends.py) in less than half its CPU on such a CPU: SFace at 112x112, one thread,
+# 10.4 against 22.7 ms (2 onnxruntime threads: 26.6 ms of CPU; docs/measurements.md, stop 41). Where OpenVINO has no
+# bf16 (the AVX2 CPU) its f32 was slower than onnxruntime, so the same gate as the detector's.
+OPENVINO_F32_AUTO: frozenset[str] = frozenset({"sface"})
 # Networks `auto` keeps on the CPU where there is a GPU: photo detection (enrolment, stills). Every photo has its own
 # sizes, and CUDA plans each new input shape (~2 s for YuNet on an H200: engine/models/cuda_plans.py), longer than
 # the CPU takes to detect the photo at all.
@@ -108,7 +113,7 @@ def resolve_backend(requested: str, network: str | None = None) -> str:
         return requested
     if cuda_available() and network not in CPU_ON_CUDA:
         return "torch"
-    if network in OPENVINO_AUTO and openvino_bf16():
+    if network in OPENVINO_AUTO | OPENVINO_F32_AUTO and openvino_bf16():
         return "openvino"
     try:
         import onnxruntime  # noqa: F401
@@ -200,7 +205,9 @@ class OpenVinoRunner:
     STATIC_SHAPES = 8  # at most (the least recently used goes): a frame size's main pass and tile sizes
     COUNTED_SHAPES = 64  # shapes whose calls are counted; then the count starts again (photos come in any size)
 
-    def __init__(self, onnx_path: Path, threads: int = OPENVINO_THREADS, takes_images: bool = False) -> None:
+    def __init__(self, onnx_path: Path, threads: int = OPENVINO_THREADS, takes_images: bool = False,
+                 precision: str | None = None) -> None:
+        # `precision`: "f32" where bf16 would move the outputs too far (the recognizer); None: OpenVINO's default.
         # `takes_images`: an image network (the detectors) takes its 1 x H x W x 3 uint8 image as it is, cast to
         # float and laid out as the network's 1 x 3 x H x W inside the compiled graph (OpenVINO's preprocessing),
         # where the numpy cast and the float batch's hand-over had cost 3 of a 1280x736 main pass's 18 CPU ms;
@@ -217,14 +224,16 @@ class OpenVinoRunner:
         # (OPENVINO_DETECTOR_THREADS: its wall time is the live latency). No pinning: the calling thread must not be
         # tied to a core that another busy thread holds.
         self._config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
+        if precision is not None:
+            self._config["INFERENCE_PRECISION_HINT"] = precision
 
         def compile_dynamic(data: bytes):
             self._onnx = data  # every per-shape compile reads it again
             return self._compile(None)
 
         self._onnx, self.compiled = _loaded(onnx_path, compile_dynamic)
-        precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
-        self.name = f"openvino-cpu-{'bf16' if 'bfloat16' in precision else 'f32'}"
+        inferred = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.name = f"openvino-cpu-{'bf16' if 'bfloat16' in inferred else 'f32'}"
         self._static: dict[tuple[int, ...], object] = {}
         self._calls: dict[tuple[int, ...], int] = {}
         self._last_use: dict[tuple[int, ...], int] = {}
@@ -396,7 +405,7 @@ def make_runner(backend: str, onnx_path: Path, module_factory: Callable[[Path], 
     threads = OPENVINO_DETECTOR_THREADS if network == "yunet" else OPENVINO_THREADS
     images = network in IMAGE_NETWORKS
     if chosen == "openvino" and backend == "auto":
-        runner = _openvino_or_onnxruntime(onnx_path, threads, images)
+        runner = _openvino_or_onnxruntime(onnx_path, threads, images, "f32" if network in OPENVINO_F32_AUTO else None)
     elif chosen == "onnxruntime":
         runner = OnnxRuntimeRunner(onnx_path)
     elif chosen == "openvino":
@@ -409,10 +418,11 @@ def make_runner(backend: str, onnx_path: Path, module_factory: Callable[[Path], 
     return runner
 
 
-def _openvino_or_onnxruntime(onnx_path: Path, threads: int, images: bool = False) -> NetworkRunner:
+def _openvino_or_onnxruntime(onnx_path: Path, threads: int, images: bool = False,
+                             precision: str | None = None) -> NetworkRunner:
     """`auto`'s OpenVINO choice, and onnxruntime where OpenVINO fails to load the model: auto must always start."""
     try:
-        return OpenVinoRunner(onnx_path, threads, takes_images=images)
+        return OpenVinoRunner(onnx_path, threads, takes_images=images, precision=precision)
     except Exception:
         log.exception("OpenVINO could not load %s; running it on onnxruntime", onnx_path.name)
         return OnnxRuntimeRunner(onnx_path)

@@ -62,8 +62,9 @@ class Limit:
 LIMITS: dict[str, Limit] = {
     "detector": Limit("face detector: yunet is fast; centerface finds more tiny faces, ~10x slower",
                       choices=DETECTORS),
-    "backend": Limit("network runtime: auto = torch on CUDA; on CPU onnxruntime, the live detector on OpenVINO "
-                     "bf16 where the CPU has it; openvino: every network on OpenVINO", choices=BACKENDS),
+    "backend": Limit("network runtime: auto = torch on CUDA; on CPU onnxruntime, where the CPU has bf16 the live "
+                     "detector on OpenVINO bf16 and the recognizer on OpenVINO f32; openvino: every network on "
+                     "OpenVINO", choices=BACKENDS),
     "confidence": Limit("detector score that starts a face: lower hides more faces, and more false ones",
                         MIN_CONFIDENCE, MAX_CONFIDENCE),
     "low_confidence": Limit("weaker detections keep an existing face hidden (ByteTrack second pass); from 0.3 "
@@ -102,7 +103,7 @@ class Settings:
 
     # Detection. Lower confidence blurs more false positives but leaks fewer real faces (fail closed).
     detector: str = "yunet"
-    backend: str = "auto"  # auto: torch on CUDA; onnxruntime on CPU, the live detector on OpenVINO bf16 (backends.py)
+    backend: str = "auto"  # auto: torch on CUDA; onnxruntime on CPU, bf16 CPUs some networks on OpenVINO (backends.py)
     confidence: float = 0.5  # a detection at or above this starts a track and is anonymized at once
     low_confidence: float = 0.2  # ByteTrack second pass: weaker detections only keep existing tracks alive
     detect_width: int = 1280  # detection gets the area of a 16:9 frame this wide: larger shrink, smaller grow <= 1.5x

@@ -2,5 +2,5 @@
 
 `build_pipeline` gives an ordinary `Pipeline` (same fail-closed rules) whose detector, recognizer input and
 anonymizer work on the device. On a machine without CUDA the same code runs on the CPU (how it is tested);
-the CPU default stays the onnxruntime pipeline.
+the CPU default stays the onnxruntime / OpenVINO pipeline (engine/models/backends.py).
 """

@@ -47,8 +47,9 @@ IMAGE_NETWORKS = ("yunet", "centerface")
 # The landmarker's YuNet ("landmarker") and photo detection ("photo") are asked for apart from the stream's
 # detector: bf16 boxes seeding the alignment took LFW from 99.27 to 99.12 %, so they stay on onnxruntime.
 OPENVINO_AUTO: frozenset[str] = frozenset({"yunet"})
-# ...and the networks it runs on OpenVINO there in f32, not bf16: the recognizer. f32 gives onnxruntime's embeddings
-# (cosine 1 - 1e-7, tests/test_backends.py) in less than half its CPU on such a CPU: SFace at 112x112, one thread,
+# ...and the networks it runs on OpenVINO there in f32, not bf16 (also when `openvino` is asked for): the recognizer.
+# f32 gives onnxruntime's embeddings (3.6e-7 per element on real faces; tests/test_backends.py holds cosine to
+# 1 - 1e-5) in less than half its CPU on such a CPU: SFace at 112x112, one thread,
 # 10.4 against 22.7 ms (2 onnxruntime threads: 26.6 ms of CPU; docs/measurements.md, stop 41). Where OpenVINO has no
 # bf16 (the AVX2 CPU) its f32 was slower than onnxruntime, so the same gate as the detector's.
 OPENVINO_F32_AUTO: frozenset[str] = frozenset({"sface"})
@@ -108,7 +109,8 @@ def _cpu_flags() -> frozenset[str] | None:
 
 def resolve_backend(requested: str, network: str | None = None) -> str:
     """`auto` picks torch on CUDA (the user's rig); on CPU, OpenVINO for the networks measured faster on it
-    (OPENVINO_AUTO, bf16 CPUs only), else onnxruntime when installed (faster than torch there)."""
+    (OPENVINO_AUTO in bf16, OPENVINO_F32_AUTO in f32; bf16 CPUs only), else onnxruntime when installed (faster than
+    torch there)."""
     if requested != "auto":
         return requested
     if cuda_available() and network not in CPU_ON_CUDA:
@@ -189,7 +191,7 @@ class OnnxRuntimeRunner:
 
 
 class OpenVinoRunner:
-    """OpenVINO on the CPU, in bf16 where the CPU has it (OpenVINO's default there; f32 elsewhere).
+    """OpenVINO on the CPU, in bf16 where the CPU has it (OpenVINO's default there; f32 elsewhere, or when asked).
 
     bf16 keeps 8 bits of mantissa: YuNet's outputs differ from fp32 by up to ~0.1 (box and landmark offsets, in
     stride units; scores by a few thousandths), measured on real frames (tests/test_backends.py, docs/measurements.md).
@@ -409,12 +411,15 @@ def make_runner(backend: str, onnx_path: Path, module_factory: Callable[[Path], 
     runner: NetworkRunner
     threads = OPENVINO_DETECTOR_THREADS if network == "yunet" else OPENVINO_THREADS
     images = network in IMAGE_NETWORKS
+    # The f32 networks run OpenVINO's dynamic model only: a shape's own was no faster (OpenVinoRunner `per_shape`).
+    f32 = network in OPENVINO_F32_AUTO
     if chosen == "openvino" and backend == "auto":
-        runner = _openvino_or_onnxruntime(onnx_path, threads, images, "f32" if network in OPENVINO_F32_AUTO else None)
+        runner = _openvino_or_onnxruntime(onnx_path, threads, images, f32)
     elif chosen == "onnxruntime":
         runner = OnnxRuntimeRunner(onnx_path)
     elif chosen == "openvino":
-        runner = OpenVinoRunner(onnx_path, threads, takes_images=images)
+        runner = OpenVinoRunner(onnx_path, threads, takes_images=images, precision="f32" if f32 else None,
+                                per_shape=not f32)
     elif chosen == "torch":
         runner = TorchRunner(module_factory, onnx_path)
     else:
@@ -423,13 +428,11 @@ def make_runner(backend: str, onnx_path: Path, module_factory: Callable[[Path], 
     return runner
 
 
-def _openvino_or_onnxruntime(onnx_path: Path, threads: int, images: bool = False,
-                             precision: str | None = None) -> NetworkRunner:
-    """`auto`'s OpenVINO choice, and onnxruntime where OpenVINO fails to load the model: auto must always start.
-    The f32 recognizer runs its dynamic model only (OpenVinoRunner `per_shape`)."""
+def _openvino_or_onnxruntime(onnx_path: Path, threads: int, images: bool = False, f32: bool = False) -> NetworkRunner:
+    """`auto`'s OpenVINO choice, and onnxruntime where OpenVINO fails to load the model: auto must always start."""
     try:
-        return OpenVinoRunner(onnx_path, threads, takes_images=images, precision=precision,
-                              per_shape=precision is None)
+        return OpenVinoRunner(onnx_path, threads, takes_images=images, precision="f32" if f32 else None,
+                              per_shape=not f32)
     except Exception:
         log.exception("OpenVINO could not load %s; running it on onnxruntime", onnx_path.name)
         return OnnxRuntimeRunner(onnx_path)

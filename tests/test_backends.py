@@ -373,3 +373,23 @@ def test_the_recognizer_on_openvino_f32_embeds_as_onnxruntime(data_dir):
         for got in (alone, together):
             assert np.sum(got * expected, axis=1).min() >= 1 - 1e-5
     assert not ov.runner._static, "the dynamic model serves every shape"
+
+
+def test_the_landmarker_runs_on_one_onnxruntime_thread_with_the_same_landmarks(data_dir):
+    """The landmarker's YuNet takes one onnxruntime thread (0.73x the CPU a face of two, the same wall time:
+    bench/landmarker_cpu.py): its four crops a face are too small to share out, and live it runs beside the frame
+    path. One thread places every landmark of real faces where two do, to the bit (the facebank's embeddings stay)."""
+    photo = cv2.imread(str(data_dir / "detection_widerface_val" / "images" / "0_Parade_marchingband_1_765.jpg"))
+    found = create_detector(Settings(backend="onnxruntime")).detect(photo, 0.6)
+    assert len(found) >= 8
+    landmarker = create_landmarker(Settings(backend="onnxruntime"))
+    runner = landmarker.detector.runner
+    assert isinstance(runner, backends.OnnxRuntimeRunner)
+    assert runner.session.get_session_options().intra_op_num_threads == backends.ONNXRUNTIME_THREADS["landmarker"] == 1
+    one = [landmarker(photo, box, marks) for box, marks in zip(found.xyxy, found.landmarks, strict=True)]
+    landmarker.detector.runner = backends.OnnxRuntimeRunner(model_path("yunet"), threads=2)
+    two = [landmarker(photo, box, marks) for box, marks in zip(found.xyxy, found.landmarks, strict=True)]
+    np.testing.assert_array_equal(np.stack(one), np.stack(two))
+    # the stream's and the photos' detectors keep two
+    stream = create_detector(Settings(backend="onnxruntime")).runner
+    assert stream.session.get_session_options().intra_op_num_threads == 2

@@ -31,7 +31,12 @@ OPENVINO_THREADS = int(os.environ.get("BLURCAST_OPENVINO_THREADS", "1"))
 OPENVINO_DETECTOR_THREADS = int(os.environ.get("BLURCAST_OPENVINO_DETECTOR_THREADS", "2"))
 # Networks whose input is an image's pixels as they are (0..255, no normalisation): on OpenVINO they take the uint8
 # image itself (OpenVinoRunner `takes_images`).
-IMAGE_NETWORKS = ("yunet", "centerface")
+IMAGE_NETWORKS = ("yunet", "centerface", "landmarker")
+# onnxruntime threads a network's session takes (2 otherwise). The landmarker (the recognizer's YuNet: four small
+# crops a face, engine/recognition/recognize.py) spends 13 CPU ms a face on one thread against 17 on two, for 0.5 ms
+# more wall time and the same landmarks to the bit (bench/landmarker_cpu.py, docs/measurements.md, stop 42). Live, it
+# runs on the embedding worker beside the frame path, where its CPU is what the frames lack.
+ONNXRUNTIME_THREADS: dict[str, int] = {"landmarker": 1}
 # Networks `auto` runs on OpenVINO where the CPU computes in bf16 (docs/measurements.md, OpenVINO), in live mode
 # (file mode keeps onnxruntime: engine/pipeline.py): the stream's YuNet. ~0.7x onnxruntime's CPU per 1080p frame,
 # its bf16 score error is noise (bench/bf16_bias.py), the corpus's leaks within the noise floor
@@ -416,7 +421,7 @@ def make_runner(backend: str, onnx_path: Path, module_factory: Callable[[Path], 
     if chosen == "openvino" and backend == "auto":
         runner = _openvino_or_onnxruntime(onnx_path, threads, images, f32)
     elif chosen == "onnxruntime":
-        runner = OnnxRuntimeRunner(onnx_path)
+        runner = OnnxRuntimeRunner(onnx_path, ONNXRUNTIME_THREADS.get(network or "", 2))
     elif chosen == "openvino":
         runner = OpenVinoRunner(onnx_path, threads, takes_images=images, precision="f32" if f32 else None,
                                 per_shape=not f32)

@@ -263,12 +263,13 @@ class Landmarker:
 
 
 def create_landmarker(settings: Settings) -> Landmarker:
-    from engine.stages.detect import create_detector  # lazy: engine.stages.detect is not needed to embed aligned crops
+    from engine.stages.detectors import yunet  # lazy: not needed to embed aligned crops
 
     # `auto` keeps its YuNet off OpenVINO (resolve_backend: not in OPENVINO_AUTO): its small crops are no faster
-    # there (bench/openvino_cpu.py), and bf16 landmarks would move every embedding of the facebank and the stream.
+    # there (f32 twice onnxruntime's CPU, bench/landmarker_cpu.py), and bf16 landmarks would move every embedding of
+    # the facebank and the stream. On onnxruntime it takes one thread (backends.ONNXRUNTIME_THREADS).
     backend = resolve_backend(settings.backend, "landmarker")
-    return Landmarker(create_detector(settings.updated({"detector": "yunet", "backend": backend})))
+    return Landmarker(yunet.create(settings.updated({"detector": "yunet", "backend": backend}), network="landmarker"))
 
 
 def recognizer_module(path: Path):

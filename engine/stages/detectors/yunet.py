@@ -558,6 +558,8 @@ def _torch_module(path):
     return YuNet.from_onnx(path)
 
 
-def create(settings: Settings) -> YuNetDetector:
-    runner = make_runner(settings.backend, model_path("yunet"), _torch_module, network="yunet")
+def create(settings: Settings, network: str = "yunet") -> YuNetDetector:
+    """`network` "landmarker": the recognizer's own YuNet (engine/recognition/recognize.py), whose runner
+    `make_runner` sets up apart from the stream's."""
+    runner = make_runner(settings.backend, model_path("yunet"), _torch_module, network=network)
     return YuNetDetector(runner, settings.detect_width)

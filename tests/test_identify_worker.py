@@ -5,18 +5,14 @@ that the synchronous identifier would not show, nor while a result is pending; a
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from engine.faces import IDENTIFIER_ERROR, NOT_RECOGNISED_YET, TOO_SMALL
 from engine.pipeline import Pipeline
-from engine.recognition import identify_worker
 from engine.recognition.identify_facebank import STATE_KEY, FacebankIdentifier
 from engine.recognition.recognize import create_embedder
 from engine.runner import Engine
@@ -390,33 +386,3 @@ def test_a_shown_face_overlapping_another_is_not_re_cropped_every_frame(frames, 
     finally:
         identifier.run_in_background(False)
         pipeline.close()
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own priority is Linux's")
-def test_the_worker_computes_in_its_own_nicer_thread(frames, gallery) -> None:
-    """Its thread runs WORKER_NICE nicer than the engine, and its networks (landmarker, recognizer) compute in that
-    thread, not in pools of their own at the engine's priority: so the frame path gets the cores first."""
-    pipeline, identifier = _live(gallery)
-    try:
-        worker = identifier.worker
-        assert worker is not None
-        thread = worker._thread.native_id
-        engine_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        spent_before = _cpu_s(thread)
-        for index in CLOSE_UP[:12]:
-            _step(pipeline, frames, index)
-        spent = _cpu_s(thread) - spent_before
-        assert os.getpriority(os.PRIO_PROCESS, thread) == min(19, engine_nice + identify_worker.WORKER_NICE)
-        batches_s = sum(worker.batch_ms) / 1000
-        assert identifier.embedded_total >= 4 and batches_s > 0.05
-        # the batches' wall time was spent computing in the worker's own thread (not waiting for another one)
-        assert spent >= 0.75 * batches_s, (spent, batches_s)  # 0.96 here; 0.86 with a 2-thread landmarker
-    finally:
-        identifier.run_in_background(False)
-        pipeline.close()
-
-
-def _cpu_s(thread: int) -> float:
-    """A thread's CPU seconds so far (user + system), from /proc."""
-    fields = Path(f"/proc/self/task/{thread}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

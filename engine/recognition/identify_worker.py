@@ -21,9 +21,7 @@ File mode stays synchronous (deterministic output).
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import sys
 import threading
 import time
 from collections import deque
@@ -39,13 +37,6 @@ log = logging.getLogger(__name__)
 
 VERIFY_LEAD = 2  # frames: the least lead; it grows with the frames results have recently taken to come back
 CROP_PAD = 1.5  # x the face box on each side: every refine pass and the 112x112 warp stay inside the crop
-# The worker's thread runs this much nicer than the engine (Linux: a thread's own; elsewhere unchanged), and its
-# networks compute in it (the landmarker on one onnxruntime thread, the recognizer on one OpenVINO thread, run by the
-# caller). Where the cores run short, the frame path gets them first and a result comes back later: a face waiting for
-# it stays blurred (the rules above), where before a frame was dropped. Live 1080p30 with the streamer enrolled, 2 runs
-# each (bench/profile_live.py, docs/measurements.md, stop 42): the delay a viewer gets p50 45-52 -> 29-31 ms, p95
-# 71-73 -> 60-64 ms, no coasting (104-150 frames before), 9-12 of ~450 frames dropped against 7-10, him shown as often.
-WORKER_NICE = 10
 
 
 class WorkerFailed(RuntimeError):
@@ -143,7 +134,6 @@ class EmbeddingWorker:
 
     # --- the worker thread -------------------------------------------------------------------------------
     def _run(self) -> None:
-        _yield_to_frames()
         try:
             while (jobs := self._jobs.get()) is not None:
                 jobs = self._more(jobs)
@@ -176,15 +166,3 @@ class EmbeddingWorker:
             if more is None:
                 return None
             jobs = jobs + more
-
-
-def _yield_to_frames() -> None:
-    """Lower the calling thread's priority by WORKER_NICE (niceness, 19 at most). Linux only: elsewhere
-    `setpriority` takes a process, and a thread's id could name another process."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        thread = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + WORKER_NICE))
-    except OSError as exc:  # a container may refuse it: recognition still works, at the frames' priority
-        log.debug("embedding worker keeps its priority: %s", exc)

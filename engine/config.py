@@ -63,7 +63,7 @@ LIMITS: dict[str, Limit] = {
     "detector": Limit("face detector: yunet is fast; centerface finds more tiny faces, ~10x slower",
                       choices=DETECTORS),
     "backend": Limit("network runtime: auto = torch on CUDA; on CPU onnxruntime, where the CPU has bf16 the live "
-                     "detector on OpenVINO bf16 and the recognizer on OpenVINO f32; openvino: every network on "
+                     "detector and the recognizer on OpenVINO bf16; openvino: every network on "
                      "OpenVINO", choices=BACKENDS),
     "confidence": Limit("detector score that starts a face: lower hides more faces, and more false ones",
                         MIN_CONFIDENCE, MAX_CONFIDENCE),

@@ -192,8 +192,7 @@ def test_one_runner_from_two_threads_gives_each_its_own_result(photos):
 
 
 def test_auto_picks_openvino_for_a_listed_network_only_with_bf16(monkeypatch):
-    monkeypatch.setattr(backends, "OPENVINO_AUTO", frozenset({"yunet"}))  # as listed (patched: holds if it changes)
-    monkeypatch.setattr(backends, "OPENVINO_F32_AUTO", frozenset({"sface"}))
+    monkeypatch.setattr(backends, "OPENVINO_AUTO", frozenset({"yunet", "sface"}))  # as listed (holds if it changes)
     monkeypatch.setattr(backends, "cuda_available", lambda: False)
     monkeypatch.setattr(backends, "openvino_bf16", lambda: True)
     assert resolve_backend("auto", "yunet") == "openvino"
@@ -229,11 +228,11 @@ def test_asking_for_openvino_without_it_says_how_to_install(monkeypatch):
 @pytest.mark.skipif(backends.cuda_available(), reason="on CUDA auto picks torch")
 def test_auto_here_puts_only_the_stream_detector_and_the_recognizer_on_openvino():
     """The real choice on this machine, where the CPU has bf16: the stream's detector on OpenVINO in bf16 (0.7x the
-    CPU a live frame), the recognizer on OpenVINO in f32 (onnxruntime's embeddings, half its CPU; docs/measurements.md);
-    the landmarker's YuNet and photo detection on onnxruntime. Elsewhere everything on onnxruntime."""
+    CPU a live frame), the recognizer too (0.14x onnxruntime's CPU, LFW unchanged; docs/measurements.md); the
+    landmarker's YuNet and photo detection on onnxruntime. Elsewhere everything on onnxruntime."""
     bf16 = backends.openvino_bf16()
     assert create_detector(Settings()).runner_name == ("openvino-cpu-bf16" if bf16 else "onnxruntime-cpu")
-    assert create_embedder(Settings()).runner_name == ("openvino-cpu-f32" if bf16 else "onnxruntime-cpu")
+    assert create_embedder(Settings()).runner_name == ("openvino-cpu-bf16" if bf16 else "onnxruntime-cpu")
     assert create_landmarker(Settings()).detector.runner_name == "onnxruntime-cpu"
     assert {d.runner_name for d in Enroller(Settings()).detectors} == {"onnxruntime-cpu"}
 
@@ -242,7 +241,8 @@ def test_auto_here_puts_only_the_stream_detector_and_the_recognizer_on_openvino(
 def test_file_mode_keeps_auto_on_onnxruntime(monkeypatch):
     """A recording is the same file on every CPU, and the corpus's privacy figures (measured on onnxruntime) are
     the ones it gets: file mode replaces `auto`'s OpenVINO detector; live keeps it, and asked for, it stays. (The
-    recognizer's f32 embeddings are onnxruntime's: `test_the_recognizer_on_openvino_f32_embeds_as_onnxruntime`.)"""
+    recognizer's bf16 embeddings are onnxruntime's to within a grey level's noise:
+    `test_the_recognizer_on_openvino_bf16_embeds_as_onnxruntime_within_a_grey_level`.)"""
     from engine.pipeline import Pipeline
 
     monkeypatch.setattr(backends, "OPENVINO_AUTO", frozenset({"yunet"}))  # as listed (patched: holds if it changes)
@@ -262,8 +262,7 @@ def test_file_mode_keeps_auto_on_onnxruntime(monkeypatch):
 
 def test_auto_without_openvino_runs_everything_on_onnxruntime(monkeypatch):
     """The fallback path of a machine without openvino (or without bf16): auto still starts, on onnxruntime."""
-    monkeypatch.setattr(backends, "OPENVINO_AUTO", frozenset({"yunet"}))  # as listed (patched: holds if it changes)
-    monkeypatch.setattr(backends, "OPENVINO_F32_AUTO", frozenset({"sface"}))
+    monkeypatch.setattr(backends, "OPENVINO_AUTO", frozenset({"yunet", "sface"}))  # as listed (holds if it changes)
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
     monkeypatch.setattr(backends, "cuda_available", lambda: False)
     openvino_bf16.cache_clear()
@@ -283,7 +282,7 @@ def test_auto_falls_back_to_onnxruntime_when_openvino_cannot_load_the_model(monk
     def broken(*args, **kwargs):
         raise RuntimeError("injected: the CPU plugin failed")
 
-    monkeypatch.setattr(backends, "OPENVINO_F32_AUTO", frozenset({"sface"}))
+    monkeypatch.setattr(backends, "OPENVINO_AUTO", frozenset({"yunet", "sface"}))
     monkeypatch.setattr(backends, "OpenVinoRunner", broken)
     assert create_detector(Settings()).runner_name == "onnxruntime-cpu"
     assert create_embedder(Settings()).runner_name == "onnxruntime-cpu"
@@ -293,16 +292,16 @@ def test_auto_falls_back_to_onnxruntime_when_openvino_cannot_load_the_model(monk
 
 @needs_bf16
 def test_openvino_asked_for_runs_bf16_here():
-    """Asked for by name, the detector runs bf16; the recognizer f32 all the same (bf16 moves its embeddings)."""
+    """Asked for by name, the detector and the recognizer run bf16."""
     assert create_detector(Settings(backend="openvino")).runner_name == "openvino-cpu-bf16"
-    assert create_embedder(Settings(backend="openvino")).runner_name == "openvino-cpu-f32"
+    assert create_embedder(Settings(backend="openvino")).runner_name == "openvino-cpu-bf16"
 
 
 @needs_bf16
 def test_openvino_embeds_faces_as_onnxruntime_does(data_dir):
-    """Two backends' embeddings of the same faces, where a match needs 0.37 and 0.1 % of impostor pairs reach 0.367
-    (SFace): a facebank enrolled on one backend matches on the other. The recognizer runs f32 on OpenVINO even when
-    it is asked for (bf16 gave 0.9998-0.9999 here, too far for the stream-equals-photo bound)."""
+    """Two backends' embeddings of the same five people, where a match needs 0.37 and 0.1 % of impostor pairs reach
+    0.343-0.367 (SFace): a facebank enrolled on one backend matches on the other, every pair's similarity within
+    0.02 (bf16's worst measured: 0.013 over 1,081 pairs of WIDER faces)."""
     detector = create_detector(Settings(backend="onnxruntime"))
     faces = []
     for name in ("recognition_faceapi_bbt/amy/amy1.png", "recognition_faceapi_bbt/raj/raj2.png",
@@ -313,8 +312,10 @@ def test_openvino_embeds_faces_as_onnxruntime_does(data_dir):
         faces.append(align_face(image, found.landmarks[int(found.score.argmax())]))
     ort = create_embedder(Settings(), backend="onnxruntime").embed_aligned(np.stack(faces))
     ov = create_embedder(Settings(), backend="openvino")
-    assert ov.runner_name == "openvino-cpu-f32"
-    assert (ort * ov.embed_aligned(np.stack(faces))).sum(axis=1).min() > 1 - 1e-5
+    assert ov.runner_name == "openvino-cpu-bf16"
+    got = ov.embed_aligned(np.stack(faces))
+    assert (ort * got).sum(axis=1).min() > 0.999
+    assert np.abs(ort @ ort.T - got @ got.T).max() < 0.02
 
 
 @needs_bf16
@@ -354,9 +355,11 @@ def test_the_stream_detector_gets_two_openvino_threads_and_other_networks_one():
 
 
 @needs_bf16
-def test_the_recognizer_on_openvino_f32_embeds_as_onnxruntime(data_dir):
-    """`auto`'s recognizer on a bf16 CPU is OpenVINO in f32: every real face embeds as on onnxruntime (cosine
-    1 - 1e-5 at worst), a batch of several faces as each alone, on its one dynamic model (no compile per shape)."""
+def test_the_recognizer_on_openvino_bf16_embeds_as_onnxruntime_within_a_grey_level(data_dir):
+    """`auto`'s recognizer on a bf16 CPU is OpenVINO in bf16: every real face embeds as on onnxruntime to cosine 0.999
+    (0.9994 at worst on 47 WIDER faces), a few times what one grey level more or less on 5 % of a face's pixels does
+    on onnxruntime itself (0.9998; LFW is the same on both, docs/measurements.md). A batch of several faces embeds as
+    each alone, on its one dynamic model (no compile per shape)."""
     photo = cv2.imread(str(data_dir / "detection_widerface_val" / "images" / "0_Parade_marchingband_1_765.jpg"))
     found = create_detector(Settings(backend="onnxruntime")).detect(photo, 0.6)
     landmarker = create_landmarker(Settings())
@@ -364,14 +367,19 @@ def test_the_recognizer_on_openvino_f32_embeds_as_onnxruntime(data_dir):
                                                                                  strict=True)][:12])
     assert len(faces) >= 8
     ort, ov = create_embedder(Settings(backend="onnxruntime")), create_embedder(Settings())
-    assert ov.runner_name == "openvino-cpu-f32"
+    assert ov.runner_name == "openvino-cpu-bf16"
     ov.runner.background_compiles = False
     expected = ort.embed_aligned(faces)
+    rng = np.random.default_rng(0)
+    step = rng.choice([-1, 1], faces.shape) * (rng.random(faces.shape) < 0.05)
+    grey_level = ort.embed_aligned(np.clip(faces.astype(int) + step, 0, 255).astype(np.uint8))
+    noise = 1 - np.sum(grey_level * expected, axis=1).min()
+    assert 0 < noise < 1e-3
     for _ in range(ov.runner.STATIC_AFTER + 1):
         alone = np.concatenate([ov.embed_aligned(face[None]) for face in faces])
         together = ov.embed_aligned(faces)
-        for got in (alone, together):
-            assert np.sum(got * expected, axis=1).min() >= 1 - 1e-5
+        np.testing.assert_allclose(together, alone, atol=1e-5)
+        assert 1 - np.sum(alone * expected, axis=1).min() < min(1e-3, 5 * noise)
     assert not ov.runner._static, "the dynamic model serves every shape"
 
 

@@ -141,8 +141,8 @@ def _add_settings_options(p: argparse.ArgumentParser) -> None:
                    help=f"seconds a lost face stays hidden at its predicted place (default {d.hold_seconds})")
     g.add_argument("--detector", choices=DETECTORS, help=f"face detector (default {d.detector})")
     g.add_argument("--backend", choices=BACKENDS, help=f"network runtime (default {d.backend}: torch on CUDA; on CPU "
-                   "onnxruntime; where the CPU has bf16 the live detector and the recognizer on OpenVINO bf16; "
-                   "openvino: every network on OpenVINO; docs/measurements.md, OpenVINO)")
+                   "onnxruntime, the recognizer on OpenVINO (x86); where the CPU has bf16 the live detector too, "
+                   "both in bf16; openvino: every network on OpenVINO; docs/measurements.md, OpenVINO)")
     g.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="any other setting, e.g. --set detect_width=1920 (see README, Configuration)")
 

@@ -62,8 +62,8 @@ class Limit:
 LIMITS: dict[str, Limit] = {
     "detector": Limit("face detector: yunet is fast; centerface finds more tiny faces, ~10x slower",
                       choices=DETECTORS),
-    "backend": Limit("network runtime: auto = torch on CUDA; on CPU onnxruntime, where the CPU has bf16 the live "
-                     "detector and the recognizer on OpenVINO bf16; openvino: every network on "
+    "backend": Limit("network runtime: auto = torch on CUDA; on CPU onnxruntime, the recognizer on OpenVINO (x86), "
+                     "where the CPU has bf16 the live detector too, both in bf16; openvino: every network on "
                      "OpenVINO", choices=BACKENDS),
     "confidence": Limit("detector score that starts a face: lower hides more faces, and more false ones",
                         MIN_CONFIDENCE, MAX_CONFIDENCE),

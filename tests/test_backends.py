@@ -13,15 +13,15 @@ import pytest
 
 from engine.config import Settings
 from engine.models import backends
-from engine.models.backends import OpenVinoRunner, openvino_bf16, resolve_backend
+from engine.models.backends import OpenVinoRunner, openvino_avx2, openvino_bf16, resolve_backend
 from engine.models.weights import model_path
-from engine.recognition.recognize import align_face, create_embedder, create_landmarker
+from engine.recognition.recognize import FaceEmbedder, align_face, create_embedder, create_landmarker
 from engine.stages.detect import create_detector
 from facebank.enrol import Enroller
 from tests.helpers import pairwise_iou
 
 needs_bf16 = pytest.mark.skipif(not openvino_bf16(), reason="openvino is not installed or this CPU has no bf16 "
-                                "(OpenVINO then runs f32, slower than onnxruntime: auto never picks it)")
+                                "(OpenVINO then runs f32: auto runs only the recognizer on it, on x86 with AVX2)")
 
 # bf16 keeps 8 bits of mantissa. Measured on the 4 WIDER FACE photos (crowds, faces of 10-300 px) at
 # detect_width 1280 and 2048: scores within 0.016 of onnxruntime's, box corners within 1.0 px, IoU >= 0.98 on
@@ -202,9 +202,17 @@ def test_auto_picks_openvino_for_a_listed_network_only_with_bf16(monkeypatch):
     assert resolve_backend("auto", "centerface") == "onnxruntime"
     assert resolve_backend("auto") == "onnxruntime"
     monkeypatch.setattr(backends, "openvino_bf16", lambda: False)
+    monkeypatch.setattr(backends, "openvino_avx2", lambda: False)
     assert resolve_backend("auto", "yunet") == "onnxruntime"
     assert resolve_backend("auto", "sface") == "onnxruntime"
     assert resolve_backend("openvino", "sface") == "openvino"  # asked for: given
+    # x86 with AVX2, no bf16: the recognizer alone on OpenVINO (f32 there), the detectors on onnxruntime
+    monkeypatch.setattr(backends, "OPENVINO_F32_AUTO", frozenset({"sface"}))  # as listed (holds if it changes)
+    monkeypatch.setattr(backends, "openvino_avx2", lambda: True)
+    assert resolve_backend("auto", "sface") == "openvino"
+    assert resolve_backend("auto", "yunet") == "onnxruntime"
+    assert resolve_backend("auto", "landmarker") == "onnxruntime"
+    assert resolve_backend("auto", "photo") == "onnxruntime"
     monkeypatch.setattr(backends, "cuda_available", lambda: True)
     monkeypatch.setattr(backends, "openvino_bf16", lambda: True)
     assert resolve_backend("auto", "yunet") == "torch"
@@ -213,10 +221,26 @@ def test_auto_picks_openvino_for_a_listed_network_only_with_bf16(monkeypatch):
 def test_openvino_bf16_is_false_without_openvino(monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
     openvino_bf16.cache_clear()
+    openvino_avx2.cache_clear()
     try:
         assert openvino_bf16() is False
+        assert openvino_avx2() is False
     finally:
         openvino_bf16.cache_clear()
+        openvino_avx2.cache_clear()
+
+
+def test_openvino_f32_is_auto_s_only_on_x86_with_avx2(monkeypatch):
+    """Measured on two x86 CPUs with AVX2; a CPU whose flags lack it, or cannot be read (not Linux), keeps
+    onnxruntime for every network."""
+    for flags, expected in ((frozenset({"sse4_2", "avx2", "fma"}), importlib.util.find_spec("openvino") is not None),
+                            (frozenset({"neon", "asimd"}), False), (None, False)):
+        monkeypatch.setattr(backends, "_cpu_flags", lambda flags=flags: flags)
+        backends.openvino_avx2.cache_clear()
+        try:
+            assert backends.openvino_avx2() is expected
+        finally:
+            backends.openvino_avx2.cache_clear()
 
 
 def test_asking_for_openvino_without_it_says_how_to_install(monkeypatch):
@@ -227,12 +251,14 @@ def test_asking_for_openvino_without_it_says_how_to_install(monkeypatch):
 
 @pytest.mark.skipif(backends.cuda_available(), reason="on CUDA auto picks torch")
 def test_auto_here_puts_only_the_stream_detector_and_the_recognizer_on_openvino():
-    """The real choice on this machine, where the CPU has bf16: the stream's detector on OpenVINO in bf16 (0.7x the
-    CPU a live frame), the recognizer too (0.14x onnxruntime's CPU, LFW unchanged; docs/measurements.md); the
-    landmarker's YuNet and photo detection on onnxruntime. Elsewhere everything on onnxruntime."""
-    bf16 = backends.openvino_bf16()
+    """The real choice on this machine. Where the CPU has bf16: the stream's detector on OpenVINO in bf16 (0.7x the
+    CPU a live frame), the recognizer too (0.14x onnxruntime's CPU, LFW unchanged; docs/measurements.md). On x86 with
+    AVX2 only: the recognizer on OpenVINO in f32 (0.46x onnxruntime's CPU), the detector on onnxruntime. The
+    landmarker's YuNet and photo detection on onnxruntime everywhere; without OpenVINO, everything."""
+    bf16, avx2 = backends.openvino_bf16(), backends.openvino_avx2()
     assert create_detector(Settings()).runner_name == ("openvino-cpu-bf16" if bf16 else "onnxruntime-cpu")
-    assert create_embedder(Settings()).runner_name == ("openvino-cpu-bf16" if bf16 else "onnxruntime-cpu")
+    assert create_embedder(Settings()).runner_name == ("openvino-cpu-bf16" if bf16 else
+                                                      "openvino-cpu-f32" if avx2 else "onnxruntime-cpu")
     assert create_landmarker(Settings()).detector.runner_name == "onnxruntime-cpu"
     assert {d.runner_name for d in Enroller(Settings()).detectors} == {"onnxruntime-cpu"}
 
@@ -266,11 +292,13 @@ def test_auto_without_openvino_runs_everything_on_onnxruntime(monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
     monkeypatch.setattr(backends, "cuda_available", lambda: False)
     openvino_bf16.cache_clear()
+    openvino_avx2.cache_clear()
     try:
         assert create_detector(Settings()).runner_name == "onnxruntime-cpu"
         assert create_embedder(Settings()).runner_name == "onnxruntime-cpu"
     finally:
         openvino_bf16.cache_clear()
+        openvino_avx2.cache_clear()
 
 
 def test_auto_falls_back_to_onnxruntime_when_openvino_cannot_load_the_model(monkeypatch):
@@ -401,3 +429,24 @@ def test_the_landmarker_runs_on_one_onnxruntime_thread_with_the_same_landmarks(d
     # the stream's and the photos' detectors keep two
     stream = create_detector(Settings(backend="onnxruntime")).runner
     assert stream.session.get_session_options().intra_op_num_threads == 2
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
+def test_the_recognizer_on_openvino_f32_embeds_as_onnxruntime(data_dir):
+    """`auto`'s recognizer on an x86 CPU with AVX2 and no bf16 is OpenVINO in f32 (0.46x onnxruntime's CPU a face on
+    the AVX2 EPYC): real faces embed as on onnxruntime to cosine 1 - 1e-5 (0.9999998 measured), alone and batched,
+    so a facebank enrolled on either matches on the other as it would on itself."""
+    photo = cv2.imread(str(data_dir / "detection_widerface_val" / "images" / "0_Parade_marchingband_1_765.jpg"))
+    found = create_detector(Settings(backend="onnxruntime")).detect(photo, 0.6)
+    landmarker = create_landmarker(Settings())
+    faces = np.stack([landmarker.align(photo, box, marks) for box, marks in zip(found.xyxy, found.landmarks,
+                                                                                 strict=True)][:12])
+    assert len(faces) >= 8
+    expected = create_embedder(Settings(backend="onnxruntime")).embed_aligned(faces)
+    f32 = OpenVinoRunner(model_path("sface"), backends.OPENVINO_THREADS, precision="f32", per_shape=False)
+    assert f32.name == "openvino-cpu-f32"
+    ov = FaceEmbedder(f32)
+    alone = np.concatenate([ov.embed_aligned(face[None]) for face in faces])
+    together = ov.embed_aligned(faces)
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert 1 - np.sum(alone * expected, axis=1).min() < 1e-5

@@ -52,10 +52,18 @@ ONNXRUNTIME_THREADS: dict[str, int] = {"landmarker": 1}
 # 0.002 at the median and 0.013 at worst (1,081 pairs of 47 WIDER faces), where one grey level more or less on 5 % of
 # the pixels moves it 0.0007 and 0.006 in f32 (tests/test_backends.py). Stop 41 had kept it in f32 for a test bound
 # (0.001 an element between a frame and its crop, 0.0012 in bf16), now a bound on cosine, the measure decisions take.
-# Without bf16 OpenVINO runs f32, slower than onnxruntime (YuNet 23 against 18 ms): never chosen there.
+# Without bf16 OpenVINO runs f32: slower than onnxruntime for YuNet (23 against 18 ms a main pass) and the
+# landmarker (46.7 against 19.4 CPU ms a face on the AVX2 EPYC): they keep onnxruntime there (not the recognizer:
+# OPENVINO_F32_AUTO).
 # The landmarker's YuNet ("landmarker") and photo detection ("photo") are asked for apart from the stream's
 # detector: bf16 boxes seeding the alignment took LFW from 99.27 to 99.12 %, so they stay on onnxruntime.
 OPENVINO_AUTO: frozenset[str] = frozenset({"yunet", "sface"})
+# ...and the networks `auto` runs on OpenVINO in f32 where the CPU has no bf16 but is x86 with AVX2 (openvino_avx2):
+# the recognizer. SFace, one thread, on an AMD EPYC (Zen 3, AVX2 only): 16.6 CPU ms a face against onnxruntime's 35.9
+# on two threads (29.7 on one), its embeddings onnxruntime's to cosine 0.9999998 (docs/measurements.md, stop 43); the
+# Xeon in f32 had given 11.1 against 22.7 (stop 41). The same figures to LFW's last digit; a live frame's CPU is what
+# the embedding worker takes from the frames.
+OPENVINO_F32_AUTO: frozenset[str] = frozenset({"sface"})
 # Networks OpenVINO runs on its dynamic model only: a shape's own was no faster (SFace in bf16 3.1-3.3 against
 # 3.3-3.4 ms a face alone, 2.8 against 2.8 four at once), and a compile (~200 ms) mid-stream would only cost a core.
 OPENVINO_DYNAMIC: frozenset[str] = frozenset({"sface"})
@@ -102,6 +110,21 @@ def openvino_bf16() -> bool:
 
 
 @cache
+def openvino_avx2() -> bool:
+    """Whether OpenVINO is installed on an x86 CPU with AVX2 (Linux's flags say so), where its f32 recognizer was
+    measured faster than onnxruntime (two CPUs: an AVX2 EPYC and an AMX Xeon); other CPUs (ARM, or flags that cannot
+    be read) were never measured: they keep onnxruntime."""
+    flags = _cpu_flags()
+    if flags is None or "avx2" not in flags:
+        return False
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@cache
 def _cpu_flags() -> frozenset[str] | None:
     """The CPU's feature flags from /proc/cpuinfo (Linux); None where they cannot be read."""
     try:
@@ -115,13 +138,15 @@ def _cpu_flags() -> frozenset[str] | None:
 
 def resolve_backend(requested: str, network: str | None = None) -> str:
     """`auto` picks torch on CUDA (the user's rig); on CPU, OpenVINO for the networks measured faster on it
-    (OPENVINO_AUTO; bf16 CPUs only), else onnxruntime when installed (faster than
-    torch there)."""
+    (OPENVINO_AUTO on bf16 CPUs, OPENVINO_F32_AUTO on any x86 with AVX2), else onnxruntime when installed (faster
+    than torch there)."""
     if requested != "auto":
         return requested
     if cuda_available() and network not in CPU_ON_CUDA:
         return "torch"
     if network in OPENVINO_AUTO and openvino_bf16():
+        return "openvino"
+    if network in OPENVINO_F32_AUTO and openvino_avx2():
         return "openvino"
     try:
         import onnxruntime  # noqa: F401

@@ -4,8 +4,8 @@ The recognizer is SFace (OpenCV Zoo, Apache-2.0): LFW View 2 99.40 % with this m
 MobileFaceNet it replaced gave 99.27 % (`bench/lfw_recipe.py`, docs/measurements.md). Both were trained on faces
 warped onto the ArcFace 112x112 template; the warp matters: an unaligned square crop of the same faces drops
 TAR @ FAR 1e-3 from 97 % to 24 % (shared/notes/models.md). The network runs through `engine.models.backends`
-like the detectors: onnxruntime on CPU (OpenVINO in bf16 where the CPU has it: LFW the same, a seventh of the CPU),
-the torch port on CUDA.
+like the detectors, the torch port on CUDA; on an x86 CPU OpenVINO (in bf16 where the CPU has it, a seventh of
+onnxruntime's CPU; f32 on AVX2, under half of it; LFW the same either way), elsewhere onnxruntime.
 """
 
 from __future__ import annotations

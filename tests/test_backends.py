@@ -450,3 +450,16 @@ def test_the_recognizer_on_openvino_f32_embeds_as_onnxruntime(data_dir):
     together = ov.embed_aligned(faces)
     np.testing.assert_allclose(together, alone, atol=1e-5)
     assert 1 - np.sum(alone * expected, axis=1).min() < 1e-5
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
+def test_runners_of_one_model_share_its_compiled_dynamic_model(photos):
+    """The engine's recognizer and the enroller's are two runners of one file: compiled once in a process (0.5 s
+    each on the AVX2 EPYC), each runner with its own requests, the same outputs; another configuration is its own."""
+    first, second = OpenVinoRunner(model_path("yunet")), OpenVinoRunner(model_path("yunet"))
+    assert first.compiled is second.compiled
+    other = OpenVinoRunner(model_path("yunet"), threads=2)
+    assert other.compiled is not first.compiled
+    batch = np.ascontiguousarray(cv2.resize(photos[0], (320, 224)).transpose(2, 0, 1)[None], np.float32)
+    for a, b in zip(first.run(batch), second.run(batch), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -118,10 +118,15 @@ def openvino_avx2() -> bool:
     if flags is None or "avx2" not in flags:
         return False
     try:
-        import openvino  # noqa: F401
+        import openvino
     except ImportError:
         return False
-    return True
+    try:
+        openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        return True
+    except Exception as exc:  # no usable CPU plugin, a broken install: keep to onnxruntime
+        log.warning("OpenVINO is installed but its CPU plugin is not usable: %s", exc)
+        return False
 
 
 @cache
@@ -221,8 +226,23 @@ class OnnxRuntimeRunner:
         return self.session.run(None, {self.input_name: batch})
 
 
-_COMPILED: dict[tuple, tuple[bytes, object]] = {}  # OpenVinoRunner's dynamic models, by file and configuration
+# The dynamic-only runners' compiled models (the recognizer), by file and configuration: OpenVinoRunner.
+_COMPILED: dict[tuple, tuple[bytes, object]] = {}
 _COMPILED_LOCK = threading.Lock()
+
+
+def _shared_dynamic(onnx_path: Path, takes_images: bool, config: dict,
+                    load: Callable[[bytes], object]) -> tuple[bytes, object]:
+    """One compiled dynamic model per file (as it is on disk now) and configuration in a process, for the runners
+    that use no other (OPENVINO_DYNAMIC): the engine's recognizer and the enroller's had compiled it apart, 0.5 s
+    each on the AVX2 EPYC. A compiled model serves requests from any thread (each runner keeps its own), but with the
+    LATENCY hint one at a time: a detector, whose calls are on the live deadline, keeps a model of its own."""
+    stat = Path(onnx_path).stat()
+    key = (str(onnx_path), stat.st_size, stat.st_mtime_ns, takes_images, tuple(sorted(config.items())))
+    with _COMPILED_LOCK:
+        if key not in _COMPILED:
+            _COMPILED[key] = _loaded(onnx_path, load)
+        return _COMPILED[key]
 
 
 class OpenVinoRunner:
@@ -271,14 +291,10 @@ class OpenVinoRunner:
             self._onnx = data  # every per-shape compile reads it again
             return self._compile(None)
 
-        # One dynamic model per file and configuration in a process, shared by its runners (a compiled model serves
-        # requests from any thread; each runner keeps its own): the engine's recognizer and the enroller's were
-        # compiled apart, 0.5 s each (a photo with --allow took 3.3-3.9 s against onnxruntime's 2.6 on the AVX2 EPYC).
-        key = (str(onnx_path), takes_images, tuple(sorted(self._config.items())))
-        with _COMPILED_LOCK:
-            if key not in _COMPILED:
-                _COMPILED[key] = _loaded(onnx_path, compile_dynamic)
-            self._onnx, self.compiled = _COMPILED[key]
+        if per_shape:
+            self._onnx, self.compiled = _loaded(onnx_path, compile_dynamic)
+        else:
+            self._onnx, self.compiled = _shared_dynamic(onnx_path, takes_images, self._config, compile_dynamic)
         inferred = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.name = f"openvino-cpu-{'bf16' if 'bfloat16' in inferred else 'f32'}"
         self._static: dict[tuple[int, ...], object] = {}
@@ -454,10 +470,13 @@ def make_runner(backend: str, onnx_path: Path, module_factory: Callable[[Path], 
     threads = OPENVINO_DETECTOR_THREADS if network == "yunet" else OPENVINO_THREADS
     images = network in IMAGE_NETWORKS
     dynamic = network in OPENVINO_DYNAMIC
+    ort_threads = ONNXRUNTIME_THREADS.get(network or "", 2)
     if chosen == "openvino" and backend == "auto":
-        runner = _openvino_or_onnxruntime(onnx_path, threads, images, dynamic)
+        # f32 asked for where `auto` chose OpenVINO for it (OPENVINO_F32_AUTO), not left to OpenVINO's default
+        f32 = network in OPENVINO_F32_AUTO and not (network in OPENVINO_AUTO and openvino_bf16())
+        runner = _openvino_or_onnxruntime(onnx_path, threads, images, dynamic, "f32" if f32 else None, ort_threads)
     elif chosen == "onnxruntime":
-        runner = OnnxRuntimeRunner(onnx_path, ONNXRUNTIME_THREADS.get(network or "", 2))
+        runner = OnnxRuntimeRunner(onnx_path, ort_threads)
     elif chosen == "openvino":
         runner = OpenVinoRunner(onnx_path, threads, takes_images=images, per_shape=not dynamic)
     elif chosen == "torch":
@@ -468,11 +487,11 @@ def make_runner(backend: str, onnx_path: Path, module_factory: Callable[[Path], 
     return runner
 
 
-def _openvino_or_onnxruntime(onnx_path: Path, threads: int, images: bool = False,
-                             dynamic: bool = False) -> NetworkRunner:
+def _openvino_or_onnxruntime(onnx_path: Path, threads: int, images: bool = False, dynamic: bool = False,
+                             precision: str | None = None, ort_threads: int = 2) -> NetworkRunner:
     """`auto`'s OpenVINO choice, and onnxruntime where OpenVINO fails to load the model: auto must always start."""
     try:
-        return OpenVinoRunner(onnx_path, threads, takes_images=images, per_shape=not dynamic)
+        return OpenVinoRunner(onnx_path, threads, takes_images=images, precision=precision, per_shape=not dynamic)
     except Exception:
         log.exception("OpenVINO could not load %s; running it on onnxruntime", onnx_path.name)
-        return OnnxRuntimeRunner(onnx_path)
+        return OnnxRuntimeRunner(onnx_path, ort_threads)

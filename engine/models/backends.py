@@ -60,7 +60,7 @@ ONNXRUNTIME_THREADS: dict[str, int] = {"landmarker": 1}
 OPENVINO_AUTO: frozenset[str] = frozenset({"yunet", "sface"})
 # ...and the networks `auto` runs on OpenVINO in f32 where the CPU has no bf16 but is x86 with AVX2 (openvino_avx2):
 # the recognizer. SFace, one thread, on an AMD EPYC (Zen 3, AVX2 only): 16.6 CPU ms a face against onnxruntime's 35.9
-# on two threads (29.7 on one), its embeddings onnxruntime's to cosine 0.9999998 (docs/measurements.md, stop 43); the
+# on two threads (29.7 on one), its embeddings onnxruntime's to cosine 0.9999998 (docs/measurements.md, stop 42); the
 # Xeon in f32 had given 11.1 against 22.7 (stop 41). The same figures to LFW's last digit; a live frame's CPU is what
 # the embedding worker takes from the frames.
 OPENVINO_F32_AUTO: frozenset[str] = frozenset({"sface"})

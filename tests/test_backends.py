@@ -37,6 +37,18 @@ MIN_SCORE = 0.3  # detected at this; compared from 0.5 + SCORE_TOLERANCE, so a f
 
 
 @pytest.fixture(scope="module")
+def crowd_faces(data_dir) -> np.ndarray:
+    """Up to 12 real faces of a WIDER crowd photo, aligned as the stream aligns them (112x112 BGR)."""
+    photo = cv2.imread(str(data_dir / "detection_widerface_val" / "images" / "0_Parade_marchingband_1_765.jpg"))
+    found = create_detector(Settings(backend="onnxruntime")).detect(photo, 0.6)
+    landmarker = create_landmarker(Settings())
+    faces = np.stack([landmarker.align(photo, box, marks) for box, marks in zip(found.xyxy, found.landmarks,
+                                                                                 strict=True)][:12])
+    assert len(faces) >= 8
+    return faces
+
+
+@pytest.fixture(scope="module")
 def photos(data_dir) -> list[np.ndarray]:
     wider = sorted((data_dir / "detection_widerface_val" / "images").glob("*.jpg"))
     astronaut = data_dir / "detection_unannotated" / "pypi_scikit-image" / "astronaut.png"
@@ -383,17 +395,12 @@ def test_the_stream_detector_gets_two_openvino_threads_and_other_networks_one():
 
 
 @needs_bf16
-def test_the_recognizer_on_openvino_bf16_embeds_as_onnxruntime_within_a_grey_level(data_dir):
+def test_the_recognizer_on_openvino_bf16_embeds_as_onnxruntime_within_a_grey_level(crowd_faces):
     """`auto`'s recognizer on a bf16 CPU is OpenVINO in bf16: every real face embeds as on onnxruntime to cosine 0.999
     (0.9994 at worst on 47 WIDER faces), a few times what one grey level more or less on 5 % of a face's pixels does
     on onnxruntime itself (0.9998; LFW is the same on both, docs/measurements.md). A batch of several faces embeds as
     each alone, on its one dynamic model (no compile per shape)."""
-    photo = cv2.imread(str(data_dir / "detection_widerface_val" / "images" / "0_Parade_marchingband_1_765.jpg"))
-    found = create_detector(Settings(backend="onnxruntime")).detect(photo, 0.6)
-    landmarker = create_landmarker(Settings())
-    faces = np.stack([landmarker.align(photo, box, marks) for box, marks in zip(found.xyxy, found.landmarks,
-                                                                                 strict=True)][:12])
-    assert len(faces) >= 8
+    faces = crowd_faces
     ort, ov = create_embedder(Settings(backend="onnxruntime")), create_embedder(Settings())
     assert ov.runner_name == "openvino-cpu-bf16"
     ov.runner.background_compiles = False
@@ -432,16 +439,11 @@ def test_the_landmarker_runs_on_one_onnxruntime_thread_with_the_same_landmarks(d
 
 
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
-def test_the_recognizer_on_openvino_f32_embeds_as_onnxruntime(data_dir, monkeypatch):
+def test_the_recognizer_on_openvino_f32_embeds_as_onnxruntime(crowd_faces, monkeypatch):
     """`auto`'s recognizer on an x86 CPU with AVX2 and no bf16 is OpenVINO in f32, asked for by name (0.46x
     onnxruntime's CPU a face on the AVX2 EPYC): real faces embed as on onnxruntime to cosine 1 - 1e-5 (0.9999998
     measured), alone and batched, so a facebank enrolled on either matches on the other as it would on itself."""
-    photo = cv2.imread(str(data_dir / "detection_widerface_val" / "images" / "0_Parade_marchingband_1_765.jpg"))
-    found = create_detector(Settings(backend="onnxruntime")).detect(photo, 0.6)
-    landmarker = create_landmarker(Settings())
-    faces = np.stack([landmarker.align(photo, box, marks) for box, marks in zip(found.xyxy, found.landmarks,
-                                                                                 strict=True)][:12])
-    assert len(faces) >= 8
+    faces = crowd_faces
     expected = create_embedder(Settings(backend="onnxruntime")).embed_aligned(faces)
     monkeypatch.setattr(backends, "cuda_available", lambda: False)
     monkeypatch.setattr(backends, "openvino_bf16", lambda: False)  # as auto builds it on such a CPU, also on this one

@@ -33,9 +33,10 @@ OPENVINO_DETECTOR_THREADS = int(os.environ.get("BLURCAST_OPENVINO_DETECTOR_THREA
 # image itself (OpenVinoRunner `takes_images`).
 IMAGE_NETWORKS = ("yunet", "centerface", "landmarker")
 # onnxruntime threads a network's session takes (2 otherwise). The landmarker (the recognizer's YuNet: four small
-# crops a face, engine/recognition/recognize.py) spends 13 CPU ms a face on one thread against 17 on two, for 0.5 ms
-# more wall time and the same landmarks to the bit (bench/landmarker_cpu.py, docs/measurements.md, stop 42). Live, it
-# runs on the embedding worker beside the frame path, where its CPU is what the frames lack.
+# crops a face, engine/recognition/recognize.py) spends 11.2 CPU ms a face on one thread against 15.5 on two on the
+# Xeon, 19.4 against 29.6 on the AVX2 EPYC, for the same wall time and the same landmarks to the bit
+# (bench/landmarker_cpu.py, docs/measurements.md, stop 42). Live, it runs on the embedding worker beside the frame
+# path, where its CPU is what the frames lack.
 ONNXRUNTIME_THREADS: dict[str, int] = {"landmarker": 1}
 # Networks `auto` runs on OpenVINO where the CPU computes in bf16 (docs/measurements.md, OpenVINO): the stream's YuNet
 # in live mode (file mode keeps onnxruntime: engine/pipeline.py), ~0.7x onnxruntime's CPU per 1080p frame, its bf16
@@ -264,7 +265,8 @@ class OpenVinoRunner:
 
     def __init__(self, onnx_path: Path, threads: int = OPENVINO_THREADS, takes_images: bool = False,
                  precision: str | None = None, per_shape: bool = True) -> None:
-        # `precision`: "f32" to compare with bf16 (benches); None: OpenVINO's default (bf16 where the CPU has it).
+        # `precision`: "f32" where `auto` chose OpenVINO in f32 (OPENVINO_F32_AUTO), or to compare with bf16 (benches);
+        # None: OpenVINO's default (bf16 where the CPU has it).
         # `per_shape` False: the dynamic model for every call, where it is as fast (SFace in f32: 11.3 against 11.2
         # ms a face alone, 9.1 against 9.5 four at once) and a compile (225 ms) mid-stream would only cost a core.
         self.per_shape = per_shape

@@ -500,7 +500,17 @@ class Engine:
         return self.lookahead.push(safe, report, self.pipeline.anonymizer, tag)
 
     def _emit_held(self) -> None:
-        for safe, tag in self.lookahead.flush(self.pipeline.anonymizer, self.pipeline.waiting):
+        """The frames held, sent now (a stall, a stop): panic, pause and a changed facebank or threshold reach them
+        first, as they would have reached them in `_look_ahead` (a review found them flushed as processed)."""
+        anonymizer = self.pipeline.anonymizer
+        if self._hide_kept.is_set():
+            self._hide_kept.clear()
+            self.lookahead.hide_kept(anonymizer)
+        with self._lock:
+            wanted = self._pending_settings or self._settings
+        if any(s.panic or s.paused for s in (wanted, self.pipeline.settings)):
+            self.lookahead.hide_all(anonymizer)
+        for safe, tag in self.lookahead.flush(anonymizer, self.pipeline.waiting):
             self._emit(safe, tag)
 
     _shed_until = 0.0

@@ -78,38 +78,79 @@ def test_every_other_frame_is_coasted_and_its_faces_stay_hidden(clip) -> None:
     assert hidden >= 8 and leaked == 0, f"{leaked} of {hidden} annotated faces visible in coasted frames"
 
 
-def test_a_face_first_showing_in_a_coasted_frame_is_hidden_there_from_the_next_one(clip) -> None:
-    """The face shows first in a coasted frame (no track yet: nothing hides it then); the next frame's detection
-    starts its track, and the frame held back gets it hidden. Without the held frame it would go out visible."""
+class _FailingCall:
+    """The real detector, raising on its `fail`-th call (0-based): a detection that faults."""
+
+    def __init__(self, detector, fail: int) -> None:
+        self.detector, self.fail, self.calls = detector, fail, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.detector, name)
+
+    def detect(self, frame: np.ndarray, min_score: float) -> Detections:
+        self.calls += 1
+        if self.calls - 1 == self.fail:
+            raise RuntimeError("injected detector fault")
+        return self.detector.detect(frame, min_score)
+
+
+def _faces_new_in_frame_21(clip) -> tuple[list[np.ndarray], list[dict]]:
+    """Frames 20-23 of the dev clip with every face of frame 21 painted over in frame 20: they are new in 21."""
     frames, truth = clip
     faces = truth[21]
     masked = frames[20].copy()
-    for face in faces:  # the frame before, with every face painted over: the faces are new in frame 21
+    for face in faces:
         x1, y1, x2, y2 = (round(v) for v in face["box"])
         masked[max(0, y1 - 20):y2 + 20, max(0, x1 - 20):x2 + 20] = 128
+    return [masked, frames[21], frames[22], frames[23]], faces
 
-    def run(held: int) -> tuple[SafeFrame, FrameReport]:
-        pipeline = Pipeline(SETTINGS)
-        pipeline.coast_alternate = True
-        lookahead = Lookahead(held)
-        out = {}
-        try:
-            for index, frame in enumerate([masked, frames[21], frames[22], frames[23]]):
-                safe, report = pipeline.process(frame.copy(), index, 1 / 30)
-                for released, tag in lookahead.push(safe, report, pipeline.anonymizer, (safe, report)):
-                    out[released.index] = tag
-            for released, tag in lookahead.flush():
-                out[released.index] = tag
-        finally:
-            pipeline.close()
-        return out[1]
 
-    safe, report = run(held=1)
+def _coast_through(frames: list[np.ndarray], held: int, fail: int | None = None,
+                   stop_after: int | None = None) -> dict[int, tuple[SafeFrame, FrameReport]]:
+    """The frames processed coasting every other one, through a look-ahead of `held` frames, then flushed (a stall,
+    a stop); the detector's `fail`-th call faults. Every frame released, by index."""
+    pipeline = Pipeline(SETTINGS)
+    if fail is not None:
+        pipeline.detector = _FailingCall(pipeline.detector, fail)
+    pipeline.coast_alternate = True
+    lookahead = Lookahead(held)
+    out = {}
+    try:
+        for index, frame in enumerate(frames[:stop_after]):
+            safe, report = pipeline.process(frame.copy(), index, 1 / 30)
+            for released, tag in lookahead.push(safe, report, pipeline.anonymizer, report):
+                out[released.index] = (released, tag)
+        for released, tag in lookahead.flush(pipeline.anonymizer, pipeline.waiting):
+            out[released.index] = (released, tag)
+    finally:
+        pipeline.close()
+    return out
+
+
+def test_a_face_first_showing_in_a_coasted_frame_is_hidden_there_from_the_next_one(clip) -> None:
+    """The face shows first in a coasted frame (no track yet: nothing hides it then); the next frame's detection
+    starts its track, and the frame held back gets it hidden. Without the held frame it would go out visible."""
+    frames, faces = _faces_new_in_frame_21(clip)
+    safe, report = _coast_through(frames, held=1)[1]
     assert report.coasted and not report.faces, "frame 1 was coasted with no track to hide"
-    assert report.backfilled >= 1
-    assert visible_faces(frames[21], safe.image, faces) == 0
-    unheld, _ = run(held=0)
-    assert visible_faces(frames[21], unheld.image, faces) >= 1, "without the held frame the new face goes out"
+    assert report.backfilled >= 1 and not safe.whole_frame
+    assert visible_faces(clip[0][21], safe.image, faces) == 0
+    unheld, _ = _coast_through(frames, held=0)[1]
+    assert visible_faces(clip[0][21], unheld.image, faces) >= 1, "without the held frame the new face goes out"
+
+
+def test_a_coasted_frame_no_detection_reaches_goes_out_whole(clip) -> None:
+    """The coasted frame waits for the next detection's backfill. When that detection faults, or the frames held
+    are flushed first (a stall, a stop), no detector ever looked at it: it goes out anonymized whole, not as the
+    tracks predicted it (the new face was raw there: a review, stop 43)."""
+    frames, faces = _faces_new_in_frame_21(clip)
+    for case, kwargs in (("the next detection faults", {"fail": 1}), ("flushed before it", {"stop_after": 2})):
+        out = _coast_through(frames, held=1, **kwargs)
+        safe, report = out[1]
+        assert report.coasted and safe.whole_frame, case
+        assert report.whole_frame == "coasted-undetected", case
+        assert visible_faces(clip[0][21], safe.image, faces) == 0, case
+        assert not out[0][0].whole_frame, f"{case}: the detected frame before it is not touched"
 
 
 def test_the_live_loop_coasts_only_while_far_behind(dev_clip, monkeypatch) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from blurcast import cli
+from engine import runner as runner_module
 from engine.client import (
     EXIT_ALREADY_RUNNING,
     ControlClient,
@@ -446,6 +447,65 @@ def test_a_lost_stream_comes_back_and_no_raw_frame_ever_leaves(dev_clip):
     assert "lost" in states, "the loss was visible in the source state"
     assert capture.images, "frames went out after the stream came back"
     assert not source.raw.intersection(capture.images), "every frame that left was anonymized"
+
+
+class StallingStream(VideoSource):
+    """The dev clip as a network stream that goes silent after `frames` frames and stays so until closed."""
+
+    def __init__(self, spec: str, frames: int) -> None:
+        super().__init__(spec)
+        self.kind = "url"
+        self.left = frames
+        self.closed = threading.Event()
+
+    def read(self) -> np.ndarray | None:
+        if self.left <= 0:
+            self.closed.wait(0.5)
+            return None
+        self.left -= 1
+        time.sleep(1 / 30)
+        return super().read()
+
+    def reopen(self, attempts: int = 1, wait: float = 0.5) -> bool:
+        self.closed.wait(wait)
+        return False
+
+    def close(self) -> None:
+        self.closed.set()
+        super().close()
+
+
+class Whole(Capture):
+    def __init__(self) -> None:
+        super().__init__()
+        self.whole: list[bool] = []
+
+    def write(self, frame) -> None:
+        self.whole.append(frame.whole_frame)
+
+
+@pytest.mark.parametrize("request_", ["panic", "paused"])
+def test_panic_pressed_while_the_stream_stalls_reaches_the_frames_held(dev_clip, monkeypatch, request_):
+    """Live with a look-ahead: the frames held when the stream stalls go out then. Panic (or pause) pressed
+    during the stall hides them whole, as it does the frames held when it is pressed mid-stream (a review, stop 43:
+    they went out as they were processed)."""
+    monkeypatch.setattr(runner_module, "STALL_PERIODS", 60)  # 2 s of silence is a stall: time to press it first
+    source = StallingStream(str(dev_clip), frames=8)
+    capture = Whole()
+    engine = Engine(Settings(backend="onnxruntime", deadline_ms=60_000, lookahead_frames=3), source, sinks=[capture])
+    engine.detect_waiting = False
+    loop = threading.Thread(target=engine.run_live)
+    loop.start()
+    try:
+        wait_for(lambda: engine.stats.frames >= 8, timeout=60)
+        assert len(engine.lookahead) == 3 and len(capture.whole) == 5
+        engine.update_settings({request_: True})
+        wait_for(lambda: len(capture.whole) == 8, timeout=10)
+    finally:
+        engine.stop_event.set()
+        loop.join(timeout=10)
+        engine.close()
+    assert capture.whole == [False] * 5 + [True] * 3
 
 
 def test_a_sink_write_error_is_a_visible_fault(dev_clip):

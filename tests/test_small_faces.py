@@ -307,3 +307,29 @@ def test_a_face_started_on_weak_sightings_does_not_drop_a_lost_face_beside_it(de
     assert held and held[0].lost_frames > 0, "the lost face's track must still be held (and blurred)"
     x1h, y1h, x2h, y2h = held[0].xyxy
     assert x1h <= x1 + 1 and y1h <= y1 + 1 and x2h >= x2 - 1 and y2h >= y2 - 1, "the held box must cover the face"
+
+
+def test_a_lost_face_at_the_frame_edge_is_kept_while_its_hidden_box_reaches_into_the_frame(dev_face):
+    """A face walks left until half of it is out of the picture, where the detector finds it no more. Its track
+    drifts on along its damped velocity; it is dropped only once the grown box it is hidden under has left the
+    frame, not its estimate: a face that stopped there kept its in-frame half hidden for 9 frames of a 24-frame hold
+    and went raw after (a review, stop 43)."""
+    _, face = dev_face
+    clear = Detections(face.xyxy, np.array([0.9], np.float32), face.landmarks)
+    width = float(face.xyxy[0, 2] - face.xyxy[0, 0])
+    size = (640, 360)
+    tracker = FaceTracker(confidence=0.5, low_confidence=0.2, hold_seconds=0.8)
+    walked = 0.0
+    while walked + 10 <= float(face.xyxy[0, 0]) + width / 2:  # 10 px a frame, until half of it is out
+        walked += 10
+        assert len(tracker.update(clear.shifted(-walked, 0), 1 / 30, size)) == 1
+    outlived = 0  # frames kept with its estimate out of the frame and its hidden box still in it
+    for _ in range(24):  # hold_seconds 0.8 at 30 fps
+        tracks = tracker.update(Detections.empty(), 1 / 30, size)
+        if not tracks:
+            break
+        estimate, hidden = tracks[0].xyxy, tracks[0].safety_box()
+        assert hidden[2] > 0, "kept only while what it hides reaches into the frame"
+        outlived += bool(estimate[2] <= 0)
+    assert not tracks, "dropped once its hidden box left the frame, before the hold ran out"
+    assert outlived >= 1, "dropped as soon as its estimate left the frame: the grown box's part in it went raw"

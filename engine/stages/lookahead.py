@@ -66,6 +66,10 @@ class _Held:
     keep: list[np.ndarray]  # that frame's visible (recognised) faces: a backfill never blurs them
     tag: Any = None
     pushed: float = field(default_factory=time.monotonic)
+    # A coasted frame (no detector looked at it): a face new in it is hidden only by the next detected frame's
+    # backfill. Until one comes it is released whole: the next detection may fault or miss its deadline, or the
+    # frames held be flushed (a stall, a stop) first, and it went out with that face raw (a review, stop 43).
+    awaiting_detection: bool = False
 
 
 @dataclass
@@ -127,8 +131,11 @@ class Lookahead:
         except Exception:  # what could not be shown stays blurred: nothing is lost
             log.exception("lookahead reveal failed: those faces stay blurred")
             self.faults += 1
-        self._held.append(_Held(safe, report, keep, tag))
-        return [self._release() for _ in range(len(self._held) - self.frames)]
+        if report.whole_frame is None and not report.coasted:
+            for held in self._held:  # this detection's backfill has reached them
+                held.awaiting_detection = False
+        self._held.append(_Held(safe, report, keep, tag, awaiting_detection=report.coasted))
+        return [self._release(anonymizer) for _ in range(len(self._held) - self.frames)]
 
     def _reveal(self, report: FrameReport, anonymizer: Anonymizer) -> None:
         """Faces recognised in `report` shown in the frames held where the same face (the same track, its
@@ -186,7 +193,7 @@ class Lookahead:
                 log.exception("hiding the waiting weak boxes failed: the frames held are anonymized whole")
                 self.faults += 1
                 self.hide_all(anonymizer)
-        out = [self._release() for _ in range(len(self._held))]
+        out = [self._release(anonymizer) for _ in range(len(self._held))]
         self._present.clear()
         self._newcomers.clear()
         return out
@@ -208,9 +215,15 @@ class Lookahead:
         """Median time a frame was held back (added video delay in live mode)."""
         return float(np.median(self._delays_ms)) if self._delays_ms else None
 
-    def _release(self) -> tuple[SafeFrame, Any]:
+    def _release(self, anonymizer: Anonymizer | None) -> tuple[SafeFrame, Any]:
+        """The oldest frame held, whole if it was coasted and no detection has reached it (`awaiting_detection`)."""
         held = self._held.popleft()
         self._delays_ms.append((time.monotonic() - held.pushed) * 1000)
+        if held.awaiting_detection and not held.safe.whole_frame:
+            if anonymizer is None:
+                raise RuntimeError("a coasted frame no detection reached cannot be released without an anonymizer")
+            held.safe = anonymizer.whole(held.safe.image, held.safe.index)
+            held.report.whole_frame = "coasted-undetected"
         return Anonymizer.seal(held.safe), held.tag
 
     def _backfill_boxes(self, report: FrameReport) -> list[tuple[np.ndarray, np.ndarray, int, int, int]]:

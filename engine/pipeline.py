@@ -259,8 +259,13 @@ class Pipeline:
         if detections is None:
             self.faults[fault] += 1
             report.whole_frame = fault
-            self.tracker.update(Detections.empty(), dt)  # keep predicting: tracks must survive the fault
+            tracks = self.tracker.update(Detections.empty(), dt)  # keep predicting: tracks must survive the fault
             self._tracked_at = index
+            try:  # ...and the identifier sees them lost, as after a miss: a shown face that comes back is re-checked
+                self.identifier.update(frame, tracks, self.settings)  # (a review: it came back shown unchecked)
+            except Exception:
+                log.exception("identifier failed on a frame the detector failed")
+                self.faults["identifier-error"] += 1
             return self.anonymizer.whole(frame.copy(), index), report
         tracks = self.tracker.update(detections, dt, (frame.shape[1], frame.shape[0]))
         self._tracked_at = index

@@ -16,7 +16,7 @@ from engine import runner
 from engine.config import Settings
 from engine.faces import Detections, FrameReport, Identity
 from engine.pipeline import Pipeline
-from engine.recognition.identify_facebank import FacebankIdentifier
+from engine.recognition.identify_facebank import STATE_KEY, FacebankIdentifier
 from engine.recognition.recognize import create_embedder
 from engine.runner import Engine
 from engine.stages.anonymize import SafeFrame
@@ -79,10 +79,10 @@ def test_every_other_frame_is_coasted_and_its_faces_stay_hidden(clip) -> None:
 
 
 class _FailingCall:
-    """The real detector, raising on its `fail`-th call (0-based): a detection that faults."""
+    """The real detector, whose `fail`-th call (0-based) raises (`fault`) or finds nothing (a miss)."""
 
-    def __init__(self, detector, fail: int) -> None:
-        self.detector, self.fail, self.calls = detector, fail, 0
+    def __init__(self, detector, fail: int, fault: bool = True) -> None:
+        self.detector, self.fail, self.fault, self.calls = detector, fail, fault, 0
 
     def __getattr__(self, name: str):
         return getattr(self.detector, name)
@@ -90,7 +90,9 @@ class _FailingCall:
     def detect(self, frame: np.ndarray, min_score: float) -> Detections:
         self.calls += 1
         if self.calls - 1 == self.fail:
-            raise RuntimeError("injected detector fault")
+            if self.fault:
+                raise RuntimeError("injected detector fault")
+            return Detections.empty()
         return self.detector.detect(frame, min_score)
 
 
@@ -370,3 +372,29 @@ def test_a_live_engine_far_behind_coasts_and_hides_every_face(clip_all, dev_clip
     assert len(recorder.frames) >= 150, "coasting, most frames go out"
     leaked = sum(visible_faces(frames[i], image, truth.get(i, [])) for i, image in recorder.frames.items())
     assert leaked == 0, f"{leaked} annotated faces visible in {len(recorder.frames)} frames sent"
+
+
+def test_a_detector_fault_is_a_miss_to_the_identifier(clip_all, tmp_path) -> None:
+    """A frame whose detection faults is blurred whole and its tracks go on lost; the identifier sees that loss as it
+    sees a miss, so a shown face that comes back is checked again before it is shown on its old verdict (it came back
+    shown with no check: a review, stop 43)."""
+    frames = clip_all[0][82:104]
+    bank = Facebank(tmp_path / "facebank.json")
+    bank.add("Lin-Manuel Miranda", [PERFORMER_PHOTO])
+    embedder = create_embedder(SETTINGS)
+
+    def after_frame_20(fault: bool) -> list[tuple[int, bool]]:
+        """(epoch, suspect) of each track the identifier follows, after frame 20's detection faulted or found none."""
+        pipeline = Pipeline(SETTINGS, identifier=FacebankIdentifier(embedder, LiveGallery(bank)))
+        pipeline.detector = _FailingCall(pipeline.detector, 20, fault=fault)
+        try:
+            for index, frame in enumerate(frames[:21]):
+                pipeline.process(frame.copy(), index, 1 / 30)
+            return [(t.extras[STATE_KEY].epoch, t.extras[STATE_KEY].suspect)
+                    for t in pipeline.tracker.tracks if STATE_KEY in t.extras]
+        finally:
+            pipeline.close()
+
+    after_miss, after_fault = after_frame_20(fault=False), after_frame_20(fault=True)
+    assert after_miss and all(suspect for _, suspect in after_miss), "a miss marks the performer's track"
+    assert after_fault == after_miss

@@ -529,7 +529,24 @@ def _run_file_with_progress(engine, recording) -> int:
         console.print(f"[bold yellow]warning:[/] the input ended at frame {frames} of the {announced} its header "
                       "announces (truncated or damaged?); the output holds the frames that could be read",
                       soft_wrap=True)
-    return 0
+    return _whole_frame_faults(faults, frames)
+
+
+# Faults after which a frame went out blurred whole (engine/pipeline.py, engine/runner.py): safe, but not the job asked.
+WHOLE_FRAME_FAULTS = ("detector-", "pipeline-error", "lookahead-error")
+
+
+def _whole_frame_faults(faults: dict[str, int], frames: int) -> int:
+    """1, said in words, when frames were blurred whole because detection failed or timed out; else 0."""
+    whole = {k: v for k, v in faults.items() if k.startswith(WHOLE_FRAME_FAULTS)}
+    if not whole:
+        return 0
+    count = sum(whole.values())
+    what = ", ".join(f"{k} ×{v}" for k, v in whole.items())
+    console.print(f"[bold red]error:[/] {min(count, frames)} of {frames} frame{'' if frames == 1 else 's'} went out "
+                  f"blurred whole: detection failed or timed out ({escape(what)}; the log above says why). The "
+                  "output is safe to share, but not the anonymization asked for", soft_wrap=True)
+    return 1
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

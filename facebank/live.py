@@ -21,7 +21,7 @@ from engine.config import Settings
 from engine.recognition.gallery import Gallery
 from engine.recognition.identify_facebank import FacebankIdentifier, Policy
 from engine.recognition.recognize import create_embedder
-from facebank.enrol import MIN_FACE_PX, MIN_SHARPNESS, EnrolError, Enrolment
+from facebank.enrol import MIN_FACE_PX, MIN_SHARPNESS, SAME_PERSON, EnrolError, Enrolment
 from facebank.store import Facebank, ImageRecord, clean_name, model_tag, name_key
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def create_identifier(settings: Settings, gallery: LiveGallery,
 # Enrolment from the live picture: how many frames are kept, and how alike they must be to be one person.
 MAX_LIVE_PHOTOS = 5
 # SFace cosines, each where MobileFaceNet's (0.5, 0.3) cut the same share of 7,971 real impostor pairs (0.14 %, 2.5 %).
-SAME_PERSON = 0.36  # cosine to the frames' medoid; below it a frame is someone else (or not a face)
+# SAME_PERSON (facebank/enrol.py): cosine to the frames' medoid; below it a frame is someone else (or not a face)
 # Below this, a frame is clearly another person: the track crossed a shot cut or a swap while gathering, and the
 # majority may be the bystander, so nobody is enrolled.
 OTHER_PERSON = 0.27

@@ -35,7 +35,7 @@ from engine.client import default_paths
 from engine.faces import box_iou
 from engine.recognition.gallery import Gallery
 from engine.recognition.recognize import EMBEDDING_DIM
-from facebank.enrol import EnrolError, Enroller, Enrolment, file_sha256
+from facebank.enrol import SAME_PERSON, EnrolError, Enroller, Enrolment, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +231,36 @@ def name_key(name: str) -> str:
     return " ".join(name.split()).casefold()
 
 
+def _check_one_person(name: str, stored: list[dict], enrolments: list[Enrolment]) -> None:
+    """Refuses a new photo not linked to the person's stored photos (same model) by a chain of photos that each reach
+    SAME_PERSON with the next (with none stored, to the batch's first photo): a photo of someone else, alone or with
+    more of that someone, would keep them visible on stream."""
+    known = {image["sha256"] for image in stored}
+    new: list[Enrolment] = []
+    for e in enrolments:  # a photo given twice or stored already counts once
+        if e.sha256 not in known:
+            known.add(e.sha256)
+            new.append(e)
+    vectors = [np.asarray(image["embedding"], np.float32) for image in stored if image.get("model") == model_tag()]
+    first_new = len(vectors)
+    vectors += [e.embedding for e in new]
+    if len(vectors) < 2 or not new:
+        return
+    matrix = np.stack(vectors)
+    alike = matrix @ matrix.T >= SAME_PERSON
+    reached = np.zeros(len(vectors), bool)
+    reached[: first_new or 1] = True
+    while (more := alike[reached].any(axis=0) & ~reached).any():
+        reached |= more
+    for k, enrolment in enumerate(new):
+        if not reached[first_new + k]:
+            best = float((matrix[reached] @ enrolment.embedding).max())
+            raise EnrolError(enrolment.path, f"this face does not look like the other photos of {name} (cosine "
+                                             f"{best:.2f} at best; photos of one person score {SAME_PERSON} or more). "
+                                             f"Check that it is {name}; with a very different look, add it under a "
+                                             "name of its own")
+
+
 def clean_name(name: str) -> str:
     cleaned = " ".join(str(name).split())
     if not cleaned:
@@ -313,6 +343,7 @@ class Facebank:
         with self._transaction() as table:
             self._check_not_elsewhere(table, name, enrolments)
             found = table.get(Query().key == name_key(name))
+            _check_one_person(found["name"] if found else name, found["images"] if found else [], enrolments)
             images = list(found["images"]) if found else []  # stored as they are: no float round trips
             known = {image["sha256"] for image in images}
             for e in enrolments:

@@ -84,6 +84,23 @@ def test_more_photos_of_a_known_person_are_added_names_ignore_case(bank: Faceban
     assert bank.gallery().embeddings.shape == (2, EMBEDDING_DIM)
 
 
+def test_a_photo_of_someone_else_is_refused_under_a_persons_name(bank: Facebank) -> None:
+    """Each new photo must look like one of the person's other photos (SAME_PERSON): a photo of someone else in a
+    batch, or added later, would keep a stranger visible on stream. All or nothing: the batch saves nothing."""
+    with pytest.raises(EnrolError, match="does not look like the other photos of Barack"):
+        bank.add("Barack", [OBAMA, BIDEN])
+    assert bank.people() == []
+    bank.add("Barack", [OBAMA, OBAMA_2])
+    with pytest.raises(EnrolError, match=r"biden\.jpg: this face does not look like the other photos of Barack"):
+        bank.add("barack", [BIDEN])
+    joe = [BIDEN, FR / "knn_examples" / "train" / "biden" / "biden2.jpg"]
+    with pytest.raises(EnrolError, match="does not look like the other photos of Barack"):
+        bank.add("Barack", joe)  # two photos of him match each other, not Barack's
+    [person] = bank.people()
+    assert len(person.images) == 2, "the stored photos are untouched"
+    bank.add("Joe", joe)  # under a name of its own
+
+
 def test_a_photo_with_two_faces_needs_a_choice(bank: Facebank) -> None:
     error = _refused(bank, TWO_PEOPLE, "2 faces were found")
     assert "#0 (left" in str(error) and "#1 (right" in str(error)

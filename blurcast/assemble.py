@@ -21,7 +21,7 @@ from engine.service import ServeOptions, open_sink
 from engine.stages.detect import create_detector
 from engine.stages.sources import open_source
 from engine.stream_options import srt_output_url
-from facebank.enrol import Enroller
+from facebank.enrol import EnrolError, Enroller, SeveralFaces
 from facebank.live import LiveFacebank, LiveGallery, create_identifier
 from facebank.store import Facebank
 
@@ -95,6 +95,11 @@ def _allowed_people(settings: Settings, store: Facebank | None, allow: Sequence[
             where = "on the facebank" if store is not None else "(the facebank is off)"
             raise ValueError(f"--allow {item!r}: no such person {where}, and no such photo")
         enroller = enroller or Enroller(settings)
-        people[Path(item).stem] = enroller.enrol(item).embedding[None]
+        try:
+            people[Path(item).stem] = enroller.enrol(item).embedding[None]
+        except SeveralFaces as exc:  # `run` has no --face: the way to pick one is the facebank's
+            raise EnrolError(exc.path, f"{exc.found}. Use a photo of that person alone, or put the one you mean on "
+                                       "the facebank (blurcast facebank add NAME PHOTO --face N) and give --allow "
+                                       "NAME") from None
         log.info("allowed for this run: %s", Path(item).stem)
     return people

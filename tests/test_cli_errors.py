@@ -223,3 +223,14 @@ def test_eval_names_a_ground_truth_file_that_is_not_json(tmp_path):
     done = blurcast("eval", str(DEV_CLIP), "--gt", str(gt), "-o", str(out))
     one_line_error(done, 2, f"--gt {gt} is not ground-truth JSON")
     assert not out.exists()
+
+
+def test_run_allow_with_a_photo_of_two_says_how_to_pick_one(obama, data_dir, tmp_path):
+    """`run` has no --face: the hint for a photo with several faces points to the facebank's (a newcomer's
+    walkthrough, stop 43: it pointed to a --face that `run` refused)."""
+    two = data_dir / "recognition_face_recognition" / "examples" / "two_people.jpg"
+    out = tmp_path / "out.png"
+    done = blurcast("run", str(obama), "-o", str(out), "--no-facebank", "--allow", str(two))
+    one_line_error(done, 2, "2 faces were found", "blurcast facebank add NAME PHOTO --face N", "--allow NAME")
+    assert "Pick one with its number" not in done.stderr
+    assert not out.exists()

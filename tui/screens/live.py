@@ -70,12 +70,18 @@ PREVIEW_NOTES = {
 }
 
 
-def with_floor(name: str, value: float, low_confidence: float | None) -> dict[str, float]:
+def with_floor(name: str, value: float, low_confidence: float | None,
+               low_default: float | None = None) -> dict[str, float]:
     """The settings to send for a slider move. The engine refuses a confidence below its low_confidence (the
     tracker's second pass, which has no slider): moving confidence under it takes it down too, in the same `set`.
-    Only ever down: lower thresholds find more faces, so this never blurs less."""
-    if name == "confidence" and low_confidence is not None and value < low_confidence:
+    Moving confidence up again takes a low_confidence below its default back up with it, never past either: it was
+    left at the lowest confidence tried, saved, and `d` (default) did not restore it (a walkthrough, stop 43)."""
+    if name != "confidence" or low_confidence is None:
+        return {name: value}
+    if value < low_confidence:
         return {name: value, "low_confidence": value}
+    if low_default is not None and low_confidence < min(value, low_default):
+        return {name: value, "low_confidence": min(value, low_default)}
     return {name: value}
 
 
@@ -374,7 +380,8 @@ class LiveScreen(Screen):
     @on(Slider.Changed)
     def _slider_moved(self, event: Slider.Changed) -> None:
         if event.slider.name:
-            self._app.send_settings(with_floor(event.slider.name, event.value, self._low_confidence()))
+            low_default = ((self._app.limits or {}).get("low_confidence") or {}).get("default")
+            self._app.send_settings(with_floor(event.slider.name, event.value, self._low_confidence(), low_default))
 
     def _low_confidence(self) -> float | None:
         """The engine's low_confidence as last sent (not yet echoed) or reported; None from an engine without it."""

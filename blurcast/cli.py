@@ -523,12 +523,14 @@ def _run_file_with_progress(engine, recording) -> int:
     announced = announced_later.result()
     # The header promised more, and the frames stop short of its duration: a cut download or a damaged file (a clip
     # trimmed by an edit list also has fewer frames than its header counts, but lasts as long as it says)
-    if announced and frames < announced and engine.source.ended_early():
+    short = None if announced else engine.source.short_of_stated()  # no frame count stated (Matroska): its duration
+    if (announced and frames < announced and engine.source.ended_early()) or (short and short[0] < short[1]):
         if recording is not None:
             recording.trim_audio()  # its audio may run on past the last frame that could be read
-        console.print(f"[bold yellow]warning:[/] the input ended at frame {frames} of the {announced} its header "
-                      "announces (truncated or damaged?); the output holds the frames that could be read",
-                      soft_wrap=True)
+        where = (f" of the {announced} its header announces" if announced else
+                 f", {short[0]:.1f} s into the {short[1]:.1f} s its header states")
+        console.print(f"[bold yellow]warning:[/] the input ended at frame {frames}{where} (truncated or damaged?); "
+                      "the output holds the frames that could be read", soft_wrap=True)
     return _whole_frame_faults(faults, frames)
 
 

@@ -270,6 +270,25 @@ def test_a_truncated_input_finishes_with_a_warning_and_its_frame_count(dev_clip,
 
 
 @needs_ffmpeg
+def test_a_truncated_matroska_file_is_judged_by_its_stated_duration(dev_clip, tmp_path, capsys):
+    """Matroska states no frame count, only the track's duration (a tag a cut file keeps, on the file's clock: the
+    clip's picture starts 0.84 s in). A half file warned of nothing (a walkthrough, stop 43); the whole one must not
+    be called truncated."""
+    whole = tmp_path / "whole.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(dev_clip), "-c", "copy", str(whole)], check=True)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    code, err = _run(capsys, str(cut), "-o", str(tmp_path / "cut-out.mp4"))
+    assert code == 0
+    frames = recorded_frames(tmp_path / "cut-out.mp4")
+    assert 0 < frames < 275
+    assert f"the input ended at frame {frames}," in " ".join(err.split())
+    assert "into the 9.2 s its header states (truncated or damaged?)" in " ".join(err.split())
+    code, err = _run(capsys, str(whole), "-o", str(tmp_path / "whole-out.mp4"))
+    assert code == 0 and "ended at frame" not in err
+
+
+@needs_ffmpeg
 def test_a_blurcast_recording_fed_back_in_is_not_called_truncated(dev_clip, tmp_path):
     """OpenCV estimates a fragmented MP4's frame count from its (longer) audio; only a stated count counts."""
     cap = cv2.VideoCapture(str(dev_clip))

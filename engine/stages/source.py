@@ -48,13 +48,14 @@ def classify(spec: str) -> str:
     return "file"
 
 
-def _video_entry(spec: str, entry: str) -> str | None:
-    """One `stream=` entry of a file's first video stream, by ffprobe; None where ffprobe is absent or fails."""
+def _video_entry(spec: str, entry: str, section: str = "stream") -> str | None:
+    """One `stream=` (or `stream_tags=`) entry of a file's first video stream, by ffprobe; None where ffprobe is
+    absent or fails."""
     ffprobe = shutil.which("ffprobe")
     if ffprobe is None or classify(spec) != "file":
         return None
     try:
-        done = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries", f"stream={entry}",
+        done = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries", f"{section}={entry}",
                                "-of", "csv=p=0", spec], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -72,11 +73,24 @@ def announced_frames(spec: str) -> int | None:
 
 def stated_duration(spec: str) -> float | None:
     """How long the file says its video lasts, from its first frame (ffprobe; None where it says nothing). An edit
-    list (a clip trimmed on a phone) shortens it, and not the frame count of its header."""
+    list (a clip trimmed on a phone) shortens it, and not the frame count of its header. Matroska states it in the
+    track's DURATION tag (HH:MM:SS.fraction, where the track ends on the file's clock), which a cut file keeps: a
+    half .mkv went through unremarked."""
     try:
         return float(_video_entry(spec, "duration") or "")
     except ValueError:
+        pass
+    tag = _video_entry(spec, "DURATION", "stream_tags") or ""
+    hours, _, rest = tag.partition(":")
+    minutes, _, seconds = rest.partition(":")
+    try:
+        ends = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
         return None
+    try:
+        return ends - float(_video_entry(spec, "start_time") or 0.0)
+    except ValueError:
+        return ends
 
 
 # Containers whose timestamps may jump (a stream recorded across an encoder restart): FFmpeg's own command line
@@ -261,11 +275,17 @@ class VideoSource:
     def ended_early(self) -> bool:
         """Whether the frames read stop short of the video's stated duration (a cut download), by more than two
         frames. Unknown times or duration: True, so that the header's frame count is believed."""
+        short = self.short_of_stated()
+        return True if short is None else short[0] < short[1]
+
+    def short_of_stated(self) -> tuple[float, float] | None:
+        """(seconds the frames read span, with two frames to spare; the seconds the file states), or None where
+        either is unknown."""
         duration = stated_duration(self.spec)
         if not self.frame_times or duration is None:
-            return True
+            return None
         first, last = self.frame_times[0], self.frame_times[-1]
-        return last - first + 3 / max(self.info.fps, 1.0) < duration
+        return last - first + 3 / max(self.info.fps, 1.0), duration
 
     def reopen(self, attempts: int = 1, wait: float = 0.5) -> bool:
         """Try to get a vanished camera or stream back (unplugged, network blip)."""

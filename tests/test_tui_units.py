@@ -251,6 +251,13 @@ def test_restart_button_and_browse_picker(tmp_path, monkeypatch):
             assert app.screen.query_one("#paths", Input).value == f"{tmp_path / 'me.png'}; {tmp_path / 'me2.jpg'}"
             await pilot.press("b")
             assert not app.screen.query(DirectoryTree), "b closes the picker"
+            await pilot.press("b")  # again: from the folder of the last path typed (home reached nothing else)
+            tree = app.screen.query_one(DirectoryTree)
+            assert Path(tree.path) == tmp_path and str(tmp_path) in str(tree.border_title)
+            tree.focus()
+            await pilot.press("backspace")
+            assert Path(tree.path) == tmp_path.parent, "Backspace goes up a folder"
+            assert app.screen.query_one("#paths", Input).value.endswith("me2.jpg"), "the paths typed are kept"
 
     asyncio.run(scenario())
 

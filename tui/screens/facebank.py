@@ -30,7 +30,22 @@ log = logging.getLogger(__name__)
 
 
 class ImageTree(DirectoryTree):
-    """A directory picker that lists folders and image files only."""
+    """A directory picker that lists folders and image files only; Backspace goes up a folder (a tree rooted at home
+    reached nothing outside it: /mnt, /media, shared folders)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("backspace", "up", "Up a folder")]
+
+    def on_mount(self) -> None:
+        self._title()
+
+    def action_up(self) -> None:
+        parent = Path(self.path).resolve().parent
+        if parent != Path(self.path).resolve():
+            self.path = parent
+            self._title()
+
+    def _title(self) -> None:
+        self.border_title = f"{Path(self.path).resolve()} · Enter picks · Backspace: up"
 
     def filter_paths(self, paths: Iterable[Path]) -> Iterable[Path]:
         return [p for p in paths if not p.name.startswith(".")
@@ -302,9 +317,19 @@ class FacebankScreen(Screen):
         if trees:
             trees.first().remove()
             return
-        tree = ImageTree(Path.home(), id="picker")
+        tree = ImageTree(self._browse_from(), id="picker")
         self.query_one("#fb-main", Horizontal).mount(tree)
         tree.focus()
+
+    def _browse_from(self) -> Path:
+        """The folder of the last path typed in the paths field (or that folder itself), else home."""
+        typed = [p.strip() for p in self.query_one("#paths", Input).value.split(";") if p.strip()]
+        if typed:
+            last = Path(typed[-1]).expanduser()
+            for folder in (last, last.parent):
+                if folder.is_dir():
+                    return folder
+        return Path.home()
 
     def action_remove(self) -> None:
         name = self._selected_name()

@@ -194,6 +194,9 @@ def run(clip: Path, seconds: float, allow: Path | None, variant: dict[str, bool]
     figures["gc"] = gc_pauses.summary()
     figures["shedding_frames"] = t["shedding_frames"]
     figures["coasted_frames"] = t["coasted_frames"]
+    figures["whole_frames"] = t["whole_frames"]  # blurred whole: a fault, a deadline, a coasted frame no detection
+    figures["coasted_undetected"] = t["coasted_undetected"]  # reached (since stop 43)
+    figures["faults"] = t["faults"]
     # the engine's OBS offset: its own median delay to the outputs over its last 240 frames (since stop 40)
     figures["video_delay_p50_ms"] = t["video_delay_ms"]
     figures["embedded"] = getattr(identifier, "embedded_total", 0)
@@ -296,7 +299,8 @@ def main() -> int:
     figures["summary"] = {label: {key: r[key] for key in ("fps", "dropped", "latency_p50_ms", "latency_p95_ms",
                                                           "latency_max_ms", "process_cpu_pct_of_one_core",
                                                           "frames_with_a_visible_face_pct", "shedding_frames",
-                                                          "coasted_frames", "video_delay_p50_ms",
+                                                          "coasted_frames", "whole_frames", "coasted_undetected",
+                                                          "faults", "video_delay_p50_ms",
                                                           "output_delay_p50_ms", "output_delay_p95_ms",
                                                           "process_cpu_ms_per_frame", "gc")}
                           for label, r in figures.items()}

@@ -309,7 +309,8 @@ class Engine:
             "dropped": self.stats.dropped,
             "shedding_frames": self.stats.shedding,
             "coasted_frames": self.stats.coasted,
-            "whole_frames": self.stats.whole_frames,
+            "whole_frames": self.stats.whole_frames + self.lookahead.undetected,
+            "coasted_undetected": self.lookahead.undetected,  # of them: coasted frames no detection reached
             "faults": self._faults(),
             "source": {"spec": self.source.spec, "kind": self.source.kind, "state": self.source_state,
                        "width": self.source.info.width, "height": self.source.info.height,

@@ -92,6 +92,7 @@ class Lookahead:
         self.revealed = 0  # faces shown in earlier frames once recognised (`_reveal`), for telemetry
         self._hid_kept = False
         self.faults = 0  # backfills that failed (the frames held were then anonymized whole)
+        self.undetected = 0  # coasted frames released whole: no detection reached them (`_Held.awaiting_detection`)
         self._held: deque[_Held] = deque()
         self._present: set[int] = set()  # track ids in the last frame pushed
         self._newcomers: dict[int, _Newcomer] = {}
@@ -224,6 +225,7 @@ class Lookahead:
                 raise RuntimeError("a coasted frame no detection reached cannot be released without an anonymizer")
             held.safe = anonymizer.whole(held.safe.image, held.safe.index)
             held.report.whole_frame = "coasted-undetected"
+            self.undetected += 1
         return Anonymizer.seal(held.safe), held.tag
 
     def _backfill_boxes(self, report: FrameReport) -> list[tuple[np.ndarray, np.ndarray, int, int, int]]:

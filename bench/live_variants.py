@@ -111,7 +111,7 @@ def run(clip: suite.Clip, coast: bool = False, lookahead: int = 0, drop: bool = 
         for released, tag in held.push(safe, reports[index], pipeline.anonymizer, index):
             _score(released, raws.pop(tag), reports.pop(tag), gt.get(tag, []), figures, 2 if drop else 1)
         index += 1
-    for released, tag in held.flush():
+    for released, tag in held.flush(pipeline.anonymizer):
         _score(released, raws.pop(tag), reports.pop(tag), gt.get(tag, []), figures, 2 if drop else 1)
     pipeline.close()
     return figures

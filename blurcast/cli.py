@@ -515,7 +515,7 @@ def _run_file_with_progress(engine, recording) -> int:
     elapsed = time.perf_counter() - started
     _finish_recording(engine, recording, frames)
     _keep_source_times(engine, recording)
-    faults = dict(engine.pipeline.faults)
+    faults = engine.faults()
     rate = "" if frames == 1 else f" ({frames / max(elapsed, 1e-6):.1f} fps)"
     console.print(f"{frames} frame{'' if frames == 1 else 's'} in {elapsed:.1f} s{rate}"
                   + (f" -> {escape(str(recording.path))}" if recording else "")
@@ -545,9 +545,9 @@ def _whole_frame_faults(faults: dict[str, int], frames: int) -> int:
         return 0
     count = sum(whole.values())
     what = ", ".join(f"{k} ×{v}" for k, v in whole.items())
-    console.print(f"[bold red]error:[/] {min(count, frames)} of {frames} frame{'' if frames == 1 else 's'} went out "
-                  f"blurred whole: detection failed or timed out ({escape(what)}; the log above says why). The "
-                  "output is safe to share, but not the anonymization asked for", soft_wrap=True)
+    console.print(f"[bold red]error:[/] frames went out blurred whole ({min(count, frames)} of {frames}): detection "
+                  f"or the look-ahead failed or timed out ({escape(what)}; the log above says why). The output is "
+                  "safe to share, but not the anonymization asked for", soft_wrap=True)
     return 1
 
 

@@ -311,7 +311,7 @@ class Engine:
             "coasted_frames": self.stats.coasted,
             "whole_frames": self.stats.whole_frames + self.lookahead.undetected,
             "coasted_undetected": self.lookahead.undetected,  # of them: coasted frames no detection reached
-            "faults": self._faults(),
+            "faults": self.faults(),
             "source": {"spec": self.source.spec, "kind": self.source.kind, "state": self.source_state,
                        "width": self.source.info.width, "height": self.source.info.height,
                        "fps": self.source.info.fps,
@@ -338,7 +338,8 @@ class Engine:
         return {"a_frame": detector.tiles_per_frame(info.width, info.height, detector.tile_cycle), "of": total,
                 "every": detector.tile_every}
 
-    def _faults(self) -> dict[str, int]:
+    def faults(self) -> dict[str, int]:
+        """Every fault counted so far, by kind: the pipeline's and the look-ahead's."""
         faults = dict(self.pipeline.faults)
         if self.lookahead.faults:
             faults["lookahead-error"] = self.lookahead.faults

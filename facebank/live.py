@@ -174,7 +174,7 @@ class LiveFacebank:
                 written.append(_write_private(folder / f"{stamp}-{i:02d}.png", crop))
             chosen = self._choose(written, order)
             with self._lock:
-                self.facebank.add(name, [str(e.path) for e in chosen])
+                self.facebank.add(name, [str(e.path) for e in chosen], agreed=True)  # `_choose` checked them
         except Exception:
             for path in written:
                 path.unlink(missing_ok=True)

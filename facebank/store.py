@@ -231,10 +231,12 @@ def name_key(name: str) -> str:
     return " ".join(name.split()).casefold()
 
 
-def _check_one_person(name: str, stored: list[dict], enrolments: list[Enrolment]) -> None:
-    """Refuses a new photo not linked to the person's stored photos (same model) by a chain of photos that each reach
-    SAME_PERSON with the next (with none stored, to the batch's first photo): a photo of someone else, alone or with
-    more of that someone, would keep them visible on stream."""
+def _check_one_person(name: str, stored: list[dict], enrolments: list[Enrolment], agreed: bool = False) -> None:
+    """Refuses a new photo not linked to the person's stored photos by a chain of photos that each reach SAME_PERSON
+    with the next: a photo of someone else, alone or with more of that someone, would keep them visible on stream.
+    A new person's batch is linked to its best-linked photo. `agreed`: the caller checked the batch is one person
+    (a live enrolment's frames, each alike the frames' medoid: facebank/live.py); one link to the stored photos
+    then takes them all."""
     known = {image["sha256"] for image in stored}
     new: list[Enrolment] = []
     for e in enrolments:  # a photo given twice or stored already counts once
@@ -242,14 +244,22 @@ def _check_one_person(name: str, stored: list[dict], enrolments: list[Enrolment]
             known.add(e.sha256)
             new.append(e)
     vectors = [np.asarray(image["embedding"], np.float32) for image in stored if image.get("model") == model_tag()]
+    if stored and not vectors and new:
+        raise EnrolError(new[0].path, f"{name}'s photos were embedded by another model, so a new photo cannot be "
+                                      "checked against them: start the engine once (it embeds them again), then add it")
     first_new = len(vectors)
     vectors += [e.embedding for e in new]
     if len(vectors) < 2 or not new:
         return
     matrix = np.stack(vectors)
     alike = matrix @ matrix.T >= SAME_PERSON
+    if agreed:
+        alike[first_new:, first_new:] = True
     reached = np.zeros(len(vectors), bool)
-    reached[: first_new or 1] = True
+    if first_new:
+        reached[:first_new] = True
+    else:  # the photo most others are alike, so that the odd one is the one named
+        reached[int(np.argmax(alike.sum(axis=1) + (matrix @ matrix.T).sum(axis=1) / (2 * len(vectors))))] = True
     while (more := alike[reached].any(axis=0) & ~reached).any():
         reached |= more
     for k, enrolment in enumerate(new):
@@ -327,11 +337,14 @@ class Facebank:
         return list(data.get(TABLE, {}).values())
 
     # --- writing: each change is one read-modify-write under the lock ----------------------------------------------
-    def add(self, name: str, paths: Iterable[Path | str] | Path | str, choose: int | None = None) -> list[Enrolment]:
+    def add(self, name: str, paths: Iterable[Path | str] | Path | str, choose: int | None = None,
+            agreed: bool = False) -> list[Enrolment]:
         """Enrol photos of `name` (new or existing). All or nothing: one refused photo and nothing is saved.
         Returns the enrolments stored: a photo already enrolled (or given twice) is stored once and not returned.
 
         `choose` picks a face by its number, left to right, in every photo (for photos with several faces).
+        Each new photo must look like the person's other photos (`_check_one_person`; `agreed`: the caller checked
+        the photos given are one person).
         """
         name = clean_name(name)
         photos = [paths] if isinstance(paths, str | Path) else list(paths)
@@ -343,7 +356,7 @@ class Facebank:
         with self._transaction() as table:
             self._check_not_elsewhere(table, name, enrolments)
             found = table.get(Query().key == name_key(name))
-            _check_one_person(found["name"] if found else name, found["images"] if found else [], enrolments)
+            _check_one_person(found["name"] if found else name, found["images"] if found else [], enrolments, agreed)
             images = list(found["images"]) if found else []  # stored as they are: no float round trips
             known = {image["sha256"] for image in images}
             for e in enrolments:

@@ -131,14 +131,14 @@ def _coast_through(frames: list[np.ndarray], held: int, fail: int | None = None,
 
 def test_a_face_first_showing_in_a_coasted_frame_is_hidden_there_from_the_next_one(clip) -> None:
     """The face shows first in a coasted frame (no track yet: nothing hides it then); the next frame's detection
-    starts its track, and the frame held back gets it hidden. Without the held frame it would go out visible."""
+    starts its track, and the frame held back gets it hidden. Without a frame held it goes out whole."""
     frames, faces = _faces_new_in_frame_21(clip)
     safe, report = _coast_through(frames, held=1)[1]
     assert report.coasted and not report.faces, "frame 1 was coasted with no track to hide"
     assert report.backfilled >= 1 and not safe.whole_frame
     assert visible_faces(clip[0][21], safe.image, faces) == 0
-    unheld, _ = _coast_through(frames, held=0)[1]
-    assert visible_faces(clip[0][21], unheld.image, faces) >= 1, "without the held frame the new face goes out"
+    unheld, _ = _coast_through(frames, held=0)[1]  # no frame held for the next detection to reach: whole, as a
+    assert unheld.whole_frame  # fail-safe (the runner always holds one while coasting); it went out with the face
 
 
 def test_a_coasted_frame_no_detection_reaches_goes_out_whole(clip) -> None:

@@ -89,10 +89,10 @@ def test_s_arrows_and_changes_typed_ahead_land_where_the_focus_goes(tmp_path):
 # --- 2. confidence reaches the engine's published minimum -------------------------------------------------------
 def test_confidence_under_low_confidence_takes_it_down_in_the_same_set():
     assert with_floor("confidence", 0.15, 0.2) == {"confidence": 0.15, "low_confidence": 0.15}
-    assert with_floor("confidence", 0.3, 0.2) == {"confidence": 0.3}, "at its default: left alone"
-    assert with_floor("confidence", 0.3, 0.2, 0.2) == {"confidence": 0.3}
+    assert with_floor("confidence", 0.3, 0.2) == {"confidence": 0.3}, "never raised unless it lowered it"
+    assert with_floor("confidence", 0.45, 0.1) == {"confidence": 0.45}, "a low_confidence set on purpose stays"
     assert with_floor("confidence", 0.1, 0.05, 0.2) == {"confidence": 0.1, "low_confidence": 0.1}, "back up with it"
-    assert with_floor("confidence", 0.5, 0.05, 0.2) == {"confidence": 0.5, "low_confidence": 0.2}, "to its default"
+    assert with_floor("confidence", 0.5, 0.05, 0.2) == {"confidence": 0.5, "low_confidence": 0.2}, "to where it was"
     assert with_floor("confidence", 0.15, None) == {"confidence": 0.15}, "an engine without it: as before"
     assert with_floor("margin", 0.05, 0.2) == {"margin": 0.05}
 

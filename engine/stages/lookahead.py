@@ -112,6 +112,9 @@ class Lookahead:
         """Backfill the faces new in `report` into the frames held, hold `safe`; `tag` (e.g. the source's
         frame index) comes back with it."""
         if self.frames == 0 and not self._held:
+            if report.coasted and not safe.whole_frame:  # no frame held for a detection to reach it: whole (the
+                safe = anonymizer.whole(safe.image, safe.index)  # runner holds one while coasting: never expected)
+                self.undetected += 1
             return [(Anonymizer.seal(safe), tag)]  # processed while the slider was above 0: nothing kept goes out
         keep = [np.asarray(f.xyxy, np.float32) for f in report.faces if f.visible]
         if report.whole_frame in WHOLE_NOW:
@@ -218,11 +221,12 @@ class Lookahead:
 
     def _release(self, anonymizer: Anonymizer | None) -> tuple[SafeFrame, Any]:
         """The oldest frame held, whole if it was coasted and no detection has reached it (`awaiting_detection`)."""
-        held = self._held.popleft()
+        held = self._held[0]
+        if held.awaiting_detection and not held.safe.whole_frame and anonymizer is None:
+            raise ValueError("a coasted frame no detection reached is released only with an anonymizer (flush's)")
+        self._held.popleft()  # after the check: a refused release loses no frame
         self._delays_ms.append((time.monotonic() - held.pushed) * 1000)
         if held.awaiting_detection and not held.safe.whole_frame:
-            if anonymizer is None:
-                raise RuntimeError("a coasted frame no detection reached cannot be released without an anonymizer")
             held.safe = anonymizer.whole(held.safe.image, held.safe.index)
             held.report.whole_frame = "coasted-undetected"
             self.undetected += 1

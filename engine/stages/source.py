@@ -87,10 +87,10 @@ def stated_duration(spec: str) -> float | None:
         ends = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
     except ValueError:
         return None
-    try:
-        return ends - float(_video_entry(spec, "start_time") or 0.0)
+    try:  # unread, the tag's end would be taken for a duration and overstate it: nothing is claimed then
+        return ends - float(_video_entry(spec, "start_time") or "")
     except ValueError:
-        return ends
+        return None
 
 
 # Containers whose timestamps may jump (a stream recorded across an encoder restart): FFmpeg's own command line

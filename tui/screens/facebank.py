@@ -325,10 +325,13 @@ class FacebankScreen(Screen):
         """The folder of the last path typed in the paths field (or that folder itself), else home."""
         typed = [p.strip() for p in self.query_one("#paths", Input).value.split(";") if p.strip()]
         if typed:
-            last = Path(typed[-1]).expanduser()
-            for folder in (last, last.parent):
-                if folder.is_dir():
-                    return folder
+            try:  # whatever was typed: ~nosuchuser, a name too long for the file system
+                last = Path(typed[-1]).expanduser()
+                for folder in (last, last.parent):
+                    if folder.is_dir():
+                        return folder
+            except (OSError, RuntimeError, ValueError):
+                pass
         return Path.home()
 
     def action_remove(self) -> None:

@@ -71,17 +71,18 @@ PREVIEW_NOTES = {
 
 
 def with_floor(name: str, value: float, low_confidence: float | None,
-               low_default: float | None = None) -> dict[str, float]:
+               lowered_from: float | None = None) -> dict[str, float]:
     """The settings to send for a slider move. The engine refuses a confidence below its low_confidence (the
     tracker's second pass, which has no slider): moving confidence under it takes it down too, in the same `set`.
-    Moving confidence up again takes a low_confidence below its default back up with it, never past either: it was
-    left at the lowest confidence tried, saved, and `d` (default) did not restore it (a walkthrough, stop 43)."""
+    `lowered_from`: what low_confidence was before a move took it down; moving confidence up again takes it back up
+    with it, never past either (it stayed at the lowest confidence tried, saved, and `d` restored confidence alone: a
+    walkthrough, stop 43). A low_confidence set on purpose (`--set`, the settings file) is left alone."""
     if name != "confidence" or low_confidence is None:
         return {name: value}
     if value < low_confidence:
         return {name: value, "low_confidence": value}
-    if low_default is not None and low_confidence < min(value, low_default):
-        return {name: value, "low_confidence": min(value, low_default)}
+    if lowered_from is not None and low_confidence < min(value, lowered_from):
+        return {name: value, "low_confidence": min(value, lowered_from)}
     return {name: value}
 
 
@@ -109,6 +110,7 @@ class LiveScreen(Screen):
         self._done_shown = ""  # the look-ahead's counts as its help line last said them
         self._rate: tuple[float | None, str] = (None, "")  # the rate the look-ahead's cost is shown at, and which
         self._focus_when_ready: str | None = None  # s/a pressed before the engine gave the sliders' ranges
+        self._low_lowered_from: float | None = None  # low_confidence before the confidence slider took it down
 
     def compose(self) -> ComposeResult:
         yield EngineBar()
@@ -380,8 +382,14 @@ class LiveScreen(Screen):
     @on(Slider.Changed)
     def _slider_moved(self, event: Slider.Changed) -> None:
         if event.slider.name:
-            low_default = ((self._app.limits or {}).get("low_confidence") or {}).get("default")
-            self._app.send_settings(with_floor(event.slider.name, event.value, self._low_confidence(), low_default))
+            low = self._low_confidence()
+            change = with_floor(event.slider.name, event.value, low, self._low_lowered_from)
+            if "low_confidence" in change and low is not None:
+                if change["low_confidence"] < low and self._low_lowered_from is None:
+                    self._low_lowered_from = low  # what it goes back up to
+                elif change["low_confidence"] == self._low_lowered_from:
+                    self._low_lowered_from = None
+            self._app.send_settings(change)
 
     def _low_confidence(self) -> float | None:
         """The engine's low_confidence as last sent (not yet echoed) or reported; None from an engine without it."""

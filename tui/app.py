@@ -70,6 +70,7 @@ class BlurcastApp(App[int]):
         Binding("space", "pause", "Pause", key_display="␣"),
         Binding("r", "restart_engine", "Restart engine"),
         Binding("question_mark", "toggle_help", "Keys"),
+        Binding("escape", "hide_help", "Close the keys panel", show=False),  # where no field takes Escape first
         Binding("q", "quit", "Quit"),
         # Textual's own ctrl+q, its long help (four lines in the keys panel at 80 columns) replaced by what matters
         Binding("ctrl+q", "quit", "Quit", tooltip="(the engine keeps running)", show=False, priority=True),
@@ -413,6 +414,11 @@ class BlurcastApp(App[int]):
             panels.remove()
         else:
             self.action_show_help_panel()
+
+    def action_hide_help(self) -> None:
+        from textual.widgets import HelpPanel
+
+        self.screen.query(HelpPanel).remove()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         for command in super().get_system_commands(screen):

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.reactive import var
@@ -70,7 +70,6 @@ class BlurcastApp(App[int]):
         Binding("space", "pause", "Pause", key_display="␣"),
         Binding("r", "restart_engine", "Restart engine"),
         Binding("question_mark", "toggle_help", "Keys"),
-        Binding("escape", "hide_help", "Close the keys panel", show=False),  # where no field takes Escape first
         Binding("q", "quit", "Quit"),
         # Textual's own ctrl+q, its long help (four lines in the keys panel at 80 columns) replaced by what matters
         Binding("ctrl+q", "quit", "Quit", tooltip="(the engine keeps running)", show=False, priority=True),
@@ -415,10 +414,15 @@ class BlurcastApp(App[int]):
         else:
             self.action_show_help_panel()
 
-    def action_hide_help(self) -> None:
+    def on_key(self, event: events.Key) -> None:
+        """Escape that nothing else took closes the keys panel (`?`). A key handler, not a binding: a binding would
+        be listed in that panel, and at 80 columns push the screen's own keys off it."""
         from textual.widgets import HelpPanel
 
-        self.screen.query(HelpPanel).remove()
+        panels = self.screen.query(HelpPanel) if event.key == "escape" else None
+        if panels:
+            panels.remove()
+            event.stop()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         for command in super().get_system_commands(screen):

@@ -343,6 +343,8 @@ class Engine:
         faults = dict(self.pipeline.faults)
         if self.lookahead.faults:
             faults["lookahead-error"] = self.lookahead.faults
+        if self.lookahead.reveal_faults:  # faces left blurred, no frame made whole: not a WHOLE_FRAME_FAULTS key
+            faults["reveal-error"] = self.lookahead.reveal_faults
         return faults
 
     def _identifier_status(self) -> dict:

@@ -221,6 +221,13 @@ def test_a_photo_detection_cannot_finish_exits_1_and_says_it_went_out_blurred_wh
     assert (tmp_path / "out.png").exists(), "the safe output is kept"
 
 
+def test_only_faults_that_made_frames_whole_exit_1():
+    """A failed reveal (faces left blurred) or a sink's error is reported in the faults line, not as frames blurred
+    whole."""
+    assert cli._whole_frame_faults({"reveal-error": 2, "identifier-error": 1}, 10) == 0
+    assert cli._whole_frame_faults({"lookahead-error": 1}, 10) == 1
+
+
 def test_file_modes_guard_grows_with_the_frames_pixels_and_a_stills_views():
     pipeline = Pipeline(Settings(backend="onnxruntime"))
     try:

@@ -314,6 +314,17 @@ def test_a_failing_backfill_sends_what_it_held_whole(dev_clip, monkeypatch):
     assert [safe.index for safe, _ in out] == [0, 1, 2] and all(safe.whole_frame for safe, _ in out)
 
 
+def test_a_failing_reveal_leaves_faces_blurred_and_counts_apart(dev_clip, monkeypatch):
+    """A bug in the reveal leaves the faces it would have shown blurred; no frame is made whole, so it is not
+    counted as a backfill fault (the CLI's exit 1 says frames went out whole: a reveal fault made that claim false)."""
+    anonymizer, lookahead, originals = _held_run(dev_clip, 2)
+    monkeypatch.setattr(Lookahead, "_reveal", lambda *a: (_ for _ in ()).throw(RuntimeError("bug")))
+    frame = originals[-1][0].copy()
+    lookahead.push(anonymizer.apply(frame, 2, []), FrameReport(2, faces=[]), anonymizer)
+    assert (lookahead.reveal_faults, lookahead.faults) == (1, 0)
+    assert not any(safe.whole_frame for safe, _ in lookahead.flush())
+
+
 def test_live_lookahead_sends_what_it_held_when_the_loop_dies(store_clip):
     """Ctrl-C (or any error) in the live loop: the held frames still reach the recording."""
     sink = Memory()

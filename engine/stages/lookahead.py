@@ -92,6 +92,7 @@ class Lookahead:
         self.revealed = 0  # faces shown in earlier frames once recognised (`_reveal`), for telemetry
         self._hid_kept = False
         self.faults = 0  # backfills that failed (the frames held were then anonymized whole)
+        self.reveal_faults = 0  # reveals that failed: those faces stayed blurred, the frames were not made whole
         self.undetected = 0  # coasted frames released whole: no detection reached them (`_Held.awaiting_detection`)
         self._held: deque[_Held] = deque()
         self._present: set[int] = set()  # track ids in the last frame pushed
@@ -134,7 +135,7 @@ class Lookahead:
             self._hid_kept = False
         except Exception:  # what could not be shown stays blurred: nothing is lost
             log.exception("lookahead reveal failed: those faces stay blurred")
-            self.faults += 1
+            self.reveal_faults += 1
         if report.whole_frame is None and not report.coasted:
             for held in self._held:  # this detection's backfill has reached them
                 held.awaiting_detection = False

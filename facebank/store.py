@@ -418,8 +418,11 @@ class Facebank:
         report = RefreshReport()
         updates: dict[tuple[str, str, str], ImageRecord | None] = {}  # (key, path, old sha) -> new or None
         for person in self.people():
+            # What the person looked like when each photo passed `add`'s one-person check: a changed file must still
+            # look like one of them (a photo overwritten by someone else's, an export under the same name).
+            enrolled = [i.embedding for i in person.images if i.model == model_tag()]
             for image in person.images:
-                change = self._recheck(image, report)
+                change = self._recheck(image, report, person.name, enrolled)
                 if change is not False:
                     updates[(person.key, image.path, image.sha256)] = change
         if updates:
@@ -430,8 +433,10 @@ class Facebank:
                         table.update({"images": images}, doc_ids=[doc.doc_id])
         return report
 
-    def _recheck(self, image: ImageRecord, report: RefreshReport) -> ImageRecord | bool | None:
-        """False: keep as is; None: drop; a record: replace."""
+    def _recheck(self, image: ImageRecord, report: RefreshReport, name: str,
+                 enrolled: list[np.ndarray]) -> ImageRecord | bool | None:
+        """False: keep as is; None: drop; a record: replace. `enrolled`: the person's stored embeddings by today's
+        model (none where an older model made them all: a changed file is then taken as `add` takes a first photo)."""
         path = Path(image.path)
         try:
             sha = file_sha256(path)
@@ -451,6 +456,12 @@ class Facebank:
             # otherwise: `--face N` now names someone else): never re-embed a bystander under this name.
             report.dropped.append((image.path, "the face enrolled from this photo is no longer the one found there; "
                                                "add the photo again (--face N picks a face)"))
+            return None
+        best = max((float(v @ enrolment.embedding) for v in enrolled), default=1.0)
+        if sha != image.sha256 and best < SAME_PERSON:
+            report.dropped.append((image.path, f"it changed since it was added and no longer looks like {name}'s "
+                                               f"photos (cosine {best:.2f} at best, one person scores {SAME_PERSON} "
+                                               "or more); add it again if it is them"))
             return None
         report.re_embedded.append(image.path)
         return ImageRecord.from_enrolment(enrolment, image.choose if sha == image.sha256 else None)

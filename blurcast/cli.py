@@ -761,15 +761,15 @@ def _cmd_facebank_remove(args: argparse.Namespace) -> int:
     client = _engine_client()
     if client is not None:
         with client:
-            client.request("facebank_remove", name=args.name)
+            removed = client.request("facebank_remove", name=args.name).get("removed", args.name)
     else:
         from facebank.live import LiveFacebank, LiveGallery
         from facebank.store import Facebank
 
-        bank = Facebank()
-        if not LiveFacebank(bank, LiveGallery(None)).remove(args.name):
+        removed = LiveFacebank(Facebank(), LiveGallery(None)).remove(args.name)
+        if removed is None:
             raise ValueError(f"{args.name!r} is not on the facebank")
-    console.print(f"removed {escape(args.name)}")
+    console.print(f"removed {escape(str(removed))}")  # as stored: "alice" removes "Alice"
     return 0
 
 

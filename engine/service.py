@@ -279,10 +279,11 @@ class EngineService:
 
     def _facebank_remove(self, request: dict) -> dict:
         name = _str_arg(request, "name")
-        if not self._facebank().remove(name):
+        removed = self._facebank().remove(name)
+        if removed is None:
             raise ValueError(f"{name!r} is not on the facebank")
         self.engine.hide_kept()  # frames a lookahead holds must not show them either
-        return {"removed": name}
+        return {"removed": removed}
 
     def _enrol_track(self, request: dict) -> dict:
         """Start gathering a live face's frames; progress and the outcome come in telemetry's `enrolment`."""

@@ -123,7 +123,8 @@ class LiveFacebank:
         self.gallery.reload()
         return len(added)
 
-    def remove(self, name: str) -> bool:
+    def remove(self, name: str) -> str | None:
+        """The name as stored, or None where nobody had it (Facebank.remove)."""
         with self._lock:
             removed = self.facebank.remove(name)
             folder = self.crops_of(name)

@@ -401,13 +401,16 @@ class Facebank:
                     raise EnrolError(shas[image["sha256"]], f"this photo is already enrolled as {doc['name']}; "
                                                             "remove it there first")
 
-    def remove(self, name: str) -> bool:
-        """Forget a person (their embeddings are deleted from the file). False if there was nobody by that name."""
+    def remove(self, name: str) -> str | None:
+        """Forget a person (their embeddings are deleted from the file): the name as stored (`name` matches it
+        ignoring case and spacing), or None if there was nobody by that name."""
         with self._transaction() as table:
-            removed = table.remove(Query().key == name_key(name))
-        if removed:
-            log.info("removed %s from the facebank", name)
-        return bool(removed)
+            found = table.get(Query().key == name_key(name))
+            if found is None:
+                return None
+            table.remove(doc_ids=[found.doc_id])
+        log.info("removed %s from the facebank", found["name"])
+        return found["name"]
 
     def refresh(self) -> RefreshReport:
         """Re-embed photos whose file changed since enrolment (or that an older model embedded).

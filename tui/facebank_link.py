@@ -108,14 +108,15 @@ class FacebankLink:
         added = reply.get("added") if isinstance(reply, dict) else None
         return added if isinstance(added, int) else len(paths)
 
-    def remove(self, name: str) -> bool:
+    def remove(self, name: str) -> str | None:
+        """The name as the facebank stored it, or None where nobody had it."""
         try:
-            self.link.request("facebank_remove", name=name)
+            reply = self.link.request("facebank_remove", name=name)
         except ControlError as exc:
             if "not on the facebank" in str(exc):
-                return False
+                return None
             raise
-        return True
+        return str(reply.get("removed", name)) if isinstance(reply, dict) else name
 
     def reenrol(self) -> str:
         return str(self.link.request("facebank_refresh")["message"])

@@ -199,7 +199,8 @@ class FacebankScreen(Screen):
             kept = "" if added == len(paths) else f" ({len(paths) - added} already enrolled or given twice)"
             return f"Enrolled {name} from {added} new photo(s){kept}. The engine uses it now."
         if op == "remove":
-            return f"Removed {name}: their face is blurred again." if bank.remove(name) else f"Nobody named {name}."
+            removed = bank.remove(name)
+            return f"Removed {removed}: their face is blurred again." if removed else f"Nobody named {name}."
         if op == "reenrol":
             return bank.reenrol()
         return ""

@@ -533,6 +533,8 @@ def test_why_the_engine_did_not_start_stays_and_a_picked_source_ends_the_old_que
             app.post_message(EngineLost("telemetry stream lost: [Errno 2] No such file or directory"))
             await pilot.pause()
             assert app.engine_state == "lost" and "not a video" in app.engine_reason
+            note = app.screen.query_one("#preview")._note
+            assert note == "no picture (start failed)", "it never ran: not \"engine lost\""
             app.switch_source(str(tmp_path / "clip.mp4"), loop=True)
             assert app.requested_source is None
             assert app.engine_link.engine_args == ["--source", str(tmp_path / "clip.mp4"), "--loop"]

@@ -94,6 +94,7 @@ class BlurcastApp(App[int]):
         self.attach = attach
         self.facebank_path = facebank_path
         self._starting = False
+        self.start_failed = False  # "lost" because the engine never started (a bad source): said so, not "engine lost"
         self._last_stats = 0.0
         self._stamps: deque[float] = deque(maxlen=64)
         self._pending_settings: dict[str, Any] = {}
@@ -193,6 +194,7 @@ class BlurcastApp(App[int]):
         self._note_history(message.telemetry, message.received)
         if self.engine_state != "live":
             self.engine_reason = ""
+            self.start_failed = False
             self.engine_state = "live"
             if self.attach:
                 self.fetch_limits()
@@ -268,6 +270,7 @@ class BlurcastApp(App[int]):
     def on_engine_start_failed(self, message: EngineStartFailed) -> None:
         self._starting = False
         self.engine_reason = start_failure(message.reason)  # one line: the engine's own error, no OpenCV dump
+        self.start_failed = True  # before the state: the live screen words its note by it
         self.engine_state = "lost"
         self.notify(self.engine_reason, title="The engine did not start", severity="error", timeout=15)
 

@@ -326,7 +326,9 @@ class LiveScreen(Screen):
         for widget in self.query("#figures, #faces"):
             widget.set_class(stale, "-stale")
         if stale:
-            self.query_one("#preview", Preview).show_note(PREVIEW_NOTES.get(state, state))
+            failed = state == "lost" and self._app.start_failed
+            self.query_one("#preview", Preview).show_note("no picture (start failed)" if failed
+                                                          else PREVIEW_NOTES.get(state, state))
         if state == "lost":  # one line, with the way out: the engine bar has the engine's own words
             self.query_one("#notice", Static).update(
                 Text.assemble(("No picture. ", "bold"), "o: pick a video file or stream URL · r: retry"))

@@ -109,6 +109,23 @@ def test_face_rows_say_why_and_show_only_plausible_candidates():
     assert in_view([me, ghost]) == [me], "a lost track's growing prediction is no row"
 
 
+def test_face_cells_fit_their_columns_at_80_columns():
+    """Every reason the engine gives fits the state column whole (a walkthrough saw "blurred: not recognised" cut),
+    and a long name is cut before the similarity figures are."""
+    from engine import faces as engine_faces  # the test reads the engine's list; the UI does not import it
+    from tui.format import FACE_COLUMNS
+    widths = {key: width for key, _, width in FACE_COLUMNS}
+    reasons = [v for k, v in vars(engine_faces).items() if k.isupper() and isinstance(v, str)]
+    assert "not recognised yet" in reasons and len(reasons) >= 8
+    for reason in reasons:
+        cell = str(face_row({"state": "blurred", "reason": reason}, 0.5)[2])
+        assert len(cell) <= widths["state"], cell
+    long = {"state": "visible", "identity": "Lin-Manuel Miranda Hamilton", "similarity": 0.71, "lost_frames": 0}
+    cell = str(face_row(long, 0.56)[3])
+    assert len(cell) <= widths["match"] and cell.endswith("… 0.71 ≥ 0.56 ✓"), cell
+    assert sum(widths.values()) + 2 * len(FACE_COLUMNS) + 2 <= 80, "cells padded by 1 each side, the border 2"
+
+
 def test_preview_outlines_faces_in_their_state_colour_with_the_tables_id():
     faces = [{"track_id": 3, "box": [320, 0, 640, 180], "state": "visible", "lost_frames": 0},
              {"track_id": 7, "box": [0, 180, 160, 360], "state": "blurred", "lost_frames": 0}]

@@ -34,6 +34,7 @@ def similarity_cell(similarity: float | None, threshold: float) -> Text:
     return Text(f"{similarity:.2f} < {threshold:.2f}", style="red")
 
 
+MATCH_WIDTH = 29  # the faces table's match column (FACE_COLUMNS)
 PLAUSIBLE = 0.3  # an engine that sends no `candidate`: a best match under this is no candidate, just noise
 
 
@@ -48,11 +49,17 @@ def blur_reason(face: dict[str, Any], threshold: float) -> str:
     return "below threshold" if face["similarity"] < threshold else "not confirmed yet"
 
 
+# The engine's longer reasons (engine/faces.py), worded to fit the state column at 80 terminal columns
+SHORT_REASONS = {"overlaps another face": "overlap", "may be another face": "re-checking",
+                 "too small to recognise": "too small"}
+
+
 def state_cell(face: dict[str, Any], threshold: float = 1.0) -> Text:
     """'visible', or 'blurred: WHY' (not recognised yet, lost, overlap, below threshold...)."""
     if face.get("state") == "visible":
         return Text("visible", style="bold green")
-    return Text(f"blurred: {blur_reason(face, threshold)}", style="yellow")
+    reason = blur_reason(face, threshold)
+    return Text(f"blurred: {SHORT_REASONS.get(reason, reason)}", style="yellow")
 
 
 def candidate(face: dict[str, Any]) -> dict[str, Any] | None:
@@ -69,15 +76,20 @@ def match_cell(face: dict[str, Any], threshold: float) -> Text:
     """Who this face is (visible) or might be (a plausible candidate); a dash otherwise, so a stranger never
     reads as a near miss of someone ('Lin -0.14 < 0.49')."""
     if face.get("state") == "visible" and face.get("identity"):
-        sim = face.get("similarity")
-        cell = Text(f"{face['identity']} ")
-        return cell.append_text(similarity_cell(sim, threshold)) if sim is not None else cell
+        return _named(str(face["identity"]), face.get("similarity"), threshold)
     cand = candidate(face)
     if cand and cand.get("name"):
-        cell = Text(f"{cand['name']}? ")
-        sim = cand.get("similarity")
-        return cell.append_text(similarity_cell(sim, threshold)) if sim is not None else cell
+        return _named(f"{cand['name']}?", cand.get("similarity"), threshold)
     return Text(DASH, style="dim")
+
+
+def _named(name: str, similarity: float | None, threshold: float, width: int = MATCH_WIDTH) -> Text:
+    """'NAME 0.71 ≥ 0.56 ✓' within `width`: a long name is cut, never the figures the sliders are tuned by."""
+    figures = similarity_cell(similarity, threshold) if similarity is not None else Text("")
+    room = max(width - len(figures) - (1 if len(figures) else 0), 2)
+    if len(name) > room:
+        name = name[:room - 1] + "…"
+    return Text(f"{name} " if len(figures) else name).append_text(figures)
 
 
 def face_row(face: dict[str, Any], threshold: float, confidence: float | None = None) -> tuple[Any, ...]:
@@ -102,7 +114,7 @@ def in_view(faces: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # (key, label, width): fixed widths, so a cell update never re-measures the table (fits 80 columns)
 FACE_COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("id", "id", 3), ("size", "size", 5), ("state", "state", 24), ("match", "match vs threshold", 32),
+    ("id", "id", 3), ("size", "size", 5), ("state", "state", 27), ("match", "match vs threshold", MATCH_WIDTH),
     ("score", "det", 4),
 )
 

@@ -19,6 +19,7 @@ import logging
 import os
 import tempfile
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -227,8 +228,10 @@ class RefreshReport:
 
 
 def name_key(name: str) -> str:
-    """Names are matched ignoring case and spacing, so "Alice  Smith" and "alice smith" are one person."""
-    return " ".join(name.split()).casefold()
+    """Names are matched ignoring case and spacing, so "Alice  Smith" and "alice smith" are one person; and in one
+    Unicode form, so "Zoë" typed as one character or as "e" and a combining mark is one person, not two that look
+    alike (removing one left the other visible)."""
+    return unicodedata.normalize("NFC", " ".join(name.split()).casefold())
 
 
 def _check_one_person(name: str, stored: list[dict], enrolments: list[Enrolment], agreed: bool = False) -> None:
@@ -272,7 +275,7 @@ def _check_one_person(name: str, stored: list[dict], enrolments: list[Enrolment]
 
 
 def clean_name(name: str) -> str:
-    cleaned = " ".join(str(name).split())
+    cleaned = unicodedata.normalize("NFC", " ".join(str(name).split()))
     if not cleaned:
         raise ValueError("a name is needed (it is shown in the UI next to the recognised face)")
     if len(cleaned) > MAX_NAME:
@@ -416,18 +419,29 @@ class Facebank:
         """Re-embed photos whose file changed since enrolment (or that an older model embedded).
 
         A changed photo that is now refused is dropped from the facebank (fail closed: its old embedding no
-        longer describes the file the streamer sees); a photo that is gone keeps its embedding.
+        longer describes the file the streamer sees); a photo that is gone keeps its embedding. A changed file must
+        still look like the person's photos, as `add` checks a new one (`_linked`).
         """
         report = RefreshReport()
         updates: dict[tuple[str, str, str], ImageRecord | None] = {}  # (key, path, old sha) -> new or None
-        for person in self.people():
-            # What the person looked like when each photo passed `add`'s one-person check: a changed file must still
-            # look like one of them (a photo overwritten by someone else's, an export under the same name).
-            enrolled = [i.embedding for i in person.images if i.model == model_tag()]
+        people = self.people()
+        owners = {i.sha256: p.key for p in people for i in p.images}
+        for person in people:
+            changed: list[tuple[ImageRecord, Enrolment]] = []
             for image in person.images:
-                change = self._recheck(image, report, person.name, enrolled)
-                if change is not False:
+                change = self._recheck(image, report)
+                if isinstance(change, tuple):
+                    changed.append((image, change[1]))
+                elif change is not False:
                     updates[(person.key, image.path, image.sha256)] = change
+            for image, enrolment in changed:
+                why = self._linked(person, enrolment, updates, owners)
+                if why:
+                    report.dropped.append((image.path, why))
+                    updates[(person.key, image.path, image.sha256)] = None
+                else:
+                    report.re_embedded.append(image.path)
+                    updates[(person.key, image.path, image.sha256)] = ImageRecord.from_enrolment(enrolment, None)
         if updates:
             with self._transaction() as table:
                 for doc in table.all():
@@ -436,10 +450,30 @@ class Facebank:
                         table.update({"images": images}, doc_ids=[doc.doc_id])
         return report
 
-    def _recheck(self, image: ImageRecord, report: RefreshReport, name: str,
-                 enrolled: list[np.ndarray]) -> ImageRecord | bool | None:
-        """False: keep as is; None: drop; a record: replace. `enrolled`: the person's stored embeddings by today's
-        model (none where an older model made them all: a changed file is then taken as `add` takes a first photo)."""
+    @staticmethod
+    def _linked(person: Person, enrolment: Enrolment, updates: dict[tuple[str, str, str], ImageRecord | None],
+                owners: dict[str, str]) -> str | None:
+        """Why a changed file's new face is refused, or None. Anchors: what the person looked like when their
+        photos passed `add`'s check, by today's model: the stored embeddings, and the unchanged files embedded again
+        just now (after an upgrade, the only ones). With none left, the change cannot be checked: refused."""
+        if owners.get(enrolment.sha256, person.key) != person.key:
+            return "it changed into a photo enrolled under another name; add it again if it is this person"
+        anchors = [i.embedding for i in person.images if i.model == model_tag()]
+        anchors += [r.embedding for (key, path, sha), r in updates.items()
+                    if key == person.key and r is not None and r.sha256 == sha]
+        if not anchors:
+            return (f"it changed since it was added, and no unchanged photo of {person.name} is left to check it "
+                    "against; add it again")
+        best = max(float(v @ enrolment.embedding) for v in anchors)
+        if best < SAME_PERSON:
+            return (f"it changed since it was added and no longer looks like {person.name}'s photos (cosine "
+                    f"{best:.2f} at best, one person scores {SAME_PERSON} or more); add it again if it is them")
+        return None
+
+    def _recheck(self, image: ImageRecord,
+                 report: RefreshReport) -> ImageRecord | bool | tuple[bool, Enrolment] | None:
+        """False: keep as is; None: drop; a record: replace; (True, enrolment): the file changed, its new face
+        still to be checked against the person's other photos (`_linked`)."""
         path = Path(image.path)
         try:
             sha = file_sha256(path)
@@ -454,20 +488,16 @@ class Facebank:
         except EnrolError as exc:
             report.dropped.append((image.path, exc.reason))
             return None
-        if sha == image.sha256 and box_iou(enrolment.box, image.box) < SAME_FACE_IOU:
+        if sha != image.sha256:
+            return True, enrolment
+        if box_iou(enrolment.box, image.box) < SAME_FACE_IOU:
             # The same photo, but the face taken is not the one enrolled (another detector numbers its faces
             # otherwise: `--face N` now names someone else): never re-embed a bystander under this name.
             report.dropped.append((image.path, "the face enrolled from this photo is no longer the one found there; "
                                                "add the photo again (--face N picks a face)"))
             return None
-        best = max((float(v @ enrolment.embedding) for v in enrolled), default=1.0)
-        if sha != image.sha256 and best < SAME_PERSON:
-            report.dropped.append((image.path, f"it changed since it was added and no longer looks like {name}'s "
-                                               f"photos (cosine {best:.2f} at best, one person scores {SAME_PERSON} "
-                                               "or more); add it again if it is them"))
-            return None
         report.re_embedded.append(image.path)
-        return ImageRecord.from_enrolment(enrolment, image.choose if sha == image.sha256 else None)
+        return ImageRecord.from_enrolment(enrolment, image.choose)
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -341,7 +342,15 @@ def stop_background(paths: EnginePaths | None = None, wait_s: float = 10.0) -> b
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline and (engine_running(paths) or (pid and _pid_alive(pid))):
         time.sleep(0.1)
-    if engine_running(paths):
+    if pid and _pid_alive(pid) and _is_engine(pid):  # hung or suspended (SIGSTOP): "stopped" was said of it
+        log.warning("the engine (pid %d) did not stop within %.0f s of being asked: killed it (a recording may "
+                    "lack its last seconds)", pid, wait_s)
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.05)
+    if engine_running(paths) or (pid and _pid_alive(pid) and _is_engine(pid)):
         raise ControlError(f"the engine is still running {wait_s:.0f} s after it was asked to stop")
     return True
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -128,6 +131,28 @@ def test_recording_and_settings_persist_across_restart(dev_clip, tmp_path):
         stop_background(paths)
     assert not engine_running(paths)
     assert (tmp_path / "rec.mp4").read_bytes() == first
+
+
+def test_stop_ends_an_engine_that_no_longer_answers(dev_clip, tmp_path):
+    """A suspended (SIGSTOP) or hung engine: `engine stop` said "engine stopped" while it still ran, and the next
+    start was refused as "already running" (a review, stop 44). Asked, then SIGTERMed, then killed."""
+    paths = EnginePaths(tmp_path / "state")
+    pid = start_background(["--source", str(dev_clip), "--loop"], paths)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert stop_background(paths, wait_s=1.0) is True
+        assert not engine_running(paths)
+        wait_for(lambda: not _alive(pid), timeout=5, what="the engine gone")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except FileNotFoundError:
+        return False
 
 
 def test_a_restart_takes_only_the_launch_its_own_engine_saved(tmp_path):

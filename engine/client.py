@@ -115,6 +115,9 @@ class ControlClient:
             if not line:
                 self.close()
                 raise ControlError(f"the engine closed the connection during {cmd!r}")
+            if not line.endswith(b"\n"):  # cut at MAX_LINE: the rest would be read as the next request's reply
+                self.close()
+                raise ControlError(f"the reply to {cmd!r} is longer than {MAX_LINE} bytes")
         try:
             reply = json.loads(line)
         except ValueError as exc:

@@ -72,6 +72,10 @@ class ControlServer:
                 line = rfile.readline(MAX_LINE)
                 if not line:
                     return
+                if not line.endswith(b"\n"):  # over MAX_LINE (or cut off): one answer, not one per piece
+                    wfile.write(_encode({"ok": False, "error": f"a request is one line of at most {MAX_LINE} bytes"}))
+                    wfile.flush()
+                    return
                 request, reply = self._parse(line)
                 if request is not None and request.get("cmd") == "subscribe":
                     self._stream(wfile, request)

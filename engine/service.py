@@ -44,6 +44,9 @@ from engine.stream_options import published_stream_limits, srt_output_url
 log = logging.getLogger(__name__)
 
 
+PREVIEW_MAX_PIXELS = 640 * 400  # 768 KB of BGR, 1 MB as base64: within a reply's MAX_LINE (engine/protocol.py)
+
+
 @dataclass
 class ServeOptions:
     source: str = "0"
@@ -186,6 +189,9 @@ class EngineService:
         if image is None:
             raise RuntimeError("no frame yet")
         width = _int_arg(request, "max_width", 96, 16, image.shape[1], clamp=True)
+        # Also within PREVIEW_MAX_PIXELS: a portrait (phone) frame 640 wide is 2.9 MB of base64, over a reply's
+        # MAX_LINE, and the UI's picture preview never showed one (a review, stop 44)
+        width = min(width, max(16, int((PREVIEW_MAX_PIXELS * image.shape[1] / image.shape[0]) ** 0.5)))
         if width < image.shape[1]:
             height = max(1, round(width * image.shape[0] / image.shape[1]))
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)

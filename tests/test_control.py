@@ -24,6 +24,7 @@ from engine.client import (
     start_background,
     stop_background,
 )
+from engine.protocol import MAX_LINE
 from tests.helpers import wait_for
 
 
@@ -77,6 +78,43 @@ def test_bad_commands_get_errors_not_crashes(engine):
             with pytest.raises(ControlError, match="must be in"):
                 client.request("set", settings=unsafe)
     assert engine_running(engine)
+
+
+def test_a_line_over_the_limit_gets_one_answer_and_never_shifts_the_replies(tmp_path):
+    """A reply cut at MAX_LINE left its rest to be read as the next request's reply (`ping` got `status`'s), and a
+    request over it got one error per MiB piece (a review, stop 44): the connection now ends after one answer.
+    3x MAX_LINE: CPython's readline(limit) on a socket file may read up to twice the limit before it stops."""
+    from engine.control import ControlServer
+
+    server = ControlServer(tmp_path / "c.sock", {"big": lambda r: "x" * (3 * MAX_LINE), "ping": lambda r: "pong"},
+                           lambda: {})
+    server.start()
+    try:
+        with ControlClient(server.socket_path) as client:
+            with pytest.raises(ControlError, match="longer than"):
+                client.request("big")
+            assert client.request("ping") == "pong"  # on a new connection, its own reply
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.connect(str(server.socket_path))
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # it stops reading after MAX_LINE
+                raw.sendall(b'{"cmd": "ping", "pad": "' + b"x" * (3 * MAX_LINE) + b'"}\n')
+            replies = raw.makefile("rb").read().splitlines()
+        assert len(replies) == 1 and "one line of at most" in json.loads(replies[0])["error"]
+    finally:
+        server.close()
+
+
+def test_a_portrait_preview_fits_a_reply(tmp_path):
+    """A phone's portrait frame asked 640 wide (the UI's picture preview) was 2.9 MB of reply: refused, never shown."""
+    from engine.service import PREVIEW_MAX_PIXELS, EngineService
+
+    class _Engine:
+        preview = np.zeros((1280, 720, 3), np.uint8)
+
+    reply = EngineService._preview(type("S", (), {"engine": _Engine()})(), {"max_width": 640})
+    width, height, _ = decode_preview(reply)
+    assert width * height <= PREVIEW_MAX_PIXELS and abs(width / height - 720 / 1280) < 0.01
+    assert len(json.dumps({"ok": True, "result": reply})) < MAX_LINE
 
 
 def test_dropped_client_leaves_the_engine_running(engine):

@@ -7,6 +7,7 @@ at the sender; in the recording the flash's first frame and the beep's onset mus
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -327,6 +328,59 @@ def test_sender_killed_and_back_reconnects_without_raw_frames(tmp_path: Path) ->
     resumed = [f for f in sink.frames if f[0] > back]
     assert len(resumed) > 15, "too few frames after the reconnect"
     assert all(f[2] != "lost" for f in resumed[5:])
+
+
+def test_a_stream_joined_mid_gop_whose_sound_comes_first_is_decoded(dev_clip: Path, tmp_path: Path) -> None:
+    """A sender joined mid-GOP (a relay, a phone reconnecting): 1.4 s of sound before the first keyframe. The
+    decoder's short probe found no frame rate ("90k fps"), the video reader waited on it for ever and the listener's
+    port stayed held, so no later sender got in either (a review, stop 44). The rate the receiver read is given to
+    the decoder now, and a decoder that states none is ended within CONFIGURE_S."""
+    joined = tmp_path / "joined.ts"  # the dev clip from 1.4 s, packets copied: sound at 1.42 s, picture at 2.85 s
+    subprocess.run([shutil.which("ffmpeg"), "-v", "error", "-y", "-i", str(dev_clip), "-ss", "1.4", "-t", "6", "-c",
+                    "copy", "-f", "mpegts", str(joined)], check=True)
+    port = free_port()
+    url = f"srt://127.0.0.1:{port}?mode=caller"
+    source, sender = _listen(f"srt://:{port}?mode=listener",
+                             lambda: subprocess.Popen([shutil.which("ffmpeg"), "-v", "error", "-nostdin", "-re", "-i",
+                                                       str(joined), "-c", "copy", "-f", "mpegts", url]))
+    try:
+        frames = [source.read() for _ in range(30)]
+        assert all(f is not None for f in frames), "the picture never came"
+        assert abs(source.info.fps - 29.97) < 0.1
+    finally:
+        source.close()
+        sender.kill()
+        sender.wait()
+
+
+def test_a_decoder_that_never_states_its_picture_ends_the_connection_and_frees_the_port(monkeypatch, caplog) -> None:
+    """Whatever else keeps a decoder from stating its output's size and rate: the video reader gives up after
+    CONFIGURE_S and kills it (it may be blocked on its full pipe, holding the receiver), so the connection ends with
+    an error in time and the port is free for the next sender, instead of waiting for ever."""
+    from engine.stages.sources import ffmpeg_pipe
+
+    monkeypatch.setattr(ffmpeg_pipe, "_OUT_FPS", re.compile(r"(?!)"))  # as if FFmpeg never said it
+    monkeypatch.setattr(ffmpeg_pipe, "CONFIGURE_S", 1.0)
+    port = free_port()
+    url = f"srt://127.0.0.1:{port}?mode=caller"
+    started = time.monotonic()
+    with ThreadPoolExecutor(1) as pool:
+        opening = pool.submit(open_source, f"srt://:{port}?mode=listener", open_timeout_s=6)
+        time.sleep(1.0)
+        sender = send(sync_inputs(320, 240, 30, 30), url)
+        with pytest.raises(SourceError):
+            opening.result(timeout=30)
+    sender.kill()
+    sender.wait()
+    assert time.monotonic() - started < 20 and "said no picture size and rate" in caplog.text
+    monkeypatch.undo()
+    source, sender = _listen(f"srt://:{port}?mode=listener", lambda: send(sync_inputs(320, 240, 30, 8), url))
+    try:
+        assert source.read() is not None, "the port was not free for the next sender"
+    finally:
+        source.close()
+        sender.kill()
+        sender.wait()
 
 
 def test_size_change_restarts_decoder_and_output_keeps_its_size(tmp_path: Path) -> None:

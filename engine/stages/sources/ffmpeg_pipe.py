@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 _GRAPH_INPUT = re.compile(r"\[graph \d+ input from stream \d+:\d+ @ [^\]]+\] w:(\d+) h:(\d+)")
 _OUT_AUDIO = re.compile(r"\s+Stream #0:\d+(\(\w+\))?: Audio")  # "(eng)": a language tag
 _FIRST_PTS = re.compile(r"^encoder <- type:(video|audio) frame_pts:-?\d+ frame_pts_time:(-?[\d.e+-]+)")
-_OUT_FPS = re.compile(r"Video: rawvideo.*?, ([\d.]+) fps")
+_OUT_FPS = re.compile(r"Video: rawvideo.*?, ([\d.]+)(k?) fps")  # "90k fps": a rate FFmpeg could not find
 # The receiver's input video stream: "Stream #0:0[0x100]: Video: h264 (High) (...), yuv420p(tv, bt709, progressive),
 # 1920x1080 [SAR 1:1 DAR 16:9], 30 fps, ..."; the parentheses: range, matrix[/primaries/transfer], field order.
 _IN_VIDEO = re.compile(r"^\s+Stream #0:\d+\S*: Video: .*?, (\w+)(?:\(([^()]*)\))?, (\d+)x(\d+)")
@@ -58,6 +58,14 @@ I420_MATRICES = ("", "unknown", "bt470bg", "smpte170m")  # OpenCV's I420 -> BGR 
 SINGLE_THREAD_MAX_RATE = 1920 * 1080 * 60  # pixels a second one decoder thread keeps up with (1080p: 6.5 ms/frame)
 AUDIO_CHUNK = 1024 * BYTES_PER_SAMPLE
 DECODE_TS = ["-probesize", "500000", "-analyzeduration", "500000", "-f", "mpegts", "-i", "pipe:0"]
+# A stream whose sound comes first (a sender joined mid-GOP: the dev clip from 1.4 s has 1.4 s of sound before its
+# first keyframe) left both probes without the picture's size and rate: the decoder wrote "90k fps", the video
+# reader waited on it for ever, and the decoder, blocked on its full pipe, held the receiver and a listener's port
+# (a review, stop 44). Where the receiver read no rate, the decoder probes long enough for a 2 s GOP (that
+# probe's whole length is spent: 3 s, so not for every stream); where it did, the decoder is given that rate.
+DECODE_TS_LONG = ["-probesize", "5000000", "-analyzeduration", "3000000", "-f", "mpegts", "-i", "pipe:0"]
+MAX_FPS = 240.0  # an output rate above this is FFmpeg's guess (90k: the MPEG-TS clock), not the picture's
+CONFIGURE_S = 8.0  # the decoder's long probe, and then some: no size and rate stated by then ends the connection
 FRAME_QUEUE = 3  # frames decoded but not yet taken; older ones are dropped (the engine keeps only the newest)
 
 
@@ -76,6 +84,9 @@ class _Session:
     video_line: str | None = None  # the receiver's input video stream line: what the decoder will get
     pix_fmt: str = "bgr24"  # on the decoder's pipe: "bgr24", or "yuv420p" converted here (decode_options)
     started: float = field(default_factory=time.monotonic)
+    rate_hint: float | None = None  # the rate the stream had before its size changed (the same connection)
+    decoding_since: float | None = None  # when the decoder started: a sender reached the receiver
+    last_frame: float | None = None
     mapped: threading.Event = field(default_factory=threading.Event)
     configured: threading.Event = field(default_factory=threading.Event)
     base_ready: threading.Event = field(default_factory=threading.Event)
@@ -161,7 +172,7 @@ class FFmpegSource:
         for _ in range(attempts):
             session = self._session
             alive = session is not None and session.alive()
-            stale = alive and not self.waits_for_sender and time.monotonic() - session.started > self.retry_s
+            stale = alive and time.monotonic() - _waiting_since(session, self.waits_for_sender) > self.retry_s
             if not alive or stale:
                 self._stop_session()
                 self.state = "reconnecting"
@@ -242,15 +253,19 @@ class FFmpegSource:
         session.mapped.set()
         if session is not self._session:
             return
-        self._start_decoder(session, ffmpeg, DECODE_TS, session.receiver.stdout if session.receiver else None)
+        self._start_decoder(session, ffmpeg, DECODE_TS if self._known_rate(session) else DECODE_TS_LONG,
+                            session.receiver.stdout if session.receiver else None)
 
     def _start_decoder(self, session: _Session, ffmpeg: str, input_args: list[str], stdin) -> None:
         audio_r, audio_w = os.pipe() if session.has_audio else (None, None)
         session.pix_fmt, threads = decode_options(None if self._force_bgr else session.video_line)
+        session.decoding_since = time.monotonic()
         # -debug_ts: the first video frame's and first audio frame's output times, so the sound is placed
         # on the frames' clock exactly (a stream often starts its sound before its first keyframe).
+        # The rate the receiver read from the stream, given: the decoder's own short probe may miss it (sound first)
+        rate = ["-r", f"{fps:g}"] if (fps := self._known_rate(session)) else []
         cmd = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-v", "verbose", "-debug_ts", *threads, *input_args,
-               "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", session.pix_fmt, "-fps_mode", "cfr", "pipe:1"]
+               "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", session.pix_fmt, "-fps_mode", "cfr", *rate, "pipe:1"]
         if audio_w is not None:
             # async resampling pads gaps with silence, so sample count stays time on the video's clock
             cmd += ["-map", "0:a:0", "-af", "aresample=async=1000", "-ac", str(CHANNELS), "-ar", str(RATE),
@@ -267,6 +282,10 @@ class FFmpegSource:
             session.audio_thread = threading.Thread(target=self._read_audio, args=(session,), name="decoder-audio",
                                                     daemon=True)
             session.audio_thread.start()
+
+    @staticmethod
+    def _known_rate(session: _Session) -> float | None:
+        return stated_fps(session.video_line) or session.rate_hint
 
     def _stop_session(self) -> None:
         session, self._session = self._session, None
@@ -305,7 +324,11 @@ class FFmpegSource:
                     log.warning("%s changed size %dx%d -> %dx%d", self.spec, *session.size, *size)
                     session.size_changed = True
             elif in_output and (m := _OUT_FPS.search(line)) and session.fps is None:
-                session.fps = float(m.group(1))
+                fps = float(m.group(1)) * (1000 if m.group(2) else 1)
+                if fps > MAX_FPS:
+                    log.warning("source %s: the decoder found no frame rate (%g fps); this connection is ended",
+                                self.spec, fps)
+                session.fps = fps if fps <= MAX_FPS else None
                 session.configured.set()
         session.configured.set()  # the process ended: unblock the video reader
 
@@ -319,9 +342,12 @@ class FFmpegSource:
 
     def _read_video(self, session: _Session) -> None:
         assert session.proc is not None and session.proc.stdout is not None
-        session.configured.wait()
+        if not session.configured.wait(CONFIGURE_S):
+            log.warning("source %s: the decoder said no picture size and rate within %.0f s; this connection is "
+                        "ended", self.spec, CONFIGURE_S)
         if session.size is None or session.fps is None:
-            session.frames.put(None)
+            session.proc.kill()  # it may be blocked on its full pipe, holding the receiver (and a listener's port)
+            self._offer(session, None)
             return
         w, h = session.size
         i420 = session.pix_fmt == "yuv420p"
@@ -355,6 +381,7 @@ class FFmpegSource:
     def _offer(self, session: _Session, item: tuple[int, np.ndarray] | None) -> None:
         if item is not None:
             self._next_index = item[0] + 1
+            session.last_frame = time.monotonic()
         while True:
             try:
                 session.frames.put_nowait(item)
@@ -396,14 +423,16 @@ class FFmpegSource:
             return self._lost("the picture size changed")
         # No stream line: the old one describes the old stream; a sender that retags its colours with the new
         # size would be converted wrongly. BGR from FFmpeg follows the tags frame by frame.
-        fresh = _Session(session.receiver, has_audio=session.has_audio, video_line=None)
+        fresh = _Session(session.receiver, has_audio=session.has_audio, video_line=None,
+                         rate_hint=session.fps or stated_fps(session.video_line))  # read mid-GOP: the rate given
         fresh.mapped.set()
         if session.proc is not None:
             session.proc.kill()
             session.proc.wait()
         self._session = fresh
         ffmpeg = shutil.which("ffmpeg") or "ffmpeg"
-        self._start_decoder(fresh, ffmpeg, DECODE_TS, session.receiver.stdout)
+        self._start_decoder(fresh, ffmpeg, DECODE_TS if self._known_rate(fresh) else DECODE_TS_LONG,
+                            session.receiver.stdout)
         return None
 
     def _lost(self, why: str) -> None:
@@ -426,6 +455,22 @@ class FFmpegSource:
     def _why(self) -> str:
         errors = (_error_lines(self._session.log_tail) if self._session is not None else []) or self._last_errors
         return f": {errors[-1]}".replace(self.url, self.spec) if errors else ""  # FFmpeg names the URL in full
+
+
+def _waiting_since(session: _Session, waits_for_sender: bool) -> float:
+    """Since when a live session has given no frame. A listener waits for a sender for as long as it takes, but
+    one whose sender connected (the decoder started) and gives no frame is restarted like a caller's."""
+    if not waits_for_sender:
+        return session.started
+    if session.decoding_since is None:
+        return float("inf")  # still listening: never stale
+    return session.last_frame or session.decoding_since
+
+
+def stated_fps(video_line: str | None) -> float | None:
+    """The frame rate a stream states in the receiver's input line, where it is a plausible one."""
+    fps = float(f.group(1)) if (f := _IN_FPS.search(video_line or "")) else None
+    return fps if fps is not None and 1.0 <= fps <= MAX_FPS else None
 
 
 def decode_options(video_line: str | None) -> tuple[str, list[str]]:

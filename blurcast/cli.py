@@ -13,11 +13,13 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_ui(args)
     try:
         return int(args.func(args) or 0)
+    except Terminated as exc:
+        with suppress(OSError):  # SIGHUP: the terminal may be gone
+            console.print(f"[yellow]stopped by {signal.Signals(exc.signum).name}[/]")
+        return 128 + exc.signum
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         return 130
@@ -66,6 +72,26 @@ def main(argv: list[str] | None = None) -> int:
         # escaped: names and paths the user typed ("clip [final].mp4") are text, never Rich markup
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # one line, whatever the width
         return 2
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, or SIGHUP (the SSH session closed): a run stops as Ctrl-C stops it, its outputs closed and its FFmpeg
+    children ended; left to the default, it died at once and its stream receiver and encoders, orphaned, held their
+    ports (a review, stop 44)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_term_and_hangup() -> None:
+    def stop(signum: int, frame: Any) -> None:
+        for sig in (signal.SIGTERM, signal.SIGHUP):  # once: a second signal must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -331,6 +357,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    _stop_on_term_and_hangup()
     from blurcast import batch
     from engine.service import default_settings
     from engine.stages.source import classify

@@ -424,3 +424,61 @@ def test_a_stream_whose_sound_goes_quiet_keeps_sending(tmp_path: Path) -> None:
     duration = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
                                "stream=duration", "-of", "csv=p=0", str(out)], capture_output=True, text=True).stdout
     assert float(duration.split()[0].strip(",")) > 4.0, "the picture after the sound stopped reached the far end"
+
+
+def _descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            try:
+                kids = {int(p) for p in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            todo += sorted(kids - found)
+            found |= kids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return False
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_sigterm_or_a_closed_ssh_session_ends_a_live_run_and_its_ffmpeg_children(dev_clip: Path, tmp_path: Path,
+                                                                                  sig: str) -> None:
+    """`kill PID` (SIGTERM) or the SSH session closing (SIGHUP) ended `run` at once and left its stream receiver and
+    encoders, orphaned, holding their ports (a review, stop 44). Now it stops as Ctrl-C stops it: its recording
+    closed, no FFmpeg left, exit 128 + the signal."""
+    import os
+    import signal
+    import sys
+
+    port = free_port()
+    out = tmp_path / "rec.mp4"
+    env = {**os.environ, "BLURCAST_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen([sys.executable, "-m", "blurcast", "run", str(dev_clip), "--live", "--no-facebank",
+                             "-o", str(out), "--out", f"srt://:{port}?mode=listener"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not (out.exists() and out.stat().st_size > 50_000):
+            time.sleep(0.2)
+        children = _descendants(proc.pid)
+        assert children, "the run's FFmpeg children (the encoders) were not found"
+        proc.send_signal(getattr(signal, sig))
+        code = proc.wait(timeout=30)
+        err = proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 128 + getattr(signal, sig), err[-2000:]
+    time.sleep(0.5)
+    assert not [p for p in children if _alive(p)], "an FFmpeg child outlived the run"
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_packets", "-select_streams", "v:0", "-show_entries",
+                            "stream=nb_read_packets", "-of", "csv=p=0", str(out)], capture_output=True, text=True)
+    assert probe.returncode == 0 and int(probe.stdout.strip().strip(",")) > 10, "the recording does not play"

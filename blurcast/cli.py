@@ -429,12 +429,14 @@ def _run_one(args: argparse.Namespace) -> int:
                       f"{_facebank_line(engine)}")
         if live:
             console.print("live: Ctrl-C to stop")
+            streams = [s for s in engine.sinks if hasattr(s, "frames_out")]
             try:
                 engine.run_live()
             finally:
                 _finish_recording(engine, recording, None)
                 _cut_audio_to_video(recording)  # stopped before a file's sound ended
-            return 0
+            engine.close()  # the stream outputs' last counts
+            return _undelivered(streams)
         try:
             return _run_file_with_progress(engine, recording)
         except KeyboardInterrupt:
@@ -559,6 +561,15 @@ def _run_file_with_progress(engine, recording) -> int:
         console.print(f"[bold yellow]warning:[/] the input ended at frame {frames}{where} (truncated or damaged?); "
                       "the output holds the frames that could be read", soft_wrap=True)
     return _whole_frame_faults(faults, frames)
+
+
+def _undelivered(streams: list) -> int:
+    """1, said in words, for each stream output that never got a frame out (no far end answered)."""
+    silent = [s for s in streams if not s.frames_out]
+    for sink in silent:
+        console.print(f"[bold red]error:[/] no frame reached {escape(sink.path)}: nothing answered there "
+                      f"({sink.reconnects} reconnects); check the address and that the far end listens", soft_wrap=True)
+    return 1 if silent else 0
 
 
 # Faults after which a frame went out blurred whole (engine/pipeline.py, engine/runner.py): safe, but not the job asked.

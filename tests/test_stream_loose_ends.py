@@ -482,3 +482,26 @@ def test_sigterm_or_a_closed_ssh_session_ends_a_live_run_and_its_ffmpeg_children
     probe = subprocess.run(["ffprobe", "-v", "error", "-count_packets", "-select_streams", "v:0", "-show_entries",
                             "stream=nb_read_packets", "-of", "csv=p=0", str(out)], capture_output=True, text=True)
     assert probe.returncode == 0 and int(probe.stdout.strip().strip(",")) > 10, "the recording does not play"
+
+
+@needs_ffmpeg
+def test_a_live_run_whose_stream_output_never_connected_exits_1(tmp_path: Path, capsys) -> None:
+    """Nothing listening at `--out`: the run logged its reconnects and exited 0 (a review, stop 44). What FFmpeg
+    wrote out (its -progress count) tells a stream delivered from one that went nowhere."""
+    from blurcast import cli
+
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=320x240:r=30", "-t", "3", "-pix_fmt",
+                    "yuv420p", str(clip)], check=True)
+    nowhere = f"srt://127.0.0.1:{free_port()}?mode=caller"
+    assert cli.main(["run", str(clip), "--live", "--no-facebank", "--out", nowhere]) == 1
+    assert "no frame reached srt://127.0.0.1" in " ".join(capsys.readouterr().err.split())
+    port = free_port()
+    recorder = record(f"srt://:{port}?mode=listener", tmp_path / "far.ts")
+    try:
+        time.sleep(0.5)
+        assert cli.main(["run", str(clip), "--live", "--no-facebank", "--out",
+                         f"srt://127.0.0.1:{port}?mode=caller"]) == 0
+    finally:
+        recorder.wait(timeout=20)
+    assert (tmp_path / "far.ts").stat().st_size > 10_000

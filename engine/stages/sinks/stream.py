@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import queue
+import re
 import shutil
 import subprocess
 import threading
@@ -68,6 +69,11 @@ class StreamSink:
         self.name = f"stream {self.path}"
         self.width, self.height, self.fps = width, height, Fraction(fps)
         self.frames_sent = self.repeated = self.dropped = self.reconnects = 0
+        # Frames FFmpeg encoded and wrote out (its -progress report), over all connections: `frames_sent` counts
+        # what went down its pipe, which a far end that never answered also takes (a review, stop 44: a run with
+        # no far end at all ended "successfully")
+        self.frames_out = 0
+        self._out_before = 0  # frames_out of the connections before this one
         self._fmt = stream_format(url)
         # Even sizes go down the pipe as I420, converted here by OpenCV: swscale's bgr24 -> yuv420p cost the
         # encoder 2.8 ms a 1080p frame against OpenCV's 0.75, and the pipe carries half the bytes.
@@ -89,6 +95,7 @@ class StreamSink:
         self._last: np.ndarray | None = None
         self._video: queue.Queue[tuple[int, np.ndarray] | None] = queue.Queue(maxsize=VIDEO_QUEUE)
         self._log_tail: deque[str] = deque(maxlen=20)
+        self._out_before = self.frames_out
         self._opened = time.monotonic()
         self._proc, audio_w = self._spawn(*self._encoder)
         # fed by the picture's writer thread, never behind the picture (sources/audio.py SoundFeed)
@@ -146,7 +153,8 @@ class StreamSink:
                 "-c:v", "libx264", "-preset", preset,
                 "-tune", "zerolatency", "-b:v", f"{bitrate}k", "-maxrate", f"{bitrate}k",
                 "-bufsize", f"{bitrate}k", "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
-                "-pix_fmt", "yuv420p", *COLOUR_TAGS, "-f", self._fmt, self.url]
+                "-pix_fmt", "yuv420p", *COLOUR_TAGS, "-progress", "pipe:2", "-stats_period", "1",
+                "-f", self._fmt, self.url]
         # In Blurcast's process group, unlike the recording's encoder (sink.py): an SRT listener nobody called waits
         # in listen and ignores the end of its input, so only the terminal's signal ends it if Blurcast dies
         try:
@@ -204,7 +212,8 @@ class StreamSink:
             state = "waiting for the far end"
         else:
             state = "sending"
-        return {"state": state, "sent": self.frames_sent, "dropped": self.dropped, "reconnects": self.reconnects}
+        return {"state": state, "sent": self.frames_sent, "out": self.frames_out, "dropped": self.dropped,
+                "reconnects": self.reconnects}
 
     # --- writer threads ---------------------------------------------------------------------------------------
     def _fit(self, image: np.ndarray) -> np.ndarray:
@@ -277,11 +286,19 @@ class StreamSink:
         assert self._proc.stderr is not None
         for raw in self._proc.stderr:
             line = raw.decode(errors="replace").rstrip().replace(self.url, self.path)  # FFmpeg names the URL in full
+            if m := _PROGRESS.match(line):  # -progress: "key=value" lines, once a second once the output is open
+                if m.group(1) == "frame" and m.group(2).isdigit():
+                    self.frames_out = self._out_before + int(m.group(2))
+                continue
             self._log_tail.append(line)
             log.debug("stream output %s: %s", self.path, line)
 
     def _stderr(self) -> str:
         return "\n".join(self._log_tail)[-800:]
+
+
+_PROGRESS = re.compile(r"^(frame|fps|stream_\d+_\d+_q|bitrate|total_size|out_time\w*|dup_frames|drop_frames|speed|"
+                       r"progress)=(.*)$")
 
 
 def _close(stream) -> None:

@@ -43,7 +43,7 @@ from engine.stages.detect import Detector, create_detector
 from engine.stages.detectors.parallel import FrameParallelDetector
 from engine.stages.detectors.yunet import STILL_BAR, TILE_CYCLE
 from engine.stages.identify import Identifier, NoIdentifier, is_visible
-from engine.stages.track import REPEAT_START_SCORE, FaceTracker
+from engine.stages.track import FaceTracker
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,9 @@ class Pipeline:
         self._coasted_last = True  # the frame before was coasted (or none yet): this one is detected
         self._last_unclaimed: list[np.ndarray] = []  # confident boxes no track took, last detected frame
         self._look: np.ndarray | None = None  # the last detected frame's signature (stages/scene.py)
-        # The frame detected after a cut found on a coasted frame: the new shot's weak faces have had no sighting
-        # to start a track on, so its boxes from REPEAT_START_SCORE up are hidden as found faces (one frame).
+        self._frame_before: np.ndarray | None = None  # the last frame's, coasted or not (a cut is one frame apart)
+        # A cut found on a coasted frame: the frame detected next is the new shot's first detected frame, and goes
+        # out whole as a first frame does (`process`: its weak faces have had no sighting to start a track on).
         self._after_cut = False
 
     @property
@@ -258,7 +259,10 @@ class Pipeline:
         self._coasted_last, self._last_unclaimed = detections is None, []  # after a fault, no coasting
         # Every detected live frame (0.1 ms at 1080p): the first coasted frame after coasting starts is compared with
         # it too. File mode never coasts.
-        self._look = None if self.offline else scene.look(frame)
+        look = None if self.offline else scene.look(frame)
+        fresh = None if look is None else "first-frame" if self._look is None else (
+            "scene-cut" if self._after_cut or scene.is_cut(self._frame_before, look) else None)
+        self._look = self._frame_before = look
         self._detected()
         if detections is None:
             self.faults[fault] += 1
@@ -280,13 +284,22 @@ class Pipeline:
             self.faults["identifier-error"] += 1
             for track in tracks:
                 track.identity = Identity.blurred(IDENTIFIER_ERROR)
+        if fresh:
+            # Live, a picture nobody in it was seen in before: a stream's first frame (and a reconnect's,
+            # `new_picture`) or another shot. A weak face (0.2-0.5: a profile, a dark face at the frame's edge) starts
+            # a track only on its second sighting: the dev clip's frame 45 as a first frame showed a 166 px profile
+            # scored 0.29 whole (a review, stop 44), and a phone switched to its back camera shows a street of
+            # faces at once. This frame goes out whole; its detections are the first sightings the next one needs.
+            report.whole_frame = fresh
+            report.faces = [_face_state(t) for t in tracks]
+            self._after_cut = False
+            self._coasted_last = True  # the next frame is detected, not coasted: it gives the second sightings
+            return self.anonymizer.whole(frame, index), report
         recognised = [t.xyxy for t in tracks if is_visible(t)]
         hidden = [t for t in tracks if not is_visible(t) and t.lost_frames == 0]
         hidden, ghosts = self._ghosts_apart(hidden, tracks)  # a pan's ghost box of him is covered as a guess
         found = [t.safety_box() for t in hidden]
-        bar = REPEAT_START_SCORE if self._after_cut else self.settings.confidence
-        unclaimed = self._unclaimed_detections(detections, tracks, min(bar, self.settings.confidence), ghosts)
-        self._after_cut = False
+        unclaimed = self._unclaimed_detections(detections, tracks, self.settings.confidence, ghosts)
         # A face found this frame is given twice, at its track's box and at its own detection (nearly the same
         # box), on purpose: the second pass is part of the measured privacy (one plain pass over the pair's
         # union leaked a 20 px store-aisle face, 0.47 -> 0.52). The anonymizer works such a pair as one region
@@ -305,6 +318,10 @@ class Pipeline:
         return self.anonymizer.apply(frame, index, found, guesses=lost, keep=recognised,
                                      revealable=revealable), report
 
+    def new_picture(self) -> None:
+        """The source reconnected or was switched (runner.py): its next detected frame is a first frame."""
+        self._look = self._frame_before = None
+
     def _coasts(self, frame: np.ndarray, prefetched: Future | None) -> bool:
         """Whether `frame` is coasted: live mode far behind, the frame before was detected, and this one's own
         detection has not been started already (on arrival: then it is taken)."""
@@ -319,7 +336,8 @@ class Pipeline:
         self._coasted_last = True
         self._detected()  # the next frame is detected: its detection may start now, while this one is anonymized
         report.coasted = True
-        if scene.is_cut(self._look, scene.look(frame)):
+        self._frame_before = scene.look(frame)
+        if scene.is_cut(self._look, self._frame_before):
             # Another shot: no track is anybody's here, and no detection has seen it yet. The tracks are not moved
             # (the next frame's detection judges them); the identifier's own check forgets who was shown.
             self._watch_coasted(frame, self.tracker.tracks)

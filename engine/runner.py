@@ -633,6 +633,7 @@ class Engine:
                     log.exception("the sound of %s could not follow the switch", self.source.spec)
                 period, next_due = 1.0 / self.source.info.fps, time.monotonic()
                 self.source_state = "running"
+                self.pipeline.new_picture()
                 timeline.restart()
                 self.stats.output_delays_ms.clear()  # another source's delay (its rate, its decoder)
             frame = self.source.read()
@@ -676,6 +677,7 @@ class Engine:
             try:
                 if self.source.reopen():
                     self.source_state = "running"
+                    self.pipeline.new_picture()  # its first frame after the gap goes out whole (Pipeline.process)
                     log.info("source %s is back", self.source.spec)
                     return
             except SourceError:

@@ -746,23 +746,31 @@ def _cmd_engine_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _engine_client():
-    """A client of the running engine, or None when none runs (then the CLI does the work itself)."""
+def _engine_client(photos: int = 0):
+    """A client of the running engine, or None when none runs (then the CLI does the work itself). `photos`: how
+    many it will enrol, each given time (a 40 MP photo takes seconds on a busy 2-core machine)."""
     from engine.client import ControlClient, default_paths, engine_running
 
     paths = default_paths()
-    return ControlClient(paths.socket, timeout=120.0) if engine_running(paths) else None
+    return ControlClient(paths.socket, timeout=120.0 + 30.0 * photos) if engine_running(paths) else None
 
 
 def _cmd_facebank_add(args: argparse.Namespace) -> int:
-    client = _engine_client()
+    from engine.client import ControlError
+
+    client = _engine_client(len(args.photos))
     name = escape(args.name)
     with console.status(f"enrolling {name}" + (" (in the running engine)" if client else "")):
         if client is not None:  # the engine has the models loaded and applies the change at once
-            with client:
-                added = client.request("facebank_add", name=args.name, paths=[str(Path(p).expanduser().resolve())
-                                                                              for p in args.photos],
-                                       face=args.choose)["added"]
+            paths = [str(Path(p).expanduser().resolve()) for p in args.photos]
+            try:
+                with client:
+                    added = client.request("facebank_add", name=args.name, paths=paths, face=args.choose)["added"]
+            except ControlError as exc:  # no answer is not a refusal: the engine may have saved them (a review)
+                if "lost the engine" in str(exc) or "closed the connection" in str(exc):
+                    raise ControlError(f"{exc}; the engine may still have saved the photos: `blurcast facebank "
+                                       "list` shows what the facebank holds") from exc
+                raise
         else:
             from facebank import Facebank
 
@@ -861,16 +869,18 @@ def _cmd_engine_stop(args: argparse.Namespace) -> int:
 
 
 def _cmd_engine_status(args: argparse.Namespace) -> int:
-    from engine.client import ControlClient, ControlError, default_paths
+    from engine.client import ControlClient, ControlError, default_paths, unanswering_engine
     from tui.format import status_rows
 
     try:
         with ControlClient(default_paths().socket) as client:
             t = client.request("status")
     except ControlError as exc:
+        hung = unanswering_engine()
+        state = f"running (pid {hung}) but not answering" if hung else "not running"
         if args.json:
-            print(json.dumps({"state": "not running", "error": str(exc)}))
-        console.print(f"engine not running ({escape(str(exc))})")
+            print(json.dumps({"state": state, "error": str(exc)}))
+        console.print(f"engine {state} ({escape(str(exc))})" + ("; `blurcast engine stop` ends it" if hung else ""))
         return 1
     if args.json:
         print(json.dumps(t, indent=2))

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["EXIT_ALREADY_RUNNING", "ControlClient", "ControlError", "EngineAlreadyRunning", "EnginePaths",
            "decode_preview", "default_paths", "engine_running", "hold_engine_lock", "start_background",
-           "stop_background"]
+           "stop_background", "unanswering_engine"]
 
 
 def state_dir() -> Path:
@@ -166,6 +166,12 @@ def engine_running(paths: EnginePaths | None = None) -> bool:
         return True
     except ControlError:
         return False
+
+
+def unanswering_engine(paths: EnginePaths | None = None) -> int | None:
+    """The pid of an engine process that runs but does not answer (hung, or suspended); None when none runs."""
+    pid = _read_pid(paths or default_paths())
+    return pid if pid is not None and _pid_alive(pid) and _is_engine(pid) else None
 
 
 EXIT_ALREADY_RUNNING = 3  # `blurcast engine start|serve` when another engine already runs on this state folder

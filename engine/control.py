@@ -51,7 +51,11 @@ class ControlServer:
             def handle(self) -> None:
                 server._serve_client(self.rfile, self.wfile)
 
-        self._server = _UnixServer(str(self.socket_path), _Handler)
+        try:
+            self._server = _UnixServer(str(self.socket_path), _Handler)
+        except OSError as exc:  # "AF_UNIX path too long": a socket's path holds 107 bytes at most
+            raise ControlError(f"cannot open the control socket {self.socket_path} ({exc.strerror or exc}); set "
+                               "BLURCAST_HOME to a shorter folder") from exc
         self._server.daemon_threads = True
         os.chmod(self.socket_path, 0o600)  # only the streamer's own user may steer the engine
         self._thread = threading.Thread(target=self._server.serve_forever, name="control", daemon=True)

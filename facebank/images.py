@@ -139,7 +139,8 @@ def load_photo(path: Path) -> Photo:
     if not path.exists():
         raise ImageRejected(_missing_reason(path))
     if not path.is_file():
-        raise ImageRejected("this is a folder, not a photo")
+        raise ImageRejected("this is a folder, not a photo" if path.is_dir() else
+                            "this is not a file but a pipe or a device, not a photo")
     try:
         size = path.stat().st_size
         if size > MAX_BYTES:

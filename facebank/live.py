@@ -41,6 +41,7 @@ class LiveGallery:
         self.extra = dict(extra or {})  # people added for one run only (`--allow PHOTO`), never stored
         self.poll_s = poll_s
         self._gallery = Gallery.empty()
+        self.error: str | None = None  # why the facebank could not be read (telemetry: it is not "0 people")
         self._version: tuple[int, int, int] | None = None
         self._checked = float("-inf")
         self._lock = threading.Lock()  # the control thread may call reload() while the frame loop reads
@@ -60,9 +61,10 @@ class LiveGallery:
             try:
                 people = {p.name: p.embeddings() for p in self.facebank.people()} if self.facebank else {}
                 gallery = Gallery.from_people({**people, **self.extra})
+                self.error = None
             except Exception as exc:  # any damage (even a wrong structure): nobody is recognised, never the old list
                 log.error("facebank unreadable, everybody is blurred until it is fixed: %s", exc)
-                gallery = Gallery.empty()
+                gallery, self.error = Gallery.empty(), str(exc) or type(exc).__name__
             self._gallery, self._version, self._checked = gallery, version, time.monotonic()
             log.info("facebank loaded: %d person(s), %d photo(s)", len(gallery), len(gallery.embeddings))
             return gallery

@@ -23,6 +23,7 @@ from engine.client import (
     engine_running,
     start_background,
     stop_background,
+    unanswering_engine,
 )
 from engine.protocol import MAX_LINE
 from tests.helpers import wait_for
@@ -178,12 +179,22 @@ def test_stop_ends_an_engine_that_no_longer_answers(dev_clip, tmp_path):
     pid = start_background(["--source", str(dev_clip), "--loop"], paths)
     os.kill(pid, signal.SIGSTOP)
     try:
+        assert unanswering_engine(paths) == pid  # `engine status`: "running but not answering", not "not running"
         assert stop_background(paths, wait_s=1.0) is True
         assert not engine_running(paths)
         wait_for(lambda: not _alive(pid), timeout=5, what="the engine gone")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_state_folder_too_deep_for_a_socket_says_so(tmp_path):
+    """A socket's path holds 107 bytes: a deeper BLURCAST_HOME gave a traceback (a review, stop 44)."""
+    from engine.control import ControlServer
+
+    deep = tmp_path / ("x" * 60) / ("y" * 60)
+    with pytest.raises(ControlError, match="set BLURCAST_HOME to a shorter folder"):
+        ControlServer(deep / "control.sock", {}, lambda: {})
 
 
 def _alive(pid: int) -> bool:

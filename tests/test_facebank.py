@@ -134,6 +134,8 @@ def test_missing_file(bank: Facebank, tmp_path: Path) -> None:
 
 def test_a_folder_is_not_a_photo(bank: Facebank, tmp_path: Path) -> None:
     _refused(bank, tmp_path, "this is a folder")
+    os.mkfifo(tmp_path / "pipe.jpg")  # was called a folder too (a review, stop 44)
+    _refused(bank, tmp_path / "pipe.jpg", "a pipe or a device")
 
 
 def test_a_text_file_named_jpg(bank: Facebank, tmp_path: Path) -> None:
@@ -478,3 +480,17 @@ def test_a_painting_behind_a_portrait_is_not_a_second_face(bank: Facebank) -> No
     assert enrolment.score >= 0.9 and 400 <= enrolment.face_px <= 500  # his face, 446 px wide, not the painting
     [same] = bank.gallery().match(bank.enroller.enrol(BIDEN).embedding[None])
     assert same.name == "Joe" and same.similarity > 0.5
+
+
+def test_a_damaged_facebank_is_said_to_be_unreadable_not_empty(bank: Facebank) -> None:
+    """Everybody is blurred (fail closed), and `engine status` said "facebank 0 people" with no word of why (the
+    reason was only in the engine's log: a review, stop 44). The gallery keeps the reason; telemetry publishes it."""
+    from tui.format import status_rows
+
+    bank.add("Barack", [OBAMA])
+    gallery = LiveGallery(bank)
+    assert len(gallery()) == 1 and gallery.error is None
+    bank.path.write_text('{"people": {"1": {"key": "x", "name": "X", "images": [{"embedding": [1, 2]}]}}}')
+    assert len(gallery.reload()) == 0 and gallery.error
+    rows = dict(status_rows({"facebank": {"people": 0, "photos": 0, "error": gallery.error}}))
+    assert rows["facebank"].startswith("UNREADABLE, everybody blurred")

@@ -245,8 +245,9 @@ def status_rows(t: dict[str, Any]) -> list[tuple[str, str]]:
         ("source", f"{src.get('spec', DASH)} ({src.get('kind', '?')}, {src.get('width', '?')}×"
                    f"{src.get('height', '?')}, {src.get('state', '?')})"),
         ("outputs", "; ".join(outputs_words(t)) or "none: nothing leaves the engine"),
-        ("facebank", DASH if people is None else f"{people} {'person' if people == 1 else 'people'}"
-                                                    f" ({plural(bank.get('photos', 0), 'photo')})"),
+        ("facebank", f"UNREADABLE, everybody blurred: {bank['error']}" if bank.get("error") else
+                     DASH if people is None else f"{people} {'person' if people == 1 else 'people'}"
+                                                 f" ({plural(bank.get('photos', 0), 'photo')})"),
         ("fps", f"{t.get('fps', 0):.1f}"),
         ("latency", f"p50 {number(t.get('latency_p50_ms'), 0)} / p95 {number(t.get('latency_p95_ms'), 0)} ms"
                     " (capture to anonymized)"),

@@ -204,7 +204,9 @@ class FacebankIdentifier:
         """The gallery in use now: lets the UI confirm that an enrolment has reached the engine."""
         gallery = self.gallery_provider()
         return {"people": len(gallery), "photos": len(gallery.embeddings), "embedded": self.embedded_total,
-                "background": self.worker is not None}
+                "background": self.worker is not None,
+                # a damaged facebank reads as nobody: said so, not as an empty facebank (a review, stop 44)
+                "error": getattr(self.gallery_provider, "error", None)}
 
     def run_in_background(self, on: bool) -> None:
         """Live mode (on): embeddings on a worker thread, so the frame loop never waits for the network;

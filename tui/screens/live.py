@@ -255,9 +255,12 @@ class LiveScreen(Screen):
             del self._shown[key]
         self._keep_cursor_on_selected(table)
         held = len(t.get("faces") or []) - len(faces)
-        people = (t.get("facebank") or {}).get("people")
+        bank = t.get("facebank") or {}
+        people = bank.get("people")
         # How many people the engine itself matches against: confirms an enrolment has reached it.
         known = "" if people is None else f" · facebank in use: {people} {'person' if people == 1 else 'people'}"
+        if bank.get("error"):  # damaged: everybody is blurred, and `f` shows why
+            known = " · facebank UNREADABLE: everybody blurred"
         table.border_title = (f"faces in view: {len(faces)}" + (f" (+{held} lost, held blurred)" if held else "")
                               + known)
         table.border_subtitle = "e: this is me · 0-9: pick by number"

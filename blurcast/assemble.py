@@ -19,6 +19,7 @@ from engine.pipeline import Pipeline
 from engine.runner import Engine
 from engine.service import ServeOptions, open_sink
 from engine.stages.detect import create_detector
+from engine.stages.sinks.stream import stream_format
 from engine.stages.sources import open_source
 from engine.stream_options import srt_output_url
 from facebank.enrol import EnrolError, Enroller, SeveralFaces
@@ -40,6 +41,11 @@ def build_engine(options: ServeOptions, settings: Settings, *, paths: EnginePath
     """Source, pipeline with the facebank identifier, and the sinks `options` asks for."""
     paths = paths or default_paths()
     store = Facebank(paths.facebank) if use_facebank else None
+    # Each stream output's URL checked before the source opens: an SRT listener source waits up to a minute for
+    # its sender, and `--out udp://...` was refused only after it (a review, stop 44)
+    outputs = [srt_output_url(url) for url in options.outputs]
+    for url in outputs:
+        stream_format(url)
     source = open_source(options.source, loop=options.loop)
     models = _networks_for(settings, source, options.loop)
     try:
@@ -60,8 +66,8 @@ def build_engine(options: ServeOptions, settings: Settings, *, paths: EnginePath
             if wanted:
                 engine.sinks.append(open_sink(kind, source, options.record, options.vcam_device,
                                               keep_existing=options.keep_existing, live=options.live))
-        for url in options.outputs:  # network streams, with the source's sound
-            engine.sinks.append(open_sink("stream", source, srt_output_url(url), bitrate_kbps=options.bitrate_kbps,
+        for url in outputs:  # network streams, with the source's sound
+            engine.sinks.append(open_sink("stream", source, url, bitrate_kbps=options.bitrate_kbps,
                                           keyframe_s=options.keyframe_s, preset=options.preset))
     except Exception:
         engine.close()

@@ -505,3 +505,16 @@ def test_a_live_run_whose_stream_output_never_connected_exits_1(tmp_path: Path, 
     finally:
         recorder.wait(timeout=20)
     assert (tmp_path / "far.ts").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("out", ["udp://127.0.0.1:9", "srt://127.0.0.1:9?passphrase=short"])
+def test_a_bad_stream_output_is_refused_before_the_source_waits_for_its_sender(out: str, capsys) -> None:
+    """An SRT listener source waits up to a minute for its phone: `--out udp://...` was refused only after that (a
+    review, stop 44)."""
+    from blurcast import cli
+
+    started = time.monotonic()
+    assert cli.main(["run", f"srt://:{free_port()}?mode=listener", "--no-facebank", "--out", out]) == 2
+    assert time.monotonic() - started < 10
+    err = " ".join(capsys.readouterr().err.split())
+    assert "unsupported stream output" in err or "passphrase" in err, err

@@ -500,7 +500,7 @@ def _to_bgr(frame: np.ndarray) -> np.ndarray:
 
 
 def _error_lines(tail) -> list[str]:
-    return [line for line in list(tail) if "rror" in line or "failed" in line or "refused" in line]
+    return [line for line in list(tail) if any(word in line for word in ("rror", "failed", "refused", "Invalid data"))]
 
 
 def _read_into(pipe, view: memoryview) -> bool:

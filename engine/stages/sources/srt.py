@@ -35,6 +35,8 @@ def srt_url(spec: str) -> tuple[str, bool]:
 def open_srt(spec: str, open_timeout_s: float | None = None) -> FFmpegSource:
     url, listener = srt_url(spec)
     open_timeout_s = open_timeout_s or (LISTEN_TIMEOUT_S if listener else 20.0)
-    hint = (f"no SRT sender reached {spec} (is the phone sending to this machine's address and port?)" if listener
+    secret = " with the same passphrase" if "passphrase=" in url else ""  # a wrong one is refused at the sender's end
+    hint = (f"no SRT sender reached {spec} (is the phone sending to this machine's address and port{secret}?)"
+            if listener
             else f"cannot pull SRT from {spec}: check host, port, streamid and passphrase, and that it is live")
     return FFmpegSource(spec, LIVE_INPUT, url, hint, open_timeout_s=open_timeout_s, waits_for_sender=listener)

@@ -274,6 +274,13 @@ def _check_one_person(name: str, stored: list[dict], enrolments: list[Enrolment]
                                              "name of its own")
 
 
+def _named(name: str) -> Any:
+    """The query for a person's document. Keys are compared through `name_key` again: one stored before names were
+    put in one Unicode form (NFC) may be in another, and must still be found (a review, stop 44)."""
+    key = name_key(name)
+    return Query().key.test(lambda stored: name_key(str(stored)) == key)
+
+
 def clean_name(name: str) -> str:
     cleaned = unicodedata.normalize("NFC", " ".join(str(name).split()))
     if not cleaned:
@@ -358,7 +365,7 @@ class Facebank:
         new: list[Enrolment] = []
         with self._transaction() as table:
             self._check_not_elsewhere(table, name, enrolments)
-            found = table.get(Query().key == name_key(name))
+            found = table.get(_named(name))
             _check_one_person(found["name"] if found else name, found["images"] if found else [], enrolments, agreed)
             images = list(found["images"]) if found else []  # stored as they are: no float round trips
             known = {image["sha256"] for image in images}
@@ -397,7 +404,7 @@ class Facebank:
         """The same photo enrolled under two names would make one face two people: refuse it."""
         shas = {e.sha256: e.path for e in enrolments}
         for doc in table.all():
-            if doc["key"] == name_key(name):
+            if name_key(doc["key"]) == name_key(name):
                 continue
             for image in doc.get("images", []):
                 if image["sha256"] in shas:
@@ -408,7 +415,7 @@ class Facebank:
         """Forget a person (their embeddings are deleted from the file): the name as stored (`name` matches it
         ignoring case and spacing), or None if there was nobody by that name."""
         with self._transaction() as table:
-            found = table.get(Query().key == name_key(name))
+            found = table.get(_named(name))
             if found is None:
                 return None
             table.remove(doc_ids=[found.doc_id])
@@ -543,7 +550,7 @@ def _apply_updates(doc: dict, updates: dict[tuple[str, str, str], ImageRecord | 
     """
     changed, images = False, []
     for image in doc.get("images", []):
-        key = (doc["key"], image["path"], image["sha256"])
+        key = (name_key(doc["key"]), image["path"], image["sha256"])
         if key not in updates:
             images.append(image)
             continue

@@ -16,10 +16,11 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +85,23 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def _stop_on_term_and_hangup() -> None:
+@contextmanager
+def _stop_on_term_and_hangup() -> Iterator[None]:
+    """For the run's length (`main` may be called in-process, by tests): the handlers before it come back after."""
     def stop(signum: int, frame: Any) -> None:
         for sig in (signal.SIGTERM, signal.SIGHUP):  # once: a second signal must not cut the clean-up short
             signal.signal(sig, signal.SIG_IGN)
         raise Terminated(signum)
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, stop)
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    before = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -357,7 +367,11 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    _stop_on_term_and_hangup()
+    with _stop_on_term_and_hangup():
+        return _run_inputs(args)
+
+
+def _run_inputs(args: argparse.Namespace) -> int:
     from blurcast import batch
     from engine.service import default_settings
     from engine.stages.source import classify
@@ -880,7 +894,8 @@ def _cmd_engine_status(args: argparse.Namespace) -> int:
         state = f"running (pid {hung}) but not answering" if hung else "not running"
         if args.json:
             print(json.dumps({"state": state, "error": str(exc)}))
-        console.print(f"engine {state} ({escape(str(exc))})" + ("; `blurcast engine stop` ends it" if hung else ""))
+        console.print(f"engine {state} ({escape(str(exc))})"
+                      + ("; starting up, or hung: `blurcast engine stop` ends it" if hung else ""))
         return 1
     if args.json:
         print(json.dumps(t, indent=2))

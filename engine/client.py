@@ -117,6 +117,8 @@ class ControlClient:
                 raise ControlError(f"the engine closed the connection during {cmd!r}")
             if not line.endswith(b"\n"):  # cut at MAX_LINE: the rest would be read as the next request's reply
                 self.close()
+                if len(line) < MAX_LINE:  # the end of the data mid-line: it went away while answering
+                    raise ControlError(f"the engine closed the connection during {cmd!r}")
                 raise ControlError(f"the reply to {cmd!r} is longer than {MAX_LINE} bytes")
         try:
             reply = json.loads(line)
@@ -330,7 +332,7 @@ def _end(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def stop_background(paths: EnginePaths | None = None, wait_s: float = 10.0) -> bool:
+def stop_background(paths: EnginePaths | None = None, wait_s: float = 30.0) -> bool:
     """Ask the engine to stop; SIGTERM it by pid if it does not answer. False if none was running."""
     paths = paths or default_paths()
     pid = _read_pid(paths)
@@ -354,8 +356,10 @@ def stop_background(paths: EnginePaths | None = None, wait_s: float = 10.0) -> b
     if pid and _pid_alive(pid) and _is_engine(pid):  # hung or suspended (SIGSTOP): "stopped" was said of it
         log.warning("the engine (pid %d) did not stop within %.0f s of being asked: killed it (a recording may "
                     "lack its last seconds)", pid, wait_s)
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        with suppress(ProcessLookupError, PermissionError):
+            # Its process group: its stream receivers and encoders with it (start_background gives it a session of
+            # its own), or they would hold their ports, orphaned (a review, stop 44)
+            os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline and _pid_alive(pid):
             time.sleep(0.05)

@@ -43,7 +43,7 @@ from engine.stages.detect import Detector, create_detector
 from engine.stages.detectors.parallel import FrameParallelDetector
 from engine.stages.detectors.yunet import STILL_BAR, TILE_CYCLE
 from engine.stages.identify import Identifier, NoIdentifier, is_visible
-from engine.stages.track import FaceTracker
+from engine.stages.track import REPEAT_START_SCORE, FaceTracker
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,11 @@ WEAK_BOX_MARGIN = 0.25
 # frame's time is not added to a lost track's hold: holds count detected frames, so a lost face stays hidden twice
 # as long meanwhile, and a face only a thinned-out tile sees (every 4 x TILE_CYCLE frames then) keeps its track.
 COAST_GROWTH = 0.1
+# Live, a picture nobody in it has been seen in (a stream's first frame, a reconnect's, a switched source's) goes out
+# whole: a weak face starts a track only on its second sighting (`process`). Not a cut within a stream: a pan's
+# frames pass for cuts (a crowd panned 3 % of the width a frame), and every one would go out whole. 0 turns it off
+# (bench/live_variants.py `--variant off:pipeline.FRESH_PICTURE_WHOLE=0`).
+FRESH_PICTURE_WHOLE = 1
 
 
 class Pipeline:
@@ -119,9 +124,8 @@ class Pipeline:
         self._coasted_last = True  # the frame before was coasted (or none yet): this one is detected
         self._last_unclaimed: list[np.ndarray] = []  # confident boxes no track took, last detected frame
         self._look: np.ndarray | None = None  # the last detected frame's signature (stages/scene.py)
-        self._frame_before: np.ndarray | None = None  # the last frame's, coasted or not (a cut is one frame apart)
-        # A cut found on a coasted frame: the frame detected next is the new shot's first detected frame, and goes
-        # out whole as a first frame does (`process`: its weak faces have had no sighting to start a track on).
+        # The frame detected after a cut found on a coasted frame: the new shot's weak faces have had no sighting
+        # to start a track on, so its boxes from REPEAT_START_SCORE up are hidden as found faces (one frame).
         self._after_cut = False
 
     @property
@@ -259,10 +263,9 @@ class Pipeline:
         self._coasted_last, self._last_unclaimed = detections is None, []  # after a fault, no coasting
         # Every detected live frame (0.1 ms at 1080p): the first coasted frame after coasting starts is compared with
         # it too. File mode never coasts.
-        look = None if self.offline else scene.look(frame)
-        fresh = None if look is None else "first-frame" if self._look is None else (
-            "scene-cut" if self._after_cut or scene.is_cut(self._frame_before, look) else None)
-        self._look = self._frame_before = look
+        fresh = not self.offline and FRESH_PICTURE_WHOLE and self._look is None and detections is not None
+        if not self.offline and (detections is not None or self._look is not None):  # a fault leaves a first frame
+            self._look = scene.look(frame)  # to the next detection (it gives the first sightings)
         self._detected()
         if detections is None:
             self.faults[fault] += 1
@@ -285,21 +288,22 @@ class Pipeline:
             for track in tracks:
                 track.identity = Identity.blurred(IDENTIFIER_ERROR)
         if fresh:
-            # Live, a picture nobody in it was seen in before: a stream's first frame (and a reconnect's,
-            # `new_picture`) or another shot. A weak face (0.2-0.5: a profile, a dark face at the frame's edge) starts
-            # a track only on its second sighting: the dev clip's frame 45 as a first frame showed a 166 px profile
-            # scored 0.29 whole (a review, stop 44), and a phone switched to its back camera shows a street of
-            # faces at once. This frame goes out whole; its detections are the first sightings the next one needs.
-            report.whole_frame = fresh
+            # Live, a picture nobody in it was seen in before: a stream's first frame, a reconnect's or a switched
+            # source's (`new_picture`). A weak face (0.2-0.5: a profile, a dark face at the frame's edge) starts a
+            # track only on its second sighting: the dev clip's frame 45 as a first frame showed a 166 px profile
+            # scored 0.29 whole (a review, stop 44). This frame goes out whole; its detections are the first
+            # sightings the next frame needs.
+            report.whole_frame = "first-frame"
             report.faces = [_face_state(t) for t in tracks]
-            self._after_cut = False
             self._coasted_last = True  # the next frame is detected, not coasted: it gives the second sightings
             return self.anonymizer.whole(frame, index), report
         recognised = [t.xyxy for t in tracks if is_visible(t)]
         hidden = [t for t in tracks if not is_visible(t) and t.lost_frames == 0]
         hidden, ghosts = self._ghosts_apart(hidden, tracks)  # a pan's ghost box of him is covered as a guess
         found = [t.safety_box() for t in hidden]
-        unclaimed = self._unclaimed_detections(detections, tracks, self.settings.confidence, ghosts)
+        bar = REPEAT_START_SCORE if self._after_cut else self.settings.confidence
+        unclaimed = self._unclaimed_detections(detections, tracks, min(bar, self.settings.confidence), ghosts)
+        self._after_cut = False
         # A face found this frame is given twice, at its track's box and at its own detection (nearly the same
         # box), on purpose: the second pass is part of the measured privacy (one plain pass over the pair's
         # union leaked a 20 px store-aisle face, 0.47 -> 0.52). The anonymizer works such a pair as one region
@@ -320,7 +324,7 @@ class Pipeline:
 
     def new_picture(self) -> None:
         """The source reconnected or was switched (runner.py): its next detected frame is a first frame."""
-        self._look = self._frame_before = None
+        self._look = None
 
     def _coasts(self, frame: np.ndarray, prefetched: Future | None) -> bool:
         """Whether `frame` is coasted: live mode far behind, the frame before was detected, and this one's own
@@ -336,8 +340,7 @@ class Pipeline:
         self._coasted_last = True
         self._detected()  # the next frame is detected: its detection may start now, while this one is anonymized
         report.coasted = True
-        self._frame_before = scene.look(frame)
-        if scene.is_cut(self._look, self._frame_before):
+        if scene.is_cut(self._look, scene.look(frame)):
             # Another shot: no track is anybody's here, and no detection has seen it yet. The tracks are not moved
             # (the next frame's detection judges them); the identifier's own check forgets who was shown.
             self._watch_coasted(frame, self.tracker.tracks)

@@ -444,14 +444,14 @@ class Engine:
         background = getattr(self.pipeline.identifier, "run_in_background", None)
         if background is not None:  # embeddings off the frame path (engine/recognition/identify_worker.py)
             background(True)
-        index, last = 0, None
+        index, last, seen_picture = 0, None, 0
         # A gap of a few frame periods is a stall: what the lookahead holds goes out then, not late. A shorter
         # one (a slow or bursty source) keeps it: flushing there would silently turn the lookahead off.
         stall_s = max(0.2, STALL_PERIODS / max(self.source.info.fps, 1.0))
         try:
             while not self.stop_event.is_set():
                 try:
-                    frame, captured, source_index, position = mailbox.get(timeout=0.2)
+                    frame, captured, source_index, position, picture = mailbox.get(timeout=0.2)
                 except queue.Empty:
                     self._apply_pending()
                     if last is not None and time.monotonic() - last > stall_s:
@@ -459,6 +459,9 @@ class Engine:
                     continue
                 dt = (captured - last) if last is not None else 1.0 / self.source.info.fps
                 last = captured
+                if picture != seen_picture:  # the first frame after a reconnect or a switch (not an old one still
+                    self.pipeline.new_picture()  # waiting in the mailbox): it goes out whole (Pipeline.process)
+                    seen_picture = picture
                 tag = _LiveTag(source_index, position, captured)
                 for safe, held_tag in self._look_ahead(self.process_one(frame, index, dt, captured), tag):
                     self._emit(safe, held_tag)
@@ -623,6 +626,7 @@ class Engine:
         period = 1.0 / self.source.info.fps
         next_due = time.monotonic()
         timeline = _Timeline()
+        picture = 0  # which picture the frames are of: a reconnect or a source switch starts another
         while not self.stop_event.is_set():
             if self._next_source is not None:
                 old, self.source, self._next_source = self.source, self._next_source, None
@@ -633,12 +637,13 @@ class Engine:
                     log.exception("the sound of %s could not follow the switch", self.source.spec)
                 period, next_due = 1.0 / self.source.info.fps, time.monotonic()
                 self.source_state = "running"
-                self.pipeline.new_picture()
+                picture += 1
                 timeline.restart()
                 self.stats.output_delays_ms.clear()  # another source's delay (its rate, its decoder)
             frame = self.source.read()
             if frame is None:
                 self._recover_source()
+                picture += 1  # a reconnect's frames: nobody in them has been seen for a while
                 continue
             captured = time.monotonic()
             # Only while keeping up: behind, a frame waiting in the mailbox is replaced by the next one, and its
@@ -652,7 +657,7 @@ class Engine:
             source_index = self.sound.index(getattr(self.source, "last_index", None))
             position = timeline.position(self.source, source_index, captured)
             self.sound.placed(source_index, position)
-            item = (frame, captured, source_index, position)
+            item = (frame, captured, source_index, position, picture)
             try:
                 mailbox.put_nowait(item)
             except queue.Full:  # behind: the oldest waiting frame makes room for the newer one
@@ -677,7 +682,6 @@ class Engine:
             try:
                 if self.source.reopen():
                     self.source_state = "running"
-                    self.pipeline.new_picture()  # its first frame after the gap goes out whole (Pipeline.process)
                     log.info("source %s is back", self.source.spec)
                     return
             except SourceError:

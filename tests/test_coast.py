@@ -258,7 +258,10 @@ def test_the_streamer_stays_shown_in_coasted_frames_until_a_cut(clip_all, tmp_pa
     lookahead = Lookahead(1)
     shown_coasted, out = [], {}
     try:
+        # From frame 1: the first frame goes out whole and the next one is detected, so the odd frames are coasted
         for index, frame in enumerate(frames[:213]):
+            if index == 0:
+                continue
             safe, report = pipeline.process(frame.copy(), index, 1 / 29.97)
             if report.coasted and 150 <= index < 211:
                 shown_coasted.append(any(f.visible for f in report.faces))
@@ -268,8 +271,7 @@ def test_the_streamer_stays_shown_in_coasted_frames_until_a_cut(clip_all, tmp_pa
         pipeline.close()
     assert np.mean(shown_coasted) >= 0.9, f"shown in {sum(shown_coasted)} of {len(shown_coasted)} coasted frames"
     safe, report = out[211]
-    # Coasted, or (the alternation shifted by the whole frames at the clip's earlier cuts) detected and whole
-    assert (report.coasted or report.whole_frame == "scene-cut") and not any(f.visible for f in report.faces)
+    assert report.coasted and not any(f.visible for f in report.faces)
     assert visible_faces(frames[211], safe.image, truth[211]) == 0
 
 
@@ -371,9 +373,8 @@ def test_a_live_engine_far_behind_coasts_and_hides_every_face(clip_all, dev_clip
     telemetry = engine.telemetry()
     engine.close()
     assert telemetry["coasted_frames"] >= 40 and not telemetry["faults"], telemetry
-    # The first frame; at each of the clip's 3 cuts the coasted frame and the detected one after it (a fast pan may
-    # pass for one more)
-    assert whole[0] == "first-frame" and set(whole[1:]) <= {"scene-cut"} and len(whole) <= 9, whole
+    # the first frame; a coasted frame at each of the clip's 3 cuts (a fast pan may pass for one)
+    assert whole[0] == "first-frame" and set(whole[1:]) <= {"scene-cut"} and len(whole) <= 7, whole
     assert len(recorder.frames) >= 150, "coasting, most frames go out"
     leaked = sum(visible_faces(frames[i], image, truth.get(i, [])) for i, image in recorder.frames.items())
     assert leaked == 0, f"{leaked} annotated faces visible in {len(recorder.frames)} frames sent"

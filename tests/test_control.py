@@ -175,14 +175,21 @@ def test_recording_and_settings_persist_across_restart(dev_clip, tmp_path):
 def test_stop_ends_an_engine_that_no_longer_answers(dev_clip, tmp_path):
     """A suspended (SIGSTOP) or hung engine: `engine stop` said "engine stopped" while it still ran, and the next
     start was refused as "already running" (a review, stop 44). Asked, then SIGTERMed, then killed."""
+    from tests.stream_util import free_port
+
     paths = EnginePaths(tmp_path / "state")
-    pid = start_background(["--source", str(dev_clip), "--loop"], paths)
+    pid = start_background(["--source", str(dev_clip), "--loop", "--out", f"srt://:{free_port()}?mode=listener"],
+                           paths)
+    children = {int(p) for task in Path(f"/proc/{pid}/task").iterdir()
+                for p in (task / "children").read_text().split()}
+    assert children, "the stream output's FFmpeg"
     os.kill(pid, signal.SIGSTOP)
     try:
         assert unanswering_engine(paths) == pid  # `engine status`: "running but not answering", not "not running"
         assert stop_background(paths, wait_s=1.0) is True
         assert not engine_running(paths)
         wait_for(lambda: not _alive(pid), timeout=5, what="the engine gone")
+        wait_for(lambda: not any(_alive(c) for c in children), timeout=5, what="its FFmpeg children gone (port held)")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from engine import pipeline as pipeline_module
 from engine.config import Settings
 from engine.models.backends import OpenVinoRunner
 from engine.pipeline import Pipeline
@@ -51,7 +52,14 @@ class Counting:
         return self.inner.detect(frame, min_score)
 
 
-def test_a_frame_detected_on_arrival_is_detected_once(frames_1080p) -> None:
+@pytest.fixture
+def mid_stream(monkeypatch) -> None:
+    """Frames taken as mid-stream ones: a stream's first frame goes out whole (pipeline.FRESH_PICTURE_WHOLE, tested
+    in tests/test_pipeline.py), which these tests of the detection's timing are not about."""
+    monkeypatch.setattr(pipeline_module, "FRESH_PICTURE_WHOLE", 0)
+
+
+def test_a_frame_detected_on_arrival_is_detected_once(frames_1080p, mid_stream) -> None:
     pipeline = Pipeline(SETTINGS)
     counting = Counting(pipeline.detector)
     pipeline.detector = counting
@@ -63,7 +71,7 @@ def test_a_frame_detected_on_arrival_is_detected_once(frames_1080p) -> None:
     pipeline.close()
 
 
-def test_a_frame_dropped_after_its_detection_started_costs_no_blurred_frame(frames_1080p) -> None:
+def test_a_frame_dropped_after_its_detection_started_costs_no_blurred_frame(frames_1080p, mid_stream) -> None:
     pipeline = Pipeline(SETTINGS)
     dropped, taken = frames_1080p[10].copy(), frames_1080p[11].copy()
     assert pipeline.detect_on_arrival(dropped)
@@ -174,7 +182,7 @@ def test_a_frame_is_anonymized_with_its_own_detection_when_the_next_one_starts(f
     pipeline.close()
 
 
-def test_a_frame_queued_behind_the_next_ones_detection_leaves_it_to_that_frame(frames_1080p) -> None:
+def test_a_frame_queued_behind_the_next_ones_detection_leaves_it_to_that_frame(frames_1080p, mid_stream) -> None:
     """The loop took frame N (no early detection); N+1 arrived and its detection started: N queues behind it,
     and N+1 then takes the detection already made for it (two detections, not three)."""
     pipeline = Pipeline(SETTINGS)

@@ -494,7 +494,11 @@ def test_a_live_run_whose_stream_output_never_connected_exits_1(tmp_path: Path, 
     subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=320x240:r=30", "-t", "3", "-pix_fmt",
                     "yuv420p", str(clip)], check=True)
     nowhere = f"srt://127.0.0.1:{free_port()}?mode=caller"
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
     assert cli.main(["run", str(clip), "--live", "--no-facebank", "--out", nowhere]) == 1
+    assert signal.getsignal(signal.SIGTERM) is before, "run's SIGTERM handler outlived it (in-process callers)"
     assert "no frame reached srt://127.0.0.1" in " ".join(capsys.readouterr().err.split())
     port = free_port()
     recorder = record(f"srt://:{port}?mode=listener", tmp_path / "far.ts")

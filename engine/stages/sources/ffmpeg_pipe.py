@@ -65,7 +65,10 @@ DECODE_TS = ["-probesize", "500000", "-analyzeduration", "500000", "-f", "mpegts
 # probe's whole length is spent: 3 s, so not for every stream); where it did, the decoder is given that rate.
 DECODE_TS_LONG = ["-probesize", "5000000", "-analyzeduration", "3000000", "-f", "mpegts", "-i", "pipe:0"]
 MAX_FPS = 240.0  # an output rate above this is FFmpeg's guess (90k: the MPEG-TS clock), not the picture's
-CONFIGURE_S = 8.0  # the decoder's long probe, and then some: no size and rate stated by then ends the connection
+# No size and rate stated by then ends the connection. The decoder states them at its first decoded frame: a sender
+# joined mid-GOP is waited on up to its next keyframe (IRL apps: 1-2 s; OBS's "auto" on a custom server: 250 frames,
+# 8.3 s at 30 fps, 10 s at 25), plus the long probe.
+CONFIGURE_S = 15.0
 FRAME_QUEUE = 3  # frames decoded but not yet taken; older ones are dropped (the engine keeps only the newest)
 
 
@@ -464,7 +467,8 @@ def _waiting_since(session: _Session, waits_for_sender: bool) -> float:
         return session.started
     if session.decoding_since is None:
         return float("inf")  # still listening: never stale
-    return session.last_frame or session.decoding_since
+    # Not before the decoder could state its picture (CONFIGURE_S): a long GOP joined midway is no stall
+    return (session.last_frame or session.decoding_since) + (0 if session.last_frame else CONFIGURE_S)
 
 
 def stated_fps(video_line: str | None) -> float | None:

@@ -25,6 +25,7 @@ from engine.recognition.recognize import EMBEDDING_DIM
 from facebank import EnrolError, Enroller, Facebank, default_path
 from facebank.images import MAX_BYTES, MAX_PIXELS
 from facebank.live import LiveGallery
+from facebank.store import FacebankError
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BLURCAST_DATA") or REPO.parent / "shared" / "data")
@@ -512,3 +513,21 @@ def test_a_damaged_facebank_is_said_to_be_unreadable_not_empty(bank: Facebank) -
     assert len(gallery.reload()) == 0 and gallery.error
     rows = dict(status_rows({"facebank": {"people": 0, "photos": 0, "error": gallery.error}}))
     assert rows["facebank"].startswith("UNREADABLE, everybody blurred")
+
+
+def test_a_facebank_made_read_only_is_left_as_it_is(bank: Facebank) -> None:
+    """chmod 0400 on the facebank: an add replaced it (the rename needs the folder's permission only) and reset it
+    to 0600 without a word (a review, stop 44). Refused, nothing changed."""
+    bank.add("Barack", [OBAMA])
+    before = bank.path.read_bytes()
+    os.chmod(bank.path, 0o400)
+    try:
+        with pytest.raises(FacebankError, match="read-only"):
+            bank.add("Joe", [BIDEN])
+        with pytest.raises(FacebankError, match="read-only"):
+            bank.remove("Barack")
+        assert bank.path.read_bytes() == before and (bank.path.stat().st_mode & 0o777) == 0o400
+        assert [p.name for p in bank.people()] == ["Barack"]
+    finally:
+        os.chmod(bank.path, 0o600)
+

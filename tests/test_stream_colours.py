@@ -60,10 +60,11 @@ class KeepSink:
     name = "keep"
 
     def __init__(self) -> None:
-        self.images: list[np.ndarray] = []
+        self.images: list[np.ndarray] = []  # the frames not blurred whole (a stream's first frame is: fail closed)
 
     def write(self, frame: SafeFrame) -> None:
-        self.images.append(frame.image.copy())
+        if not frame.whole_frame:
+            self.images.append(frame.image.copy())
 
     def close(self) -> None:
         pass

@@ -119,7 +119,10 @@ def _children() -> set[int]:
 
     pids: set[int] = set()
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        pids |= {int(p) for p in (task / "children").read_text().split()}
+        try:  # a thread may end between listing and reading
+            pids |= {int(p) for p in (task / "children").read_text().split()}
+        except OSError:
+            continue
     return pids
 
 

@@ -81,10 +81,12 @@ def _listen(spec: str, start_sender: Callable[[], subprocess.Popen]) -> tuple[FF
 
 
 def _round_trip(source_spec: str, sender_url: str, sender_fmt: str, out_url: str, recorder_url: str,
-                recorder_args: list[str], path: Path, seconds: float = 6.0) -> Engine:
+                recorder_args: list[str], path: Path, seconds: float = 6.0,
+                sender_extra: list[str] | None = None) -> Engine:
     pipeline = Pipeline(Settings())
     recorder = record(recorder_url, path, recorder_args)
-    source, sender = _listen(source_spec, lambda: send(sync_inputs(320, 240, 30, seconds), sender_url, sender_fmt))
+    source, sender = _listen(source_spec, lambda: send(sync_inputs(320, 240, 30, seconds), sender_url, sender_fmt,
+                                                       sender_extra))
     engine = Engine(Settings(), source, pipeline=pipeline)
     sink = open_sink("stream", source, out_url, bitrate_kbps=1000, keyframe_s=1.0)  # as `--out URL` does
     assert isinstance(sink, StreamSink) and sink.has_sound, "the source's sound must go along"
@@ -129,6 +131,48 @@ def test_rtmp_in_and_out_keeps_sound_in_sync(tmp_path: Path) -> None:
                          out)
     assert engine.stats.frames > 60
     _assert_synced(out)
+
+
+def test_http_pull_in_and_srt_out_keeps_sound_in_sync(tmp_path: Path) -> None:
+    """An IP camera or encoder serving MPEG-TS over HTTP (FFmpeg's `-listen 1`): the rig pulls it, calling again
+    until the server is up, as for a camera that boots after the rig."""
+    pin, pout = free_port(), free_port()
+    out = tmp_path / "http.ts"
+    engine = _round_trip(f"http://127.0.0.1:{pin}/cam.ts", f"http://127.0.0.1:{pin}/cam.ts", "mpegts",
+                         f"srt://127.0.0.1:{pout}?mode=caller", f"srt://127.0.0.1:{pout}?mode=listener", [], out,
+                         sender_extra=["-listen", "1"])
+    assert engine.stats.frames > 60
+    _assert_synced(out)
+
+
+def test_a_pulled_stream_that_goes_away_is_pulled_again_without_raw_frames() -> None:
+    """The camera's server restarts (a reboot, a Wi-Fi drop): the source is lost, nothing reaches the sinks while
+    it is, and the rig pulls again once the server is back."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/cam.ts"
+    first = send(sync_inputs(320, 240, 30, 3), url, extra=["-listen", "1"])
+    source = open_source(url, open_timeout_s=15)
+    source.stall_s = 1.0
+    engine = Engine(Settings(), source)
+    sink = ListSink(engine)
+    engine.sinks.append(sink)
+    thread = _live(engine)
+    first.wait(timeout=20)
+    gone = time.monotonic()
+    states = set()
+    while time.monotonic() < gone + 3.0:
+        states.add(engine.source_state)
+        time.sleep(0.05)
+    back_at = time.monotonic()
+    emitted_while_gone = [f for f in sink.frames if gone + 1.5 < f[0] < back_at]
+    second = send(sync_inputs(320, 240, 30, 4), url, extra=["-listen", "1"])
+    second.wait(timeout=30)
+    _stop(engine, thread)
+    assert first.returncode == 0 and second.returncode == 0, "each server was served to its end"
+    assert states & {"lost", "reconnecting"}, f"the source never said it was gone: {states}"
+    assert emitted_while_gone == [], "frames reached the sinks while the camera's server was gone"
+    resumed = [f for f in sink.frames if f[0] > back_at]
+    assert len(resumed) > 30, f"{len(resumed)} frames after the server came back: not pulled again"
 
 
 def test_a_recording_of_a_stream_keeps_its_sound_in_sync_across_a_reconnect(tmp_path: Path) -> None:

@@ -321,7 +321,7 @@ def _add_engine(sub) -> None:
 
 
 def _add_facebank(sub) -> None:
-    p = sub.add_parser("facebank", help="the people who stay visible: add, list, remove",
+    p = sub.add_parser("facebank", help="the people who stay visible: add, list, rename, remove",
                        description="The facebank lives in $BLURCAST_HOME/facebank.json. A running engine picks up "
                                    "every change within a second, no restart.")
     fsub = p.add_subparsers(title="actions", metavar="ACTION", required=True)
@@ -335,6 +335,10 @@ def _add_facebank(sub) -> None:
     rm = fsub.add_parser("remove", help="remove a person")
     rm.add_argument("name")
     rm.set_defaults(func=_cmd_facebank_remove)
+    mv = fsub.add_parser("rename", help="give a person another name (their photos stay)")
+    mv.add_argument("name", help="the name on the facebank (any case)")
+    mv.add_argument("new_name", help="the name to show from now on")
+    mv.set_defaults(func=_cmd_facebank_rename)
 
 
 def _add_eval_recognition(sub) -> None:
@@ -830,6 +834,23 @@ def _cmd_facebank_remove(args: argparse.Namespace) -> int:
         if removed is None:
             raise ValueError(f"{args.name!r} is not on the facebank")
     console.print(f"removed {escape(str(removed))}")  # as stored: "alice" removes "Alice"
+    return 0
+
+
+def _cmd_facebank_rename(args: argparse.Namespace) -> int:
+    client = _engine_client()
+    if client is not None:
+        with client:
+            reply = client.request("facebank_rename", name=args.name, new_name=args.new_name)
+        renamed = (reply.get("renamed", args.name), reply.get("name", args.new_name))
+    else:
+        from facebank.live import LiveFacebank, LiveGallery
+        from facebank.store import Facebank
+
+        renamed = LiveFacebank(Facebank(), LiveGallery(None)).rename(args.name, args.new_name)
+        if renamed is None:
+            raise ValueError(f"{args.name!r} is not on the facebank")
+    console.print(f"renamed {escape(str(renamed[0]))} to {escape(str(renamed[1]))}")
     return 0
 
 

@@ -7,8 +7,8 @@ A request is one JSON object per line with a `cmd` and its arguments; the reply 
 Commands (engine/service.py implements them): ping, status, settings, limits, stream_limits, set {settings},
 panic {on}, pause {on}, preview {max_width}, source {spec, loop}, sink_start {kind, path; a stream: bitrate_kbps,
 keyframe_s, preset, srt_latency_ms, srt_passphrase}, sink_stop {name},
-facebank_list, facebank_add {name, paths, face}, facebank_remove {name}, facebank_refresh, enrol_track {name, track_id,
-seconds}, facebank_reload, subscribe {hz}, shutdown.
+facebank_list, facebank_add {name, paths, face}, facebank_remove {name}, facebank_rename {name, new_name},
+facebank_refresh, enrol_track {name, track_id, seconds}, facebank_reload, subscribe {hz}, shutdown.
 
 Standard library only: a client that imports this loads no model, no OpenCV, no engine internals.
 """

@@ -121,7 +121,9 @@ class FacebankCommands(Protocol):
 
     def add(self, name: str, paths: Sequence[str], face: int | None = None) -> int: ...
 
-    def remove(self, name: str) -> bool: ...
+    def remove(self, name: str) -> str | None: ...
+
+    def rename(self, name: str, new_name: str) -> tuple[str, str] | None: ...
 
     def enrol_crops(self, name: str, crops: list, order: list[int] | None = None) -> int: ...
 
@@ -164,6 +166,7 @@ class EngineService:
             "facebank_list": lambda r: {"people": self._facebank().list()},
             "facebank_add": self._facebank_add,
             "facebank_remove": self._facebank_remove,
+            "facebank_rename": self._facebank_rename,
             "facebank_refresh": lambda r: {"message": self._facebank().refresh()},
             "enrol_track": self._enrol_track,
             "facebank_reload": self._facebank_reload,
@@ -290,6 +293,13 @@ class EngineService:
             raise ValueError(f"{name!r} is not on the facebank")
         self.engine.hide_kept()  # frames a lookahead holds must not show them either
         return {"removed": removed}
+
+    def _facebank_rename(self, request: dict) -> dict:
+        name, new_name = _str_arg(request, "name"), _str_arg(request, "new_name")
+        renamed = self._facebank().rename(name, new_name)
+        if renamed is None:
+            raise ValueError(f"{name!r} is not on the facebank")
+        return {"renamed": renamed[0], "name": renamed[1]}
 
     def _enrol_track(self, request: dict) -> dict:
         """Start gathering a live face's frames; progress and the outcome come in telemetry's `enrolment`."""

@@ -9,7 +9,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +22,7 @@ from engine.recognition.gallery import Gallery
 from engine.recognition.identify_facebank import FacebankIdentifier, Policy
 from engine.recognition.recognize import create_embedder
 from facebank.enrol import MIN_FACE_PX, MIN_SHARPNESS, SAME_PERSON, EnrolError, Enrolment
-from facebank.store import Facebank, ImageRecord, clean_name, model_tag, name_key
+from facebank.store import Facebank, FacebankError, ImageRecord, clean_name, model_tag, name_key
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,28 @@ class LiveFacebank:
         self.gallery.reload()
         return removed
 
+    def rename(self, name: str, new_name: str) -> tuple[str, str] | None:
+        """(the name as stored, the new name), or None where nobody had `name` (Facebank.rename). Their live crops
+        move to the new name's folder; should the file's update fail, they move back."""
+        new_name = clean_name(new_name)
+        with self._lock:
+            old_dir, new_dir = self.crops_of(name), self.crops_of(new_name)
+            moving = old_dir != new_dir and old_dir.is_dir() and self.facebank.person(name) is not None
+            if moving:
+                with suppress(OSError):
+                    new_dir.rmdir()  # an empty folder left behind; one with files is refused below
+                if new_dir.exists():
+                    raise FacebankError(f"cannot rename {name}: {new_dir} holds another person's face crops")
+                os.rename(old_dir, new_dir)  # first: a crash before the file's update leaves paths "missing", kept
+            renamed = None
+            try:
+                renamed = self.facebank.rename(name, new_name, _moved(old_dir, new_dir) if moving else None)
+            finally:
+                if moving and renamed is None:  # refused, failed, or removed meanwhile by another process
+                    os.rename(new_dir, old_dir)
+        self.gallery.reload()
+        return renamed
+
     def refresh_if_stale(self) -> None:
         """Photos embedded by an older model or recipe do not count (fail closed); embed them again at start,
         so an upgrade does not leave the streamer blurred until someone re-enrols them (`e` on the UI's facebank
@@ -228,6 +250,17 @@ class LiveFacebank:
     def _crops_of(self, name: str) -> list[Path]:
         folder = self.crops_of(name)
         return sorted(folder.glob("*.png")) if folder.is_dir() else []
+
+
+def _moved(old_dir: Path, new_dir: Path) -> Callable[[str], str]:
+    """A stored photo path's new place once `old_dir` became `new_dir` (other paths stay as they are)."""
+    old = old_dir.resolve()
+
+    def moved(path: str) -> str:
+        photo = Path(path)
+        return str(new_dir / photo.name) if photo.parent.resolve() == old else path
+
+    return moved
 
 
 def _image_view(image: ImageRecord) -> dict:

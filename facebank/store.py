@@ -21,7 +21,7 @@ import stat
 import tempfile
 import time
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -428,6 +428,27 @@ class Facebank:
             table.remove(doc_ids=[found.doc_id])
         log.info("removed %s from the facebank", found["name"])
         return found["name"]
+
+    def rename(self, name: str, new_name: str,
+               moved: Callable[[str], str] | None = None) -> tuple[str, str] | None:
+        """Give a person another name (a typo, a nickname); their photos and embeddings stay. Returns (the name as
+        stored, the new name), or None where nobody had `name`. `moved` maps each stored photo path to where the
+        file now is (live crops sit in a folder named after the name). Another person's name is refused: two people
+        under one name would be one person."""
+        new_name = clean_name(new_name)
+        with self._transaction() as table:
+            found = table.get(_named(name))
+            if found is None:
+                return None
+            other = table.get(_named(new_name))
+            if other is not None and other.doc_id != found.doc_id:
+                raise FacebankError(f"{other['name']} is already on the facebank: remove one of them first, or add "
+                                    f"the photos to {other['name']}")
+            images = [dict(image, path=moved(image["path"])) for image in found["images"]] if moved \
+                else found["images"]
+            table.update({"key": name_key(new_name), "name": new_name, "images": images}, doc_ids=[found.doc_id])
+        log.info("renamed %s to %s on the facebank", found["name"], new_name)
+        return found["name"], new_name
 
     def refresh(self) -> RefreshReport:
         """Re-embed photos whose file changed since enrolment (or that an older model embedded).

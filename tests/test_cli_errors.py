@@ -71,6 +71,10 @@ def test_names_and_paths_with_brackets_are_shown_as_typed(biden, obama, tmp_path
     listed = blurcast("facebank", "list")
     assert listed.returncode == 0 and "[bold red]Rich[/]" in listed.stdout and "x[/bold]" in listed.stdout
     one_line_error(blurcast("facebank", "remove", "[/]"), 2, "'[/]' is not on the facebank")
+    one_line_error(blurcast("facebank", "rename", "[/]", "x"), 2, "'[/]' is not on the facebank")
+    one_line_error(blurcast("facebank", "rename", "x[/BOLD]", "[red]y[/]"), 0, "renamed x[/bold] to [red]y[/]")
+    one_line_error(blurcast("facebank", "rename", "[red]y[/]", "[bold red]rich[/]"), 2,
+                   "[bold red]Rich[/] is already on the facebank")
     one_line_error(blurcast("facebank", "remove", "[BOLD RED]rich[/]"), 0, "removed [bold red]Rich[/]")  # as stored
     photo = tmp_path / "in" / "clip [final].jpg"
     photo.parent.mkdir()

@@ -38,8 +38,9 @@ def test_add_list_remove_and_clear_refusals(engine, tmp_path):
     text = tmp_path / "notes.jpg"
     text.write_text("not a picture")
     with _client(engine) as client:
-        with contextlib.suppress(ControlError):  # a failed run of this test may have left him enrolled
-            client.request("facebank_remove", name="Lin")
+        for name in ("Lin", "Lin-Manuel"):  # a failed run of this test may have left him enrolled
+            with contextlib.suppress(ControlError):
+                client.request("facebank_remove", name=name)
         with pytest.raises(ControlError, match="not a picture"):
             client.request("facebank_add", name="X", paths=[str(text)])
         with pytest.raises(ControlError, match="paths"):
@@ -52,7 +53,17 @@ def test_add_list_remove_and_clear_refusals(engine, tmp_path):
         assert person["images"][0]["path"] == str(PERFORMER_PHOTO.resolve()) and person["images"][0]["grade"]
         # Applied by the engine itself, at once: its telemetry counts him without any reload message.
         assert client.request("status")["facebank"]["people"] == 1
-        assert client.request("facebank_remove", name=" LIN ") == {"removed": "Lin"}  # the name as stored
+        with pytest.raises(ControlError, match="new_name"):
+            client.request("facebank_rename", name="Lin")
+        with pytest.raises(ControlError, match="not on the facebank"):
+            client.request("facebank_rename", name="Nobody", new_name="X")
+        assert client.request("facebank_rename", name="lin", new_name="Lin-Manuel") == {"renamed": "Lin",
+                                                                                        "name": "Lin-Manuel"}
+        assert [p["name"] for p in client.request("facebank_list")["people"]] == ["Lin-Manuel"]
+        # the picture follows, no restart: he is shown under the new name
+        wait_for(lambda: any(f["identity"] == "Lin-Manuel" and f["state"] == "visible"
+                             for f in client.request("status")["faces"]), 60, "Lin-Manuel visible under his new name")
+        assert client.request("facebank_remove", name=" LIN-manuel ") == {"removed": "Lin-Manuel"}  # as stored
         assert client.request("status")["facebank"]["people"] == 0
 
 

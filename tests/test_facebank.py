@@ -251,6 +251,47 @@ def test_remove(bank: Facebank) -> None:
     assert bank.gallery().names == ("Joe",)
 
 
+def test_rename_keeps_the_photos_and_refuses_another_persons_name(bank: Facebank) -> None:
+    bank.add("Barak", [OBAMA])
+    bank.add("Joe", [BIDEN])
+    before = bank.person("Barak").embeddings()
+    assert bank.rename("BARAK", "  Barack \n Obama ") == ("Barak", "Barack Obama")  # stored name, tidied new one
+    assert bank.person("Barak") is None
+    assert np.array_equal(bank.person("barack obama").embeddings(), before)
+    assert bank.gallery().names == ("Barack Obama", "Joe")
+    assert bank.rename("barack obama", "Barack OBAMA") == ("Barack Obama", "Barack OBAMA")  # its own name, recased
+    with pytest.raises(FacebankError, match="Joe is already on the facebank"):
+        bank.rename("Barack Obama", "joe")
+    with pytest.raises(ValueError, match="a name is needed"):
+        bank.rename("Barack Obama", "  ")
+    assert bank.rename("Nobody", "Somebody") is None
+    assert [p.name for p in bank.people()] == ["Barack OBAMA", "Joe"], "a refused rename changed nothing"
+
+
+def test_rename_moves_a_live_enrolments_crops_with_the_name(bank: Facebank) -> None:
+    """Live-enrolled crops sit in a folder named after the name: a rename moves them, and the stored paths follow,
+    so a refresh finds the photos unchanged (not missing). A refused rename leaves them where they were."""
+    from facebank.live import LiveFacebank
+
+    live = LiveFacebank(bank, LiveGallery(bank))
+    folder = live.crops_of("Zoe")
+    folder.mkdir(parents=True)
+    cv2.imwrite(str(folder / "crop-00.png"), cv2.imread(str(OBAMA)))  # live crops are PNGs
+    bank.add("Zoe", [folder / "crop-00.png"])
+    bank.add("Joe", [BIDEN])
+    with pytest.raises(FacebankError, match="Joe is already"):
+        live.rename("zoe", "Joe")
+    assert (folder / "crop-00.png").is_file() and not live.crops_of("Joe").exists()
+    assert live.rename("zoe", "Zo\u00eb") == ("Zoe", "Zo\u00eb")
+    moved = live.crops_of("Zo\u00eb")
+    assert not folder.exists() and (moved / "crop-00.png").is_file()
+    assert [i.path for i in bank.person("Zo\u00eb").images] == [str((moved / "crop-00.png").resolve())]
+    report = bank.refresh()
+    assert report.unchanged == 2 and not report.missing and not report.dropped  # his and Joe's
+    assert live.list()[1]["crops"] == 1, "the crops count under the new name"
+    assert live.gallery().names == ("Joe", "Zo\u00eb"), "the engine's gallery follows at once"
+
+
 def test_refresh_re_embeds_changed_photos_and_drops_unusable_ones(bank: Facebank, tmp_path: Path) -> None:
     photo, other = tmp_path / "me.jpg", tmp_path / "gone.jpg"
     shutil.copy(OBAMA, photo)

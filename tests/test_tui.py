@@ -396,12 +396,25 @@ def test_facebank_screen_enrols_refuses_and_removes_in_the_engine(engine, dev_cl
             assert [k.value for k in people.rows] == ["Lin"]
             image_row = [str(c) for c in screen.query_one("#images", DataTable).get_row_at(0)]
             assert image_row[0].endswith("lin-manuel-miranda.png") and "px" in image_row[1]
+            await pilot.press("n")  # rename: brackets are a name's text, never markup
+            app.screen.query_one("#enrol-name", Input).value = "Lin-Manuel [/]"
+            await pilot.press("enter")
+            await until(pilot, lambda: [k.value for k in people.rows] == ["Lin-Manuel [/]"], timeout=60,
+                        what="the rename")
+            assert str(message.render()) == "Renamed Lin to Lin-Manuel [/]."
+            assert request(engine, "facebank_list")["people"][0]["photos"] == 1, "the photo stays with the new name"
             await pilot.press("d")
+            assert "Remove Lin-Manuel [/] from" in str(app.screen.query_one("#question", Static).render())
             await pilot.press("y")
             await until(pilot, lambda: people.row_count == 0, what="the removal")
-            assert "Removed Lin" in str(message.render())
+            assert "Removed Lin-Manuel [/]" in str(message.render())
 
-    asyncio.run(scenario())
+    try:
+        asyncio.run(scenario())
+    finally:
+        for name in ("Lin", "Lin-Manuel [/]"):
+            with contextlib.suppress(ControlError):
+                request(engine, "facebank_remove", name=name)
 
 
 # --- keys that cannot misfire --------------------------------------------------------------------------------

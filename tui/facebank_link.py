@@ -118,5 +118,15 @@ class FacebankLink:
             raise
         return str(reply.get("removed", name)) if isinstance(reply, dict) else name
 
+    def rename(self, name: str, new_name: str) -> tuple[str, str] | None:
+        """(the name as stored, the new name), or None where nobody had `name`."""
+        try:
+            reply = self.link.request("facebank_rename", name=name, new_name=new_name)
+        except ControlError as exc:
+            if "not on the facebank" in str(exc):
+                return None
+            raise
+        return str(reply.get("renamed", name)), str(reply.get("name", new_name))
+
     def reenrol(self) -> str:
         return str(self.link.request("facebank_refresh")["message"])

@@ -1,4 +1,4 @@
-""""This is me": a small dialog asking the name to enrol a live face under (the engine does the work)."""
+""""This is me" and rename: small dialogs asking for a name (the engine does the work)."""
 
 from __future__ import annotations
 
@@ -12,31 +12,29 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
 
-class EnrolScreen(ModalScreen[str | None]):
-    """Dismisses with the name typed (Enter) or None (Escape)."""
+class NameScreen(ModalScreen[str | None]):
+    """Asks for a name: dismisses with the name typed (Enter) or None (Escape)."""
 
     DEFAULT_CSS = """
-    EnrolScreen { align: center middle; }
-    EnrolScreen > #dialog {
+    NameScreen { align: center middle; }
+    NameScreen > #dialog {
         width: 60; height: auto; max-width: 95%;
         border: round $accent; background: $surface; padding: 0 1;
     }
-    EnrolScreen #enrol-hint { color: $text-muted; }
-    EnrolScreen #enrol-error { color: $text-error; height: auto; }
+    NameScreen #enrol-hint { color: $text-muted; }
+    NameScreen #enrol-error { color: $text-error; height: auto; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, track_id: int, suggestion: str = "") -> None:
+    def __init__(self, question: str, hint: str, suggestion: str = "", placeholder: str = "name") -> None:
         super().__init__()
-        self.track_id = track_id
-        self.suggestion = suggestion
+        self.question, self.hint, self.suggestion, self.placeholder = question, hint, suggestion, placeholder
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Static(f"[b]Keep face #{self.track_id} visible[/b]: whose face is it?")
-            yield Input(value=self.suggestion, placeholder="name, e.g. your own", id="enrol-name", compact=True)
-            yield Static("Enter enrols (a few seconds of this face; turn your head a little) · Esc cancels",
-                         id="enrol-hint")
+            yield Static(self.question)
+            yield Input(value=self.suggestion, placeholder=self.placeholder, id="enrol-name", compact=True)
+            yield Static(self.hint, id="enrol-hint")
             yield Static(id="enrol-error")
 
     @on(Input.Submitted, "#enrol-name")
@@ -49,3 +47,13 @@ class EnrolScreen(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class EnrolScreen(NameScreen):
+    """"This is me": the name to enrol live face `track_id` under."""
+
+    def __init__(self, track_id: int, suggestion: str = "") -> None:
+        super().__init__(f"[b]Keep face #{track_id} visible[/b]: whose face is it?",
+                         "Enter enrols (a few seconds of this face; turn your head a little) · Esc cancels",
+                         suggestion, "name, e.g. your own")
+        self.track_id = track_id

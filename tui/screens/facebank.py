@@ -8,11 +8,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, DirectoryTree, Footer, Input, Static
@@ -21,6 +23,7 @@ from tui.facebank_link import IMAGE_SUFFIXES, FacebankLink, PersonView
 from tui.format import short_path
 from tui.link import ControlError
 from tui.screens.confirm import ConfirmScreen
+from tui.screens.enrol import NameScreen
 from tui.suggest import PathSuggester
 from tui.widgets import EngineBar
 from tui.widgets.path_input import PathInput
@@ -111,6 +114,7 @@ class FacebankScreen(Screen):
         Binding("a", "add", "Add"),
         Binding("b", "browse", "Browse"),
         Binding("d,delete", "remove", "Remove"),
+        Binding("n", "rename", "Rename", show=False),  # in ? and the palette: the footer is full at 80 columns
         Binding("e", "reenrol", "Re-enrol"),  # embeds changed photos (or an older model's) again
         Binding("escape", "leave_input", "Leave field", show=False),
     ]
@@ -164,7 +168,8 @@ class FacebankScreen(Screen):
     # --- facebank work ----------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="facebank", exit_on_error=False)
     def run_facebank(self, op: str, name: str = "", paths: list[str] | None = None, choose: int | None = None) -> None:
-        """list / add / remove / reenrol in the engine; every failure comes back as plain text."""
+        """list / add / remove / rename / reenrol in the engine; every failure comes back as plain text. A rename's
+        new name comes as `paths[0]`."""
         bank = self.bank
         note, error = "", ""
         try:
@@ -201,6 +206,9 @@ class FacebankScreen(Screen):
         if op == "remove":
             removed = bank.remove(name)
             return f"Removed {removed}: their face is blurred again." if removed else f"Nobody named {name}."
+        if op == "rename":
+            renamed = bank.rename(name, paths[0])
+            return f"Renamed {renamed[0]} to {renamed[1]}." if renamed else f"Nobody named {name}."
         if op == "reenrol":
             return bank.reenrol()
         return ""
@@ -230,7 +238,7 @@ class FacebankScreen(Screen):
 
     def _say(self, text: str, error: bool = False) -> None:
         label = self.query_one("#fb-message", Static)
-        label.update(text)
+        label.update(Content(text))  # plain: names and paths are text ("photo [1].jpg", "DJ [live]"), never markup
         label.set_class(error, "error")
 
     def _start(self, op: str, name: str = "", paths: list[str] | None = None, note: str = "",
@@ -246,7 +254,7 @@ class FacebankScreen(Screen):
         selected = self._selected_name()
         table.clear()
         for person in self._people:
-            table.add_row(person.name, str(len(person.images)), grades_cell(person), key=person.name)
+            table.add_row(Text(person.name), str(len(person.images)), grades_cell(person), key=person.name)
         if not self._known:
             table.border_subtitle = "not known: the engine is not running"
         elif not self._people:
@@ -268,9 +276,9 @@ class FacebankScreen(Screen):
         person = next((p for p in self._people if p.name == name), None)
         table = self.query_one("#images", DataTable)
         table.clear()
-        table.border_title = f"images of {name}" if person else "images"
+        table.border_title = Content(f"images of {name}") if person else "images"  # a name is text, never markup
         for image in person.images if person else ():
-            table.add_row(short_path(image.path, 28), image.figures, grade_cell(image.grade))
+            table.add_row(Text(short_path(image.path, 28)), image.figures, grade_cell(image.grade))
 
     @on(DataTable.RowHighlighted, "#people")
     def _person_highlighted(self) -> None:
@@ -344,8 +352,20 @@ class FacebankScreen(Screen):
             if yes:
                 self._start("remove", name)
 
-        self.app.push_screen(ConfirmScreen(f"Remove {name} from the facebank? Their face will be blurred."),
+        self.app.push_screen(ConfirmScreen(f"Remove {escape(name)} from the facebank? Their face will be blurred."),
                              confirmed)
+
+    def action_rename(self) -> None:
+        name = self._selected_name()
+        if name is None or self._busy:
+            return
+
+        def renamed(new_name: str | None) -> None:
+            if new_name and new_name != name:
+                self._start("rename", name, [new_name], note=f"Renaming {name}…")
+
+        self.app.push_screen(NameScreen(f"[b]Rename {escape(name)}[/b]: their photos stay on the facebank.",
+                                        "Enter renames · Esc cancels", name), renamed)
 
     def action_reenrol(self) -> None:
         if not self._busy:
@@ -355,6 +375,6 @@ class FacebankScreen(Screen):
         self.query_one("#people", DataTable).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("remove", "reenrol"):
+        if action in ("remove", "rename", "reenrol"):
             return bool(self._people) or None
         return True

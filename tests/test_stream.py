@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from engine.stages.sinks import StreamSink, redact
 from engine.stages.source import SourceError
 from engine.stages.sources import FFmpegSource, open_source
 from engine.stages.sources.srt import srt_url
+from tests.stream_util import FFMPEG as FFMPEG_BIN
 from tests.stream_util import av_offsets_ms, beep_times, flash_times, free_port, record, send, stream_kinds, sync_inputs
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
@@ -173,6 +175,41 @@ def test_a_pulled_stream_that_goes_away_is_pulled_again_without_raw_frames() -> 
     assert emitted_while_gone == [], "frames reached the sinks while the camera's server was gone"
     resumed = [f for f in sink.frames if f[0] > back_at]
     assert len(resumed) > 30, f"{len(resumed)} frames after the server came back: not pulled again"
+
+
+RTSP_SERVER = Path(sys.executable).with_name("rtsp-server")  # aio-rtsp-toolkit (dev extra): serves files over RTSP
+
+
+@pytest.mark.skipif(not RTSP_SERVER.exists(), reason="needs the dev extra's rtsp-server (aio-rtsp-toolkit)")
+def test_rtsp_pull_in_and_srt_out_keeps_sound_in_sync(tmp_path: Path) -> None:
+    """An IP camera (or a relay) serving RTSP: the rig pulls it over TCP, picture and sound, in sync. The camera is
+    a real RTSP server (aio-rtsp-toolkit) sending an H.264 + AAC file as it would a live feed."""
+    assert FFMPEG_BIN
+    media = tmp_path / "media"
+    media.mkdir()
+    made_at_once = [arg for arg in sync_inputs(320, 240, 30, 6) if arg != "-re"]  # the server paces it
+    subprocess.run([FFMPEG_BIN, "-hide_banner", "-loglevel", "error", "-y", *made_at_once, "-c:v", "libx264",
+                    "-preset", "ultrafast", "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", str(media / "cam.mp4")],
+                   check=True, timeout=60)
+    port, control, pout = free_port(), free_port(), free_port()
+    server = subprocess.Popen([str(RTSP_SERVER), "-d", str(media), "-H", "127.0.0.1", "-p", str(port),
+                               "-cp", str(control)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    out = tmp_path / "rtsp.ts"
+    try:
+        recorder = record(f"srt://127.0.0.1:{pout}?mode=listener", out)
+        source = open_source(f"rtsp://127.0.0.1:{port}/cam.mp4", open_timeout_s=20)  # called until the server is up
+        assert source.has_audio, "the camera's sound must come along"
+        engine = Engine(Settings(), source)
+        engine.sinks.append(open_sink("stream", source, f"srt://127.0.0.1:{pout}?mode=caller", bitrate_kbps=1000,
+                                      keyframe_s=1.0))
+        thread = _live(engine)
+        time.sleep(7.5)
+        _stop(engine, thread, recorder)
+    finally:
+        server.kill()
+        server.wait()
+    assert engine.stats.frames > 60
+    _assert_synced(out)
 
 
 def test_a_recording_of_a_stream_keeps_its_sound_in_sync_across_a_reconnect(tmp_path: Path) -> None:

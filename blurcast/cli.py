@@ -531,8 +531,11 @@ def _finish_recording(engine, recording, processed: int | None) -> None:
     if failed and recording.name == "image":  # the only write an ImageSink refuses: a second frame
         raise SinkError(f"{recording.path} holds the input's first frame only: it gave {processed or 'more'} frames; "
                         f"record it to a video ({recording.path.with_suffix('.mp4')}) for all of them")
+    files = ", ".join(str(p) for p in recording.segments if recorded_frames(p))  # not a file its encoder died on
+    if getattr(recording, "disk_full", False):
+        raise SinkError(f"the disk filled up: the recording stopped after {readable} frames, kept in {files}; free "
+                        "some space (or record to another disk) and run again")
     if failed:
-        files = ", ".join(str(p) for p in recording.segments)
         raise SinkError(f"the encoder failed {failed} time(s) during the recording; {readable} frames are split "
                         f"over {files}")
     if processed is not None and readable < processed:

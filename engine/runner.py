@@ -396,8 +396,12 @@ class Engine:
         index = 0
         upcoming: deque[np.ndarray] = deque()  # read and being detected, oldest first
         ended = False  # the first failed read ends the file: a damaged file's later frames are not joined on
+        had_outputs = bool(self.sinks)
         try:
             while not self.stop_event.is_set():
+                if had_outputs and not self.sinks:  # the last one failed (a full disk): the rest has nowhere to go
+                    log.error("no output is left to write to: the run stops at frame %d", index)
+                    break
                 while not ended and len(upcoming) < self.pipeline.frames_ahead:
                     following = self.source.read()
                     if following is None:

@@ -201,6 +201,36 @@ def test_an_encoder_killed_during_run_is_reported_not_claimed_done(dev_clip, tmp
     assert recorded_frames(tmp_path / "out-1.mp4") > 20, "the recording went on in a new file"
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 300 KiB file system (tmpfs): a recording fills it within a few seconds of the dev clip."""
+    folder = tmp_path / "small_disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@needs_ffmpeg
+def test_a_full_disk_stops_the_recording_and_the_run_at_once_keeping_what_was_written(dev_clip, small_disk,
+                                                                                     capsys, caplog):
+    """The encoder dies of ENOSPC: it was restarted 5 times into empty files, the rest of the file was anonymized for
+    no output, and the error listed the empty files as holding frames. Now: one file, the run stops, exit 2."""
+    out = small_disk / "out.mp4"
+    code, err = _run(capsys, str(dev_clip), "-o", str(out), "--no-facebank")
+    assert code == 2
+    assert "the disk filled up: the recording stopped after" in err and f"kept in {out};" in err
+    assert sorted(small_disk.iterdir()) == [out], "no empty file per restart"
+    kept = recorded_frames(out)
+    assert kept > 30 and f"after {kept} frames" in err, "what was written stays playable, and is counted"
+    stopped = [r.getMessage() for r in caplog.records if "no output is left" in r.getMessage()]
+    assert stopped and int(stopped[0].rsplit(" ", 1)[1]) < 275, "the run stopped with its only output"
+
+
 # --- honest exit codes ---------------------------------------------------------------------------------------
 def _run(capsys, *args: str) -> tuple[int, str]:
     code = cli.main(["run", *args])

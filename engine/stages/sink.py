@@ -66,7 +66,8 @@ CRASH_SAFE_MUXING = {".mp4": _FRAGMENTED, ".m4v": _FRAGMENTED, ".mov": _FRAGMENT
                      ".mkv": ["-cluster_time_limit", "500"]}
 KEYFRAME_EVERY_S = 1  # a crash loses at most the last fragment; a player can start at any second
 MAX_FILL_FRAMES = 300  # live: at most this many frames filled at once (10 s at 30 fps: a clock jump, not a drop)
-MAX_RESTARTS = 5  # an encoder that keeps dying (disk full, codec missing) is given up, not respawned forever
+MAX_RESTARTS = 5  # an encoder that keeps dying (a codec missing) is given up, not respawned forever
+DISK_FULL = ("No space left on device", "Disk quota exceeded")  # FFmpeg's strerror of ENOSPC and EDQUOT
 CLOSE_TIMEOUT_S = 30.0
 SOUND_FLUSH_S = 5.0  # closing: how long the sound still to write may take to go in
 
@@ -191,6 +192,7 @@ class FileSink:
             raise SinkError("the file sink needs ffmpeg on PATH (Debian: `apt-get install ffmpeg`)")
         self.fps = Fraction(fps).limit_denominator(1001)
         self.preset, self.crf, self.restarts = preset, crf, 0
+        self.disk_full = False  # the encoder died of a full disk (or quota): the recording stopped there
         self.segments: list[Path] = []  # every file this recording wrote, in order
         self.frames = 0  # frames written, all segments together (repeats included)
         self.repeated = 0  # live: frames the engine dropped, filled with the frame before them
@@ -334,8 +336,13 @@ class FileSink:
         self._last = (image.shape, memoryview(pixels.copy() if np.shares_memory(pixels, image) else pixels))
 
     def restart(self) -> bool:
-        """After the encoder died: go on in a new file (`rec-1.mp4`), unless it keeps dying. True if it did."""
+        """After the encoder died: go on in a new file (`rec-1.mp4`), unless it keeps dying or the disk is full.
+        True if it did."""
         self._abandon()
+        if any(words in self._stderr() for words in DISK_FULL):  # each new file would die on its first write too
+            self.disk_full = True
+            log.error("the disk holding %s is full: the recording stopped after %d frames", self.path, self.frames)
+            return False
         if self.restarts >= MAX_RESTARTS:
             log.error("the encoder of %s died %d times; recording given up", self.path, self.restarts + 1)
             return False

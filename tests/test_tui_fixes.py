@@ -1,6 +1,7 @@
 """Review fixes in the UI, driven headless (Textual's pilot) on an app fed fixed telemetry, or with no engine at
 all: keys in one burst, confidence under low_confidence, the facebank with no engine, the recording line, Enter
-in the form fields, the faces table after the engine is lost and in a small terminal."""
+in the form fields, the faces table after the engine is lost and in a small terminal, and names, paths, URLs and
+engine errors with brackets shown as typed (never parsed as markup)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from textual import events
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
+from textual.widgets._toast import Toast
 
 import tui.screens.facebank as facebank_screen
 from engine.client import EnginePaths
@@ -23,9 +25,10 @@ from tests.test_tui_snapshots import LIMITS, TELEMETRY
 from tui.app import BlurcastApp, make_app
 from tui.facebank_link import ImageView, PersonView, saved_people
 from tui.link import ControlError
-from tui.messages import EngineLost, EngineStats
+from tui.messages import CommandFailed, EngineLost, EngineStartFailed, EngineStats
+from tui.screens.facebank import FacebankScreen, PeopleLoaded
 from tui.screens.live import with_floor
-from tui.screens.output import OutputScreen
+from tui.screens.output import CommandResult, OutputScreen
 from tui.widgets import Slider
 
 
@@ -327,5 +330,120 @@ def test_tab_completes_a_photo_path_on_the_facebank_screen(tmp_path):
             assert field.value == f"{photos}/lin.png"
             await pilot.press("tab")
             assert app.focused is not field, "nothing left to complete: Tab moves on"
+
+    asyncio.run(scenario())
+
+
+# --- 7. names, paths, URLs and engine errors are text, never markup ----------------------------------------------
+# A name like "x[/bold]" crashed a screen (MarkupError); "clip [final].mp4" or "rtmp://host/[live]/***" lost the
+# bracketed part ("clip .mp4"): Textual reads a str given to Static, DataTable, notify or a border title as markup.
+def on_screen(widget: Any) -> str:
+    """What the widget draws, line by line (a DataTable's cells as the terminal shows them)."""
+    return "\n".join(widget.render_line(y).text for y in range(widget.size.height))
+
+
+def test_the_faces_table_and_enrol_notice_show_names_with_brackets_as_typed(tmp_path):
+    faces = [{**TELEMETRY["faces"][0], "identity": "x[/bold]"},
+             {**TELEMETRY["faces"][1], "candidate": {"name": "DJ [live]", "similarity": 0.45}}]
+    telemetry = {**TELEMETRY, "faces": faces,
+                 "enrolment": {"name": "Lin-Manuel [/]", "track_id": 3, "state": "gathering", "progress": 0.5}}
+
+    async def scenario() -> None:
+        async with detached(tmp_path).run_test(size=(100, 30)) as pilot:
+            app = await fed(pilot, telemetry)
+            table = app.screen.query_one("#faces", DataTable)
+            await until(pilot, lambda: table.row_count == 2, what="the faces")
+            await pilot.pause()
+            shown = on_screen(table)
+            assert "x[/bold]" in shown and "DJ [live]?" in shown
+            assert "enrolling Lin-Manuel [/] from face #3" in str(app.screen.query_one("#notice", Static).render())
+
+    asyncio.run(scenario())
+
+
+def test_the_output_screen_shows_paths_and_urls_with_brackets_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(OutputScreen, "command", lambda self, *args, **kwargs: None)
+    clip, saved = tmp_path / "clip [final].mp4", tmp_path / "take [final].mp4"
+    clip.write_bytes(b"")
+    telemetry = {**TELEMETRY, "source": {**TELEMETRY["source"], "spec": str(clip)},
+                 "sinks": ["file", "stream rtmp://host/[live]/***"],
+                 "outputs": [{"name": "file", "path": str(saved)},
+                             {"name": "stream rtmp://host/[live]/***", "path": "rtmp://host/[live]/***",
+                              "state": "running", "sent": 10}]}
+
+    async def scenario() -> None:
+        async with detached(tmp_path).run_test(size=(120, 40)) as pilot:
+            app = await fed(pilot, telemetry)
+            await pilot.press("o")
+            await pilot.pause()
+            screen = app.screen
+            assert "clip [final].mp4" in str(screen.query_one("#source-now", Static).render())
+            assert f"recording to {saved}" in str(screen.query_one("#record-state", Static).render())
+            table = screen.query_one("#outputs", DataTable)
+            await until(pilot, lambda: table.row_count == 2, what="the outputs")
+            await pilot.pause()
+            shown = on_screen(table)
+            assert "take [final].mp4" in shown and "rtmp://host/[live]/***" in shown
+
+            screen.query_one("#stream-url", Input).value = "rtmp://host/[live]/key"
+            await pilot.click("#stream-start")
+            await pilot.pause()
+            assert "to rtmp://host/[live]/***?" in str(app.screen.query_one("#question", Static).render())
+            await pilot.press("n")
+
+            spec = screen.query_one("#source-spec", Input)
+            spec.value = str(clip)
+            await pilot.click("#switch")
+            await pilot.pause()
+            assert f"switching to {clip}…" in str(screen.query_one("#source-msg", Static).render())
+            screen.post_message(CommandResult("source", False, "cannot open x[/]: no such file"))
+            await pilot.pause()
+            assert str(screen.query_one("#source-msg", Static).render()) == "cannot open x[/]: no such file"
+
+    asyncio.run(scenario())
+
+
+def test_engine_errors_with_brackets_are_notified_as_they_come(tmp_path):
+    errors = ["cannot open /videos/x[/]: no such file", "error: no camera [/dev/video0] (o: pick a file)",
+              "the engine closed [b]the[/b] stream"]
+
+    async def scenario() -> None:
+        async with detached(tmp_path).run_test(size=(120, 40), notifications=True) as pilot:
+            app = await fed(pilot)
+            app.post_message(CommandFailed("source", errors[0]))
+            app.post_message(EngineLost(errors[2]))  # the engine was live: it says so
+            await pilot.pause()
+            app.post_message(EngineStartFailed(errors[1]))
+            await until(pilot, lambda: len(app.screen.query(Toast)) == 3, what="three notices")
+            await pilot.pause()
+            shown = " ".join(" ".join(on_screen(toast).split()) for toast in app.screen.query(Toast))  # unwrapped
+            assert "cannot open /videos/x[/]: no" in shown
+            assert "no camera [/dev/video0]" in shown
+            assert "the engine closed [b]the[/b] stream" in shown
+
+    asyncio.run(scenario())
+
+
+def test_the_facebank_dialogs_name_people_as_typed(tmp_path, monkeypatch):
+    """rich.markup.escape keeps "x[/bold]" but still loses "DJ [Live]" (Textual's tags are not case-sensitive)."""
+    monkeypatch.setattr(FacebankScreen, "run_facebank", lambda self, *args, **kwargs: None)
+
+    async def scenario() -> None:
+        async with detached(tmp_path).run_test(size=(100, 30)) as pilot:
+            app = await fed(pilot)
+            await pilot.press("f")
+            screen = app.screen
+            screen.post_message(PeopleLoaded([PersonView("DJ [Live]", ())]))
+            table = screen.query_one("#people", DataTable)
+            await until(pilot, lambda: table.row_count == 1, what="the person")
+            table.focus()
+            await pilot.press("n")
+            await pilot.pause()
+            assert "Rename DJ [Live]: their photos" in str(app.screen.query("Static").first().render())
+            await pilot.press("escape")
+            await pilot.press("d")
+            await pilot.pause()
+            assert "Remove DJ [Live] from" in str(app.screen.query_one("#question", Static).render())
+            await pilot.press("n")
 
     asyncio.run(scenario())

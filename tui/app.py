@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from textual import events, on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.content import Content
 from textual.reactive import var
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState, get_current_worker
@@ -237,10 +238,10 @@ class BlurcastApp(App[int]):
             if yes:
                 self.switch_source(wanted, loop=Path(wanted).expanduser().is_file())
             else:
-                self.notify(f"Kept the engine on {now}.", timeout=5)
+                self.notify(f"Kept the engine on {now}.", timeout=5, markup=False)
 
-        self.push_screen(ConfirmScreen(f"An engine is already running on {now}.\n"
-                                       f"Switch it to {wanted}? (y/n)"), answer)
+        self.push_screen(ConfirmScreen(Content(f"An engine is already running on {now}.\n"  # sources: text
+                                               f"Switch it to {wanted}? (y/n)")), answer)
 
     def on_engine_lost(self, message: EngineLost) -> None:
         if self._starting:
@@ -255,7 +256,7 @@ class BlurcastApp(App[int]):
         self.telemetry_hz = 0.0
         if was_up:
             self.notify(f"The engine stopped ({message.reason}). Press r to restart it.", title="Engine lost",
-                        severity="error", timeout=10)
+                        severity="error", timeout=10, markup=False)
 
     def on_engine_starting(self, message: EngineStarting) -> None:
         self.engine_state = "starting"
@@ -272,10 +273,11 @@ class BlurcastApp(App[int]):
         self.engine_reason = start_failure(message.reason)  # one line: the engine's own error, no OpenCV dump
         self.start_failed = True  # before the state: the live screen words its note by it
         self.engine_state = "lost"
-        self.notify(self.engine_reason, title="The engine did not start", severity="error", timeout=15)
+        self.notify(self.engine_reason, title="The engine did not start", severity="error", timeout=15,
+                    markup=False)  # the engine's words (paths, URLs) are text, never markup
 
     def on_command_failed(self, message: CommandFailed) -> None:
-        self.notify(message.error, title=f"{message.cmd} failed", severity="error", timeout=8)
+        self.notify(message.error, title=f"{message.cmd} failed", severity="error", timeout=8, markup=False)
         if message.cmd == "set":
             self.settings_sent.clear()  # the sliders take the engine's values again, at once
             for screen in self.screen_stack:
@@ -286,7 +288,7 @@ class BlurcastApp(App[int]):
     def _worker_failed(self, event: Worker.StateChanged) -> None:
         if event.state is WorkerState.ERROR:
             log.error("worker %s failed: %s", event.worker.name, event.worker.error)
-            self.notify(str(event.worker.error), title=f"{event.worker.name} failed", severity="error")
+            self.notify(str(event.worker.error), title=f"{event.worker.name} failed", severity="error", markup=False)
 
     def _check_stale(self) -> None:
         age = time.monotonic() - self._last_stats

@@ -8,6 +8,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
@@ -26,7 +27,7 @@ class NameScreen(ModalScreen[str | None]):
     """
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, question: str, hint: str, suggestion: str = "", placeholder: str = "name") -> None:
+    def __init__(self, question: str | Content, hint: str, suggestion: str = "", placeholder: str = "name") -> None:
         super().__init__()
         self.question, self.hint, self.suggestion, self.placeholder = question, hint, suggestion, placeholder
 

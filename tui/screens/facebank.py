@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -48,7 +47,7 @@ class ImageTree(DirectoryTree):
             self._title()
 
     def _title(self) -> None:
-        self.border_title = f"{Path(self.path).resolve()} · Enter picks · Backspace: up"
+        self.border_title = Content(f"{Path(self.path).resolve()} · Enter picks · Backspace: up")  # a folder: text
 
     def filter_paths(self, paths: Iterable[Path]) -> Iterable[Path]:
         return [p for p in paths if not p.name.startswith(".")
@@ -352,7 +351,7 @@ class FacebankScreen(Screen):
             if yes:
                 self._start("remove", name)
 
-        self.app.push_screen(ConfirmScreen(f"Remove {escape(name)} from the facebank? Their face will be blurred."),
+        self.app.push_screen(ConfirmScreen(Content(f"Remove {name} from the facebank? Their face will be blurred.")),
                              confirmed)
 
     def action_rename(self) -> None:
@@ -364,8 +363,8 @@ class FacebankScreen(Screen):
             if new_name and new_name != name:
                 self._start("rename", name, [new_name], note=f"Renaming {name}…")
 
-        self.app.push_screen(NameScreen(f"[b]Rename {escape(name)}[/b]: their photos stay on the facebank.",
-                                        "Enter renames · Esc cancels", name), renamed)
+        question = Content.from_markup("[b]Rename $name[/b]: their photos stay on the facebank.", name=name)
+        self.app.push_screen(NameScreen(question, "Enter renames · Esc cancels", name), renamed)
 
     def action_reenrol(self) -> None:
         if not self._busy:

@@ -9,10 +9,12 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
+from textual.content import Content
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, DataTable, Footer, Input, RadioButton, RadioSet, Select, Static
@@ -249,7 +251,7 @@ class OutputScreen(Screen):
         t = t or {}
         sinks = set(t.get("sinks") or []) if live else set()
         now = self.query_one("#source-now", Static)
-        now.update(f"now: {source_line(t.get('source'))}" if t else "now: —")
+        now.update(Content(f"now: {source_line(t.get('source'))}") if t else "now: —")  # a spec is text, never markup
         now.set_class(not live, "-stale")
         vcam = self.query_one("#vcam-state", Static)
         vcam.update("● running: OBS can read it" if "vcam" in sinks else "○ stopped" if live else "? engine not live")
@@ -272,7 +274,7 @@ class OutputScreen(Screen):
             picked = self._picked_output()
             table.clear()
             for name, what, where, state in shown:
-                table.add_row(what, where, state, key=name)
+                table.add_row(Text(what), Text(where), Text(state), key=name)  # paths, URLs: text
             if not shown:
                 table.add_row("—", "nothing leaves the engine" if live else "engine not live", "", key="-none-")
             names = [row[0] for row in shown]
@@ -299,7 +301,8 @@ class OutputScreen(Screen):
         if not live:
             state.update("recording needs the engine, which is not live" if self._record_hint else "")
         elif recording:
-            state.update(self._recording_line(engine_path) + (f" · {self._record_hint}" if self._record_hint else ""))
+            hint = f" · {self._record_hint}" if self._record_hint else ""
+            state.update(Content(self._recording_line(engine_path) + hint))  # a path is text, never markup
         elif self._recording and time.monotonic() - self._recording[1] < START_GRACE_S:
             pass  # asked for; the engine opens the file before its next frame
         else:
@@ -307,7 +310,7 @@ class OutputScreen(Screen):
                 self._last_saved, self._written = ", ".join(self._written), []
             self._recording = None
             saved = f" · last saved {self._last_saved}" if self._last_saved else ""
-            state.update("○ not recording" + (f" · {self._record_hint}" if self._record_hint else saved))
+            state.update(Content("○ not recording" + (f" · {self._record_hint}" if self._record_hint else saved)))
 
     def _recording_line(self, engine_path: str | None) -> str:
         """The file the engine writes now (its telemetry), else the one asked for; how long, if this UI started it."""
@@ -333,7 +336,7 @@ class OutputScreen(Screen):
             text = f"The virtual camera cannot start. {message.text}"
         else:
             text = message.text
-        label.update(text)
+        label.update(Content(text))  # the engine's words, paths, URLs: text, never markup
         label.set_class(not message.ok, "error")
         if message.area == "record" and not message.ok:
             self._recording = None
@@ -356,7 +359,7 @@ class OutputScreen(Screen):
         if source_problem(self._kind(), spec) or self._app.engine_state not in ("live", "stale"):
             self.switch_source()
             return
-        self.app.push_screen(ConfirmScreen(f"Switch the source to {spec}? (y/n)"),
+        self.app.push_screen(ConfirmScreen(Content(f"Switch the source to {spec}? (y/n)")),
                              lambda yes: self.switch_source() if yes else None)
 
     @on(Button.Pressed, "#switch")
@@ -365,16 +368,16 @@ class OutputScreen(Screen):
         problem = source_problem(kind, spec)
         msg = self.query_one("#source-msg", Static)
         if problem:
-            msg.update(problem)
+            msg.update(Content(problem))
             msg.set_class(True, "error")
             return
         if kind == "file":
             spec = str(Path(spec).expanduser().resolve())
-        msg.update(f"switching to {spec}…")
+        msg.update(Content(f"switching to {spec}…"))
         msg.set_class(False, "error")
         loop = kind == "file" and self.query_one("#loop", Checkbox).value
         if self._app.engine_state not in ("live", "stale"):
-            msg.update(f"starting the engine on {spec}…")
+            msg.update(Content(f"starting the engine on {spec}…"))
             self._app.switch_source(spec, loop=loop)
             return
         self.command("source", f"Now reading {spec}.", "source", spec=spec, loop=loop)
@@ -436,8 +439,8 @@ class OutputScreen(Screen):
             self.on_command_result(CommandResult("stream", False, problem))
             return
         encrypted = is_srt(url) and bool(self.query_one("#srt-passphrase", Input).value)
-        self.app.push_screen(ConfirmScreen(f"Send the anonymized stream to {masked_url(url)}"
-                                           f"{' (encrypted)' if encrypted else ''}? (y/n)"),
+        self.app.push_screen(ConfirmScreen(Content(f"Send the anonymized stream to {masked_url(url)}"
+                                                   f"{' (encrypted)' if encrypted else ''}? (y/n)")),
                              lambda yes: self.start_stream(url) if yes else None)
 
     def start_stream(self, url: str) -> None:
@@ -492,7 +495,7 @@ class OutputScreen(Screen):
             self.on_command_result(CommandResult("stream", False, text))
             return
         where = name.removeprefix("stream ")
-        self.app.push_screen(ConfirmScreen(f"Stop sending to {where}? (y/n)"),
+        self.app.push_screen(ConfirmScreen(Content(f"Stop sending to {where}? (y/n)")),
                              lambda yes: self.command("stream", f"Stopped sending to {where}.", "sink_stop",
                                                       name=name) if yes else None)
 
@@ -516,7 +519,7 @@ class OutputScreen(Screen):
             self.stop_recording()
             return
         raw = self.query_one("#record-path", Input).value.strip() or str(default_recording())
-        self.app.push_screen(ConfirmScreen(f"Start recording the anonymized output to {raw}? (y/n)"),
+        self.app.push_screen(ConfirmScreen(Content(f"Start recording the anonymized output to {raw}? (y/n)")),
                              lambda yes: self.start_recording() if yes else None)
 
     def action_leave_input(self) -> None:

@@ -200,6 +200,9 @@ class Engine:
         self._pending_settings: Settings | None = None
         self._sink_ops: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._pending_sinks: list[Sink] = []
+        # Outputs that failed for good, by name: why (a full disk). Shown until an output of that name starts again,
+        # so a recording that stopped hours into a stream is not just missing from the list.
+        self.stopped_outputs: dict[str, str] = {}
         self._lock = threading.Lock()
         self.stop_event = threading.Event()
         self._next_source: VideoSource | None = None
@@ -256,6 +259,7 @@ class Engine:
                     return  # stopped before the frame loop took it in
                 self._pending_sinks.remove(sink)
             self.sinks.append(sink)
+            self.stopped_outputs.pop(sink.name, None)
         self._sink_ops.put(op)
 
     def sink_names(self) -> list[str]:
@@ -318,6 +322,7 @@ class Engine:
                        # sound a network source dropped before its first picture (capped, engine/stages/sources)
                        "audio_dropped_samples": getattr(self.source, "audio_dropped_samples", 0)},
             "sinks": [s.name for s in self.sinks],
+            "stopped_outputs": dict(self.stopped_outputs),
             "detector": f"{self.pipeline.detector.name} on {self.pipeline.detector.runner_name}",
             "tiles": self._tiles_now(),
             "whole_frame": report.whole_frame if report else None,
@@ -706,6 +711,7 @@ class Engine:
                 self.pipeline.faults[f"sink-error:{sink.name}"] += 1  # visible in telemetry and the UI
                 if not self._restart_sink(sink, safe, source_index, position):
                     log.error("sink %s failed and was closed: %s", sink.name, exc)
+                    self.stopped_outputs[sink.name] = _why_stopped(sink, exc)
                     self.sinks.remove(sink)
                     _close_quietly(sink)
 
@@ -782,6 +788,13 @@ def _drop_oldest(mailbox: queue.Queue, keep: Callable[[], np.ndarray | None] | N
         del items[victim]
         mailbox.not_full.notify()
         return True
+
+
+def _why_stopped(sink: Sink, exc: Exception) -> str:
+    """An output's failure in a line for the UI and `engine status`."""
+    if getattr(sink, "disk_full", False):
+        return f"the disk is full; {getattr(sink, 'frames', 0)} frames were recorded"
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
 
 
 def _close_quietly(sink: Sink) -> None:

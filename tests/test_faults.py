@@ -231,6 +231,43 @@ def test_a_full_disk_stops_the_recording_and_the_run_at_once_keeping_what_was_wr
     assert stopped and int(stopped[0].rsplit(" ", 1)[1]) < 275, "the run stopped with its only output"
 
 
+class _Counting:
+    name = "counter"
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def write(self, frame) -> None:
+        self.frames += 1
+
+    def close(self) -> None:
+        pass
+
+
+@needs_ffmpeg
+def test_a_live_recording_that_fills_the_disk_is_reported_stopped_and_the_other_outputs_go_on(dev_clip, small_disk):
+    from tui.format import status_rows
+
+    source = VideoSource(str(dev_clip))
+    recording = FileSink(small_disk / "rec.mp4", source.info.width, source.info.height, source.info.fps)
+    other = _Counting()
+    engine = Engine(Settings(), source, sinks=[recording, other])
+    thread = threading.Thread(target=engine.run_live, name="engine", daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: "file" in engine.stopped_outputs, timeout=30, what="the recording reported stopped")
+        before = other.frames
+        wait_for(lambda: other.frames > before + 10, timeout=10, what="the other output going on")
+        telemetry = engine.telemetry()
+    finally:
+        engine.stop_event.set()
+        thread.join(timeout=10)
+        engine.close()
+    assert telemetry["stopped_outputs"]["file"].startswith("the disk is full")
+    assert "recording STOPPED: the disk is full" in dict(status_rows(telemetry))["outputs"]
+    assert sorted(small_disk.iterdir()) == [small_disk / "rec.mp4"] and recorded_frames(small_disk / "rec.mp4") > 30
+
+
 # --- honest exit codes ---------------------------------------------------------------------------------------
 def _run(capsys, *args: str) -> tuple[int, str]:
     code = cli.main(["run", *args])

@@ -447,3 +447,23 @@ def test_the_facebank_dialogs_name_people_as_typed(tmp_path, monkeypatch):
             await pilot.press("n")
 
     asyncio.run(scenario())
+
+
+def test_a_recording_that_stopped_for_good_says_why_on_the_output_screen_and_in_status(tmp_path, monkeypatch):
+    """A recording that filled the disk hours into a stream was only missing from the outputs: "○ not recording"."""
+    from tui.format import status_rows
+
+    monkeypatch.setattr(OutputScreen, "command", lambda self, *args, **kwargs: None)
+    why = "the disk is full; 109 frames were recorded"
+    telemetry = {**TELEMETRY, "sinks": ["vcam"], "outputs": [{"name": "vcam", "path": None}],
+                 "stopped_outputs": {"file": why}}
+    assert dict(status_rows(telemetry))["outputs"] == f"virtual camera; recording STOPPED: {why}"
+
+    async def scenario() -> None:
+        async with detached(tmp_path).run_test(size=(120, 40)) as pilot:
+            app = await fed(pilot, telemetry)
+            await pilot.press("o")
+            await pilot.pause()
+            assert str(app.screen.query_one("#record-state", Static).render()) == f"✗ the recording stopped: {why}"
+
+    asyncio.run(scenario())

@@ -211,13 +211,24 @@ def faults_words(faults: dict[str, int] | None) -> list[str]:
     return [f"{count}× {FAULT_WORDS.get(name, name)}" for name, count in sorted((faults or {}).items())]
 
 
+OUTPUT_NAMES = {"vcam": "virtual camera", "file": "recording", "preview": "preview window"}
+
+
 def outputs_words(t: dict[str, Any]) -> list[str]:
-    """The engine's outputs with their paths (`outputs`), or the bare sink names from an older engine."""
+    """The engine's outputs with their paths (`outputs`), or the bare sink names from an older engine; then those
+    that failed for good, with why."""
     outputs = [o for o in t.get("outputs") or [] if isinstance(o, dict)]
-    if outputs:
-        names = {"vcam": "virtual camera", "file": "recording", "preview": "preview window"}
-        return [_output_words(names, o) for o in outputs]
-    return list(t.get("sinks") or [])
+    words = [_output_words(OUTPUT_NAMES, o) for o in outputs] if outputs else list(t.get("sinks") or [])
+    return words + [f"{what} STOPPED: {why}" for what, why in stopped_outputs(t)]
+
+
+def stopped_outputs(t: dict[str, Any]) -> list[tuple[str, str]]:
+    """(what, why) of each output that failed and was closed (a recording on a full disk)."""
+    stopped = t.get("stopped_outputs")
+    if not isinstance(stopped, dict):
+        return []
+    return [("stream" if str(name).startswith("stream ") else OUTPUT_NAMES.get(str(name), str(name)), str(why))
+            for name, why in sorted(stopped.items())]
 
 
 def _output_words(names: dict[str, str], o: dict[str, Any]) -> str:

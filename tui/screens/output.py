@@ -261,7 +261,8 @@ class OutputScreen(Screen):
         # Lost engine: Switch starts a new one on the chosen source (the way out of "no camera").
         self.query_one("#switch", Button).disabled = self._app.engine_state in ("starting", "detached")
         paths = {o.get("name"): o.get("path") for o in t.get("outputs") or [] if isinstance(o, dict)}
-        self._show_recording("file" in sinks, live, paths.get("file"))
+        stopped = (t.get("stopped_outputs") or {}).get("file") if live else None
+        self._show_recording("file" in sinks, live, paths.get("file"), stopped)
         self._show_outputs(output_rows(t) if live else [], live)
 
     def _show_outputs(self, rows: list[tuple[str, str, str, str]], live: bool) -> None:
@@ -292,7 +293,8 @@ class OutputScreen(Screen):
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         return None if key == "-none-" else key
 
-    def _show_recording(self, recording: bool, live: bool, engine_path: str | None = None) -> None:
+    def _show_recording(self, recording: bool, live: bool, engine_path: str | None = None,
+                        stopped: str | None = None) -> None:
         state = self.query_one("#record-state", Static)
         if recording and engine_path and engine_path not in self._written:
             self._written.append(engine_path)
@@ -310,7 +312,8 @@ class OutputScreen(Screen):
                 self._last_saved, self._written = ", ".join(self._written), []
             self._recording = None
             saved = f" · last saved {self._last_saved}" if self._last_saved else ""
-            state.update(Content("○ not recording" + (f" · {self._record_hint}" if self._record_hint else saved)))
+            what = f"✗ the recording stopped: {stopped}" if stopped else "○ not recording"  # a full disk, hours in
+            state.update(Content(what + (f" · {self._record_hint}" if self._record_hint else saved)))
 
     def _recording_line(self, engine_path: str | None) -> str:
         """The file the engine writes now (its telemetry), else the one asked for; how long, if this UI started it."""

@@ -448,6 +448,7 @@ def _run_one(args: argparse.Namespace) -> int:
         if live:
             console.print("live: Ctrl-C to stop")
             streams = [s for s in engine.sinks if hasattr(s, "frames_out")]
+            engine.stop_without_outputs = True  # a recording on a full disk, with nothing else to write to
             try:
                 engine.run_live()
             finally:

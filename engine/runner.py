@@ -203,6 +203,8 @@ class Engine:
         # Outputs that failed for good, by name: why (a full disk). Shown until an output of that name starts again,
         # so a recording that stopped hours into a stream is not just missing from the list.
         self.stopped_outputs: dict[str, str] = {}
+        self.stop_without_outputs = False  # live: stop once the last output failed (`run --live`; a served engine
+        # waits for the next output the UI starts)
         self._lock = threading.Lock()
         self.stop_event = threading.Event()
         self._next_source: VideoSource | None = None
@@ -714,6 +716,9 @@ class Engine:
                     self.stopped_outputs[sink.name] = _why_stopped(sink, exc)
                     self.sinks.remove(sink)
                     _close_quietly(sink)
+                    if self.stop_without_outputs and not self.sinks:
+                        log.error("no output is left to write to: stopping")
+                        self.stop_event.set()
 
     def _restart_sink(self, sink: Sink, safe: SafeFrame, source_index: int | None = None,
                       position: int | None = None) -> bool:

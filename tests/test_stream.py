@@ -135,14 +135,24 @@ def test_rtmp_in_and_out_keeps_sound_in_sync(tmp_path: Path) -> None:
     _assert_synced(out)
 
 
-def test_http_pull_in_and_srt_out_keeps_sound_in_sync(tmp_path: Path) -> None:
-    """An IP camera or encoder serving MPEG-TS over HTTP (FFmpeg's `-listen 1`): the rig pulls it, calling again
-    until the server is up, as for a camera that boots after the rig."""
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_http_pull_in_and_srt_out_keeps_sound_in_sync(scheme: str, tmp_path: Path) -> None:
+    """An IP camera or encoder serving MPEG-TS over HTTP(S) (FFmpeg's `-listen 1`; HTTPS with a self-signed
+    certificate, as a streamer's own relay has): the rig pulls it, calling again until the server is up, as for a
+    camera that boots after the rig."""
+    tls: list[str] = []
+    if scheme == "https":
+        if shutil.which("openssl") is None:
+            pytest.skip("needs openssl to make the server's certificate")
+        key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                        str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+        tls = ["-cert_file", str(cert), "-key_file", str(key)]
     pin, pout = free_port(), free_port()
     out = tmp_path / "http.ts"
-    engine = _round_trip(f"http://127.0.0.1:{pin}/cam.ts", f"http://127.0.0.1:{pin}/cam.ts", "mpegts",
-                         f"srt://127.0.0.1:{pout}?mode=caller", f"srt://127.0.0.1:{pout}?mode=listener", [], out,
-                         sender_extra=["-listen", "1"])
+    url = f"{scheme}://127.0.0.1:{pin}/cam.ts"
+    engine = _round_trip(url, url, "mpegts", f"srt://127.0.0.1:{pout}?mode=caller",
+                         f"srt://127.0.0.1:{pout}?mode=listener", [], out, sender_extra=["-listen", "1", *tls])
     assert engine.stats.frames > 60
     _assert_synced(out)
 

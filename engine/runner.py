@@ -798,7 +798,7 @@ def _drop_oldest(mailbox: queue.Queue, keep: Callable[[], np.ndarray | None] | N
 def _why_stopped(sink: Sink, exc: Exception) -> str:
     """An output's failure in a line for the UI and `engine status`."""
     if getattr(sink, "disk_full", False):
-        return f"the disk is full; {getattr(sink, 'frames', 0)} frames were recorded"
+        return f"the disk is full (what was written is in {getattr(sink, 'path', '?')})"
     return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
 
 

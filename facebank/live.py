@@ -137,20 +137,27 @@ class LiveFacebank:
 
     def rename(self, name: str, new_name: str) -> tuple[str, str] | None:
         """(the name as stored, the new name), or None where nobody had `name` (Facebank.rename). Their live crops
-        move to the new name's folder; should the file's update fail, they move back."""
+        move to the new name's folder; should the file's update fail, they move back. Idempotent: a rename killed
+        between the move and the file's update is finished by asking again."""
         new_name = clean_name(new_name)
         with self._lock:
+            person, other = self.facebank.person(name), self.facebank.person(new_name)
+            if person is not None and other is not None and other.key != person.key:  # before any folder moves
+                raise FacebankError(f"{other.name} is already on the facebank: remove one of them first, or add "
+                                    f"the photos to {other.name}")
             old_dir, new_dir = self.crops_of(name), self.crops_of(new_name)
-            moving = old_dir != new_dir and old_dir.is_dir() and self.facebank.person(name) is not None
+            moving = old_dir != new_dir and old_dir.is_dir() and person is not None
             if moving:
                 with suppress(OSError):
                     new_dir.rmdir()  # an empty folder left behind; one with files is refused below
                 if new_dir.exists():
-                    raise FacebankError(f"cannot rename {name}: {new_dir} holds another person's face crops")
+                    raise FacebankError(f"cannot rename {name}: {new_dir} holds face crops of nobody on the "
+                                        "facebank; remove that folder first")
                 os.rename(old_dir, new_dir)  # first: a crash before the file's update leaves paths "missing", kept
             renamed = None
             try:
-                renamed = self.facebank.rename(name, new_name, _moved(old_dir, new_dir) if moving else None)
+                moved = _moved(old_dir, new_dir) if old_dir != new_dir else None
+                renamed = self.facebank.rename(name, new_name, moved)
             finally:
                 if moving and renamed is None:  # refused, failed, or removed meanwhile by another process
                     os.rename(new_dir, old_dir)
@@ -188,6 +195,12 @@ class LiveFacebank:
         Crops are written beside the facebank (owner-only) only for the person being enrolled; refused or
         unused ones are deleted again. Raises with the reason when too few are usable or they disagree."""
         name = clean_name(name)
+        with self._lock:  # whole: a rename or remove of this person meanwhile would move or delete its folder
+            chosen = self._enrol_crops_locked(name, crops, order)
+        self.gallery.reload()
+        return len(chosen)
+
+    def _enrol_crops_locked(self, name: str, crops: list[np.ndarray], order: list[int] | None) -> list[Enrolment]:
         folder = self.crops_of(name)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.crops_dir, 0o700)
@@ -198,8 +211,7 @@ class LiveFacebank:
             for i, crop in enumerate(crops):
                 written.append(_write_private(folder / f"{stamp}-{i:02d}.png", crop))
             chosen = self._choose(written, order)
-            with self._lock:
-                self.facebank.add(name, [str(e.path) for e in chosen], agreed=True)  # `_choose` checked them
+            self.facebank.add(name, [str(e.path) for e in chosen], agreed=True)  # `_choose` checked them
         except Exception:
             for path in written:
                 path.unlink(missing_ok=True)
@@ -210,8 +222,7 @@ class LiveFacebank:
         for path in written:
             if path.resolve() not in kept:
                 path.unlink(missing_ok=True)
-        self.gallery.reload()
-        return len(chosen)
+        return chosen
 
     def _choose(self, paths: list[Path], order: list[int] | None = None) -> list[Enrolment]:
         usable, times = [], []
@@ -253,12 +264,14 @@ class LiveFacebank:
 
 
 def _moved(old_dir: Path, new_dir: Path) -> Callable[[str], str]:
-    """A stored photo path's new place once `old_dir` became `new_dir` (other paths stay as they are)."""
+    """A stored photo path's new place once `old_dir` became `new_dir`: a photo of `old_dir` found in `new_dir`
+    (moved now, or by a rename killed before the file's update). Other paths stay as they are."""
     old = old_dir.resolve()
 
     def moved(path: str) -> str:
         photo = Path(path)
-        return str(new_dir / photo.name) if photo.parent.resolve() == old else path
+        there = new_dir / photo.name
+        return str(there) if photo.parent.resolve() == old and there.is_file() else path
 
     return moved
 

@@ -292,6 +292,22 @@ def test_rename_moves_a_live_enrolments_crops_with_the_name(bank: Facebank) -> N
     assert live.gallery().names == ("Joe", "Zo\u00eb"), "the engine's gallery follows at once"
 
 
+def test_a_rename_killed_after_moving_the_crops_is_finished_by_asking_again(bank: Facebank) -> None:
+    """Killed between the crops' move and the file's update, a rename left paths to files in the old folder; asked
+    again it said "renamed" and left them so for good: never found again, she stayed blurred (a review, stop 45)."""
+    from facebank.live import LiveFacebank
+
+    live = LiveFacebank(bank, LiveGallery(bank))
+    folder = live.crops_of("Zoe")
+    folder.mkdir(parents=True)
+    cv2.imwrite(str(folder / "crop-00.png"), cv2.imread(str(OBAMA)))
+    bank.add("Zoe", [folder / "crop-00.png"])
+    os.rename(folder, live.crops_of("Zo\u00eb"))  # the kill: moved, the file not updated yet
+    assert live.rename("Zoe", "Zo\u00eb") == ("Zoe", "Zo\u00eb")
+    assert [i.path for i in bank.person("Zo\u00eb").images] == [str(live.crops_of("Zo\u00eb") / "crop-00.png")]
+    assert not bank.refresh().missing
+
+
 def test_refresh_re_embeds_changed_photos_and_drops_unusable_ones(bank: Facebank, tmp_path: Path) -> None:
     photo, other = tmp_path / "me.jpg", tmp_path / "gone.jpg"
     shutil.copy(OBAMA, photo)

@@ -19,6 +19,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -216,17 +217,21 @@ def small_disk(tmp_path):
 
 
 @needs_ffmpeg
-@pytest.mark.parametrize("mode", [[], ["--live"]], ids=["file", "live"])
+@pytest.mark.parametrize("mode", [[], ["--live"], ["temp-too"]], ids=["file", "live", "temp-folder-on-it-too"])
 def test_a_full_disk_stops_the_recording_and_the_run_at_once_keeping_what_was_written(dev_clip, small_disk,
-                                                                                     capsys, caplog, mode):
+                                                                                     capsys, caplog, mode,
+                                                                                     monkeypatch):
     """The encoder dies of ENOSPC: it was restarted 5 times into empty files, the rest of the file was anonymized for
     no output (live: played on with nothing written), and the error listed the empty files as holding frames. Now:
-    one file, the run stops, exit 2."""
+    one file, the run stops, exit 2. Also where the temp folder is on the full disk: FFmpeg's words are lost then."""
+    if mode == ["temp-too"]:
+        monkeypatch.setattr(tempfile, "tempdir", str(small_disk))
+        mode = []
     out = small_disk / "out.mp4"
     code, err = _run(capsys, str(dev_clip), "-o", str(out), "--no-facebank", *mode)
     assert code == 2
     assert "the disk filled up: the recording stopped after" in err and f"kept in {out};" in err
-    assert sorted(small_disk.iterdir()) == [out], "no empty file per restart"
+    assert [p for p in small_disk.iterdir() if p.suffix == ".mp4"] == [out], "no empty file per restart"
     kept = recorded_frames(out)
     assert kept > 30 and f"after {kept} frames" in err, "what was written stays playable, and is counted"
     stopped = [r.getMessage() for r in caplog.records if "no output is left" in r.getMessage()]

@@ -175,6 +175,12 @@ def test_with_no_engine_the_facebank_screen_says_so_and_lists_the_file(tmp_path,
             assert "nobody" not in str(table.border_subtitle)
             if file == "people":
                 assert [str(c) for c in table.get_row_at(0)[:2]] == ["Lin", "1"]
+                await pilot.press("n")  # a change with no engine: said not done, not dropped without a word
+                app.screen.query_one("#enrol-name", Input).value = "Lin-Manuel"
+                await pilot.press("enter")
+                await until(pilot, lambda: "nothing was changed" in str(message.render()), what="the refusal")
+                assert "rename needs the engine" in str(message.render())
+                assert [str(c) for c in table.get_row_at(0)[:1]] == ["Lin"]
             else:
                 assert table.row_count == 0 and "not known" in str(table.border_subtitle)
                 assert "cannot read the facebank file" in str(message.render())
@@ -454,7 +460,7 @@ def test_a_recording_that_stopped_for_good_says_why_on_the_output_screen_and_in_
     from tui.format import status_rows
 
     monkeypatch.setattr(OutputScreen, "command", lambda self, *args, **kwargs: None)
-    why = "the disk is full; 109 frames were recorded"
+    why = "the disk is full (what was written is in /videos/rec.mp4)"
     telemetry = {**TELEMETRY, "sinks": ["vcam"], "outputs": [{"name": "vcam", "path": None}],
                  "stopped_outputs": {"file": why}}
     assert dict(status_rows(telemetry))["outputs"] == f"virtual camera; recording STOPPED: {why}"

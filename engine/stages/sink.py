@@ -68,6 +68,7 @@ KEYFRAME_EVERY_S = 1  # a crash loses at most the last fragment; a player can st
 MAX_FILL_FRAMES = 300  # live: at most this many frames filled at once (10 s at 30 fps: a clock jump, not a drop)
 MAX_RESTARTS = 5  # an encoder that keeps dying (a codec missing) is given up, not respawned forever
 DISK_FULL = ("No space left on device", "Disk quota exceeded")  # FFmpeg's strerror of ENOSPC and EDQUOT
+DISK_FULL_BYTES = 1 << 20  # a dead encoder with less than this left where it wrote: the disk filled up
 CLOSE_TIMEOUT_S = 30.0
 SOUND_FLUSH_S = 5.0  # closing: how long the sound still to write may take to go in
 
@@ -139,6 +140,16 @@ def check_output_path(path: Path, input_path: str | None = None) -> None:
         raise SinkError(f"cannot record to {path}: {exc.strerror or exc}") from exc
     if not existed:
         path.unlink(missing_ok=True)  # a refusal later must leave nothing behind; ffmpeg creates it again
+
+
+def _disk_full(folder: Path) -> bool:
+    """Less than DISK_FULL_BYTES left to write in `folder` (root may also use the blocks kept for it)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    free = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+    return free * st.f_frsize < DISK_FULL_BYTES
 
 
 def next_segment(path: Path) -> Path:
@@ -339,7 +350,9 @@ class FileSink:
         """After the encoder died: go on in a new file (`rec-1.mp4`), unless it keeps dying or the disk is full.
         True if it did."""
         self._abandon()
-        if any(words in self._stderr() for words in DISK_FULL):  # each new file would die on its first write too
+        if any(words in self._stderr() for words in DISK_FULL) or _disk_full(self.path.parent):  # each new file
+            # would die on its first write too. The folder is asked as well: where the temp folder shares the full
+            # disk, FFmpeg's own words could not be kept (a review, stop 45)
             self.disk_full = True
             log.error("the disk holding %s is full: the recording stopped after %d frames", self.path, self.frames)
             return False

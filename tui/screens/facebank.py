@@ -184,13 +184,15 @@ class FacebankScreen(Screen):
             if bank.engine_running():  # it answers but cannot list: its words
                 self.post_message(PeopleLoaded(None, note.strip(), error or f"cannot read the facebank: {exc}"))
             else:
-                self.post_message(self._from_saved(bank, note.strip()))
+                undone = f"nothing was changed: {op} needs the engine" if op != "list" else ""
+                self.post_message(self._from_saved(bank, note.strip(), undone))
 
     @staticmethod
-    def _from_saved(bank: FacebankLink, note: str) -> PeopleLoaded:
-        """No engine: the people as its file has them (read-only), never a false "nobody"."""
+    def _from_saved(bank: FacebankLink, note: str, error: str = "") -> PeopleLoaded:
+        """No engine: the people as its file has them (read-only), never a false "nobody"; `error`: why the change
+        asked for was not made (a rename or remove with no engine was dropped without a word: a review, stop 45)."""
         try:
-            return PeopleLoaded(bank.saved(), note, from_file=True)
+            return PeopleLoaded(bank.saved(), note, error, from_file=True)
         except (OSError, ValueError) as exc:
             return PeopleLoaded(None, note, f"cannot read the facebank file: {exc}", from_file=True)
 

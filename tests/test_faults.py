@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -588,13 +589,21 @@ class StallingStream(VideoSource):
         super().__init__(spec)
         self.kind = "url"
         self.left = frames
+        self.given = 0
         self.closed = threading.Event()
+        self.processed: Callable[[], int] | None = None  # set: a frame only once the one before was processed
 
     def read(self) -> np.ndarray | None:
         if self.left <= 0:
             self.closed.wait(0.5)
             return None
+        # On a loaded machine the engine falls behind and a frame waiting is replaced by the next (dropped): the
+        # test then never saw its 8 frames processed (CI, stop 45). A camera is not paced so; this test needs them all.
+        deadline = time.monotonic() + 30
+        while self.processed is not None and self.processed() < self.given and time.monotonic() < deadline:
+            time.sleep(0.01)
         self.left -= 1
+        self.given += 1
         time.sleep(1 / 30)
         return super().read()
 
@@ -626,6 +635,7 @@ def test_panic_pressed_while_the_stream_stalls_reaches_the_frames_held(dev_clip,
     capture = Whole()
     engine = Engine(Settings(backend="onnxruntime", deadline_ms=60_000, lookahead_frames=3), source, sinks=[capture])
     engine.detect_waiting = False
+    source.processed = lambda: engine.stats.frames
     loop = threading.Thread(target=engine.run_live)
     loop.start()
     try:

@@ -85,3 +85,19 @@ async def answer(pilot: Pilot, key: str) -> str:
     question = str(app.screen.query_one("#question", Static).render())
     await pilot.press(key)
     return question
+
+
+class CountingSink:
+    """A sink that counts the frames it gets (an output beside the one a test watches)."""
+
+    name = "counter"
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def write(self, frame) -> None:
+        self.frames += 1
+
+    def close(self) -> None:
+        pass
+

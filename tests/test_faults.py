@@ -47,7 +47,7 @@ from engine.runner import Engine
 from engine.stages.anonymize import Anonymizer
 from engine.stages.sink import FileSink, SinkError
 from engine.stages.source import VideoSource, announced_frames
-from tests.helpers import wait_for
+from tests.helpers import CountingSink, wait_for
 
 needs_ffmpeg = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("ffprobe")),
                                   reason="needs ffmpeg and ffprobe on PATH")
@@ -241,26 +241,13 @@ def test_a_full_disk_stops_the_recording_and_the_run_at_once_keeping_what_was_wr
         assert int(stopped[0].rsplit(" ", 1)[1]) < 275
 
 
-class _Counting:
-    name = "counter"
-
-    def __init__(self) -> None:
-        self.frames = 0
-
-    def write(self, frame) -> None:
-        self.frames += 1
-
-    def close(self) -> None:
-        pass
-
-
 @needs_ffmpeg
 def test_a_live_recording_that_fills_the_disk_is_reported_stopped_and_the_other_outputs_go_on(dev_clip, small_disk):
     from tui.format import status_rows
 
     source = VideoSource(str(dev_clip))
     recording = FileSink(small_disk / "rec.mp4", source.info.width, source.info.height, source.info.fps)
-    other = _Counting()
+    other = CountingSink()
     engine = Engine(Settings(), source, sinks=[recording, other])
     thread = threading.Thread(target=engine.run_live, name="engine", daemon=True)
     thread.start()

@@ -185,19 +185,7 @@ def test_a_looped_picture_is_a_still_camera_that_never_drops_out(crowd):
 
     from engine.runner import Engine
     from engine.stages.source import VideoSource
-    from tests.helpers import wait_for
-
-    class Capture:
-        name = "capture"
-
-        def __init__(self) -> None:
-            self.frames = 0
-
-        def write(self, frame) -> None:
-            self.frames += 1
-
-        def close(self) -> None:
-            pass
+    from tests.helpers import CountingSink, wait_for
 
     photo = str(crowd[0])
     source = VideoSource(photo, loop=True)
@@ -207,7 +195,7 @@ def test_a_looped_picture_is_a_still_camera_that_never_drops_out(crowd):
     assert unlooped.read() is not None and unlooped.read() is None, "not looped: one frame, then the end"
     source.close()
     unlooped.close()
-    capture, states = Capture(), []
+    capture, states = CountingSink(), []
     engine = Engine(Settings(), VideoSource(photo, loop=True), sinks=[capture])
     runner = threading.Thread(target=engine.run_live)  # paced at the picture's rate, as a file played live is
     runner.start()

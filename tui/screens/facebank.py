@@ -184,7 +184,7 @@ class FacebankScreen(Screen):
             if bank.engine_running():  # it answers but cannot list: its words
                 self.post_message(PeopleLoaded(None, note.strip(), error or f"cannot read the facebank: {exc}"))
             else:
-                undone = f"nothing was changed: {op} needs the engine" if op != "list" else ""
+                undone = f"nothing was changed: {op} needs the engine" if op != "list" and error else ""
                 self.post_message(self._from_saved(bank, note.strip(), undone))
 
     @staticmethod

@@ -21,7 +21,7 @@ from engine.config import Settings
 from engine.recognition.gallery import Gallery
 from engine.recognition.identify_facebank import FacebankIdentifier, Policy
 from engine.recognition.recognize import create_embedder
-from facebank.enrol import MIN_FACE_PX, MIN_SHARPNESS, SAME_PERSON, EnrolError, Enrolment
+from facebank.enrol import MIN_FACE_PX, SAME_PERSON, EnrolError, Enrolment
 from facebank.store import Facebank, FacebankError, ImageRecord, clean_name, model_tag, name_key
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,10 @@ MAX_LIVE_PHOTOS = 5
 # Below this, a frame is clearly another person: the track crossed a shot cut or a swap while gathering, and the
 # majority may be the bystander, so nobody is enrolled.
 OTHER_PERSON = 0.27
+# A stored photo's grade in the facebank screen (`grade`): sharpness under this is weak, from that one good (with the
+# face's size). Fixed where enrolment's own bar was lowered to 25 (stop 46): a photo just over the bar is still weak.
+WEAK_BELOW_SHARPNESS = 100.0
+GOOD_FROM_SHARPNESS = 200.0
 
 
 class LiveFacebank:
@@ -285,9 +289,9 @@ def grade(image: ImageRecord) -> str:
     """good / ok / weak against the enrolment's own bars; 'old model' counts only after a re-enrol."""
     if image.model != model_tag():
         return "old model"
-    if image.face_px < 2 * MIN_FACE_PX or image.sharpness < 2 * MIN_SHARPNESS:
+    if image.face_px < 2 * MIN_FACE_PX or image.sharpness < WEAK_BELOW_SHARPNESS:
         return "weak"
-    if image.face_px >= 3 * MIN_FACE_PX and image.sharpness >= 4 * MIN_SHARPNESS:
+    if image.face_px >= 3 * MIN_FACE_PX and image.sharpness >= GOOD_FROM_SHARPNESS:
         return "good"
     return "ok"
 

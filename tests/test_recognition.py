@@ -487,8 +487,8 @@ def head_pose() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def man_gallery(head_pose, tmp_path_factory) -> Gallery:
-    """The man on the right, from the first frame (he looks ahead), aligned and embedded as a photo is (the
-    GIF's palette makes it too soft for enrolment's sharpness bar, 33 < 50)."""
+    """The man on the right, from the first frame (he looks ahead), aligned and embedded as a photo is (the frame
+    holds two faces: enrolment would ask which one)."""
     frame = head_pose[0]
     landmarker = create_landmarker(SETTINGS)
     found = landmarker.detector.detect(frame, 0.5)

@@ -40,7 +40,7 @@ log = logging.getLogger("soft_enrolment")
 DATA = Path(os.environ.get("BLURCAST_DATA", REPO.parent / "shared" / "data"))
 BLURS = (0.0, 1.2, 2.0, 2.5, 3.0, 4.0)  # Gaussian sigma, px at LFW's size
 SMALL_FACES = (40, 32, 24)  # px: the face's width in the frame it was cut from
-SMEARS = ((5, 0), (9, 0), (9, 30), (9, 90), (13, 0), (13, 45))  # (px, degrees) at LFW's size
+SMEARS = ((5, 0), (7, 30), (9, 0), (9, 30), (9, 60), (9, 90), (13, 0), (13, 45))  # (px, degrees) at LFW's size
 SMEARED_PROBES = (9, 13)
 OLD_BAR = 50.0  # facebank.enrol's sharpness bar until stop 46
 BANDS = (0, 5, 10, 15, 25, 35, 50, 100, 1e9)
@@ -101,16 +101,18 @@ def main(argv: list[str] | None = None) -> int:
         taken = np.array([softness_refusal(a, b) is None for a, b in zip(sharp, smears, strict=True)])
         # What enrolment lets through: the strangers over the threshold against smeared probes, taken photos only.
         taken_pairs = max(1, int(taken.sum()) * (len(scores) - 1))
-        taken_over = {px: (_strangers(enrolled @ smeared_probes[px].T)[taken] >= args.threshold).sum()
-                      for px in SMEARED_PROBES}
-        taken_smeared = "  ".join(f"{px} px: {100 * n / taken_pairs:.3f} %" for px, n in taken_over.items())
+        over = {px: _strangers(enrolled @ smeared_probes[px].T) >= args.threshold for px in SMEARED_PROBES}
+        taken_smeared = "  ".join(f"{px} px: {100 * o[taken].sum() / taken_pairs:.3f} %" for px, o in over.items())
+        old_taken = sharp >= OLD_BAR
+        old_pairs = max(1, int(old_taken.sum()) * (len(scores) - 1))
+        old_smeared = "  ".join(f"{px} px: {100 * o[old_taken].sum() / old_pairs:.3f} %" for px, o in over.items())
         print(f"{kind} {amount:>6}: sharpness median {np.median(sharp):6.1f}, smear p5/median "
               f"{np.percentile(smears, 5):.2f}/{np.median(smears):.2f}  genuine over {args.threshold}: "
               f"{100 * (genuine >= args.threshold).mean():5.1f} %"
               f"  strangers over it {100 * (strangers >= args.threshold).sum() / pairs:.3f} %, against smeared "
               f"strangers {against_smears}\n      taken by enrolment {100 * taken.mean():5.1f} % (by the bar of 50 "
               f"before stop 46: {100 * (sharp >= OLD_BAR).mean():5.1f} %), their strangers over it against smeared "
-              f"strangers {taken_smeared}")
+              f"strangers {taken_smeared} (the old bar's: {old_smeared})")
         if kind != "smear":
             sharp_all.append(sharp), genuine_all.append(genuine), strangers_all.append(strangers)
     sharp, genuine, strangers = (np.concatenate(a) for a in (sharp_all, genuine_all, strangers_all))

@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 PIPED_WIDTH = 200  # a log file or a pipe: no terminal to fit, so paths and messages are not cut at 80 columns
 
@@ -778,7 +779,7 @@ def _engine_client(photos: int = 0):
 
 
 def _cmd_facebank_add(args: argparse.Namespace) -> int:
-    from engine.client import ControlError
+    from engine.client import ControlError, soft_warning
 
     client = _engine_client(len(args.photos))
     name = escape(args.name)
@@ -787,7 +788,8 @@ def _cmd_facebank_add(args: argparse.Namespace) -> int:
             paths = [str(Path(p).expanduser().resolve()) for p in args.photos]
             try:
                 with client:
-                    added = client.request("facebank_add", name=args.name, paths=paths, face=args.choose)["added"]
+                    reply = client.request("facebank_add", name=args.name, paths=paths, face=args.choose)
+                    added, soft = reply["added"], reply.get("soft") or []
             except ControlError as exc:  # no answer is not a refusal: the engine may have saved them (a review)
                 if "lost the engine" in str(exc) or "closed the connection" in str(exc):
                     raise ControlError(f"{exc}; the engine may still have saved the photos: `blurcast facebank "
@@ -795,9 +797,13 @@ def _cmd_facebank_add(args: argparse.Namespace) -> int:
                 raise
         else:
             from facebank import Facebank
+            from facebank.enrol import soft_photos
 
-            added = len(Facebank().add(args.name, args.photos, choose=args.choose))
+            enrolments = Facebank().add(args.name, args.photos, choose=args.choose)
+            added, soft = len(enrolments), soft_photos(enrolments)
     console.print(_added_line(name, added, len(args.photos)), soft_wrap=True)
+    if (warning := soft_warning(soft)) is not None:
+        console.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
     return 0
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from engine.protocol import MAX_LINE, ControlError, decode_preview
+from engine.protocol import MAX_LINE, ControlError, decode_preview, soft_warning
 from engine.protocol import encode as _encode
 
 try:
@@ -39,7 +39,7 @@ except ImportError:  # Windows: no flock; two engines there are still caught by 
 log = logging.getLogger(__name__)
 
 __all__ = ["EXIT_ALREADY_RUNNING", "ControlClient", "ControlError", "EngineAlreadyRunning", "EnginePaths",
-           "decode_preview", "default_paths", "engine_running", "hold_engine_lock", "start_background",
+           "decode_preview", "default_paths", "engine_running", "hold_engine_lock", "soft_warning", "start_background",
            "stop_background", "unanswering_engine"]
 
 

@@ -7,8 +7,9 @@ A request is one JSON object per line with a `cmd` and its arguments; the reply 
 Commands (engine/service.py implements them): ping, status, settings, limits, stream_limits, set {settings},
 panic {on}, pause {on}, preview {max_width}, source {spec, loop}, sink_start {kind, path; a stream: bitrate_kbps,
 keyframe_s, preset, srt_latency_ms, srt_passphrase}, sink_stop {name},
-facebank_list, facebank_add {name, paths, face}, facebank_remove {name}, facebank_rename {name, new_name},
-facebank_refresh, enrol_track {name, track_id, seconds}, facebank_reload, subscribe {hz}, shutdown.
+facebank_list, facebank_add {name, paths, face} (-> added, soft: [path, sharpness] of photos taken though soft),
+facebank_remove {name}, facebank_rename {name, new_name}, facebank_refresh, enrol_track {name, track_id, seconds},
+facebank_reload, subscribe {hz}, shutdown.
 
 Standard library only: a client that imports this loads no model, no OpenCV, no engine internals.
 """
@@ -29,6 +30,15 @@ class ControlError(RuntimeError):
 def encode(obj: Any) -> bytes:
     """One message as a JSON line."""
     return (json.dumps(obj, separators=(",", ":"), default=str) + "\n").encode()
+
+
+def soft_warning(soft: list) -> str | None:
+    """The words for a `facebank_add` reply's `soft` photos ([path, sharpness] each), or None when none is soft."""
+    if not soft:
+        return None
+    photos = ", ".join(f"{str(path).rsplit('/', 1)[-1]} (sharpness {float(sharp):.0f})" for path, sharp in soft)
+    return (f"taken, but soft: {photos}. You may be blurred at times: add a sharper photo of the same person "
+            "(in focus, held still)")
 
 
 def decode_preview(result: dict) -> tuple[int, int, bytes]:

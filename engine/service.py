@@ -119,7 +119,8 @@ class FacebankCommands(Protocol):
 
     def list(self) -> list[dict]: ...
 
-    def add(self, name: str, paths: Sequence[str], face: int | None = None) -> int: ...
+    def add(self, name: str, paths: Sequence[str], face: int | None = None) -> tuple[int, list[tuple[str, float]]]:
+        """Photos stored, and (path, sharpness) of those taken though soft."""
 
     def remove(self, name: str) -> str | None: ...
 
@@ -284,7 +285,8 @@ class EngineService:
         face = request.get("face")
         if face is not None and (isinstance(face, bool) or not isinstance(face, int)):
             raise ValueError('"face" is the number of the face in the photo (0, 1, ...), or null')
-        return {"name": name, "added": self._facebank().add(name, paths, face)}
+        added, soft = self._facebank().add(name, paths, face)
+        return {"name": name, "added": added, "soft": [list(photo) for photo in soft]}
 
     def _facebank_remove(self, request: dict) -> dict:
         name = _str_arg(request, "name")

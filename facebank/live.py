@@ -21,7 +21,7 @@ from engine.config import Settings
 from engine.recognition.gallery import Gallery
 from engine.recognition.identify_facebank import FacebankIdentifier, Policy
 from engine.recognition.recognize import create_embedder
-from facebank.enrol import MIN_FACE_PX, SAME_PERSON, EnrolError, Enrolment
+from facebank.enrol import MIN_FACE_PX, SAME_PERSON, EnrolError, Enrolment, soft_photos
 from facebank.store import Facebank, FacebankError, ImageRecord, clean_name, model_tag, name_key
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ MAX_LIVE_PHOTOS = 5
 # majority may be the bystander, so nobody is enrolled.
 OTHER_PERSON = 0.27
 # A stored photo's grade in the facebank screen (`grade`): sharpness under this is weak, from that one good (with the
-# face's size). Fixed where enrolment's own bar was lowered to 25 (stop 46): a photo just over the bar is still weak.
+# face's size). Fixed where enrolment's own bar was lowered to 10 (stop 46): a photo just over the bar is still weak.
 WEAK_BELOW_SHARPNESS = 100.0
 GOOD_FROM_SHARPNESS = 200.0
 
@@ -123,11 +123,13 @@ class LiveFacebank:
         parts += [f"dropped {Path(path).name}: {why}" for path, why in report.dropped]
         return "Re-enrolled: " + ", ".join(parts) + "."
 
-    def add(self, name: str, paths: Sequence[str], face: int | None = None) -> int:
+    def add(self, name: str, paths: Sequence[str], face: int | None = None) -> tuple[int, list[tuple[str, float]]]:
+        """How many photos were stored (one already enrolled is not stored again), and (path, sharpness) of those
+        taken though soft (engine.protocol.soft_warning words them)."""
         with self._lock:
             added = self.facebank.add(name, list(paths), choose=face)
         self.gallery.reload()
-        return len(added)
+        return len(added), soft_photos(added)
 
     def remove(self, name: str) -> str | None:
         """The name as stored, or None where nobody had it (Facebank.remove)."""

@@ -102,8 +102,44 @@ def test_the_engine_counts_only_new_photos_too(biden, tmp_path):
     from facebank.store import Facebank
 
     live = LiveFacebank(Facebank(tmp_path / "facebank.json"), LiveGallery(None))
-    assert live.add("Biden", [str(biden), str(biden)]) == 1
-    assert live.add("Biden", [str(biden)]) == 0
+    assert live.add("Biden", [str(biden), str(biden)]) == (1, [])
+    assert live.add("Biden", [str(biden)]) == (0, [])
+
+
+def _soft_copy(photo: Path, folder: Path) -> Path:
+    """The photo 300 px wide (a ~110 px face), out of focus: sharpness ~14 on the aligned face, taken with a
+    warning."""
+    import cv2
+
+    image = cv2.imread(str(photo))
+    small = cv2.resize(image, None, fx=300 / image.shape[1], fy=300 / image.shape[1], interpolation=cv2.INTER_AREA)
+    soft = folder / "soft.png"
+    cv2.imwrite(str(soft), cv2.GaussianBlur(small, (0, 0), 3))
+    return soft
+
+
+def test_add_warns_of_a_soft_photo_it_took(biden, tmp_path, bank_file):
+    """The warning is part of the result, not a log line: a user of `facebank add` (and of the UI, below) sees it."""
+    done = blurcast("facebank", "add", "Biden", str(_soft_copy(biden, tmp_path)))
+    one_line_error(done, 0, "added 1 new photo(s) of Biden", "warning: taken, but soft: soft.png (sharpness",
+                   "add a sharper photo")
+    [person] = json.loads(bank_file.read_text())["people"].values()
+    assert len(person["images"]) == 1 and 10 <= person["images"][0]["sharpness"] < 25
+
+
+def test_the_engine_says_which_photos_it_took_though_soft(biden, tmp_path):
+    """`facebank_add`'s reply names them ([path, sharpness]); the CLI and the UI word them (soft_warning)."""
+    from engine.protocol import soft_warning
+    from facebank.live import LiveFacebank, LiveGallery
+    from facebank.store import Facebank
+
+    live = LiveFacebank(Facebank(tmp_path / "facebank.json"), LiveGallery(None))
+    soft = _soft_copy(biden, tmp_path)
+    added, photos = live.add("Biden", [str(soft), str(biden)])
+    assert added == 2 and [path for path, _ in photos] == [str(soft.resolve())]
+    warning = soft_warning(photos)
+    assert warning is not None and warning.startswith("taken, but soft: soft.png (sharpness ")
+    assert soft_warning([]) is None
 
 
 # --- 3. an output folder that cannot be created ---------------------------------------------------------------------

@@ -47,7 +47,8 @@ def test_add_list_remove_and_clear_refusals(engine, tmp_path):
             client.request("facebank_add", name="X")
         with pytest.raises(ControlError, match="not on the facebank"):
             client.request("facebank_remove", name="Nobody")
-        assert client.request("facebank_add", name="Lin", paths=[str(PERFORMER_PHOTO)]) == {"name": "Lin", "added": 1}
+        assert client.request("facebank_add", name="Lin", paths=[str(PERFORMER_PHOTO)]) == {"name": "Lin", "added": 1,
+                                                                                           "soft": []}
         (person,) = client.request("facebank_list")["people"]
         assert (person["name"], person["photos"], person["crops"]) == ("Lin", 1, 0)
         assert person["images"][0]["path"] == str(PERFORMER_PHOTO.resolve()) and person["images"][0]["grade"]

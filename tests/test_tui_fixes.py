@@ -255,11 +255,11 @@ def test_enter_in_the_face_number_field_enrols_with_it(tmp_path, monkeypatch):
         def people(self) -> list[PersonView]:
             return []
 
-        def add(self, name: str, paths: list[str], choose: int | None = None) -> int:
+        def add(self, name: str, paths: list[str], choose: int | None = None) -> tuple[int, str | None]:
             added.append(choose)
             if choose is None:
                 raise ControlError("2 faces were found. Pick one with its number (--face N)")
-            return len(paths)  # new photos, as the engine counts them
+            return len(paths), None  # new photos, as the engine counts them; none soft
 
     monkeypatch.setattr(facebank_screen, "FacebankLink", TwoFaces)
 

@@ -582,3 +582,27 @@ def test_r_after_a_source_picked_since_the_crash_retries_that_source(tmp_path, m
             assert app.engine_link.engine_args == ["--source", str(tmp_path / "picked.mp4")]
 
     asyncio.run(scenario())
+
+
+def test_the_facebank_screen_says_when_a_photo_was_taken_though_soft() -> None:
+    """The engine's `facebank_add` reply names the photos it took though soft; the screen's message carries the
+    warning (it was only a line in the engine's log, which a UI user never sees)."""
+    from tui.facebank_link import FacebankLink
+    from tui.screens.facebank import FacebankScreen
+
+    class Replies:
+        def __init__(self, reply: dict) -> None:
+            self.reply = reply
+
+        def request(self, cmd: str, **args) -> dict:
+            assert cmd == "facebank_add"
+            return self.reply
+
+    soft = FacebankLink(Replies({"name": "Lin", "added": 1, "soft": [["/photos/me [1].png", 17.4]]}))
+    message = FacebankScreen._apply(soft, "add", "Lin", ["/photos/me [1].png"], None)
+    assert message.startswith("Enrolled Lin from 1 new photo(s).")
+    assert "Warning: taken, but soft: me [1].png (sharpness 17)" in message and "add a sharper photo" in message
+    sharp = FacebankLink(Replies({"name": "Lin", "added": 1, "soft": []}))
+    assert "Warning" not in FacebankScreen._apply(sharp, "add", "Lin", ["/photos/me.png"], None)
+    older = FacebankLink(Replies({"name": "Lin", "added": 1}))  # an engine from before the field
+    assert FacebankScreen._apply(older, "add", "Lin", ["/photos/me.png"], None).endswith("The engine uses it now.")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tui.link import ControlError, EngineLink
+from tui.link import ControlError, EngineLink, soft_warning
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -102,11 +102,13 @@ class FacebankLink:
         """The facebank file's people, read-only (no engine needed); see `saved_people`."""
         return saved_people(self.link.paths.facebank)
 
-    def add(self, name: str, paths: list[str], choose: int | None = None) -> int:
-        """Enrol `paths` as `name`; the number of new photos (one already enrolled is not counted again)."""
+    def add(self, name: str, paths: list[str], choose: int | None = None) -> tuple[int, str | None]:
+        """Enrol `paths` as `name`: the number of new photos (one already enrolled is not counted again), and the
+        warning for those taken though soft, if any."""
         reply = self.link.request("facebank_add", name=name, paths=paths, face=choose)
         added = reply.get("added") if isinstance(reply, dict) else None
-        return added if isinstance(added, int) else len(paths)
+        soft = reply.get("soft") if isinstance(reply, dict) else None
+        return added if isinstance(added, int) else len(paths), soft_warning(soft if isinstance(soft, list) else [])
 
     def remove(self, name: str) -> str | None:
         """The name as the facebank stored it, or None where nobody had it."""

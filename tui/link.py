@@ -20,13 +20,14 @@ from engine.client import (
     launch_of,
     private_dir,
     redact,
+    soft_warning,
     start_background,
 )
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ControlError", "EngineLink", "EnginePaths", "decode_preview", "default_engine_args", "default_paths",
-           "private_dir"]
+           "private_dir", "soft_warning"]
 
 
 def default_engine_args(source: str) -> list[str]:

@@ -199,11 +199,12 @@ class FacebankScreen(Screen):
     @staticmethod
     def _apply(bank: FacebankLink, op: str, name: str, paths: list[str], choose: int | None) -> str:
         if op == "add":
-            added = bank.add(name, paths, choose)
+            added, soft = bank.add(name, paths, choose)
             if not added:
                 return f"{name}: already enrolled from {'this photo' if len(paths) == 1 else 'these photos'}."
             kept = "" if added == len(paths) else f" ({len(paths) - added} already enrolled or given twice)"
-            return f"Enrolled {name} from {added} new photo(s){kept}. The engine uses it now."
+            return f"Enrolled {name} from {added} new photo(s){kept}. The engine uses it now." + (
+                f" Warning: {soft}" if soft else "")
         if op == "remove":
             removed = bank.remove(name)
             return f"Removed {removed}: their face is blurred again." if removed else f"Nobody named {name}."

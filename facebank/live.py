@@ -21,7 +21,7 @@ from engine.config import Settings
 from engine.recognition.gallery import Gallery
 from engine.recognition.identify_facebank import FacebankIdentifier, Policy
 from engine.recognition.recognize import create_embedder
-from facebank.enrol import MIN_FACE_PX, SAME_PERSON, EnrolError, Enrolment, soft_photos
+from facebank.enrol import MIN_FACE_PX, SAME_PERSON, SHARP_SHARPNESS, EnrolError, Enrolment, soft_photos
 from facebank.store import Facebank, FacebankError, ImageRecord, clean_name, model_tag, name_key
 
 log = logging.getLogger(__name__)
@@ -262,7 +262,10 @@ class LiveFacebank:
         if len(alike) < max(2, len(usable) // 2):
             raise EnrolError(paths[0], "the frames do not agree on one person (the face changed or was covered); "
                                        "try again with only you in view")
-        return [usable[i] for i in _most_varied(vectors, alike, MAX_LIVE_PHOTOS)]
+        # Soft frames only where too few sharp ones are left: enrolment takes them since stop 46, and a soft frame
+        # embeds least like the others, so the most varied pick would take it first.
+        sharp = [i for i in alike if usable[i].sharpness >= SHARP_SHARPNESS]
+        return [usable[i] for i in _most_varied(vectors, sharp if len(sharp) >= 2 else alike, MAX_LIVE_PHOTOS)]
 
     def _crops_of(self, name: str) -> list[Path]:
         folder = self.crops_of(name)

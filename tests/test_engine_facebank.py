@@ -229,6 +229,33 @@ def test_live_enrolment_refuses_frames_of_two_people(tmp_path, data_dir):
         bank._choose(frames, order=[2, 3, 4, 0, 1])
 
 
+def test_live_enrolment_takes_soft_frames_only_without_enough_sharp_ones(tmp_path, data_dir):
+    """Enrolment takes soft photos since stop 46; a soft frame embeds least like the others, so the most varied pick
+    took it first. Among a person's frames the sharp ones are kept; soft ones only where fewer than two are sharp."""
+    import cv2
+
+    from facebank.enrol import SHARP_SHARPNESS
+    from facebank.live import LiveFacebank, LiveGallery
+    from facebank.store import Facebank
+
+    lfw = data_dir / "recognition_lfw" / "lfw-deepfunneled"
+    if not lfw.is_dir():
+        pytest.skip(f"LFW not found at {lfw} (set BLURCAST_DATA to the shared data folder)")
+    frames = []
+    for k, photo in enumerate(sorted((lfw / "George_W_Bush").glob("*.jpg"))[:4]):
+        image = cv2.imread(str(photo))
+        frames.append(tmp_path / f"frame{k}.png")
+        cv2.imwrite(str(frames[-1]), cv2.GaussianBlur(image, (0, 0), 1.5) if k >= 2 else image)  # 2 sharp, 2 soft
+    store = Facebank(tmp_path / "state" / "facebank.json")
+    bank = LiveFacebank(store, LiveGallery(store))
+    every = [bank.facebank.enroller.enrol(frame) for frame in frames]
+    assert [e.sharpness >= SHARP_SHARPNESS for e in every] == [True, True, False, False]  # all four taken
+    chosen = bank._choose(frames)
+    assert sorted(Path(e.path).name for e in chosen) == ["frame0.png", "frame1.png"]
+    chosen = bank._choose(frames[1:])  # one sharp frame left: the soft ones join it
+    assert sorted(Path(e.path).name for e in chosen) == ["frame1.png", "frame2.png", "frame3.png"]
+
+
 def test_a_refused_live_enrolment_says_why_without_the_engines_frame_files():
     """The UI shows the reason ("the frames show more than one person"), not the name of a crop file the engine wrote
     for itself ("20261205T053650-00.png: ...")."""

@@ -14,7 +14,7 @@ the wrong person (a bystander would then stay visible). So the checks are strict
   photo ambiguous (a second person there may be the one enrolling);
 - face width >= 40 px; faces under 40 px and under a third of the biggest face do not make a photo ambiguous;
 - sharpness (variance of the Laplacian on the aligned face, `engine.recognition.recognize.sharpness`) >= 10, a
-  warning under 25, and `smear` (detail lost along one direction: a pan, a turning head) under 0.9, or under 0.5
+  warning under 25, and `smear` (detail lost along one direction: a pan, a turning head) under 0.9, or under 0.55
   where sharpness is under 50. Measured on 500 LFW people enrolled from their first photo made soft and matched
   against their second photo at street size (`python bench/soft_enrolment.py`). Out of focus, by the photo's
   median sharpness: 175 (sharp) 98.6 % of them match, 53 98.4 %, 23 97.8 %, 15 96.6 %, 11 94.2 %, 7.6 84.8 %,
@@ -24,7 +24,7 @@ the wrong person (a bystander would then stay visible). So the checks are strict
   *smeared* photo
   is another matter: it matches strangers smeared the same way, as a pan leaves them, 0.64-1.04 % of pairs at 9-13 px
   against 0.04-0.07 % for a sharp photo (stop 33 found the same for smeared facebank copies). The old bar took 59-74 %
-  of those along x or y (a smear keeps detail across it); the smear bars take 12-48 %, and 2-3 points more of
+  of those along x or y (a smear keeps detail across it); the smear bars take 12-49 %, and 5 points more of
   those at 30-60 degrees (the old bar's 40-71 %), each as risky as before. Sharp photos reach 0.75 (LFW) and
   0.85 (177 real photos of the recognition sets: a half-turned face); out of focus p95 0.56-0.58;
 - a photo the two passes find no face in, and smaller than the coarse pass (so both enlarged it), is looked at once
@@ -56,8 +56,8 @@ MIN_FACE_PX = 40
 MIN_SHARPNESS = 10.0
 SOFT_SHARPNESS = 25.0  # taken, with a warning (`soft_photos`): at 11-23 they match their person 94-98 % of the time
 SHARP_SHARPNESS = 50.0  # under it, a photo must be soft alike in every direction...
-# ...(`smear`): LFW's sharp faces p90 0.50, out of focus p95 0.56-0.58 (so 5-25 % of soft photos are refused here, as
-# the old bar refused all), smeared 9 px median 0.69-0.88 by direction
+# ...(`smear`): LFW's sharp faces p90 0.50, out of focus p95 0.56-0.58 (1-6 % of soft photos are refused here; the old
+# bar refused them all), smeared 9 px median 0.69-0.88 by direction. 0.5 refused the corpus's GIF frames (0.52-0.53).
 MAX_SOFT_SMEAR = 0.55
 # A smear this strong is refused however sharp the rest of the photo is: 1,400 LFW faces reach 0.75 at most, 177 real
 # photos of the recognition sets 0.85 (a half-turned face); a 480p portrait smeared 9-25 px measures 0.91-0.97 at

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from engine.client import EnginePaths, default_paths
+from engine.client import EnginePaths, default_paths, soft_warning
 from engine.config import Settings
 from engine.models import backends
 from engine.models.backends import resolve_backend
@@ -22,7 +22,7 @@ from engine.stages.detect import create_detector
 from engine.stages.sinks.stream import stream_format
 from engine.stages.sources import open_source
 from engine.stream_options import srt_output_url
-from facebank.enrol import EnrolError, Enroller, SeveralFaces
+from facebank.enrol import EnrolError, Enroller, SeveralFaces, soft_photos
 from facebank.live import LiveFacebank, LiveGallery, create_identifier
 from facebank.store import Facebank
 
@@ -102,10 +102,13 @@ def _allowed_people(settings: Settings, store: Facebank | None, allow: Sequence[
             raise ValueError(f"--allow {item!r}: no such person {where}, and no such photo")
         enroller = enroller or Enroller(settings)
         try:
-            people[Path(item).stem] = enroller.enrol(item).embedding[None]
+            enrolment = enroller.enrol(item)
         except SeveralFaces as exc:  # `run` has no --face: the way to pick one is the facebank's
             raise EnrolError(exc.path, f"{exc.found}. Use a photo of that person alone, or put the one you mean on "
                                        "the facebank (blurcast facebank add NAME PHOTO --face N) and give --allow "
                                        "NAME") from None
+        people[Path(item).stem] = enrolment.embedding[None]
+        if (warning := soft_warning(soft_photos([enrolment]))) is not None:
+            log.warning("--allow %s: %s", item, warning)
         log.info("allowed for this run: %s", Path(item).stem)
     return people

@@ -34,9 +34,10 @@ def encode(obj: Any) -> bytes:
 
 def soft_warning(soft: list) -> str | None:
     """The words for a `facebank_add` reply's `soft` photos ([path, sharpness] each), or None when none is soft."""
-    if not soft:
+    pairs = [photo for photo in soft or [] if isinstance(photo, list | tuple) and len(photo) == 2]
+    if not pairs:
         return None
-    photos = ", ".join(f"{str(path).rsplit('/', 1)[-1]} (sharpness {float(sharp):.0f})" for path, sharp in soft)
+    photos = ", ".join(f"{str(path).rsplit('/', 1)[-1]} (sharpness {float(sharp):.0f})" for path, sharp in pairs)
     return (f"taken, but soft: {photos}. You may be blurred at times: add a sharper photo of the same person "
             "(in focus, held still)")
 

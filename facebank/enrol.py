@@ -21,12 +21,11 @@ the wrong person (a bystander would then stay visible). So the checks are strict
   while strangers match 0.05-0.10 % of pairs (a sharp photo 0.10 %), smeared strangers 0.07-0.13 % of the pairs of
   the photos taken: a soft photo costs mainly its own person, so only one that would miss them often is refused.
   The bar was 50 until stop 46, and took 0.8-3.6 % of the photos at 15-23 (the head-pose clip's man at 49). A
-  *smeared* photo
-  is another matter: it matches strangers smeared the same way, as a pan leaves them, 0.64-1.04 % of pairs at 9-13 px
-  against 0.04-0.07 % for a sharp photo (stop 33 found the same for smeared facebank copies). The old bar took 59-74 %
-  of those along x or y (a smear keeps detail across it); the smear bars take 12-49 %, and 5 points more of
-  those at 30-60 degrees (the old bar's 40-71 %), each as risky as before. Sharp photos reach 0.75 (LFW) and
-  0.85 (177 real photos of the recognition sets: a half-turned face); out of focus p95 0.56-0.58;
+  *smeared* photo is another matter: it matches strangers smeared the same way, as a pan leaves them, 0.64-1.04 % of
+  pairs at 9-13 px against 0.04-0.07 % for a sharp photo (stop 33 found the same for smeared facebank copies). The
+  old bar took 59-74 % of those along x or y (a smear keeps detail across it); the smear bars take 12-49 %, and 5
+  points more of those at 30-60 degrees (the old bar's 40-71 %), each as risky as before. Sharp photos reach 0.75
+  (LFW) and 0.85 (177 real photos of the recognition sets: a half-turned face); out of focus p95 0.56-0.58;
 - a photo the two passes find no face in, and smaller than the coarse pass (so both enlarged it), is looked at once
   more at its own size: enlarging a small, soft photo lowers its face's score (a 141 px GIF face: 0.86 at its own
   size, 0.67 and 0.57 enlarged 1.2x and 1.5x); only then, so that no photo accepted before changes embedding;

@@ -127,6 +127,14 @@ def test_add_warns_of_a_soft_photo_it_took(biden, tmp_path, bank_file):
     assert len(person["images"]) == 1 and 10 <= person["images"][0]["sharpness"] < 25
 
 
+def test_run_warns_of_a_soft_allow_photo(biden, obama, tmp_path):
+    """`run --allow PHOTO` enrols for that run only: a soft photo is taken, and said to be soft."""
+    out = tmp_path / "out.png"
+    done = blurcast("run", str(obama), "-o", str(out), "--allow", str(_soft_copy(biden, tmp_path)))
+    one_line_error(done, 0, "taken, but soft: soft.png (sharpness", "add a sharper photo")
+    assert out.is_file()
+
+
 def test_the_engine_says_which_photos_it_took_though_soft(biden, tmp_path):
     """`facebank_add`'s reply names them ([path, sharpness]); the CLI and the UI word them (soft_warning)."""
     from engine.protocol import soft_warning

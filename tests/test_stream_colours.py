@@ -76,11 +76,11 @@ def _colour_spaces(path: Path) -> set[str]:
     return {line.strip() for line in out.splitlines() if line.strip()}  # MPEG-TS: once per program and stream
 
 
-def _last_frame(path: Path) -> np.ndarray:
-    """The recording's last frame as a player would show it (FFmpeg honours the stream's colour tags)."""
+def _last_frames(path: Path, count: int) -> np.ndarray:
+    """The recording's last frames as a player would show them (FFmpeg honours the stream's colour tags)."""
     raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "bgr24", "-"],
                          capture_output=True, check=True).stdout
-    return np.frombuffer(raw, np.uint8).reshape(-1, H, W, 3)[-1]
+    return np.frombuffer(raw, np.uint8).reshape(-1, H, W, 3)[-count:]
 
 
 def _stream_through_engine(png: Path, options: list[str], pipe_format: str, pin: int, pout: int,
@@ -135,7 +135,10 @@ def test_colours_survive_srt_in_and_out(matrix: str, tmp_path: Path) -> None:
     seen = _centres(kept.images[-1])  # what the engine (and the virtual camera) got
     assert np.abs(seen - want).max() <= TOLERANCE, f"decoded colours off:\n{seen.round(1)}\nwant\n{want}"
     assert _colour_spaces(out) == {"smpte170m"}, "the output must say which matrix its YUV has"
-    sent = _centres(_last_frame(out))
+    # The recording's frame nearest the patches among its last 30: a wrong matrix shifts every frame's colours alike,
+    # while a frame blurred whole (a detection past its deadline on a loaded machine: fail closed) mixes them. CI
+    # saw the very last frame so once (stop 46), both matrices in one run; alone, the same code passed 16 of 16.
+    sent = min((_centres(frame) for frame in _last_frames(out, 30)), key=lambda c: float(np.abs(c - want).max()))
     assert np.abs(sent - want).max() <= TOLERANCE, f"sent colours off:\n{sent.round(1)}\nwant\n{want}"
 
 
@@ -173,7 +176,7 @@ def test_recordings_say_which_matrix_their_yuv_has(tmp_path: Path) -> None:
         sink.write(anonymizer.apply(image.copy(), index, []))
     sink.close()
     assert _colour_spaces(tmp_path / "rec.mp4") == {"smpte170m"}
-    shown = _centres(_last_frame(tmp_path / "rec.mp4"))
+    shown = _centres(_last_frames(tmp_path / "rec.mp4", 1)[0])
     assert np.abs(shown - _centres(image)).max() <= TOLERANCE, f"recorded colours off:\n{shown.round(1)}"
 
 

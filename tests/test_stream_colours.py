@@ -137,7 +137,7 @@ def test_colours_survive_srt_in_and_out(matrix: str, tmp_path: Path) -> None:
     assert _colour_spaces(out) == {"smpte170m"}, "the output must say which matrix its YUV has"
     # The recording's frame nearest the patches among its last 30: a wrong matrix shifts every frame's colours alike,
     # while a frame blurred whole (a detection past its deadline on a loaded machine: fail closed) mixes them. CI
-    # saw the very last frame so once (stop 46), both matrices in one run; alone, the same code passed 16 of 16.
+    # saw the very last frame so once (stop 46), both matrices in one run; alone the same code passed.
     sent = min((_centres(frame) for frame in _last_frames(out, 30)), key=lambda c: float(np.abs(c - want).max()))
     assert np.abs(sent - want).max() <= TOLERANCE, f"sent colours off:\n{sent.round(1)}\nwant\n{want}"
 

@@ -12,7 +12,14 @@ the wrong person (a bystander would then stay visible). So the checks are strict
   "2 faces" (bench/photo_allow.py, the face_recognition project's biden2.jpg). Only the coarse pass's boxes: a
   real face that is small, dim or turned is found by the finer pass alone, often under 0.85, and must keep the
   photo ambiguous (a second person there may be the one enrolling);
-- face width >= 40 px; faces under 40 px and under a third of the biggest face do not make a photo ambiguous;
+- face width >= 24 px, the stream's own bar for embedding a face (`engine.recognition.identify_facebank`). A face
+  enlarged was always taken however small it had been, so the bar of 40 px (until stop 47) refused only the photos
+  not enlarged: measured on 400 LFW people enrolled from faces shrunk to each size and enrolled at that size
+  (`python bench/small_enrolment.py`), 28-40 px faces match their person's street-size photo (~55 px) 97-98 % of the
+  time (48 px: 98.2 %), 24 px 95.4 %, while strangers match 0.04-0.08 % of pairs (48 px: 0.06-0.08 %) against
+  street-size, small (~27 px) and smeared probes alike; sharpness and smear refuse the ones too soft at that size
+  (20 px: strangers against small probes 0.10 %, so the bar stays at the stream's). Faces under
+  40 px (BACKGROUND_FACE_PX) and under a third of the biggest face do not make a photo ambiguous;
 - sharpness (variance of the Laplacian on the aligned face, `engine.recognition.recognize.sharpness`) >= 10, a
   warning under 25, and `smear` (detail lost along one direction: a pan, a turning head) under 0.9, or under 0.55
   where sharpness is under 50. Measured on 500 LFW people enrolled from their first photo made soft and matched
@@ -51,7 +58,8 @@ from facebank.images import ImageRejected, load_photo
 MIN_SCORE = 0.7
 SURE_SCORE = 0.85
 CLOSER_LOOK_PX = 160.0  # a doubtful box's width in its closer look
-MIN_FACE_PX = 40
+MIN_FACE_PX = 24  # the stream embeds no narrower face (identify_facebank's min_face_px); bench/small_enrolment.py
+BACKGROUND_FACE_PX = 40  # a face this small beside one 3x its width is behind the photo's subject, not a second one
 MIN_SHARPNESS = 10.0
 SOFT_SHARPNESS = 25.0  # taken, with a warning (`soft_photos`): at 11-23 they match their person 94-98 % of the time
 SHARP_SHARPNESS = 50.0  # under it, a photo must be soft alike in every direction...
@@ -225,8 +233,8 @@ class Enroller:
                                    "facing the camera, in good light")
         widths = detections.xyxy[:, 2] - detections.xyxy[:, 0]
         if widths.max() < MIN_FACE_PX:
-            raise EnrolError(path, f"the face is too small ({widths.max():.0f} px wide, needs {MIN_FACE_PX}); use a "
-                                   "closer photo, or crop it around your face")
+            raise EnrolError(path, f"the face is too small ({int(widths.max())} px wide, needs {MIN_FACE_PX}); use a "
+                                   "photo taken closer, or with more pixels")
         usable = _usable(detections)
         listed = _candidates(detections, usable)
         if choose is None and len(usable) > 1:
@@ -238,7 +246,7 @@ class Enroller:
             raise EnrolError(path, f"there is no face #{choose}; the faces found are {faces}")
         picked = usable[choose or 0]
         if widths[picked] < MIN_FACE_PX:
-            raise EnrolError(path, f"face #{choose or 0} is too small ({widths[picked]:.0f} px wide, "
+            raise EnrolError(path, f"face #{choose or 0} is too small ({int(widths[picked])} px wide, "
                                    f"needs {MIN_FACE_PX})")
         return picked
 
@@ -281,13 +289,13 @@ def _inside(found: Detections, image: np.ndarray) -> Detections:
 def _usable(detections: Detections) -> list[int]:
     """Indices of the faces that make a photo ambiguous, left to right: all but the much smaller ones.
 
-    A face under MIN_FACE_PX that is also under a third of the biggest face's width is left out: it cannot be
-    enrolled and is plainly not the photo's subject (a selfie with a crowd far behind is a photo of one
+    A face under BACKGROUND_FACE_PX that is also under a third of the biggest face's width is left out: it is
+    plainly not the photo's subject (a selfie with a crowd far behind is a photo of one
     person). A small face near the size of the biggest still counts: then it is unclear whose photo it is.
     """
     widths = detections.xyxy[:, 2] - detections.xyxy[:, 0]
     order = np.argsort((detections.xyxy[:, 0] + detections.xyxy[:, 2]) / 2, kind="stable")
-    return [int(j) for j in order if widths[j] >= MIN_FACE_PX or 3 * widths[j] >= widths.max()]
+    return [int(j) for j in order if widths[j] >= BACKGROUND_FACE_PX or 3 * widths[j] >= widths.max()]
 
 
 def _candidates(detections: Detections, usable: list[int]) -> list[FaceCandidate]:

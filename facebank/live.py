@@ -21,7 +21,7 @@ from engine.config import Settings
 from engine.recognition.gallery import Gallery
 from engine.recognition.identify_facebank import FacebankIdentifier, Policy
 from engine.recognition.recognize import create_embedder
-from facebank.enrol import MIN_FACE_PX, SAME_PERSON, SHARP_SHARPNESS, EnrolError, Enrolment, soft_photos
+from facebank.enrol import SAME_PERSON, SHARP_SHARPNESS, EnrolError, Enrolment, soft_photos
 from facebank.store import Facebank, FacebankError, ImageRecord, clean_name, model_tag, name_key
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,11 @@ OTHER_PERSON = 0.27
 # face's size). Fixed where enrolment's own bar was lowered to 10 (stop 46): a photo just over the bar is still weak.
 WEAK_BELOW_SHARPNESS = 100.0
 GOOD_FROM_SHARPNESS = 200.0
+WEAK_BELOW_FACE_PX = 80.0  # likewise fixed where enrolment's size bar was lowered to 24 px (stop 47)
+GOOD_FROM_FACE_PX = 120.0
+# A live frame the most-varied pick prefers only where too few others are left: sharp, and as large as enrolment
+# asked until stop 47 (a smaller or softer frame embeds least like the others, so the pick would take it first).
+CLEAR_FACE_PX = 40.0
 
 
 class LiveFacebank:
@@ -262,10 +267,10 @@ class LiveFacebank:
         if len(alike) < max(2, len(usable) // 2):
             raise EnrolError(paths[0], "the frames do not agree on one person (the face changed or was covered); "
                                        "try again with only you in view")
-        # Soft frames only where too few sharp ones are left: enrolment takes them since stop 46, and a soft frame
-        # embeds least like the others, so the most varied pick would take it first.
-        sharp = [i for i in alike if usable[i].sharpness >= SHARP_SHARPNESS]
-        return [usable[i] for i in _most_varied(vectors, sharp if len(sharp) >= 2 else alike, MAX_LIVE_PHOTOS)]
+        # Soft or small frames only where too few clear ones are left: enrolment takes them since stops 46 and 47, and
+        # such a frame embeds least like the others, so the most varied pick would take it first.
+        clear = [i for i in alike if usable[i].sharpness >= SHARP_SHARPNESS and usable[i].face_px >= CLEAR_FACE_PX]
+        return [usable[i] for i in _most_varied(vectors, clear if len(clear) >= 2 else alike, MAX_LIVE_PHOTOS)]
 
     def _crops_of(self, name: str) -> list[Path]:
         folder = self.crops_of(name)
@@ -294,9 +299,9 @@ def grade(image: ImageRecord) -> str:
     """good / ok / weak against the enrolment's own bars; 'old model' counts only after a re-enrol."""
     if image.model != model_tag():
         return "old model"
-    if image.face_px < 2 * MIN_FACE_PX or image.sharpness < WEAK_BELOW_SHARPNESS:
+    if image.face_px < WEAK_BELOW_FACE_PX or image.sharpness < WEAK_BELOW_SHARPNESS:
         return "weak"
-    if image.face_px >= 3 * MIN_FACE_PX and image.sharpness >= GOOD_FROM_SHARPNESS:
+    if image.face_px >= GOOD_FROM_FACE_PX and image.sharpness >= GOOD_FROM_SHARPNESS:
         return "good"
     return "ok"
 

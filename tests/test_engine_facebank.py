@@ -229,13 +229,15 @@ def test_live_enrolment_refuses_frames_of_two_people(tmp_path, data_dir):
         bank._choose(frames, order=[2, 3, 4, 0, 1])
 
 
-def test_live_enrolment_takes_soft_frames_only_without_enough_sharp_ones(tmp_path, data_dir):
-    """Enrolment takes soft photos since stop 46; a soft frame embeds least like the others, so the most varied pick
-    took it first. Among a person's frames the sharp ones are kept; soft ones only where fewer than two are sharp."""
+@pytest.mark.parametrize("unclear", ["soft", "small"])
+def test_live_enrolment_takes_unclear_frames_only_without_enough_clear_ones(tmp_path, data_dir, unclear):
+    """Enrolment takes soft photos since stop 46 and 24-40 px faces since stop 47; such a frame embeds least like the
+    others, so the most varied pick took it first. Among a person's frames the clear ones (sharpness 50 or more, 40 px
+    or more) are kept; the others only where fewer than two are clear."""
     import cv2
 
     from facebank.enrol import SHARP_SHARPNESS
-    from facebank.live import LiveFacebank, LiveGallery
+    from facebank.live import CLEAR_FACE_PX, LiveFacebank, LiveGallery
     from facebank.store import Facebank
 
     lfw = data_dir / "recognition_lfw" / "lfw-deepfunneled"
@@ -244,15 +246,19 @@ def test_live_enrolment_takes_soft_frames_only_without_enough_sharp_ones(tmp_pat
     frames = []
     for k, photo in enumerate(sorted((lfw / "George_W_Bush").glob("*.jpg"))[:4]):
         image = cv2.imread(str(photo))
+        if k >= 2:  # 2 clear frames, 2 soft or small ones
+            image = (cv2.GaussianBlur(image, (0, 0), 1.5) if unclear == "soft"
+                     else cv2.resize(image, None, fx=0.3, fy=0.3, interpolation=cv2.INTER_AREA))
         frames.append(tmp_path / f"frame{k}.png")
-        cv2.imwrite(str(frames[-1]), cv2.GaussianBlur(image, (0, 0), 1.5) if k >= 2 else image)  # 2 sharp, 2 soft
+        cv2.imwrite(str(frames[-1]), image)
     store = Facebank(tmp_path / "state" / "facebank.json")
     bank = LiveFacebank(store, LiveGallery(store))
-    every = [bank.facebank.enroller.enrol(frame) for frame in frames]
-    assert [e.sharpness >= SHARP_SHARPNESS for e in every] == [True, True, False, False]  # all four taken
+    every = [bank.facebank.enroller.enrol(frame) for frame in frames]  # all four taken
+    clear = [e.sharpness >= SHARP_SHARPNESS and e.face_px >= CLEAR_FACE_PX for e in every]
+    assert clear == [True, True, False, False], [(round(e.sharpness), round(e.face_px)) for e in every]
     chosen = bank._choose(frames)
     assert sorted(Path(e.path).name for e in chosen) == ["frame0.png", "frame1.png"]
-    chosen = bank._choose(frames[1:])  # one sharp frame left: the soft ones join it
+    chosen = bank._choose(frames[1:])  # one clear frame left: the others join it
     assert sorted(Path(e.path).name for e in chosen) == ["frame1.png", "frame2.png", "frame3.png"]
 
 

@@ -432,7 +432,7 @@ def test_the_stream_embeds_a_face_as_the_photo_path_does(frames, tmp_path: Path)
     for index in range(0, 211):
         pipeline.process(frames[index].copy(), index, 1 / 29.97)
         allow = [t["box"] for t in truth[index] if t["label"] == "allow" and not t["ignore"]]
-        if index % 10 or not allow or allow[0][2] - allow[0][0] < 44:  # enrolment refuses faces under 40 px
+        if index % 10 or not allow or allow[0][2] - allow[0][0] < 44:  # his larger faces only
             continue
         track = max(pipeline.tracker.tracks, key=lambda t: _iou(t.xyxy, allow[0]))
         if _iou(track.xyxy, allow[0]) < 0.3 or track.lost_frames:

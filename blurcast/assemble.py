@@ -46,7 +46,7 @@ def build_engine(options: ServeOptions, settings: Settings, *, paths: EnginePath
     outputs = [srt_output_url(url) for url in options.outputs]
     for url in outputs:
         stream_format(url)
-    source = open_source(options.source, loop=options.loop)
+    source = open_source(options.source, loop=options.loop, tls=options.tls)
     models = _networks_for(settings, source, options.loop)
     try:
         extra = _allowed_people(models, store, allow)
@@ -68,7 +68,7 @@ def build_engine(options: ServeOptions, settings: Settings, *, paths: EnginePath
                                               keep_existing=options.keep_existing, live=options.live))
         for url in outputs:  # network streams, with the source's sound
             engine.sinks.append(open_sink("stream", source, url, bitrate_kbps=options.bitrate_kbps,
-                                          keyframe_s=options.keyframe_s, preset=options.preset))
+                                          keyframe_s=options.keyframe_s, preset=options.preset, tls=options.tls))
     except Exception:
         engine.close()
         raise

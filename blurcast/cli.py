@@ -234,6 +234,7 @@ def _add_run(sub) -> None:
     p.add_argument("--preview", action="store_true", help="show the anonymized output in a window")
     p.add_argument("--live", action="store_true", help="treat a file like a camera (real time, may drop input)")
     _add_stream_options(p)
+    _add_tls_options(p)
     _add_facebank_options(p)
     _add_settings_options(p)
     p.set_defaults(func=_cmd_run)
@@ -253,6 +254,23 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", default="auto", choices=X264_PRESETS,
                    help="x264 speed/quality (default auto: ultrafast on 4 cores or fewer, where veryfast's encoding "
                         "starves the engine at 1080p30, else veryfast)")
+
+
+def _add_tls_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("TLS (an https:// or rtmps:// source, an rtmps:// output)")
+    g = g.add_mutually_exclusive_group()
+    g.add_argument("--tls-ca", metavar="CERT.pem",
+                   help="trust this certificate (your own relay's, self-signed) instead of the system's authorities")
+    g.add_argument("--tls-no-verify", action="store_true",
+                   help="accept any certificate (a man in the middle then sees the stream and its key); by default "
+                        "it must be signed by an authority the system trusts, as OBS asks for RTMPS")
+
+
+def _tls_from(args: argparse.Namespace):
+    """The TLS options asked for; ValueError (a usage error) for a certificate file that is not one."""
+    from engine.stream_options import Tls
+
+    return Tls(verify=not args.tls_no_verify, ca_file=args.tls_ca)
 
 
 def _stream_option(name: str, kind: type) -> Callable[[str], Any]:
@@ -314,6 +332,7 @@ def _add_engine(sub) -> None:
         e.add_argument("--no-facebank", dest="use_facebank", action="store_false",
                        help="ignore the facebank: blur everyone")
         _add_stream_options(e)
+        _add_tls_options(e)
         e.set_defaults(func=func)
     esub.add_parser("stop", help="stop it").set_defaults(func=_cmd_engine_stop)
     s = esub.add_parser("status", help="show whether it runs and its live figures")
@@ -435,7 +454,7 @@ def _run_one(args: argparse.Namespace) -> int:
     _check_photo_input(args.input)
     options = ServeOptions(source=args.input, vcam=args.vcam, record=args.output, preview=args.preview,
                            outputs=args.out, bitrate_kbps=args.bitrate, keyframe_s=args.keyframe,
-                           preset=args.preset, live=args.live)
+                           preset=args.preset, live=args.live, tls=_tls_from(args))
     engine = build_engine(options, settings, use_facebank=args.use_facebank, allow=args.allow).engine
     try:
         source = engine.source
@@ -732,7 +751,7 @@ def _serve_args(args: argparse.Namespace) -> list[str]:
 
     return serve_args(args.source, loop=args.loop, vcam=args.vcam, vcam_device=args.vcam_device, record=args.record,
                       use_facebank=args.use_facebank, outputs=args.out, bitrate_kbps=args.bitrate,
-                      keyframe_s=args.keyframe, preset=args.preset)
+                      keyframe_s=args.keyframe, preset=args.preset, tls_args=_tls_from(args).cli_args())
 
 
 def _cmd_engine_start(args: argparse.Namespace) -> int:
@@ -760,7 +779,7 @@ def _cmd_engine_serve(args: argparse.Namespace) -> int:
         return EXIT_ALREADY_RUNNING
     options = ServeOptions(source=args.source, loop=args.loop, vcam=args.vcam, vcam_device=args.vcam_device,
                            record=args.record, outputs=args.out, bitrate_kbps=args.bitrate, keyframe_s=args.keyframe,
-                           preset=args.preset, keep_existing=True, live=True)
+                           preset=args.preset, tls=_tls_from(args), keep_existing=True, live=True)
     built = build_engine(options, default_settings(), use_facebank=args.use_facebank)
     try:
         EngineService(built.engine, facebank=built.facebank, launch=options, use_facebank=args.use_facebank).serve()

@@ -203,8 +203,9 @@ def _open_private(path: Path, flags: int) -> int:
 
 def serve_args(source: str, *, loop: bool = False, vcam: bool = False, vcam_device: str | None = None,
                record: str | None = None, use_facebank: bool = True, outputs: Sequence[str] = (),
-               bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "auto") -> list[str]:
-    """`blurcast engine serve` arguments for this source and these outputs."""
+               bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "auto",
+               tls_args: Sequence[str] = ()) -> list[str]:
+    """`blurcast engine serve` arguments for this source and these outputs; `tls_args`: `Tls.cli_args()`."""
     if Path(source).is_file():  # a restart may run in another folder than this start
         source = str(Path(source).resolve())
     out = ["--source", source, *(["--loop"] if loop else []), *(["--vcam"] if vcam else [])]
@@ -213,7 +214,8 @@ def serve_args(source: str, *, loop: bool = False, vcam: bool = False, vcam_devi
     out += [] if use_facebank else ["--no-facebank"]
     for url in outputs:
         out += ["--out", url]
-    return [*out, "--bitrate", str(int(bitrate_kbps)), "--keyframe", str(float(keyframe_s)), "--preset", preset]
+    return [*out, "--bitrate", str(int(bitrate_kbps)), "--keyframe", str(float(keyframe_s)), "--preset", preset,
+            *tls_args]
 
 
 def save_launch(paths: EnginePaths, args: list[str]) -> None:

@@ -39,7 +39,7 @@ from engine.stages.sink import (
 from engine.stages.source import VideoSource
 from engine.stages.sources import open_source
 from engine.stages.sources.audio import source_sound
-from engine.stream_options import published_stream_limits, srt_output_url
+from engine.stream_options import DEFAULT_TLS, Tls, published_stream_limits, srt_output_url
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class ServeOptions:
     bitrate_kbps: int = 4000
     keyframe_s: float = 2.0
     preset: str = "auto"  # x264: ultrafast on 4 cores or fewer, else veryfast (engine/stream_options.py)
+    tls: Tls = DEFAULT_TLS  # how an https:// or rtmps:// far end's certificate is checked, sources and outputs alike
     # The engine's recordings go to a new file beside one that exists (`rec-1.mp4`); `blurcast run -o` overwrites,
     # as a one-off job's output does.
     keep_existing: bool = False
@@ -73,7 +74,7 @@ _SOURCE_SOUND: Any = object()  # open_sink's default: the source's own sound tap
 def open_sink(kind: str, source: VideoSource, path: str | None = None, device: str | None = None,
               bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "auto",
               keep_existing: bool = False, live: bool = False, sound: Any = _SOURCE_SOUND,
-              fps: Fraction | None = None) -> Sink:
+              fps: Fraction | None = None, tls: Tls = DEFAULT_TLS) -> Sink:
     """A sink of `kind` for `source`'s frames. `live`: the engine paces the frames (a file played live), so a
     file's recording takes the sound from the source's tap, placed on the frames it gets. `sound` and `fps`: the tap
     and rate instead of the source's (a running engine's `output_sound()` and outputs' rate, the same across source
@@ -93,7 +94,7 @@ def open_sink(kind: str, source: VideoSource, path: str | None = None, device: s
             why = ("OpenCV reads it, picture only" if source.kind in ("camera", "url") else "the source has none")
             log.warning("stream output %s goes out without sound: %s", redact(path), why)
         return StreamSink(path, info.width, info.height, rate, audio=audio,
-                          bitrate_kbps=bitrate_kbps, keyframe_s=keyframe_s, preset=preset)
+                          bitrate_kbps=bitrate_kbps, keyframe_s=keyframe_s, preset=preset, tls=tls)
     if kind == "vcam":
         return VirtualCameraSink(info.width, info.height, info.fps, device=device)
     if kind == "file":
@@ -145,6 +146,7 @@ class EngineService:
         # What it runs now, kept as it changes and saved for a restart after a crash (`save_launch`)
         self.launch = replace(launch, outputs=list(launch.outputs)) if launch is not None else None
         self.use_facebank = use_facebank
+        self._tls = launch.tls if launch is not None else DEFAULT_TLS  # the sources and outputs the UI adds too
         self._launch_lock = threading.RLock()
         self.enrolment: TrackEnrolment | None = None
         self._settings_lock = threading.Lock()  # clients set at once: the file must end with the last change
@@ -203,7 +205,7 @@ class EngineService:
         return {"width": w, "height": h, "bgr": base64.b64encode(image.tobytes()).decode()}
 
     def _source(self, request: dict) -> dict:
-        new = open_source(str(request["spec"]), loop=bool(request.get("loop", False)))
+        new = open_source(str(request["spec"]), loop=bool(request.get("loop", False)), tls=self._tls)
         self.engine.replace_source(new)
         # As asked, not `new.spec`: that one is masked (an SRT passphrase), and a restart must connect
         self._relaunch_with(source=str(request["spec"]), loop=bool(request.get("loop", False)))
@@ -223,7 +225,7 @@ class EngineService:
         takes_sound = kind == "stream" or (kind == "file" and isinstance(path, str) and not is_image_path(path))
         sink = open_sink(kind, self.engine.source, path, request.get("device"), keep_existing=True, live=True,
                          sound=self.engine.output_sound() if takes_sound else None, fps=self.engine.sound.fps_fraction,
-                         **options)
+                         tls=self._tls, **options)
         self.engine.add_sink(sink)
         self._launch_sink(kind, path, request.get("device"), started=True)
         written = getattr(sink, "path", None)
@@ -269,7 +271,8 @@ class EngineService:
         try:
             save_launch(self.paths, serve_args(o.source, loop=o.loop, vcam=o.vcam, vcam_device=o.vcam_device,
                                                record=o.record, use_facebank=self.use_facebank, outputs=o.outputs,
-                                               bitrate_kbps=o.bitrate_kbps, keyframe_s=o.keyframe_s, preset=o.preset))
+                                               bitrate_kbps=o.bitrate_kbps, keyframe_s=o.keyframe_s, preset=o.preset,
+                                               tls_args=o.tls.cli_args()))
         except OSError as exc:  # a restart then starts as the UI was started; the engine itself goes on
             log.warning("cannot save what the engine runs for a restart (%s): %s", self.paths.launch, exc)
 

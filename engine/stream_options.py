@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -124,3 +127,53 @@ def published_stream_limits() -> dict[str, dict[str, Any]]:
     (the control API's `stream_limits`); a passphrase's range is its length."""
     return {**{name: limit.as_dict(DEFAULTS[name]) for name, limit in STREAM_LIMITS.items()},
             **{name: limit.as_dict(SRT_DEFAULTS[name]) for name, limit in SRT_LIMITS.items()}}
+
+
+# TLS far ends: an https:// pull, an rtmps:// push (a platform's ingest: Facebook asks RTMPS, YouTube and Twitch take
+# it) or pull. FFmpeg checks no certificate unless asked (`tls_verify` 0), so an rtmps push handed its stream key to
+# whoever sat in the middle (a hotel's or a venue's Wi-Fi). Blurcast asks it to, as OBS does for RTMPS: against the
+# system's trusted authorities, or against `ca_file` alone (your own relay's self-signed certificate).
+TLS_SCHEMES = ("https", "rtmps")
+TLS_HINT = ("if it is your own relay with a self-signed certificate, give that certificate with --tls-ca CERT.pem; "
+            "--tls-no-verify accepts any certificate (a man in the middle then sees the stream and its key)")
+
+
+@dataclass(frozen=True)
+class Tls:
+    """How the certificate of a TLS far end is checked: `verify` against the system's authorities, or against
+    `ca_file` alone where given; not at all with `verify` False."""
+
+    verify: bool = True
+    ca_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.ca_file is not None:
+            path = Path(self.ca_file).expanduser()
+            if not path.is_file() or not os.access(path, os.R_OK):
+                raise ValueError(f"--tls-ca {self.ca_file}: no readable certificate file there")
+            if b"-----BEGIN CERTIFICATE-----" not in path.read_bytes()[:1_000_000]:
+                raise ValueError(f"--tls-ca {self.ca_file}: not a PEM certificate (-----BEGIN CERTIFICATE-----)")
+            object.__setattr__(self, "ca_file", str(path.resolve()))  # an engine restarted elsewhere finds it
+
+    def ffmpeg_args(self, url: str) -> list[str]:
+        """FFmpeg's options for `url` (before its -i, or before it as an output); none for other protocols."""
+        if urlsplit(url).scheme.lower() not in TLS_SCHEMES or not self.verify:
+            return []
+        return ["-tls_verify", "1", *(["-ca_file", self.ca_file] if self.ca_file else [])]
+
+    def cli_args(self) -> list[str]:
+        """`run` / `engine serve` arguments that give these options back (a restart keeps them)."""
+        if not self.verify:
+            return ["--tls-no-verify"]
+        return ["--tls-ca", self.ca_file] if self.ca_file else []
+
+
+def certificate_refused(lines: list[str]) -> str | None:
+    """FFmpeg's message that a far end's certificate was refused (GnuTLS: "Peer certificate failed verification",
+    "The certificate's owner does not match hostname"; OpenSSL: "certificate verify failed"), its "[tls @ 0x...]"
+    tag cut off; None where no line says so."""
+    line = next((line for line in reversed(lines) if "certificate" in line.lower()), None)
+    return None if line is None else re.sub(r"^\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", line)
+
+
+DEFAULT_TLS = Tls()  # verify against the system's authorities

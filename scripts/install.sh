@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 command -v tmux >/dev/null || need_apt+=(tmux)
+# the authorities an https:// or rtmps:// far end's certificate is checked against; openssl makes the tests' own
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
+command -v openssl >/dev/null || need_apt+=(openssl)
 ldconfig -p 2>/dev/null | grep -q libGL.so.1 || need_apt+=(libgl1)
 ldconfig -p 2>/dev/null | grep -q libglib-2.0.so.0 || need_apt+=(libglib2.0-0)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -9,9 +9,12 @@ difference is the A/V offset. Both times come from the same file's decoded times
 
 from __future__ import annotations
 
+import select
 import shutil
 import socket
+import ssl
 import subprocess
+import threading
 from pathlib import Path
 
 FFMPEG = shutil.which("ffmpeg")
@@ -30,6 +33,78 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port")
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A key and a self-signed certificate for 127.0.0.1 (in subjectAltName too: FFmpeg checks the host there), as a
+    streamer's own relay has."""
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return key, cert
+
+
+class TlsFront:
+    """TLS in front of a plain TCP server on loopback, as an ingest's TLS terminator (FFmpeg cannot listen for
+    rtmps). The server behind is called only once a client sends something over TLS: one that drops the connection
+    after the handshake (its certificate check failed) never reaches it."""
+
+    def __init__(self, cert: Path, key: Path, backend_port: int) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.backend_port = backend_port
+        self.handshakes = self.relayed = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, name="tls-front", daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        try:
+            secure = self.context.wrap_socket(client, server_side=True)
+            self.handshakes += 1
+            first = secure.recv(65536)
+        except (OSError, ssl.SSLError):
+            client.close()
+            return
+        if not first:
+            secure.close()
+            return
+        self.relayed += 1
+        with secure, socket.create_connection(("127.0.0.1", self.backend_port)) as backend:
+            backend.sendall(first)
+            try:
+                while _pass_on(secure, backend):
+                    pass
+            except (OSError, ssl.SSLError):  # either end hung up
+                return
+
+
+def _pass_on(secure: ssl.SSLSocket, backend: socket.socket) -> bool:
+    """Copy what either end sent to the other; False once one of them closed."""
+    ready, _, _ = select.select([secure, backend], [], [], 1.0)
+    if secure in ready or secure.pending():
+        data = secure.recv(65536)
+        if not data:
+            return False
+        backend.sendall(data)
+    if backend in ready:
+        data = backend.recv(65536)
+        if not data:
+            return False
+        secure.sendall(data)
+    return True
 
 
 def sync_inputs(width: int, height: int, fps: int, seconds: float) -> list[str]:

@@ -261,10 +261,37 @@ def test_a_source_switch_is_saved_for_a_restart_as_asked_not_masked(tmp_path, mo
 
     masked = SimpleNamespace(spec="srt://h:9000?mode=caller&passphrase=***",
                              info=SimpleNamespace(width=640, height=360, fps=30.0))
-    monkeypatch.setattr(service, "open_source", lambda spec, loop=False: masked)
+    monkeypatch.setattr(service, "open_source", lambda spec, loop=False, tls=None: masked)
     engine = SimpleNamespace(replace_source=lambda new: None, sinks=[])
     paths = EnginePaths(tmp_path)
     svc = service.EngineService(engine, paths, launch=service.ServeOptions(source="0"))
     svc._source({"cmd": "source", "spec": "srt://h:9000?mode=caller&passphrase=0123456789"})
     args = launch_of(paths, os.getpid())
     assert args[args.index("--source") + 1] == "srt://h:9000?mode=caller&passphrase=0123456789"
+
+
+def test_the_tls_options_reach_a_switched_source_and_a_restart(tmp_path, monkeypatch):
+    """An engine started with --tls-ca (its relay's certificate) or --tls-no-verify: a source the UI switches to is
+    opened with them, and a restart gets them back, read by `engine serve` as given (without them a self-signed
+    relay would be refused after the restart)."""
+    from types import SimpleNamespace
+
+    import engine.service as service
+    from blurcast.cli import _tls_from, build_parser
+    from engine.client import launch_of
+    from engine.stream_options import Tls
+
+    (tmp_path / "relay.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    monkeypatch.chdir(tmp_path)
+    opened = []
+    switched = SimpleNamespace(spec="https://relay/cam.ts", info=SimpleNamespace(width=640, height=360, fps=30.0))
+    monkeypatch.setattr(service, "open_source", lambda spec, loop=False, tls=None: opened.append(tls) or switched)
+    for tls in (Tls(ca_file="relay.pem"), Tls(verify=False), Tls()):
+        paths = EnginePaths(tmp_path / str(len(opened)))
+        svc = service.EngineService(SimpleNamespace(replace_source=lambda new: None, sinks=[]), paths,
+                                    launch=service.ServeOptions(source="0", tls=tls))
+        svc._source({"cmd": "source", "spec": "https://relay/cam.ts"})
+        assert opened[-1] == tls
+        args = launch_of(paths, os.getpid())
+        assert _tls_from(build_parser().parse_args(["engine", "serve", *args])) == tls, args
+    assert Tls(ca_file="relay.pem").ca_file == str(tmp_path / "relay.pem"), "a restart may run in another folder"

@@ -759,6 +759,17 @@ class DroppingStream(VideoSource):
         return self.left > 0
 
 
+def _stopped_growing(items: list) -> Callable[[], bool]:
+    """A check that is true once `items` has not grown since the check before."""
+    seen = [-1]
+
+    def check() -> bool:
+        grew, seen[0] = len(items) != seen[0], len(items)
+        return not grew
+
+    return check
+
+
 def test_a_streams_first_frame_and_its_first_after_a_reconnect_go_out_whole(dev_clip):
     """Live, a weak face (a profile, a dark face at the edge) starts a track only on its second sighting, so a picture
     nobody in it has been seen in leaked it: the dev clip's frame 45 as a stream's first frame showed a 166 px profile
@@ -770,9 +781,16 @@ def test_a_streams_first_frame_and_its_first_after_a_reconnect_go_out_whole(dev_
     loop = threading.Thread(target=engine.run_live)
     loop.start()
     try:
-        wait_for(lambda: len(capture.whole) == 12, timeout=60)
+        wait_for(lambda: source.left == 0, timeout=60, what="the stream read to its end")
+        # a loaded machine's live engine drops frames (it takes the newest): wait for what still comes
+        wait_for(_stopped_growing(capture.whole), timeout=30, what="the last frames out", every=1.0)
     finally:
         engine.stop_event.set()
         loop.join(timeout=10)
         engine.close()
-    assert capture.whole == [True] + [False] * 5 + [True] + [False] * 5
+    whole = capture.whole
+    if len(whole) == 12:  # none dropped (an idle machine)
+        assert whole == [True] + [False] * 5 + [True] + [False] * 5
+    # Each session's first frame out, whichever that was: the two whole ones, 6 source frames apart at most
+    again = whole.index(True, 1) if whole.count(True) == 2 else -1
+    assert whole[0] and 1 <= again <= 6 and len(whole) - again <= 6, whole

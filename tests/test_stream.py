@@ -28,8 +28,19 @@ from engine.stages.sinks import StreamSink, redact
 from engine.stages.source import SourceError
 from engine.stages.sources import FFmpegSource, open_source
 from engine.stages.sources.srt import srt_url
+from engine.stream_options import DEFAULT_TLS, Tls
 from tests.stream_util import FFMPEG as FFMPEG_BIN
-from tests.stream_util import av_offsets_ms, beep_times, flash_times, free_port, record, send, stream_kinds, sync_inputs
+from tests.stream_util import (
+    av_offsets_ms,
+    beep_times,
+    flash_times,
+    free_port,
+    record,
+    self_signed,
+    send,
+    stream_kinds,
+    sync_inputs,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
                                 reason="needs ffmpeg and ffprobe with srt and rtmp (Debian's ffmpeg)")
@@ -73,10 +84,11 @@ def _stop(engine: Engine, thread: threading.Thread, *procs: subprocess.Popen) ->
             proc.wait()
 
 
-def _listen(spec: str, start_sender: Callable[[], subprocess.Popen]) -> tuple[FFmpegSource, subprocess.Popen]:
+def _listen(spec: str, start_sender: Callable[[], subprocess.Popen],
+            tls: Tls = DEFAULT_TLS) -> tuple[FFmpegSource, subprocess.Popen]:
     """Open a listening source, and start the sender once the rig's FFmpeg listens (a phone retries too)."""
     with ThreadPoolExecutor(1) as pool:
-        opening = pool.submit(open_source, spec, open_timeout_s=15)
+        opening = pool.submit(open_source, spec, open_timeout_s=15, tls=tls)
         time.sleep(1.0)
         sender = start_sender()
         return opening.result(), sender
@@ -84,11 +96,11 @@ def _listen(spec: str, start_sender: Callable[[], subprocess.Popen]) -> tuple[FF
 
 def _round_trip(source_spec: str, sender_url: str, sender_fmt: str, out_url: str, recorder_url: str,
                 recorder_args: list[str], path: Path, seconds: float = 6.0,
-                sender_extra: list[str] | None = None) -> Engine:
+                sender_extra: list[str] | None = None, tls: Tls = DEFAULT_TLS) -> Engine:
     pipeline = Pipeline(Settings())
     recorder = record(recorder_url, path, recorder_args)
     source, sender = _listen(source_spec, lambda: send(sync_inputs(320, 240, 30, seconds), sender_url, sender_fmt,
-                                                       sender_extra))
+                                                       sender_extra), tls)
     engine = Engine(Settings(), source, pipeline=pipeline)
     sink = open_sink("stream", source, out_url, bitrate_kbps=1000, keyframe_s=1.0)  # as `--out URL` does
     assert isinstance(sink, StreamSink) and sink.has_sound, "the source's sound must go along"
@@ -138,21 +150,21 @@ def test_rtmp_in_and_out_keeps_sound_in_sync(tmp_path: Path) -> None:
 @pytest.mark.parametrize("scheme", ["http", "https"])
 def test_http_pull_in_and_srt_out_keeps_sound_in_sync(scheme: str, tmp_path: Path) -> None:
     """An IP camera or encoder serving MPEG-TS over HTTP(S) (FFmpeg's `-listen 1`; HTTPS with a self-signed
-    certificate, as a streamer's own relay has): the rig pulls it, calling again until the server is up, as for a
-    camera that boots after the rig."""
+    certificate, as a streamer's own relay has, given to the rig as `--tls-ca` does): the rig pulls it, calling again
+    until the server is up, as for a camera that boots after the rig."""
     tls: list[str] = []
+    trust = DEFAULT_TLS
     if scheme == "https":
         if shutil.which("openssl") is None:
             pytest.skip("needs openssl to make the server's certificate")
-        key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                        str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
-        tls = ["-cert_file", str(cert), "-key_file", str(key)]
+        key, cert = self_signed(tmp_path)
+        tls, trust = ["-cert_file", str(cert), "-key_file", str(key)], Tls(ca_file=str(cert))
     pin, pout = free_port(), free_port()
     out = tmp_path / "http.ts"
     url = f"{scheme}://127.0.0.1:{pin}/cam.ts"
     engine = _round_trip(url, url, "mpegts", f"srt://127.0.0.1:{pout}?mode=caller",
-                         f"srt://127.0.0.1:{pout}?mode=listener", [], out, sender_extra=["-listen", "1", *tls])
+                         f"srt://127.0.0.1:{pout}?mode=listener", [], out, sender_extra=["-listen", "1", *tls],
+                         tls=trust)
     assert engine.stats.frames > 60
     _assert_synced(out)
 

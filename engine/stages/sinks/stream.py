@@ -35,7 +35,7 @@ from engine.client import redact  # stdlib-only there: the UI logs its restarts 
 from engine.stages.anonymize import SafeFrame
 from engine.stages.sink import COLOUR_TAGS, SinkError, _check
 from engine.stages.sources.audio import CHANNELS, RATE, AudioTap, SoundFeed
-from engine.stream_options import check_stream_options
+from engine.stream_options import DEFAULT_TLS, TLS_HINT, Tls, certificate_refused, check_stream_options
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ class StreamSink:
     """H.264 at `bitrate_kbps` with a keyframe every `keyframe_s`, plus the source's sound when it has one."""
 
     def __init__(self, url: str, width: int, height: int, fps: Fraction, audio: AudioTap | None = None,
-                 bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "auto") -> None:
+                 bitrate_kbps: int = 4000, keyframe_s: float = 2.0, preset: str = "auto",
+                 tls: Tls = DEFAULT_TLS) -> None:
         bitrate_kbps, keyframe_s, preset = check_stream_options(bitrate_kbps, keyframe_s, preset)  # before FFmpeg
         ffmpeg = shutil.which("ffmpeg")
         if ffmpeg is None:
@@ -75,6 +76,7 @@ class StreamSink:
         self.frames_out = 0
         self._out_before = 0  # frames_out of the connections before this one
         self._fmt = stream_format(url)
+        self._tls = tls
         # Even sizes go down the pipe as I420, converted here by OpenCV: swscale's bgr24 -> yuv420p cost the
         # encoder 2.8 ms a 1080p frame against OpenCV's 0.75, and the pipe carries half the bytes.
         self._yuv = width % 2 == 0 and height % 2 == 0
@@ -154,7 +156,7 @@ class StreamSink:
                 "-tune", "zerolatency", "-b:v", f"{bitrate}k", "-maxrate", f"{bitrate}k",
                 "-bufsize", f"{bitrate}k", "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
                 "-pix_fmt", "yuv420p", *COLOUR_TAGS, "-progress", "pipe:2", "-stats_period", "1",
-                "-f", self._fmt, self.url]
+                *self._tls.ffmpeg_args(self.url), "-f", self._fmt, self.url]
         # In Blurcast's process group, unlike the recording's encoder (sink.py): an SRT listener nobody called waits
         # in listen and ignores the end of its input, so only the terminal's signal ends it if Blurcast dies
         try:
@@ -191,8 +193,11 @@ class StreamSink:
         frames meanwhile are dropped, and the engine and the other outputs go on."""
         if time.monotonic() - self._opened < RETRY_S:
             return False
+        self._close_current()  # its log read to the end
+        if (refused := certificate_refused(list(self._log_tail))) is not None:  # no retry mends it: the output ends
+            raise SinkError(f"stream output {self.path}: the far end's certificate is not trusted "
+                            f"({refused}); {TLS_HINT}")
         log.warning("stream output %s stopped (%s); connecting again", self.path, self._stderr() or "no reason given")
-        self._close_current()
         self._open()
         self.reconnects += 1
         return True

@@ -14,6 +14,7 @@ from engine.stages.sources.pull import open_pull
 from engine.stages.sources.rtmp import open_rtmp
 from engine.stages.sources.srt import open_srt
 from engine.stages.sources.v4l2 import open_v4l2
+from engine.stream_options import DEFAULT_TLS, TLS_SCHEMES, Tls
 
 OPENERS = {"srt": open_srt, "rtmp": open_rtmp, "rtmps": open_rtmp, "rtsp": open_pull, "http": open_pull,
            "https": open_pull, "v4l2": open_v4l2}
@@ -23,12 +24,15 @@ def is_ffmpeg_spec(spec: str) -> bool:
     return urlsplit(str(spec)).scheme.lower() in OPENERS
 
 
-def open_source(spec: str, loop: bool = False, open_timeout_s: float | None = None) -> VideoSource | FFmpegSource:
+def open_source(spec: str, loop: bool = False, open_timeout_s: float | None = None,
+                tls: Tls = DEFAULT_TLS) -> VideoSource | FFmpegSource:
     """The source for a camera index, file, or srt/rtmp/rtsp/http/v4l2 URL. `open_timeout_s`: how long to
-    wait for the first frame (default: 60 s for a listener, whose phone may not be sending yet; else 20 s)."""
+    wait for the first frame (default: 60 s for a listener, whose phone may not be sending yet; else 20 s).
+    `tls`: how an https:// or rtmps:// server's certificate is checked."""
     scheme = urlsplit(str(spec)).scheme.lower()
     if scheme in OPENERS:
-        return OPENERS[scheme](str(spec), **({} if open_timeout_s is None else {"open_timeout_s": open_timeout_s}))
+        options = {} if open_timeout_s is None else {"open_timeout_s": open_timeout_s}
+        return OPENERS[scheme](str(spec), **options, **({"tls": tls} if scheme in TLS_SCHEMES else {}))
     return VideoSource(spec, loop=loop)
 
 

@@ -42,6 +42,7 @@ import numpy as np
 
 from engine.stages.source import SourceError, SourceInfo
 from engine.stages.sources.audio import BYTES_PER_SAMPLE, CHANNELS, RATE, AudioTap, PendingAudio
+from engine.stream_options import TLS_HINT, certificate_refused
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,9 @@ class FFmpegSource:
                 item = None
             if item is None:  # it exited before a frame (refused, no far end yet): try again shortly
                 self._stop_session()
+                if (refused := certificate_refused(self._last_errors)) is not None:  # no retry mends it
+                    raise SourceError(f"{self.hint}: the server's certificate is not trusted "
+                                      f"({refused.replace(self.url, self.spec)}); {TLS_HINT}")
                 time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
                 continue
             self._first = (item[0], _to_bgr(item[1]))
@@ -504,7 +508,8 @@ def _to_bgr(frame: np.ndarray) -> np.ndarray:
 
 
 def _error_lines(tail) -> list[str]:
-    return [line for line in list(tail) if any(word in line for word in ("rror", "failed", "refused", "Invalid data"))]
+    return [line for line in list(tail)
+            if any(word in line for word in ("rror", "failed", "refused", "Invalid data", "certificate"))]
 
 
 def _read_into(pipe, view: memoryview) -> bool:

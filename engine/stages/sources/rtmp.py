@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from engine.stages.sources.ffmpeg_pipe import FFmpegSource
 from engine.stages.sources.srt import LISTEN_TIMEOUT_S, LIVE_INPUT
+from engine.stream_options import DEFAULT_TLS, Tls
 
 
 def rtmp_url(spec: str) -> tuple[str, bool]:
@@ -20,10 +21,10 @@ def rtmp_url(spec: str) -> tuple[str, bool]:
     return urlunsplit((parts.scheme, netloc, parts.path or "/live/stream", urlencode(query), "")), listen
 
 
-def open_rtmp(spec: str, open_timeout_s: float | None = None) -> FFmpegSource:
+def open_rtmp(spec: str, open_timeout_s: float | None = None, tls: Tls = DEFAULT_TLS) -> FFmpegSource:
     url, listen = rtmp_url(spec)
     open_timeout_s = open_timeout_s or (LISTEN_TIMEOUT_S if listen else 20.0)
-    args = [*LIVE_INPUT, *(["-listen", "1"] if listen else [])]
+    args = [*LIVE_INPUT, *(["-listen", "1"] if listen else []), *tls.ffmpeg_args(url)]
     hint = (f"no RTMP publisher reached {spec} (push to rtmp://THIS-MACHINE:{url.split(':')[2].split('/')[0]}"
             f"/{url.split('/', 3)[3]})" if listen else f"cannot pull RTMP from {spec}: check the URL and key")
     return FFmpegSource(spec, args, url, hint, open_timeout_s=open_timeout_s, waits_for_sender=listen)

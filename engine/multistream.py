@@ -206,6 +206,7 @@ class StreamSpec:
     loop: bool = False
     gallery: Callable[[], Gallery] | None = None  # its own facebank's gallery; None: nobody stays visible
     facebank: Any = None  # its facebank commands (engine.service.FacebankCommands), for its control socket
+    tls: Any = None  # engine.stream_options.Tls for its https:// or rtmps:// sources (None: the default)
 
 
 class SharedNetworks:
@@ -310,7 +311,8 @@ class MultiStreamEngine:
         from engine.service import EngineService
 
         for spec in self.specs:
-            service = EngineService(self.engines[spec.name], EnginePaths(spec.home), facebank=spec.facebank)
+            service = EngineService(self.engines[spec.name], EnginePaths(spec.home), facebank=spec.facebank,
+                                    tls=spec.tls)
             service.server.start()
             self._servers.append(service.server)
 
@@ -320,4 +322,4 @@ def _open(spec: StreamSpec) -> Any:
         return spec.source
     from engine.stages.sources import open_source
 
-    return open_source(spec.source, loop=spec.loop)
+    return open_source(spec.source, loop=spec.loop, **({"tls": spec.tls} if spec.tls is not None else {}))

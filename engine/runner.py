@@ -689,14 +689,17 @@ class Engine:
             return
         self.source_state = "lost"
         log.warning("source %s stopped giving frames; retrying", self.source.spec)
+        said = ""
         while not self.stop_event.is_set():
             try:
                 if self.source.reopen():
                     self.source_state = "running"
                     log.info("source %s is back", self.source.spec)
                     return
-            except SourceError:
-                pass
+            except SourceError as exc:  # why, once (a relay's certificate now refused), not every second
+                if str(exc) != said:
+                    said = str(exc)
+                    log.error("source %s: %s; retrying", self.source.spec, said)
             self.stop_event.wait(1.0)
 
     def _emit(self, safe: SafeFrame, tag: _LiveTag | int | None = None) -> None:

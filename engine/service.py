@@ -139,14 +139,15 @@ class EngineService:
 
     def __init__(self, engine: Engine, paths: EnginePaths | None = None,
                  facebank: FacebankCommands | None = None, launch: ServeOptions | None = None,
-                 use_facebank: bool = True) -> None:
+                 use_facebank: bool = True, tls: Tls | None = None) -> None:
         self.paths = paths or default_paths()
         self.engine = engine
         self.facebank = facebank
         # What it runs now, kept as it changes and saved for a restart after a crash (`save_launch`)
         self.launch = replace(launch, outputs=list(launch.outputs)) if launch is not None else None
         self.use_facebank = use_facebank
-        self._tls = launch.tls if launch is not None else DEFAULT_TLS  # the sources and outputs the UI adds too
+        # the sources and outputs the UI adds are checked as the engine's own (`tls`: an engine with no launch options)
+        self._tls = tls or (launch.tls if launch is not None else DEFAULT_TLS)
         self._launch_lock = threading.RLock()
         self.enrolment: TrackEnrolment | None = None
         self._settings_lock = threading.Lock()  # clients set at once: the file must end with the last change

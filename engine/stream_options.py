@@ -134,8 +134,12 @@ def published_stream_limits() -> dict[str, dict[str, Any]]:
 # whoever sat in the middle (a hotel's or a venue's Wi-Fi). Blurcast asks it to, as OBS does for RTMPS: against the
 # system's trusted authorities, or against `ca_file` alone (your own relay's self-signed certificate).
 TLS_SCHEMES = ("https", "rtmps")
-TLS_HINT = ("if it is your own relay with a self-signed certificate, give that certificate with --tls-ca CERT.pem; "
-            "--tls-no-verify accepts any certificate (a man in the middle then sees the stream and its key)")
+TLS_HINT = "your own relay's self-signed certificate: --tls-ca CERT.pem (--tls-no-verify takes any: not advised)"
+# FFmpeg's words for a certificate it refused (GnuTLS here; OpenSSL builds), and only these: a stream's metadata or a
+# URL may say "certificate" too, and a failure taken for a refusal is never retried (a review).
+_REFUSALS = re.compile(r"Peer certificate failed verification|does not match hostname|certificate verify failed|"
+                       r"Unable to verify peer certificate|Certificate verification failed", re.IGNORECASE)
+_TAG = re.compile(r"^\[[^\]]*@ 0x[0-9a-f]+\]\s*")
 
 
 @dataclass(frozen=True)
@@ -155,9 +159,13 @@ class Tls:
                 raise ValueError(f"--tls-ca {self.ca_file}: not a PEM certificate (-----BEGIN CERTIFICATE-----)")
             object.__setattr__(self, "ca_file", str(path.resolve()))  # an engine restarted elsewhere finds it
 
+    def checks(self, url: str) -> bool:
+        """Whether `url`'s certificate is checked: a TLS scheme, and `verify`."""
+        return self.verify and urlsplit(url).scheme.lower() in TLS_SCHEMES
+
     def ffmpeg_args(self, url: str) -> list[str]:
         """FFmpeg's options for `url` (before its -i, or before it as an output); none for other protocols."""
-        if urlsplit(url).scheme.lower() not in TLS_SCHEMES or not self.verify:
+        if not self.checks(url):
             return []
         return ["-tls_verify", "1", *(["-ca_file", self.ca_file] if self.ca_file else [])]
 
@@ -171,9 +179,9 @@ class Tls:
 def certificate_refused(lines: list[str]) -> str | None:
     """FFmpeg's message that a far end's certificate was refused (GnuTLS: "Peer certificate failed verification",
     "The certificate's owner does not match hostname"; OpenSSL: "certificate verify failed"), its "[tls @ 0x...]"
-    tag cut off; None where no line says so."""
-    line = next((line for line in reversed(lines) if "certificate" in line.lower()), None)
-    return None if line is None else re.sub(r"^\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", line)
+    tag cut off; None where no line says so. Ask only where the certificate was checked (`Tls.checks`)."""
+    line = next((line for line in reversed(lines) if _REFUSALS.search(line)), None)
+    return None if line is None else _TAG.sub("", line)
 
 
 DEFAULT_TLS = Tls()  # verify against the system's authorities

@@ -149,3 +149,21 @@ def test_the_command_line_refuses_an_untrusted_relay_and_a_certificate_file_that
         done = _blurcast("run", f"https://127.0.0.1:{port}/cam.ts", "-o", str(tmp_path / "x.mp4"), "--tls-ca",
                          str(bad))
         assert done.returncode == 2 and why in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_only_ffmpegs_words_for_a_refused_certificate_count_and_only_where_one_was_checked() -> None:
+    """A refusal is never retried, so nothing else may read as one: a stream's title, a URL with "certificates" in
+    its path (a review found both taken for refusals, which would have ended a source or output for good)."""
+    from engine.stages.sources.rtmp import rtmp_url
+    from engine.stream_options import certificate_refused
+
+    assert certificate_refused(["    title           : certificate ceremony, live",
+                                "https://h/certificates/cam.ts: Connection refused"]) is None
+    assert certificate_refused(["[tls @ 0x55d4c3a0] Peer certificate failed verification",
+                                "rtmps://h/live/***: Input/output error"]) == "Peer certificate failed verification"
+    assert certificate_refused(["[tls @ 0x5] The certificate's owner does not match hostname 127.0.0.1"]) == \
+        "The certificate's owner does not match hostname 127.0.0.1"
+    assert Tls().checks("https://relay/cam.ts") and Tls().checks("rtmps://live.example/app/KEY")
+    assert not Tls().checks("http://relay/certificate/cam.ts") and not Tls(verify=False).checks("https://relay/x")
+    assert Tls(verify=False).ffmpeg_args("rtmps://x/app/KEY") == [] and Tls().ffmpeg_args("srt://:9000") == []
+    assert rtmp_url("rtmps://relay.example.com/live/KEY")[0] == "rtmps://relay.example.com:443/live/KEY"  # not 1935

@@ -194,7 +194,8 @@ class StreamSink:
         if time.monotonic() - self._opened < RETRY_S:
             return False
         self._close_current()  # its log read to the end
-        if (refused := certificate_refused(list(self._log_tail))) is not None:  # no retry mends it: the output ends
+        refused = certificate_refused(list(self._log_tail)) if self._tls.checks(self.url) else None
+        if refused is not None:  # no retry mends it: the output ends, reported
             raise SinkError(f"stream output {self.path}: the far end's certificate is not trusted "
                             f"({refused}); {TLS_HINT}")
         log.warning("stream output %s stopped (%s); connecting again", self.path, self._stderr() or "no reason given")

@@ -122,6 +122,7 @@ class FFmpegSource:
         self.remux = remux
         self.url, self.hint = url, hint.replace(spec, self.spec)
         self._input_args = input_args
+        self._checks_certificate = "-tls_verify" in input_args  # Tls.ffmpeg_args: a refusal then ends the opening
         self.stall_s, self.retry_s, self.waits_for_sender = stall_s, retry_s, waits_for_sender
         self.audio = AudioTap()
         self.audio_dropped_samples = 0  # sound that ran too far ahead of the first picture (PendingAudio)
@@ -205,7 +206,7 @@ class FFmpegSource:
                 item = None
             if item is None:  # it exited before a frame (refused, no far end yet): try again shortly
                 self._stop_session()
-                if (refused := certificate_refused(self._last_errors)) is not None:  # no retry mends it
+                if self._checks_certificate and (refused := certificate_refused(self._last_errors)) is not None:
                     raise SourceError(f"{self.hint}: the server's certificate is not trusted "
                                       f"({refused.replace(self.url, self.spec)}); {TLS_HINT}")
                 time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
@@ -509,7 +510,7 @@ def _to_bgr(frame: np.ndarray) -> np.ndarray:
 
 def _error_lines(tail) -> list[str]:
     return [line for line in list(tail)
-            if any(word in line for word in ("rror", "failed", "refused", "Invalid data", "certificate"))]
+            if any(word in line for word in ("rror", "failed", "refused", "Invalid data", "hostname"))]
 
 
 def _read_into(pipe, view: memoryview) -> bool:

@@ -17,7 +17,7 @@ def rtmp_url(spec: str) -> tuple[str, bool]:
     parts = urlsplit(spec)
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     listen = query.pop("listen", "0") == "1" or not parts.hostname
-    netloc = f"{parts.hostname or '0.0.0.0'}:{parts.port or 1935}"
+    netloc = f"{parts.hostname or '0.0.0.0'}:{parts.port or (443 if parts.scheme.lower() == 'rtmps' else 1935)}"
     return urlunsplit((parts.scheme, netloc, parts.path or "/live/stream", urlencode(query), "")), listen
 
 

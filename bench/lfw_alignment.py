@@ -66,6 +66,23 @@ def centre_face(enroller: Enroller, photo: Path) -> tuple[np.ndarray, Detections
     return image, found, central_face(found, image.shape[1], image.shape[0])
 
 
+def add_two_photo_args(parser: argparse.ArgumentParser, data: Path, people: int, scale_help: str) -> None:
+    """The options of a bench over LFW's two-photo people (bench/soft_enrolment.py, bench/small_enrolment.py)."""
+    from engine.config import Settings
+
+    parser.add_argument("--lfw", type=Path, default=data / "recognition_lfw" / "lfw-deepfunneled")
+    parser.add_argument("--people", type=int, default=people)
+    parser.add_argument("--scale", type=float, default=0.5, help=scale_help)
+    parser.add_argument("--threshold", type=float, default=Settings().similarity_threshold)
+
+
+def lfw_present(folder: Path) -> bool:
+    """Whether LFW is there; says where it was looked for when it is not."""
+    if not folder.is_dir():
+        log.error("no LFW at %s (set BLURCAST_DATA)", folder)
+    return folder.is_dir()
+
+
 def two_photo_people(enroller: Enroller, folder: Path,
                      people: int) -> list[tuple[str, list[tuple[np.ndarray, np.ndarray]]]]:
     """Up to `people` LFW people with two photos whose centre face is found: name, and per photo (image, the

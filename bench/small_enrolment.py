@@ -29,7 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import facebank.enrol as enrol  # noqa: E402
-from bench.lfw_alignment import two_photo_people  # noqa: E402
+from bench.lfw_alignment import add_two_photo_args, lfw_present, two_photo_people  # noqa: E402
 from bench.smear import smeared  # noqa: E402
 from engine.config import Settings  # noqa: E402
 from engine.recognition.recognize import align_face, create_embedder  # noqa: E402
@@ -50,15 +50,11 @@ def shrunk(image: np.ndarray, marks: np.ndarray, face_px: int) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lfw", type=Path, default=DATA / "recognition_lfw" / "lfw-deepfunneled")
-    parser.add_argument("--people", type=int, default=400)
+    add_two_photo_args(parser, DATA, 400, "the street probes' size against LFW's (~55 px)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[48, 40, 32, 28, 24, 20])
-    parser.add_argument("--scale", type=float, default=0.5, help="the street probes' size against LFW's (~55 px)")
-    parser.add_argument("--threshold", type=float, default=Settings().similarity_threshold)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if not args.lfw.is_dir():
-        log.error("no LFW at %s (set BLURCAST_DATA)", args.lfw)
+    if not lfw_present(args.lfw):
         return 2
     bar = enrol.MIN_FACE_PX
     enrol.MIN_FACE_PX = min(args.sizes) // 2  # every size measured; the photos under today's bar are counted apart

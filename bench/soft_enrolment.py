@@ -30,7 +30,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.lfw_alignment import two_photo_people  # noqa: E402
+from bench.lfw_alignment import add_two_photo_args, lfw_present, two_photo_people  # noqa: E402
 from bench.smear import smeared  # noqa: E402
 from engine.config import Settings  # noqa: E402
 from engine.recognition.recognize import align_face, create_embedder, sharpness, smear  # noqa: E402
@@ -60,14 +60,10 @@ def cut_small(image: np.ndarray, marks: np.ndarray, face_px: int) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lfw", type=Path, default=DATA / "recognition_lfw" / "lfw-deepfunneled")
-    parser.add_argument("--people", type=int, default=600)
-    parser.add_argument("--scale", type=float, default=0.5, help="the probes' size against LFW's (0.5: ~55 px)")
-    parser.add_argument("--threshold", type=float, default=Settings().similarity_threshold)
+    add_two_photo_args(parser, DATA, 600, "the probes' size against LFW's (0.5: ~55 px)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if not args.lfw.is_dir():
-        log.error("no LFW at %s (set BLURCAST_DATA)", args.lfw)
+    if not lfw_present(args.lfw):
         return 2
     found = two_photo_people(Enroller(Settings()), args.lfw, args.people)
     log.info("%d people", len(found))

@@ -25,6 +25,7 @@ from engine.stages.sinks import StreamSink
 from engine.stages.source import SourceError
 from engine.stages.sources import open_source
 from engine.stream_options import Tls
+from tests.helpers import wait_for
 from tests.stream_util import TlsFront, free_port, record, self_signed, send, stream_kinds, sync_inputs
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("openssl") is None,
@@ -135,15 +136,16 @@ def test_the_command_line_refuses_an_untrusted_relay_and_a_certificate_file_that
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr  # as any source that cannot open
     assert "certificate is not trusted" in done.stderr and "--tls-ca CERT.pem" in done.stderr, done.stderr
     assert not out.exists()
-    camera = _https_camera(port, key, cert, seconds=4)
+    camera = _https_camera(port, key, cert, seconds=30)
     rig = subprocess.Popen([sys.executable, "-m", "blurcast", "run", f"https://127.0.0.1:{port}/cam.ts", "-o",
                             str(out), "--tls-ca", str(cert)], stderr=subprocess.PIPE, text=True)
-    try:
-        camera.wait(timeout=60)  # served to its end: the rig took it
+    try:  # recording while the relay still sends (a fragmented MP4 grows as it goes), then Ctrl-C, as a user stops it
+        wait_for(lambda: out.exists() and out.stat().st_size > 100_000, timeout=60, what="the relay recorded")
     finally:
-        rig.send_signal(signal.SIGINT)  # a stream runs until Ctrl-C (it would pull again when the relay is back)
-        _, stderr = rig.communicate(timeout=60)
-    assert camera.returncode == 0 and rig.returncode == 130, stderr  # 130: ended by Ctrl-C, as a shell counts it
+        rig.send_signal(signal.SIGINT)
+        _, stderr = rig.communicate(timeout=90)
+        _stop(camera)
+    assert rig.returncode == 130, stderr  # 130: ended by Ctrl-C, as a shell counts it
     assert stream_kinds(out) == ["audio", "video"], stderr
     for bad, why in ((key, "not a PEM certificate"), (tmp_path / "none.pem", "no readable certificate file")):
         done = _blurcast("run", f"https://127.0.0.1:{port}/cam.ts", "-o", str(tmp_path / "x.mp4"), "--tls-ca",

@@ -101,3 +101,10 @@ class CountingSink:
     def close(self) -> None:
         pass
 
+
+# A foreground job in a terminal gets Ctrl-C with SIGINT at its default; a job started in the background of a
+# script (as a CI runner may start pytest) inherits SIGINT *ignored*, and Python then never raises
+# KeyboardInterrupt. `python -c AS_IN_A_TERMINAL ARGS` runs `blurcast ARGS` with the terminal's default back.
+AS_IN_A_TERMINAL = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                    "sys.argv[0] = 'blurcast'; runpy.run_module('blurcast', run_name='__main__')")
+

@@ -28,7 +28,7 @@ from engine.stages.lookahead import FILE_LOOKAHEAD_FRAMES, Lookahead
 from engine.stages.sink import FileSink
 from engine.stages.source import VideoSource
 from tests.conftest import DATA, REPO, need_data, score_independently
-from tests.helpers import wait_for
+from tests.helpers import AS_IN_A_TERMINAL, wait_for
 
 SETTINGS = Settings(backend="onnxruntime", deadline_ms=5000)
 STORE_GT = REPO / "bench" / "corpus" / "intel_store-aisle-detection.gt.json"
@@ -187,13 +187,6 @@ def test_a_file_run_killed_midway_leaves_a_playable_recording(dev_clip, tmp_path
     assert 30 <= _frames(out) < 6 * 275, "killed midway, and what was written plays"
 
 
-# A foreground job in a terminal gets Ctrl-C with SIGINT at its default; a job started in the background of a
-# script (as a CI runner may start pytest) inherits SIGINT *ignored*, and Python then never raises
-# KeyboardInterrupt. The run under test gets the terminal's default back before Blurcast starts.
-_AS_IN_A_TERMINAL = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                     "sys.argv[0] = 'blurcast'; runpy.run_module('blurcast', run_name='__main__')")
-
-
 @needs_ffmpeg
 def test_ctrl_c_in_a_terminal_ends_a_file_run_with_one_playable_recording(dev_clip, tmp_path):
     """Ctrl-C reaches the terminal's whole process group: Blurcast ends the recording itself (exit 130), and its
@@ -203,7 +196,7 @@ def test_ctrl_c_in_a_terminal_ends_a_file_run_with_one_playable_recording(dev_cl
     subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "19", "-i", str(dev_clip), "-c", "copy", str(long)],
                    check=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "BLURCAST_HOME": str(tmp_path / "home")}
-    proc = subprocess.Popen([sys.executable, "-c", _AS_IN_A_TERMINAL, "run", str(long), "-o", str(out),
+    proc = subprocess.Popen([sys.executable, "-c", AS_IN_A_TERMINAL, "run", str(long), "-o", str(out),
                              "--no-facebank"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:

@@ -25,7 +25,7 @@ from engine.stages.sinks import StreamSink
 from engine.stages.source import SourceError
 from engine.stages.sources import open_source
 from engine.stream_options import Tls
-from tests.helpers import wait_for
+from tests.helpers import AS_IN_A_TERMINAL, wait_for
 from tests.stream_util import TlsFront, free_port, record, self_signed, send, stream_kinds, sync_inputs
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("openssl") is None,
@@ -137,7 +137,7 @@ def test_the_command_line_refuses_an_untrusted_relay_and_a_certificate_file_that
     assert "certificate is not trusted" in done.stderr and "--tls-ca CERT.pem" in done.stderr, done.stderr
     assert not out.exists()
     camera = _https_camera(port, key, cert, seconds=30)
-    rig = subprocess.Popen([sys.executable, "-m", "blurcast", "run", f"https://127.0.0.1:{port}/cam.ts", "-o",
+    rig = subprocess.Popen([sys.executable, "-c", AS_IN_A_TERMINAL, "run", f"https://127.0.0.1:{port}/cam.ts", "-o",
                             str(out), "--tls-ca", str(cert)], stderr=subprocess.PIPE, text=True)
     try:  # recording while the relay still sends (a fragmented MP4 grows as it goes), then Ctrl-C, as a user stops it
         wait_for(lambda: out.exists() and out.stat().st_size > 100_000, timeout=60, what="the relay recorded")

@@ -155,7 +155,9 @@ class Tls:
             path = Path(self.ca_file).expanduser()
             if not path.is_file() or not os.access(path, os.R_OK):
                 raise ValueError(f"--tls-ca {self.ca_file}: no readable certificate file there")
-            if b"-----BEGIN CERTIFICATE-----" not in path.read_bytes()[:1_000_000]:
+            with path.open("rb") as pem:  # its head only: a --tls-ca that is a huge file is not read whole
+                head = pem.read(1_000_000)
+            if b"-----BEGIN CERTIFICATE-----" not in head:
                 raise ValueError(f"--tls-ca {self.ca_file}: not a PEM certificate (-----BEGIN CERTIFICATE-----)")
             object.__setattr__(self, "ca_file", str(path.resolve()))  # an engine restarted elsewhere finds it
 

@@ -29,10 +29,22 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from engine.config import Settings  # noqa: E402
-from engine.models.backends import OpenVinoRunner  # noqa: E402
-from engine.recognition.recognize import align_face, create_embedder, preprocess  # noqa: E402
+from engine.models.backends import OPENVINO_DETECTOR_THREADS, OPENVINO_THREADS, OpenVinoRunner  # noqa: E402
+from engine.models.weights import model_path  # noqa: E402
+from engine.recognition.recognize import (  # noqa: E402
+    RECOGNIZER,
+    FaceEmbedder,
+    align_face,
+    create_embedder,
+    preprocess,
+)
 from engine.stages.detect import create_detector, detection_scale  # noqa: E402
-from engine.stages.detectors.yunet import TILE_BUDGET, tile_grid, tile_max_face  # noqa: E402
+from engine.stages.detectors.yunet import (  # noqa: E402
+    TILE_BUDGET,
+    YuNetDetector,
+    tile_grid,
+    tile_max_face,
+)
 
 DATA = Path(os.environ.get("BLURCAST_DATA", REPO.parent / "shared" / "data"))
 CLIP = DATA / "video_hamilton" / "short_hamilton_clip.mp4"
@@ -66,9 +78,22 @@ def stats(values: list[float]) -> dict[str, float]:
             "max": round(float(a.max()), 2), "n": len(a)}
 
 
+def networks(backend: str) -> tuple[YuNetDetector, FaceEmbedder]:
+    """The stream's detector and the recognizer on `backend`; "openvino-f32" is OpenVINO told to compute in f32
+    (its default is bf16 where the CPU has bf16), the runners `auto` builds in f32 on AVX2 CPUs."""
+    if backend != "openvino-f32":
+        return create_detector(Settings(backend=backend)), create_embedder(Settings(backend=backend))
+    detector = YuNetDetector(OpenVinoRunner(model_path("yunet"), OPENVINO_DETECTOR_THREADS, takes_images=True,
+                                            precision="f32"), Settings().detect_width)
+    embedder = FaceEmbedder(OpenVinoRunner(model_path(RECOGNIZER), OPENVINO_THREADS, precision="f32",
+                                           per_shape=False))
+    return detector, embedder
+
+
 def run(frames: list[np.ndarray], backends: list[str]) -> dict:
-    detectors = {b: create_detector(Settings(backend=b)) for b in backends}
-    embedders = {b: create_embedder(Settings(backend=b)) for b in backends}
+    built = {b: networks(b) for b in backends}
+    detectors = {b: built[b][0] for b in backends}
+    embedders = {b: built[b][1] for b in backends}
     reference = detectors[backends[0]]  # the faces embedded come from the first backend: the same input for all
     scale = detection_scale(frames[0], reference.detect_width)
     x1, y1, x2, y2 = tile_grid(1920, 1080, TILE_BUDGET * scale * scale, tile_max_face(scale))[0]
@@ -112,7 +137,8 @@ def run(frames: list[np.ndarray], backends: list[str]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=40, help="dev-clip frames, spread over the clip")
-    parser.add_argument("--backends", default="onnxruntime,openvino")
+    parser.add_argument("--backends", default="onnxruntime,openvino",
+                        help="comma-separated: onnxruntime, openvino (its default precision), openvino-f32, torch")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -151,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--source",
                         help="for the UI: camera index, video file or URL the engine reads (default: camera 0); "
                              "an engine already running on another source is asked to switch")
+    _add_ui_tls_options(parser)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_run(sub)
     _add_eval(sub)
@@ -264,6 +265,16 @@ def _add_tls_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tls-no-verify", action="store_true",
                    help="accept any certificate (a man in the middle then sees the stream and its key); by default "
                         "it must be signed by an authority the system trusts, as OBS asks for RTMPS")
+
+
+def _add_ui_tls_options(parser: argparse.ArgumentParser) -> None:
+    """The UI's own: the engine it starts takes them (its own names, so a command's options never mix with them)."""
+    g = parser.add_argument_group("TLS, for the engine the UI starts (an https:// or rtmps:// source or output)")
+    g = g.add_mutually_exclusive_group()
+    g.add_argument("--tls-ca", dest="ui_tls_ca", metavar="CERT.pem",
+                   help="trust this certificate (your own relay's, self-signed) instead of the system's authorities")
+    g.add_argument("--tls-no-verify", dest="ui_tls_no_verify", action="store_true",
+                   help="accept any certificate (a man in the middle then sees the stream and its key)")
 
 
 def _tls_from(args: argparse.Namespace):
@@ -958,9 +969,19 @@ def _cmd_engine_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
+    from engine.client import default_paths, engine_running
+    from engine.stream_options import Tls
     from tui.app import run_ui
 
-    return run_ui(args.source)
+    try:
+        tls = Tls(verify=not args.ui_tls_no_verify, ca_file=args.ui_tls_ca)
+    except ValueError as exc:  # a usage error, before the terminal is taken over
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        return 2
+    if tls.cli_args() and engine_running(default_paths()):
+        log.warning("an engine already runs: it keeps the TLS options it was started with (`blurcast engine stop`, "
+                    "then start the UI again, for these)")
+    return run_ui(args.source, engine_options=tls.cli_args())
 
 
 if __name__ == "__main__":

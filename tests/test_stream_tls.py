@@ -153,6 +153,37 @@ def test_the_command_line_refuses_an_untrusted_relay_and_a_certificate_file_that
         assert done.returncode == 2 and why in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
+def test_the_ui_starts_its_engine_with_the_tls_options_it_was_given(tmp_path: Path, monkeypatch) -> None:
+    """`blurcast --source https://relay --tls-ca CERT` (the UI, no command) starts the engine that reads the relay
+    (before stop 48 only `run` and `engine start` took them, so a UI-started engine refused a streamer's own relay);
+    a --tls-ca that is no certificate is a usage error before the terminal is taken over."""
+    import tui.app
+    from blurcast import cli
+    from engine.client import ControlClient, EnginePaths, stop_background
+
+    key, cert = self_signed(tmp_path)
+    port = free_port()
+    url = f"https://127.0.0.1:{port}/cam.ts"
+    asked: dict = {}
+    monkeypatch.setattr(tui.app, "run_ui", lambda source, engine_options=(): asked.update(
+        source=source, options=list(engine_options)) or 0)
+    assert cli.main(["--source", url, "--tls-ca", str(key)]) == 2 and not asked
+    assert cli.main(["--source", url, "--tls-ca", str(cert)]) == 0
+    assert asked == {"source": url, "options": ["--tls-ca", str(cert)]}
+    paths = EnginePaths(tmp_path / "engine")
+    app = tui.app.make_app(paths, source=url, requested_source=url, engine_options=asked["options"])
+    camera = _https_camera(port, key, cert, seconds=60)
+    try:
+        app.engine_link.start()  # what the UI does when no engine runs
+        with ControlClient(paths.socket, timeout=10) as client:
+            assert wait_for(lambda: client.request("status")["frames"] > 10, timeout=60,
+                            what="the engine the UI started reading the relay")
+            assert client.request("status")["source"]["state"] == "running"
+    finally:
+        stop_background(paths)
+        _stop(camera)
+
+
 def test_only_ffmpegs_words_for_a_refused_certificate_count_and_only_where_one_was_checked() -> None:
     """A refusal is never retried, so nothing else may read as one: a stream's title, a URL with "certificates" in
     its path (a review found both taken for refusals, which would have ended a source or output for good)."""

@@ -502,19 +502,22 @@ def _same(a: Any, b: Any) -> bool:
 
 def make_app(paths: EnginePaths | None = None, source: str = "0", start_engine: bool = True,
              engine_args: list[str] | None = None, *, attach: bool = True,
-             facebank_path: Path | None = None, requested_source: str | None = None) -> BlurcastApp:
+             facebank_path: Path | None = None, requested_source: str | None = None,
+             engine_options: Iterable[str] = ()) -> BlurcastApp:
     """The app for `paths` (default: $BLURCAST_HOME). `engine_args` override the `engine serve` arguments
-    derived from `source`; `attach=False` builds an app that never talks to an engine (snapshots, demos)."""
-    link = EngineLink(paths or default_paths(), list(engine_args) if engine_args else default_engine_args(source))
+    derived from `source`, to which `engine_options` are added (TLS); `attach=False` builds an app that never talks
+    to an engine (snapshots, demos)."""
+    args = list(engine_args) if engine_args else [*default_engine_args(source), *engine_options]
+    link = EngineLink(paths or default_paths(), args)
     return BlurcastApp(link, start_engine=start_engine, attach=attach, facebank_path=facebank_path,
                        requested_source=requested_source)
 
 
-def run_ui(source: str | None = None, paths: EnginePaths | None = None) -> int:
+def run_ui(source: str | None = None, paths: EnginePaths | None = None, engine_options: Iterable[str] = ()) -> int:
     """Run the UI in this terminal until the user quits; the engine keeps running. Returns an exit code.
     `source` None: camera 0 if no engine runs, else whatever it reads; given: a running engine on another
-    source is asked to switch."""
-    app = make_app(paths, source=source or "0", requested_source=source)
+    source is asked to switch. `engine_options`: more `engine serve` arguments for an engine this UI starts (TLS)."""
+    app = make_app(paths, source=source or "0", requested_source=source, engine_options=engine_options)
     _log_to_file(app.engine_link.paths.root / "ui.log")
     from tui.terminal_probe import ignore_late_answers
     from tui.widgets.graphics_preview import detect_graphics  # asks the terminal: before the app takes it

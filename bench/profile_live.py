@@ -155,6 +155,8 @@ def run(clip: Path, seconds: float, allow: Path | None, variant: dict[str, bool]
 
     runner.LIVE_COAST = int(variant.get("coast", True))
     engine.detect_on_arrival = variant["on_arrival"]
+    if variant.get("preview"):  # as while the UI's live screen asks for previews (3 a second)
+        engine._preview_wanted_until = float("inf")
     engine.shed_when_behind = variant.get("shed", variant["on_arrival"])
     if not variant["background"] and identifier is not None:
         identifier.run_in_background = None  # the frame loop embeds on the frame path, as before
@@ -206,7 +208,8 @@ def run(clip: Path, seconds: float, allow: Path | None, variant: dict[str, bool]
 VARIANTS = {"now": {"on_arrival": True, "background": True}, "before": {"on_arrival": False, "background": False},
             "no-arrival": {"on_arrival": False, "background": True},
             "no-background": {"on_arrival": True, "background": False},
-            "no-coast": {"on_arrival": True, "background": True, "coast": False}}
+            "no-coast": {"on_arrival": True, "background": True, "coast": False},
+            "ui-attached": {"on_arrival": True, "background": True, "preview": True}}
 
 
 def _time_outputs(engine) -> dict[int, float]:

@@ -192,7 +192,7 @@ class EngineService:
         return new.as_dict()
 
     def _preview(self, request: dict) -> dict:
-        image = self.engine.preview  # already anonymized: the raw frame never leaves the engine
+        image = self.engine.wanted_preview()  # already anonymized: the raw frame never leaves the engine
         if image is None:
             raise RuntimeError("no frame yet")
         width = _int_arg(request, "max_width", 96, 16, image.shape[1], clamp=True)

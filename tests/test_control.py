@@ -117,7 +117,8 @@ def test_a_portrait_preview_fits_a_reply(tmp_path):
     from engine.service import PREVIEW_MAX_PIXELS, EngineService
 
     class _Engine:
-        preview = np.zeros((1280, 720, 3), np.uint8)
+        def wanted_preview(self) -> np.ndarray:
+            return np.zeros((1280, 720, 3), np.uint8)
 
     reply = EngineService._preview(type("S", (), {"engine": _Engine()})(), {"max_width": 640})
     width, height, _ = decode_preview(reply)

@@ -782,3 +782,37 @@ def test_a_streams_first_frame_and_its_first_after_a_reconnect_go_out_whole(dev_
     # Each session's first frame out, whichever that was: the two whole ones, 6 source frames apart at most
     again = whole.index(True, 1) if whole.count(True) == 2 else -1
     assert whole[0] and 1 <= again <= 6 and len(whole) - again <= 6, whole
+
+
+class Counting(Capture):
+    def write(self, frame) -> None:
+        self.images.append(b"")
+
+
+def test_the_preview_is_made_only_while_a_client_wants_one(dev_clip, monkeypatch):
+    """Nobody watching (a headless rig, no UI attached), the frame loop makes no preview: its resize had made every
+    sixth 1080p frame ~3 ms later for nobody. Asked, one made after the asking comes back; previews go on being
+    made while asked, and stop PREVIEW_WANTED_S after the last asking."""
+    monkeypatch.setattr(runner_module, "PREVIEW_WANTED_S", 0.6)
+    sink = Counting()
+    engine = Engine(Settings(backend="onnxruntime"), VideoSource(str(dev_clip), loop=True), sinks=[sink])
+    loop = threading.Thread(target=engine.run_live, daemon=True)
+    loop.start()
+    try:
+        wait_for(lambda: len(sink.images) >= 10, timeout=60, what="frames out")
+        assert engine.preview is None, "made with nobody asking"
+        first = engine.wanted_preview(timeout=10)
+        assert first is not None and first.shape[1] == runner_module.PREVIEW_WIDTH
+        made = {id(first)}
+        for _ in range(12):  # asked every 0.1 s for 1.2 s: fresh ones every PREVIEW_EVERY_S
+            time.sleep(0.1)
+            made.add(id(engine.wanted_preview()))
+        assert len(made) >= 3, "previews were not refreshed while asked for"
+        time.sleep(1.0)  # past PREVIEW_WANTED_S since the last asking
+        last, frames = engine.preview, len(sink.images)
+        wait_for(lambda: len(sink.images) >= frames + 10, timeout=30, what="more frames out")
+        assert engine.preview is last, "still made after nobody asked for PREVIEW_WANTED_S"
+    finally:
+        engine.stop_event.set()
+        loop.join(timeout=10)
+        engine.close()

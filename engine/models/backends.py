@@ -58,6 +58,8 @@ ONNXRUNTIME_THREADS: dict[str, int] = {"landmarker": 1}
 # OPENVINO_F32_AUTO).
 # The landmarker's YuNet ("landmarker") and photo detection ("photo") are asked for apart from the stream's
 # detector: bf16 boxes seeding the alignment took LFW from 99.27 to 99.12 %, so they stay on onnxruntime.
+# On a Zen 4 EPYC (AVX-512-BF16, no AMX; stop 48, bench/openvino_cpu.py --backends onnxruntime,openvino,openvino-f32)
+# bf16 took 0.66x onnxruntime's CPU for the main pass, 0.70x a live 1080p frame, 0.28x for SFace; f32 1.21x and 0.50x.
 OPENVINO_AUTO: frozenset[str] = frozenset({"yunet", "sface"})
 # ...and the networks `auto` runs on OpenVINO in f32 where the CPU has no bf16 but is x86 with AVX2 (openvino_avx2):
 # the recognizer. SFace, one thread, on an AMD EPYC (Zen 3, AVX2 only): 16.6 CPU ms a face against onnxruntime's 35.9
@@ -93,7 +95,8 @@ def cuda_available() -> bool:
 @cache
 def openvino_bf16() -> bool:
     """Whether OpenVINO is installed and infers in bf16 by default on this CPU (x86 with AVX-512-BF16 or AMX, where
-    it was measured; other CPUs default to f32 or f16, not measured here: they keep onnxruntime)."""
+    it was measured: a Xeon with AMX, and an AMD EPYC Zen 4 with AVX-512-BF16 and no AMX, as Ryzen 7000/9000 desktops
+    have; other CPUs default to f32 or f16, not measured here: they keep onnxruntime)."""
     flags = _cpu_flags()
     if flags is not None and not flags & {"avx512_bf16", "amx_bf16"}:
         return False  # Linux says the CPU has no bf16: importing OpenVINO to ask costs 0.1-0.5 s of every start

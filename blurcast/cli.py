@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     if getattr(args, "func", None) is None:
         return _cmd_ui(args)
+    if args.ui_tls_ca or args.ui_tls_no_verify:  # before the command: the UI's, which this command would ignore
+        parser.error("--tls-ca and --tls-no-verify before a command are the UI's: give them after `run` or "
+                     "`engine start`")
     try:
         return int(args.func(args) or 0)
     except Terminated as exc:
@@ -969,7 +972,6 @@ def _cmd_engine_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    from engine.client import default_paths, engine_running
     from engine.stream_options import Tls
     from tui.app import run_ui
 
@@ -978,10 +980,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a usage error, before the terminal is taken over
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
-    if tls.cli_args() and engine_running(default_paths()):
-        log.warning("an engine already runs: it keeps the TLS options it was started with (`blurcast engine stop`, "
-                    "then start the UI again, for these)")
-    return run_ui(args.source, engine_options=tls.cli_args())
+    return run_ui(args.source, engine_options=tls.cli_args())  # an engine already running: the UI says so
 
 
 if __name__ == "__main__":

@@ -768,16 +768,16 @@ class Engine:
 
     def wanted_preview(self, timeout: float = 1.0) -> np.ndarray | None:
         """A small copy of the last anonymized frame, for a client's preview; from now on one is made every
-        PREVIEW_EVERY_S for PREVIEW_WANTED_S. After a time nobody asked, waits up to `timeout` for a fresh one (an
-        old one, or None, if no frame comes: a stalled source)."""
+        PREVIEW_EVERY_S for PREVIEW_WANTED_S. After a time nobody asked, the one made then is old (from before a
+        panic, a facebank change): every caller waits up to `timeout` for a fresh one, and gets None if no frame
+        comes (a stalled source)."""
         now = time.monotonic()
-        lapsed = now > self._preview_wanted_until
-        self._preview_wanted_until = now + PREVIEW_WANTED_S
-        if lapsed:
-            self._preview_made.clear()
-            self._preview_at = 0.0  # the next frame out makes one
-            self._preview_made.wait(timeout)
-        return self.preview
+        with self._lock:
+            if now > self._preview_wanted_until:
+                self._preview_made.clear()
+                self._preview_at = 0.0  # the next frame out makes one
+            self._preview_wanted_until = now + PREVIEW_WANTED_S
+        return self.preview if self._preview_made.wait(timeout) else None
 
     def _update_preview(self, safe: SafeFrame) -> None:
         now = time.monotonic()

@@ -7,6 +7,7 @@ TLS front (tests/stream_util.py TlsFront) before FFmpeg's RTMP listener for rtmp
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import subprocess
@@ -182,6 +183,19 @@ def test_the_ui_starts_its_engine_with_the_tls_options_it_was_given(tmp_path: Pa
     finally:
         stop_background(paths)
         _stop(camera)
+    # The way out of a source that failed (the relay was down): another source, started with the same options
+    app = tui.app.make_app(paths, source=url, engine_options=asked["options"], start_engine=False, attach=False)
+
+    async def switch() -> list[str]:
+        async with app.run_test():
+            app._begin_start = lambda: None  # the arguments only: the start itself was tested above
+            app.switch_source(f"https://127.0.0.1:{port}/other.ts")
+            return app.engine_link.engine_args
+    assert asyncio.run(switch()) == ["--source", f"https://127.0.0.1:{port}/other.ts", "--tls-ca", str(cert)]
+    # Before a command they are the UI's, which the command would ignore: a usage error, not a silent refusal
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["--tls-ca", str(cert), "run", url, "-o", str(tmp_path / "x.mp4")])
+    assert stopped.value.code == 2
 
 
 def test_only_ffmpegs_words_for_a_refused_certificate_count_and_only_where_one_was_checked() -> None:

@@ -95,6 +95,7 @@ class BlurcastApp(App[int]):
         self.attach = attach
         self.facebank_path = facebank_path
         self._starting = False
+        self._started_one = False  # this UI has started an engine (with its engine options)
         self.start_failed = False  # "lost" because the engine never started (a bad source): said so, not "engine lost"
         self._last_stats = 0.0
         self._stamps: deque[float] = deque(maxlen=64)
@@ -146,9 +147,15 @@ class BlurcastApp(App[int]):
         """Start the engine unless one answers. The start itself runs on a daemon thread so that quitting the
         UI while models load does not wait for it (the engine process carries on regardless)."""
         if self.engine_link.running():
+            if self.engine_link.engine_options and not self._started_one:  # found running: not this UI's
+                self.call_from_thread(
+                    self.notify, "The engine already running keeps the TLS options it was started with ("
+                    + " ".join(self.engine_link.engine_options) + " not applied): `blurcast engine stop`, then start "
+                    "the UI again.", title="TLS options not applied", severity="warning", timeout=15, markup=False)
             self.post_message(EngineStarted(None))
             return
         self.post_message(EngineStarting())
+        self._started_one = True
         outcome: dict[str, Any] = {}
 
         def start() -> None:
@@ -390,8 +397,7 @@ class BlurcastApp(App[int]):
         if self.engine_state in ("live", "stale", "connecting"):  # an engine is (or may be) there: tell it
             self.send_command("source", spec=spec, loop=loop)
             return
-        args = ["--source", spec] + (["--loop"] if loop else [])
-        self.engine_link.engine_args = args
+        self.engine_link.engine_args = self.engine_link.with_source(spec, loop)
         self.requested_source = None  # chosen now: the command line's source (which failed) is no longer asked for
         self._lost_pid = None  # nor is the lost engine's: `r` after this start fails retries this source
         if not self._starting:
@@ -505,10 +511,12 @@ def make_app(paths: EnginePaths | None = None, source: str = "0", start_engine: 
              facebank_path: Path | None = None, requested_source: str | None = None,
              engine_options: Iterable[str] = ()) -> BlurcastApp:
     """The app for `paths` (default: $BLURCAST_HOME). `engine_args` override the `engine serve` arguments
-    derived from `source`, to which `engine_options` are added (TLS); `attach=False` builds an app that never talks
-    to an engine (snapshots, demos)."""
-    args = list(engine_args) if engine_args else [*default_engine_args(source), *engine_options]
-    link = EngineLink(paths or default_paths(), args)
+    derived from `source`; `engine_options` (TLS) go to every engine this UI starts on a source of its own (added to
+    the derived arguments, not to `engine_args`); `attach=False` builds an app that never talks to an engine
+    (snapshots, demos)."""
+    options = list(engine_options)
+    args = list(engine_args) if engine_args else [*default_engine_args(source), *options]
+    link = EngineLink(paths or default_paths(), args, engine_options=options)
     return BlurcastApp(link, start_engine=start_engine, attach=attach, facebank_path=facebank_path,
                        requested_source=requested_source)
 

@@ -46,6 +46,12 @@ class EngineLink:
     paths: EnginePaths = field(default_factory=default_paths)
     engine_args: list[str] = field(default_factory=lambda: default_engine_args("0"))
     timeout: float = 5.0
+    # Options the UI was given for the engines it starts (TLS), kept for a start on another source (`with_source`)
+    engine_options: list[str] = field(default_factory=list)
+
+    def with_source(self, spec: str, loop: bool = False) -> list[str]:
+        """`engine serve` arguments for a new engine on `spec`, with the UI's engine options."""
+        return ["--source", spec, *(["--loop"] if loop else []), *self.engine_options]
 
     def request(self, cmd: str, **args: Any) -> Any:
         with ControlClient(self.paths.socket, timeout=self.timeout) as client:

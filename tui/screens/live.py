@@ -362,7 +362,7 @@ class LiveScreen(Screen):
     # --- preview ----------------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
     def poll_preview(self) -> None:
-        """A few small anonymized frames a second while this screen shows (the engine makes them anyway)."""
+        """A few small anonymized frames a second while this screen shows (the engine makes them while asked)."""
         worker = get_current_worker()
         while not worker.is_cancelled:
             if self._app.engine_state == "live":

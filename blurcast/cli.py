@@ -61,9 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     if getattr(args, "func", None) is None:
         return _cmd_ui(args)
-    if args.ui_tls_ca or args.ui_tls_no_verify:  # before the command: the UI's, which this command would ignore
-        parser.error("--tls-ca and --tls-no-verify before a command are the UI's: give them after `run` or "
-                     "`engine start`")
+    ui_only = [flag for flag, given in (("--source", args.ui_source), ("--tls-ca", args.ui_tls_ca),
+                                        ("--tls-no-verify", args.ui_tls_no_verify)) if given]
+    if ui_only:  # before the command: the UI's, which this command would silently ignore
+        parser.error(f"{' and '.join(ui_only)} before a command {'is' if len(ui_only) == 1 else 'are'} the UI's: "
+                     "give it after the command (`run INPUT`, `engine start --source ...`)")
     try:
         return int(args.func(args) or 0)
     except Terminated as exc:
@@ -151,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "before the frame reaches the virtual camera. With no command, opens the terminal UI.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    parser.add_argument("--source",
+    parser.add_argument("--source", dest="ui_source", metavar="SOURCE",
                         help="for the UI: camera index, video file or URL the engine reads (default: camera 0); "
                              "an engine already running on another source is asked to switch")
     _add_ui_tls_options(parser)
@@ -980,7 +982,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a usage error, before the terminal is taken over
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
-    return run_ui(args.source, engine_options=tls.cli_args())  # an engine already running: the UI says so
+    return run_ui(args.ui_source, engine_options=tls.cli_args())  # an engine already running: the UI says so
 
 
 if __name__ == "__main__":

@@ -193,9 +193,10 @@ def test_the_ui_starts_its_engine_with_the_tls_options_it_was_given(tmp_path: Pa
             return app.engine_link.engine_args
     assert asyncio.run(switch()) == ["--source", f"https://127.0.0.1:{port}/other.ts", "--tls-ca", str(cert)]
     # Before a command they are the UI's, which the command would ignore: a usage error, not a silent refusal
-    with pytest.raises(SystemExit) as stopped:
-        cli.main(["--tls-ca", str(cert), "run", url, "-o", str(tmp_path / "x.mp4")])
-    assert stopped.value.code == 2
+    for before in (["--tls-ca", str(cert)], ["--source", url]):  # `--source` before a command: the same trap
+        with pytest.raises(SystemExit) as stopped:
+            cli.main([*before, "run", url, "-o", str(tmp_path / "x.mp4")])
+        assert stopped.value.code == 2
 
 
 def test_only_ffmpegs_words_for_a_refused_certificate_count_and_only_where_one_was_checked() -> None:

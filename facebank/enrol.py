@@ -165,9 +165,10 @@ class Enroller:
         return self._embedder
 
     def faces(self, image: np.ndarray) -> list[FaceCandidate]:
-        """The faces `choose` picks from (scoring >= MIN_SCORE, not much smaller than the biggest), left to right."""
+        """The faces `choose` picks from (scoring >= MIN_SCORE; not much smaller than the biggest, or MIN_FACE_PX
+        wide), left to right."""
         detections = self._detect(image)
-        return _candidates(detections, _usable(detections))
+        return _candidates(detections, _numbered(detections, _usable(detections)))
 
     def _detect(self, image: np.ndarray) -> Detections:
         parts = [d.detect(image, MIN_SCORE) for d in self.detectors]
@@ -236,15 +237,18 @@ class Enroller:
             raise EnrolError(path, f"the face is too small ({int(widths.max())} px wide, needs {MIN_FACE_PX}); use a "
                                    "photo taken closer, or with more pixels")
         usable = _usable(detections)
-        listed = _candidates(detections, usable)
+        # Numbered: the faces that make the photo ambiguous, and any other face big enough to enrol (a friend behind
+        # the photo's subject is picked by number; until stop 48 a 24-39 px face there had none)
+        numbered = _numbered(detections, usable)
+        listed = _candidates(detections, numbered)
         if choose is None and len(usable) > 1:
             faces = ", ".join(c.describe(width) for c in listed)
-            raise SeveralFaces(path, f"{len(usable)} faces were found: {faces}",
+            raise SeveralFaces(path, f"{len(listed)} faces were found: {faces}",
                                "Pick one with its number (--face N), or use a photo of you alone")
-        if choose is not None and not 0 <= choose < len(usable):
+        if choose is not None and not 0 <= choose < len(numbered):
             faces = ", ".join(c.describe(width) for c in listed)
             raise EnrolError(path, f"there is no face #{choose}; the faces found are {faces}")
-        picked = usable[choose or 0]
+        picked = usable[0] if choose is None else numbered[choose]
         if widths[picked] < MIN_FACE_PX:
             raise EnrolError(path, f"face #{choose or 0} is too small ({int(widths[picked])} px wide, "
                                    f"needs {MIN_FACE_PX})")
@@ -296,6 +300,14 @@ def _usable(detections: Detections) -> list[int]:
     widths = detections.xyxy[:, 2] - detections.xyxy[:, 0]
     order = np.argsort((detections.xyxy[:, 0] + detections.xyxy[:, 2]) / 2, kind="stable")
     return [int(j) for j in order if widths[j] >= BACKGROUND_FACE_PX or 3 * widths[j] >= widths.max()]
+
+
+def _numbered(detections: Detections, usable: list[int]) -> list[int]:
+    """Indices of the faces `--face N` numbers, left to right: the usable ones and every other face of MIN_FACE_PX
+    or more (one behind the photo's subject does not make the photo ambiguous, yet may be the one to enrol)."""
+    widths = detections.xyxy[:, 2] - detections.xyxy[:, 0]
+    order = np.argsort((detections.xyxy[:, 0] + detections.xyxy[:, 2]) / 2, kind="stable")
+    return [int(j) for j in order if j in usable or widths[j] >= MIN_FACE_PX]
 
 
 def _candidates(detections: Detections, usable: list[int]) -> list[FaceCandidate]:

@@ -132,6 +132,34 @@ def test_tiny_faces_far_behind_do_not_make_a_photo_ambiguous(bank: Facebank) -> 
     assert enrolment.face_px > 200
 
 
+def test_a_small_face_behind_the_subject_is_picked_by_its_number(bank: Facebank, tmp_path: Path) -> None:
+    """A friend's 30 px face behind the photo's subject does not make the photo ambiguous (the subject is enrolled, as
+    before), yet has a number of its own: until stop 48 it had none, so it could not be enrolled from the photo."""
+    photo = cv2.imread(str(OBAMA))
+    biden = cv2.imread(str(BIDEN))
+    friend = bank.enroller.faces(biden)[0].box
+    x1, y1, x2, y2 = (int(v) for v in friend)
+    pad = (x2 - x1) // 2
+    head = biden[max(0, y1 - pad):y2 + pad, max(0, x1 - pad):x2 + pad]
+    scale = 30 / (x2 - x1)
+    small = cv2.resize(head, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    photo[20:20 + small.shape[0], -20 - small.shape[1]:-20] = small  # top right, behind him
+    both = tmp_path / "with-a-friend-behind.png"
+    cv2.imwrite(str(both), photo)
+    faces = bank.enroller.faces(photo)
+    assert len(faces) == 2 and 24 <= faces[1].width < 40 < faces[0].width, faces
+    refused = _refused(bank, both, "there is no face #2", choose=2)
+    assert "#1 (right, 3" in str(refused), refused  # the friend is listed with his number
+    subject = bank.enroller.enrol(both)  # not ambiguous: the subject, as before
+    assert subject.face_px > 100
+    [friend_enrolment] = bank.add("Joe", [both], choose=1)
+    assert friend_enrolment.face_px < 40
+    threshold = Settings().similarity_threshold
+    other_biden = bank.enroller.enrol(BIDEN.with_name("biden2.jpg")).embedding
+    assert float(friend_enrolment.embedding @ other_biden) >= threshold > float(friend_enrolment.embedding
+                                                                                @ subject.embedding)
+
+
 def test_missing_file(bank: Facebank, tmp_path: Path) -> None:
     _refused(bank, tmp_path / "nowhere.jpg", "there is no file at this path")
 

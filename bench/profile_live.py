@@ -40,6 +40,7 @@ DATA = Path(os.environ.get("BLURCAST_DATA", REPO.parent / "shared" / "data"))
 CLIP = DATA / "video_hamilton" / "short_hamilton_clip.mp4"
 
 log = logging.getLogger("bench")
+from engine.runner import HEADROOM_CPU_SHARE as CPU_SHARE  # noqa: E402  (the engine's own gate; a variant lifts it)
 
 
 class Timings:
@@ -154,6 +155,7 @@ def run(clip: Path, seconds: float, allow: Path | None, variant: dict[str, bool]
     from engine import runner
 
     runner.LIVE_COAST = int(variant.get("coast", True))
+    runner.HEADROOM_CPU_SHARE = CPU_SHARE if variant.get("cpu_gate", True) else float("inf")
     engine.detect_on_arrival = variant["on_arrival"]
     if variant.get("preview"):  # as while the UI's live screen asks for previews (3 a second)
         engine._preview_wanted_until = float("inf")
@@ -209,7 +211,8 @@ VARIANTS = {"now": {"on_arrival": True, "background": True}, "before": {"on_arri
             "no-arrival": {"on_arrival": False, "background": True},
             "no-background": {"on_arrival": True, "background": False},
             "no-coast": {"on_arrival": True, "background": True, "coast": False},
-            "ui-attached": {"on_arrival": True, "background": True, "preview": True}}
+            "ui-attached": {"on_arrival": True, "background": True, "preview": True},
+            "no-cpu-gate": {"on_arrival": True, "background": True, "cpu_gate": False}}
 
 
 def _time_outputs(engine) -> dict[int, float]:
@@ -285,7 +288,9 @@ def main() -> int:
     parser.add_argument("--variants", default="now",
                         help="comma list, run in turn in one process: now (every change), before (detection after "
                              "the wait, embeddings on the frame path), no-arrival, no-background, no-coast (far "
-                             "behind, frames are dropped instead of every other one coasted)")
+                             "behind, frames are dropped instead of every other one coasted), ui-attached (previews "
+                             "made), no-cpu-gate (more tiles a frame whenever the latency allows, however busy the "
+                             "cores)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if not CLIP.is_file():

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from engine.config import Settings
+from engine.cpu_load import CpuLoad
 from engine.faces import FrameReport
 from engine.pipeline import Pipeline
 from engine.stages.anonymize import SafeFrame
@@ -71,6 +72,15 @@ TILE_CYCLES = tuple(sorted({TILE_CYCLE, 3, 2, 1}, reverse=True))  # 1080p: 1, 2,
 HEADROOM_LATENCY_S = 0.050  # live mode's bound on added latency (p95)
 HEADROOM_PERIOD_SHARE = 1.0  # ... and a frame period: slower, frames would pile up (then shedding steps back)
 HEADROOM_SPEND_BELOW = 0.9
+# ...and only while the cores have room for them: the machine's busy share (engine/cpu_load.py) plus the added tiles'
+# CPU must stay under this. The latency rule alone stepped up on a 2-core Zen 4 at 1080p30 (a quiet second's p95 of
+# 20 ms plus one 9 ms tile is under 30); the extra tile a frame took the cores from 53 to 80 % busy, and the 2 s until
+# the step back ran at a p95 of 44-49 ms (bench/profile_live.py, docs/measurements.md stop 49).
+HEADROOM_CPU_SHARE = 0.7
+# A tile's CPU time per second of its wall time: its search runs on 2 inference threads (OpenVINO; the step above,
+# +27 % of 2 cores for 30 tiles a second at 9 ms, is 2.0). A GPU's tile costs the CPU less: priced high, it steps up
+# there all the same, on cores that are idle.
+TILE_CPU_PER_WALL = 2.0
 HEADROOM_WINDOW_S = 1.0
 HEADROOM_HOLD_S = 2.0
 PREVIEW_WIDTH = 640  # the largest preview a client may ask for; each asks for what its terminal can show
@@ -216,6 +226,7 @@ class Engine:
         self.watcher: FrameWatcher | None = None  # e.g. a live enrolment, which needs the raw face
         self.detect_on_arrival = True  # live: detection starts as a frame arrives (off: benches compare)
         self.shed_when_behind = True  # live: the tile pass thinned out while behind (off: benches compare)
+        self.cpu_load = CpuLoad()  # how busy the cores are: more tiles only where they fit (TILE_HEADROOM)
         self.detect_waiting = True  # live: the next waiting frame is detected during the frame loop (off: benches)
         # Frames held before the sinks so a face found later is hidden in them too (stages/lookahead.py).
         self.lookahead = Lookahead(settings.lookahead_frames)
@@ -617,6 +628,7 @@ class Engine:
                 or detector.tile_seconds is None):
             return
         self._headroom_checked = now  # a look a window, not a percentile every frame
+        busy = self.cpu_load.sample()  # since the last look
         fps = max(info.fps, 1.0)
         recent = list(self.stats.latencies_ms)[-max(5, int(fps * HEADROOM_WINDOW_S)):]
         if len(recent) < 5:
@@ -629,14 +641,15 @@ class Engine:
         elif step < len(TILE_CYCLES) - 1:
             more = (detector.tiles_per_frame(info.width, info.height, TILE_CYCLES[step + 1])
                     - detector.tiles_per_frame(info.width, info.height, cycle))
-            if p95 + more * detector.tile_seconds > HEADROOM_SPEND_BELOW * budget:
+            added = more * detector.tile_seconds * TILE_CPU_PER_WALL * fps / self.cpu_load.cores
+            if p95 + more * detector.tile_seconds > HEADROOM_SPEND_BELOW * budget or busy + added > HEADROOM_CPU_SHARE:
                 return
             step += 1
         else:
             return
         detector.tile_cycle, self._headroom_at = TILE_CYCLES[step], now
-        log.info("live: p95 %.0f ms, a tile %.1f ms, the budget %.0f ms: every tile comes back in %d frames",
-                 1000 * p95, 1000 * detector.tile_seconds, 1000 * budget, TILE_CYCLES[step])
+        log.info("live: p95 %.0f ms, a tile %.1f ms, the budget %.0f ms, the CPU %.0f %% busy: every tile comes back "
+                 "in %d frames", 1000 * p95, 1000 * detector.tile_seconds, 1000 * budget, 100 * busy, TILE_CYCLES[step])
 
     def _read_live(self, mailbox: queue.Queue, pace: bool) -> None:
         period = 1.0 / self.source.info.fps

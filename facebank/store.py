@@ -45,7 +45,25 @@ TABLE = "people"
 SCHEMA = 1
 MAX_NAME = 64
 LOCK_TIMEOUT_S = 10.0
-SAME_FACE_IOU = 0.5  # a photo re-embedded (refresh) must give a box this close to the one enrolled
+# A photo re-embedded (refresh) must give a box this close to the one enrolled; and one face of a photo is this close
+# to itself: a photo's other faces (`--face N`: the co-host beside the streamer) are other enrolments of that photo.
+SAME_FACE_IOU = 0.5
+
+
+def same_face(sha_a: str, box_a: Iterable[float], sha_b: str, box_b: Iterable[float]) -> bool:
+    """One face of one photo: the same file's bytes and the same place in it."""
+    return sha_a == sha_b and box_iou(np.asarray(box_a, np.float32), np.asarray(box_b, np.float32)) >= SAME_FACE_IOU
+
+
+def _new_faces(stored: list[dict], enrolments: list[Enrolment]) -> list[Enrolment]:
+    """The enrolments that are not a face already stored or given before them (a photo given twice counts once)."""
+    known = [(image["sha256"], image["box"]) for image in stored]
+    new: list[Enrolment] = []
+    for e in enrolments:
+        if not any(same_face(sha, box, e.sha256, e.box) for sha, box in known):
+            known.append((e.sha256, e.box))
+            new.append(e)
+    return new
 
 
 class FacebankError(RuntimeError):
@@ -247,12 +265,7 @@ def _check_one_person(name: str, stored: list[dict], enrolments: list[Enrolment]
     A new person's batch is linked to its best-linked photo. `agreed`: the caller checked the batch is one person
     (a live enrolment's frames, each alike the frames' medoid: facebank/live.py); one link to the stored photos
     then takes them all."""
-    known = {image["sha256"] for image in stored}
-    new: list[Enrolment] = []
-    for e in enrolments:  # a photo given twice or stored already counts once
-        if e.sha256 not in known:
-            known.add(e.sha256)
-            new.append(e)
+    new = _new_faces(stored, enrolments)
     vectors = [np.asarray(image["embedding"], np.float32) for image in stored if image.get("model") == model_tag()]
     if stored and not vectors and new:
         raise EnrolError(new[0].path, f"{name}'s photos were embedded by another model, so a new photo cannot be "
@@ -357,7 +370,7 @@ class Facebank:
     def add(self, name: str, paths: Iterable[Path | str] | Path | str, choose: int | None = None,
             agreed: bool = False) -> list[Enrolment]:
         """Enrol photos of `name` (new or existing). All or nothing: one refused photo and nothing is saved.
-        Returns the enrolments stored: a photo already enrolled (or given twice) is stored once and not returned.
+        Returns the enrolments stored: a face already enrolled (or given twice) is stored once and not returned.
 
         `choose` picks a face by its number, left to right, in every photo (for photos with several faces).
         Each new photo must look like the person's other photos (`_check_one_person`; `agreed`: the caller checked
@@ -369,18 +382,13 @@ class Facebank:
             raise ValueError("give at least one photo")
         self._docs()  # a damaged facebank fails here, before the models load to enrol
         enrolments = self._enrol_all(photos, choose)
-        new: list[Enrolment] = []
         with self._transaction() as table:
             self._check_not_elsewhere(table, name, enrolments)
             found = table.get(_named(name))
             _check_one_person(found["name"] if found else name, found["images"] if found else [], enrolments, agreed)
             images = list(found["images"]) if found else []  # stored as they are: no float round trips
-            known = {image["sha256"] for image in images}
-            for e in enrolments:
-                if e.sha256 not in known:
-                    known.add(e.sha256)
-                    new.append(e)
-                    images.append(ImageRecord.from_enrolment(e, choose).to_doc())
+            new = _new_faces(images, enrolments)
+            images += [ImageRecord.from_enrolment(e, choose).to_doc() for e in new]
             if found:
                 table.update({"images": images}, doc_ids=[found.doc_id])
             else:
@@ -408,15 +416,16 @@ class Facebank:
 
     @staticmethod
     def _check_not_elsewhere(table, name: str, enrolments: list[Enrolment]) -> None:
-        """The same photo enrolled under two names would make one face two people: refuse it."""
-        shas = {e.sha256: e.path for e in enrolments}
+        """One face of a photo enrolled under two names would make it two people: refuse it. Another face of the
+        same photo (`--face N`: the co-host beside the streamer) is someone else's enrolment."""
         for doc in table.all():
             if name_key(doc["key"]) == name_key(name):
                 continue
             for image in doc.get("images", []):
-                if image["sha256"] in shas:
-                    raise EnrolError(shas[image["sha256"]], f"this photo is already enrolled as {doc['name']}; "
-                                                            "remove it there first")
+                for e in enrolments:
+                    if same_face(image["sha256"], image["box"], e.sha256, e.box):
+                        raise EnrolError(e.path, f"this face of the photo is already enrolled as {doc['name']}; "
+                                                 "remove it there first, or pick another face with --face N")
 
     def remove(self, name: str) -> str | None:
         """Forget a person (their embeddings are deleted from the file): the name as stored (`name` matches it
@@ -460,7 +469,7 @@ class Facebank:
         report = RefreshReport()
         updates: dict[tuple[str, str, str], ImageRecord | None] = {}  # (key, path, old sha) -> new or None
         people = self.people()
-        owners = {i.sha256: p.key for p in people for i in p.images}
+        owners = [(i.sha256, i.box, p.key) for p in people for i in p.images]
         for person in people:
             changed: list[tuple[ImageRecord, Enrolment]] = []
             for image in person.images:
@@ -487,11 +496,12 @@ class Facebank:
 
     @staticmethod
     def _linked(person: Person, enrolment: Enrolment, updates: dict[tuple[str, str, str], ImageRecord | None],
-                owners: dict[str, str]) -> str | None:
+                owners: list[tuple[str, tuple[float, float, float, float], str]]) -> str | None:
         """Why a changed file's new face is refused, or None. Anchors: what the person looked like when their
         photos passed `add`'s check, by today's model: the stored embeddings, and the unchanged files embedded again
         just now (after an upgrade, the only ones). With none left, the change cannot be checked: refused."""
-        if owners.get(enrolment.sha256, person.key) != person.key:
+        if any(key != person.key and same_face(sha, box, enrolment.sha256, enrolment.box)
+               for sha, box, key in owners):
             return "it changed into a photo enrolled under another name; add it again if it is this person"
         anchors = [i.embedding for i in person.images if i.model == model_tag()]
         anchors += [r.embedding for (key, path, sha), r in updates.items()

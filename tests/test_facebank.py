@@ -152,8 +152,17 @@ def test_a_small_face_behind_the_subject_is_picked_by_its_number(bank: Facebank,
     assert "#1 (right, 3" in str(refused), refused  # the friend is listed with his number
     subject = bank.enroller.enrol(both)  # not ambiguous: the subject, as before
     assert subject.face_px > 100
+    bank.add("Barack", [both])
+    # The same photo under a second name, for its other face: until stop 49 refused as "already enrolled as Barack"
     [friend_enrolment] = bank.add("Joe", [both], choose=1)
     assert friend_enrolment.face_px < 40
+    with pytest.raises(EnrolError, match="this face of the photo is already enrolled as Joe"):
+        bank.add("Somebody else", [both], choose=1)  # one face is still never two people
+    with pytest.raises(EnrolError, match="already enrolled as Barack"):
+        bank.add("Somebody else", [both])
+    assert bank.add("Joe", [both], choose=1) == []  # given again: stored once
+    assert {p.name: len(p.images) for p in bank.people()} == {"Barack": 1, "Joe": 1}
+    assert bank.refresh().unchanged == 2
     threshold = Settings().similarity_threshold
     other_biden = bank.enroller.enrol(BIDEN.with_name("biden2.jpg")).embedding
     assert float(friend_enrolment.embedding @ other_biden) >= threshold > float(friend_enrolment.embedding

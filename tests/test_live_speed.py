@@ -244,6 +244,28 @@ def test_a_network_stream_bursts_wait_instead_of_being_dropped() -> None:
     assert stream < camera
 
 
+class _Load:
+    """A machine as busy as the test says (engine/cpu_load.py's interface)."""
+
+    def __init__(self, busy: float, cores: int) -> None:
+        self.busy, self.cores = busy, cores
+
+    def sample(self) -> float:
+        return self.busy
+
+
+def test_the_cpu_load_counts_this_process_busy() -> None:
+    """Half a second of one core's work reads as at least a large part of one core of the usable ones."""
+    from engine.cpu_load import CpuLoad
+
+    load = CpuLoad()
+    end = time.process_time() + 0.5
+    while time.process_time() < end:
+        pass
+    share = load.sample()
+    assert 0.4 / load.cores <= share <= 1.0, share
+
+
 def test_live_mode_spends_spare_time_on_more_tiles_and_gives_it_back(frames_1080p) -> None:
     """With time to spare a 1080p source gets more tiles a frame, down to all of them every frame as in file mode,
     as long as the tiles a step adds, at the detector's measured time a tile, fit the latency budget; past the
@@ -255,6 +277,7 @@ def test_live_mode_spends_spare_time_on_more_tiles_and_gives_it_back(frames_1080
     from engine.stages.detectors.yunet import TILE_BUDGET, tile_grid, tile_max_face
 
     engine = Engine(SETTINGS, VideoSource(str(CLIP)))
+    engine.cpu_load = _Load(busy=0.1, cores=2)  # an idle machine's: the busy one comes last
     detector = engine.pipeline.detector
     try:
         def after(latency_s: float, now: float, behind: bool = False) -> int:
@@ -279,6 +302,13 @@ def test_live_mode_spends_spare_time_on_more_tiles_and_gives_it_back(frames_1080
         # Time to spare, but not for the tiles a step adds: 3 more tiles at 8 ms on 12 ms would pass the budget.
         detector.tile_cycle, detector.tile_seconds = TILE_CYCLES[-2], 0.008
         assert after(0.012, now + 20 * HEADROOM_HOLD_S) == TILE_CYCLES[-2]
+        # Time to spare, but the cores are busy: one more tile a frame at 4 ms on 2 cores at 30 fps is 12 % of them
+        # (at 2 CPU ms a wall ms), which 62 % busy has no room for; 50 % busy has.
+        detector.tile_cycle, detector.tile_seconds = TILE_CYCLE, 0.004
+        engine.cpu_load.busy = 0.62
+        assert after(0.005, now + 30 * HEADROOM_HOLD_S) == TILE_CYCLE, "busy cores: no more tiles"
+        engine.cpu_load.busy = 0.5
+        assert after(0.005, now + 40 * HEADROOM_HOLD_S) == TILE_CYCLES[1]
         # At cycle 1 the real detector searches every tile of a real 1080p frame in one frame.
         detector.tile_cycle = 1
         seen = []

@@ -178,6 +178,7 @@ class FacebankScreen(Screen):
             if "faces were found" in error:  # the engine's words are the CLI's (--face N): say the field
                 error = error.replace("Pick one with its number (--face N)", "Type the one you want in face#")
                 error += "" if "face#" in error else " (type its number in face#)"
+            error = error.replace("with --face N", "in face#")  # "pick another face with --face N"
         try:
             self.post_message(PeopleLoaded(bank.people(), note.strip(), error))
         except ControlError as exc:

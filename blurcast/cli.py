@@ -364,8 +364,9 @@ def _add_facebank(sub) -> None:
     add = fsub.add_parser("add", help="enrol a person from one or more photos (all or nothing)")
     add.add_argument("name", help="the person's name")
     add.add_argument("photos", nargs="+", help="image files showing the person's face, clearly and large")
-    add.add_argument("--face", type=int, dest="choose",
-                     help="photos with several faces: which one, numbered 0.. from the left, as the refusal lists them")
+    add.add_argument("--face", type=int, dest="choose", metavar="N",
+                     help="photos with several faces: which one, as the refusal lists them (0.. the people from the "
+                          "left, then any smaller face behind them; one of those only in a photo given alone)")
     add.set_defaults(func=_cmd_facebank_add)
     fsub.add_parser("list", help="who is on it, with each photo's quality").set_defaults(func=_cmd_facebank_list)
     rm = fsub.add_parser("remove", help="remove a person")
@@ -478,6 +479,8 @@ def _run_one(args: argparse.Namespace) -> int:
         recording = next((s for s in engine.sinks if s.name in ("file", "image")), None)
         rate = "" if recording is not None and recording.name == "image" else f" @ {source.info.fps:.2f} fps"
         what = "photo" if recording is not None and recording.name == "image" else source.info.kind
+        if not live:  # file mode's own detector (`auto` keeps onnxruntime there), so the header names what runs
+            engine.pipeline.offline = True
         console.print(f"[bold]blurcast[/] {what} {source.info.width}x{source.info.height}{rate}, detector "
                       f"{engine.pipeline.detector.name} on {engine.pipeline.detector.runner_name}, "
                       f"{_facebank_line(engine)}")

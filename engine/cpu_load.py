@@ -13,14 +13,23 @@ import time
 from pathlib import Path
 
 PROC_STAT = Path("/proc/stat")
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" or "max PERIOD" (`docker --cpus`)
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (its affinity: a `taskset` or a container's cpuset)."""
+def usable_cores() -> float:
+    """Cores this process may run on: its affinity (a `taskset`, a container's cpuset), and no more than a
+    container's CPU quota allows."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = float(max(1, len(os.sched_getaffinity(0))))
     except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = float(max(1, os.cpu_count() or 1))
+    try:
+        quota, period = CPU_MAX.read_text().split()[:2]
+        if quota != "max" and float(period) > 0:
+            cores = min(cores, max(0.1, float(quota) / float(period)))
+    except (OSError, ValueError):  # no cgroup v2 here, or no quota
+        pass
+    return cores
 
 
 def _machine_times() -> tuple[float, float] | None:
@@ -28,7 +37,9 @@ def _machine_times() -> tuple[float, float] | None:
     try:
         fields = PROC_STAT.read_text().split("\n", 1)[0].split()
         values = [float(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError):
+        return None
+    if fields[:1] != ["cpu"] or len(values) < 5:  # not the layout this reads
         return None
     idle = values[3] + values[4]
     return sum(values) - idle, sum(values)

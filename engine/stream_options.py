@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from engine.config import Limit
+from engine.cpu_load import usable_cores
 
 X264_PRESETS = ("auto", "ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 DEFAULTS: dict[str, Any] = {"bitrate_kbps": 4000, "keyframe_s": 2.0, "preset": "auto"}
@@ -28,13 +29,6 @@ def resolve_preset(preset: str) -> str:
         return preset
     return "ultrafast" if usable_cores() <= AUTO_ULTRAFAST_MAX_CORES else "veryfast"
 
-
-def usable_cores() -> int:
-    """The cores this process may run on: its CPU affinity (a container pinned to 2 of a host's 64), else all."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
 
 # Platforms take 2.5-8 Mb/s at 1080p (YouTube up to 51 Mb/s at 4K); below 300 kb/s a 720p picture is mush.
 # Keyframes: platforms ask 2 s (Twitch at most 4 s; past 10 s a viewer waits that long for a picture).

@@ -76,6 +76,9 @@ MAX_SMEAR = 0.9
 # person's others is refused 0.69 % of the time, one added to another person's photos let in 0.33 % (at 0.27: 0.40 %
 # and 5.0 %): a wrong photo in a batch kept a stranger visible (a newcomer's walkthrough, stop 43).
 SAME_PERSON = 0.36
+# One face of one photo is this close to itself (IoU): a photo embedded again (refresh) finds its face there, and
+# a photo's other faces (`--face N`: the co-host beside the streamer) are other enrolments of that photo.
+SAME_FACE_IOU = 0.5
 # Two detection passes: large faces score low when the photo is detected at 1280 px wide (0.70-0.79 for
 # faces over 500 px, measured) and high at 640; small faces need the wider pass.
 DETECT_WIDTHS = (640, 1280)
@@ -206,8 +209,13 @@ class Enroller:
         again_xyxy = again.xyxy / scale + np.array([cx1, cy1, cx1, cy1], np.float32)
         return bool((overlaps(np.asarray(box, np.float32)[None], again_xyxy)[0] >= 0.3).any())
 
-    def enrol(self, path: Path | str, choose: int | None = None) -> Enrolment:
-        """Check one photo and embed its face; raises EnrolError with the reason when it is not usable."""
+    def enrol(self, path: Path | str, choose: int | None = None, near: Sequence[float] | None = None,
+              behind: bool = True) -> Enrolment:
+        """Check one photo and embed its face; raises EnrolError with the reason when it is not usable.
+
+        `choose`: the face's number (`faces`). `near`: instead, the face at this box (a photo enrolled before,
+        embedded again: its numbers may have moved with the detector, its faces have not). `behind` False: a
+        number may not pick a face behind the photo's subjects (one number for a batch of photos)."""
         path = Path(path).expanduser()
         try:
             photo = load_photo(path)
@@ -216,7 +224,8 @@ class Enroller:
         image = photo.image
         height, width = image.shape[:2]
         detections = self._detect(image)
-        chosen = self._choose(path, image, detections, choose)
+        chosen = self._at(path, detections, near) if near is not None else self._choose(path, image, detections,
+                                                                                         choose, behind)
         face, sharp = self.landmarker.align_and_measure(image, detections.xyxy[chosen], detections.landmarks[chosen])
         box = tuple(float(v) for v in detections.xyxy[chosen])
         face_px = box[2] - box[0]
@@ -226,7 +235,18 @@ class Enroller:
         return Enrolment(str(path.resolve()), photo.sha256, box, float(detections.score[chosen]),
                          face_px, sharp, (width, height), embedding)
 
-    def _choose(self, path: Path, image: np.ndarray, detections: Detections, choose: int | None) -> int:
+    @staticmethod
+    def _at(path: Path, detections: Detections, near: Sequence[float]) -> int:
+        """Index into `detections` of the face at `near` (the same face: IoU >= SAME_FACE_IOU), or EnrolError."""
+        if len(detections):
+            ious = overlaps(np.asarray(near, np.float32)[None], detections.xyxy)[0][0]
+            if ious.max() >= SAME_FACE_IOU:
+                return int(ious.argmax())
+        raise EnrolError(path, "the face enrolled from this photo is no longer found there; add the photo again "
+                               "(--face N picks a face)")
+
+    def _choose(self, path: Path, image: np.ndarray, detections: Detections, choose: int | None,
+                behind: bool = True) -> int:
         """Index into `detections` of the face to enrol, or EnrolError."""
         width = image.shape[1]
         if not len(detections):
@@ -249,6 +269,9 @@ class Enroller:
             faces = ", ".join(c.describe(width) for c in listed)
             raise EnrolError(path, f"there is no face #{choose}; the faces found are {faces}")
         picked = usable[0] if choose is None else numbered[choose]
+        if not behind and picked not in usable:
+            raise EnrolError(path, f"face #{choose} is a small face behind this photo's subject: one number for "
+                                   "several photos may not pick it; give this photo alone to enrol it")
         if widths[picked] < MIN_FACE_PX:
             raise EnrolError(path, f"face #{choose or 0} is too small ({int(widths[picked])} px wide, "
                                    f"needs {MIN_FACE_PX})")
@@ -303,11 +326,13 @@ def _usable(detections: Detections) -> list[int]:
 
 
 def _numbered(detections: Detections, usable: list[int]) -> list[int]:
-    """Indices of the faces `--face N` numbers, left to right: the usable ones and every other face of MIN_FACE_PX
-    or more (one behind the photo's subject does not make the photo ambiguous, yet may be the one to enrol)."""
+    """Indices of the faces `--face N` numbers: the usable ones left to right, then every other face of MIN_FACE_PX
+    or more, left to right (one behind the photo's subject does not make the photo ambiguous, yet may be the one to
+    enrol). The subjects come first so that their numbers are those they had before the faces behind them were
+    numbered (stop 48): a number typed for a photo of one person still picks that person."""
     widths = detections.xyxy[:, 2] - detections.xyxy[:, 0]
     order = np.argsort((detections.xyxy[:, 0] + detections.xyxy[:, 2]) / 2, kind="stable")
-    return [int(j) for j in order if j in usable or widths[j] >= MIN_FACE_PX]
+    return list(usable) + [int(j) for j in order if j not in usable and widths[j] >= MIN_FACE_PX]
 
 
 def _candidates(detections: Detections, usable: list[int]) -> list[FaceCandidate]:

@@ -37,7 +37,7 @@ from engine.client import default_paths
 from engine.faces import box_iou
 from engine.recognition.gallery import Gallery
 from engine.recognition.recognize import EMBEDDING_DIM
-from facebank.enrol import SAME_PERSON, EnrolError, Enroller, Enrolment, file_sha256
+from facebank.enrol import SAME_FACE_IOU, SAME_PERSON, EnrolError, Enroller, Enrolment, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,6 @@ TABLE = "people"
 SCHEMA = 1
 MAX_NAME = 64
 LOCK_TIMEOUT_S = 10.0
-# A photo re-embedded (refresh) must give a box this close to the one enrolled; and one face of a photo is this close
-# to itself: a photo's other faces (`--face N`: the co-host beside the streamer) are other enrolments of that photo.
-SAME_FACE_IOU = 0.5
 
 
 def same_face(sha_a: str, box_a: Iterable[float], sha_b: str, box_b: Iterable[float]) -> bool:
@@ -402,7 +399,7 @@ class Facebank:
         done, refused = [], []
         for photo in photos:
             try:
-                done.append(self.enroller.enrol(photo, choose))
+                done.append(self.enroller.enrol(photo, choose, behind=len(photos) == 1))
             except EnrolError as exc:
                 log.info("photo refused: %s", exc)
                 refused.append(exc)
@@ -467,7 +464,8 @@ class Facebank:
         still look like the person's photos, as `add` checks a new one (`_linked`).
         """
         report = RefreshReport()
-        updates: dict[tuple[str, str, str], ImageRecord | None] = {}  # (key, path, old sha) -> new or None
+        # (person key, path, old sha, box) -> new record or None: the box, as one person may hold two faces of a file
+        updates: dict[tuple[str, str, str, tuple], ImageRecord | None] = {}
         people = self.people()
         owners = [(i.sha256, i.box, p.key) for p in people for i in p.images]
         for person in people:
@@ -477,15 +475,15 @@ class Facebank:
                 if isinstance(change, tuple):
                     changed.append((image, change[1]))
                 elif change is not False:
-                    updates[(person.key, image.path, image.sha256)] = change
+                    updates[_update_key(person.key, image)] = change
             for image, enrolment in changed:
                 why = self._linked(person, enrolment, updates, owners)
                 if why:
                     report.dropped.append((image.path, why))
-                    updates[(person.key, image.path, image.sha256)] = None
+                    updates[_update_key(person.key, image)] = None
                 else:
                     report.re_embedded.append(image.path)
-                    updates[(person.key, image.path, image.sha256)] = ImageRecord.from_enrolment(enrolment, None)
+                    updates[_update_key(person.key, image)] = ImageRecord.from_enrolment(enrolment, None)
         if updates:
             with self._transaction() as table:
                 for doc in table.all():
@@ -495,7 +493,7 @@ class Facebank:
         return report
 
     @staticmethod
-    def _linked(person: Person, enrolment: Enrolment, updates: dict[tuple[str, str, str], ImageRecord | None],
+    def _linked(person: Person, enrolment: Enrolment, updates: dict[tuple[str, str, str, tuple], ImageRecord | None],
                 owners: list[tuple[str, tuple[float, float, float, float], str]]) -> str | None:
         """Why a changed file's new face is refused, or None. Anchors: what the person looked like when their
         photos passed `add`'s check, by today's model: the stored embeddings, and the unchanged files embedded again
@@ -504,7 +502,7 @@ class Facebank:
                for sha, box, key in owners):
             return "it changed into a photo enrolled under another name; add it again if it is this person"
         anchors = [i.embedding for i in person.images if i.model == model_tag()]
-        anchors += [r.embedding for (key, path, sha), r in updates.items()
+        anchors += [r.embedding for (key, _path, sha, _box), r in updates.items()
                     if key == person.key and r is not None and r.sha256 == sha]
         if not anchors:
             return (f"it changed since it was added, and no unchanged photo of {person.name} is left to check it "
@@ -529,20 +527,25 @@ class Facebank:
             report.unchanged += 1
             return False
         try:
-            enrolment = self.enroller.enrol(path, image.choose if sha == image.sha256 else None)
+            enrolment = self._face_again(path, image, changed=sha != image.sha256)
         except EnrolError as exc:
             report.dropped.append((image.path, exc.reason))
             return None
         if sha != image.sha256:
             return True, enrolment
-        if box_iou(enrolment.box, image.box) < SAME_FACE_IOU:
-            # The same photo, but the face taken is not the one enrolled (another detector numbers its faces
-            # otherwise: `--face N` now names someone else): never re-embed a bystander under this name.
-            report.dropped.append((image.path, "the face enrolled from this photo is no longer the one found there; "
-                                               "add the photo again (--face N picks a face)"))
-            return None
         report.re_embedded.append(image.path)
         return ImageRecord.from_enrolment(enrolment, image.choose)
+
+    def _face_again(self, path: Path, image: ImageRecord, changed: bool) -> Enrolment:
+        """The face of a stored photo, embedded again: found where it was (numbers move with the detector, faces
+        do not). A changed file (retouched, or another photo under that name) whose face moved must show one face;
+        either way a changed file's face is checked against the person's photos after (`_linked`)."""
+        try:
+            return self.enroller.enrol(path, near=image.box)
+        except EnrolError:
+            if not changed:
+                raise
+        return self.enroller.enrol(path)
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
@@ -581,14 +584,18 @@ class Facebank:
                 stale.unlink()
 
 
+def _update_key(person_key: str, image: ImageRecord) -> tuple[str, str, str, tuple]:
+    return person_key, image.path, image.sha256, tuple(image.box)
+
+
 def _apply_updates(doc: dict, updates: dict[tuple[str, str, str], ImageRecord | None]) -> list[dict] | None:
     """The person's image list with the refresh applied; None when nothing of theirs changed.
 
-    Matched on (person, path, old sha256): a photo changed by someone else meanwhile is left alone.
+    Matched on (person, path, old sha256, box): a photo changed by someone else meanwhile is left alone.
     """
     changed, images = False, []
     for image in doc.get("images", []):
-        key = (name_key(doc["key"]), image["path"], image["sha256"])
+        key = (name_key(doc["key"]), image["path"], image["sha256"], tuple(image["box"]))
         if key not in updates:
             images.append(image)
             continue

@@ -16,7 +16,7 @@ import pytest
 from engine.config import Settings
 from engine.faces import box_iou
 from engine.stages import anonymize
-from engine.stages.anonymize import GUESS_FADE_REGION_PX, PAIR_MIN_SIZE, Anonymizer, Region, _soft_mask
+from engine.stages.anonymize import FADE_REGION_PX, PAIR_MIN_SIZE, Anonymizer, Region, _soft_mask
 from engine.stages.detect import create_detector, detection_scale
 from evaluation.video import VISIBLE_AT, face_visibility
 from tests.conftest import need_data
@@ -202,7 +202,7 @@ def test_a_small_face_given_twice_is_covered_as_by_two_passes(crowd):
 @pytest.mark.parametrize("shape", ["box", "ellipse"])
 def test_a_guess_fades_as_a_found_face_does_and_a_large_one_only_at_its_edge(faces, mode, shape):
     """A lost track's guess is covered as a found face is (with the box's fade), but the fade of a guess wider than
-    GUESS_FADE_REGION_PX keeps the depth it has at that width: a 1,000 px guess's band, a sixth of it wide, was most
+    FADE_REGION_PX keeps the depth it has at that width: a 1,000 px guess's band, a sixth of it wide, was most
     of its cost. Deeper than that every pixel is the cover; the face is no more visible than under the found path."""
     anonymizer = Anonymizer(Settings(backend="onnxruntime", mode=mode, shape=shape))
     checked = large = 0
@@ -222,11 +222,11 @@ def test_a_guess_fades_as_a_found_face_does_and_a_large_one_only_at_its_edge(fac
                 np.testing.assert_array_equal(guessed[outside], frame[outside])  # nothing else touched
                 found = anonymizer.apply(frame.copy(), 0, [box]).image
                 assert _visibility(frame, guessed, face) <= _visibility(frame, found, face) + 0.01
-                if max(gx2 - gx1, gy2 - gy1) <= GUESS_FADE_REGION_PX:
+                if max(gx2 - gx1, gy2 - gy1) <= FADE_REGION_PX:
                     if shape == "box":  # the found face's own fade, to a grey level (an ellipse's guess is a box)
                         assert np.abs(guessed.astype(int) - found.astype(int)).max() <= 1
                 else:
-                    depth = 12 * GUESS_FADE_REGION_PX // 64  # the template's fade is 11 of its 64 cells deep
+                    depth = 12 * FADE_REGION_PX // 64  # the template's fade is 11 of its 64 cells deep
                     cover = anonymizer._cover(frame[y1:y2, x1:x2].copy())
                     inner = np.s_[max(y1, gy1 + depth) - y1: min(y2, gy2 - depth) - y1,
                                   max(x1, gx1 + depth) - x1: min(x2, gx2 - depth) - x1]

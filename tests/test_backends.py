@@ -478,3 +478,25 @@ def test_runners_of_the_recognizer_share_its_compiled_model_and_detectors_keep_t
         t.join()
     np.testing.assert_array_equal(results[1], results[2])
     np.testing.assert_array_equal(results[1], embedder_one.embed_aligned(face[None]))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
+def test_openvino_writes_no_telemetry_id_into_home(tmp_path) -> None:
+    """Importing openvino starts its model converter's telemetry, which took a missing consent file as consent and
+    wrote a client id and a run counter to ~/intel (a walkthrough, stop 49): a privacy tool's own process declines,
+    and a run on OpenVINO leaves HOME as it was."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    home = tmp_path / "home"
+    home.mkdir()
+    code = ("from engine.models.backends import OpenVinoRunner\n"
+            "from engine.models.weights import model_path\n"
+            "OpenVinoRunner(model_path('yunet'), threads=1)\n"
+            "import openvino_telemetry\n")  # the package that writes there, present
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(repo)}
+    env.pop("CI", None)  # CI=true alone declines: not what is tested
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=repo, timeout=120)
+    assert not list(home.rglob("*")), sorted(str(p.relative_to(home)) for p in home.rglob("*"))

@@ -129,7 +129,7 @@ def test_tensor_anonymizer_is_as_private_as_cpu(clip_frames, cpu_detector, embed
 
 @pytest.mark.parametrize("device", _devices())
 def test_tensor_guesses_fade_as_the_cpu_path_does(clip_frames, cpu_detector, device):
-    """Lost tracks' guesses, small and grown past GUESS_FADE_REGION_PX, as the CPU anonymizer works them: the same
+    """Lost tracks' guesses, small and grown past FADE_REGION_PX, as the CPU anonymizer works them: the same
     shallow fade (a hard edge would draw detail across a neighbour's face), the same picture to rounding."""
     frames = DeviceFrames(torch.device(device))
     large = 0

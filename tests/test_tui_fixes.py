@@ -272,7 +272,16 @@ def test_enter_in_the_face_number_field_enrols_with_it(tmp_path, monkeypatch):
             await pilot.press("enter")
             message = app.screen.query_one("#fb-message", Static)
             await until(pilot, lambda: "face#" in str(message.render()), what="the refusal")
-            app.screen.query_one("#choose", Input).focus()
+            choose = app.screen.query_one("#choose", Input)
+            choose.focus()
+            await pilot.press("1")
+            # Another photo: the number typed for this one is cleared (it would pick whoever is #1 in that one)
+            app.screen.query_one("#paths", Input).value = str(tmp_path / "another.jpg")
+            await pilot.pause()
+            assert choose.value == "", "a face number outlived the photo it was typed for"
+            app.screen.query_one("#paths", Input).value = str(photo)
+            await pilot.pause()
+            choose.focus()
             await pilot.press("1", "enter")
             await until(pilot, lambda: "Enrolled Lin" in str(message.render()), what="the enrolment")
             assert added == [None, 1]
@@ -471,5 +480,28 @@ def test_a_recording_that_stopped_for_good_says_why_on_the_output_screen_and_in_
             await pilot.press("o")
             await pilot.pause()
             assert str(app.screen.query_one("#record-state", Static).render()) == f"✗ the recording stopped: {why}"
+
+    asyncio.run(scenario())
+
+
+def test_a_number_typed_for_no_face_in_view_enrols_nobody_and_long_ids_show_whole(tmp_path):
+    """Track ids pass 1,000 within minutes of a busy stream: the table showed '161' for #1616 (its id column was 3
+    wide), the number typed then picked nothing, and `e` enrolled the row under the cursor instead (a walkthrough,
+    stop 49). Ids show whole, and `e` after a number no face in view has refuses and names it."""
+    faces = [{**TELEMETRY["faces"][0], "track_id": 1616}, {**TELEMETRY["faces"][1], "track_id": 21617}]
+    telemetry = {**TELEMETRY, "faces": faces}
+
+    async def scenario() -> None:
+        async with detached(tmp_path).run_test(size=(80, 24), notifications=True) as pilot:
+            app = await fed(pilot, telemetry)
+            table = app.screen.query_one("#faces", DataTable)
+            await until(pilot, lambda: table.row_count == 2, what="the faces")
+            drawn = on_screen(table)
+            assert "1616" in drawn and "21617" in drawn, drawn
+            await pilot.press("1", "6", "2", "e")
+            await until(pilot, lambda: app.screen.query(Toast), what="the refusal")
+            shown = " ".join(" ".join(on_screen(toast).split()) for toast in app.screen.query(Toast))
+            assert "No face #162 in view" in shown, shown
+            assert not app.screen.query("#enrol-name"), "a name dialog opened for the row under the cursor"
 
     asyncio.run(scenario())

@@ -34,7 +34,7 @@ def similarity_cell(similarity: float | None, threshold: float) -> Text:
     return Text(f"{similarity:.2f} < {threshold:.2f}", style="red")
 
 
-MATCH_WIDTH = 29  # the faces table's match column (FACE_COLUMNS)
+MATCH_WIDTH = 27  # the faces table's match column (FACE_COLUMNS)
 PLAUSIBLE = 0.3  # an engine that sends no `candidate`: a best match under this is no candidate, just noise
 
 
@@ -114,7 +114,8 @@ def in_view(faces: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # (key, label, width): fixed widths, so a cell update never re-measures the table (fits 80 columns)
 FACE_COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("id", "id", 3), ("size", "size", 5), ("state", "state", 27), ("match", "match vs threshold", MATCH_WIDTH),
+    # Track ids pass 1,000 within minutes of a busy stream: 5 digits, or the number shown is not the one to type
+    ("id", "id", 5), ("size", "size", 5), ("state", "state", 27), ("match", "match vs threshold", MATCH_WIDTH),
     ("score", "det", 4),
 )
 

@@ -33,7 +33,7 @@ from engine.models.cuda_plans import BATCH_SIZES, cuda_kernels, network_thread, 
 from engine.models.weights import model_path
 from engine.pipeline import Pipeline
 from engine.recognition.recognize import EMBEDDING_DIM, FLIP, FaceEmbedder, l2_normalise
-from engine.stages.anonymize import _TOKEN, Anonymizer, Region, SafeFrame, _edge_profile
+from engine.stages.anonymize import _TOKEN, FADE_REGION_PX, Anonymizer, Region, SafeFrame, _edge_profile
 from engine.stages.detectors.yunet import YuNetDetector
 from engine.stages.identify import Identifier
 
@@ -256,6 +256,8 @@ class TensorAnonymizer(Anonymizer):
         gx1, gy1, gx2, gy2 = region.grown
         roi = image[:, y1:y2, x1:x2]
         covered = ops.cover(roi, self.mode, self.strength)
+        # A close face's box fades as a guess's past FADE_REGION_PX, as on the CPU (anonymize.py, _anonymize_region)
+        guess = guess or (self.shape == "box" and max(gx2 - gx1, gy2 - gy1) > FADE_REGION_PX)
         if guess:  # two 1-D profiles go to the device, not a whole region's alpha (7 MB for a 1,660 px guess)
             across = self._profile(gx2 - gx1, image)[x1 - gx1: x2 - gx1]
             down = self._profile(gy2 - gy1, image)[y1 - gy1: y2 - gy1]

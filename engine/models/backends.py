@@ -92,6 +92,23 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def import_openvino():
+    """The openvino module, its model converter's telemetry declined first. Importing openvino starts that telemetry
+    (openvino.tools.ovc), which takes a missing consent file as consent: it wrote a client id and a run counter to
+    ~/intel, and would send usage events to Google Analytics from the converter (never used here). A privacy tool
+    says no for its own process, writing nothing: the consent check answers "declined"."""
+    try:
+        from openvino_telemetry.utils import opt_in_checker
+    except ImportError:  # no telemetry package: nothing to decline
+        pass
+    else:
+        declined = opt_in_checker.ConsentCheckResult.DECLINED
+        opt_in_checker.OptInChecker.check = lambda self, *args, **kwargs: declined
+    import openvino
+
+    return openvino
+
+
 @cache
 def openvino_bf16() -> bool:
     """Whether OpenVINO is installed and infers in bf16 by default on this CPU (x86 with AVX-512-BF16 or AMX, where
@@ -101,7 +118,7 @@ def openvino_bf16() -> bool:
     if flags is not None and not flags & {"avx512_bf16", "amx_bf16"}:
         return False  # Linux says the CPU has no bf16: importing OpenVINO to ask costs 0.1-0.5 s of every start
     try:
-        import openvino
+        openvino = import_openvino()
     except ImportError:
         return False
     try:
@@ -122,7 +139,7 @@ def openvino_avx2() -> bool:
     if flags is None or "avx2" not in flags:
         return False
     try:
-        import openvino
+        openvino = import_openvino()
     except ImportError:
         return False
     try:
@@ -279,7 +296,7 @@ class OpenVinoRunner:
         # the outputs are the same to the bit (tests/test_backends.py). Its `run` then takes such images only.
         self.takes_images = takes_images
         try:
-            import openvino
+            openvino = import_openvino()
         except ImportError as exc:
             raise RuntimeError("backend 'openvino' needs the openvino package: "
                                "pip install 'blurcast[openvino]' (openvino==2026.4.1)") from exc

@@ -253,11 +253,12 @@ class Anonymizer:
         return Region(clipped, grown)
 
     def _cover_region(self, frame: np.ndarray, region: Region) -> None:
-        """A guess's region: covered like a face's, but its fade is the box template's edge at the scale of a region
-        at most GUESS_FADE_REGION_PX wide. A guess (a lost track's growing box, a weak box grown by its margin) can
-        be 600-1,660 px wide after a shot cut, and a fade a sixth of that wide was most of its cost (up to 15 such
-        guesses took 21-24 ms of a live frame). The fade stays soft: a hard edge crossing a neighbour's face box
-        draws new detail there, and score_video.py counted a fully blurred 30 px crowd face visible (0.80)."""
+        """A guess's region, or a large found face's box region: covered like a face's, but its fade is the box
+        template's edge at the scale of a region at most FADE_REGION_PX wide. A guess (a lost track's growing box, a
+        weak box grown by its margin) can be 600-1,660 px wide after a shot cut, and a fade a sixth of that wide was
+        most of its cost (up to 15 such guesses took 21-24 ms of a live frame). The fade stays soft: a hard edge
+        crossing a neighbour's face box draws new detail there, and score_video.py counted a fully blurred 30 px
+        crowd face visible (0.80). `passes` 2 leaves (1 - alpha)^2 of the original, as `_soft_mask` does."""
         x1, y1, x2, y2 = region.clipped  # always the box's profile: an ellipse's guess covers its whole box
         gx1, gy1, gx2, gy2 = region.grown
         roi = frame[y1:y2, x1:x2]
@@ -266,14 +267,21 @@ class Anonymizer:
         (ax1, ax2), (ay1, ay2) = _opaque_span(across), _opaque_span(down)
         band = _band((ax1, ay1, ax2, ay2), roi.shape[0], roi.shape[1])
         originals = [roi[rows, cols].copy() for rows, cols in band]
-        _into(roi, self._cover(roi, out=roi))
+        _into(roi, self._cover(roi, out=roi, passes=region.passes))
         for (rows, cols), original in zip(band, originals, strict=True):
             weight, strip = np.outer(down[rows], across[cols]), roi[rows, cols]
+            if region.passes > 1:
+                weight = 1.0 - (1.0 - weight) ** region.passes
             _into(strip, cv2.blendLinear(strip, original, weight, 1.0 - weight, dst=strip))
 
     def _anonymize_region(self, frame: np.ndarray, region: Region) -> None:
         x1, y1, x2, y2 = region.clipped
         gx1, gy1, gx2, gy2 = region.grown
+        if self.shape == "box" and max(gx2 - gx1, gy2 - gy1) > FADE_REGION_PX:
+            # A close face's fade stops deepening at FADE_REGION_PX's: a sixth of a 1,050 px region was 57 % of it to
+            # blend (5.4 of a 700 px face's 5.4 ms; 2.7 ms now). More of its margin is opaque: never less hidden.
+            self._cover_region(frame, region)
+            return
         roi = frame[y1:y2, x1:x2]  # a view: the cover and the blend are written straight into the frame
         # A soft edge: a hard one draws a new sharp contour where the face outline was. The fade is laid over
         # the whole grown region and then cut to the frame: a face at the frame's edge is covered up to it.
@@ -318,19 +326,19 @@ class Anonymizer:
         return cv2.resize(small, (w, h), dst=out, interpolation=cv2.INTER_LINEAR)
 
 
-# A guess's fade (`_cover_region`) is the box template's, as for a region this wide at most: 4 px a template cell,
-# a fade ~44 px deep, however large the guess.
-GUESS_FADE_REGION_PX = 256
+# A guess's fade (`_cover_region`), and a found face's in a box wider than this, is the box template's as for a
+# region this wide at most: 4 px a template cell, a fade ~44 px deep, however large the region.
+FADE_REGION_PX = 256
 OPAQUE_ALPHA = 0.9999  # from here a pixel is the cover: what is left of the original is under 0.03 of a grey level
 
 
 @lru_cache(maxsize=512)
 def _edge_profile(length: int) -> np.ndarray:
     """Alpha along one side of a guess's region `length` px long: the box template's profile through its centre at
-    each end, scaled as for a region of min(length, GUESS_FADE_REGION_PX) px, opaque in between."""
+    each end, scaled as for a region of min(length, FADE_REGION_PX) px, opaque in between."""
     template = _soft_mask("box")
     half = template[template.shape[0] // 2, : template.shape[0] // 2].astype(np.float64)
-    scale = min(length, GUESS_FADE_REGION_PX) / template.shape[0]  # px a template cell
+    scale = min(length, FADE_REGION_PX) / template.shape[0]  # px a template cell
     centres = np.arange(length) + 0.5
     cells = np.minimum(centres, length - centres) / scale - 0.5  # where each pixel falls on the template
     profile = np.interp(cells, np.arange(len(half)), half)

@@ -59,12 +59,13 @@ class PeopleLoaded(Message):
     being down."""
 
     def __init__(self, people: list[PersonView] | None, note: str = "", error: str = "",
-                 from_file: bool = False) -> None:
+                 from_file: bool = False, enrolled: bool = False) -> None:
         super().__init__()
         self.people = people
         self.note = note
         self.error = error
         self.from_file = from_file
+        self.enrolled = enrolled  # the enrol form was used: it is emptied (a remove or rename leaves it as typed)
 
 
 GRADE_STYLES = {"good": "green", "ok": "", "weak": "yellow", "old model": "red", "?": "dim"}
@@ -136,7 +137,8 @@ class FacebankScreen(Screen):
                 yield PathInput(placeholder="photos or a folder, ; between", id="paths",
                             suggester=PathSuggester(";", IMAGE_SUFFIXES), compact=True)
                 yield Input(placeholder="face#", id="choose", type="integer", compact=True,
-                            tooltip="for photos with several faces: which one, counted from 0, left to right")
+                            tooltip="for photos with several faces: which one, by the number a refusal lists (0: the "
+                                    "leftmost person; the faces behind them come after)")
                 yield Button("Enrol", id="enrol-button", compact=True, variant="primary")
             yield Static("", id="fb-message")
         yield Footer(compact=True, show_command_palette=False)  # 80 columns: room for ? and q (^p is in ?)
@@ -180,7 +182,7 @@ class FacebankScreen(Screen):
                 error += "" if "face#" in error else " (type its number in face#)"
             error = error.replace("with --face N", "in face#")  # "pick another face with --face N"
         try:
-            self.post_message(PeopleLoaded(bank.people(), note.strip(), error))
+            self.post_message(PeopleLoaded(bank.people(), note.strip(), error, enrolled=op == "add"))
         except ControlError as exc:
             if bank.engine_running():  # it answers but cannot list: its words
                 self.post_message(PeopleLoaded(None, note.strip(), error or f"cannot read the facebank: {exc}"))
@@ -229,9 +231,10 @@ class FacebankScreen(Screen):
             self._say(message.error, error=True)
         elif message.note:
             self._say(message.note)
-            for field in self.query("#enrol-row Input").results(Input):
-                field.value = ""
-            self.query_one("#people", DataTable).focus()  # keys act on the screen again, not the form
+            if message.enrolled:  # a remove or rename (as the refusal advised) leaves a half-typed enrolment be
+                for field in self.query("#enrol-row Input").results(Input):
+                    field.value = ""
+                self.query_one("#people", DataTable).focus()  # keys act on the screen again, not the form
 
     def _engine_down(self) -> str:
         app: Any = self.app
@@ -292,6 +295,12 @@ class FacebankScreen(Screen):
     def _name_done(self) -> None:
         self.query_one("#paths", Input).focus()
 
+    @on(Input.Changed, "#paths")
+    def _photos_changed(self) -> None:
+        """A face number belongs to the photo it was typed for: other photos clear it (a 1 left from a group photo
+        would pick the stranger behind the subject of the next one: a review, stop 49)."""
+        self.query_one("#choose", Input).value = ""
+
     @on(Input.Submitted, "#paths")
     @on(Input.Submitted, "#choose")  # typed last after a "pick a face" refusal: Enter tries again with it
     @on(Button.Pressed, "#enrol-button")
@@ -310,7 +319,8 @@ class FacebankScreen(Screen):
             self._start("add", name, files, f"Enrolling {name} from {len(files)} photo(s)…",
                         int(choice) if choice else None)
         else:
-            self._say("The face number is a whole number: 0 is the leftmost face in the photo.", error=True)
+            self._say("The face number is a whole number, as the refusal lists them: 0 is the leftmost person.",
+                      error=True)
             self.query_one("#choose", Input).focus()
 
     def on_directory_tree_file_selected(self, event: DirectoryTree.FileSelected) -> None:

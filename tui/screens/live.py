@@ -42,6 +42,7 @@ STEADY_S = 2.0  # a face in view this long, with an empty facebank, is offered f
 # reports the last enrolment until the next one starts: shown for good, a failure hid the offer to try again.
 ENROL_OUTCOME_S = 10.0
 DIGITS_S = 1.0  # digits typed within this long of each other make one face number
+TYPED_PICK_S = 5.0  # `e` this soon after a number that picked no face refuses, rather than enrol the cursor's row
 ENROL_SECONDS = 3.0  # several head poses (2 s gave too few to hold through turns); the models load meanwhile
 NAV_KEYS = frozenset({"up", "down", "pageup", "pagedown", "home", "end", "ctrl+home", "ctrl+end"})
 RATE_STEADY = 0.03  # the look-ahead's cost follows the processed rate once it moves by more than this share
@@ -455,6 +456,7 @@ class LiveScreen(Screen):
         """Digits pick a face by the number the table and the preview show (typing goes to fields first)."""
         if event.key in NAV_KEYS and isinstance(self.focused, DataTable):
             self._user_moved_until = time.monotonic() + USER_MOVE_S
+            self._digits = ("", 0.0)  # a row picked with the arrows, not by the number typed before
         if not (event.character or "").isdigit() or isinstance(self.focused, Input):
             return
         event.stop()
@@ -475,6 +477,13 @@ class LiveScreen(Screen):
         return None
 
     def action_enrol(self) -> None:
+        typed, at = self._digits
+        if typed and typed not in self._shown and time.monotonic() - at < TYPED_PICK_S:
+            # A number typed for a face not in view: not the row under the cursor instead (a walkthrough, stop 49:
+            # "162" typed, face #1616 kept visible)
+            self.notify(f"No face #{typed} in view: type a number the table shows, or pick a row with the arrows.",
+                        timeout=4)
+            return
         track = self.selected if str(self.selected) in self._shown else self._cursor_track()
         if self._app.engine_state != "live":
             self.notify("No faces yet: the engine is not sending figures. Press e again once faces show.",

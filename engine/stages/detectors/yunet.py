@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from engine.config import Settings
+from engine.cpu_load import usable_cores
 from engine.faces import Detections, box_iou, overlaps
 from engine.models.backends import NetworkRunner, OnnxRuntimeRunner, make_runner
 from engine.models.cuda_plans import CROP_SIDES, crop_canvas
@@ -18,7 +19,6 @@ from engine.noise import NOISY_SIGMA, noise_sigma, smoothed
 from engine.stages.detect import area_scale, detection_scale, letterbox, merge, network_batch, nms
 from engine.stages.detectors.parallel import FrameParallelDetector
 from engine.stages.detectors.second_look import cell_areas, mirror, second_look
-from engine.stream_options import usable_cores
 
 STRIDES = (8, 16, 32)
 NMS_IOU = 0.3

@@ -103,7 +103,7 @@ def _unknown_format_message(head: bytes) -> str:
     if not head:
         return "this file is empty"
     if _looks_like_text(head):
-        return f"this file is text, not a picture (even if its name ends in .jpg); please use a {SUPPORTED} photo"
+        return f"this file is text, not a picture (whatever its name says); please use a {SUPPORTED} photo"
     return f"this file is not a picture that can be read here; please use a {SUPPORTED} photo"
 
 

@@ -448,8 +448,8 @@ class Facebank:
                 return None
             other = table.get(_named(new_name))
             if other is not None and other.doc_id != found.doc_id:
-                raise FacebankError(f"{other['name']} is already on the facebank: remove one of them first, or add "
-                                    f"the photos to {other['name']}")
+                raise FacebankError(f"{other['name']} is already on the facebank: choose another name, or remove "
+                                    "one of them first")
             images = [dict(image, path=moved(image["path"])) for image in found["images"]] if moved \
                 else found["images"]
             table.update({"key": name_key(new_name), "name": new_name, "images": images}, doc_ids=[found.doc_id])

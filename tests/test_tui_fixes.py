@@ -505,3 +505,28 @@ def test_a_number_typed_for_no_face_in_view_enrols_nobody_and_long_ids_show_whol
             assert not app.screen.query("#enrol-name"), "a name dialog opened for the row under the cursor"
 
     asyncio.run(scenario())
+
+
+def test_end_and_home_move_the_row_cursor_of_the_people_list(tmp_path, monkeypatch):
+    """End then d asked to remove the first person: DataTable's End goes to the last *column* (a walkthrough,
+    stop 49). In a list of rows, End and Home pick the last and the first row."""
+    monkeypatch.setattr(FacebankScreen, "run_facebank", lambda self, *args, **kwargs: None)
+
+    async def scenario() -> None:
+        async with detached(tmp_path).run_test(size=(100, 30)) as pilot:
+            app = await fed(pilot)
+            await pilot.press("f")
+            screen = app.screen
+            screen.post_message(PeopleLoaded([PersonView(name, ()) for name in ("Ada", "Bo", "Cy")]))
+            table = screen.query_one("#people", DataTable)
+            await until(pilot, lambda: table.row_count == 3, what="the people")
+            table.focus()
+            await pilot.press("end")
+            assert table.cursor_row == 2
+            await pilot.press("d")
+            await pilot.pause()
+            assert "Remove Cy from" in str(app.screen.query_one("#question", Static).render())
+            await pilot.press("n", "home")
+            assert table.cursor_row == 0
+
+    asyncio.run(scenario())

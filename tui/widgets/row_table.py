@@ -8,7 +8,9 @@ from typing import ClassVar
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
-_SCROLLING = (("left", "cursor_left"), ("right", "cursor_right"), ("home", "scroll_home"), ("end", "scroll_end"),
+# Home and End move the row cursor to the first and last row (DataTable's own go to the first and last column, which
+# a row table has no use for: End then `d` removed the first person, not the last; a walkthrough, stop 49).
+_SCROLLING = (("left", "cursor_left"), ("right", "cursor_right"), ("home", "scroll_top"), ("end", "scroll_bottom"),
               ("pageup", "page_up"), ("pagedown", "page_down"), ("ctrl+home", "scroll_top"),
               ("ctrl+end", "scroll_bottom"), ("ctrl+pageup", "page_left"), ("ctrl+pagedown", "page_right"))
 

@@ -530,3 +530,45 @@ def test_end_and_home_move_the_row_cursor_of_the_people_list(tmp_path, monkeypat
             assert table.cursor_row == 0
 
     asyncio.run(scenario())
+
+
+def test_w_asks_about_the_file_it_will_write_and_says_a_missing_folder_first(tmp_path, monkeypatch):
+    """`w` asked "record to …-092710.mp4?" and wrote …-092713.mp4 (the empty field's time-stamped name was made
+    again on yes); asked about a missing folder and only then said so; asked about an existing file without a word
+    that it is kept (a walkthrough, stop 49)."""
+    from tui.screens.confirm import ConfirmScreen
+
+    sent: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(OutputScreen, "command", lambda self, area, done, cmd, **args: sent.append((cmd, args)))
+    existing = tmp_path / "rec1.mkv"
+    existing.write_bytes(b"an earlier recording")
+
+    async def scenario() -> None:
+        async with detached(tmp_path).run_test(size=(100, 30)) as pilot:
+            app = await fed(pilot)
+            await pilot.press("o")
+            screen = app.screen
+            field = screen.query_one("#record-path", Input)
+            field.value = str(tmp_path / "nowhere" / "x.mp4")
+            screen.action_toggle_record()
+            await pilot.pause()
+            assert not isinstance(app.screen, ConfirmScreen), "asked about a folder that does not exist"
+            assert "No such folder" in str(screen.query_one("#record-state", Static).render())
+            field.value = str(existing)
+            screen.action_toggle_record()
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen.query("#question"),
+                        what="the question")
+            question = " ".join(str(app.screen.query_one("#question", Static).render()).split())
+            assert "it exists: it is kept" in question, question
+            await pilot.press("n")
+            field.value = ""
+            screen.action_toggle_record()
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen.query("#question"),
+                        what="the question")
+            asked = "".join(str(app.screen.query_one("#question", Static).render()).split())
+            await pilot.pause(1.1)  # the time-stamped name would be another one now
+            await pilot.press("y")
+            await until(pilot, lambda: sent, what="the recording to start")
+            assert sent[0][1]["path"] in asked, (sent, asked)
+
+    asyncio.run(scenario())

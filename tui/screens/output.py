@@ -410,17 +410,26 @@ class OutputScreen(Screen):
     def _record_path_changed(self) -> None:
         self._record_hint = ""
 
-    @on(Button.Pressed, "#record-start")
-    def start_recording(self) -> None:
+    def _recording_path(self) -> Path | None:
+        """The file the recording field names (a time-stamped one when empty), or None, said why, when it cannot
+        be one: before any question is asked about it."""
         raw = self.query_one("#record-path", Input).value.strip()
         try:
             path = Path(raw).expanduser().resolve() if raw else default_recording()  # the engine has its own cwd
         except (OSError, RuntimeError) as exc:
             self.on_command_result(CommandResult("record", False, f"Cannot use {raw}: {exc}"))
-            return
+            return None
         if not path.parent.is_dir():
             self.on_command_result(CommandResult("record", False, f"No such folder: {path.parent}"))
-            return
+            return None
+        return path
+
+    @on(Button.Pressed, "#record-start")
+    def start_recording(self) -> None:
+        if (path := self._recording_path()) is not None:
+            self._record_to(path)
+
+    def _record_to(self, path: Path) -> None:
         self._recording, self._written, self._record_hint = (str(path), time.monotonic()), [], ""
         self.on_command_result(CommandResult("record", True, f"starting to record to {path}…"))
         self.command("record", f"● recording to {path}", "sink_start", kind="file", path=str(path))
@@ -521,9 +530,12 @@ class OutputScreen(Screen):
         if "file" in sinks:
             self.stop_recording()
             return
-        raw = self.query_one("#record-path", Input).value.strip() or str(default_recording())
-        self.app.push_screen(ConfirmScreen(Content(f"Start recording the anonymized output to {raw}? (y/n)")),
-                             lambda yes: self.start_recording() if yes else None)
+        path = self._recording_path()  # a missing folder is said now, not after a yes; the name asked is the one used
+        if path is None:
+            return
+        kept = " (it exists: it is kept, and the recording gets a new name beside it)" if path.exists() else ""
+        self.app.push_screen(ConfirmScreen(Content(f"Start recording the anonymized output to {path}{kept}? (y/n)")),
+                             lambda yes: self._record_to(path) if yes else None)
 
     def action_leave_input(self) -> None:
         self.query_one("#outputs", DataTable).focus()  # not the source kinds: they take space (Pause) as a pick

@@ -865,6 +865,8 @@ def _cmd_facebank_list(args: argparse.Namespace) -> int:
         for i, image in enumerate(person.images):
             table.add_row(escape(person.name) if i == 0 else "", escape(str(image.path)), f"{image.face_px:.0f}",
                           f"{image.sharpness:.0f}")
+        if not person.images:  # every photo dropped (a refresh): on the facebank, yet blurred like anyone
+            table.add_row(escape(person.name), "no photo: blurred until one is added", "–", "–")
     _console().print(table if bank.people() else "the facebank is empty: `blurcast facebank add NAME PHOTO`")
     return 0
 

@@ -282,3 +282,16 @@ def test_run_allow_with_a_photo_of_two_says_how_to_pick_one(obama, data_dir, tmp
     one_line_error(done, 2, "2 faces were found", "blurcast facebank add NAME PHOTO --face N", "--allow NAME")
     assert "Pick one with its number" not in done.stderr
     assert not out.exists()
+
+
+def test_a_person_whose_photos_were_all_dropped_is_listed_as_blurred(obama, bank_file):
+    """A refresh drops a photo that changed into something refused; a person left with none stayed on the facebank
+    (and in the UI's list) but `facebank list` left them out (a walkthrough, stop 49)."""
+    one_line_error(blurcast("facebank", "add", "Barack", str(obama)), 0, "of Barack")
+    doc = json.loads(bank_file.read_text())
+    for person in doc["people"].values():
+        person["images"] = []  # as refresh leaves a person whose only photo it dropped
+    bank_file.write_text(json.dumps(doc))
+    listed = blurcast("facebank", "list")
+    assert listed.returncode == 0 and "Barack" in listed.stdout, listed.stdout
+    assert "no photo: blurred until one is added" in " ".join(listed.stdout.split()), listed.stdout

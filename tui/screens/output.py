@@ -137,7 +137,8 @@ class OutputScreen(Screen):
         QUIET_COPY,
         Binding("s", "focus_source", "Source"),
         Binding("v", "toggle_vcam", "Virtual cam"),
-        Binding("w", "toggle_record", "Record"),  # starting asks first: it writes the stream to disk
+        Binding("w", "toggle_record", "Record", tooltip="start (asks first: it writes the output to disk) or stop"),
+        Binding("a", "focus_record_path", "Record to (path)", show=False),  # the file's field: Tab was the only way
         # t and x are named in the outputs' title, not the footer: at 80 columns it had no room left for panic,
         # pause, keys and quit
         Binding("t", "focus_stream", "Stream to", show=False),
@@ -513,6 +514,9 @@ class OutputScreen(Screen):
 
     def action_focus_stream(self) -> None:
         self.query_one("#stream-url", Input).focus()
+
+    def action_focus_record_path(self) -> None:
+        self.query_one("#record-path", Input).focus()
 
     def action_focus_stream_options(self) -> None:
         self.query_one("#stream-keyframe", Input).focus()

@@ -828,6 +828,7 @@ def _cmd_facebank_add(args: argparse.Namespace) -> int:
                 with client:
                     reply = client.request("facebank_add", name=args.name, paths=paths, face=args.choose)
                     added, soft = reply["added"], reply.get("soft") or []
+                    name = escape(str(reply.get("name") or args.name))  # as stored: "lin" added to "Lin"
             except ControlError as exc:  # no answer is not a refusal: the engine may have saved them (a review)
                 if "lost the engine" in str(exc) or "closed the connection" in str(exc):
                     raise ControlError(f"{exc}; the engine may still have saved the photos: `blurcast facebank "
@@ -837,8 +838,10 @@ def _cmd_facebank_add(args: argparse.Namespace) -> int:
             from facebank import Facebank
             from facebank.enrol import soft_photos
 
-            enrolments = Facebank().add(args.name, args.photos, choose=args.choose)
+            bank = Facebank()
+            enrolments = bank.add(args.name, args.photos, choose=args.choose)
             added, soft = len(enrolments), soft_photos(enrolments)
+            name = escape(person.name) if (person := bank.person(args.name)) else name  # as stored
     console.print(_added_line(name, added, len(args.photos)), soft_wrap=True)
     if (warning := soft_warning(soft)) is not None:
         console.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)

@@ -125,6 +125,9 @@ class FacebankCommands(Protocol):
 
     def remove(self, name: str) -> str | None: ...
 
+    def stored_name(self, name: str) -> str | None:
+        """`name` as the facebank holds it ("lin" is "Lin"), or None where nobody has it."""
+
     def rename(self, name: str, new_name: str) -> tuple[str, str] | None: ...
 
     def enrol_crops(self, name: str, crops: list, order: list[int] | None = None) -> int: ...
@@ -289,8 +292,10 @@ class EngineService:
         face = request.get("face")
         if face is not None and (isinstance(face, bool) or not isinstance(face, int)):
             raise ValueError('"face" is the number of the face in the photo (0, 1, ...), or null')
-        added, soft = self._facebank().add(name, paths, face)
-        return {"name": name, "added": added, "soft": [list(photo) for photo in soft]}
+        bank = self._facebank()
+        added, soft = bank.add(name, paths, face)
+        stored = bank.stored_name(name) or name  # "lin" adds to "Lin": the name as stored
+        return {"name": stored, "added": added, "soft": [list(photo) for photo in soft]}
 
     def _facebank_remove(self, request: dict) -> dict:
         name = _str_arg(request, "name")

@@ -136,6 +136,11 @@ class LiveFacebank:
         self.gallery.reload()
         return len(added), soft_photos(added)
 
+    def stored_name(self, name: str) -> str | None:
+        """`name` as stored ("lin" is "Lin"), or None where nobody has it."""
+        person = self.facebank.person(name)
+        return person.name if person is not None else None
+
     def remove(self, name: str) -> str | None:
         """The name as stored, or None where nobody had it (Facebank.remove)."""
         with self._lock:

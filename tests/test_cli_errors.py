@@ -288,6 +288,7 @@ def test_a_person_whose_photos_were_all_dropped_is_listed_as_blurred(obama, bank
     """A refresh drops a photo that changed into something refused; a person left with none stayed on the facebank
     (and in the UI's list) but `facebank list` left them out (a walkthrough, stop 49)."""
     one_line_error(blurcast("facebank", "add", "Barack", str(obama)), 0, "of Barack")
+    one_line_error(blurcast("facebank", "add", "barack", str(obama)), 0, "of Barack")  # named as stored
     doc = json.loads(bank_file.read_text())
     for person in doc["people"].values():
         person["images"] = []  # as refresh leaves a person whose only photo it dropped

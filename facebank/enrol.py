@@ -93,6 +93,10 @@ class EnrolError(ValueError):
         super().__init__(f"{Path(path).name}: {reason}")
 
 
+class FaceMoved(EnrolError):
+    """A stored photo's face is not where it was enrolled (`Enroller.enrol(near=...)`)."""
+
+
 class SeveralFaces(EnrolError):
     """A photo with several faces and none picked: `found` lists them, `hint` says how to pick one (a caller
     without a face option, `run --allow`, gives its own)."""
@@ -242,8 +246,8 @@ class Enroller:
             ious = overlaps(np.asarray(near, np.float32)[None], detections.xyxy)[0][0]
             if ious.max() >= SAME_FACE_IOU:
                 return int(ious.argmax())
-        raise EnrolError(path, "the face enrolled from this photo is no longer found there; add the photo again "
-                               "(--face N picks a face)")
+        raise FaceMoved(path, "the face enrolled from this photo is no longer found there; add the photo again "
+                              "(--face N picks a face)")
 
     def _choose(self, path: Path, image: np.ndarray, detections: Detections, choose: int | None,
                 behind: bool = True) -> int:

@@ -37,7 +37,7 @@ from engine.client import default_paths
 from engine.faces import box_iou
 from engine.recognition.gallery import Gallery
 from engine.recognition.recognize import EMBEDDING_DIM
-from facebank.enrol import SAME_FACE_IOU, SAME_PERSON, EnrolError, Enroller, Enrolment, file_sha256
+from facebank.enrol import SAME_FACE_IOU, SAME_PERSON, EnrolError, Enroller, Enrolment, FaceMoved, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -471,7 +471,8 @@ class Facebank:
         for person in people:
             changed: list[tuple[ImageRecord, Enrolment]] = []
             for image in person.images:
-                change = self._recheck(image, report)
+                shared = any(key != person.key and sha == image.sha256 for sha, _box, key in owners)
+                change = self._recheck(image, report, shared)
                 if isinstance(change, tuple):
                     changed.append((image, change[1]))
                 elif change is not False:
@@ -484,6 +485,7 @@ class Facebank:
                 else:
                     report.re_embedded.append(image.path)
                     updates[_update_key(person.key, image)] = ImageRecord.from_enrolment(enrolment, None)
+        _one_face_one_name(updates, report)
         if updates:
             with self._transaction() as table:
                 for doc in table.all():
@@ -513,8 +515,8 @@ class Facebank:
                     f"{best:.2f} at best, one person scores {SAME_PERSON} or more); add it again if it is them")
         return None
 
-    def _recheck(self, image: ImageRecord,
-                 report: RefreshReport) -> ImageRecord | bool | tuple[bool, Enrolment] | None:
+    def _recheck(self, image: ImageRecord, report: RefreshReport,
+                 shared: bool = False) -> ImageRecord | bool | tuple[bool, Enrolment] | None:
         """False: keep as is; None: drop; a record: replace; (True, enrolment): the file changed, its new face
         still to be checked against the person's other photos (`_linked`)."""
         path = Path(image.path)
@@ -527,7 +529,7 @@ class Facebank:
             report.unchanged += 1
             return False
         try:
-            enrolment = self._face_again(path, image, changed=sha != image.sha256)
+            enrolment = self._face_again(path, image, changed=sha != image.sha256, shared=shared)
         except EnrolError as exc:
             report.dropped.append((image.path, exc.reason))
             return None
@@ -536,14 +538,15 @@ class Facebank:
         report.re_embedded.append(image.path)
         return ImageRecord.from_enrolment(enrolment, image.choose)
 
-    def _face_again(self, path: Path, image: ImageRecord, changed: bool) -> Enrolment:
+    def _face_again(self, path: Path, image: ImageRecord, changed: bool, shared: bool) -> Enrolment:
         """The face of a stored photo, embedded again: found where it was (numbers move with the detector, faces
-        do not). A changed file (retouched, or another photo under that name) whose face moved must show one face;
-        either way a changed file's face is checked against the person's photos after (`_linked`)."""
+        do not). A changed file (another photo under that name) whose face moved must show one face, unless other
+        names hold faces of it too (cropped or resized, each would take the one face left: dropped); either way a
+        changed file's face is checked against the person's photos after (`_linked`)."""
         try:
             return self.enroller.enrol(path, near=image.box)
-        except EnrolError:
-            if not changed:
+        except FaceMoved:
+            if not changed or shared:
                 raise
         return self.enroller.enrol(path)
 
@@ -582,6 +585,22 @@ class Facebank:
         for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
             with suppress(OSError):  # one that cannot be removed (read-only folder) is harmless
                 stale.unlink()
+
+
+def _one_face_one_name(updates: dict[tuple[str, str, str, tuple], ImageRecord | None], report: RefreshReport) -> None:
+    """A refresh that would leave one face of a file under two names drops both (an edited group photo whose faces
+    now fall on one): the rule `add` keeps (`_check_not_elsewhere`)."""
+    new = [(key, record) for key, record in updates.items() if record is not None]
+    for i, (key, record) in enumerate(new):
+        for other_key, other in new[i + 1:]:
+            if key[0] != other_key[0] and same_face(record.sha256, record.box, other.sha256, other.box):
+                for k, r in ((key, record), (other_key, other)):
+                    if updates[k] is not None:
+                        updates[k] = None
+                        with suppress(ValueError):
+                            report.re_embedded.remove(r.path)
+                        report.dropped.append((r.path, "it changed, and its face is now another name's face too; "
+                                                       "add it again under the right name"))
 
 
 def _update_key(person_key: str, image: ImageRecord) -> tuple[str, str, str, tuple]:

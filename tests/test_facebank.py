@@ -756,3 +756,22 @@ def test_a_retouched_group_photo_keeps_each_persons_face(bank: Facebank, tmp_pat
     [eve_again] = bank.person("eve").images
     assert float(dan_again.embedding @ dan.embedding) > 0.9 > float(dan_again.embedding @ eve.embedding)
     assert float(eve_again.embedding @ eve.embedding) > 0.9 > float(eve_again.embedding @ dan.embedding)
+
+
+def test_refresh_never_leaves_one_face_under_two_names(bank: Facebank, tmp_path: Path) -> None:
+    """Two names, each from its own photo of one man; both files are then overwritten with the same third photo of
+    him. Each new face looks like its person's old photo, so each alone would be re-embedded, and one face would
+    be two people (a review, stop 49): both are dropped, as `add` refuses it."""
+    first, second = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    shutil.copy(OBAMA, first)
+    shutil.copy(OBAMA_2, second)
+    bank.add("Barack", [first])
+    bank.add("President", [second])
+    third = OBAMA_2.with_name("obama.jpg")
+    shutil.copy(third, first)
+    shutil.copy(third, second)
+    report = bank.refresh()
+    assert not report.re_embedded, report
+    assert sorted(path for path, _ in report.dropped) == sorted([str(first.resolve()), str(second.resolve())])
+    assert all("another name's face too" in why for _, why in report.dropped), report.dropped
+    assert not bank.person("barack").images and not bank.person("president").images

@@ -503,6 +503,19 @@ def test_a_number_typed_for_no_face_in_view_enrols_nobody_and_long_ids_show_whol
             shown = " ".join(" ".join(on_screen(toast).split()) for toast in app.screen.query(Toast))
             assert "No face #162 in view" in shown, shown
             assert not app.screen.query("#enrol-name"), "a name dialog opened for the row under the cursor"
+            # A number typed while its face is not in view, back before `e`: that face, not the one picked before
+            from tui.screens.enrol import EnrolScreen
+
+            app.engine_state = "live"
+            app.screen.selected = 1616
+            app.post_message(EngineStats({**telemetry, "faces": faces[:1]}))
+            await pilot.pause()
+            await pilot.press("2", "1", "6", "1", "7")
+            app.post_message(EngineStats(telemetry))
+            await pilot.pause()
+            await pilot.press("e")
+            await until(pilot, lambda: isinstance(app.screen, EnrolScreen), what="the name dialog")
+            assert app.screen.track_id == 21617, app.screen.track_id
 
     asyncio.run(scenario())
 
@@ -554,6 +567,11 @@ def test_w_asks_about_the_file_it_will_write_and_says_a_missing_folder_first(tmp
             await pilot.pause()
             assert not isinstance(app.screen, ConfirmScreen), "asked about a folder that does not exist"
             assert "No such folder" in str(screen.query_one("#record-state", Static).render())
+            field.value = str(tmp_path)
+            screen.action_toggle_record()
+            await pilot.pause()
+            assert not isinstance(app.screen, ConfirmScreen), "asked to record to a folder"
+            assert "is a folder" in str(screen.query_one("#record-state", Static).render())
             field.value = str(existing)
             screen.action_toggle_record()
             await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen.query("#question"),

@@ -99,11 +99,13 @@ def import_openvino():
     says no for its own process, writing nothing: the consent check answers "declined"."""
     try:
         from openvino_telemetry.utils import opt_in_checker
-    except ImportError:  # no telemetry package: nothing to decline
-        pass
-    else:
+
         declined = opt_in_checker.ConsentCheckResult.DECLINED
         opt_in_checker.OptInChecker.check = lambda self, *args, **kwargs: declined
+    except ImportError:  # no telemetry package: nothing to decline
+        pass
+    except Exception as exc:  # another telemetry package's layout: never a reason for the engine not to start
+        log.warning("OpenVINO's telemetry could not be declined (%s); it may write its client id to ~/intel", exc)
     import openvino
 
     return openvino

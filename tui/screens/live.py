@@ -106,6 +106,7 @@ class LiveScreen(Screen):
         self._first_seen: dict[int, float] = {}  # track id -> when it came into view (for the enrol offer)
         self._enrol_seen: tuple[tuple[Any, ...], float] = ((), 0.0)  # the enrolment shown and since when
         self._digits = ("", 0.0)
+        self._number_open = False  # digits typed now continue the number in `_digits`
         self._user_moved_until = 0.0
         self._user_picked = False  # the selection came from the user (keys, click, number), not from the offer
         self._done_shown = ""  # the look-ahead's counts as its help line last said them
@@ -425,6 +426,7 @@ class LiveScreen(Screen):
         selection must not drift to another person then."""
         if event.row_key.value is None or time.monotonic() > self._user_moved_until:
             return
+        self._digits = ("", 0.0)  # picked by the user's move (arrows, a click), not by a number typed before
         self.selected, self._user_picked = int(event.row_key.value), True
         self._refresh_selection()
 
@@ -432,7 +434,7 @@ class LiveScreen(Screen):
     def _face_clicked(self, event: Preview.FaceClicked) -> None:
         """The reverse of a row lighting its face: a click on a face in the preview picks its row."""
         if str(event.track_id) in self._shown:
-            self._user_picked = True
+            self._user_picked, self._digits = True, ("", 0.0)
             self._select(event.track_id)
 
     def on_click(self, event: events.Click) -> None:
@@ -458,11 +460,13 @@ class LiveScreen(Screen):
             self._user_moved_until = time.monotonic() + USER_MOVE_S
             self._digits = ("", 0.0)  # a row picked with the arrows, not by the number typed before
         if not (event.character or "").isdigit() or isinstance(self.focused, Input):
+            self._number_open = False  # any other key ends the number (`e` still acts on it: action_enrol)
             return
         event.stop()
         buffer, at = self._digits
         now = time.monotonic()
-        buffer = (buffer if now - at < DIGITS_S else "") + event.character
+        buffer = (buffer if now - at < DIGITS_S and self._number_open else "") + event.character
+        self._number_open = True
         self._digits = (buffer, now)
         if buffer in self._shown:
             self._user_picked = True
@@ -478,13 +482,17 @@ class LiveScreen(Screen):
 
     def action_enrol(self) -> None:
         typed, at = self._digits
-        if typed and typed not in self._shown and time.monotonic() - at < TYPED_PICK_S:
-            # A number typed for a face not in view: not the row under the cursor instead (a walkthrough, stop 49:
-            # "162" typed, face #1616 kept visible)
-            self.notify(f"No face #{typed} in view: type a number the table shows, or pick a row with the arrows.",
-                        timeout=4)
-            return
-        track = self.selected if str(self.selected) in self._shown else self._cursor_track()
+        if typed and time.monotonic() - at < TYPED_PICK_S:
+            # A number just typed is the face meant: that face, or none. Never the row under the cursor or an
+            # earlier pick instead (a walkthrough, stop 49: "162" typed, face #1616 kept visible; a review: a number
+            # typed while its face was briefly lost, then back, enrolled the face picked before)
+            if typed not in self._shown:
+                self.notify(f"No face #{typed} in view: type a number the table shows, or pick a row with the arrows.",
+                            timeout=4)
+                return
+            track: int | None = int(typed)
+        else:
+            track = self.selected if str(self.selected) in self._shown else self._cursor_track()
         if self._app.engine_state != "live":
             self.notify("No faces yet: the engine is not sending figures. Press e again once faces show.",
                         timeout=4)

@@ -423,6 +423,10 @@ class OutputScreen(Screen):
         if not path.parent.is_dir():
             self.on_command_result(CommandResult("record", False, f"No such folder: {path.parent}"))
             return None
+        if path.is_dir():  # not "it exists: it is kept" (a review, stop 49); the engine words the other refusals
+            self.on_command_result(CommandResult("record", False, f"{path} is a folder: give a file name in it, "
+                                                                  f"e.g. {path / 'out.mp4'}"))
+            return None
         return path
 
     @on(Button.Pressed, "#record-start")

@@ -439,19 +439,24 @@ def test_engine_errors_with_brackets_are_notified_as_they_come(tmp_path):
     asyncio.run(scenario())
 
 
+async def people_listed(pilot: Pilot, *names: str) -> tuple[BlurcastApp, DataTable]:
+    """The facebank screen listing `names` (its engine calls stubbed out by the caller), the list focused."""
+    app = await fed(pilot)
+    await pilot.press("f")
+    app.screen.post_message(PeopleLoaded([PersonView(name, ()) for name in names]))
+    table = app.screen.query_one("#people", DataTable)
+    await until(pilot, lambda: table.row_count == len(names), what="the people")
+    table.focus()
+    return app, table
+
+
 def test_the_facebank_dialogs_name_people_as_typed(tmp_path, monkeypatch):
     """rich.markup.escape keeps "x[/bold]" but still loses "DJ [Live]" (Textual's tags are not case-sensitive)."""
     monkeypatch.setattr(FacebankScreen, "run_facebank", lambda self, *args, **kwargs: None)
 
     async def scenario() -> None:
         async with detached(tmp_path).run_test(size=(100, 30)) as pilot:
-            app = await fed(pilot)
-            await pilot.press("f")
-            screen = app.screen
-            screen.post_message(PeopleLoaded([PersonView("DJ [Live]", ())]))
-            table = screen.query_one("#people", DataTable)
-            await until(pilot, lambda: table.row_count == 1, what="the person")
-            table.focus()
+            app, _ = await people_listed(pilot, "DJ [Live]")
             await pilot.press("n")
             await pilot.pause()
             assert "Rename DJ [Live]: their photos" in str(app.screen.query("Static").first().render())
@@ -527,13 +532,7 @@ def test_end_and_home_move_the_row_cursor_of_the_people_list(tmp_path, monkeypat
 
     async def scenario() -> None:
         async with detached(tmp_path).run_test(size=(100, 30)) as pilot:
-            app = await fed(pilot)
-            await pilot.press("f")
-            screen = app.screen
-            screen.post_message(PeopleLoaded([PersonView(name, ()) for name in ("Ada", "Bo", "Cy")]))
-            table = screen.query_one("#people", DataTable)
-            await until(pilot, lambda: table.row_count == 3, what="the people")
-            table.focus()
+            app, table = await people_listed(pilot, "Ada", "Bo", "Cy")
             await pilot.press("end")
             assert table.cursor_row == 2
             await pilot.press("d")

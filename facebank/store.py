@@ -159,7 +159,14 @@ def _is_facebank(data: object) -> bool:
 def _is_person(doc: object) -> bool:
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k), kind) for k, kind in _PERSON_FIELDS.items()):
         return False
-    return all(isinstance(image, dict) and all(f in image for f in _IMAGE_FIELDS) for image in doc["images"])
+    return all(isinstance(image, dict) and all(f in image for f in _IMAGE_FIELDS) and _is_box(image["box"])
+               for image in doc["images"])
+
+
+def _is_box(box: object) -> bool:
+    """x1, y1, x2, y2: refresh and `add` find a stored face by it (a hand-edited one crashed them, a review)."""
+    return (isinstance(box, list) and len(box) == 4
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in box))
 
 
 @contextmanager

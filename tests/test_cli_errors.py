@@ -177,7 +177,10 @@ def test_facebank_folder_that_cannot_be_made(biden, tmp_path, monkeypatch):
 
 # --- 5. valid JSON of the wrong shape ----------------------------------------------------------------------------
 @pytest.mark.parametrize("text", ['{"people": []}', '{"people": {"1": {"name": "x"}}}', "[1]",
-                                  '{"people": {"1": {"key": "x", "name": "x", "images": [{"path": "p"}]}}}'])
+                                  '{"people": {"1": {"key": "x", "name": "x", "images": [{"path": "p"}]}}}',
+                                  '{"people": {"1": {"key": "x", "name": "x", "images": [{"path": "p", "sha256": "s", '
+                                  '"face_px": 1, "sharpness": 1, "score": 1, "box": [1, 2, 3], "image_size": [9, 9], '
+                                  '"added": "a", "model": "m", "embedding": []}]}}}'])
 def test_wrong_shaped_facebank_is_refused_and_untouched(text, biden, bank_file, data_dir):
     bank_file.parent.mkdir(parents=True, exist_ok=True)
     bank_file.write_text(text)

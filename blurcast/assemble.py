@@ -37,8 +37,10 @@ class Assembly:
 
 
 def build_engine(options: ServeOptions, settings: Settings, *, paths: EnginePaths | None = None,
-                 use_facebank: bool = True, allow: Sequence[str] = ()) -> Assembly:
-    """Source, pipeline with the facebank identifier, and the sinks `options` asks for."""
+                 use_facebank: bool = True, allow: Sequence[str] = (), file_mode: bool = False) -> Assembly:
+    """Source, pipeline with the facebank identifier, and the sinks `options` asks for. `file_mode`: a file source
+    will be run through once (`Engine.run_file`), so the pipeline is made for file mode from the start (its
+    detector's runtime: Pipeline.offline); a camera or stream source is live whatever it says."""
     paths = paths or default_paths()
     store = Facebank(paths.facebank) if use_facebank else None
     # Each stream output's URL checked before the source opens: an SRT listener source waits up to a minute for
@@ -58,8 +60,8 @@ def build_engine(options: ServeOptions, settings: Settings, *, paths: EnginePath
     # recognizer to load, 0.2-0.3 s of every such start (the pipeline's own NoIdentifier blurs every face).
     identifier = create_identifier(models, gallery) if store is not None or extra else None
     # A photo's networks where `models` says; the engine keeps (and would save) the settings it was given.
-    pipeline = None if models is settings else Pipeline(settings, detector=create_detector(models),
-                                                          identifier=identifier)
+    pipeline = Pipeline(settings, detector=None if models is settings else create_detector(models),
+                        identifier=identifier, offline=file_mode and source.kind == "file")
     engine = Engine(settings, source, identifier=identifier, pipeline=pipeline)
     try:
         for kind, wanted in (("file", options.record), ("vcam", options.vcam), ("preview", options.preview)):

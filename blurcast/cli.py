@@ -472,7 +472,8 @@ def _run_one(args: argparse.Namespace) -> int:
     options = ServeOptions(source=args.input, vcam=args.vcam, record=args.output, preview=args.preview,
                            outputs=args.out, bitrate_kbps=args.bitrate, keyframe_s=args.keyframe,
                            preset=args.preset, live=args.live, tls=_tls_from(args))
-    engine = build_engine(options, settings, use_facebank=args.use_facebank, allow=args.allow).engine
+    engine = build_engine(options, settings, use_facebank=args.use_facebank, allow=args.allow,
+                          file_mode=not args.live).engine
     try:
         source = engine.source
         live = args.live or source.kind != "file"
@@ -666,7 +667,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="blurcast-eval-") as tmp:
         output = args.output or str(Path(tmp) / "anonymized.mp4")
         options = ServeOptions(source=args.video, record=output)
-        engine = build_engine(options, settings, use_facebank=args.use_facebank, allow=args.allow).engine
+        engine = build_engine(options, settings, use_facebank=args.use_facebank, allow=args.allow,
+                              file_mode=True).engine
         try:
             started = time.perf_counter()
             frames = engine.run_file()

@@ -298,6 +298,37 @@ def test_file_mode_keeps_auto_on_onnxruntime(monkeypatch):
     asked.close()
 
 
+@needs_bf16
+def test_a_file_runs_pipeline_never_compiles_the_live_detector(monkeypatch, tmp_path, dev_clip):
+    """`blurcast run` on a file and `blurcast eval` build the engine for file mode from the start: live mode's
+    OpenVINO detector was compiled and then thrown away (0.15 s of a 0.7 s photo). A camera or stream source built
+    with `file_mode` stays live (it is never run through once)."""
+    from blurcast.assemble import build_engine
+    from engine.client import EnginePaths
+    from engine.service import ServeOptions
+
+    monkeypatch.setattr(backends, "OPENVINO_AUTO", frozenset({"yunet"}))  # as listed (patched: holds if it changes)
+    made = []
+    real_init = backends.OpenVinoRunner.__init__
+    monkeypatch.setattr(backends.OpenVinoRunner, "__init__",
+                        lambda self, *a, **k: made.append(a[0]) or real_init(self, *a, **k))
+    options = ServeOptions(source=str(dev_clip), record=str(tmp_path / "out.mp4"))
+    engine = build_engine(options, Settings(), paths=EnginePaths(tmp_path), use_facebank=False, file_mode=True).engine
+    try:
+        assert engine.pipeline.offline
+        assert engine.pipeline.detector.runner_name == "onnxruntime-cpu"
+        assert made == []  # not compiled at all, not only replaced
+    finally:
+        engine.close()
+    live = build_engine(ServeOptions(source=str(dev_clip)), Settings(), paths=EnginePaths(tmp_path / "live"),
+                        use_facebank=False).engine
+    try:
+        assert not live.pipeline.offline
+        assert live.pipeline.detector.runner_name == "openvino-cpu-bf16"
+    finally:
+        live.close()
+
+
 def test_auto_without_openvino_runs_everything_on_onnxruntime(monkeypatch):
     """The fallback path of a machine without openvino (or without bf16): auto still starts, on onnxruntime."""
     monkeypatch.setattr(backends, "OPENVINO_AUTO", frozenset({"yunet", "sface"}))  # as listed (holds if it changes)

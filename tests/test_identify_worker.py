@@ -365,6 +365,36 @@ def test_a_sign_on_a_shown_face_sends_a_fresh_crop_at_once(frames, gallery) -> N
         pipeline.close()
 
 
+def test_a_shown_face_flagged_by_a_new_look_is_re_checked_on_the_same_frame(frames, gallery, monkeypatch) -> None:
+    """A new look on the shown performer (mostly noise: 1.2 % of his frame pairs) blurred him for the frame his
+    re-check took to come back. The frame now waits for it (RECHECK_WAIT_S) where the worker is quick: he stays
+    shown. A worker whose recent batches took longer is not waited for: he is blurred on that frame, as before."""
+    from engine.recognition import identify_worker
+
+    monkeypatch.setattr(identify_worker, "RECHECK_WAIT_S", 5.0)  # a loaded test machine: the rule, not the timing
+    for quick in (True, False):
+        pipeline, identifier = _live(gallery)
+        try:
+            for index in CLOSE_UP[:12]:
+                _step(pipeline, frames, index)
+            him = next(t for t in pipeline.tracker.tracks if t.identity.visible and t.identity.name == "Lin")
+            state = him.extras[STATE_KEY]
+            if not quick:
+                identifier.worker.batch_ms.extend([6000.0] * 10)  # its results lately took longer than the wait
+            state.prev_patch = -state.prev_patch  # the next frame's look correlates -1 with it: a new look
+            raw, safe, _ = _step(pipeline, frames, CLOSE_UP[12], settle=False)
+            assert state.epoch == state.pending_epoch, "no fresh crop went out after the sign"
+            if quick:
+                assert him.identity.visible and not state.suspect, f"blurred for its re-check: {him.identity}"
+                assert _face_changed(raw, safe, him.xyxy) < 2, "shown in the report, not in the frame"
+            else:
+                assert state.suspect and not him.identity.visible, "shown without a crop after the sign"
+                assert _face_changed(raw, safe, him.xyxy) > 10
+        finally:
+            identifier.run_in_background(False)
+            pipeline.close()
+
+
 def test_a_shown_face_overlapping_another_is_not_re_cropped_every_frame(frames, gallery) -> None:
     """Overlapping another face is a sign on every frame: a fresh crop each frame would be void by the next one.
     While it lasts he stays blurred and his crops go out no more often than a re-verification's."""

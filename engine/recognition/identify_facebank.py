@@ -438,7 +438,12 @@ class FacebankIdentifier:
     # --- embedding and deciding ----------------------------------------------------------------------------
     def _embed(self, frame: np.ndarray, chosen: list[_Candidate], index: int) -> None:
         if self.worker is not None:
-            self.worker.exchange(frame, chosen, index)
+            # A face shown until a sign came (lost and found again, a new look) is re-checked on this frame where the
+            # worker is quick enough (RECHECK_WAIT_S); not while it overlaps another face (that sign comes every
+            # frame, and its crops are void), nor after a jump (recognised from scratch).
+            shown = [c.state for c in chosen if c.forced and c.state.eligible and c.state.suspect
+                     and not c.state.overlapping]
+            self.worker.exchange(frame, chosen, index, wait_for=shown)
             return
         if not chosen:
             return

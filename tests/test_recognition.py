@@ -378,7 +378,7 @@ def test_recognition_work_stays_within_its_budget(clip_run: dict) -> None:
     identifier, n = clip_run["identifier"], clip_run["frames"]
     policy = identifier.policy
     optional = identifier.embedded_total - identifier.embedded_forced
-    assert optional <= n * policy.budget_per_frame + policy.burst
+    assert optional <= n * policy.budget_per_frame + policy.burst * (1 + identifier.scene_cuts)  # a cut refills it
     assert identifier.embedded_total / n <= 0.4  # measured 0.31 embeddings per frame on this clip
     assert identifier.scene_cuts == 3  # the clip's three cuts (frames 20, 82 and 211)
 
@@ -632,3 +632,24 @@ def test_reason_without_a_facebank_or_with_recognition_off(frames) -> None:
     _, report = pipeline.process(frames[100].copy(), 0, 1 / 29.97)
     assert {f.reason for f in report.faces} == {RECOGNITION_OFF}
     pipeline.close()
+
+
+def test_a_scene_cut_refills_the_budget_for_the_new_shots_faces(frames, lin_gallery) -> None:
+    """A cut makes every face of the new shot a stranger to recognise from nothing. With the budget spent on the old
+    shot's faces, the performer's first look waited for tokens (live: shown 6 frames after the dev clip's cut at
+    frame 82, 2 of them waiting); a cut now refills it, so his face is embedded on the cut's own frame."""
+    identifier = FacebankIdentifier(create_embedder(SETTINGS), lin_gallery)
+    pipeline = Pipeline(SETTINGS, identifier=identifier)
+    try:
+        for index in range(70, 82):
+            pipeline.process(frames[index].copy(), index, 1 / 29.97)
+        cuts, identifier.tokens = identifier.scene_cuts, 0.0  # the old shot spent it all
+        pipeline.process(frames[82].copy(), 82, 1 / 29.97)
+        assert identifier.scene_cuts == cuts + 1
+        truth = _ground_truth()[82]
+        him = [t for t in pipeline.tracker.tracks if t.lost_frames == 0 and _label(t.xyxy, truth) == "allow"]
+        assert him, "the performer was not found on the cut's frame"
+        state = him[0].extras[STATE_KEY]
+        assert state.embeddings and state.last_frame == identifier.frame_index - 1, "not embedded on the cut's frame"
+    finally:
+        pipeline.close()

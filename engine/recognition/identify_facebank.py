@@ -250,6 +250,10 @@ class FacebankIdentifier:
         if self._scene_cut(frame):
             for state in states:
                 _forget(state)
+            # Every face of the new shot is to be recognised from nothing, the streamer's among them: the budget
+            # spent on the old shot's strangers must not hold his first look back (the dev clip live: 2 frames
+            # after its cut at frame 82 with no token left, then shown 6 frames after the cut).
+            self.tokens = max(self.tokens, float(self.policy.burst))
         self._embed(frame, self._schedule(frame, tracks, states, index), index)
         for track, state in zip(tracks, states, strict=True):
             self._decide(track, state, gallery, settings.similarity_threshold, index)

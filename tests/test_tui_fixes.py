@@ -492,8 +492,9 @@ def test_a_recording_that_stopped_for_good_says_why_on_the_output_screen_and_in_
 def test_a_number_typed_for_no_face_in_view_enrols_nobody_and_long_ids_show_whole(tmp_path):
     """Track ids pass 1,000 within minutes of a busy stream: the table showed '161' for #1616 (its id column was 3
     wide), the number typed then picked nothing, and `e` enrolled the row under the cursor instead (a walkthrough,
-    stop 49). Ids show whole, and `e` after a number no face in view has refuses and names it."""
-    faces = [{**TELEMETRY["faces"][0], "track_id": 1616}, {**TELEMETRY["faces"][1], "track_id": 21617}]
+    stop 49). Ids show whole (6 digits: a day's busy stream), and `e` after a number no face in view has refuses and
+    names it."""
+    faces = [{**TELEMETRY["faces"][0], "track_id": 1616}, {**TELEMETRY["faces"][1], "track_id": 216170}]
     telemetry = {**TELEMETRY, "faces": faces}
 
     async def scenario() -> None:
@@ -502,7 +503,7 @@ def test_a_number_typed_for_no_face_in_view_enrols_nobody_and_long_ids_show_whol
             table = app.screen.query_one("#faces", DataTable)
             await until(pilot, lambda: table.row_count == 2, what="the faces")
             drawn = on_screen(table)
-            assert "1616" in drawn and "21617" in drawn, drawn
+            assert "1616" in drawn and "216170" in drawn, drawn
             await pilot.press("1", "6", "2", "e")
             await until(pilot, lambda: app.screen.query(Toast), what="the refusal")
             shown = " ".join(" ".join(on_screen(toast).split()) for toast in app.screen.query(Toast))
@@ -515,12 +516,12 @@ def test_a_number_typed_for_no_face_in_view_enrols_nobody_and_long_ids_show_whol
             app.screen.selected = 1616
             app.post_message(EngineStats({**telemetry, "faces": faces[:1]}))
             await pilot.pause()
-            await pilot.press("2", "1", "6", "1", "7")
+            await pilot.press("2", "1", "6", "1", "7", "0")
             app.post_message(EngineStats(telemetry))
             await pilot.pause()
             await pilot.press("e")
             await until(pilot, lambda: isinstance(app.screen, EnrolScreen), what="the name dialog")
-            assert app.screen.track_id == 21617, app.screen.track_id
+            assert app.screen.track_id == 216170, app.screen.track_id
 
     asyncio.run(scenario())
 

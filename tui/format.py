@@ -34,7 +34,7 @@ def similarity_cell(similarity: float | None, threshold: float) -> Text:
     return Text(f"{similarity:.2f} < {threshold:.2f}", style="red")
 
 
-MATCH_WIDTH = 27  # the faces table's match column (FACE_COLUMNS)
+MATCH_WIDTH = 26  # the faces table's match column (FACE_COLUMNS): a long name is cut, the figures never
 PLAUSIBLE = 0.3  # an engine that sends no `candidate`: a best match under this is no candidate, just noise
 
 
@@ -114,8 +114,9 @@ def in_view(faces: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # (key, label, width): fixed widths, so a cell update never re-measures the table (fits 80 columns)
 FACE_COLUMNS: tuple[tuple[str, str, int], ...] = (
-    # Track ids pass 1,000 within minutes of a busy stream: 5 digits, or the number shown is not the one to type
-    ("id", "id", 5), ("size", "size", 5), ("state", "state", 27), ("match", "match vs threshold", MATCH_WIDTH),
+    # Track ids pass 1,000 within minutes of a busy stream and 100,000 within hours (the dev clip: ~5 new tracks a
+    # second): 6 digits, or the number shown is not the one to type.
+    ("id", "id", 6), ("size", "size", 5), ("state", "state", 27), ("match", "match vs threshold", MATCH_WIDTH),
     ("score", "det", 4),
 )
 

@@ -116,6 +116,16 @@ def file_clock(spec: str) -> tuple[float, str]:
         return 0.0, ""
 
 
+def _upright(path: str, stored: np.ndarray) -> np.ndarray:
+    """A photo as it is meant to be seen: turned by its EXIF orientation, which FFmpeg's image reader (behind
+    cv2.VideoCapture) ignores. A phone's portrait photo is often stored sideways with such a tag: its faces then lay
+    on their side, where the detector misses most of them (WIDER Parade stored so: 117 of 134 faces left visible,
+    against 2 upright), and the output, written without the tag, showed the picture turned. `imread` turns it; a
+    photo it cannot read is taken as stored."""
+    upright = cv2.imread(path, cv2.IMREAD_COLOR)
+    return stored if upright is None else upright
+
+
 class VideoSource:
     """`read()` returns the next BGR frame, or None at the end of a file (or when a camera is gone)."""
 
@@ -151,6 +161,8 @@ class VideoSource:
         if not ok or first is None:
             cap.release()
             raise SourceError(f"{self._open_hint()} (opened, but no frame could be read)")
+        if self.kind == "file" and is_image_path(self.spec):
+            first = _upright(self.spec, first)
         self._first: np.ndarray | None = first
         self._first_time = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000
         return cap

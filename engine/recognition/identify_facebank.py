@@ -191,6 +191,7 @@ class FacebankIdentifier:
         self.verify_lead = 0  # frames early a visible face is re-verified (live mode: the worker's delay)
         self.worker: EmbeddingWorker | None = None  # live mode: embeddings off the frame path
         self._prev_frame_look: np.ndarray | None = None
+        self._refilled_at = -(10**9)  # the frame a scene cut last refilled the budget
         # File mode's look-ahead shows a face in the frames before it was recognised, while its track's
         # `continuity` holds (engine/stages/lookahead.py): the pipeline then has a new look in the same place
         # watched on every face that may be embedded, not only on those near a match.
@@ -252,8 +253,10 @@ class FacebankIdentifier:
                 _forget(state)
             # Every face of the new shot is to be recognised from nothing, the streamer's among them: the budget
             # spent on the old shot's strangers must not hold his first look back (the dev clip live: 2 frames
-            # after its cut at frame 82 with no token left, then shown 6 frames after the cut).
-            self.tokens = max(self.tokens, float(self.policy.burst))
+            # after its cut at frame 82 with no token left, then shown 6 frames after the cut). Once in a while
+            # only: footage read as a cut on every frame (strobes) must not get a burst every frame.
+            if index - self._refilled_at >= self.policy.retry_every:
+                self.tokens, self._refilled_at = max(self.tokens, float(self.policy.burst)), index
         self._embed(frame, self._schedule(frame, tracks, states, index), index)
         for track, state in zip(tracks, states, strict=True):
             self._decide(track, state, gallery, settings.similarity_threshold, index)

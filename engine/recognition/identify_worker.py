@@ -43,6 +43,7 @@ VERIFY_LEAD = 2  # frames: the least lead; it grows with the frames results have
 # his 149 face-frames); waited for, none was (22-24 ms each, Zen 4). Bounded: a result not back by then is recorded on
 # a later frame, as before; and a worker whose recent batches took longer (a slow CPU) is not waited for at all.
 RECHECK_WAIT_S = 0.030
+WAIT_PAUSE_FRAMES = 30  # after a wait that ran out, none for this many frames: the worker is slower than it seemed
 CROP_PAD = 1.5  # x the face box on each side: every refine pass and the 112x112 warp stay inside the crop
 
 
@@ -77,6 +78,7 @@ class EmbeddingWorker:
         self.batch_ms: deque[float] = deque(maxlen=120)
         self.delays: deque[int] = deque(maxlen=30)  # frames from a crop to its result being recorded
         self._open: list[_Job] = []  # handed over, result not collected: their tracks wait (`pending`)
+        self._no_wait_before = 0  # frame index from which `exchange` may wait again (WAIT_PAUSE_FRAMES)
         self._thread = threading.Thread(target=self._run, name="identify-worker", daemon=True)
         self._thread.start()
 
@@ -91,21 +93,39 @@ class EmbeddingWorker:
     def exchange(self, frame: np.ndarray, chosen: list[_Candidate], index: int,
                  wait_for: list[TrackRecognition] = ()) -> None:
         """Record the results that came back, then hand over this frame's faces (copies of their pixels). The
-        results for `wait_for`'s tracks are waited for up to RECHECK_WAIT_S and recorded on this frame."""
+        results for `wait_for`'s tracks are waited for up to RECHECK_WAIT_S and recorded on this frame, where the
+        worker is idle and quick (`_may_wait`): their crops go first, on their own, the other faces' after."""
         self.collect(index)
         jobs = [self._job(frame, c, index) for c in chosen]
         for job in jobs:
             job.state.pending, job.state.pending_epoch = True, job.epoch
         self._open.extend(jobs)
+        awaited = [job for job in jobs if any(job.state is state for state in wait_for)]
+        if awaited and self._may_wait(index):
+            self._hand_over(awaited)
+            with self._busy:
+                back = self._busy.wait_for(lambda: all(job.done for job in awaited) or self.failed, RECHECK_WAIT_S)
+            if not back:
+                self._no_wait_before = index + WAIT_PAUSE_FRAMES
+            jobs = [job for job in jobs if not any(job is a for a in awaited)]
+            self._hand_over(jobs)
+            self.collect(index)
+        else:
+            self._hand_over(jobs)
+
+    def _hand_over(self, jobs: list[_Job]) -> None:
         if jobs:
             with self._busy:
                 self._outstanding += len(jobs)
             self._jobs.put(jobs)
-        awaited = [job for job in jobs if any(job.state is state for state in wait_for)]
-        if awaited and self._quick():
-            with self._busy:
-                self._busy.wait_for(lambda: all(job.done for job in awaited) or self.failed, RECHECK_WAIT_S)
-            self.collect(index)
+
+    def _may_wait(self, index: int) -> bool:
+        """Whether a result would be back within RECHECK_WAIT_S: the worker has nothing else to do, its recent
+        batches took less (their median), and no wait ran out in the last WAIT_PAUSE_FRAMES frames."""
+        with self._busy:
+            if self._outstanding:
+                return False
+        return self._quick() and index >= self._no_wait_before
 
     def _quick(self) -> bool:
         """Whether a result usually comes back within RECHECK_WAIT_S: the median of the recent batches' times."""

@@ -26,20 +26,22 @@ def is_folder_output(output: str | None) -> bool:
     return output is not None and (Path(output).is_dir() or output.endswith((os.sep, "/")))
 
 
-def expand(inputs: Iterable[str]) -> tuple[list[Path], int]:
+def expand(inputs: Iterable[str]) -> tuple[list[Path], list[str]]:
     """The files to anonymize, each once: each file as given, a folder's photos and videos by name (not its
-    subfolders, nor hidden files such as macOS's `._` copies); and how many of a folder's files were passed over."""
+    subfolders, nor hidden files such as macOS's `._` copies); and what of the folders was passed over, said so
+    (a photo left in a subfolder, or in a type Blurcast does not read, is not anonymized)."""
     files: list[Path] = []
-    passed_over = 0
+    passed_over: list[str] = []
     for given in inputs:
         path = Path(given)
         if path.is_dir():
-            entries = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            children = sorted(path.iterdir())
+            entries = [p for p in children if p.is_file() and not p.name.startswith(".")]
             found = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES]
             if not found:
                 raise ValueError(f"{path} holds no photo ({', '.join(IMAGE_SUFFIXES)}) or video "
                                  f"({', '.join(VIDEO_SUFFIXES)})")
-            passed_over += len(entries) - len(found)
+            passed_over += _passed_over(children, entries, found)
             files += found
         elif classify(given) != "file" or (path.exists() and not path.is_file()):
             raise ValueError(f"{given} is not a photo or video file: cameras and URLs run on their own "
@@ -50,6 +52,18 @@ def expand(inputs: Iterable[str]) -> tuple[list[Path], int]:
             files.append(path)
     unique = {_key(p): p for p in reversed(files)}  # the first mention of each file, in order
     return [p for p in files if unique[_key(p)] is p], passed_over
+
+
+def _passed_over(children: list[Path], entries: list[Path], found: list[Path]) -> list[str]:
+    """One line for each kind of thing in a folder that is not anonymized, naming a few of them."""
+    kinds = [
+        ("file(s) that are neither photos nor videos", [p.name for p in entries if p not in found]),
+        ("subfolder(s), not searched (give them as inputs)", [f"{p.name}/" for p in children if p.is_dir()]),
+        ("hidden file(s)", [p.name for p in children if p.is_file() and p.name.startswith(".")
+                            and not p.name.startswith("._")]),  # macOS's `._` copies: nobody's photos
+    ]
+    return [f"{len(names)} {what}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"
+            for what, names in kinds if names]
 
 
 def _key(path: Path) -> str:
@@ -70,7 +84,7 @@ def output_for(source: Path, folder: Path, taken: set[str]) -> Path:
     return out
 
 
-def plan(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], int]:
+def plan(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], list[str]]:
     """(input, output) pairs and the files passed over; refuses, before anything is written, a plan that would
     write over one of its own inputs."""
     if args.vcam or args.preview or args.out or args.live:
@@ -108,8 +122,8 @@ def run_all(args: argparse.Namespace, run_one: Callable[[argparse.Namespace], in
     pairs, passed_over = plan(args)
     folder = Path(args.output)
     make_folder(folder)
-    if passed_over:
-        console.print(f"passed over {passed_over} file(s) that are neither photos nor videos")
+    for line in passed_over:
+        console.print(f"passed over {escape(line)}", soft_wrap=True)
     failed: list[Path] = []
     done = 0
     for n, (source, out) in enumerate(pairs, 1):

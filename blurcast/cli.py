@@ -586,12 +586,16 @@ def _finish_recording(engine, recording, processed: int | None) -> None:
 def _run_file_with_progress(engine, recording) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from engine.media import is_image_path
     from engine.stages.source import announced_frames
 
     total = engine.source.info.frame_count
-    # The header's frame count, read by ffprobe (~0.13 s) while the frames are processed, not after them.
+    # A picture is one frame whatever its header counts (an animation's later frames are named in a warning as it
+    # is read: engine/stages/picture.py); a video's frame count, read by ffprobe (~0.13 s) while the frames are
+    # processed, not after them.
+    picture = engine.source.kind == "file" and is_image_path(engine.source.spec)
     header = ThreadPoolExecutor(1, thread_name_prefix="ffprobe")
-    announced_later = header.submit(announced_frames, engine.source.spec)
+    announced_later = header.submit(lambda: None if picture else announced_frames(engine.source.spec))
     header.shutdown(wait=False)
     started = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -614,7 +618,8 @@ def _run_file_with_progress(engine, recording) -> int:
     announced = announced_later.result()
     # The header promised more, and the frames stop short of its duration: a cut download or a damaged file (a clip
     # trimmed by an edit list also has fewer frames than its header counts, but lasts as long as it says)
-    short = None if announced else engine.source.short_of_stated()  # no frame count stated (Matroska): its duration
+    # no frame count stated (Matroska): its duration
+    short = None if announced or picture else engine.source.short_of_stated()
     if (announced and frames < announced and engine.source.ended_early()) or (short and short[0] < short[1]):
         if recording is not None:
             recording.trim_audio()  # its audio may run on past the last frame that could be read

@@ -18,6 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.media import is_image_path
+
 VISIBLE_AT = 0.5
 MIN_SIZE = 10
 
@@ -68,6 +70,13 @@ def face_visibility(face_in: np.ndarray, face_out: np.ndarray) -> float:
 
 
 def grey_frames(path: str | Path) -> Iterator[np.ndarray]:
+    """Each frame in grey, as a viewer sees it: a photo turned by its EXIF orientation (as the engine reads it;
+    FFmpeg's image reader ignores the tag), a video by its rotation (OpenCV turns it)."""
+    if is_image_path(path):
+        picture = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if picture is not None:
+            yield picture
+            return
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise ValueError(f"cannot open video {path}")
@@ -100,6 +109,9 @@ def score_video(input_path: str | Path, output_path: str | Path, gt_path: str | 
         if f_out is None:
             continue
         report.frames_output += 1
+        if f_out.shape != f_in.shape and f_out.shape == f_in.shape[::-1] and f_in.shape[0] != f_in.shape[1]:
+            raise ValueError(f"{output_path} is turned against {input_path} ({f_out.shape[1]}x{f_out.shape[0]} "
+                             f"against {f_in.shape[1]}x{f_in.shape[0]}): its faces cannot be compared")
         if f_out.shape != f_in.shape:
             f_out = cv2.resize(f_out, (f_in.shape[1], f_in.shape[0]), interpolation=cv2.INTER_AREA)
         seen = set()

@@ -308,6 +308,7 @@ def test_a_file_runs_pipeline_never_compiles_the_live_detector(monkeypatch, tmp_
     from engine.service import ServeOptions
 
     monkeypatch.setattr(backends, "OPENVINO_AUTO", frozenset({"yunet"}))  # as listed (patched: holds if it changes)
+    monkeypatch.setattr(backends, "cuda_available", lambda: False)  # a GPU rig's `auto` is torch on CUDA
     made = []
     real_init = backends.OpenVinoRunner.__init__
     monkeypatch.setattr(backends.OpenVinoRunner, "__init__",

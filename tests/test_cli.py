@@ -53,7 +53,8 @@ def _umask_027() -> None:
 def test_a_folder_and_more_files_go_into_one_folder_each_under_its_own_name(tmp_path, data_dir):
     """`run FOLDER FILE -o OUT/`: every photo written, faces blurred, with the umask's mode (027 here: 0640, not the
     temporary file's 0600); a file that is no picture is reported and the rest go on, the exit status says one
-    failed; two inputs of one name do not overwrite each other; hidden and other files are passed over."""
+    failed; two inputs of one name do not overwrite each other; other files and subfolders are passed over, and
+    named (a phone's .heic photo left in the folder is not anonymized: the user must know)."""
     import json
 
     import cv2
@@ -68,6 +69,8 @@ def test_a_folder_and_more_files_go_into_one_folder_each_under_its_own_name(tmp_
     (folder / "notes.png").write_text("not a picture")
     (folder / "readme.txt").write_text("passed over: neither a photo nor a video")
     (folder / "._group [1].jpg").write_text("a macOS resource fork: passed over")
+    (folder / "IMG_0001.heic").write_text("a phone's photo in a type not read: named, not anonymized")
+    (folder / "trip").mkdir()  # a subfolder is not searched: named
     (other / "group [1].jpg").write_bytes(photo.read_bytes())
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "blurcast", "run", str(folder), str(other / "group [1].jpg"),
@@ -75,7 +78,10 @@ def test_a_folder_and_more_files_go_into_one_folder_each_under_its_own_name(tmp_
                           preexec_fn=_umask_027)
     assert done.returncode == 1, done.stderr
     assert "cannot read picture" in done.stderr and "2 of 3 anonymized" in done.stderr
-    assert "passed over 1 file(s)" in done.stderr  # readme.txt; hidden files are not counted
+    said = " ".join(done.stderr.split())
+    assert "passed over 2 file(s) that are neither photos nor videos: IMG_0001.heic, readme.txt" in said, said
+    assert "1 subfolder(s), not searched (give them as inputs): trip/" in said
+    assert "hidden" not in said  # macOS's `._` copies are nobody's photos
     assert sorted(p.name for p in out.iterdir()) == ["group [1]-1.jpg", "group [1].jpg"]
     before = cv2.imread(str(photo), cv2.IMREAD_GRAYSCALE).astype(np.int16)
     for written in out.iterdir():

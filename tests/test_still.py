@@ -78,6 +78,40 @@ def test_a_phone_photo_stored_sideways_is_anonymized_upright(tmp_path, crowd):
     big = faces[(faces[:, 2] - faces[:, 0]) >= 16].astype(int)
     covered = [diff[y1:y2, x1:x2].mean() > 8 for x1, y1, x2, y2 in big]
     assert sum(covered) >= 0.9 * len(big), f"{sum(covered)} of {len(big)} faces covered"
+    assert (diff > 12).mean() < 0.5  # the faces are covered, not a picture turned the wrong way
+    original = cv2.imread(str(photo)).astype(np.int16)  # upright, untouched: the background must match it
+    away = np.ones(diff.shape, bool)
+    for x1, y1, x2, y2 in faces.astype(int):
+        w, h = x2 - x1, y2 - y1
+        away[max(0, y1 - h): y2 + h, max(0, x1 - w): x2 + w] = False
+    assert np.abs(after.astype(np.int16) - original).max(axis=2)[away].mean() < 4, "not the upright picture"
+
+
+@pytest.mark.parametrize("tag", [2, 3, 4, 5, 6, 7, 8])
+def test_every_exif_orientation_of_a_photo_and_a_tiff_is_read_upright(tmp_path, crowd, tag):
+    """The other orientation tags (mirrored, upside down, turned the other way), in a JPEG and in a TIFF (OpenCV 5's
+    imread fails on a TIFF tagged 5-8: the pixels as stored are turned here by the tag)."""
+    from PIL import Image
+
+    from engine.stages.source import VideoSource
+
+    photo, _ = crowd
+    upright = Image.open(photo).convert("RGB")
+    # how a camera stores the picture for each tag: the inverse of what the tag tells a viewer to do
+    stored = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_270}[tag]
+    original = cv2.imread(str(photo)).astype(np.int16)
+    for name in ("phone.jpg", "scan.tif"):
+        path = tmp_path / name
+        exif = Image.Exif()
+        exif[0x0112] = tag
+        upright.transpose(stored).save(path, exif=exif.tobytes(), **({"quality": 95} if name.endswith("jpg") else {}))
+        source = VideoSource(str(path))
+        frame = source.read()
+        source.close()
+        assert frame.shape == original.shape, (name, frame.shape)
+        assert np.abs(frame.astype(np.int16) - original).mean() < 4, f"{name} tagged {tag} not read upright"
 
 
 def test_a_video_is_not_written_as_a_picture(tmp_path, dev_clip):
@@ -235,3 +269,27 @@ def test_a_looped_picture_is_a_still_camera_that_never_drops_out(crowd):
         runner.join(timeout=10)
         engine.close()
     assert set(states) == {"running"}, f"the source dropped out: {sorted(set(states))}"
+
+
+def test_the_scorer_reads_a_photo_upright_and_refuses_a_turned_output(tmp_path, crowd):
+    """`blurcast eval` on a photo compares what a viewer sees: its input turned by its EXIF tag, as the engine reads
+    it. Compared as stored against an upright output, its faces' boxes fell on other pixels, every face read as
+    covered (it failed open); and an output turned against its input is refused, never resized to fit."""
+    from PIL import Image
+
+    from evaluation.video import grey_frames, score_video
+
+    photo, _ = crowd
+    phone = tmp_path / "phone.jpg"
+    tag = Image.Exif()
+    tag[0x0112] = 6
+    Image.open(photo).transpose(Image.Transpose.ROTATE_90).save(phone, quality=95, exif=tag.tobytes())
+    upright = cv2.imread(str(photo), cv2.IMREAD_GRAYSCALE)
+    (frame,) = list(grey_frames(phone))
+    assert frame.shape == upright.shape
+    turned = tmp_path / "turned.png"
+    cv2.imwrite(str(turned), cv2.rotate(cv2.imread(str(photo)), cv2.ROTATE_90_CLOCKWISE))
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"faces": [{"frame": 0, "track": 1, "box": [10, 10, 60, 60], "label": "bystander"}]}))
+    with pytest.raises(ValueError, match="turned against"):
+        score_video(photo, turned, gt)

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from engine.media import is_image_path
+from engine.stages.picture import read_upright, unreadable_why
 
 if TYPE_CHECKING:  # the sources package imports this module
     from engine.stages.sources.audio import AudioTap
@@ -116,14 +117,7 @@ def file_clock(spec: str) -> tuple[float, str]:
         return 0.0, ""
 
 
-def _upright(path: str, stored: np.ndarray) -> np.ndarray:
-    """A photo as it is meant to be seen: turned by its EXIF orientation, which FFmpeg's image reader (behind
-    cv2.VideoCapture) ignores. A phone's portrait photo is often stored sideways with such a tag: its faces then lay
-    on their side, where the detector misses most of them (WIDER Parade stored so: 117 of 134 faces left visible,
-    against 2 upright), and the output, written without the tag, showed the picture turned. `imread` turns it; a
-    photo it cannot read is taken as stored."""
-    upright = cv2.imread(path, cv2.IMREAD_COLOR)
-    return stored if upright is None else upright
+STILL_FPS = 25.0  # a picture's rate as FFmpeg's image reader states it (a still played as a camera runs at it)
 
 
 class VideoSource:
@@ -153,6 +147,8 @@ class VideoSource:
                 raise SourceError(f"no such video file: {self.spec}")
             if not path.is_file():
                 raise SourceError(f"not a file: {self.spec}")
+            if is_image_path(self.spec):
+                return self._open_picture()
         target: int | str = int(self.spec) if self.spec.isdigit() else self.spec
         cap = cv2.VideoCapture(target)
         if not cap.isOpened():
@@ -161,11 +157,24 @@ class VideoSource:
         if not ok or first is None:
             cap.release()
             raise SourceError(f"{self._open_hint()} (opened, but no frame could be read)")
-        if self.kind == "file" and is_image_path(self.spec):
-            first = _upright(self.spec, first)
         self._first: np.ndarray | None = first
         self._first_time = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000
         return cap
+
+    def _open_picture(self) -> cv2.VideoCapture:
+        """A photo, upright by its EXIF orientation (engine/stages/picture.py); OpenCV's video reader only where
+        `imread` cannot read it. Returns a capture with nothing more to read: its one frame is `_first`."""
+        def stored() -> np.ndarray | None:
+            cap = cv2.VideoCapture(self.spec)
+            ok, frame = cap.read() if cap.isOpened() else (False, None)
+            cap.release()
+            return frame if ok else None
+
+        picture = read_upright(self.spec, stored)
+        if picture is None:
+            raise SourceError(f"cannot read picture {self.spec}: {unreadable_why(self.spec)}")
+        self._first, self._first_time = picture, 0.0
+        return cv2.VideoCapture()
 
     def _open_hint(self) -> str:
         if self.kind == "camera":
@@ -182,7 +191,7 @@ class VideoSource:
     def _probe(self) -> SourceInfo:
         assert self._first is not None
         h, w = self._first.shape[:2]
-        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        fps = self._cap.get(cv2.CAP_PROP_FPS) if self._cap.isOpened() else STILL_FPS
         if not fps or not np.isfinite(fps) or fps <= 0 or fps > 240:
             fps = 30.0
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)) if self.kind == "file" else None

@@ -102,7 +102,7 @@ def open_sink(kind: str, source: VideoSource, path: str | None = None, device: s
             raise ValueError("a file sink needs a path")
         if is_image_path(path):  # a photo in, a photo out
             check_output_path(Path(path), source.spec)  # a video source is refused, naming the fix
-            return ImageSink(path)
+            return ImageSink(path, alpha=getattr(source, "alpha", None))
         # A file's sound is copied from it in file mode (every frame, retimed to the file's own times afterwards).
         # Played live (frames dropped and filled, loop after loop) and from a network source it comes from the
         # source's tap, placed by frame number: copied whole, it ran at a constant rate from the file's start, out

@@ -293,3 +293,34 @@ def test_the_scorer_reads_a_photo_upright_and_refuses_a_turned_output(tmp_path, 
     gt.write_text(json.dumps({"faces": [{"frame": 0, "track": 1, "box": [10, 10, 60, 60], "label": "bystander"}]}))
     with pytest.raises(ValueError, match="turned against"):
         score_video(photo, turned, gt)
+
+
+def test_a_transparent_picture_keeps_its_transparency(tmp_path, crowd):
+    """A PNG with transparent parts came out without its alpha: whatever lay under them showed, and the picture no
+    longer looked like its input. Its output keeps the alpha (turned with the picture by its tag); a JPEG, which has
+    none, is written as the pixels are."""
+    from PIL import Image
+
+    photo, faces = crowd
+    rgba = Image.open(photo).convert("RGBA")
+    alpha = np.full((rgba.height, rgba.width), 255, np.uint8)
+    alpha[:, : rgba.width // 5] = 0  # the left fifth transparent
+    rgba.putalpha(Image.fromarray(alpha))
+    tag = Image.Exif()
+    tag[0x0112] = 3  # stored upside down
+    source = tmp_path / "cutout.png"
+    rgba.transpose(Image.Transpose.ROTATE_180).save(source, exif=tag.tobytes())
+    out = tmp_path / "blurred.png"
+    done = blurcast("run", str(source), "-o", str(out), "--no-facebank")
+    assert done.returncode == 0, done.stderr
+    written = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert written.shape == (rgba.height, rgba.width, 4)
+    assert (written[..., 3] == alpha).all(), "the alpha was not kept, upright"
+    before = cv2.imread(str(photo)).astype(np.int16)
+    diff = np.abs(written[..., :3].astype(np.int16) - before).max(axis=2)
+    big = faces[(faces[:, 2] - faces[:, 0]) >= 16].astype(int)
+    covered = [diff[y1:y2, x1:x2].mean() > 8 for x1, y1, x2, y2 in big]
+    assert sum(covered) >= 0.9 * len(big), f"{sum(covered)} of {len(big)} faces covered"
+    flat = tmp_path / "blurred.jpg"
+    assert blurcast("run", str(source), "-o", str(flat), "--no-facebank").returncode == 0
+    assert cv2.imread(str(flat), cv2.IMREAD_UNCHANGED).shape == (rgba.height, rgba.width, 3)

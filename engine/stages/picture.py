@@ -36,9 +36,10 @@ class PictureInfo:
     """What the picture's header says: its orientation tag (1: as stored), frames (an animation) and pages."""
 
     def __init__(self, orientation: int = 1, frames: int = 1, animated: bool = False, known: bool = False,
-                 kind: str = "") -> None:
+                 kind: str = "", alpha: bool = False) -> None:
         self.orientation, self.frames, self.animated, self.known = orientation, frames, animated, known
         self.kind = kind  # Pillow's name of the format: "JPEG", "TIFF"...
+        self.alpha = alpha  # it has transparency
 
 
 def picture_info(path: str | Path) -> PictureInfo:
@@ -48,8 +49,10 @@ def picture_info(path: str | Path) -> PictureInfo:
 
         with Image.open(path) as image:
             tag = image.getexif().get(ORIENTATION_TAG, 1)
+            alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
             return PictureInfo(tag if tag in _TURNS else 1, int(getattr(image, "n_frames", 1) or 1),
-                               bool(getattr(image, "is_animated", False)), known=True, kind=image.format or "")
+                               bool(getattr(image, "is_animated", False)), known=True, kind=image.format or "",
+                               alpha=alpha)
     except Exception:  # not a picture Pillow knows (or none at all): the decoders below decide
         return PictureInfo()
 
@@ -70,6 +73,24 @@ def read_upright(path: str | Path, stored: Callable[[], np.ndarray | None]) -> n
         what = "an animation" if info.animated else "a picture of several pages"
         log.warning("%s is %s of %d frames: only its first is anonymized and written", path, what, info.frames)
     return pixels
+
+
+def read_alpha(path: str | Path, size: tuple[int, int]) -> np.ndarray | None:
+    """A transparent picture's alpha, 8-bit, upright as `read_upright`'s pixels (`size`: their height, width); None
+    for a picture without one, or one that cannot be read so. Its output keeps it (ImageSink): written without it,
+    whatever lay under the transparent parts showed, and the picture no longer looked like its input."""
+    info = picture_info(path)
+    if not info.alpha:
+        return None
+    pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # with its alpha, as stored: not turned by OpenCV
+    if pixels is None or pixels.ndim != 3 or pixels.shape[2] != 4:
+        return None
+    alpha = pixels[..., 3]
+    if alpha.dtype != np.uint8:  # 16-bit
+        alpha = (alpha >> 8).astype(np.uint8)
+    if info.orientation != 1:
+        alpha = _TURNS[info.orientation](alpha)
+    return np.ascontiguousarray(alpha) if alpha.shape == tuple(size) else None
 
 
 def unreadable_why(path: str | Path) -> str:

@@ -490,6 +490,9 @@ def _vcam_fix() -> str:
     return "Install OBS Studio and start its Virtual Camera once (Tools -> Start Virtual Camera), then stop it."
 
 
+ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")  # picture types OpenCV writes with an alpha channel
+
+
 class ImageSink:
     """A photo in, a photo out: the anonymized frame written as a picture when the sink closes, through a temporary
     file renamed into place, so that a failed or killed run never leaves a half-written picture (nor replaces the
@@ -497,8 +500,11 @@ class ImageSink:
 
     name = "image"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, alpha: np.ndarray | None = None) -> None:
         self.path = Path(path)  # checked by `check_output_path` against its source (engine/service.py, open_sink)
+        # A transparent picture's alpha (engine/stages/picture.py), kept where the output's type holds one: without
+        # it what lay under the transparent parts showed. A JPEG has none: written as the pixels are.
+        self._alpha = alpha if self.path.suffix.lower() in ALPHA_SUFFIXES else None
         if not is_image_path(self.path):
             raise SinkError(f"cannot write a picture to {self.path}: use one of {', '.join(IMAGE_SUFFIXES)}")
         self.segments = [self.path]  # what the run wrote, as `FileSink` lists it
@@ -518,6 +524,8 @@ class ImageSink:
         if self._image is None:
             return
         image, self._image = self._image, None
+        if self._alpha is not None and self._alpha.shape == image.shape[:2] and image.ndim == 3:
+            image = np.dstack([image, self._alpha])
         try:  # beside the picture (the rename stays on one file system), its suffix choosing the codec
             handle, name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent)
             os.close(handle)

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from engine.media import is_image_path
-from engine.stages.picture import read_upright, unreadable_why
+from engine.stages.picture import read_alpha, read_upright, unreadable_why
 
 if TYPE_CHECKING:  # the sources package imports this module
     from engine.stages.sources.audio import AudioTap
@@ -123,6 +123,8 @@ STILL_FPS = 25.0  # a picture's rate as FFmpeg's image reader states it (a still
 class VideoSource:
     """`read()` returns the next BGR frame, or None at the end of a file (or when a camera is gone)."""
 
+    alpha: np.ndarray | None = None  # a transparent picture's alpha, upright: its output keeps it (ImageSink)
+
     def __init__(self, spec: str, loop: bool = False) -> None:
         self.spec = str(spec)
         self.kind = classify(self.spec)
@@ -174,6 +176,7 @@ class VideoSource:
         if picture is None:
             raise SourceError(f"cannot read picture {self.spec}: {unreadable_why(self.spec)}")
         self._first, self._first_time = picture, 0.0
+        self.alpha = read_alpha(self.spec, picture.shape[:2])
         return cv2.VideoCapture()
 
     def _open_hint(self) -> str:

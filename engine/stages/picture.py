@@ -11,6 +11,7 @@ from the header alone.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,7 +48,10 @@ def picture_info(path: str | Path) -> PictureInfo:
     try:
         from PIL import Image
 
-        with Image.open(path) as image:
+        with warnings.catch_warnings():  # a picture over Pillow's pixel limit: its header is all that is read
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
             tag = image.getexif().get(ORIENTATION_TAG, 1)
             alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
             return PictureInfo(tag if tag in _TURNS else 1, int(getattr(image, "n_frames", 1) or 1),

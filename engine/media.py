@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 # A photo in, a photo out (`ImageSink`): what OpenCV encodes from its own codecs in every wheel.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".avif")
+# Photos no decoder here reads (an iPhone's default type): refused, saying so, not as "not a video"
+UNREAD_PHOTO_SUFFIXES = (".heic", ".heif")
 # Videos a folder given to `blurcast run` contributes: the containers FFmpeg reads everywhere.
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".ts", ".mts", ".flv", ".wmv", ".mpg",
                   ".mpeg")
@@ -14,3 +16,12 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".ts"
 
 def is_image_path(path: str | Path | None) -> bool:
     return path is not None and Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def unread_photo_hint(path: str | Path | None) -> str | None:
+    """Why a photo of a type Blurcast cannot read is refused, and what to do; None for any other path."""
+    if path is None or Path(path).suffix.lower() not in UNREAD_PHOTO_SUFFIXES:
+        return None
+    return (f"{Path(path).name} is a HEIC/HEIF photo, which Blurcast cannot read (no decoder for it here): convert it "
+            "to JPEG first (on the phone: share it as JPEG or set Camera > Formats > Most Compatible; on Debian: "
+            "`heif-convert IN.heic OUT.jpg` from libheif-examples)")

@@ -324,3 +324,17 @@ def test_a_transparent_picture_keeps_its_transparency(tmp_path, crowd):
     flat = tmp_path / "blurred.jpg"
     assert blurcast("run", str(source), "-o", str(flat), "--no-facebank").returncode == 0
     assert cv2.imread(str(flat), cv2.IMREAD_UNCHANGED).shape == (rgba.height, rgba.width, 3)
+
+
+def test_a_heic_photo_is_refused_saying_what_to_do(tmp_path, crowd):
+    """An iPhone's photos are HEIC by default, which no decoder here reads: refused before the models load, saying
+    so and how to convert it (it had been called "not a photo" and told to record a video)."""
+    photo, _ = crowd
+    heic = tmp_path / "IMG_0001.HEIC"
+    heic.write_bytes(photo.read_bytes())  # the suffix decides; its content is never decoded
+    for out in ("blurred.jpg", "blurred.mp4"):
+        done = blurcast("run", str(heic), "-o", str(tmp_path / out), "--no-facebank", timeout=60)
+        assert done.returncode == 2, done.stderr
+        said = " ".join(done.stderr.split())
+        assert "HEIC/HEIF photo, which Blurcast cannot read" in said and "convert it to JPEG" in said, said
+        assert not (tmp_path / out).exists()

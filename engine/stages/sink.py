@@ -24,7 +24,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from engine.media import IMAGE_SUFFIXES, is_image_path
+from engine.media import IMAGE_SUFFIXES, is_image_path, unread_photo_hint
 from engine.stages.anonymize import SafeFrame
 from engine.stages.sources.audio import CHANNELS as SOUND_CHANNELS
 from engine.stages.sources.audio import RATE as SOUND_RATE
@@ -121,6 +121,8 @@ def check_output_path(path: Path, input_path: str | None = None) -> None:
     """Refuse, before any frame, an output that could not become a playable video (or, for a photo, a picture)."""
     if path.is_dir():
         raise SinkError(f"cannot record to {path}: it is a folder; give a file name inside it, e.g. {path / 'out.mp4'}")
+    if (hint := unread_photo_hint(input_path)) is not None:
+        raise SinkError(f"cannot anonymize {input_path}: {hint}")
     if is_image_path(path) and not is_image_path(input_path):
         raise SinkError(f"cannot record to {path}: a picture holds one frame, and {input_path or 'the source'} is not "
                         f"a photo ({', '.join(IMAGE_SUFFIXES)}); record it to one of {', '.join(CRASH_SAFE_MUXING)}")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from engine.media import is_image_path
+from engine.media import is_image_path, unread_photo_hint
 from engine.stages.picture import read_alpha, read_upright, unreadable_why
 
 if TYPE_CHECKING:  # the sources package imports this module
@@ -187,6 +187,8 @@ class VideoSource:
             )
         if self.kind == "url":
             return f"cannot open stream {self.spec}: check the URL and that the stream is live"
+        if (hint := unread_photo_hint(self.spec)) is not None:
+            return f"cannot read {self.spec}: {hint}"
         if is_image_path(self.spec):
             return f"cannot read picture {self.spec}: not a picture, or corrupt"
         return f"cannot read video {self.spec}: not a video, or corrupt"

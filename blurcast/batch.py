@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.markup import escape
 
 from blurcast.cli import console
-from engine.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_image_path
+from engine.media import IMAGE_SUFFIXES, UNREAD_PHOTO_SUFFIXES, VIDEO_SUFFIXES, is_image_path, unread_photo_hint
 from engine.stages.sink import CRASH_SAFE_MUXING, SinkError
 from engine.stages.source import SourceError, classify
 
@@ -26,12 +26,14 @@ def is_folder_output(output: str | None) -> bool:
     return output is not None and (Path(output).is_dir() or output.endswith((os.sep, "/")))
 
 
-def expand(inputs: Iterable[str]) -> tuple[list[Path], list[str]]:
+def expand(inputs: Iterable[str]) -> tuple[list[Path], list[str], list[Path]]:
     """The files to anonymize, each once: each file as given, a folder's photos and videos by name (not its
     subfolders, nor hidden files such as macOS's `._` copies); and what of the folders was passed over, said so
-    (a photo left in a subfolder, or in a type Blurcast does not read, is not anonymized)."""
+    (a photo left in a subfolder, or in a type Blurcast does not read, is not anonymized); and its photos of a type
+    no decoder here reads (HEIC), which fail the run."""
     files: list[Path] = []
     passed_over: list[str] = []
+    unread: list[Path] = []  # photos of a type no decoder here reads (HEIC): not anonymized, and the run says so
     for given in inputs:
         path = Path(given)
         if path.is_dir():
@@ -42,6 +44,7 @@ def expand(inputs: Iterable[str]) -> tuple[list[Path], list[str]]:
                 raise ValueError(f"{path} holds no photo ({', '.join(IMAGE_SUFFIXES)}) or video "
                                  f"({', '.join(VIDEO_SUFFIXES)})")
             passed_over += _passed_over(children, entries, found)
+            unread += [p for p in entries if p.suffix.lower() in UNREAD_PHOTO_SUFFIXES]
             files += found
         elif classify(given) != "file" or (path.exists() and not path.is_file()):
             raise ValueError(f"{given} is not a photo or video file: cameras and URLs run on their own "
@@ -51,13 +54,14 @@ def expand(inputs: Iterable[str]) -> tuple[list[Path], list[str]]:
         else:
             files.append(path)
     unique = {_key(p): p for p in reversed(files)}  # the first mention of each file, in order
-    return [p for p in files if unique[_key(p)] is p], passed_over
+    return [p for p in files if unique[_key(p)] is p], passed_over, unread
 
 
 def _passed_over(children: list[Path], entries: list[Path], found: list[Path]) -> list[str]:
     """One line for each kind of thing in a folder that is not anonymized, naming a few of them."""
     kinds = [
-        ("file(s) that are neither photos nor videos", [p.name for p in entries if p not in found]),
+        ("file(s) that are neither photos nor videos", [p.name for p in entries if p not in found
+                                                        and p.suffix.lower() not in UNREAD_PHOTO_SUFFIXES]),
         ("subfolder(s), not searched (give them as inputs)", [f"{p.name}/" for p in children if p.is_dir()]),
         ("hidden file(s)", [p.name for p in children if p.is_file() and p.name.startswith(".")
                             and not p.name.startswith("._")]),  # macOS's `._` copies: nobody's photos
@@ -84,7 +88,7 @@ def output_for(source: Path, folder: Path, taken: set[str]) -> Path:
     return out
 
 
-def plan(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], list[str]]:
+def plan(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], list[str], list[Path]]:
     """(input, output) pairs and the files passed over; refuses, before anything is written, a plan that would
     write over one of its own inputs."""
     if args.vcam or args.preview or args.out or args.live:
@@ -97,14 +101,14 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], list[str]]:
         raise ValueError(f"-o {folder} is a file; several inputs, or a folder, need a folder to write into")
     if not folder.exists() and folder.suffix.lower() in IMAGE_SUFFIXES + tuple(CRASH_SAFE_MUXING):
         raise ValueError(f"-o {folder} looks like a file name, but several inputs need a folder to write into")
-    sources, passed_over = expand(args.input)
+    sources, passed_over, unread = expand(args.input)
     taken: set[str] = set()
     pairs = [(source, output_for(source, folder, taken)) for source in sources]
     inputs = {_key(source) for source in sources}
     clash = next((out for _, out in pairs if _key(out) in inputs), None)
     if clash is not None:
         raise ValueError(f"{clash} is one of the inputs and would be overwritten: write into another folder")
-    return pairs, passed_over
+    return pairs, passed_over, unread
 
 
 def make_folder(folder: Path) -> None:
@@ -119,12 +123,14 @@ def make_folder(folder: Path) -> None:
 def run_all(args: argparse.Namespace, run_one: Callable[[argparse.Namespace], int]) -> int:
     """Each input through `run_one` (the single-input `run`) into the folder `args.output`. Errors of one input
     (it cannot be read, or written) are reported and the next goes on; any other error stops the batch."""
-    pairs, passed_over = plan(args)
+    pairs, passed_over, unread = plan(args)
     folder = Path(args.output)
     make_folder(folder)
     for line in passed_over:
         console.print(f"passed over {escape(line)}", soft_wrap=True)
-    failed: list[Path] = []
+    failed: list[Path] = list(unread)
+    for photo in unread:
+        console.print(f"[bold red]error:[/] {escape(unread_photo_hint(photo) or str(photo))}", soft_wrap=True)
     done = 0
     for n, (source, out) in enumerate(pairs, 1):
         console.print(f"[bold][{n}/{len(pairs)}][/] {escape(str(source))} -> {escape(str(out))}")
@@ -143,6 +149,6 @@ def run_all(args: argparse.Namespace, run_one: Callable[[argparse.Namespace], in
             failed.append(source)
         else:
             done += 1
-    console.print(f"{done} of {len(pairs)} anonymized into {escape(str(folder))}"
+    console.print(f"{done} of {len(pairs) + len(unread)} anonymized into {escape(str(folder))}"
                   + (f"; failed: {escape(', '.join(str(p) for p in failed))}" if failed else ""), soft_wrap=True)
     return 1 if failed else 0

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from engine.media import is_image_path
+from engine.stages.picture import read_picture
 
 VISIBLE_AT = 0.5
 MIN_SIZE = 10
@@ -73,9 +74,9 @@ def grey_frames(path: str | Path) -> Iterator[np.ndarray]:
     """Each frame in grey, as a viewer sees it: a photo turned by its EXIF orientation (as the engine reads it;
     FFmpeg's image reader ignores the tag), a video by its rotation (OpenCV turns it)."""
     if is_image_path(path):
-        picture = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        picture = read_picture(path)  # upright as the engine reads it (engine/stages/picture.py)
         if picture is not None:
-            yield picture
+            yield cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)
             return
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():

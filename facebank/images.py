@@ -97,7 +97,7 @@ def _webp_header(head: bytes) -> ImageHeader:
 
 def _unknown_format_message(head: bytes) -> str:
     if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftyphevc"):
-        return "this is an iPhone HEIC photo, which cannot be read here; please export it as JPEG"
+        return "this is a HEIC/HEIF photo (an iPhone's), which cannot be read here; please export it as JPEG"
     if head.startswith(b"GIF8"):
         return f"GIF images are not supported; please use a {SUPPORTED} photo"
     if not head:

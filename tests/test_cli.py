@@ -54,7 +54,7 @@ def test_a_folder_and_more_files_go_into_one_folder_each_under_its_own_name(tmp_
     """`run FOLDER FILE -o OUT/`: every photo written, faces blurred, with the umask's mode (027 here: 0640, not the
     temporary file's 0600); a file that is no picture is reported and the rest go on, the exit status says one
     failed; two inputs of one name do not overwrite each other; other files and subfolders are passed over, and
-    named (a phone's .heic photo left in the folder is not anonymized: the user must know)."""
+    named; a phone's .heic photo in the folder, which cannot be read, fails the run with how to convert it."""
     import json
 
     import cv2
@@ -77,9 +77,10 @@ def test_a_folder_and_more_files_go_into_one_folder_each_under_its_own_name(tmp_
                            "-o", str(out), "--no-facebank"], capture_output=True, text=True, timeout=240,
                           preexec_fn=_umask_027)
     assert done.returncode == 1, done.stderr
-    assert "cannot read picture" in done.stderr and "2 of 3 anonymized" in done.stderr
     said = " ".join(done.stderr.split())
-    assert "passed over 2 file(s) that are neither photos nor videos: IMG_0001.heic, readme.txt" in said, said
+    assert "cannot read picture" in said and "2 of 4 anonymized" in said, said
+    assert "passed over 1 file(s) that are neither photos nor videos: readme.txt" in said, said
+    assert "IMG_0001.heic is a HEIC/HEIF photo, which Blurcast cannot read" in said  # a failure: exit 1
     assert "1 subfolder(s), not searched (give them as inputs): trip/" in said
     assert "hidden" not in said  # macOS's `._` copies are nobody's photos
     assert sorted(p.name for p in out.iterdir()) == ["group [1]-1.jpg", "group [1].jpg"]

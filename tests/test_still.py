@@ -88,9 +88,10 @@ def test_a_phone_photo_stored_sideways_is_anonymized_upright(tmp_path, crowd):
 
 
 @pytest.mark.parametrize("tag", [2, 3, 4, 5, 6, 7, 8])
-def test_every_exif_orientation_of_a_photo_and_a_tiff_is_read_upright(tmp_path, crowd, tag):
-    """The other orientation tags (mirrored, upside down, turned the other way), in a JPEG and in a TIFF (OpenCV 5's
-    imread fails on a TIFF tagged 5-8: the pixels as stored are turned here by the tag)."""
+def test_every_orientation_tag_of_every_picture_type_is_read_upright(tmp_path, crowd, tag):
+    """Every orientation tag (mirrored, upside down, turned either way) in every type a phone or a scanner writes one
+    in: OpenCV 5's imread turns JPEG, PNG and WebP itself, fails on a TIFF tagged 5-8 and never turns an AVIF (its
+    own rotation boxes): there the pixels as stored are turned here by the tag Pillow reads."""
     from PIL import Image
 
     from engine.stages.source import VideoSource
@@ -102,16 +103,17 @@ def test_every_exif_orientation_of_a_photo_and_a_tiff_is_read_upright(tmp_path, 
               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
               8: Image.Transpose.ROTATE_270}[tag]
     original = cv2.imread(str(photo)).astype(np.int16)
-    for name in ("phone.jpg", "scan.tif"):
+    options = {"jpg": {"quality": 95}, "tif": {}, "png": {}, "webp": {"lossless": True}, "avif": {"quality": 95}}
+    for name in ("phone.jpg", "scan.tif", "shot.png", "shot.webp", "phone.avif"):
         path = tmp_path / name
         exif = Image.Exif()
         exif[0x0112] = tag
-        upright.transpose(stored).save(path, exif=exif.tobytes(), **({"quality": 95} if name.endswith("jpg") else {}))
+        upright.transpose(stored).save(path, exif=exif.tobytes(), **options[name.rsplit(".", 1)[1]])
         source = VideoSource(str(path))
         frame = source.read()
         source.close()
         assert frame.shape == original.shape, (name, frame.shape)
-        assert np.abs(frame.astype(np.int16) - original).mean() < 4, f"{name} tagged {tag} not read upright"
+        assert np.abs(frame.astype(np.int16) - original).mean() < 6, f"{name} tagged {tag} not read upright"
 
 
 def test_a_video_is_not_written_as_a_picture(tmp_path, dev_clip):

@@ -1,11 +1,12 @@
-"""A photo as a viewer sees it: turned by its EXIF orientation, and what of it is not read said aloud.
+"""A photo as a viewer sees it: turned by its orientation tag, with its transparency, and what of it is not read said.
 
-A phone's portrait photo is often stored sideways with an orientation tag. FFmpeg's image reader (behind
+A phone's portrait photo is often stored sideways with an EXIF orientation tag. FFmpeg's image reader (behind
 cv2.VideoCapture) ignores the tag: the faces then lay on their side, where the detector misses most of them (WIDER
 Parade stored so: 117 of 134 faces left visible, against 2 upright), and the output, written without the tag, showed
-the picture turned. OpenCV's `imread` turns most pictures itself, but fails on a TIFF tagged 5-8 (OpenCV 5.0:
-"Internal imread issue"): there the pixels as stored (FFmpeg's reader) are turned here by the tag, which Pillow reads
-from the header alone.
+the picture turned. Pillow reads the tag from the header alone (an AVIF's rotation and mirroring too), and is the one
+authority on it here. OpenCV 5's `imread` turns JPEG, PNG, WebP and TIFF 2-4 itself, fails on a TIFF tagged 5-8
+("Internal imread issue") and never turns an AVIF: where it does not, the pixels as stored are turned here; and a
+quarter turn that did not happen (another OpenCV, another type) is caught by the picture's shape.
 """
 
 from __future__ import annotations
@@ -31,34 +32,64 @@ _TURNS: dict[int, Callable[[np.ndarray], np.ndarray]] = {
     7: lambda a: cv2.rotate(cv2.transpose(a), cv2.ROTATE_180),
     8: lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE),
 }
+QUARTER_TURNS = (5, 6, 7, 8)  # the tags whose picture is the stored one's height wide
+# Pillow's format names whose tag OpenCV's imread applies itself (measured on opencv-python 5.0.0.93; TIFF only 2-4)
+OPENCV_TURNS = ("JPEG", "MPO", "PNG", "WEBP", "TIFF")
 
 
 class PictureInfo:
-    """What the picture's header says: its orientation tag (1: as stored), frames (an animation) and pages."""
+    """What the picture's header says: its orientation tag (1: as stored), stored size, frames and transparency."""
 
     def __init__(self, orientation: int = 1, frames: int = 1, animated: bool = False, known: bool = False,
-                 kind: str = "", alpha: bool = False) -> None:
+                 kind: str = "", alpha: bool = False, stored: tuple[int, int] = (0, 0)) -> None:
         self.orientation, self.frames, self.animated, self.known = orientation, frames, animated, known
         self.kind = kind  # Pillow's name of the format: "JPEG", "TIFF"...
         self.alpha = alpha  # it has transparency
+        self.stored = stored  # (height, width) as Pillow states it: as stored (a TIFF's: turned, in Pillow 13)
+
+    def upright_shape(self) -> tuple[int, int]:
+        height, width = self.stored
+        return (width, height) if self.orientation in QUARTER_TURNS else (height, width)
+
+
+def _open(path: str | Path):
+    """Pillow's lazy image (the header only), whatever its pixel count: Blurcast's own limits apply later."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = None  # a picture over Pillow's limit (a decompression-bomb guard) still has a header
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def picture_info(path: str | Path) -> PictureInfo:
     """The header read by Pillow, lazily (no pixels decoded); an unknown picture: `known` False."""
     try:
-        from PIL import Image
-
-        with warnings.catch_warnings():  # a picture over Pillow's pixel limit: its header is all that is read
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
-        with image:
+        with _open(path) as image:
             tag = image.getexif().get(ORIENTATION_TAG, 1)
             alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
             return PictureInfo(tag if tag in _TURNS else 1, int(getattr(image, "n_frames", 1) or 1),
                                bool(getattr(image, "is_animated", False)), known=True, kind=image.format or "",
-                               alpha=alpha)
+                               alpha=alpha, stored=(image.height, image.width))
     except Exception:  # not a picture Pillow knows (or none at all): the decoders below decide
         return PictureInfo()
+
+
+def read_picture(path: str | Path) -> np.ndarray | None:
+    """`read_upright` with FFmpeg's reader (cv2.VideoCapture) as the decoder of last resort."""
+    return read_upright(path, lambda: stored_frame(path))
+
+
+def stored_frame(path: str | Path) -> np.ndarray | None:
+    """The picture's first frame as FFmpeg's image reader gives it: as stored, its tag ignored."""
+    cap = cv2.VideoCapture(str(path))
+    ok, frame = cap.read() if cap.isOpened() else (False, None)
+    cap.release()
+    return frame if ok else None
 
 
 def read_upright(path: str | Path, stored: Callable[[], np.ndarray | None]) -> np.ndarray | None:
@@ -66,35 +97,61 @@ def read_upright(path: str | Path, stored: Callable[[], np.ndarray | None]) -> n
     that reads the pixels as stored: the caller's VideoCapture) can read it. Its later frames or pages are named in
     a warning: only the first is anonymized, and the output holds only that."""
     info = picture_info(path)
-    # turned by OpenCV where it reads the tag itself; not tried where it is known to fail (and print an error)
-    failing = info.kind == "TIFF" and info.orientation >= 5
-    pixels = None if failing else cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if pixels is None:
-        pixels = stored()  # as stored: turned here by the tag Pillow read
-        if pixels is not None and info.orientation != 1:
-            pixels = _TURNS[info.orientation](pixels)
+    pixels = _decoded(path, info, stored)
     if pixels is not None and info.frames > 1:
         what = "an animation" if info.animated else "a picture of several pages"
         log.warning("%s is %s of %d frames: only its first is anonymized and written", path, what, info.frames)
     return pixels
 
 
+def _decoded(path: str | Path, info: PictureInfo, stored: Callable[[], np.ndarray | None]) -> np.ndarray | None:
+    if not info.known:  # Pillow cannot read its header: OpenCV's own reading of a tag, where it has one
+        pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        return pixels if pixels is not None else stored()
+    turned_by_opencv = info.kind in OPENCV_TURNS and not (info.kind == "TIFF" and info.orientation in QUARTER_TURNS)
+    flags = cv2.IMREAD_COLOR if turned_by_opencv else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    # not tried where it is known to fail (and to print an error): a TIFF tagged 5-8
+    pixels = cv2.imread(str(path), flags) if turned_by_opencv or info.kind != "TIFF" else None
+    if pixels is None:
+        pixels, turned_by_opencv = stored(), False  # FFmpeg's reader: as stored
+    if pixels is None:
+        return None
+    if not turned_by_opencv and info.orientation != 1:
+        pixels = _TURNS[info.orientation](pixels)
+    if (turned_by_opencv and info.orientation in QUARTER_TURNS
+            and pixels.shape[:2] == info.stored != info.upright_shape()):
+        pixels = _TURNS[info.orientation](pixels)  # a quarter turn OpenCV was expected to make and did not
+    return pixels
+
+
 def read_alpha(path: str | Path, size: tuple[int, int]) -> np.ndarray | None:
     """A transparent picture's alpha, 8-bit, upright as `read_upright`'s pixels (`size`: their height, width); None
-    for a picture without one, or one that cannot be read so. Its output keeps it (ImageSink): written without it,
-    whatever lay under the transparent parts showed, and the picture no longer looked like its input."""
+    for a picture without one. Its output keeps it (ImageSink): written without it, whatever lay under the
+    transparent parts showed, and the picture no longer looked like its input. Read by Pillow, turned by the same
+    tag (OpenCV turns a TIFF's alpha itself, and an AVIF's never): the same for every type."""
     info = picture_info(path)
     if not info.alpha:
         return None
-    pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # with its alpha, as stored: not turned by OpenCV
-    if pixels is None or pixels.ndim != 3 or pixels.shape[2] != 4:
+    try:
+        from PIL import ImageOps
+
+        if info.kind == "TIFF" and info.orientation in QUARTER_TURNS:
+            raise ValueError("a TIFF tagged 5-8 with an alpha channel: no reader here gives its alpha upright")
+        with _open(path) as image:
+            if info.kind == "TIFF":  # Pillow 13 turns a TIFF tagged 2-4 as it loads it
+                image.load()
+                alpha = np.asarray(image.convert("RGBA").getchannel("A"), np.uint8)
+            else:
+                upright = ImageOps.exif_transpose(image)  # the tag read off the image as opened, not off a copy
+                alpha = np.asarray(upright.convert("RGBA").getchannel("A"), np.uint8)
+    except Exception as exc:  # damaged past its first picture: the pixels were read, the transparency is not kept
+        log.warning("%s: its transparency could not be read (%s); the output is written without it", path, exc)
         return None
-    alpha = pixels[..., 3]
-    if alpha.dtype != np.uint8:  # 16-bit
-        alpha = (alpha >> 8).astype(np.uint8)
-    if info.orientation != 1:
-        alpha = _TURNS[info.orientation](alpha)
-    return np.ascontiguousarray(alpha) if alpha.shape == tuple(size) else None
+    if alpha.shape != tuple(size):
+        log.warning("%s: its transparency (%dx%d) does not fit its picture (%dx%d); the output is written without it",
+                    path, alpha.shape[1], alpha.shape[0], size[1], size[0])
+        return None
+    return np.ascontiguousarray(alpha)
 
 
 def unreadable_why(path: str | Path) -> str:

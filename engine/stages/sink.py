@@ -492,7 +492,7 @@ def _vcam_fix() -> str:
     return "Install OBS Studio and start its Virtual Camera once (Tools -> Start Virtual Camera), then stop it."
 
 
-ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")  # picture types OpenCV writes with an alpha channel
+ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff", ".avif")  # picture types OpenCV writes with an alpha channel
 
 
 class ImageSink:

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from engine.media import is_image_path, unread_photo_hint
-from engine.stages.picture import read_alpha, read_upright, unreadable_why
+from engine.stages.picture import read_alpha, read_picture, unreadable_why
 
 if TYPE_CHECKING:  # the sources package imports this module
     from engine.stages.sources.audio import AudioTap
@@ -166,13 +166,7 @@ class VideoSource:
     def _open_picture(self) -> cv2.VideoCapture:
         """A photo, upright by its EXIF orientation (engine/stages/picture.py); OpenCV's video reader only where
         `imread` cannot read it. Returns a capture with nothing more to read: its one frame is `_first`."""
-        def stored() -> np.ndarray | None:
-            cap = cv2.VideoCapture(self.spec)
-            ok, frame = cap.read() if cap.isOpened() else (False, None)
-            cap.release()
-            return frame if ok else None
-
-        picture = read_upright(self.spec, stored)
+        picture = read_picture(self.spec)
         if picture is None:
             raise SourceError(f"cannot read picture {self.spec}: {unreadable_why(self.spec)}")
         self._first, self._first_time = picture, 0.0

@@ -40,11 +40,14 @@ def expand(inputs: Iterable[str]) -> tuple[list[Path], list[str], list[Path]]:
             children = sorted(path.iterdir())
             entries = [p for p in children if p.is_file() and not p.name.startswith(".")]
             found = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES]
+            heic = [p for p in entries if p.suffix.lower() in UNREAD_PHOTO_SUFFIXES]
+            if not found and heic:  # a phone's export: say what to do, not only what is missing
+                raise ValueError(f"{path} holds no photo Blurcast reads: {unread_photo_hint(heic[0])}")
             if not found:
                 raise ValueError(f"{path} holds no photo ({', '.join(IMAGE_SUFFIXES)}) or video "
                                  f"({', '.join(VIDEO_SUFFIXES)})")
             passed_over += _passed_over(children, entries, found)
-            unread += [p for p in entries if p.suffix.lower() in UNREAD_PHOTO_SUFFIXES]
+            unread += heic
             files += found
         elif classify(given) != "file" or (path.exists() and not path.is_file()):
             raise ValueError(f"{given} is not a photo or video file: cameras and URLs run on their own "
@@ -54,6 +57,8 @@ def expand(inputs: Iterable[str]) -> tuple[list[Path], list[str], list[Path]]:
         else:
             files.append(path)
     unique = {_key(p): p for p in reversed(files)}  # the first mention of each file, in order
+    given = {_key(p) for p in files}  # one also given on its own fails there, once
+    unread = [p for p in {_key(p): p for p in unread}.values() if _key(p) not in given]  # each photo once
     return [p for p in files if unique[_key(p)] is p], passed_over, unread
 
 

@@ -93,6 +93,17 @@ def test_a_folder_and_more_files_go_into_one_folder_each_under_its_own_name(tmp_
         assert written.stat().st_mode & 0o777 == 0o640
 
 
+def test_a_folder_of_heic_photos_says_how_to_convert_them(tmp_path):
+    """An iPhone's export is a folder of HEIC photos: refused before anything runs, saying what to do."""
+    folder = tmp_path / "export"
+    folder.mkdir()
+    for n in (1, 2):
+        (folder / f"IMG_000{n}.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    done = blurcast("run", str(folder), "-o", str(tmp_path / "out"), "--no-facebank")
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2 and "holds no photo Blurcast reads" in said and "convert it to JPEG" in said, said
+
+
 def test_no_output_may_land_on_a_later_input(tmp_path, data_dir):
     """`run a/x.jpg out/x.jpg -o out`: the first output would overwrite the second input before it is read; refused
     before anything is written, both originals kept."""

@@ -340,3 +340,26 @@ def test_a_heic_photo_is_refused_saying_what_to_do(tmp_path, crowd):
         said = " ".join(done.stderr.split())
         assert "HEIC/HEIF photo, which Blurcast cannot read" in said and "convert it to JPEG" in said, said
         assert not (tmp_path / out).exists()
+
+
+def test_a_pictures_header_is_read_without_decoding_it(tmp_path, crowd, monkeypatch):
+    """The orientation, frames and transparency come from the header alone: a PNG's `getexif()` decoded the whole
+    picture (137 ms for 12 MP) with Pillow's pixel limit turned off, so a small file of huge dimensions could exhaust
+    the memory before any of Blurcast's refusals."""
+    from PIL import Image, ImageFile
+
+    from engine.stages.picture import picture_info
+
+    photo, _ = crowd
+    plain, tagged = tmp_path / "plain.png", tmp_path / "tagged.png"
+    Image.open(photo).save(plain)
+    tag = Image.Exif()
+    tag[0x0112] = 6
+    Image.open(photo).save(tagged, exif=tag.tobytes())
+
+    def no_decoding(self):
+        raise AssertionError("the pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    assert picture_info(plain).orientation == 1 and picture_info(plain).known
+    assert picture_info(tagged).orientation == 6

@@ -96,9 +96,9 @@ def _orientation(image) -> int:
     return image.getexif().get(ORIENTATION_TAG, 1)
 
 
-def read_picture(path: str | Path) -> np.ndarray | None:
+def read_picture(path: str | Path, info: PictureInfo | None = None) -> np.ndarray | None:
     """`read_upright` with FFmpeg's reader (cv2.VideoCapture) as the decoder of last resort."""
-    return read_upright(path, lambda: stored_frame(path))
+    return read_upright(path, lambda: stored_frame(path), info)
 
 
 def stored_frame(path: str | Path) -> np.ndarray | None:
@@ -109,11 +109,12 @@ def stored_frame(path: str | Path) -> np.ndarray | None:
     return frame if ok else None
 
 
-def read_upright(path: str | Path, stored: Callable[[], np.ndarray | None]) -> np.ndarray | None:
+def read_upright(path: str | Path, stored: Callable[[], np.ndarray | None],
+                 info: PictureInfo | None = None) -> np.ndarray | None:
     """The picture's pixels as a viewer sees them, 8-bit BGR; None where neither `imread` nor `stored` (a decoder
     that reads the pixels as stored: the caller's VideoCapture) can read it. Its later frames or pages are named in
-    a warning: only the first is anonymized, and the output holds only that."""
-    info = picture_info(path)
+    a warning: only the first is anonymized, and the output holds only that. `info`: its header, where already read."""
+    info = info or picture_info(path)
     pixels = _decoded(path, info, stored)
     if pixels is not None and info.frames > 1:
         what = "an animation" if info.animated else "a picture of several pages"
@@ -141,20 +142,20 @@ def _decoded(path: str | Path, info: PictureInfo, stored: Callable[[], np.ndarra
     return pixels
 
 
-def read_alpha(path: str | Path, size: tuple[int, int]) -> np.ndarray | None:
+def read_alpha(path: str | Path, size: tuple[int, int], info: PictureInfo | None = None) -> np.ndarray | None:
     """A transparent picture's alpha, 8-bit, upright as `read_upright`'s pixels (`size`: their height, width); None
     for a picture without one. Its output keeps it (ImageSink): written without it, whatever lay under the
     transparent parts showed, and the picture no longer looked like its input. Read by Pillow, turned by the same
     tag (OpenCV turns a TIFF's alpha itself, and an AVIF's never): the same for every type."""
-    info = picture_info(path)
+    info = info or picture_info(path)
     if not info.alpha:
         return None
+    if info.kind == "TIFF" and info.orientation in QUARTER_TURNS:
+        log.warning("%s: a TIFF tagged %d with an alpha channel: no reader here gives its alpha upright; the output is "
+                    "written without it", path, info.orientation)
+        return None
     try:
-        from PIL import ImageOps
-
-        if info.kind == "TIFF" and info.orientation in QUARTER_TURNS:
-            raise ValueError("a TIFF tagged 5-8 with an alpha channel: no reader here gives its alpha upright")
-        from PIL import Image
+        from PIL import Image, ImageOps
 
         with Image.open(path) as image:  # decoded: within Pillow's pixel limit (a decompression-bomb guard)
             if info.kind == "TIFF":  # Pillow 13 turns a TIFF tagged 2-4 as it loads it
@@ -173,9 +174,9 @@ def read_alpha(path: str | Path, size: tuple[int, int]) -> np.ndarray | None:
     return np.ascontiguousarray(alpha)
 
 
-def unreadable_why(path: str | Path) -> str:
+def unreadable_why(path: str | Path, info: PictureInfo | None = None) -> str:
     """Why a picture no decoder read may still be a valid file: said in the refusal."""
-    info = picture_info(path)
+    info = info or picture_info(path)
     if info.known and info.animated:
         return f"an animated picture ({info.frames} frames) is not read: make it a video first (ffmpeg -i IN OUT.mp4)"
     return "not a picture, or corrupt"

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from engine.media import is_image_path, unread_photo_hint
-from engine.stages.picture import read_alpha, read_picture, unreadable_why
+from engine.stages.picture import picture_info, read_alpha, read_picture, unreadable_why
 
 if TYPE_CHECKING:  # the sources package imports this module
     from engine.stages.sources.audio import AudioTap
@@ -166,11 +166,12 @@ class VideoSource:
     def _open_picture(self) -> cv2.VideoCapture:
         """A photo, upright by its EXIF orientation (engine/stages/picture.py); OpenCV's video reader only where
         `imread` cannot read it. Returns a capture with nothing more to read: its one frame is `_first`."""
-        picture = read_picture(self.spec)
+        info = picture_info(self.spec)  # its header, once
+        picture = read_picture(self.spec, info)
         if picture is None:
-            raise SourceError(f"cannot read picture {self.spec}: {unreadable_why(self.spec)}")
+            raise SourceError(f"cannot read picture {self.spec}: {unreadable_why(self.spec, info)}")
         self._first, self._first_time = picture, 0.0
-        self.alpha = read_alpha(self.spec, picture.shape[:2])
+        self.alpha = read_alpha(self.spec, picture.shape[:2], info)
         return cv2.VideoCapture()
 
     def _open_hint(self) -> str:

@@ -538,11 +538,14 @@ def _check_photo_input(spec: str) -> None:
     """A damaged photo is refused before the models load, as `facebank add` refuses it (a SourceError: in a batch
     it fails alone); the video decoder would make a mostly blank picture of it and count it as anonymized."""
     from engine.media import is_image_path
+    from engine.stages.picture import picture_info, too_large_why
     from engine.stages.source import SourceError
     from facebank.images import ImageRejected, check_picture
 
     if not (is_image_path(spec) and Path(spec).is_file()):
         return
+    if (why := too_large_why(picture_info(spec))) is not None:  # before the check below decodes it
+        raise SourceError(f"cannot read picture {spec}: {why}")
     try:
         check_picture(Path(spec))
     except ImageRejected as exc:

@@ -22,6 +22,6 @@ def unread_photo_hint(path: str | Path | None) -> str | None:
     """Why a photo of a type Blurcast cannot read is refused, and what to do; None for any other path."""
     if path is None or Path(path).suffix.lower() not in UNREAD_PHOTO_SUFFIXES:
         return None
-    return (f"{Path(path).name} is a HEIC/HEIF photo, which Blurcast cannot read (no decoder for it here): convert it "
-            "to JPEG first (on the phone: share it as JPEG or set Camera > Formats > Most Compatible; on Debian: "
-            "`heif-convert IN.heic OUT.jpg` from libheif-examples)")
+    from facebank.images import HEIC_REFUSAL
+
+    return f"{Path(path).name} is {HEIC_REFUSAL}"

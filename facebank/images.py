@@ -95,9 +95,20 @@ def _webp_header(head: bytes) -> ImageHeader:
     return ImageHeader("WebP", width, height)
 
 
+# One wording wherever a HEIC photo is refused (`facebank add` by its content, `blurcast run` by its name too)
+HEIC_REFUSAL = ("a HEIC/HEIF photo, which Blurcast cannot read (no decoder for it here): convert it to "
+                "JPEG first (on the phone: share it as JPEG or set Camera > Formats > Most Compatible; on Debian: "
+                "`heif-convert IN.heic OUT.jpg` from libheif-examples)")
+
+
+def is_heic(head: bytes) -> bool:
+    """A HEIC/HEIF file by its first 12 bytes (an ISO media `ftyp` box of an image brand), whatever its name."""
+    return head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftyphevc")
+
+
 def _unknown_format_message(head: bytes) -> str:
-    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftyphevc"):
-        return "this is a HEIC/HEIF photo (an iPhone's), which cannot be read here; please export it as JPEG"
+    if is_heic(head):
+        return f"this is {HEIC_REFUSAL}"
     if head.startswith(b"GIF8"):
         return f"GIF images are not supported; please use a {SUPPORTED} photo"
     if not head:
@@ -172,6 +183,8 @@ def check_picture(path: Path) -> None:
     except OSError as exc:
         raise ImageRejected(f"this file cannot be read ({exc.strerror or exc})") from exc
     head = data[:16].tobytes()
+    if is_heic(head):  # named .jpg (some transfer tools keep the name and not the content)
+        raise ImageRejected(f"this is {HEIC_REFUSAL}")
     if not _known_kind(head):
         return
     if head.startswith(b"\xff\xd8") and not _jpeg_complete(data.tobytes()):

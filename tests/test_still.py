@@ -363,3 +363,80 @@ def test_a_pictures_header_is_read_without_decoding_it(tmp_path, crowd, monkeypa
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
     assert picture_info(plain).orientation == 1 and picture_info(plain).known
     assert picture_info(tagged).orientation == 6
+
+
+def _png_header_only(path, width: int, height: int) -> None:
+    """A PNG whose header claims `width` x `height` and which holds no pixels: a few dozen bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+
+
+def test_a_picture_too_large_to_read_is_refused_before_it_is_decoded(tmp_path):
+    """Over OpenCV's 1,074 megapixels a photo ended in an OpenCV assertion's traceback (a 60000x20000 JPEG, exit 1);
+    now it is refused from its header, in a line that says how to shrink it, and nothing is written."""
+    bomb = tmp_path / "panorama.png"
+    _png_header_only(bomb, 60_000, 20_000)
+    out = tmp_path / "blurred.png"
+    done = blurcast("run", str(bomb), "-o", str(out), "--no-facebank", timeout=60)
+    assert done.returncode == 2, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "too large (60000x20000, 1,200 megapixels" in said and "scale it down" in said, said
+    assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_a_picture_too_large_for_the_free_memory_is_refused(tmp_path, crowd, monkeypatch):
+    """A 900 MP photo's run peaks at 11.3 GB: where the memory is not there it ended in a MemoryError or the OOM
+    killer after minutes. The header's size against the free memory (a cgroup's limit included) refuses it first."""
+    from engine.stages import picture
+    from engine.stages.source import SourceError, VideoSource
+
+    photo, _ = crowd
+    info = picture.picture_info(photo)
+    need = info.stored[0] * info.stored[1] * picture.PEAK_BYTES_PER_PIXEL
+    free = picture.available_memory()
+    assert free is not None and free > need  # read from /proc/meminfo (and the cgroup) on Linux
+    monkeypatch.setattr(picture, "available_memory", lambda: need - 1)
+    with pytest.raises(SourceError, match="too large for this machine's memory"):
+        VideoSource(str(photo))
+    monkeypatch.setattr(picture, "available_memory", lambda: need + 1)
+    source = VideoSource(str(photo))  # fits: read as before
+    assert (source.info.height, source.info.width) == info.stored
+    source.close()
+
+
+def test_free_memory_is_the_lower_of_the_machine_and_its_cgroup(tmp_path, monkeypatch):
+    from engine.stages import picture
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:    8000000 kB\n")
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    monkeypatch.setattr(picture, "MEMINFO", meminfo)
+    monkeypatch.setattr(picture, "CGROUP", cgroup)
+    assert picture.available_memory() == 8_000_000 * 1024  # no cgroup files
+    (cgroup / "memory.max").write_text("max\n")
+    assert picture.available_memory() == 8_000_000 * 1024
+    (cgroup / "memory.max").write_text(f"{4 * 2**30}\n")
+    (cgroup / "memory.current").write_text(f"{2**30}\n")
+    assert picture.available_memory() == 3 * 2**30  # the container's limit is the lower
+
+
+def test_a_heic_photo_named_jpg_is_refused_as_heic_by_run_and_by_the_facebank(tmp_path):
+    """Judged by content, not only by name, and in the same words in both places: a HEIC photo renamed .jpg was "not
+    a picture, or corrupt" to `run`, and the facebank said it in other words."""
+    from facebank.images import ImageRejected, load_photo
+
+    fake = tmp_path / "IMG_0002.jpg"
+    fake.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200))
+    done = blurcast("run", str(fake), "-o", str(tmp_path / "out.jpg"), "--no-facebank", timeout=60)
+    assert done.returncode == 2, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "is a HEIC/HEIF photo, which Blurcast cannot read" in said and "convert it to JPEG" in said, said
+    with pytest.raises(ImageRejected, match=r"HEIC/HEIF photo, which Blurcast cannot read .* convert it to JPEG"):
+        load_photo(fake)

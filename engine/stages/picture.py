@@ -35,6 +35,12 @@ _TURNS: dict[int, Callable[[np.ndarray], np.ndarray]] = {
 QUARTER_TURNS = (5, 6, 7, 8)  # the tags whose picture is the stored one's height wide
 # Pillow's format names whose tag OpenCV's imread applies itself (measured on opencv-python 5.0.0.93; TIFF only 2-4)
 OPENCV_TURNS = ("JPEG", "MPO", "PNG", "WEBP", "TIFF")
+# A photo's run holds about this many bytes a pixel at its peak (the decoded picture, the detector's views, the output
+# and its encoding: 11.3 GB for a 900 MP PNG, measured with /usr/bin/time; 14 leaves a margin).
+PEAK_BYTES_PER_PIXEL = 14
+OPENCV_MAX_PIXELS = 1 << 30  # OpenCV's readers refuse more (CV_IO_MAX_IMAGE_PIXELS) with an assertion
+MEMINFO = Path("/proc/meminfo")
+CGROUP = Path("/sys/fs/cgroup")
 
 
 class PictureInfo:
@@ -96,6 +102,54 @@ def _orientation(image) -> int:
     return image.getexif().get(ORIENTATION_TAG, 1)
 
 
+def too_large_why(info: PictureInfo) -> str | None:
+    """Why a picture is refused before it is decoded, from its header's size: more pixels than OpenCV reads, or more
+    than this machine's free memory holds while it is anonymized. Without the check such a photo ended in OpenCV's
+    assertion or Python's MemoryError (or the kernel's OOM killer) after minutes; None where it fits."""
+    height, width = info.stored
+    pixels = height * width
+    if not pixels:
+        return None  # no size in a header Pillow knows: the decoders decide
+    size = f"{width}x{height}, {pixels / 1e6:,.0f} megapixels"
+    shrink = "scale it down first (half its width and height is a quarter of the pixels: magick IN -resize 50% OUT)"
+    if pixels > OPENCV_MAX_PIXELS:
+        return f"too large ({size}; at most {OPENCV_MAX_PIXELS / 1e6:,.0f} are read): {shrink}"
+    needed, free = pixels * PEAK_BYTES_PER_PIXEL, available_memory()
+    if free is not None and needed > free:
+        return (f"too large for this machine's memory ({size} need about {needed / 1e9:.1f} GB, "
+                f"{free / 1e9:.1f} GB is free): {shrink}")
+    return None
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still take: the kernel's MemAvailable, less where a cgroup v2 limit is lower; None where
+    neither can be read."""
+    free = None
+    try:
+        for line in MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = (CGROUP / "memory.max").read_text().strip()
+        if limit != "max":
+            left = int(limit) - int((CGROUP / "memory.current").read_text())
+            free = left if free is None else min(free, left)
+    except (OSError, ValueError):  # no cgroup v2 here, or no limit
+        pass
+    return free
+
+
+def _imread(path: str | Path, flags: int) -> np.ndarray | None:
+    """cv2.imread, None where it raises (a picture over its own limits) as where it fails."""
+    try:
+        return cv2.imread(str(path), flags)
+    except cv2.error as exc:
+        log.debug("OpenCV could not read %s: %s", path, exc)
+        return None
+
+
 def read_picture(path: str | Path, info: PictureInfo | None = None) -> np.ndarray | None:
     """`read_upright` with FFmpeg's reader (cv2.VideoCapture) as the decoder of last resort."""
     return read_upright(path, lambda: stored_frame(path), info)
@@ -124,12 +178,12 @@ def read_upright(path: str | Path, stored: Callable[[], np.ndarray | None],
 
 def _decoded(path: str | Path, info: PictureInfo, stored: Callable[[], np.ndarray | None]) -> np.ndarray | None:
     if not info.known:  # Pillow cannot read its header: OpenCV's own reading of a tag, where it has one
-        pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        pixels = _imread(path, cv2.IMREAD_COLOR)
         return pixels if pixels is not None else stored()
     turned_by_opencv = info.kind in OPENCV_TURNS and not (info.kind == "TIFF" and info.orientation in QUARTER_TURNS)
     flags = cv2.IMREAD_COLOR if turned_by_opencv else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
     # not tried where it is known to fail (and to print an error): a TIFF tagged 5-8
-    pixels = cv2.imread(str(path), flags) if turned_by_opencv or info.kind != "TIFF" else None
+    pixels = _imread(path, flags) if turned_by_opencv or info.kind != "TIFF" else None
     if pixels is None:
         pixels, turned_by_opencv = stored(), False  # FFmpeg's reader: as stored
     if pixels is None:

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from engine.media import is_image_path, unread_photo_hint
-from engine.stages.picture import picture_info, read_alpha, read_picture, unreadable_why
+from engine.stages.picture import picture_info, read_alpha, read_picture, too_large_why, unreadable_why
 
 if TYPE_CHECKING:  # the sources package imports this module
     from engine.stages.sources.audio import AudioTap
@@ -167,6 +167,8 @@ class VideoSource:
         """A photo, upright by its EXIF orientation (engine/stages/picture.py); OpenCV's video reader only where
         `imread` cannot read it. Returns a capture with nothing more to read: its one frame is `_first`."""
         info = picture_info(self.spec)  # its header, once
+        if (why := too_large_why(info)) is not None:
+            raise SourceError(f"cannot read picture {self.spec}: {why}")
         picture = read_picture(self.spec, info)
         if picture is None:
             raise SourceError(f"cannot read picture {self.spec}: {unreadable_why(self.spec, info)}")

@@ -34,7 +34,9 @@ PIPED_WIDTH = 200  # a log file or a pipe: no terminal to fit, so paths and mess
 
 
 def _console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, width=None if _is_terminal(sys.stderr if stderr else sys.stdout) else PIPED_WIDTH)
+    # emoji off: a stream named `-map 0:v:1` in a message printed as "0✌1"
+    width = None if _is_terminal(sys.stderr if stderr else sys.stdout) else PIPED_WIDTH
+    return Console(stderr=stderr, emoji=False, width=width)
 
 
 def _is_terminal(stream) -> bool:
@@ -671,7 +673,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError("give VIDEO --gt GT, or --suite")
     settings = _settings_from(args)
     gt = Path(args.gt)
-    _check_ground_truth(gt)
+    _check_ground_truth(gt, args.video)
     with tempfile.TemporaryDirectory(prefix="blurcast-eval-") as tmp:
         output = args.output or str(Path(tmp) / "anonymized.mp4")
         options = ServeOptions(source=args.video, record=output)
@@ -694,9 +696,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0 if report.frames_output == report.frames_input else 2
 
 
-def _check_ground_truth(gt: Path) -> None:
-    """The ground truth is read before the run, not after it: a wrong file fails at once, named."""
-    from evaluation.video import load_ground_truth
+def _check_ground_truth(gt: Path, video: str) -> None:
+    """The ground truth is read before the run, not after it: a wrong file fails at once, named; and one for frames
+    of another shape than the video's (`box_scale`)."""
+    from evaluation.video import box_scale, grey_frames, load_ground_truth
 
     if not gt.is_file():
         raise FileNotFoundError(f"no ground truth file {gt}")
@@ -706,6 +709,13 @@ def _check_ground_truth(gt: Path) -> None:
         detail = f"no {exc} field" if isinstance(exc, KeyError) else str(exc)
         raise ValueError(f"--gt {gt} is not ground-truth JSON ({detail}); it lists faces with frame, track, box, "
                          "label") from None
+    if Path(video).is_file():  # not a video at all: the run says so
+        try:
+            first = next(grey_frames(video), None)
+        except ValueError:
+            first = None
+        if first is not None:
+            box_scale(gt, first, video)
 
 
 def _check_report_path(given: str | None) -> None:

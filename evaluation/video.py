@@ -10,6 +10,7 @@ than 10 px, are not scored.
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,9 @@ import numpy as np
 
 from engine.media import is_image_path
 from engine.stages.picture import read_picture
+from engine.stages.source import pixel_aspect, square_pixels_size
+
+log = logging.getLogger(__name__)
 
 VISIBLE_AT = 0.5
 MIN_SIZE = 10
@@ -72,7 +76,8 @@ def face_visibility(face_in: np.ndarray, face_out: np.ndarray) -> float:
 
 def grey_frames(path: str | Path) -> Iterator[np.ndarray]:
     """Each frame in grey, as a viewer sees it: a photo turned by its EXIF orientation (as the engine reads it;
-    FFmpeg's image reader ignores the tag), a video by its rotation (OpenCV turns it)."""
+    FFmpeg's image reader ignores the tag), a video by its rotation (OpenCV turns it) and with square pixels where its
+    pixels are not (an anamorphic video, as the engine reads it)."""
     if is_image_path(path):
         picture = read_picture(path)  # upright as the engine reads it (engine/stages/picture.py)
         if picture is not None:
@@ -82,11 +87,14 @@ def grey_frames(path: str | Path) -> Iterator[np.ndarray]:
     if not cap.isOpened():
         raise ValueError(f"cannot open video {path}")
     try:
+        square = None
         while True:
             ok, frame = cap.read()
             if not ok:
                 return
-            yield cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+            grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+            square = square or square_pixels_size(grey.shape, pixel_aspect(cap)) or grey.shape
+            yield grey if grey.shape == square else cv2.resize(grey, square[::-1], interpolation=cv2.INTER_AREA)
     finally:
         cap.release()
 
@@ -99,12 +107,30 @@ def load_ground_truth(path: str | Path) -> dict[int, list[dict]]:
     return by_frame
 
 
+def box_scale(gt_path: str | Path, first: np.ndarray, input_path: str | Path) -> tuple[float, float]:
+    """How the ground truth's boxes map onto the input's frames as shown: (1, 1) where the ground truth states no
+    size or the same one; the ratio of the sizes where it is the same picture at another size; a ValueError where the
+    picture's shape differs (boxes placed on another picture: scored, they gave a 15 % leak where there was none)."""
+    stated = json.loads(Path(gt_path).read_text())
+    width, height = stated.get("width"), stated.get("height")
+    shown_h, shown_w = first.shape[:2]
+    if not width or not height or (width, height) == (shown_w, shown_h):
+        return 1.0, 1.0
+    if abs((shown_w / shown_h) / (width / height) - 1) > 0.02:
+        raise ValueError(f"{gt_path} is for {width}x{height} frames and {input_path} shows {shown_w}x{shown_h}: "
+                         "not the same picture, so its boxes cannot be placed")
+    return shown_w / width, shown_h / height
+
+
 def score_video(input_path: str | Path, output_path: str | Path, gt_path: str | Path) -> PrivacyReport:
     gt = load_ground_truth(gt_path)
+    stated_frames = json.loads(Path(gt_path).read_text()).get("frames")
     report = PrivacyReport()
+    scale = None
     runs: dict[int, int] = defaultdict(int)
     outputs = grey_frames(output_path)
     for index, f_in in enumerate(grey_frames(input_path)):
+        scale = scale or box_scale(gt_path, f_in, input_path)
         report.frames_input += 1
         f_out = next(outputs, None)
         if f_out is None:
@@ -117,7 +143,7 @@ def score_video(input_path: str | Path, output_path: str | Path, gt_path: str | 
             f_out = cv2.resize(f_out, (f_in.shape[1], f_in.shape[0]), interpolation=cv2.INTER_AREA)
         seen = set()
         for face in gt.get(index, []):
-            visible, width = _score_face(f_in, f_out, face)
+            visible, width = _score_face(f_in, f_out, face, scale)
             if visible is None:
                 continue
             if face["label"] == "allow":
@@ -137,11 +163,16 @@ def score_video(input_path: str | Path, output_path: str | Path, gt_path: str | 
         for track in [t for t in runs if t not in seen]:
             runs[track] = 0
     report.frames_output += sum(1 for _ in outputs)
+    if stated_frames and stated_frames != report.frames_input:
+        log.warning("%s is for %d frames and %s has %d: the frames are matched by number, from the first",
+                    gt_path, stated_frames, input_path, report.frames_input)
     return report
 
 
-def _score_face(f_in: np.ndarray, f_out: np.ndarray, face: dict) -> tuple[bool | None, int]:
-    x1, y1, x2, y2 = (round(v) for v in face["box"])
+def _score_face(f_in: np.ndarray, f_out: np.ndarray, face: dict,
+                scale: tuple[float, float] = (1.0, 1.0)) -> tuple[bool | None, int]:
+    sx, sy = scale
+    x1, y1, x2, y2 = (round(v * k) for v, k in zip(face["box"], (sx, sy, sx, sy), strict=True))
     x1, y1 = max(0, x1), max(0, y1)
     x2, y2 = min(f_in.shape[1], x2), min(f_in.shape[0], y2)
     if face.get("ignore") or (x2 - x1) < MIN_SIZE or (y2 - y1) < MIN_SIZE:

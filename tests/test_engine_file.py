@@ -71,3 +71,61 @@ def test_without_a_facebank_or_allow_no_recognizer_is_loaded(dev_clip, tmp_path)
             engine.close()
     assert kinds[0] == NoIdentifier.__name__
     assert kinds[1] == kinds[2] == "FacebankIdentifier"
+
+
+def test_an_anamorphic_video_is_searched_and_written_as_a_player_shows_it(dev_clip, dev_gt, tmp_path):
+    """A video whose pixels are not square (stored 3x narrower, shown at its width again: SAR 3:1) was searched as
+    stored, where its faces are a third as wide: every one of its 69 bystander face-frames in these 90 frames was left
+    visible, exit 0, and the output was written squeezed. It is now read and written as shown, with square pixels."""
+    ff = ["ffmpeg", "-v", "error", "-y", "-i"]
+    squeezed, reference = tmp_path / "squeezed.mp4", tmp_path / "reference.mkv"
+    # -fps_mode passthrough: frame i stays frame i of the gt (the clip's picture starts after its sound)
+    first = ["-fps_mode", "passthrough", "-frames:v", "90", "-an"]
+    subprocess.run([*ff, str(dev_clip), *first, "-vf", "scale=214:360,setsar=3", "-c:v", "libx264", str(squeezed)],
+                   check=True)
+    subprocess.run([*ff, str(dev_clip), *first, "-c:v", "ffv1", str(reference)], check=True)
+    out, shown = tmp_path / "out.mp4", tmp_path / "shown.mkv"
+    done = subprocess.run([sys.executable, "-m", "blurcast", "run", str(squeezed), "-o", str(out), "--no-facebank"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    frames, width, height, _ = _probe(out)
+    assert (frames, width, height) == (90, 642, 360)  # 214 x 3, square pixels
+    subprocess.run([*ff, str(out), "-fps_mode", "passthrough", "-vf", "scale=640:360", "-c:v", "ffv1", str(shown)],
+                   check=True)
+    result = score_independently(reference, shown, dev_gt, tmp_path)
+    assert result["bystander_face_frames"] >= 60
+    assert result["leak_rate"] <= LEAK_BOUND and result["worst_leak_run"] <= RUN_BOUND
+
+
+def test_pixel_aspect_gives_the_size_a_player_shows():
+    from engine.stages.source import square_pixels_size
+
+    assert square_pixels_size((1080, 1440), 4 / 3) == (1080, 1920)  # HDV
+    assert square_pixels_size((480, 720), 32 / 27) == (480, 854)  # DV NTSC widescreen
+    assert square_pixels_size((360, 1920), 1 / 3) == (1080, 1920)  # stored 3x wide: taller, nothing dropped
+    assert square_pixels_size((200, 8000), 2 / 45) == (4500, 8000)
+    assert square_pixels_size((1000, 8000), 2 / 45) == (1000, 356)  # 22,500 tall would be too many: narrower
+    assert square_pixels_size((360, 640), 1.0) is None and square_pixels_size((360, 640), 1.005) is None
+
+
+def test_eval_places_the_ground_truth_on_the_picture_as_shown_or_refuses_it(dev_clip, dev_gt, tmp_path):
+    """`blurcast eval` placed 640x360 boxes on a video of another size unchecked: an anamorphic copy (480x360 shown at
+    640x360) scored a 15 % leak where there was none. Boxes now go on the picture as shown, scaled to its size; a
+    picture of another shape is refused before the run."""
+    ff = ["ffmpeg", "-v", "error", "-y", "-i", str(dev_clip), "-fps_mode", "passthrough", "-frames:v", "60", "-an"]
+    anamorphic, stretched = tmp_path / "anamorphic.mp4", tmp_path / "stretched.mp4"
+    subprocess.run([*ff, "-vf", "scale=480:360,setsar=4/3", str(anamorphic)], check=True)
+    subprocess.run([*ff, "-vf", "scale=480:360,setsar=1", str(stretched)], check=True)
+    report = tmp_path / "report.json"
+    done = subprocess.run([sys.executable, "-m", "blurcast", "eval", str(anamorphic), "--gt", str(dev_gt),
+                           "--json", str(report)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(report.read_text())
+    assert result["frames_input"] == result["frames_output"] == 60
+    assert result["bystander_face_frames"] >= 40 and result["leak_rate"] <= LEAK_BOUND
+    assert "is for 275 frames" in done.stderr  # the ground truth's frame count is not the video's: said
+    done = subprocess.run([sys.executable, "-m", "blurcast", "eval", str(stretched), "--gt", str(dev_gt)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "is for 640x360 frames" in done.stderr and "not the same picture" in done.stderr, done.stderr
+    assert "anonymizing" not in done.stderr and "fps" not in done.stdout  # refused before the run

@@ -340,6 +340,57 @@ def test_a_truncated_input_finishes_with_a_warning_and_its_frame_count(dev_clip,
     assert ends["audio"] <= ends["video"] + 0.2, "the copied audio does not outlast the video"
 
 
+def test_a_file_damaged_in_the_middle_is_read_past_the_damage(dev_clip, tmp_path, capsys, caplog):
+    """20 KB zeroed mid-file: the decoder fails on a few frames and goes on. The run had stopped at the first of them
+    (136 of the 275 frames, 260 decodable) and called the file cut short, losing the rest with exit 0."""
+    damaged = tmp_path / "damaged.mp4"
+    data = bytearray(dev_clip.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 20_000] = bytes(20_000)
+    damaged.write_bytes(bytes(data))
+    decodable = _decodable_frames(damaged)
+    assert decodable > 200  # what FFmpeg itself reads of it (260)
+    with caplog.at_level(logging.WARNING, logger="engine.stages.source"):
+        code, err = _run(capsys, str(damaged), "-o", str(tmp_path / "out.mp4"))
+    assert code == 0, err
+    assert recorded_frames(tmp_path / "out.mp4") >= decodable - 2
+    assert "could not be decoded (the file is damaged there)" in caplog.text
+    assert "the input ended at frame" not in err
+
+
+@needs_ffmpeg
+def test_a_video_behind_a_cover_picture_is_refused_saying_how_to_keep_it(dev_clip, tmp_path, capsys, caplog):
+    """An MKV whose first video stream is its cover (one MJPEG frame) and whose second is the video: OpenCV reads the
+    first only, and the run wrote "1 frame", exit 0, the video lost. Now refused, naming the streams and the command
+    that keeps the video; two videos of like length go through with a warning naming the one read."""
+    cover = tmp_path / "cover.png"
+    cv2.imwrite(str(cover), np.full((852, 1936, 3), 90, np.uint8))
+    covered, twice = tmp_path / "covered.mkv", tmp_path / "twice.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(cover), "-i", str(dev_clip), "-map", "0", "-map", "1:v",
+                    "-map", "1:a", "-c:v:0", "mjpeg", "-c:v:1", "copy", "-c:a", "copy", "-t", "4", str(covered)],
+                   check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(dev_clip), "-map", "0:v", "-map", "0:v", "-c", "copy",
+                    "-t", "2", str(twice)], check=True)
+    out = tmp_path / "out.mp4"
+    code, err = _run(capsys, str(covered), "-o", str(out))
+    said = " ".join(err.split())
+    assert code == 2 and not out.exists(), err
+    assert "holds 2 video streams (0: 1936x852" in said and "-map 0:v:1 -map 0:a? -c copy" in said, said
+    with caplog.at_level(logging.WARNING, logger="engine.stages.source"):
+        code, err = _run(capsys, str(twice), "-o", str(out))
+    assert code == 0, err
+    assert recorded_frames(out) > 30  # 2 s from the file's start, the picture from 0.83 s
+    assert "holds 2 video streams" in caplog.text and "only the first is anonymized" in caplog.text
+
+
+def _decodable_frames(path: Path) -> int:
+    cap, frames = cv2.VideoCapture(str(path)), 0
+    for _ in range(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) + 50):
+        frames += cap.read()[0]
+    cap.release()
+    return frames
+
+
 @needs_ffmpeg
 def test_a_truncated_matroska_file_is_judged_by_its_stated_duration(dev_clip, tmp_path, capsys):
     """Matroska states no frame count, only the track's duration (a tag a cut file keeps, on the file's clock: the

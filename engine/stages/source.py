@@ -94,6 +94,60 @@ def stated_duration(spec: str) -> float | None:
         return None
 
 
+SHORT_FIRST_S = 1.0  # a first video stream this short beside a longer one is a cover or a slate, not the video
+
+
+def _stream_seconds(stream: dict) -> float | None:
+    """A video stream's length as ffprobe states it (its duration, Matroska's DURATION tag, or frames over rate)."""
+    try:
+        return float(stream["duration"])
+    except (KeyError, ValueError):
+        pass
+    hours, _, rest = str(stream.get("tags", {}).get("DURATION", "")).partition(":")
+    minutes, _, seconds = rest.partition(":")
+    try:
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        pass
+    try:
+        num, _, den = str(stream.get("avg_frame_rate", "")).partition("/")
+        return int(stream["nb_frames"]) / (float(num) / float(den or 1))
+    except (KeyError, ValueError, ZeroDivisionError):
+        return None
+
+
+def check_video_streams(spec: str) -> None:
+    """A file with several video streams: OpenCV reads only the first, and the output holds only that one. A first
+    stream that is a cover picture or a short slate beside the real video is refused (its video had been lost with
+    exit 0: "1 frame" written from an MKV's cover), saying how to keep the video; otherwise a warning names the one
+    read. Cover art an MP4 marks as such is not a video stream to FFmpeg's readers and is left out."""
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        return
+    try:
+        done = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v", "-show_entries",
+                               "stream=width,height,nb_frames,duration,avg_frame_rate:stream_tags=DURATION"
+                               ":stream_disposition=attached_pic", "-of", "json", spec],
+                              capture_output=True, text=True, timeout=30)
+        streams = [s for s in json.loads(done.stdout or "{}").get("streams", [])
+                   if not s.get("disposition", {}).get("attached_pic")]
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return
+    if len(streams) < 2:
+        return
+    lengths = [_stream_seconds(s) for s in streams]
+    named = [f"{n}: {s.get('width')}x{s.get('height')}" + (f", {t:.1f} s" if t is not None else "")
+             for n, (s, t) in enumerate(zip(streams, lengths, strict=True))]
+    longest = max(range(len(streams)), key=lambda n: lengths[n] or 0.0)
+    first, most = lengths[0], lengths[longest]
+    keep = f"ffmpeg -i {spec} -map 0:v:{longest} -map 0:a? -c copy VIDEO.mkv"
+    if longest != 0 and first is not None and most is not None and first < min(SHORT_FIRST_S, most / 2):
+        raise SourceError(f"{spec} holds {len(streams)} video streams ({'; '.join(named)}) and only the first is "
+                          f"read, a still or a slate beside the video: make its video the only one first ({keep})")
+    log.warning("%s holds %d video streams (%s): only the first is anonymized and written; to take another: "
+                "ffmpeg -i %s -map 0:v:N -map 0:a? -c copy VIDEO.mkv", spec, len(streams), "; ".join(named), spec)
+
+
 # Containers whose timestamps may jump (a stream recorded across an encoder restart): FFmpeg's own command line
 # removes a jump over DISCONTINUITY_S from the sound it copies, OpenCV keeps it in the frames' times.
 JUMPY_FORMATS = {"mpegts", "mpeg", "flv", "mpegtsraw"}
@@ -117,13 +171,39 @@ def file_clock(spec: str) -> tuple[float, str]:
         return 0.0, ""
 
 
+DAMAGED_READS = 250  # failed reads tried past a file's undecodable frames (10 s at 25 fps) before it counts as ended
 STILL_FPS = 25.0  # a picture's rate as FFmpeg's image reader states it (a still played as a camera runs at it)
+
+
+MAX_SQUARED_SIDE = 8192  # an anamorphic frame is stretched along its short pixels unless that passes this
+
+
+def pixel_aspect(cap: cv2.VideoCapture) -> float:
+    """The video's sample (pixel) aspect ratio as its stream states it; 1 where it states none."""
+    num, den = cap.get(cv2.CAP_PROP_SAR_NUM), cap.get(cv2.CAP_PROP_SAR_DEN)
+    return num / den if num > 0 and den > 0 else 1.0
+
+
+def square_pixels_size(shape: tuple[int, int], aspect: float) -> tuple[int, int] | None:
+    """(height, width) of a frame of `shape` stored with pixels `aspect` wide as tall, shown with square pixels:
+    the narrow side of its pixels stretched (no detail dropped) unless that passes MAX_SQUARED_SIDE, then the other
+    shrunk; even sizes (the encoders' 4:2:0). None where its pixels are square (within 1 %)."""
+    if abs(aspect - 1.0) <= 0.01:
+        return None
+    height, width = shape
+    wider, taller = (height, width * aspect), (height / aspect, width)
+    height, width = wider if aspect > 1 else taller
+    if max(height, width) > MAX_SQUARED_SIDE:
+        height, width = taller if aspect > 1 else wider
+    return max(2, 2 * round(height / 2)), max(2, 2 * round(width / 2))
 
 
 class VideoSource:
     """`read()` returns the next BGR frame, or None at the end of a file (or when a camera is gone)."""
 
     alpha: np.ndarray | None = None  # a transparent picture's alpha, upright: its output keeps it (ImageSink)
+    undecodable = 0  # a file's frames its decoder failed on and that were skipped (`_past_damage`)
+    _square: tuple[int, int] | None = None  # an anamorphic video's size with square pixels (`_squared`)
 
     def __init__(self, spec: str, loop: bool = False) -> None:
         self.spec = str(spec)
@@ -132,6 +212,8 @@ class VideoSource:
         # A file's frame times (s, from the file's start), one per frame read, so that a recording of a variable
         # frame rate can be put back on them (engine/stages/sinks/retime.py). Not kept when looped (live only).
         self.frame_times: list[float] | None = [] if self.kind == "file" and not loop else None
+        if self.kind == "file" and not is_image_path(self.spec) and Path(self.spec).is_file():
+            check_video_streams(self.spec)
         self._cap = self._open()
         self.info = self._probe()
         # A picture played looped is a still camera: the same frame for as long as it runs. OpenCV's image reader
@@ -159,9 +241,20 @@ class VideoSource:
         if not ok or first is None:
             cap.release()
             raise SourceError(f"{self._open_hint()} (opened, but no frame could be read)")
-        self._first: np.ndarray | None = first
+        self._square = square_pixels_size(first.shape[:2], pixel_aspect(cap))
+        self._first: np.ndarray | None = self._squared(first)
         self._first_time = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000
         return cap
+
+    def _squared(self, frame: np.ndarray) -> np.ndarray:
+        """The frame as a player shows it, where its pixels are not square (anamorphic video: HDV's 1440x1080 shown
+        at 1920x1080). The faces are looked for in this picture: stored 3x narrower, a close-up went unseen in every
+        frame (69 of 69 face-frames left visible, exit 0); the output is this picture, its pixels square."""
+        if self._square is None or frame.shape[:2] == self._square:
+            return frame
+        height, width = self._square
+        grows = height * width >= frame.shape[0] * frame.shape[1]
+        return cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR if grows else cv2.INTER_AREA)
 
     def _open_picture(self) -> cv2.VideoCapture:
         """A photo, upright by its EXIF orientation (engine/stages/picture.py); OpenCV's video reader only where
@@ -222,16 +315,31 @@ class VideoSource:
         if self._still is not None:
             return self._still.copy() if self.loop else None
         ok, frame = self._cap.read()
+        if not (ok and frame is not None) and self.kind == "file":
+            ok, frame = self._past_damage()
         if ok and frame is not None:
             self._timed(self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000)
-            return frame
+            return self._squared(frame)
         if self.kind == "file" and self.loop:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, frame = self._cap.read()
             if ok:
                 self._wrapped()
-            return frame if ok else None
+            return self._squared(frame) if ok else None
         return None
+
+    def _past_damage(self) -> tuple[bool, np.ndarray | None]:
+        """The next frame a damaged stretch of a file leaves readable. OpenCV's reader fails on each frame it cannot
+        decode and goes on after them: a few zeroed kilobytes mid-file had ended the run there (40 of its 90 frames,
+        86 decodable), reported as a file cut short. At the true end every try fails at once."""
+        for tries in range(1, DAMAGED_READS + 1):
+            ok, frame = self._cap.read()
+            if ok and frame is not None:
+                self.undecodable += tries
+                log.warning("%s: %d frame(s) after frame %d could not be decoded (the file is damaged there); "
+                            "they are not in the output", self.spec, tries, self._read_count)
+                return ok, frame
+        return False, None
 
     def _wrapped(self) -> None:
         """A looped file starts a new pass with the next frame read."""

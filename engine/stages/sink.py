@@ -127,9 +127,10 @@ def check_output_path(path: Path, input_path: str | None = None) -> None:
         raise SinkError(f"cannot record to {path}: a picture holds one frame, and {input_path or 'the source'} is not "
                         f"a photo ({', '.join(IMAGE_SUFFIXES)}); record it to one of {', '.join(CRASH_SAFE_MUXING)}")
     if path.suffix.lower() not in CRASH_SAFE_MUXING and not is_image_path(path):
-        raise SinkError(f"cannot record to {path}: '{path.suffix or 'no suffix'}' is not a video type Blurcast "
-                        f"writes; use one of {', '.join(CRASH_SAFE_MUXING)} (or, for a photo, "
-                        f"{', '.join(IMAGE_SUFFIXES)})")
+        what = (f"'{path.suffix}' is not a video type Blurcast writes" if path.suffix else
+                "the type is chosen by the name's suffix, and it has none")
+        raise SinkError(f"cannot record to {path}: {what}; use one of {', '.join(CRASH_SAFE_MUXING)} (or, for a "
+                        f"photo, {', '.join(IMAGE_SUFFIXES)})")
     if not path.parent.is_dir():
         raise SinkError(f"cannot record to {path}: the folder {path.parent} does not exist")
     if input_path and path.exists() and Path(input_path).exists() and path.samefile(input_path):

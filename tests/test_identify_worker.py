@@ -416,3 +416,29 @@ def test_a_shown_face_overlapping_another_is_not_re_cropped_every_frame(frames, 
     finally:
         identifier.run_in_background(False)
         pipeline.close()
+
+
+def test_the_performer_is_shown_on_the_first_frame_of_a_shot(frames, gallery, monkeypatch) -> None:
+    """Live, the performer was blurred on the first frame of each shot (frame 82, after a cut): his first embedding
+    came back a frame later, where file mode shows him on it. The frame now waits for the largest new face's first
+    embedding where the worker is quick; a worker whose recent batches took longer is not waited for."""
+    from engine.recognition import identify_worker
+
+    monkeypatch.setattr(identify_worker, "RECHECK_WAIT_S", 5.0)  # a loaded test machine: the rule, not the timing
+    for quick in (True, False):
+        pipeline, identifier = _live(gallery)
+        try:
+            for index in range(70, 82):  # the shot before the cut: the worker has a recent history
+                _step(pipeline, frames, index)
+            if not quick:
+                identifier.worker.batch_ms.extend([6000.0] * 10)
+            raw, safe, _ = _step(pipeline, frames, 82, settle=False)
+            shown = [t for t in pipeline.tracker.tracks if t.identity.visible and t.identity.name == "Lin"]
+            if quick:
+                assert len(shown) == 1, [t.identity for t in pipeline.tracker.tracks]
+                assert _face_changed(raw, safe, shown[0].xyxy) < 2, "shown in the report, not in the frame"
+            else:
+                assert not shown, "shown before his first embedding came back"
+        finally:
+            identifier.run_in_background(False)
+            pipeline.close()

@@ -448,9 +448,15 @@ class FacebankIdentifier:
             # A face shown until a sign came (lost and found again, a new look) is re-checked on this frame where the
             # worker is quick enough (RECHECK_WAIT_S); not while it overlaps another face (that sign comes every
             # frame, and its crops are void), nor after a jump (recognised from scratch).
-            shown = [c.state for c in chosen if c.forced and c.state.eligible and c.state.suspect
-                     and not c.state.overlapping]
-            self.worker.exchange(frame, chosen, index, wait_for=shown)
+            awaited = [c.state for c in chosen if c.forced and c.state.eligible and c.state.suspect
+                       and not c.state.overlapping]
+            # The largest face seen for the first time too (a shot's or the stream's first frame, a track made
+            # anew): live, the streamer was blurred on the first frame of each shot, for the frame its first
+            # embedding took to come back, where file mode shows him. One face only: the wait stays one crop long.
+            fresh = [c for c in chosen if not c.state.embedded and not c.state.overlapping]
+            if fresh:
+                awaited.append(max(fresh, key=lambda c: c.size).state)
+            self.worker.exchange(frame, chosen, index, wait_for=awaited)
             return
         if not chosen:
             return

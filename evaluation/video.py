@@ -21,7 +21,7 @@ import numpy as np
 
 from engine.media import is_image_path
 from engine.stages.picture import read_picture
-from engine.stages.source import pixel_aspect, square_pixels_size
+from engine.stages.source import open_capture, pixel_aspect, square_pixels_size, video_streams
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def grey_frames(path: str | Path) -> Iterator[np.ndarray]:
         if picture is not None:
             yield cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)
             return
-    cap = cv2.VideoCapture(str(path))
+    cap = open_capture(str(path), video_streams(str(path)))  # an interlaced file: FFmpeg's, as the engine reads it
     if not cap.isOpened():
         raise ValueError(f"cannot open video {path}")
     try:

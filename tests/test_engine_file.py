@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import cv2
+import numpy as np
 
 from tests.conftest import score_independently
 
@@ -129,3 +130,28 @@ def test_eval_places_the_ground_truth_on_the_picture_as_shown_or_refuses_it(dev_
     assert done.returncode == 2
     assert "is for 640x360 frames" in done.stderr and "not the same picture" in done.stderr, done.stderr
     assert "anonymizing" not in done.stderr and "fps" not in done.stdout  # refused before the run
+
+
+def test_an_interlaced_video_is_deinterlaced_not_read_black(dev_clip, dev_gt, tmp_path):
+    """A camcorder's or capture card's interlaced video: OpenCV 5's reader fails to convert its frames and returns
+    each one all black, so the whole output was black, exit 0. It is now decoded and deinterlaced by FFmpeg, and its
+    faces are looked for."""
+    flagged, reference = tmp_path / "interlaced.mp4", tmp_path / "reference.mkv"
+    ff = ["ffmpeg", "-v", "error", "-y", "-i", str(dev_clip), "-fps_mode", "passthrough", "-frames:v", "60", "-an"]
+    subprocess.run([*ff, "-vf", "setfield=tff", "-flags", "+ildct+ilme", "-c:v", "libx264", "-x264opts", "tff=1",
+                    str(flagged)], check=True)
+    subprocess.run([*ff, "-c:v", "ffv1", str(reference)], check=True)
+    ok, first = cv2.VideoCapture(str(flagged)).read()
+    _, clear = cv2.VideoCapture(str(reference)).read()
+    # OpenCV "reads" each frame and returns a buffer it never filled: black in a fresh process, garbage in a used one
+    assert ok and np.abs(first.astype(int) - clear).mean() > 10, "OpenCV reads this file (not the case tested)"
+    out = tmp_path / "out.mp4"
+    done = subprocess.run([sys.executable, "-m", "blurcast", "run", str(flagged), "-o", str(out), "--no-facebank"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert _probe(out)[:3] == (60, 640, 360)
+    ok, frame = cv2.VideoCapture(str(out)).read()
+    assert ok and abs(frame.mean() - clear.mean()) < 3, "the output is not the picture"  # a dark first frame: mean 14
+    result = score_independently(reference, out, dev_gt, tmp_path)
+    assert result["bystander_face_frames"] >= 40
+    assert result["leak_rate"] <= LEAK_BOUND and result["worst_leak_run"] <= RUN_BOUND

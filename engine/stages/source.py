@@ -116,23 +116,28 @@ def _stream_seconds(stream: dict) -> float | None:
         return None
 
 
-def check_video_streams(spec: str) -> None:
+def video_streams(spec: str) -> list[dict]:
+    """A file's video streams as ffprobe states them (size, rate, length, field order, pixel aspect), cover art an
+    MP4 marks as such left out (not a video stream to FFmpeg's readers); [] where ffprobe is absent or fails."""
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        return []
+    try:
+        done = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v", "-show_entries",
+                               "stream=width,height,nb_frames,duration,avg_frame_rate,r_frame_rate,field_order,"
+                               "sample_aspect_ratio:stream_tags=DURATION:stream_disposition=attached_pic",
+                               "-of", "json", spec], capture_output=True, text=True, timeout=30)
+        return [s for s in json.loads(done.stdout or "{}").get("streams", [])
+                if not s.get("disposition", {}).get("attached_pic")]
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return []
+
+
+def check_video_streams(spec: str, streams: list[dict]) -> None:
     """A file with several video streams: OpenCV reads only the first, and the output holds only that one. A first
     stream that is a cover picture or a short slate beside the real video is refused (its video had been lost with
     exit 0: "1 frame" written from an MKV's cover), saying how to keep the video; otherwise a warning names the one
-    read. Cover art an MP4 marks as such is not a video stream to FFmpeg's readers and is left out."""
-    ffprobe = shutil.which("ffprobe")
-    if ffprobe is None:
-        return
-    try:
-        done = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v", "-show_entries",
-                               "stream=width,height,nb_frames,duration,avg_frame_rate:stream_tags=DURATION"
-                               ":stream_disposition=attached_pic", "-of", "json", spec],
-                              capture_output=True, text=True, timeout=30)
-        streams = [s for s in json.loads(done.stdout or "{}").get("streams", [])
-                   if not s.get("disposition", {}).get("attached_pic")]
-    except (OSError, subprocess.TimeoutExpired, ValueError):
-        return
+    read."""
     if len(streams) < 2:
         return
     lengths = [_stream_seconds(s) for s in streams]
@@ -175,6 +180,18 @@ DAMAGED_READS = 250  # failed reads tried past a file's undecodable frames (10 s
 STILL_FPS = 25.0  # a picture's rate as FFmpeg's image reader states it (a still played as a camera runs at it)
 
 
+def open_capture(target: int | str, streams: list[dict] = ()):
+    """OpenCV's reader, or for an interlaced file (its first video stream, as `video_streams` states it) an FFmpeg
+    child's behind the same API: OpenCV returns an interlaced file's frames unfilled, black or garbage
+    (engine/stages/sources/ffmpeg_file.py)."""
+    from engine.stages.sources.ffmpeg_file import INTERLACED_ORDERS, FFmpegFileCapture  # sources/ imports this module
+
+    if streams and streams[0].get("field_order") in INTERLACED_ORDERS and shutil.which("ffmpeg"):
+        log.info("%s is interlaced: decoded and deinterlaced by FFmpeg", target)
+        return FFmpegFileCapture(str(target), streams[0])
+    return cv2.VideoCapture(target)
+
+
 MAX_SQUARED_SIDE = 8192  # an anamorphic frame is stretched along its short pixels unless that passes this
 
 
@@ -212,8 +229,8 @@ class VideoSource:
         # A file's frame times (s, from the file's start), one per frame read, so that a recording of a variable
         # frame rate can be put back on them (engine/stages/sinks/retime.py). Not kept when looped (live only).
         self.frame_times: list[float] | None = [] if self.kind == "file" and not loop else None
-        if self.kind == "file" and not is_image_path(self.spec) and Path(self.spec).is_file():
-            check_video_streams(self.spec)
+        self._streams = video_streams(self.spec) if self._is_video_file() else []
+        check_video_streams(self.spec, self._streams)
         self._cap = self._open()
         self.info = self._probe()
         # A picture played looped is a still camera: the same frame for as long as it runs. OpenCV's image reader
@@ -234,7 +251,7 @@ class VideoSource:
             if is_image_path(self.spec):
                 return self._open_picture()
         target: int | str = int(self.spec) if self.spec.isdigit() else self.spec
-        cap = cv2.VideoCapture(target)
+        cap = open_capture(target, self._streams)
         if not cap.isOpened():
             raise SourceError(self._open_hint())
         ok, first = cap.read()
@@ -245,6 +262,9 @@ class VideoSource:
         self._first: np.ndarray | None = self._squared(first)
         self._first_time = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000
         return cap
+
+    def _is_video_file(self) -> bool:
+        return self.kind == "file" and not is_image_path(self.spec) and Path(self.spec).is_file()
 
     def _squared(self, frame: np.ndarray) -> np.ndarray:
         """The frame as a player shows it, where its pixels are not square (anamorphic video: HDV's 1440x1080 shown

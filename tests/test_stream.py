@@ -7,6 +7,7 @@ at the sender; in the recording the flash's first frame and the beep's onset mus
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -609,3 +610,61 @@ def test_source_without_sound_is_decoded_picture_only() -> None:
 def test_no_sender_is_a_clear_error() -> None:
     with pytest.raises(SourceError, match="no SRT sender"):
         open_source(f"srt://:{free_port()}?mode=listener", open_timeout_s=1.5)
+
+
+def test_an_anamorphic_stream_is_decoded_with_square_pixels() -> None:
+    """A sender whose pixels are not square (a DV or HDV camera through an encoder box: 720x480 shown 854x480) was
+    searched as stored: a face squeezed to a third of its width stayed visible for 60 frames on end (a probe, SRT,
+    SAR 32:27). The decoder now stretches its pixels square, as a file's are."""
+    port = free_port()
+    sender = subprocess.Popen(["ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=s=240x120:r=30",
+                               "-vf", "setsar=2", "-t", "4", "-c:v", "libx264", "-preset", "ultrafast", "-f", "mpegts",
+                               f"srt://127.0.0.1:{port}?mode=listener"], stderr=subprocess.DEVNULL)
+    source = open_source(f"srt://127.0.0.1:{port}", open_timeout_s=15)
+    try:
+        frames = [source.read() for _ in range(10)]
+        assert all(f is not None and f.shape == (120, 480, 3) for f in frames), [getattr(f, "shape", f) for f in frames]
+        assert (source.info.width, source.info.height) == (480, 120)
+    finally:
+        source.close()
+        sender.kill()
+        sender.wait()
+
+
+def test_a_sound_track_that_carries_nothing_yet_does_not_keep_the_picture_out(tmp_path: Path, caplog) -> None:
+    """A sender that declares a sound track and sends nothing on it for its first seconds (a muted phone
+    microphone): the receiver could not write the track's header ("sample rate not set") and exited, with the
+    sender's connection, on every try, saying nothing; no picture ever came out. The picture is now taken without
+    sound from the next connection, and a warning says why."""
+    late = tmp_path / "late.ts"  # the picture from 1.4 s, the sound from 3.9 s
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=s=160x120:r=30", "-itsoffset", "2.5",
+                    "-f", "lavfi", "-i", "sine=f=440:r=48000", "-t", "30", "-map", "0:v", "-map", "1:a", "-c:v",
+                    "libx264", "-preset", "ultrafast", "-c:a", "aac", "-f", "mpegts", str(late)], check=True)
+    port = free_port()
+
+    def sender() -> subprocess.Popen:  # a phone app calls again when its connection drops
+        return subprocess.Popen(["ffmpeg", "-v", "error", "-nostdin", "-re", "-i", str(late), "-c", "copy", "-f",
+                                 "mpegts", f"srt://127.0.0.1:{port}?mode=caller"], stderr=subprocess.DEVNULL)
+
+    senders, done = [sender()], threading.Event()
+
+    def keep_calling() -> None:
+        while not done.wait(0.2) and len(senders) < 6:
+            if senders[-1].poll() is not None:
+                senders.append(sender())
+
+    caller = threading.Thread(target=keep_calling, daemon=True)
+    caller.start()
+    with caplog.at_level(logging.WARNING):
+        source = open_source(f"srt://:{port}?mode=listener", open_timeout_s=40)
+    try:
+        frames = [source.read() for _ in range(10)]
+        assert all(f is not None and f.shape == (120, 160, 3) for f in frames)
+        assert "its sound track has carried nothing yet" in caplog.text
+    finally:
+        source.close()
+        done.set()
+        caller.join()
+        for proc in senders:
+            proc.kill()
+            proc.wait()

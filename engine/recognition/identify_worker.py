@@ -128,9 +128,11 @@ class EmbeddingWorker:
         return self._quick() and index >= self._no_wait_before
 
     def _quick(self) -> bool:
-        """Whether a result usually comes back within RECHECK_WAIT_S: the median of the recent batches' times."""
+        """Whether a result usually comes back within RECHECK_WAIT_S: the median of the recent batches' times. With
+        none yet (the stream's first faces) it is tried: the streamer was blurred on the stream's first two frames,
+        and a first wait that runs out pauses the waits as any other (WAIT_PAUSE_FRAMES)."""
         recent = list(self.batch_ms)[-10:]
-        return bool(recent) and float(np.median(recent)) <= 1000 * RECHECK_WAIT_S
+        return not recent or float(np.median(recent)) <= 1000 * RECHECK_WAIT_S
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Until every job handed over has its result back (tests and benches: a deterministic delay)."""

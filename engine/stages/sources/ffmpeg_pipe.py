@@ -53,8 +53,15 @@ _OUT_FPS = re.compile(r"Video: rawvideo.*?, ([\d.]+)(k?) fps")  # "90k fps": a r
 # The receiver's input video stream: "Stream #0:0[0x100]: Video: h264 (High) (...), yuv420p(tv, bt709, progressive),
 # 1920x1080 [SAR 1:1 DAR 16:9], 30 fps, ..."; the parentheses: range, matrix[/primaries/transfer], field order.
 _IN_VIDEO = re.compile(r"^\s+Stream #0:\d+\S*: Video: .*?, (\w+)(?:\(([^()]*)\))?, (\d+)x(\d+)")
+_IN_SAR = re.compile(r"\[SAR (\d+):(\d+) ")
+_OUT_SIZE = re.compile(r"Video: rawvideo.*?, (\d+)x(\d+)")
+# Square pixels (an anamorphic sender's 720x480 at SAR 32:27 shown 854x480): the narrow side of its pixels
+# stretched, as files are read (engine/stages/source.py `square_pixels_size`); evaluated by FFmpeg per stream
+SQUARE_PIXELS = ("scale=w='if(gt(sar,1),trunc(iw*sar/2+0.5)*2,iw)':h='if(lt(sar,1),trunc(ih/sar/2+0.5)*2,ih)',"
+                 "setsar=1")
 _IN_FPS = re.compile(r", (\d+(?:\.\d+)?) fps")  # a real rate: "tbr" alone is often a guess (90k)
 _IN_CODEC = re.compile(r"Video: (\w+)")
+UNSET_SOUND = "sample rate not set"  # the receiver's muxer on a sound track whose parameters were never seen
 I420_MATRICES = ("", "unknown", "bt470bg", "smpte170m")  # OpenCV's I420 -> BGR is BT.601 limited range
 SINGLE_THREAD_MAX_RATE = 1920 * 1080 * 60  # pixels a second one decoder thread keeps up with (1080p: 6.5 ms/frame)
 AUDIO_CHUNK = 1024 * BYTES_PER_SAMPLE
@@ -81,7 +88,9 @@ class _Session:
     receiver: subprocess.Popen | None
     proc: subprocess.Popen | None = None  # the decoder, started once the receiver says what the input holds
     audio_fd: int | None = None
-    size: tuple[int, int] | None = None
+    size: tuple[int, int] | None = None  # the frames on the decoder's pipe
+    input_size: tuple[int, int] | None = None  # the stream's frames as decoded (a change restarts the decoder)
+    squared: bool = False  # the stream's pixels are not square: the decoder stretches them (SQUARE_PIXELS)
     fps: float | None = None
     size_changed: bool = False
     has_audio: bool | None = None
@@ -127,6 +136,7 @@ class FFmpegSource:
         self.audio = AudioTap()
         self.audio_dropped_samples = 0  # sound that ran too far ahead of the first picture (PendingAudio)
         self.has_audio = False  # what the last connection's input held
+        self._soundless = False  # its sound track could not be copied (UNSET_SOUND): later connections take none
         self.dropped = 0
         self.state = "connecting"
         self.last_index: int | None = None
@@ -228,8 +238,9 @@ class FFmpegSource:
             return session
         # The receiver holds the one network connection and copies its packets out; it tells whether the
         # input has sound before the decoder starts, so a silent stream is not dropped and reconnected.
+        sound = [] if self._soundless else ["-map", "0:a:0?"]
         cmd = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-v", "info", *self._input_args, "-i", self.url,
-               "-map", "0:v:0", "-map", "0:a:0?", "-c", "copy", "-flush_packets", "1", "-max_interleave_delta", "1",
+               "-map", "0:v:0", *sound, "-c", "copy", "-flush_packets", "1", "-max_interleave_delta", "1",
                "-f", "mpegts", "pipe:1"]  # no interleaving wait: a sender that batches its sound must not batch frames
         log.debug("receiver: %s", self._loggable(cmd))
         receiver = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -256,6 +267,13 @@ class FFmpegSource:
         if not session.mapped.is_set():  # never connected: `_connect` retries
             session.mapped.set()
             self._offer(session, None)
+        if not self._soundless and any(UNSET_SOUND in line for line in session.log_tail):
+            # A sound track with nothing sent on it yet (a muted phone microphone): FFmpeg cannot write its header
+            # and the receiver exits, with the sender's connection, on every try, and no picture ever came out.
+            self._soundless = True
+            log.warning("source %s: its sound track has carried nothing yet, so it cannot be copied; its picture is "
+                        "taken without sound from the next connection (restart the source to take sound again)",
+                        self.spec)
 
     def _start_decoder_after_mapping(self, session: _Session, ffmpeg: str) -> None:
         session.mapped.set()
@@ -272,8 +290,12 @@ class FFmpegSource:
         # on the frames' clock exactly (a stream often starts its sound before its first keyframe).
         # The rate the receiver read from the stream, given: the decoder's own short probe may miss it (sound first)
         rate = ["-r", f"{fps:g}"] if (fps := self._known_rate(session)) else []
+        # An anamorphic sender, searched as stored, left a face three times narrower unseen (SAR 32:27: 60 of 300)
+        session.squared = _anamorphic(session.video_line)
+        square = ["-vf", SQUARE_PIXELS] if session.squared else []
         cmd = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-v", "verbose", "-debug_ts", *threads, *input_args,
-               "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", session.pix_fmt, "-fps_mode", "cfr", *rate, "pipe:1"]
+               "-map", "0:v:0", *square, "-f", "rawvideo", "-pix_fmt", session.pix_fmt, "-fps_mode", "cfr", *rate,
+               "pipe:1"]
         if audio_w is not None:
             # async resampling pads gaps with silence, so sample count stays time on the video's clock
             cmd += ["-map", "0:a:0", "-af", "aresample=async=1000", "-ac", str(CHANNELS), "-ar", str(RATE),
@@ -326,12 +348,16 @@ class FFmpegSource:
             in_output = in_output or line.startswith("Output #")
             if m := _GRAPH_INPUT.search(line):
                 size = (int(m.group(1)), int(m.group(2)))
-                if session.size is None:
-                    session.size = size
-                elif size != session.size:
-                    log.warning("%s changed size %dx%d -> %dx%d", self.spec, *session.size, *size)
+                if session.input_size is None:
+                    session.input_size = size
+                    if not session.squared:
+                        session.size = size
+                elif size != session.input_size:
+                    log.warning("%s changed size %dx%d -> %dx%d", self.spec, *session.input_size, *size)
                     session.size_changed = True
             elif in_output and (m := _OUT_FPS.search(line)) and session.fps is None:
+                if session.squared and (z := _OUT_SIZE.search(line)):
+                    session.size = (int(z.group(1)), int(z.group(2)))  # stretched to square pixels
                 fps = float(m.group(1)) * (1000 if m.group(2) else 1)
                 if fps > MAX_FPS:
                     log.warning("source %s: the decoder found no frame rate (%g fps); this connection is ended",
@@ -480,6 +506,14 @@ def stated_fps(video_line: str | None) -> float | None:
     """The frame rate a stream states in the receiver's input line, where it is a plausible one."""
     fps = float(f.group(1)) if (f := _IN_FPS.search(video_line or "")) else None
     return fps if fps is not None and 1.0 <= fps <= MAX_FPS else None
+
+
+def _anamorphic(video_line: str | None) -> bool:
+    """The receiver's input line states pixels that are not square ("[SAR 32:27 DAR 16:9]")."""
+    m = _IN_SAR.search(video_line or "")
+    if m is None or not int(m.group(1)) or not int(m.group(2)):
+        return False
+    return abs(int(m.group(1)) / int(m.group(2)) - 1) > 0.01
 
 
 def decode_options(video_line: str | None) -> tuple[str, list[str]]:

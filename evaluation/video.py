@@ -109,14 +109,18 @@ def load_ground_truth(path: str | Path) -> dict[int, list[dict]]:
 
 def box_scale(gt_path: str | Path, first: np.ndarray, input_path: str | Path) -> tuple[float, float]:
     """How the ground truth's boxes map onto the input's frames as shown: (1, 1) where the ground truth states no
-    size or the same one; the ratio of the sizes where it is the same picture at another size; a ValueError where the
-    picture's shape differs (boxes placed on another picture: scored, they gave a 15 % leak where there was none)."""
+    size or the same one; the ratio of the sizes where it is the same picture at another size, or its pixels as
+    stored (an anamorphic video annotated as OpenCV decoded it: head_motion_d9, 512x480 at SAR 15:16, shown 512x512);
+    a ValueError where the picture's shape differs (boxes placed on another picture: scored, they gave a 15 % leak
+    where there was none)."""
     stated = json.loads(Path(gt_path).read_text())
     width, height = stated.get("width"), stated.get("height")
     shown_h, shown_w = first.shape[:2]
     if not width or not height or (width, height) == (shown_w, shown_h):
         return 1.0, 1.0
-    if abs((shown_w / shown_h) / (width / height) - 1) > 0.02:
+    streams = [] if is_image_path(input_path) else video_streams(str(input_path))
+    stored = (streams[0].get("width"), streams[0].get("height")) if streams else None
+    if stored != (width, height) and abs((shown_w / shown_h) / (width / height) - 1) > 0.02:
         raise ValueError(f"{gt_path} is for {width}x{height} frames and {input_path} shows {shown_w}x{shown_h}: "
                          "not the same picture, so its boxes cannot be placed")
     return shown_w / width, shown_h / height

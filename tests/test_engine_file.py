@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -155,3 +156,15 @@ def test_an_interlaced_video_is_deinterlaced_not_read_black(dev_clip, dev_gt, tm
     result = score_independently(reference, out, dev_gt, tmp_path)
     assert result["bystander_face_frames"] >= 40
     assert result["leak_rate"] <= LEAK_BOUND and result["worst_leak_run"] <= RUN_BOUND
+
+
+def test_boxes_annotated_on_an_anamorphic_videos_stored_pixels_are_placed_on_it_as_shown(data_dir):
+    """head_motion_d9 is 512x480 at SAR 15:16 (shown square), annotated as OpenCV decoded it: its boxes are
+    stretched with the picture, not refused as another picture's."""
+    from evaluation.video import box_scale, grey_frames
+
+    video = data_dir / "video_unannotated" / "head_motion_d9.mp4"
+    gt = Path(__file__).resolve().parents[1] / "bench" / "corpus" / "head_motion_d9.gt.json"
+    first = next(grey_frames(video))
+    assert first.shape == (512, 512)
+    assert box_scale(gt, first, video) == (1.0, 512 / 480)

@@ -418,7 +418,7 @@ class Engine:
         writer.start()
         index = 0
         upcoming: deque[np.ndarray] = deque()  # read and being detected, oldest first
-        ended = False  # the first failed read ends the file: a damaged file's later frames are not joined on
+        ended = False  # the source's end (it reads past a damaged stretch itself: VideoSource._past_damage)
         had_outputs = bool(self.sinks)
         try:
             while not self.stop_event.is_set():

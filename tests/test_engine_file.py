@@ -168,3 +168,30 @@ def test_boxes_annotated_on_an_anamorphic_videos_stored_pixels_are_placed_on_it_
     first = next(grey_frames(video))
     assert first.shape == (512, 512)
     assert box_scale(gt, first, video) == (1.0, 512 / 480)
+
+
+def test_an_interlaced_video_with_a_rotation_tag_comes_out_turned_not_sheared(dev_clip, tmp_path):
+    """FFmpeg turns a picture by its rotation tag: the interlaced reader had framed the turned 360x640 picture as
+    640x360, each frame a sheared copy of the picture, exit 0 (a review)."""
+    from engine.stages.source import VideoSource
+
+    ff = ["ffmpeg", "-v", "error", "-y", "-i", str(dev_clip), "-fps_mode", "passthrough", "-frames:v", "30", "-an"]
+    stored, plain = tmp_path / "stored.mp4", tmp_path / "plain.mp4"
+    subprocess.run([*ff, "-vf", "setfield=tff", "-flags", "+ildct+ilme", "-c:v", "libx264", "-x264opts", "tff=1",
+                    str(stored)], check=True)
+    subprocess.run([*ff, "-c:v", "libx264", str(plain)], check=True)
+    tagged, tagged_plain = tmp_path / "tagged.mp4", tmp_path / "tagged_plain.mp4"
+    for source, target in ((stored, tagged), (plain, tagged_plain)):
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(source), "-c", "copy", "-metadata:s:v:0",
+                        "rotate=90", str(target)], check=True)
+    read = VideoSource(str(tagged))
+    first = read.read()
+    read.close()
+    _, turned_by_opencv = cv2.VideoCapture(str(tagged_plain)).read()  # the same picture, progressive
+    assert first.shape == turned_by_opencv.shape == (640, 360, 3)
+    assert np.abs(first.astype(int) - turned_by_opencv).mean() < 3, "not the picture OpenCV shows turned"
+    out = tmp_path / "out.mp4"
+    done = subprocess.run([sys.executable, "-m", "blurcast", "run", str(tagged), "-o", str(out), "--no-facebank"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert _probe(out)[:3] == (30, 360, 640)

@@ -668,3 +668,30 @@ def test_a_sound_track_that_carries_nothing_yet_does_not_keep_the_picture_out(tm
         for proc in senders:
             proc.kill()
             proc.wait()
+
+
+def test_an_anamorphic_picture_after_a_size_change_is_squared_too(tmp_path: Path) -> None:
+    """The decoder restarted for a new size knows nothing of the new picture's pixel aspect (an encoder box switched
+    from an HD camera to an SD widescreen one): it had decoded it as stored, squeezed. It is squared whatever it is."""
+    parts = []
+    for name, size, sar in (("hd", "320x240", "1"), ("sd", "160x120", "2")):
+        parts.append(tmp_path / f"{name}.ts")
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=s={size}:r=30", "-t", "3",
+                        "-vf", f"setsar={sar}", "-c:v", "libx264", "-preset", "ultrafast", "-g", "15", "-f", "mpegts",
+                        str(parts[-1])], check=True)
+    playlist = tmp_path / "both.txt"
+    playlist.write_text("".join(f"file '{p}'\n" for p in parts))
+    pin = free_port()
+    pipeline = Pipeline(Settings())
+    source, sender = _listen(f"srt://:{pin}?mode=listener", lambda: subprocess.Popen(
+        ["ffmpeg", "-v", "error", "-re", "-f", "concat", "-safe", "0", "-i", str(playlist), "-c", "copy",
+         "-f", "mpegts", f"srt://127.0.0.1:{pin}?mode=caller"], stderr=subprocess.DEVNULL))
+    engine = Engine(Settings(), source, pipeline=pipeline)
+    sink = ListSink(engine)
+    engine.sinks.append(sink)
+    thread = _live(engine)
+    sender.wait(timeout=20)
+    time.sleep(1.0)
+    _stop(engine, thread)
+    sizes = {tuple(f[1][:2]) for f in sink.frames}
+    assert (240, 320) in sizes and (120, 320) in sizes and (120, 160) not in sizes, f"sizes seen: {sorted(sizes)}"

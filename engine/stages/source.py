@@ -125,7 +125,8 @@ def video_streams(spec: str) -> list[dict]:
     try:
         done = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v", "-show_entries",
                                "stream=width,height,nb_frames,duration,avg_frame_rate,r_frame_rate,field_order,"
-                               "sample_aspect_ratio:stream_tags=DURATION:stream_disposition=attached_pic",
+                               "sample_aspect_ratio:stream_tags=DURATION,rotate:stream_side_data=rotation"
+                               ":stream_disposition=attached_pic",
                                "-of", "json", spec], capture_output=True, text=True, timeout=30)
         return [s for s in json.loads(done.stdout or "{}").get("streams", [])
                 if not s.get("disposition", {}).get("attached_pic")]

@@ -35,12 +35,25 @@ def _ratio(text: str | None, default: float) -> float:
     return float(value) if value > 0 else default
 
 
+def _rotation(stream: dict) -> int:
+    """The stream's rotation in degrees (its display matrix, or an old `rotate` tag); 0 where it states none."""
+    for side in stream.get("side_data_list", []):
+        if "rotation" in side:
+            return int(float(side["rotation"])) % 360
+    try:
+        return int(stream.get("tags", {}).get("rotate", 0)) % 360
+    except ValueError:
+        return 0
+
+
 class FFmpegFileCapture:
     """`read`, `get`, `set` (back to the start only), `isOpened` and `release`, as VideoSource uses them."""
 
     def __init__(self, path: str, stream: dict) -> None:
         self.path = path
         self.width, self.height = int(stream["width"]), int(stream["height"])
+        if _rotation(stream) % 180 == 90:  # FFmpeg turns the picture by its rotation tag, as OpenCV does
+            self.width, self.height = self.height, self.width
         self.fps = _ratio(stream.get("avg_frame_rate"), 0.0) or _ratio(stream.get("r_frame_rate"), 30.0)
         self.aspect = Fraction(str(stream.get("sample_aspect_ratio") or "1:1").replace(":", "/") or "1")
         frames = str(stream.get("nb_frames", ""))
@@ -48,17 +61,19 @@ class FFmpegFileCapture:
         self._proc: subprocess.Popen | None = None
         self._errors: deque[str] = deque(maxlen=5)
         self._index = -1
+        self._ended = False
         self._start()
 
     def _start(self) -> None:
         ffmpeg = shutil.which("ffmpeg")
         if ffmpeg is None:
             return
-        cmd = [ffmpeg, "-v", "error", "-nostdin", "-i", self.path, "-map", "0:v:0", "-vf", DEINTERLACE,
+        # 0:V:0: the first video stream that is not cover art, the one `video_streams` describes first
+        cmd = [ffmpeg, "-v", "error", "-nostdin", "-i", self.path, "-map", "0:V:0", "-vf", DEINTERLACE,
                "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1"]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         Thread(target=self._read_errors, args=(self._proc,), name="ffmpeg-file-log", daemon=True).start()
-        self._index = -1
+        self._index, self._ended = -1, False
 
     def _read_errors(self, proc: subprocess.Popen) -> None:
         assert proc.stderr is not None
@@ -69,13 +84,19 @@ class FFmpegFileCapture:
         return self._proc is not None
 
     def read(self) -> tuple[bool, np.ndarray | None]:
-        if self._proc is None or self._proc.stdout is None:
+        proc = self._proc  # `release` from another thread (a live source closed) may clear it meanwhile
+        if proc is None or proc.stdout is None or self._ended:
             return False, None
         size = self.width * self.height * 3
-        data = self._proc.stdout.read(size)
+        try:
+            data = proc.stdout.read(size)
+        except (OSError, ValueError):  # its pipe closed under it by `release`
+            data = b""
         if len(data) < size:
-            if self._errors:
-                log.debug("ffmpeg reading %s: %s", self.path, " / ".join(self._errors))
+            self._ended = True  # the pipe has ended: FFmpeg has exited or is exiting
+            if proc.wait() != 0:
+                log.warning("FFmpeg stopped reading %s after frame %d (exit %d): %s", self.path, self._index + 1,
+                            proc.returncode, " / ".join(self._errors) or "no message")
             return False, None
         self._index += 1
         return True, np.frombuffer(data, np.uint8).reshape(self.height, self.width, 3).copy()

@@ -91,6 +91,7 @@ class _Session:
     size: tuple[int, int] | None = None  # the frames on the decoder's pipe
     input_size: tuple[int, int] | None = None  # the stream's frames as decoded (a change restarts the decoder)
     squared: bool = False  # the stream's pixels are not square: the decoder stretches them (SQUARE_PIXELS)
+    sound_unset: bool = False  # the receiver could not write a sound track it never saw a packet of (UNSET_SOUND)
     fps: float | None = None
     size_changed: bool = False
     has_audio: bool | None = None
@@ -256,6 +257,7 @@ class FFmpegSource:
         for raw in session.receiver.stderr:
             line = raw.decode(errors="replace").rstrip()
             session.log_tail.append(line)
+            session.sound_unset = session.sound_unset or UNSET_SOUND in line
             if line.startswith("Output #0"):
                 in_output, session.has_audio = True, False
             elif not in_output and session.video_line is None and _IN_VIDEO.match(line):
@@ -267,7 +269,7 @@ class FFmpegSource:
         if not session.mapped.is_set():  # never connected: `_connect` retries
             session.mapped.set()
             self._offer(session, None)
-        if not self._soundless and any(UNSET_SOUND in line for line in session.log_tail):
+        if not self._soundless and session.sound_unset:
             # A sound track with nothing sent on it yet (a muted phone microphone): FFmpeg cannot write its header
             # and the receiver exits, with the sender's connection, on every try, and no picture ever came out.
             self._soundless = True
@@ -291,7 +293,7 @@ class FFmpegSource:
         # The rate the receiver read from the stream, given: the decoder's own short probe may miss it (sound first)
         rate = ["-r", f"{fps:g}"] if (fps := self._known_rate(session)) else []
         # An anamorphic sender, searched as stored, left a face three times narrower unseen (SAR 32:27: 60 of 300)
-        session.squared = _anamorphic(session.video_line)
+        session.squared = session.squared or _anamorphic(session.video_line)
         square = ["-vf", SQUARE_PIXELS] if session.squared else []
         cmd = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-v", "verbose", "-debug_ts", *threads, *input_args,
                "-map", "0:v:0", *square, "-f", "rawvideo", "-pix_fmt", session.pix_fmt, "-fps_mode", "cfr", *rate,
@@ -457,7 +459,9 @@ class FFmpegSource:
             return self._lost("the picture size changed")
         # No stream line: the old one describes the old stream; a sender that retags its colours with the new
         # size would be converted wrongly. BGR from FFmpeg follows the tags frame by frame.
-        fresh = _Session(session.receiver, has_audio=session.has_audio, video_line=None,
+        # Its pixel aspect is not known either: squared by FFmpeg whatever it is (a no-op at 1:1), the size read
+        # from the decoder's output line (an HD camera switched to an SD widescreen one behind an encoder box).
+        fresh = _Session(session.receiver, has_audio=session.has_audio, video_line=None, squared=True,
                          rate_hint=session.fps or stated_fps(session.video_line))  # read mid-GOP: the rate given
         fresh.mapped.set()
         if session.proc is not None:

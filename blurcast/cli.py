@@ -620,6 +620,9 @@ def _run_file_with_progress(engine, recording) -> int:
     console.print(f"{frames} frame{'' if frames == 1 else 's'} in {elapsed:.1f} s{rate}"
                   + (f" -> {escape(str(recording.path))}" if recording else "")
                   + (f"; faults: {escape(str(faults))}" if faults else ""), soft_wrap=True)  # paths stay whole
+    if skipped := getattr(engine.source, "undecodable", 0):  # said as it happened, and again where it is seen
+        console.print(f"[bold yellow]warning:[/] {skipped} frame(s) of the input could not be decoded (the file is "
+                      "damaged there) and are not in the output", soft_wrap=True)
     announced = announced_later.result()
     # The header promised more, and the frames stop short of its duration: a cut download or a damaged file (a clip
     # trimmed by an edit list also has fewer frames than its header counts, but lasts as long as it says)

@@ -355,6 +355,7 @@ def test_a_file_damaged_in_the_middle_is_read_past_the_damage(dev_clip, tmp_path
     assert code == 0, err
     assert recorded_frames(tmp_path / "out.mp4") >= decodable - 2
     assert "could not be decoded (the file is damaged there)" in caplog.text
+    assert "frame(s) of the input could not be decoded" in " ".join(err.split())  # the run's summary says it too
     assert "the input ended at frame" not in err
 
 

@@ -103,7 +103,8 @@ HEIC_REFUSAL = ("a HEIC/HEIF photo, which Blurcast cannot read (no decoder for i
 
 def is_heic(head: bytes) -> bool:
     """A HEIC/HEIF file by its first 12 bytes (an ISO media `ftyp` box of an image brand), whatever its name."""
-    return head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftyphevc")
+    return head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm",
+                                                  b"hevs", b"mif1", b"msf1")
 
 
 def _unknown_format_message(head: bytes) -> str:

@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -146,12 +147,13 @@ def check_video_streams(spec: str, streams: list[dict]) -> None:
              for n, (s, t) in enumerate(zip(streams, lengths, strict=True))]
     longest = max(range(len(streams)), key=lambda n: lengths[n] or 0.0)
     first, most = lengths[0], lengths[longest]
-    keep = f"ffmpeg -i {spec} -map 0:v:{longest} -map 0:a? -c copy VIDEO.mkv"
+    keep = f"ffmpeg -i {shlex.quote(spec)} -map 0:v:{longest} -map 0:a? -c copy VIDEO.mkv"
     if longest != 0 and first is not None and most is not None and first < min(SHORT_FIRST_S, most / 2):
         raise SourceError(f"{spec} holds {len(streams)} video streams ({'; '.join(named)}) and only the first is "
                           f"read, a still or a slate beside the video: make its video the only one first ({keep})")
     log.warning("%s holds %d video streams (%s): only the first is anonymized and written; to take another: "
-                "ffmpeg -i %s -map 0:v:N -map 0:a? -c copy VIDEO.mkv", spec, len(streams), "; ".join(named), spec)
+                "ffmpeg -i %s -map 0:v:N -map 0:a? -c copy VIDEO.mkv", spec, len(streams), "; ".join(named),
+                shlex.quote(spec))
 
 
 # Containers whose timestamps may jump (a stream recorded across an encoder restart): FFmpeg's own command line

@@ -55,7 +55,7 @@ class FFmpegFileCapture:
         if _rotation(stream) % 180 == 90:  # FFmpeg turns the picture by its rotation tag, as OpenCV does
             self.width, self.height = self.height, self.width
         self.fps = _ratio(stream.get("avg_frame_rate"), 0.0) or _ratio(stream.get("r_frame_rate"), 30.0)
-        self.aspect = Fraction(str(stream.get("sample_aspect_ratio") or "1:1").replace(":", "/") or "1")
+        self.aspect = _ratio(stream.get("sample_aspect_ratio"), 1.0)  # "0:1" or "N/A": unknown, taken as square
         frames = str(stream.get("nb_frames", ""))
         self.frames = int(frames) if frames.isdigit() else 0
         self._proc: subprocess.Popen | None = None
@@ -104,8 +104,8 @@ class FFmpegFileCapture:
     def get(self, prop: int) -> float:
         values = {cv2.CAP_PROP_POS_MSEC: 1000.0 * max(self._index, 0) / self.fps, cv2.CAP_PROP_FPS: self.fps,
                   cv2.CAP_PROP_FRAME_COUNT: float(self.frames), cv2.CAP_PROP_FRAME_WIDTH: float(self.width),
-                  cv2.CAP_PROP_FRAME_HEIGHT: float(self.height), cv2.CAP_PROP_SAR_NUM: float(self.aspect.numerator),
-                  cv2.CAP_PROP_SAR_DEN: float(self.aspect.denominator)}
+                  cv2.CAP_PROP_FRAME_HEIGHT: float(self.height), cv2.CAP_PROP_SAR_NUM: self.aspect,
+                  cv2.CAP_PROP_SAR_DEN: 1.0}
         return values.get(prop, 0.0)
 
     def set(self, prop: int, value: float) -> bool:

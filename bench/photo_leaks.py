@@ -6,10 +6,13 @@ visible when `face_visibility` >= 0.5; faces under 10 px and `ignore` ones left 
 Also counts how much of each picture was blurred outside the annotated faces (every face box grown by half its
 size on each side, so a face's own margin is not counted): the price of a photo's extra views in false blurs.
 
-    python bench/photo_leaks.py [--only NAME ...] [--deface] [--held-out] [--variant LABEL:MODULE.CONST=VALUE ...]
+    python bench/photo_leaks.py [--only NAME ...] [--deface] [--held-out] [--turn Q]
+                                [--variant LABEL:MODULE.CONST=VALUE ...]
 
-A variant sets engine module constants (`yunet`, `anonymize`: e.g. `wide:yunet.STILL_ENLARGED_MAX_PX=inf`) for
-that run of the command line; without one, the code as it is (`now:`).
+A variant sets engine module constants (`yunet`, `anonymize`: e.g. `wide:yunet.STILL_ENLARGED_MAX_PX=inf`, a
+number or a Python literal such as `flat:yunet.STILL_TURNS=()`) for that run of the command line; without one, the
+code as it is (`now:`). `--turn Q` gives every photo turned Q quarter turns counter-clockwise (its boxes with it),
+written as PNG with no orientation tag: a photo stored sideways or upside down whose tag was dropped.
 
 `--held-out` keeps the photos annotated at stop 30, which no earlier tuning looked at.
 """
@@ -17,6 +20,7 @@ that run of the command line; without one, the code as it is (`now:`).
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import shutil
@@ -62,11 +66,30 @@ RUN = ("import sys\nfrom engine.stages import anonymize\nfrom engine.stages.dete
 
 def blurcast(image: Path, out: Path, home: Path, constants: str = "") -> None:
     """The command line, with the variant's constants set first."""
-    sets = "".join(f"{name} = float({value!r})\n" for name, value in
-                   (item.split("=", 1) for item in filter(None, constants.split(","))))
+    sets = "".join(f"{name} = {_literal(value)!r}\n" for name, value in
+                   (item.split("=", 1) for item in filter(None, constants.split(";" if ";" in constants else ","))))
     env = {**os.environ, "PYTHONPATH": str(REPO), "BLURCAST_HOME": str(home)}
     code = RUN.format(sets=sets, src=str(image), out=str(out))
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=env, cwd=REPO)
+
+
+def _literal(value: str) -> object:
+    try:
+        return float(value)
+    except ValueError:
+        return ast.literal_eval(value)
+
+
+def turned(image: np.ndarray, faces: list[dict], quarters: int) -> tuple[np.ndarray, list[dict]]:
+    """The picture turned `quarters` quarter turns as np.rot90 does, (x, y) -> (y, w - x) each, and its faces."""
+    faces = [dict(face) for face in faces]
+    for _ in range(quarters % 4):
+        width = image.shape[1]
+        for face in faces:
+            x1, y1, x2, y2 = face["box"]
+            face["box"] = [y1, width - x2, y2, width - x1]
+        image = np.ascontiguousarray(np.rot90(image))
+    return image, faces
 
 
 def deface(image: Path, out: Path) -> None:
@@ -100,7 +123,9 @@ def main() -> int:
     parser.add_argument("--only", action="append", default=[], help="photos whose name contains this")
     parser.add_argument("--deface", action="store_true", help="deface 1.5.0 on the same photos")
     parser.add_argument("--held-out", action="store_true", help="only the photos no tuning looked at")
-    parser.add_argument("--variant", action="append", default=[], help="LABEL:MODULE.CONST=VALUE,... (repeatable)")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="LABEL:MODULE.CONST=VALUE,... (repeatable; separate with ';' where a value holds commas)")
+    parser.add_argument("--turn", type=int, default=0, help="quarter turns counter-clockwise (tag-less)")
     args = parser.parse_args()
     tools = [(label, partial(blurcast, constants=constants))
              for label, _, constants in (v.partition(":") for v in args.variant or ["now:"])]
@@ -110,6 +135,10 @@ def main() -> int:
     print(f"{'photo':42} {'faces':>5} " + " ".join(f"{t + ' visible':>26}" for t, _ in tools))
     for name, path, faces in photos(args.only, args.held_out):
         image = cv2.imread(str(path))
+        if args.turn % 4:
+            image, faces = turned(image, faces, args.turn)
+            path = tmp / f"{name}.turned{args.turn % 4}.png"
+            cv2.imwrite(str(path), image)
         cells = []
         for tool, run in tools:
             out = tmp / f"{name}.{tool}.png"

@@ -1,9 +1,10 @@
 """Where a live frame's time goes: per-stage wall and CPU time at p50 and p95, and what the slow frames had in common.
 
-    python bench/profile_live.py [--size 1920x1080] [--seconds 15] [--allow PHOTO] [--json out.json]
+    python bench/profile_live.py [--size 1920x1080] [--seconds 15] [--allow PHOTO] [--clip VIDEO] [--json out.json]
 
-The dev clip (upscaled with FFmpeg to --size, looped) is played as a 30 fps camera through `Engine.run_live`
-into a sink that discards, as bench/bench_engine.py does. Each stage is wrapped with a timer (wall and thread
+The dev clip (or `--clip`, e.g. a WIDER crowd rendered by bench/widerface_clips.py; scaled with FFmpeg to --size,
+looped) is played as a 30 fps camera through `Engine.run_live` into a sink that discards, as bench/bench_engine.py
+does. Each stage is wrapped with a timer (wall and thread
 CPU): the source's decode, the wait in the mailbox, the detector's main pass and tile pass (on its own thread),
 the pipeline's wait for detection, tracking, identification, anonymizing and the sinks. Frames above the p90
 latency are then compared with the rest, stage by stage: which stage makes a frame slow. `--allow PHOTO`
@@ -153,8 +154,10 @@ def run(clip: Path, seconds: float, allow: Path | None, variant: dict[str, bool]
     identifier = _identifier(settings, allow) if allow else None
     engine = Engine(settings, VideoSource(str(clip), loop=True), [DiscardSink()], identifier=identifier)
     from engine import runner
+    from engine.recognition import identify_facebank
 
     runner.LIVE_COAST = int(variant.get("coast", True))
+    identify_facebank.WAIT_FOR_FIRST = variant.get("first_wait", True)
     runner.HEADROOM_CPU_SHARE = CPU_SHARE if variant.get("cpu_gate", True) else float("inf")
     engine.detect_on_arrival = variant["on_arrival"]
     if variant.get("preview"):  # as while the UI's live screen asks for previews (3 a second)
@@ -212,7 +215,8 @@ VARIANTS = {"now": {"on_arrival": True, "background": True}, "before": {"on_arri
             "no-background": {"on_arrival": True, "background": False},
             "no-coast": {"on_arrival": True, "background": True, "coast": False},
             "ui-attached": {"on_arrival": True, "background": True, "preview": True},
-            "no-cpu-gate": {"on_arrival": True, "background": True, "cpu_gate": False}}
+            "no-cpu-gate": {"on_arrival": True, "background": True, "cpu_gate": False},
+            "no-first-wait": {"on_arrival": True, "background": True, "first_wait": False}}
 
 
 def _time_outputs(engine) -> dict[int, float]:
@@ -284,22 +288,23 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--frames", type=int, default=120, help="clip frames to upscale (looped)")
     parser.add_argument("--allow", type=Path, help="enrol this photo: identification takes part")
+    parser.add_argument("--clip", type=Path, default=CLIP, help="play this video instead of the dev clip")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--variants", default="now",
                         help="comma list, run in turn in one process: now (every change), before (detection after "
                              "the wait, embeddings on the frame path), no-arrival, no-background, no-coast (far "
                              "behind, frames are dropped instead of every other one coasted), ui-attached (previews "
                              "made), no-cpu-gate (more tiles a frame whenever the latency allows, however busy the "
-                             "cores)")
+                             "cores), no-first-wait (no wait for a new face's first embedding, as before stop 51)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    if not CLIP.is_file():
-        log.error("no dev clip at %s (set BLURCAST_DATA)", CLIP)
+    if not args.clip.is_file():
+        log.error("no video at %s (the dev clip: set BLURCAST_DATA)", args.clip)
         return 2
     w, h = args.size.split("x")
     with tempfile.TemporaryDirectory(prefix="blurcast-profile-") as tmp:
         clip = Path(tmp) / "clip.mp4"
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(CLIP), "-vf", f"scale={w}:{h}", "-frames:v",
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(args.clip), "-vf", f"scale={w}:{h}", "-frames:v",
                         str(args.frames), "-c:v", "libx264", "-crf", "16", "-preset", "veryfast", "-an", str(clip)],
                        check=True)
         figures = {f"{name}#{k}": run(clip, args.seconds, args.allow, VARIANTS[name])

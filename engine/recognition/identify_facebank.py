@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 
 STATE_KEY = "facebank"
 _SHARPNESS_CHECKS = 2  # per frame, biggest faces first: each costs an alignment (~0.1 ms)
+# Live: the frame also waits (as for a re-check, identify_worker.RECHECK_WAIT_S) for the first embedding of the largest
+# face seen for the first time, so that the streamer is shown on a shot's first frame (stop 51). A switch for benches.
+WAIT_FOR_FIRST = True
 
 
 @dataclass(frozen=True)
@@ -453,7 +456,7 @@ class FacebankIdentifier:
             # The largest face seen for the first time too (a shot's or the stream's first frame, a track made
             # anew): live, the streamer was blurred on the first frame of each shot, for the frame its first
             # embedding took to come back, where file mode shows him. One face only: the wait stays one crop long.
-            fresh = [c for c in chosen if not c.state.embedded and not c.state.overlapping]
+            fresh = [c for c in chosen if not c.state.embedded and not c.state.overlapping] if WAIT_FOR_FIRST else []
             if fresh:
                 awaited.append(max(fresh, key=lambda c: c.size).state)
             self.worker.exchange(frame, chosen, index, wait_for=awaited)

@@ -21,8 +21,9 @@ deface (its defaults) runs on the blur-all rows when installed (`pip install def
 `--degrade KIND` runs every clip as IRL footage reaches a rig instead, same frames: a check that the figures hold
 for footage worse than the corpus's, not a figure to tune on. `DEGRADATIONS` keep the boxes: `lowrate` (a phone's
 cellular uplink at 0.04 bit a pixel), `dark` (a dark street with sensor noise), `motion` (a fast pan's horizontal
-smear on every frame), `pans` (the same smear in half-second bursts, sharp in between). `tilt` turns every
-frame by TILT_DEGREES (a phone held askew) and the boxes with it (`tilted`).
+smear on every frame), `pans` (the same smear in half-second bursts, sharp in between), `gray` (no colour: an
+infrared night camera, a black-and-white filter). `tilt` turns every frame by TILT_DEGREES (a phone held askew) and
+the boxes with it (`tilted`).
 """
 
 from __future__ import annotations
@@ -122,6 +123,9 @@ DEGRADATIONS = {
     # exposure does when the streamer turns
     "motion": lambda w, h, fps: ["-vf", f"dblur=angle=0:radius={max(1, round(12 * w / 1920))}",
                                  "-c:v", "libx264", "-crf", "14", "-preset", "veryfast"],
+    # monochrome: a night camera's infrared picture, a black-and-white filter or old footage (no colour at all)
+    "gray": lambda w, h, fps: ["-vf", "format=gray,format=yuv420p", "-c:v", "libx264", "-crf", "14", "-preset",
+                               "veryfast"],
     # a walk with turns: the same smear in a half-second burst every two seconds (frames 0-14 of every 60),
     # sharp in between, as IRL footage mostly is
     "pans": lambda w, h, fps: ["-vf", f"dblur=angle=0:radius={max(1, round(12 * w / 1920))}"

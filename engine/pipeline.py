@@ -207,6 +207,8 @@ class Pipeline:
             self.detector.tile_cycle = FILE_TILE_CYCLE if self._offline else TILE_CYCLE
         if hasattr(self.detector, "second_look"):  # file mode's headroom: weak small faces looked at again
             self.detector.second_look = self._offline
+        if hasattr(self.detector, "colourless_help"):  # ...and a monochrome frame searched by a second detector
+            self.detector.colourless_help = self._offline
         runner = getattr(self.detector, "runner", None)
         if hasattr(runner, "background_compiles"):  # OpenVINO: live never waits for a compile; file mode does
             runner.background_compiles = not self._offline

@@ -158,6 +158,27 @@ def test_an_interlaced_video_is_deinterlaced_not_read_black(dev_clip, dev_gt, tm
     assert result["leak_rate"] <= LEAK_BOUND and result["worst_leak_run"] <= RUN_BOUND
 
 
+def test_a_video_without_colour_is_searched_by_a_second_detector(dev_clip, dev_gt, tmp_path):
+    """An infrared night camera's or a black-and-white filter's video: YuNet leans on colour, and the dev clip in grey
+    left its dim bystanders visible (23 of 538 face-frames, run 22; 0 in colour). File mode searches a frame with no
+    colour with CenterFace as well."""
+    from engine.stages.detectors.yunet import monochrome
+
+    grey = tmp_path / "grey.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(dev_clip), "-fps_mode", "passthrough", "-an", "-vf",
+                    "format=gray,format=yuv420p", "-c:v", "libx264", "-crf", "14", str(grey)], check=True)
+    _, coloured = cv2.VideoCapture(str(dev_clip)).read()
+    _, colourless = cv2.VideoCapture(str(grey)).read()
+    assert not monochrome(coloured) and monochrome(colourless)
+    out = tmp_path / "out.mp4"
+    done = subprocess.run([sys.executable, "-m", "blurcast", "run", str(grey), "-o", str(out), "--no-facebank"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = score_independently(grey, out, dev_gt, tmp_path)
+    assert result["bystander_face_frames"] >= 300
+    assert result["leak_rate"] <= LEAK_BOUND and result["worst_leak_run"] <= RUN_BOUND, result
+
+
 def test_boxes_annotated_on_an_anamorphic_videos_stored_pixels_are_placed_on_it_as_shown(data_dir):
     """head_motion_d9 is 512x480 at SAR 15:16 (shown square), annotated as OpenCV decoded it: its boxes are
     stretched with the picture, not refused as another picture's."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from functools import lru_cache
@@ -99,6 +100,21 @@ STILL_ENLARGED_MAX_PX = 48.0
 # company did not filter them out (bench/photo_leaks.py: a fifth to three fifths of three upright photos blurred).
 STILL_TURNS = (1, 2, 3)
 SIDEWAYS_SCORE = 0.7
+log = logging.getLogger(__name__)
+
+# A picture with no colour (an infrared night camera, a black-and-white filter, old footage): YuNet leans on colour,
+# and misses small and dark faces in it (bench/suite.py --degrade gray, file mode: the store-aisle clip's 12-19 px
+# faces 65 of 89 face-frames visible, the dev clip 23 of 538; in colour 0 and 0). CenterFace, on its own, misses
+# others there (backs of heads turning: 9 of 29); file mode searches such frames with both (`colourless_help`).
+MONOCHROME_LEVELS = 3  # channels further apart than this at a pixel: colour (a grey picture through 4:2:0: 0-1)
+MONOCHROME_SHARE = 0.001  # ...at more than this share of the pixels sampled (every 8th row and column)
+
+
+def monochrome(frame: np.ndarray) -> bool:
+    """Whether a BGR picture has no colour: its three channels the same but at a few pixels."""
+    sample = frame[::8, ::8].astype(np.int16)
+    spread = np.maximum(np.abs(sample[..., 0] - sample[..., 1]), np.abs(sample[..., 1] - sample[..., 2]))
+    return bool((spread > MONOCHROME_LEVELS).mean() <= MONOCHROME_SHARE)
 
 
 class YuNetDetector:
@@ -124,6 +140,8 @@ class YuNetDetector:
         self._closed = False
         self._calls = 0
         self.second_look = False  # file mode (the pipeline turns it on): weak small faces looked at again
+        self.colourless_help = False  # file mode (the pipeline turns it on): a monochrome frame also by CenterFace
+        self._centerface = None  # made at the first monochrome frame
         self._rejected: list[tuple[np.ndarray, int]] = []  # (box, frame) of second looks that found nothing
         # A still image (the pipeline sets it): the `confidence` a box needs in one view; weaker boxes need
         # STILL_VIEWS views. None for video.
@@ -276,7 +294,17 @@ class YuNetDetector:
         if self.second_look:
             found = self._look_again(frame, found, scale)  # the passes' scale, should detect_width change meanwhile
         self._last_input = None
+        if self.colourless_help and monochrome(frame):
+            found = merge([found, self._colourless_detector().detect(frame, min_score)], NMS_IOU)
         return found[found.score >= min_score]
+
+    def _colourless_detector(self):
+        if self._centerface is None:
+            from engine.stages.detectors import centerface
+
+            log.info("a picture with no colour: searched by CenterFace as well (YuNet misses small faces there)")
+            self._centerface = centerface.create(Settings(detect_width=self.detect_width))
+        return self._centerface
 
     def _look_again(self, frame: np.ndarray, found: Detections, scale: float) -> Detections:
         """Small weak detections looked at again, enlarged and mirrored (detectors/second_look.py); one that

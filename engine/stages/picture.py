@@ -171,8 +171,9 @@ def read_upright(path: str | Path, stored: Callable[[], np.ndarray | None],
     info = info or picture_info(path)
     pixels = _decoded(path, info, stored)
     if pixels is not None and info.frames > 1:
-        what = "an animation" if info.animated else "a picture of several pages"
-        log.warning("%s is %s of %d frames: only its first is anonymized and written", path, what, info.frames)
+        pages = info.kind == "TIFF" or not info.animated  # Pillow calls a TIFF of several pages animated too
+        what = f"a picture of {info.frames} pages" if pages else f"an animation of {info.frames} frames"
+        log.warning("%s is %s: only its first is anonymized and written", path, what)
     return pixels
 
 

@@ -179,6 +179,23 @@ def test_a_video_without_colour_is_searched_by_a_second_detector(dev_clip, dev_g
     assert result["leak_rate"] <= LEAK_BOUND and result["worst_leak_run"] <= RUN_BOUND, result
 
 
+def test_live_mode_says_once_that_a_picture_without_colour_is_searched_less_well(dev_clip, caplog):
+    """Live mode has no time for the second detector (CenterFace costs 5-10x YuNet a frame): the user is told."""
+    import logging
+
+    from engine.config import Settings
+    from engine.stages.detect import create_detector
+
+    _, frame = cv2.VideoCapture(str(dev_clip)).read()
+    detector = create_detector(Settings())  # as live mode has it: colourless_help off
+    with caplog.at_level(logging.WARNING, logger="engine.stages.detectors.yunet"):
+        detector.detect(frame, 0.5)
+        grey = cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+        for _ in range(61):
+            detector.detect(grey, 0.5)
+    assert sum("has no colour" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_boxes_annotated_on_an_anamorphic_videos_stored_pixels_are_placed_on_it_as_shown(data_dir):
     """head_motion_d9 is 512x480 at SAR 15:16 (shown square), annotated as OpenCV decoded it: its boxes are
     stretched with the picture, not refused as another picture's."""

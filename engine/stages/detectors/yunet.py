@@ -108,6 +108,7 @@ log = logging.getLogger(__name__)
 # others there (backs of heads turning: 9 of 29); file mode searches such frames with both (`colourless_help`).
 MONOCHROME_LEVELS = 3  # channels further apart than this at a pixel: colour (a grey picture through 4:2:0: 0-1)
 MONOCHROME_SHARE = 0.001  # ...at more than this share of the pixels sampled (every 8th row and column)
+MONOCHROME_CHECK_EVERY = 30  # live: frames between two looks at whether the picture has colour, until it has none
 
 
 def monochrome(frame: np.ndarray) -> bool:
@@ -142,6 +143,7 @@ class YuNetDetector:
         self.second_look = False  # file mode (the pipeline turns it on): weak small faces looked at again
         self.colourless_help = False  # file mode (the pipeline turns it on): a monochrome frame also by CenterFace
         self._centerface = None  # made at the first monochrome frame
+        self._warned_colourless = False
         self._rejected: list[tuple[np.ndarray, int]] = []  # (box, frame) of second looks that found nothing
         # A still image (the pipeline sets it): the `confidence` a box needs in one view; weaker boxes need
         # STILL_VIEWS views. None for video.
@@ -296,6 +298,10 @@ class YuNetDetector:
         self._last_input = None
         if self.colourless_help and monochrome(frame):
             found = merge([found, self._colourless_detector().detect(frame, min_score)], NMS_IOU)
+        elif not self._warned_colourless and self._calls % MONOCHROME_CHECK_EVERY == 1 and monochrome(frame):
+            self._warned_colourless = True  # live: CenterFace would cost 5-10x YuNet a frame; the user is told
+            log.warning("the picture has no colour (an infrared or black-and-white camera): YuNet misses small and "
+                        "dim faces without colour, and live mode has no time for a second detector")
         return found[found.score >= min_score]
 
     def _colourless_detector(self):

@@ -122,11 +122,11 @@ def test_boxes_found_on_a_turned_picture_are_placed_back_on_it():
     for quarters in (1, 2, 3):
         ys, xs = np.nonzero(np.rot90(picture, quarters))
         box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
-        marks = np.repeat(box[:, None, :2], 5, axis=1)  # every landmark on the box's first corner
+        marks = np.repeat(box[:, None, :2], 5, axis=1)  # every landmark on the turned box's top left corner
         back = turned_back(Detections(box, np.array([0.9], np.float32), marks), quarters, picture.shape)
         assert back.xyxy.tolist() == [[30, 10, 45, 20]], quarters
-        corner = back.landmarks[0, 0]  # that corner, wherever the turn took it, is a corner of the box
-        assert corner[0] in (30, 45) and corner[1] in (10, 20)
+        # that corner, turned back: the picture's top right (a quarter), bottom right (a half), bottom left
+        assert back.landmarks[0, 0].tolist() == {1: [45, 10], 2: [45, 20], 3: [30, 20]}[quarters]
 
 
 def test_an_upright_group_photo_is_not_searched_turned(crowd):

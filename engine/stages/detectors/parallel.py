@@ -6,7 +6,8 @@ over both cores, but between calls (resizing, decoding outputs, NMS, merging the
 mirror, every tile: `YuNetDetector.passes`, which depend on the frame alone in file mode) run for two frames at
 once on twin detectors with one onnxruntime thread each; the second look (`finish`), which remembers the places
 it looked at in vain over the last frames, then runs on the pipeline's own detector, one frame at a time, in the
-order the frames were submitted. onnxruntime's outputs do not depend on its thread count (bit for bit:
+order the frames were submitted (and with it, for a frame with no colour, CenterFace's search: rare footage, left
+serial). onnxruntime's outputs do not depend on its thread count (bit for bit:
 tests/test_parallel_detect.py), so neither do the detections.
 """
 

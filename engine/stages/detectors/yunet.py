@@ -107,7 +107,11 @@ log = logging.getLogger(__name__)
 # faces 65 of 89 face-frames visible, the dev clip 23 of 538; in colour 0 and 0). CenterFace, on its own, misses
 # others there (backs of heads turning: 9 of 29); file mode searches such frames with both (`colourless_help`).
 MONOCHROME_LEVELS = 3  # channels further apart than this at a pixel: colour (a grey picture through 4:2:0: 0-1)
-MONOCHROME_SHARE = 0.001  # ...at more than this share of the pixels sampled (every 8th row and column)
+# ...at more than this share of the pixels sampled (every 8th row and column): a coloured logo or timestamp drawn over
+# a grey picture stays under it. Not one frame of the corpus's colour clips is under 10 % (1,183 frames, every 4th).
+MONOCHROME_SHARE = 0.05
+MONOCHROME_RANGE = 16  # levels between its darkest and brightest pixels at least: a flat frame (black, the warm-up's
+#                        blank one, a fade) is no picture at all
 MONOCHROME_CHECK_EVERY = 30  # live: frames between two looks at whether the picture has colour, until it has none
 
 
@@ -115,7 +119,7 @@ def monochrome(frame: np.ndarray) -> bool:
     """Whether a BGR picture has no colour: its three channels the same but at a few pixels."""
     sample = frame[::8, ::8].astype(np.int16)
     spread = np.maximum(np.abs(sample[..., 0] - sample[..., 1]), np.abs(sample[..., 1] - sample[..., 2]))
-    return bool((spread > MONOCHROME_LEVELS).mean() <= MONOCHROME_SHARE)
+    return bool((spread > MONOCHROME_LEVELS).mean() <= MONOCHROME_SHARE and np.ptp(sample) >= MONOCHROME_RANGE)
 
 
 class YuNetDetector:
@@ -142,7 +146,8 @@ class YuNetDetector:
         self._calls = 0
         self.second_look = False  # file mode (the pipeline turns it on): weak small faces looked at again
         self.colourless_help = False  # file mode (the pipeline turns it on): a monochrome frame also by CenterFace
-        self._centerface = None  # made at the first monochrome frame
+        self._centerface = None  # made at the first monochrome frame, on `backend`
+        self.backend = "auto"
         self._warned_colourless = False
         self._rejected: list[tuple[np.ndarray, int]] = []  # (box, frame) of second looks that found nothing
         # A still image (the pipeline sets it): the `confidence` a box needs in one view; weaker boxes need
@@ -169,7 +174,12 @@ class YuNetDetector:
         quarters = self._sideways(frame, int((found.score >= SIDEWAYS_SCORE).sum()))
         if quarters:
             turned = np.ascontiguousarray(np.rot90(frame, quarters))
-            more = turned_back(self._still_views(turned, min_score, confidence), quarters, frame.shape)
+            # the second look's places looked at in vain are the upright picture's: other places once turned
+            rejected, self._rejected = self._rejected, []
+            try:
+                more = turned_back(self._still_views(turned, min_score, confidence), quarters, frame.shape)
+            finally:
+                self._rejected = rejected
             found = merge([found, more], NMS_IOU)
         return found
 
@@ -309,7 +319,8 @@ class YuNetDetector:
             from engine.stages.detectors import centerface
 
             log.info("a picture with no colour: searched by CenterFace as well (YuNet misses small faces there)")
-            self._centerface = centerface.create(Settings(detect_width=self.detect_width))
+            self._centerface = centerface.create(Settings(detect_width=self.detect_width, backend=self.backend))
+        self._centerface.detect_width = self.detect_width  # a detect size changed mid-file (configure)
         return self._centerface
 
     def _look_again(self, frame: np.ndarray, found: Detections, scale: float) -> Detections:
@@ -649,4 +660,6 @@ def create(settings: Settings, network: str = "yunet") -> YuNetDetector:
     """`network` "landmarker": the recognizer's own YuNet (engine/recognition/recognize.py), whose runner
     `make_runner` sets up apart from the stream's."""
     runner = make_runner(settings.backend, model_path("yunet"), _torch_module, network=network)
-    return YuNetDetector(runner, settings.detect_width)
+    detector = YuNetDetector(runner, settings.detect_width)
+    detector.backend = settings.backend  # the second detector's too (photos keep onnxruntime: assemble.py)
+    return detector

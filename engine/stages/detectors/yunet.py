@@ -21,6 +21,8 @@ from engine.stages.detect import area_scale, detection_scale, letterbox, merge, 
 from engine.stages.detectors.parallel import FrameParallelDetector
 from engine.stages.detectors.second_look import cell_areas, mirror, second_look
 
+log = logging.getLogger(__name__)
+
 STRIDES = (8, 16, 32)
 NMS_IOU = 0.3
 REFINE_PX = 160  # face width at which `refine` looks again: landmarks as sharp as a 2x pass gives them
@@ -100,7 +102,6 @@ STILL_ENLARGED_MAX_PX = 48.0
 # company did not filter them out (bench/photo_leaks.py: a fifth to three fifths of three upright photos blurred).
 STILL_TURNS = (1, 2, 3)
 SIDEWAYS_SCORE = 0.7
-log = logging.getLogger(__name__)
 
 # A picture with no colour (an infrared night camera, a black-and-white filter, old footage): YuNet leans on colour,
 # and misses small and dark faces in it (bench/suite.py --degrade gray, file mode: the store-aisle clip's 12-19 px

@@ -53,10 +53,15 @@ from engine.models.backends import resolve_backend
 from engine.models.weights import sha256_of
 from engine.recognition.recognize import FaceEmbedder, Landmarker, create_embedder, create_landmarker, smear
 from engine.stages.detect import Detector, create_detector, merge
+from engine.stages.detectors.yunet import turned_back
 from facebank.images import ImageRejected, load_photo
 
 MIN_SCORE = 0.7
 SURE_SCORE = 0.85
+# np.rot90's quarter turns (anticlockwise as shown), and the words for them
+TURNS = ((1, "a quarter turn to the left (anticlockwise)"), (3, "a quarter turn to the right (clockwise)"),
+         (2, "upside down"))
+TURNED_MARGIN = 0.05  # a face scores this much higher turned than as stored: the photo is stored turned
 CLOSER_LOOK_PX = 160.0  # a doubtful box's width in its closer look
 MIN_FACE_PX = 24  # the stream embeds no narrower face (identify_facebank's min_face_px); bench/small_enrolment.py
 BACKGROUND_FACE_PX = 40  # a face this small beside one 3x its width is behind the photo's subject, not a second one
@@ -230,6 +235,8 @@ class Enroller:
         detections = self._detect(image)
         chosen = self._at(path, detections, near) if near is not None else self._choose(path, image, detections,
                                                                                          choose, behind)
+        if near is None and (turned := self._turned_hint(image, detections.xyxy[chosen], detections.score[chosen])):
+            raise EnrolError(path, turned)
         face, sharp = self.landmarker.align_and_measure(image, detections.xyxy[chosen], detections.landmarks[chosen])
         box = tuple(float(v) for v in detections.xyxy[chosen])
         face_px = box[2] - box[0]
@@ -238,6 +245,25 @@ class Enroller:
         embedding = self.embedder.embed_aligned(face[None])[0]
         return Enrolment(str(path.resolve()), photo.sha256, box, float(detections.score[chosen]),
                          face_px, sharp, (width, height), embedding)
+
+    def _turned_hint(self, image: np.ndarray, box: np.ndarray | None = None, score: float = 0.0) -> str:
+        """Where the photo is stored turned (sideways or upside down, its orientation tag lost on the way): which way
+        to turn it; "" where it is upright. Turned: a face shows only with the photo turned, or the face at `box`
+        scores clearly higher so (YuNet finds some faces upside down or sideways, with landmarks in the wrong places:
+        their embeddings did not match the same person's upright photo, cosine 0.05-0.19). Enrolment does not turn
+        the photo itself: it is embedded again later as stored."""
+        best, best_way = (SURE_SCORE if box is None else score + TURNED_MARGIN), ""
+        for quarters, way in TURNS:  # the turn where it scores highest (a face shows upside down too)
+            found = self.detectors[0].detect(np.ascontiguousarray(np.rot90(image, quarters)), MIN_SCORE)
+            if box is not None and len(found):
+                back = turned_back(found, quarters, image.shape)
+                found = found[overlaps(np.asarray(box, np.float32)[None], back.xyxy)[0][0] >= 0.3]
+            if len(found) and found.score.max() >= best:
+                best, best_way = float(found.score.max()), way
+        if not best_way:
+            return ""
+        return (f"no face was found upright as the photo is stored, but one shows with it turned {best_way} (its "
+                "orientation tag may have been lost): turn the photo upright and add it again")
 
     @staticmethod
     def _at(path: Path, detections: Detections, near: Sequence[float]) -> int:
@@ -254,8 +280,8 @@ class Enroller:
         """Index into `detections` of the face to enrol, or EnrolError."""
         width = image.shape[1]
         if not len(detections):
-            raise EnrolError(path, "no face was found; use a photo where your face is clearly visible, "
-                                   "facing the camera, in good light")
+            raise EnrolError(path, self._turned_hint(image) or "no face was found; use a photo where your face is "
+                                   "clearly visible, facing the camera, in good light")
         widths = detections.xyxy[:, 2] - detections.xyxy[:, 0]
         if widths.max() < MIN_FACE_PX:
             raise EnrolError(path, f"the face is too small ({int(widths.max())} px wide, needs {MIN_FACE_PX}); use a "

@@ -42,6 +42,7 @@ CLIP = DATA / "video_hamilton" / "short_hamilton_clip.mp4"
 
 log = logging.getLogger("bench")
 from engine.runner import HEADROOM_CPU_SHARE as CPU_SHARE  # noqa: E402  (the engine's own gate; a variant lifts it)
+from engine.stages.anonymize import BULK_MIN_REGIONS  # noqa: E402  (the same: a variant sets it back)
 
 
 class Timings:
@@ -155,9 +156,11 @@ def run(clip: Path, seconds: float, allow: Path | None, variant: dict[str, bool]
     engine = Engine(settings, VideoSource(str(clip), loop=True), [DiscardSink()], identifier=identifier)
     from engine import runner
     from engine.recognition import identify_facebank
+    from engine.stages import anonymize
 
     runner.LIVE_COAST = int(variant.get("coast", True))
     identify_facebank.WAIT_FOR_FIRST = variant.get("first_wait", True)
+    anonymize.BULK_MIN_REGIONS = BULK_MIN_REGIONS if variant.get("crowd_cover", True) else 1 << 30
     runner.HEADROOM_CPU_SHARE = CPU_SHARE if variant.get("cpu_gate", True) else float("inf")
     engine.detect_on_arrival = variant["on_arrival"]
     if variant.get("preview"):  # as while the UI's live screen asks for previews (3 a second)
@@ -216,7 +219,8 @@ VARIANTS = {"now": {"on_arrival": True, "background": True}, "before": {"on_arri
             "no-coast": {"on_arrival": True, "background": True, "coast": False},
             "ui-attached": {"on_arrival": True, "background": True, "preview": True},
             "no-cpu-gate": {"on_arrival": True, "background": True, "cpu_gate": False},
-            "no-first-wait": {"on_arrival": True, "background": True, "first_wait": False}}
+            "no-first-wait": {"on_arrival": True, "background": True, "first_wait": False},
+            "no-crowd-cover": {"on_arrival": True, "background": True, "crowd_cover": False}}
 
 
 def _time_outputs(engine) -> dict[int, float]:
@@ -295,7 +299,8 @@ def main() -> int:
                              "the wait, embeddings on the frame path), no-arrival, no-background, no-coast (far "
                              "behind, frames are dropped instead of every other one coasted), ui-attached (previews "
                              "made), no-cpu-gate (more tiles a frame whenever the latency allows, however busy the "
-                             "cores), no-first-wait (no wait for a new face's first embedding, as before stop 51)")
+                             "cores), no-first-wait (no wait for a new face's first embedding, as before stop 51), "
+                             "no-crowd-cover (a crowd's regions covered one by one, as before stop 52)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if not args.clip.is_file():

@@ -11,8 +11,9 @@ Per clip and variant:
 - false blurs: tracked boxes blurred that touch no annotated face (on WIDER an upper bound: it leaves faces out);
   raw / false_raw: raw detections blurred on their own (no track's box yet), and those touching no annotated face.
 `live.coast=1` coasts every other frame (live mode far behind: engine/pipeline.py) and holds one frame back, as the
-runner does; `live.lookahead=N` holds N frames (the look-ahead slider); `live.drop=1` drops every other frame (what
-live mode did far behind before coasting), each frame kept counted for the two frame periods it stays on screen.
+runner does; `live.lookahead=N` holds N frames (the look-ahead slider); `live.drop=N` drops N frames after each one
+kept (1: what live mode did far behind before coasting; 3: a live crowd, where the engine keeps ~8 fps of 30), each
+frame kept counted for the N + 1 frame periods it stays on screen. `regions`: boxes anonymized a frame kept (mean).
 Default variants: `before` (live as until stop 23: no corroborated starts, no scene motion) and `now`.
 """
 
@@ -82,11 +83,11 @@ def _module(name: str):
     raise ValueError(f"no module engine[.stages[.detectors]].{name}")
 
 
-def run(clip: suite.Clip, coast: bool = False, lookahead: int = 0, drop: bool = False) -> dict:
+def run(clip: suite.Clip, coast: bool = False, lookahead: int = 0, drop: int = 0) -> dict:
     """`coast`: every other frame coasted (live mode far behind, engine/pipeline.py), which the runner pairs with
     a look-ahead of at least one frame; `lookahead`: frames held back before scoring, as the runner holds them;
-    `drop`: every other frame dropped, as a machine that keeps up with half the frames does: each frame processed
-    is on screen for two frame periods, so its face-frames count twice (leaked and in all)."""
+    `drop`: frames dropped after each one processed, as a machine that keeps up with 1 in drop + 1 does: each frame
+    processed is on screen for drop + 1 frame periods, so its face-frames count that often (leaked and in all)."""
     gt: dict[int, list[dict]] = {}
     for face in json.loads(clip.gt.read_text())["faces"]:
         gt.setdefault(face["frame"], []).append(face)
@@ -95,7 +96,7 @@ def run(clip: suite.Clip, coast: bool = False, lookahead: int = 0, drop: bool = 
     held = Lookahead(max(lookahead, int(coast)))
     cap = cv2.VideoCapture(str(suite.prepared(clip, suite.CACHE)))
     figures = {"leaked": 0, "faces": 0, "false_blurs": 0, "blurred": 0, "frames": 0, "coasted": 0,
-               "false_raw": 0, "raw": 0}
+               "false_raw": 0, "raw": 0, "regions": 0}
     raws: dict[int, np.ndarray] = {}
     reports: dict[int, FrameReport] = {}
     index = 0
@@ -103,17 +104,18 @@ def run(clip: suite.Clip, coast: bool = False, lookahead: int = 0, drop: bool = 
         ok, frame = cap.read()
         if not ok:
             break
-        if drop and index % 2:
+        if index % (drop + 1):
             index += 1
             continue
         raws[index] = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        safe, reports[index] = pipeline.process(frame, index, (2 if drop else 1) / 30)
+        safe, reports[index] = pipeline.process(frame, index, (drop + 1) / 30)
         for released, tag in held.push(safe, reports[index], pipeline.anonymizer, index):
-            _score(released, raws.pop(tag), reports.pop(tag), gt.get(tag, []), figures, 2 if drop else 1)
+            _score(released, raws.pop(tag), reports.pop(tag), gt.get(tag, []), figures, drop + 1)
         index += 1
     for released, tag in held.flush(pipeline.anonymizer):
-        _score(released, raws.pop(tag), reports.pop(tag), gt.get(tag, []), figures, 2 if drop else 1)
+        _score(released, raws.pop(tag), reports.pop(tag), gt.get(tag, []), figures, drop + 1)
     pipeline.close()
+    figures["regions"] = round(figures["regions"] / max(figures["frames"], 1), 1)
     return figures
 
 
@@ -123,6 +125,7 @@ def _score(safe: SafeFrame, raw: np.ndarray, report: FrameReport, truth: list[di
     out = cv2.cvtColor(safe.image, cv2.COLOR_BGR2GRAY)
     figures["frames"] += 1
     figures["coasted"] += report.coasted
+    figures["regions"] += len(report.faces) + len(report.unclaimed)
     for face in truth:
         if face.get("label") == "allow":
             continue
@@ -161,7 +164,7 @@ def main() -> int:
             knobs = {attr: value for module, attr, value in patches if module == "live" and attr in LIVE_KNOBS}
             with patched(patches):
                 result = run(clip, coast=bool(knobs.get("coast", 0)), lookahead=int(knobs.get("lookahead", 0)),
-                             drop=bool(knobs.get("drop", 0)))
+                             drop=int(knobs.get("drop", 0)))
             rows.append({"clip": clip.name, "variant": name, **result})
             log.info("%-55s %-8s %s", clip.name, name, json.dumps(result))
     for name, _ in variants:

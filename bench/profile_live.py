@@ -41,6 +41,7 @@ DATA = Path(os.environ.get("BLURCAST_DATA", REPO.parent / "shared" / "data"))
 CLIP = DATA / "video_hamilton" / "short_hamilton_clip.mp4"
 
 log = logging.getLogger("bench")
+from engine import pipeline as pipeline_module  # noqa: E402  (LIVE_CAMERA_MOTION: a variant sets it)
 from engine.runner import HEADROOM_CPU_SHARE as CPU_SHARE  # noqa: E402  (the engine's own gate; a variant lifts it)
 from engine.stages.anonymize import BULK_MIN_REGIONS  # noqa: E402  (the same: a variant sets it back)
 
@@ -161,6 +162,7 @@ def run(clip: Path, seconds: float, allow: Path | None, variant: dict[str, bool]
     runner.LIVE_COAST = int(variant.get("coast", True))
     identify_facebank.WAIT_FOR_FIRST = variant.get("first_wait", True)
     anonymize.BULK_MIN_REGIONS = BULK_MIN_REGIONS if variant.get("crowd_cover", True) else 1 << 30
+    pipeline_module.LIVE_CAMERA_MOTION = int(variant.get("camera_motion", True))
     runner.HEADROOM_CPU_SHARE = CPU_SHARE if variant.get("cpu_gate", True) else float("inf")
     engine.detect_on_arrival = variant["on_arrival"]
     if variant.get("preview"):  # as while the UI's live screen asks for previews (3 a second)
@@ -220,7 +222,8 @@ VARIANTS = {"now": {"on_arrival": True, "background": True}, "before": {"on_arri
             "ui-attached": {"on_arrival": True, "background": True, "preview": True},
             "no-cpu-gate": {"on_arrival": True, "background": True, "cpu_gate": False},
             "no-first-wait": {"on_arrival": True, "background": True, "first_wait": False},
-            "no-crowd-cover": {"on_arrival": True, "background": True, "crowd_cover": False}}
+            "no-crowd-cover": {"on_arrival": True, "background": True, "crowd_cover": False},
+            "no-camera-motion": {"on_arrival": True, "background": True, "camera_motion": False}}
 
 
 def _time_outputs(engine) -> dict[int, float]:
@@ -300,7 +303,8 @@ def main() -> int:
                              "behind, frames are dropped instead of every other one coasted), ui-attached (previews "
                              "made), no-cpu-gate (more tiles a frame whenever the latency allows, however busy the "
                              "cores), no-first-wait (no wait for a new face's first embedding, as before stop 51), "
-                             "no-crowd-cover (a crowd's regions covered one by one, as before stop 52)")
+                             "no-crowd-cover (a crowd's regions covered one by one, as before stop 52), "
+                             "no-camera-motion (tracks not moved with the camera, as before stop 53)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if not args.clip.is_file():

@@ -43,6 +43,7 @@ from engine.stages.detect import Detector, create_detector
 from engine.stages.detectors.parallel import FrameParallelDetector
 from engine.stages.detectors.yunet import STILL_BAR, TILE_CYCLE
 from engine.stages.identify import Identifier, NoIdentifier, is_visible
+from engine.stages.motion import CameraMotion
 from engine.stages.track import REPEAT_START_SCORE, FaceTracker
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,10 @@ REVEAL_APART_IOU = 0.1  # a face overlapping another found face this much is nev
 FILE_CORROBORATED_STARTS = 1
 LIVE_CORROBORATED_STARTS = 1
 LIVE_SCENE_MOTION = 1
+# The camera's own motion (stages/motion.py) moves every track before it is matched. Live, where frames are dropped
+# and coasted, a face moves far between two detections: see docs/measurements.md, stop 53.
+LIVE_CAMERA_MOTION = 1
+FILE_CAMERA_MOTION = 0
 # OpenCV's own worker threads, per call (resize, blend): one. The engine already keeps both cores busy on its
 # own threads (decoder, detector and its onnxruntime pool, frame loop, encoder); a call split in two then
 # waits for a half whose thread is preempted: on the loaded 2-core machine a 600x1000 blend took 14 ms of
@@ -105,6 +110,7 @@ class Pipeline:
         self._warm: tuple[int, int, int] | None = None  # (detector, width, height) warm_up last compiled for
         self.identifier = identifier if identifier is not None else NoIdentifier()
         self.tracker = FaceTracker(settings.confidence, settings.low_confidence, settings.hold_seconds)
+        self.camera = CameraMotion()
         self.anonymizer = self._make_anonymizer(settings)
         self.faults: Counter[str] = Counter()
         # The detector runs on its own thread so a stalled network cannot stall the stream.
@@ -262,6 +268,7 @@ class Pipeline:
         if self._coasts(frame, prefetched):
             return self._coast(frame, index, report)
         started = time.perf_counter()
+        camera = self._camera(frame)  # while the detector works on it (live: started on the frame's arrival)
         detections, fault = self._detect(frame, prefetched)
         report.detect_ms = (time.perf_counter() - started) * 1000
         self._coasted_last, self._last_unclaimed = detections is None, []  # after a fault, no coasting
@@ -274,7 +281,7 @@ class Pipeline:
         if detections is None:
             self.faults[fault] += 1
             report.whole_frame = fault
-            tracks = self.tracker.update(Detections.empty(), dt)  # keep predicting: tracks must survive the fault
+            tracks = self.tracker.update(Detections.empty(), dt, camera=camera)  # tracks must survive the fault
             self._tracked_at = index
             try:  # ...and the identifier sees them lost, as after a miss: a shown face that comes back is re-checked
                 self.identifier.update(frame, tracks, self.settings)  # (a review: it came back shown unchecked)
@@ -282,7 +289,7 @@ class Pipeline:
                 log.exception("identifier failed on a frame the detector failed")
                 self.faults["identifier-error"] += 1
             return self.anonymizer.whole(frame.copy(), index), report
-        tracks = self.tracker.update(detections, dt, (frame.shape[1], frame.shape[0]))
+        tracks = self.tracker.update(detections, dt, (frame.shape[1], frame.shape[0]), camera)
         self._tracked_at = index
         try:
             self.identifier.update(frame, tracks, self.settings)
@@ -329,6 +336,13 @@ class Pipeline:
     def new_picture(self) -> None:
         """The source reconnected or was switched (runner.py): its next detected frame is a first frame."""
         self._look = None
+        self.camera.reset()
+
+    def _camera(self, frame: np.ndarray) -> np.ndarray | None:
+        """The camera's motion since the last frame tracked (stages/motion.py), where this mode uses it."""
+        if not (FILE_CAMERA_MOTION if self._offline else LIVE_CAMERA_MOTION):
+            return None
+        return self.camera.estimate(frame)
 
     def _coasts(self, frame: np.ndarray, prefetched: Future | None) -> bool:
         """Whether `frame` is coasted: live mode far behind, the frame before was detected, and this one's own
@@ -350,8 +364,9 @@ class Pipeline:
             self._watch_coasted(frame, self.tracker.tracks)
             report.whole_frame = "scene-cut"
             self._after_cut = True
+            self.camera.reset()
             return self.anonymizer.whole(frame, index), report
-        tracks = self.tracker.coast()
+        tracks = self.tracker.coast(self._camera(frame))
         self._watch_coasted(frame, tracks)
         hidden = [t for t in tracks if not is_visible(t)]
         recognised = [t.xyxy for t in tracks if is_visible(t)]

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.faces import REVEALABLE, FrameReport, box_iou
+from engine.faces import REVEALABLE, FrameReport, overlaps
 from engine.stages.anonymize import Anonymizer, SafeFrame
 from engine.stages.track import REPEAT_MAX_GAP
 
@@ -255,11 +255,12 @@ class Lookahead:
             del self._newcomers[track_id]  # gone before its velocity was known: carried back as it was
         self._present = present
         # A confident detection no track took (rare: every one starts a track) is carried back where it is.
-        tracked = [np.asarray(f.xyxy, np.float32) for f in report.faces]
-        for box in report.unclaimed:
-            box = np.asarray(box, np.float32)
-            if not any(box_iou(box, t) > 0.3 for t in tracked):
-                out.append((box, np.zeros(2, np.float32), report.index, 0, self.frames))
+        # One IoU matrix: pair by pair in Python this was 40 % of a live crowd's frame loop (860 regions, WIDER).
+        unclaimed = np.asarray(report.unclaimed, np.float32).reshape(-1, 4)
+        tracked = np.asarray([f.xyxy for f in report.faces], np.float32).reshape(-1, 4)
+        taken = (overlaps(unclaimed, tracked)[0] > 0.3).any(axis=1) if len(tracked) else np.zeros(len(unclaimed), bool)
+        for box in unclaimed[~taken]:
+            out.append((box, np.zeros(2, np.float32), report.index, 0, self.frames))
         return out
 
     def _passes(self, newcomer: _Newcomer) -> list[tuple[np.ndarray, np.ndarray, int, int, int]]:

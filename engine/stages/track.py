@@ -148,6 +148,19 @@ class KalmanBox:
         covs = (np.eye(8) - gain @ cls.H) @ covs
         return means, covs
 
+    @staticmethod
+    def warp_many(means: np.ndarray, covs: np.ndarray, camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """n states moved by the camera's similarity transform (2x3: rotation and zoom `linear`, then a shift):
+        centres and velocities turn and scale with the picture, sizes scale."""
+        linear, shift = camera[:, :2].astype(np.float64), camera[:, 2].astype(np.float64)
+        zoom = float(np.sqrt(abs(np.linalg.det(linear))))
+        step = np.zeros((8, 8))
+        step[0:2, 0:2] = step[4:6, 4:6] = linear
+        step[2:4, 2:4] = step[6:8, 6:8] = np.eye(2) * zoom
+        means = means @ step.T
+        means[:, 0:2] += shift
+        return means, step @ covs @ step.T
+
 
 class FaceTracker:
     """`update` is called every frame, with an empty `Detections` when the detector saw nothing."""
@@ -170,13 +183,11 @@ class FaceTracker:
         self.tracks.clear()
         self._candidates.clear()
 
-    def update(self, detections: Detections, dt: float, frame_size: tuple[int, int] | None = None) -> list[Track]:
-        """Advance every track by `dt` seconds, associate, and return the live tracks (found or held)."""
-        if self.tracks:
-            means, covs = KalmanBox.predict_many(np.stack([t.mean for t in self.tracks]),
-                                                 np.stack([t.cov for t in self.tracks]))
-            for track, mean, cov in zip(self.tracks, means, covs, strict=True):
-                track.mean, track.cov = mean, cov
+    def update(self, detections: Detections, dt: float, frame_size: tuple[int, int] | None = None,
+               camera: np.ndarray | None = None) -> list[Track]:
+        """Advance every track by `dt` seconds (and with the camera's motion since the last frame, a 2x3 transform:
+        stages/motion.py), associate, and return the live tracks (found or held)."""
+        self._advance(camera)
         high = detections[detections.score >= self.confidence]
         low = detections[(detections.score >= self.low_confidence) & (detections.score < self.confidence)]
         unmatched_tracks = list(range(len(self.tracks)))
@@ -206,17 +217,27 @@ class FaceTracker:
         where a source ends, that sighting never comes (engine/stages/lookahead.py, `flush`)."""
         return [(c.box.copy(), c.age) for c in self._candidates]
 
-    def coast(self) -> list[Track]:
+    def coast(self, camera: np.ndarray | None = None) -> list[Track]:
         """A frame the detector did not look at (live mode far behind: engine/pipeline.py, `coast_alternate`):
         every track moves one frame along its motion. Nothing is counted lost or found, no face starts or ends:
         there is no evidence either way, and the next detected frame judges them all."""
+        self._advance(camera)
+        self._coasted += 1
+        return self.tracks
+
+    def _advance(self, camera: np.ndarray | None) -> None:
+        """Every track one frame on: its own motion (Kalman), then the camera's, which moves the waiting weak
+        candidates too. With the camera's motion taken out, a track's velocity is the face's own in the picture."""
         if self.tracks:
             means, covs = KalmanBox.predict_many(np.stack([t.mean for t in self.tracks]),
                                                  np.stack([t.cov for t in self.tracks]))
+            if camera is not None:
+                means, covs = KalmanBox.warp_many(means, covs, camera)
             for track, mean, cov in zip(self.tracks, means, covs, strict=True):
                 track.mean, track.cov = mean, cov
-        self._coasted += 1
-        return self.tracks
+        if camera is not None:
+            for candidate in self._candidates:
+                candidate.box = _warp_box(candidate.box, camera)
 
     def _reach(self) -> np.ndarray | None:
         """Per track, the centre distance (face sizes) within which a detection may still be its face: farther
@@ -411,6 +432,13 @@ def _affinity(a: np.ndarray, b: np.ndarray, reach: float | np.ndarray = _MATCH_C
     # Ranked below every real IoU match: a fallback only for what IoU leaves unmatched.
     near = np.where(dist < reach, _MATCH_IOU * 0.99 * (1.0 - dist / reach), 0.0)
     return np.where(iou >= _MATCH_IOU, iou, near)
+
+
+def _warp_box(box: np.ndarray, camera: np.ndarray) -> np.ndarray:
+    """An (x1, y1, x2, y2) box moved by the camera's similarity transform: its centre moved, its size scaled."""
+    centre = camera[:, :2] @ ((box[:2] + box[2:]) / 2) + camera[:, 2]
+    half = (box[2:] - box[:2]) / 2 * float(np.sqrt(abs(np.linalg.det(camera[:, :2]))))
+    return np.concatenate([centre - half, centre + half]).astype(box.dtype)
 
 
 def _inside(box: np.ndarray, frame_size: tuple[int, int]) -> bool:

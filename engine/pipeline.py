@@ -148,6 +148,7 @@ class Pipeline:
     @offline.setter
     def offline(self, value: bool) -> None:
         self._offline = value
+        self.camera.reset()
         if (value and self._own_detector and self.settings.backend == "auto"
                 and self.detector.runner_name.startswith("openvino")):
             self.detector = self._create_detector(self.settings)  # file mode: auto keeps onnxruntime (below)
@@ -267,6 +268,7 @@ class Pipeline:
         prefetched = self._take_prefetched(frame)
         if self.settings.panic or self.settings.paused:
             report.whole_frame = "panic" if self.settings.panic else "paused"
+            self.camera.reset()  # the tracks wait; the camera's motion over the pause is not one frame's
             return self.anonymizer.whole(frame, index), report
         if self._coasts(frame, prefetched):
             return self._coast(frame, index, report)
@@ -342,10 +344,18 @@ class Pipeline:
         self.camera.reset()
 
     def _camera(self, frame: np.ndarray) -> np.ndarray | None:
-        """The camera's motion since the last frame tracked (stages/motion.py), where this mode uses it."""
+        """The camera's motion since the last frame tracked (stages/motion.py), where this mode uses it. A failure
+        costs only the motion: the tracks then move on their own, as they did before there was any."""
         if not (FILE_CAMERA_MOTION if self._offline else LIVE_CAMERA_MOTION):
             return None
-        return self.camera.estimate(frame)
+        try:
+            return self.camera.estimate(frame)
+        except Exception:
+            if not self.faults["camera-motion-error"]:
+                log.exception("the camera's motion could not be estimated; tracks move on their own")
+            self.faults["camera-motion-error"] += 1
+            self.camera.reset()
+            return None
 
     def _coasts(self, frame: np.ndarray, prefetched: Future | None) -> bool:
         """Whether `frame` is coasted: live mode far behind, the frame before was detected, and this one's own

@@ -3,6 +3,7 @@ crowd photos panned and zoomed exactly as the corpus renders them (bench/widerfa
 
 from __future__ import annotations
 
+import json
 import sys
 
 import cv2
@@ -11,11 +12,12 @@ import pytest
 
 from engine import pipeline as pipeline_module
 from engine.config import Settings
-from engine.faces import FaceState, FrameReport
+from engine.faces import Detections, FaceState, FrameReport
 from engine.pipeline import Pipeline
+from engine.stages import motion
 from engine.stages.lookahead import Lookahead
 from engine.stages.motion import CameraMotion
-from engine.stages.track import KalmanBox, _warp_box
+from engine.stages.track import FaceTracker, KalmanBox, _warp_box
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO))
@@ -76,6 +78,71 @@ def test_no_motion_is_claimed_across_a_cut_or_on_a_flat_picture():
     assert camera.estimate(_view(parade, 2.0, 100, 100)) is None  # nothing to compare with after a reset
 
 
+def test_a_failed_fit_after_a_good_one_keeps_the_pan_for_two_frames():
+    """A whip pan's smeared frame fails the fit: the tracks keep moving with the last good motion (their own
+    velocities hold none of the camera's), for KEEP_MOTION_FRAMES frames, then stop; a reset forgets it."""
+    parade = _photo(PARADE)
+    camera = CameraMotion()
+    camera.estimate(_view(parade, 2.0, 100, 100))
+    pan = camera.estimate(_view(parade, 2.0, 130, 100))
+    assert pan is not None and abs(pan[0, 2] + 30) < 1.0
+    grey = np.full((1080, 1920, 3), 90, np.uint8)
+    kept = [camera.estimate(grey) for _ in range(motion.KEEP_MOTION_FRAMES + 1)]
+    assert all(np.array_equal(k, pan) for k in kept[:-1]) and kept[-1] is None
+    camera.estimate(_view(parade, 2.0, 100, 100))
+    camera.estimate(_view(parade, 2.0, 130, 100))
+    camera.reset()
+    camera.estimate(grey)
+    assert camera.estimate(grey) is None
+
+
+def _lost_after_a_pan(moves_with_camera: bool):
+    """A 60 px face seen for 9 frames while the camera pans 40 px a frame, then lost for 4: a companion walking
+    beside the streamer (still in the picture) or a passer-by the pan sweeps across it."""
+    tracker = FaceTracker(0.5, 0.2, hold_seconds=1.0)
+    pan = np.array([[1.0, 0.0, -40.0], [0.0, 1.0, 0.0]])
+    for k in range(9):
+        x = 900.0 if moves_with_camera else 900.0 - 40 * k
+        face = np.array([[x, 500, x + 60, 570]], np.float32)
+        tracker.update(Detections(face, np.array([0.9], np.float32), np.zeros((1, 5, 2), np.float32)), 1 / 30,
+                       camera=pan if k else None)
+    for _ in range(4):
+        (track,) = tracker.update(Detections.empty(), 1 / 30, camera=pan)
+    return track, face[0]
+
+
+def test_a_lost_face_that_moved_with_the_camera_is_covered_where_it_was_seen():
+    """The companion: his own velocity cancelled the pan; lost, it dies down and the estimate drifts with the
+    background, so his box reaches back to where he was seen (fail closed). The passer-by's box follows the pan
+    alone (covering every lost face back to its last sighting had doubled a panning crowd's anonymizing)."""
+    track, seen = _lost_after_a_pan(moves_with_camera=True)
+    assert track.follows_camera
+    box = track.safety_box()
+    assert box[0] <= seen[0] and box[2] >= seen[2]
+    assert track.xyxy[0] < seen[0] - 20  # the estimate alone had drifted off him
+    track, seen = _lost_after_a_pan(moves_with_camera=False)
+    assert not track.follows_camera
+    box = track.safety_box()
+    assert box[2] < seen[0] and abs((box[0] + box[2]) / 2 - (seen[0] + 30 - 160)) < 10  # 4 more steps of the pan
+
+
+def test_a_coasted_frame_moves_the_tracks_with_the_camera_and_a_new_picture_forgets_it():
+    tracker = FaceTracker(0.5, 0.2, hold_seconds=1.0)
+    face = np.array([[900, 500, 960, 570]], np.float32)
+    tracker.update(Detections(face, np.array([0.9], np.float32), np.zeros((1, 5, 2), np.float32)), 1 / 30)
+    (track,) = tracker.coast(np.array([[1.0, 0.0, 25.0], [0.0, 1.0, -10.0]]))
+    assert np.allclose(track.xyxy, [925, 490, 985, 560], atol=0.5)
+    pipeline = Pipeline(Settings(deadline_ms=5000))
+    try:
+        parade = _photo(PARADE)
+        pipeline.process(_view(parade, 2.0, 100, 100), 0, 1 / 30)
+        assert pipeline.camera._previous is not None
+        pipeline.new_picture()
+        assert pipeline.camera._previous is None
+    finally:
+        pipeline.close()
+
+
 def test_the_tracker_moves_a_state_as_it_moves_a_box():
     """A Kalman state (centre, size, velocity) through the camera's transform lands where the box does."""
     box = np.array([100, 200, 140, 250], np.float32)
@@ -91,33 +158,46 @@ def test_the_tracker_moves_a_state_as_it_moves_a_box():
     assert np.all(np.linalg.eigvalsh(covs[0]) > 0)  # still a covariance
 
 
-def _live_crowd(image: np.ndarray, camera_motion: int, monkeypatch) -> tuple[float, int]:
+def _live_crowd(name: str, camera_motion: int, monkeypatch) -> tuple[float, int, int]:
     """Every 4th frame of the crowd's 48-frame render through the live pipeline (a 2-core machine keeps ~8 of 30
-    fps in a crowd): the mean number of boxes anonymized a frame over the second half, and tracks started."""
+    fps in a crowd): the mean number of boxes tracked or unclaimed a frame over the second half, tracks started,
+    and the WIDER faces left visible in the frames kept (the scorer's measure)."""
+    from evaluation.video import VISIBLE_AT, face_visibility
+
+    image = _photo(name)
+    meta = json.loads((widerface_clips.WIDER / "wider_face_val_gt_subset.json").read_text())[name]
     monkeypatch.setattr(pipeline_module, "LIVE_CAMERA_MOTION", camera_motion)
     pipeline = Pipeline(Settings(deadline_ms=5000))
-    regions = []
+    regions, leaked = [], 0
     try:
         for index, view in enumerate(widerface_clips.transforms(image.shape[1], image.shape[0], 48)):
             if index % 4:
                 continue
-            _, report = pipeline.process(_view(image, *view), index, 4 / 30)
+            frame = _view(image, *view)
+            safe, report = pipeline.process(frame.copy(), index, 4 / 30)
             if index >= 24:
                 regions.append(len(report.faces) + len(report.unclaimed))
-        return float(np.mean(regions)), pipeline.tracker._next_id - 1
+            grey, done = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), cv2.cvtColor(safe.image, cv2.COLOR_BGR2GRAY)
+            for face in widerface_clips.faces_in_frame(meta, index, *view):
+                if not face["ignore"]:
+                    x1, y1, x2, y2 = (round(float(v)) for v in face["box"])
+                    leaked += face_visibility(grey[y1:y2, x1:x2], done[y1:y2, x1:x2]) >= VISIBLE_AT
+        return float(np.mean(regions)), pipeline.tracker._next_id - 1, leaked
     finally:
         pipeline.close()
 
 
-def test_a_live_crowd_keeps_its_tracks_while_frames_are_dropped(monkeypatch):
-    """WIDER marchingband (~110 faces) panned and zoomed, 3 frames dropped after each one kept. Without the camera's
-    motion each face started a new track at every detection and the old ones were held at stale boxes: 2.3x the
-    boxes a frame (653 against 284 in bench/live_variants.py), the live frame loop's time with them."""
-    image = _photo(MARCHING)
-    moved, moved_starts = _live_crowd(image, 1, monkeypatch)
-    still, still_starts = _live_crowd(image, 0, monkeypatch)
-    assert moved < 0.7 * still, (moved, still)
+@pytest.mark.parametrize("name", [MARCHING, PARADE])
+def test_a_live_crowd_keeps_its_tracks_while_frames_are_dropped(name, monkeypatch):
+    """WIDER crowds (~110 and ~140 faces) panned and zoomed, 3 frames dropped after each one kept. Without the
+    camera's motion each face started a new track at every detection and the old ones were held at stale boxes
+    (marchingband: 653 boxes a frame against 284 in bench/live_variants.py), and the live frame loop's time went
+    with them; no more faces are left visible for it."""
+    moved, moved_starts, moved_leaked = _live_crowd(name, 1, monkeypatch)
+    still, still_starts, still_leaked = _live_crowd(name, 0, monkeypatch)
+    assert moved < 0.8 * still, (moved, still)
     assert moved_starts < 0.7 * still_starts, (moved_starts, still_starts)
+    assert moved_leaked <= still_leaked, (moved_leaked, still_leaked)
 
 
 def test_an_unclaimed_box_is_carried_back_unless_a_tracked_face_holds_it():

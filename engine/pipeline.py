@@ -69,9 +69,9 @@ LIVE_CORROBORATED_STARTS = 1
 LIVE_SCENE_MOTION = 1
 # The camera's own motion (stages/motion.py) moves every track before it is matched. Live, where frames are dropped
 # and coasted, a face moves far between two detections: a crowd's tracks no longer pile up (WIDER marchingband, 3 of
-# 4 frames dropped: 653 -> 284 regions a frame), live WIDER crowds leak 266 -> 225 face-frames. File mode detects every
+# 4 frames dropped: 653 -> 284 regions a frame), live WIDER crowds leak 266 -> 221 face-frames. File mode detects every
 # frame: the same leaks and allowlisted shares on the 17 real clips (also under `pans`) and the 43 photo clips, WIDER
-# Meeting_26 56 -> 54, so not worth its ~1.6 ms a frame there (docs/measurements.md, stop 53).
+# Meeting_26 56 -> 54, so not worth its 1-1.6 ms a frame there (docs/measurements.md, stop 53).
 LIVE_CAMERA_MOTION = 1
 FILE_CAMERA_MOTION = 0
 # OpenCV's own worker threads, per call (resize, blend): one. The engine already keeps both cores busy on its

@@ -119,21 +119,28 @@ class Anonymizer:
         return safe
 
     def _one_by_one(self, frame: np.ndarray, regions: list[Region]) -> list[Region]:
-        """A crowd's regions covered together (`_cover_crowd`), size class by size class (BULK_CLASSES), where a class
-        holds BULK_MIN_REGIONS of them; the regions left to cover one by one."""
+        """A crowd's regions (BULK_MIN_REGIONS or more in one call) covered together (`_cover_crowd`), size class by
+        size class (BULK_CLASSES, then one class for all larger); the regions left to cover one by one: all of them
+        when they are fewer, none in a crowd. A class of fewer than BULK_MIN_REGIONS joins the next larger one and is
+        blurred as that one's largest region: more blur, never less."""
         if self.mode != "blur" or self.shape != "box" or len(regions) < BULK_MIN_REGIONS:
             return regions
-        left = [r for r in regions if _long_side(r) > BULK_CLASSES[-1]]
+        sides = [_long_side(r) for r in regions]
+        bounds = (*BULK_CLASSES, max(sides))
+        groups: list[tuple[list[Region], int]] = []
+        pending: list[Region] = []
+        for i, (smaller, largest) in enumerate(zip((0, *bounds), bounds, strict=False)):
+            pending += [r for r, side in zip(regions, sides, strict=True) if smaller < side <= largest]
+            last = i == len(bounds) - 1
+            if len(pending) >= BULK_MIN_REGIONS or (last and pending):
+                groups.append((pending, largest))
+                pending = []
         # The largest class first: a smaller face's region cut from its own cover last has no edge inside it (a
         # larger class's cover pasted over part of a small face drew an edge there: a 19 px face of the linzaer 5 photo
         # clip, at the scorer's bound, showed in one frame)
-        for smaller, largest in reversed(list(zip((0, *BULK_CLASSES), BULK_CLASSES, strict=False))):
-            group = [r for r in regions if smaller < _long_side(r) <= largest]
-            if len(group) >= BULK_MIN_REGIONS:
-                self._cover_crowd(frame, group, largest)
-            else:
-                left += group
-        return left
+        for group, largest in reversed(groups):
+            self._cover_crowd(frame, group, largest)
+        return []
 
     def _cover_crowd(self, frame: np.ndarray, regions: list[Region], largest: int) -> None:
         """Many regions in one pass: the part of the frame they span blurred once, twice over at the blur of a region
@@ -359,9 +366,12 @@ class Anonymizer:
         return cv2.resize(small, (w, h), dst=out, interpolation=cv2.INTER_LINEAR)
 
 
-# A crowd (`_cover_crowd`): where at least BULK_MIN_REGIONS regions of one size class (their grown long side up to
-# each bound) are covered at once, they are covered together, each class blurred as its largest region would be:
-# ~5 ms for a 1080p frame against ~0.2 ms a region one by one. Larger regions stay one by one.
+# A crowd (`_cover_crowd`): where at least BULK_MIN_REGIONS regions are covered at once, they are covered together,
+# class by class of size (their grown long side up to each bound), each class blurred as its largest region would be:
+# ~5 ms for a 1080p frame against ~0.2 ms a region one by one. Until stop 54 a class of fewer stayed one by one, and so
+# did every region over 512 px: in a live panning crowd those were a lost face's growing guesses, ~21 a frame of
+# 350-1,000 px (3 megapixels of fades a frame), and WIDER Parade's anonymizing took 24 CPU ms a frame, 14 all together;
+# live it went from 15 to 20-24 fps (docs/measurements.md, stop 54).
 BULK_MIN_REGIONS = 32
 BULK_CLASSES = (64, 128, 256, 512)
 # A guess's fade (`_cover_region`), and a found face's in a box wider than this, is the box template's as for a

@@ -105,7 +105,7 @@ class Anonymizer:
         originals = {track: self._original(frame, own) for track, own in (revealable or {}).items() if own}
         saved = [(r.clipped, frame[r.clipped[1]:r.clipped[3], r.clipped[0]:r.clipped[2]].copy())
                  for r in self._regions(keep, width, height, 0.0)] if guesses else []
-        for region in self._one_by_one(frame, list(self._regions(guesses, width, height, self.margin))):
+        for region in self._one_by_one(frame, self._guess_regions(guesses, width, height)):
             self._cover_region(frame, region)
         for (x1, y1, x2, y2), pixels in saved:
             frame[y1:y2, x1:x2] = pixels
@@ -117,6 +117,14 @@ class Anonymizer:
             safe._anonymized = (self._anonymized_regions(boxes, True, width, height)
                                 + self._anonymized_regions(guesses, False, width, height))
         return safe
+
+    def _guess_regions(self, guesses: list, width: int, height: int) -> list[Region]:
+        """The regions to cover for lost faces' guesses: those inside a larger one's opaque part left out
+        (`_outermost`) where its cover then hides them as well (blur: a stronger one; fill: the same). Not mosaic: a
+        larger region's blocks, a third of a face wide, drew block edges across it (the scorer's visibility 0.07
+        against 0.04 with both covered)."""
+        regions = list(self._regions(guesses, width, height, self.margin))
+        return regions if self.mode == "mosaic" else _outermost(regions)
 
     def _one_by_one(self, frame: np.ndarray, regions: list[Region]) -> list[Region]:
         """A crowd's regions (BULK_MIN_REGIONS or more in one call) covered together (`_cover_crowd`), size class by
@@ -298,10 +306,8 @@ class Anonymizer:
         crossing a neighbour's face box draws new detail there, and score_video.py counted a fully blurred 30 px
         crowd face visible (0.80). `passes` 2 leaves (1 - alpha)^2 of the original, as `_soft_mask` does."""
         x1, y1, x2, y2 = region.clipped  # always the box's profile: an ellipse's guess covers its whole box
-        gx1, gy1, gx2, gy2 = region.grown
         roi = frame[y1:y2, x1:x2]
-        across = _edge_profile(gx2 - gx1)[x1 - gx1: x2 - gx1]
-        down = _edge_profile(gy2 - gy1)[y1 - gy1: y2 - gy1]
+        across, down = _guess_profiles(region)
         (ax1, ax2), (ay1, ay2) = _opaque_span(across), _opaque_span(down)
         band = _band((ax1, ay1, ax2, ay2), roi.shape[0], roi.shape[1])
         originals = [roi[rows, cols].copy() for rows, cols in band]
@@ -394,6 +400,40 @@ def _edge_profile(length: int) -> np.ndarray:
     profile = profile.astype(np.float32)
     profile.setflags(write=False)  # cached: shared by every region of this length
     return profile
+
+
+def _guess_profiles(region: Region) -> tuple[np.ndarray, np.ndarray]:
+    """Alpha across and down a guess's region (`_cover_region`), cut to the frame as the region is."""
+    x1, y1, x2, y2 = region.clipped
+    gx1, gy1, gx2, gy2 = region.grown
+    return _edge_profile(gx2 - gx1)[x1 - gx1: x2 - gx1], _edge_profile(gy2 - gy1)[y1 - gy1: y2 - gy1]
+
+
+def _outermost(regions: list[Region]) -> list[Region]:
+    """Guesses' regions but those lying wholly inside another's opaque part (`_cover_region`), largest first. A lost
+    face's guess sits inside the growing guess of the face it was lost beside, or of the shot before a cut: on the
+    1080p dev clip 47 % of the guesses (a third of their pixels) and 27 % of the anonymizer's time. Covered before the
+    larger one, such a region ends as the larger one's cover; after it, blurred again at its own, smaller size: left
+    out, it keeps the larger one's (a stronger blur, the same fill). A crowd's regions are covered together
+    (`_one_by_one`), so nothing is gained there."""
+    if len(regions) < 2 or len(regions) >= BULK_MIN_REGIONS:
+        return regions
+    kept: set[int] = set()
+    opaque: list[tuple[int, int, int, int]] = []
+    for i in sorted(range(len(regions)), key=lambda i: _area(regions[i]), reverse=True):
+        x1, y1, x2, y2 = regions[i].clipped
+        if any(ox1 <= x1 and oy1 <= y1 and ox2 >= x2 and oy2 >= y2 for ox1, oy1, ox2, oy2 in opaque):
+            continue
+        (ax1, ax2), (ay1, ay2) = (_opaque_span(p) for p in _guess_profiles(regions[i]))
+        kept.add(i)
+        if ax2 > ax1 and ay2 > ay1:
+            opaque.append((x1 + ax1, y1 + ay1, x1 + ax2, y1 + ay2))
+    return [region for i, region in enumerate(regions) if i in kept]  # in their order: overlapping ones blend so
+
+
+def _area(region: Region) -> int:
+    x1, y1, x2, y2 = region.clipped
+    return (x2 - x1) * (y2 - y1)
 
 
 def _opaque_span(profile: np.ndarray) -> tuple[int, int]:

@@ -360,46 +360,44 @@ def test_a_whole_hidden_frame_hides_a_close_up_at_any_size(data_dir, size):
     assert face_visibility(grey_in[y1:y2, x1:x2], grey_out[y1:y2, x1:x2]) < VISIBLE_AT
 
 
-@pytest.mark.parametrize("mode", ["blur", "mosaic", "fill"])
-def test_a_guess_inside_another_guess_is_left_out_and_its_face_no_less_hidden(faces, mode, monkeypatch):
-    """A lost face's guess lying inside the opaque part of a larger guess (the growing guess of a face lost beside it,
-    or of the shot before a cut) is left out (`_outermost`): its face ends under the larger one's cover, as hidden as
-    when both were covered, in either order; a guess reaching out of that opaque part is still covered. Mosaic covers
-    both: a larger region's blocks drew edges across the face (0.07 against 0.04)."""
-    anonymizer = Anonymizer(Settings(backend="onnxruntime", mode=mode))
-    checked = 0
-    for frame, boxes in faces:
-        height, width = frame.shape[:2]
-        for box in boxes:
-            w, h = box[2] - box[0], box[3] - box[1]
-            outer = np.array([box[0] - 1.5 * w, box[1] - 1.5 * h, box[2] + 1.5 * w, box[3] + 1.5 * h], np.float32)
-            beside = np.array([box[2] + 1.2 * w, box[1], box[2] + 2.6 * w, box[3]], np.float32)  # past its edge
-            regions = [anonymizer._grow(b, width, height, anonymizer.margin) for b in (box, outer, beside)]
-            if None in regions:  # beside it lies out of the frame
-                continue
-            assert anonymize._outermost(regions) == regions[1:], "the inner guess kept, or the one reaching out left"
-            for guesses in ([box, outer], [outer, box]):
-                skipped = anonymizer.apply(frame.copy(), 0, [], guesses=guesses).image
-                with monkeypatch.context() as both:
-                    both.setattr(anonymize, "_outermost", lambda regions: regions)
-                    covered = anonymizer.apply(frame.copy(), 0, [], guesses=guesses).image
-                assert not np.array_equal(skipped, frame)
-                checked += 1
-                if mode == "mosaic":
-                    assert np.array_equal(skipped, covered), "mosaic left a guess out"
-                    continue
-                assert _visibility(frame, skipped, box) <= _visibility(frame, covered, box) + 0.02
-                assert _visibility(frame, skipped, box) < VISIBLE_AT
-    assert checked >= 10
-
-
-def test_guesses_that_hold_each_other_keep_one():
-    """Two guesses over the whole frame (a huge lost face's, twice): each lies inside the other's opaque part, since
-    the frame cuts their fades off. One is covered, never neither."""
+def test_a_crowd_with_large_guesses_is_covered_together_and_hides_as_one_by_one(crowd, monkeypatch):
+    """In a crowd every region is covered together (`_one_by_one`): a size class of fewer than BULK_MIN_REGIONS joins
+    the next larger one, regions over the last bound are a class of their own, each class blurred at no less than
+    its largest region (a panning crowd's lost faces grow guesses of 350-1,000 px, which were covered one by one).
+    Against every region one by one: no face the scorer counts visible, the most visible no more so, the faces as
+    hidden on average. Measured on 475 faces: the most visible 0.040 together against 0.046 one by one, the mean 0.001
+    lower, one face 0.026 more visible (hard edges where fades were; of the 0.5 that counts as visible)."""
     anonymizer = Anonymizer(SETTINGS)
-    frame = np.random.default_rng(0).integers(0, 256, (360, 640, 3), dtype=np.uint8)
-    whole = np.array([-400, -400, 1040, 760], np.float32)
-    regions = [anonymizer._grow(whole, 640, 360, anonymizer.margin) for _ in range(2)]
-    assert len(anonymize._outermost(regions)) == 1
-    out = anonymizer.apply(frame.copy(), 0, [], guesses=[whole, whole.copy()]).image
-    assert np.abs(out.astype(int) - frame).mean() > 40, "the frame was left as it was"
+    groups: list[tuple[list[int], int]] = []
+    real_cover = anonymizer._cover_crowd
+    monkeypatch.setattr(anonymizer, "_cover_crowd", lambda frame, regions, largest: (
+        groups.append(([anonymize._long_side(r) for r in regions], largest)), real_cover(frame, regions, largest)))
+    worse, most = [], [0.0, 0.0]
+    for frame, boxes, gt in crowd:
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        sides = (boxes[:, 2:] - boxes[:, :2]).max(axis=1, keepdims=True)
+        lost = np.hstack([centres - 0.8 * sides, centres + 0.8 * sides])[::3]  # lost faces' grown boxes
+        medium = np.hstack([centres - 2 * sides, centres + 2 * sides])[::20]  # ~12: a class too small on its own
+        large = np.hstack([centres - 5 * sides, centres + 5 * sides])[::40]  # and larger than the last class
+        guesses = [*lost, *medium, *large]
+        given = [b for box in boxes for b in (box, _twin(box))]
+        groups.clear()
+        together = anonymizer.apply(frame.copy(), 0, given, guesses=guesses).image
+        for sides_of, largest in groups:
+            assert max(sides_of) <= largest, "a class blurred at less than its largest region"
+        assert any(max(s) > anonymize.BULK_CLASSES[-1] for s, _ in groups), "no region over the last bound: no test"
+        with monkeypatch.context() as one_by_one:
+            one_by_one.setattr(anonymize, "BULK_MIN_REGIONS", 1 << 30)
+            alone = anonymizer.apply(frame.copy(), 0, given, guesses=guesses).image
+        height, width = frame.shape[:2]
+        for box in gt:
+            if box[2] - box[0] >= 10 and box[3] > 2 and box[1] < height:
+                cut = np.clip(box, 0, [width, height, width, height])
+                a, b = _visibility(frame, together, cut), _visibility(frame, alone, cut)
+                if b < VISIBLE_AT:
+                    assert a < VISIBLE_AT, f"a face covered one by one ({b:.2f}) visible together ({a:.2f})"
+                    worse.append(a - b)
+                    most = [max(most[0], a), max(most[1], b)]
+    assert len(worse) >= 200
+    assert most[0] <= most[1], f"the most visible face: {most[0]:.2f} together, {most[1]:.2f} one by one"
+    assert np.mean(worse) <= 0.0, f"faces more visible together, by {np.mean(worse):.3f} on average"

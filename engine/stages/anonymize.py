@@ -105,7 +105,7 @@ class Anonymizer:
         originals = {track: self._original(frame, own) for track, own in (revealable or {}).items() if own}
         saved = [(r.clipped, frame[r.clipped[1]:r.clipped[3], r.clipped[0]:r.clipped[2]].copy())
                  for r in self._regions(keep, width, height, 0.0)] if guesses else []
-        for region in self._one_by_one(frame, self._guess_regions(guesses, width, height)):
+        for region in self._one_by_one(frame, list(self._regions(guesses, width, height, self.margin))):
             self._cover_region(frame, region)
         for (x1, y1, x2, y2), pixels in saved:
             frame[y1:y2, x1:x2] = pixels
@@ -118,19 +118,12 @@ class Anonymizer:
                                 + self._anonymized_regions(guesses, False, width, height))
         return safe
 
-    def _guess_regions(self, guesses: list, width: int, height: int) -> list[Region]:
-        """The regions to cover for lost faces' guesses: those inside a larger one's opaque part left out
-        (`_outermost`) where its cover then hides them as well (blur: a stronger one; fill: the same). Not mosaic: a
-        larger region's blocks, a third of a face wide, drew block edges across it (the scorer's visibility 0.07
-        against 0.04 with both covered)."""
-        regions = list(self._regions(guesses, width, height, self.margin))
-        return regions if self.mode == "mosaic" else _outermost(regions)
-
     def _one_by_one(self, frame: np.ndarray, regions: list[Region]) -> list[Region]:
         """A crowd's regions (BULK_MIN_REGIONS or more in one call) covered together (`_cover_crowd`), size class by
         size class (BULK_CLASSES, then one class for all larger); the regions left to cover one by one: all of them
-        when they are fewer, none in a crowd. A class of fewer than BULK_MIN_REGIONS joins the next larger one and is
-        blurred as that one's largest region: more blur, never less."""
+        when they are fewer (or for mosaic, fill and the ellipse), none in a crowd. A class of fewer than
+        BULK_MIN_REGIONS joins the next larger one and is blurred at that one's bound (the last class: at its largest
+        region): more blur."""
         if self.mode != "blur" or self.shape != "box" or len(regions) < BULK_MIN_REGIONS:
             return regions
         sides = [_long_side(r) for r in regions]
@@ -152,11 +145,11 @@ class Anonymizer:
 
     def _cover_crowd(self, frame: np.ndarray, regions: list[Region], largest: int) -> None:
         """Many regions in one pass: the part of the frame they span blurred once, twice over at the blur of a region
-        `largest` px (their class's bound), and each region's pixels taken from it, opaque to its edge. Each region
-        one by one was ~0.2 ms of Python and OpenCV calls: a live 1080p crowd of ~140 faces with its lost tracks'
-        guesses (~600 regions) took 70 ms of the frame loop a frame. No fade: a hard edge drew detail on a blurred
-        neighbour's face where the original met the cover; here a neighbour of the class is cut from the same cover,
-        and every edge lies a margin (a quarter of the face) away from its own face."""
+        `largest` px (their class's bound, or the largest region's), and each region's pixels taken from it, opaque to
+        its edge. Each region one by one was ~0.2 ms of Python and OpenCV calls: a live 1080p crowd of ~140 faces with
+        its lost tracks' guesses (~600 regions) took 70 ms of the frame loop a frame. No fade: a hard edge drew detail
+        on a blurred neighbour's face where the original met the cover; here a neighbour of the class is cut from the
+        same cover, and every edge lies a margin (a quarter of the face) away from its own face."""
         x1, y1 = min(r.clipped[0] for r in regions), min(r.clipped[1] for r in regions)
         x2, y2 = max(r.clipped[2] for r in regions), max(r.clipped[3] for r in regions)
         cover = self._cover(frame[y1:y2, x1:x2], passes=2, size=largest)
@@ -306,8 +299,10 @@ class Anonymizer:
         crossing a neighbour's face box draws new detail there, and score_video.py counted a fully blurred 30 px
         crowd face visible (0.80). `passes` 2 leaves (1 - alpha)^2 of the original, as `_soft_mask` does."""
         x1, y1, x2, y2 = region.clipped  # always the box's profile: an ellipse's guess covers its whole box
+        gx1, gy1, gx2, gy2 = region.grown
         roi = frame[y1:y2, x1:x2]
-        across, down = _guess_profiles(region)
+        across = _edge_profile(gx2 - gx1)[x1 - gx1: x2 - gx1]
+        down = _edge_profile(gy2 - gy1)[y1 - gy1: y2 - gy1]
         (ax1, ax2), (ay1, ay2) = _opaque_span(across), _opaque_span(down)
         band = _band((ax1, ay1, ax2, ay2), roi.shape[0], roi.shape[1])
         originals = [roi[rows, cols].copy() for rows, cols in band]
@@ -373,7 +368,7 @@ class Anonymizer:
 
 
 # A crowd (`_cover_crowd`): where at least BULK_MIN_REGIONS regions are covered at once, they are covered together,
-# class by class of size (their grown long side up to each bound), each class blurred as its largest region would be:
+# class by class of size (their grown long side up to each bound), each class blurred as a region of its bound would be:
 # ~5 ms for a 1080p frame against ~0.2 ms a region one by one. Until stop 54 a class of fewer stayed one by one, and so
 # did every region over 512 px: in a live panning crowd those were a lost face's growing guesses, ~21 a frame of
 # 350-1,000 px (3 megapixels of fades a frame), and WIDER Parade's anonymizing took 24 CPU ms a frame, 14 all together;
@@ -400,40 +395,6 @@ def _edge_profile(length: int) -> np.ndarray:
     profile = profile.astype(np.float32)
     profile.setflags(write=False)  # cached: shared by every region of this length
     return profile
-
-
-def _guess_profiles(region: Region) -> tuple[np.ndarray, np.ndarray]:
-    """Alpha across and down a guess's region (`_cover_region`), cut to the frame as the region is."""
-    x1, y1, x2, y2 = region.clipped
-    gx1, gy1, gx2, gy2 = region.grown
-    return _edge_profile(gx2 - gx1)[x1 - gx1: x2 - gx1], _edge_profile(gy2 - gy1)[y1 - gy1: y2 - gy1]
-
-
-def _outermost(regions: list[Region]) -> list[Region]:
-    """Guesses' regions but those lying wholly inside another's opaque part (`_cover_region`), largest first. A lost
-    face's guess sits inside the growing guess of the face it was lost beside, or of the shot before a cut: on the
-    1080p dev clip 47 % of the guesses (a third of their pixels) and 27 % of the anonymizer's time. Covered before the
-    larger one, such a region ends as the larger one's cover; after it, blurred again at its own, smaller size: left
-    out, it keeps the larger one's (a stronger blur, the same fill). A crowd's regions are covered together
-    (`_one_by_one`), so nothing is gained there."""
-    if len(regions) < 2 or len(regions) >= BULK_MIN_REGIONS:
-        return regions
-    kept: set[int] = set()
-    opaque: list[tuple[int, int, int, int]] = []
-    for i in sorted(range(len(regions)), key=lambda i: _area(regions[i]), reverse=True):
-        x1, y1, x2, y2 = regions[i].clipped
-        if any(ox1 <= x1 and oy1 <= y1 and ox2 >= x2 and oy2 >= y2 for ox1, oy1, ox2, oy2 in opaque):
-            continue
-        (ax1, ax2), (ay1, ay2) = (_opaque_span(p) for p in _guess_profiles(regions[i]))
-        kept.add(i)
-        if ax2 > ax1 and ay2 > ay1:
-            opaque.append((x1 + ax1, y1 + ay1, x1 + ax2, y1 + ay2))
-    return [region for i, region in enumerate(regions) if i in kept]  # in their order: overlapping ones blend so
-
-
-def _area(region: Region) -> int:
-    x1, y1, x2, y2 = region.clipped
-    return (x2 - x1) * (y2 - y1)
 
 
 def _opaque_span(profile: np.ndarray) -> tuple[int, int]:

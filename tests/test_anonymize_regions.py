@@ -386,6 +386,8 @@ def test_a_crowd_with_large_guesses_is_covered_together_and_hides_as_one_by_one(
         for sides_of, largest in groups:
             assert max(sides_of) <= largest, "a class blurred at less than its largest region"
         assert any(max(s) > anonymize.BULK_CLASSES[-1] for s, _ in groups), "no region over the last bound: no test"
+        classes = [{int(np.searchsorted(anonymize.BULK_CLASSES, side)) for side in s} for s, _ in groups]
+        assert any(len(c) > 1 for c in classes), "no class joined a larger one: no test"
         with monkeypatch.context() as one_by_one:
             one_by_one.setattr(anonymize, "BULK_MIN_REGIONS", 1 << 30)
             alone = anonymizer.apply(frame.copy(), 0, given, guesses=guesses).image

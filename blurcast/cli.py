@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -833,14 +834,14 @@ def _cmd_engine_serve(args: argparse.Namespace) -> int:
 def _engine_client(photos: int = 0):
     """A client of the running engine, or None when none runs (then the CLI does the work itself). `photos`: how
     many it will enrol, each given time (a 40 MP photo takes seconds on a busy 2-core machine)."""
-    from engine.client import ControlClient, default_paths, engine_running
+    from engine.client import ControlClient, default_paths, engine_running, facebank_timeout
 
     paths = default_paths()
-    return ControlClient(paths.socket, timeout=120.0 + 30.0 * photos) if engine_running(paths) else None
+    return ControlClient(paths.socket, timeout=facebank_timeout(photos)) if engine_running(paths) else None
 
 
 def _cmd_facebank_add(args: argparse.Namespace) -> int:
-    from engine.client import ControlError, soft_warning
+    from engine.client import ControlError, NoAnswer, soft_warning
 
     client = _engine_client(len(args.photos))
     name = escape(args.name)
@@ -852,11 +853,9 @@ def _cmd_facebank_add(args: argparse.Namespace) -> int:
                     reply = client.request("facebank_add", name=args.name, paths=paths, face=args.choose)
                     added, soft = reply["added"], reply.get("soft") or []
                     name = escape(str(reply.get("name") or args.name))  # as stored: "lin" added to "Lin"
-            except ControlError as exc:  # no answer is not a refusal: the engine may have saved them (a review)
-                if "lost the engine" in str(exc) or "closed the connection" in str(exc):
-                    raise ControlError(f"{exc}; the engine may still have saved the photos: `blurcast facebank "
-                                       "list` shows what the facebank holds") from exc
-                raise
+            except NoAnswer as exc:  # no answer is not a refusal: the engine may have saved them (a review)
+                raise ControlError(f"{exc}; the engine may still have saved the photos: `blurcast facebank "
+                                   "list` shows what the facebank holds") from exc
         else:
             from facebank import Facebank
             from facebank.enrol import soft_photos
@@ -897,10 +896,21 @@ def _cmd_facebank_list(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _unanswered(outcome: str):
+    """A facebank change the engine gave no answer to is not a refusal: the error says it may still be made."""
+    from engine.client import ControlError, NoAnswer
+
+    try:
+        yield
+    except NoAnswer as exc:
+        raise ControlError(f"{exc}; {outcome}: `blurcast facebank list` shows what the facebank holds") from exc
+
+
 def _cmd_facebank_remove(args: argparse.Namespace) -> int:
     client = _engine_client()
     if client is not None:
-        with client:
+        with client, _unanswered("the engine may still remove them"):
             removed = client.request("facebank_remove", name=args.name).get("removed", args.name)
     else:
         from facebank.live import LiveFacebank, LiveGallery
@@ -916,7 +926,7 @@ def _cmd_facebank_remove(args: argparse.Namespace) -> int:
 def _cmd_facebank_rename(args: argparse.Namespace) -> int:
     client = _engine_client()
     if client is not None:
-        with client:
+        with client, _unanswered("the engine may still rename them"):
             reply = client.request("facebank_rename", name=args.name, new_name=args.new_name)
         renamed = (reply.get("renamed", args.name), reply.get("name", args.new_name))
     else:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from engine.protocol import MAX_LINE, ControlError, decode_preview, soft_warning
+from engine.protocol import MAX_LINE, ControlError, NoAnswer, decode_preview, soft_warning
 from engine.protocol import encode as _encode
 
 try:
@@ -38,9 +38,9 @@ except ImportError:  # Windows: no flock; two engines there are still caught by 
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EXIT_ALREADY_RUNNING", "ControlClient", "ControlError", "EngineAlreadyRunning", "EnginePaths",
-           "decode_preview", "default_paths", "engine_running", "hold_engine_lock", "soft_warning", "start_background",
-           "stop_background", "unanswering_engine"]
+__all__ = ["EXIT_ALREADY_RUNNING", "ControlClient", "ControlError", "EngineAlreadyRunning", "EnginePaths", "NoAnswer",
+           "decode_preview", "default_paths", "engine_running", "facebank_timeout", "hold_engine_lock", "soft_warning",
+           "start_background", "stop_background", "unanswering_engine"]
 
 
 def state_dir() -> Path:
@@ -80,6 +80,18 @@ def default_paths() -> EnginePaths:
     return EnginePaths(state_dir())
 
 
+# A facebank change waits for the engine's enrolment lock: its own photos (a 40 MP photo takes seconds on a busy 2-core
+# machine), or a remove or rename queued behind an enrolment. The UI's fixed 5 s had reported such a change as failed
+# while the engine went on to save it (a review, stop 54: five 8000x4500 photos, "timed out", saved 10 s later).
+FACEBANK_TIMEOUT_S = 120.0
+FACEBANK_TIMEOUT_PER_PHOTO_S = 30.0
+
+
+def facebank_timeout(photos: int = 0) -> float:
+    """Seconds to wait for the engine's answer to a facebank change that enrols `photos` photos."""
+    return FACEBANK_TIMEOUT_S + FACEBANK_TIMEOUT_PER_PHOTO_S * photos
+
+
 # --- client -------------------------------------------------------------------------------------------------
 class ControlClient:
     """Blocking client: `request("set", settings={...})`, `subscribe(hz)` yields telemetry dicts."""
@@ -111,14 +123,14 @@ class ControlClient:
                 line = self._file.readline(MAX_LINE)
             except OSError as exc:
                 self.close()
-                raise ControlError(f"lost the engine while sending {cmd!r}: {exc}") from exc
+                raise NoAnswer(f"lost the engine while sending {cmd!r}: {exc}") from exc
             if not line:
                 self.close()
-                raise ControlError(f"the engine closed the connection during {cmd!r}")
+                raise NoAnswer(f"the engine closed the connection during {cmd!r}")
             if not line.endswith(b"\n"):  # cut at MAX_LINE: the rest would be read as the next request's reply
                 self.close()
                 if len(line) < MAX_LINE:  # the end of the data mid-line: it went away while answering
-                    raise ControlError(f"the engine closed the connection during {cmd!r}")
+                    raise NoAnswer(f"the engine closed the connection during {cmd!r}")
                 raise ControlError(f"the reply to {cmd!r} is longer than {MAX_LINE} bytes")
         try:
             reply = json.loads(line)

@@ -27,6 +27,11 @@ class ControlError(RuntimeError):
     """The engine answered with an error, or could not be reached."""
 
 
+class NoAnswer(ControlError):
+    """The engine took the request but gave no answer (the client's timeout, a dropped connection): what it asked for
+    may still have been done. Not a refusal."""
+
+
 def encode(obj: Any) -> bytes:
     """One message as a JSON line."""
     return (json.dumps(obj, separators=(",", ":"), default=str) + "\n").encode()

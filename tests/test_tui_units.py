@@ -606,3 +606,75 @@ def test_the_facebank_screen_says_when_a_photo_was_taken_though_soft() -> None:
     assert "Warning" not in FacebankScreen._apply(sharp, "add", "Lin", ["/photos/me.png"], None)
     older = FacebankLink(Replies({"name": "Lin", "added": 1}))  # an engine from before the field
     assert FacebankScreen._apply(older, "add", "Lin", ["/photos/me.png"], None).endswith("The engine uses it now.")
+
+
+class _SlowEngine:
+    """A control socket that answers each request `delay` s late with `reply`, or closes without a word (None)."""
+
+    def __init__(self, root: Path, delay: float, reply: dict | None) -> None:
+        import socket
+        import threading
+
+        self.requests: list[dict] = []
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(EnginePaths(root).socket))
+        self.server.listen(4)
+        self.delay, self.reply = delay, reply
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import json
+        import time
+
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rwb") as stream:
+                self.requests.append(json.loads(stream.readline()))
+                time.sleep(self.delay)
+                if self.reply is not None:
+                    stream.write((json.dumps(self.reply) + "\n").encode())
+                    stream.flush()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_facebank_change_is_given_time_past_the_links_timeout(tmp_path):
+    """Regression (a review, stop 54): the UI's facebank changes waited the link's fixed 5 s. The engine holds its
+    enrolment lock while it enrols (five 8000x4500 photos took over 5 s on 2 busy cores; a remove waits behind an
+    enrolment), so the UI said "timed out" and the engine saved the change after. Each change now waits as the CLI
+    does (`facebank_timeout`: 120 s, and 30 s a photo)."""
+    from tui.facebank_link import FacebankLink
+    from tui.link import EngineLink
+
+    engine = _SlowEngine(tmp_path, delay=1.0, reply={"ok": True, "name": "Lin", "added": 2, "soft": []})
+    try:
+        link = EngineLink(paths=EnginePaths(tmp_path), timeout=0.3)  # the answer comes after the link's own timeout
+        added, soft = FacebankLink(link).add("Lin", ["/photos/a.png", "/photos/b.png"])
+        assert (added, soft) == (2, None)
+        assert engine.requests[0]["cmd"] == "facebank_add" and "wait" not in engine.requests[0]
+        engine.reply = {"ok": True, "removed": "Lin"}
+        assert FacebankLink(link).remove("Lin") == "Lin"
+    finally:
+        engine.close()
+
+
+def test_a_facebank_change_that_got_no_answer_is_not_called_a_failure(tmp_path):
+    """The engine took the change and went away (or answered past even that wait): the words say it may still be
+    made, and the screen reads the list again later, instead of "failed" over a change the engine then saved."""
+    from tui.facebank_link import FacebankLink
+    from tui.link import EngineLink, NoAnswer
+    from tui.screens.facebank import unanswered_words
+
+    engine = _SlowEngine(tmp_path, delay=0.0, reply=None)
+    try:
+        with pytest.raises(NoAnswer) as raised:
+            FacebankLink(EngineLink(paths=EnginePaths(tmp_path))).add("Lin", ["/photos/a.png"])
+    finally:
+        engine.close()
+    words = unanswered_words("add", raised.value)
+    assert "may still enrol them" in words and "read again" in words and "closed the connection" in words
+    assert "may still remove them" in unanswered_words("remove", raised.value)

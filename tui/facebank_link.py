@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tui.link import ControlError, EngineLink, soft_warning
+from tui.link import ControlError, EngineLink, facebank_timeout, soft_warning
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -105,7 +105,8 @@ class FacebankLink:
     def add(self, name: str, paths: list[str], choose: int | None = None) -> tuple[int, str | None]:
         """Enrol `paths` as `name`: the number of new photos (one already enrolled is not counted again), and the
         warning for those taken though soft, if any."""
-        reply = self.link.request("facebank_add", name=name, paths=paths, face=choose)
+        reply = self.link.request("facebank_add", wait=facebank_timeout(len(paths)), name=name, paths=paths,
+                                  face=choose)
         added = reply.get("added") if isinstance(reply, dict) else None
         soft = reply.get("soft") if isinstance(reply, dict) else None
         return added if isinstance(added, int) else len(paths), soft_warning(soft if isinstance(soft, list) else [])
@@ -113,7 +114,7 @@ class FacebankLink:
     def remove(self, name: str) -> str | None:
         """The name as the facebank stored it, or None where nobody had it."""
         try:
-            reply = self.link.request("facebank_remove", name=name)
+            reply = self.link.request("facebank_remove", wait=facebank_timeout(), name=name)
         except ControlError as exc:
             if "not on the facebank" in str(exc):
                 return None
@@ -123,7 +124,7 @@ class FacebankLink:
     def rename(self, name: str, new_name: str) -> tuple[str, str] | None:
         """(the name as stored, the new name), or None where nobody had `name`."""
         try:
-            reply = self.link.request("facebank_rename", name=name, new_name=new_name)
+            reply = self.link.request("facebank_rename", wait=facebank_timeout(), name=name, new_name=new_name)
         except ControlError as exc:
             if "not on the facebank" in str(exc):
                 return None
@@ -131,4 +132,9 @@ class FacebankLink:
         return str(reply.get("renamed", name)), str(reply.get("name", new_name))
 
     def reenrol(self) -> str:
-        return str(self.link.request("facebank_refresh")["message"])
+        """Every photo embedded again by the engine (the facebank file's count: each given its time)."""
+        try:
+            photos = sum(len(person.images) for person in self.saved())
+        except (OSError, ValueError):
+            photos = 0
+        return str(self.link.request("facebank_refresh", wait=facebank_timeout(photos))["message"])

@@ -14,9 +14,11 @@ from engine.client import (
     ControlClient,
     ControlError,
     EnginePaths,
+    NoAnswer,
     decode_preview,
     default_paths,
     engine_running,
+    facebank_timeout,
     launch_of,
     private_dir,
     redact,
@@ -26,8 +28,8 @@ from engine.client import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ControlError", "EngineLink", "EnginePaths", "decode_preview", "default_engine_args", "default_paths",
-           "private_dir", "soft_warning"]
+__all__ = ["ControlError", "EngineLink", "EnginePaths", "NoAnswer", "decode_preview", "default_engine_args",
+           "default_paths", "facebank_timeout", "private_dir", "soft_warning"]
 
 
 def default_engine_args(source: str) -> list[str]:
@@ -53,8 +55,9 @@ class EngineLink:
         """`engine serve` arguments for a new engine on `spec`, with the UI's engine options."""
         return ["--source", spec, *(["--loop"] if loop else []), *self.engine_options]
 
-    def request(self, cmd: str, **args: Any) -> Any:
-        with ControlClient(self.paths.socket, timeout=self.timeout) as client:
+    def request(self, cmd: str, wait: float | None = None, **args: Any) -> Any:
+        """`cmd` with `args`; `wait`: seconds for its answer, when more than `timeout` (a facebank change)."""
+        with ControlClient(self.paths.socket, timeout=max(self.timeout, wait or 0.0)) as client:
             return client.request(cmd, **args)
 
     def telemetry(self, hz: float) -> Iterator[dict]:

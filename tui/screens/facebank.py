@@ -20,7 +20,7 @@ from textual.widgets import Button, DataTable, DirectoryTree, Footer, Input, Sta
 
 from tui.facebank_link import IMAGE_SUFFIXES, FacebankLink, PersonView
 from tui.format import short_path
-from tui.link import ControlError
+from tui.link import ControlError, NoAnswer
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.enrol import NameScreen
 from tui.suggest import PathSuggester
@@ -56,16 +56,29 @@ class ImageTree(DirectoryTree):
 
 class PeopleLoaded(Message):
     """`people` None: not known (no engine, and its file unreadable); `from_file`: read from the file, the engine
-    being down."""
+    being down; `recheck`: the change asked for got no answer, so the list is read again a little later."""
 
     def __init__(self, people: list[PersonView] | None, note: str = "", error: str = "",
-                 from_file: bool = False, enrolled: bool = False) -> None:
+                 from_file: bool = False, enrolled: bool = False, recheck: bool = False) -> None:
         super().__init__()
         self.people = people
         self.note = note
         self.error = error
         self.from_file = from_file
         self.enrolled = enrolled  # the enrol form was used: it is emptied (a remove or rename leaves it as typed)
+        self.recheck = recheck
+
+
+RECHECK_S = 5.0  # after a change the engine gave no answer to, the list is read again this much later
+UNANSWERED = {"add": "it may still enrol them", "remove": "it may still remove them",
+              "rename": "it may still rename them", "reenrol": "it may still embed the photos again"}
+
+
+def unanswered_words(op: str, exc: Exception) -> str:
+    """A change the engine took but gave no answer to is not a refusal: it may still be made (a review, stop 54: "timed
+    out" shown for an enrolment the engine saved 10 s later, a remove queued behind one done after its "failure")."""
+    outcome = UNANSWERED.get(op, "it may still make the change")
+    return f"no answer from the engine ({exc}): {outcome}. The list below is read again in {RECHECK_S:.0f} s."
 
 
 GRADE_STYLES = {"good": "green", "ok": "", "weak": "yellow", "old model": "red", "?": "dim"}
@@ -172,9 +185,11 @@ class FacebankScreen(Screen):
         """list / add / remove / rename / reenrol in the engine; every failure comes back as plain text. A rename's
         new name comes as `paths[0]`."""
         bank = self.bank
-        note, error = "", ""
+        note, error, recheck = "", "", False
         try:
             note = self._apply(bank, op, name, paths or [], choose)
+        except NoAnswer as exc:
+            error, recheck = unanswered_words(op, exc), op != "list"
         except ControlError as exc:
             error = str(exc)
             if "faces were found" in error:  # the engine's words are the CLI's (--face N): say the field
@@ -182,10 +197,14 @@ class FacebankScreen(Screen):
                 error += "" if "face#" in error else " (type its number in face#)"
             error = error.replace("with --face N", "in face#")  # "pick another face with --face N"
         try:
-            self.post_message(PeopleLoaded(bank.people(), note.strip(), error, enrolled=op == "add"))
+            self.post_message(PeopleLoaded(bank.people(), note.strip(), error, enrolled=op == "add" and not recheck,
+                                           recheck=recheck))
         except ControlError as exc:
             if bank.engine_running():  # it answers but cannot list: its words
-                self.post_message(PeopleLoaded(None, note.strip(), error or f"cannot read the facebank: {exc}"))
+                self.post_message(PeopleLoaded(None, note.strip(), error or f"cannot read the facebank: {exc}",
+                                               recheck=recheck))
+            elif recheck:  # gone after taking the change: its file shows whether it was made
+                self.post_message(self._from_saved(bank, note.strip(), error))
             else:
                 undone = f"nothing was changed: {op} needs the engine" if op != "list" and error else ""
                 self.post_message(self._from_saved(bank, note.strip(), undone))
@@ -225,6 +244,8 @@ class FacebankScreen(Screen):
             message.from_file
         self._fill_people()
         self.refresh_bindings()
+        if message.recheck:
+            self.set_timer(RECHECK_S, self._recheck)
         if message.from_file:  # before the error: "no engine running on …/engine.sock" said it less plainly
             self._say(self._engine_down() + (f" ({message.error})" if message.error else ""), error=True)
         elif message.error:
@@ -235,6 +256,11 @@ class FacebankScreen(Screen):
                 for field in self.query("#enrol-row Input").results(Input):
                     field.value = ""
                 self.query_one("#people", DataTable).focus()  # keys act on the screen again, not the form
+
+    def _recheck(self) -> None:
+        """The list read again after a change that got no answer, unless other work is under way (it reads it)."""
+        if not self._busy and self.is_current:
+            self.run_facebank("list")
 
     def _engine_down(self) -> str:
         app: Any = self.app

@@ -115,24 +115,25 @@ class AtomicJSONStorage(Storage):
     def write(self, data: dict) -> None:
         # A file made read-only on purpose is not replaced: the atomic rename needs only the folder's permission, and
         # left a 0400 facebank rewritten 0600 without a word (a review, stop 44)
+        target = written_file(self.path)
         with suppress(FileNotFoundError):
-            if not self.path.stat().st_mode & stat.S_IWUSR:
-                raise FacebankError(f"the facebank file {self.path} is read-only, so nothing was changed; make it "
-                                    f"writable to change who is on it (chmod 600 {self.path})")
-        with _writable(self.path.parent):
-            _ensure_private_dir(self.path.parent)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            if not target.stat().st_mode & stat.S_IWUSR:
+                raise FacebankError(f"the facebank file {target} is read-only, so nothing was changed; make it "
+                                    f"writable to change who is on it (chmod 600 {target})")
+        with _writable(target.parent):
+            _ensure_private_dir(target.parent)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as f:  # mkstemp creates it 0600
                     json.dump(data, f, separators=(",", ":"))
                     f.flush()
                     os.fsync(f.fileno())
-                os.replace(tmp, self.path)
+                os.replace(tmp, target)
             except BaseException:
                 with suppress(FileNotFoundError):
                     os.unlink(tmp)
                 raise
-            _fsync_dir(self.path.parent)
+            _fsync_dir(target.parent)
 
     def close(self) -> None:
         pass
@@ -176,6 +177,13 @@ def _writable(folder: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         raise FacebankError(f"cannot write the facebank in {folder}: {exc.strerror or exc}") from exc
+
+
+def written_file(path: Path) -> Path:
+    """The file a write replaces: where `path` is a symbolic link (the facebank kept in a synced or encrypted folder),
+    the file it points to. Replacing the link itself had left the linked file as it was and every later change out of
+    it, without a word (a review, stop 54)."""
+    return Path(os.path.realpath(path))
 
 
 def _ensure_private_dir(folder: Path) -> None:
@@ -589,7 +597,8 @@ class Facebank:
 
     def _remove_stale_temp_files(self) -> None:
         """Temp files left by a writer killed mid-write (only ever removed under the lock: nobody is writing)."""
-        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+        target = written_file(self.path)
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):
             with suppress(OSError):  # one that cannot be removed (read-only folder) is harmless
                 stale.unlink()
 

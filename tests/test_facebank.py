@@ -754,6 +754,23 @@ def test_a_facebank_made_read_only_is_left_as_it_is(bank: Facebank) -> None:
 
 
 
+def test_a_facebank_kept_behind_a_symbolic_link_is_written_through_it(tmp_path: Path, enroller: Enroller) -> None:
+    """facebank.json as a link to a file in a synced or encrypted folder: each write replaced the link itself with a
+    plain file, so the linked file kept the old people and got no later change, without a word (a review, stop 54).
+    Written through the link: the link stays, the file it points to holds every change."""
+    synced = tmp_path / "synced" / "people.json"
+    Facebank(synced, enroller=enroller).add("Barack", [OBAMA])
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "facebank.json").symlink_to(synced)
+    bank = Facebank(home / "facebank.json", enroller=enroller)
+    bank.add("Joe", [BIDEN])
+    bank.rename("Joe", "Joseph")
+    assert (home / "facebank.json").is_symlink()
+    assert sorted(p.name for p in Facebank(synced, enroller=enroller).people()) == ["Barack", "Joseph"]
+    assert not list(home.glob(".facebank.json.*.tmp")) and not list(synced.parent.glob(".people.json.*.tmp"))
+
+
 def test_a_retouched_group_photo_keeps_each_persons_face(bank: Facebank, tmp_path: Path) -> None:
     """Two people enrolled from one group photo (--face 0 and 1); the file is then brightened. Refresh found it
     changed and asked it for one face: "2 faces were found", and both people lost their photo (a walkthrough,
